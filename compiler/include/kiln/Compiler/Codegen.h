@@ -1,0 +1,92 @@
+//===- Codegen.h - Per-target code generation of kernel programs -*- C++ -*-===//
+//
+// Codegen takes the distinct kernels of a kernel-level module and produces,
+// per target, an executable: a native shared object for the CPU, PTX (and a
+// cubin when ptxas is present) for CUDA. Both targets emit the same program
+// body through KernelOpInterface::emitProgram.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_COMPILER_CODEGEN_H
+#define KILN_COMPILER_CODEGEN_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/ADT/DenseMap.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+class StageDumper;
+
+/// One distinct kernel of the schedule and everything known about it.
+struct KernelRecord {
+  std::string name;
+  std::string config;
+  std::vector<std::string> fusedOps;
+  std::vector<std::string> locations;
+  unsigned numBuffers = 0;
+  unsigned numScalars = 0;
+  int64_t maxPrograms = 0;
+  mlir::Operation *representative = nullptr;
+};
+
+/// The distinct kernels of @forward, and which kernel each launch runs.
+struct KernelTable {
+  std::vector<KernelRecord> kernels;
+  llvm::DenseMap<mlir::Operation *, unsigned> launchKernel;
+};
+
+/// Collects the distinct kernels of a kernel-level @forward (ops
+/// implementing KernelOpInterface), deduplicated by kernel name.
+KernelTable collectKernels(mlir::func::FuncOp forward);
+
+/// Renders a location as "file:line:col" / "name" text for provenance.
+std::string locationToString(mlir::Location loc);
+
+struct CpuExecutable {
+  std::string arch;
+  std::vector<uint8_t> sharedObject;
+};
+
+/// Builds the CPU executable: one C-ABI entry point per kernel
+/// (void name(void **buffers, const int64_t *scalars, int64_t begin,
+/// int64_t end)), compiled by LLVM for the host and linked into a shared
+/// object.
+mlir::FailureOr<CpuExecutable> buildCpuExecutable(mlir::MLIRContext &ctx,
+                                                  const KernelTable &table,
+                                                  StageDumper &dumper);
+
+struct CudaEntry {
+  std::string name;
+  unsigned blockX = 128;
+  bool hasResources = false;
+  unsigned registers = 0, spillStores = 0, spillLoads = 0, sharedBytes = 0,
+           constBytes = 0;
+};
+
+struct CudaExecutable {
+  std::string arch;
+  std::string ptx;
+  std::vector<uint8_t> cubin; // empty when ptxas is absent
+  std::string ptxasLog;
+  std::vector<CudaEntry> entries; // one per kernel, in table order
+};
+
+/// Builds the CUDA executable for `chip` (e.g. "sm_90a"): gpu.func kernels
+/// lowered through NVVM to PTX, assembled by ptxas when found.
+mlir::FailureOr<CudaExecutable> buildCudaExecutable(mlir::MLIRContext &ctx,
+                                                    const KernelTable &table,
+                                                    llvm::StringRef chip,
+                                                    StageDumper &dumper);
+
+/// Locates ptxas: $KILN_PTXAS, then PATH, then $CUDA_HOME/bin and
+/// /usr/local/cuda/bin. Empty when absent.
+std::string findPtxas();
+
+} // namespace kiln
+
+#endif // KILN_COMPILER_CODEGEN_H

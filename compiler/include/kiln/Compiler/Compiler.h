@@ -1,0 +1,41 @@
+//===- Compiler.h - The kiln-compile driver ---------------------*- C++ -*-===//
+#ifndef KILN_COMPILER_COMPILER_H
+#define KILN_COMPILER_COMPILER_H
+
+#include "kiln/Compiler/Passes.h"
+
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+/// Version string recorded in every plan's provenance.
+const char *compilerVersion();
+
+/// Registers every dialect, extension and translation the compiler uses.
+void registerCompilerDialects(mlir::DialectRegistry &registry);
+/// Registers the upstream passes named in Kiln's codegen pipelines, plus
+/// Kiln's own passes and pipelines.
+void registerCompilerPasses();
+
+struct CompileOptions {
+  std::string input;               ///< model.mlir (or checkpoint dir, later)
+  std::string output;              ///< plan path
+  std::vector<std::string> targets; ///< "cpu", "sm_90a"
+  std::string dumpIRDir;           ///< --dump-ir-dir
+  bool embedWeights = false;
+  std::string commandLine;         ///< recorded as provenance flags
+  KilnPipelineOptions pipeline;
+};
+
+/// Compiles a model into a plan, written atomically (no partial file on
+/// failure). Diagnostics go to the context's handler.
+mlir::LogicalResult compileModel(mlir::MLIRContext &ctx,
+                                 const CompileOptions &options);
+
+} // namespace kiln
+
+#endif // KILN_COMPILER_COMPILER_H

@@ -1,0 +1,34 @@
+//===- Passes.h - Kiln compiler passes and pipelines ------------*- C++ -*-===//
+#ifndef KILN_COMPILER_PASSES_H
+#define KILN_COMPILER_PASSES_H
+
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+
+namespace kiln {
+
+#define GEN_PASS_DECL
+#include "kiln/Compiler/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "kiln/Compiler/Passes.h.inc"
+
+/// Options of the graph -> kernel pipeline.
+struct KilnPipelineOptions {
+  int64_t minGemmPrograms = 64;
+};
+
+/// Graph-level cleanup and verification (stage "graph").
+void buildKilnGraphPipeline(mlir::OpPassManager &pm,
+                            const KilnPipelineOptions &options);
+/// Graph -> kernel dialect (stage "kernel").
+void buildKilnKernelPipeline(mlir::OpPassManager &pm,
+                             const KilnPipelineOptions &options);
+
+/// Registers Kiln's passes and the `kiln-graph-pipeline`,
+/// `kiln-kernel-pipeline` pipelines with the global registry (kiln-opt).
+void registerKilnPassesAndPipelines();
+
+} // namespace kiln
+
+#endif // KILN_COMPILER_PASSES_H

@@ -1,0 +1,32 @@
+#ifndef KILN_COMPILER_PASSES_TD
+#define KILN_COMPILER_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def KilnLowerToKernels : Pass<"kiln-lower-to-kernels", "mlir::ModuleOp"> {
+  let summary = "Lower the kiln graph to kiln_kernel launches";
+  let description = [{
+    Replaces every graph op by the kernel launch(es) that compute it, choosing
+    each kernel's tile configuration with the heuristics of
+    `kiln/Kernels/Heuristics.h`. `kiln.reshape` becomes `kiln_kernel.view`.
+    `kiln.weight` stays: weights are resolved when the plan is emitted. Each
+    launch records the graph ops it came from in `fused_ops` and keeps their
+    location. A graph op without a kernel lowering is an error naming it.
+  }];
+  let dependentDialects = ["kiln::kernel::KilnKernelDialect"];
+  let options = [
+    Option<"minGemmPrograms", "min-gemm-programs", "int64_t", /*default=*/"64",
+           "Smallest grid the GEMM tile heuristic aims for">,
+  ];
+}
+
+def KilnVerifyModel : Pass<"kiln-verify-model", "mlir::ModuleOp"> {
+  let summary = "Check that a module is a compilable Kiln model";
+  let description = [{
+    Requires one `func.func @forward` whose arguments and results all carry a
+    unique `kiln.name` string attribute, statically shaped tensor types and
+    no other functions; reports the first violation at its location.
+  }];
+}
+
+#endif // KILN_COMPILER_PASSES_TD

@@ -1,0 +1,64 @@
+//===- Plan.h - Memory planning and plan emission ---------------*- C++ -*-===//
+#ifndef KILN_COMPILER_PLAN_H
+#define KILN_COMPILER_PLAN_H
+
+#include "kiln/Compiler/Codegen.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kiln {
+
+/// A buffer to place in the arena, live over launches [first, last].
+struct ArenaRequest {
+  uint64_t size = 0;
+  uint32_t first = 0, last = 0;
+  uint64_t offset = 0; ///< set by planArena
+};
+
+/// Assigns arena offsets (greedy by size, first fit among buffers whose
+/// live ranges overlap). Returns {arena size, peak live bytes}.
+std::pair<uint64_t, uint64_t> planArena(std::vector<ArenaRequest> &requests,
+                                        uint64_t alignment = 256);
+
+/// A resolved weight: where its bytes are, and what they are.
+struct WeightSource {
+  std::string name;
+  mlir::Type elementType;
+  std::vector<int64_t> shape;
+  std::string path;         ///< file holding the bytes
+  uint64_t offset = 0;      ///< of the tensor in the file
+  uint64_t size = 0;        ///< bytes
+  uint64_t fileSize = 0;
+  const uint8_t *data = nullptr; ///< mapped bytes (kept alive by the caller)
+};
+
+struct PlanOptions {
+  std::string planPath; ///< where the plan will live (for relative paths)
+  bool embedWeights = false;
+  std::string name;
+  std::string compilerVersion;
+  std::string flags;
+  std::string sourcePath;
+  std::string sourceHash;
+  int64_t createdUnix = 0;
+};
+
+/// Serializes a kernel-level @forward into plan bytes.
+mlir::FailureOr<std::vector<uint8_t>>
+emitPlan(mlir::func::FuncOp forward, const KernelTable &table,
+         const std::map<std::string, WeightSource> &weights,
+         const std::optional<CpuExecutable> &cpu,
+         const std::optional<CudaExecutable> &cuda, const PlanOptions &options);
+
+/// FNV-1a 64 of a byte range (the plan's weight checksum).
+uint64_t fnv1a64(const uint8_t *data, size_t size);
+
+} // namespace kiln
+
+#endif // KILN_COMPILER_PLAN_H

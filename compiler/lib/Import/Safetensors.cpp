@@ -1,0 +1,101 @@
+//===- Safetensors.cpp - Reading safetensors checkpoints ------------------===//
+#include "kiln/Compiler/Safetensors.h"
+
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/JSON.h"
+
+namespace kiln {
+
+unsigned safetensorsDTypeSize(llvm::StringRef dtype) {
+  return llvm::StringSwitch<unsigned>(dtype)
+      .Cases({"F64", "I64", "U64"}, 8)
+      .Cases({"F32", "I32", "U32"}, 4)
+      .Cases({"F16", "BF16", "I16", "U16"}, 2)
+      .Cases({"I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"}, 1)
+      .Default(0);
+}
+
+static llvm::Error err(const std::string &path, const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 path + ": " + msg.str());
+}
+
+llvm::Expected<std::unique_ptr<SafetensorsFile>>
+SafetensorsFile::open(const std::string &path) {
+  auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                         /*RequiresNullTerminator=*/false);
+  if (!buf)
+    return err(path, "cannot open: " + buf.getError().message());
+  auto file = std::make_unique<SafetensorsFile>();
+  file->filePath = path;
+  file->buffer = std::move(*buf);
+  const uint64_t fileSize = file->buffer->getBufferSize();
+  if (fileSize < 8)
+    return err(path, "truncated safetensors file (no header length)");
+  const auto *bytes =
+      reinterpret_cast<const uint8_t *>(file->buffer->getBufferStart());
+  uint64_t headerLen = 0;
+  for (int i = 7; i >= 0; --i)
+    headerLen = (headerLen << 8) | bytes[i];
+  if (headerLen > fileSize - 8)
+    return err(path, "header length " + llvm::Twine(headerLen) +
+                         " exceeds the file size " + llvm::Twine(fileSize));
+  llvm::StringRef header(reinterpret_cast<const char *>(bytes + 8), headerLen);
+  auto json = llvm::json::parse(header);
+  if (!json)
+    return err(path, "invalid JSON header: " + llvm::toString(json.takeError()));
+  const llvm::json::Object *root = json->getAsObject();
+  if (!root)
+    return err(path, "the header is not a JSON object");
+  const uint64_t dataStart = 8 + headerLen;
+  for (const auto &kv : *root) {
+    std::string name = kv.first.str();
+    if (name == "__metadata__")
+      continue;
+    const llvm::json::Object *t = kv.second.getAsObject();
+    if (!t)
+      return err(path, "tensor '" + name + "': entry is not an object");
+    auto dtype = t->getString("dtype");
+    const llvm::json::Array *shape = t->getArray("shape");
+    const llvm::json::Array *offs = t->getArray("data_offsets");
+    if (!dtype || !shape || !offs || offs->size() != 2)
+      return err(path, "tensor '" + name +
+                           "': needs dtype, shape and data_offsets [begin, end]");
+    SafetensorsTensor tensor;
+    tensor.dtype = dtype->str();
+    uint64_t count = 1;
+    for (const llvm::json::Value &d : *shape) {
+      auto v = d.getAsInteger();
+      if (!v || *v < 0)
+        return err(path, "tensor '" + name + "': invalid shape");
+      tensor.shape.push_back(*v);
+      count *= static_cast<uint64_t>(*v);
+    }
+    auto b = (*offs)[0].getAsInteger(), e = (*offs)[1].getAsInteger();
+    if (!b || !e || *b < 0 || *e < *b)
+      return err(path, "tensor '" + name + "': invalid data_offsets");
+    unsigned esize = safetensorsDTypeSize(tensor.dtype);
+    if (esize == 0)
+      return err(path, "tensor '" + name + "': unsupported dtype " +
+                           tensor.dtype);
+    tensor.offset = dataStart + static_cast<uint64_t>(*b);
+    tensor.size = static_cast<uint64_t>(*e - *b);
+    if (tensor.size != count * esize)
+      return err(path, "tensor '" + name + "': data_offsets hold " +
+                           llvm::Twine(tensor.size) + " bytes but " +
+                           tensor.dtype + " of this shape needs " +
+                           llvm::Twine(count * esize));
+    if (tensor.offset + tensor.size > fileSize)
+      return err(path, "tensor '" + name +
+                           "': data lies past the end of the file (truncated?)");
+    file->map[name] = std::move(tensor);
+  }
+  return file;
+}
+
+const SafetensorsTensor *SafetensorsFile::find(llvm::StringRef name) const {
+  auto it = map.find(name);
+  return it == map.end() ? nullptr : &it->second;
+}
+
+} // namespace kiln

@@ -1,0 +1,42 @@
+//===- Pipelines.cpp - Kiln pass pipelines --------------------------------===//
+//
+// Pipelines are functions shared by kiln-compile and kiln-opt.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/Passes.h"
+
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+namespace kiln {
+
+void buildKilnGraphPipeline(mlir::OpPassManager &pm,
+                            const KilnPipelineOptions &) {
+  pm.addPass(createKilnVerifyModel());
+  pm.addPass(mlir::createCanonicalizerPass());
+  pm.addPass(mlir::createCSEPass());
+}
+
+void buildKilnKernelPipeline(mlir::OpPassManager &pm,
+                             const KilnPipelineOptions &options) {
+  KilnLowerToKernelsOptions lower;
+  lower.minGemmPrograms = options.minGemmPrograms;
+  pm.addPass(createKilnLowerToKernels(lower));
+  pm.addPass(mlir::createCSEPass());
+}
+
+void registerKilnPassesAndPipelines() {
+  registerKilnPasses();
+  mlir::PassPipelineRegistration<>(
+      "kiln-graph-pipeline", "Verify and clean up a kiln graph",
+      [](mlir::OpPassManager &pm) {
+        buildKilnGraphPipeline(pm, KilnPipelineOptions{});
+      });
+  mlir::PassPipelineRegistration<>(
+      "kiln-kernel-pipeline", "Lower a kiln graph to kiln_kernel launches",
+      [](mlir::OpPassManager &pm) {
+        buildKilnKernelPipeline(pm, KilnPipelineOptions{});
+      });
+}
+
+} // namespace kiln

@@ -1,0 +1,355 @@
+//===- PlanEmitter.cpp - Kernel-level @forward -> FlatBuffer plan ---------===//
+//
+// Every tensor value gets a buffer: function arguments are inputs, returned
+// values are outputs, `kiln.weight` results are weights, kernel results are
+// intermediates; `kiln_kernel.view` aliases its operand's buffer. Launches
+// are numbered in program order; liveness over that order drives the arena
+// plan.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/Plan.h"
+
+#include "kernel/IR/KernelDialect.h"
+#include "kiln/IR/KilnDialect.h"
+
+#include "plan_generated.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include <filesystem>
+
+using namespace mlir;
+namespace fb = kiln::plan;
+
+namespace kiln {
+
+namespace {
+
+std::optional<fb::DType> toDType(Type t) {
+  if (t.isF32())
+    return fb::DType::f32;
+  if (t.isF16())
+    return fb::DType::f16;
+  if (t.isBF16())
+    return fb::DType::bf16;
+  if (t.isInteger(32))
+    return fb::DType::i32;
+  if (t.isInteger(64))
+    return fb::DType::i64;
+  if (t.isInteger(8))
+    return fb::DType::u8;
+  if (isa<Float8E4M3FNType>(t))
+    return fb::DType::f8e4m3;
+  return std::nullopt;
+}
+
+uint64_t byteSize(RankedTensorType t) {
+  return static_cast<uint64_t>(t.getNumElements()) *
+         ((t.getElementTypeBitWidth() + 7) / 8);
+}
+
+struct BufferInfo {
+  fb::BufferKind kind = fb::BufferKind::intermediate;
+  uint64_t size = 0;
+  uint32_t first = UINT32_MAX, last = 0;
+  uint32_t weight = 0;
+  bool used = false;
+};
+
+std::string relativeTo(const std::string &path, const std::string &planPath) {
+  std::error_code ec;
+  auto planDir = std::filesystem::absolute(
+      std::filesystem::path(planPath).parent_path(), ec);
+  auto abs = std::filesystem::absolute(path, ec);
+  if (ec)
+    return path;
+  auto rel = std::filesystem::relative(abs, planDir, ec);
+  if (ec || rel.empty())
+    return abs.string();
+  return rel.string();
+}
+
+} // namespace
+
+FailureOr<std::vector<uint8_t>>
+emitPlan(func::FuncOp forward, const KernelTable &table,
+         const std::map<std::string, WeightSource> &weights,
+         const std::optional<CpuExecutable> &cpu,
+         const std::optional<CudaExecutable> &cuda, const PlanOptions &opts) {
+  std::vector<BufferInfo> buffers;
+  llvm::DenseMap<Value, uint32_t> bufferOf;
+  std::vector<const WeightSource *> weightList;
+  std::map<std::string, uint32_t> weightBuffer;
+
+  auto newBuffer = [&](Value v, fb::BufferKind kind) {
+    BufferInfo b;
+    b.kind = kind;
+    b.size = byteSize(cast<RankedTensorType>(v.getType()));
+    buffers.push_back(b);
+    bufferOf[v] = buffers.size() - 1;
+    return buffers.size() - 1;
+  };
+
+  for (BlockArgument arg : forward.getArguments()) {
+    uint32_t id = newBuffer(arg, fb::BufferKind::input);
+    buffers[id].first = 0;
+  }
+
+  // Launch order and buffer assignment.
+  std::vector<Operation *> launches;
+  WalkResult walk = forward.walk([&](Operation *op) -> WalkResult {
+    if (auto w = dyn_cast<graph::WeightOp>(op)) {
+      std::string name = w.getName().str();
+      auto it = weights.find(name);
+      if (it == weights.end())
+        return op->emitError() << "weight '" << name << "' was not resolved";
+      auto [bit, inserted] = weightBuffer.try_emplace(name, buffers.size());
+      if (inserted) {
+        newBuffer(w.getResult(), fb::BufferKind::weight);
+        buffers.back().weight = weightList.size();
+        weightList.push_back(&it->second);
+      }
+      bufferOf[w.getResult()] = bit->second;
+      return WalkResult::advance();
+    }
+    if (auto view = dyn_cast<kernel::ViewOp>(op)) {
+      bufferOf[view.getResult()] = bufferOf.lookup(view.getInput());
+      return WalkResult::advance();
+    }
+    if (auto k = dyn_cast<kernel::KernelOpInterface>(op)) {
+      uint32_t idx = launches.size();
+      launches.push_back(op);
+      for (Value v : op->getOperands()) {
+        auto found = bufferOf.find(v);
+        if (found == bufferOf.end())
+          return op->emitError("operand has no buffer (unsupported producer)");
+        BufferInfo &b = buffers[found->second];
+        b.first = std::min(b.first, idx);
+        b.last = std::max(b.last, idx);
+      }
+      for (Value v : op->getResults()) {
+        uint32_t id = newBuffer(v, fb::BufferKind::intermediate);
+        buffers[id].first = idx;
+        buffers[id].last = idx;
+      }
+      return WalkResult::advance();
+    }
+    if (isa<func::ReturnOp, func::FuncOp>(op))
+      return WalkResult::advance();
+    return op->emitError() << "'" << op->getName()
+                           << "' cannot be emitted into a plan (expected "
+                              "kiln_kernel launches)";
+  });
+  if (walk.wasInterrupted())
+    return failure();
+  if (launches.empty())
+    return forward.emitError("the model computes nothing (no kernel launches)");
+  uint32_t lastLaunch = launches.size() - 1;
+  for (BlockArgument arg : forward.getArguments())
+    buffers[bufferOf[arg]].last = lastLaunch;
+
+  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
+  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+    BufferInfo &b = buffers[bufferOf[v]];
+    if (b.kind != fb::BufferKind::intermediate &&
+        b.kind != fb::BufferKind::output) {
+      auto name = forward.getResultAttrOfType<StringAttr>(i, "kiln.name");
+      return forward.emitError()
+             << "output '" << (name ? name.getValue() : "?")
+             << "' is an input or a weight, not a computed value";
+    }
+    b.kind = fb::BufferKind::output;
+    b.last = lastLaunch;
+  }
+
+  // Arena plan over inputs, outputs and intermediates.
+  std::vector<ArenaRequest> requests;
+  std::vector<uint32_t> requestBuffer;
+  for (auto [id, b] : llvm::enumerate(buffers)) {
+    if (b.kind == fb::BufferKind::weight)
+      continue;
+    if (b.first == UINT32_MAX)
+      b.first = 0;
+    requests.push_back({b.size, b.first, b.last, 0});
+    requestBuffer.push_back(id);
+  }
+  auto [arenaSize, peak] = planArena(requests);
+
+  flatbuffers::FlatBufferBuilder fbb(1 << 16);
+  std::vector<flatbuffers::Offset<fb::Buffer>> fbBuffers;
+  std::vector<uint64_t> offsets(buffers.size(), 0);
+  for (auto [r, id] : llvm::zip(requests, requestBuffer))
+    offsets[id] = r.offset;
+  for (auto [id, b] : llvm::enumerate(buffers))
+    fbBuffers.push_back(fb::CreateBuffer(
+        fbb, b.kind, b.size, offsets[id], b.weight,
+        b.first == UINT32_MAX ? 0 : b.first, b.last));
+
+  // Kernels.
+  std::vector<flatbuffers::Offset<fb::Kernel>> fbKernels;
+  for (const KernelRecord &k : table.kernels) {
+    std::vector<std::string> locs = k.locations;
+    auto ops = fbb.CreateVectorOfStrings(k.fusedOps);
+    auto locVec = fbb.CreateVectorOfStrings(locs);
+    auto name = fbb.CreateString(k.name);
+    auto config = fbb.CreateString(k.config);
+    fb::KernelBuilder kb(fbb);
+    kb.add_name(name);
+    kb.add_source_ops(ops);
+    kb.add_locations(locVec);
+    kb.add_config(config);
+    kb.add_num_buffers(k.numBuffers);
+    kb.add_num_scalars(k.numScalars);
+    fbKernels.push_back(kb.Finish());
+  }
+
+  // Launches.
+  std::vector<flatbuffers::Offset<fb::Launch>> fbLaunches;
+  for (Operation *op : launches) {
+    auto k = cast<kernel::KernelOpInterface>(op);
+    std::vector<uint32_t> bindings;
+    for (Value v : op->getOperands())
+      bindings.push_back(bufferOf[v]);
+    for (Value v : op->getResults())
+      bindings.push_back(bufferOf[v]);
+    SmallVector<int64_t> scalars = k.getLaunchScalars();
+    std::vector<int64_t> sc(scalars.begin(), scalars.end());
+    std::string loc = locationToString(op->getLoc());
+    fbLaunches.push_back(fb::CreateLaunchDirect(
+        fbb, table.launchKernel.lookup(op), &bindings, &sc,
+        static_cast<uint64_t>(k.getNumPrograms()), loc.c_str()));
+  }
+
+  // Inputs and outputs.
+  auto tensorSpec = [&](StringRef name, Value v) {
+    auto t = cast<RankedTensorType>(v.getType());
+    std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
+    return fb::CreateTensorSpecDirect(fbb, name.str().c_str(),
+                                      *toDType(t.getElementType()), &shape,
+                                      bufferOf[v]);
+  };
+  std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;
+  for (BlockArgument arg : forward.getArguments()) {
+    auto name = forward.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                     "kiln.name");
+    if (!toDType(cast<RankedTensorType>(arg.getType()).getElementType()))
+      return forward.emitError("unsupported input element type");
+    inputs.push_back(tensorSpec(name.getValue(), arg));
+  }
+  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+    auto name = forward.getResultAttrOfType<StringAttr>(i, "kiln.name");
+    outputs.push_back(tensorSpec(name.getValue(), v));
+  }
+
+  // Weights: by reference (default) or packed.
+  std::vector<uint8_t> packed;
+  std::vector<flatbuffers::Offset<fb::Weight>> fbWeights;
+  for (const WeightSource *w : weightList) {
+    auto dtype = toDType(w->elementType);
+    if (!dtype)
+      return forward.emitError() << "weight '" << w->name
+                                 << "' has an unsupported element type";
+    std::vector<int64_t> shape = w->shape;
+    uint64_t packedOffset = 0;
+    flatbuffers::Offset<fb::ExternalData> ext = 0;
+    if (opts.embedWeights) {
+      packedOffset = (packed.size() + 63) / 64 * 64;
+      packed.resize(packedOffset);
+      packed.insert(packed.end(), w->data, w->data + w->size);
+    } else {
+      std::string rel = relativeTo(w->path, opts.planPath);
+      ext = fb::CreateExternalDataDirect(fbb, rel.c_str(), w->offset, w->size,
+                                         w->fileSize,
+                                         fnv1a64(w->data, w->size));
+    }
+    auto nameOff = fbb.CreateString(w->name);
+    auto shapeOff = fbb.CreateVector(shape);
+    fb::WeightBuilder wb(fbb);
+    wb.add_name(nameOff);
+    wb.add_dtype(*dtype);
+    wb.add_shape(shapeOff);
+    wb.add_size_bytes(w->size);
+    if (!opts.embedWeights)
+      wb.add_external(ext);
+    wb.add_packed_offset(packedOffset);
+    wb.add_packed(opts.embedWeights);
+    fbWeights.push_back(wb.Finish());
+  }
+
+  // Executables.
+  std::vector<flatbuffers::Offset<fb::Executable>> exes;
+  if (cpu) {
+    std::vector<flatbuffers::Offset<fb::EntryPoint>> eps;
+    for (auto [i, k] : llvm::enumerate(table.kernels))
+      eps.push_back(fb::CreateEntryPointDirect(fbb, k.name.c_str(), i, 1));
+    fbb.ForceVectorAlignment(cpu->sharedObject.size(), 1, 64);
+    auto bin = fbb.CreateVector(cpu->sharedObject);
+    auto arch = fbb.CreateString(cpu->arch);
+    auto epv = fbb.CreateVector(eps);
+    fb::ExecutableBuilder eb(fbb);
+    eb.add_target(fb::TargetKind::cpu);
+    eb.add_arch(arch);
+    eb.add_binary(bin);
+    eb.add_entry_points(epv);
+    exes.push_back(eb.Finish());
+  }
+  if (cuda) {
+    std::vector<flatbuffers::Offset<fb::EntryPoint>> eps;
+    for (auto [i, e] : llvm::enumerate(cuda->entries)) {
+      flatbuffers::Offset<fb::KernelResources> res = 0;
+      if (e.hasResources)
+        res = fb::CreateKernelResources(fbb, e.registers, e.spillStores,
+                                        e.spillLoads, e.sharedBytes,
+                                        e.constBytes);
+      eps.push_back(
+          fb::CreateEntryPointDirect(fbb, e.name.c_str(), i, e.blockX, res));
+    }
+    fbb.ForceVectorAlignment(cuda->cubin.size(), 1, 64);
+    auto bin = fbb.CreateVector(cuda->cubin);
+    auto ptx = fbb.CreateString(cuda->ptx);
+    auto arch = fbb.CreateString(cuda->arch);
+    auto epv = fbb.CreateVector(eps);
+    fb::ExecutableBuilder eb(fbb);
+    eb.add_target(fb::TargetKind::cuda);
+    eb.add_arch(arch);
+    eb.add_binary(bin);
+    eb.add_ptx(ptx);
+    eb.add_entry_points(epv);
+    exes.push_back(eb.Finish());
+  }
+
+  auto prov = fb::CreateProvenanceDirect(
+      fbb, opts.compilerVersion.c_str(), opts.flags.c_str(),
+      opts.sourcePath.c_str(), opts.sourceHash.c_str(), opts.createdUnix);
+  fbb.ForceVectorAlignment(packed.size(), 1, 64);
+  auto weightData = fbb.CreateVector(packed);
+  auto planName = fbb.CreateString(opts.name);
+  auto exesOff = fbb.CreateVector(exes);
+  auto kernelsOff = fbb.CreateVector(fbKernels);
+  auto buffersOff = fbb.CreateVector(fbBuffers);
+  auto launchesOff = fbb.CreateVector(fbLaunches);
+  auto inputsOff = fbb.CreateVector(inputs);
+  auto outputsOff = fbb.CreateVector(outputs);
+  auto weightsOff = fbb.CreateVector(fbWeights);
+  fb::PlanBuilder pb(fbb);
+  pb.add_format_version(1);
+  pb.add_name(planName);
+  pb.add_executables(exesOff);
+  pb.add_kernels(kernelsOff);
+  pb.add_buffers(buffersOff);
+  pb.add_arena_size(arenaSize);
+  pb.add_peak_live_bytes(peak);
+  pb.add_launches(launchesOff);
+  pb.add_inputs(inputsOff);
+  pb.add_outputs(outputsOff);
+  pb.add_weights(weightsOff);
+  pb.add_weight_data(weightData);
+  pb.add_provenance(prov);
+  fb::FinishPlanBuffer(fbb, pb.Finish());
+  return std::vector<uint8_t>(fbb.GetBufferPointer(),
+                              fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+} // namespace kiln

@@ -1,0 +1,254 @@
+#ifndef KILN_OPS_TD
+#define KILN_OPS_TD
+
+include "kiln/IR/KilnDialect.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/BuiltinAttributes.td"
+
+//===----------------------------------------------------------------------===//
+// Weights and data movement
+//===----------------------------------------------------------------------===//
+
+def Kiln_WeightOp : Kiln_Op<"weight"> {
+  let summary = "A named model weight";
+  let description = [{
+    Refers to a tensor of the model's checkpoint by name. The compiler
+    resolves the name (in the checkpoint named by the module's `kiln.weights`
+    attribute, or the Hugging Face checkpoint being imported), checks dtype
+    and shape, and either references the file from the plan or packs it.
+
+    ```mlir
+    %w = kiln.weight "model.layers.0.mlp.up_proj.weight" : tensor<128x64xf32>
+    ```
+  }];
+  let arguments = (ins StrAttr:$name);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def Kiln_EmbeddingOp : Kiln_Op<"embedding"> {
+  let summary = "Gathers rows of an embedding table by token id";
+  let description = [{
+    `result[..., :] = table[tokens[...], :]`. The result has the tokens'
+    shape with the table's row width appended. Token ids outside
+    `[0, vocab)` produce zero rows.
+
+    ```mlir
+    %h = kiln.embedding %table, %tokens
+        : (tensor<256x64xf32>, tensor<2x8xi32>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$table, Kiln_IndexTensor:$tokens);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$table `,` $tokens attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_ReshapeOp : Kiln_Op<"reshape"> {
+  let summary = "Reinterprets a tensor with a new shape of the same size";
+  let description = [{
+    Row-major reshape; no data moves (the kernel level turns it into a view).
+
+    ```mlir
+    %q4 = kiln.reshape %q : (tensor<2x8x64xf32>) -> tensor<2x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$input);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+//===----------------------------------------------------------------------===//
+// Normalization, projections, element-wise
+//===----------------------------------------------------------------------===//
+
+def Kiln_RMSNormOp : Kiln_Op<"rms_norm"> {
+  let summary = "Root-mean-square normalization over the last dimension";
+  let description = [{
+    `y = x / sqrt(mean(x^2, axis=-1) + epsilon) * weight`, computed in fp32.
+
+    ```mlir
+    %y = kiln.rms_norm %x, %w {epsilon = 1.0e-06 : f32}
+        : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$weight,
+                       DefaultValuedAttr<F32Attr, "1.0e-6">:$epsilon);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_LinearOp : Kiln_Op<"linear"> {
+  let summary = "Projection by a [out, in] weight: y = x W^T";
+  let description = [{
+    `y[..., n] = sum_k x[..., k] * weight[n, k]` with fp32 accumulation; the
+    weight has the Hugging Face / PyTorch `[out_features, in_features]` layout.
+
+    ```mlir
+    %y = kiln.linear %x, %w
+        : (tensor<2x8x64xf32>, tensor<128x64xf32>) -> tensor<2x8x128xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$weight);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_SwiGLUOp : Kiln_Op<"swiglu"> {
+  let summary = "SwiGLU gating: silu(gate) * up";
+  let description = [{
+    `y = gate * sigmoid(gate) * up`, element-wise over equal shapes.
+
+    ```mlir
+    %a = kiln.swiglu %g, %u
+        : (tensor<2x8x128xf32>, tensor<2x8x128xf32>) -> tensor<2x8x128xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$gate, Kiln_FloatTensor:$up);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_AddOp : Kiln_Op<"add", [Commutative]> {
+  let summary = "Element-wise sum of two tensors of the same shape";
+  let description = [{
+    Used for residual connections.
+
+    ```mlir
+    %h2 = kiln.add %h, %d : (tensor<2x8x64xf32>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$lhs, Kiln_FloatTensor:$rhs);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_MulOp : Kiln_Op<"mul", [Commutative]> {
+  let summary = "Element-wise product of two tensors of the same shape";
+  let description = [{
+    ```mlir
+    %p = kiln.mul %a, %b : (tensor<2x8x64xf32>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$lhs, Kiln_FloatTensor:$rhs);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
+}
+
+//===----------------------------------------------------------------------===//
+// Positional encoding and attention
+//===----------------------------------------------------------------------===//
+
+def Kiln_RopeOp : Kiln_Op<"rope"> {
+  let summary = "Rotary position embedding over the first rotary_dim channels";
+  let description = [{
+    Rotates channel pairs of `input` ([batch, seq, heads, head_dim]) by
+    angle `position * theta^(-2i/rotary_dim)` (scaled by `scaling_factor`
+    for linear scaling; YaRN frequencies are given by `yarn_*` attributes).
+    `interleaved = true` pairs channels (2i, 2i+1) as DeepSeek does;
+    otherwise (i, i + rotary_dim/2) as Llama does. `positions` is
+    [batch, seq].
+
+    ```mlir
+    %r = kiln.rope %q, %pos {theta = 10000.0 : f32, rotary_dim = 16 : i64, interleaved = false}
+        : (tensor<2x8x4x16xf32>, tensor<2x8xi32>) -> tensor<2x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_IndexTensor:$positions,
+                       F32Attr:$theta, I64Attr:$rotary_dim,
+                       DefaultValuedAttr<BoolAttr, "false">:$interleaved,
+                       DefaultValuedAttr<F32Attr, "1.0">:$scaling_factor);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $positions attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_AttentionOp : Kiln_Op<"attention"> {
+  let summary = "Scaled dot-product attention with grouped KV heads (GQA)";
+  let description = [{
+    `q` is [batch, seq, q_heads, head_dim], `k` is [batch, kv_len, kv_heads,
+    head_dim], `v` is [batch, kv_len, kv_heads, v_dim]; q_heads must be a
+    multiple of kv_heads (query head h reads kv head h / (q_heads/kv_heads)).
+    `softmax(q k^T * scale + causal mask) v`; with `causal`, query i of a
+    sequence of length S attends to keys j <= i + (kv_len - S).
+
+    ```mlir
+    %o = kiln.attention %q, %k, %v {scale = 0.25 : f32, causal = true}
+        : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>)
+        -> tensor<2x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
+                       F32Attr:$scale, DefaultValuedAttr<BoolAttr, "true">:$causal);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$q `,` $k `,` $v attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
+  let summary = "Multi-head Latent Attention over a compressed KV latent";
+  let description = [{
+    DeepSeek's MLA. Operands: `q_nope` [b, s, h, d_nope], `q_rope` [b, s, h,
+    d_rope] (already rotated), `kv_latent` [b, t, c] (normalized compressed
+    KV), `k_rope` [b, t, d_rope] (rotated, shared by all heads) and `kv_b`,
+    the up-projection [h * (d_nope + d_v), c]. Per head, keys are
+    `concat(W_UK c, k_rope)` and values `W_UV c`; the result is [b, s, h, d_v].
+    The op is the unit that the compiler turns into the naive form for
+    prefill or the absorbed form (W_UK folded into the query, attention over
+    the latent) for decode.
+
+    ```mlir
+    %o = kiln.mla_attention %qn, %qr, %c, %kr, %wkvb {scale = 0.1 : f32, causal = true}
+        : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x32xf32>,
+           tensor<1x8x8xf32>, tensor<128x32xf32>) -> tensor<1x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$q_nope, Kiln_FloatTensor:$q_rope,
+                       Kiln_FloatTensor:$kv_latent, Kiln_FloatTensor:$k_rope,
+                       Kiln_FloatTensor:$kv_b,
+                       F32Attr:$scale, DefaultValuedAttr<BoolAttr, "true">:$causal);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts
+//===----------------------------------------------------------------------===//
+
+def Kiln_MoEOp : Kiln_Op<"moe"> {
+  let summary = "Routed mixture of SwiGLU experts";
+  let description = [{
+    `input` [..., d] is routed by `router` [e, d]: scores are
+    `sigmoid` or `softmax` of the logits; `correction_bias` [e] (optional)
+    is added for expert selection only; with `n_group > 1` experts are split
+    into groups, a group's score is the sum of its top two (biased) scores
+    (`group_score = "top2_sum"`) or its max (`"max"`), and only the best
+    `topk_group` groups are eligible. The `top_k` selected weights are the
+    unbiased scores, renormalized when `norm_topk_prob`, times
+    `routed_scaling_factor`. Experts are SwiGLU MLPs with stacked weights
+    `w_gate`, `w_up` [e, f, d] and `w_down` [e, d, f]. Shared experts are
+    separate ops in the graph.
+
+    ```mlir
+    %y = kiln.moe %x, %router, %wg, %wu, %wd {top_k = 2 : i64, scoring = "softmax"}
+        : (tensor<16x64xf32>, tensor<8x64xf32>, tensor<8x32x64xf32>,
+           tensor<8x32x64xf32>, tensor<8x64x32xf32>) -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$router,
+                       Optional<Kiln_FloatTensor>:$correction_bias,
+                       Kiln_FloatTensor:$w_gate, Kiln_FloatTensor:$w_up,
+                       Kiln_FloatTensor:$w_down,
+                       I64Attr:$top_k, StrAttr:$scoring,
+                       DefaultValuedAttr<I64Attr, "1">:$n_group,
+                       DefaultValuedAttr<I64Attr, "1">:$topk_group,
+                       DefaultValuedAttr<StrAttr, "\"top2_sum\"">:$group_score,
+                       DefaultValuedAttr<BoolAttr, "true">:$norm_topk_prob,
+                       DefaultValuedAttr<F32Attr, "1.0">:$routed_scaling_factor);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $router (`bias` `(` $correction_bias^ `)`)? `,` $w_gate `,` $w_up `,` $w_down
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+#endif // KILN_OPS_TD

@@ -1,0 +1,86 @@
+//===- Program.h - Building blocks of generated kernel programs -*- C++ -*-===//
+//
+// A kernel is a grid of independent *programs* (Triton's term). A kernel
+// builder emits the body of one program, given the program id, the buffer
+// pointers and the run-time scalars. Codegen places the same body inside a
+// CPU entry point (a loop over a range of program ids, run by the runtime's
+// thread pool) and inside a GPU kernel (one program per thread). Bodies use
+// only scf, arith, math and LLVM pointer ops, which lower on both targets.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_KERNELS_PROGRAM_H
+#define KILN_KERNELS_PROGRAM_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Location.h"
+#include "mlir/IR/Value.h"
+#include "llvm/ADT/SmallVector.h"
+
+#include <functional>
+
+namespace kiln::kernels {
+
+/// The values a program body can use.
+struct ProgramArgs {
+  mlir::Location loc;
+  llvm::SmallVector<mlir::Value> buffers; ///< !llvm.ptr, in binding order.
+  llvm::SmallVector<mlir::Value> scalars; ///< i64 run-time scalars.
+  mlir::Value pid;                        ///< i64 program id.
+};
+
+/// Small IR-building helpers shared by the kernel builders. All integer
+/// arithmetic is i64; all floating-point compute is f32.
+class ProgramBuilder {
+public:
+  ProgramBuilder(mlir::OpBuilder &b, mlir::Location loc) : b(b), loc(loc) {}
+
+  mlir::OpBuilder &builder() { return b; }
+  mlir::Location location() const { return loc; }
+
+  mlir::Value i64(int64_t v);
+  mlir::Value f32(float v);
+  mlir::Value add(mlir::Value a, mlir::Value c);
+  mlir::Value mul(mlir::Value a, mlir::Value c);
+  mlir::Value divs(mlir::Value a, mlir::Value c); ///< signed i64 division
+  mlir::Value rems(mlir::Value a, mlir::Value c); ///< signed i64 remainder
+  mlir::Value fadd(mlir::Value a, mlir::Value c, bool reassoc = false);
+  mlir::Value fmul(mlir::Value a, mlir::Value c);
+  mlir::Value fdiv(mlir::Value a, mlir::Value c);
+  mlir::Value fsub(mlir::Value a, mlir::Value c);
+  mlir::Value fmax(mlir::Value a, mlir::Value c);
+  mlir::Value exp(mlir::Value a);
+  mlir::Value sqrt(mlir::Value a);
+  mlir::Value lt(mlir::Value a, mlir::Value c); ///< signed i64 a < c
+  mlir::Value select(mlir::Value cond, mlir::Value a, mlir::Value c);
+
+  /// Loads element `index` of a buffer of `elemType` and converts it to f32
+  /// (floats) or i64 (integers).
+  mlir::Value load(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
+  /// Converts an f32 value to `elemType` and stores it at `index`.
+  void store(mlir::Value value, mlir::Value ptr, mlir::Type elemType,
+             mlir::Value index);
+
+  /// `for (i = lo; i < hi; i += step)` with f32 loop-carried values.
+  llvm::SmallVector<mlir::Value>
+  forLoop(mlir::Value lo, mlir::Value hi, mlir::Value step,
+          mlir::ValueRange init,
+          llvm::function_ref<llvm::SmallVector<mlir::Value>(
+              mlir::Value iv, mlir::ValueRange iter)>
+              body);
+  void forLoop(mlir::Value lo, mlir::Value hi, mlir::Value step,
+               llvm::function_ref<void(mlir::Value iv)> body);
+  /// `if (cond) { then }`.
+  void ifThen(mlir::Value cond, llvm::function_ref<void()> then);
+
+private:
+  mlir::OpBuilder &b;
+  mlir::Location loc;
+};
+
+/// Emits a program body. Bound by a kernel op; called once per target.
+using ProgramEmitter =
+    std::function<void(mlir::OpBuilder &, const ProgramArgs &)>;
+
+} // namespace kiln::kernels
+
+#endif // KILN_KERNELS_PROGRAM_H

@@ -1,0 +1,31 @@
+//===- Gather.cpp - Row gather (embedding lookup) kernel ------------------===//
+#include "kiln/Kernels/Kernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+using namespace mlir;
+
+namespace kiln::kernels {
+
+void emitGatherRowsProgram(OpBuilder &b, const ProgramArgs &args, int64_t vocab,
+                           int64_t cols, Type tableType, Type idType,
+                           Type outType) {
+  ProgramBuilder p(b, args.loc);
+  Value id = p.load(args.buffers[1], idType, args.pid);
+  Value zero = p.i64(0);
+  // In range: 0 <= id < vocab. Out-of-range ids give zero rows, never an
+  // out-of-bounds read.
+  Value inRange = arith::AndIOp::create(
+      b, args.loc, p.lt(id, p.i64(vocab)),
+      arith::CmpIOp::create(b, args.loc, arith::CmpIPredicate::sge, id, zero));
+  Value safeId = p.select(inRange, id, zero);
+  Value src = p.mul(safeId, p.i64(cols));
+  Value dst = p.mul(args.pid, p.i64(cols));
+  p.forLoop(p.i64(0), p.i64(cols), p.i64(1), [&](Value c) {
+    Value v = p.load(args.buffers[0], tableType, p.add(src, c));
+    v = p.select(inRange, v, p.f32(0.0f));
+    p.store(v, args.buffers[2], outType, p.add(dst, c));
+  });
+}
+
+} // namespace kiln::kernels

@@ -1,0 +1,30 @@
+//===- Heuristics.cpp - Tile configuration per shape ----------------------===//
+#include "kiln/Kernels/Heuristics.h"
+
+#include <algorithm>
+
+namespace kiln::kernels {
+
+int64_t chooseGemmTileN(int64_t m, int64_t n, int64_t /*k*/,
+                        int64_t minPrograms) {
+  for (int64_t t : {64, 32, 16, 8, 4, 2, 1}) {
+    if (n % t != 0)
+      continue;
+    if (t > 1 && m * (n / t) < minPrograms)
+      continue;
+    return t;
+  }
+  return 1;
+}
+
+int64_t chooseElementwiseBlock(int64_t total) {
+  // Large enough to amortize the per-program overhead on the CPU, small
+  // enough to keep every GPU thread busy on typical activations.
+  return total >= (1 << 16) ? 256 : 64;
+}
+
+int64_t chooseGpuBlockSize(int64_t programs) {
+  return programs >= 4096 ? 256 : (programs >= 256 ? 128 : 32);
+}
+
+} // namespace kiln::kernels

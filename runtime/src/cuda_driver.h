@@ -1,0 +1,72 @@
+// The CUDA driver API, loaded with dlopen("libcuda.so.1") through a table of
+// symbols: Kiln never links CUDA, so one binary runs with and without a GPU.
+// Only the few types the runtime needs are declared here (no cuda.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kiln::cuda {
+
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+using CUcontext = struct CUctx_st*;
+using CUmodule = struct CUmod_st*;
+using CUfunction = struct CUfunc_st*;
+using CUstream = struct CUstream_st*;
+using CUjit_option = int;
+
+inline constexpr CUresult CUDA_SUCCESS = 0;
+inline constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
+inline constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+
+// X-macro: (name, return, params). Symbols are looked up by these names.
+#define KILN_CUDA_SYMBOLS(X)                                                              \
+  X(cuInit, (unsigned int flags))                                                          \
+  X(cuDriverGetVersion, (int* version))                                                    \
+  X(cuDeviceGetCount, (int* count))                                                        \
+  X(cuDeviceGet, (CUdevice * device, int ordinal))                                         \
+  X(cuDeviceGetName, (char* name, int len, CUdevice device))                               \
+  X(cuDeviceGetAttribute, (int* value, int attrib, CUdevice device))                       \
+  X(cuDevicePrimaryCtxRetain, (CUcontext * ctx, CUdevice device))                          \
+  X(cuDevicePrimaryCtxRelease_v2, (CUdevice device))                                       \
+  X(cuCtxSetCurrent, (CUcontext ctx))                                                      \
+  X(cuCtxSynchronize, ())                                                                  \
+  X(cuModuleLoadDataEx, (CUmodule * module, const void* image, unsigned int num_options,   \
+                         CUjit_option* options, void** option_values))                     \
+  X(cuModuleUnload, (CUmodule module))                                                     \
+  X(cuModuleGetFunction, (CUfunction * fn, CUmodule module, const char* name))             \
+  X(cuMemAlloc_v2, (CUdeviceptr * ptr, size_t size))                                       \
+  X(cuMemFree_v2, (CUdeviceptr ptr))                                                       \
+  X(cuMemsetD8_v2, (CUdeviceptr ptr, unsigned char value, size_t count))                   \
+  X(cuMemcpyHtoD_v2, (CUdeviceptr dst, const void* src, size_t size))                      \
+  X(cuMemcpyDtoH_v2, (void* dst, CUdeviceptr src, size_t size))                            \
+  X(cuLaunchKernel, (CUfunction fn, unsigned int gx, unsigned int gy, unsigned int gz,     \
+                     unsigned int bx, unsigned int by, unsigned int bz,                    \
+                     unsigned int shared_bytes, CUstream stream, void** params,            \
+                     void** extra))                                                        \
+  X(cuGetErrorName, (CUresult error, const char** str))                                    \
+  X(cuGetErrorString, (CUresult error, const char** str))
+
+struct Driver {
+#define KILN_CUDA_MEMBER(name, params) CUresult(*name) params = nullptr;
+  KILN_CUDA_SYMBOLS(KILN_CUDA_MEMBER)
+#undef KILN_CUDA_MEMBER
+
+  // Turns a CUresult into a Status naming the call:
+  // "cuModuleLoadData: CUDA_ERROR_INVALID_PTX (a PTX JIT compilation failed)".
+  absl::Status Check(CUresult result, std::string_view call) const;
+};
+
+// Loads libcuda.so.1 and runs cuInit once per process. Errors:
+// "CUDA driver not available: libcuda.so.1 not found (...)", or a cuInit error.
+absl::StatusOr<const Driver*> GetDriver();
+
+}  // namespace kiln::cuda

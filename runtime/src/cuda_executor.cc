@@ -1,0 +1,196 @@
+// CUDA executor: one device arena (cuMemAlloc), weights copied to the device
+// once, the module loaded from the cubin (or PTX), launches enqueued on the
+// default stream.
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "backend.h"
+#include "cuda_driver.h"
+
+namespace kiln {
+
+#if !defined(KILN_ENABLE_CUDA)
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Plan& plan, const std::vector<WeightView>&,
+                                                           const SessionOptions&) {
+  if (auto exe = FindExecutable(plan, plan::TargetKind::cuda); !exe.ok()) return exe.status();
+  return absl::UnimplementedError("this Kiln runtime was built without CUDA support (KILN_ENABLE_CUDA=OFF)");
+}
+
+#else
+
+namespace {
+using namespace cuda;
+
+#define KILN_CU(call, name)                                   \
+  do {                                                        \
+    if (auto _s = cu_->Check((call), name); !_s.ok()) return _s; \
+  } while (0)
+
+class CudaBackend final : public Backend {
+ public:
+  ~CudaBackend() override {
+    if (!cu_ || !ctx_) return;
+    cu_->cuCtxSetCurrent(ctx_);
+    if (module_) cu_->cuModuleUnload(module_);
+    for (CUdeviceptr p : weight_allocs_) cu_->cuMemFree_v2(p);
+    if (arena_) cu_->cuMemFree_v2(arena_);
+    cu_->cuDevicePrimaryCtxRelease_v2(device_);
+  }
+
+  absl::Status Init(const Plan& plan, const std::vector<WeightView>& weights,
+                    const SessionOptions& options) {
+    plan_ = &plan;
+    auto exe = FindExecutable(plan, plan::TargetKind::cuda);
+    if (!exe.ok()) return exe.status();
+    auto driver = GetDriver();
+    if (!driver.ok()) return driver.status();
+    cu_ = *driver;
+
+    int count = 0;
+    KILN_CU(cu_->cuDeviceGetCount(&count), "cuDeviceGetCount");
+    if (count == 0) return absl::UnavailableError("no CUDA device");
+    if (options.cuda_device < 0 || options.cuda_device >= count)
+      return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.cuda_device,
+                                                     " does not exist (", count, " devices)"));
+    KILN_CU(cu_->cuDeviceGet(&device_, options.cuda_device), "cuDeviceGet");
+    KILN_CU(cu_->cuDevicePrimaryCtxRetain(&ctx_, device_), "cuDevicePrimaryCtxRetain");
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+
+    // Module: cubin when present, else PTX (JIT; keep the error log).
+    const plan::Executable& x = **exe;
+    std::string ptx;
+    const void* image;
+    const char* kind;
+    if (x.binary() && x.binary()->size() > 0) {
+      image = x.binary()->data();
+      kind = "cubin";
+    } else {
+      ptx = x.ptx()->str();  // NUL-terminated copy
+      image = ptx.c_str();
+      kind = "PTX";
+    }
+    char log[8192] = {0};
+    CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+    void* values[] = {log, reinterpret_cast<void*>(static_cast<uintptr_t>(sizeof(log)))};
+    CUresult r = cu_->cuModuleLoadDataEx(&module_, image, 2, opts, values);
+    if (r != CUDA_SUCCESS) {
+      module_ = nullptr;
+      absl::Status s = cu_->Check(r, "cuModuleLoadData");
+      int major = 0, minor = 0;
+      cu_->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_);
+      cu_->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_);
+      return absl::Status(s.code(), absl::StrCat(s.message(), " loading the ", kind, " for ",
+                                                 x.arch()->str(), " on a sm_", major, minor, " device",
+                                                 log[0] ? absl::StrCat(": ", log) : ""));
+    }
+    auto eps = EntryPointsByKernel(plan, x);
+    for (size_t k = 0; k < eps.size(); ++k) {
+      CUfunction fn = nullptr;
+      r = cu_->cuModuleGetFunction(&fn, module_, eps[k]->name()->c_str());
+      if (r != CUDA_SUCCESS)
+        return absl::NotFoundError(absl::StrCat("CUDA executable: entry point '", eps[k]->name()->str(),
+                                                "' for kernel ", k, " ('",
+                                                plan.fb().kernels()->Get(k)->name()->str(), "'): ",
+                                                cu_->Check(r, "cuModuleGetFunction").message()));
+      functions_.push_back(fn);
+      block_x_.push_back(eps[k]->block_x());
+    }
+
+    // Arena, then weights (copied once).
+    uint64_t arena_size = (plan.fb().arena_size() + 255) / 256 * 256;
+    if (arena_size > 0) {
+      KILN_CU(cu_->cuMemAlloc_v2(&arena_, arena_size), "cuMemAlloc (arena)");
+      KILN_CU(cu_->cuMemsetD8_v2(arena_, 0, arena_size), "cuMemsetD8 (arena)");
+    }
+    std::vector<CUdeviceptr> weight_ptrs(weights.size(), 0);
+    for (size_t w = 0; w < weights.size(); ++w) {
+      if (weights[w].size == 0) continue;
+      CUdeviceptr p = 0;
+      KILN_CU(cu_->cuMemAlloc_v2(&p, weights[w].size), "cuMemAlloc (weight)");
+      weight_allocs_.push_back(p);
+      KILN_CU(cu_->cuMemcpyHtoD_v2(p, weights[w].data, weights[w].size), "cuMemcpyHtoD (weight)");
+      weight_ptrs[w] = p;
+    }
+    const auto* buffers = plan.fb().buffers();
+    for (uint32_t b = 0; b < (buffers ? buffers->size() : 0); ++b) {
+      const plan::Buffer* buf = buffers->Get(b);
+      addresses_.push_back(buf->kind() == plan::BufferKind::weight ? weight_ptrs[buf->weight()]
+                                                                   : arena_ + buf->offset());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyIn(uint64_t offset, const void* src, size_t size) override {
+    if (size == 0) return absl::OkStatus();
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    KILN_CU(cu_->cuMemcpyHtoD_v2(arena_ + offset, src, size), "cuMemcpyHtoD");
+    return absl::OkStatus();
+  }
+  absl::Status CopyOut(uint64_t offset, void* dst, size_t size) override {
+    if (size == 0) return absl::OkStatus();
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    KILN_CU(cu_->cuMemcpyDtoH_v2(dst, arena_ + offset, size), "cuMemcpyDtoH");
+    return absl::OkStatus();
+  }
+
+  absl::Status Launch(uint32_t index) override {
+    const plan::Launch* la = plan_->fb().launches()->Get(index);
+    uint64_t programs = la->programs();
+    if (programs == 0) return absl::OkStatus();
+    uint32_t nb = la->bindings() ? la->bindings()->size() : 0;
+    uint32_t ns = la->scalars() ? la->scalars()->size() : 0;
+    // Parameter storage: buffers, scalars, program count (all 8 bytes).
+    std::vector<uint64_t> storage(nb + ns + 1);
+    std::vector<void*> params(storage.size());
+    for (uint32_t i = 0; i < nb; ++i) storage[i] = addresses_[la->bindings()->Get(i)];
+    for (uint32_t i = 0; i < ns; ++i) storage[nb + i] = static_cast<uint64_t>(la->scalars()->Get(i));
+    storage[nb + ns] = programs;
+    for (size_t i = 0; i < storage.size(); ++i) params[i] = &storage[i];
+    uint32_t block = block_x_[la->kernel()];
+    uint64_t grid = (programs + block - 1) / block;
+    if (grid > 0x7fffffffull)
+      return absl::InvalidArgumentError(absl::StrCat("launch ", index, ": grid of ", grid,
+                                                     " blocks exceeds the CUDA limit"));
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    if (auto s = cu_->Check(cu_->cuLaunchKernel(functions_[la->kernel()], static_cast<unsigned>(grid), 1, 1,
+                                                block, 1, 1, 0, nullptr, params.data(), nullptr),
+                            "cuLaunchKernel");
+        !s.ok())
+      return absl::Status(s.code(), absl::StrCat("launch ", index, ": ", s.message()));
+    return absl::OkStatus();
+  }
+
+  absl::Status Synchronize() override {
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    KILN_CU(cu_->cuCtxSynchronize(), "cuCtxSynchronize");
+    return absl::OkStatus();
+  }
+
+ private:
+  const Plan* plan_ = nullptr;
+  const Driver* cu_ = nullptr;
+  CUdevice device_ = 0;
+  CUcontext ctx_ = nullptr;
+  CUmodule module_ = nullptr;
+  std::vector<CUfunction> functions_;
+  std::vector<uint32_t> block_x_;
+  CUdeviceptr arena_ = 0;
+  std::vector<CUdeviceptr> weight_allocs_;
+  std::vector<CUdeviceptr> addresses_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Plan& plan,
+                                                           const std::vector<WeightView>& weights,
+                                                           const SessionOptions& options) {
+  auto backend = std::make_unique<CudaBackend>();
+  if (auto s = backend->Init(plan, weights, options); !s.ok()) return s;
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+#endif  // KILN_ENABLE_CUDA
+
+}  // namespace kiln

@@ -1,0 +1,364 @@
+// Plan loading and verification: structure (flatbuffers Verifier), version,
+// then semantic checks that name the offending field and index.
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kiln/runtime.h"
+#include "mapped_file.h"
+#include "plan_generated.h"
+
+namespace kiln {
+namespace {
+
+using plan::BufferKind;
+
+const char* KindName(BufferKind k) {
+  switch (k) {
+    case BufferKind::intermediate: return "intermediate";
+    case BufferKind::input: return "input";
+    case BufferKind::output: return "output";
+    case BufferKind::weight: return "weight";
+  }
+  return "kind(?)";
+}
+
+template <typename T>
+uint32_t Len(const flatbuffers::Vector<T>* v) { return v ? v->size() : 0; }
+
+// Byte size of a dense tensor, or an error for negative dims / overflow.
+absl::StatusOr<uint64_t> TensorBytes(plan::DType dtype, const flatbuffers::Vector<int64_t>* shape,
+                                     const std::string& what) {
+  uint64_t n = DTypeSize(static_cast<DType>(dtype));
+  for (uint32_t i = 0; i < Len(shape); ++i) {
+    int64_t d = shape->Get(i);
+    if (d < 0)
+      return absl::InvalidArgumentError(absl::StrCat(what, ": dimension ", i, " is negative (", d, ")"));
+    if (d != 0 && n > UINT64_MAX / static_cast<uint64_t>(d))
+      return absl::InvalidArgumentError(absl::StrCat(what, ": shape overflows"));
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+std::string ShapeOf(const flatbuffers::Vector<int64_t>* shape) {
+  std::vector<int64_t> s;
+  for (uint32_t i = 0; i < Len(shape); ++i) s.push_back(shape->Get(i));
+  return ShapeToString(s);
+}
+
+absl::Status CheckTensorSpecs(const plan::Plan& p, bool outputs) {
+  const char* what = outputs ? "output" : "input";
+  BufferKind want = outputs ? BufferKind::output : BufferKind::input;
+  auto* specs = outputs ? p.outputs() : p.inputs();
+  uint32_t nbuf = Len(p.buffers());
+  for (uint32_t i = 0; i < Len(specs); ++i) {
+    const plan::TensorSpec* s = specs->Get(i);
+    std::string name = s->name()->str();
+    std::string where = absl::StrCat(what, " ", i, " ('", name, "')");
+    for (uint32_t j = 0; j < i; ++j)
+      if (specs->Get(j)->name()->str() == name)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate name (also ", what, " ", j, ")"));
+    if (!DTypeValid(static_cast<uint8_t>(s->dtype())))
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown dtype ", static_cast<int>(s->dtype())));
+    if (s->buffer() >= nbuf)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": refers to buffer ", s->buffer(),
+                                                     ", but the plan has ", nbuf, " buffers"));
+    const plan::Buffer* b = p.buffers()->Get(s->buffer());
+    if (b->kind() != want)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": buffer ", s->buffer(), " has kind ",
+                                                     KindName(b->kind()), ", expected ", KindName(want)));
+    auto bytes = TensorBytes(s->dtype(), s->shape(), where);
+    if (!bytes.ok()) return bytes.status();
+    if (*bytes != b->size_bytes())
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": ", DTypeName(static_cast<DType>(s->dtype())), " ", ShapeOf(s->shape()), " is ",
+          *bytes, " bytes, but buffer ", s->buffer(), " is ", b->size_bytes(), " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSemantics(const plan::Plan& p) {
+  uint32_t nkernels = Len(p.kernels()), nbuf = Len(p.buffers()), nweights = Len(p.weights());
+  uint64_t weight_data = Len(p.weight_data());
+
+  // Executables.
+  for (uint32_t e = 0; e < Len(p.executables()); ++e) {
+    const plan::Executable* x = p.executables()->Get(e);
+    std::string where = absl::StrCat("executable ", e, " (", x->arch()->str(), ")");
+    if (x->target() > plan::TargetKind::MAX)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown target ", static_cast<int>(x->target())));
+    for (uint32_t j = 0; j < e; ++j)
+      if (p.executables()->Get(j)->target() == x->target())
+        return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate target ",
+                                                       plan::EnumNameTargetKind(x->target()),
+                                                       " (also executable ", j, ")"));
+    if (x->target() == plan::TargetKind::cpu && Len(x->binary()) == 0)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": CPU executable has no binary"));
+    if (x->target() == plan::TargetKind::cuda && Len(x->binary()) == 0 &&
+        (!x->ptx() || x->ptx()->size() == 0))
+      return absl::InvalidArgumentError(absl::StrCat(where, ": CUDA executable has neither cubin nor PTX"));
+    std::vector<int> seen(nkernels, -1);
+    for (uint32_t i = 0; i < x->entry_points()->size(); ++i) {
+      const plan::EntryPoint* ep = x->entry_points()->Get(i);
+      if (ep->kernel() >= nkernels)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": entry point ", i, " ('", ep->name()->str(),
+                                                       "') refers to kernel ", ep->kernel(),
+                                                       ", but the plan has ", nkernels, " kernels"));
+      if (seen[ep->kernel()] >= 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": kernel ", ep->kernel(),
+                                                       " has two entry points (", seen[ep->kernel()],
+                                                       " and ", i, ")"));
+      if (ep->block_x() == 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": entry point ", i, " ('",
+                                                       ep->name()->str(), "') has block_x 0"));
+      seen[ep->kernel()] = static_cast<int>(i);
+    }
+    for (uint32_t k = 0; k < nkernels; ++k)
+      if (seen[k] < 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": no entry point for kernel ", k, " ('",
+                                                       p.kernels()->Get(k)->name()->str(), "')"));
+  }
+
+  // Weights.
+  for (uint32_t w = 0; w < nweights; ++w) {
+    const plan::Weight* wt = p.weights()->Get(w);
+    std::string where = absl::StrCat("weight ", w, " ('", wt->name()->str(), "')");
+    if (!DTypeValid(static_cast<uint8_t>(wt->dtype())))
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown dtype ", static_cast<int>(wt->dtype())));
+    auto bytes = TensorBytes(wt->dtype(), wt->shape(), where);
+    if (!bytes.ok()) return bytes.status();
+    if (*bytes != wt->size_bytes())
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": ", DTypeName(static_cast<DType>(wt->dtype())), " ", ShapeOf(wt->shape()), " is ",
+          *bytes, " bytes, but size_bytes is ", wt->size_bytes()));
+    if (wt->packed()) {
+      if (wt->packed_offset() % 64 != 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": packed_offset ", wt->packed_offset(),
+                                                       " is not 64-aligned"));
+      if (wt->packed_offset() > weight_data || wt->size_bytes() > weight_data - wt->packed_offset())
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": packed bytes [", wt->packed_offset(), ", ", wt->packed_offset() + wt->size_bytes(),
+            ") lie outside weight_data (", weight_data, " bytes)"));
+    } else {
+      const plan::ExternalData* ext = wt->external();
+      if (!ext || ext->path()->size() == 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": neither packed nor external (no path)"));
+      if (ext->size() != wt->size_bytes())
+        return absl::InvalidArgumentError(absl::StrCat(where, ": external size ", ext->size(),
+                                                       " != size_bytes ", wt->size_bytes()));
+      if (ext->offset() > ext->file_size() || ext->size() > ext->file_size() - ext->offset())
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": external range [", ext->offset(), ", ", ext->offset() + ext->size(),
+            ") lies outside the file ('", ext->path()->str(), "', ", ext->file_size(), " bytes)"));
+    }
+  }
+
+  // Buffers.
+  for (uint32_t b = 0; b < nbuf; ++b) {
+    const plan::Buffer* buf = p.buffers()->Get(b);
+    std::string where = absl::StrCat("buffer ", b);
+    if (buf->kind() > BufferKind::MAX)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown kind ", static_cast<int>(buf->kind())));
+    if (buf->kind() == BufferKind::weight) {
+      if (buf->weight() >= nweights)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": refers to weight ", buf->weight(),
+                                                       ", but the plan has ", nweights, " weights"));
+      const plan::Weight* wt = p.weights()->Get(buf->weight());
+      if (wt->size_bytes() != buf->size_bytes())
+        return absl::InvalidArgumentError(absl::StrCat(where, ": size_bytes ", buf->size_bytes(),
+                                                       " != weight ", buf->weight(), " ('",
+                                                       wt->name()->str(), "') size_bytes ",
+                                                       wt->size_bytes()));
+    } else {
+      if (buf->offset() % 256 != 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, " (", KindName(buf->kind()), "): arena offset ",
+                                                       buf->offset(), " is not 256-aligned"));
+      if (buf->offset() > p.arena_size() || buf->size_bytes() > p.arena_size() - buf->offset())
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, " (", KindName(buf->kind()), "): [", buf->offset(), ", ",
+            buf->offset() + buf->size_bytes(), ") overflows the arena (arena_size ", p.arena_size(), ")"));
+    }
+  }
+
+  // Launches.
+  for (uint32_t l = 0; l < Len(p.launches()); ++l) {
+    const plan::Launch* la = p.launches()->Get(l);
+    std::string where = absl::StrCat("launch ", l);
+    if (la->location() && la->location()->size() > 0)
+      absl::StrAppend(&where, " (", la->location()->str(), ")");
+    if (la->kernel() >= nkernels)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": refers to kernel ", la->kernel(),
+                                                     ", but the plan has ", nkernels, " kernels"));
+    const plan::Kernel* k = p.kernels()->Get(la->kernel());
+    if (Len(la->bindings()) != k->num_buffers())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
+                                                     k->num_buffers(), " buffers, but the launch binds ",
+                                                     Len(la->bindings())));
+    if (Len(la->scalars()) != k->num_scalars())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
+                                                     k->num_scalars(), " scalars, but the launch passes ",
+                                                     Len(la->scalars())));
+    for (uint32_t i = 0; i < Len(la->bindings()); ++i)
+      if (la->bindings()->Get(i) >= nbuf)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " refers to buffer ",
+                                                       la->bindings()->Get(i), ", but the plan has ",
+                                                       nbuf, " buffers"));
+  }
+
+  if (auto s = CheckTensorSpecs(p, false); !s.ok()) return s;
+  if (auto s = CheckTensorSpecs(p, true); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
+std::string DirName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+uint64_t Fnv1a64(const void* data, size_t size) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < size; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+Plan::~Plan() = default;
+
+absl::StatusOr<std::shared_ptr<const Plan>> Plan::Open(const std::string& path) {
+  auto file = MappedFile::Open(path);
+  if (!file.ok())
+    return absl::Status(file.status().code(), absl::StrCat("plan: ", file.status().message()));
+  std::unique_ptr<Plan> p(new Plan());
+  p->data_ = (*file)->data();
+  p->size_ = (*file)->size();
+  p->file_ = std::move(*file);
+  p->path_ = path;
+  p->base_dir_ = DirName(path);
+  return Finish(std::move(p));
+}
+
+absl::StatusOr<std::shared_ptr<const Plan>> Plan::OpenFromMemory(std::string_view bytes,
+                                                                 std::string base_dir,
+                                                                 std::string what) {
+  std::unique_ptr<Plan> p(new Plan());
+  size_t alloc = (bytes.size() + 63) / 64 * 64;
+  void* mem = std::aligned_alloc(64, alloc > 0 ? alloc : 64);
+  if (!mem) return absl::ResourceExhaustedError("plan: out of memory");
+  if (!bytes.empty()) std::memcpy(mem, bytes.data(), bytes.size());
+  p->owned_ = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), std::free);
+  p->data_ = p->owned_.get();
+  p->size_ = bytes.size();
+  p->path_ = std::move(what);
+  p->base_dir_ = std::move(base_dir);
+  return Finish(std::move(p));
+}
+
+absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p) {
+  auto err = [&](absl::string_view msg) {
+    return absl::InvalidArgumentError(absl::StrCat("plan '", p->path_, "': ", msg));
+  };
+  if (p->size_ < 8)
+    return err(absl::StrCat("file too small to be a Kiln plan (", p->size_, " bytes)"));
+  if (p->size_ >= FLATBUFFERS_MAX_BUFFER_SIZE)
+    return err(absl::StrCat("file too large (", p->size_, " bytes; the limit is 2 GiB: keep weights external)"));
+  if (!flatbuffers::BufferHasIdentifier(p->data_, kPlanFileIdentifier)) {
+    std::string found;
+    for (int i = 4; i < 8; ++i) {
+      char c = static_cast<char>(p->data_[i]);
+      found += (c >= 32 && c < 127) ? std::string(1, c) : absl::StrFormat("\\x%02x", p->data_[i]);
+    }
+    return err(absl::StrCat("not a Kiln plan (file identifier '", found, "', expected '",
+                            kPlanFileIdentifier, "')"));
+  }
+  flatbuffers::Verifier verifier(p->data_, p->size_, /*max_depth=*/64, /*max_tables=*/100000000);
+  if (!plan::VerifyPlanBuffer(verifier))
+    return err("corrupt plan: flatbuffers verification failed (truncated or damaged file)");
+  p->root_ = plan::GetPlan(p->data_);
+  if (p->root_->format_version() != kPlanFormatVersion)
+    return err(absl::StrCat("unsupported format_version ", p->root_->format_version(),
+                            " (this runtime supports ", kPlanFormatVersion, ")"));
+  if (auto s = CheckSemantics(*p->root_); !s.ok()) return err(s.message());
+  return std::shared_ptr<const Plan>(std::move(p));
+}
+
+absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
+  std::call_once(weights_once_, [this] {
+    const plan::Plan& p = *root_;
+    std::vector<WeightView> views;
+    for (uint32_t w = 0; w < Len(p.weights()); ++w) {
+      const plan::Weight* wt = p.weights()->Get(w);
+      if (wt->packed()) {
+        views.push_back({p.weight_data()->data() + wt->packed_offset(), wt->size_bytes()});
+        continue;
+      }
+      const plan::ExternalData* ext = wt->external();
+      std::string rel = ext->path()->str();
+      std::string full = (!rel.empty() && rel[0] == '/') ? rel : base_dir_ + "/" + rel;
+      std::string where = absl::StrCat("weight '", wt->name()->str(), "' in ", rel);
+      // Files are shared between weights; map each once.
+      MappedFile* file = nullptr;
+      for (auto& f : weight_files_)
+        if (f->path() == full) file = f.get();
+      if (!file) {
+        auto opened = MappedFile::Open(full);
+        if (!opened.ok()) {
+          weights_status_ = absl::Status(opened.status().code(),
+                                         absl::StrCat(where, ": ", opened.status().message()));
+          return;
+        }
+        weight_files_.push_back(std::move(*opened));
+        file = weight_files_.back().get();
+      }
+      if (file->size() != ext->file_size()) {
+        weights_status_ = absl::FailedPreconditionError(absl::StrCat(
+            where, ": file changed since compile (size ", file->size(), " bytes, expected ",
+            ext->file_size(), ") [", full, "]"));
+        return;
+      }
+      const uint8_t* data = file->data() + ext->offset();
+      uint64_t h = Fnv1a64(data, ext->size());
+      if (h != ext->fnv1a64()) {
+        weights_status_ = absl::FailedPreconditionError(absl::StrCat(
+            where, ": file changed since compile (hash mismatch) [", full, "]"));
+        return;
+      }
+      views.push_back({data, ext->size()});
+    }
+    weights_ = std::move(views);
+  });
+  if (!weights_status_.ok()) return weights_status_;
+  return &weights_;
+}
+
+namespace {
+absl::StatusOr<size_t> FindSpec(const flatbuffers::Vector<flatbuffers::Offset<plan::TensorSpec>>* specs,
+                                std::string_view name_in, const char* what) {
+  absl::string_view name(name_in.data(), name_in.size());
+  std::vector<std::string> names;
+  for (uint32_t i = 0; i < Len(specs); ++i) {
+    if (specs->Get(i)->name()->string_view() == name_in) return i;
+    names.push_back(absl::StrCat("'", specs->Get(i)->name()->str(), "'"));
+  }
+  return absl::NotFoundError(absl::StrCat("unknown ", what, " '", name, "'; the plan's ", what,
+                                          "s are: ", names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
+}
+}  // namespace
+
+absl::StatusOr<size_t> Plan::FindInput(std::string_view name) const {
+  return FindSpec(root_->inputs(), name, "input");
+}
+absl::StatusOr<size_t> Plan::FindOutput(std::string_view name) const {
+  return FindSpec(root_->outputs(), name, "output");
+}
+
+}  // namespace kiln

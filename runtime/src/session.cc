@@ -1,0 +1,108 @@
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "backend.h"
+#include "kiln/runtime.h"
+#include "plan_generated.h"
+
+namespace kiln {
+
+const char* DeviceName(Device device) {
+  return device == Device::kCuda ? "cuda" : "cpu";
+}
+
+absl::StatusOr<const plan::Executable*> FindExecutable(const Plan& p, plan::TargetKind target) {
+  std::vector<std::string> targets;
+  if (auto* exes = p.fb().executables()) {
+    for (const plan::Executable* x : *exes) {
+      if (x->target() == target) return x;
+      targets.push_back(plan::EnumNameTargetKind(x->target()));
+    }
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "plan has no executable for target ", plan::EnumNameTargetKind(target),
+      "; compiled targets: ", targets.empty() ? "(none)" : absl::StrJoin(targets, ", ")));
+}
+
+std::vector<const plan::EntryPoint*> EntryPointsByKernel(const Plan& p, const plan::Executable& exe) {
+  std::vector<const plan::EntryPoint*> out(p.fb().kernels() ? p.fb().kernels()->size() : 0);
+  for (const plan::EntryPoint* ep : *exe.entry_points()) out[ep->kernel()] = ep;
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const Plan> plan,
+                                                          Device device,
+                                                          const SessionOptions& options) {
+  if (!plan) return absl::InvalidArgumentError("Session::Create: null plan");
+  auto weights = plan->ResolveWeights();
+  if (!weights.ok()) return weights.status();
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      device == Device::kCuda ? CreateCudaBackend(*plan, **weights, options)
+                              : CreateCpuBackend(*plan, **weights, options);
+  if (!backend.ok()) return backend.status();
+  std::unique_ptr<Session> s(new Session());
+  s->plan_ = std::move(plan);
+  s->device_ = device;
+  s->options_ = options;
+  s->backend_ = std::move(*backend);
+  return s;
+}
+
+Session::~Session() = default;
+
+absl::Status Session::SetInput(std::string_view name_in, const HostTensor& tensor) {
+  auto index = plan_->FindInput(name_in);
+  absl::string_view name(name_in.data(), name_in.size());
+  if (!index.ok()) return index.status();
+  const plan::TensorSpec* spec = plan_->fb().inputs()->Get(*index);
+  std::vector<int64_t> shape;
+  if (spec->shape()) shape.assign(spec->shape()->begin(), spec->shape()->end());
+  DType dtype = static_cast<DType>(spec->dtype());
+  if (tensor.dtype != dtype || tensor.shape != shape)
+    return absl::InvalidArgumentError(absl::StrCat("input '", name, "': expected ",
+                                                   DescribeTensor(dtype, shape), ", got ",
+                                                   DescribeTensor(tensor.dtype, tensor.shape)));
+  const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
+  if (tensor.bytes.size() != buf->size_bytes())
+    return absl::InvalidArgumentError(absl::StrCat("input '", name, "': tensor holds ",
+                                                   tensor.bytes.size(), " bytes, expected ",
+                                                   buf->size_bytes()));
+  return backend_->CopyIn(buf->offset(), tensor.bytes.data(), tensor.bytes.size());
+}
+
+absl::Status Session::Run() {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  uint32_t n = plan_->fb().launches() ? plan_->fb().launches()->size() : 0;
+  stats_.launch_ms.assign(options_.profile_launches ? n : 0, 0.0);
+  auto start = Clock::now();
+  for (uint32_t i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    if (auto s = backend_->Launch(i); !s.ok()) return s;
+    if (options_.profile_launches) {
+      if (auto s = backend_->Synchronize(); !s.ok()) return s;
+      stats_.launch_ms[i] = ms(Clock::now() - t0);
+    }
+  }
+  if (auto s = backend_->Synchronize(); !s.ok()) return s;
+  stats_.total_ms = ms(Clock::now() - start);
+  ++stats_.runs;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HostTensor> Session::GetOutput(std::string_view name) const {
+  auto index = plan_->FindOutput(name);
+  if (!index.ok()) return index.status();
+  const plan::TensorSpec* spec = plan_->fb().outputs()->Get(*index);
+  HostTensor t;
+  t.dtype = static_cast<DType>(spec->dtype());
+  if (spec->shape()) t.shape.assign(spec->shape()->begin(), spec->shape()->end());
+  const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
+  t.bytes.resize(buf->size_bytes());
+  if (auto s = backend_->CopyOut(buf->offset(), t.bytes.data(), t.bytes.size()); !s.ok()) return s;
+  return t;
+}
+
+}  // namespace kiln

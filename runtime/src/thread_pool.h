@@ -1,0 +1,42 @@
+// A small persistent thread pool that splits a range into contiguous chunks.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace kiln {
+
+class ThreadPool {
+ public:
+  // `num_threads` includes the calling thread; 0 = hardware concurrency.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+  // Runs fn(begin, end) over [0, total) in up to num_threads contiguous
+  // chunks, the calling thread taking the first. Returns when all are done.
+  void ParallelFor(int64_t total, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void WorkerLoop(int worker);
+
+  int num_threads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  int pending_ = 0;
+  int64_t total_ = 0;
+  int chunks_ = 0;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+};
+
+}  // namespace kiln

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Configures and builds Kiln with Ninja and ccache (cache outside the tree).
+#   scripts/build.sh [BUILD_DIR] [extra cmake args...]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${1:-$ROOT/build}"; shift || true
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+cmake -G Ninja -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+ninja -C "$BUILD" -j"$(nproc)"

@@ -1,0 +1,309 @@
+"""End-to-end tests of the bundled example model: compile, run, compare with
+an independent float64 numpy reference; bad plans and inputs; IR dumps.
+
+Run by ctest with KILN_BIN (the tools) and KILN_SOURCE_DIR set.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference  # noqa: E402
+
+BIN = os.environ.get("KILN_BIN", "build/bin")
+SRC = os.environ.get("KILN_SOURCE_DIR", ".")
+MODEL = os.path.join(SRC, "models", "example", "tiny_mlp.mlir")
+WEIGHTS = os.path.join(SRC, "models", "example", "tiny_mlp.safetensors")
+
+# fp32 compute against float64: the reductions here are at most 128 long.
+RTOL_L2 = 1e-5
+ATOL_MAX = 1e-4
+
+
+def tool(name):
+    return os.path.join(BIN, name)
+
+
+def run(args, check=True):
+    p = subprocess.run(args, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def have_ptxas():
+    if shutil.which("ptxas"):
+        return True
+    return any(os.access(os.path.join(d, "ptxas"), os.X_OK)
+               for d in [os.path.join(os.environ.get("CUDA_HOME", "/nonexistent"), "bin"),
+                         "/usr/local/cuda/bin"])
+
+
+class ExampleModel(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-e2e-")
+        cls.plan = os.path.join(cls.tmp, "tiny.kplan")
+        run([tool("kiln-compile"), MODEL, "-o", cls.plan, "--target=cpu"])
+        rng = np.random.default_rng(1)
+        cls.tokens = rng.integers(0, 256, size=(2, 8)).astype(np.int32)
+        cls.tokens_path = os.path.join(cls.tmp, "tokens.npy")
+        np.save(cls.tokens_path, cls.tokens)
+        cls.weights = reference.read_safetensors(WEIGHTS)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_plan(self, plan, extra=()):
+        out = os.path.join(self.tmp, "logits.npy")
+        if os.path.exists(out):
+            os.remove(out)
+        run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}",
+             "--output", f"logits={out}", *extra])
+        return np.load(out)
+
+    def check_numerics(self, logits, tokens=None):
+        tokens = self.tokens if tokens is None else tokens
+        ref = reference.tiny_mlp(self.weights, tokens)
+        self.assertEqual(logits.shape, (2, 8, 256))
+        self.assertEqual(logits.dtype, np.float32)
+        err = reference.rel_l2(logits, ref)
+        maxabs = float(np.max(np.abs(logits - ref)))
+        self.assertLessEqual(err, RTOL_L2, f"relative L2 error {err:.3e}")
+        self.assertLessEqual(maxabs, ATOL_MAX, f"max abs error {maxabs:.3e}")
+        # The reference must not be trivially small: the check means something.
+        self.assertGreater(np.abs(ref).max(), 0.1)
+
+    def test_cpu_matches_float64_reference(self):
+        self.check_numerics(self.run_plan(self.plan))
+
+    def test_cpu_threads_agree(self):
+        one = self.run_plan(self.plan, ["--threads", "1"])
+        two = self.run_plan(self.plan, ["--threads", "2"])
+        np.testing.assert_array_equal(one, two)
+
+    def test_out_of_range_tokens_give_zero_embeddings(self):
+        tokens = self.tokens.copy()
+        tokens[0, 0] = 1000
+        tokens[1, 3] = -5
+        path = os.path.join(self.tmp, "bad_tokens.npy")
+        np.save(path, tokens)
+        out = os.path.join(self.tmp, "logits_oor.npy")
+        run([tool("kiln-run"), self.plan, "--input", f"tokens={path}",
+             "--output", f"logits={out}"])
+        self.check_numerics(np.load(out), tokens)
+
+    def test_embedded_weights_match_referenced(self):
+        packed = os.path.join(self.tmp, "packed.kplan")
+        run([tool("kiln-compile"), MODEL, "-o", packed, "--target=cpu", "--embed-weights"])
+        self.assertGreater(os.path.getsize(packed), os.path.getsize(WEIGHTS))
+        np.testing.assert_array_equal(self.run_plan(packed), self.run_plan(self.plan))
+
+    def test_inspect_reports_plan(self):
+        text = run([tool("kiln-inspect"), self.plan]).stdout
+        for word in ["gemm", "rms_norm", "arena", "tokens", "logits",
+                     "model.layers.0.mlp.gate_proj.weight", "kiln 0.1.0"]:
+            self.assertIn(word, text)
+        data = json.loads(run([tool("kiln-inspect"), self.plan, "--json"]).stdout)
+        self.assertIsInstance(data, dict)
+        blob = json.dumps(data)
+        self.assertIn("model.layers.1.mlp.down_proj", blob)
+
+    def test_kernels_are_shared_across_layers(self):
+        data = json.loads(run([tool("kiln-inspect"), self.plan, "--json"]).stdout)
+        kernels = data["kernels"]
+        names = [k["name"] for k in kernels]
+        self.assertEqual(len(names), len(set(names)))
+        # gather, 2 rms_norm (same shape: 1 kernel), gate/up (1), down (1),
+        # lm_head (1), swiglu (1), add (1): 7 distinct kernels, 16 launches.
+        self.assertEqual(len(kernels), 7, names)
+        self.assertEqual(len(data["launches"]), 16)
+
+    def test_wrong_input_shape_and_dtype(self):
+        bad = os.path.join(self.tmp, "t_shape.npy")
+        np.save(bad, np.zeros((2, 9), np.int32))
+        p = run([tool("kiln-run"), self.plan, "--input", f"tokens={bad}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("tokens", p.stderr)
+        self.assertIn("[2, 8]", p.stderr)
+        np.save(bad, np.zeros((2, 8), np.float32))
+        p = run([tool("kiln-run"), self.plan, "--input", f"tokens={bad}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("int32", p.stderr)
+        p = run([tool("kiln-run"), self.plan, "--input", f"nope={self.tokens_path}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("nope", p.stderr)
+
+    def corrupt_copy(self, name, mutate):
+        with open(self.plan, "rb") as f:
+            data = bytearray(f.read())
+        data = mutate(data)
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def assert_rejected(self, path, *needles):
+        for t in ("kiln-run", "kiln-inspect"):
+            args = [tool(t), path] + (["--input", f"tokens={self.tokens_path}"] if t == "kiln-run" else [])
+            p = run(args, check=False)
+            self.assertNotEqual(p.returncode, 0, f"{t} accepted {path}")
+            self.assertLess(p.returncode, 128, f"{t} crashed on {path}: {p.stderr}")
+            self.assertTrue(any(n in p.stderr for n in needles), p.stderr)
+
+    def test_truncated_plans_are_rejected(self):
+        size = os.path.getsize(self.plan)
+        for cut in [0, 7, 64, size // 2, size - 1]:
+            path = self.corrupt_copy(f"trunc{cut}.kplan", lambda d, c=cut: d[:c])
+            self.assert_rejected(path, "truncated", "too small", "verif", "invalid", "corrupt")
+
+    def test_corrupt_plans_are_rejected(self):
+        # Wrong file identifier.
+        path = self.corrupt_copy("ident.kplan", lambda d: d[:4] + b"XXXX" + d[8:])
+        self.assert_rejected(path, "identifier", "KPLN")
+        # Garbage over the root table offset.
+        path = self.corrupt_copy("root.kplan", lambda d: b"\xff\xff\xff\x7f" + d[4:])
+        self.assert_rejected(path, "verif", "invalid", "corrupt", "truncated")
+
+    def test_missing_and_changed_weights(self):
+        d = tempfile.mkdtemp(dir=self.tmp)
+        shutil.copy(MODEL, d)
+        shutil.copy(WEIGHTS, d)
+        plan = os.path.join(d, "p.kplan")
+        run([tool("kiln-compile"), os.path.join(d, "tiny_mlp.mlir"), "-o", plan])
+        wpath = os.path.join(d, "tiny_mlp.safetensors")
+        with open(wpath, "r+b") as f:
+            f.seek(-4, 2)
+            f.write(b"\x00\x01\x02\x03")
+        p = run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("tiny_mlp.safetensors", p.stderr)
+        os.remove(wpath)
+        p = run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("tiny_mlp.safetensors", p.stderr)
+
+    def test_cuda_without_gpu_is_a_clear_error(self):
+        p = run([tool("kiln-run"), self.plan, "--device", "cuda",
+                 "--input", f"tokens={self.tokens_path}"], check=False)
+        if p.returncode == 0:
+            self.skipTest("a GPU is present")
+        self.assertLess(p.returncode, 128)
+        self.assertIn("cuda", p.stderr.lower())
+
+
+class ExampleWeights(unittest.TestCase):
+    def test_committed_weights_are_reproducible(self):
+        tmp = tempfile.mkdtemp(prefix="kiln-w-")
+        try:
+            out = os.path.join(tmp, "w.safetensors")
+            run([sys.executable, os.path.join(SRC, "models", "example", "make_weights.py"), out])
+            with open(out, "rb") as a, open(WEIGHTS, "rb") as b:
+                self.assertEqual(a.read(), b.read())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class CompilerErrors(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="kiln-e2e-err-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def compile_text(self, text, weights=True):
+        path = os.path.join(self.tmp, "m.mlir")
+        with open(path, "w") as f:
+            f.write(text)
+        if weights:
+            shutil.copy(WEIGHTS, self.tmp)
+        out = os.path.join(self.tmp, "m.kplan")
+        return run([tool("kiln-compile"), path, "-o", out], check=False), out
+
+    def test_no_partial_plan_on_failure(self):
+        with open(MODEL) as f:
+            text = f.read()
+        bad = text.replace('"model.norm.weight"', '"model.missing.weight"')
+        p, out = self.compile_text(bad)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("model.missing.weight", p.stderr)
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual([f for f in os.listdir(self.tmp) if "kplan" in f], [])
+
+    def test_weight_shape_mismatch_names_tensor(self):
+        with open(MODEL) as f:
+            text = f.read()
+        bad = text.replace('"model.norm.weight" : tensor<64xf32>', '"model.norm.weight" : tensor<32xf32>')
+        bad = bad.replace("%fnorm_w {epsilon = 1.0e-06 : f32} : (tensor<2x8x64xf32>, tensor<64xf32>)",
+                          "%fnorm_w {epsilon = 1.0e-06 : f32} : (tensor<2x8x64xf32>, tensor<32xf32>)")
+        p, _ = self.compile_text(bad)
+        self.assertNotEqual(p.returncode, 0)
+        # Either the verifier (weight width) or the checkpoint check names it.
+        self.assertTrue("model.norm" in p.stderr or "weight" in p.stderr, p.stderr)
+
+    def test_malformed_model(self):
+        p, out = self.compile_text("module { func.func @forward( }", weights=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("m.mlir:1", p.stderr)
+        self.assertFalse(os.path.exists(out))
+
+
+class Dumps(unittest.TestCase):
+    def test_dump_ir_dir_stages_parse_with_kiln_opt(self):
+        tmp = tempfile.mkdtemp(prefix="kiln-dump-")
+        try:
+            plan = os.path.join(tmp, "p.kplan")
+            dump = os.path.join(tmp, "ir")
+            targets = "sm_90a,cpu"
+            run([tool("kiln-compile"), MODEL, "-o", plan, f"--target={targets}",
+                 "--dump-ir-dir", dump])
+            files = sorted(os.listdir(dump))
+            self.assertTrue(files[0].startswith("00-input"), files)
+            for stage in ["graph", "kernel", "cpu-programs", "cpu-llvm",
+                          "gpu-programs-sm_90a", "gpu-nvvm-sm_90a"]:
+                self.assertTrue(any(stage in f for f in files), (stage, files))
+            self.assertTrue(any(f.endswith(".ptx") for f in files))
+            for f in files:
+                if f.endswith(".mlir"):
+                    run([tool("kiln-opt"), os.path.join(dump, f), "-o", os.devnull])
+            kernel = open(os.path.join(dump, [f for f in files if "kernel" in f][0])).read()
+            self.assertIn("kiln_kernel.gemm", kernel)
+            self.assertIn("model.layers.1.mlp.down_proj", kernel)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@unittest.skipUnless(have_ptxas(), "ptxas not found: sm_90a kernels are not assembled on this machine")
+class Sm90a(unittest.TestCase):
+    def test_every_kernel_assembles_with_ptxas(self):
+        tmp = tempfile.mkdtemp(prefix="kiln-sm90a-")
+        try:
+            plan = os.path.join(tmp, "p.kplan")
+            run([tool("kiln-compile"), MODEL, "-o", plan, "--target=sm_90a,cpu"])
+            data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+            blob = json.dumps(data)
+            self.assertIn("sm_90a", blob)
+            cuda = [e for e in data["executables"] if e["target"] == "cuda"]
+            self.assertEqual(len(cuda), 1)
+            exe = cuda[0]
+            self.assertGreater(exe["binary_bytes"], 0, "no cubin in the plan")
+            self.assertEqual(len(exe["entry_points"]), len(data["kernels"]))
+            for ep in exe["entry_points"]:
+                res = ep.get("resources")
+                self.assertIsNotNone(res, ep)
+                self.assertGreater(res["registers"], 0, ep)
+                self.assertEqual(res["spill_store_bytes"], 0, ep)
+                self.assertEqual(res["spill_load_bytes"], 0, ep)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,16 @@
+// The bundled example through the graph and kernel pipelines: 16 launches,
+// each tracing back to the checkpoint prefix it came from.
+// RUN: kiln-opt %models/example/tiny_mlp.mlir --kiln-graph-pipeline --kiln-kernel-pipeline --mlir-print-debuginfo | FileCheck %s
+
+// CHECK-LABEL: func.func @forward
+// CHECK: kiln_kernel.gather_rows {{.*}}loc("model.embed_tokens")
+// CHECK: kiln_kernel.rms_norm {{.*}}loc("model.layers.0.post_attention_layernorm")
+// CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.0.mlp.gate_proj")
+// CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.0.mlp.up_proj")
+// CHECK: kiln_kernel.elementwise "swiglu" {{.*}}loc("model.layers.0.mlp.act_fn")
+// CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.0.mlp.down_proj")
+// CHECK: kiln_kernel.elementwise "add" {{.*}}loc("model.layers.0.residual")
+// CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.1.mlp.down_proj")
+// CHECK: kiln_kernel.rms_norm {{.*}}loc("model.norm")
+// CHECK: kiln_kernel.gemm {{.*}}loc("lm_head")
+// CHECK-NOT: kiln.linear

@@ -1,0 +1,268 @@
+// Session: weights, inputs, CPU execution, CUDA availability.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include <cstdio>
+#include <cstring>
+
+#include "kiln/runtime.h"
+#include "test_plan_builder.h"
+
+namespace kiln::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SessionTest : public ::testing::Test {
+ protected:
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { dir_ = MakeTempDir(); plan_ = MakeAddPlan(dir_); }
+  std::shared_ptr<const Plan> OpenPlan() {
+    std::string path = dir_ + "/model.kplan";
+    WriteFile(path, Serialize(plan_));
+    auto p = Plan::Open(path);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *p : nullptr;
+  }
+  HostTensor Input() {
+    HostTensor x = MakeTensor(DType::kF32, {1, 8});
+    for (int i = 0; i < 8; ++i) x.data<float>()[i] = 0.5f * i;
+    return x;
+  }
+  std::string dir_;
+  TPlan plan_;
+};
+
+void ExpectCorrect(Session& s, const HostTensor& x) {
+  ASSERT_TRUE(s.SetInput("x", x).ok());
+  auto st = s.Run();
+  ASSERT_TRUE(st.ok()) << st;
+  auto y = s.GetOutput("y");
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(y->dtype, DType::kF32);
+  EXPECT_EQ(y->shape, (std::vector<int64_t>{1, 8}));
+  for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(y->data<float>()[i], 0.5f * i + i + 2.0f * 10 * i) << i;
+}
+
+TEST_F(SessionTest, RunsOnCpuWithOneAndTwoThreads) {
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE(threads);
+    SessionOptions opts;
+    opts.num_threads = threads;
+    opts.profile_launches = true;
+    auto s = Session::Create(plan, Device::kCpu, opts);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ExpectCorrect(**s, Input());
+    ExpectCorrect(**s, Input());  // a second run reuses the arena
+    EXPECT_EQ((*s)->stats().runs, 2u);
+    EXPECT_EQ((*s)->stats().launch_ms.size(), 2u);
+    EXPECT_GE((*s)->stats().total_ms, 0.0);
+  }
+}
+
+TEST_F(SessionTest, LargeGridSplitsAcrossThreads) {
+  // 1000 programs over 4 threads; kernels index elements by program.
+  const int n = 1000;
+  plan_.buffers = {{plan::BufferKind::input, 4 * n, 0, 0},
+                   {plan::BufferKind::output, 4 * n, 4096, 0},
+                   {plan::BufferKind::weight, 4 * n, 0, 0}};
+  plan_.arena_size = 8192;
+  plan_.launches = {{0, {0, 2, 1}, {}, static_cast<uint64_t>(n), ""}};
+  plan_.inputs = {{"x", plan::DType::f32, {n}, 0}};
+  plan_.outputs = {{"y", plan::DType::f32, {n}, 1}};
+  plan_.weight_data.assign(4 * n, '\0');
+  for (int i = 0; i < n; ++i) {
+    float v = static_cast<float>(i);
+    std::memcpy(&plan_.weight_data[4 * i], &v, 4);
+  }
+  plan_.weights = {{"w", plan::DType::f32, {n}, 4 * n, true, 0, "", 0, 0, 0, 0}};
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  SessionOptions opts;
+  opts.num_threads = 4;
+  auto s = Session::Create(plan, Device::kCpu, opts);
+  ASSERT_TRUE(s.ok()) << s.status();
+  HostTensor x = MakeTensor(DType::kF32, {n});
+  for (int i = 0; i < n; ++i) x.data<float>()[i] = 1.0f;
+  ASSERT_TRUE((*s)->SetInput("x", x).ok());
+  ASSERT_TRUE((*s)->Run().ok());
+  auto y = (*s)->GetOutput("y");
+  ASSERT_TRUE(y.ok());
+  for (int i = 0; i < n; ++i) ASSERT_EQ(y->data<float>()[i], 1.0f + i) << i;
+}
+
+TEST_F(SessionTest, MissingEntrySymbol) {
+  plan_.executables[0].entries[1].name = "no_such_kernel";
+  auto s = Session::Create(OpenPlan(), Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(),
+              HasSubstr("entry point 'no_such_kernel' for kernel 1 ('add_scaled') not found"));
+}
+
+TEST_F(SessionTest, BinaryIsNotASharedObject) {
+  plan_.executables[0].binary = "this is not an ELF file";
+  auto s = Session::Create(OpenPlan(), Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("cannot load the CPU executable"));
+}
+
+TEST_F(SessionTest, ExternalWeightChanged) {
+  auto plan = OpenPlan();
+  std::string bytes = ReadFile(dir_ + "/weights.bin");
+  bytes[20] ^= 0x1;  // same size, different contents
+  WriteFile(dir_ + "/weights.bin", bytes);
+  auto s = Session::Create(plan, Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(),
+              HasSubstr("weight 'we' in weights.bin: file changed since compile (hash mismatch)"));
+}
+
+TEST_F(SessionTest, ExternalWeightSizeChanged) {
+  auto plan = OpenPlan();
+  WriteFile(dir_ + "/weights.bin", ReadFile(dir_ + "/weights.bin") + "more");
+  auto s = Session::Create(plan, Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("file changed since compile (size 60 bytes, expected 56)"));
+}
+
+TEST_F(SessionTest, ExternalWeightMissing) {
+  auto plan = OpenPlan();
+  std::remove((dir_ + "/weights.bin").c_str());
+  auto s = Session::Create(plan, Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("weight 'we' in weights.bin"));
+  EXPECT_THAT(s.status().message(), HasSubstr(dir_ + "/weights.bin"));
+}
+
+TEST_F(SessionTest, WeightResolutionIsCached) {
+  auto plan = OpenPlan();
+  ASSERT_TRUE(Session::Create(plan, Device::kCpu).ok());
+  // Hashes were checked once; a later session reuses the mapping.
+  std::remove((dir_ + "/weights.bin").c_str());
+  auto s = Session::Create(plan, Device::kCpu);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ExpectCorrect(**s, Input());
+}
+
+TEST_F(SessionTest, InputChecks) {
+  auto s = Session::Create(OpenPlan(), Device::kCpu);
+  ASSERT_TRUE(s.ok()) << s.status();
+  HostTensor bad_shape = MakeTensor(DType::kF32, {2, 4});
+  EXPECT_THAT((*s)->SetInput("x", bad_shape).message(),
+              HasSubstr("input 'x': expected float32 [1, 8], got float32 [2, 4]"));
+  HostTensor bad_dtype = MakeTensor(DType::kI32, {1, 8});
+  EXPECT_THAT((*s)->SetInput("x", bad_dtype).message(),
+              HasSubstr("input 'x': expected float32 [1, 8], got int32 [1, 8]"));
+  auto unknown = (*s)->SetInput("tokens", Input());
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(unknown.message(), HasSubstr("unknown input 'tokens'; the plan's inputs are: 'x'"));
+  HostTensor short_bytes = Input();
+  short_bytes.bytes.resize(4);
+  EXPECT_THAT((*s)->SetInput("x", short_bytes).message(), HasSubstr("holds 4 bytes, expected 32"));
+  EXPECT_THAT((*s)->GetOutput("z").status().message(), HasSubstr("unknown output 'z'"));
+}
+
+TEST_F(SessionTest, NoExecutableForTarget) {
+  plan_.executables[0].target = plan::TargetKind::cuda;
+  plan_.executables[0].arch = "sm_90a";
+  plan_.executables[0].ptx = "// ptx";
+  auto s = Session::Create(OpenPlan(), Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("plan has no executable for target cpu; compiled targets: cuda"));
+}
+
+TEST_F(SessionTest, CudaWithoutCudaExecutable) {
+  auto s = Session::Create(OpenPlan(), Device::kCuda);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("plan has no executable for target cuda; compiled targets: cpu"));
+}
+
+// A hand-written PTX kernel with the Kiln CUDA ABI: (a, w, out, programs).
+constexpr char kAddPtx[] = R"(
+.version 7.0
+.target sm_52
+.address_size 64
+.visible .entry add_f32(.param .u64 pa, .param .u64 pw, .param .u64 po, .param .u64 pn)
+{
+  .reg .pred %p<2>;
+  .reg .b32 %r<4>;
+  .reg .f32 %f<4>;
+  .reg .b64 %rd<16>;
+  ld.param.u64 %rd1, [pa];
+  ld.param.u64 %rd2, [pw];
+  ld.param.u64 %rd3, [po];
+  ld.param.u64 %rd4, [pn];
+  mov.u32 %r1, %ctaid.x;
+  mov.u32 %r2, %ntid.x;
+  mov.u32 %r3, %tid.x;
+  mul.wide.u32 %rd5, %r1, %r2;
+  cvt.u64.u32 %rd6, %r3;
+  add.s64 %rd7, %rd5, %rd6;
+  setp.ge.s64 %p1, %rd7, %rd4;
+  @%p1 bra DONE;
+  shl.b64 %rd8, %rd7, 2;
+  cvta.to.global.u64 %rd9, %rd1;
+  cvta.to.global.u64 %rd10, %rd2;
+  cvta.to.global.u64 %rd11, %rd3;
+  add.s64 %rd12, %rd9, %rd8;
+  add.s64 %rd13, %rd10, %rd8;
+  add.s64 %rd14, %rd11, %rd8;
+  ld.global.f32 %f1, [%rd12];
+  ld.global.f32 %f2, [%rd13];
+  add.f32 %f3, %f1, %f2;
+  st.global.f32 [%rd14], %f3;
+DONE:
+  ret;
+}
+)";
+
+// y = x + wp (one launch), CUDA only.
+TEST_F(SessionTest, CudaRunsOrReportsUnavailable) {
+  plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", kAddPtx, {{"add_f32", 0, 64}}};
+  plan_.kernels = {{"add", 3, 0}};
+  plan_.launches = {{0, {0, 3, 2}, {}, 8, ""}};
+  plan_.buffers.resize(4);
+  plan_.weights.resize(1);
+  auto s = Session::Create(OpenPlan(), Device::kCuda);
+  if (!s.ok()) {
+    std::string msg(s.status().message());
+#if defined(KILN_ENABLE_CUDA)
+    EXPECT_TRUE(msg.find("CUDA driver not available") != std::string::npos ||
+                msg.find("no CUDA device") != std::string::npos)
+        << msg;
+#else
+    EXPECT_THAT(msg, HasSubstr("built without CUDA support"));
+#endif
+    GTEST_SKIP() << "no usable CUDA: " << msg;
+  }
+  HostTensor x = Input();
+  ASSERT_TRUE((*s)->SetInput("x", x).ok());
+  auto st = (*s)->Run();
+  ASSERT_TRUE(st.ok()) << st;
+  auto y = (*s)->GetOutput("y");
+  ASSERT_TRUE(y.ok()) << y.status();
+  for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(y->data<float>()[i], 0.5f * i + i) << i;
+}
+
+TEST_F(SessionTest, CudaBadPtxIsAnError) {
+  plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", "garbage ptx", {{"add_f32", 0, 64}}};
+  plan_.kernels = {{"add", 3, 0}};
+  plan_.launches = {{0, {0, 3, 2}, {}, 8, ""}};
+  plan_.buffers.resize(4);
+  plan_.weights.resize(1);
+  auto s = Session::Create(OpenPlan(), Device::kCuda);
+  ASSERT_FALSE(s.ok());
+  std::string msg(s.status().message());
+  EXPECT_TRUE(msg.find("cuModuleLoadData") != std::string::npos ||
+              msg.find("CUDA driver not available") != std::string::npos ||
+              msg.find("no CUDA device") != std::string::npos ||
+              msg.find("built without CUDA support") != std::string::npos)
+      << msg;
+}
+
+}  // namespace
+}  // namespace kiln::test

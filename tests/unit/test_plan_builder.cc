@@ -1,0 +1,144 @@
+#include "test_plan_builder.h"
+
+#include <stdlib.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "kiln/runtime.h"
+
+namespace kiln::test {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+std::string MakeTempDir() {
+  char tmpl[] = "/tmp/kiln-test-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  return tmpl;
+}
+
+std::string Serialize(const TPlan& p) {
+  flatbuffers::FlatBufferBuilder b;
+  using namespace flatbuffers;
+  auto bytes = [&](const std::string& s) {
+    b.ForceVectorAlignment(s.size(), 1, 64);  // force_align: 64
+    return b.CreateVector(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  std::vector<Offset<plan::Executable>> exes;
+  for (const auto& x : p.executables) {
+    std::vector<Offset<plan::EntryPoint>> eps;
+    for (const auto& e : x.entries)
+      eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x));
+    auto bin = bytes(x.binary);
+    auto ptx = x.ptx.empty() ? 0 : b.CreateString(x.ptx);
+    exes.push_back(plan::CreateExecutable(b, x.target, b.CreateString(x.arch), bin, ptx,
+                                          b.CreateVector(eps)));
+  }
+  std::vector<Offset<plan::Kernel>> kernels;
+  for (const auto& k : p.kernels) {
+    std::vector<Offset<String>> ops = {b.CreateString("test.op")};
+    kernels.push_back(plan::CreateKernel(b, b.CreateString(k.name), b.CreateVector(ops), 0,
+                                         b.CreateString("tile=1"), k.num_buffers, k.num_scalars));
+  }
+  std::vector<Offset<plan::Buffer>> buffers;
+  for (const auto& buf : p.buffers)
+    buffers.push_back(plan::CreateBuffer(b, buf.kind, buf.size_bytes, buf.offset, buf.weight, 0, 1));
+  std::vector<Offset<plan::Launch>> launches;
+  for (const auto& l : p.launches)
+    launches.push_back(plan::CreateLaunch(b, l.kernel, b.CreateVector(l.bindings),
+                                          b.CreateVector(l.scalars), l.programs,
+                                          b.CreateString(l.location)));
+  auto specs = [&](const std::vector<TSpec>& v) {
+    std::vector<Offset<plan::TensorSpec>> out;
+    for (const auto& s : v)
+      out.push_back(plan::CreateTensorSpec(b, b.CreateString(s.name), s.dtype,
+                                           b.CreateVector(s.shape), s.buffer));
+    return b.CreateVector(out);
+  };
+  auto inputs = specs(p.inputs);
+  auto outputs = specs(p.outputs);
+  std::vector<Offset<plan::Weight>> weights;
+  for (const auto& w : p.weights) {
+    Offset<plan::ExternalData> ext = 0;
+    if (!w.packed)
+      ext = plan::CreateExternalData(b, b.CreateString(w.path), w.ext_offset, w.ext_size,
+                                     w.file_size, w.fnv1a64);
+    weights.push_back(plan::CreateWeight(b, b.CreateString(w.name), w.dtype, b.CreateVector(w.shape),
+                                         w.size_bytes, ext, w.packed_offset, w.packed));
+  }
+  auto wdata = bytes(p.weight_data);
+  auto prov = plan::CreateProvenance(b, b.CreateString("kiln-test 0.1"), b.CreateString("--test"),
+                                     b.CreateString("test.py"), b.CreateString("0123456789abcdef"),
+                                     1700000000);
+  auto root = plan::CreatePlan(b, p.format_version, b.CreateString("test"), b.CreateVector(exes),
+                               b.CreateVector(kernels), b.CreateVector(buffers), p.arena_size,
+                               p.arena_size, b.CreateVector(launches), inputs, outputs,
+                               b.CreateVector(weights), wdata, prov);
+  plan::FinishPlanBuffer(b, root);
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+}
+
+TPlan MakeAddPlan(const std::string& dir) {
+  TPlan p;
+  TExecutable cpu;
+  cpu.binary = ReadFile(KILN_TEST_KERNELS_SO);
+  cpu.entries = {{"add_f32", 0, 1}, {"add_scaled_f32", 1, 1}};
+  p.executables.push_back(cpu);
+  p.kernels = {{"add", 3, 0}, {"add_scaled", 3, 1}};
+  // Buffers: 0 x (input), 1 t (intermediate), 2 y (output), 3 wp, 4 we.
+  p.buffers = {{plan::BufferKind::input, 32, 0, 0},
+               {plan::BufferKind::intermediate, 32, 256, 0},
+               {plan::BufferKind::output, 32, 512, 0},
+               {plan::BufferKind::weight, 32, 0, 0},
+               {plan::BufferKind::weight, 32, 0, 1}};
+  p.arena_size = 768;
+  p.launches = {{0, {0, 3, 1}, {}, 8, "test.py:1"}, {1, {1, 4, 2}, {2}, 8, "test.py:2"}};
+  p.inputs = {{"x", plan::DType::f32, {1, 8}, 0}};
+  p.outputs = {{"y", plan::DType::f32, {1, 8}, 2}};
+
+  float wp[8], we[8];
+  for (int i = 0; i < 8; ++i) {
+    wp[i] = static_cast<float>(i);
+    we[i] = static_cast<float>(10 * i);
+  }
+  p.weight_data.assign(64, '\0');  // packed weight at offset 64
+  p.weight_data.append(reinterpret_cast<const char*>(wp), sizeof(wp));
+  TWeight packed;
+  packed.name = "wp";
+  packed.shape = {8};
+  packed.size_bytes = 32;
+  packed.packed = true;
+  packed.packed_offset = 64;
+
+  std::string file(16, 'h');  // a 16-byte "header", then the data
+  file.append(reinterpret_cast<const char*>(we), sizeof(we));
+  file.append(8, 't');
+  WriteFile(dir + "/weights.bin", file);
+  TWeight ext;
+  ext.name = "we";
+  ext.shape = {8};
+  ext.size_bytes = 32;
+  ext.path = "weights.bin";
+  ext.ext_offset = 16;
+  ext.ext_size = 32;
+  ext.file_size = file.size();
+  ext.fnv1a64 = Fnv1a64(file.data() + 16, 32);
+  p.weights = {packed, ext};
+  return p;
+}
+
+}  // namespace kiln::test

@@ -1,0 +1,80 @@
+// Builds small Kiln plans for tests, as plain data that tests can tamper with.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "plan_generated.h"
+
+namespace kiln::test {
+
+struct TBuffer {
+  plan::BufferKind kind = plan::BufferKind::intermediate;
+  uint64_t size_bytes = 0;
+  uint64_t offset = 0;
+  uint32_t weight = 0;
+};
+struct TKernel {
+  std::string name;
+  uint32_t num_buffers = 0, num_scalars = 0;
+};
+struct TEntry {
+  std::string name;
+  uint32_t kernel = 0, block_x = 1;
+};
+struct TExecutable {
+  plan::TargetKind target = plan::TargetKind::cpu;
+  std::string arch = "x86_64";
+  std::string binary;
+  std::string ptx;
+  std::vector<TEntry> entries;
+};
+struct TLaunch {
+  uint32_t kernel = 0;
+  std::vector<uint32_t> bindings;
+  std::vector<int64_t> scalars;
+  uint64_t programs = 0;
+  std::string location;
+};
+struct TSpec {
+  std::string name;
+  plan::DType dtype = plan::DType::f32;
+  std::vector<int64_t> shape;
+  uint32_t buffer = 0;
+};
+struct TWeight {
+  std::string name;
+  plan::DType dtype = plan::DType::f32;
+  std::vector<int64_t> shape;
+  uint64_t size_bytes = 0;
+  bool packed = false;
+  uint64_t packed_offset = 0;
+  std::string path;  // external
+  uint64_t ext_offset = 0, ext_size = 0, file_size = 0, fnv1a64 = 0;
+};
+struct TPlan {
+  uint32_t format_version = 1;
+  std::vector<TExecutable> executables;
+  std::vector<TKernel> kernels;
+  std::vector<TBuffer> buffers;
+  uint64_t arena_size = 0;
+  std::vector<TLaunch> launches;
+  std::vector<TSpec> inputs, outputs;
+  std::vector<TWeight> weights;
+  std::string weight_data;
+};
+
+std::string Serialize(const TPlan& p);
+std::string ReadFile(const std::string& path);
+void WriteFile(const std::string& path, const std::string& bytes);
+
+// The reference plan: y = x + wp + 2 * we for x: f32 [1, 8], where wp is a
+// packed weight (wp[i] = i) and we an external one (we[i] = 10 * i) stored at
+// offset 16 of "<dir>/weights.bin", which this writes. Two launches:
+//   0: add_f32(x, wp) -> t         1: add_scaled_f32(t, we; s=2) -> y
+TPlan MakeAddPlan(const std::string& dir);
+// A fresh temporary directory.
+std::string MakeTempDir();
+
+}  // namespace kiln::test

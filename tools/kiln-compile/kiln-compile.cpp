@@ -1,0 +1,78 @@
+//===- kiln-compile.cpp - Compile a model into a Kiln plan ----------------===//
+//
+//   kiln-compile MODEL.mlir -o PLAN --target=cpu|sm_90a|sm_90a,cpu
+//                [--dump-ir-dir DIR] [--embed-weights]
+//                [--mlir-print-ir-after-all ...]
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/Compiler.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace cl = llvm::cl;
+
+static cl::opt<std::string> inputPath(cl::Positional, cl::Required,
+                                      cl::desc("<model.mlir>"));
+static cl::opt<std::string> outputPath("o", cl::Required,
+                                       cl::desc("Output plan (.kplan)"),
+                                       cl::value_desc("plan"));
+static cl::opt<std::string>
+    targets("target", cl::init("cpu"),
+            cl::desc("Comma-separated targets: cpu, sm_90a"));
+static cl::opt<std::string>
+    dumpIRDir("dump-ir-dir",
+              cl::desc("Write the IR after every stage as numbered files"),
+              cl::value_desc("dir"));
+static cl::opt<bool> embedWeights(
+    "embed-weights",
+    cl::desc("Pack the weights into the plan instead of referencing files"));
+static cl::opt<int64_t> minGemmPrograms(
+    "min-gemm-programs", cl::init(64),
+    cl::desc("Smallest grid the GEMM tile heuristic aims for"));
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  std::string commandLine;
+  for (int i = 1; i < argc; ++i)
+    commandLine += (i > 1 ? " " : "") + std::string(argv[i]);
+  mlir::registerMLIRContextCLOptions();
+  mlir::registerPassManagerCLOptions();
+  mlir::registerAsmPrinterCLOptions();
+  kiln::registerCompilerPasses();
+  cl::ParseCommandLineOptions(argc, argv,
+                              "Kiln compiler: model -> executable plan\n");
+
+  mlir::DialectRegistry registry;
+  kiln::registerCompilerDialects(registry);
+  mlir::MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+  ctx.printOpOnDiagnostic(false);
+  llvm::SourceMgr sm;
+  mlir::SourceMgrDiagnosticHandler handler(sm, &ctx);
+
+  kiln::CompileOptions opts;
+  opts.input = inputPath;
+  opts.output = outputPath;
+  llvm::SmallVector<llvm::StringRef> parts;
+  llvm::StringRef(targets).split(parts, ',', -1, /*KeepEmpty=*/false);
+  for (llvm::StringRef p : parts)
+    opts.targets.push_back(p.trim().str());
+  opts.dumpIRDir = dumpIRDir;
+  opts.embedWeights = embedWeights;
+  opts.commandLine = commandLine;
+  opts.pipeline.minGemmPrograms = minGemmPrograms;
+  if (mlir::failed(kiln::compileModel(ctx, opts))) {
+    llvm::errs() << "kiln-compile: error: compilation of " << inputPath
+                 << " failed; no plan written\n";
+    return 1;
+  }
+  return 0;
+}

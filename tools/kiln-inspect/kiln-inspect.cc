@@ -1,0 +1,424 @@
+// kiln-inspect: shows what a compiled plan contains.
+//
+//   kiln-inspect PLAN [--json]
+#include <elf.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kiln/runtime.h"
+#include "plan_generated.h"
+
+namespace {
+
+namespace fb = kiln::plan;
+
+// A tiny JSON tree: null, bool, number (as text), string, array, object.
+struct Json {
+  enum Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = kNull;
+  std::string text;  // number text, string value, or "true"/"false"
+  std::vector<std::pair<std::string, Json>> items;  // arrays use empty keys
+
+  static Json Str(std::string s) { Json j; j.kind = kString; j.text = std::move(s); return j; }
+  template <typename T> static Json Num(T v) { Json j; j.kind = kNumber; j.text = absl::StrCat(v); return j; }
+  static Json Bool(bool b) { Json j; j.kind = kBool; j.text = b ? "true" : "false"; return j; }
+  static Json Arr() { Json j; j.kind = kArray; return j; }
+  static Json Obj() { Json j; j.kind = kObject; return j; }
+  Json& Add(std::string key, Json v) { items.emplace_back(std::move(key), std::move(v)); return *this; }
+  Json& Push(Json v) { items.emplace_back("", std::move(v)); return *this; }
+};
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) out += absl::StrFormat("\\u%04x", c);
+        else out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+void Write(const Json& j, int indent, std::string* out) {
+  std::string pad(indent + 2, ' ');
+  switch (j.kind) {
+    case Json::kNull: *out += "null"; return;
+    case Json::kBool: case Json::kNumber: *out += j.text; return;
+    case Json::kString: *out += Quote(j.text); return;
+    case Json::kArray: case Json::kObject: {
+      bool obj = j.kind == Json::kObject;
+      if (j.items.empty()) { *out += obj ? "{}" : "[]"; return; }
+      *out += obj ? "{\n" : "[\n";
+      for (size_t i = 0; i < j.items.size(); ++i) {
+        *out += pad;
+        if (obj) *out += Quote(j.items[i].first) + ": ";
+        Write(j.items[i].second, indent + 2, out);
+        *out += i + 1 < j.items.size() ? ",\n" : "\n";
+      }
+      *out += std::string(indent, ' ') + (obj ? "}" : "]");
+    }
+  }
+}
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : ""; }
+template <typename T> uint32_t Len(const flatbuffers::Vector<T>* v) { return v ? v->size() : 0; }
+
+std::vector<int64_t> Shape(const flatbuffers::Vector<int64_t>* v) {
+  std::vector<int64_t> s;
+  for (uint32_t i = 0; i < Len(v); ++i) s.push_back(v->Get(i));
+  return s;
+}
+Json ShapeJson(const flatbuffers::Vector<int64_t>* v) {
+  Json a = Json::Arr();
+  for (int64_t d : Shape(v)) a.Push(Json::Num(d));
+  return a;
+}
+const char* DTypeName(fb::DType d) { return kiln::DTypeName(static_cast<kiln::DType>(d)); }
+
+// Sizes of function symbols in an ELF64 image (CPU shared objects, cubins);
+// empty when the image is not a well-formed ELF64 file.
+std::map<std::string, uint64_t> ElfSymbolSizes(const uint8_t* data, size_t size) {
+  std::map<std::string, uint64_t> out;
+  if (size < sizeof(Elf64_Ehdr) || std::memcmp(data, ELFMAG, SELFMAG) != 0 || data[EI_CLASS] != ELFCLASS64)
+    return out;
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, data, sizeof(eh));
+  if (eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shoff > size ||
+      static_cast<uint64_t>(eh.e_shnum) * sizeof(Elf64_Shdr) > size - eh.e_shoff)
+    return out;
+  auto section = [&](uint32_t i) {
+    Elf64_Shdr sh;
+    std::memcpy(&sh, data + eh.e_shoff + i * sizeof(Elf64_Shdr), sizeof(sh));
+    return sh;
+  };
+  for (uint32_t i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr sh = section(i);
+    if ((sh.sh_type != SHT_SYMTAB && sh.sh_type != SHT_DYNSYM) || sh.sh_link >= eh.e_shnum) continue;
+    Elf64_Shdr strtab = section(sh.sh_link);
+    if (sh.sh_offset > size || sh.sh_size > size - sh.sh_offset || strtab.sh_offset > size ||
+        strtab.sh_size > size - strtab.sh_offset)
+      continue;
+    for (uint64_t off = 0; off + sizeof(Elf64_Sym) <= sh.sh_size; off += sizeof(Elf64_Sym)) {
+      Elf64_Sym sym;
+      std::memcpy(&sym, data + sh.sh_offset + off, sizeof(sym));
+      if (ELF64_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_name >= strtab.sh_size) continue;
+      const char* name = reinterpret_cast<const char*>(data + strtab.sh_offset + sym.st_name);
+      size_t max = strtab.sh_size - sym.st_name;
+      out[std::string(name, strnlen(name, max))] = sym.st_size;
+    }
+  }
+  return out;
+}
+
+Json BuildJson(const kiln::Plan& plan) {
+  const fb::Plan& p = plan.fb();
+  Json root = Json::Obj();
+  root.Add("plan", Json::Str(plan.path()));
+  root.Add("name", Json::Str(Str(p.name())));
+  root.Add("format_version", Json::Num(p.format_version()));
+  root.Add("file_bytes", Json::Num(plan.size()));
+
+  // Launch counts per kernel.
+  std::vector<uint64_t> uses(Len(p.kernels()), 0);
+  for (uint32_t l = 0; l < Len(p.launches()); ++l) ++uses[p.launches()->Get(l)->kernel()];
+
+  Json targets = Json::Arr();
+  std::vector<std::map<std::string, uint64_t>> sym_sizes;
+  for (uint32_t e = 0; e < Len(p.executables()); ++e) {
+    const fb::Executable* x = p.executables()->Get(e);
+    sym_sizes.push_back(ElfSymbolSizes(x->binary() ? x->binary()->data() : nullptr, Len(x->binary())));
+    Json t = Json::Obj();
+    t.Add("target", Json::Str(fb::EnumNameTargetKind(x->target())));
+    t.Add("arch", Json::Str(Str(x->arch())));
+    t.Add("binary_bytes", Json::Num(Len(x->binary())));
+    t.Add("ptx_bytes", Json::Num(x->ptx() ? x->ptx()->size() : 0));
+    t.Add("entry_points", Json::Num(x->entry_points()->size()));
+    targets.Push(std::move(t));
+  }
+  root.Add("targets", std::move(targets));
+
+  Json kernels = Json::Arr();
+  for (uint32_t k = 0; k < Len(p.kernels()); ++k) {
+    const fb::Kernel* kr = p.kernels()->Get(k);
+    Json j = Json::Obj();
+    j.Add("index", Json::Num(k));
+    j.Add("name", Json::Str(Str(kr->name())));
+    Json ops = Json::Arr();
+    for (uint32_t i = 0; i < Len(kr->source_ops()); ++i) ops.Push(Json::Str(kr->source_ops()->Get(i)->str()));
+    j.Add("source_ops", std::move(ops));
+    j.Add("config", Json::Str(Str(kr->config())));
+    j.Add("num_buffers", Json::Num(kr->num_buffers()));
+    j.Add("num_scalars", Json::Num(kr->num_scalars()));
+    j.Add("launches", Json::Num(uses[k]));
+    Json eps = Json::Arr();
+    for (uint32_t e = 0; e < Len(p.executables()); ++e) {
+      const fb::Executable* x = p.executables()->Get(e);
+      for (const fb::EntryPoint* ep : *x->entry_points()) {
+        if (ep->kernel() != k) continue;
+        Json ej = Json::Obj();
+        ej.Add("target", Json::Str(fb::EnumNameTargetKind(x->target())));
+        ej.Add("name", Json::Str(Str(ep->name())));
+        auto it = sym_sizes[e].find(Str(ep->name()));
+        ej.Add("code_bytes", it != sym_sizes[e].end() ? Json::Num(it->second) : Json());
+        if (x->target() == fb::TargetKind::cuda) ej.Add("block_x", Json::Num(ep->block_x()));
+        if (const fb::KernelResources* r = ep->resources()) {
+          Json rj = Json::Obj();
+          rj.Add("registers", Json::Num(r->registers()));
+          rj.Add("spill_store_bytes", Json::Num(r->spill_store_bytes()));
+          rj.Add("spill_load_bytes", Json::Num(r->spill_load_bytes()));
+          rj.Add("shared_bytes", Json::Num(r->shared_bytes()));
+          rj.Add("const_bytes", Json::Num(r->const_bytes()));
+          ej.Add("resources", std::move(rj));
+        }
+        eps.Push(std::move(ej));
+      }
+    }
+    j.Add("entry_points", std::move(eps));
+    kernels.Push(std::move(j));
+  }
+  root.Add("kernels", std::move(kernels));
+
+  Json launches = Json::Arr();
+  for (uint32_t l = 0; l < Len(p.launches()); ++l) {
+    const fb::Launch* la = p.launches()->Get(l);
+    Json j = Json::Obj();
+    j.Add("index", Json::Num(l));
+    j.Add("kernel", Json::Str(Str(p.kernels()->Get(la->kernel())->name())));
+    j.Add("programs", Json::Num(la->programs()));
+    Json b = Json::Arr(), s = Json::Arr();
+    for (uint32_t i = 0; i < Len(la->bindings()); ++i) b.Push(Json::Num(la->bindings()->Get(i)));
+    for (uint32_t i = 0; i < Len(la->scalars()); ++i) s.Push(Json::Num(la->scalars()->Get(i)));
+    j.Add("bindings", std::move(b));
+    j.Add("scalars", std::move(s));
+    j.Add("location", Json::Str(Str(la->location())));
+    launches.Push(std::move(j));
+  }
+  root.Add("launches", std::move(launches));
+
+  Json mem = Json::Obj();
+  mem.Add("arena_bytes", Json::Num(p.arena_size()));
+  mem.Add("peak_live_bytes", Json::Num(p.peak_live_bytes()));
+  Json bufs = Json::Arr();
+  for (uint32_t b = 0; b < Len(p.buffers()); ++b) {
+    const fb::Buffer* buf = p.buffers()->Get(b);
+    if (buf->kind() == fb::BufferKind::weight) continue;
+    Json j = Json::Obj();
+    j.Add("index", Json::Num(b));
+    j.Add("kind", Json::Str(fb::EnumNameBufferKind(buf->kind())));
+    j.Add("offset", Json::Num(buf->offset()));
+    j.Add("size_bytes", Json::Num(buf->size_bytes()));
+    j.Add("first_use", Json::Num(buf->first_use()));
+    j.Add("last_use", Json::Num(buf->last_use()));
+    bufs.Push(std::move(j));
+  }
+  mem.Add("buffers", std::move(bufs));
+  root.Add("memory", std::move(mem));
+
+  auto specs = [&](const flatbuffers::Vector<flatbuffers::Offset<fb::TensorSpec>>* v) {
+    Json a = Json::Arr();
+    for (uint32_t i = 0; i < Len(v); ++i) {
+      const fb::TensorSpec* s = v->Get(i);
+      Json j = Json::Obj();
+      j.Add("name", Json::Str(Str(s->name())));
+      j.Add("dtype", Json::Str(DTypeName(s->dtype())));
+      j.Add("shape", ShapeJson(s->shape()));
+      j.Add("buffer", Json::Num(s->buffer()));
+      a.Push(std::move(j));
+    }
+    return a;
+  };
+  root.Add("inputs", specs(p.inputs()));
+  root.Add("outputs", specs(p.outputs()));
+
+  Json weights = Json::Obj();
+  uint64_t packed_bytes = 0, external_bytes = 0, packed_count = 0;
+  std::map<std::string, uint64_t> by_dtype;
+  Json list = Json::Arr();
+  for (uint32_t w = 0; w < Len(p.weights()); ++w) {
+    const fb::Weight* wt = p.weights()->Get(w);
+    by_dtype[DTypeName(wt->dtype())] += wt->size_bytes();
+    (wt->packed() ? packed_bytes : external_bytes) += wt->size_bytes();
+    packed_count += wt->packed();
+    Json j = Json::Obj();
+    j.Add("name", Json::Str(Str(wt->name())));
+    j.Add("dtype", Json::Str(DTypeName(wt->dtype())));
+    j.Add("shape", ShapeJson(wt->shape()));
+    j.Add("size_bytes", Json::Num(wt->size_bytes()));
+    if (wt->packed()) {
+      j.Add("source", Json::Str("packed"));
+      j.Add("packed_offset", Json::Num(wt->packed_offset()));
+    } else {
+      j.Add("source", Json::Str(Str(wt->external()->path())));
+      j.Add("file_offset", Json::Num(wt->external()->offset()));
+      j.Add("fnv1a64", Json::Str(absl::StrFormat("%016x", wt->external()->fnv1a64())));
+    }
+    list.Push(std::move(j));
+  }
+  weights.Add("count", Json::Num(Len(p.weights())));
+  weights.Add("packed_count", Json::Num(packed_count));
+  weights.Add("packed_bytes", Json::Num(packed_bytes));
+  weights.Add("external_bytes", Json::Num(external_bytes));
+  Json dt = Json::Obj();
+  for (const auto& [name, bytes] : by_dtype) dt.Add(name, Json::Num(bytes));
+  weights.Add("bytes_by_dtype", std::move(dt));
+  weights.Add("weights", std::move(list));
+  root.Add("weights", std::move(weights));
+
+  Json prov = Json::Obj();
+  if (const fb::Provenance* pv = p.provenance()) {
+    prov.Add("compiler_version", Json::Str(Str(pv->compiler_version())));
+    prov.Add("flags", Json::Str(Str(pv->flags())));
+    prov.Add("source_path", Json::Str(Str(pv->source_path())));
+    prov.Add("source_hash", Json::Str(Str(pv->source_hash())));
+    prov.Add("created_unix", Json::Num(pv->created_unix()));
+  }
+  root.Add("provenance", std::move(prov));
+  return root;
+}
+
+// --- Text view: rendered from the JSON tree so both views agree. ---------------
+
+const Json& Get(const Json& j, const std::string& key) {
+  static const Json kNull;
+  for (const auto& [k, v] : j.items)
+    if (k == key) return v;
+  return kNull;
+}
+std::string T(const Json& j) {  // compact text of a scalar or array
+  if (j.kind == Json::kArray) {
+    std::vector<std::string> parts;
+    for (const auto& [k, v] : j.items) parts.push_back(T(v));
+    return absl::StrCat("[", absl::StrJoin(parts, ", "), "]");
+  }
+  return j.kind == Json::kNull ? "-" : j.text;
+}
+std::string Bytes(const Json& j) {
+  if (j.kind != Json::kNumber) return "-";
+  double b = std::stod(j.text);
+  if (b < 1024) return absl::StrCat(j.text, " B");
+  if (b < 1024 * 1024) return absl::StrFormat("%.1f KiB", b / 1024);
+  if (b < 1024.0 * 1024 * 1024) return absl::StrFormat("%.1f MiB", b / (1024 * 1024));
+  return absl::StrFormat("%.2f GiB", b / (1024.0 * 1024 * 1024));
+}
+
+void PrintText(const Json& r) {
+  std::printf("plan %s  (%s, format_version %s, %s)\n", T(Get(r, "plan")).c_str(),
+              Get(r, "name").text.empty() ? "unnamed" : Get(r, "name").text.c_str(),
+              T(Get(r, "format_version")).c_str(), Bytes(Get(r, "file_bytes")).c_str());
+
+  std::printf("\ntargets\n");
+  for (const auto& [_, t] : Get(r, "targets").items)
+    std::printf("  %-5s %-8s binary %-12s ptx %-12s %s entry points\n", T(Get(t, "target")).c_str(),
+                T(Get(t, "arch")).c_str(), Bytes(Get(t, "binary_bytes")).c_str(),
+                Bytes(Get(t, "ptx_bytes")).c_str(), T(Get(t, "entry_points")).c_str());
+
+  std::printf("\nkernels\n");
+  for (const auto& [_, k] : Get(r, "kernels").items) {
+    std::printf("  #%-3s %-32s launches %-4s buffers %s scalars %s  ops %s  config '%s'\n",
+                T(Get(k, "index")).c_str(), T(Get(k, "name")).c_str(), T(Get(k, "launches")).c_str(),
+                T(Get(k, "num_buffers")).c_str(), T(Get(k, "num_scalars")).c_str(),
+                T(Get(k, "source_ops")).c_str(), Get(k, "config").text.c_str());
+    for (const auto& [__, e] : Get(k, "entry_points").items) {
+      std::string extra;
+      const Json& res = Get(e, "resources");
+      if (res.kind == Json::kObject)
+        extra = absl::StrCat("  regs ", T(Get(res, "registers")), ", spills ", T(Get(res, "spill_store_bytes")),
+                             "/", T(Get(res, "spill_load_bytes")), " B, shared ", T(Get(res, "shared_bytes")), " B");
+      if (Get(e, "block_x").kind == Json::kNumber) extra += absl::StrCat("  block_x ", T(Get(e, "block_x")));
+      std::printf("         %-5s %-32s code %s%s\n", T(Get(e, "target")).c_str(), T(Get(e, "name")).c_str(),
+                  Bytes(Get(e, "code_bytes")).c_str(), extra.c_str());
+    }
+  }
+
+  std::printf("\nlaunches\n  %-5s %-32s %-10s %-20s %-12s %s\n", "#", "kernel", "programs", "bindings",
+              "scalars", "location");
+  for (const auto& [_, l] : Get(r, "launches").items)
+    std::printf("  %-5s %-32s %-10s %-20s %-12s %s\n", T(Get(l, "index")).c_str(), T(Get(l, "kernel")).c_str(),
+                T(Get(l, "programs")).c_str(), T(Get(l, "bindings")).c_str(), T(Get(l, "scalars")).c_str(),
+                Get(l, "location").text.c_str());
+
+  const Json& m = Get(r, "memory");
+  std::printf("\nmemory: arena %s, peak live %s\n  %-5s %-13s %-12s %-12s %s\n", Bytes(Get(m, "arena_bytes")).c_str(),
+              Bytes(Get(m, "peak_live_bytes")).c_str(), "buf", "kind", "offset", "size", "live");
+  for (const auto& [_, b] : Get(m, "buffers").items)
+    std::printf("  %-5s %-13s %-12s %-12s [%s, %s]\n", T(Get(b, "index")).c_str(), T(Get(b, "kind")).c_str(),
+                T(Get(b, "offset")).c_str(), Bytes(Get(b, "size_bytes")).c_str(), T(Get(b, "first_use")).c_str(),
+                T(Get(b, "last_use")).c_str());
+
+  for (const char* which : {"inputs", "outputs"}) {
+    std::printf("\n%s\n", which);
+    for (const auto& [_, s] : Get(r, which).items)
+      std::printf("  %-24s %-10s %s\n", T(Get(s, "name")).c_str(), T(Get(s, "dtype")).c_str(),
+                  T(Get(s, "shape")).c_str());
+  }
+
+  const Json& w = Get(r, "weights");
+  std::printf("\nweights: %s (%s packed: %s; by reference: %s)\n", T(Get(w, "count")).c_str(),
+              T(Get(w, "packed_count")).c_str(), Bytes(Get(w, "packed_bytes")).c_str(),
+              Bytes(Get(w, "external_bytes")).c_str());
+  for (const auto& [dtype, bytes] : Get(w, "bytes_by_dtype").items)
+    std::printf("  %-10s %s\n", dtype.c_str(), Bytes(bytes).c_str());
+  for (const auto& [_, x] : Get(w, "weights").items)
+    std::printf("  %-40s %-10s %-18s %-12s %s\n", T(Get(x, "name")).c_str(), T(Get(x, "dtype")).c_str(),
+                T(Get(x, "shape")).c_str(), Bytes(Get(x, "size_bytes")).c_str(), T(Get(x, "source")).c_str());
+
+  const Json& p = Get(r, "provenance");
+  std::printf("\nprovenance\n");
+  for (const auto& [k, v] : p.items) std::printf("  %-17s %s\n", k.c_str(), T(v).c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string path;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json") {
+      json = true;
+    } else if (a == "-h" || a == "--help") {
+      std::puts("usage: kiln-inspect PLAN [--json]");
+      return 0;
+    } else if (!a.empty() && a[0] == '-') {
+      std::fprintf(stderr, "kiln-inspect: error: unknown option '%s'\n", a.c_str());
+      return 1;
+    } else if (path.empty()) {
+      path = a;
+    } else {
+      std::fprintf(stderr, "kiln-inspect: error: unexpected argument '%s' (one PLAN only)\n", a.c_str());
+      return 1;
+    }
+  }
+  if (path.empty()) {
+    std::fputs("kiln-inspect: error: no PLAN given\nusage: kiln-inspect PLAN [--json]\n", stderr);
+    return 1;
+  }
+  auto plan = kiln::Plan::Open(path);
+  if (!plan.ok()) {
+    std::fprintf(stderr, "kiln-inspect: error: %s\n", std::string(plan.status().message()).c_str());
+    return 1;
+  }
+  Json root = BuildJson(**plan);
+  if (json) {
+    std::string out;
+    Write(root, 0, &out);
+    std::printf("%s\n", out.c_str());
+  } else {
+    PrintText(root);
+  }
+  return 0;
+}
