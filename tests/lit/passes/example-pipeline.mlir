@@ -1,6 +1,6 @@
-// The bundled example through the graph and kernel pipelines: 16 launches,
+// The bundled example through the graph and kernel pipelines: 15 launches,
 // each tracing back to the checkpoint prefix it came from.
-// RUN: kiln-opt %models/example/tiny_mlp.mlir --kiln-graph-pipeline --kiln-kernel-pipeline --mlir-print-debuginfo | FileCheck %s
+// RUN: kiln-opt %models/example/tiny_mlp.mlir --kiln-graph-pipeline --kiln-kernel-pipeline --mlir-print-debuginfo --mlir-print-local-scope | FileCheck %s
 
 // CHECK-LABEL: func.func @forward
 // CHECK: kiln_kernel.gather_rows {{.*}}loc("model.embed_tokens")
