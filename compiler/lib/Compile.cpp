@@ -12,6 +12,7 @@
 #include "kiln/Compiler/StageDumper.h"
 
 #include "kiln/IR/KilnDialect.h"
+#include "kiln/Models/HuggingFace.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -57,61 +58,98 @@ std::string shapeText(ArrayRef<int64_t> s) {
   return r + "]";
 }
 
-/// Resolves every kiln.weight against the checkpoint named by the module's
-/// `kiln.weights` attribute (relative to the model file).
-LogicalResult
-resolveWeights(ModuleOp module, const std::string &modelPath,
-               std::vector<std::unique_ptr<SafetensorsFile>> &files,
-               std::map<std::string, WeightSource> &out) {
-  SmallVector<graph::WeightOp> weightOps;
-  module.walk([&](graph::WeightOp w) { weightOps.push_back(w); });
-  if (weightOps.empty())
-    return success();
-  auto attr = module->getAttrOfType<StringAttr>("kiln.weights");
-  if (!attr)
-    return weightOps.front().emitError()
-           << "the model uses weights but the module has no kiln.weights "
-              "attribute naming the checkpoint file";
-  llvm::SmallString<256> path(attr.getValue());
-  if (!llvm::sys::path::is_absolute(path)) {
-    path = llvm::sys::path::parent_path(modelPath);
-    llvm::sys::path::append(path, attr.getValue());
-  }
-  auto file = SafetensorsFile::open(path.str().str());
-  if (!file)
-    return module.emitError() << "weights: " << llvm::toString(file.takeError());
-  SafetensorsFile &st = **file;
-  for (graph::WeightOp w : weightOps) {
-    std::string name = w.getName().str();
+/// Checks one checkpoint tensor against the type the graph expects.
+LogicalResult checkTensor(Operation *op, const std::string &name,
+                          const Checkpoint::Entry &e, Type elementType,
+                          ArrayRef<int64_t> shape) {
+  if (!e.tensor)
+    return op->emitError() << "weight '" << name
+                           << "' is missing from the checkpoint";
+  if (e.tensor->dtype != safetensorsDType(elementType))
+    return op->emitError() << "weight '" << name << "' in "
+                           << e.file->path() << " has dtype "
+                           << e.tensor->dtype << ", the model expects "
+                           << safetensorsDType(elementType);
+  if (ArrayRef<int64_t>(e.tensor->shape) != shape)
+    return op->emitError() << "weight '" << name << "' in " << e.file->path()
+                           << " has shape " << shapeText(e.tensor->shape)
+                           << ", the model expects " << shapeText(shape);
+  return success();
+}
+
+/// Resolves every kiln.weight and kiln.weight_stack name against the
+/// checkpoint, checking dtype and shape.
+LogicalResult resolveWeights(ModuleOp module, const Checkpoint &ck,
+                             std::map<std::string, WeightSource> &out) {
+  auto record = [&](const std::string &name, const Checkpoint::Entry &e,
+                    Type elementType) {
     if (out.count(name))
-      continue;
-    const SafetensorsTensor *t = st.find(name);
-    auto type = cast<RankedTensorType>(w.getType());
-    if (!t)
-      return w.emitError() << "weight '" << name << "' is missing from "
-                           << st.path();
-    if (t->dtype != safetensorsDType(type.getElementType()))
-      return w.emitError() << "weight '" << name << "' in " << st.path()
-                           << " has dtype " << t->dtype << ", the model expects "
-                           << safetensorsDType(type.getElementType());
-    if (ArrayRef<int64_t>(t->shape) != type.getShape())
-      return w.emitError() << "weight '" << name << "' in " << st.path()
-                           << " has shape " << shapeText(t->shape)
-                           << ", the model expects "
-                           << shapeText(type.getShape());
+      return;
     WeightSource src;
     src.name = name;
-    src.elementType = type.getElementType();
-    src.shape = t->shape;
-    src.path = st.path();
-    src.offset = t->offset;
-    src.size = t->size;
-    src.fileSize = st.fileSize();
-    src.data = st.data(*t);
+    src.elementType = elementType;
+    src.shape = e.tensor->shape;
+    src.path = e.file->path();
+    src.offset = e.tensor->offset;
+    src.size = e.tensor->size;
+    src.fileSize = e.file->fileSize();
+    src.data = e.file->data(*e.tensor);
     out[name] = std::move(src);
-  }
-  files.push_back(std::move(*file));
-  return success();
+  };
+  WalkResult r = module.walk([&](Operation *op) {
+    if (auto w = dyn_cast<graph::WeightOp>(op)) {
+      std::string name = w.getName().str();
+      auto type = cast<RankedTensorType>(w.getType());
+      auto e = ck.find(name);
+      if (failed(checkTensor(op, name, e, type.getElementType(),
+                             type.getShape())))
+        return WalkResult::interrupt();
+      record(name, e, type.getElementType());
+    } else if (auto ws = dyn_cast<graph::WeightStackOp>(op)) {
+      auto type = cast<RankedTensorType>(ws.getType());
+      for (Attribute a : ws.getNames()) {
+        std::string name = cast<StringAttr>(a).getValue().str();
+        auto e = ck.find(name);
+        if (failed(checkTensor(op, name, e, type.getElementType(),
+                               type.getShape().drop_front())))
+          return WalkResult::interrupt();
+        record(name, e, type.getElementType());
+      }
+    }
+    return WalkResult::advance();
+  });
+  return failure(r.wasInterrupted());
+}
+
+/// Records every weight without data (--no-weights): the plan describes the
+/// model but cannot run.
+void declareWeightsWithoutData(ModuleOp module,
+                               std::map<std::string, WeightSource> &out) {
+  auto declare = [&](const std::string &name, Type et,
+                     ArrayRef<int64_t> shape) {
+    if (out.count(name))
+      return;
+    WeightSource src;
+    src.name = name;
+    src.elementType = et;
+    src.shape.assign(shape.begin(), shape.end());
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    src.size = n * ((et.getIntOrFloatBitWidth() + 7) / 8);
+    out[name] = std::move(src);
+  };
+  module.walk([&](Operation *op) {
+    if (auto w = dyn_cast<graph::WeightOp>(op)) {
+      auto t = cast<RankedTensorType>(w.getType());
+      declare(w.getName().str(), t.getElementType(), t.getShape());
+    } else if (auto ws = dyn_cast<graph::WeightStackOp>(op)) {
+      auto t = cast<RankedTensorType>(ws.getType());
+      for (Attribute a : ws.getNames())
+        declare(cast<StringAttr>(a).getValue().str(), t.getElementType(),
+                t.getShape().drop_front());
+    }
+  });
 }
 
 LogicalResult runPipeline(ModuleOp module,
@@ -133,7 +171,7 @@ LogicalResult writeAtomically(const std::string &path,
     return emitError(UnknownLoc::get(&ctx))
            << "cannot create " << path << ": " << ec.message();
   bool ok = false;
-  auto cleanup = llvm::make_scope_exit([&] {
+  llvm::scope_exit cleanup([&] {
     if (!ok)
       llvm::sys::fs::remove(tmp);
   });
@@ -177,25 +215,69 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   if (!wantCpu && gpuChips.empty())
     return emitError(UnknownLoc::get(&ctx)) << "no target given";
 
-  if (llvm::sys::fs::is_directory(opts.input))
-    return emitError(UnknownLoc::get(&ctx))
-           << opts.input
-           << " is a directory: Hugging Face checkpoint import is not "
-              "supported yet; pass a model written in the kiln dialect (.mlir)";
-
-  auto source = llvm::MemoryBuffer::getFile(opts.input);
-  if (!source)
-    return emitError(UnknownLoc::get(&ctx))
-           << "cannot read " << opts.input << ": "
-           << source.getError().message();
-  uint64_t sourceHash = fnv1a64(
-      reinterpret_cast<const uint8_t *>((*source)->getBufferStart()),
-      (*source)->getBufferSize());
-  llvm::SourceMgr sm;
-  sm.AddNewSourceBuffer(std::move(*source), llvm::SMLoc());
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sm, &ctx);
-  if (!module)
-    return failure();
+  OwningOpRef<ModuleOp> module;
+  std::unique_ptr<Checkpoint> checkpoint;
+  uint64_t sourceHash = 0;
+  if (llvm::sys::fs::is_directory(opts.input)) {
+    // A Hugging Face checkpoint directory.
+    llvm::SmallString<256> configPath(opts.input);
+    llvm::sys::path::append(configPath, "config.json");
+    auto config = llvm::MemoryBuffer::getFile(configPath);
+    if (!config)
+      return emitError(UnknownLoc::get(&ctx))
+             << "cannot read " << configPath << ": "
+             << config.getError().message();
+    sourceHash = fnv1a64(
+        reinterpret_cast<const uint8_t *>((*config)->getBufferStart()),
+        (*config)->getBufferSize());
+    if (!opts.noWeights) {
+      auto ck = Checkpoint::open(opts.input);
+      if (!ck)
+        return emitError(UnknownLoc::get(&ctx))
+               << "checkpoint: " << llvm::toString(ck.takeError());
+      checkpoint = std::move(*ck);
+    }
+    models::ImportOptions io;
+    io.batch = opts.maxBatch;
+    io.seq = opts.maxSeq;
+    io.noWeights = opts.noWeights;
+    auto imported = models::importHuggingFace(
+        ctx, configPath.str().str(), io, [&](llvm::StringRef name) {
+          auto e = checkpoint ? checkpoint->find(name) : Checkpoint::Entry{};
+          return e.tensor ? e.tensor->dtype : std::string();
+        });
+    if (failed(imported))
+      return failure();
+    module = std::move(*imported);
+  } else {
+    auto source = llvm::MemoryBuffer::getFile(opts.input);
+    if (!source)
+      return emitError(UnknownLoc::get(&ctx))
+             << "cannot read " << opts.input << ": "
+             << source.getError().message();
+    sourceHash = fnv1a64(
+        reinterpret_cast<const uint8_t *>((*source)->getBufferStart()),
+        (*source)->getBufferSize());
+    llvm::SourceMgr sm;
+    sm.AddNewSourceBuffer(std::move(*source), llvm::SMLoc());
+    module = parseSourceFile<ModuleOp>(sm, &ctx);
+    if (!module)
+      return failure();
+    if (!opts.noWeights) {
+      if (auto attr = (*module)->getAttrOfType<StringAttr>("kiln.weights")) {
+        llvm::SmallString<256> path(attr.getValue());
+        if (!llvm::sys::path::is_absolute(path)) {
+          path = llvm::sys::path::parent_path(opts.input);
+          llvm::sys::path::append(path, attr.getValue());
+        }
+        auto ck = Checkpoint::openFile(path.str().str());
+        if (!ck)
+          return module->emitError()
+                 << "weights: " << llvm::toString(ck.takeError());
+        checkpoint = std::move(*ck);
+      }
+    }
+  }
   if (failed(dumper.dump("input", *module)))
     return failure();
 
@@ -207,10 +289,22 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   if (failed(dumper.dump("graph", *module)))
     return failure();
 
-  std::vector<std::unique_ptr<SafetensorsFile>> files;
   std::map<std::string, WeightSource> weights;
-  if (failed(resolveWeights(*module, opts.input, files, weights)))
-    return failure();
+  if (opts.noWeights) {
+    declareWeightsWithoutData(*module, weights);
+  } else {
+    bool usesWeights = false;
+    module->walk([&](Operation *op) {
+      if (isa<graph::WeightOp, graph::WeightStackOp>(op))
+        usesWeights = true;
+    });
+    if (usesWeights && !checkpoint)
+      return module->emitError()
+             << "the model uses weights but names no checkpoint (module "
+                "attribute kiln.weights)";
+    if (checkpoint && failed(resolveWeights(*module, *checkpoint, weights)))
+      return failure();
+  }
 
   // Kernel stage.
   if (failed(runPipeline(*module, [&](OpPassManager &pm) {

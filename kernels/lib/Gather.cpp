@@ -29,3 +29,19 @@ void emitGatherRowsProgram(OpBuilder &b, const ProgramArgs &args, int64_t vocab,
 }
 
 } // namespace kiln::kernels
+
+namespace kiln::kernels {
+
+void emitSliceProgram(OpBuilder &b, const ProgramArgs &args, int64_t inCols,
+                      int64_t offset, int64_t outCols, Type inType,
+                      Type outType) {
+  ProgramBuilder p(b, args.loc);
+  Value src = p.add(p.mul(args.pid, p.i64(inCols)), p.i64(offset));
+  Value dst = p.mul(args.pid, p.i64(outCols));
+  p.forLoop(p.i64(0), p.i64(outCols), p.i64(1), [&](Value c) {
+    Value v = p.load(args.buffers[0], inType, p.add(src, c));
+    p.store(v, args.buffers[1], outType, p.add(dst, c));
+  });
+}
+
+} // namespace kiln::kernels

@@ -17,6 +17,58 @@ Value ProgramBuilder::f32(float v) {
   return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
                                         llvm::APFloat(v));
 }
+Value ProgramBuilder::f64(double v) {
+  return arith::ConstantFloatOp::create(b, loc, b.getF64Type(),
+                                        llvm::APFloat(v));
+}
+Value ProgramBuilder::toF64(Value v) {
+  return arith::ExtFOp::create(b, loc, b.getF64Type(), v);
+}
+Value ProgramBuilder::toF32(Value v) {
+  return arith::TruncFOp::create(b, loc, b.getF32Type(), v);
+}
+Value ProgramBuilder::sitofp(Value i, Type t) {
+  return arith::SIToFPOp::create(b, loc, t, i);
+}
+Value ProgramBuilder::cos(Value a) { return math::CosOp::create(b, loc, a); }
+Value ProgramBuilder::sin(Value a) { return math::SinOp::create(b, loc, a); }
+Value ProgramBuilder::fmin(Value a, Value c) {
+  return arith::MinimumFOp::create(b, loc, a, c);
+}
+Value ProgramBuilder::fgt(Value a, Value c) {
+  return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, a, c);
+}
+Value ProgramBuilder::flt(Value a, Value c) {
+  return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, a, c);
+}
+Value ProgramBuilder::feq(Value a, Value c) {
+  return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, a, c);
+}
+Value ProgramBuilder::minI(Value a, Value c) {
+  return arith::MinSIOp::create(b, loc, a, c);
+}
+Value ProgramBuilder::andI(Value a, Value c) {
+  return arith::AndIOp::create(b, loc, a, c);
+}
+Value ProgramBuilder::loadPtr(Value table, Value index) {
+  auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+  Value slot = LLVM::GEPOp::create(b, loc, ptrTy, ptrTy, table,
+                                   ValueRange{index});
+  return LLVM::LoadOp::create(b, loc, ptrTy, slot);
+}
+Value ProgramBuilder::dot(Value a, Type aType, Value aBase, Value bb,
+                          Type bType, Value bBase, int64_t n) {
+  return forLoop(i64(0), i64(n), i64(1), ValueRange{f32(0.0f)},
+                 [&](Value i, ValueRange acc) {
+                   Value x = load(a, aType, add(aBase, i));
+                   Value y = load(bb, bType, add(bBase, i));
+                   return SmallVector<Value>{fadd(acc[0], fmul(x, y), true)};
+                 })[0];
+}
+Value ProgramBuilder::sigmoid(Value x) {
+  return fdiv(f32(1.0f), fadd(f32(1.0f), exp(fsub(f32(0.0f), x))));
+}
+
 Value ProgramBuilder::add(Value a, Value c) {
   return arith::AddIOp::create(b, loc, a, c);
 }

@@ -115,6 +115,15 @@ class CpuBackend final : public Backend {
     const auto* buffers = plan.fb().buffers();
     for (uint32_t b = 0; b < (buffers ? buffers->size() : 0); ++b) {
       const plan::Buffer* buf = buffers->Get(b);
+      if (buf->kind() == plan::BufferKind::weight_table) {
+        // A table of host pointers, one per weight, built once.
+        auto table = std::make_unique<std::vector<void*>>();
+        for (uint32_t w : *buf->weight_list())
+          table->push_back(const_cast<uint8_t*>(weights[w].data));
+        addresses_.push_back(table->data());
+        tables_.push_back(std::move(table));
+        continue;
+      }
       addresses_.push_back(buf->kind() == plan::BufferKind::weight
                                ? const_cast<uint8_t*>(weights[buf->weight()].data)
                                : arena_ + buf->offset());
@@ -157,6 +166,7 @@ class CpuBackend final : public Backend {
   std::vector<EntryFn> entries_;
   uint8_t* arena_ = nullptr;
   std::vector<void*> addresses_;
+  std::vector<std::unique_ptr<std::vector<void*>>> tables_;
   std::unique_ptr<ThreadPool> pool_;
 };
 

@@ -116,6 +116,18 @@ class CudaBackend final : public Backend {
     const auto* buffers = plan.fb().buffers();
     for (uint32_t b = 0; b < (buffers ? buffers->size() : 0); ++b) {
       const plan::Buffer* buf = buffers->Get(b);
+      if (buf->kind() == plan::BufferKind::weight_table) {
+        // A device array of device pointers, one per weight, built once.
+        std::vector<CUdeviceptr> table;
+        for (uint32_t w : *buf->weight_list()) table.push_back(weight_ptrs[w]);
+        CUdeviceptr p = 0;
+        KILN_CU(cu_->cuMemAlloc_v2(&p, table.size() * sizeof(CUdeviceptr)), "cuMemAlloc (weight table)");
+        weight_allocs_.push_back(p);
+        KILN_CU(cu_->cuMemcpyHtoD_v2(p, table.data(), table.size() * sizeof(CUdeviceptr)),
+                "cuMemcpyHtoD (weight table)");
+        addresses_.push_back(p);
+        continue;
+      }
       addresses_.push_back(buf->kind() == plan::BufferKind::weight ? weight_ptrs[buf->weight()]
                                                                    : arena_ + buf->offset());
     }

@@ -21,6 +21,7 @@ const char* KindName(BufferKind k) {
     case BufferKind::input: return "input";
     case BufferKind::output: return "output";
     case BufferKind::weight: return "weight";
+    case BufferKind::weight_table: return "weight_table";
   }
   return "kind(?)";
 }
@@ -144,8 +145,11 @@ absl::Status CheckSemantics(const plan::Plan& p) {
             ") lie outside weight_data (", weight_data, " bytes)"));
     } else {
       const plan::ExternalData* ext = wt->external();
-      if (!ext || ext->path()->size() == 0)
-        return absl::InvalidArgumentError(absl::StrCat(where, ": neither packed nor external (no path)"));
+      // Neither packed nor external: a plan compiled with --no-weights, which
+      // can be inspected but not run (ResolveWeights reports it).
+      if (!ext) continue;
+      if (ext->path()->size() == 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": external weight without a path"));
       if (ext->size() != wt->size_bytes())
         return absl::InvalidArgumentError(absl::StrCat(where, ": external size ", ext->size(),
                                                        " != size_bytes ", wt->size_bytes()));
@@ -172,6 +176,21 @@ absl::Status CheckSemantics(const plan::Plan& p) {
                                                        " != weight ", buf->weight(), " ('",
                                                        wt->name()->str(), "') size_bytes ",
                                                        wt->size_bytes()));
+    } else if (buf->kind() == BufferKind::weight_table) {
+      const auto* list = buf->weight_list();
+      if (!list || list->size() == 0)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": weight_table without weights"));
+      uint64_t total = 0;
+      for (uint32_t i = 0; i < list->size(); ++i) {
+        if (list->Get(i) >= nweights)
+          return absl::InvalidArgumentError(absl::StrCat(where, ": weight_list[", i, "] refers to weight ",
+                                                         list->Get(i), ", but the plan has ", nweights,
+                                                         " weights"));
+        total += p.weights()->Get(list->Get(i))->size_bytes();
+      }
+      if (total != buf->size_bytes())
+        return absl::InvalidArgumentError(absl::StrCat(where, ": size_bytes ", buf->size_bytes(),
+                                                       " != the sum of its weights' sizes ", total));
     } else {
       if (buf->offset() % 256 != 0)
         return absl::InvalidArgumentError(absl::StrCat(where, " (", KindName(buf->kind()), "): arena offset ",
@@ -302,6 +321,12 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
         continue;
       }
       const plan::ExternalData* ext = wt->external();
+      if (!ext) {
+        weights_status_ = absl::FailedPreconditionError(absl::StrCat(
+            "weight '", wt->name()->str(),
+            "' has no data: the plan was compiled with --no-weights and cannot run"));
+        return;
+      }
       std::string rel = ext->path()->str();
       std::string full = (!rel.empty() && rel[0] == '/') ? rel : base_dir_ + "/" + rel;
       std::string where = absl::StrCat("weight '", wt->name()->str(), "' in ", rel);

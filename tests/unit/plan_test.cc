@@ -120,7 +120,7 @@ TEST_F(PlanTest, PackedWeightOutsideWeightData) {
 
 TEST_F(PlanTest, ExternalWeightWithoutPath) {
   plan_.weights[1].path = "";
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("weight 1 ('we'): neither packed nor external"));
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("weight 1 ('we'): external weight without a path"));
 }
 
 TEST_F(PlanTest, WeightSizeDisagreesWithShape) {

@@ -56,7 +56,7 @@ std::string Serialize(const TPlan& p) {
   }
   std::vector<Offset<plan::Buffer>> buffers;
   for (const auto& buf : p.buffers)
-    buffers.push_back(plan::CreateBuffer(b, buf.kind, buf.size_bytes, buf.offset, buf.weight, 0, 1));
+    buffers.push_back(plan::CreateBuffer(b, buf.kind, buf.size_bytes, buf.offset, buf.weight, 0, 0, 1));
   std::vector<Offset<plan::Launch>> launches;
   for (const auto& l : p.launches)
     launches.push_back(plan::CreateLaunch(b, l.kernel, b.CreateVector(l.bindings),

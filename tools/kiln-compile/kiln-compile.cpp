@@ -20,7 +20,7 @@
 namespace cl = llvm::cl;
 
 static cl::opt<std::string> inputPath(cl::Positional, cl::Required,
-                                      cl::desc("<model.mlir>"));
+                                      cl::desc("<model.mlir | checkpoint dir>"));
 static cl::opt<std::string> outputPath("o", cl::Required,
                                        cl::desc("Output plan (.kplan)"),
                                        cl::value_desc("plan"));
@@ -34,6 +34,14 @@ static cl::opt<std::string>
 static cl::opt<bool> embedWeights(
     "embed-weights",
     cl::desc("Pack the weights into the plan instead of referencing files"));
+static cl::opt<bool> noWeights(
+    "no-weights",
+    cl::desc("Compile from the model structure alone (config.json): the plan "
+             "describes the model but cannot run"));
+static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
+                                 cl::desc("Batch size the plan accepts"));
+static cl::opt<int64_t> maxSeq("max-seq", cl::init(16),
+                               cl::desc("Sequence length the plan accepts"));
 static cl::opt<int64_t> minGemmPrograms(
     "min-gemm-programs", cl::init(64),
     cl::desc("Smallest grid the GEMM tile heuristic aims for"));
@@ -67,6 +75,9 @@ int main(int argc, char **argv) {
     opts.targets.push_back(p.trim().str());
   opts.dumpIRDir = dumpIRDir;
   opts.embedWeights = embedWeights;
+  opts.noWeights = noWeights;
+  opts.maxBatch = maxBatch;
+  opts.maxSeq = maxSeq;
   opts.commandLine = commandLine;
   opts.pipeline.minGemmPrograms = minGemmPrograms;
   if (mlir::failed(kiln::compileModel(ctx, opts))) {

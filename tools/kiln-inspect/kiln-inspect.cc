@@ -215,7 +215,7 @@ Json BuildJson(const kiln::Plan& plan) {
   Json bufs = Json::Arr();
   for (uint32_t b = 0; b < Len(p.buffers()); ++b) {
     const fb::Buffer* buf = p.buffers()->Get(b);
-    if (buf->kind() == fb::BufferKind::weight) continue;
+    if (buf->kind() == fb::BufferKind::weight || buf->kind() == fb::BufferKind::weight_table) continue;
     Json j = Json::Obj();
     j.Add("index", Json::Num(b));
     j.Add("kind", Json::Str(fb::EnumNameBufferKind(buf->kind())));
@@ -261,6 +261,8 @@ Json BuildJson(const kiln::Plan& plan) {
     if (wt->packed()) {
       j.Add("source", Json::Str("packed"));
       j.Add("packed_offset", Json::Num(wt->packed_offset()));
+    } else if (!wt->external()) {
+      j.Add("source", Json::Str("none (compiled with --no-weights)"));
     } else {
       j.Add("source", Json::Str(Str(wt->external()->path())));
       j.Add("file_offset", Json::Num(wt->external()->offset()));

@@ -207,7 +207,7 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
     module->emitError("cannot create temporary files for ptxas");
     return failure();
   }
-  auto cleanup = llvm::make_scope_exit([&] {
+  llvm::scope_exit cleanup([&] {
     llvm::sys::fs::remove(ptxPath);
     llvm::sys::fs::remove(cubinPath);
     llvm::sys::fs::remove(logPath);

@@ -102,10 +102,117 @@ struct LowerReshape : OpRewritePattern<g::ReshapeOp> {
   }
 };
 
+struct LowerSlice : OpRewritePattern<g::SliceOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::SliceOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::SliceOp>(
+        op, op.getType(), op.getInput(), op.getOffsetAttr(),
+        fusedOps(rw, {g::SliceOp::getOperationName()}));
+    return success();
+  }
+};
+
+struct LowerRope : OpRewritePattern<g::RopeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::RopeOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::RopeOp>(
+        op, op.getType(), op.getInput(), op.getStart(), op.getThetaAttr(),
+        op.getRotaryDimAttr(), op.getInterleavedAttr(),
+        op.getScalingFactorAttr(), op.getYarnFactorAttr(),
+        op.getYarnLowAttr(), op.getYarnHighAttr(), op.getMscaleAttr(),
+        fusedOps(rw, {g::RopeOp::getOperationName()}));
+    return success();
+  }
+};
+
+struct LowerAttention : OpRewritePattern<g::AttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::AttentionOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::AttentionOp>(
+        op, op.getType(), op.getQ(), op.getK(), op.getV(), op.getStart(),
+        op.getScaleAttr(), op.getCausalAttr(),
+        fusedOps(rw, {g::AttentionOp::getOperationName()}));
+    return success();
+  }
+};
+
+struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::MLAAttentionOp op,
+                                PatternRewriter &rw) const override {
+    int64_t rows = numel(op.getResult()) /
+                   cast<RankedTensorType>(op.getType()).getShape().back();
+    int64_t rank =
+        cast<RankedTensorType>(op.getKvLatent().getType()).getShape().back();
+    auto ws = RankedTensorType::get({rows, 2 * rank}, rw.getF32Type());
+    auto k = k::MLAAttentionOp::create(
+        rw, op.getLoc(), TypeRange{op.getType(), ws}, op.getQNope(),
+        op.getQRope(), op.getKvLatent(), op.getKRope(), op.getKvB(),
+        op.getStart(), op.getScaleAttr(), op.getCausalAttr(),
+        fusedOps(rw, {g::MLAAttentionOp::getOperationName()}));
+    rw.replaceOp(op, k.getResult());
+    return success();
+  }
+};
+
+/// kiln.moe -> routing, gate+up (SwiGLU), down (weighted sum): 3 launches.
+struct LowerMoE : OpRewritePattern<g::MoEOp> {
+  LowerMoE(MLIRContext *ctx, int64_t minPrograms)
+      : OpRewritePattern(ctx), minPrograms(minPrograms) {}
+  LogicalResult matchAndRewrite(g::MoEOp op,
+                                PatternRewriter &rw) const override {
+    auto xTy = cast<RankedTensorType>(op.getInput().getType());
+    int64_t d = xTy.getShape().back();
+    int64_t tokens = xTy.getNumElements() / d;
+    auto wg = cast<RankedTensorType>(op.getWGate().getType());
+    int64_t e = wg.getDimSize(0), f = wg.getDimSize(1);
+    int64_t topK = op.getTopK();
+    Location loc = op.getLoc();
+    ArrayAttr fused = fusedOps(rw, {g::MoEOp::getOperationName()});
+    // Flatten tokens: [tokens, d].
+    Value x = op.getInput();
+    auto x2 = RankedTensorType::get({tokens, d}, xTy.getElementType());
+    if (xTy.getRank() != 2)
+      x = k::ViewOp::create(rw, loc, x2, x);
+    auto route = k::MoERouteOp::create(
+        rw, loc,
+        TypeRange{RankedTensorType::get({tokens, topK}, rw.getI32Type()),
+                  RankedTensorType::get({tokens, topK}, rw.getF32Type()),
+                  RankedTensorType::get({tokens, 2 * e + op.getNGroup()},
+                                        rw.getF32Type())},
+        x, op.getRouter(), op.getCorrectionBias(), op.getTopKAttr(),
+        op.getScoringAttr(), op.getNGroupAttr(), op.getTopkGroupAttr(),
+        op.getGroupScoreAttr(), op.getNormTopkProbAttr(),
+        op.getRoutedScalingFactorAttr(), fused);
+    int64_t tileF =
+        kiln::kernels::chooseGemmTileN(tokens * topK, f, d, minPrograms);
+    auto act = k::MoEUpOp::create(
+        rw, loc, RankedTensorType::get({tokens, topK, f}, rw.getF32Type()), x,
+        route.getIds(), op.getWGate(), op.getWUp(),
+        rw.getI64IntegerAttr(tileF), fused);
+    int64_t tileD = kiln::kernels::chooseGemmTileN(tokens, d, f, minPrograms);
+    Value y = k::MoEDownOp::create(
+        rw, loc, RankedTensorType::get({tokens, d}, xTy.getElementType()),
+        act, route.getIds(), route.getWeights(), op.getWDown(),
+        rw.getI64IntegerAttr(tileD), fused);
+    if (xTy.getRank() != 2)
+      y = k::ViewOp::create(rw, loc, xTy, y);
+    rw.replaceOp(op, y);
+    (void)e;
+    return success();
+  }
+  int64_t minPrograms;
+};
+
 void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
                                     int64_t minGemmPrograms) {
   MLIRContext *ctx = patterns.getContext();
-  patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape>(ctx);
+  patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice,
+               LowerRope, LowerAttention, LowerMLA>(ctx);
+  patterns.add<LowerMoE>(ctx, minGemmPrograms);
   patterns.add<LowerLinear>(ctx, minGemmPrograms);
   patterns.add<LowerBinary<g::AddOp>>(ctx, "add");
   patterns.add<LowerBinary<g::MulOp>>(ctx, "mul");
@@ -125,11 +232,10 @@ struct KilnLowerToKernelsPass
       return signalPassFailure();
     // Whatever graph op is left has no kernel lowering yet.
     WalkResult r = getOperation().walk([](Operation *op) {
-      if (isa<g::KilnDialect>(op->getDialect()) && !isa<g::WeightOp>(op)) {
+      if (isa<g::KilnDialect>(op->getDialect()) &&
+          !isa<g::WeightOp, g::WeightStackOp>(op)) {
         op->emitError() << "'" << op->getName()
-                        << "' has no kernel lowering yet; supported: "
-                           "kiln.embedding, kiln.rms_norm, kiln.linear, "
-                           "kiln.swiglu, kiln.add, kiln.mul, kiln.reshape";
+                        << "' has no kernel lowering yet";
         return WalkResult::interrupt();
       }
       return WalkResult::advance();

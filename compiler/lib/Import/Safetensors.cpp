@@ -2,7 +2,11 @@
 #include "kiln/Compiler/Safetensors.h"
 
 #include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+
+#include <set>
 
 namespace kiln {
 
@@ -96,6 +100,73 @@ SafetensorsFile::open(const std::string &path) {
 const SafetensorsTensor *SafetensorsFile::find(llvm::StringRef name) const {
   auto it = map.find(name);
   return it == map.end() ? nullptr : &it->second;
+}
+
+llvm::Expected<std::unique_ptr<Checkpoint>>
+Checkpoint::openFile(const std::string &path) {
+  auto file = SafetensorsFile::open(path);
+  if (!file)
+    return file.takeError();
+  auto ck = std::make_unique<Checkpoint>();
+  ck->directory = llvm::sys::path::parent_path(path).str();
+  for (const auto &kv : (*file)->tensors())
+    ck->index[kv.first()] = Entry{file->get(), &kv.second};
+  ck->files.push_back(std::move(*file));
+  return ck;
+}
+
+llvm::Expected<std::unique_ptr<Checkpoint>>
+Checkpoint::open(const std::string &dir) {
+  llvm::SmallString<256> indexPath(dir), single(dir);
+  llvm::sys::path::append(indexPath, "model.safetensors.index.json");
+  llvm::sys::path::append(single, "model.safetensors");
+  if (!llvm::sys::fs::exists(indexPath)) {
+    if (!llvm::sys::fs::exists(single))
+      return err(dir, "no model.safetensors or model.safetensors.index.json");
+    return openFile(single.str().str());
+  }
+  auto buf = llvm::MemoryBuffer::getFile(indexPath);
+  if (!buf)
+    return err(indexPath.str().str(), "cannot read: " + buf.getError().message());
+  auto json = llvm::json::parse((*buf)->getBuffer());
+  if (!json)
+    return err(indexPath.str().str(),
+               "invalid JSON: " + llvm::toString(json.takeError()));
+  const llvm::json::Object *root = json->getAsObject();
+  const llvm::json::Object *map = root ? root->getObject("weight_map") : nullptr;
+  if (!map)
+    return err(indexPath.str().str(), "missing \"weight_map\"");
+  auto ck = std::make_unique<Checkpoint>();
+  ck->directory = dir;
+  llvm::StringMap<const SafetensorsFile *> byName;
+  for (const auto &kv : *map) {
+    auto fileName = kv.second.getAsString();
+    if (!fileName)
+      return err(indexPath.str().str(),
+                 "weight_map entry '" + kv.first.str() + "' is not a string");
+    auto it = byName.find(*fileName);
+    if (it == byName.end()) {
+      llvm::SmallString<256> shard(dir);
+      llvm::sys::path::append(shard, *fileName);
+      auto file = SafetensorsFile::open(shard.str().str());
+      if (!file)
+        return file.takeError();
+      it = byName.try_emplace(*fileName, file->get()).first;
+      ck->files.push_back(std::move(*file));
+    }
+    const SafetensorsTensor *t = it->second->find(kv.first);
+    if (!t)
+      return err(it->second->path(), "tensor '" + kv.first.str() +
+                                         "' is listed in the index but "
+                                         "missing from the shard");
+    ck->index[kv.first] = Entry{it->second, t};
+  }
+  return ck;
+}
+
+Checkpoint::Entry Checkpoint::find(llvm::StringRef name) const {
+  auto it = index.find(name);
+  return it == index.end() ? Entry{} : it->second;
 }
 
 } // namespace kiln

@@ -55,7 +55,7 @@ struct BufferInfo {
   uint64_t size = 0;
   uint32_t first = UINT32_MAX, last = 0;
   uint32_t weight = 0;
-  bool used = false;
+  std::vector<uint32_t> weightList;
 };
 
 std::string relativeTo(const std::string &path, const std::string &planPath) {
@@ -81,7 +81,18 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   std::vector<BufferInfo> buffers;
   llvm::DenseMap<Value, uint32_t> bufferOf;
   std::vector<const WeightSource *> weightList;
+  std::map<std::string, uint32_t> weightIndex;
   std::map<std::string, uint32_t> weightBuffer;
+  // Index of a named weight in Plan.weights (-1 when unresolved).
+  auto weightOf = [&](const std::string &name) -> int64_t {
+    auto it = weights.find(name);
+    if (it == weights.end())
+      return -1;
+    auto [wit, inserted] = weightIndex.try_emplace(name, weightList.size());
+    if (inserted)
+      weightList.push_back(&it->second);
+    return wit->second;
+  };
 
   auto newBuffer = [&](Value v, fb::BufferKind kind) {
     BufferInfo b;
@@ -102,16 +113,26 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   WalkResult walk = forward.walk([&](Operation *op) -> WalkResult {
     if (auto w = dyn_cast<graph::WeightOp>(op)) {
       std::string name = w.getName().str();
-      auto it = weights.find(name);
-      if (it == weights.end())
+      int64_t index = weightOf(name);
+      if (index < 0)
         return op->emitError() << "weight '" << name << "' was not resolved";
       auto [bit, inserted] = weightBuffer.try_emplace(name, buffers.size());
       if (inserted) {
         newBuffer(w.getResult(), fb::BufferKind::weight);
-        buffers.back().weight = weightList.size();
-        weightList.push_back(&it->second);
+        buffers.back().weight = index;
       }
       bufferOf[w.getResult()] = bit->second;
+      return WalkResult::advance();
+    }
+    if (auto ws = dyn_cast<graph::WeightStackOp>(op)) {
+      uint32_t id = newBuffer(ws.getResult(), fb::BufferKind::weight_table);
+      for (Attribute a : ws.getNames()) {
+        std::string name = cast<StringAttr>(a).getValue().str();
+        int64_t index = weightOf(name);
+        if (index < 0)
+          return op->emitError() << "weight '" << name << "' was not resolved";
+        buffers[id].weightList.push_back(index);
+      }
       return WalkResult::advance();
     }
     if (auto view = dyn_cast<kernel::ViewOp>(op)) {
@@ -155,6 +176,7 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
     BufferInfo &b = buffers[bufferOf[v]];
     if (b.kind != fb::BufferKind::intermediate &&
         b.kind != fb::BufferKind::output) {
+      // Inputs and weights are not computed values.
       auto name = forward.getResultAttrOfType<StringAttr>(i, "kiln.name");
       return forward.emitError()
              << "output '" << (name ? name.getValue() : "?")
@@ -168,7 +190,8 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   std::vector<ArenaRequest> requests;
   std::vector<uint32_t> requestBuffer;
   for (auto [id, b] : llvm::enumerate(buffers)) {
-    if (b.kind == fb::BufferKind::weight)
+    if (b.kind == fb::BufferKind::weight ||
+        b.kind == fb::BufferKind::weight_table)
       continue;
     if (b.first == UINT32_MAX)
       b.first = 0;
@@ -182,10 +205,14 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   std::vector<uint64_t> offsets(buffers.size(), 0);
   for (auto [r, id] : llvm::zip(requests, requestBuffer))
     offsets[id] = r.offset;
-  for (auto [id, b] : llvm::enumerate(buffers))
+  for (auto [id, b] : llvm::enumerate(buffers)) {
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> list = 0;
+    if (!b.weightList.empty())
+      list = fbb.CreateVector(b.weightList);
     fbBuffers.push_back(fb::CreateBuffer(
-        fbb, b.kind, b.size, offsets[id], b.weight,
+        fbb, b.kind, b.size, offsets[id], b.weight, list,
         b.first == UINT32_MAX ? 0 : b.first, b.last));
+  }
 
   // Kernels.
   std::vector<flatbuffers::Offset<fb::Kernel>> fbKernels;
@@ -254,7 +281,9 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
     std::vector<int64_t> shape = w->shape;
     uint64_t packedOffset = 0;
     flatbuffers::Offset<fb::ExternalData> ext = 0;
-    if (opts.embedWeights) {
+    if (!w->data) {
+      // --no-weights: described, not present.
+    } else if (opts.embedWeights) {
       packedOffset = (packed.size() + 63) / 64 * 64;
       packed.resize(packedOffset);
       packed.insert(packed.end(), w->data, w->data + w->size);
@@ -271,10 +300,10 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
     wb.add_dtype(*dtype);
     wb.add_shape(shapeOff);
     wb.add_size_bytes(w->size);
-    if (!opts.embedWeights)
+    if (w->data && !opts.embedWeights)
       wb.add_external(ext);
     wb.add_packed_offset(packedOffset);
-    wb.add_packed(opts.embedWeights);
+    wb.add_packed(w->data && opts.embedWeights);
     fbWeights.push_back(wb.Finish());
   }
 

@@ -212,6 +212,332 @@ void ElementwiseOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
                              elem(getLhs()), elem(getRhs()), elem(getResult()));
 }
 
+
+//===----------------------------------------------------------------------===//
+// slice
+//===----------------------------------------------------------------------===//
+
+LogicalResult SliceOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (getOffset() < 0 ||
+      getOffset() + lastDim(getResult()) > lastDim(getInput()) ||
+      numel(getInput()) / lastDim(getInput()) !=
+          numel(getResult()) / lastDim(getResult()))
+    return emitOpError("slice out of range");
+  return success();
+}
+std::string SliceOp::getKernelName() {
+  return llvm::formatv("slice_i{0}_o{1}_n{2}{3}", lastDim(getInput()),
+                       getOffset(), lastDim(getResult()), typeSig(*this));
+}
+std::string SliceOp::getTileConfig() { return "program=row"; }
+int64_t SliceOp::getNumPrograms() {
+  return numel(getResult()) / lastDim(getResult());
+}
+SmallVector<int64_t> SliceOp::getLaunchScalars() { return {}; }
+unsigned SliceOp::getNumKernelScalars() { return 0; }
+void SliceOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitSliceProgram(b, args, lastDim(getInput()), getOffset(),
+                       lastDim(getResult()), elem(getInput()),
+                       elem(getResult()));
+}
+
+//===----------------------------------------------------------------------===//
+// rope
+//===----------------------------------------------------------------------===//
+
+static kk::RopeParams ropeParams(RopeOp op) {
+  auto x = ranked(op.getInput());
+  kk::RopeParams p;
+  p.seq = x.getDimSize(1);
+  p.heads = x.getDimSize(2);
+  p.headDim = x.getDimSize(3);
+  p.rotaryDim = op.getRotaryDim();
+  p.theta = op.getTheta().convertToFloat();
+  p.scaling = op.getScalingFactor().convertToFloat();
+  p.interleaved = op.getInterleaved();
+  p.yarnFactor = op.getYarnFactor().convertToFloat();
+  p.yarnLow = op.getYarnLow().convertToFloat();
+  p.yarnHigh = op.getYarnHigh().convertToFloat();
+  p.mscale = op.getMscale().convertToFloat();
+  p.hasStart = static_cast<bool>(op.getStart());
+  return p;
+}
+
+LogicalResult RopeOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (ranked(getInput()).getRank() != 4)
+    return emitOpError("input must be [batch, seq, heads, head_dim]");
+  if (getRotaryDim() <= 0 || getRotaryDim() % 2 ||
+      getRotaryDim() > lastDim(getInput()))
+    return emitOpError("invalid rotary_dim");
+  if (getYarnFactor().convertToFloat() > 1.0f &&
+      !(getYarnHigh().convertToFloat() > getYarnLow().convertToFloat()))
+    return emitOpError("YaRN needs yarn_high > yarn_low");
+  return success();
+}
+std::string RopeOp::getKernelName() {
+  kk::RopeParams p = ropeParams(*this);
+  std::string f = llvm::formatv("{0:e}_{1:e}_{2:e}_{3:e}_{4:e}_{5:e}", p.theta,
+                                p.scaling, p.yarnFactor, p.yarnLow, p.yarnHigh,
+                                p.mscale);
+  return llvm::formatv("rope_s{0}_h{1}_d{2}_r{3}{4}{5}_{6}{7}", p.seq, p.heads,
+                       p.headDim, p.rotaryDim, p.interleaved ? "_il" : "",
+                       p.hasStart ? "_st" : "", symbolSafe(f), typeSig(*this));
+}
+std::string RopeOp::getTileConfig() { return "program=(batch, seq, head) row"; }
+int64_t RopeOp::getNumPrograms() {
+  return numel(getInput()) / lastDim(getInput());
+}
+SmallVector<int64_t> RopeOp::getLaunchScalars() { return {}; }
+unsigned RopeOp::getNumKernelScalars() { return 0; }
+void RopeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitRopeProgram(b, args, ropeParams(*this), elem(getInput()),
+                      getStart() ? elem(getStart()) : Type(),
+                      elem(getResult()));
+}
+
+//===----------------------------------------------------------------------===//
+// attention
+//===----------------------------------------------------------------------===//
+
+static kk::AttentionParams attentionParams(AttentionOp op) {
+  auto q = ranked(op.getQ()), k = ranked(op.getK()), v = ranked(op.getV());
+  kk::AttentionParams p;
+  p.seq = q.getDimSize(1);
+  p.heads = q.getDimSize(2);
+  p.headDim = q.getDimSize(3);
+  p.kvLen = k.getDimSize(1);
+  p.kvHeads = k.getDimSize(2);
+  p.valueDim = v.getDimSize(3);
+  p.scale = op.getScale().convertToFloat();
+  p.causal = op.getCausal();
+  p.hasStart = static_cast<bool>(op.getStart());
+  return p;
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (ranked(getQ()).getRank() != 4 || ranked(getK()).getRank() != 4 ||
+      ranked(getV()).getRank() != 4)
+    return emitOpError("q, k, v must be [batch, len, heads, dim]");
+  if (ranked(getQ()).getDimSize(2) % ranked(getK()).getDimSize(2))
+    return emitOpError("q heads must be a multiple of kv heads");
+  return success();
+}
+std::string AttentionOp::getKernelName() {
+  kk::AttentionParams p = attentionParams(*this);
+  std::string sc = llvm::formatv("{0:e}", p.scale);
+  return llvm::formatv("attn_s{0}_t{1}_h{2}_kv{3}_d{4}_v{5}{6}{7}_sc{8}{9}",
+                       p.seq, p.kvLen, p.heads, p.kvHeads, p.headDim,
+                       p.valueDim, p.causal ? "_causal" : "",
+                       p.hasStart ? "_st" : "", symbolSafe(sc),
+                       typeSig(*this));
+}
+std::string AttentionOp::getTileConfig() {
+  return "program=(batch, seq, head); online softmax";
+}
+int64_t AttentionOp::getNumPrograms() {
+  return numel(getResult()) / lastDim(getResult());
+}
+SmallVector<int64_t> AttentionOp::getLaunchScalars() { return {}; }
+unsigned AttentionOp::getNumKernelScalars() { return 0; }
+void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitAttentionProgram(b, args, attentionParams(*this), elem(getQ()),
+                           elem(getK()), elem(getV()),
+                           getStart() ? elem(getStart()) : Type(),
+                           elem(getResult()));
+}
+
+//===----------------------------------------------------------------------===//
+// mla_attention
+//===----------------------------------------------------------------------===//
+
+static kk::MLAParams mlaParams(MLAAttentionOp op) {
+  auto qn = ranked(op.getQNope()), qr = ranked(op.getQRope());
+  auto c = ranked(op.getKvLatent());
+  kk::MLAParams p;
+  p.seq = qn.getDimSize(1);
+  p.heads = qn.getDimSize(2);
+  p.kvHeads = 1;
+  p.headDim = qn.getDimSize(3);
+  p.ropeDim = qr.getDimSize(3);
+  p.kvLen = c.getDimSize(1);
+  p.rank = c.getDimSize(2);
+  p.valueDim = lastDim(op.getResult());
+  p.scale = op.getScale().convertToFloat();
+  p.causal = op.getCausal();
+  p.hasStart = static_cast<bool>(op.getStart());
+  return p;
+}
+
+LogicalResult MLAAttentionOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  kk::MLAParams p = mlaParams(*this);
+  if (numel(getWorkspace()) !=
+      numel(getResult()) / p.valueDim * 2 * p.rank)
+    return emitOpError("workspace must hold 2 x kv_lora_rank floats per "
+                       "(batch, seq, head)");
+  if (!elem(getWorkspace()).isF32())
+    return emitOpError("workspace must be f32");
+  return success();
+}
+std::string MLAAttentionOp::getKernelName() {
+  kk::MLAParams p = mlaParams(*this);
+  std::string sc = llvm::formatv("{0:e}", p.scale);
+  return llvm::formatv("mla_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_sc{9}{10}",
+                       p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim, p.rank,
+                       p.valueDim, p.causal ? "_causal" : "",
+                       p.hasStart ? "_st" : "", symbolSafe(sc),
+                       typeSig(*this));
+}
+std::string MLAAttentionOp::getTileConfig() {
+  return "program=(batch, seq, head); absorbed; online softmax";
+}
+int64_t MLAAttentionOp::getNumPrograms() {
+  return numel(getResult()) / lastDim(getResult());
+}
+SmallVector<int64_t> MLAAttentionOp::getLaunchScalars() { return {}; }
+unsigned MLAAttentionOp::getNumKernelScalars() { return 0; }
+void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  SmallVector<Type> types;
+  for (Value v : getOperation()->getOperands())
+    types.push_back(elem(v));
+  for (Value v : getOperation()->getResults())
+    types.push_back(elem(v));
+  kk::emitMLAProgram(b, args, mlaParams(*this), types);
+}
+
+//===----------------------------------------------------------------------===//
+// moe_route, moe_up, moe_down
+//===----------------------------------------------------------------------===//
+
+static kk::MoERouteParams routeParams(MoERouteOp op) {
+  kk::MoERouteParams p;
+  p.hidden = lastDim(op.getInput());
+  p.experts = ranked(op.getRouter()).getDimSize(0);
+  p.topK = op.getTopK();
+  p.groups = op.getNGroup();
+  p.topkGroup = op.getTopkGroup();
+  p.sigmoid = op.getScoring() == "sigmoid";
+  p.groupTop2Sum = op.getGroupScore() == "top2_sum";
+  p.normTopK = op.getNormTopkProb();
+  p.hasBias = static_cast<bool>(op.getCorrectionBias());
+  p.scaling = op.getRoutedScalingFactor().convertToFloat();
+  return p;
+}
+
+static SmallVector<Type> elemTypes(Operation *op) {
+  SmallVector<Type> types;
+  for (Value v : op->getOperands())
+    types.push_back(elem(v));
+  for (Value v : op->getResults())
+    types.push_back(elem(v));
+  return types;
+}
+
+LogicalResult MoERouteOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  kk::MoERouteParams p = routeParams(*this);
+  int64_t tokens = numel(getInput()) / p.hidden;
+  if (p.experts % p.groups || p.topkGroup > p.groups || p.topK > p.experts)
+    return emitOpError("invalid routing configuration");
+  if (numel(getIds()) != tokens * p.topK ||
+      numel(getWeights()) != tokens * p.topK ||
+      numel(getWorkspace()) != tokens * (2 * p.experts + p.groups))
+    return emitOpError("results must be [tokens, top_k] ids and weights and "
+                       "a [tokens, 2 x experts + n_group] workspace");
+  if (!elem(getIds()).isInteger(32) || !elem(getWeights()).isF32() ||
+      !elem(getWorkspace()).isF32())
+    return emitOpError("ids must be i32, weights and workspace f32");
+  return success();
+}
+std::string MoERouteOp::getKernelName() {
+  kk::MoERouteParams p = routeParams(*this);
+  std::string sc = llvm::formatv("{0:e}", p.scaling);
+  return llvm::formatv("moe_route_d{0}_e{1}_k{2}_g{3}_tg{4}_{5}{6}{7}{8}_sc{9}{10}",
+                       p.hidden, p.experts, p.topK, p.groups, p.topkGroup,
+                       p.sigmoid ? "sigmoid" : "softmax",
+                       p.groupTop2Sum ? "_top2" : "_max",
+                       p.normTopK ? "_norm" : "", p.hasBias ? "_bias" : "",
+                       symbolSafe(sc), typeSig(*this));
+}
+std::string MoERouteOp::getTileConfig() { return "program=token"; }
+int64_t MoERouteOp::getNumPrograms() {
+  return numel(getInput()) / lastDim(getInput());
+}
+SmallVector<int64_t> MoERouteOp::getLaunchScalars() { return {}; }
+unsigned MoERouteOp::getNumKernelScalars() { return 0; }
+void MoERouteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitMoERouteProgram(b, args, routeParams(*this), elemTypes(*this));
+}
+
+LogicalResult MoEUpOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto wg = ranked(getWGate());
+  if (wg.getRank() != 3 || wg.getDimSize(2) != lastDim(getInput()) ||
+      ranked(getWUp()).getShape() != wg.getShape())
+    return emitOpError("expert weights must be [experts, ffn, hidden]");
+  return success();
+}
+std::string MoEUpOp::getKernelName() {
+  auto wg = ranked(getWGate());
+  return llvm::formatv("moe_up_d{0}_f{1}_k{2}_tf{3}{4}", wg.getDimSize(2),
+                       wg.getDimSize(1), lastDim(getIds()), getTileF(),
+                       typeSig(*this));
+}
+std::string MoEUpOp::getTileConfig() {
+  return llvm::formatv("program=(token, slot, {0} cols); tile_f={0}",
+                       getTileF());
+}
+int64_t MoEUpOp::getNumPrograms() {
+  int64_t f = ranked(getWGate()).getDimSize(1);
+  return numel(getIds()) * ((f + getTileF() - 1) / getTileF());
+}
+SmallVector<int64_t> MoEUpOp::getLaunchScalars() { return {}; }
+unsigned MoEUpOp::getNumKernelScalars() { return 0; }
+void MoEUpOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto wg = ranked(getWGate());
+  kk::emitMoEUpProgram(b, args, wg.getDimSize(2), wg.getDimSize(1),
+                       lastDim(getIds()), getTileF(), elemTypes(*this));
+}
+
+LogicalResult MoEDownOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto wd = ranked(getWDown());
+  if (wd.getRank() != 3 || wd.getDimSize(2) != lastDim(getAct()) ||
+      wd.getDimSize(1) != lastDim(getResult()))
+    return emitOpError("w_down must be [experts, hidden, ffn]");
+  return success();
+}
+std::string MoEDownOp::getKernelName() {
+  auto wd = ranked(getWDown());
+  return llvm::formatv("moe_down_d{0}_f{1}_k{2}_td{3}{4}", wd.getDimSize(1),
+                       wd.getDimSize(2), lastDim(getIds()), getTileD(),
+                       typeSig(*this));
+}
+std::string MoEDownOp::getTileConfig() {
+  return llvm::formatv("program=(token, {0} cols); tile_d={0}", getTileD());
+}
+int64_t MoEDownOp::getNumPrograms() {
+  int64_t d = ranked(getWDown()).getDimSize(1);
+  return numel(getResult()) / d * ((d + getTileD() - 1) / getTileD());
+}
+SmallVector<int64_t> MoEDownOp::getLaunchScalars() { return {}; }
+unsigned MoEDownOp::getNumKernelScalars() { return 0; }
+void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto wd = ranked(getWDown());
+  kk::emitMoEDownProgram(b, args, wd.getDimSize(1), wd.getDimSize(2),
+                         lastDim(getIds()), getTileD(), elemTypes(*this));
+}
+
 //===----------------------------------------------------------------------===//
 // view
 //===----------------------------------------------------------------------===//

@@ -75,6 +75,157 @@ def KK_ElementwiseOp : KK_LaunchOp<"elementwise"> {
   let assemblyFormat = "$kind $lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
 }
 
+def KK_SliceOp : KK_LaunchOp<"slice"> {
+  let summary = "Copies a range of the last dimension; one program per row";
+  let description = [{
+    ```mlir
+    %pe = kiln_kernel.slice %kv {offset = 32 : i64, fused_ops = ["kiln.slice"]}
+        : (tensor<16x40xf32>) -> tensor<16x8xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, I64Attr:$offset, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_RopeOp : KK_LaunchOp<"rope"> {
+  let summary = "Rotary embedding; one program per (batch, seq, head) row";
+  let description = [{
+    Attributes as `kiln.rope`. The optional `start` ([batch] integers) offsets
+    positions for cached decoding.
+
+    ```mlir
+    %r = kiln_kernel.rope %q {theta = 1.0e+04 : f32, rotary_dim = 16 : i64,
+        interleaved = false, scaling_factor = 1.0 : f32, yarn_factor = 1.0 : f32,
+        yarn_low = 0.0 : f32, yarn_high = 0.0 : f32, mscale = 1.0 : f32,
+        fused_ops = ["kiln.rope"]} : (tensor<2x8x4x16xf32>) -> tensor<2x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, Optional<KK_Tensor>:$start,
+                       F32Attr:$theta, I64Attr:$rotary_dim, BoolAttr:$interleaved,
+                       F32Attr:$scaling_factor, F32Attr:$yarn_factor,
+                       F32Attr:$yarn_low, F32Attr:$yarn_high, F32Attr:$mscale,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $input (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_AttentionOp : KK_LaunchOp<"attention"> {
+  let summary = "Flash-style GQA attention; one program per (batch, seq, head)";
+  let description = [{
+    Online softmax over the keys each query sees (causal: keys up to
+    `start + s`); the score matrix is never materialized.
+
+    ```mlir
+    %o = kiln_kernel.attention %q, %k, %v {scale = 0.25 : f32, causal = true,
+        fused_ops = ["kiln.attention"]}
+        : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>)
+        -> tensor<2x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$q, KK_Tensor:$k, KK_Tensor:$v,
+                       Optional<KK_Tensor>:$start, F32Attr:$scale,
+                       BoolAttr:$causal, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention"> {
+  let summary = "MLA in the absorbed form over the latent; one program per (batch, seq, head)";
+  let description = [{
+    W_UK (rows of `kv_b`) is folded into the query, attention runs over the
+    latent and the shared rope key, W_UV is applied after. `workspace` holds
+    2 x kv_lora_rank floats per program (the absorbed query and the latent
+    accumulator) and lives only during the launch.
+
+    ```mlir
+    %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %wkvb
+        {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]}
+        : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x32xf32>,
+           tensor<1x8x8xf32>, tensor<128x32xf32>)
+        -> (tensor<1x8x4x16xf32>, tensor<32x64xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
+                       KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$start,
+                       F32Attr:$scale, BoolAttr:$causal, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
+  let assemblyFormat = [{
+    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b (`start` `(` $start^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_MoERouteOp : KK_LaunchOp<"moe_route"> {
+  let summary = "Fused MoE routing; one program per token";
+  let description = [{
+    Gate GEMM, scoring, correction bias (selection only), group-limited
+    selection, top-k, normalization and scaling in one kernel. Results: the
+    expert ids [tokens, top_k] (i32), their weights [tokens, top_k] (f32) and
+    a per-token workspace of 2 x experts + n_group floats.
+
+    ```mlir
+    %ids, %w, %ws = kiln_kernel.moe_route %x, %router {top_k = 2 : i64,
+        scoring = "softmax", n_group = 1 : i64, topk_group = 1 : i64,
+        group_score = "top2_sum", norm_topk_prob = true,
+        routed_scaling_factor = 1.0 : f32, fused_ops = ["kiln.moe"]}
+        : (tensor<16x64xf32>, tensor<8x64xf32>)
+        -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x17xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$router,
+                       Optional<KK_Tensor>:$correction_bias,
+                       I64Attr:$top_k, StrAttr:$scoring, I64Attr:$n_group,
+                       I64Attr:$topk_group, StrAttr:$group_score,
+                       BoolAttr:$norm_topk_prob, F32Attr:$routed_scaling_factor,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$ids, KK_Tensor:$weights, KK_Tensor:$workspace);
+  let assemblyFormat = [{
+    $input `,` $router (`bias` `(` $correction_bias^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_MoEUpOp : KK_LaunchOp<"moe_up"> {
+  let summary = "Routed experts' gate and up projections with SwiGLU";
+  let description = [{
+    One program per (token, slot, tile of `tile_f` columns); expert weights
+    are bound as pointer tables (`kiln.weight_stack`).
+
+    ```mlir
+    %act = kiln_kernel.moe_up %x, %ids, %wg, %wu {tile_f = 32 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x64xf32>, tensor<16x2xi32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>)
+        -> tensor<16x2x32xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$ids, KK_Tensor:$w_gate,
+                       KK_Tensor:$w_up, ConfinedAttr<I64Attr, [IntPositive]>:$tile_f,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = "$input `,` $ids `,` $w_gate `,` $w_up attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
+  let summary = "Routed experts' down projection, weighted and summed";
+  let description = [{
+    One program per (token, tile of `tile_d` output columns).
+
+    ```mlir
+    %y = kiln_kernel.moe_down %act, %ids, %w, %wd {tile_d = 32 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x2x32xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<8x64x32xf32>)
+        -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$act, KK_Tensor:$ids, KK_Tensor:$weights,
+                       KK_Tensor:$w_down, ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = "$act `,` $ids `,` $weights `,` $w_down attr-dict `:` functional-type(operands, results)";
+}
+
 def KK_ViewOp : Op<KilnKernel_Dialect, "view", [Pure]> {
   let summary = "Reinterprets a buffer with another shape (no launch)";
   let description = [{

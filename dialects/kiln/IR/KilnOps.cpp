@@ -108,11 +108,7 @@ LogicalResult EmbeddingOp::verify() {
     return failure();
   SmallVector<int64_t> expected(ranked(getTokens()).getShape());
   expected.push_back(ranked(getTable()).getDimSize(1));
-  if (failed(requireShape(*this, getResult(), "result", expected)) ||
-      failed(requireSameElementType(*this, getTable(), "table", getResult(),
-                                    "result")))
-    return failure();
-  return success();
+  return requireShape(*this, getResult(), "result", expected);
 }
 
 LogicalResult ReshapeOp::verify() {
@@ -178,13 +174,13 @@ LogicalResult MulOp::verify() {
 
 LogicalResult RopeOp::verify() {
   if (failed(allStatic(*this)) ||
-      failed(requireRank(*this, getInput(), "input", 4, 4)) ||
-      failed(requireRank(*this, getPositions(), "positions", 2, 2)))
+      failed(requireRank(*this, getInput(), "input", 4, 4)))
     return failure();
   auto x = ranked(getInput());
-  if (failed(requireShape(*this, getPositions(), "positions",
-                          {x.getDimSize(0), x.getDimSize(1)})) ||
-      failed(requireShape(*this, getResult(), "result", x.getShape())))
+  if (getStart() &&
+      failed(requireShape(*this, getStart(), "start", {x.getDimSize(0)})))
+    return failure();
+  if (failed(requireShape(*this, getResult(), "result", x.getShape())))
     return failure();
   int64_t rd = getRotaryDim();
   if (rd <= 0 || rd % 2 != 0 || rd > x.getDimSize(3))
@@ -192,6 +188,40 @@ LogicalResult RopeOp::verify() {
                          << x.getDimSize(3) << "], got " << rd;
   if (!(getTheta().convertToFloat() > 0.0f))
     return emitOpError("theta must be positive");
+  if (!(getYarnFactor().convertToFloat() >= 1.0f))
+    return emitOpError("yarn_factor must be >= 1");
+  return success();
+}
+
+LogicalResult WeightStackOp::verify() {
+  if (getNames().empty())
+    return emitOpError("needs at least one weight name");
+  if (failed(requireStatic(*this, getResult(), "result")))
+    return failure();
+  auto t = ranked(getResult());
+  if (t.getRank() < 2 || t.getDimSize(0) != (int64_t)getNames().size())
+    return emitOpError() << "result's leading dimension must equal the "
+                            "number of names ("
+                         << getNames().size() << ")";
+  return success();
+}
+
+LogicalResult SliceOp::verify() {
+  if (failed(allStatic(*this)))
+    return failure();
+  auto in = ranked(getInput()), out = ranked(getResult());
+  if (in.getRank() != out.getRank() || in.getRank() == 0 ||
+      in.getShape().drop_back() != out.getShape().drop_back())
+    return emitOpError("result must match the input in all but the last "
+                       "dimension");
+  if (getOffset() < 0 ||
+      getOffset() + out.getShape().back() > in.getShape().back())
+    return emitOpError() << "slice [" << getOffset() << ", "
+                         << getOffset() + out.getShape().back()
+                         << ") exceeds the last dimension ("
+                         << in.getShape().back() << ")";
+  if (in.getElementType() != out.getElementType())
+    return emitOpError("slice must keep the element type");
   return success();
 }
 
@@ -218,6 +248,9 @@ LogicalResult AttentionOp::verify() {
                          << k.getDimSize(2) << ")";
   if (getCausal() && k.getDimSize(1) < q.getDimSize(1))
     return emitOpError("causal attention needs kv_len >= seq");
+  if (getStart() &&
+      failed(requireShape(*this, getStart(), "start", {q.getDimSize(0)})))
+    return failure();
   return requireShape(*this, getResult(), "result",
                       {q.getDimSize(0), q.getDimSize(1), q.getDimSize(2),
                        v.getDimSize(3)});
@@ -248,6 +281,8 @@ LogicalResult MLAAttentionOp::verify() {
     return emitOpError("kv_latent and k_rope must have q's batch size");
   if (getCausal() && t < s)
     return emitOpError("causal attention needs kv_len >= seq");
+  if (getStart() && failed(requireShape(*this, getStart(), "start", {b})))
+    return failure();
   return success();
 }
 

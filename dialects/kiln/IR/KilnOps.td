@@ -57,6 +57,38 @@ def Kiln_ReshapeOp : Kiln_Op<"reshape"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_WeightStackOp : Kiln_Op<"weight_stack"> {
+  let summary = "Named weights of equal shape, viewed as one stacked tensor";
+  let description = [{
+    Stacks checkpoint tensors (one per expert, as Hugging Face stores them)
+    along a new leading dimension without copying them: the plan binds a
+    table of pointers, one per tensor, mapped from the checkpoint.
+
+    ```mlir
+    %w = kiln.weight_stack ["experts.0.w1.weight", "experts.1.w1.weight"]
+        : tensor<2x32x64xf32>
+    ```
+  }];
+  let arguments = (ins StrArrayAttr:$names);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$names attr-dict `:` type($result)";
+}
+
+def Kiln_SliceOp : Kiln_Op<"slice"> {
+  let summary = "A contiguous range of the last dimension";
+  let description = [{
+    `result[..., i] = input[..., offset + i]` for `i < size` (the result's
+    last dimension).
+
+    ```mlir
+    %pe = kiln.slice %kv {offset = 32 : i64} : (tensor<2x8x40xf32>) -> tensor<2x8x8xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$input, I64Attr:$offset);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
 //===----------------------------------------------------------------------===//
 // Normalization, projections, element-wise
 //===----------------------------------------------------------------------===//
@@ -141,24 +173,35 @@ def Kiln_MulOp : Kiln_Op<"mul", [Commutative]> {
 def Kiln_RopeOp : Kiln_Op<"rope"> {
   let summary = "Rotary position embedding over the first rotary_dim channels";
   let description = [{
-    Rotates channel pairs of `input` ([batch, seq, heads, head_dim]) by
-    angle `position * theta^(-2i/rotary_dim)` (scaled by `scaling_factor`
-    for linear scaling; YaRN frequencies are given by `yarn_*` attributes).
-    `interleaved = true` pairs channels (2i, 2i+1) as DeepSeek does;
-    otherwise (i, i + rotary_dim/2) as Llama does. `positions` is
-    [batch, seq].
+    Rotates channel pairs of `input` ([batch, seq, heads, head_dim]) at
+    position `p = start[b] + s` (`start` is optional, [batch] integers; 0
+    when absent) by angle `p * inv_freq[i]`, with
+    `inv_freq[i] = theta^(-2i / rotary_dim) / scaling_factor`.
+    YaRN (`yarn_factor > 1`) blends interpolated and extrapolated
+    frequencies with a linear ramp between correction dimensions
+    `yarn_low` and `yarn_high`, and scales cos/sin by `mscale`.
+    `interleaved = true` rotates channel pairs (2i, 2i+1) (DeepSeek: the
+    Hugging Face implementation de-interleaves q and k alike, which leaves
+    every q.k product unchanged); otherwise pairs (i, i + rotary_dim/2)
+    (Llama's rotate_half).
 
     ```mlir
-    %r = kiln.rope %q, %pos {theta = 10000.0 : f32, rotary_dim = 16 : i64, interleaved = false}
-        : (tensor<2x8x4x16xf32>, tensor<2x8xi32>) -> tensor<2x8x4x16xf32>
+    %r = kiln.rope %q {theta = 10000.0 : f32, rotary_dim = 16 : i64}
+        : (tensor<2x8x4x16xf32>) -> tensor<2x8x4x16xf32>
     ```
   }];
-  let arguments = (ins Kiln_FloatTensor:$input, Kiln_IndexTensor:$positions,
+  let arguments = (ins Kiln_FloatTensor:$input, Optional<Kiln_IndexTensor>:$start,
                        F32Attr:$theta, I64Attr:$rotary_dim,
                        DefaultValuedAttr<BoolAttr, "false">:$interleaved,
-                       DefaultValuedAttr<F32Attr, "1.0">:$scaling_factor);
+                       DefaultValuedAttr<F32Attr, "1.0">:$scaling_factor,
+                       DefaultValuedAttr<F32Attr, "1.0">:$yarn_factor,
+                       DefaultValuedAttr<F32Attr, "0.0">:$yarn_low,
+                       DefaultValuedAttr<F32Attr, "0.0">:$yarn_high,
+                       DefaultValuedAttr<F32Attr, "1.0">:$mscale);
   let results = (outs Kiln_FloatTensor:$result);
-  let assemblyFormat = "$input `,` $positions attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $input (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def Kiln_AttentionOp : Kiln_Op<"attention"> {
@@ -167,8 +210,10 @@ def Kiln_AttentionOp : Kiln_Op<"attention"> {
     `q` is [batch, seq, q_heads, head_dim], `k` is [batch, kv_len, kv_heads,
     head_dim], `v` is [batch, kv_len, kv_heads, v_dim]; q_heads must be a
     multiple of kv_heads (query head h reads kv head h / (q_heads/kv_heads)).
-    `softmax(q k^T * scale + causal mask) v`; with `causal`, query i of a
-    sequence of length S attends to keys j <= i + (kv_len - S).
+    `softmax(q k^T * scale + causal mask) v`; with `causal`, query i attends
+    to keys j <= start[b] + i (`start`, optional [batch] integers, is the
+    position of the first query; 0 when absent, so that kv_len may exceed
+    seq for a cache whose tail is unused).
 
     ```mlir
     %o = kiln.attention %q, %k, %v {scale = 0.25 : f32, causal = true}
@@ -177,9 +222,12 @@ def Kiln_AttentionOp : Kiln_Op<"attention"> {
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$q, Kiln_FloatTensor:$k, Kiln_FloatTensor:$v,
+                       Optional<Kiln_IndexTensor>:$start,
                        F32Attr:$scale, DefaultValuedAttr<BoolAttr, "true">:$causal);
   let results = (outs Kiln_FloatTensor:$result);
-  let assemblyFormat = "$q `,` $k `,` $v attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $q `,` $k `,` $v (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
@@ -202,11 +250,12 @@ def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
   }];
   let arguments = (ins Kiln_FloatTensor:$q_nope, Kiln_FloatTensor:$q_rope,
                        Kiln_FloatTensor:$kv_latent, Kiln_FloatTensor:$k_rope,
-                       Kiln_FloatTensor:$kv_b,
+                       Kiln_FloatTensor:$kv_b, Optional<Kiln_IndexTensor>:$start,
                        F32Attr:$scale, DefaultValuedAttr<BoolAttr, "true">:$causal);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
-    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b attr-dict `:` functional-type(operands, results)
+    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b (`start` `(` $start^ `)`)?
+    attr-dict `:` functional-type(operands, results)
   }];
 }
 

@@ -60,9 +60,9 @@ func.func @gqa(%q: tensor<2x8x3x16xf32>, %k: tensor<2x8x2x16xf32>) -> tensor<2x8
 
 // -----
 
-func.func @rope_dim(%q: tensor<2x8x4x16xf32>, %p: tensor<2x8xi32>) -> tensor<2x8x4x16xf32> {
+func.func @rope_dim(%q: tensor<2x8x4x16xf32>) -> tensor<2x8x4x16xf32> {
   // expected-error @+1 {{rotary_dim must be even and in (0, head_dim = 16], got 15}}
-  %r = kiln.rope %q, %p {theta = 10000.0 : f32, rotary_dim = 15 : i64} : (tensor<2x8x4x16xf32>, tensor<2x8xi32>) -> tensor<2x8x4x16xf32>
+  %r = kiln.rope %q {theta = 10000.0 : f32, rotary_dim = 15 : i64} : (tensor<2x8x4x16xf32>) -> tensor<2x8x4x16xf32>
   return %r : tensor<2x8x4x16xf32>
 }
 

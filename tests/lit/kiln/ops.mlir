@@ -24,9 +24,9 @@ func.func @mlp(%x: tensor<2x8x64xf32>) -> tensor<2x8x64xf32> {
 // -----
 
 // CHECK-LABEL: func.func @attention
-func.func @attention(%tok: tensor<2x8xi32>, %q: tensor<2x8x4x16xf32>, %k: tensor<2x8x2x16xf32>, %v: tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32> {
+func.func @attention(%s: tensor<2xi32>, %q: tensor<2x8x4x16xf32>, %k: tensor<2x8x2x16xf32>, %v: tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32> {
   // CHECK: kiln.rope {{.*}}interleaved = true
-  %r = kiln.rope %q, %tok {theta = 10000.0 : f32, rotary_dim = 16 : i64, interleaved = true} : (tensor<2x8x4x16xf32>, tensor<2x8xi32>) -> tensor<2x8x4x16xf32>
+  %r = kiln.rope %q start(%s) {theta = 10000.0 : f32, rotary_dim = 16 : i64, interleaved = true} : (tensor<2x8x4x16xf32>, tensor<2xi32>) -> tensor<2x8x4x16xf32>
   // CHECK: kiln.attention {{.*}}{scale = 2.500000e-01 : f32}
   %o = kiln.attention %r, %k, %v {scale = 0.25 : f32, causal = true} : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32>
   return %o : tensor<2x8x4x16xf32>

@@ -31,8 +31,9 @@ func.func @forward(%tokens: tensor<2x8xi32> {kiln.name = "tokens"}) -> (tensor<2
 
 // -----
 
-func.func @unsupported(%q: tensor<2x8x4x16xf32>, %k: tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32> {
-  // expected-error @+1 {{'kiln.attention' has no kernel lowering yet}}
+func.func @attention(%q: tensor<2x8x4x16xf32>, %k: tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32> {
+  // CHECK-LABEL: func.func @attention
+  // CHECK: kiln_kernel.attention %{{.+}}, %{{.+}}, %{{.+}} {causal = true, fused_ops = ["kiln.attention"], scale = 2.500000e-01 : f32}
   %o = kiln.attention %q, %k, %k {scale = 0.25 : f32} : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32>
   return %o : tensor<2x8x4x16xf32>
 }

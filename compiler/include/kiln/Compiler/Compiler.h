@@ -27,6 +27,9 @@ struct CompileOptions {
   std::vector<std::string> targets; ///< "cpu", "sm_90a"
   std::string dumpIRDir;           ///< --dump-ir-dir
   bool embedWeights = false;
+  bool noWeights = false;          ///< --no-weights: describe, don't run
+  int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
+  int64_t maxSeq = 16;             ///< --max-seq (checkpoint import)
   std::string commandLine;         ///< recorded as provenance flags
   KilnPipelineOptions pipeline;
 };

@@ -44,6 +44,30 @@ private:
   llvm::StringMap<SafetensorsTensor> map;
 };
 
+/// A Hugging Face checkpoint directory: model.safetensors, or the shards
+/// listed in model.safetensors.index.json.
+class Checkpoint {
+public:
+  static llvm::Expected<std::unique_ptr<Checkpoint>>
+  open(const std::string &dir);
+  /// A single safetensors file as a checkpoint.
+  static llvm::Expected<std::unique_ptr<Checkpoint>>
+  openFile(const std::string &path);
+
+  struct Entry {
+    const SafetensorsFile *file = nullptr;
+    const SafetensorsTensor *tensor = nullptr;
+  };
+  /// The tensor named `name`, or an entry with null members.
+  Entry find(llvm::StringRef name) const;
+  const std::string &dir() const { return directory; }
+
+private:
+  std::string directory;
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  llvm::StringMap<Entry> index;
+};
+
 /// Bytes per element of a safetensors dtype, 0 when unknown.
 unsigned safetensorsDTypeSize(llvm::StringRef dtype);
 

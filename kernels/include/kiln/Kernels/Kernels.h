@@ -42,6 +42,77 @@ void emitGemmProgram(mlir::OpBuilder &b, const ProgramArgs &args, int64_t n,
                      int64_t k, int64_t tileN, mlir::Type xType,
                      mlir::Type wType, mlir::Type outType);
 
+/// out[row, :] = in[row, offset : offset + outCols]. One program per row.
+void emitSliceProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                      int64_t inCols, int64_t offset, int64_t outCols,
+                      mlir::Type inType, mlir::Type outType);
+
+/// Rotary embedding parameters (see kiln.rope).
+struct RopeParams {
+  int64_t seq = 0, heads = 0, headDim = 0, rotaryDim = 0;
+  double theta = 10000.0, scaling = 1.0;
+  bool interleaved = false;
+  double yarnFactor = 1.0, yarnLow = 0.0, yarnHigh = 0.0, mscale = 1.0;
+  bool hasStart = false;
+};
+/// One program per (batch, seq, head) row. Buffers: x, [start], out.
+void emitRopeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                     const RopeParams &p, mlir::Type xType,
+                     mlir::Type startType, mlir::Type outType);
+
+/// Attention parameters shared by the GQA and MLA kernels.
+struct AttentionParams {
+  int64_t seq = 0, kvLen = 0, heads = 0, kvHeads = 0;
+  int64_t headDim = 0, valueDim = 0;
+  double scale = 1.0;
+  bool causal = true;
+  bool hasStart = false;
+};
+/// Flash-style GQA attention with an online softmax; the output row is the
+/// accumulator, the score matrix never exists. One program per (batch,
+/// seq, head). Buffers: q, k, v, [start], out.
+void emitAttentionProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                          const AttentionParams &p, mlir::Type qType,
+                          mlir::Type kType, mlir::Type vType,
+                          mlir::Type startType, mlir::Type outType);
+
+/// MLA in its absorbed form: W_UK folded into the query, attention over the
+/// latent (kv_lora_rank) and the shared rope key, W_UV applied after.
+/// headDim = qk_nope, valueDim = v_head_dim. One program per (batch, seq,
+/// head). Buffers: q_nope, q_rope, latent, k_rope, kv_b, [start], out,
+/// workspace (2 * rank floats per program).
+struct MLAParams : AttentionParams {
+  int64_t ropeDim = 0, rank = 0;
+};
+void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                    const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
+
+/// MoE routing of one token: gate GEMM, scoring, correction bias, group
+/// limited selection, top-k, normalization and scaling. Buffers: x, router,
+/// [bias], ids (i32 [T, K]), weights (f32 [T, K]), workspace (2E + G).
+struct MoERouteParams {
+  int64_t hidden = 0, experts = 0, topK = 0, groups = 1, topkGroup = 1;
+  bool sigmoid = false, groupTop2Sum = true, normTopK = true, hasBias = false;
+  double scaling = 1.0;
+};
+void emitMoERouteProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                         const MoERouteParams &p,
+                         llvm::ArrayRef<mlir::Type> types);
+
+/// act[t, k, f] = silu(x[t] . w_gate[e, f]) * (x[t] . w_up[e, f]) for the
+/// k-th expert e of token t; w_gate/w_up are pointer tables (one per
+/// expert). One program per (token, slot, tile of tileF). Buffers: x, ids,
+/// w_gate table, w_up table, act.
+void emitMoEUpProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                      int64_t hidden, int64_t ffn, int64_t topK, int64_t tileF,
+                      llvm::ArrayRef<mlir::Type> types);
+
+/// y[t, d] = sum_k weight[t, k] * (act[t, k] . w_down[e_k, d]). One program
+/// per (token, tile of tileD). Buffers: act, ids, weights, w_down table, y.
+void emitMoEDownProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                        int64_t hidden, int64_t ffn, int64_t topK,
+                        int64_t tileD, llvm::ArrayRef<mlir::Type> types);
+
 } // namespace kiln::kernels
 
 #endif // KILN_KERNELS_KERNELS_H

@@ -39,6 +39,27 @@ public:
 
   mlir::Value i64(int64_t v);
   mlir::Value f32(float v);
+  mlir::Value f64(double v);
+  mlir::Value toF64(mlir::Value f32Value);
+  mlir::Value toF32(mlir::Value f64Value);
+  mlir::Value sitofp(mlir::Value i, mlir::Type floatType);
+  mlir::Value cos(mlir::Value a);
+  mlir::Value sin(mlir::Value a);
+  mlir::Value fmin(mlir::Value a, mlir::Value c);
+  mlir::Value fgt(mlir::Value a, mlir::Value c); ///< ordered a > c
+  mlir::Value flt(mlir::Value a, mlir::Value c); ///< ordered a < c
+  mlir::Value feq(mlir::Value a, mlir::Value c); ///< ordered a == c
+  mlir::Value minI(mlir::Value a, mlir::Value c);
+  mlir::Value andI(mlir::Value a, mlir::Value c);
+  /// Loads entry `index` of a table of pointers (a weight_table binding).
+  mlir::Value loadPtr(mlir::Value table, mlir::Value index);
+  /// Dot product of `n` elements: a[aBase + i] * b[bBase + i], fp32
+  /// accumulation, reassociable (vectorized on the CPU).
+  mlir::Value dot(mlir::Value a, mlir::Type aType, mlir::Value aBase,
+                  mlir::Value b, mlir::Type bType, mlir::Value bBase,
+                  int64_t n);
+  /// 1 / (1 + exp(-x)).
+  mlir::Value sigmoid(mlir::Value x);
   mlir::Value add(mlir::Value a, mlir::Value c);
   mlir::Value mul(mlir::Value a, mlir::Value c);
   mlir::Value divs(mlir::Value a, mlir::Value c); ///< signed i64 division

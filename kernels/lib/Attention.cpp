@@ -1,0 +1,212 @@
+//===- Attention.cpp - Rotary embedding, GQA and MLA attention kernels ----===//
+//
+// Attention kernels run one program per (batch, query position, head). The
+// softmax is computed online (running max and sum, rescaling the
+// accumulator), so the score matrix is never materialized; the accumulator
+// is the output row itself (or, for MLA, a per-program workspace).
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Kernels/Kernels.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+
+namespace kiln::kernels {
+
+namespace {
+
+struct RowIndex {
+  Value head, seq, batch;
+};
+
+RowIndex decomposeRow(ProgramBuilder &p, Value row, int64_t seq,
+                      int64_t heads) {
+  Value bs = p.divs(row, p.i64(heads));
+  return {p.rems(row, p.i64(heads)), p.rems(bs, p.i64(seq)),
+          p.divs(bs, p.i64(seq))};
+}
+
+/// Number of keys query (b, s) attends to.
+Value keyLimit(ProgramBuilder &p, const AttentionParams &a, Value start,
+               Value s) {
+  Value kv = p.i64(a.kvLen);
+  if (a.causal)
+    return p.minI(p.add(p.add(start, s), p.i64(1)), kv);
+  if (a.hasStart)
+    return p.minI(p.add(start, p.i64(a.seq)), kv);
+  return kv;
+}
+
+/// One online-softmax step: returns {m', l', alpha, prob}.
+std::array<Value, 4> onlineStep(ProgramBuilder &p, Value m, Value l,
+                                Value score) {
+  Value mNew = p.fmax(m, score);
+  Value alpha = p.exp(p.fsub(m, mNew));
+  Value prob = p.exp(p.fsub(score, mNew));
+  Value lNew = p.fadd(p.fmul(l, alpha), prob);
+  return {mNew, lNew, alpha, prob};
+}
+
+} // namespace
+
+void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
+                     const RopeParams &rp, Type xType, Type startType,
+                     Type outType) {
+  ProgramBuilder p(b, args.loc);
+  RowIndex r = decomposeRow(p, args.pid, rp.seq, rp.heads);
+  Value x = args.buffers[0];
+  Value out = args.buffers[rp.hasStart ? 2 : 1];
+  Value start = rp.hasStart ? p.load(args.buffers[1], startType, r.batch)
+                            : p.i64(0);
+  Value pos = p.sitofp(p.add(start, r.seq), b.getF64Type());
+  Value base = p.mul(args.pid, p.i64(rp.headDim));
+  int64_t half = rp.rotaryDim / 2;
+  double logTheta = std::log(rp.theta);
+  p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {
+    Value fi = p.sitofp(i, b.getF64Type());
+    // inv_freq = theta^(-2i/d) / scaling, in f64.
+    Value inv = p.exp(p.fmul(fi, p.f64(-2.0 * logTheta / rp.rotaryDim)));
+    if (rp.scaling != 1.0)
+      inv = p.fdiv(inv, p.f64(rp.scaling));
+    if (rp.yarnFactor > 1.0) {
+      // YaRN: ramp from extrapolation (ramp 0) to interpolation (ramp 1).
+      Value ramp = p.fdiv(p.fsub(fi, p.f64(rp.yarnLow)),
+                          p.f64(rp.yarnHigh - rp.yarnLow));
+      ramp = p.fmin(p.fmax(ramp, p.f64(0.0)), p.f64(1.0));
+      Value interp = p.fdiv(inv, p.f64(rp.yarnFactor));
+      inv = p.fadd(p.fmul(interp, ramp),
+                   p.fmul(inv, p.fsub(p.f64(1.0), ramp)));
+    }
+    Value angle = p.fmul(pos, inv);
+    Value c = p.toF32(p.fmul(p.cos(angle), p.f64(rp.mscale)));
+    Value s = p.toF32(p.fmul(p.sin(angle), p.f64(rp.mscale)));
+    Value ia = rp.interleaved ? p.mul(i, p.i64(2)) : i;
+    Value ib = rp.interleaved ? p.add(ia, p.i64(1)) : p.add(i, p.i64(half));
+    Value xa = p.load(x, xType, p.add(base, ia));
+    Value xb = p.load(x, xType, p.add(base, ib));
+    p.store(p.fsub(p.fmul(xa, c), p.fmul(xb, s)), out, outType,
+            p.add(base, ia));
+    p.store(p.fadd(p.fmul(xb, c), p.fmul(xa, s)), out, outType,
+            p.add(base, ib));
+  });
+  if (rp.rotaryDim < rp.headDim)
+    p.forLoop(p.i64(rp.rotaryDim), p.i64(rp.headDim), p.i64(1), [&](Value d) {
+      p.store(p.load(x, xType, p.add(base, d)), out, outType, p.add(base, d));
+    });
+}
+
+void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
+                          const AttentionParams &a, Type qType, Type kType,
+                          Type vType, Type startType, Type outType) {
+  ProgramBuilder p(b, args.loc);
+  RowIndex r = decomposeRow(p, args.pid, a.seq, a.heads);
+  Value q = args.buffers[0], k = args.buffers[1], v = args.buffers[2];
+  Value out = args.buffers[a.hasStart ? 4 : 3];
+  Value start = a.hasStart ? p.load(args.buffers[3], startType, r.batch)
+                           : p.i64(0);
+  Value limit = keyLimit(p, a, start, r.seq);
+  Value kvHead = p.divs(r.head, p.i64(a.heads / a.kvHeads));
+  Value qBase = p.mul(args.pid, p.i64(a.headDim));
+  Value oBase = p.mul(args.pid, p.i64(a.valueDim));
+  Value c0 = p.i64(0), c1 = p.i64(1), cDv = p.i64(a.valueDim);
+  p.forLoop(c0, cDv, c1, [&](Value d) {
+    p.store(p.f32(0.0f), out, outType, p.add(oBase, d));
+  });
+  Value negInf = p.f32(-std::numeric_limits<float>::infinity());
+  SmallVector<Value> ml = p.forLoop(
+      c0, limit, c1, ValueRange{negInf, p.f32(0.0f)},
+      [&](Value j, ValueRange it) {
+        Value kvRow = p.add(p.mul(p.add(p.mul(r.batch, p.i64(a.kvLen)), j),
+                                  p.i64(a.kvHeads)),
+                            kvHead);
+        Value score = p.dot(q, qType, qBase, k, kType,
+                            p.mul(kvRow, p.i64(a.headDim)), a.headDim);
+        score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
+        auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
+        Value vBase = p.mul(kvRow, cDv);
+        p.forLoop(c0, cDv, c1, [&](Value d) {
+          Value o = p.load(out, outType, p.add(oBase, d));
+          Value vv = p.load(v, vType, p.add(vBase, d));
+          p.store(p.fadd(p.fmul(o, alpha), p.fmul(prob, vv)), out, outType,
+                  p.add(oBase, d));
+        });
+        return SmallVector<Value>{m, l};
+      });
+  Value invL = p.fdiv(p.f32(1.0f), ml[1]);
+  p.forLoop(c0, cDv, c1, [&](Value d) {
+    Value o = p.load(out, outType, p.add(oBase, d));
+    p.store(p.fmul(o, invL), out, outType, p.add(oBase, d));
+  });
+}
+
+void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
+                    ArrayRef<Type> types) {
+  // types: q_nope, q_rope, latent, k_rope, kv_b, [start], out
+  ProgramBuilder p(b, args.loc);
+  RowIndex r = decomposeRow(p, args.pid, a.seq, a.heads);
+  unsigned n = 0;
+  Value qn = args.buffers[n], qr = args.buffers[n + 1];
+  Value lat = args.buffers[n + 2], kr = args.buffers[n + 3];
+  Value wkvb = args.buffers[n + 4];
+  Type qnT = types[0], qrT = types[1], latT = types[2], krT = types[3],
+       wT = types[4];
+  unsigned outIdx = a.hasStart ? 6 : 5;
+  Value out = args.buffers[outIdx], ws = args.buffers[outIdx + 1];
+  Type outT = types[outIdx];
+  Type f32 = b.getF32Type();
+  Value start = a.hasStart ? p.load(args.buffers[5], types[5], r.batch)
+                           : p.i64(0);
+  Value limit = keyLimit(p, a, start, r.seq);
+  int64_t rowW = a.headDim + a.valueDim;
+  Value c0 = p.i64(0), c1 = p.i64(1), cC = p.i64(a.rank);
+  Value wsBase = p.mul(args.pid, p.i64(2 * a.rank));
+  Value oLat = p.add(wsBase, cC);
+  Value qnBase = p.mul(args.pid, p.i64(a.headDim));
+  Value qrBase = p.mul(args.pid, p.i64(a.ropeDim));
+  Value headRow = p.mul(r.head, p.i64(rowW));
+  // q_lat[c] = sum_d q_nope[d] * W_UK[h, d, c]; o_lat = 0.
+  p.forLoop(c0, cC, c1, [&](Value c) {
+    Value acc = p.forLoop(c0, p.i64(a.headDim), c1, ValueRange{p.f32(0.0f)},
+                          [&](Value d, ValueRange it) {
+                            Value x = p.load(qn, qnT, p.add(qnBase, d));
+                            Value w = p.load(
+                                wkvb, wT,
+                                p.add(p.mul(p.add(headRow, d), cC), c));
+                            return SmallVector<Value>{
+                                p.fadd(it[0], p.fmul(x, w), true)};
+                          })[0];
+    p.store(acc, ws, f32, p.add(wsBase, c));
+    p.store(p.f32(0.0f), ws, f32, p.add(oLat, c));
+  });
+  Value negInf = p.f32(-std::numeric_limits<float>::infinity());
+  SmallVector<Value> ml = p.forLoop(
+      c0, limit, c1, ValueRange{negInf, p.f32(0.0f)},
+      [&](Value j, ValueRange it) {
+        Value tok = p.add(p.mul(r.batch, p.i64(a.kvLen)), j);
+        Value latBase = p.mul(tok, cC);
+        Value score = p.dot(ws, f32, wsBase, lat, latT, latBase, a.rank);
+        score = p.fadd(score, p.dot(qr, qrT, qrBase, kr, krT,
+                                    p.mul(tok, p.i64(a.ropeDim)), a.ropeDim));
+        score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
+        auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
+        p.forLoop(c0, cC, c1, [&](Value c) {
+          Value o = p.load(ws, f32, p.add(oLat, c));
+          Value cv = p.load(lat, latT, p.add(latBase, c));
+          p.store(p.fadd(p.fmul(o, alpha), p.fmul(prob, cv)), ws, f32,
+                  p.add(oLat, c));
+        });
+        return SmallVector<Value>{m, l};
+      });
+  Value invL = p.fdiv(p.f32(1.0f), ml[1]);
+  // out[e] = (sum_c W_UV[h, e, c] * o_lat[c]) / l.
+  Value oBase = p.mul(args.pid, p.i64(a.valueDim));
+  p.forLoop(c0, p.i64(a.valueDim), c1, [&](Value e) {
+    Value wRow = p.mul(p.add(p.add(headRow, p.i64(a.headDim)), e), cC);
+    Value acc = p.dot(wkvb, wT, wRow, ws, f32, oLat, a.rank);
+    p.store(p.fmul(acc, invL), out, outT, p.add(oBase, e));
+  });
+}
+
+} // namespace kiln::kernels

@@ -1,0 +1,220 @@
+//===- MoE.cpp - Mixture-of-experts routing and expert kernels ------------===//
+//
+// Routing is one kernel per token: the gate GEMM, scoring (sigmoid or
+// softmax), the correction bias (selection only), group-limited selection,
+// top-k, normalization and scaling, with a small per-token workspace.
+// Experts run as two token-gathered kernels over pointer tables of the
+// checkpoint's per-expert weights: gate+up with SwiGLU, then down with the
+// routing weights applied.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Kernels/Kernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+#include <limits>
+
+using namespace mlir;
+
+namespace kiln::kernels {
+
+namespace {
+
+/// Index and value of the maximum of v(i) over [0, n) among i with
+/// eligible(i); the lowest index wins ties. Returns {index, value}.
+std::pair<Value, Value>
+argmax(ProgramBuilder &p, int64_t n, function_ref<Value(Value)> value,
+       function_ref<Value(Value, Value)> eligible) {
+  Value negInf = p.f32(-std::numeric_limits<float>::infinity());
+  SmallVector<Value> r = p.forLoop(
+      p.i64(0), p.i64(n), p.i64(1), ValueRange{p.i64(-1), negInf},
+      [&](Value i, ValueRange it) {
+        Value v = value(i);
+        Value better = p.fgt(v, it[1]);
+        // The first eligible candidate is taken even at -inf.
+        Value first = arith::CmpIOp::create(p.builder(), p.location(),
+                                            arith::CmpIPredicate::slt, it[0],
+                                            p.i64(0));
+        Value take = p.andI(eligible(i, v),
+                            arith::OrIOp::create(p.builder(), p.location(),
+                                                 better, first));
+        return SmallVector<Value>{p.select(take, i, it[0]),
+                                  p.select(take, v, it[1])};
+      });
+  return {r[0], r[1]};
+}
+
+} // namespace
+
+void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
+                         const MoERouteParams &m, ArrayRef<Type> types) {
+  // types: x, router, [bias], ids, weights, workspace
+  ProgramBuilder p(b, args.loc);
+  Type f32 = b.getF32Type();
+  unsigned i = 0;
+  Value x = args.buffers[i], router = args.buffers[i + 1];
+  Type xT = types[0], rT = types[1];
+  i = 2;
+  Value bias;
+  Type biasT;
+  if (m.hasBias) {
+    bias = args.buffers[i];
+    biasT = types[i];
+    ++i;
+  }
+  Value ids = args.buffers[i], wts = args.buffers[i + 1];
+  Type idT = types[i], wT = types[i + 1];
+  Value ws = args.buffers[i + 2];
+  const int64_t E = m.experts, G = m.groups, perGroup = E / G;
+  Value t = args.pid;
+  Value wsBase = p.mul(t, p.i64(2 * E + G));
+  Value scoreAt = wsBase, choiceAt = p.add(wsBase, p.i64(E)),
+        groupAt = p.add(wsBase, p.i64(2 * E));
+  Value c0 = p.i64(0), c1 = p.i64(1), cE = p.i64(E);
+  Value xBase = p.mul(t, p.i64(m.hidden));
+  const float inf = std::numeric_limits<float>::infinity();
+
+  // Router logits and scores.
+  p.forLoop(c0, cE, c1, [&](Value e) {
+    Value logit = p.dot(x, xT, xBase, router, rT, p.mul(e, p.i64(m.hidden)),
+                        m.hidden);
+    p.store(m.sigmoid ? p.sigmoid(logit) : logit, ws, f32, p.add(scoreAt, e));
+  });
+  if (!m.sigmoid) {
+    Value mx = p.forLoop(c0, cE, c1, ValueRange{p.f32(-inf)},
+                         [&](Value e, ValueRange it) {
+                           return SmallVector<Value>{p.fmax(
+                               it[0], p.load(ws, f32, p.add(scoreAt, e)))};
+                         })[0];
+    Value sum = p.forLoop(c0, cE, c1, ValueRange{p.f32(0.0f)},
+                          [&](Value e, ValueRange it) {
+                            Value ex = p.exp(p.fsub(
+                                p.load(ws, f32, p.add(scoreAt, e)), mx));
+                            p.store(ex, ws, f32, p.add(scoreAt, e));
+                            return SmallVector<Value>{p.fadd(it[0], ex)};
+                          })[0];
+    p.forLoop(c0, cE, c1, [&](Value e) {
+      Value s = p.load(ws, f32, p.add(scoreAt, e));
+      p.store(p.fdiv(s, sum), ws, f32, p.add(scoreAt, e));
+    });
+  }
+  // Selection scores: score + correction bias.
+  p.forLoop(c0, cE, c1, [&](Value e) {
+    Value s = p.load(ws, f32, p.add(scoreAt, e));
+    if (m.hasBias)
+      s = p.fadd(s, p.load(bias, biasT, e));
+    p.store(s, ws, f32, p.add(choiceAt, e));
+  });
+  if (G > 1) {
+    // Group scores: sum of the top two (or the max) of each group.
+    p.forLoop(c0, p.i64(G), c1, [&](Value g) {
+      Value g0 = p.mul(g, p.i64(perGroup));
+      SmallVector<Value> top = p.forLoop(
+          c0, p.i64(perGroup), c1, ValueRange{p.f32(-inf), p.f32(-inf)},
+          [&](Value j, ValueRange it) {
+            Value v = p.load(ws, f32, p.add(choiceAt, p.add(g0, j)));
+            Value gtFirst = p.fgt(v, it[0]);
+            Value newFirst = p.select(gtFirst, v, it[0]);
+            Value newSecond = p.select(gtFirst, it[0], p.fmax(v, it[1]));
+            return SmallVector<Value>{newFirst, newSecond};
+          });
+      Value gs = m.groupTop2Sum ? p.fadd(top[0], top[1]) : top[0];
+      p.store(gs, ws, f32, p.add(groupAt, g));
+    });
+    // Keep the best topk_group groups: a kept group's score becomes +inf.
+    p.forLoop(c0, p.i64(m.topkGroup), c1, [&](Value) {
+      auto [best, v] = argmax(
+          p, G, [&](Value g) { return p.load(ws, f32, p.add(groupAt, g)); },
+          [&](Value, Value v) { return p.flt(v, p.f32(inf)); });
+      (void)v;
+      p.store(p.f32(inf), ws, f32, p.add(groupAt, best));
+    });
+    // Experts of other groups are masked to 0 (as the reference
+    // implementations do with masked_fill(~mask, 0.0)).
+    p.forLoop(c0, cE, c1, [&](Value e) {
+      Value g = p.divs(e, p.i64(perGroup));
+      Value kept = p.feq(p.load(ws, f32, p.add(groupAt, g)), p.f32(inf));
+      Value s = p.load(ws, f32, p.add(choiceAt, e));
+      p.store(p.select(kept, s, p.f32(0.0f)), ws, f32, p.add(choiceAt, e));
+    });
+  }
+  // Top-k; a chosen expert's selection score becomes -inf.
+  Value outBase = p.mul(t, p.i64(m.topK));
+  Value total = p.forLoop(
+      c0, p.i64(m.topK), c1, ValueRange{p.f32(0.0f)},
+      [&](Value k, ValueRange it) {
+        auto [best, v] = argmax(
+            p, E, [&](Value e) { return p.load(ws, f32, p.add(choiceAt, e)); },
+            [&](Value, Value v) { return p.fgt(v, p.f32(-inf)); });
+        (void)v;
+        p.store(p.f32(-inf), ws, f32, p.add(choiceAt, best));
+        Value w = p.load(ws, f32, p.add(scoreAt, best));
+        p.store(arith::TruncIOp::create(b, args.loc, idT, best), ids, idT,
+                p.add(outBase, k));
+        p.store(w, wts, wT, p.add(outBase, k));
+        return SmallVector<Value>{p.fadd(it[0], w)};
+      })[0];
+  Value factor = p.f32(static_cast<float>(m.scaling));
+  if (m.normTopK)
+    factor = p.fdiv(factor, p.fadd(total, p.f32(1e-20f)));
+  p.forLoop(c0, p.i64(m.topK), c1, [&](Value k) {
+    Value w = p.load(wts, wT, p.add(outBase, k));
+    p.store(p.fmul(w, factor), wts, wT, p.add(outBase, k));
+  });
+}
+
+void emitMoEUpProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
+                      int64_t ffn, int64_t topK, int64_t tileF,
+                      ArrayRef<Type> types) {
+  // types: x, ids, w_gate, w_up, act
+  ProgramBuilder p(b, args.loc);
+  int64_t tiles = (ffn + tileF - 1) / tileF;
+  Value slotRow = p.divs(args.pid, p.i64(tiles)); // t * K + k
+  Value tile = p.rems(args.pid, p.i64(tiles));
+  Value t = p.divs(slotRow, p.i64(topK));
+  Value e = p.load(args.buffers[1], types[1], slotRow);
+  Value wg = p.loadPtr(args.buffers[2], e);
+  Value wu = p.loadPtr(args.buffers[3], e);
+  Value xBase = p.mul(t, p.i64(hidden));
+  Value f0 = p.mul(tile, p.i64(tileF));
+  Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
+  p.forLoop(f0, f1, p.i64(1), [&](Value f) {
+    Value wBase = p.mul(f, p.i64(hidden));
+    Value g = p.dot(args.buffers[0], types[0], xBase, wg, types[2], wBase,
+                    hidden);
+    Value u = p.dot(args.buffers[0], types[0], xBase, wu, types[3], wBase,
+                    hidden);
+    p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), args.buffers[4], types[4],
+            p.add(p.mul(slotRow, p.i64(ffn)), f));
+  });
+}
+
+void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
+                        int64_t ffn, int64_t topK, int64_t tileD,
+                        ArrayRef<Type> types) {
+  // types: act, ids, weights, w_down, y
+  ProgramBuilder p(b, args.loc);
+  int64_t tiles = (hidden + tileD - 1) / tileD;
+  Value t = p.divs(args.pid, p.i64(tiles));
+  Value tile = p.rems(args.pid, p.i64(tiles));
+  Value d0 = p.mul(tile, p.i64(tileD));
+  Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
+  Value c0 = p.i64(0), c1 = p.i64(1);
+  p.forLoop(d0, d1, c1, [&](Value d) {
+    Value acc = p.forLoop(
+        c0, p.i64(topK), c1, ValueRange{p.f32(0.0f)},
+        [&](Value k, ValueRange it) {
+          Value slotRow = p.add(p.mul(t, p.i64(topK)), k);
+          Value e = p.load(args.buffers[1], types[1], slotRow);
+          Value w = p.load(args.buffers[2], types[2], slotRow);
+          Value wd = p.loadPtr(args.buffers[3], e);
+          Value v = p.dot(args.buffers[0], types[0],
+                          p.mul(slotRow, p.i64(ffn)), wd, types[3],
+                          p.mul(d, p.i64(ffn)), ffn);
+          return SmallVector<Value>{p.fadd(it[0], p.fmul(w, v))};
+        })[0];
+    p.store(acc, args.buffers[4], types[4], p.add(p.mul(t, p.i64(hidden)), d));
+  });
+}
+
+} // namespace kiln::kernels

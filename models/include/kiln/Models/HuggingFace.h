@@ -1,0 +1,40 @@
+//===- HuggingFace.h - Hugging Face checkpoints -> kiln graph ---*- C++ -*-===//
+//
+// Builds the kiln graph of a model from its config.json. Supported
+// model_type values: deepseek_v3, deepseek_v2, llama, mixtral. Weight names
+// are those of the published checkpoints; the compiler resolves them.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_MODELS_HUGGINGFACE_H
+#define KILN_MODELS_HUGGINGFACE_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <cstdint>
+#include <string>
+
+namespace kiln::models {
+
+struct ImportOptions {
+  int64_t batch = 1; ///< --max-batch
+  int64_t seq = 16;  ///< --max-seq
+  /// Element type of weights when there is no checkpoint (--no-weights):
+  /// from config.json's torch_dtype.
+  bool noWeights = false;
+};
+
+/// Parses `configPath` (config.json) and builds the model's @forward:
+/// tokens (i32 [batch, seq]) -> logits (f32 [batch, seq, vocab]).
+/// `weightDType` maps a weight name to its checkpoint dtype ("BF16", ...);
+/// it returns "" for a missing tensor (reported by the compiler with the
+/// name). Errors name the config field.
+mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>>
+importHuggingFace(mlir::MLIRContext &ctx, const std::string &configPath,
+                  const ImportOptions &options,
+                  const std::function<std::string(llvm::StringRef)> &weightDType);
+
+} // namespace kiln::models
+
+#endif // KILN_MODELS_HUGGINGFACE_H
