@@ -314,8 +314,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   if (failed(dumper.dump("kernel", *module)))
     return failure();
 
-  auto forward = module->lookupSymbol<func::FuncOp>("forward");
-  KernelTable table = collectKernels(forward);
+  KernelTable table = collectKernels(*module);
 
   std::optional<CpuExecutable> cpu;
   std::optional<CudaExecutable> cuda;
@@ -351,7 +350,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     popts.createdUnix = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
-  auto plan = emitPlan(forward, table, weights, cpu, cuda, popts);
+  auto plan = emitPlan(*module, table, weights, cpu, cuda, popts);
   if (failed(plan))
     return failure();
   return writeAtomically(opts.output, *plan, ctx);

@@ -45,3 +45,33 @@ void emitSliceProgram(OpBuilder &b, const ProgramArgs &args, int64_t inCols,
 }
 
 } // namespace kiln::kernels
+
+namespace kiln::kernels {
+
+void emitCacheWriteProgram(OpBuilder &b, const ProgramArgs &args,
+                           int64_t capacity, int64_t seq, int64_t width,
+                           bool hasStart, ArrayRef<Type> types) {
+  // types: cache, values, [start], result
+  ProgramBuilder p(b, args.loc);
+  Value batch = p.divs(args.pid, p.i64(seq));
+  Value s = p.rems(args.pid, p.i64(seq));
+  Value start =
+      hasStart ? p.load(args.buffers[2], types[2], batch) : p.i64(0);
+  Value row = p.add(start, s);
+  unsigned out = hasStart ? 3 : 2;
+  Value inRange = p.andI(p.lt(row, p.i64(capacity)),
+                         arith::CmpIOp::create(b, args.loc,
+                                               arith::CmpIPredicate::sge, row,
+                                               p.i64(0)));
+  p.ifThen(inRange, [&] {
+    Value dst = p.mul(p.add(p.mul(batch, p.i64(capacity)), row),
+                      p.i64(width));
+    Value src = p.mul(args.pid, p.i64(width));
+    p.forLoop(p.i64(0), p.i64(width), p.i64(1), [&](Value c) {
+      Value v = p.load(args.buffers[1], types[1], p.add(src, c));
+      p.store(v, args.buffers[out], types[out], p.add(dst, c));
+    });
+  });
+}
+
+} // namespace kiln::kernels

@@ -129,13 +129,13 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
       (void)v;
       p.store(p.f32(inf), ws, f32, p.add(groupAt, best));
     });
-    // Experts of other groups are masked to 0 (as the reference
-    // implementations do with masked_fill(~mask, 0.0)).
+    // Experts of other groups are excluded (-inf, as DeepSeek's reference
+    // inference code masks them).
     p.forLoop(c0, cE, c1, [&](Value e) {
       Value g = p.divs(e, p.i64(perGroup));
       Value kept = p.feq(p.load(ws, f32, p.add(groupAt, g)), p.f32(inf));
       Value s = p.load(ws, f32, p.add(choiceAt, e));
-      p.store(p.select(kept, s, p.f32(0.0f)), ws, f32, p.add(choiceAt, e));
+      p.store(p.select(kept, s, p.f32(-inf)), ws, f32, p.add(choiceAt, e));
     });
   }
   // Top-k; a chosen expert's selection score becomes -inf.

@@ -173,10 +173,19 @@ public:
     Value act = g::SwiGLUOp::create(b, at(prefix), gt.getType(), gt, up);
     return linear(act, (prefix + ".down_proj.weight").str(), shape(x).back());
   }
+  /// kiln.state + kiln.cache_update: appends `values` ([B, seq, ...]) to
+  /// the named cache ([B, capacity, ...]) at the entry's start position.
+  Value cache(StringRef name, Value values, Location loc) {
+    SmallVector<int64_t> shape(this->shape(values));
+    shape[1] = opts.seq;
+    auto type = tensor(shape, f32());
+    Value state = g::StateOp::create(b, loc, type, b.getStringAttr(name));
+    return g::CacheUpdateOp::create(b, loc, type, state, values, start);
+  }
   Value rope(Value x, double theta, int64_t rd, bool interleaved,
              double scaling, const YaRN &y, Location loc) {
     return g::RopeOp::create(
-        b, loc, x.getType(), x, Value(), b.getF32FloatAttr(theta),
+        b, loc, x.getType(), x, start, b.getF32FloatAttr(theta),
         b.getI64IntegerAttr(rd), b.getBoolAttr(interleaved),
         b.getF32FloatAttr(scaling), b.getF32FloatAttr(y.factor),
         b.getF32FloatAttr(y.low), b.getF32FloatAttr(y.high),
@@ -188,6 +197,10 @@ public:
   const ImportOptions &opts;
   const std::function<std::string(StringRef)> &dtypeOf;
   Type defaultWeightType;
+  /// The entry being built: its sequence length and, for decode, the
+  /// position of its first token ([batch] i32; null for prefill).
+  int64_t seq = 0;
+  Value start;
 };
 
 struct Common {
@@ -238,7 +251,7 @@ FailureOr<Value> gqaAttention(GraphBuilder &gb, Config &c, const Common &m,
       return failure();
     }
   }
-  int64_t B = gb.opts.batch, S = gb.opts.seq;
+  int64_t B = gb.opts.batch, S = gb.seq;
   Location loc = gb.at(p + ".self_attn");
   Value q = gb.linear(x, p + ".self_attn.q_proj.weight", m.heads * hd);
   Value k = gb.linear(x, p + ".self_attn.k_proj.weight", kvHeads * hd);
@@ -248,8 +261,10 @@ FailureOr<Value> gqaAttention(GraphBuilder &gb, Config &c, const Common &m,
   k = gb.rope(gb.reshape(k, {B, S, kvHeads, hd}, loc), theta, hd, false,
               scaling, YaRN{}, loc);
   v = gb.reshape(v, {B, S, kvHeads, hd}, loc);
+  k = gb.cache(p + ".self_attn.k_cache", k, loc);
+  v = gb.cache(p + ".self_attn.v_cache", v, loc);
   Value o = g::AttentionOp::create(
-      gb.b, loc, gb.tensor({B, S, m.heads, hd}, gb.f32()), q, k, v, Value(),
+      gb.b, loc, gb.tensor({B, S, m.heads, hd}, gb.f32()), q, k, v, gb.start,
       gb.b.getF32FloatAttr(1.0 / std::sqrt(double(hd))),
       gb.b.getBoolAttr(true));
   o = gb.reshape(o, {B, S, m.heads * hd}, loc);
@@ -263,7 +278,7 @@ FailureOr<Value> mlaAttention(GraphBuilder &gb, Config &c, const Common &m,
        dv = c.integer("v_head_dim"), rank = c.integer("kv_lora_rank");
   if (failed(dn) || failed(dr) || failed(dv) || failed(rank))
     return failure();
-  int64_t H = m.heads, B = gb.opts.batch, S = gb.opts.seq;
+  int64_t H = m.heads, B = gb.opts.batch, S = gb.seq;
   double theta = c.numberOr("rope_theta", 10000.0);
   YaRN y;
   double softmaxScale = 1.0 / std::sqrt(double(*dn + *dr));
@@ -323,9 +338,13 @@ FailureOr<Value> mlaAttention(GraphBuilder &gb, Config &c, const Common &m,
                    loc);
   Value kvB = gb.weight(p + ".self_attn.kv_b_proj.weight",
                         {H * (*dn + *dv), *rank});
+  // The cache holds the normalized latent and the rotated rope key:
+  // kv_lora_rank + qk_rope_head_dim values per token.
+  latent = gb.cache(p + ".self_attn.kv_latent_cache", latent, loc);
+  kPe = gb.cache(p + ".self_attn.k_rope_cache", kPe, loc);
   Value o = g::MLAAttentionOp::create(
       gb.b, loc, gb.tensor({B, S, H, *dv}, gb.f32()), qNope, qPe, latent, kPe,
-      kvB, Value(), gb.b.getF32FloatAttr(softmaxScale),
+      kvB, gb.start, gb.b.getF32FloatAttr(softmaxScale),
       gb.b.getBoolAttr(true));
   o = gb.reshape(o, {B, S, H * *dv}, loc);
   return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden);
@@ -365,77 +384,16 @@ Value moe(GraphBuilder &gb, Value x, const std::string &p,
       gb.b.getF32FloatAttr(mc.scaling));
 }
 
-} // namespace
-
-FailureOr<OwningOpRef<ModuleOp>>
-importHuggingFace(MLIRContext &ctx, const std::string &configPath,
-                  const ImportOptions &opts,
-                  const std::function<std::string(StringRef)> &dtypeOf) {
-  ctx.loadDialect<g::KilnDialect, func::FuncDialect>();
-  Location fileLoc = FileLineColLoc::get(&ctx, configPath, 0, 0);
-  auto buf = llvm::MemoryBuffer::getFile(configPath);
-  if (!buf)
-    return emitError(fileLoc) << "cannot read " << configPath << ": "
-                              << buf.getError().message(),
-           failure();
-  auto json = llvm::json::parse((*buf)->getBuffer());
-  if (!json) {
-    emitError(fileLoc) << "invalid JSON: " << llvm::toString(json.takeError());
-    return failure();
-  }
-  const llvm::json::Object *root = json->getAsObject();
-  if (!root) {
-    emitError(fileLoc) << "config.json is not a JSON object";
-    return failure();
-  }
-  Config c(*root, configPath, ctx);
-  std::string type = c.stringOr("model_type", "");
-  if (type != "deepseek_v3" && type != "deepseek_v2" && type != "llama" &&
-      type != "mixtral") {
-    c.error("model_type") << (type.empty() ? "is missing"
-                                           : "'" + type + "' is not supported")
-                          << " (supported: deepseek_v3, deepseek_v2, llama, "
-                             "mixtral)";
-    return failure();
-  }
-  if (opts.batch <= 0 || opts.seq <= 0) {
-    emitError(fileLoc) << "--max-batch and --max-seq must be positive";
-    return failure();
-  }
-  auto common = readCommon(c);
-  if (failed(common))
-    return failure();
-  const Common &m = *common;
-  if (c.has("max_position_embeddings") &&
-      opts.seq > c.integerOr("max_position_embeddings", opts.seq)) {
-    emitError(fileLoc) << "--max-seq " << opts.seq
-                       << " exceeds max_position_embeddings "
-                       << c.integerOr("max_position_embeddings", 0);
-    return failure();
-  }
-  OpBuilder b(&ctx);
-  std::string torchDType = c.stringOr("torch_dtype", "bfloat16");
-  Type defaultWT = torchDType == "float32"   ? Type(b.getF32Type())
-                   : torchDType == "float16" ? Type(b.getF16Type())
-                                             : Type(b.getBF16Type());
-  OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
-  b.setInsertionPointToEnd(module->getBody());
-  GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
-  int64_t B = opts.batch, S = opts.seq;
-  auto tokensTy = gb.tensor({B, S}, b.getI32Type());
-  auto logitsTy = gb.tensor({B, S, m.vocab}, gb.f32());
-  auto fn = func::FuncOp::create(b, gb.at("model"), "forward",
-                                 b.getFunctionType({tokensTy}, {logitsTy}));
-  fn.setArgAttr(0, "kiln.name", b.getStringAttr("tokens"));
-  fn.setResultAttr(0, "kiln.name", b.getStringAttr("logits"));
-  Block *entry = fn.addEntryBlock();
-  b.setInsertionPointToStart(entry);
+/// The body of one entry function: embedding, layers, final norm, LM head.
+LogicalResult buildBody(GraphBuilder &gb, Config &c, const Common &m,
+                        const std::string &type, bool deepseek, Value tokens) {
+  OpBuilder &b = gb.b;
+  int64_t B = gb.opts.batch, S = gb.seq;
 
   Value table = gb.weight("model.embed_tokens.weight", {m.vocab, m.hidden});
   Value h = g::EmbeddingOp::create(b, gb.at("model.embed_tokens"),
                                    gb.tensor({B, S, m.hidden}, gb.f32()),
-                                   table, entry->getArgument(0));
-  bool deepseek = type == "deepseek_v3" || type == "deepseek_v2";
+                                   table, tokens);
   for (int64_t i = 0; i < m.layers; ++i) {
     std::string p = "model.layers." + std::to_string(i);
     Value n = gb.rmsNorm(h, p + ".input_layernorm.weight", m.eps);
@@ -539,6 +497,89 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
                                    : "lm_head.weight",
                 m.vocab);
   func::ReturnOp::create(b, gb.at("lm_head"), logits);
+  return success();
+}
+
+} // namespace
+
+FailureOr<OwningOpRef<ModuleOp>>
+importHuggingFace(MLIRContext &ctx, const std::string &configPath,
+                  const ImportOptions &opts,
+                  const std::function<std::string(StringRef)> &dtypeOf) {
+  ctx.loadDialect<g::KilnDialect, func::FuncDialect>();
+  Location fileLoc = FileLineColLoc::get(&ctx, configPath, 0, 0);
+  auto buf = llvm::MemoryBuffer::getFile(configPath);
+  if (!buf)
+    return emitError(fileLoc) << "cannot read " << configPath << ": "
+                              << buf.getError().message(),
+           failure();
+  auto json = llvm::json::parse((*buf)->getBuffer());
+  if (!json) {
+    emitError(fileLoc) << "invalid JSON: " << llvm::toString(json.takeError());
+    return failure();
+  }
+  const llvm::json::Object *root = json->getAsObject();
+  if (!root) {
+    emitError(fileLoc) << "config.json is not a JSON object";
+    return failure();
+  }
+  Config c(*root, configPath, ctx);
+  std::string type = c.stringOr("model_type", "");
+  if (type != "deepseek_v3" && type != "deepseek_v2" && type != "llama" &&
+      type != "mixtral") {
+    c.error("model_type") << (type.empty() ? "is missing"
+                                           : "'" + type + "' is not supported")
+                          << " (supported: deepseek_v3, deepseek_v2, llama, "
+                             "mixtral)";
+    return failure();
+  }
+  if (opts.batch <= 0 || opts.seq <= 0) {
+    emitError(fileLoc) << "--max-batch and --max-seq must be positive";
+    return failure();
+  }
+  auto common = readCommon(c);
+  if (failed(common))
+    return failure();
+  const Common &m = *common;
+  if (c.has("max_position_embeddings") &&
+      opts.seq > c.integerOr("max_position_embeddings", opts.seq)) {
+    emitError(fileLoc) << "--max-seq " << opts.seq
+                       << " exceeds max_position_embeddings "
+                       << c.integerOr("max_position_embeddings", 0);
+    return failure();
+  }
+  OpBuilder b(&ctx);
+  std::string torchDType = c.stringOr("torch_dtype", "bfloat16");
+  Type defaultWT = torchDType == "float32"   ? Type(b.getF32Type())
+                   : torchDType == "float16" ? Type(b.getF16Type())
+                                             : Type(b.getBF16Type());
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
+  bool deepseek = type == "deepseek_v3" || type == "deepseek_v2";
+  // forward (prefill: tokens [B, S], fills the KV cache) and decode (one
+  // token per batch row at `position`, reading and extending the cache).
+  for (bool decode : {false, true}) {
+    int64_t B = opts.batch, S = decode ? 1 : opts.seq;
+    gb.seq = S;
+    b.setInsertionPointToEnd(module->getBody());
+    auto tokensTy = gb.tensor({B, S}, b.getI32Type());
+    auto logitsTy = gb.tensor({B, S, m.vocab}, gb.f32());
+    SmallVector<Type> inputs{tokensTy};
+    if (decode)
+      inputs.push_back(gb.tensor({B}, b.getI32Type()));
+    auto fn = func::FuncOp::create(b, gb.at("model"),
+                                   decode ? "decode" : "forward",
+                                   b.getFunctionType(inputs, {logitsTy}));
+    fn.setArgAttr(0, "kiln.name", b.getStringAttr("tokens"));
+    if (decode)
+      fn.setArgAttr(1, "kiln.name", b.getStringAttr("position"));
+    fn.setResultAttr(0, "kiln.name", b.getStringAttr("logits"));
+    Block *entry = fn.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    gb.start = decode ? entry->getArgument(1) : Value();
+    if (failed(buildBody(gb, c, m, type, deepseek, entry->getArgument(0))))
+      return failure();
+  }
   return module;
 }
 

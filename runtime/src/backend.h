@@ -18,8 +18,10 @@ class Backend {
   // Copies between host memory and the arena (offsets are arena offsets).
   virtual absl::Status CopyIn(uint64_t offset, const void* src, size_t size) = 0;
   virtual absl::Status CopyOut(uint64_t offset, void* dst, size_t size) = 0;
-  // Enqueues (CPU: runs) launch `index` of the plan.
-  virtual absl::Status Launch(uint32_t index) = 0;
+  // Zeroes arena bytes [offset, offset + size).
+  virtual absl::Status Zero(uint64_t offset, size_t size) = 0;
+  // Enqueues (CPU: runs) one launch of any function of the plan.
+  virtual absl::Status Launch(const plan::Launch& launch) = 0;
   // Waits for every enqueued launch.
   virtual absl::Status Synchronize() = 0;
 };

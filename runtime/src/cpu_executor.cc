@@ -89,7 +89,6 @@ class CpuBackend final : public Backend {
 
   absl::Status Init(const Plan& plan, const std::vector<WeightView>& weights,
                     const SessionOptions& options) {
-    plan_ = &plan;
     auto exe = FindExecutable(plan, plan::TargetKind::cpu);
     if (!exe.ok()) return exe.status();
     auto so = SharedObject::Load((*exe)->binary()->data(), (*exe)->binary()->size());
@@ -141,8 +140,13 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Launch(uint32_t index) override {
-    const plan::Launch* la = plan_->fb().launches()->Get(index);
+  absl::Status Zero(uint64_t offset, size_t size) override {
+    std::memset(arena_ + offset, 0, size);
+    return absl::OkStatus();
+  }
+
+  absl::Status Launch(const plan::Launch& launch) override {
+    const plan::Launch* la = &launch;
     void* ptrs[64];
     std::vector<void*> heap;
     uint32_t nb = la->bindings() ? la->bindings()->size() : 0;
@@ -161,7 +165,6 @@ class CpuBackend final : public Backend {
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:
-  const Plan* plan_ = nullptr;
   std::unique_ptr<SharedObject> so_;
   std::vector<EntryFn> entries_;
   uint8_t* arena_ = nullptr;

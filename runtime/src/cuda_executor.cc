@@ -147,8 +147,15 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Launch(uint32_t index) override {
-    const plan::Launch* la = plan_->fb().launches()->Get(index);
+  absl::Status Zero(uint64_t offset, size_t size) override {
+    if (size == 0) return absl::OkStatus();
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    KILN_CU(cu_->cuMemsetD8_v2(arena_ + offset, 0, size), "cuMemsetD8 (state)");
+    return absl::OkStatus();
+  }
+
+  absl::Status Launch(const plan::Launch& launch) override {
+    const plan::Launch* la = &launch;
     uint64_t programs = la->programs();
     if (programs == 0) return absl::OkStatus();
     uint32_t nb = la->bindings() ? la->bindings()->size() : 0;
@@ -163,14 +170,13 @@ class CudaBackend final : public Backend {
     uint32_t block = block_x_[la->kernel()];
     uint64_t grid = (programs + block - 1) / block;
     if (grid > 0x7fffffffull)
-      return absl::InvalidArgumentError(absl::StrCat("launch ", index, ": grid of ", grid,
-                                                     " blocks exceeds the CUDA limit"));
+      return absl::InvalidArgumentError(absl::StrCat("grid of ", grid, " blocks exceeds the CUDA limit"));
     KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
     if (auto s = cu_->Check(cu_->cuLaunchKernel(functions_[la->kernel()], static_cast<unsigned>(grid), 1, 1,
                                                 block, 1, 1, 0, nullptr, params.data(), nullptr),
                             "cuLaunchKernel");
         !s.ok())
-      return absl::Status(s.code(), absl::StrCat("launch ", index, ": ", s.message()));
+      return s;
     return absl::OkStatus();
   }
 

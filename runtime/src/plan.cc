@@ -22,6 +22,7 @@ const char* KindName(BufferKind k) {
     case BufferKind::output: return "output";
     case BufferKind::weight: return "weight";
     case BufferKind::weight_table: return "weight_table";
+    case BufferKind::state: return "state";
   }
   return "kind(?)";
 }
@@ -50,15 +51,19 @@ std::string ShapeOf(const flatbuffers::Vector<int64_t>* shape) {
   return ShapeToString(s);
 }
 
-absl::Status CheckTensorSpecs(const plan::Plan& p, bool outputs) {
+using Specs = flatbuffers::Vector<flatbuffers::Offset<plan::TensorSpec>>;
+using Launches = flatbuffers::Vector<flatbuffers::Offset<plan::Launch>>;
+
+// `prefix` names the function ("" for forward, "function 'decode': " otherwise).
+absl::Status CheckTensorSpecs(const plan::Plan& p, const Specs* specs, bool outputs,
+                              const std::string& prefix) {
   const char* what = outputs ? "output" : "input";
   BufferKind want = outputs ? BufferKind::output : BufferKind::input;
-  auto* specs = outputs ? p.outputs() : p.inputs();
   uint32_t nbuf = Len(p.buffers());
   for (uint32_t i = 0; i < Len(specs); ++i) {
     const plan::TensorSpec* s = specs->Get(i);
     std::string name = s->name()->str();
-    std::string where = absl::StrCat(what, " ", i, " ('", name, "')");
+    std::string where = absl::StrCat(prefix, what, " ", i, " ('", name, "')");
     for (uint32_t j = 0; j < i; ++j)
       if (specs->Get(j)->name()->str() == name)
         return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate name (also ", what, " ", j, ")"));
@@ -78,6 +83,38 @@ absl::Status CheckTensorSpecs(const plan::Plan& p, bool outputs) {
           where, ": ", DTypeName(static_cast<DType>(s->dtype())), " ", ShapeOf(s->shape()), " is ",
           *bytes, " bytes, but buffer ", s->buffer(), " is ", b->size_bytes(), " bytes"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFunction(const plan::Plan& p, const Launches* launches, const Specs* inputs,
+                           const Specs* outputs, const std::string& prefix) {
+  uint32_t nkernels = Len(p.kernels()), nbuf = Len(p.buffers());
+  for (uint32_t l = 0; l < Len(launches); ++l) {
+    const plan::Launch* la = launches->Get(l);
+    std::string where = absl::StrCat(prefix, "launch ", l);
+    if (la->location() && la->location()->size() > 0)
+      absl::StrAppend(&where, " (", la->location()->str(), ")");
+    if (la->kernel() >= nkernels)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": refers to kernel ", la->kernel(),
+                                                     ", but the plan has ", nkernels, " kernels"));
+    const plan::Kernel* k = p.kernels()->Get(la->kernel());
+    if (Len(la->bindings()) != k->num_buffers())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
+                                                     k->num_buffers(), " buffers, but the launch binds ",
+                                                     Len(la->bindings())));
+    if (Len(la->scalars()) != k->num_scalars())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
+                                                     k->num_scalars(), " scalars, but the launch passes ",
+                                                     Len(la->scalars())));
+    for (uint32_t i = 0; i < Len(la->bindings()); ++i)
+      if (la->bindings()->Get(i) >= nbuf)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " refers to buffer ",
+                                                       la->bindings()->Get(i), ", but the plan has ",
+                                                       nbuf, " buffers"));
+  }
+
+  if (auto s = CheckTensorSpecs(p, inputs, false, prefix); !s.ok()) return s;
+  if (auto s = CheckTensorSpecs(p, outputs, true, prefix); !s.ok()) return s;
   return absl::OkStatus();
 }
 
@@ -160,6 +197,11 @@ absl::Status CheckSemantics(const plan::Plan& p) {
     }
   }
 
+  // State region.
+  if (p.state_size() > p.arena_size())
+    return absl::InvalidArgumentError(absl::StrCat("state_size ", p.state_size(),
+                                                   " exceeds arena_size ", p.arena_size()));
+
   // Buffers.
   for (uint32_t b = 0; b < nbuf; ++b) {
     const plan::Buffer* buf = p.buffers()->Get(b);
@@ -192,6 +234,7 @@ absl::Status CheckSemantics(const plan::Plan& p) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": size_bytes ", buf->size_bytes(),
                                                        " != the sum of its weights' sizes ", total));
     } else {
+      // Arena buffers: intermediate, input, output, state.
       if (buf->offset() % 256 != 0)
         return absl::InvalidArgumentError(absl::StrCat(where, " (", KindName(buf->kind()), "): arena offset ",
                                                        buf->offset(), " is not 256-aligned"));
@@ -199,36 +242,40 @@ absl::Status CheckSemantics(const plan::Plan& p) {
         return absl::InvalidArgumentError(absl::StrCat(
             where, " (", KindName(buf->kind()), "): [", buf->offset(), ", ",
             buf->offset() + buf->size_bytes(), ") overflows the arena (arena_size ", p.arena_size(), ")"));
+      if (buf->kind() == BufferKind::state) {
+        if (buf->offset() > p.state_size() || buf->size_bytes() > p.state_size() - buf->offset())
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, " (state): [", buf->offset(), ", ", buf->offset() + buf->size_bytes(),
+              ") lies outside the state region [0, ", p.state_size(), ")"));
+      } else if (buf->offset() < p.state_size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, " (", KindName(buf->kind()), "): offset ", buf->offset(),
+            " lies inside the state region [0, ", p.state_size(), "), which only state buffers may use"));
+      }
     }
   }
 
-  // Launches.
-  for (uint32_t l = 0; l < Len(p.launches()); ++l) {
-    const plan::Launch* la = p.launches()->Get(l);
-    std::string where = absl::StrCat("launch ", l);
-    if (la->location() && la->location()->size() > 0)
-      absl::StrAppend(&where, " (", la->location()->str(), ")");
-    if (la->kernel() >= nkernels)
-      return absl::InvalidArgumentError(absl::StrCat(where, ": refers to kernel ", la->kernel(),
-                                                     ", but the plan has ", nkernels, " kernels"));
-    const plan::Kernel* k = p.kernels()->Get(la->kernel());
-    if (Len(la->bindings()) != k->num_buffers())
-      return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
-                                                     k->num_buffers(), " buffers, but the launch binds ",
-                                                     Len(la->bindings())));
-    if (Len(la->scalars()) != k->num_scalars())
-      return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
-                                                     k->num_scalars(), " scalars, but the launch passes ",
-                                                     Len(la->scalars())));
-    for (uint32_t i = 0; i < Len(la->bindings()); ++i)
-      if (la->bindings()->Get(i) >= nbuf)
-        return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " refers to buffer ",
-                                                       la->bindings()->Get(i), ", but the plan has ",
-                                                       nbuf, " buffers"));
+  // Functions: forward (the top level), then Plan.functions.
+  if (auto s = CheckFunction(p, p.launches(), p.inputs(), p.outputs(), ""); !s.ok()) return s;
+  const auto* fns = p.functions();
+  for (uint32_t f = 0; f < Len(fns); ++f) {
+    const plan::Function* fn = fns->Get(f);
+    std::string name = fn->name()->str();
+    if (name.empty())
+      return absl::InvalidArgumentError(absl::StrCat("function ", f, ": empty name"));
+    if (name == kForwardFunction)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "function ", f, " is named 'forward', which is the top-level entry point "
+          "(Plan.launches/inputs/outputs)"));
+    for (uint32_t g = 0; g < f; ++g)
+      if (fns->Get(g)->name()->str() == name)
+        return absl::InvalidArgumentError(absl::StrCat("function ", f, " ('", name,
+                                                       "'): duplicate name (also function ", g, ")"));
+    if (auto s = CheckFunction(p, fn->launches(), fn->inputs(), fn->outputs(),
+                               absl::StrCat("function '", name, "': "));
+        !s.ok())
+      return s;
   }
-
-  if (auto s = CheckTensorSpecs(p, false); !s.ok()) return s;
-  if (auto s = CheckTensorSpecs(p, true); !s.ok()) return s;
   return absl::OkStatus();
 }
 
@@ -307,6 +354,21 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p
     return err(absl::StrCat("unsupported format_version ", p->root_->format_version(),
                             " (this runtime supports ", kPlanFormatVersion, ")"));
   if (auto s = CheckSemantics(*p->root_); !s.ok()) return err(s.message());
+  // Entry points: forward (the top level), then Plan.functions.
+  auto add = [&](std::string name, const Launches* launches, const Specs* inputs, const Specs* outputs) {
+    Function f;
+    f.name = std::move(name);
+    for (uint32_t i = 0; i < Len(launches); ++i) f.launches.push_back(launches->Get(i));
+    for (uint32_t i = 0; i < Len(inputs); ++i) f.inputs.push_back(inputs->Get(i));
+    for (uint32_t i = 0; i < Len(outputs); ++i) f.outputs.push_back(outputs->Get(i));
+    p->functions_.push_back(std::move(f));
+  };
+  const plan::Plan& root = *p->root_;
+  add(kForwardFunction, root.launches(), root.inputs(), root.outputs());
+  for (uint32_t i = 0; i < Len(root.functions()); ++i) {
+    const plan::Function* fn = root.functions()->Get(i);
+    add(fn->name()->str(), fn->launches(), fn->inputs(), fn->outputs());
+  }
   return std::shared_ptr<const Plan>(std::move(p));
 }
 
@@ -366,24 +428,49 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
 }
 
 namespace {
-absl::StatusOr<size_t> FindSpec(const flatbuffers::Vector<flatbuffers::Offset<plan::TensorSpec>>* specs,
-                                std::string_view name_in, const char* what) {
+absl::StatusOr<size_t> FindSpec(const std::vector<const plan::TensorSpec*>& specs, std::string_view name_in,
+                                const char* what, const std::string& function) {
   absl::string_view name(name_in.data(), name_in.size());
   std::vector<std::string> names;
-  for (uint32_t i = 0; i < Len(specs); ++i) {
-    if (specs->Get(i)->name()->string_view() == name_in) return i;
-    names.push_back(absl::StrCat("'", specs->Get(i)->name()->str(), "'"));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i]->name()->string_view() == name_in) return i;
+    names.push_back(absl::StrCat("'", specs[i]->name()->str(), "'"));
   }
-  return absl::NotFoundError(absl::StrCat("unknown ", what, " '", name, "'; the plan's ", what,
+  std::string prefix = function == kForwardFunction ? "" : absl::StrCat("function '", function, "': ");
+  return absl::NotFoundError(absl::StrCat(prefix, "unknown ", what, " '", name, "'; the ",
+                                          prefix.empty() ? "plan's" : "function's", " ", what,
                                           "s are: ", names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
 }
 }  // namespace
 
+std::vector<std::string> Plan::FunctionNames() const {
+  std::vector<std::string> names;
+  for (const Function& f : functions_) names.push_back(f.name);
+  return names;
+}
+
+absl::StatusOr<const Function*> Plan::FindFunction(std::string_view name) const {
+  for (const Function& f : functions_)
+    if (f.name == name) return &f;
+  return absl::NotFoundError(absl::StrCat("plan has no function '", absl::string_view(name.data(), name.size()),
+                                          "'; functions: ", absl::StrJoin(FunctionNames(), ", ")));
+}
+
 absl::StatusOr<size_t> Plan::FindInput(std::string_view name) const {
-  return FindSpec(root_->inputs(), name, "input");
+  return FindInput(kForwardFunction, name);
 }
 absl::StatusOr<size_t> Plan::FindOutput(std::string_view name) const {
-  return FindSpec(root_->outputs(), name, "output");
+  return FindOutput(kForwardFunction, name);
+}
+absl::StatusOr<size_t> Plan::FindInput(std::string_view function, std::string_view name) const {
+  auto f = FindFunction(function);
+  if (!f.ok()) return f.status();
+  return FindSpec((*f)->inputs, name, "input", (*f)->name);
+}
+absl::StatusOr<size_t> Plan::FindOutput(std::string_view function, std::string_view name) const {
+  auto f = FindFunction(function);
+  if (!f.ok()) return f.status();
+  return FindSpec((*f)->outputs, name, "output", (*f)->name);
 }
 
 }  // namespace kiln

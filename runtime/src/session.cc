@@ -52,50 +52,73 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const P
 
 Session::~Session() = default;
 
-absl::Status Session::SetInput(std::string_view name_in, const HostTensor& tensor) {
-  auto index = plan_->FindInput(name_in);
+namespace {
+// "" for forward, "function 'decode': " otherwise.
+std::string Prefix(const Function& f) {
+  return f.name == kForwardFunction ? "" : absl::StrCat("function '", f.name, "': ");
+}
+}  // namespace
+
+absl::Status Session::SetInput(std::string_view function, std::string_view name_in,
+                               const HostTensor& tensor) {
+  auto fn = plan_->FindFunction(function);
+  if (!fn.ok()) return fn.status();
+  auto index = plan_->FindInput(function, name_in);
   absl::string_view name(name_in.data(), name_in.size());
   if (!index.ok()) return index.status();
-  const plan::TensorSpec* spec = plan_->fb().inputs()->Get(*index);
+  const plan::TensorSpec* spec = (*fn)->inputs[*index];
   std::vector<int64_t> shape;
   if (spec->shape()) shape.assign(spec->shape()->begin(), spec->shape()->end());
   DType dtype = static_cast<DType>(spec->dtype());
   if (tensor.dtype != dtype || tensor.shape != shape)
-    return absl::InvalidArgumentError(absl::StrCat("input '", name, "': expected ",
+    return absl::InvalidArgumentError(absl::StrCat(Prefix(**fn), "input '", name, "': expected ",
                                                    DescribeTensor(dtype, shape), ", got ",
                                                    DescribeTensor(tensor.dtype, tensor.shape)));
   const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
   if (tensor.bytes.size() != buf->size_bytes())
-    return absl::InvalidArgumentError(absl::StrCat("input '", name, "': tensor holds ",
+    return absl::InvalidArgumentError(absl::StrCat(Prefix(**fn), "input '", name, "': tensor holds ",
                                                    tensor.bytes.size(), " bytes, expected ",
                                                    buf->size_bytes()));
   return backend_->CopyIn(buf->offset(), tensor.bytes.data(), tensor.bytes.size());
 }
 
-absl::Status Session::Run() {
+absl::Status Session::Run(std::string_view function) {
   using Clock = std::chrono::steady_clock;
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-  uint32_t n = plan_->fb().launches() ? plan_->fb().launches()->size() : 0;
+  auto fn = plan_->FindFunction(function);
+  if (!fn.ok()) return fn.status();
+  const Function& f = **fn;
+  size_t n = f.launches.size();
+  stats_.function = f.name;
   stats_.launch_ms.assign(options_.profile_launches ? n : 0, 0.0);
+  auto annotate = [&](const absl::Status& s, size_t i) {
+    std::string where = absl::StrCat(Prefix(f), "launch ", i);
+    const plan::Launch* la = f.launches[i];
+    if (la->location() && la->location()->size() > 0) absl::StrAppend(&where, " (", la->location()->str(), ")");
+    return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
+  };
   auto start = Clock::now();
-  for (uint32_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < n; ++i) {
     auto t0 = Clock::now();
-    if (auto s = backend_->Launch(i); !s.ok()) return s;
+    if (auto s = backend_->Launch(*f.launches[i]); !s.ok()) return annotate(s, i);
     if (options_.profile_launches) {
-      if (auto s = backend_->Synchronize(); !s.ok()) return s;
+      if (auto s = backend_->Synchronize(); !s.ok()) return annotate(s, i);
       stats_.launch_ms[i] = ms(Clock::now() - t0);
     }
   }
-  if (auto s = backend_->Synchronize(); !s.ok()) return s;
+  if (auto s = backend_->Synchronize(); !s.ok())
+    return absl::Status(s.code(), absl::StrCat(Prefix(f), s.message()));
   stats_.total_ms = ms(Clock::now() - start);
   ++stats_.runs;
   return absl::OkStatus();
 }
 
-absl::StatusOr<HostTensor> Session::GetOutput(std::string_view name) const {
-  auto index = plan_->FindOutput(name);
+absl::StatusOr<HostTensor> Session::GetOutput(std::string_view function, std::string_view name) const {
+  auto fn = plan_->FindFunction(function);
+  if (!fn.ok()) return fn.status();
+  auto index = plan_->FindOutput(function, name);
   if (!index.ok()) return index.status();
-  const plan::TensorSpec* spec = plan_->fb().outputs()->Get(*index);
+  const plan::TensorSpec* spec = (*fn)->outputs[*index];
   HostTensor t;
   t.dtype = static_cast<DType>(spec->dtype());
   if (spec->shape()) t.shape.assign(spec->shape()->begin(), spec->shape()->end());
@@ -103,6 +126,37 @@ absl::StatusOr<HostTensor> Session::GetOutput(std::string_view name) const {
   t.bytes.resize(buf->size_bytes());
   if (auto s = backend_->CopyOut(buf->offset(), t.bytes.data(), t.bytes.size()); !s.ok()) return s;
   return t;
+}
+
+absl::StatusOr<std::vector<HostTensor>> Session::Call(
+    std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs) {
+  auto fn = plan_->FindFunction(function);
+  if (!fn.ok()) return fn.status();
+  const Function& f = **fn;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (inputs[i].first == inputs[j].first)
+        return absl::InvalidArgumentError(absl::StrCat(Prefix(f), "input '", inputs[i].first, "' given twice"));
+  for (const plan::TensorSpec* spec : f.inputs) {
+    bool given = false;
+    for (const auto& in : inputs) given |= in.first == spec->name()->string_view();
+    if (!given)
+      return absl::InvalidArgumentError(absl::StrCat(Prefix(f), "missing input '", spec->name()->str(), "'"));
+  }
+  for (const auto& [name, tensor] : inputs)
+    if (auto s = SetInput(function, name, tensor); !s.ok()) return s;
+  if (auto s = Run(function); !s.ok()) return s;
+  std::vector<HostTensor> outputs;
+  for (const plan::TensorSpec* spec : f.outputs) {
+    auto t = GetOutput(function, spec->name()->string_view());
+    if (!t.ok()) return t.status();
+    outputs.push_back(std::move(*t));
+  }
+  return outputs;
+}
+
+absl::Status Session::ResetState() {
+  return backend_->Zero(0, plan_->fb().state_size());
 }
 
 }  // namespace kiln

@@ -248,6 +248,42 @@ TEST_F(SessionTest, CudaRunsOrReportsUnavailable) {
   for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(y->data<float>()[i], 0.5f * i + i) << i;
 }
 
+// State and functions on CUDA: forward s += x (in place); decode y = x + s.
+TEST_F(SessionTest, CudaStateAndFunctionsOrUnavailable) {
+  plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", kAddPtx, {{"add_f32", 0, 64}}};
+  plan_.kernels = {{"add", 3, 0}};
+  plan_.weights.clear();
+  plan_.weight_data.clear();
+  // Buffers: 0 s (state), 1 x (input), 2 y (output).
+  plan_.buffers = {{plan::BufferKind::state, 32, 0, 0},
+                   {plan::BufferKind::input, 32, 256, 0},
+                   {plan::BufferKind::output, 32, 512, 0}};
+  plan_.arena_size = 768;
+  plan_.state_size = 256;
+  plan_.launches = {{0, {1, 0, 0}, {}, 8, ""}};
+  plan_.inputs = {{"x", plan::DType::f32, {1, 8}, 1}};
+  plan_.outputs = {};
+  plan_.functions = {{"decode", {{0, {1, 0, 2}, {}, 8, ""}}, {{"x", plan::DType::f32, {1, 8}, 1}},
+                      {{"y", plan::DType::f32, {1, 8}, 2}}}};
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  auto s = Session::Create(plan, Device::kCuda);
+  if (!s.ok()) GTEST_SKIP() << "no usable CUDA: " << s.status();
+  HostTensor x = Input();
+  auto decode = [&](float scale) {
+    auto y = (*s)->Call("decode", {{"x", x}});
+    ASSERT_TRUE(y.ok()) << y.status();
+    for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ((*y)[0].data<float>()[i], scale * 0.5f * i) << i;
+  };
+  decode(1);  // a new session's state is zero
+  ASSERT_TRUE((*s)->Call("forward", {{"x", x}}).ok());
+  decode(2);
+  ASSERT_TRUE((*s)->Call("forward", {{"x", x}}).ok());
+  decode(3);
+  ASSERT_TRUE((*s)->ResetState().ok());
+  decode(1);
+}
+
 TEST_F(SessionTest, CudaBadPtxIsAnError) {
   plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", "garbage ptx", {{"add_f32", 0, 64}}};
   plan_.kernels = {{"add", 3, 0}};

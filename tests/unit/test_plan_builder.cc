@@ -56,12 +56,17 @@ std::string Serialize(const TPlan& p) {
   }
   std::vector<Offset<plan::Buffer>> buffers;
   for (const auto& buf : p.buffers)
-    buffers.push_back(plan::CreateBuffer(b, buf.kind, buf.size_bytes, buf.offset, buf.weight, 0, 0, 1));
-  std::vector<Offset<plan::Launch>> launches;
-  for (const auto& l : p.launches)
-    launches.push_back(plan::CreateLaunch(b, l.kernel, b.CreateVector(l.bindings),
-                                          b.CreateVector(l.scalars), l.programs,
-                                          b.CreateString(l.location)));
+    buffers.push_back(plan::CreateBuffer(b, buf.kind, buf.size_bytes, buf.offset, buf.weight,
+                                         buf.weight_list.empty() ? 0 : b.CreateVector(buf.weight_list),
+                                         0, 1));
+  auto make_launches = [&](const std::vector<TLaunch>& v) {
+    std::vector<Offset<plan::Launch>> out;
+    for (const auto& l : v)
+      out.push_back(plan::CreateLaunch(b, l.kernel, b.CreateVector(l.bindings), b.CreateVector(l.scalars),
+                                       l.programs, b.CreateString(l.location)));
+    return b.CreateVector(out);
+  };
+  auto launches = make_launches(p.launches);
   auto specs = [&](const std::vector<TSpec>& v) {
     std::vector<Offset<plan::TensorSpec>> out;
     for (const auto& s : v)
@@ -84,10 +89,18 @@ std::string Serialize(const TPlan& p) {
   auto prov = plan::CreateProvenance(b, b.CreateString("kiln-test 0.1"), b.CreateString("--test"),
                                      b.CreateString("test.py"), b.CreateString("0123456789abcdef"),
                                      1700000000);
+  std::vector<Offset<plan::Function>> functions;
+  for (const auto& f : p.functions) {
+    auto fl = make_launches(f.launches);
+    auto fi = specs(f.inputs);
+    auto fo = specs(f.outputs);
+    functions.push_back(plan::CreateFunction(b, b.CreateString(f.name), fl, fi, fo));
+  }
+  auto fns = p.functions.empty() ? 0 : b.CreateVector(functions);
   auto root = plan::CreatePlan(b, p.format_version, b.CreateString("test"), b.CreateVector(exes),
                                b.CreateVector(kernels), b.CreateVector(buffers), p.arena_size,
-                               p.arena_size, b.CreateVector(launches), inputs, outputs,
-                               b.CreateVector(weights), wdata, prov);
+                               p.arena_size, launches, inputs, outputs,
+                               b.CreateVector(weights), wdata, prov, p.state_size, fns);
   plan::FinishPlanBuffer(b, root);
   return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
 }
@@ -138,6 +151,67 @@ TPlan MakeAddPlan(const std::string& dir) {
   ext.file_size = file.size();
   ext.fnv1a64 = Fnv1a64(file.data() + 16, 32);
   p.weights = {packed, ext};
+  return p;
+}
+
+TPlan MakeStatePlan() {
+  TPlan p;
+  TExecutable cpu;
+  cpu.binary = ReadFile(KILN_TEST_KERNELS_SO);
+  cpu.entries = {{"add_f32", 0, 1}, {"copy_f32", 1, 1}};
+  p.executables.push_back(cpu);
+  p.kernels = {{"add", 3, 0}, {"copy", 2, 0}};
+  // Buffers: 0 s (state), 1 x (input), 2 y (output).
+  p.buffers = {{plan::BufferKind::state, 16, 0, 0},
+               {plan::BufferKind::input, 16, 256, 0},
+               {plan::BufferKind::output, 16, 512, 0}};
+  p.arena_size = 768;
+  p.state_size = 256;
+  p.launches = {{1, {1, 0}, {}, 4, "fwd:1"}, {0, {1, 0, 2}, {}, 4, "fwd:2"}};
+  p.inputs = {{"x", plan::DType::f32, {4}, 1}};
+  p.outputs = {{"y", plan::DType::f32, {4}, 2}};
+  TFunction decode;
+  decode.name = "decode";
+  decode.launches = {{0, {1, 0, 2}, {}, 4, "dec:1"}, {1, {2, 0}, {}, 4, "dec:2"}};
+  decode.inputs = {{"x", plan::DType::f32, {4}, 1}};
+  decode.outputs = {{"y", plan::DType::f32, {4}, 2}};
+  p.functions = {decode};
+  return p;
+}
+
+TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V) {
+  auto align = [](uint64_t n) { return (n + 255) / 256 * 256; };
+  TPlan p;
+  TExecutable cpu;
+  cpu.binary = ReadFile(KILN_TEST_KERNELS_SO);
+  cpu.entries = {{"toy_logits", 0, 1}, {"toy_store_last", 1, 1}};
+  p.executables.push_back(cpu);
+  p.kernels = {{"toy_logits", 2, 1}, {"toy_store_last", 2, 1}};
+  uint64_t B_ = static_cast<uint64_t>(B), S_ = static_cast<uint64_t>(S), V_ = static_cast<uint64_t>(V);
+  // Buffers: 0 state int32 [B]; forward 1 tokens [B, S], 2 logits [B, S, V];
+  // decode 3 tokens [B, 1], 4 position [B], 5 logits [B, 1, V].
+  uint64_t off = align(4 * B_);
+  p.state_size = off;
+  p.buffers.push_back({plan::BufferKind::state, 4 * B_, 0, 0});
+  auto arena = [&](plan::BufferKind kind, uint64_t size) {
+    p.buffers.push_back({kind, size, off, 0});
+    off += align(size);
+  };
+  arena(plan::BufferKind::input, 4 * B_ * S_);
+  arena(plan::BufferKind::output, 4 * B_ * S_ * V_);
+  arena(plan::BufferKind::input, 4 * B_);
+  arena(plan::BufferKind::input, 4 * B_);
+  arena(plan::BufferKind::output, 4 * B_ * V_);
+  p.arena_size = off;
+  p.launches = {{0, {1, 2}, {V}, B_ * S_, "toy:forward"}, {1, {1, 0}, {S}, B_, "toy:forward"}};
+  p.inputs = {{"tokens", plan::DType::i32, {B, S}, 1}};
+  p.outputs = {{"logits", plan::DType::f32, {B, S, V}, 2}};
+  TFunction decode;
+  decode.name = "decode";
+  decode.launches = {{0, {3, 5}, {V}, B_, "toy:decode"}, {1, {3, 0}, {1}, B_, "toy:decode"}};
+  decode.inputs = {{"tokens", plan::DType::i32, {B, 1}, 3}, {"position", plan::DType::i32, {B}, 4}};
+  decode.outputs = {{"logits", plan::DType::f32, {B, 1, V}, 5}};
+  p.functions = {decode};
   return p;
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "plan_generated.h"
@@ -10,10 +11,16 @@
 namespace kiln::test {
 
 struct TBuffer {
+  TBuffer() = default;
+  TBuffer(plan::BufferKind kind, uint64_t size_bytes, uint64_t offset, uint32_t weight,
+          std::vector<uint32_t> weight_list = {})
+      : kind(kind), size_bytes(size_bytes), offset(offset), weight(weight),
+        weight_list(std::move(weight_list)) {}
   plan::BufferKind kind = plan::BufferKind::intermediate;
   uint64_t size_bytes = 0;
   uint64_t offset = 0;
   uint32_t weight = 0;
+  std::vector<uint32_t> weight_list;  // weight_table buffers
 };
 struct TKernel {
   std::string name;
@@ -43,6 +50,11 @@ struct TSpec {
   std::vector<int64_t> shape;
   uint32_t buffer = 0;
 };
+struct TFunction {
+  std::string name;
+  std::vector<TLaunch> launches;
+  std::vector<TSpec> inputs, outputs;
+};
 struct TWeight {
   std::string name;
   plan::DType dtype = plan::DType::f32;
@@ -63,6 +75,8 @@ struct TPlan {
   std::vector<TSpec> inputs, outputs;
   std::vector<TWeight> weights;
   std::string weight_data;
+  uint64_t state_size = 0;
+  std::vector<TFunction> functions;
 };
 
 std::string Serialize(const TPlan& p);
@@ -74,6 +88,17 @@ void WriteFile(const std::string& path, const std::string& bytes);
 // offset 16 of "<dir>/weights.bin", which this writes. Two launches:
 //   0: add_f32(x, wp) -> t         1: add_scaled_f32(t, we; s=2) -> y
 TPlan MakeAddPlan(const std::string& dir);
+// A plan with state and two functions, on f32 [4] tensors:
+//   state s: f32 [4] at arena offset 0 (state_size 256)
+//   forward(x) -> y:  s = x;      y = x + s
+//   decode(x) -> y:   y = x + s;  s = y
+// so decode accumulates its inputs into the state.
+TPlan MakeStatePlan();
+// A toy "language model" with the generation calling convention (see
+// runtime.h), batch B, sequence S, vocabulary V: logits[b, s, v] is 1 when
+// v == (tokens[b, s] + 1) % V, else 0; both functions store the last token
+// into an int32 [B] state. Greedy generation from t yields t+1, t+2, ...
+TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V);
 // A fresh temporary directory.
 std::string MakeTempDir();
 

@@ -14,6 +14,8 @@ namespace kiln::test {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::ContainsRegex;
 
 struct Result {
   int code = -1;
@@ -82,6 +84,152 @@ TEST_F(ToolsTest, KilnInspect) {
   Result bad = Shell(std::string(KILN_INSPECT_EXE) + " " + plan_path_);
   EXPECT_EQ(bad.code, 1);
   EXPECT_THAT(bad.output, HasSubstr("kiln-inspect: error: plan '"));
+}
+
+// kiln-run --function and --generate, kiln-inspect on functions and state.
+class ToolsFunctionTest : public ::testing::Test {
+ protected:
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { dir_ = MakeTempDir(); }
+  std::string Write(const TPlan& p, const std::string& name = "model.kplan") {
+    std::string path = dir_ + "/" + name;
+    WriteFile(path, Serialize(p));
+    return path;
+  }
+  std::string Prompt(std::vector<int64_t> shape, const std::vector<int32_t>& ids, DType dtype = DType::kI32) {
+    HostTensor t = MakeTensor(dtype, std::move(shape));
+    for (size_t i = 0; i < ids.size(); ++i) t.data<int32_t>()[i] = ids[i];
+    std::string path = dir_ + "/prompt.npy";
+    EXPECT_TRUE(WriteNpy(path, t).ok());
+    return path;
+  }
+  Result Run(const std::string& args) { return Shell(std::string(KILN_RUN_EXE) + " " + args); }
+  std::string dir_;
+};
+
+TEST_F(ToolsFunctionTest, KilnRunFunction) {
+  std::string plan = Write(MakeStatePlan());
+  HostTensor x = MakeTensor(DType::kF32, {4});
+  for (int i = 0; i < 4; ++i) x.data<float>()[i] = 1.0f + i;
+  ASSERT_TRUE(WriteNpy(dir_ + "/x.npy", x).ok());
+  // A fresh session: state is zero, so decode's y = x; forward's y = 2x.
+  Result r = Run(plan + " --function decode --input x=" + dir_ + "/x.npy --output y=" + dir_ + "/y.npy");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("(function decode)"));
+  EXPECT_THAT(r.output, HasSubstr("y: float32 [4] = [1, 2, 3, 4]"));
+  auto y = ReadNpy(dir_ + "/y.npy");
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(y->data<float>()[3], 4.0f);
+  r = Run(plan + " --input x=" + dir_ + "/x.npy");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("y: float32 [4] = [2, 4, 6, 8]"));
+  r = Run(plan + " --function decod --input x=" + dir_ + "/x.npy");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("kiln-run: error: plan has no function 'decod'; functions: forward, decode"));
+  r = Run(plan + " --function decode");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("missing input 'x' of function 'decode'"));
+  r = Run(plan + " --function decode --input x=" + dir_ + "/x.npy --output z=" + dir_ + "/z.npy");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("function 'decode': unknown output 'z'"));
+}
+
+TEST_F(ToolsFunctionTest, KilnRunGenerateThroughDecode) {
+  // B 2, S 8, V 50; a prompt of 3 tokens (< S) is fed through decode.
+  std::string plan = Write(MakeToyLmPlan(2, 8, 50));
+  std::string prompt = Prompt({2, 3}, {5, 6, 7, 40, 46, 47});
+  Result r = Run(plan + " --generate 4 --threads 2 --input tokens=" + prompt);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("prefill: 2 x 3 tokens (decode, one token at a time)"));
+  EXPECT_THAT(r.output, HasSubstr("generated[0]: 8 9 10 11\n"));
+  EXPECT_THAT(r.output, HasSubstr("generated[1]: 48 49 0 1\n"));
+  EXPECT_THAT(r.output, HasSubstr("decode: 3 step(s), median"));
+  EXPECT_THAT(r.output, HasSubstr("tokens/s"));
+  EXPECT_THAT(r.output, Not(HasSubstr("note:")));
+}
+
+TEST_F(ToolsFunctionTest, KilnRunGenerateStopsAtSequenceLength) {
+  std::string plan = Write(MakeToyLmPlan(1, 4, 10));
+  // L == S: one forward, then the position (4) is already at S.
+  Result r = Run(plan + " --generate 3 --input tokens=" + Prompt({1, 4}, {1, 2, 3, 4}));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("prefill: 1 x 4 tokens (forward)"));
+  EXPECT_THAT(r.output, HasSubstr("generated[0]: 5\n"));
+  EXPECT_THAT(r.output, HasSubstr("note: stopped after 1 of 3 tokens: position 4 reached the forward's "
+                                  "sequence length 4"));
+  // L == 2: decode at positions 2 and 3, then stop.
+  r = Run(plan + " --generate 9 --input tokens=" + Prompt({1, 2}, {8, 9}));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("generated[0]: 0 1 2\n"));
+  EXPECT_THAT(r.output, HasSubstr("note: stopped after 3 of 9 tokens"));
+}
+
+TEST_F(ToolsFunctionTest, KilnRunDecodeEach) {
+  std::string plan = Write(MakeToyLmPlan(2, 4, 10));
+  std::string out = dir_ + "/steps.npy";
+  Result r = Run(plan + " --decode-each " + out + " --input tokens=" + Prompt({2, 3}, {1, 2, 3, 7, 8, 9}));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("logits: float32 [2, 3, 10]"));
+  auto logits = ReadNpy(out);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  ASSERT_EQ(logits->shape, (std::vector<int64_t>{2, 3, 10}));
+  const int next[2][3] = {{2, 3, 4}, {8, 9, 0}};
+  for (int b = 0; b < 2; ++b)
+    for (int p = 0; p < 3; ++p)
+      for (int v = 0; v < 10; ++v)
+        EXPECT_EQ(logits->data<float>()[(b * 3 + p) * 10 + v], v == next[b][p] ? 1.0f : 0.0f) << b << p << v;
+}
+
+TEST_F(ToolsFunctionTest, KilnRunGenerateErrors) {
+  std::string plan = Write(MakeToyLmPlan(1, 4, 10));
+  Result r = Run(plan + " --generate 2 --input tokens=" + Prompt({1, 5}, {1, 2, 3, 4, 5}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("the prompt has 5 tokens per row; the plan takes 1 to 4"));
+  r = Run(plan + " --generate 2 --input tokens=" + Prompt({2, 2}, {1, 2, 3, 4}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("is int32 [2, 2], expected int32 [1, L] with 1 <= L <= 4"));
+  r = Run(plan + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 12}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("prompt token 12 at [0, 1] is outside the vocabulary [0, 10)"));
+  r = Run(plan + " --generate 2 --input x=" + Prompt({1, 2}, {1, 2}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--generate needs exactly one input: --input tokens=PROMPT.npy"));
+  // A plan without the convention.
+  std::string add = Write(MakeAddPlan(dir_), "add.kplan");
+  r = Run(add + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 2}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("does not follow the generation calling convention (function 'forward' "
+                                  "input 'tokens' int32 [B, S]): the function has no input 'tokens'"));
+  TPlan wrong = MakeToyLmPlan(1, 4, 10);
+  wrong.functions[0].inputs[1].dtype = plan::DType::i64;
+  wrong.buffers[4].size_bytes = 8;
+  r = Run(Write(wrong, "wrong.kplan") + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 2}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("(function 'decode' input 'position' int32 [B]): it is int64 [1]"));
+  TPlan no_decode = MakeToyLmPlan(1, 4, 10);
+  no_decode.functions.clear();
+  r = Run(Write(no_decode, "nodecode.kplan") + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 2}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.output, HasSubstr("plan has no function 'decode'; functions: forward"));
+}
+
+TEST_F(ToolsFunctionTest, KilnInspectShowsFunctionsAndState) {
+  std::string plan = Write(MakeStatePlan());
+  Result text = Shell(std::string(KILN_INSPECT_EXE) + " " + plan);
+  ASSERT_EQ(text.code, 0) << text.output;
+  EXPECT_THAT(text.output, HasSubstr("state 256 B"));
+  EXPECT_THAT(text.output, HasSubstr("state region [0, 256): 1 state buffer(s): #0 [0, +16 B)"));
+  EXPECT_THAT(text.output, HasSubstr("\nfunctions\n"));
+  EXPECT_THAT(text.output, HasSubstr("decode:"));
+  EXPECT_THAT(text.output, HasSubstr("dec:2"));
+  Result json = Shell(std::string(KILN_INSPECT_EXE) + " " + plan + " --json");
+  ASSERT_EQ(json.code, 0) << json.output;
+  EXPECT_THAT(json.output, HasSubstr("\"state_bytes\": 256"));
+  EXPECT_THAT(json.output, HasSubstr("\"functions\": [\n    {\n      \"name\": \"decode\""));
+  EXPECT_THAT(json.output, HasSubstr("\"location\": \"dec:1\""));
+  EXPECT_THAT(json.output, HasSubstr("\"kind\": \"state\""));
+  // Kernel launch counts cover every function (copy: 1 in forward + 1 in decode).
+  EXPECT_THAT(json.output, ContainsRegex("\"name\": \"copy\",[^}]*\"launches\": 2,"));
 }
 
 }  // namespace

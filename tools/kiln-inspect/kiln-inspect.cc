@@ -132,9 +132,10 @@ Json BuildJson(const kiln::Plan& plan) {
   root.Add("format_version", Json::Num(p.format_version()));
   root.Add("file_bytes", Json::Num(plan.size()));
 
-  // Launch counts per kernel.
+  // Launch counts per kernel, over every function.
   std::vector<uint64_t> uses(Len(p.kernels()), 0);
-  for (uint32_t l = 0; l < Len(p.launches()); ++l) ++uses[p.launches()->Get(l)->kernel()];
+  for (const kiln::Function& f : plan.functions())
+    for (const fb::Launch* la : f.launches) ++uses[la->kernel()];
 
   Json targets = Json::Arr();
   std::vector<std::map<std::string, uint64_t>> sym_sizes;
@@ -192,26 +193,31 @@ Json BuildJson(const kiln::Plan& plan) {
   }
   root.Add("kernels", std::move(kernels));
 
-  Json launches = Json::Arr();
-  for (uint32_t l = 0; l < Len(p.launches()); ++l) {
-    const fb::Launch* la = p.launches()->Get(l);
-    Json j = Json::Obj();
-    j.Add("index", Json::Num(l));
-    j.Add("kernel", Json::Str(Str(p.kernels()->Get(la->kernel())->name())));
-    j.Add("programs", Json::Num(la->programs()));
-    Json b = Json::Arr(), s = Json::Arr();
-    for (uint32_t i = 0; i < Len(la->bindings()); ++i) b.Push(Json::Num(la->bindings()->Get(i)));
-    for (uint32_t i = 0; i < Len(la->scalars()); ++i) s.Push(Json::Num(la->scalars()->Get(i)));
-    j.Add("bindings", std::move(b));
-    j.Add("scalars", std::move(s));
-    j.Add("location", Json::Str(Str(la->location())));
-    launches.Push(std::move(j));
-  }
-  root.Add("launches", std::move(launches));
+  auto launch_list = [&](const std::vector<const fb::Launch*>& v) {
+    Json launches = Json::Arr();
+    for (uint32_t l = 0; l < v.size(); ++l) {
+      const fb::Launch* la = v[l];
+      Json j = Json::Obj();
+      j.Add("index", Json::Num(l));
+      j.Add("kernel", Json::Str(Str(p.kernels()->Get(la->kernel())->name())));
+      j.Add("programs", Json::Num(la->programs()));
+      Json b = Json::Arr(), s = Json::Arr();
+      for (uint32_t i = 0; i < Len(la->bindings()); ++i) b.Push(Json::Num(la->bindings()->Get(i)));
+      for (uint32_t i = 0; i < Len(la->scalars()); ++i) s.Push(Json::Num(la->scalars()->Get(i)));
+      j.Add("bindings", std::move(b));
+      j.Add("scalars", std::move(s));
+      j.Add("location", Json::Str(Str(la->location())));
+      launches.Push(std::move(j));
+    }
+    return launches;
+  };
+  // The top level is the "forward" function.
+  root.Add("launches", launch_list(plan.functions()[0].launches));
 
   Json mem = Json::Obj();
   mem.Add("arena_bytes", Json::Num(p.arena_size()));
   mem.Add("peak_live_bytes", Json::Num(p.peak_live_bytes()));
+  mem.Add("state_bytes", Json::Num(p.state_size()));
   Json bufs = Json::Arr();
   for (uint32_t b = 0; b < Len(p.buffers()); ++b) {
     const fb::Buffer* buf = p.buffers()->Get(b);
@@ -228,10 +234,10 @@ Json BuildJson(const kiln::Plan& plan) {
   mem.Add("buffers", std::move(bufs));
   root.Add("memory", std::move(mem));
 
-  auto specs = [&](const flatbuffers::Vector<flatbuffers::Offset<fb::TensorSpec>>* v) {
+  auto specs = [&](const std::vector<const fb::TensorSpec*>& v) {
     Json a = Json::Arr();
-    for (uint32_t i = 0; i < Len(v); ++i) {
-      const fb::TensorSpec* s = v->Get(i);
+    for (uint32_t i = 0; i < v.size(); ++i) {
+      const fb::TensorSpec* s = v[i];
       Json j = Json::Obj();
       j.Add("name", Json::Str(Str(s->name())));
       j.Add("dtype", Json::Str(DTypeName(s->dtype())));
@@ -241,8 +247,20 @@ Json BuildJson(const kiln::Plan& plan) {
     }
     return a;
   };
-  root.Add("inputs", specs(p.inputs()));
-  root.Add("outputs", specs(p.outputs()));
+  root.Add("inputs", specs(plan.functions()[0].inputs));
+  root.Add("outputs", specs(plan.functions()[0].outputs));
+  // Entry points beyond forward (Plan.functions), in the same format.
+  Json functions = Json::Arr();
+  for (size_t i = 1; i < plan.functions().size(); ++i) {
+    const kiln::Function& f = plan.functions()[i];
+    Json j = Json::Obj();
+    j.Add("name", Json::Str(f.name));
+    j.Add("launches", launch_list(f.launches));
+    j.Add("inputs", specs(f.inputs));
+    j.Add("outputs", specs(f.outputs));
+    functions.Push(std::move(j));
+  }
+  root.Add("functions", std::move(functions));
 
   Json weights = Json::Obj();
   uint64_t packed_bytes = 0, external_bytes = 0, packed_count = 0;
@@ -354,18 +372,53 @@ void PrintText(const Json& r) {
                 Get(l, "location").text.c_str());
 
   const Json& m = Get(r, "memory");
-  std::printf("\nmemory: arena %s, peak live %s\n  %-5s %-13s %-12s %-12s %s\n", Bytes(Get(m, "arena_bytes")).c_str(),
-              Bytes(Get(m, "peak_live_bytes")).c_str(), "buf", "kind", "offset", "size", "live");
+  std::printf("\nmemory: arena %s, peak live %s, state %s\n  %-5s %-13s %-12s %-12s %s\n",
+              Bytes(Get(m, "arena_bytes")).c_str(), Bytes(Get(m, "peak_live_bytes")).c_str(),
+              Bytes(Get(m, "state_bytes")).c_str(), "buf", "kind", "offset", "size", "live");
   for (const auto& [_, b] : Get(m, "buffers").items)
     std::printf("  %-5s %-13s %-12s %-12s [%s, %s]\n", T(Get(b, "index")).c_str(), T(Get(b, "kind")).c_str(),
                 T(Get(b, "offset")).c_str(), Bytes(Get(b, "size_bytes")).c_str(), T(Get(b, "first_use")).c_str(),
                 T(Get(b, "last_use")).c_str());
 
-  for (const char* which : {"inputs", "outputs"}) {
-    std::printf("\n%s\n", which);
-    for (const auto& [_, s] : Get(r, which).items)
-      std::printf("  %-24s %-10s %s\n", T(Get(s, "name")).c_str(), T(Get(s, "dtype")).c_str(),
-                  T(Get(s, "shape")).c_str());
+  std::vector<std::string> state;
+  for (const auto& [_, b] : Get(m, "buffers").items)
+    if (Get(b, "kind").text == "state")
+      state.push_back(absl::StrCat("#", T(Get(b, "index")), " [", T(Get(b, "offset")), ", +",
+                                   Bytes(Get(b, "size_bytes")), ")"));
+  if (!state.empty() || Get(m, "state_bytes").text != "0")
+    std::printf("  state region [0, %s): %zu state buffer(s)%s%s\n", T(Get(m, "state_bytes")).c_str(), state.size(),
+                state.empty() ? "" : ": ", absl::StrJoin(state, ", ").c_str());
+
+  auto print_specs = [](const Json& f, const char* indent) {
+    for (const char* which : {"inputs", "outputs"}) {
+      std::printf("%s%s\n", indent, which);
+      for (const auto& [_, s] : Get(f, which).items)
+        std::printf("%s  %-24s %-10s %s\n", indent, T(Get(s, "name")).c_str(), T(Get(s, "dtype")).c_str(),
+                    T(Get(s, "shape")).c_str());
+    }
+  };
+  std::printf("\nfunctions\n  %-16s %-9s %-7s %s\n", "name", "launches", "inputs", "outputs");
+  auto names = [](const Json& v) {
+    std::vector<std::string> n;
+    for (const auto& [_, s] : v.items) n.push_back(T(Get(s, "name")));
+    return absl::StrJoin(n, ", ");
+  };
+  std::printf("  %-16s %-9zu %-7s %s\n", "forward", Get(r, "launches").items.size(), names(Get(r, "inputs")).c_str(),
+              names(Get(r, "outputs")).c_str());
+  for (const auto& [_, f] : Get(r, "functions").items)
+    std::printf("  %-16s %-9zu %-7s %s\n", T(Get(f, "name")).c_str(), Get(f, "launches").items.size(),
+                names(Get(f, "inputs")).c_str(), names(Get(f, "outputs")).c_str());
+
+  std::printf("\nforward:\n");
+  print_specs(r, "  ");
+  for (const auto& [_, f] : Get(r, "functions").items) {
+    std::printf("\n%s:\n", T(Get(f, "name")).c_str());
+    print_specs(f, "  ");
+    std::printf("  launches\n");
+    for (const auto& [__, l] : Get(f, "launches").items)
+      std::printf("    %-5s %-32s %-10s %-20s %-12s %s\n", T(Get(l, "index")).c_str(), T(Get(l, "kernel")).c_str(),
+                  T(Get(l, "programs")).c_str(), T(Get(l, "bindings")).c_str(), T(Get(l, "scalars")).c_str(),
+                  Get(l, "location").text.c_str());
   }
 
   const Json& w = Get(r, "weights");

@@ -40,7 +40,7 @@ std::string locationToString(Location loc) {
   return s;
 }
 
-KernelTable collectKernels(func::FuncOp forward) {
+KernelTable collectKernels(ModuleOp forward) {
   KernelTable table;
   llvm::StringMap<unsigned> byName;
   forward.walk([&](kernel::KernelOpInterface op) {

@@ -207,11 +207,22 @@ struct LowerMoE : OpRewritePattern<g::MoEOp> {
   int64_t minPrograms;
 };
 
+struct LowerCacheUpdate : OpRewritePattern<g::CacheUpdateOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::CacheUpdateOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::CacheWriteOp>(
+        op, op.getType(), op.getCache(), op.getValues(), op.getStart(),
+        fusedOps(rw, {g::CacheUpdateOp::getOperationName()}));
+    return success();
+  }
+};
+
 void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
                                     int64_t minGemmPrograms) {
   MLIRContext *ctx = patterns.getContext();
   patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice,
-               LowerRope, LowerAttention, LowerMLA>(ctx);
+               LowerRope, LowerAttention, LowerMLA, LowerCacheUpdate>(ctx);
   patterns.add<LowerMoE>(ctx, minGemmPrograms);
   patterns.add<LowerLinear>(ctx, minGemmPrograms);
   patterns.add<LowerBinary<g::AddOp>>(ctx, "add");
@@ -233,7 +244,7 @@ struct KilnLowerToKernelsPass
     // Whatever graph op is left has no kernel lowering yet.
     WalkResult r = getOperation().walk([](Operation *op) {
       if (isa<g::KilnDialect>(op->getDialect()) &&
-          !isa<g::WeightOp, g::WeightStackOp>(op)) {
+          !isa<g::WeightOp, g::WeightStackOp, g::StateOp>(op)) {
         op->emitError() << "'" << op->getName()
                         << "' has no kernel lowering yet";
         return WalkResult::interrupt();

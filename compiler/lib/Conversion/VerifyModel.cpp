@@ -18,30 +18,38 @@ struct KilnVerifyModelPass
     : kiln::impl::KilnVerifyModelBase<KilnVerifyModelPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    func::FuncOp forward;
+    bool hasForward = false;
     for (auto fn : module.getOps<func::FuncOp>()) {
-      if (fn.getSymName() != "forward") {
+      if (fn.getSymName() == "forward")
+        hasForward = true;
+      if (fn.getSymName() != "forward" && fn.getSymName() != "decode") {
         fn.emitError() << "unexpected function '" << fn.getSymName()
-                       << "': a Kiln model has exactly one function, @forward";
+                       << "': a Kiln model has @forward and optionally "
+                          "@decode";
         return signalPassFailure();
       }
-      forward = fn;
     }
-    if (!forward) {
+    if (!hasForward) {
       module.emitError("a Kiln model needs a func.func @forward");
       return signalPassFailure();
     }
-    if (forward.isExternal()) {
-      forward.emitError("@forward has no body");
-      return signalPassFailure();
-    }
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (failed(verifyEntry(fn)))
+        return signalPassFailure();
+  }
+
+  LogicalResult verifyEntry(func::FuncOp forward) {
+    if (forward.isExternal())
+      return forward.emitError() << "@" << forward.getSymName()
+                                 << " has no body";
     llvm::StringSet<> names;
     auto check = [&](Type type, DictionaryAttr attrs, StringRef what,
                      unsigned i) -> bool {
       auto name = attrs ? attrs.getAs<StringAttr>("kiln.name") : StringAttr();
       if (!name || name.getValue().empty()) {
-        forward.emitError() << what << " #" << i
-                            << " of @forward needs a kiln.name attribute";
+        forward.emitError() << what << " #" << i << " of @"
+                            << forward.getSymName()
+                            << " needs a kiln.name attribute";
         return false;
       }
       if (!names.insert(name.getValue()).second) {
@@ -60,11 +68,12 @@ struct KilnVerifyModelPass
     for (unsigned i = 0; i < forward.getNumArguments(); ++i)
       if (!check(forward.getArgument(i).getType(), forward.getArgAttrDict(i),
                  "argument", i))
-        return signalPassFailure();
+        return failure();
     for (unsigned i = 0; i < forward.getNumResults(); ++i)
       if (!check(forward.getResultTypes()[i], forward.getResultAttrDict(i),
                  "result", i))
-        return signalPassFailure();
+        return failure();
+    return success();
   }
 };
 

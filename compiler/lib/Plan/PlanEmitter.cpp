@@ -15,6 +15,7 @@
 #include "plan_generated.h"
 
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
@@ -73,17 +74,28 @@ std::string relativeTo(const std::string &path, const std::string &planPath) {
 
 } // namespace
 
+namespace {
+
+/// Buffers and launches of one entry function.
+struct FunctionPlan {
+  std::string name;
+  func::FuncOp func;
+  std::vector<Operation *> launches;
+  llvm::DenseMap<Value, uint32_t> bufferOf;
+};
+
+} // namespace
+
 FailureOr<std::vector<uint8_t>>
-emitPlan(func::FuncOp forward, const KernelTable &table,
+emitPlan(ModuleOp module, const KernelTable &table,
          const std::map<std::string, WeightSource> &weights,
          const std::optional<CpuExecutable> &cpu,
          const std::optional<CudaExecutable> &cuda, const PlanOptions &opts) {
   std::vector<BufferInfo> buffers;
-  llvm::DenseMap<Value, uint32_t> bufferOf;
   std::vector<const WeightSource *> weightList;
-  std::map<std::string, uint32_t> weightIndex;
-  std::map<std::string, uint32_t> weightBuffer;
-  // Index of a named weight in Plan.weights (-1 when unresolved).
+  std::map<std::string, uint32_t> weightIndex, weightBuffer, stateBuffer;
+  std::map<std::vector<uint32_t>, uint32_t> tableBuffer;
+
   auto weightOf = [&](const std::string &name) -> int64_t {
     auto it = weights.find(name);
     if (it == weights.end())
@@ -93,118 +105,188 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
       weightList.push_back(&it->second);
     return wit->second;
   };
-
-  auto newBuffer = [&](Value v, fb::BufferKind kind) {
+  auto newBuffer = [&](Value v, fb::BufferKind kind) -> uint32_t {
     BufferInfo b;
     b.kind = kind;
     b.size = byteSize(cast<RankedTensorType>(v.getType()));
     buffers.push_back(b);
-    bufferOf[v] = buffers.size() - 1;
     return buffers.size() - 1;
   };
 
-  for (BlockArgument arg : forward.getArguments()) {
-    uint32_t id = newBuffer(arg, fb::BufferKind::input);
-    buffers[id].first = 0;
+  // Entry functions: forward first.
+  std::vector<FunctionPlan> fns;
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    FunctionPlan fp;
+    fp.name = fn.getSymName().str();
+    fp.func = fn;
+    if (fp.name == "forward")
+      fns.insert(fns.begin(), std::move(fp));
+    else
+      fns.push_back(std::move(fp));
   }
+  if (fns.empty() || fns.front().name != "forward")
+    return module.emitError("the module has no @forward");
 
-  // Launch order and buffer assignment.
-  std::vector<Operation *> launches;
-  WalkResult walk = forward.walk([&](Operation *op) -> WalkResult {
-    if (auto w = dyn_cast<graph::WeightOp>(op)) {
-      std::string name = w.getName().str();
-      int64_t index = weightOf(name);
-      if (index < 0)
-        return op->emitError() << "weight '" << name << "' was not resolved";
-      auto [bit, inserted] = weightBuffer.try_emplace(name, buffers.size());
-      if (inserted) {
-        newBuffer(w.getResult(), fb::BufferKind::weight);
-        buffers.back().weight = index;
-      }
-      bufferOf[w.getResult()] = bit->second;
-      return WalkResult::advance();
+  for (FunctionPlan &fp : fns) {
+    func::FuncOp fn = fp.func;
+    for (BlockArgument arg : fn.getArguments()) {
+      uint32_t id = newBuffer(arg, fb::BufferKind::input);
+      buffers[id].first = 0;
+      fp.bufferOf[arg] = id;
     }
-    if (auto ws = dyn_cast<graph::WeightStackOp>(op)) {
-      uint32_t id = newBuffer(ws.getResult(), fb::BufferKind::weight_table);
-      for (Attribute a : ws.getNames()) {
-        std::string name = cast<StringAttr>(a).getValue().str();
+    WalkResult walk = fn.walk([&](Operation *op) -> WalkResult {
+      if (auto w = dyn_cast<graph::WeightOp>(op)) {
+        std::string name = w.getName().str();
         int64_t index = weightOf(name);
         if (index < 0)
           return op->emitError() << "weight '" << name << "' was not resolved";
-        buffers[id].weightList.push_back(index);
+        auto [bit, inserted] = weightBuffer.try_emplace(name, buffers.size());
+        if (inserted)
+          buffers[newBuffer(w.getResult(), fb::BufferKind::weight)].weight =
+              index;
+        fp.bufferOf[w.getResult()] = bit->second;
+        return WalkResult::advance();
       }
-      return WalkResult::advance();
-    }
-    if (auto view = dyn_cast<kernel::ViewOp>(op)) {
-      bufferOf[view.getResult()] = bufferOf.lookup(view.getInput());
-      return WalkResult::advance();
-    }
-    if (auto k = dyn_cast<kernel::KernelOpInterface>(op)) {
-      uint32_t idx = launches.size();
-      launches.push_back(op);
-      for (Value v : op->getOperands()) {
-        auto found = bufferOf.find(v);
-        if (found == bufferOf.end())
-          return op->emitError("operand has no buffer (unsupported producer)");
-        BufferInfo &b = buffers[found->second];
-        b.first = std::min(b.first, idx);
-        b.last = std::max(b.last, idx);
+      if (auto ws = dyn_cast<graph::WeightStackOp>(op)) {
+        std::vector<uint32_t> list;
+        for (Attribute a : ws.getNames()) {
+          std::string name = cast<StringAttr>(a).getValue().str();
+          int64_t index = weightOf(name);
+          if (index < 0)
+            return op->emitError()
+                   << "weight '" << name << "' was not resolved";
+          list.push_back(index);
+        }
+        auto [bit, inserted] = tableBuffer.try_emplace(list, buffers.size());
+        if (inserted)
+          buffers[newBuffer(ws.getResult(), fb::BufferKind::weight_table)]
+              .weightList = list;
+        fp.bufferOf[ws.getResult()] = bit->second;
+        return WalkResult::advance();
       }
-      for (Value v : op->getResults()) {
-        uint32_t id = newBuffer(v, fb::BufferKind::intermediate);
-        buffers[id].first = idx;
-        buffers[id].last = idx;
+      if (auto st = dyn_cast<graph::StateOp>(op)) {
+        std::string name = st.getName().str();
+        auto [bit, inserted] = stateBuffer.try_emplace(name, buffers.size());
+        if (inserted)
+          newBuffer(st.getResult(), fb::BufferKind::state);
+        else if (buffers[bit->second].size !=
+                 byteSize(cast<RankedTensorType>(st.getType())))
+          return op->emitError() << "state '" << name
+                                 << "' has different sizes in two functions";
+        fp.bufferOf[st.getResult()] = bit->second;
+        return WalkResult::advance();
       }
-      return WalkResult::advance();
+      if (auto view = dyn_cast<kernel::ViewOp>(op)) {
+        fp.bufferOf[view.getResult()] = fp.bufferOf.lookup(view.getInput());
+        return WalkResult::advance();
+      }
+      if (auto k = dyn_cast<kernel::KernelOpInterface>(op)) {
+        uint32_t idx = fp.launches.size();
+        fp.launches.push_back(op);
+        for (Value v : op->getOperands()) {
+          auto found = fp.bufferOf.find(v);
+          if (found == fp.bufferOf.end())
+            return op->emitError(
+                "operand has no buffer (unsupported producer)");
+          BufferInfo &b = buffers[found->second];
+          b.first = std::min(b.first, idx);
+          b.last = std::max(b.last, idx);
+        }
+        if (auto cw = dyn_cast<kernel::CacheWriteOp>(op)) {
+          // In place: the result is the cache's (state) buffer.
+          uint32_t id = fp.bufferOf.lookup(cw.getCache());
+          if (buffers[id].kind != fb::BufferKind::state)
+            return op->emitError("cache_write must update a state buffer");
+          fp.bufferOf[cw.getResult()] = id;
+          return WalkResult::advance();
+        }
+        for (Value v : op->getResults()) {
+          uint32_t id = newBuffer(v, fb::BufferKind::intermediate);
+          buffers[id].first = idx;
+          buffers[id].last = idx;
+          fp.bufferOf[v] = id;
+        }
+        return WalkResult::advance();
+      }
+      if (isa<func::ReturnOp, func::FuncOp>(op))
+        return WalkResult::advance();
+      return op->emitError() << "'" << op->getName()
+                             << "' cannot be emitted into a plan (expected "
+                                "kiln_kernel launches)";
+    });
+    if (walk.wasInterrupted())
+      return failure();
+    if (fp.launches.empty())
+      return fn.emitError() << "@" << fp.name
+                            << " computes nothing (no kernel launches)";
+    uint32_t lastLaunch = fp.launches.size() - 1;
+    for (BlockArgument arg : fn.getArguments())
+      buffers[fp.bufferOf[arg]].last = lastLaunch;
+    auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
+    for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+      BufferInfo &b = buffers[fp.bufferOf[v]];
+      if (b.kind != fb::BufferKind::intermediate &&
+          b.kind != fb::BufferKind::output) {
+        // Inputs, weights and state are not computed values.
+        auto name = fn.getResultAttrOfType<StringAttr>(i, "kiln.name");
+        return fn.emitError()
+               << "output '" << (name ? name.getValue() : "?")
+               << "' is an input, a weight or a state, not a computed value";
+      }
+      b.kind = fb::BufferKind::output;
+      b.last = lastLaunch;
     }
-    if (isa<func::ReturnOp, func::FuncOp>(op))
-      return WalkResult::advance();
-    return op->emitError() << "'" << op->getName()
-                           << "' cannot be emitted into a plan (expected "
-                              "kiln_kernel launches)";
-  });
-  if (walk.wasInterrupted())
-    return failure();
-  if (launches.empty())
-    return forward.emitError("the model computes nothing (no kernel launches)");
-  uint32_t lastLaunch = launches.size() - 1;
-  for (BlockArgument arg : forward.getArguments())
-    buffers[bufferOf[arg]].last = lastLaunch;
-
-  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
-  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
-    BufferInfo &b = buffers[bufferOf[v]];
-    if (b.kind != fb::BufferKind::intermediate &&
-        b.kind != fb::BufferKind::output) {
-      // Inputs and weights are not computed values.
-      auto name = forward.getResultAttrOfType<StringAttr>(i, "kiln.name");
-      return forward.emitError()
-             << "output '" << (name ? name.getValue() : "?")
-             << "' is an input or a weight, not a computed value";
-    }
-    b.kind = fb::BufferKind::output;
-    b.last = lastLaunch;
   }
 
-  // Arena plan over inputs, outputs and intermediates.
-  std::vector<ArenaRequest> requests;
-  std::vector<uint32_t> requestBuffer;
+  // The state region, then each function's arena plan above it (functions
+  // run one at a time, so their intermediates may share addresses).
+  std::vector<uint64_t> offsets(buffers.size(), 0);
+  uint64_t stateSize = 0;
   for (auto [id, b] : llvm::enumerate(buffers)) {
-    if (b.kind == fb::BufferKind::weight ||
-        b.kind == fb::BufferKind::weight_table)
+    if (b.kind != fb::BufferKind::state)
       continue;
-    if (b.first == UINT32_MAX)
-      b.first = 0;
-    requests.push_back({b.size, b.first, b.last, 0});
-    requestBuffer.push_back(id);
+    offsets[id] = stateSize;
+    stateSize += (std::max<uint64_t>(b.size, 1) + 255) / 256 * 256;
+    b.first = 0;
   }
-  auto [arenaSize, peak] = planArena(requests);
+  uint64_t arenaSize = stateSize, peak = stateSize;
+  for (FunctionPlan &fp : fns) {
+    std::vector<ArenaRequest> requests;
+    std::vector<uint32_t> ids;
+    llvm::DenseSet<uint32_t> seen;
+    for (auto &kv : fp.bufferOf) {
+      uint32_t id = kv.second;
+      BufferInfo &b = buffers[id];
+      if (b.kind == fb::BufferKind::weight ||
+          b.kind == fb::BufferKind::weight_table ||
+          b.kind == fb::BufferKind::state || !seen.insert(id).second)
+        continue;
+      if (b.first == UINT32_MAX)
+        b.first = 0;
+      requests.push_back({b.size, b.first, b.last, 0});
+      ids.push_back(id);
+    }
+    // Deterministic order regardless of the map's iteration order.
+    std::vector<size_t> order(ids.size());
+    for (size_t i = 0; i < order.size(); ++i)
+      order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t c) { return ids[a] < ids[c]; });
+    std::vector<ArenaRequest> sorted;
+    std::vector<uint32_t> sortedIds;
+    for (size_t i : order) {
+      sorted.push_back(requests[i]);
+      sortedIds.push_back(ids[i]);
+    }
+    auto [fnArena, fnPeak] = planArena(sorted);
+    for (auto [r, id] : llvm::zip(sorted, sortedIds))
+      offsets[id] = stateSize + r.offset;
+    arenaSize = std::max(arenaSize, stateSize + fnArena);
+    peak = std::max(peak, stateSize + fnPeak);
+  }
 
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   std::vector<flatbuffers::Offset<fb::Buffer>> fbBuffers;
-  std::vector<uint64_t> offsets(buffers.size(), 0);
-  for (auto [r, id] : llvm::zip(requests, requestBuffer))
-    offsets[id] = r.offset;
   for (auto [id, b] : llvm::enumerate(buffers)) {
     flatbuffers::Offset<flatbuffers::Vector<uint32_t>> list = 0;
     if (!b.weightList.empty())
@@ -217,9 +299,8 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   // Kernels.
   std::vector<flatbuffers::Offset<fb::Kernel>> fbKernels;
   for (const KernelRecord &k : table.kernels) {
-    std::vector<std::string> locs = k.locations;
     auto ops = fbb.CreateVectorOfStrings(k.fusedOps);
-    auto locVec = fbb.CreateVectorOfStrings(locs);
+    auto locVec = fbb.CreateVectorOfStrings(k.locations);
     auto name = fbb.CreateString(k.name);
     auto config = fbb.CreateString(k.config);
     fb::KernelBuilder kb(fbb);
@@ -232,42 +313,66 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
     fbKernels.push_back(kb.Finish());
   }
 
-  // Launches.
-  std::vector<flatbuffers::Offset<fb::Launch>> fbLaunches;
-  for (Operation *op : launches) {
-    auto k = cast<kernel::KernelOpInterface>(op);
-    std::vector<uint32_t> bindings;
-    for (Value v : op->getOperands())
-      bindings.push_back(bufferOf[v]);
-    for (Value v : op->getResults())
-      bindings.push_back(bufferOf[v]);
-    SmallVector<int64_t> scalars = k.getLaunchScalars();
-    std::vector<int64_t> sc(scalars.begin(), scalars.end());
-    std::string loc = locationToString(op->getLoc());
-    fbLaunches.push_back(fb::CreateLaunchDirect(
-        fbb, table.launchKernel.lookup(op), &bindings, &sc,
-        static_cast<uint64_t>(k.getNumPrograms()), loc.c_str()));
-  }
-
-  // Inputs and outputs.
-  auto tensorSpec = [&](StringRef name, Value v) {
+  // Launches and tensor specs of each function.
+  auto emitLaunches = [&](FunctionPlan &fp) {
+    std::vector<flatbuffers::Offset<fb::Launch>> out;
+    for (Operation *op : fp.launches) {
+      auto k = cast<kernel::KernelOpInterface>(op);
+      std::vector<uint32_t> bindings;
+      for (Value v : op->getOperands())
+        bindings.push_back(fp.bufferOf[v]);
+      for (Value v : op->getResults())
+        bindings.push_back(fp.bufferOf[v]);
+      SmallVector<int64_t> scalars = k.getLaunchScalars();
+      std::vector<int64_t> sc(scalars.begin(), scalars.end());
+      std::string loc = locationToString(op->getLoc());
+      out.push_back(fb::CreateLaunchDirect(
+          fbb, table.launchKernel.lookup(op), &bindings, &sc,
+          static_cast<uint64_t>(k.getNumPrograms()), loc.c_str()));
+    }
+    return out;
+  };
+  auto tensorSpec = [&](FunctionPlan &fp, StringRef name, Value v) {
     auto t = cast<RankedTensorType>(v.getType());
     std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
     return fb::CreateTensorSpecDirect(fbb, name.str().c_str(),
                                       *toDType(t.getElementType()), &shape,
-                                      bufferOf[v]);
+                                      fp.bufferOf[v]);
   };
-  std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;
-  for (BlockArgument arg : forward.getArguments()) {
-    auto name = forward.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                     "kiln.name");
-    if (!toDType(cast<RankedTensorType>(arg.getType()).getElementType()))
-      return forward.emitError("unsupported input element type");
-    inputs.push_back(tensorSpec(name.getValue(), arg));
-  }
-  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
-    auto name = forward.getResultAttrOfType<StringAttr>(i, "kiln.name");
-    outputs.push_back(tensorSpec(name.getValue(), v));
+  struct Specs {
+    std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;
+  };
+  auto emitSpecs = [&](FunctionPlan &fp) -> FailureOr<Specs> {
+    Specs s;
+    func::FuncOp fn = fp.func;
+    for (BlockArgument arg : fn.getArguments()) {
+      auto name = fn.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                  "kiln.name");
+      if (!toDType(cast<RankedTensorType>(arg.getType()).getElementType()))
+        return fn.emitError("unsupported input element type");
+      s.inputs.push_back(tensorSpec(fp, name.getValue(), arg));
+    }
+    auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
+    for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+      auto name = fn.getResultAttrOfType<StringAttr>(i, "kiln.name");
+      s.outputs.push_back(tensorSpec(fp, name.getValue(), v));
+    }
+    return s;
+  };
+  std::vector<flatbuffers::Offset<fb::Launch>> fbLaunches =
+      emitLaunches(fns.front());
+  auto mainSpecs = emitSpecs(fns.front());
+  if (failed(mainSpecs))
+    return failure();
+  std::vector<flatbuffers::Offset<fb::Function>> fbFunctions;
+  for (size_t i = 1; i < fns.size(); ++i) {
+    auto launches = emitLaunches(fns[i]);
+    auto specs = emitSpecs(fns[i]);
+    if (failed(specs))
+      return failure();
+    fbFunctions.push_back(fb::CreateFunctionDirect(
+        fbb, fns[i].name.c_str(), &launches, &specs->inputs,
+        &specs->outputs));
   }
 
   // Weights: by reference (default) or packed.
@@ -276,8 +381,8 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   for (const WeightSource *w : weightList) {
     auto dtype = toDType(w->elementType);
     if (!dtype)
-      return forward.emitError() << "weight '" << w->name
-                                 << "' has an unsupported element type";
+      return module.emitError() << "weight '" << w->name
+                                << "' has an unsupported element type";
     std::vector<int64_t> shape = w->shape;
     uint64_t packedOffset = 0;
     flatbuffers::Offset<fb::ExternalData> ext = 0;
@@ -359,9 +464,10 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   auto kernelsOff = fbb.CreateVector(fbKernels);
   auto buffersOff = fbb.CreateVector(fbBuffers);
   auto launchesOff = fbb.CreateVector(fbLaunches);
-  auto inputsOff = fbb.CreateVector(inputs);
-  auto outputsOff = fbb.CreateVector(outputs);
+  auto inputsOff = fbb.CreateVector(mainSpecs->inputs);
+  auto outputsOff = fbb.CreateVector(mainSpecs->outputs);
   auto weightsOff = fbb.CreateVector(fbWeights);
+  auto functionsOff = fbb.CreateVector(fbFunctions);
   fb::PlanBuilder pb(fbb);
   pb.add_format_version(1);
   pb.add_name(planName);
@@ -376,6 +482,8 @@ emitPlan(func::FuncOp forward, const KernelTable &table,
   pb.add_weights(weightsOff);
   pb.add_weight_data(weightData);
   pb.add_provenance(prov);
+  pb.add_state_size(stateSize);
+  pb.add_functions(functionsOff);
   fb::FinishPlanBuffer(fbb, pb.Finish());
   return std::vector<uint8_t>(fbb.GetBufferPointer(),
                               fbb.GetBufferPointer() + fbb.GetSize());

@@ -539,6 +539,44 @@ void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 }
 
 //===----------------------------------------------------------------------===//
+// cache_write
+//===----------------------------------------------------------------------===//
+
+LogicalResult CacheWriteOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto c = ranked(getCache()), v = ranked(getValues());
+  if (c.getRank() < 2 || v.getRank() != c.getRank() ||
+      v.getDimSize(0) != c.getDimSize(0) ||
+      v.getShape().drop_front(2) != c.getShape().drop_front(2))
+    return emitOpError("values must match the cache but in the sequence "
+                       "dimension");
+  return success();
+}
+std::string CacheWriteOp::getKernelName() {
+  auto c = ranked(getCache()), v = ranked(getValues());
+  return llvm::formatv("cache_write_t{0}_s{1}_w{2}{3}{4}", c.getDimSize(1),
+                       v.getDimSize(1), numel(getValues()) /
+                           (v.getDimSize(0) * v.getDimSize(1)),
+                       getStart() ? "_st" : "", typeSig(*this));
+}
+std::string CacheWriteOp::getTileConfig() {
+  return "program=(batch, seq) row";
+}
+int64_t CacheWriteOp::getNumPrograms() {
+  auto v = ranked(getValues());
+  return v.getDimSize(0) * v.getDimSize(1);
+}
+SmallVector<int64_t> CacheWriteOp::getLaunchScalars() { return {}; }
+unsigned CacheWriteOp::getNumKernelScalars() { return 0; }
+void CacheWriteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto c = ranked(getCache()), v = ranked(getValues());
+  int64_t width = numel(getValues()) / (v.getDimSize(0) * v.getDimSize(1));
+  kk::emitCacheWriteProgram(b, args, c.getDimSize(1), v.getDimSize(1), width,
+                            static_cast<bool>(getStart()), elemTypes(*this));
+}
+
+//===----------------------------------------------------------------------===//
 // view
 //===----------------------------------------------------------------------===//
 

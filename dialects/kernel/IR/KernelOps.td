@@ -226,6 +226,24 @@ def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
   let assemblyFormat = "$act `,` $ids `,` $weights `,` $w_down attr-dict `:` functional-type(operands, results)";
 }
 
+def KK_CacheWriteOp : KK_LaunchOp<"cache_write"> {
+  let summary = "Writes rows into a cache in place; one program per (batch, seq) row";
+  let description = [{
+    The result is the cache's buffer (updated in place).
+
+    ```mlir
+    %c2 = kiln_kernel.cache_write %c, %v start(%pos) {fused_ops = ["kiln.cache_update"]}
+        : (tensor<1x16x32xf32>, tensor<1x1x32xf32>, tensor<1xi32>) -> tensor<1x16x32xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$cache, KK_Tensor:$values, Optional<KK_Tensor>:$start,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $cache `,` $values (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+}
+
 def KK_ViewOp : Op<KilnKernel_Dialect, "view", [Pure]> {
   let summary = "Reinterprets a buffer with another shape (no launch)";
   let description = [{

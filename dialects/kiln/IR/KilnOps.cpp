@@ -206,6 +206,39 @@ LogicalResult WeightStackOp::verify() {
   return success();
 }
 
+LogicalResult StateOp::verify() {
+  if (getName().empty())
+    return emitOpError("state name must not be empty");
+  return requireStatic(*this, getResult(), "state");
+}
+
+LogicalResult CacheUpdateOp::verify() {
+  if (failed(allStatic(*this)) ||
+      failed(requireRank(*this, getCache(), "cache", 2)))
+    return failure();
+  auto c = ranked(getCache()), v = ranked(getValues());
+  if (v.getRank() != c.getRank() || v.getDimSize(0) != c.getDimSize(0) ||
+      v.getShape().drop_front(2) != c.getShape().drop_front(2))
+    return emitOpError() << "values " << shapeStr(v.getShape())
+                         << " must match cache " << shapeStr(c.getShape())
+                         << " in all but the sequence dimension";
+  if (v.getDimSize(1) > c.getDimSize(1))
+    return emitOpError("more values than the cache holds");
+  if (getStart() &&
+      failed(requireShape(*this, getStart(), "start", {c.getDimSize(0)})))
+    return failure();
+  if (failed(requireShape(*this, getResult(), "result", c.getShape())) ||
+      failed(requireSameElementType(*this, getCache(), "cache", getResult(),
+                                    "result")))
+    return failure();
+  if (!getCache().getDefiningOp<StateOp>())
+    return emitOpError("cache must be a kiln.state value");
+  if (!getCache().hasOneUse())
+    return emitOpError("the cache is updated in place: the state value must "
+                       "have no other use");
+  return success();
+}
+
 LogicalResult SliceOp::verify() {
   if (failed(allStatic(*this)))
     return failure();

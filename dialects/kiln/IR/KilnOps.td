@@ -74,6 +74,45 @@ def Kiln_WeightStackOp : Kiln_Op<"weight_stack"> {
   let assemblyFormat = "$names attr-dict `:` type($result)";
 }
 
+def Kiln_StateOp : Kiln_Op<"state"> {
+  let summary = "The current value of a named persistent state (KV cache)";
+  let description = [{
+    State persists across calls of the plan's functions (prefill writes a
+    KV cache, decode reads and extends it); every function that names the
+    same state shares its buffer. States start zeroed.
+
+    ```mlir
+    %c = kiln.state "model.layers.0.self_attn.kv_cache" : tensor<1x16x32xf32>
+    ```
+  }];
+  let arguments = (ins StrAttr:$name);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def Kiln_CacheUpdateOp : Kiln_Op<"cache_update"> {
+  let summary = "Writes new rows into a cache at a per-batch position";
+  let description = [{
+    `cache` is [batch, capacity, ...], `values` is [batch, seq, ...] with the
+    same trailing dimensions; the result is `cache` with rows
+    `start[b] + s` replaced by `values[b, s]` (rows past the capacity are
+    dropped). `start` is optional ([batch] integers, 0 when absent). The
+    update happens in place: `cache` must come from `kiln.state` and have no
+    other use after this op.
+
+    ```mlir
+    %c2 = kiln.cache_update %c, %latent start(%pos)
+        : (tensor<1x16x32xf32>, tensor<1x1x32xf32>, tensor<1xi32>) -> tensor<1x16x32xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$cache, Kiln_FloatTensor:$values,
+                       Optional<Kiln_IndexTensor>:$start);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = [{
+    $cache `,` $values (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+}
+
 def Kiln_SliceOp : Kiln_Op<"slice"> {
   let summary = "A contiguous range of the last dimension";
   let description = [{

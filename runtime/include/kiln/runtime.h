@@ -6,6 +6,26 @@
 //   (*session)->Run();
 //   auto logits = (*session)->GetOutput("logits");
 //
+// Functions: a plan has one or more entry points. The top-level launches,
+// inputs and outputs of the schema are the function named "forward"; further
+// ones (Plan.functions, e.g. "decode") share the plan's kernels, buffers,
+// weights and state. The single-name calls (SetInput(name), Run(), ...) act
+// on "forward".
+//
+//   auto out = (*session)->Call("decode", {{"tokens", t}, {"position", p}});
+//
+// State: buffers of kind `state` live in the arena region [0, state_size) and
+// keep their contents across calls (a KV cache). They are zeroed when the
+// session is created and by Session::ResetState().
+//
+// Generation calling convention (used by `kiln-run --generate`): a plan that
+// supports greedy decoding has
+//   forward: input  tokens  int32   [B, S]
+//            output logits  float32 [B, S, V]   (fills the state for positions 0..S-1)
+//   decode:  inputs tokens  int32   [B, 1], position int32 [B]
+//            output logits  float32 [B, 1, V]   (reads/extends the state at `position`)
+// with the same B and V in both.
+//
 // Every fallible call returns absl::Status / absl::StatusOr. The runtime knows
 // buffers, kernels and launches, never model ops.
 #pragma once
@@ -15,6 +35,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,11 +45,15 @@
 
 namespace kiln {
 namespace plan {
-struct Plan;  // flatbuffers table from plan_generated.h
-}
+struct Plan;  // flatbuffers tables from plan_generated.h
+struct Launch;
+struct TensorSpec;
+}  // namespace plan
 
 inline constexpr uint32_t kPlanFormatVersion = 1;
 inline constexpr char kPlanFileIdentifier[] = "KPLN";
+// The name of the top-level entry point.
+inline constexpr char kForwardFunction[] = "forward";
 
 class MappedFile;
 
@@ -37,6 +62,15 @@ class MappedFile;
 struct WeightView {
   const uint8_t* data = nullptr;
   uint64_t size = 0;
+};
+
+// One entry point of a verified plan: the top-level "forward" or an entry of
+// Plan.functions. Pointers into the plan's flatbuffer; valid while the Plan lives.
+struct Function {
+  std::string name;
+  std::vector<const plan::Launch*> launches;
+  std::vector<const plan::TensorSpec*> inputs;
+  std::vector<const plan::TensorSpec*> outputs;
 };
 
 // A verified, immutable plan. Thread-safe; share it between sessions.
@@ -67,10 +101,20 @@ class Plan {
   // Done once per Plan; later calls return the cached result (or error).
   absl::StatusOr<const std::vector<WeightView>*> ResolveWeights() const;
 
-  // Index of the input / output named `name`, or a NotFound error listing
-  // the valid names.
+  // Every entry point; functions()[0] is "forward".
+  const std::vector<Function>& functions() const { return functions_; }
+  // Their names, "forward" first.
+  std::vector<std::string> FunctionNames() const;
+  // The function named `name`, or a NotFound error listing the functions
+  // ("plan has no function 'decod'; functions: forward, decode").
+  absl::StatusOr<const Function*> FindFunction(std::string_view name) const;
+
+  // Index of the input / output named `name` of "forward" (or of
+  // `function`), or a NotFound error listing the valid names.
   absl::StatusOr<size_t> FindInput(std::string_view name) const;
   absl::StatusOr<size_t> FindOutput(std::string_view name) const;
+  absl::StatusOr<size_t> FindInput(std::string_view function, std::string_view name) const;
+  absl::StatusOr<size_t> FindOutput(std::string_view function, std::string_view name) const;
 
  private:
   Plan() = default;
@@ -83,6 +127,7 @@ class Plan {
   const plan::Plan* root_ = nullptr;
   std::string path_;
   std::string base_dir_;
+  std::vector<Function> functions_;
 
   mutable std::once_flag weights_once_;
   mutable absl::Status weights_status_;
@@ -106,9 +151,10 @@ struct SessionOptions {
 };
 
 struct RunStats {
+  std::string function;                // the function of the last Run()
   double total_ms = 0;                 // wall time of the last Run()
-  std::vector<double> launch_ms;       // per launch, when profile_launches
-  uint64_t runs = 0;                   // number of completed Run() calls
+  std::vector<double> launch_ms;       // per launch of it, when profile_launches
+  uint64_t runs = 0;                   // number of completed Run() calls (all functions)
 };
 
 class Backend;  // internal: one per device kind
@@ -123,12 +169,29 @@ class Session {
   ~Session();
 
   // Copies `tensor` into the input's arena buffer after checking the name,
-  // dtype and shape against the plan.
-  absl::Status SetInput(std::string_view name, const HostTensor& tensor);
-  // Executes every launch, in order, and waits for completion.
-  absl::Status Run();
-  // Copies an output out of the arena.
-  absl::StatusOr<HostTensor> GetOutput(std::string_view name) const;
+  // dtype and shape against the plan. Errors of functions other than
+  // "forward" start with "function 'NAME': ".
+  absl::Status SetInput(std::string_view function, std::string_view name, const HostTensor& tensor);
+  // Executes every launch of `function`, in order, and waits for completion.
+  absl::Status Run(std::string_view function);
+  // Copies an output of `function` out of the arena. Valid after Run(function)
+  // until the next Run (functions may share arena memory).
+  absl::StatusOr<HostTensor> GetOutput(std::string_view function, std::string_view name) const;
+  // SetInput for every (name, tensor) pair (each input of the function must be
+  // given exactly once), Run, then every output in the function's spec order.
+  absl::StatusOr<std::vector<HostTensor>> Call(
+      std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs);
+  // Zeroes every state buffer (the arena region [0, state_size)).
+  absl::Status ResetState();
+
+  // The same on "forward".
+  absl::Status SetInput(std::string_view name, const HostTensor& tensor) {
+    return SetInput(kForwardFunction, name, tensor);
+  }
+  absl::Status Run() { return Run(kForwardFunction); }
+  absl::StatusOr<HostTensor> GetOutput(std::string_view name) const {
+    return GetOutput(kForwardFunction, name);
+  }
 
   const Plan& plan() const { return *plan_; }
   Device device() const { return device_; }

@@ -20,7 +20,7 @@ module {
 
 // -----
 
-// expected-error @+1 {{unexpected function 'helper'}}
+// expected-error @+1 {{unexpected function 'helper': a Kiln model has @forward and optionally @decode}}
 func.func @helper() {
   return
 }

@@ -40,9 +40,9 @@ struct KernelTable {
   llvm::DenseMap<mlir::Operation *, unsigned> launchKernel;
 };
 
-/// Collects the distinct kernels of a kernel-level @forward (ops
-/// implementing KernelOpInterface), deduplicated by kernel name.
-KernelTable collectKernels(mlir::func::FuncOp forward);
+/// Collects the distinct kernels of every entry function of a kernel-level
+/// module (ops implementing KernelOpInterface), deduplicated by name.
+KernelTable collectKernels(mlir::ModuleOp module);
 
 /// Renders a location as "file:line:col" / "name" text for provenance.
 std::string locationToString(mlir::Location loc);

@@ -49,9 +49,10 @@ struct PlanOptions {
   int64_t createdUnix = 0;
 };
 
-/// Serializes a kernel-level @forward into plan bytes.
+/// Serializes a kernel-level module (@forward and optional @decode) into
+/// plan bytes.
 mlir::FailureOr<std::vector<uint8_t>>
-emitPlan(mlir::func::FuncOp forward, const KernelTable &table,
+emitPlan(mlir::ModuleOp module, const KernelTable &table,
          const std::map<std::string, WeightSource> &weights,
          const std::optional<CpuExecutable> &cpu,
          const std::optional<CudaExecutable> &cuda, const PlanOptions &options);

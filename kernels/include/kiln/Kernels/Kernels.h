@@ -47,6 +47,13 @@ void emitSliceProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                       int64_t inCols, int64_t offset, int64_t outCols,
                       mlir::Type inType, mlir::Type outType);
 
+/// cache[b, start[b] + s, :] = values[b, s, :] (rows past `capacity` are
+/// dropped). One program per (batch, seq) row. Buffers: cache, values,
+/// [start], result (the cache's buffer).
+void emitCacheWriteProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                           int64_t capacity, int64_t seq, int64_t width,
+                           bool hasStart, llvm::ArrayRef<mlir::Type> types);
+
 /// Rotary embedding parameters (see kiln.rope).
 struct RopeParams {
   int64_t seq = 0, heads = 0, headDim = 0, rotaryDim = 0;

@@ -1,0 +1,449 @@
+#!/usr/bin/env python3
+"""Write tiny, random, Hugging Face-style checkpoints for testing Kiln.
+
+Usage:
+    python3 models/testing/make_tiny_checkpoint.py FAMILY OUT_DIR
+        [--dtype f32|bf16|f16] [--shards N] [--seed S] [--variant NAME]
+
+FAMILY is one of: deepseek_v3, deepseek_v2, llama, mixtral.
+deepseek_v2 variants: group_limited_greedy (default), greedy.
+
+Writes OUT_DIR/config.json (Hugging Face field names) and either
+OUT_DIR/model.safetensors or, for --shards N > 1,
+OUT_DIR/model-0000i-of-0000N.safetensors plus model.safetensors.index.json.
+Only numpy is needed. Output is deterministic for a given (family, variant,
+seed); the dtype only changes how the same float32 values are stored.
+
+Importable: make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0,
+variant=None) -> config dict.
+"""
+
+import argparse
+import copy
+import json
+import os
+import struct
+import sys
+import tempfile
+
+import numpy as np
+
+FAMILIES = ("deepseek_v3", "deepseek_v2", "llama", "mixtral")
+DTYPES = {  # cli name -> (safetensors dtype, torch_dtype string)
+    "f32": ("F32", "float32"),
+    "bf16": ("BF16", "bfloat16"),
+    "f16": ("F16", "float16"),
+}
+
+# --------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------
+
+_COMMON = {
+    "vocab_size": 128,
+    "hidden_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+    "initializer_range": 0.02,
+    "use_cache": True,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "attention_dropout": 0.0,
+}
+
+_DEEPSEEK_V3 = {
+    "architectures": ["DeepseekV3ForCausalLM"],
+    "model_type": "deepseek_v3",
+    "num_key_value_heads": 4,
+    "q_lora_rank": 48,
+    "kv_lora_rank": 32,
+    "qk_nope_head_dim": 16,
+    "qk_rope_head_dim": 8,
+    "v_head_dim": 16,
+    "intermediate_size": 96,
+    "moe_intermediate_size": 32,
+    "n_routed_experts": 8,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "n_group": 4,
+    "topk_group": 2,
+    "first_k_dense_replace": 1,
+    "moe_layer_freq": 1,
+    "routed_scaling_factor": 2.5,
+    "scoring_func": "sigmoid",
+    "topk_method": "noaux_tc",
+    "norm_topk_prob": True,
+    "aux_loss_alpha": 0.001,
+    "seq_aux": True,
+    "ep_size": 1,
+    # The real V3 has 1 MTP layer stored as an extra decoder layer; the tiny
+    # checkpoint has none (HF's DeepseekV3ForCausalLM never uses it anyway).
+    "num_nextn_predict_layers": 0,
+    "rope_theta": 10000,
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 64,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+    "attention_bias": False,
+}
+
+_DEEPSEEK_V2 = dict(
+    _DEEPSEEK_V3,
+    architectures=["DeepseekV2ForCausalLM"],
+    model_type="deepseek_v2",
+    q_lora_rank=None,
+    scoring_func="softmax",
+    topk_method="group_limited_greedy",
+    n_group=4,
+    topk_group=2,
+    norm_topk_prob=False,
+    routed_scaling_factor=16.0,
+    rope_scaling={
+        "type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 64,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+    },
+)
+del _DEEPSEEK_V2["num_nextn_predict_layers"]
+
+_V2_VARIANTS = {
+    "group_limited_greedy": {},
+    "greedy": {
+        "topk_method": "greedy",
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": False,
+        "routed_scaling_factor": 1.0,
+    },
+}
+
+_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 96,
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "pretraining_tp": 1,
+}
+
+_MIXTRAL = {
+    "architectures": ["MixtralForCausalLM"],
+    "model_type": "mixtral",
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 32,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "rope_theta": 1e6,
+    "sliding_window": None,
+    "router_aux_loss_coef": 0.001,
+    "router_jitter_noise": 0.0,
+    "output_router_logits": False,
+}
+
+
+def make_config(family, dtype="f32", variant=None):
+    if family not in FAMILIES:
+        raise ValueError("unknown family %r (expected one of %s)" % (family, ", ".join(FAMILIES)))
+    if dtype not in DTYPES:
+        raise ValueError("unknown dtype %r (expected f32, bf16 or f16)" % dtype)
+    if family == "deepseek_v2":
+        v = variant or "group_limited_greedy"
+        if v not in _V2_VARIANTS:
+            raise ValueError("unknown deepseek_v2 variant %r (expected %s)" % (v, ", ".join(_V2_VARIANTS)))
+        specific = dict(_DEEPSEEK_V2, **_V2_VARIANTS[v])
+    elif variant is not None:
+        raise ValueError("family %s has no variants (got %r)" % (family, variant))
+    else:
+        specific = {"deepseek_v3": _DEEPSEEK_V3, "llama": _LLAMA, "mixtral": _MIXTRAL}[family]
+    cfg = copy.deepcopy(_COMMON)
+    cfg.update(copy.deepcopy(specific))
+    cfg["torch_dtype"] = DTYPES[dtype][1]
+    # Put the identifying fields first for readability.
+    head = {k: cfg.pop(k) for k in ("architectures", "model_type")}
+    head.update(cfg)
+    return head
+
+
+# --------------------------------------------------------------------------
+# Weights (float32 master values; order of generation fixes determinism)
+# --------------------------------------------------------------------------
+
+class _Gen:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.tensors = []  # list of (name, float32 array, keep_f32)
+
+    def proj(self, name, out_f, in_f):
+        w = self.rng.standard_normal((out_f, in_f)) * in_f ** -0.5
+        self.tensors.append((name, w.astype(np.float32), False))
+
+    def norm(self, name, n):
+        w = 1.0 + 0.1 * self.rng.standard_normal(n)
+        self.tensors.append((name, w.astype(np.float32), False))
+
+    def embed(self, name, v, h):
+        w = self.rng.standard_normal((v, h))
+        self.tensors.append((name, w.astype(np.float32), False))
+
+    def raw(self, name, arr, keep_f32=False):
+        self.tensors.append((name, np.asarray(arr, dtype=np.float32), keep_f32))
+
+
+def _mlp(g, prefix, h, inter, names=("gate_proj", "up_proj", "down_proj")):
+    gate, up, down = names
+    g.proj("%s.%s.weight" % (prefix, gate), inter, h)
+    g.proj("%s.%s.weight" % (prefix, up), inter, h)
+    g.proj("%s.%s.weight" % (prefix, down), h, inter)
+
+
+def _deepseek_weights(cfg, g):
+    h = cfg["hidden_size"]
+    nh = cfg["num_attention_heads"]
+    nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+    qh = nope + rope
+    E = cfg["n_routed_experts"]
+    g.embed("model.embed_tokens.weight", cfg["vocab_size"], h)
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d" % i
+        g.norm(p + ".input_layernorm.weight", h)
+        a = p + ".self_attn"
+        if cfg.get("q_lora_rank") is None:
+            g.proj(a + ".q_proj.weight", nh * qh, h)
+        else:
+            r = cfg["q_lora_rank"]
+            g.proj(a + ".q_a_proj.weight", r, h)
+            g.norm(a + ".q_a_layernorm.weight", r)
+            g.proj(a + ".q_b_proj.weight", nh * qh, r)
+        kvr = cfg["kv_lora_rank"]
+        g.proj(a + ".kv_a_proj_with_mqa.weight", kvr + rope, h)
+        g.norm(a + ".kv_a_layernorm.weight", kvr)
+        g.proj(a + ".kv_b_proj.weight", nh * (nope + vd), kvr)
+        g.proj(a + ".o_proj.weight", h, nh * vd)
+        g.norm(p + ".post_attention_layernorm.weight", h)
+        is_moe = (E is not None and i >= cfg["first_k_dense_replace"]
+                  and i % cfg["moe_layer_freq"] == 0)
+        if not is_moe:
+            _mlp(g, p + ".mlp", h, cfg["intermediate_size"])
+        else:
+            g.proj(p + ".mlp.gate.weight", E, h)
+            if cfg["model_type"] == "deepseek_v3" and cfg["topk_method"] == "noaux_tc":
+                bias = 0.1 * g.rng.standard_normal(E)
+                g.raw(p + ".mlp.gate.e_score_correction_bias", bias, keep_f32=True)
+            mi = cfg["moe_intermediate_size"]
+            for j in range(E):
+                _mlp(g, "%s.mlp.experts.%d" % (p, j), h, mi)
+            if cfg.get("n_shared_experts"):
+                _mlp(g, p + ".mlp.shared_experts", h, mi * cfg["n_shared_experts"])
+    g.norm("model.norm.weight", h)
+    g.proj("lm_head.weight", cfg["vocab_size"], h)
+
+
+def _llama_like_weights(cfg, g):
+    h = cfg["hidden_size"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    g.embed("model.embed_tokens.weight", cfg["vocab_size"], h)
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d" % i
+        g.norm(p + ".input_layernorm.weight", h)
+        g.proj(p + ".self_attn.q_proj.weight", nh * hd, h)
+        g.proj(p + ".self_attn.k_proj.weight", nkv * hd, h)
+        g.proj(p + ".self_attn.v_proj.weight", nkv * hd, h)
+        g.proj(p + ".self_attn.o_proj.weight", h, nh * hd)
+        g.norm(p + ".post_attention_layernorm.weight", h)
+        if cfg["model_type"] == "llama":
+            _mlp(g, p + ".mlp", h, cfg["intermediate_size"])
+        else:
+            E = cfg["num_local_experts"]
+            g.proj(p + ".block_sparse_moe.gate.weight", E, h)
+            for j in range(E):
+                _mlp(g, "%s.block_sparse_moe.experts.%d" % (p, j), h,
+                     cfg["intermediate_size"], names=("w1", "w3", "w2"))
+    g.norm("model.norm.weight", h)
+    g.proj("lm_head.weight", cfg["vocab_size"], h)
+
+
+def make_weights(cfg, seed=0):
+    """Return an ordered list of (name, float32 array, keep_f32)."""
+    g = _Gen(seed)
+    if cfg["model_type"].startswith("deepseek"):
+        _deepseek_weights(cfg, g)
+    else:
+        _llama_like_weights(cfg, g)
+    return g.tensors
+
+
+# --------------------------------------------------------------------------
+# safetensors writer
+# --------------------------------------------------------------------------
+
+def f32_to_bf16_bits(a):
+    """float32 -> bfloat16 bit patterns (uint16), round to nearest even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    nan = np.isnan(np.asarray(a, dtype=np.float32))
+    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    r = r.astype(np.uint16)
+    if nan.any():
+        r[nan] = (u[nan] >> 16).astype(np.uint16) | 0x0040  # keep quiet NaN
+    return r
+
+
+def encode_tensor(arr, st_dtype):
+    """Return the raw little-endian bytes of float array `arr` in st_dtype."""
+    if st_dtype == "F32":
+        return np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    if st_dtype == "F16":
+        return np.ascontiguousarray(arr, dtype="<f4").astype("<f2").tobytes()
+    if st_dtype == "BF16":
+        return f32_to_bf16_bits(arr).astype("<u2").tobytes()
+    raise ValueError("unsupported dtype " + st_dtype)
+
+
+def _atomic_write(path, chunks):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: list of (name, st_dtype, shape, raw bytes). Written atomically."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = dict(metadata)
+    off = 0
+    for name, st_dtype, shape, data in tensors:
+        header[name] = {"dtype": st_dtype, "shape": [int(s) for s in shape],
+                        "data_offsets": [off, off + len(data)]}
+        off += len(data)
+    hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hb += b" " * ((-len(hb)) % 8)
+    _atomic_write(path, [struct.pack("<Q", len(hb)), hb] + [t[3] for t in tensors])
+
+
+def _split_shards(encoded, n):
+    """Split the ordered tensor list into n contiguous, non-empty groups of
+    roughly equal byte size."""
+    if n > len(encoded):
+        raise ValueError("cannot make %d shards from %d tensors" % (n, len(encoded)))
+    total = sum(len(t[3]) for t in encoded)
+    groups, cur, acc = [], [], 0
+    for idx, t in enumerate(encoded):
+        remaining_tensors = len(encoded) - idx
+        remaining_groups = n - len(groups)
+        # Close the current group when it reached its share, or when we must
+        # leave one tensor per remaining group.
+        if cur and (acc >= total * (len(groups) + 1) / n or remaining_tensors < remaining_groups):
+            if len(groups) < n - 1:
+                groups.append(cur)
+                cur = []
+        cur.append(t)
+        acc += len(t[3])
+    groups.append(cur)
+    assert len(groups) == n and all(groups)
+    return groups
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None):
+    """Write a tiny checkpoint to out_dir and return its config dict."""
+    cfg = make_config(family, dtype=dtype, variant=variant)
+    shards = int(shards)
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    st_dtype = DTYPES[dtype][0]
+    os.makedirs(out_dir, exist_ok=True)
+
+    encoded = []
+    for name, arr, keep_f32 in make_weights(cfg, seed):
+        sd = "F32" if keep_f32 else st_dtype
+        encoded.append((name, sd, arr.shape, encode_tensor(arr, sd)))
+
+    # Remove weight files of an earlier run that this run will not overwrite
+    # (e.g. a stale index next to a new single-file checkpoint).
+    if shards == 1:
+        keep = {"model.safetensors"}
+    else:
+        keep = {"model-%05d-of-%05d.safetensors" % (i + 1, shards) for i in range(shards)}
+        keep.add("model.safetensors.index.json")
+    for fn in os.listdir(out_dir):
+        if fn in keep:
+            continue
+        if fn == "model.safetensors" or fn == "model.safetensors.index.json" or (
+                fn.startswith("model-") and fn.endswith(".safetensors")):
+            os.unlink(os.path.join(out_dir, fn))
+
+    meta = {"format": "pt"}
+    if shards == 1:
+        write_safetensors(os.path.join(out_dir, "model.safetensors"), encoded, meta)
+    else:
+        weight_map = {}
+        for i, group in enumerate(_split_shards(encoded, shards)):
+            fn = "model-%05d-of-%05d.safetensors" % (i + 1, shards)
+            write_safetensors(os.path.join(out_dir, fn), group, meta)
+            for t in group:
+                weight_map[t[0]] = fn
+        index = {"metadata": {"total_size": sum(len(t[3]) for t in encoded)},
+                 "weight_map": dict(sorted(weight_map.items()))}
+        _atomic_write(os.path.join(out_dir, "model.safetensors.index.json"),
+                      [(json.dumps(index, indent=2) + "\n").encode("utf-8")])
+
+    _atomic_write(os.path.join(out_dir, "config.json"),
+                  [(json.dumps(cfg, indent=2) + "\n").encode("utf-8")])
+    return cfg
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("family", choices=FAMILIES)
+    ap.add_argument("out_dir")
+    ap.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", default=None)
+    args = ap.parse_args(argv)
+    try:
+        make_checkpoint(args.family, args.out_dir, dtype=args.dtype, shards=args.shards,
+                        seed=args.seed, variant=args.variant)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepares the GPU check on this (build) machine: compiles the example and
+# tiny checkpoint plans for sm_90a + cpu and gathers kiln-run with the shared
+# libraries it needs into build/device/, which `run` carries to the GPU
+# machine (it has no compiler, MLIR or abseil).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BIN="$ROOT/build/bin"
+OUT="$ROOT/build/device"
+rm -rf "$OUT"; mkdir -p "$OUT/plans" "$OUT/lib" "$OUT/bin"
+"$BIN/kiln-compile" "$ROOT/models/example/tiny_mlp.mlir" -o "$OUT/plans/tiny_mlp.kplan" \
+  --target=sm_90a,cpu --embed-weights
+python3 -c "import numpy as np; np.save('$OUT/plans/tiny_mlp.tokens.npy', (np.arange(16, dtype=np.int32).reshape(2, 8) * 7) % 256)"
+for fam in deepseek_v3 llama mixtral; do
+  python3 "$ROOT/models/testing/make_tiny_checkpoint.py" "$fam" "$OUT/ck-$fam" >/dev/null
+  "$BIN/kiln-compile" "$OUT/ck-$fam" -o "$OUT/plans/$fam.kplan" --target=sm_90a,cpu \
+    --embed-weights --max-batch=2 --max-seq=8
+  python3 -c "import numpy as np; np.save('$OUT/plans/$fam.tokens.npy', np.random.default_rng(0).integers(0, 128, size=(2, 8)).astype(np.int32))"
+  rm -rf "$OUT/ck-$fam"
+done
+cp "$BIN/kiln-run" "$BIN/kiln-inspect" "$OUT/bin/"
+# Shared libraries outside the base system (abseil, flatbuffers, libstdc++ is there).
+ldd "$BIN/kiln-run" | awk '/=> \// {print $3}' | grep -E 'absl|flatbuffers' | xargs -r -I{} cp -L {} "$OUT/lib/"
+cp "$ROOT/tests/device/run.sh" "$ROOT/tests/device/compare.py" "$OUT/"
+du -sh "$OUT"

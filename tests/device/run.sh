@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU suite, run on the device machine from the repository root after
+# tests/device/prepare.sh ran here (carry build/device):
+#   bash build/device/run.sh
+# Runs every plan on the CPU and on CUDA, compares the outputs and prints a
+# short table of timings (median of --repeat runs).
+set -uo pipefail
+D="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export LD_LIBRARY_PATH="$D/lib:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+status=0
+printf "%-14s %-6s %12s %12s %12s\n" plan device median_ms rel_l2 result
+for plan in "$D"/plans/*.kplan; do
+  name="$(basename "$plan" .kplan)"
+  tokens="$D/plans/$name.tokens.npy"
+  for dev in cpu cuda; do
+    out="$D/plans/$name.$dev.npy"
+    if ! log=$("$D/bin/kiln-run" "$plan" --device "$dev" --input "tokens=$tokens" \
+                 --output "logits=$out" --repeat 20 2>&1); then
+      printf "%-14s %-6s %12s %12s %12s\n" "$name" "$dev" - - FAIL; echo "$log" | tail -3
+      status=1; continue
+    fi
+    ms=$(echo "$log" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' | head -1)
+    if [[ $dev == cuda ]]; then
+      cmp=$(python3 "$D/compare.py" "$D/plans/$name.cpu.npy" "$out" 1e-4) && r=PASS || { r=FAIL; status=1; }
+      printf "%-14s %-6s %12s %12s %12s\n" "$name" "$dev" "$ms" "$cmp" "$r"
+    else
+      printf "%-14s %-6s %12s %12s %12s\n" "$name" "$dev" "$ms" - ok
+    fi
+  done
+done
+exit $status
