@@ -13,6 +13,9 @@
 
 #include "kiln/IR/KilnDialect.h"
 #include "kiln/Models/HuggingFace.h"
+#include "kiln/Kernels/FP8Host.h"
+
+#include <cstring>
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -77,17 +80,101 @@ LogicalResult checkTensor(Operation *op, const std::string &name,
   return success();
 }
 
+/// Reads a checkpoint tensor as f32 (F32, BF16, F16).
+std::optional<std::vector<float>> readAsF32(const Checkpoint::Entry &e) {
+  const uint8_t *p = e.file->data(*e.tensor);
+  size_t n = e.tensor->size / safetensorsDTypeSize(e.tensor->dtype);
+  std::vector<float> out(n);
+  if (e.tensor->dtype == "F32") {
+    std::memcpy(out.data(), p, n * 4);
+  } else if (e.tensor->dtype == "BF16") {
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t bits = uint32_t(p[2 * i] | (p[2 * i + 1] << 8)) << 16;
+      std::memcpy(&out[i], &bits, 4);
+    }
+  } else if (e.tensor->dtype == "F16") {
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h = uint16_t(p[2 * i] | (p[2 * i + 1] << 8));
+      out[i] = llvm::APFloat(llvm::APFloat::IEEEhalf(), llvm::APInt(16, h))
+                   .convertToFloat();
+    }
+  } else {
+    return std::nullopt;
+  }
+  return out;
+}
+
+constexpr llvm::StringLiteral kScaleSuffix = "_scale_inv";
+
 /// Resolves every kiln.weight and kiln.weight_stack name against the
-/// checkpoint, checking dtype and shape.
+/// checkpoint, checking dtype and shape. With `quantize`, an e4m3 weight
+/// found in high precision is quantized here (128x128 blocks) and its
+/// `_scale_inv` derived; both are packed into the plan.
 LogicalResult resolveWeights(ModuleOp module, const Checkpoint &ck,
-                             std::map<std::string, WeightSource> &out) {
-  auto record = [&](const std::string &name, const Checkpoint::Entry &e,
-                    Type elementType) {
+                             std::map<std::string, WeightSource> &out,
+                             bool quantize) {
+  // Compile-time quantization of `name` (expected e4m3 of `shape`).
+  auto quantizeFrom = [&](Operation *op, const std::string &name,
+                          ArrayRef<int64_t> shape) -> LogicalResult {
+    auto e = ck.find(name);
+    if (!e.tensor)
+      return op->emitError() << "weight '" << name
+                             << "' is missing from the checkpoint";
+    if (ArrayRef<int64_t>(e.tensor->shape) != shape || shape.size() != 2)
+      return op->emitError() << "weight '" << name << "' in "
+                             << e.file->path() << " has shape "
+                             << shapeText(e.tensor->shape)
+                             << ", the model expects " << shapeText(shape);
+    auto values = readAsF32(e);
+    if (!values)
+      return op->emitError() << "weight '" << name << "' has dtype "
+                             << e.tensor->dtype
+                             << ", which --quantize=fp8-block cannot quantize";
+    auto q = std::make_shared<std::vector<uint8_t>>();
+    std::vector<float> scales;
+    kernels::quantizeWeightBlocks(values->data(), shape[0], shape[1], 128, *q,
+                                  scales);
+    auto sBytes = std::make_shared<std::vector<uint8_t>>(scales.size() * 4);
+    std::memcpy(sBytes->data(), scales.data(), sBytes->size());
+    Builder b(module.getContext());
+    WeightSource qs;
+    qs.name = name;
+    qs.elementType = b.getType<Float8E4M3FNType>();
+    qs.shape.assign(shape.begin(), shape.end());
+    qs.size = q->size();
+    qs.owned = q;
+    qs.data = q->data();
+    out[name] = qs;
+    WeightSource ss;
+    ss.name = name + kScaleSuffix.str();
+    ss.elementType = b.getF32Type();
+    ss.shape = {(shape[0] + 127) / 128, (shape[1] + 127) / 128};
+    ss.size = sBytes->size();
+    ss.owned = sBytes;
+    ss.data = sBytes->data();
+    out[ss.name] = ss;
+    return success();
+  };
+  // Resolves one name expected as (elementType, shape).
+  auto resolve = [&](Operation *op, const std::string &name, Type et,
+                     ArrayRef<int64_t> shape) -> LogicalResult {
     if (out.count(name))
-      return;
+      return success();
+    auto e = ck.find(name);
+    bool isF8 = isa<Float8E4M3FNType>(et);
+    if (quantize && isF8 && e.tensor && e.tensor->dtype != "F8_E4M3")
+      return quantizeFrom(op, name, shape);
+    if (quantize && !e.tensor && StringRef(name).ends_with(kScaleSuffix)) {
+      std::string base = name.substr(0, name.size() - kScaleSuffix.size());
+      auto be = ck.find(base);
+      if (be.tensor && be.tensor->dtype != "F8_E4M3")
+        return success(); // derived when `base` is quantized
+    }
+    if (failed(checkTensor(op, name, e, et, shape)))
+      return failure();
     WeightSource src;
     src.name = name;
-    src.elementType = elementType;
+    src.elementType = et;
     src.shape = e.tensor->shape;
     src.path = e.file->path();
     src.offset = e.tensor->offset;
@@ -95,30 +182,36 @@ LogicalResult resolveWeights(ModuleOp module, const Checkpoint &ck,
     src.fileSize = e.file->fileSize();
     src.data = e.file->data(*e.tensor);
     out[name] = std::move(src);
+    return success();
   };
   WalkResult r = module.walk([&](Operation *op) {
     if (auto w = dyn_cast<graph::WeightOp>(op)) {
-      std::string name = w.getName().str();
       auto type = cast<RankedTensorType>(w.getType());
-      auto e = ck.find(name);
-      if (failed(checkTensor(op, name, e, type.getElementType(),
-                             type.getShape())))
+      if (failed(resolve(op, w.getName().str(), type.getElementType(),
+                         type.getShape())))
         return WalkResult::interrupt();
-      record(name, e, type.getElementType());
     } else if (auto ws = dyn_cast<graph::WeightStackOp>(op)) {
       auto type = cast<RankedTensorType>(ws.getType());
-      for (Attribute a : ws.getNames()) {
-        std::string name = cast<StringAttr>(a).getValue().str();
-        auto e = ck.find(name);
-        if (failed(checkTensor(op, name, e, type.getElementType(),
-                               type.getShape().drop_front())))
+      for (Attribute a : ws.getNames())
+        if (failed(resolve(op, cast<StringAttr>(a).getValue().str(),
+                           type.getElementType(),
+                           type.getShape().drop_front())))
           return WalkResult::interrupt();
-        record(name, e, type.getElementType());
-      }
     }
     return WalkResult::advance();
   });
-  return failure(r.wasInterrupted());
+  if (r.wasInterrupted())
+    return failure();
+  // Every derived scale must exist now.
+  WalkResult missing = module.walk([&](graph::WeightOp w) {
+    if (!out.count(w.getName().str())) {
+      w.emitError() << "weight '" << w.getName()
+                    << "' is missing from the checkpoint";
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return failure(missing.wasInterrupted());
 }
 
 /// Records every weight without data (--no-weights): the plan describes the
@@ -241,6 +334,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     io.batch = opts.maxBatch;
     io.seq = opts.maxSeq;
     io.noWeights = opts.noWeights;
+    io.quantizeFP8 = opts.quantizeFP8;
     auto imported = models::importHuggingFace(
         ctx, configPath.str().str(), io, [&](llvm::StringRef name) {
           auto e = checkpoint ? checkpoint->find(name) : Checkpoint::Entry{};
@@ -302,7 +396,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
       return module->emitError()
              << "the model uses weights but names no checkpoint (module "
                 "attribute kiln.weights)";
-    if (checkpoint && failed(resolveWeights(*module, *checkpoint, weights)))
+    if (checkpoint && failed(resolveWeights(*module, *checkpoint, weights,
+                                            opts.quantizeFP8)))
       return failure();
   }
 

@@ -23,6 +23,7 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   lower.minGemmPrograms = options.minGemmPrograms;
   pm.addPass(createKilnLowerToKernels(lower));
   pm.addPass(mlir::createCSEPass());
+  pm.addPass(createKilnFuseQuantize());
 }
 
 void registerKilnPassesAndPipelines() {

@@ -143,24 +143,39 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
 
 void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
                     ArrayRef<Type> types) {
-  // types: q_nope, q_rope, latent, k_rope, kv_b, [start], out
+  // types: q_nope, q_rope, latent, k_rope, kv_b, [kv_b_scale], [start], out,
+  // workspace
   ProgramBuilder p(b, args.loc);
   RowIndex r = decomposeRow(p, args.pid, a.seq, a.heads);
-  unsigned n = 0;
-  Value qn = args.buffers[n], qr = args.buffers[n + 1];
-  Value lat = args.buffers[n + 2], kr = args.buffers[n + 3];
-  Value wkvb = args.buffers[n + 4];
+  Value qn = args.buffers[0], qr = args.buffers[1];
+  Value lat = args.buffers[2], kr = args.buffers[3];
+  Value wkvb = args.buffers[4];
   Type qnT = types[0], qrT = types[1], latT = types[2], krT = types[3],
        wT = types[4];
-  unsigned outIdx = a.hasStart ? 6 : 5;
-  Value out = args.buffers[outIdx], ws = args.buffers[outIdx + 1];
-  Type outT = types[outIdx];
+  unsigned next = 5;
+  Value wScale = a.kvbScale ? args.buffers[next++] : Value();
+  unsigned startIdx = next;
+  if (a.hasStart)
+    ++next;
+  Value out = args.buffers[next], ws = args.buffers[next + 1];
+  Type outT = types[next];
   Type f32 = b.getF32Type();
-  Value start = a.hasStart ? p.load(args.buffers[5], types[5], r.batch)
-                           : p.i64(0);
+  Value start = a.hasStart
+                    ? p.load(args.buffers[startIdx], types[startIdx], r.batch)
+                    : p.i64(0);
   Value limit = keyLimit(p, a, start, r.seq);
   int64_t rowW = a.headDim + a.valueDim;
+  int64_t colBlocks = (a.rank + 127) / 128;
   Value c0 = p.i64(0), c1 = p.i64(1), cC = p.i64(a.rank);
+  // kv_b[row, col], dequantized when block-quantized.
+  auto weight = [&](Value row, Value col) {
+    Value w = p.load(wkvb, wT, p.add(p.mul(row, cC), col));
+    if (!a.kvbScale)
+      return w;
+    Value blk = p.add(p.mul(p.divs(row, p.i64(128)), p.i64(colBlocks)),
+                      p.divs(col, p.i64(128)));
+    return p.fmul(w, p.load(wScale, f32, blk));
+  };
   Value wsBase = p.mul(args.pid, p.i64(2 * a.rank));
   Value oLat = p.add(wsBase, cC);
   Value qnBase = p.mul(args.pid, p.i64(a.headDim));
@@ -171,9 +186,7 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
     Value acc = p.forLoop(c0, p.i64(a.headDim), c1, ValueRange{p.f32(0.0f)},
                           [&](Value d, ValueRange it) {
                             Value x = p.load(qn, qnT, p.add(qnBase, d));
-                            Value w = p.load(
-                                wkvb, wT,
-                                p.add(p.mul(p.add(headRow, d), cC), c));
+                            Value w = weight(p.add(headRow, d), c);
                             return SmallVector<Value>{
                                 p.fadd(it[0], p.fmul(x, w), true)};
                           })[0];
@@ -203,8 +216,13 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
   // out[e] = (sum_c W_UV[h, e, c] * o_lat[c]) / l.
   Value oBase = p.mul(args.pid, p.i64(a.valueDim));
   p.forLoop(c0, p.i64(a.valueDim), c1, [&](Value e) {
-    Value wRow = p.mul(p.add(p.add(headRow, p.i64(a.headDim)), e), cC);
-    Value acc = p.dot(wkvb, wT, wRow, ws, f32, oLat, a.rank);
+    Value row = p.add(p.add(headRow, p.i64(a.headDim)), e);
+    Value acc = p.forLoop(c0, cC, c1, ValueRange{p.f32(0.0f)},
+                          [&](Value c, ValueRange it) {
+                            Value o = p.load(ws, f32, p.add(oLat, c));
+                            return SmallVector<Value>{
+                                p.fadd(it[0], p.fmul(weight(row, c), o), true)};
+                          })[0];
     p.store(p.fmul(acc, invL), out, outT, p.add(oBase, e));
   });
 }

@@ -107,8 +107,78 @@ Value ProgramBuilder::select(Value cond, Value a, Value c) {
   return arith::SelectOp::create(b, loc, cond, a, c);
 }
 
+Value ProgramBuilder::fabs(Value x) { return math::AbsFOp::create(b, loc, x); }
+
+Value ProgramBuilder::encodeE4M3(Value v) {
+  // |v| saturated at 448 (NaN is not expected: callers divide by s > 0).
+  auto i32 = b.getI32Type();
+  auto cst = [&](int64_t c) {
+    return arith::ConstantIntOp::create(b, loc, i32, c).getResult();
+  };
+  Value a = fmin(fabs(v), f32(448.0f));
+  Value bits = arith::BitcastOp::create(b, loc, i32, v);
+  Value sign = arith::AndIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, bits, cst(24)), cst(0x80));
+  Value abits = arith::BitcastOp::create(b, loc, i32, a);
+  // Normal range (a >= 2^-6): round the f32 mantissa to 3 bits, ties to
+  // even, on the bit pattern; a carry propagates into the exponent. Then
+  // rebias the exponent from 127 to 7: byte = (bits >> 20) - (120 << 3).
+  Value lsb = arith::AndIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, abits, cst(20)), cst(1));
+  Value rounded = arith::AddIOp::create(
+      b, loc, abits, arith::AddIOp::create(b, loc, cst(0x7FFFF), lsb));
+  Value normal = arith::SubIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, rounded, cst(20)), cst(960));
+  normal = arith::MinSIOp::create(b, loc, normal, cst(0x7E));
+  // Subnormals (a < 2^-6): k = round_even(a * 2^9) via the 2^23 trick.
+  Value scaled = arith::AddFOp::create(
+      b, loc, arith::MulFOp::create(b, loc, a, f32(512.0f)), f32(8388608.0f));
+  Value sub = arith::SubIOp::create(
+      b, loc, arith::BitcastOp::create(b, loc, i32, scaled), cst(0x4B000000));
+  Value isNormal = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGE,
+                                         a, f32(0.015625f));
+  Value mag = arith::SelectOp::create(b, loc, isNormal, normal, sub);
+  Value byte = arith::OrIOp::create(b, loc, mag, sign);
+  return arith::TruncIOp::create(b, loc, b.getI8Type(), byte);
+}
+
+Value ProgramBuilder::decodeE4M3(Value byte) {
+  auto i32 = b.getI32Type();
+  auto cst = [&](int64_t c) {
+    return arith::ConstantIntOp::create(b, loc, i32, c).getResult();
+  };
+  Value u = arith::ExtUIOp::create(b, loc, i32, byte);
+  Value sign = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, u, cst(0x80)), cst(24));
+  Value e = arith::AndIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, u, cst(3)), cst(15));
+  Value m = arith::AndIOp::create(b, loc, u, cst(7));
+  // Normal: exponent e - 7 + 127, mantissa m in the top 3 bits.
+  Value normalBits = arith::OrIOp::create(
+      b, loc,
+      arith::ShLIOp::create(b, loc, arith::AddIOp::create(b, loc, e, cst(120)),
+                            cst(23)),
+      arith::ShLIOp::create(b, loc, m, cst(20)));
+  Value normal = arith::BitcastOp::create(b, loc, b.getF32Type(), normalBits);
+  // Subnormal: m * 2^-9.
+  Value sub = arith::MulFOp::create(
+      b, loc, arith::SIToFPOp::create(b, loc, b.getF32Type(), m),
+      f32(0.001953125f));
+  Value isSub = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, e,
+                                      cst(0));
+  Value mag = arith::SelectOp::create(b, loc, isSub, sub, normal);
+  Value magBits = arith::BitcastOp::create(b, loc, i32, mag);
+  return arith::BitcastOp::create(
+      b, loc, b.getF32Type(), arith::OrIOp::create(b, loc, magBits, sign));
+}
+
 Value ProgramBuilder::load(Value ptr, Type elemType, Value index) {
   auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+  if (isa<Float8E4M3FNType>(elemType)) {
+    Value addr = LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), ptr,
+                                     ValueRange{index});
+    return decodeE4M3(LLVM::LoadOp::create(b, loc, b.getI8Type(), addr));
+  }
   Value addr = LLVM::GEPOp::create(b, loc, ptrTy, elemType, ptr,
                                    ValueRange{index});
   Value v = LLVM::LoadOp::create(b, loc, elemType, addr);
@@ -121,6 +191,12 @@ Value ProgramBuilder::load(Value ptr, Type elemType, Value index) {
 
 void ProgramBuilder::store(Value value, Value ptr, Type elemType, Value index) {
   auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+  if (isa<Float8E4M3FNType>(elemType)) {
+    Value addr = LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), ptr,
+                                     ValueRange{index});
+    LLVM::StoreOp::create(b, loc, encodeE4M3(value), addr);
+    return;
+  }
   if (isa<FloatType>(elemType) && value.getType() != elemType)
     value = arith::TruncFOp::create(b, loc, elemType, value);
   Value addr = LLVM::GEPOp::create(b, loc, ptrTy, elemType, ptr,

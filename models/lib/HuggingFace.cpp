@@ -147,13 +147,36 @@ public:
     return g::RMSNormOp::create(b, at(wname.rsplit('.').first), x.getType(),
                                 x, w, b.getF32FloatAttr(eps));
   }
-  Value linear(Value x, StringRef wname, int64_t out) {
+  /// Projection by a checkpoint weight. `quantizable` marks the projections
+  /// DeepSeek-V3 quantizes; in FP8 mode their input is quantized
+  /// (kiln.quantize, fused into its producer later) and the weight is e4m3
+  /// with its `_scale_inv` block scales.
+  Value linear(Value x, StringRef wname, int64_t out, bool quantizable = false) {
     int64_t in = shape(x).back();
-    Value w = weight(wname, {out, in});
     SmallVector<int64_t> s(shape(x));
     s.back() = out;
-    return g::LinearOp::create(b, at(wname.rsplit('.').first),
-                               tensor(s, f32()), x, w);
+    Location loc = at(wname.rsplit('.').first);
+    if (quant && quantizable) {
+      auto [xq, xs] = quantize(x, loc);
+      Value w = weight(wname, {out, in}, quant.getElementType());
+      Value ws = weight((wname + "_scale_inv").str(),
+                        {ceilDiv(out, 128), ceilDiv(in, 128)}, f32());
+      return g::LinearOp::create(b, loc, tensor(s, f32()), xq, w, xs, ws,
+                                 quant);
+    }
+    Value w = weight(wname, {out, in});
+    return g::LinearOp::create(b, loc, tensor(s, f32()), x, w, Value(),
+                               Value(), g::BlockQuantAttr());
+  }
+  static int64_t ceilDiv(int64_t a, int64_t c) { return (a + c - 1) / c; }
+  std::pair<Value, Value> quantize(Value x, Location loc) {
+    SmallVector<int64_t> ss(shape(x));
+    ss.back() = ceilDiv(ss.back(), quant.getActBlock());
+    auto op = g::QuantizeOp::create(
+        b, loc, TypeRange{tensor(shape(x), quant.getElementType()),
+                          tensor(ss, f32())},
+        x, quant);
+    return {op.getResult(), op.getScale()};
   }
   Value reshape(Value x, ArrayRef<int64_t> s, Location loc) {
     return g::ReshapeOp::create(b, loc, tensor(s, f32()), x);
@@ -168,10 +191,11 @@ public:
     return g::AddOp::create(b, loc, a.getType(), a, c);
   }
   Value mlp(Value x, StringRef prefix, int64_t ffn) {
-    Value gt = linear(x, (prefix + ".gate_proj.weight").str(), ffn);
-    Value up = linear(x, (prefix + ".up_proj.weight").str(), ffn);
+    Value gt = linear(x, (prefix + ".gate_proj.weight").str(), ffn, true);
+    Value up = linear(x, (prefix + ".up_proj.weight").str(), ffn, true);
     Value act = g::SwiGLUOp::create(b, at(prefix), gt.getType(), gt, up);
-    return linear(act, (prefix + ".down_proj.weight").str(), shape(x).back());
+    return linear(act, (prefix + ".down_proj.weight").str(), shape(x).back(),
+                  true);
   }
   /// kiln.state + kiln.cache_update: appends `values` ([B, seq, ...]) to
   /// the named cache ([B, capacity, ...]) at the entry's start position.
@@ -201,6 +225,8 @@ public:
   /// position of its first token ([batch] i32; null for prefill).
   int64_t seq = 0;
   Value start;
+  /// Set in FP8 mode: DeepSeek-V3's block quantization.
+  g::BlockQuantAttr quant;
 };
 
 struct Common {
@@ -253,9 +279,9 @@ FailureOr<Value> gqaAttention(GraphBuilder &gb, Config &c, const Common &m,
   }
   int64_t B = gb.opts.batch, S = gb.seq;
   Location loc = gb.at(p + ".self_attn");
-  Value q = gb.linear(x, p + ".self_attn.q_proj.weight", m.heads * hd);
-  Value k = gb.linear(x, p + ".self_attn.k_proj.weight", kvHeads * hd);
-  Value v = gb.linear(x, p + ".self_attn.v_proj.weight", kvHeads * hd);
+  Value q = gb.linear(x, p + ".self_attn.q_proj.weight", m.heads * hd, true);
+  Value k = gb.linear(x, p + ".self_attn.k_proj.weight", kvHeads * hd, true);
+  Value v = gb.linear(x, p + ".self_attn.v_proj.weight", kvHeads * hd, true);
   q = gb.rope(gb.reshape(q, {B, S, m.heads, hd}, loc), theta, hd, false,
               scaling, YaRN{}, loc);
   k = gb.rope(gb.reshape(k, {B, S, kvHeads, hd}, loc), theta, hd, false,
@@ -268,7 +294,7 @@ FailureOr<Value> gqaAttention(GraphBuilder &gb, Config &c, const Common &m,
       gb.b.getF32FloatAttr(1.0 / std::sqrt(double(hd))),
       gb.b.getBoolAttr(true));
   o = gb.reshape(o, {B, S, m.heads * hd}, loc);
-  return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden);
+  return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden, true);
 }
 
 /// DeepSeek Multi-head Latent Attention.
@@ -319,35 +345,46 @@ FailureOr<Value> mlaAttention(GraphBuilder &gb, Config &c, const Common &m,
     auto qr = c.integer("q_lora_rank");
     if (failed(qr))
       return failure();
-    Value qa = gb.linear(x, p + ".self_attn.q_a_proj.weight", *qr);
+    Value qa = gb.linear(x, p + ".self_attn.q_a_proj.weight", *qr, true);
     qa = gb.rmsNorm(qa, p + ".self_attn.q_a_layernorm.weight", m.eps);
-    q = gb.linear(qa, p + ".self_attn.q_b_proj.weight", H * (*dn + *dr));
+    q = gb.linear(qa, p + ".self_attn.q_b_proj.weight", H * (*dn + *dr), true);
   } else {
-    q = gb.linear(x, p + ".self_attn.q_proj.weight", H * (*dn + *dr));
+    q = gb.linear(x, p + ".self_attn.q_proj.weight", H * (*dn + *dr), true);
   }
   q = gb.reshape(q, {B, S, H, *dn + *dr}, loc);
   Value qNope = gb.slice(q, 0, *dn, loc);
   Value qPe = gb.rope(gb.slice(q, *dn, *dr, loc), theta, *dr, true, 1.0, y,
                       loc);
   Value kv = gb.linear(x, p + ".self_attn.kv_a_proj_with_mqa.weight",
-                       *rank + *dr);
+                       *rank + *dr, true);
   Value latent = gb.rmsNorm(gb.slice(kv, 0, *rank, loc),
                             p + ".self_attn.kv_a_layernorm.weight", m.eps);
   Value kPe = gb.reshape(gb.slice(kv, *rank, *dr, loc), {B, S, 1, *dr}, loc);
   kPe = gb.reshape(gb.rope(kPe, theta, *dr, true, 1.0, y, loc), {B, S, *dr},
                    loc);
-  Value kvB = gb.weight(p + ".self_attn.kv_b_proj.weight",
-                        {H * (*dn + *dv), *rank});
+  std::string kvbName = p + ".self_attn.kv_b_proj.weight";
+  Value kvB, kvBScale;
+  if (gb.quant) {
+    // Dequantized as the absorbed kernel reads it (no activation quant).
+    kvB = gb.weight(kvbName, {H * (*dn + *dv), *rank},
+                    gb.quant.getElementType());
+    kvBScale = gb.weight(kvbName + "_scale_inv",
+                         {GraphBuilder::ceilDiv(H * (*dn + *dv), 128),
+                          GraphBuilder::ceilDiv(*rank, 128)},
+                         gb.f32());
+  } else {
+    kvB = gb.weight(kvbName, {H * (*dn + *dv), *rank});
+  }
   // The cache holds the normalized latent and the rotated rope key:
   // kv_lora_rank + qk_rope_head_dim values per token.
   latent = gb.cache(p + ".self_attn.kv_latent_cache", latent, loc);
   kPe = gb.cache(p + ".self_attn.k_rope_cache", kPe, loc);
   Value o = g::MLAAttentionOp::create(
       gb.b, loc, gb.tensor({B, S, H, *dv}, gb.f32()), qNope, qPe, latent, kPe,
-      kvB, gb.start, gb.b.getF32FloatAttr(softmaxScale),
+      kvB, kvBScale, gb.start, gb.b.getF32FloatAttr(softmaxScale),
       gb.b.getBoolAttr(true));
   o = gb.reshape(o, {B, S, H * *dv}, loc);
-  return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden);
+  return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden, true);
 }
 
 struct MoEConfig {
@@ -373,13 +410,47 @@ Value moe(GraphBuilder &gb, Value x, const std::string &p,
     wu.push_back(expertName(e, "up"));
     wd.push_back(expertName(e, "down"));
   }
+  auto I64 = [&](int64_t v) { return gb.b.getI64IntegerAttr(v); };
+  if (gb.quant) {
+    Type f8 = gb.quant.getElementType();
+    auto scaleNames = [](const std::vector<std::string> &names) {
+      std::vector<std::string> out;
+      for (const std::string &n : names)
+        out.push_back(n + "_scale_inv");
+      return out;
+    };
+    auto stack = [&](const std::vector<std::string> &names,
+                     ArrayRef<int64_t> shape, Type et) {
+      SmallVector<Attribute> attrs;
+      for (const std::string &n : names)
+        attrs.push_back(gb.b.getStringAttr(n));
+      SmallVector<int64_t> full{static_cast<int64_t>(names.size())};
+      full.append(shape.begin(), shape.end());
+      return g::WeightStackOp::create(gb.b, gb.at(p + ".experts"),
+                                      gb.tensor(full, et),
+                                      gb.b.getArrayAttr(attrs))
+          .getResult();
+    };
+    auto cd = GraphBuilder::ceilDiv;
+    Value sg = stack(wg, {mc.ffn, D}, f8), su = stack(wu, {mc.ffn, D}, f8);
+    Value sd = stack(wd, {D, mc.ffn}, f8);
+    Value sgs = stack(scaleNames(wg), {cd(mc.ffn, 128), cd(D, 128)}, gb.f32());
+    Value sus = stack(scaleNames(wu), {cd(mc.ffn, 128), cd(D, 128)}, gb.f32());
+    Value sds = stack(scaleNames(wd), {cd(D, 128), cd(mc.ffn, 128)}, gb.f32());
+    auto [xq, xs] = gb.quantize(x, loc);
+    return g::MoEOp::create(
+        gb.b, loc, x.getType(), x, router, bias, sg, su, sd, xq, xs, sgs, sus,
+        sds, gb.quant, I64(mc.topK), gb.b.getStringAttr(mc.scoring),
+        I64(mc.groups), I64(mc.topkGroup), gb.b.getStringAttr(mc.groupScore),
+        gb.b.getBoolAttr(mc.norm), gb.b.getF32FloatAttr(mc.scaling));
+  }
   Value sg = gb.weightStack(wg, {mc.ffn, D}, p + ".experts");
   Value su = gb.weightStack(wu, {mc.ffn, D}, p + ".experts");
   Value sd = gb.weightStack(wd, {D, mc.ffn}, p + ".experts");
   return g::MoEOp::create(
-      gb.b, loc, x.getType(), x, router, bias, sg, su, sd,
-      gb.b.getI64IntegerAttr(mc.topK), gb.b.getStringAttr(mc.scoring),
-      gb.b.getI64IntegerAttr(mc.groups), gb.b.getI64IntegerAttr(mc.topkGroup),
+      gb.b, loc, x.getType(), x, router, bias, sg, su, sd, Value(), Value(),
+      Value(), Value(), Value(), g::BlockQuantAttr(), I64(mc.topK),
+      gb.b.getStringAttr(mc.scoring), I64(mc.groups), I64(mc.topkGroup),
       gb.b.getStringAttr(mc.groupScore), gb.b.getBoolAttr(mc.norm),
       gb.b.getF32FloatAttr(mc.scaling));
 }
@@ -555,6 +626,38 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
                                              : Type(b.getBF16Type());
   OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
   GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
+  if (const llvm::json::Object *qc = c.object("quantization_config")) {
+    // A published FP8 checkpoint: exactly DeepSeek-V3's scheme.
+    auto field = [&](StringRef k) {
+      return qc->getString(k).value_or("").str();
+    };
+    const llvm::json::Array *blk = qc->getArray("weight_block_size");
+    if (field("quant_method") != "fp8") {
+      c.error("quantization_config.quant_method")
+          << "'" << field("quant_method") << "' is not supported (fp8)";
+      return failure();
+    }
+    if (field("fmt") != "e4m3") {
+      c.error("quantization_config.fmt")
+          << "'" << field("fmt") << "' is not supported (e4m3)";
+      return failure();
+    }
+    if (!blk || blk->size() != 2 || (*blk)[0].getAsInteger() != 128 ||
+        (*blk)[1].getAsInteger() != 128) {
+      c.error("quantization_config.weight_block_size")
+          << "must be [128, 128]";
+      return failure();
+    }
+    if (field("activation_scheme") != "dynamic") {
+      c.error("quantization_config.activation_scheme")
+          << "'" << field("activation_scheme")
+          << "' is not supported (dynamic)";
+      return failure();
+    }
+  }
+  if (c.object("quantization_config") || opts.quantizeFP8)
+    gb.quant = g::BlockQuantAttr::get(&ctx, b.getType<Float8E4M3FNType>(),
+                                      {128, 128}, 128);
   bool deepseek = type == "deepseek_v3" || type == "deepseek_v2";
   // forward (prefill: tokens [B, S], fills the KV cache) and decode (one
   // token per batch row at `position`, reading and extending the cache).

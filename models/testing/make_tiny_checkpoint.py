@@ -3,10 +3,22 @@
 
 Usage:
     python3 models/testing/make_tiny_checkpoint.py FAMILY OUT_DIR
-        [--dtype f32|bf16|f16] [--shards N] [--seed S] [--variant NAME]
+        [--dtype f32|bf16|f16] [--shards N] [--seed S] [--variant NAME] [--fp8]
 
 FAMILY is one of: deepseek_v3, deepseek_v2, llama, mixtral.
 deepseek_v2 variants: group_limited_greedy (default), greedy.
+deepseek_v3 variants: fp8dims (hidden 192 etc., so that 128x128 FP8 blocks,
+full and partial, are exercised).
+
+--fp8 (deepseek_v3 only): store the quantizable weights (attention
+projections, dense / expert / shared-expert MLPs) the way DeepSeek-V3 does:
+`X.weight` as F8_E4M3 (float8_e4m3fn codes, 1 byte each) plus F32
+`X.weight_scale_inv` [ceil(out/128), ceil(in/128)] (the per-block scale s,
+w ~= decode(q) * s), and add DeepSeek-V3's "quantization_config" to
+config.json. The values quantized are the ones the non-FP8 checkpoint of the
+same --dtype stores (f32 master values rounded to bf16 / f16 first), so
+quantizing that checkpoint's weights gives exactly this one. Embeddings,
+lm_head, the router and norms keep --dtype (the correction bias stays F32).
 
 Writes OUT_DIR/config.json (Hugging Face field names) and either
 OUT_DIR/model.safetensors or, for --shards N > 1,
@@ -15,7 +27,7 @@ Only numpy is needed. Output is deterministic for a given (family, variant,
 seed); the dtype only changes how the same float32 values are stored.
 
 Importable: make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0,
-variant=None) -> config dict.
+variant=None, fp8=False) -> config dict.
 """
 
 import argparse
@@ -130,6 +142,36 @@ _V2_VARIANTS = {
     },
 }
 
+_V3_VARIANTS = {
+    "fp8dims": {
+        "vocab_size": 256,
+        "hidden_size": 192,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "intermediate_size": 320,
+        "moe_intermediate_size": 160,
+        "q_lora_rank": 144,
+        "kv_lora_rank": 128,
+        "qk_nope_head_dim": 32,
+        "qk_rope_head_dim": 16,
+        "v_head_dim": 32,
+        "n_routed_experts": 8,
+        "n_group": 4,
+        "topk_group": 2,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+    },
+}
+
+# DeepSeek-V3's published quantization_config.
+FP8_QUANTIZATION_CONFIG = {
+    "activation_scheme": "dynamic",
+    "fmt": "e4m3",
+    "quant_method": "fp8",
+    "weight_block_size": [128, 128],
+}
+
 _LLAMA = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
@@ -159,7 +201,7 @@ _MIXTRAL = {
 }
 
 
-def make_config(family, dtype="f32", variant=None):
+def make_config(family, dtype="f32", variant=None, fp8=False):
     if family not in FAMILIES:
         raise ValueError("unknown family %r (expected one of %s)" % (family, ", ".join(FAMILIES)))
     if dtype not in DTYPES:
@@ -169,6 +211,11 @@ def make_config(family, dtype="f32", variant=None):
         if v not in _V2_VARIANTS:
             raise ValueError("unknown deepseek_v2 variant %r (expected %s)" % (v, ", ".join(_V2_VARIANTS)))
         specific = dict(_DEEPSEEK_V2, **_V2_VARIANTS[v])
+    elif family == "deepseek_v3" and variant is not None:
+        if variant not in _V3_VARIANTS:
+            raise ValueError("unknown deepseek_v3 variant %r (expected %s)"
+                             % (variant, ", ".join(_V3_VARIANTS)))
+        specific = dict(_DEEPSEEK_V3, **_V3_VARIANTS[variant])
     elif variant is not None:
         raise ValueError("family %s has no variants (got %r)" % (family, variant))
     else:
@@ -176,6 +223,10 @@ def make_config(family, dtype="f32", variant=None):
     cfg = copy.deepcopy(_COMMON)
     cfg.update(copy.deepcopy(specific))
     cfg["torch_dtype"] = DTYPES[dtype][1]
+    if fp8:
+        if family != "deepseek_v3":
+            raise ValueError("--fp8 is only supported for deepseek_v3 (got %s)" % family)
+        cfg["quantization_config"] = copy.deepcopy(FP8_QUANTIZATION_CONFIG)
     # Put the identifying fields first for readability.
     head = {k: cfg.pop(k) for k in ("architectures", "model_type")}
     head.update(cfg)
@@ -316,6 +367,84 @@ def encode_tensor(arr, st_dtype):
     raise ValueError("unsupported dtype " + st_dtype)
 
 
+# --------------------------------------------------------------------------
+# FP8 (float8_e4m3fn, 128x128 blocks) weight quantization, DeepSeek-V3 style.
+# Self-contained on purpose (tests/e2e/fp8_reference.py has an independent,
+# bit-arithmetic implementation; this one uses a table of representable values).
+# --------------------------------------------------------------------------
+
+FP8_BLOCK = 128
+FP8_QUANTIZED_MODULES = ("q_a_proj", "q_b_proj", "q_proj", "kv_a_proj_with_mqa", "kv_b_proj",
+                         "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _e4m3_positive_table():
+    """Values of codes 0x00..0x7E (all non-negative finite e4m3fn values)."""
+    vals = []
+    for c in range(0x7F):
+        e, m = c >> 3, c & 7
+        vals.append(m * 2.0 ** -9 if e == 0 else (1 + m / 8.0) * 2.0 ** (e - 7))
+    return np.array(vals, dtype=np.float64)
+
+
+_E4M3_TABLE = _e4m3_positive_table()
+
+
+def e4m3_encode(x):
+    """float -> float8_e4m3fn codes (uint8): nearest, ties to even code (the
+    even mantissa), saturating to +-448, sign kept (-0.0 -> 0x80), NaN -> 0x7F."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    t = _E4M3_TABLE
+    hi = np.clip(np.searchsorted(t, a, side="left"), 1, len(t) - 1)  # t[hi-1] < a <= t[hi]
+    lo = hi - 1
+    dlo, dhi = a - t[lo], t[hi] - a
+    pick_hi = (dhi < dlo) | ((dhi == dlo) & (hi % 2 == 0))
+    code = np.where(pick_hi, hi, lo)
+    code = np.where(a <= t[0], 0, code)
+    code = np.where(a >= t[-1], len(t) - 1, code)  # saturate (inf too)
+    code = code | np.where(np.signbit(x), 0x80, 0)
+    code = np.where(np.isnan(x), 0x7F, code)
+    return code.astype(np.uint8)
+
+
+def fp8_quantize_weight(w, block=FP8_BLOCK):
+    """[out, in] -> (codes uint8 [out, in], scale_inv float32 [ceil(out/b), ceil(in/b)]).
+    Per block s = amax / 448 in float32 (1.0 if amax == 0); q = e4m3(float32(w / s))."""
+    w = np.asarray(w, dtype=np.float32)
+    out_f, in_f = w.shape
+    ob, ib = -(-out_f // block), -(-in_f // block)
+    s = np.ones((ob, ib), dtype=np.float32)
+    q = np.zeros(w.shape, dtype=np.uint8)
+    for i in range(ob):
+        for j in range(ib):
+            blk = w[i * block:(i + 1) * block, j * block:(j + 1) * block]
+            amax = np.float32(np.max(np.abs(blk)))
+            if amax != 0:
+                s[i, j] = amax / np.float32(448.0)
+            q[i * block:(i + 1) * block, j * block:(j + 1) * block] = e4m3_encode(
+                (blk / s[i, j]).astype(np.float32))
+    return q, s
+
+
+def is_fp8_quantized(name):
+    parts = name.split(".")
+    return (name.startswith("model.layers.") and len(parts) >= 2 and parts[-1] == "weight"
+            and parts[-2] in FP8_QUANTIZED_MODULES)
+
+
+def stored_values(arr, st_dtype):
+    """float32 values as a checkpoint of st_dtype stores them (rounded)."""
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if st_dtype == "F32":
+        return arr
+    if st_dtype == "F16":
+        return arr.astype(np.float16).astype(np.float32)
+    if st_dtype == "BF16":
+        return (f32_to_bf16_bits(arr).astype(np.uint32) << 16).view(np.float32)
+    raise ValueError("unsupported dtype " + st_dtype)
+
+
 def _atomic_write(path, chunks):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=d)
@@ -379,9 +508,9 @@ def _split_shards(encoded, n):
 # Entry point
 # --------------------------------------------------------------------------
 
-def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None):
+def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None, fp8=False):
     """Write a tiny checkpoint to out_dir and return its config dict."""
-    cfg = make_config(family, dtype=dtype, variant=variant)
+    cfg = make_config(family, dtype=dtype, variant=variant, fp8=fp8)
     shards = int(shards)
     if shards < 1:
         raise ValueError("shards must be >= 1")
@@ -391,6 +520,11 @@ def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None
     encoded = []
     for name, arr, keep_f32 in make_weights(cfg, seed):
         sd = "F32" if keep_f32 else st_dtype
+        if fp8 and is_fp8_quantized(name):
+            q, s = fp8_quantize_weight(stored_values(arr, sd))
+            encoded.append((name, "F8_E4M3", q.shape, q.tobytes()))
+            encoded.append((name + "_scale_inv", "F32", s.shape, encode_tensor(s, "F32")))
+            continue
         encoded.append((name, sd, arr.shape, encode_tensor(arr, sd)))
 
     # Remove weight files of an earlier run that this run will not overwrite
@@ -435,10 +569,12 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variant", default=None)
+    ap.add_argument("--fp8", action="store_true",
+                    help="deepseek_v3 only: F8_E4M3 weights + weight_scale_inv, 128x128 blocks")
     args = ap.parse_args(argv)
     try:
         make_checkpoint(args.family, args.out_dir, dtype=args.dtype, shards=args.shards,
-                        seed=args.seed, variant=args.variant)
+                        seed=args.seed, variant=args.variant, fp8=args.fp8)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

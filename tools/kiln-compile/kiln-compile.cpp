@@ -38,6 +38,10 @@ static cl::opt<bool> noWeights(
     "no-weights",
     cl::desc("Compile from the model structure alone (config.json): the plan "
              "describes the model but cannot run"));
+static cl::opt<std::string> quantize(
+    "quantize", cl::init("none"),
+    cl::desc("Weight quantization: none, or fp8-block (DeepSeek-V3's e4m3 "
+             "128x128 blocks with dynamic 1x128 activation tiles)"));
 static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
                                  cl::desc("Batch size the plan accepts"));
 static cl::opt<int64_t> maxSeq("max-seq", cl::init(16),
@@ -76,6 +80,12 @@ int main(int argc, char **argv) {
   opts.dumpIRDir = dumpIRDir;
   opts.embedWeights = embedWeights;
   opts.noWeights = noWeights;
+  if (quantize != "none" && quantize != "fp8-block") {
+    llvm::errs() << "kiln-compile: error: unknown --quantize=" << quantize
+                 << " (expected none or fp8-block)\n";
+    return 1;
+  }
+  opts.quantizeFP8 = quantize == "fp8-block";
   opts.maxBatch = maxBatch;
   opts.maxSeq = maxSeq;
   opts.commandLine = commandLine;

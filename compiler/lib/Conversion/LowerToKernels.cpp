@@ -67,6 +67,17 @@ struct LowerLinear : OpRewritePattern<g::LinearOp> {
     int64_t n = w.getDimSize(0), kdim = w.getDimSize(1);
     int64_t m = numel(op.getInput()) / kdim;
     int64_t tileN = kiln::kernels::chooseGemmTileN(m, n, kdim, minPrograms);
+    if (auto q = op.getQuantAttr()) {
+      if (q.getWeightBlock()[1] != q.getActBlock())
+        return rw.notifyMatchFailure(op, "weight K block != activation tile");
+      rw.replaceOpWithNewOp<k::GemmFP8Op>(
+          op, op.getType(), op.getInput(), op.getWeight(), op.getInputScale(),
+          op.getWeightScale(), rw.getI64IntegerAttr(tileN),
+          rw.getI64IntegerAttr(q.getActBlock()),
+          rw.getI64IntegerAttr(q.getWeightBlock()[0]),
+          fusedOps(rw, {g::LinearOp::getOperationName()}));
+      return success();
+    }
     rw.replaceOpWithNewOp<k::GemmOp>(
         op, op.getType(), op.getInput(), op.getWeight(),
         rw.getI64IntegerAttr(tileN),
@@ -151,7 +162,7 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
     auto k = k::MLAAttentionOp::create(
         rw, op.getLoc(), TypeRange{op.getType(), ws}, op.getQNope(),
         op.getQRope(), op.getKvLatent(), op.getKRope(), op.getKvB(),
-        op.getStart(), op.getScaleAttr(), op.getCausalAttr(),
+        op.getKvBScale(), op.getStart(), op.getScaleAttr(), op.getCausalAttr(),
         fusedOps(rw, {g::MLAAttentionOp::getOperationName()}));
     rw.replaceOp(op, k.getResult());
     return success();
@@ -187,6 +198,44 @@ struct LowerMoE : OpRewritePattern<g::MoEOp> {
         op.getScoringAttr(), op.getNGroupAttr(), op.getTopkGroupAttr(),
         op.getGroupScoreAttr(), op.getNormTopkProbAttr(),
         op.getRoutedScalingFactorAttr(), fused);
+    if (auto q = op.getQuantAttr()) {
+      int64_t a = q.getActBlock();
+      int64_t tileF = f > a ? a : f;
+      int64_t fBlocks = (f + a - 1) / a;
+      Value xq = op.getInputQ(), xs = op.getInputScale();
+      auto xqTy = cast<RankedTensorType>(xq.getType());
+      auto xsTy = cast<RankedTensorType>(xs.getType());
+      if (xqTy.getRank() != 2) {
+        xq = k::ViewOp::create(
+            rw, loc, RankedTensorType::get({tokens, d}, xqTy.getElementType()),
+            xq);
+        xs = k::ViewOp::create(
+            rw, loc,
+            RankedTensorType::get({tokens, xsTy.getShape().back()},
+                                  xsTy.getElementType()),
+            xs);
+      }
+      auto up = k::MoEUpFP8Op::create(
+          rw, loc,
+          TypeRange{RankedTensorType::get({tokens, topK, f}, q.getElementType()),
+                    RankedTensorType::get({tokens, topK, fBlocks},
+                                          rw.getF32Type()),
+                    RankedTensorType::get({tokens, topK, f}, rw.getF32Type())},
+          xq, xs, route.getIds(), op.getWGate(), op.getWUp(),
+          op.getWGateScale(), op.getWUpScale(), rw.getI64IntegerAttr(tileF),
+          rw.getI64IntegerAttr(a), fused);
+      int64_t tileD =
+          kiln::kernels::chooseGemmTileN(tokens, d, f, minPrograms);
+      Value y = k::MoEDownFP8Op::create(
+          rw, loc, RankedTensorType::get({tokens, d}, xTy.getElementType()),
+          up.getResult(), up.getScale(), route.getIds(), route.getWeights(),
+          op.getWDown(), op.getWDownScale(), rw.getI64IntegerAttr(tileD),
+          rw.getI64IntegerAttr(a), fused);
+      if (xTy.getRank() != 2)
+        y = k::ViewOp::create(rw, loc, xTy, y);
+      rw.replaceOp(op, y);
+      return success();
+    }
     int64_t tileF =
         kiln::kernels::chooseGemmTileN(tokens * topK, f, d, minPrograms);
     auto act = k::MoEUpOp::create(
@@ -218,11 +267,37 @@ struct LowerCacheUpdate : OpRewritePattern<g::CacheUpdateOp> {
   }
 };
 
+struct LowerQuantize : OpRewritePattern<g::QuantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::QuantizeOp op,
+                                PatternRewriter &rw) const override {
+    auto k = k::QuantizeOp::create(
+        rw, op.getLoc(), op->getResultTypes(), op.getInput(),
+        rw.getI64IntegerAttr(op.getQuant().getActBlock()),
+        fusedOps(rw, {g::QuantizeOp::getOperationName()}));
+    rw.replaceOp(op, k->getResults());
+    return success();
+  }
+};
+
+struct LowerDequantize : OpRewritePattern<g::DequantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::DequantizeOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::DequantizeOp>(
+        op, op.getType(), op.getInput(), op.getScale(),
+        rw.getI64IntegerAttr(op.getQuant().getActBlock()),
+        fusedOps(rw, {g::DequantizeOp::getOperationName()}));
+    return success();
+  }
+};
+
 void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
                                     int64_t minGemmPrograms) {
   MLIRContext *ctx = patterns.getContext();
   patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice,
-               LowerRope, LowerAttention, LowerMLA, LowerCacheUpdate>(ctx);
+               LowerRope, LowerAttention, LowerMLA, LowerCacheUpdate,
+               LowerQuantize, LowerDequantize>(ctx);
   patterns.add<LowerMoE>(ctx, minGemmPrograms);
   patterns.add<LowerLinear>(ctx, minGemmPrograms);
   patterns.add<LowerBinary<g::AddOp>>(ctx, "add");

@@ -388,7 +388,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
     flatbuffers::Offset<fb::ExternalData> ext = 0;
     if (!w->data) {
       // --no-weights: described, not present.
-    } else if (opts.embedWeights) {
+    } else if (opts.embedWeights || w->owned) {
       packedOffset = (packed.size() + 63) / 64 * 64;
       packed.resize(packedOffset);
       packed.insert(packed.end(), w->data, w->data + w->size);
@@ -405,10 +405,11 @@ emitPlan(ModuleOp module, const KernelTable &table,
     wb.add_dtype(*dtype);
     wb.add_shape(shapeOff);
     wb.add_size_bytes(w->size);
-    if (w->data && !opts.embedWeights)
+    bool isPacked = w->data && (opts.embedWeights || w->owned);
+    if (w->data && !isPacked)
       wb.add_external(ext);
     wb.add_packed_offset(packedOffset);
-    wb.add_packed(w->data && opts.embedWeights);
+    wb.add_packed(isPacked);
     fbWeights.push_back(wb.Finish());
   }
 

@@ -371,6 +371,7 @@ static kk::MLAParams mlaParams(MLAAttentionOp op) {
   p.scale = op.getScale().convertToFloat();
   p.causal = op.getCausal();
   p.hasStart = static_cast<bool>(op.getStart());
+  p.kvbScale = static_cast<bool>(op.getKvBScale());
   return p;
 }
 
@@ -394,6 +395,7 @@ std::string MLAAttentionOp::getKernelName() {
                        p.valueDim, p.causal ? "_causal" : "",
                        p.hasStart ? "_st" : "", symbolSafe(sc),
                        typeSig(*this));
+  // typeSig includes the kv_b element type and the scale's when present.
 }
 std::string MLAAttentionOp::getTileConfig() {
   return "program=(batch, seq, head); absorbed; online softmax";
@@ -574,6 +576,177 @@ void CacheWriteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   int64_t width = numel(getValues()) / (v.getDimSize(0) * v.getDimSize(1));
   kk::emitCacheWriteProgram(b, args, c.getDimSize(1), v.getDimSize(1), width,
                             static_cast<bool>(getStart()), elemTypes(*this));
+}
+
+//===----------------------------------------------------------------------===//
+// FP8
+//===----------------------------------------------------------------------===//
+
+static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t rows(Value v) { return numel(v) / lastDim(v); }
+
+LogicalResult QuantizeOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (!isa<Float8E4M3FNType>(elem(getResult())) || !elem(getScale()).isF32() ||
+      numel(getScale()) != rows(getInput()) *
+                               ceilDiv(lastDim(getInput()), getAct()))
+    return emitOpError("results must be e4m3 values and f32 tile scales");
+  return success();
+}
+std::string QuantizeOp::getKernelName() {
+  return llvm::formatv("quantize_c{0}_a{1}{2}", lastDim(getInput()), getAct(),
+                       typeSig(*this));
+}
+std::string QuantizeOp::getTileConfig() {
+  return llvm::formatv("program=row; act tile {0}", getAct());
+}
+int64_t QuantizeOp::getNumPrograms() { return rows(getInput()); }
+SmallVector<int64_t> QuantizeOp::getLaunchScalars() { return {}; }
+unsigned QuantizeOp::getNumKernelScalars() { return 0; }
+void QuantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitQuantizeProgram(b, args, lastDim(getInput()), getAct(),
+                          elem(getInput()), elem(getResult()));
+}
+
+LogicalResult DequantizeOp::verify() { return verifyStatic(*this); }
+std::string DequantizeOp::getKernelName() {
+  return llvm::formatv("dequantize_c{0}_a{1}{2}", lastDim(getInput()),
+                       getAct(), typeSig(*this));
+}
+std::string DequantizeOp::getTileConfig() { return "program=row"; }
+int64_t DequantizeOp::getNumPrograms() { return rows(getInput()); }
+SmallVector<int64_t> DequantizeOp::getLaunchScalars() { return {}; }
+unsigned DequantizeOp::getNumKernelScalars() { return 0; }
+void DequantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitDequantizeProgram(b, args, lastDim(getInput()), getAct(),
+                            elem(getInput()), elem(getResult()));
+}
+
+LogicalResult RMSNormQuantOp::verify() { return verifyStatic(*this); }
+std::string RMSNormQuantOp::getKernelName() {
+  std::string eps = llvm::formatv("{0:e}", getEpsilon().convertToFloat());
+  return llvm::formatv("rms_norm_quant_c{0}_eps{1}_a{2}{3}",
+                       lastDim(getInput()), symbolSafe(eps), getAct(),
+                       typeSig(*this));
+}
+std::string RMSNormQuantOp::getTileConfig() {
+  return llvm::formatv("program=row; act tile {0}", getAct());
+}
+int64_t RMSNormQuantOp::getNumPrograms() { return rows(getInput()); }
+SmallVector<int64_t> RMSNormQuantOp::getLaunchScalars() { return {}; }
+unsigned RMSNormQuantOp::getNumKernelScalars() { return 0; }
+void RMSNormQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitRMSNormQuantProgram(b, args, lastDim(getInput()),
+                              getEpsilon().convertToFloat(), getAct(),
+                              elemTypes(*this));
+}
+
+LogicalResult SwiGLUQuantOp::verify() { return verifyStatic(*this); }
+std::string SwiGLUQuantOp::getKernelName() {
+  return llvm::formatv("swiglu_quant_c{0}_a{1}{2}", lastDim(getGate()),
+                       getAct(), typeSig(*this));
+}
+std::string SwiGLUQuantOp::getTileConfig() {
+  return llvm::formatv("program=row; act tile {0}", getAct());
+}
+int64_t SwiGLUQuantOp::getNumPrograms() { return rows(getGate()); }
+SmallVector<int64_t> SwiGLUQuantOp::getLaunchScalars() { return {}; }
+unsigned SwiGLUQuantOp::getNumKernelScalars() { return 0; }
+void SwiGLUQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitSwiGLUQuantProgram(b, args, lastDim(getGate()), getAct(),
+                             elemTypes(*this));
+}
+
+LogicalResult GemmFP8Op::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto w = ranked(getWeight());
+  if (w.getRank() != 2 || w.getDimSize(1) != lastDim(getInput()))
+    return emitOpError("weight must be [N, K]");
+  if (getWeightBlockN() % 1 || numel(getWeightScale()) !=
+                                   ceilDiv(w.getDimSize(0), getWeightBlockN()) *
+                                       ceilDiv(w.getDimSize(1), getAct()))
+    return emitOpError("weight scale must be [ceil(N / block), ceil(K / act)] "
+                       "(the weight's K block must equal the activation tile)");
+  return success();
+}
+std::string GemmFP8Op::getKernelName() {
+  auto w = ranked(getWeight());
+  return llvm::formatv("gemm_fp8_n{0}_k{1}_tn{2}_a{3}_bn{4}{5}",
+                       w.getDimSize(0), w.getDimSize(1), getTileN(), getAct(),
+                       getWeightBlockN(), typeSig(*this));
+}
+std::string GemmFP8Op::getTileConfig() {
+  return llvm::formatv("program=row x {0} cols; tile_n={0}; K block {1}",
+                       getTileN(), getAct());
+}
+int64_t GemmFP8Op::getNumPrograms() {
+  int64_t n = ranked(getWeight()).getDimSize(0);
+  return rows(getInput()) * ceilDiv(n, getTileN());
+}
+SmallVector<int64_t> GemmFP8Op::getLaunchScalars() { return {}; }
+unsigned GemmFP8Op::getNumKernelScalars() { return 0; }
+void GemmFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto w = ranked(getWeight());
+  kk::emitGemmFP8Program(b, args, w.getDimSize(0), w.getDimSize(1),
+                         getTileN(), getAct(), getWeightBlockN(),
+                         elemTypes(*this));
+}
+
+LogicalResult MoEUpFP8Op::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  int64_t f = ranked(getWGate()).getDimSize(1);
+  if (getTileF() % getAct() != 0 && getTileF() < f)
+    return emitOpError("tile_f must be a multiple of act or cover the row");
+  return success();
+}
+std::string MoEUpFP8Op::getKernelName() {
+  auto wg = ranked(getWGate());
+  return llvm::formatv("moe_up_fp8_d{0}_f{1}_k{2}_tf{3}_a{4}{5}",
+                       wg.getDimSize(2), wg.getDimSize(1), lastDim(getIds()),
+                       getTileF(), getAct(), typeSig(*this));
+}
+std::string MoEUpFP8Op::getTileConfig() {
+  return llvm::formatv("program=(token, slot, {0} cols); tile_f={0}; act {1}",
+                       getTileF(), getAct());
+}
+int64_t MoEUpFP8Op::getNumPrograms() {
+  int64_t f = ranked(getWGate()).getDimSize(1);
+  return numel(getIds()) * ceilDiv(f, getTileF());
+}
+SmallVector<int64_t> MoEUpFP8Op::getLaunchScalars() { return {}; }
+unsigned MoEUpFP8Op::getNumKernelScalars() { return 0; }
+void MoEUpFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto wg = ranked(getWGate());
+  kk::emitMoEUpFP8Program(b, args, wg.getDimSize(2), wg.getDimSize(1),
+                          lastDim(getIds()), getTileF(), getAct(),
+                          elemTypes(*this));
+}
+
+LogicalResult MoEDownFP8Op::verify() { return verifyStatic(*this); }
+std::string MoEDownFP8Op::getKernelName() {
+  auto wd = ranked(getWDown());
+  return llvm::formatv("moe_down_fp8_d{0}_f{1}_k{2}_td{3}_a{4}{5}",
+                       wd.getDimSize(1), wd.getDimSize(2), lastDim(getIds()),
+                       getTileD(), getAct(), typeSig(*this));
+}
+std::string MoEDownFP8Op::getTileConfig() {
+  return llvm::formatv("program=(token, {0} cols); tile_d={0}; act {1}",
+                       getTileD(), getAct());
+}
+int64_t MoEDownFP8Op::getNumPrograms() {
+  int64_t d = ranked(getWDown()).getDimSize(1);
+  return rows(getResult()) * ceilDiv(d, getTileD());
+}
+SmallVector<int64_t> MoEDownFP8Op::getLaunchScalars() { return {}; }
+unsigned MoEDownFP8Op::getNumKernelScalars() { return 0; }
+void MoEDownFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto wd = ranked(getWDown());
+  kk::emitMoEDownFP8Program(b, args, wd.getDimSize(1), wd.getDimSize(2),
+                            lastDim(getIds()), getTileD(), getAct(),
+                            elemTypes(*this));
 }
 
 //===----------------------------------------------------------------------===//

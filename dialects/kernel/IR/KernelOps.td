@@ -7,7 +7,7 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/IR/BuiltinAttributes.td"
 include "mlir/IR/CommonAttrConstraints.td"
 
-def KK_Tensor : RankedTensorOf<[F32, F16, BF16, I32, I64]>;
+def KK_Tensor : RankedTensorOf<[F32, F16, BF16, I32, I64, F8E4M3FN]>;
 
 class KK_LaunchOp<string mnemonic, list<Trait> traits = []>
     : Op<KilnKernel_Dialect, mnemonic,
@@ -134,7 +134,7 @@ def KK_AttentionOp : KK_LaunchOp<"attention"> {
   }];
 }
 
-def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention"> {
+def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]> {
   let summary = "MLA in the absorbed form over the latent; one program per (batch, seq, head)";
   let description = [{
     W_UK (rows of `kv_b`) is folded into the query, attention runs over the
@@ -151,11 +151,13 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention"> {
     ```
   }];
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
-                       KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$start,
+                       KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
+                       Optional<KK_Tensor>:$start,
                        F32Attr:$scale, BoolAttr:$causal, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
   let assemblyFormat = [{
-    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b (`start` `(` $start^ `)`)?
+    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b
+    (`kv_b_scale` `(` $kv_b_scale^ `)`)? (`start` `(` $start^ `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
 }
@@ -241,6 +243,147 @@ def KK_CacheWriteOp : KK_LaunchOp<"cache_write"> {
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
     $cache `,` $values (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// FP8 block quantization
+//===----------------------------------------------------------------------===//
+
+def KK_QuantizeOp : KK_LaunchOp<"quantize"> {
+  let summary = "Dynamic activation quantization, [1, act] tiles; one program per row";
+  let description = [{
+    ```mlir
+    %q, %s = kiln_kernel.quantize %x {act = 128 : i64, fused_ops = ["kiln.quantize"]}
+        : (tensor<16x256xf32>) -> (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, ConfinedAttr<I64Attr, [IntPositive]>:$act,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$scale);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_DequantizeOp : KK_LaunchOp<"dequantize"> {
+  let summary = "e4m3 x tile scale -> f32; one program per row";
+  let description = [{
+    ```mlir
+    %x = kiln_kernel.dequantize %q, %s {act = 128 : i64, fused_ops = ["kiln.dequantize"]}
+        : (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>) -> tensor<16x256xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = "$input `,` $scale attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_RMSNormQuantOp : KK_LaunchOp<"rms_norm_quant"> {
+  let summary = "RMSNorm fused with activation quantization; one program per row";
+  let description = [{
+    Produces the normalized row (f32, for consumers that need it unquantized,
+    such as the MoE router) and its e4m3 quantization with tile scales.
+
+    ```mlir
+    %y, %q, %s = kiln_kernel.rms_norm_quant %x, %w {epsilon = 1.0e-06 : f32, act = 128 : i64,
+        fused_ops = ["kiln.rms_norm", "kiln.quantize"]}
+        : (tensor<16x256xf32>, tensor<256xf32>)
+        -> (tensor<16x256xf32>, tensor<16x256xf8E4M3FN>, tensor<16x2xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight, F32Attr:$epsilon,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$quantized, KK_Tensor:$scale);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_SwiGLUQuantOp : KK_LaunchOp<"swiglu_quant"> {
+  let summary = "SwiGLU fused with activation quantization; one program per row";
+  let description = [{
+    ```mlir
+    %q, %s = kiln_kernel.swiglu_quant %g, %u {act = 128 : i64,
+        fused_ops = ["kiln.swiglu", "kiln.quantize"]}
+        : (tensor<16x320xf32>, tensor<16x320xf32>) -> (tensor<16x320xf8E4M3FN>, tensor<16x3xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$gate, KK_Tensor:$up,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$scale);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8"> {
+  let summary = "Block-scaled FP8 GEMM; one program per (row, tile of tile_n columns)";
+  let description = [{
+    e4m3 products summed in fp32 per `act`-wide K block, then promoted with
+    the activation scale and the weight's block scale.
+
+    ```mlir
+    %y = kiln_kernel.gemm_fp8 %xq, %w, %xs, %ws {tile_n = 64 : i64, act = 128 : i64,
+        weight_block_n = 128 : i64, fused_ops = ["kiln.linear"]}
+        : (tensor<16x256xf8E4M3FN>, tensor<512x256xf8E4M3FN>, tensor<16x2xf32>, tensor<4x2xf32>)
+        -> tensor<16x512xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight, KK_Tensor:$input_scale,
+                       KK_Tensor:$weight_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_n,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$weight_block_n,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $input_scale `,` $weight_scale attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_MoEUpFP8Op : KK_LaunchOp<"moe_up_fp8"> {
+  let summary = "FP8 experts' gate and up projections, SwiGLU and quantization";
+  let description = [{
+    One program per (token, slot, `tile_f` columns); `tile_f` is a multiple of
+    `act` (or the whole row) so each program quantizes whole tiles of its
+    SwiGLU output. Results: e4m3 activations, their scales, and an f32
+    workspace holding the SwiGLU output during the launch.
+
+    ```mlir
+    %q, %s, %ws = kiln_kernel.moe_up_fp8 %xq, %xs, %ids, %wg, %wu, %wgs, %wus
+        {tile_f = 128 : i64, act = 128 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>, tensor<16x2xi32>,
+           tensor<8x320x256xf8E4M3FN>, tensor<8x320x256xf8E4M3FN>,
+           tensor<8x3x2xf32>, tensor<8x3x2xf32>)
+        -> (tensor<16x2x320xf8E4M3FN>, tensor<16x2x3xf32>, tensor<16x2x320xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input_q, KK_Tensor:$input_scale, KK_Tensor:$ids,
+                       KK_Tensor:$w_gate, KK_Tensor:$w_up, KK_Tensor:$w_gate_scale,
+                       KK_Tensor:$w_up_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_f,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$scale, KK_Tensor:$workspace);
+  let assemblyFormat = [{
+    $input_q `,` $input_scale `,` $ids `,` $w_gate `,` $w_up `,` $w_gate_scale `,` $w_up_scale
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_MoEDownFP8Op : KK_LaunchOp<"moe_down_fp8"> {
+  let summary = "FP8 experts' down projection, weighted and summed";
+  let description = [{
+    ```mlir
+    %y = kiln_kernel.moe_down_fp8 %aq, %as, %ids, %w, %wd, %wds
+        {tile_d = 64 : i64, act = 128 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x2x320xf8E4M3FN>, tensor<16x2x3xf32>, tensor<16x2xi32>, tensor<16x2xf32>,
+           tensor<8x256x320xf8E4M3FN>, tensor<8x2x3xf32>) -> tensor<16x256xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$act_q, KK_Tensor:$act_scale, KK_Tensor:$ids,
+                       KK_Tensor:$weights, KK_Tensor:$w_down, KK_Tensor:$w_down_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $act_q `,` $act_scale `,` $ids `,` $weights `,` $w_down `,` $w_down_scale
+    attr-dict `:` functional-type(operands, results)
   }];
 }
 

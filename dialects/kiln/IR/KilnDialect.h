@@ -10,6 +10,9 @@
 
 #include "kiln/IR/KilnOpsDialect.h.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "kiln/IR/KilnAttrs.h.inc"
+
 #define GET_OP_CLASSES
 #include "kiln/IR/KilnOps.h.inc"
 

@@ -7,6 +7,7 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 def Kiln_Dialect : Dialect {
   let name = "kiln";
   let cppNamespace = "::kiln::graph";
+  let useDefaultAttributePrinterParser = 1;
   let summary = "Kiln's graph dialect: tensor-level ops of transformer models.";
   let description = [{
     The `kiln` dialect describes a model as a function over ranked tensors:

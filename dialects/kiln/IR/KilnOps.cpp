@@ -142,6 +142,35 @@ LogicalResult RMSNormOp::verify() {
   return success();
 }
 
+static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// Checks the FP8 block layout of a quantized weight and its scale.
+static LogicalResult verifyQuantWeight(Operation *op, Value w, Value ws,
+                                       BlockQuantAttr q, StringRef what) {
+  auto wt = ranked(w);
+  if (wt.getElementType() != q.getElementType())
+    return op->emitOpError() << what << " must have element type "
+                             << q.getElementType() << ", got "
+                             << wt.getElementType();
+  if (!ws)
+    return op->emitOpError() << what << " needs a scale";
+  ArrayRef<int64_t> blk = q.getWeightBlock();
+  if (blk.size() != 2 || blk[0] <= 0 || blk[1] <= 0)
+    return op->emitOpError("weight blocks must be 2-D and positive");
+  SmallVector<int64_t> expected(wt.getShape().drop_back(2));
+  expected.push_back(ceilDiv(wt.getShape()[wt.getRank() - 2], blk[0]));
+  expected.push_back(ceilDiv(wt.getShape().back(), blk[1]));
+  return requireShape(op, ws, (what + " scale").str(), expected);
+}
+
+static LogicalResult verifyQuantAttr(Operation *op, BlockQuantAttr q) {
+  if (!isa<Float8E4M3FNType>(q.getElementType()))
+    return op->emitOpError("block quantization supports f8E4M3FN only");
+  if (q.getActBlock() <= 0)
+    return op->emitOpError("act block must be positive");
+  return success();
+}
+
 LogicalResult LinearOp::verify() {
   if (failed(allStatic(*this)) ||
       failed(requireRank(*this, getInput(), "input", 1)) ||
@@ -155,9 +184,59 @@ LogicalResult LinearOp::verify() {
                          << shapeStr(w.getShape()) << ")";
   SmallVector<int64_t> expected(x.getShape());
   expected.back() = w.getDimSize(0);
-  if (failed(requireShape(*this, getResult(), "result", expected)) ||
-      failed(requireSameElementType(*this, getInput(), "input", getResult(),
-                                    "result")))
+  if (failed(requireShape(*this, getResult(), "result", expected)))
+    return failure();
+  if (auto q = getQuantAttr()) {
+    if (failed(verifyQuantAttr(*this, q)))
+      return failure();
+    if (x.getElementType() != q.getElementType() || !getInputScale())
+      return emitOpError("a quantized linear takes the e4m3 input and its "
+                         "scale from kiln.quantize");
+    SmallVector<int64_t> xs(x.getShape());
+    xs.back() = ceilDiv(xs.back(), q.getActBlock());
+    if (failed(requireShape(*this, getInputScale(), "input scale", xs)))
+      return failure();
+    return verifyQuantWeight(*this, getWeight(), getWeightScale(), q,
+                             "weight");
+  }
+  if (getInputScale() || getWeightScale())
+    return emitOpError("scales need the quant attribute");
+  if (!isa<FloatType>(w.getElementType()) ||
+      isa<Float8E4M3FNType>(w.getElementType()))
+    return emitOpError("an FP8 weight needs the quant attribute and scales");
+  return requireSameElementType(*this, getInput(), "input", getResult(),
+                                "result");
+}
+
+LogicalResult QuantizeOp::verify() {
+  if (failed(allStatic(*this)) || failed(verifyQuantAttr(*this, getQuant())) ||
+      failed(requireRank(*this, getInput(), "input", 1)))
+    return failure();
+  auto x = ranked(getInput());
+  if (failed(requireShape(*this, getResult(), "result", x.getShape())))
+    return failure();
+  if (ranked(getResult()).getElementType() != getQuant().getElementType())
+    return emitOpError("result must have the quantized element type");
+  SmallVector<int64_t> s(x.getShape());
+  s.back() = ceilDiv(s.back(), getQuant().getActBlock());
+  if (failed(requireShape(*this, getScale(), "scale", s)))
+    return failure();
+  if (!ranked(getScale()).getElementType().isF32())
+    return emitOpError("scale must be f32");
+  return success();
+}
+
+LogicalResult DequantizeOp::verify() {
+  if (failed(allStatic(*this)) || failed(verifyQuantAttr(*this, getQuant())) ||
+      failed(requireRank(*this, getInput(), "input", 1)))
+    return failure();
+  auto q = ranked(getInput());
+  if (q.getElementType() != getQuant().getElementType())
+    return emitOpError("input must have the quantized element type");
+  SmallVector<int64_t> s(q.getShape());
+  s.back() = ceilDiv(s.back(), getQuant().getActBlock());
+  if (failed(requireShape(*this, getScale(), "scale", s)) ||
+      failed(requireShape(*this, getResult(), "result", q.getShape())))
     return failure();
   return success();
 }
@@ -316,6 +395,16 @@ LogicalResult MLAAttentionOp::verify() {
     return emitOpError("causal attention needs kv_len >= seq");
   if (getStart() && failed(requireShape(*this, getStart(), "start", {b})))
     return failure();
+  if (isa<Float8E4M3FNType>(wb.getElementType())) {
+    if (!getKvBScale())
+      return emitOpError("an FP8 kv_b needs kv_b_scale");
+    if (failed(requireShape(*this, getKvBScale(), "kv_b_scale",
+                            {ceilDiv(wb.getDimSize(0), 128),
+                             ceilDiv(wb.getDimSize(1), 128)})))
+      return failure();
+  } else if (getKvBScale()) {
+    return emitOpError("kv_b_scale needs an FP8 kv_b");
+  }
   return success();
 }
 
@@ -355,6 +444,23 @@ LogicalResult MoEOp::verify() {
                          << tg << " groups";
   if (getGroupScore() != "top2_sum" && getGroupScore() != "max")
     return emitOpError("group_score must be \"top2_sum\" or \"max\"");
+  if (auto q = getQuantAttr()) {
+    if (failed(verifyQuantAttr(*this, q)))
+      return failure();
+    if (!getInputQ() || !getInputScale())
+      return emitOpError("a quantized moe needs input_q and input_scale");
+    if (failed(requireShape(*this, getInputQ(), "input_q",
+                            ranked(getInput()).getShape())))
+      return failure();
+    if (failed(verifyQuantWeight(*this, getWGate(), getWGateScale(), q,
+                                 "w_gate")) ||
+        failed(verifyQuantWeight(*this, getWUp(), getWUpScale(), q, "w_up")) ||
+        failed(verifyQuantWeight(*this, getWDown(), getWDownScale(), q,
+                                 "w_down")))
+      return failure();
+  } else if (getInputQ() || getWGateScale()) {
+    return emitOpError("fp8 operands need the quant attribute");
+  }
   return success();
 }
 

@@ -2,6 +2,7 @@
 #define KILN_OPS_TD
 
 include "kiln/IR/KilnDialect.td"
+include "kiln/IR/KilnAttrs.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/IR/BuiltinAttributes.td"
 
@@ -148,20 +149,69 @@ def Kiln_RMSNormOp : Kiln_Op<"rms_norm"> {
   let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
 }
 
-def Kiln_LinearOp : Kiln_Op<"linear"> {
+def Kiln_LinearOp : Kiln_Op<"linear", [AttrSizedOperandSegments]> {
   let summary = "Projection by a [out, in] weight: y = x W^T";
   let description = [{
     `y[..., n] = sum_k x[..., k] * weight[n, k]` with fp32 accumulation; the
     weight has the Hugging Face / PyTorch `[out_features, in_features]` layout.
 
+    Block-quantized form (`quant` set): `input` is e4m3 with `input_scale`
+    ([..., ceil(K / act)]) from `kiln.quantize`, `weight` is e4m3 with
+    `weight_scale` ([ceil(N / 128), ceil(K / 128)]); products accumulate in
+    fp32 per K block, then both scales are applied (DeepSeek's promotion).
+
     ```mlir
     %y = kiln.linear %x, %w
         : (tensor<2x8x64xf32>, tensor<128x64xf32>) -> tensor<2x8x128xf32>
+    %z = kiln.linear %xq, %wq scales(%xs, %ws)
+        {quant = #kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>}
+        : (tensor<16x256xf8E4M3FN>, tensor<512x256xf8E4M3FN>, tensor<16x2xf32>,
+           tensor<4x2xf32>) -> tensor<16x512xf32>
     ```
   }];
-  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$weight);
+  let arguments = (ins Kiln_AnyTensor:$input, Kiln_AnyTensor:$weight,
+                       Optional<Kiln_FloatTensor>:$input_scale,
+                       Optional<Kiln_FloatTensor>:$weight_scale,
+                       OptionalAttr<Kiln_BlockQuantAttr>:$quant);
   let results = (outs Kiln_FloatTensor:$result);
-  let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $input `,` $weight (`scales` `(` $input_scale^ `,` $weight_scale `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def Kiln_QuantizeOp : Kiln_Op<"quantize"> {
+  let summary = "Dynamic activation quantization in [1, act] tiles along K";
+  let description = [{
+    Per row and per `act`-wide tile of the last dimension (the last tile may
+    be partial): `s = max(amax, 1e-4) / 448`, `q = e4m3(x / s)` rounded to
+    nearest-even and saturated at 448. The compiler fuses it into the kernel
+    that produces `input` where it can (RMSNorm, SwiGLU).
+
+    ```mlir
+    %q, %s = kiln.quantize %x {quant = #kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>}
+        : (tensor<16x256xf32>) -> (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>)
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_BlockQuantAttr:$quant);
+  let results = (outs Kiln_AnyTensor:$result, Kiln_FloatTensor:$scale);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
+def Kiln_DequantizeOp : Kiln_Op<"dequantize"> {
+  let summary = "x = e4m3 value * its tile's scale";
+  let description = [{
+    The inverse of `kiln.quantize` (same tile layout).
+
+    ```mlir
+    %x = kiln.dequantize %q, %s {quant = #kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>}
+        : (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>) -> tensor<16x256xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$input, Kiln_FloatTensor:$scale,
+                       Kiln_BlockQuantAttr:$quant);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $scale attr-dict `:` functional-type(operands, results)";
 }
 
 def Kiln_SwiGLUOp : Kiln_Op<"swiglu"> {
@@ -269,7 +319,7 @@ def Kiln_AttentionOp : Kiln_Op<"attention"> {
   }];
 }
 
-def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
+def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention", [AttrSizedOperandSegments]> {
   let summary = "Multi-head Latent Attention over a compressed KV latent";
   let description = [{
     DeepSeek's MLA. Operands: `q_nope` [b, s, h, d_nope], `q_rope` [b, s, h,
@@ -279,7 +329,8 @@ def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
     `concat(W_UK c, k_rope)` and values `W_UV c`; the result is [b, s, h, d_v].
     The op is the unit that the compiler turns into the naive form for
     prefill or the absorbed form (W_UK folded into the query, attention over
-    the latent) for decode.
+    the latent) for decode. With `kv_b_scale`, `kv_b` is e4m3 in 128x128
+    blocks and is dequantized as it is read.
 
     ```mlir
     %o = kiln.mla_attention %qn, %qr, %c, %kr, %wkvb {scale = 0.1 : f32, causal = true}
@@ -289,11 +340,13 @@ def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
   }];
   let arguments = (ins Kiln_FloatTensor:$q_nope, Kiln_FloatTensor:$q_rope,
                        Kiln_FloatTensor:$kv_latent, Kiln_FloatTensor:$k_rope,
-                       Kiln_FloatTensor:$kv_b, Optional<Kiln_IndexTensor>:$start,
+                       Kiln_AnyTensor:$kv_b, Optional<Kiln_FloatTensor>:$kv_b_scale,
+                       Optional<Kiln_IndexTensor>:$start,
                        F32Attr:$scale, DefaultValuedAttr<BoolAttr, "true">:$causal);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
-    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b (`start` `(` $start^ `)`)?
+    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b
+    (`kv_b_scale` `(` $kv_b_scale^ `)`)? (`start` `(` $start^ `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
 }
@@ -302,7 +355,7 @@ def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention"> {
 // Mixture of experts
 //===----------------------------------------------------------------------===//
 
-def Kiln_MoEOp : Kiln_Op<"moe"> {
+def Kiln_MoEOp : Kiln_Op<"moe", [AttrSizedOperandSegments]> {
   let summary = "Routed mixture of SwiGLU experts";
   let description = [{
     `input` [..., d] is routed by `router` [e, d]: scores are
@@ -314,7 +367,11 @@ def Kiln_MoEOp : Kiln_Op<"moe"> {
     unbiased scores, renormalized when `norm_topk_prob`, times
     `routed_scaling_factor`. Experts are SwiGLU MLPs with stacked weights
     `w_gate`, `w_up` [e, f, d] and `w_down` [e, d, f]. Shared experts are
-    separate ops in the graph.
+    separate ops in the graph. In the block-quantized form (`quant`, `fp8(...)`)
+    the expert weights are e4m3 with per-expert 128x128 block scales, the
+    experts read the quantized input (`input_q`, `input_scale`, from
+    `kiln.quantize` of `input`), and the SwiGLU output is quantized per
+    128-tile before the down projection; routing uses `input` unquantized.
 
     ```mlir
     %y = kiln.moe %x, %router, %wg, %wu, %wd {top_k = 2 : i64, scoring = "softmax"}
@@ -324,8 +381,14 @@ def Kiln_MoEOp : Kiln_Op<"moe"> {
   }];
   let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$router,
                        Optional<Kiln_FloatTensor>:$correction_bias,
-                       Kiln_FloatTensor:$w_gate, Kiln_FloatTensor:$w_up,
-                       Kiln_FloatTensor:$w_down,
+                       Kiln_AnyTensor:$w_gate, Kiln_AnyTensor:$w_up,
+                       Kiln_AnyTensor:$w_down,
+                       Optional<Kiln_AnyTensor>:$input_q,
+                       Optional<Kiln_FloatTensor>:$input_scale,
+                       Optional<Kiln_FloatTensor>:$w_gate_scale,
+                       Optional<Kiln_FloatTensor>:$w_up_scale,
+                       Optional<Kiln_FloatTensor>:$w_down_scale,
+                       OptionalAttr<Kiln_BlockQuantAttr>:$quant,
                        I64Attr:$top_k, StrAttr:$scoring,
                        DefaultValuedAttr<I64Attr, "1">:$n_group,
                        DefaultValuedAttr<I64Attr, "1">:$topk_group,
@@ -335,6 +398,7 @@ def Kiln_MoEOp : Kiln_Op<"moe"> {
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $router (`bias` `(` $correction_bias^ `)`)? `,` $w_gate `,` $w_up `,` $w_down
+    (`fp8` `(` $input_q^ `,` $input_scale `,` $w_gate_scale `,` $w_up_scale `,` $w_down_scale `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
 }

@@ -28,6 +28,7 @@ struct CompileOptions {
   std::string dumpIRDir;           ///< --dump-ir-dir
   bool embedWeights = false;
   bool noWeights = false;          ///< --no-weights: describe, don't run
+  bool quantizeFP8 = false;        ///< --quantize=fp8-block
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
   int64_t maxSeq = 16;             ///< --max-seq (checkpoint import)
   std::string commandLine;         ///< recorded as provenance flags

@@ -20,6 +20,14 @@ def KilnLowerToKernels : Pass<"kiln-lower-to-kernels", "mlir::ModuleOp"> {
   ];
 }
 
+def KilnFuseQuantize : Pass<"kiln-fuse-quantize", "mlir::ModuleOp"> {
+  let summary = "Fuse activation quantization into the kernel producing it";
+  let description = [{
+    `kiln_kernel.quantize` of an RMSNorm output becomes one `rms_norm_quant`
+    launch; of a SwiGLU output (used only there), one `swiglu_quant`.
+  }];
+}
+
 def KilnVerifyModel : Pass<"kiln-verify-model", "mlir::ModuleOp"> {
   let summary = "Check that a module is a compilable Kiln model";
   let description = [{

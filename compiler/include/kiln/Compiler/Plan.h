@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ struct WeightSource {
   uint64_t size = 0;        ///< bytes
   uint64_t fileSize = 0;
   const uint8_t *data = nullptr; ///< mapped bytes (kept alive by the caller)
+  /// Bytes computed by the compiler (compile-time quantization): no file
+  /// holds them, so the plan packs them.
+  std::shared_ptr<std::vector<uint8_t>> owned;
 };
 
 struct PlanOptions {

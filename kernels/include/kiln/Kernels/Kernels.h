@@ -90,6 +90,9 @@ void emitAttentionProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// workspace (2 * rank floats per program).
 struct MLAParams : AttentionParams {
   int64_t ropeDim = 0, rank = 0;
+  /// kv_b is e4m3 with 128x128 block scales (an extra buffer after kv_b),
+  /// dequantized as it is read.
+  bool kvbScale = false;
 };
 void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                     const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
@@ -119,6 +122,60 @@ void emitMoEUpProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 void emitMoEDownProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t hidden, int64_t ffn, int64_t topK,
                         int64_t tileD, llvm::ArrayRef<mlir::Type> types);
+
+//===----------------------------------------------------------------------===//
+// FP8 block quantization (DeepSeek-V3): e4m3 values, fp32 scales; weights in
+// 128x128 blocks, activations in dynamic 1 x act tiles along K.
+//===----------------------------------------------------------------------===//
+
+/// Quantizes `cols` values of a row (read through `value(i)`, f32) in tiles
+/// of `act`: s = max(amax, 1e-4) / 448, q = e4m3(x / s). Writes q at
+/// qBase + i and the scales at sBase + tile. Used by every producer that
+/// fuses activation quantization.
+void emitRowQuantize(ProgramBuilder &p, int64_t cols, int64_t act,
+                     llvm::function_ref<mlir::Value(mlir::Value)> value,
+                     mlir::Value q, mlir::Type qType, mlir::Value qBase,
+                     mlir::Value s, mlir::Value sBase);
+
+/// kiln.quantize: one program per row. Buffers: x, q, s.
+void emitQuantizeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                         int64_t cols, int64_t act, mlir::Type xType,
+                         mlir::Type qType);
+/// kiln.dequantize: one program per row. Buffers: q, s, x.
+void emitDequantizeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                           int64_t cols, int64_t act, mlir::Type qType,
+                           mlir::Type xType);
+/// RMSNorm fused with activation quantization: one program per row.
+/// Buffers: x, w, y (f32), q, s.
+void emitRMSNormQuantProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                             int64_t cols, float eps, int64_t act,
+                             llvm::ArrayRef<mlir::Type> types);
+/// SwiGLU fused with activation quantization: one program per row.
+/// Buffers: gate, up, q, s.
+void emitSwiGLUQuantProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                            int64_t cols, int64_t act,
+                            llvm::ArrayRef<mlir::Type> types);
+/// Block-scaled FP8 GEMM: one program per (row, tile of tileN columns);
+/// per K block of `act` (= the weight block's K), e4m3 products summed in
+/// fp32, then scaled by x_scale[m, kb] * w_scale[n / wbN, kb].
+/// Buffers: xq, w, xs, ws, out.
+void emitGemmFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
+                        int64_t n, int64_t k, int64_t tileN, int64_t act,
+                        int64_t wbN, llvm::ArrayRef<mlir::Type> types);
+/// FP8 experts, gate and up: one program per (token, slot, tile of tileF =
+/// act columns); the SwiGLU output of the tile is quantized in place.
+/// Buffers: xq, xs, ids, wg table, wu table, wg-scale table, wu-scale table,
+/// act_q, act_s, workspace (f32 [T, K, F]).
+void emitMoEUpFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
+                         int64_t hidden, int64_t ffn, int64_t topK,
+                         int64_t tileF, int64_t act,
+                         llvm::ArrayRef<mlir::Type> types);
+/// FP8 experts, down: one program per (token, tile of tileD columns).
+/// Buffers: act_q, act_s, ids, weights, wd table, wd-scale table, y.
+void emitMoEDownFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
+                           int64_t hidden, int64_t ffn, int64_t topK,
+                           int64_t tileD, int64_t act,
+                           llvm::ArrayRef<mlir::Type> types);
 
 } // namespace kiln::kernels
 

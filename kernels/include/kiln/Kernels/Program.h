@@ -60,6 +60,14 @@ public:
                   int64_t n);
   /// 1 / (1 + exp(-x)).
   mlir::Value sigmoid(mlir::Value x);
+  mlir::Value fabs(mlir::Value x);
+
+  /// f32 -> e4m3 (float8_e4m3fn) byte: round to nearest even, saturate at
+  /// +-448, with integer arithmetic only (no runtime library): the same code
+  /// on the CPU and the GPU.
+  mlir::Value encodeE4M3(mlir::Value f32Value);
+  /// e4m3 byte (i8) -> f32, exact.
+  mlir::Value decodeE4M3(mlir::Value byte);
   mlir::Value add(mlir::Value a, mlir::Value c);
   mlir::Value mul(mlir::Value a, mlir::Value c);
   mlir::Value divs(mlir::Value a, mlir::Value c); ///< signed i64 division
@@ -75,7 +83,7 @@ public:
   mlir::Value select(mlir::Value cond, mlir::Value a, mlir::Value c);
 
   /// Loads element `index` of a buffer of `elemType` and converts it to f32
-  /// (floats) or i64 (integers).
+  /// (floats, e4m3 included) or i64 (integers).
   mlir::Value load(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
   /// Converts an f32 value to `elemType` and stores it at `index`.
   void store(mlir::Value value, mlir::Value ptr, mlir::Type elemType,

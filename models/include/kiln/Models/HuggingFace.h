@@ -23,6 +23,10 @@ struct ImportOptions {
   /// Element type of weights when there is no checkpoint (--no-weights):
   /// from config.json's torch_dtype.
   bool noWeights = false;
+  /// --quantize=fp8-block: quantize the projections DeepSeek-V3 quantizes
+  /// (attention, dense MLP, experts) to e4m3 128x128 blocks at compile time.
+  /// FP8 checkpoints (quantization_config) are quantized as published.
+  bool quantizeFP8 = false;
 };
 
 /// Parses `configPath` (config.json) and builds the model's @forward:

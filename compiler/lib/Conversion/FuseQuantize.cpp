@@ -1,0 +1,81 @@
+//===- FuseQuantize.cpp - Fuse activation quantization into producers -----===//
+//
+// DeepSeek-V3 quantizes activations where they are produced: a
+// kiln_kernel.quantize whose input comes from an RMSNorm becomes one
+// rms_norm_quant launch (which still yields the f32 row for other users, such
+// as the MoE router); one fed by a SwiGLU used only by it becomes
+// swiglu_quant. The quantized values never round-trip through memory in f32.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/Passes.h"
+
+#include "kernel/IR/KernelDialect.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_KILNFUSEQUANTIZE
+#include "kiln/Compiler/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+namespace k = kiln::kernel;
+
+namespace {
+
+ArrayAttr concatFused(Builder &b, ArrayAttr a, ArrayAttr c) {
+  SmallVector<Attribute> all(a.begin(), a.end());
+  all.append(c.begin(), c.end());
+  return b.getArrayAttr(all);
+}
+
+struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(k::QuantizeOp op,
+                                PatternRewriter &rw) const override {
+    auto norm = op.getInput().getDefiningOp<k::RMSNormOp>();
+    if (!norm)
+      return failure();
+    rw.setInsertionPoint(norm);
+    auto fused = k::RMSNormQuantOp::create(
+        rw, rw.getFusedLoc({norm.getLoc(), op.getLoc()}),
+        TypeRange{norm.getType(), op.getResult().getType(),
+                  op.getScale().getType()},
+        norm.getInput(), norm.getWeight(), norm.getEpsilonAttr(),
+        op.getActAttr(), concatFused(rw, norm.getFusedOps(), op.getFusedOps()));
+    rw.replaceOp(op, {fused.getQuantized(), fused.getScale()});
+    rw.replaceOp(norm, fused.getResult());
+    return success();
+  }
+};
+
+struct FuseIntoSwiGLU : OpRewritePattern<k::QuantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(k::QuantizeOp op,
+                                PatternRewriter &rw) const override {
+    auto ew = op.getInput().getDefiningOp<k::ElementwiseOp>();
+    if (!ew || ew.getKind() != "swiglu" || !ew->hasOneUse())
+      return failure();
+    auto fused = k::SwiGLUQuantOp::create(
+        rw, rw.getFusedLoc({ew.getLoc(), op.getLoc()}),
+        TypeRange{op.getResult().getType(), op.getScale().getType()},
+        ew.getLhs(), ew.getRhs(), op.getActAttr(),
+        concatFused(rw, ew.getFusedOps(), op.getFusedOps()));
+    rw.replaceOp(op, fused->getResults());
+    rw.eraseOp(ew);
+    return success();
+  }
+};
+
+struct KilnFuseQuantizePass
+    : kiln::impl::KilnFuseQuantizeBase<KilnFuseQuantizePass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<FuseIntoRMSNorm, FuseIntoSwiGLU>(&getContext());
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,255 @@
+//===- FP8.cpp - FP8 block quantization kernels ---------------------------===//
+//
+// DeepSeek-V3's scheme, exactly: activations quantized dynamically per row
+// in 1 x act tiles (s = max(amax, 1e-4) / 448, round to nearest even,
+// saturate at 448), fused into the producing kernel; GEMMs sum e4m3 products
+// in fp32 per K block and promote with both scales.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Kernels/Kernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+using namespace mlir;
+
+namespace kiln::kernels {
+
+namespace {
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+} // namespace
+
+void emitRowQuantize(ProgramBuilder &p, int64_t cols, int64_t act,
+                     function_ref<Value(Value)> value, Value q, Type qType,
+                     Value qBase, Value s, Value sBase) {
+  Type f32 = p.builder().getF32Type();
+  Value c1 = p.i64(1);
+  p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tile) {
+    Value k0 = p.mul(tile, p.i64(act));
+    Value k1 = p.minI(p.add(k0, p.i64(act)), p.i64(cols));
+    Value amax = p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
+                           [&](Value k, ValueRange it) {
+                             return SmallVector<Value>{
+                                 p.fmax(it[0], p.fabs(value(k)))};
+                           })[0];
+    Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+    p.store(scale, s, f32, p.add(sBase, tile));
+    p.forLoop(k0, k1, c1, [&](Value k) {
+      p.store(p.fdiv(value(k), scale), q, qType, p.add(qBase, k));
+    });
+  });
+}
+
+void emitQuantizeProgram(OpBuilder &b, const ProgramArgs &args, int64_t cols,
+                         int64_t act, Type xType, Type qType) {
+  ProgramBuilder p(b, args.loc);
+  Value base = p.mul(args.pid, p.i64(cols));
+  emitRowQuantize(
+      p, cols, act,
+      [&](Value k) { return p.load(args.buffers[0], xType, p.add(base, k)); },
+      args.buffers[1], qType, base, args.buffers[2],
+      p.mul(args.pid, p.i64(ceilDiv(cols, act))));
+}
+
+void emitDequantizeProgram(OpBuilder &b, const ProgramArgs &args, int64_t cols,
+                           int64_t act, Type qType, Type xType) {
+  ProgramBuilder p(b, args.loc);
+  Value base = p.mul(args.pid, p.i64(cols));
+  Value sBase = p.mul(args.pid, p.i64(ceilDiv(cols, act)));
+  p.forLoop(p.i64(0), p.i64(cols), p.i64(1), [&](Value k) {
+    Value sc = p.load(args.buffers[1], b.getF32Type(),
+                      p.add(sBase, p.divs(k, p.i64(act))));
+    Value v = p.load(args.buffers[0], qType, p.add(base, k));
+    p.store(p.fmul(v, sc), args.buffers[2], xType, p.add(base, k));
+  });
+}
+
+void emitRMSNormQuantProgram(OpBuilder &b, const ProgramArgs &args,
+                             int64_t cols, float eps, int64_t act,
+                             ArrayRef<Type> types) {
+  // types: x, w, y, q, s
+  emitRMSNormProgram(b, args, cols, eps, types[0], types[1], types[2]);
+  ProgramBuilder p(b, args.loc);
+  Value base = p.mul(args.pid, p.i64(cols));
+  emitRowQuantize(
+      p, cols, act,
+      [&](Value k) { return p.load(args.buffers[2], types[2], p.add(base, k)); },
+      args.buffers[3], types[3], base, args.buffers[4],
+      p.mul(args.pid, p.i64(ceilDiv(cols, act))));
+}
+
+void emitSwiGLUQuantProgram(OpBuilder &b, const ProgramArgs &args,
+                            int64_t cols, int64_t act, ArrayRef<Type> types) {
+  // types: gate, up, q, s
+  ProgramBuilder p(b, args.loc);
+  Value base = p.mul(args.pid, p.i64(cols));
+  emitRowQuantize(
+      p, cols, act,
+      [&](Value k) {
+        Value g = p.load(args.buffers[0], types[0], p.add(base, k));
+        Value u = p.load(args.buffers[1], types[1], p.add(base, k));
+        return p.fmul(p.fmul(g, p.sigmoid(g)), u);
+      },
+      args.buffers[2], types[2], base, args.buffers[3],
+      p.mul(args.pid, p.i64(ceilDiv(cols, act))));
+}
+
+namespace {
+
+/// sum_kb (sum_{k in kb} xq[xBase + k] * wq[wBase + k]) * xs[xsBase + kb] *
+/// ws(kb): the block-scaled dot product with DeepSeek's promotion.
+Value blockDot(ProgramBuilder &p, int64_t k, int64_t act, Value xq, Type xT,
+               Value xBase, Value xs, Value xsBase, Value wq, Type wT,
+               Value wBase, function_ref<Value(Value)> wScale) {
+  Type f32 = p.builder().getF32Type();
+  Value c1 = p.i64(1);
+  return p.forLoop(
+      p.i64(0), p.i64(ceilDiv(k, act)), c1, ValueRange{p.f32(0.0f)},
+      [&](Value kb, ValueRange acc) {
+        Value k0 = p.mul(kb, p.i64(act));
+        Value k1 = p.minI(p.add(k0, p.i64(act)), p.i64(k));
+        Value partial =
+            p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
+                      [&](Value kk, ValueRange it) {
+                        Value x = p.load(xq, xT, p.add(xBase, kk));
+                        Value w = p.load(wq, wT, p.add(wBase, kk));
+                        return SmallVector<Value>{
+                            p.fadd(it[0], p.fmul(x, w), true)};
+                      })[0];
+        Value sx = p.load(xs, f32, p.add(xsBase, kb));
+        Value promoted = p.fmul(partial, p.fmul(sx, wScale(kb)));
+        return SmallVector<Value>{p.fadd(acc[0], promoted)};
+      })[0];
+}
+
+} // namespace
+
+void emitGemmFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n,
+                        int64_t k, int64_t tileN, int64_t act, int64_t wbN,
+                        ArrayRef<Type> types) {
+  // types: xq, w, xs, ws, out
+  ProgramBuilder p(b, args.loc);
+  Type f32 = b.getF32Type();
+  int64_t tilesPerRow = ceilDiv(n, tileN);
+  int64_t kBlocks = ceilDiv(k, act);
+  Value row = p.divs(args.pid, p.i64(tilesPerRow));
+  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
+  Value n0 = p.mul(tile, p.i64(tileN));
+  Value n1 = p.minI(p.add(n0, p.i64(tileN)), p.i64(n));
+  Value xBase = p.mul(row, p.i64(k));
+  Value xsBase = p.mul(row, p.i64(kBlocks));
+  p.forLoop(n0, n1, p.i64(1), [&](Value col) {
+    Value wsRow = p.mul(p.divs(col, p.i64(wbN)), p.i64(kBlocks));
+    Value acc = blockDot(
+        p, k, act, args.buffers[0], types[0], xBase, args.buffers[2], xsBase,
+        args.buffers[1], types[1], p.mul(col, p.i64(k)), [&](Value kb) {
+          return p.load(args.buffers[3], f32, p.add(wsRow, kb));
+        });
+    p.store(acc, args.buffers[4], types[4],
+            p.add(p.mul(row, p.i64(n)), col));
+  });
+}
+
+void emitMoEUpFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
+                         int64_t ffn, int64_t topK, int64_t tileF, int64_t act,
+                         ArrayRef<Type> types) {
+  // types: xq, xs, ids, wg, wu, wgs, wus, act_q, act_s, workspace
+  ProgramBuilder p(b, args.loc);
+  Type f32 = b.getF32Type();
+  int64_t tiles = ceilDiv(ffn, tileF);
+  int64_t kBlocks = ceilDiv(hidden, act);
+  int64_t fBlocks = ceilDiv(ffn, act);
+  Value slotRow = p.divs(args.pid, p.i64(tiles)); // t * K + k
+  Value tile = p.rems(args.pid, p.i64(tiles));
+  Value t = p.divs(slotRow, p.i64(topK));
+  Value e = p.load(args.buffers[2], types[2], slotRow);
+  Value wg = p.loadPtr(args.buffers[3], e), wu = p.loadPtr(args.buffers[4], e);
+  Value wgs = p.loadPtr(args.buffers[5], e),
+        wus = p.loadPtr(args.buffers[6], e);
+  Value xBase = p.mul(t, p.i64(hidden));
+  Value xsBase = p.mul(t, p.i64(kBlocks));
+  Value f0 = p.mul(tile, p.i64(tileF));
+  Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
+  Value rowBase = p.mul(slotRow, p.i64(ffn));
+  Value ws = args.buffers[9];
+  p.forLoop(f0, f1, p.i64(1), [&](Value f) {
+    Value wsRow = p.mul(p.divs(f, p.i64(act)), p.i64(kBlocks));
+    Value wBase = p.mul(f, p.i64(hidden));
+    Value g = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
+                       args.buffers[1], xsBase, wg, types[3], wBase,
+                       [&](Value kb) {
+                         return p.load(wgs, f32, p.add(wsRow, kb));
+                       });
+    Value u = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
+                       args.buffers[1], xsBase, wu, types[4], wBase,
+                       [&](Value kb) {
+                         return p.load(wus, f32, p.add(wsRow, kb));
+                       });
+    p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), ws, f32, p.add(rowBase, f));
+  });
+  // Quantize this tile's SwiGLU output (tileF is a multiple of act, or the
+  // whole row): the program owns whole act tiles.
+  Value qBase = p.add(rowBase, f0);
+  Value sBase =
+      p.add(p.mul(slotRow, p.i64(fBlocks)), p.divs(f0, p.i64(act)));
+  int64_t cols = std::min(tileF, ffn);
+  // The last tile may be shorter than tileF when ffn % tileF != 0.
+  Value nCols = arith::SubIOp::create(b, args.loc, f1, f0);
+  Value c1 = p.i64(1);
+  p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tt) {
+    Value k0 = p.mul(tt, p.i64(act));
+    Value k1 = p.minI(p.add(k0, p.i64(act)), nCols);
+    Value amax = p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
+                           [&](Value k, ValueRange it) {
+                             return SmallVector<Value>{p.fmax(
+                                 it[0],
+                                 p.fabs(p.load(ws, f32, p.add(qBase, k))))};
+                           })[0];
+    Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+    Value inRange = p.lt(k0, nCols);
+    p.ifThen(inRange, [&] {
+      p.store(scale, args.buffers[8], f32, p.add(sBase, tt));
+    });
+    p.forLoop(k0, k1, c1, [&](Value k) {
+      p.store(p.fdiv(p.load(ws, f32, p.add(qBase, k)), scale),
+              args.buffers[7], types[7], p.add(qBase, k));
+    });
+  });
+}
+
+void emitMoEDownFP8Program(OpBuilder &b, const ProgramArgs &args,
+                           int64_t hidden, int64_t ffn, int64_t topK,
+                           int64_t tileD, int64_t act, ArrayRef<Type> types) {
+  // types: act_q, act_s, ids, weights, wd, wds, y
+  ProgramBuilder p(b, args.loc);
+  Type f32 = b.getF32Type();
+  int64_t tiles = ceilDiv(hidden, tileD);
+  int64_t fBlocks = ceilDiv(ffn, act);
+  Value t = p.divs(args.pid, p.i64(tiles));
+  Value tile = p.rems(args.pid, p.i64(tiles));
+  Value d0 = p.mul(tile, p.i64(tileD));
+  Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
+  Value c0 = p.i64(0), c1 = p.i64(1);
+  p.forLoop(d0, d1, c1, [&](Value d) {
+    Value acc = p.forLoop(
+        c0, p.i64(topK), c1, ValueRange{p.f32(0.0f)},
+        [&](Value k, ValueRange it) {
+          Value slotRow = p.add(p.mul(t, p.i64(topK)), k);
+          Value e = p.load(args.buffers[2], types[2], slotRow);
+          Value w = p.load(args.buffers[3], types[3], slotRow);
+          Value wd = p.loadPtr(args.buffers[4], e);
+          Value wds = p.loadPtr(args.buffers[5], e);
+          Value wsRow = p.mul(p.divs(d, p.i64(act)), p.i64(fBlocks));
+          Value v = blockDot(p, ffn, act, args.buffers[0], types[0],
+                             p.mul(slotRow, p.i64(ffn)), args.buffers[1],
+                             p.mul(slotRow, p.i64(fBlocks)), wd, types[4],
+                             p.mul(d, p.i64(ffn)), [&](Value kb) {
+                               return p.load(wds, f32, p.add(wsRow, kb));
+                             });
+          return SmallVector<Value>{p.fadd(it[0], p.fmul(w, v))};
+        })[0];
+    p.store(acc, args.buffers[6], types[6],
+            p.add(p.mul(t, p.i64(hidden)), d));
+  });
+}
+
+} // namespace kiln::kernels
