@@ -6,6 +6,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
+#include <limits>
+
 using namespace mlir;
 
 namespace kiln::kernels {
@@ -168,8 +170,14 @@ Value ProgramBuilder::decodeE4M3(Value byte) {
                                       cst(0));
   Value mag = arith::SelectOp::create(b, loc, isSub, sub, normal);
   Value magBits = arith::BitcastOp::create(b, loc, i32, mag);
-  return arith::BitcastOp::create(
+  Value value = arith::BitcastOp::create(
       b, loc, b.getF32Type(), arith::OrIOp::create(b, loc, magBits, sign));
+  // 0x7F and 0xFF are NaN (e4m3fn has no infinities).
+  Value isNaN = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::eq,
+      arith::AndIOp::create(b, loc, u, cst(0x7F)), cst(0x7F));
+  return arith::SelectOp::create(
+      b, loc, isNaN, f32(std::numeric_limits<float>::quiet_NaN()), value);
 }
 
 Value ProgramBuilder::load(Value ptr, Type elemType, Value index) {

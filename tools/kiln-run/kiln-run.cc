@@ -416,6 +416,12 @@ absl::Status Main(int argc, char** argv) {
   for (const auto& [name, file] : opts->inputs) {
     auto t = kiln::ReadNpy(file);
     if (!t.ok()) return t.status();
+    // numpy has no e4m3: an e4m3 input is given as its raw bytes (uint8).
+    if (t->dtype == kiln::DType::kU8) {
+      auto idx = (*plan)->FindInput(function, name);
+      if (idx.ok() && static_cast<kiln::DType>(f.inputs[*idx]->dtype()) == kiln::DType::kF8E4M3)
+        t->dtype = kiln::DType::kF8E4M3;
+    }
     if (auto s = (*session)->SetInput(function, name, *t); !s.ok()) return s;
   }
 
@@ -438,7 +444,10 @@ absl::Status Main(int argc, char** argv) {
     PrintTensor(name, *t, opts->print);
     for (const auto& [oname, file] : opts->outputs) {
       if (oname != name) continue;
-      if (auto s = kiln::WriteNpy(file, *t); !s.ok()) return s;
+      // e4m3 outputs are written as their raw bytes (uint8 .npy).
+      kiln::HostTensor out = *t;
+      if (out.dtype == kiln::DType::kF8E4M3) out.dtype = kiln::DType::kU8;
+      if (auto s = kiln::WriteNpy(file, out); !s.ok()) return s;
       std::printf("  wrote %s\n", file.c_str());
     }
   }

@@ -124,6 +124,18 @@ struct LowerSlice : OpRewritePattern<g::SliceOp> {
   }
 };
 
+/// A cast is a full-width copy with conversion on load and store.
+struct LowerCast : OpRewritePattern<g::CastOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::CastOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::SliceOp>(
+        op, op.getType(), op.getInput(), rw.getI64IntegerAttr(0),
+        fusedOps(rw, {g::CastOp::getOperationName()}));
+    return success();
+  }
+};
+
 struct LowerRope : OpRewritePattern<g::RopeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(g::RopeOp op,
@@ -297,7 +309,7 @@ void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
   MLIRContext *ctx = patterns.getContext();
   patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice,
                LowerRope, LowerAttention, LowerMLA, LowerCacheUpdate,
-               LowerQuantize, LowerDequantize>(ctx);
+               LowerQuantize, LowerDequantize, LowerCast>(ctx);
   patterns.add<LowerMoE>(ctx, minGemmPrograms);
   patterns.add<LowerLinear>(ctx, minGemmPrograms);
   patterns.add<LowerBinary<g::AddOp>>(ctx, "add");

@@ -318,6 +318,16 @@ LogicalResult CacheUpdateOp::verify() {
   return success();
 }
 
+LogicalResult CastOp::verify() {
+  if (failed(allStatic(*this)) ||
+      failed(requireShape(*this, getResult(), "result",
+                          ranked(getInput()).getShape())))
+    return failure();
+  if (ranked(getInput()).getRank() == 0)
+    return emitOpError("input must have rank >= 1");
+  return success();
+}
+
 LogicalResult SliceOp::verify() {
   if (failed(allStatic(*this)))
     return failure();

@@ -114,6 +114,21 @@ def Kiln_CacheUpdateOp : Kiln_Op<"cache_update"> {
   }];
 }
 
+def Kiln_CastOp : Kiln_Op<"cast"> {
+  let summary = "Element type conversion";
+  let description = [{
+    Converts every element: floats round to nearest even; conversion to
+    e4m3 (f8E4M3FN) saturates at +-448.
+
+    ```mlir
+    %q = kiln.cast %x : (tensor<4x128xf32>) -> tensor<4x128xf8E4M3FN>
+    ```
+  }];
+  let arguments = (ins Kiln_AnyTensor:$input);
+  let results = (outs Kiln_AnyTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_SliceOp : Kiln_Op<"slice"> {
   let summary = "A contiguous range of the last dimension";
   let description = [{
