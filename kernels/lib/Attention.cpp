@@ -225,6 +225,15 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
                           })[0];
     p.store(p.fmul(acc, invL), out, outT, p.add(oBase, e));
   });
+  if (a.quantAct > 0) {
+    // Each head's output row is whole tiles of o_proj's input row.
+    Value q = args.buffers[next + 2], s = args.buffers[next + 3];
+    emitRowQuantize(
+        p, a.valueDim, a.quantAct,
+        [&](Value e) { return p.load(out, outT, p.add(oBase, e)); }, q,
+        types[next + 2], oBase, s,
+        p.mul(args.pid, p.i64(a.valueDim / a.quantAct)));
+  }
 }
 
 } // namespace kiln::kernels

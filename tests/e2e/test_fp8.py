@@ -286,6 +286,30 @@ class EndToEnd(unittest.TestCase):
         scales = sum(w["size_bytes"] for n, w in weights.items() if n.endswith("_scale_inv"))
         self.assertLess(scales, fp8_params / 1000)
 
+    def test_attention_output_quantization_fused(self):
+        """v_head_dim = 128 (DeepSeek-V3's): each head's output row is a whole
+        activation tile, so MLA quantizes its own output; no standalone
+        quantization launch is left in the plan."""
+        d = os.path.join(self.tmp, "v128")
+        os.makedirs(d)
+        cfg = mk.make_config("deepseek_v3", variant="fp8dims")
+        cfg["v_head_dim"] = 128
+        weights = mk.make_weights(cfg, 0)
+        mk.write_safetensors(os.path.join(d, "model.safetensors"),
+                             [(n, "F32", a.shape, np.ascontiguousarray(a, np.float32).tobytes())
+                              for n, a, _ in weights])
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        plan, kiln = self.compile_run(d, "v128", ["--quantize=fp8-block"])
+        names = [k["name"] for k in json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]]
+        self.assertTrue(any(n.startswith("mla_quant") for n in names), names)
+        self.assertFalse(any(n.startswith("quantize_") for n in names), names)
+        emu = F.forward_fp8_from_bf16(d, self.tokens)
+        # As close as the emulation is to itself under 1e-7 perturbations.
+        self_dist = [R.rel_l2(F.forward_fp8_from_bf16(d, self.tokens, perturb=1e-7, seed=s), emu)
+                     for s in range(10)]
+        self.assertLessEqual(R.rel_l2(kiln, emu), max(self_dist))
+
     def test_bad_quantization_config(self):
         d = os.path.join(self.tmp, "badq")
         shutil.copytree(self.fp8, d)

@@ -68,11 +68,40 @@ struct FuseIntoSwiGLU : OpRewritePattern<k::QuantizeOp> {
   }
 };
 
+/// quantize(view(mla_attention)) -> mla_attention_quant when every head's
+/// output row is whole activation tiles (v_head_dim % act == 0).
+struct FuseIntoMLA : OpRewritePattern<k::QuantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(k::QuantizeOp op,
+                                PatternRewriter &rw) const override {
+    auto view = op.getInput().getDefiningOp<k::ViewOp>();
+    auto mla = view ? view.getInput().getDefiningOp<k::MLAAttentionOp>()
+                    : k::MLAAttentionOp();
+    if (!mla)
+      return failure();
+    auto out = cast<RankedTensorType>(mla.getResult().getType());
+    if (out.getShape().back() % op.getAct() != 0)
+      return failure();
+    rw.setInsertionPoint(mla);
+    auto fused = k::MLAAttentionQuantOp::create(
+        rw, rw.getFusedLoc({mla.getLoc(), op.getLoc()}),
+        TypeRange{mla.getResult().getType(), mla.getWorkspace().getType(),
+                  op.getResult().getType(), op.getScale().getType()},
+        mla.getQNope(), mla.getQRope(), mla.getKvLatent(), mla.getKRope(),
+        mla.getKvB(), mla.getKvBScale(), mla.getStart(), mla.getScaleAttr(),
+        mla.getCausalAttr(), op.getActAttr(),
+        concatFused(rw, mla.getFusedOps(), op.getFusedOps()));
+    rw.replaceOp(op, {fused.getQuantized(), fused.getQuantScale()});
+    rw.replaceOp(mla, {fused.getResult(), fused.getWorkspace()});
+    return success();
+  }
+};
+
 struct KilnFuseQuantizePass
     : kiln::impl::KilnFuseQuantizeBase<KilnFuseQuantizePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseIntoRMSNorm, FuseIntoSwiGLU>(&getContext());
+    patterns.add<FuseIntoRMSNorm, FuseIntoSwiGLU, FuseIntoMLA>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

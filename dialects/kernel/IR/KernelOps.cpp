@@ -70,6 +70,8 @@ LogicalResult verifyStatic(Operation *op) {
 
 } // namespace
 
+static SmallVector<Type> elemTypes(Operation *op);
+
 //===----------------------------------------------------------------------===//
 // gather_rows
 //===----------------------------------------------------------------------===//
@@ -412,6 +414,63 @@ void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   for (Value v : getOperation()->getResults())
     types.push_back(elem(v));
   kk::emitMLAProgram(b, args, mlaParams(*this), types);
+}
+
+//===----------------------------------------------------------------------===//
+// mla_attention_quant
+//===----------------------------------------------------------------------===//
+
+static kk::MLAParams mlaQuantParams(MLAAttentionQuantOp op) {
+  auto qn = ranked(op.getQNope()), qr = ranked(op.getQRope());
+  auto c = ranked(op.getKvLatent());
+  kk::MLAParams p;
+  p.seq = qn.getDimSize(1);
+  p.heads = qn.getDimSize(2);
+  p.kvHeads = 1;
+  p.headDim = qn.getDimSize(3);
+  p.ropeDim = qr.getDimSize(3);
+  p.kvLen = c.getDimSize(1);
+  p.rank = c.getDimSize(2);
+  p.valueDim = lastDim(op.getResult());
+  p.scale = op.getScale().convertToFloat();
+  p.causal = op.getCausal();
+  p.hasStart = static_cast<bool>(op.getStart());
+  p.kvbScale = static_cast<bool>(op.getKvBScale());
+  p.quantAct = op.getAct();
+  return p;
+}
+
+LogicalResult MLAAttentionQuantOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (lastDim(getResult()) % getAct() != 0)
+    return emitOpError("v_head_dim must be a multiple of the activation tile");
+  if (numel(getQuantized()) != numel(getResult()) ||
+      numel(getQuantScale()) != numel(getResult()) / getAct())
+    return emitOpError("quantized results must cover the output");
+  return success();
+}
+std::string MLAAttentionQuantOp::getKernelName() {
+  kk::MLAParams p = mlaQuantParams(*this);
+  std::string sc = llvm::formatv("{0:e}", p.scale);
+  return llvm::formatv(
+      "mla_quant_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_sc{9}_a{10}{11}",
+      p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim, p.rank, p.valueDim,
+      p.causal ? "_causal" : "", p.hasStart ? "_st" : "", symbolSafe(sc),
+      p.quantAct, typeSig(*this));
+}
+std::string MLAAttentionQuantOp::getTileConfig() {
+  return "program=(batch, seq, head); absorbed; online softmax; output "
+         "quantized";
+}
+int64_t MLAAttentionQuantOp::getNumPrograms() {
+  return numel(getResult()) / lastDim(getResult());
+}
+SmallVector<int64_t> MLAAttentionQuantOp::getLaunchScalars() { return {}; }
+unsigned MLAAttentionQuantOp::getNumKernelScalars() { return 0; }
+void MLAAttentionQuantOp::emitProgram(OpBuilder &b,
+                                      const kk::ProgramArgs &args) {
+  kk::emitMLAProgram(b, args, mlaQuantParams(*this), elemTypes(*this));
 }
 
 //===----------------------------------------------------------------------===//

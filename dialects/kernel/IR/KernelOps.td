@@ -162,6 +162,28 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]>
   }];
 }
 
+def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperandSegments]> {
+  let summary = "MLA (absorbed) fused with the quantization of its output";
+  let description = [{
+    As `mla_attention`, and each head's output row (a whole number of `act`
+    tiles of o_proj's input row) is quantized in the same program: e4m3
+    values and scales laid out as the [batch, seq, heads * v_head_dim] input
+    of o_proj.
+  }];
+  let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
+                       KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
+                       Optional<KK_Tensor>:$start,
+                       F32Attr:$scale, BoolAttr:$causal,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$workspace, KK_Tensor:$quantized,
+                      KK_Tensor:$quant_scale);
+  let assemblyFormat = [{
+    $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b
+    (`kv_b_scale` `(` $kv_b_scale^ `)`)? (`start` `(` $start^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
 def KK_MoERouteOp : KK_LaunchOp<"moe_route"> {
   let summary = "Fused MoE routing; one program per token";
   let description = [{

@@ -24,7 +24,9 @@ def KilnFuseQuantize : Pass<"kiln-fuse-quantize", "mlir::ModuleOp"> {
   let summary = "Fuse activation quantization into the kernel producing it";
   let description = [{
     `kiln_kernel.quantize` of an RMSNorm output becomes one `rms_norm_quant`
-    launch; of a SwiGLU output (used only there), one `swiglu_quant`.
+    launch; of a SwiGLU output (used only there), one `swiglu_quant`; of an
+    MLA output whose heads are whole activation tiles, one
+    `mla_attention_quant`.
   }];
 }
 

@@ -93,6 +93,10 @@ struct MLAParams : AttentionParams {
   /// kv_b is e4m3 with 128x128 block scales (an extra buffer after kv_b),
   /// dequantized as it is read.
   bool kvbScale = false;
+  /// When > 0, the output row is also quantized in tiles of `quantAct`
+  /// (valueDim % quantAct == 0): two more buffers, e4m3 values and scales,
+  /// laid out as the [batch, seq, heads * valueDim] input of o_proj.
+  int64_t quantAct = 0;
 };
 void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                     const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
