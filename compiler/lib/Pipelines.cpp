@@ -23,7 +23,11 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   lower.minGemmPrograms = options.minGemmPrograms;
   pm.addPass(createKilnLowerToKernels(lower));
   pm.addPass(mlir::createCSEPass());
+  if (!options.fuse)
+    return;
   pm.addPass(createKilnFuseQuantize());
+  pm.addPass(createKilnFuseRope());
+  pm.addPass(createKilnFuseResidual());
 }
 
 void registerKilnPassesAndPipelines() {

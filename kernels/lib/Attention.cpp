@@ -62,6 +62,10 @@ void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
                             : p.i64(0);
   Value pos = p.sitofp(p.add(start, r.seq), b.getF64Type());
   Value base = p.mul(args.pid, p.i64(rp.headDim));
+  Value inBase = rp.inputStride
+                     ? p.add(p.mul(args.pid, p.i64(rp.inputStride)),
+                             p.i64(rp.inputOffset))
+                     : base;
   int64_t half = rp.rotaryDim / 2;
   double logTheta = std::log(rp.theta);
   p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {
@@ -84,8 +88,8 @@ void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
     Value s = p.toF32(p.fmul(p.sin(angle), p.f64(rp.mscale)));
     Value ia = rp.interleaved ? p.mul(i, p.i64(2)) : i;
     Value ib = rp.interleaved ? p.add(ia, p.i64(1)) : p.add(i, p.i64(half));
-    Value xa = p.load(x, xType, p.add(base, ia));
-    Value xb = p.load(x, xType, p.add(base, ib));
+    Value xa = p.load(x, xType, p.add(inBase, ia));
+    Value xb = p.load(x, xType, p.add(inBase, ib));
     p.store(p.fsub(p.fmul(xa, c), p.fmul(xb, s)), out, outType,
             p.add(base, ia));
     p.store(p.fadd(p.fmul(xb, c), p.fmul(xa, s)), out, outType,
@@ -93,7 +97,8 @@ void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
   });
   if (rp.rotaryDim < rp.headDim)
     p.forLoop(p.i64(rp.rotaryDim), p.i64(rp.headDim), p.i64(1), [&](Value d) {
-      p.store(p.load(x, xType, p.add(base, d)), out, outType, p.add(base, d));
+      p.store(p.load(x, xType, p.add(inBase, d)), out, outType,
+              p.add(base, d));
     });
 }
 

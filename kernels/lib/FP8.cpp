@@ -125,7 +125,7 @@ Value blockDot(ProgramBuilder &p, int64_t k, int64_t act, Value xq, Type xT,
 
 void emitGemmFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n,
                         int64_t k, int64_t tileN, int64_t act, int64_t wbN,
-                        ArrayRef<Type> types) {
+                        ArrayRef<Type> types, unsigned numAddends) {
   // types: xq, w, xs, ws, out
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
@@ -144,8 +144,10 @@ void emitGemmFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n,
         args.buffers[1], types[1], p.mul(col, p.i64(k)), [&](Value kb) {
           return p.load(args.buffers[3], f32, p.add(wsRow, kb));
         });
-    p.store(acc, args.buffers[4], types[4],
-            p.add(p.mul(row, p.i64(n)), col));
+    Value idx = p.add(p.mul(row, p.i64(n)), col);
+    Type outT = types[4 + numAddends];
+    acc = addAddends(p, args, 4, numAddends, outT, acc, idx);
+    p.store(acc, args.buffers[4 + numAddends], outT, idx);
   });
 }
 
@@ -218,7 +220,8 @@ void emitMoEUpFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
 
 void emitMoEDownFP8Program(OpBuilder &b, const ProgramArgs &args,
                            int64_t hidden, int64_t ffn, int64_t topK,
-                           int64_t tileD, int64_t act, ArrayRef<Type> types) {
+                           int64_t tileD, int64_t act, ArrayRef<Type> types,
+                           unsigned numAddends) {
   // types: act_q, act_s, ids, weights, wd, wds, y
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
@@ -247,8 +250,10 @@ void emitMoEDownFP8Program(OpBuilder &b, const ProgramArgs &args,
                              });
           return SmallVector<Value>{p.fadd(it[0], p.fmul(w, v))};
         })[0];
-    p.store(acc, args.buffers[6], types[6],
-            p.add(p.mul(t, p.i64(hidden)), d));
+    Value idx = p.add(p.mul(t, p.i64(hidden)), d);
+    Type outT = types[6 + numAddends];
+    acc = addAddends(p, args, 6, numAddends, outT, acc, idx);
+    p.store(acc, args.buffers[6 + numAddends], outT, idx);
   });
 }
 

@@ -12,9 +12,16 @@ using namespace mlir;
 
 namespace kiln::kernels {
 
+Value addAddends(ProgramBuilder &p, const ProgramArgs &args, unsigned first,
+                 unsigned n, Type type, Value acc, Value index) {
+  for (unsigned i = 0; i < n; ++i)
+    acc = p.fadd(acc, p.load(args.buffers[first + i], type, index));
+  return acc;
+}
+
 void emitGemmProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
                      int64_t k, int64_t tileN, Type xType, Type wType,
-                     Type outType) {
+                     Type outType, unsigned numAddends) {
   ProgramBuilder p(b, args.loc);
   int64_t tilesPerRow = (n + tileN - 1) / tileN;
   Value row = p.divs(args.pid, p.i64(tilesPerRow));
@@ -36,7 +43,9 @@ void emitGemmProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
                             return SmallVector<Value>{
                                 p.fadd(it[0], p.fmul(x, w), true)};
                           })[0];
-    p.store(acc, args.buffers[2], outType, p.add(outBase, col));
+    Value idx = p.add(outBase, col);
+    acc = addAddends(p, args, 2, numAddends, outType, acc, idx);
+    p.store(acc, args.buffers[2 + numAddends], outType, idx);
   });
 }
 

@@ -191,7 +191,7 @@ void emitMoEUpProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
 
 void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
                         int64_t ffn, int64_t topK, int64_t tileD,
-                        ArrayRef<Type> types) {
+                        ArrayRef<Type> types, unsigned numAddends) {
   // types: act, ids, weights, w_down, y
   ProgramBuilder p(b, args.loc);
   int64_t tiles = (hidden + tileD - 1) / tileD;
@@ -213,7 +213,10 @@ void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
                           p.mul(d, p.i64(ffn)), ffn);
           return SmallVector<Value>{p.fadd(it[0], p.fmul(w, v))};
         })[0];
-    p.store(acc, args.buffers[4], types[4], p.add(p.mul(t, p.i64(hidden)), d));
+    Value idx = p.add(p.mul(t, p.i64(hidden)), d);
+    Type outT = types[4 + numAddends];
+    acc = addAddends(p, args, 4, numAddends, outT, acc, idx);
+    p.store(acc, args.buffers[4 + numAddends], outT, idx);
   });
 }
 

@@ -549,15 +549,19 @@ LogicalResult buildBody(GraphBuilder &gb, Config &c, const Common &m,
           return failure();
         }
         std::string mp = p + ".mlp";
+        // The shared expert first: the routed experts' down projection then
+        // folds it and the residual into its epilogue (kiln-fuse-residual).
+        int64_t shared = c.integerOr("n_shared_experts", 0);
+        Value sharedOut;
+        if (shared > 0)
+          sharedOut = gb.mlp(n, mp + ".shared_experts", *f * shared);
         y = moe(gb, n, mp, mp + ".gate.weight", mc,
                 [&](int64_t j, StringRef which) {
                   return mp + ".experts." + std::to_string(j) + "." +
                          which.str() + "_proj.weight";
                 });
-        int64_t shared = c.integerOr("n_shared_experts", 0);
-        if (shared > 0)
-          y = gb.add(y, gb.mlp(n, mp + ".shared_experts", *f * shared),
-                     gb.at(mp));
+        if (sharedOut)
+          y = gb.add(y, sharedOut, gb.at(mp));
       }
     }
     h = gb.add(h, y, gb.at(p));

@@ -260,6 +260,18 @@ class EndToEnd(unittest.TestCase):
         # Kiln is as close to the emulation as the emulation is to itself.
         self.assertLessEqual(d_kiln_emu, max(self_dist))
 
+    def test_fused_matches_unfused(self):
+        """Every fusion (quantization into RMSNorm/SwiGLU, rope, epilogue
+        adds) against its unfused sequence: the unfused FP8 plan is as close
+        to the emulation as the fused one is."""
+        _, fused = self.compile_run(self.fp8, "fused")
+        _, unfused = self.compile_run(self.fp8, "unfused", ["--no-fuse"])
+        emu = F.forward_fp8(self.fp8, self.tokens)
+        self_dist = [R.rel_l2(F.forward_fp8(self.fp8, self.tokens, perturb=1e-7, seed=s), emu)
+                     for s in range(10)]
+        self.assertLessEqual(R.rel_l2(unfused, emu), max(self_dist))
+        self.assertLessEqual(R.rel_l2(fused, unfused), 2 * max(self_dist))
+
     def test_compile_time_quantization_matches_fp8_checkpoint(self):
         _, a = self.compile_run(self.fp8, "fp8b")
         plan, b = self.compile_run(self.full, "quantized", ["--quantize=fp8-block"])

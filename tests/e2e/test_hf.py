@@ -89,6 +89,20 @@ class Families(unittest.TestCase):
                 err = ref.rel_l2(logits, expected)
                 self.assertLessEqual(err, RTOL_L2, f"{family}/{variant}: rel L2 {err:.2e}")
 
+    def test_fused_matches_unfused(self):
+        for family, variant in CASES:
+            with self.subTest(family=family, variant=variant):
+                ck = self.checkpoint(family, variant)
+                fused_plan = self.compile(ck)
+                unfused_plan = ck + "-nofuse.kplan"
+                run([tool("kiln-compile"), ck, "-o", unfused_plan, f"--max-batch={BATCH}",
+                     f"--max-seq={SEQ}", "--no-fuse"])
+                count = lambda plan: len(json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["launches"])
+                self.assertLess(count(fused_plan), count(unfused_plan))
+                fused, unfused = self.run_forward(fused_plan), self.run_forward(unfused_plan)
+                # Same arithmetic, other summation order in the epilogues.
+                self.assertLessEqual(ref.rel_l2(fused, unfused), 1e-6)
+
     def test_bf16_and_sharded_checkpoints(self):
         for family, variant in [("deepseek_v3", None), ("mixtral", None)]:
             with self.subTest(family=family):

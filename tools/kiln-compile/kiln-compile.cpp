@@ -46,6 +46,9 @@ static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
                                  cl::desc("Batch size the plan accepts"));
 static cl::opt<int64_t> maxSeq("max-seq", cl::init(16),
                                cl::desc("Sequence length the plan accepts"));
+static cl::opt<bool> noFuse(
+    "no-fuse", cl::desc("Skip the kernel-level fusion passes (to compare "
+                        "fused and unfused plans)"));
 static cl::opt<int64_t> minGemmPrograms(
     "min-gemm-programs", cl::init(64),
     cl::desc("Smallest grid the GEMM tile heuristic aims for"));
@@ -90,6 +93,7 @@ int main(int argc, char **argv) {
   opts.maxSeq = maxSeq;
   opts.commandLine = commandLine;
   opts.pipeline.minGemmPrograms = minGemmPrograms;
+  opts.pipeline.fuse = !noFuse;
   if (mlir::failed(kiln::compileModel(ctx, opts))) {
     llvm::errs() << "kiln-compile: error: compilation of " << inputPath
                  << " failed; no plan written\n";

@@ -72,14 +72,14 @@ struct LowerLinear : OpRewritePattern<g::LinearOp> {
         return rw.notifyMatchFailure(op, "weight K block != activation tile");
       rw.replaceOpWithNewOp<k::GemmFP8Op>(
           op, op.getType(), op.getInput(), op.getWeight(), op.getInputScale(),
-          op.getWeightScale(), rw.getI64IntegerAttr(tileN),
+          op.getWeightScale(), ValueRange{}, rw.getI64IntegerAttr(tileN),
           rw.getI64IntegerAttr(q.getActBlock()),
           rw.getI64IntegerAttr(q.getWeightBlock()[0]),
           fusedOps(rw, {g::LinearOp::getOperationName()}));
       return success();
     }
     rw.replaceOpWithNewOp<k::GemmOp>(
-        op, op.getType(), op.getInput(), op.getWeight(),
+        op, op.getType(), op.getInput(), op.getWeight(), ValueRange{},
         rw.getI64IntegerAttr(tileN),
         fusedOps(rw, {g::LinearOp::getOperationName()}));
     return success();
@@ -145,6 +145,7 @@ struct LowerRope : OpRewritePattern<g::RopeOp> {
         op.getRotaryDimAttr(), op.getInterleavedAttr(),
         op.getScalingFactorAttr(), op.getYarnFactorAttr(),
         op.getYarnLowAttr(), op.getYarnHighAttr(), op.getMscaleAttr(),
+        rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
         fusedOps(rw, {g::RopeOp::getOperationName()}));
     return success();
   }
@@ -241,7 +242,8 @@ struct LowerMoE : OpRewritePattern<g::MoEOp> {
       Value y = k::MoEDownFP8Op::create(
           rw, loc, RankedTensorType::get({tokens, d}, xTy.getElementType()),
           up.getResult(), up.getScale(), route.getIds(), route.getWeights(),
-          op.getWDown(), op.getWDownScale(), rw.getI64IntegerAttr(tileD),
+          op.getWDown(), op.getWDownScale(), ValueRange{},
+          rw.getI64IntegerAttr(tileD),
           rw.getI64IntegerAttr(a), fused);
       if (xTy.getRank() != 2)
         y = k::ViewOp::create(rw, loc, xTy, y);
@@ -257,7 +259,7 @@ struct LowerMoE : OpRewritePattern<g::MoEOp> {
     int64_t tileD = kiln::kernels::chooseGemmTileN(tokens, d, f, minPrograms);
     Value y = k::MoEDownOp::create(
         rw, loc, RankedTensorType::get({tokens, d}, xTy.getElementType()),
-        act, route.getIds(), route.getWeights(), op.getWDown(),
+        act, route.getIds(), route.getWeights(), op.getWDown(), ValueRange{},
         rw.getI64IntegerAttr(tileD), fused);
     if (xTy.getRank() != 2)
       y = k::ViewOp::create(rw, loc, xTy, y);

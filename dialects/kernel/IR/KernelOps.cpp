@@ -137,8 +137,17 @@ void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 // gemm
 //===----------------------------------------------------------------------===//
 
+static LogicalResult verifyAddends(Operation *op, ValueRange addends,
+                                   Value result) {
+  for (Value a : addends)
+    if (numel(a) != numel(result) || elem(a) != elem(result))
+      return op->emitOpError("addends must have the result's size and type");
+  return success();
+}
+
 LogicalResult GemmOp::verify() {
-  if (failed(verifyStatic(*this)))
+  if (failed(verifyStatic(*this)) ||
+      failed(verifyAddends(*this, getAddends(), getResult())))
     return failure();
   auto w = ranked(getWeight());
   if (w.getRank() != 2 || w.getDimSize(1) != lastDim(getInput()))
@@ -153,6 +162,7 @@ std::string GemmOp::getKernelName() {
   auto w = ranked(getWeight());
   return llvm::formatv("gemm_n{0}_k{1}_tn{2}{3}", w.getDimSize(0),
                        w.getDimSize(1), getTileN(), typeSig(*this));
+  // typeSig lists every operand, so the addend count is part of the name.
 }
 std::string GemmOp::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}", getTileN());
@@ -167,7 +177,8 @@ unsigned GemmOp::getNumKernelScalars() { return 0; }
 void GemmOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWeight());
   kk::emitGemmProgram(b, args, w.getDimSize(0), w.getDimSize(1), getTileN(),
-                      elem(getInput()), elem(getWeight()), elem(getResult()));
+                      elem(getInput()), elem(getWeight()), elem(getResult()),
+                      getAddends().size());
 }
 
 //===----------------------------------------------------------------------===//
@@ -250,7 +261,7 @@ void SliceOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 //===----------------------------------------------------------------------===//
 
 static kk::RopeParams ropeParams(RopeOp op) {
-  auto x = ranked(op.getInput());
+  auto x = ranked(op.getResult());
   kk::RopeParams p;
   p.seq = x.getDimSize(1);
   p.heads = x.getDimSize(2);
@@ -264,16 +275,28 @@ static kk::RopeParams ropeParams(RopeOp op) {
   p.yarnHigh = op.getYarnHigh().convertToFloat();
   p.mscale = op.getMscale().convertToFloat();
   p.hasStart = static_cast<bool>(op.getStart());
+  p.inputStride = op.getInputStride();
+  p.inputOffset = op.getInputOffset();
   return p;
 }
 
 LogicalResult RopeOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
-  if (ranked(getInput()).getRank() != 4)
-    return emitOpError("input must be [batch, seq, heads, head_dim]");
+  if (ranked(getResult()).getRank() != 4)
+    return emitOpError("result must be [batch, seq, heads, head_dim]");
+  int64_t rows = numel(getResult()) / lastDim(getResult());
+  if (getInputStride() == 0) {
+    if (ranked(getInput()).getShape() != ranked(getResult()).getShape())
+      return emitOpError("a contiguous input must have the result's shape");
+  } else if (getInputOffset() < 0 ||
+             getInputOffset() + lastDim(getResult()) > getInputStride() ||
+             numel(getInput()) != rows * getInputStride()) {
+    return emitOpError("strided input must hold one row of input_stride "
+                       "elements per result row");
+  }
   if (getRotaryDim() <= 0 || getRotaryDim() % 2 ||
-      getRotaryDim() > lastDim(getInput()))
+      getRotaryDim() > lastDim(getResult()))
     return emitOpError("invalid rotary_dim");
   if (getYarnFactor().convertToFloat() > 1.0f &&
       !(getYarnHigh().convertToFloat() > getYarnLow().convertToFloat()))
@@ -285,13 +308,18 @@ std::string RopeOp::getKernelName() {
   std::string f = llvm::formatv("{0:e}_{1:e}_{2:e}_{3:e}_{4:e}_{5:e}", p.theta,
                                 p.scaling, p.yarnFactor, p.yarnLow, p.yarnHigh,
                                 p.mscale);
-  return llvm::formatv("rope_s{0}_h{1}_d{2}_r{3}{4}{5}_{6}{7}", p.seq, p.heads,
-                       p.headDim, p.rotaryDim, p.interleaved ? "_il" : "",
-                       p.hasStart ? "_st" : "", symbolSafe(f), typeSig(*this));
+  std::string strided =
+      p.inputStride ? llvm::formatv("_in{0}o{1}", p.inputStride, p.inputOffset)
+                          .str()
+                    : std::string();
+  return llvm::formatv("rope_s{0}_h{1}_d{2}_r{3}{4}{5}{6}_{7}{8}", p.seq,
+                       p.heads, p.headDim, p.rotaryDim,
+                       p.interleaved ? "_il" : "", p.hasStart ? "_st" : "",
+                       strided, symbolSafe(f), typeSig(*this));
 }
 std::string RopeOp::getTileConfig() { return "program=(batch, seq, head) row"; }
 int64_t RopeOp::getNumPrograms() {
-  return numel(getInput()) / lastDim(getInput());
+  return numel(getResult()) / lastDim(getResult());
 }
 SmallVector<int64_t> RopeOp::getLaunchScalars() { return {}; }
 unsigned RopeOp::getNumKernelScalars() { return 0; }
@@ -596,7 +624,8 @@ unsigned MoEDownOp::getNumKernelScalars() { return 0; }
 void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
   kk::emitMoEDownProgram(b, args, wd.getDimSize(1), wd.getDimSize(2),
-                         lastDim(getIds()), getTileD(), elemTypes(*this));
+                         lastDim(getIds()), getTileD(), elemTypes(*this),
+                         getAddends().size());
 }
 
 //===----------------------------------------------------------------------===//
@@ -750,7 +779,7 @@ void GemmFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWeight());
   kk::emitGemmFP8Program(b, args, w.getDimSize(0), w.getDimSize(1),
                          getTileN(), getAct(), getWeightBlockN(),
-                         elemTypes(*this));
+                         elemTypes(*this), getAddends().size());
 }
 
 LogicalResult MoEUpFP8Op::verify() {
@@ -805,7 +834,7 @@ void MoEDownFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
   kk::emitMoEDownFP8Program(b, args, wd.getDimSize(1), wd.getDimSize(2),
                             lastDim(getIds()), getTileD(), getAct(),
-                            elemTypes(*this));
+                            elemTypes(*this), getAddends().size());
 }
 
 //===----------------------------------------------------------------------===//

@@ -46,7 +46,8 @@ def KK_GemmOp : KK_LaunchOp<"gemm"> {
   let summary = "GEMM x W^T; one program per (row, tile of tile_n columns)";
   let description = [{
     `tile_n` is chosen by the tile heuristic (docs/kernels.md) when the op is
-    created, and used as it is by every target's lowering.
+    created, and used as it is by every target's lowering. `addends` (same
+    shape as the result; residuals) are added in the epilogue.
 
     ```mlir
     %y = kiln_kernel.gemm %x, %w {tile_n = 16 : i64, fused_ops = ["kiln.linear"]}
@@ -54,10 +55,13 @@ def KK_GemmOp : KK_LaunchOp<"gemm"> {
     ```
   }];
   let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight,
+                       Variadic<KK_Tensor>:$addends,
                        ConfinedAttr<I64Attr, [IntPositive]>:$tile_n,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
-  let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $input `,` $weight (`add` `(` $addends^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def KK_ElementwiseOp : KK_LaunchOp<"elementwise"> {
@@ -92,7 +96,10 @@ def KK_RopeOp : KK_LaunchOp<"rope"> {
   let summary = "Rotary embedding; one program per (batch, seq, head) row";
   let description = [{
     Attributes as `kiln.rope`. The optional `start` ([batch] integers) offsets
-    positions for cached decoding.
+    positions for cached decoding. With `input_stride` > 0, row r of the
+    input is read at `r * input_stride + input_offset` of the input buffer
+    (a slice fused into the rope by `kiln-fuse-rope`); the result's shape
+    gives [batch, seq, heads, head_dim].
 
     ```mlir
     %r = kiln_kernel.rope %q {theta = 1.0e+04 : f32, rotary_dim = 16 : i64,
@@ -105,6 +112,8 @@ def KK_RopeOp : KK_LaunchOp<"rope"> {
                        F32Attr:$theta, I64Attr:$rotary_dim, BoolAttr:$interleaved,
                        F32Attr:$scaling_factor, F32Attr:$yarn_factor,
                        F32Attr:$yarn_low, F32Attr:$yarn_high, F32Attr:$mscale,
+                       DefaultValuedAttr<I64Attr, "0">:$input_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$input_offset,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
@@ -244,10 +253,13 @@ def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
     ```
   }];
   let arguments = (ins KK_Tensor:$act, KK_Tensor:$ids, KK_Tensor:$weights,
-                       KK_Tensor:$w_down, ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
+                       KK_Tensor:$w_down, Variadic<KK_Tensor>:$addends,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
-  let assemblyFormat = "$act `,` $ids `,` $weights `,` $w_down attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $act `,` $ids `,` $weights `,` $w_down (`add` `(` $addends^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def KK_CacheWriteOp : KK_LaunchOp<"cache_write"> {
@@ -348,14 +360,15 @@ def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8"> {
     ```
   }];
   let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight, KK_Tensor:$input_scale,
-                       KK_Tensor:$weight_scale,
+                       KK_Tensor:$weight_scale, Variadic<KK_Tensor>:$addends,
                        ConfinedAttr<I64Attr, [IntPositive]>:$tile_n,
                        ConfinedAttr<I64Attr, [IntPositive]>:$act,
                        ConfinedAttr<I64Attr, [IntPositive]>:$weight_block_n,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
-    $input `,` $weight `,` $input_scale `,` $weight_scale attr-dict `:` functional-type(operands, results)
+    $input `,` $weight `,` $input_scale `,` $weight_scale (`add` `(` $addends^ `)`)?
+    attr-dict `:` functional-type(operands, results)
   }];
 }
 
@@ -400,12 +413,13 @@ def KK_MoEDownFP8Op : KK_LaunchOp<"moe_down_fp8"> {
   }];
   let arguments = (ins KK_Tensor:$act_q, KK_Tensor:$act_scale, KK_Tensor:$ids,
                        KK_Tensor:$weights, KK_Tensor:$w_down, KK_Tensor:$w_down_scale,
+                       Variadic<KK_Tensor>:$addends,
                        ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
                        ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
     $act_q `,` $act_scale `,` $ids `,` $weights `,` $w_down `,` $w_down_scale
-    attr-dict `:` functional-type(operands, results)
+    (`add` `(` $addends^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
 }
 

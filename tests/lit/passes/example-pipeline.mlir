@@ -1,5 +1,6 @@
-// The bundled example through the graph and kernel pipelines: 15 launches,
-// each tracing back to the checkpoint prefix it came from.
+// The bundled example through the graph and kernel pipelines: 13 launches
+// (the residual adds fold into the down projections), each tracing back to
+// the checkpoint prefix it came from.
 // RUN: kiln-opt %models/example/tiny_mlp.mlir --kiln-graph-pipeline --kiln-kernel-pipeline --mlir-print-debuginfo --mlir-print-local-scope | FileCheck %s
 
 // CHECK-LABEL: func.func @forward
@@ -8,9 +9,9 @@
 // CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.0.mlp.gate_proj")
 // CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.0.mlp.up_proj")
 // CHECK: kiln_kernel.elementwise "swiglu" {{.*}}loc("model.layers.0.mlp.act_fn")
-// CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.0.mlp.down_proj")
-// CHECK: kiln_kernel.elementwise "add" {{.*}}loc("model.layers.0.residual")
-// CHECK: kiln_kernel.gemm {{.*}}loc("model.layers.1.mlp.down_proj")
+// CHECK: kiln_kernel.gemm {{.*}} add({{.*}}fused_ops = ["kiln.linear", "kiln.add"]{{.*}}loc(fused["model.layers.0.mlp.down_proj", "model.layers.0.residual"])
+// CHECK-NOT: kiln_kernel.elementwise "add"
+// CHECK: kiln_kernel.gemm {{.*}}loc(fused["model.layers.1.mlp.down_proj", "model.layers.1.residual"])
 // CHECK: kiln_kernel.rms_norm {{.*}}loc("model.norm")
 // CHECK: kiln_kernel.gemm {{.*}}loc("lm_head")
 // CHECK-NOT: kiln.linear

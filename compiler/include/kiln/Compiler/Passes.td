@@ -30,6 +30,25 @@ def KilnFuseQuantize : Pass<"kiln-fuse-quantize", "mlir::ModuleOp"> {
   }];
 }
 
+def KilnFuseResidual : Pass<"kiln-fuse-residual", "mlir::ModuleOp"> {
+  let summary = "Fold residual adds and the MoE combine into GEMM epilogues";
+  let description = [{
+    `kiln_kernel.elementwise "add"` of a GEMM or expert down-projection
+    result (used only there) becomes an epilogue addend of that launch (at
+    most two per launch). With the shared expert computed first, the routed
+    experts' down projection sums the weighted expert outputs, the shared
+    expert and the residual in one kernel.
+  }];
+}
+
+def KilnFuseRope : Pass<"kiln-fuse-rope", "mlir::ModuleOp"> {
+  let summary = "Fuse slices into the rotary embedding that reads them";
+  let description = [{
+    A rope whose input is a slice (possibly viewed) reads the sliced rows in
+    place (`input_stride`, `input_offset`).
+  }];
+}
+
 def KilnVerifyModel : Pass<"kiln-verify-model", "mlir::ModuleOp"> {
   let summary = "Check that a module is a compilable Kiln model";
   let description = [{

@@ -24,6 +24,12 @@ void emitElementwiseProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                             mlir::Type lhsType, mlir::Type rhsType,
                             mlir::Type outType);
 
+/// acc + sum of the addend buffers [first, first + n) at `index` (loaded as
+/// `type`): the epilogue of kernels that absorb residual adds.
+mlir::Value addAddends(ProgramBuilder &p, const ProgramArgs &args,
+                       unsigned first, unsigned n, mlir::Type type,
+                       mlir::Value acc, mlir::Value index);
+
 /// out[row, :] = table[ids[row], :] (zeros when the id is out of range).
 /// One program per row. Buffers: table, ids, out.
 void emitGatherRowsProgram(mlir::OpBuilder &b, const ProgramArgs &args,
@@ -38,9 +44,12 @@ void emitRMSNormProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 
 /// out[m, n] = sum_k x[m, k] * w[n, k]: one program per (row, tile of
 /// `tileN` columns), fp32 accumulation. Buffers: x, w, out.
+/// `numAddends` buffers of the output's shape and type (residuals, a shared
+/// expert's output) bound after w are added in the epilogue.
 void emitGemmProgram(mlir::OpBuilder &b, const ProgramArgs &args, int64_t n,
                      int64_t k, int64_t tileN, mlir::Type xType,
-                     mlir::Type wType, mlir::Type outType);
+                     mlir::Type wType, mlir::Type outType,
+                     unsigned numAddends = 0);
 
 /// out[row, :] = in[row, offset : offset + outCols]. One program per row.
 void emitSliceProgram(mlir::OpBuilder &b, const ProgramArgs &args,
@@ -61,6 +70,9 @@ struct RopeParams {
   bool interleaved = false;
   double yarnFactor = 1.0, yarnLow = 0.0, yarnHigh = 0.0, mscale = 1.0;
   bool hasStart = false;
+  /// Row r of the input starts at r * inputStride + inputOffset
+  /// (inputStride 0: contiguous rows of headDim).
+  int64_t inputStride = 0, inputOffset = 0;
 };
 /// One program per (batch, seq, head) row. Buffers: x, [start], out.
 void emitRopeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
@@ -125,7 +137,8 @@ void emitMoEUpProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// per (token, tile of tileD). Buffers: act, ids, weights, w_down table, y.
 void emitMoEDownProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t hidden, int64_t ffn, int64_t topK,
-                        int64_t tileD, llvm::ArrayRef<mlir::Type> types);
+                        int64_t tileD, llvm::ArrayRef<mlir::Type> types,
+                        unsigned numAddends = 0);
 
 //===----------------------------------------------------------------------===//
 // FP8 block quantization (DeepSeek-V3): e4m3 values, fp32 scales; weights in
@@ -165,7 +178,8 @@ void emitSwiGLUQuantProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// Buffers: xq, w, xs, ws, out.
 void emitGemmFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t n, int64_t k, int64_t tileN, int64_t act,
-                        int64_t wbN, llvm::ArrayRef<mlir::Type> types);
+                        int64_t wbN, llvm::ArrayRef<mlir::Type> types,
+                        unsigned numAddends = 0);
 /// FP8 experts, gate and up: one program per (token, slot, tile of tileF =
 /// act columns); the SwiGLU output of the tile is quantized in place.
 /// Buffers: xq, xs, ids, wg table, wu table, wg-scale table, wu-scale table,
@@ -179,7 +193,8 @@ void emitMoEUpFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
 void emitMoEDownFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
                            int64_t hidden, int64_t ffn, int64_t topK,
                            int64_t tileD, int64_t act,
-                           llvm::ArrayRef<mlir::Type> types);
+                           llvm::ArrayRef<mlir::Type> types,
+                           unsigned numAddends = 0);
 
 } // namespace kiln::kernels
 
