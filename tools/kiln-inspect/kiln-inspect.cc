@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <cctype>
 #include <string>
 #include <utility>
 #include <vector>
@@ -207,12 +208,43 @@ Json BuildJson(const kiln::Plan& plan) {
       j.Add("bindings", std::move(b));
       j.Add("scalars", std::move(s));
       j.Add("location", Json::Str(Str(la->location())));
+      // Bytes the launch reads and writes: every bound buffer once (an
+      // upper bound for kernels that read only the rows they need, such as
+      // the routed experts' weights).
+      uint64_t bytes = 0;
+      for (uint32_t i = 0; i < Len(la->bindings()); ++i)
+        bytes += p.buffers()->Get(la->bindings()->Get(i))->size_bytes();
+      j.Add("bytes", Json::Num(bytes));
       launches.Push(std::move(j));
     }
     return launches;
   };
+  // Launches per transformer layer ("model.layers.N" in the location), the
+  // rest counted as "other".
+  auto per_layer = [&](const std::vector<const fb::Launch*>& v) {
+    std::map<int64_t, uint64_t> counts;
+    uint64_t other = 0;
+    for (const fb::Launch* la : v) {
+      std::string loc = Str(la->location());
+      size_t at = loc.find("model.layers.");
+      int64_t layer = -1;
+      if (at != std::string::npos) {
+        size_t b = at + 13, e = b;
+        while (e < loc.size() && std::isdigit(static_cast<unsigned char>(loc[e]))) ++e;
+        if (e > b) layer = std::stoll(loc.substr(b, e - b));
+      }
+      if (layer < 0) ++other; else ++counts[layer];
+    }
+    Json j = Json::Obj();
+    Json layers = Json::Obj();
+    for (const auto& [l, c] : counts) layers.Add(std::to_string(l), Json::Num(c));
+    j.Add("layers", std::move(layers));
+    j.Add("other", Json::Num(other));
+    return j;
+  };
   // The top level is the "forward" function.
   root.Add("launches", launch_list(plan.functions()[0].launches));
+  root.Add("launches_per_layer", per_layer(plan.functions()[0].launches));
 
   Json mem = Json::Obj();
   mem.Add("arena_bytes", Json::Num(p.arena_size()));
@@ -256,6 +288,7 @@ Json BuildJson(const kiln::Plan& plan) {
     Json j = Json::Obj();
     j.Add("name", Json::Str(f.name));
     j.Add("launches", launch_list(f.launches));
+    j.Add("launches_per_layer", per_layer(f.launches));
     j.Add("inputs", specs(f.inputs));
     j.Add("outputs", specs(f.outputs));
     functions.Push(std::move(j));
@@ -408,6 +441,33 @@ void PrintText(const Json& r) {
   for (const auto& [_, f] : Get(r, "functions").items)
     std::printf("  %-16s %-9zu %-7s %s\n", T(Get(f, "name")).c_str(), Get(f, "launches").items.size(),
                 names(Get(f, "inputs")).c_str(), names(Get(f, "outputs")).c_str());
+
+  // Launches per layer, runs of equal counts collapsed: "layers 3-60: 22".
+  auto print_per_layer = [&](const char* fn, const Json& pl) {
+    std::printf("  %s:", fn);
+    int64_t run_start = -1, prev = -1;
+    std::string run_count;
+    auto flush = [&]() {
+      if (run_start < 0) return;
+      if (run_start == prev) std::printf(" layer %lld: %s;", (long long)run_start, run_count.c_str());
+      else std::printf(" layers %lld-%lld: %s;", (long long)run_start, (long long)prev, run_count.c_str());
+    };
+    std::vector<std::pair<int64_t, std::string>> layers;
+    for (const auto& [k, v] : Get(pl, "layers").items) layers.push_back({std::stoll(k), T(v)});
+    std::sort(layers.begin(), layers.end());
+    for (const auto& [l, c] : layers) {
+      if (run_start >= 0 && c == run_count && l == prev + 1) { prev = l; continue; }
+      flush();
+      run_start = prev = l;
+      run_count = c;
+    }
+    flush();
+    std::printf(" other: %s\n", T(Get(pl, "other")).c_str());
+  };
+  std::printf("\nlaunches per layer\n");
+  print_per_layer("forward", Get(r, "launches_per_layer"));
+  for (const auto& [_, f] : Get(r, "functions").items)
+    print_per_layer(T(Get(f, "name")).c_str(), Get(f, "launches_per_layer"));
 
   std::printf("\nforward:\n");
   print_specs(r, "  ");
