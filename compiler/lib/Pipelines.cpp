@@ -25,8 +25,8 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   pm.addPass(mlir::createCSEPass());
   if (!options.fuse)
     return;
+  pm.addPass(createKilnFuseSlices());
   pm.addPass(createKilnFuseQuantize());
-  pm.addPass(createKilnFuseRope());
   pm.addPass(createKilnFuseResidual());
 }
 

@@ -183,7 +183,8 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
   };
   Value wsBase = p.mul(args.pid, p.i64(2 * a.rank));
   Value oLat = p.add(wsBase, cC);
-  Value qnBase = p.mul(args.pid, p.i64(a.headDim));
+  Value qnBase =
+      p.mul(args.pid, p.i64(a.qNopeStride ? a.qNopeStride : a.headDim));
   Value qrBase = p.mul(args.pid, p.i64(a.ropeDim));
   Value headRow = p.mul(r.head, p.i64(rowW));
   // q_lat[c] = sum_d q_nope[d] * W_UK[h, d, c]; o_lat = 0.

@@ -35,7 +35,7 @@ struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
     auto norm = op.getInput().getDefiningOp<k::RMSNormOp>();
-    if (!norm)
+    if (!norm || norm.getInputStride() != 0)
       return failure();
     rw.setInsertionPoint(norm);
     auto fused = k::RMSNormQuantOp::create(
@@ -88,8 +88,9 @@ struct FuseIntoMLA : OpRewritePattern<k::QuantizeOp> {
         TypeRange{mla.getResult().getType(), mla.getWorkspace().getType(),
                   op.getResult().getType(), op.getScale().getType()},
         mla.getQNope(), mla.getQRope(), mla.getKvLatent(), mla.getKRope(),
-        mla.getKvB(), mla.getKvBScale(), mla.getStart(), mla.getScaleAttr(),
-        mla.getCausalAttr(), op.getActAttr(),
+        mla.getKvB(), mla.getKvBScale(), mla.getStart(),
+        mla.getQNopeStrideAttr(), mla.getScaleAttr(), mla.getCausalAttr(),
+        op.getActAttr(),
         concatFused(rw, mla.getFusedOps(), op.getFusedOps()));
     rw.replaceOp(op, {fused.getQuantized(), fused.getQuantScale()});
     rw.replaceOp(mla, {fused.getResult(), fused.getWorkspace()});

@@ -53,6 +53,7 @@ struct LowerRMSNorm : OpRewritePattern<g::RMSNormOp> {
                                 PatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<k::RMSNormOp>(
         op, op.getType(), op.getInput(), op.getWeight(), op.getEpsilonAttr(),
+        rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
         fusedOps(rw, {g::RMSNormOp::getOperationName()}));
     return success();
   }
@@ -175,7 +176,8 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
     auto k = k::MLAAttentionOp::create(
         rw, op.getLoc(), TypeRange{op.getType(), ws}, op.getQNope(),
         op.getQRope(), op.getKvLatent(), op.getKRope(), op.getKvB(),
-        op.getKvBScale(), op.getStart(), op.getScaleAttr(), op.getCausalAttr(),
+        op.getKvBScale(), op.getStart(), rw.getI64IntegerAttr(0),
+        op.getScaleAttr(), op.getCausalAttr(),
         fusedOps(rw, {g::MLAAttentionOp::getOperationName()}));
     rw.replaceOp(op, k.getResult());
     return success();

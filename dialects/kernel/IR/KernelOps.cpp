@@ -110,27 +110,41 @@ LogicalResult RMSNormOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
   if (ranked(getWeight()).getRank() != 1 ||
-      lastDim(getWeight()) != lastDim(getInput()))
-    return emitOpError("weight must be 1-D with the input's row width");
-  if (ranked(getResult()).getShape() != ranked(getInput()).getShape())
-    return emitOpError("result must have the input's shape");
+      lastDim(getWeight()) != lastDim(getResult()))
+    return emitOpError("weight must be 1-D with the result's row width");
+  int64_t rows = numel(getResult()) / lastDim(getResult());
+  if (getInputStride() == 0) {
+    if (ranked(getResult()).getShape() != ranked(getInput()).getShape())
+      return emitOpError("result must have the input's shape");
+  } else if (getInputOffset() < 0 ||
+             getInputOffset() + lastDim(getResult()) > getInputStride() ||
+             numel(getInput()) != rows * getInputStride()) {
+    return emitOpError("strided input must hold one row of input_stride "
+                       "elements per result row");
+  }
   return success();
 }
 std::string RMSNormOp::getKernelName() {
   std::string eps = llvm::formatv("{0:e}", getEpsilon().convertToFloat());
-  return llvm::formatv("rms_norm_c{0}_eps{1}{2}", lastDim(getInput()),
-                       symbolSafe(eps), typeSig(*this));
+  std::string strided =
+      getInputStride() ? llvm::formatv("_in{0}o{1}", getInputStride(),
+                                       getInputOffset())
+                             .str()
+                       : std::string();
+  return llvm::formatv("rms_norm_c{0}{1}_eps{2}{3}", lastDim(getResult()),
+                       strided, symbolSafe(eps), typeSig(*this));
 }
 std::string RMSNormOp::getTileConfig() { return "program=row"; }
 int64_t RMSNormOp::getNumPrograms() {
-  return numel(getInput()) / lastDim(getInput());
+  return numel(getResult()) / lastDim(getResult());
 }
 SmallVector<int64_t> RMSNormOp::getLaunchScalars() { return {}; }
 unsigned RMSNormOp::getNumKernelScalars() { return 0; }
 void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitRMSNormProgram(b, args, lastDim(getInput()),
+  kk::emitRMSNormProgram(b, args, lastDim(getResult()),
                          getEpsilon().convertToFloat(), elem(getInput()),
-                         elem(getWeight()), elem(getResult()));
+                         elem(getWeight()), elem(getResult()),
+                         getInputStride(), getInputOffset());
 }
 
 //===----------------------------------------------------------------------===//
@@ -393,15 +407,19 @@ static kk::MLAParams mlaParams(MLAAttentionOp op) {
   p.seq = qn.getDimSize(1);
   p.heads = qn.getDimSize(2);
   p.kvHeads = 1;
-  p.headDim = qn.getDimSize(3);
   p.ropeDim = qr.getDimSize(3);
   p.kvLen = c.getDimSize(1);
   p.rank = c.getDimSize(2);
   p.valueDim = lastDim(op.getResult());
+  // q_nope may be q itself read with a row stride (kiln-fuse-slices): take
+  // d_nope from kv_b, [heads * (d_nope + d_v), rank].
+  p.headDim = ranked(op.getKvB()).getDimSize(0) / p.heads - p.valueDim;
+  (void)qn;
   p.scale = op.getScale().convertToFloat();
   p.causal = op.getCausal();
   p.hasStart = static_cast<bool>(op.getStart());
   p.kvbScale = static_cast<bool>(op.getKvBScale());
+  p.qNopeStride = op.getQNopeStride();
   return p;
 }
 
@@ -420,10 +438,10 @@ LogicalResult MLAAttentionOp::verify() {
 std::string MLAAttentionOp::getKernelName() {
   kk::MLAParams p = mlaParams(*this);
   std::string sc = llvm::formatv("{0:e}", p.scale);
-  return llvm::formatv("mla_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_sc{9}{10}",
+  return llvm::formatv("mla_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_qs{9}_sc{10}{11}",
                        p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim, p.rank,
                        p.valueDim, p.causal ? "_causal" : "",
-                       p.hasStart ? "_st" : "", symbolSafe(sc),
+                       p.hasStart ? "_st" : "", p.qNopeStride, symbolSafe(sc),
                        typeSig(*this));
   // typeSig includes the kv_b element type and the scale's when present.
 }
@@ -455,15 +473,19 @@ static kk::MLAParams mlaQuantParams(MLAAttentionQuantOp op) {
   p.seq = qn.getDimSize(1);
   p.heads = qn.getDimSize(2);
   p.kvHeads = 1;
-  p.headDim = qn.getDimSize(3);
   p.ropeDim = qr.getDimSize(3);
   p.kvLen = c.getDimSize(1);
   p.rank = c.getDimSize(2);
   p.valueDim = lastDim(op.getResult());
+  // q_nope may be q itself read with a row stride (kiln-fuse-slices): take
+  // d_nope from kv_b, [heads * (d_nope + d_v), rank].
+  p.headDim = ranked(op.getKvB()).getDimSize(0) / p.heads - p.valueDim;
+  (void)qn;
   p.scale = op.getScale().convertToFloat();
   p.causal = op.getCausal();
   p.hasStart = static_cast<bool>(op.getStart());
   p.kvbScale = static_cast<bool>(op.getKvBScale());
+  p.qNopeStride = op.getQNopeStride();
   p.quantAct = op.getAct();
   return p;
 }
@@ -482,10 +504,10 @@ std::string MLAAttentionQuantOp::getKernelName() {
   kk::MLAParams p = mlaQuantParams(*this);
   std::string sc = llvm::formatv("{0:e}", p.scale);
   return llvm::formatv(
-      "mla_quant_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_sc{9}_a{10}{11}",
+      "mla_quant_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_qs{9}_sc{10}_a{11}{12}",
       p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim, p.rank, p.valueDim,
-      p.causal ? "_causal" : "", p.hasStart ? "_st" : "", symbolSafe(sc),
-      p.quantAct, typeSig(*this));
+      p.causal ? "_causal" : "", p.hasStart ? "_st" : "", p.qNopeStride,
+      symbolSafe(sc), p.quantAct, typeSig(*this));
 }
 std::string MLAAttentionQuantOp::getTileConfig() {
   return "program=(batch, seq, head); absorbed; online softmax; output "

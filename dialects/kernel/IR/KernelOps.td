@@ -37,6 +37,8 @@ def KK_RMSNormOp : KK_LaunchOp<"rms_norm"> {
     ```
   }];
   let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight, F32Attr:$epsilon,
+                       DefaultValuedAttr<I64Attr, "0">:$input_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$input_offset,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
@@ -162,6 +164,7 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]>
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
                        KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
                        Optional<KK_Tensor>:$start,
+                       DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
                        F32Attr:$scale, BoolAttr:$causal, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
   let assemblyFormat = [{
@@ -182,6 +185,7 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
                        KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
                        Optional<KK_Tensor>:$start,
+                       DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
                        F32Attr:$scale, BoolAttr:$causal,
                        ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result, KK_Tensor:$workspace, KK_Tensor:$quantized,

@@ -16,8 +16,8 @@ namespace kiln {
 /// Options of the graph -> kernel pipeline.
 struct KilnPipelineOptions {
   int64_t minGemmPrograms = 64;
-  /// Run the kernel-level fusion passes (kiln-fuse-quantize,
-  /// kiln-fuse-residual, kiln-fuse-rope); `kiln-compile --no-fuse` turns
+  /// Run the kernel-level fusion passes (kiln-fuse-slices,
+  /// kiln-fuse-quantize, kiln-fuse-residual); `kiln-compile --no-fuse` turns
   /// them off to check fused against unfused plans.
   bool fuse = true;
 };

@@ -41,11 +41,12 @@ def KilnFuseResidual : Pass<"kiln-fuse-residual", "mlir::ModuleOp"> {
   }];
 }
 
-def KilnFuseRope : Pass<"kiln-fuse-rope", "mlir::ModuleOp"> {
-  let summary = "Fuse slices into the rotary embedding that reads them";
+def KilnFuseSlices : Pass<"kiln-fuse-slices", "mlir::ModuleOp"> {
+  let summary = "Read sliced rows in place in the kernels that consume them";
   let description = [{
-    A rope whose input is a slice (possibly viewed) reads the sliced rows in
-    place (`input_stride`, `input_offset`).
+    A slice (possibly viewed) feeding a rope or an RMSNorm becomes the
+    kernel's `input_stride`/`input_offset`; q_nope sliced out of q feeding
+    MLA becomes its `q_nope_stride`.
   }];
 }
 

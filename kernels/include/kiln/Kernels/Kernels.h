@@ -38,9 +38,12 @@ void emitGatherRowsProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 
 /// RMSNorm of one row: out = x * rsqrt(mean(x^2) + eps) * w.
 /// One program per row. Buffers: x, w, out.
+/// With inputStride > 0, row r of x is read at r * inputStride + inputOffset
+/// (a slice fused into the norm).
 void emitRMSNormProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t cols, float eps, mlir::Type xType,
-                        mlir::Type wType, mlir::Type outType);
+                        mlir::Type wType, mlir::Type outType,
+                        int64_t inputStride = 0, int64_t inputOffset = 0);
 
 /// out[m, n] = sum_k x[m, k] * w[n, k]: one program per (row, tile of
 /// `tileN` columns), fp32 accumulation. Buffers: x, w, out.
@@ -105,6 +108,9 @@ struct MLAParams : AttentionParams {
   /// kv_b is e4m3 with 128x128 block scales (an extra buffer after kv_b),
   /// dequantized as it is read.
   bool kvbScale = false;
+  /// Row stride of q_nope (0: contiguous rows of headDim); a slice of q
+  /// fused into the kernel.
+  int64_t qNopeStride = 0;
   /// When > 0, the output row is also quantized in tiles of `quantAct`
   /// (valueDim % quantAct == 0): two more buffers, e4m3 values and scales,
   /// laid out as the [batch, seq, heads * valueDim] input of o_proj.
