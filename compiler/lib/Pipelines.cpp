@@ -26,6 +26,10 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   if (!options.fuse)
     return;
   pm.addPass(createKilnFuseSlices());
+  pm.addPass(createKilnFuseGatedMLP());
+  KilnMergeProjectionsOptions merge;
+  merge.minGemmPrograms = options.minGemmPrograms;
+  pm.addPass(createKilnMergeProjections(merge));
   pm.addPass(createKilnFuseQuantize());
   pm.addPass(createKilnFuseResidual());
 }

@@ -8,6 +8,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Kernels/Kernels.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
 using namespace mlir;
 
 namespace kiln::kernels {
@@ -46,6 +48,56 @@ void emitGemmProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
     Value idx = p.add(outBase, col);
     acc = addAddends(p, args, 2, numAddends, outType, acc, idx);
     p.store(acc, args.buffers[2 + numAddends], outType, idx);
+  });
+}
+
+void emitGemmSwiGLUProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
+                           int64_t k, int64_t tileN, ArrayRef<Type> types) {
+  ProgramBuilder p(b, args.loc);
+  int64_t tilesPerRow = (n + tileN - 1) / tileN;
+  Value row = p.divs(args.pid, p.i64(tilesPerRow));
+  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
+  Value n0 = p.mul(tile, p.i64(tileN));
+  Value n1 = p.minI(p.add(n0, p.i64(tileN)), p.i64(n));
+  Value xBase = p.mul(row, p.i64(k));
+  p.forLoop(n0, n1, p.i64(1), [&](Value col) {
+    Value wBase = p.mul(col, p.i64(k));
+    Value g = p.dot(args.buffers[0], types[0], xBase, args.buffers[1],
+                    types[1], wBase, k);
+    Value u = p.dot(args.buffers[0], types[0], xBase, args.buffers[2],
+                    types[2], wBase, k);
+    p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), args.buffers[3], types[3],
+            p.add(p.mul(row, p.i64(n)), col));
+  });
+}
+
+void emitGemmDualProgram(OpBuilder &b, const ProgramArgs &args, int64_t n1,
+                         int64_t n2, int64_t k, int64_t tileN,
+                         ArrayRef<Type> types) {
+  ProgramBuilder p(b, args.loc);
+  int64_t n = n1 + n2;
+  int64_t tilesPerRow = (n + tileN - 1) / tileN;
+  Value row = p.divs(args.pid, p.i64(tilesPerRow));
+  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
+  Value c0 = p.mul(tile, p.i64(tileN));
+  Value c1 = p.minI(p.add(c0, p.i64(tileN)), p.i64(n));
+  Value xBase = p.mul(row, p.i64(k));
+  // Columns of the first projection, then of the second; two loops so each
+  // reads one weight and writes one output.
+  Value split = p.i64(n1);
+  Value aEnd = p.minI(c1, split);
+  p.forLoop(c0, aEnd, p.i64(1), [&](Value col) {
+    Value acc = p.dot(args.buffers[0], types[0], xBase, args.buffers[1],
+                      types[1], p.mul(col, p.i64(k)), k);
+    p.store(acc, args.buffers[3], types[3], p.add(p.mul(row, p.i64(n1)), col));
+  });
+  Value bStart = arith::MaxSIOp::create(b, args.loc, c0, split);
+  p.forLoop(bStart, c1, p.i64(1), [&](Value col) {
+    Value local = arith::SubIOp::create(b, args.loc, col, split);
+    Value acc = p.dot(args.buffers[0], types[0], xBase, args.buffers[2],
+                      types[2], p.mul(local, p.i64(k)), k);
+    p.store(acc, args.buffers[4], types[4],
+            p.add(p.mul(row, p.i64(n2)), local));
   });
 }
 

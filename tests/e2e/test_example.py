@@ -121,11 +121,10 @@ class ExampleModel(unittest.TestCase):
         kernels = data["kernels"]
         names = [k["name"] for k in kernels]
         self.assertEqual(len(names), len(set(names)))
-        # gather, rms_norm (3 launches, 1 kernel), gate/up (1), swiglu (1),
-        # down + residual add (1), lm_head (1): 6 distinct kernels, 13
-        # launches (the residual adds fold into the down projections).
-        self.assertEqual(len(kernels), 6, names)
-        self.assertEqual(len(data["launches"]), 13)
+        # gather, rms_norm (3 launches, 1 kernel), gate+up+SwiGLU (1),
+        # down + residual add (1), lm_head (1): 5 distinct kernels, 9 launches.
+        self.assertEqual(len(kernels), 5, names)
+        self.assertEqual(len(data["launches"]), 9)
 
     def test_wrong_input_shape_and_dtype(self):
         bad = os.path.join(self.tmp, "t_shape.npy")

@@ -196,6 +196,77 @@ void GemmOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 }
 
 //===----------------------------------------------------------------------===//
+// gemm_swiglu, gemm_dual
+//===----------------------------------------------------------------------===//
+
+LogicalResult GemmSwiGLUOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto wg = ranked(getWGate());
+  if (wg.getRank() != 2 || ranked(getWUp()).getShape() != wg.getShape() ||
+      wg.getDimSize(1) != lastDim(getInput()) ||
+      lastDim(getResult()) != wg.getDimSize(0))
+    return emitOpError("w_gate and w_up must be [N, K] with the input's K");
+  return success();
+}
+std::string GemmSwiGLUOp::getKernelName() {
+  auto w = ranked(getWGate());
+  return llvm::formatv("gemm_swiglu_n{0}_k{1}_tn{2}{3}", w.getDimSize(0),
+                       w.getDimSize(1), getTileN(), typeSig(*this));
+}
+std::string GemmSwiGLUOp::getTileConfig() {
+  return llvm::formatv("program=row x {0} cols; tile_n={0}", getTileN());
+}
+int64_t GemmSwiGLUOp::getNumPrograms() {
+  int64_t n = ranked(getWGate()).getDimSize(0);
+  return numel(getInput()) / lastDim(getInput()) *
+         ((n + getTileN() - 1) / getTileN());
+}
+SmallVector<int64_t> GemmSwiGLUOp::getLaunchScalars() { return {}; }
+unsigned GemmSwiGLUOp::getNumKernelScalars() { return 0; }
+void GemmSwiGLUOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto w = ranked(getWGate());
+  kk::emitGemmSwiGLUProgram(b, args, w.getDimSize(0), w.getDimSize(1),
+                            getTileN(), elemTypes(*this));
+}
+
+LogicalResult GemmDualOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto w1 = ranked(getW1()), w2 = ranked(getW2());
+  if (w1.getRank() != 2 || w2.getRank() != 2 ||
+      w1.getDimSize(1) != lastDim(getInput()) ||
+      w2.getDimSize(1) != lastDim(getInput()) ||
+      lastDim(getResult1()) != w1.getDimSize(0) ||
+      lastDim(getResult2()) != w2.getDimSize(0))
+    return emitOpError("w1 and w2 must be [N1, K] and [N2, K]");
+  return success();
+}
+std::string GemmDualOp::getKernelName() {
+  auto w1 = ranked(getW1()), w2 = ranked(getW2());
+  return llvm::formatv("gemm_dual_n{0}_n{1}_k{2}_tn{3}{4}", w1.getDimSize(0),
+                       w2.getDimSize(0), w1.getDimSize(1), getTileN(),
+                       typeSig(*this));
+}
+std::string GemmDualOp::getTileConfig() {
+  return llvm::formatv("program=row x {0} combined cols; tile_n={0}",
+                       getTileN());
+}
+int64_t GemmDualOp::getNumPrograms() {
+  int64_t n = ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0);
+  return numel(getInput()) / lastDim(getInput()) *
+         ((n + getTileN() - 1) / getTileN());
+}
+SmallVector<int64_t> GemmDualOp::getLaunchScalars() { return {}; }
+unsigned GemmDualOp::getNumKernelScalars() { return 0; }
+void GemmDualOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitGemmDualProgram(b, args, ranked(getW1()).getDimSize(0),
+                          ranked(getW2()).getDimSize(0),
+                          ranked(getW1()).getDimSize(1), getTileN(),
+                          elemTypes(*this));
+}
+
+//===----------------------------------------------------------------------===//
 // elementwise
 //===----------------------------------------------------------------------===//
 

@@ -66,6 +66,37 @@ def KK_GemmOp : KK_LaunchOp<"gemm"> {
   }];
 }
 
+def KK_GemmSwiGLUOp : KK_LaunchOp<"gemm_swiglu"> {
+  let summary = "Gate and up projections with the SwiGLU in the epilogue";
+  let description = [{
+    `silu(x W_gate^T) * (x W_up^T)` in one launch; one program per (row,
+    tile of `tile_n` columns).
+
+    ```mlir
+    %a = kiln_kernel.gemm_swiglu %x, %wg, %wu {tile_n = 32 : i64, fused_ops = ["kiln.linear", "kiln.linear", "kiln.swiglu"]}
+        : (tensor<16x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>) -> tensor<16x128xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$w_gate, KK_Tensor:$w_up,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_n, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = "$input `,` $w_gate `,` $w_up attr-dict `:` functional-type(operands, results)";
+}
+
+def KK_GemmDualOp : KK_LaunchOp<"gemm_dual"> {
+  let summary = "Two projections of the same input in one launch";
+  let description = [{
+    ```mlir
+    %a, %b = kiln_kernel.gemm_dual %x, %w1, %w2 {tile_n = 64 : i64, fused_ops = ["kiln.linear", "kiln.linear"]}
+        : (tensor<16x64xf32>, tensor<48x64xf32>, tensor<40x64xf32>) -> (tensor<16x48xf32>, tensor<16x40xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$w1, KK_Tensor:$w2,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_n, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result1, KK_Tensor:$result2);
+  let assemblyFormat = "$input `,` $w1 `,` $w2 attr-dict `:` functional-type(operands, results)";
+}
+
 def KK_ElementwiseOp : KK_LaunchOp<"elementwise"> {
   let summary = "Element-wise binary op (add, mul, swiglu) over blocks of elements";
   let description = [{

@@ -50,6 +50,25 @@ def KilnFuseSlices : Pass<"kiln-fuse-slices", "mlir::ModuleOp"> {
   }];
 }
 
+def KilnFuseGatedMLP : Pass<"kiln-fuse-gated-mlp", "mlir::ModuleOp"> {
+  let summary = "Gate and up GEMMs with the SwiGLU in one launch";
+  let description = [{
+    `swiglu(gemm(x, W_gate), gemm(x, W_up))` becomes one `gemm_swiglu`.
+  }];
+}
+
+def KilnMergeProjections : Pass<"kiln-merge-projections", "mlir::ModuleOp"> {
+  let summary = "Merge GEMMs that share their input into one launch";
+  let description = [{
+    Pairs of plain GEMMs of the same input (q_a_proj and kv_a_proj_with_mqa)
+    become one `gemm_dual`; its tile is chosen for the combined width.
+  }];
+  let options = [
+    Option<"minGemmPrograms", "min-gemm-programs", "int64_t", /*default=*/"64",
+           "Smallest grid the GEMM tile heuristic aims for">,
+  ];
+}
+
 def KilnVerifyModel : Pass<"kiln-verify-model", "mlir::ModuleOp"> {
   let summary = "Check that a module is a compilable Kiln model";
   let description = [{

@@ -24,6 +24,21 @@ void emitElementwiseProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                             mlir::Type lhsType, mlir::Type rhsType,
                             mlir::Type outType);
 
+/// out[m, n] = silu(x[m] . w_gate[n]) * (x[m] . w_up[n]): the gate and up
+/// projections with the SwiGLU in the epilogue. One program per (row, tile
+/// of tileN columns). Buffers: x, w_gate, w_up, out.
+void emitGemmSwiGLUProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                           int64_t n, int64_t k, int64_t tileN,
+                           llvm::ArrayRef<mlir::Type> types);
+
+/// Two projections of the same input in one launch: columns [0, n1) of the
+/// combined width come from w1 into out1, [n1, n1 + n2) from w2 into out2.
+/// One program per (row, tile of tileN combined columns).
+/// Buffers: x, w1, w2, out1, out2.
+void emitGemmDualProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                         int64_t n1, int64_t n2, int64_t k, int64_t tileN,
+                         llvm::ArrayRef<mlir::Type> types);
+
 /// acc + sum of the addend buffers [first, first + n) at `index` (loaded as
 /// `type`): the epilogue of kernels that absorb residual adds.
 mlir::Value addAddends(ProgramBuilder &p, const ProgramArgs &args,
