@@ -681,6 +681,14 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     if (decode)
       fn.setArgAttr(1, "kiln.name", b.getStringAttr("position"));
     fn.setResultAttr(0, "kiln.name", b.getStringAttr("logits"));
+    // Batch rows are independent and attention is causal: callers may give
+    // fewer rows (symbol 0) and, for prefill, fewer positions (symbol 1);
+    // the runtime pads and slices (TensorSpec.dim_symbols).
+    int64_t seqSym = decode ? -1 : 1;
+    fn.setArgAttr(0, "kiln.dims", b.getDenseI64ArrayAttr({0, seqSym}));
+    if (decode)
+      fn.setArgAttr(1, "kiln.dims", b.getDenseI64ArrayAttr({0}));
+    fn.setResultAttr(0, "kiln.dims", b.getDenseI64ArrayAttr({0, seqSym, -1}));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
     gb.start = decode ? entry->getArgument(1) : Value();

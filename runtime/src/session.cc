@@ -59,6 +59,43 @@ std::string Prefix(const Function& f) {
 }
 }  // namespace
 
+namespace {
+
+// Copies a row-major tensor of shape `from` into one of shape `to` (every
+// dimension of `from` <= `to`), element by element along the last dimension.
+void CopyBox(const uint8_t* src, const std::vector<int64_t>& from, uint8_t* dst,
+             const std::vector<int64_t>& to, size_t elem, bool to_larger) {
+  size_t rank = from.size();
+  if (rank == 0) {
+    std::memcpy(dst, src, elem);
+    return;
+  }
+  // Strides of both layouts.
+  std::vector<int64_t> sf(rank, 1), st(rank, 1);
+  for (size_t d = rank - 1; d-- > 0;) {
+    sf[d] = sf[d + 1] * from[d + 1];
+    st[d] = st[d + 1] * to[d + 1];
+  }
+  const std::vector<int64_t>& box = to_larger ? from : to;  // the smaller one
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < rank; ++d) rows *= box[d];
+  std::vector<int64_t> idx(rank, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t of = 0, ot = 0, rem = r;
+    for (size_t d = rank - 1; d-- > 0;) {
+      idx[d] = rem % box[d];
+      rem /= box[d];
+    }
+    for (size_t d = 0; d + 1 < rank; ++d) {
+      of += idx[d] * sf[d];
+      ot += idx[d] * st[d];
+    }
+    std::memcpy(dst + ot * elem, src + of * elem, box[rank - 1] * elem);
+  }
+}
+
+}  // namespace
+
 absl::Status Session::SetInput(std::string_view function, std::string_view name_in,
                                const HostTensor& tensor) {
   auto fn = plan_->FindFunction(function);
@@ -70,16 +107,39 @@ absl::Status Session::SetInput(std::string_view function, std::string_view name_
   std::vector<int64_t> shape;
   if (spec->shape()) shape.assign(spec->shape()->begin(), spec->shape()->end());
   DType dtype = static_cast<DType>(spec->dtype());
-  if (tensor.dtype != dtype || tensor.shape != shape)
+  const auto* syms = spec->dim_symbols();
+  bool smaller_ok = syms && syms->size() == shape.size();
+  bool fits = tensor.dtype == dtype && tensor.shape.size() == shape.size();
+  for (size_t d = 0; fits && d < shape.size(); ++d) {
+    bool dynamic = smaller_ok && syms->Get(d) >= 0;
+    fits = dynamic ? (tensor.shape[d] >= 1 && tensor.shape[d] <= shape[d]) : tensor.shape[d] == shape[d];
+  }
+  if (!fits) {
+    std::string bound;
+    if (smaller_ok)
+      for (size_t d = 0; d < shape.size(); ++d)
+        if (syms->Get(d) >= 0)
+          absl::StrAppend(&bound, bound.empty() ? " (dimensions " : ", ", d, " <= ", shape[d]);
+    if (!bound.empty()) absl::StrAppend(&bound, " may be smaller)");
     return absl::InvalidArgumentError(absl::StrCat(Prefix(**fn), "input '", name, "': expected ",
-                                                   DescribeTensor(dtype, shape), ", got ",
+                                                   DescribeTensor(dtype, shape), bound, ", got ",
                                                    DescribeTensor(tensor.dtype, tensor.shape)));
+  }
   const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
-  if (tensor.bytes.size() != buf->size_bytes())
+  size_t elem = DTypeSize(dtype);
+  uint64_t given = static_cast<uint64_t>(tensor.num_elements()) * elem;
+  if (tensor.bytes.size() != given)
     return absl::InvalidArgumentError(absl::StrCat(Prefix(**fn), "input '", name, "': tensor holds ",
-                                                   tensor.bytes.size(), " bytes, expected ",
-                                                   buf->size_bytes()));
-  return backend_->CopyIn(buf->offset(), tensor.bytes.data(), tensor.bytes.size());
+                                                   tensor.bytes.size(), " bytes, expected ", given));
+  auto& symbols = symbol_values_[std::string((*fn)->name)];
+  if (smaller_ok)
+    for (size_t d = 0; d < shape.size(); ++d)
+      if (int32_t s = syms->Get(d); s >= 0) symbols[s] = tensor.shape[d];
+  if (tensor.shape == shape) return backend_->CopyIn(buf->offset(), tensor.bytes.data(), tensor.bytes.size());
+  // Smaller along symbolic dimensions: zero-pad to the compiled shape.
+  std::vector<uint8_t> padded(buf->size_bytes(), 0);
+  CopyBox(tensor.bytes.data(), tensor.shape, padded.data(), shape, elem, /*to_larger=*/true);
+  return backend_->CopyIn(buf->offset(), padded.data(), padded.size());
 }
 
 absl::Status Session::Run(std::string_view function) {
@@ -125,7 +185,21 @@ absl::StatusOr<HostTensor> Session::GetOutput(std::string_view function, std::st
   const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
   t.bytes.resize(buf->size_bytes());
   if (auto s = backend_->CopyOut(buf->offset(), t.bytes.data(), t.bytes.size()); !s.ok()) return s;
-  return t;
+  // Slice symbolic dimensions to the sizes the inputs were given.
+  const auto* syms = spec->dim_symbols();
+  auto found = symbol_values_.find(std::string((*fn)->name));
+  if (!syms || syms->size() != t.shape.size() || found == symbol_values_.end()) return t;
+  std::vector<int64_t> shape = t.shape;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (int32_t s = syms->Get(d); s >= 0)
+      if (auto v = found->second.find(s); v != found->second.end()) shape[d] = v->second;
+  if (shape == t.shape) return t;
+  HostTensor out;
+  out.dtype = t.dtype;
+  out.shape = shape;
+  out.bytes.resize(static_cast<size_t>(out.num_elements()) * DTypeSize(t.dtype));
+  CopyBox(t.bytes.data(), t.shape, out.bytes.data(), shape, DTypeSize(t.dtype), /*to_larger=*/false);
+  return out;
 }
 
 absl::StatusOr<std::vector<HostTensor>> Session::Call(

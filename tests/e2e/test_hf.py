@@ -180,6 +180,18 @@ class Families(unittest.TestCase):
         self.assertIn("changed", p.stderr)
         self.assertIn("model.safetensors", p.stderr)
 
+    def test_smaller_batch_and_sequence(self):
+        """--max-batch/--max-seq bound the input: fewer rows and positions are
+        padded by the runtime and the logits sliced to match."""
+        ck = self.checkpoint("deepseek_v3")
+        plan = self.compile(ck)
+        tokens = self.tokens[:1, :4].copy()
+        path = os.path.join(self.tmp, "small.npy")
+        np.save(path, tokens)
+        logits = self.run_forward(plan, path)
+        self.assertEqual(logits.shape, (1, 4, 128))
+        self.assertLessEqual(ref.rel_l2(logits, ref.forward(ck, tokens)), RTOL_L2)
+
     def test_input_bounds(self):
         plan = self.compile(self.checkpoint("llama"))
         big = os.path.join(self.tmp, "big.npy")
@@ -187,6 +199,7 @@ class Families(unittest.TestCase):
         p = run([tool("kiln-run"), plan, "--input", f"tokens={big}"], check=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(f"[{BATCH}, {SEQ}]", p.stderr)
+        self.assertIn("may be smaller", p.stderr)
 
 
 def write_tensors(path, named_arrays):

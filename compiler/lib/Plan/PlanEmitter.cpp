@@ -332,12 +332,22 @@ emitPlan(ModuleOp module, const KernelTable &table,
     }
     return out;
   };
-  auto tensorSpec = [&](FunctionPlan &fp, StringRef name, Value v) {
+  // `kiln.dims` (argument/result attribute): per dimension, -1 or the
+  // symbol of a dimension the caller may give smaller (batch, sequence).
+  auto tensorSpec = [&](FunctionPlan &fp, StringRef name, Value v,
+                        DictionaryAttr attrs) {
     auto t = cast<RankedTensorType>(v.getType());
     std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
+    std::vector<int32_t> syms;
+    if (auto dims = attrs ? attrs.getAs<DenseI64ArrayAttr>("kiln.dims")
+                          : DenseI64ArrayAttr())
+      if (dims.size() == t.getRank())
+        for (int64_t d : dims.asArrayRef())
+          syms.push_back(static_cast<int32_t>(d));
     return fb::CreateTensorSpecDirect(fbb, name.str().c_str(),
                                       *toDType(t.getElementType()), &shape,
-                                      fp.bufferOf[v]);
+                                      fp.bufferOf[v],
+                                      syms.empty() ? nullptr : &syms);
   };
   struct Specs {
     std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;
@@ -350,12 +360,14 @@ emitPlan(ModuleOp module, const KernelTable &table,
                                                   "kiln.name");
       if (!toDType(cast<RankedTensorType>(arg.getType()).getElementType()))
         return fn.emitError("unsupported input element type");
-      s.inputs.push_back(tensorSpec(fp, name.getValue(), arg));
+      s.inputs.push_back(tensorSpec(fp, name.getValue(), arg,
+                                    fn.getArgAttrDict(arg.getArgNumber())));
     }
     auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
     for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
       auto name = fn.getResultAttrOfType<StringAttr>(i, "kiln.name");
-      s.outputs.push_back(tensorSpec(fp, name.getValue(), v));
+      s.outputs.push_back(
+          tensorSpec(fp, name.getValue(), v, fn.getResultAttrDict(i)));
     }
     return s;
   };

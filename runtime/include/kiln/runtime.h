@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -203,6 +204,9 @@ class Session {
   Device device_ = Device::kCpu;
   SessionOptions options_;
   std::unique_ptr<Backend> backend_;
+  // Sizes given to symbolic dimensions (TensorSpec.dim_symbols), per
+  // function: inputs are zero-padded to the compiled shape, outputs sliced.
+  std::map<std::string, std::map<int32_t, int64_t>> symbol_values_;
   RunStats stats_;
 };
 
