@@ -85,16 +85,6 @@ OwningOpRef<ModuleOp> buildCpuProgramModule(MLIRContext &ctx,
   return module;
 }
 
-LogicalResult runPipeline(ModuleOp module, StringRef pipeline) {
-  PassManager pm(module->getContext());
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
-  if (failed(parsePassPipeline(pipeline, pm))) {
-    module.emitError() << "invalid codegen pipeline: " << pipeline;
-    return failure();
-  }
-  return pm.run(module);
-}
 
 } // namespace
 
@@ -106,7 +96,7 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
     return failure();
   if (failed(dumper.dump("cpu-programs", *module)))
     return failure();
-  if (failed(runPipeline(
+  if (failed(runCodegenPipeline(
           *module,
           "convert-scf-to-cf,convert-math-to-llvm,convert-arith-to-llvm,"
           "convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts")))

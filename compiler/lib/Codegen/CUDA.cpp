@@ -112,16 +112,6 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
   return module;
 }
 
-LogicalResult runPipeline(ModuleOp module, StringRef pipeline) {
-  PassManager pm(module->getContext());
-  if (failed(applyPassManagerCLOptions(pm)))
-    return failure();
-  if (failed(parsePassPipeline(pipeline, pm))) {
-    module.emitError() << "invalid codegen pipeline: " << pipeline;
-    return failure();
-  }
-  return pm.run(module);
-}
 
 // Parses ptxas -v output into per-entry resources.
 void parsePtxasReport(StringRef log, std::vector<CudaEntry> &entries) {
@@ -173,13 +163,13 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
     return failure();
   if (failed(dumper.dump(("gpu-programs-" + chip).str(), *module)))
     return failure();
-  if (failed(runPipeline(*module, "gpu.module(convert-scf-to-cf,"
+  if (failed(runCodegenPipeline(*module, "gpu.module(convert-scf-to-cf,"
                                   "convert-gpu-to-nvvm,"
                                   "reconcile-unrealized-casts)")))
     return failure();
   if (failed(dumper.dump(("gpu-nvvm-" + chip).str(), *module)))
     return failure();
-  if (failed(runPipeline(*module,
+  if (failed(runCodegenPipeline(*module,
                          "gpu-module-to-binary{format=isa}")))
     return failure();
   for (auto bin : module->getOps<gpu::BinaryOp>())

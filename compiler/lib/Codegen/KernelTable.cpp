@@ -3,6 +3,8 @@
 
 #include "kernel/IR/KernelDialect.h"
 
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -66,6 +68,17 @@ KernelTable collectKernels(ModuleOp forward) {
     table.launchKernel[op] = it->second;
   });
   return table;
+}
+
+LogicalResult runCodegenPipeline(ModuleOp module, StringRef pipeline) {
+  PassManager pm(module->getContext());
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  if (failed(parsePassPipeline(pipeline, pm))) {
+    module.emitError() << "invalid codegen pipeline: " << pipeline;
+    return failure();
+  }
+  return pm.run(module);
 }
 
 } // namespace kiln

@@ -471,12 +471,14 @@ void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 // mla_attention
 //===----------------------------------------------------------------------===//
 
-static kk::MLAParams mlaParams(MLAAttentionOp op) {
-  auto qn = ranked(op.getQNope()), qr = ranked(op.getQRope());
+/// Parameters shared by mla_attention and mla_attention_quant.
+template <typename MLAOp>
+static kk::MLAParams mlaParamsOf(MLAOp op) {
+  auto qr = ranked(op.getQRope());
   auto c = ranked(op.getKvLatent());
   kk::MLAParams p;
-  p.seq = qn.getDimSize(1);
-  p.heads = qn.getDimSize(2);
+  p.seq = qr.getDimSize(1);
+  p.heads = qr.getDimSize(2);
   p.kvHeads = 1;
   p.ropeDim = qr.getDimSize(3);
   p.kvLen = c.getDimSize(1);
@@ -485,7 +487,6 @@ static kk::MLAParams mlaParams(MLAAttentionOp op) {
   // q_nope may be q itself read with a row stride (kiln-fuse-slices): take
   // d_nope from kv_b, [heads * (d_nope + d_v), rank].
   p.headDim = ranked(op.getKvB()).getDimSize(0) / p.heads - p.valueDim;
-  (void)qn;
   p.scale = op.getScale().convertToFloat();
   p.causal = op.getCausal();
   p.hasStart = static_cast<bool>(op.getStart());
@@ -493,6 +494,8 @@ static kk::MLAParams mlaParams(MLAAttentionOp op) {
   p.qNopeStride = op.getQNopeStride();
   return p;
 }
+
+static kk::MLAParams mlaParams(MLAAttentionOp op) { return mlaParamsOf(op); }
 
 LogicalResult MLAAttentionOp::verify() {
   if (failed(verifyStatic(*this)))
@@ -538,25 +541,7 @@ void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 //===----------------------------------------------------------------------===//
 
 static kk::MLAParams mlaQuantParams(MLAAttentionQuantOp op) {
-  auto qn = ranked(op.getQNope()), qr = ranked(op.getQRope());
-  auto c = ranked(op.getKvLatent());
-  kk::MLAParams p;
-  p.seq = qn.getDimSize(1);
-  p.heads = qn.getDimSize(2);
-  p.kvHeads = 1;
-  p.ropeDim = qr.getDimSize(3);
-  p.kvLen = c.getDimSize(1);
-  p.rank = c.getDimSize(2);
-  p.valueDim = lastDim(op.getResult());
-  // q_nope may be q itself read with a row stride (kiln-fuse-slices): take
-  // d_nope from kv_b, [heads * (d_nope + d_v), rank].
-  p.headDim = ranked(op.getKvB()).getDimSize(0) / p.heads - p.valueDim;
-  (void)qn;
-  p.scale = op.getScale().convertToFloat();
-  p.causal = op.getCausal();
-  p.hasStart = static_cast<bool>(op.getStart());
-  p.kvbScale = static_cast<bool>(op.getKvBScale());
-  p.qNopeStride = op.getQNopeStride();
+  kk::MLAParams p = mlaParamsOf(op);
   p.quantAct = op.getAct();
   return p;
 }

@@ -83,6 +83,11 @@ mlir::FailureOr<CudaExecutable> buildCudaExecutable(mlir::MLIRContext &ctx,
                                                     llvm::StringRef chip,
                                                     StageDumper &dumper);
 
+/// Runs a textual pass pipeline on a codegen module, honouring the
+/// --mlir-print-ir-* family of flags.
+mlir::LogicalResult runCodegenPipeline(mlir::ModuleOp module,
+                                       llvm::StringRef pipeline);
+
 /// Locates ptxas: $KILN_PTXAS, then PATH, then $CUDA_HOME/bin and
 /// /usr/local/cuda/bin. Empty when absent.
 std::string findPtxas();
