@@ -8,3 +8,7 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 cmake -G Ninja -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 ninja -C "$BUILD" -j"$(nproc)"
+# Generated dialect and pass docs (build/docs/), when the compiler is built.
+if ninja -C "$BUILD" -t targets all 2>/dev/null | grep -q '^mlir-doc:'; then
+  ninja -C "$BUILD" mlir-doc >/dev/null
+fi
