@@ -315,7 +315,11 @@ absl::Status Generate(const Options& o, const kiln::Plan& plan, kiln::Session& s
   std::vector<int32_t> next;
   auto t0 = Clock::now();
   const char* how;
-  if (L == S) {
+  // A prompt shorter than S goes through forward too when the plan marks
+  // the sequence dimension as one the runtime may pad (dim_symbols).
+  const auto* tok_syms = plan.functions()[0].inputs[0]->dim_symbols();
+  bool seq_paddable = tok_syms && tok_syms->size() == 2 && tok_syms->Get(1) >= 0;
+  if (L == S || seq_paddable) {
     how = "forward";
     if (auto s = session.SetInput("forward", "tokens", *prompt); !s.ok()) return s;
     if (auto s = session.Run("forward"); !s.ok()) return s;
