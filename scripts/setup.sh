@@ -4,7 +4,7 @@
 # Ninja, ccache, and numpy for the end-to-end references.
 set -euo pipefail
 
-PKGS=(cmake ninja-build ccache g++ python3
+PKGS=(cmake ninja-build ccache g++ python3 python3-numpy
       libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools lld-22
       libflatbuffers-dev flatbuffers-compiler libabsl-dev libgtest-dev)
 RUNTIME_ONLY=0
