@@ -32,6 +32,7 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   pm.addPass(createKilnMergeProjections(merge));
   pm.addPass(createKilnFuseQuantize());
   pm.addPass(createKilnFuseResidual());
+  pm.addPass(createKilnFuseCacheWrites());
 }
 
 void registerKilnPassesAndPipelines() {

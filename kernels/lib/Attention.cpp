@@ -8,6 +8,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Kernels/Kernels.h"
 
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
 #include <cmath>
 #include <limits>
 
@@ -57,15 +59,32 @@ void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
   ProgramBuilder p(b, args.loc);
   RowIndex r = decomposeRow(p, args.pid, rp.seq, rp.heads);
   Value x = args.buffers[0];
-  Value out = args.buffers[rp.hasStart ? 2 : 1];
+  Value out = args.buffers.back();
   Value start = rp.hasStart ? p.load(args.buffers[1], startType, r.batch)
                             : p.i64(0);
   Value pos = p.sitofp(p.add(start, r.seq), b.getF64Type());
   Value base = p.mul(args.pid, p.i64(rp.headDim));
+  Value inBaseRow = base;
+  Value inCache;
+  if (rp.cacheCapacity > 0) {
+    // Row (b, s, h) goes to row (b, start + s, h) of the cache.
+    Value row = p.add(start, r.seq);
+    inCache = p.lt(row, p.i64(rp.cacheCapacity));
+    base = p.mul(p.add(p.mul(p.add(p.mul(r.batch, p.i64(rp.cacheCapacity)),
+                                   row),
+                             p.i64(rp.heads)),
+                       r.head),
+                 p.i64(rp.headDim));
+  }
   Value inBase = rp.inputStride
                      ? p.add(p.mul(args.pid, p.i64(rp.inputStride)),
                              p.i64(rp.inputOffset))
-                     : base;
+                     : inBaseRow;
+  OpBuilder::InsertionGuard guard(b);
+  if (inCache) {
+    auto ifOp = scf::IfOp::create(b, args.loc, inCache, false);
+    b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
+  }
   int64_t half = rp.rotaryDim / 2;
   double logTheta = std::log(rp.theta);
   p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {

@@ -35,7 +35,7 @@ struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
     auto norm = op.getInput().getDefiningOp<k::RMSNormOp>();
-    if (!norm || norm.getInputStride() != 0)
+    if (!norm || norm.getInputStride() != 0 || norm.getCache())
       return failure();
     rw.setInsertionPoint(norm);
     auto fused = k::RMSNormQuantOp::create(

@@ -47,7 +47,8 @@ struct FuseSliceIntoRope : OpRewritePattern<k::RopeOp> {
     SmallVector<NamedAttribute> attrs(rope->getAttrs());
     auto fused = k::RopeOp::create(
         rw, rw.getFusedLoc({slice.getLoc(), rope.getLoc()}), rope.getType(),
-        slice.getInput(), rope.getStart(), rope.getThetaAttr(),
+        slice.getInput(), rope.getStart(), rope.getCache(),
+        rope.getThetaAttr(),
         rope.getRotaryDimAttr(), rope.getInterleavedAttr(),
         rope.getScalingFactorAttr(), rope.getYarnFactorAttr(),
         rope.getYarnLowAttr(), rope.getYarnHighAttr(), rope.getMscaleAttr(),
@@ -95,7 +96,7 @@ struct FuseSliceIntoRMSNorm : OpRewritePattern<k::RMSNormOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::RMSNormOp norm,
                                 PatternRewriter &rw) const override {
-    if (norm.getInputStride() != 0)
+    if (norm.getInputStride() != 0 || norm.getCache())
       return failure();
     k::ViewOp view;
     k::SliceOp slice = sliceOf(norm.getInput(), view);
@@ -104,7 +105,8 @@ struct FuseSliceIntoRMSNorm : OpRewritePattern<k::RMSNormOp> {
     auto src = cast<RankedTensorType>(slice.getInput().getType());
     auto fused = k::RMSNormOp::create(
         rw, rw.getFusedLoc({slice.getLoc(), norm.getLoc()}), norm.getType(),
-        slice.getInput(), norm.getWeight(), norm.getEpsilonAttr(),
+        slice.getInput(), norm.getWeight(), norm.getCache(),
+        norm.getCacheStart(), norm.getEpsilonAttr(),
         rw.getI64IntegerAttr(src.getShape().back()), slice.getOffsetAttr(),
         concat(rw, slice.getFusedOps(), norm.getFusedOps()));
     rw.replaceOp(norm, fused.getResult());

@@ -52,7 +52,8 @@ struct LowerRMSNorm : OpRewritePattern<g::RMSNormOp> {
   LogicalResult matchAndRewrite(g::RMSNormOp op,
                                 PatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<k::RMSNormOp>(
-        op, op.getType(), op.getInput(), op.getWeight(), op.getEpsilonAttr(),
+        op, op.getType(), op.getInput(), op.getWeight(), Value(), Value(),
+        op.getEpsilonAttr(),
         rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
         fusedOps(rw, {g::RMSNormOp::getOperationName()}));
     return success();
@@ -142,7 +143,8 @@ struct LowerRope : OpRewritePattern<g::RopeOp> {
   LogicalResult matchAndRewrite(g::RopeOp op,
                                 PatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<k::RopeOp>(
-        op, op.getType(), op.getInput(), op.getStart(), op.getThetaAttr(),
+        op, op.getType(), op.getInput(), op.getStart(), Value(),
+        op.getThetaAttr(),
         op.getRotaryDimAttr(), op.getInterleavedAttr(),
         op.getScalingFactorAttr(), op.getYarnFactorAttr(),
         op.getYarnLowAttr(), op.getYarnHighAttr(), op.getMscaleAttr(),

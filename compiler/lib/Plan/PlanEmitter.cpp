@@ -192,12 +192,13 @@ emitPlan(ModuleOp module, const KernelTable &table,
           b.first = std::min(b.first, idx);
           b.last = std::max(b.last, idx);
         }
-        if (auto cw = dyn_cast<kernel::CacheWriteOp>(op)) {
+        if (std::optional<unsigned> inPlace = k.getInPlaceOperand()) {
           // In place: the result is the cache's (state) buffer.
-          uint32_t id = fp.bufferOf.lookup(cw.getCache());
+          uint32_t id = fp.bufferOf.lookup(op->getOperand(*inPlace));
           if (buffers[id].kind != fb::BufferKind::state)
-            return op->emitError("cache_write must update a state buffer");
-          fp.bufferOf[cw.getResult()] = id;
+            return op->emitError("an in-place launch must update a state "
+                                 "buffer");
+          fp.bufferOf[op->getResult(0)] = id;
           return WalkResult::advance();
         }
         for (Value v : op->getResults()) {

@@ -21,6 +21,10 @@ def KilnKernel_KernelOpInterface : OpInterface<"KernelOpInterface"> {
       "llvm::SmallVector<int64_t>", "getLaunchScalars">,
     InterfaceMethod<"Number of run-time scalars the kernel takes.",
       "unsigned", "getNumKernelScalars">,
+    InterfaceMethod<[{Index of the operand whose buffer the (single) result
+      updates in place (a KV cache), if any.}],
+      "std::optional<unsigned>", "getInPlaceOperand", (ins), [{}],
+      [{ return std::nullopt; }]>,
     InterfaceMethod<"Emits one program of the kernel.",
       "void", "emitProgram",
       (ins "mlir::OpBuilder &":$builder,

@@ -112,17 +112,39 @@ LogicalResult RMSNormOp::verify() {
   if (ranked(getWeight()).getRank() != 1 ||
       lastDim(getWeight()) != lastDim(getResult()))
     return emitOpError("weight must be 1-D with the result's row width");
-  int64_t rows = numel(getResult()) / lastDim(getResult());
-  if (getInputStride() == 0) {
+  int64_t cols = lastDim(getResult());
+  int64_t rows = getInputStride() ? numel(getInput()) / getInputStride()
+                                  : numel(getInput()) / lastDim(getInput());
+  if (getCache()) {
+    auto c = ranked(getCache());
+    if (c != ranked(getResult()) || c.getRank() != 3 ||
+        rows % c.getDimSize(0) != 0)
+      return emitOpError("with a cache, the result is the cache "
+                         "[batch, capacity, width]");
+  } else if (getCacheStart()) {
+    return emitOpError("cache_start needs a cache");
+  } else if (getInputStride() == 0) {
     if (ranked(getResult()).getShape() != ranked(getInput()).getShape())
       return emitOpError("result must have the input's shape");
   } else if (getInputOffset() < 0 ||
-             getInputOffset() + lastDim(getResult()) > getInputStride() ||
+             getInputOffset() + cols > getInputStride() ||
              numel(getInput()) != rows * getInputStride()) {
     return emitOpError("strided input must hold one row of input_stride "
                        "elements per result row");
   }
   return success();
+}
+std::optional<unsigned> RMSNormOp::getInPlaceOperand() {
+  if (!getCache())
+    return std::nullopt;
+  return 2; // input, weight, cache
+}
+/// Rows of an RMSNorm (of its input, which differs from the result's when
+/// the result is a cache).
+static int64_t normRows(RMSNormOp op) {
+  return op.getInputStride()
+             ? numel(op.getInput()) / op.getInputStride()
+             : numel(op.getInput()) / lastDim(op.getInput());
 }
 std::string RMSNormOp::getKernelName() {
   std::string eps = llvm::formatv("{0:e}", getEpsilon().convertToFloat());
@@ -131,20 +153,33 @@ std::string RMSNormOp::getKernelName() {
                                        getInputOffset())
                              .str()
                        : std::string();
+  if (getCache())
+    strided += llvm::formatv("_cache{0}x{1}{2}",
+                             ranked(getCache()).getDimSize(1),
+                             normRows(*this) / ranked(getCache()).getDimSize(0),
+                             getCacheStart() ? "_st" : "")
+                   .str();
   return llvm::formatv("rms_norm_c{0}{1}_eps{2}{3}", lastDim(getResult()),
                        strided, symbolSafe(eps), typeSig(*this));
 }
 std::string RMSNormOp::getTileConfig() { return "program=row"; }
-int64_t RMSNormOp::getNumPrograms() {
-  return numel(getResult()) / lastDim(getResult());
-}
+int64_t RMSNormOp::getNumPrograms() { return normRows(*this); }
 SmallVector<int64_t> RMSNormOp::getLaunchScalars() { return {}; }
 unsigned RMSNormOp::getNumKernelScalars() { return 0; }
 void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::CachePlacement place;
+  if (getCache()) {
+    place.capacity = ranked(getCache()).getDimSize(1);
+    place.seq = normRows(*this) / ranked(getCache()).getDimSize(0);
+    if (getCacheStart()) {
+      place.startBuffer = 3;
+      place.startType = elem(getCacheStart());
+    }
+  }
   kk::emitRMSNormProgram(b, args, lastDim(getResult()),
                          getEpsilon().convertToFloat(), elem(getInput()),
                          elem(getWeight()), elem(getResult()),
-                         getInputStride(), getInputOffset());
+                         getInputStride(), getInputOffset(), place);
 }
 
 //===----------------------------------------------------------------------===//
@@ -346,7 +381,20 @@ void SliceOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 //===----------------------------------------------------------------------===//
 
 static kk::RopeParams ropeParams(RopeOp op) {
+  // The rows being rotated: the result's shape, or with a cache, the
+  // input's rows (the cache has `capacity` positions instead of `seq`).
   auto x = ranked(op.getResult());
+  if (op.getCache()) {
+    auto c = ranked(op.getCache());
+    int64_t rows = (op.getInputStride() ? numel(op.getInput()) /
+                                              op.getInputStride()
+                                        : numel(op.getInput()) /
+                                              lastDim(op.getInput()));
+    int64_t seq = rows / (c.getDimSize(0) * c.getDimSize(2));
+    x = RankedTensorType::get(
+        {c.getDimSize(0), seq, c.getDimSize(2), c.getDimSize(3)},
+        c.getElementType());
+  }
   kk::RopeParams p;
   p.seq = x.getDimSize(1);
   p.heads = x.getDimSize(2);
@@ -362,7 +410,15 @@ static kk::RopeParams ropeParams(RopeOp op) {
   p.hasStart = static_cast<bool>(op.getStart());
   p.inputStride = op.getInputStride();
   p.inputOffset = op.getInputOffset();
+  if (op.getCache())
+    p.cacheCapacity = ranked(op.getCache()).getDimSize(1);
   return p;
+}
+
+std::optional<unsigned> RopeOp::getInPlaceOperand() {
+  if (!getCache())
+    return std::nullopt;
+  return getStart() ? 2 : 1; // input, [start], cache
 }
 
 LogicalResult RopeOp::verify() {
@@ -370,6 +426,11 @@ LogicalResult RopeOp::verify() {
     return failure();
   if (ranked(getResult()).getRank() != 4)
     return emitOpError("result must be [batch, seq, heads, head_dim]");
+  if (getCache()) {
+    if (ranked(getCache()) != ranked(getResult()))
+      return emitOpError("with a cache, the result is the cache");
+    return success();
+  }
   int64_t rows = numel(getResult()) / lastDim(getResult());
   if (getInputStride() == 0) {
     if (ranked(getInput()).getShape() != ranked(getResult()).getShape())
@@ -397,6 +458,8 @@ std::string RopeOp::getKernelName() {
       p.inputStride ? llvm::formatv("_in{0}o{1}", p.inputStride, p.inputOffset)
                           .str()
                     : std::string();
+  if (p.cacheCapacity)
+    strided += llvm::formatv("_cache{0}", p.cacheCapacity).str();
   return llvm::formatv("rope_s{0}_h{1}_d{2}_r{3}{4}{5}{6}_{7}{8}", p.seq,
                        p.heads, p.headDim, p.rotaryDim,
                        p.interleaved ? "_il" : "", p.hasStart ? "_st" : "",
@@ -404,7 +467,9 @@ std::string RopeOp::getKernelName() {
 }
 std::string RopeOp::getTileConfig() { return "program=(batch, seq, head) row"; }
 int64_t RopeOp::getNumPrograms() {
-  return numel(getResult()) / lastDim(getResult());
+  kk::RopeParams p = ropeParams(*this);
+  return numel(getResult()) / lastDim(getResult()) /
+         (p.cacheCapacity ? p.cacheCapacity : p.seq) * p.seq;
 }
 SmallVector<int64_t> RopeOp::getLaunchScalars() { return {}; }
 unsigned RopeOp::getNumKernelScalars() { return 0; }
@@ -736,6 +801,7 @@ int64_t CacheWriteOp::getNumPrograms() {
   return v.getDimSize(0) * v.getDimSize(1);
 }
 SmallVector<int64_t> CacheWriteOp::getLaunchScalars() { return {}; }
+std::optional<unsigned> CacheWriteOp::getInPlaceOperand() { return 0; }
 unsigned CacheWriteOp::getNumKernelScalars() { return 0; }
 void CacheWriteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto c = ranked(getCache()), v = ranked(getValues());

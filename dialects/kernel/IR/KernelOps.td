@@ -9,9 +9,10 @@ include "mlir/IR/CommonAttrConstraints.td"
 
 def KK_Tensor : RankedTensorOf<[F32, F16, BF16, I32, I64, F8E4M3FN]>;
 
-class KK_LaunchOp<string mnemonic, list<Trait> traits = []>
+class KK_LaunchOp<string mnemonic, list<Trait> traits = [],
+                  list<string> overrides = []>
     : Op<KilnKernel_Dialect, mnemonic,
-         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<KilnKernel_KernelOpInterface>])> {
+         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<KilnKernel_KernelOpInterface, overrides>])> {
   let hasVerifier = 1;
 }
 
@@ -28,20 +29,28 @@ def KK_GatherRowsOp : KK_LaunchOp<"gather_rows"> {
   let assemblyFormat = "$table `,` $ids attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RMSNormOp : KK_LaunchOp<"rms_norm"> {
+def KK_RMSNormOp : KK_LaunchOp<"rms_norm", [AttrSizedOperandSegments], ["getInPlaceOperand"]> {
   let summary = "RMSNorm; one program per row";
   let description = [{
+    With `into(%cache at %start)`, row (b, s) is written to row
+    `start[b] + s` of the cache (a state, [batch, capacity, width]) and the
+    result is the updated cache (kiln-fuse-cache-writes).
+
     ```mlir
     %y = kiln_kernel.rms_norm %x, %w {epsilon = 1.0e-06 : f32, fused_ops = ["kiln.rms_norm"]}
         : (tensor<16x64xf32>, tensor<64xf32>) -> tensor<16x64xf32>
     ```
   }];
-  let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight, F32Attr:$epsilon,
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight,
+                       Optional<KK_Tensor>:$cache, Optional<KK_Tensor>:$cache_start,
+                       F32Attr:$epsilon,
                        DefaultValuedAttr<I64Attr, "0">:$input_stride,
                        DefaultValuedAttr<I64Attr, "0">:$input_offset,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
-  let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $input `,` $weight (`into` `(` $cache^ (`at` $cache_start^)? `)`)? attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def KK_GemmOp : KK_LaunchOp<"gemm"> {
@@ -125,14 +134,16 @@ def KK_SliceOp : KK_LaunchOp<"slice"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RopeOp : KK_LaunchOp<"rope"> {
+def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments], ["getInPlaceOperand"]> {
   let summary = "Rotary embedding; one program per (batch, seq, head) row";
   let description = [{
     Attributes as `kiln.rope`. The optional `start` ([batch] integers) offsets
     positions for cached decoding. With `input_stride` > 0, row r of the
     input is read at `r * input_stride + input_offset` of the input buffer
-    (a slice fused into the rope by `kiln-fuse-rope`); the result's shape
-    gives [batch, seq, heads, head_dim].
+    (a slice fused into the rope by `kiln-fuse-slices`); the result's shape
+    gives [batch, seq, heads, head_dim]. With `into(%cache)`, row (b, s, h)
+    is written to row (b, start[b] + s, h) of the cache and the result is the
+    updated cache (kiln-fuse-cache-writes).
 
     ```mlir
     %r = kiln_kernel.rope %q {theta = 1.0e+04 : f32, rotary_dim = 16 : i64,
@@ -142,6 +153,7 @@ def KK_RopeOp : KK_LaunchOp<"rope"> {
     ```
   }];
   let arguments = (ins KK_Tensor:$input, Optional<KK_Tensor>:$start,
+                       Optional<KK_Tensor>:$cache,
                        F32Attr:$theta, I64Attr:$rotary_dim, BoolAttr:$interleaved,
                        F32Attr:$scaling_factor, F32Attr:$yarn_factor,
                        F32Attr:$yarn_low, F32Attr:$yarn_high, F32Attr:$mscale,
@@ -150,7 +162,7 @@ def KK_RopeOp : KK_LaunchOp<"rope"> {
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
-    $input (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
+    $input (`start` `(` $start^ `)`)? (`into` `(` $cache^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
 }
 
@@ -297,7 +309,7 @@ def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
   }];
 }
 
-def KK_CacheWriteOp : KK_LaunchOp<"cache_write"> {
+def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand"]> {
   let summary = "Writes rows into a cache in place; one program per (batch, seq) row";
   let description = [{
     The result is the cache's buffer (updated in place).

@@ -69,6 +69,14 @@ def KilnMergeProjections : Pass<"kiln-merge-projections", "mlir::ModuleOp"> {
   ];
 }
 
+def KilnFuseCacheWrites : Pass<"kiln-fuse-cache-writes", "mlir::ModuleOp"> {
+  let summary = "Producers write their rows straight into the KV cache";
+  let description = [{
+    A `cache_write` of an RMSNorm or rope output (used only there) becomes
+    that launch writing at `start + s` of the cache (`into(...)`).
+  }];
+}
+
 def KilnVerifyModel : Pass<"kiln-verify-model", "mlir::ModuleOp"> {
   let summary = "Check that a module is a compilable Kiln model";
   let description = [{

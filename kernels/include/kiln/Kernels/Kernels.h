@@ -55,10 +55,23 @@ void emitGatherRowsProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// One program per row. Buffers: x, w, out.
 /// With inputStride > 0, row r of x is read at r * inputStride + inputOffset
 /// (a slice fused into the norm).
+/// Output placement into a KV cache: row (b, s) of `seq` rows per batch is
+/// written at row start[b] + s of a [batch, capacity, width] cache (rows past
+/// the capacity are dropped). `startBuffer` < 0: start 0.
+struct CachePlacement {
+  int64_t capacity = 0; ///< 0: no placement, rows are written in order
+  int64_t seq = 0;
+  int startBuffer = -1;
+  mlir::Type startType;
+};
+
+/// With inputStride > 0, row r of x is read at r * inputStride + inputOffset
+/// (a slice fused into the norm). Buffers: x, w, [cache], [start], out.
 void emitRMSNormProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t cols, float eps, mlir::Type xType,
                         mlir::Type wType, mlir::Type outType,
-                        int64_t inputStride = 0, int64_t inputOffset = 0);
+                        int64_t inputStride = 0, int64_t inputOffset = 0,
+                        const CachePlacement &place = {});
 
 /// out[m, n] = sum_k x[m, k] * w[n, k]: one program per (row, tile of
 /// `tileN` columns), fp32 accumulation. Buffers: x, w, out.
@@ -91,6 +104,9 @@ struct RopeParams {
   /// Row r of the input starts at r * inputStride + inputOffset
   /// (inputStride 0: contiguous rows of headDim).
   int64_t inputStride = 0, inputOffset = 0;
+  /// > 0: rows are written into a cache of this capacity at start + s (the
+  /// cache buffer is bound after start).
+  int64_t cacheCapacity = 0;
 };
 /// One program per (batch, seq, head) row. Buffers: x, [start], out.
 void emitRopeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
