@@ -51,6 +51,19 @@ std::array<Value, 4> onlineStep(ProgramBuilder &p, Value m, Value l,
   return {mNew, lNew, alpha, prob};
 }
 
+/// acc[accBase + i] = acc[accBase + i] * alpha + prob * src[srcBase + i]
+/// for i < n: the online-softmax rescale-and-accumulate of one key's values.
+void rescaleAccumulate(ProgramBuilder &p, Value acc, Type accT, Value accBase,
+                       Value src, Type srcT, Value srcBase, int64_t n,
+                       Value alpha, Value prob) {
+  p.forLoop(p.i64(0), p.i64(n), p.i64(1), [&](Value i) {
+    Value o = p.load(acc, accT, p.add(accBase, i));
+    Value v = p.load(src, srcT, p.add(srcBase, i));
+    p.store(p.fadd(p.fmul(o, alpha), p.fmul(prob, v)), acc, accT,
+            p.add(accBase, i));
+  });
+}
+
 } // namespace
 
 void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
@@ -149,13 +162,8 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
                             p.mul(kvRow, p.i64(a.headDim)), a.headDim);
         score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
         auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
-        Value vBase = p.mul(kvRow, cDv);
-        p.forLoop(c0, cDv, c1, [&](Value d) {
-          Value o = p.load(out, outType, p.add(oBase, d));
-          Value vv = p.load(v, vType, p.add(vBase, d));
-          p.store(p.fadd(p.fmul(o, alpha), p.fmul(prob, vv)), out, outType,
-                  p.add(oBase, d));
-        });
+        rescaleAccumulate(p, out, outType, oBase, v, vType,
+                          p.mul(kvRow, cDv), a.valueDim, alpha, prob);
         return SmallVector<Value>{m, l};
       });
   Value invL = p.fdiv(p.f32(1.0f), ml[1]);
@@ -229,12 +237,8 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
                                     p.mul(tok, p.i64(a.ropeDim)), a.ropeDim));
         score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
         auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
-        p.forLoop(c0, cC, c1, [&](Value c) {
-          Value o = p.load(ws, f32, p.add(oLat, c));
-          Value cv = p.load(lat, latT, p.add(latBase, c));
-          p.store(p.fadd(p.fmul(o, alpha), p.fmul(prob, cv)), ws, f32,
-                  p.add(oLat, c));
-        });
+        rescaleAccumulate(p, ws, f32, oLat, lat, latT, latBase, a.rank, alpha,
+                          prob);
         return SmallVector<Value>{m, l};
       });
   Value invL = p.fdiv(p.f32(1.0f), ml[1]);

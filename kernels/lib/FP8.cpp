@@ -222,39 +222,23 @@ void emitMoEDownFP8Program(OpBuilder &b, const ProgramArgs &args,
                            int64_t hidden, int64_t ffn, int64_t topK,
                            int64_t tileD, int64_t act, ArrayRef<Type> types,
                            unsigned numAddends) {
-  // types: act_q, act_s, ids, weights, wd, wds, y
+  // types: act_q, act_s, ids, weights, wd, wds, [addends], y
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
-  int64_t tiles = ceilDiv(hidden, tileD);
   int64_t fBlocks = ceilDiv(ffn, act);
-  Value t = p.divs(args.pid, p.i64(tiles));
-  Value tile = p.rems(args.pid, p.i64(tiles));
-  Value d0 = p.mul(tile, p.i64(tileD));
-  Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
-  Value c0 = p.i64(0), c1 = p.i64(1);
-  p.forLoop(d0, d1, c1, [&](Value d) {
-    Value acc = p.forLoop(
-        c0, p.i64(topK), c1, ValueRange{p.f32(0.0f)},
-        [&](Value k, ValueRange it) {
-          Value slotRow = p.add(p.mul(t, p.i64(topK)), k);
-          Value e = p.load(args.buffers[2], types[2], slotRow);
-          Value w = p.load(args.buffers[3], types[3], slotRow);
-          Value wd = p.loadPtr(args.buffers[4], e);
-          Value wds = p.loadPtr(args.buffers[5], e);
-          Value wsRow = p.mul(p.divs(d, p.i64(act)), p.i64(fBlocks));
-          Value v = blockDot(p, ffn, act, args.buffers[0], types[0],
-                             p.mul(slotRow, p.i64(ffn)), args.buffers[1],
-                             p.mul(slotRow, p.i64(fBlocks)), wd, types[4],
-                             p.mul(d, p.i64(ffn)), [&](Value kb) {
-                               return p.load(wds, f32, p.add(wsRow, kb));
-                             });
-          return SmallVector<Value>{p.fadd(it[0], p.fmul(w, v))};
-        })[0];
-    Value idx = p.add(p.mul(t, p.i64(hidden)), d);
-    Type outT = types[6 + numAddends];
-    acc = addAddends(p, args, 6, numAddends, outT, acc, idx);
-    p.store(acc, args.buffers[6 + numAddends], outT, idx);
-  });
+  emitExpertDownSkeleton(
+      p, args, hidden, topK, tileD, /*idsBuffer=*/2, /*firstAddend=*/6,
+      numAddends, types, [&](Value slotRow, Value e, Value d) {
+        Value wd = p.loadPtr(args.buffers[4], e);
+        Value wds = p.loadPtr(args.buffers[5], e);
+        Value wsRow = p.mul(p.divs(d, p.i64(act)), p.i64(fBlocks));
+        return blockDot(p, ffn, act, args.buffers[0], types[0],
+                        p.mul(slotRow, p.i64(ffn)), args.buffers[1],
+                        p.mul(slotRow, p.i64(fBlocks)), wd, types[4],
+                        p.mul(d, p.i64(ffn)), [&](Value kb) {
+                          return p.load(wds, f32, p.add(wsRow, kb));
+                        });
+      });
 }
 
 } // namespace kiln::kernels

@@ -189,35 +189,47 @@ void emitMoEUpProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
   });
 }
 
-void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
-                        int64_t ffn, int64_t topK, int64_t tileD,
-                        ArrayRef<Type> types, unsigned numAddends) {
-  // types: act, ids, weights, w_down, y
-  ProgramBuilder p(b, args.loc);
+void emitExpertDownSkeleton(
+    ProgramBuilder &p, const ProgramArgs &args, int64_t hidden, int64_t topK,
+    int64_t tileD, unsigned idsBuffer, unsigned firstAddend,
+    unsigned numAddends, ArrayRef<Type> types,
+    function_ref<Value(Value, Value, Value)> slotDot) {
   int64_t tiles = (hidden + tileD - 1) / tileD;
   Value t = p.divs(args.pid, p.i64(tiles));
   Value tile = p.rems(args.pid, p.i64(tiles));
   Value d0 = p.mul(tile, p.i64(tileD));
   Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
   Value c0 = p.i64(0), c1 = p.i64(1);
+  unsigned out = firstAddend + numAddends;
   p.forLoop(d0, d1, c1, [&](Value d) {
     Value acc = p.forLoop(
         c0, p.i64(topK), c1, ValueRange{p.f32(0.0f)},
         [&](Value k, ValueRange it) {
           Value slotRow = p.add(p.mul(t, p.i64(topK)), k);
-          Value e = p.load(args.buffers[1], types[1], slotRow);
-          Value w = p.load(args.buffers[2], types[2], slotRow);
-          Value wd = p.loadPtr(args.buffers[3], e);
-          Value v = p.dot(args.buffers[0], types[0],
-                          p.mul(slotRow, p.i64(ffn)), wd, types[3],
-                          p.mul(d, p.i64(ffn)), ffn);
-          return SmallVector<Value>{p.fadd(it[0], p.fmul(w, v))};
+          Value e = p.load(args.buffers[idsBuffer], types[idsBuffer], slotRow);
+          Value w = p.load(args.buffers[idsBuffer + 1], types[idsBuffer + 1],
+                           slotRow);
+          return SmallVector<Value>{
+              p.fadd(it[0], p.fmul(w, slotDot(slotRow, e, d)))};
         })[0];
     Value idx = p.add(p.mul(t, p.i64(hidden)), d);
-    Type outT = types[4 + numAddends];
-    acc = addAddends(p, args, 4, numAddends, outT, acc, idx);
-    p.store(acc, args.buffers[4 + numAddends], outT, idx);
+    acc = addAddends(p, args, firstAddend, numAddends, types[out], acc, idx);
+    p.store(acc, args.buffers[out], types[out], idx);
   });
+}
+
+void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
+                        int64_t ffn, int64_t topK, int64_t tileD,
+                        ArrayRef<Type> types, unsigned numAddends) {
+  // types: act, ids, weights, w_down, [addends], y
+  ProgramBuilder p(b, args.loc);
+  emitExpertDownSkeleton(
+      p, args, hidden, topK, tileD, /*idsBuffer=*/1, /*firstAddend=*/4,
+      numAddends, types, [&](Value slotRow, Value e, Value d) {
+        Value wd = p.loadPtr(args.buffers[3], e);
+        return p.dot(args.buffers[0], types[0], p.mul(slotRow, p.i64(ffn)), wd,
+                     types[3], p.mul(d, p.i64(ffn)), ffn);
+      });
 }
 
 } // namespace kiln::kernels

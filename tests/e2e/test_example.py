@@ -6,7 +6,6 @@ Run by ctest with KILN_BIN (the tools) and KILN_SOURCE_DIR set.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -14,27 +13,14 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kilntest import SRC, run, tool  # noqa: E402
 import reference  # noqa: E402
-
-BIN = os.environ.get("KILN_BIN", "build/bin")
-SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 MODEL = os.path.join(SRC, "models", "example", "tiny_mlp.mlir")
 WEIGHTS = os.path.join(SRC, "models", "example", "tiny_mlp.safetensors")
 
 # fp32 compute against float64: the reductions here are at most 128 long.
 RTOL_L2 = 1e-5
 ATOL_MAX = 1e-4
-
-
-def tool(name):
-    return os.path.join(BIN, name)
-
-
-def run(args, check=True):
-    p = subprocess.run(args, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def have_ptxas():

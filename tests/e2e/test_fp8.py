@@ -12,40 +12,19 @@ Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.environ.get("KILN_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
-BIN = os.environ.get("KILN_BIN", os.path.join(SRC, "build", "bin"))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(SRC, "models", "testing"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kilntest import run, tool, write_tensors  # noqa: E402
 import fp8_reference as F  # noqa: E402
 import hf_reference as R  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 
 QUANT = "#kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>"
-
-
-def tool(name):
-    return os.path.join(BIN, name)
-
-
-def run(args, check=True):
-    p = subprocess.run(args, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def write_tensors(path, named):
-    codes = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "F8_E4M3"}
-    mk.write_safetensors(path, [(n, codes[a.dtype], a.shape, np.ascontiguousarray(a).tobytes())
-                                for n, a in named])
 
 
 class KernelModel:

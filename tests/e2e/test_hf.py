@@ -9,7 +9,6 @@ Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,11 +16,8 @@ import unittest
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.environ.get("KILN_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
-BIN = os.environ.get("KILN_BIN", os.path.join(SRC, "build", "bin"))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(SRC, "models", "testing"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kilntest import SRC, run, tool, write_tensors  # noqa: E402
 import hf_reference as ref  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 
@@ -35,17 +31,6 @@ CASES = [
     ("llama", None),
     ("mixtral", None),
 ]
-
-
-def tool(name):
-    return os.path.join(BIN, name)
-
-
-def run(args, check=True):
-    p = subprocess.run(args, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 class Families(unittest.TestCase):
@@ -200,13 +185,6 @@ class Families(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(f"[{BATCH}, {SEQ}]", p.stderr)
         self.assertIn("may be smaller", p.stderr)
-
-
-def write_tensors(path, named_arrays):
-    """Writes (name, array) pairs with the generator's safetensors writer."""
-    codes = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    mk.write_safetensors(path, [(n, codes[a.dtype], a.shape, np.ascontiguousarray(a).tobytes())
-                                for n, a in named_arrays])
 
 
 class BadCheckpoints(unittest.TestCase):

@@ -467,9 +467,9 @@ std::string RopeOp::getKernelName() {
 }
 std::string RopeOp::getTileConfig() { return "program=(batch, seq, head) row"; }
 int64_t RopeOp::getNumPrograms() {
+  // One program per rotated (batch, seq, head) row.
   kk::RopeParams p = ropeParams(*this);
-  return numel(getResult()) / lastDim(getResult()) /
-         (p.cacheCapacity ? p.cacheCapacity : p.seq) * p.seq;
+  return ranked(getResult()).getDimSize(0) * p.seq * p.heads;
 }
 SmallVector<int64_t> RopeOp::getLaunchScalars() { return {}; }
 unsigned RopeOp::getNumKernelScalars() { return 0; }

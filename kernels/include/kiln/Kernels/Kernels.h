@@ -162,6 +162,19 @@ void emitMoERouteProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                          const MoERouteParams &p,
                          llvm::ArrayRef<mlir::Type> types);
 
+/// The skeleton shared by the experts' down projections: one program per
+/// (token, tile of tileD output columns); for each output column d,
+/// y[t, d] = sum_k weight[t, k] * slotDot(slotRow, expert, d) + addends, with
+/// ids at buffer `idsBuffer`, weights at `idsBuffer + 1`, the addends after
+/// `firstAddend` and the output last.
+void emitExpertDownSkeleton(
+    ProgramBuilder &p, const ProgramArgs &args, int64_t hidden, int64_t topK,
+    int64_t tileD, unsigned idsBuffer, unsigned firstAddend,
+    unsigned numAddends, llvm::ArrayRef<mlir::Type> types,
+    llvm::function_ref<mlir::Value(mlir::Value slotRow, mlir::Value expert,
+                                   mlir::Value d)>
+        slotDot);
+
 /// act[t, k, f] = silu(x[t] . w_gate[e, f]) * (x[t] . w_up[e, f]) for the
 /// k-th expert e of token t; w_gate/w_up are pointer tables (one per
 /// expert). One program per (token, slot, tile of tileF). Buffers: x, ids,
