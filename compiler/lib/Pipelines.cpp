@@ -19,6 +19,9 @@ void buildKilnGraphPipeline(mlir::OpPassManager &pm,
 
 void buildKilnKernelPipeline(mlir::OpPassManager &pm,
                              const KilnPipelineOptions &options) {
+  // Graph-level fusion first: it changes what the MoE lowering emits.
+  if (options.fuse)
+    pm.addPass(createKilnFoldSharedExperts());
   KilnLowerToKernelsOptions lower;
   lower.minGemmPrograms = options.minGemmPrograms;
   pm.addPass(createKilnLowerToKernels(lower));

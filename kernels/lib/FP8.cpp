@@ -152,93 +152,95 @@ void emitGemmFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n,
 }
 
 void emitMoEUpFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
-                         int64_t ffn, int64_t topK, int64_t tileF, int64_t act,
-                         ArrayRef<Type> types) {
-  // types: xq, xs, ids, wg, wu, wgs, wus, act_q, act_s, workspace
+                         int64_t ffn, int64_t blockM, int64_t tileF,
+                         int64_t act, ArrayRef<Type> types) {
+  // types: xq, xs, sorted_token, block_expert, wg, wu, wgs, wus, act_q,
+  // act_s, workspace
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
   int64_t tiles = ceilDiv(ffn, tileF);
   int64_t kBlocks = ceilDiv(hidden, act);
   int64_t fBlocks = ceilDiv(ffn, act);
-  Value slotRow = p.divs(args.pid, p.i64(tiles)); // t * K + k
-  Value tile = p.rems(args.pid, p.i64(tiles));
-  Value t = p.divs(slotRow, p.i64(topK));
-  Value e = p.load(args.buffers[2], types[2], slotRow);
-  Value wg = p.loadPtr(args.buffers[3], e), wu = p.loadPtr(args.buffers[4], e);
-  Value wgs = p.loadPtr(args.buffers[5], e),
-        wus = p.loadPtr(args.buffers[6], e);
-  Value xBase = p.mul(t, p.i64(hidden));
-  Value xsBase = p.mul(t, p.i64(kBlocks));
-  Value f0 = p.mul(tile, p.i64(tileF));
-  Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
-  Value rowBase = p.mul(slotRow, p.i64(ffn));
-  Value ws = args.buffers[9];
-  p.forLoop(f0, f1, p.i64(1), [&](Value f) {
-    Value wsRow = p.mul(p.divs(f, p.i64(act)), p.i64(kBlocks));
-    Value wBase = p.mul(f, p.i64(hidden));
-    Value g = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
-                       args.buffers[1], xsBase, wg, types[3], wBase,
-                       [&](Value kb) {
-                         return p.load(wgs, f32, p.add(wsRow, kb));
-                       });
-    Value u = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
-                       args.buffers[1], xsBase, wu, types[4], wBase,
-                       [&](Value kb) {
-                         return p.load(wus, f32, p.add(wsRow, kb));
-                       });
-    p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), ws, f32, p.add(rowBase, f));
-  });
-  // Quantize this tile's SwiGLU output (tileF is a multiple of act, or the
-  // whole row): the program owns whole act tiles.
-  Value qBase = p.add(rowBase, f0);
-  Value sBase =
-      p.add(p.mul(slotRow, p.i64(fBlocks)), p.divs(f0, p.i64(act)));
-  int64_t cols = std::min(tileF, ffn);
-  // The last tile may be shorter than tileF when ffn % tileF != 0.
-  Value nCols = arith::SubIOp::create(b, args.loc, f1, f0);
-  Value c1 = p.i64(1);
-  p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tt) {
-    Value k0 = p.mul(tt, p.i64(act));
-    Value k1 = p.minI(p.add(k0, p.i64(act)), nCols);
-    Value amax = p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
-                           [&](Value k, ValueRange it) {
-                             return SmallVector<Value>{p.fmax(
-                                 it[0],
-                                 p.fabs(p.load(ws, f32, p.add(qBase, k))))};
-                           })[0];
-    Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
-    Value inRange = p.lt(k0, nCols);
-    p.ifThen(inRange, [&] {
-      p.store(scale, args.buffers[8], f32, p.add(sBase, tt));
+  forEachGroupedRow(p, args, blockM, tiles, 2, types,
+                    [&](Value r, Value t, Value e, Value tile) {
+    Value wg = p.loadPtr(args.buffers[4], e), wu = p.loadPtr(args.buffers[5], e);
+    Value wgs = p.loadPtr(args.buffers[6], e),
+          wus = p.loadPtr(args.buffers[7], e);
+    Value xBase = p.mul(t, p.i64(hidden));
+    Value xsBase = p.mul(t, p.i64(kBlocks));
+    Value f0 = p.mul(tile, p.i64(tileF));
+    Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
+    Value rowBase = p.mul(r, p.i64(ffn));
+    Value ws = args.buffers[10];
+    p.forLoop(f0, f1, p.i64(1), [&](Value f) {
+      Value wsRow = p.mul(p.divs(f, p.i64(act)), p.i64(kBlocks));
+      Value wBase = p.mul(f, p.i64(hidden));
+      Value g = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
+                         args.buffers[1], xsBase, wg, types[4], wBase,
+                         [&](Value kb) {
+                           return p.load(wgs, f32, p.add(wsRow, kb));
+                         });
+      Value u = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
+                         args.buffers[1], xsBase, wu, types[5], wBase,
+                         [&](Value kb) {
+                           return p.load(wus, f32, p.add(wsRow, kb));
+                         });
+      p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), ws, f32, p.add(rowBase, f));
     });
-    p.forLoop(k0, k1, c1, [&](Value k) {
-      p.store(p.fdiv(p.load(ws, f32, p.add(qBase, k)), scale),
-              args.buffers[7], types[7], p.add(qBase, k));
+    // Quantize this row's tile of SwiGLU output (tileF is a multiple of
+    // act, or the whole row): the program owns whole act tiles.
+    Value qBase = p.add(rowBase, f0);
+    Value sBase = p.add(p.mul(r, p.i64(fBlocks)), p.divs(f0, p.i64(act)));
+    int64_t cols = std::min(tileF, ffn);
+    // The last tile may be shorter than tileF when ffn % tileF != 0.
+    Value nCols = arith::SubIOp::create(b, args.loc, f1, f0);
+    Value c1 = p.i64(1);
+    p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tt) {
+      Value k0 = p.mul(tt, p.i64(act));
+      Value k1 = p.minI(p.add(k0, p.i64(act)), nCols);
+      Value amax = p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
+                             [&](Value k, ValueRange it) {
+                               return SmallVector<Value>{p.fmax(
+                                   it[0],
+                                   p.fabs(p.load(ws, f32, p.add(qBase, k))))};
+                             })[0];
+      Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+      p.ifThen(p.lt(k0, nCols), [&] {
+        p.store(scale, args.buffers[9], f32, p.add(sBase, tt));
+      });
+      p.forLoop(k0, k1, c1, [&](Value k) {
+        p.store(p.fdiv(p.load(ws, f32, p.add(qBase, k)), scale),
+                args.buffers[8], types[8], p.add(qBase, k));
+      });
     });
   });
 }
 
 void emitMoEDownFP8Program(OpBuilder &b, const ProgramArgs &args,
-                           int64_t hidden, int64_t ffn, int64_t topK,
-                           int64_t tileD, int64_t act, ArrayRef<Type> types,
-                           unsigned numAddends) {
-  // types: act_q, act_s, ids, weights, wd, wds, [addends], y
+                           int64_t hidden, int64_t ffn, int64_t blockM,
+                           int64_t tileD, int64_t act, ArrayRef<Type> types) {
+  // types: act_q, act_s, sorted_token, block_expert, wd, wds, rows
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
+  int64_t tiles = ceilDiv(hidden, tileD);
   int64_t fBlocks = ceilDiv(ffn, act);
-  emitExpertDownSkeleton(
-      p, args, hidden, topK, tileD, /*idsBuffer=*/2, /*firstAddend=*/6,
-      numAddends, types, [&](Value slotRow, Value e, Value d) {
-        Value wd = p.loadPtr(args.buffers[4], e);
-        Value wds = p.loadPtr(args.buffers[5], e);
-        Value wsRow = p.mul(p.divs(d, p.i64(act)), p.i64(fBlocks));
-        return blockDot(p, ffn, act, args.buffers[0], types[0],
-                        p.mul(slotRow, p.i64(ffn)), args.buffers[1],
-                        p.mul(slotRow, p.i64(fBlocks)), wd, types[4],
-                        p.mul(d, p.i64(ffn)), [&](Value kb) {
-                          return p.load(wds, f32, p.add(wsRow, kb));
-                        });
-      });
+  forEachGroupedRow(p, args, blockM, tiles, 2, types,
+                    [&](Value r, Value, Value e, Value tile) {
+    Value wd = p.loadPtr(args.buffers[4], e);
+    Value wds = p.loadPtr(args.buffers[5], e);
+    Value d0 = p.mul(tile, p.i64(tileD));
+    Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
+    p.forLoop(d0, d1, p.i64(1), [&](Value d) {
+      Value wsRow = p.mul(p.divs(d, p.i64(act)), p.i64(fBlocks));
+      Value y = blockDot(p, ffn, act, args.buffers[0], types[0],
+                         p.mul(r, p.i64(ffn)), args.buffers[1],
+                         p.mul(r, p.i64(fBlocks)), wd, types[4],
+                         p.mul(d, p.i64(ffn)), [&](Value kb) {
+                           return p.load(wds, f32, p.add(wsRow, kb));
+                         });
+      p.store(y, args.buffers[6], types[6], p.add(p.mul(r, p.i64(hidden)), d));
+    });
+  });
 }
 
 } // namespace kiln::kernels

@@ -17,6 +17,14 @@ int64_t chooseGemmTileN(int64_t m, int64_t n, int64_t /*k*/,
   return 1;
 }
 
+int64_t chooseMoEBlockM(int64_t slots, int64_t experts) {
+  int64_t perExpert = (slots + experts - 1) / experts;
+  int64_t bm = 8;
+  while (bm < perExpert && bm < 64)
+    bm *= 2;
+  return bm;
+}
+
 int64_t chooseElementwiseBlock(int64_t total) {
   // Large enough to amortize the per-program overhead on the CPU, small
   // enough to keep every GPU thread busy on typical activations.

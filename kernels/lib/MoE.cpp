@@ -1,11 +1,13 @@
 //===- MoE.cpp - Mixture-of-experts routing and expert kernels ------------===//
 //
-// Routing is one kernel per token: the gate GEMM, scoring (sigmoid or
-// softmax), the correction bias (selection only), group-limited selection,
-// top-k, normalization and scaling, with a small per-token workspace.
-// Experts run as two token-gathered kernels over pointer tables of the
-// checkpoint's per-expert weights: gate+up with SwiGLU, then down with the
-// routing weights applied.
+// Routing is one kernel with one program per token: the gate GEMM, scoring
+// (sigmoid or softmax), the correction bias (selection only), group-limited
+// selection, top-k, normalization and scaling; the last program to finish
+// then permutes the tokens into the experts' contiguous layout (segments
+// padded to the GEMM's block). Experts run as grouped GEMMs over that
+// layout, reading pointer tables of the checkpoint's per-expert weights:
+// gate+up with SwiGLU, then down; the combine kernel gathers each token's
+// rows back, weighted, with the shared experts and the residual.
 //
 //===----------------------------------------------------------------------===//
 #include "kiln/Kernels/Kernels.h"
@@ -48,7 +50,8 @@ argmax(ProgramBuilder &p, int64_t n, function_ref<Value(Value)> value,
 
 void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
                          const MoERouteParams &m, ArrayRef<Type> types) {
-  // types: x, router, [bias], ids, weights, workspace
+  // types: x, router, [bias], sync, ids, weights, workspace, sorted_token,
+  // block_expert, slot_row
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
   unsigned i = 0;
@@ -62,9 +65,13 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
     biasT = types[i];
     ++i;
   }
+  Value sync = args.buffers[i++];
   Value ids = args.buffers[i], wts = args.buffers[i + 1];
   Type idT = types[i], wT = types[i + 1];
   Value ws = args.buffers[i + 2];
+  Value sortedTok = args.buffers[i + 3], blockExp = args.buffers[i + 4],
+        slotRow = args.buffers[i + 5];
+  Type sortedT = types[i + 3], blockT = types[i + 4], slotT = types[i + 5];
   const int64_t E = m.experts, G = m.groups, perGroup = E / G;
   Value t = args.pid;
   Value wsBase = p.mul(t, p.i64(2 * E + G));
@@ -161,75 +168,173 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
     Value w = p.load(wts, wT, p.add(outBase, k));
     p.store(p.fmul(w, factor), wts, wT, p.add(outBase, k));
   });
-}
 
-void emitMoEUpProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
-                      int64_t ffn, int64_t topK, int64_t tileF,
-                      ArrayRef<Type> types) {
-  // types: x, ids, w_gate, w_up, act
-  ProgramBuilder p(b, args.loc);
-  int64_t tiles = (ffn + tileF - 1) / tileF;
-  Value slotRow = p.divs(args.pid, p.i64(tiles)); // t * K + k
-  Value tile = p.rems(args.pid, p.i64(tiles));
-  Value t = p.divs(slotRow, p.i64(topK));
-  Value e = p.load(args.buffers[1], types[1], slotRow);
-  Value wg = p.loadPtr(args.buffers[2], e);
-  Value wu = p.loadPtr(args.buffers[3], e);
-  Value xBase = p.mul(t, p.i64(hidden));
-  Value f0 = p.mul(tile, p.i64(tileF));
-  Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
-  p.forLoop(f0, f1, p.i64(1), [&](Value f) {
-    Value wBase = p.mul(f, p.i64(hidden));
-    Value g = p.dot(args.buffers[0], types[0], xBase, wg, types[2], wBase,
-                    hidden);
-    Value u = p.dot(args.buffers[0], types[0], xBase, wu, types[3], wBase,
-                    hidden);
-    p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), args.buffers[4], types[4],
-            p.add(p.mul(slotRow, p.i64(ffn)), f));
+  // The token permutation, by the last program to finish routing: its
+  // acquire-release increment of `sync` makes every other program's ids
+  // visible to it.
+  // The token count is a launch scalar, so one kernel serves every batch.
+  const int64_t K = m.topK, slots = K + m.sharedExperts,
+                experts = E + m.sharedExperts, BM = m.blockM;
+  Value tokens = args.scalars[0];
+  Value old = p.atomicAddI32(sync, c0, c1);
+  p.ifThen(p.eq(old, p.add(tokens, p.i64(-1))), [&] {
+    // MoELayout::rows() and blocks(), at run time.
+    Value used = p.mul(tokens, p.i64(slots));
+    Value rows = p.mul(
+        p.ceilDivI(p.add(used, p.mul(p.minI(p.i64(experts), used),
+                                     p.i64(BM - 1))),
+                   BM),
+        p.i64(BM));
+    Value blocks = p.divs(rows, p.i64(BM));
+    Type i32 = b.getI32Type();
+    // Per-expert counters (then cursors) after the per-token workspace.
+    Value cnt = p.mul(tokens, p.i64(2 * E + G));
+    auto counter = [&](Value e) { return p.add(cnt, e); };
+    Value cExp = p.i64(experts);
+    p.forLoop(c0, cExp, c1, [&](Value e) {
+      p.storeInt(c0, ws, i32, counter(e));
+    });
+    // An id of -1 (no eligible expert: NaN scores) counts as expert 0, so
+    // that garbage in cannot write out of bounds.
+    auto routedExpert = [&](Value s) {
+      Value e = p.load(ids, idT, s);
+      return p.select(p.lt(e, c0), c0, e);
+    };
+    p.forLoop(c0, p.mul(tokens, p.i64(K)), c1, [&](Value s) {
+      Value e = routedExpert(s);
+      p.storeInt(p.add(p.load(ws, i32, counter(e)), c1), ws, i32, counter(e));
+    });
+    p.forLoop(cE, cExp, c1,
+              [&](Value e) { p.storeInt(tokens, ws, i32, counter(e)); });
+    // Segment starts (padded to BM); each block of a segment is the
+    // segment's expert's; the counter becomes the segment's cursor.
+    Value end = p.forLoop(
+        c0, cExp, c1, ValueRange{c0}, [&](Value e, ValueRange it) {
+          Value padded = p.mul(p.ceilDivI(p.load(ws, i32, counter(e)), BM),
+                               p.i64(BM));
+          Value b0 = p.divs(it[0], p.i64(BM));
+          p.forLoop(b0, p.add(b0, p.divs(padded, p.i64(BM))), c1,
+                    [&](Value blk) { p.storeInt(e, blockExp, blockT, blk); });
+          p.storeInt(it[0], ws, i32, counter(e));
+          return SmallVector<Value>{p.add(it[0], padded)};
+        })[0];
+    p.forLoop(p.divs(end, p.i64(BM)), blocks, c1,
+              [&](Value blk) { p.storeInt(p.i64(-1), blockExp, blockT, blk); });
+    p.forLoop(c0, rows, c1,
+              [&](Value r) { p.storeInt(p.i64(-1), sortedTok, sortedT, r); });
+    // Scatter, token-major: rows within a segment follow token order.
+    p.forLoop(c0, tokens, c1, [&](Value tok) {
+      p.forLoop(c0, p.i64(slots), c1, [&](Value k) {
+        Value routed = p.lt(k, p.i64(K));
+        Value idx = p.add(p.mul(tok, p.i64(K)), p.minI(k, p.i64(K - 1)));
+        Value e = p.select(routed, routedExpert(idx),
+                           p.add(cE, p.add(k, p.i64(-K))));
+        Value r = p.load(ws, i32, counter(e));
+        p.storeInt(p.add(r, c1), ws, i32, counter(e));
+        p.storeInt(tok, sortedTok, sortedT, r);
+        p.storeInt(r, slotRow, slotT, p.add(p.mul(tok, p.i64(slots)), k));
+      });
+    });
+    p.storeInt(c0, sync, i32, c0);
   });
 }
 
-void emitExpertDownSkeleton(
-    ProgramBuilder &p, const ProgramArgs &args, int64_t hidden, int64_t topK,
-    int64_t tileD, unsigned idsBuffer, unsigned firstAddend,
-    unsigned numAddends, ArrayRef<Type> types,
-    function_ref<Value(Value, Value, Value)> slotDot) {
+void forEachGroupedRow(ProgramBuilder &p, const ProgramArgs &args,
+                       int64_t blockM, int64_t tiles, unsigned sortedBuffer,
+                       ArrayRef<Type> types,
+                       function_ref<void(Value, Value, Value, Value)> row) {
+  Value blk = p.divs(args.pid, p.i64(tiles));
+  Value tile = p.rems(args.pid, p.i64(tiles));
+  Value e = p.load(args.buffers[sortedBuffer + 1], types[sortedBuffer + 1],
+                   blk);
+  p.ifThen(p.lt(p.i64(-1), e), [&] {
+    Value r0 = p.mul(blk, p.i64(blockM));
+    p.forLoop(r0, p.add(r0, p.i64(blockM)), p.i64(1), [&](Value r) {
+      Value t = p.load(args.buffers[sortedBuffer], types[sortedBuffer], r);
+      p.ifThen(p.lt(p.i64(-1), t), [&] { row(r, t, e, tile); });
+    });
+  });
+}
+
+void emitMoEUpProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
+                      int64_t ffn, int64_t blockM, int64_t tileF,
+                      ArrayRef<Type> types) {
+  // types: x, sorted_token, block_expert, w_gate, w_up, act
+  ProgramBuilder p(b, args.loc);
+  int64_t tiles = (ffn + tileF - 1) / tileF;
+  forEachGroupedRow(p, args, blockM, tiles, 1, types,
+                    [&](Value r, Value t, Value e, Value tile) {
+    Value wg = p.loadPtr(args.buffers[3], e);
+    Value wu = p.loadPtr(args.buffers[4], e);
+    Value xBase = p.mul(t, p.i64(hidden));
+    Value f0 = p.mul(tile, p.i64(tileF));
+    Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
+    p.forLoop(f0, f1, p.i64(1), [&](Value f) {
+      Value wBase = p.mul(f, p.i64(hidden));
+      Value g = p.dot(args.buffers[0], types[0], xBase, wg, types[3], wBase,
+                      hidden);
+      Value u = p.dot(args.buffers[0], types[0], xBase, wu, types[4], wBase,
+                      hidden);
+      p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), args.buffers[5], types[5],
+              p.add(p.mul(r, p.i64(ffn)), f));
+    });
+  });
+}
+
+void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
+                        int64_t ffn, int64_t blockM, int64_t tileD,
+                        ArrayRef<Type> types) {
+  // types: act, sorted_token, block_expert, w_down, rows
+  ProgramBuilder p(b, args.loc);
+  int64_t tiles = (hidden + tileD - 1) / tileD;
+  forEachGroupedRow(p, args, blockM, tiles, 1, types,
+                    [&](Value r, Value, Value e, Value tile) {
+    Value wd = p.loadPtr(args.buffers[3], e);
+    Value d0 = p.mul(tile, p.i64(tileD));
+    Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
+    p.forLoop(d0, d1, p.i64(1), [&](Value d) {
+      Value y = p.dot(args.buffers[0], types[0], p.mul(r, p.i64(ffn)), wd,
+                      types[3], p.mul(d, p.i64(ffn)), ffn);
+      p.store(y, args.buffers[4], types[4], p.add(p.mul(r, p.i64(hidden)), d));
+    });
+  });
+}
+
+void emitMoECombineProgram(OpBuilder &b, const ProgramArgs &args,
+                           int64_t hidden, int64_t topK, int64_t slots,
+                           int64_t tileD, ArrayRef<Type> types,
+                           unsigned numAddends) {
+  // types: rows, slot_row, weights, [addends], y
+  ProgramBuilder p(b, args.loc);
   int64_t tiles = (hidden + tileD - 1) / tileD;
   Value t = p.divs(args.pid, p.i64(tiles));
   Value tile = p.rems(args.pid, p.i64(tiles));
   Value d0 = p.mul(tile, p.i64(tileD));
   Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
   Value c0 = p.i64(0), c1 = p.i64(1);
-  unsigned out = firstAddend + numAddends;
+  unsigned out = 3 + numAddends;
   p.forLoop(d0, d1, c1, [&](Value d) {
+    auto rowValue = [&](Value k) {
+      Value r = p.load(args.buffers[1], types[1],
+                       p.add(p.mul(t, p.i64(slots)), k));
+      return p.load(args.buffers[0], types[0],
+                    p.add(p.mul(r, p.i64(hidden)), d));
+    };
     Value acc = p.forLoop(
         c0, p.i64(topK), c1, ValueRange{p.f32(0.0f)},
         [&](Value k, ValueRange it) {
-          Value slotRow = p.add(p.mul(t, p.i64(topK)), k);
-          Value e = p.load(args.buffers[idsBuffer], types[idsBuffer], slotRow);
-          Value w = p.load(args.buffers[idsBuffer + 1], types[idsBuffer + 1],
-                           slotRow);
-          return SmallVector<Value>{
-              p.fadd(it[0], p.fmul(w, slotDot(slotRow, e, d)))};
+          Value w = p.load(args.buffers[2], types[2],
+                           p.add(p.mul(t, p.i64(topK)), k));
+          return SmallVector<Value>{p.fadd(it[0], p.fmul(w, rowValue(k)))};
         })[0];
+    acc = p.forLoop(p.i64(topK), p.i64(slots), c1, ValueRange{acc},
+                    [&](Value k, ValueRange it) {
+                      return SmallVector<Value>{p.fadd(it[0], rowValue(k))};
+                    })[0];
     Value idx = p.add(p.mul(t, p.i64(hidden)), d);
-    acc = addAddends(p, args, firstAddend, numAddends, types[out], acc, idx);
+    acc = addAddends(p, args, 3, numAddends, types[out], acc, idx);
     p.store(acc, args.buffers[out], types[out], idx);
   });
-}
-
-void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
-                        int64_t ffn, int64_t topK, int64_t tileD,
-                        ArrayRef<Type> types, unsigned numAddends) {
-  // types: act, ids, weights, w_down, [addends], y
-  ProgramBuilder p(b, args.loc);
-  emitExpertDownSkeleton(
-      p, args, hidden, topK, tileD, /*idsBuffer=*/1, /*firstAddend=*/4,
-      numAddends, types, [&](Value slotRow, Value e, Value d) {
-        Value wd = p.loadPtr(args.buffers[3], e);
-        return p.dot(args.buffers[0], types[0], p.mul(slotRow, p.i64(ffn)), wd,
-                     types[3], p.mul(d, p.i64(ffn)), ffn);
-      });
 }
 
 } // namespace kiln::kernels

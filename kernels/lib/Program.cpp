@@ -197,6 +197,34 @@ Value ProgramBuilder::load(Value ptr, Type elemType, Value index) {
   return v;
 }
 
+Value ProgramBuilder::eq(Value a, Value c) {
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, a, c);
+}
+Value ProgramBuilder::ceilDivI(Value a, int64_t c) {
+  return divs(add(a, i64(c - 1)), i64(c));
+}
+
+void ProgramBuilder::storeInt(Value value, Value ptr, Type intType,
+                              Value index) {
+  if (value.getType() != intType)
+    value = arith::TruncIOp::create(b, loc, intType, value);
+  store(value, ptr, intType, index);
+}
+
+Value ProgramBuilder::atomicAddI32(Value ptr, Value index, Value delta) {
+  auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+  Type i32 = b.getI32Type();
+  Value addr = LLVM::GEPOp::create(b, loc, ptrTy, i32, ptr, ValueRange{index});
+  Value d = arith::TruncIOp::create(b, loc, i32, delta);
+  // Explicit fences around the atomic: NVPTX emits a relaxed `atom` for an
+  // acq_rel atomicrmw, but lowers fences to `fence.acq_rel`.
+  LLVM::FenceOp::create(b, loc, LLVM::AtomicOrdering::acq_rel);
+  Value old = LLVM::AtomicRMWOp::create(b, loc, LLVM::AtomicBinOp::add, addr,
+                                        d, LLVM::AtomicOrdering::acq_rel);
+  LLVM::FenceOp::create(b, loc, LLVM::AtomicOrdering::acq_rel);
+  return arith::ExtSIOp::create(b, loc, b.getI64Type(), old);
+}
+
 void ProgramBuilder::store(Value value, Value ptr, Type elemType, Value index) {
   auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
   if (isa<Float8E4M3FNType>(elemType)) {

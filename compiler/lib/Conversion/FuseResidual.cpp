@@ -1,10 +1,10 @@
 //===- FuseResidual.cpp - Fold adds into GEMM and expert epilogues --------===//
 //
 // `add(producer, other)` where the producer is a GEMM (plain or FP8) or the
-// experts' down projection (plain or FP8), used only by the add, becomes the
-// producer with `other` as an epilogue addend: residual connections and the
-// MoE combine (routed experts' weighted sum + shared expert + residual) cost
-// no launch and no extra pass over memory. A producer takes up to two
+// MoE combine, used only by the add, becomes the producer with `other` as an
+// epilogue addend: residual connections (and a shared expert that was not
+// folded into the grouped experts) cost no launch and no extra pass over
+// memory. A producer takes up to two
 // addends; `other` must already be computed where the producer runs.
 //
 //===----------------------------------------------------------------------===//
@@ -38,7 +38,7 @@ Operation *producerOf(Value v, k::ViewOp &view) {
   Operation *op = v.getDefiningOp();
   if (!op || !op->hasOneUse())
     return nullptr;
-  if (!isa<k::GemmOp, k::GemmFP8Op, k::MoEDownOp, k::MoEDownFP8Op>(op))
+  if (!isa<k::GemmOp, k::GemmFP8Op, k::MoECombineOp>(op))
     return nullptr;
   return op;
 }
@@ -70,9 +70,7 @@ struct FoldAddIntoEpilogue : OpRewritePattern<k::ElementwiseOp> {
         nAdd = g.getAddends().size();
       else if (auto g = dyn_cast<k::GemmFP8Op>(prod))
         nAdd = g.getAddends().size();
-      else if (auto m = dyn_cast<k::MoEDownOp>(prod))
-        nAdd = m.getAddends().size();
-      else if (auto m = dyn_cast<k::MoEDownFP8Op>(prod))
+      else if (auto m = dyn_cast<k::MoECombineOp>(prod))
         nAdd = m.getAddends().size();
       if (nAdd >= kMaxAddends)
         continue;

@@ -2,7 +2,7 @@
 #ifndef KILN_KERNEL_IR_KERNELDIALECT_H
 #define KILN_KERNEL_IR_KERNELDIALECT_H
 
-#include "kiln/Kernels/Program.h"
+#include "kiln/Kernels/Kernels.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/BuiltinTypes.h"

@@ -27,6 +27,8 @@ RankedTensorType ranked(Value v) {
 Type elem(Value v) { return ranked(v).getElementType(); }
 int64_t numel(Value v) { return ranked(v).getNumElements(); }
 int64_t lastDim(Value v) { return ranked(v).getShape().back(); }
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t rows(Value v) { return numel(v) / lastDim(v); }
 
 std::string typeName(Type t) {
   std::string s;
@@ -660,6 +662,8 @@ static kk::MoERouteParams routeParams(MoERouteOp op) {
   p.normTopK = op.getNormTopkProb();
   p.hasBias = static_cast<bool>(op.getCorrectionBias());
   p.scaling = op.getRoutedScalingFactor().convertToFloat();
+  p.sharedExperts = op.getSharedExperts();
+  p.blockM = op.getBlockM();
   return p;
 }
 
@@ -672,41 +676,75 @@ static SmallVector<Type> elemTypes(Operation *op) {
   return types;
 }
 
+kk::MoELayout MoERouteOp::getLayout() {
+  kk::MoERouteParams p = routeParams(*this);
+  return kk::MoELayout{numel(getInput()) / p.hidden, p.topK + p.sharedExperts,
+                       p.experts + p.sharedExperts, p.blockM};
+}
+
 LogicalResult MoERouteOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
   kk::MoERouteParams p = routeParams(*this);
   int64_t tokens = numel(getInput()) / p.hidden;
-  if (p.experts % p.groups || p.topkGroup > p.groups || p.topK > p.experts)
+  if (p.experts % p.groups || p.topkGroup > p.groups || p.topK > p.experts ||
+      p.topK > p.topkGroup * (p.experts / p.groups))
     return emitOpError("invalid routing configuration");
+  kk::MoELayout l = getLayout();
   if (numel(getIds()) != tokens * p.topK ||
       numel(getWeights()) != tokens * p.topK ||
-      numel(getWorkspace()) != tokens * (2 * p.experts + p.groups))
+      numel(getWorkspace()) != tokens * (2 * p.experts + p.groups) + l.experts)
     return emitOpError("results must be [tokens, top_k] ids and weights and "
-                       "a [tokens, 2 x experts + n_group] workspace");
+                       "a workspace of tokens x (2 x experts + n_group) + "
+                       "experts + shared_experts elements");
+  if (numel(getSortedToken()) != l.rows() ||
+      numel(getBlockExpert()) != l.blocks() ||
+      numel(getSlotRow()) != tokens * l.slots)
+    return emitOpError() << "layout results must be sorted_token [" << l.rows()
+                         << "], block_expert [" << l.blocks()
+                         << "] and slot_row [" << tokens << ", " << l.slots
+                         << "]";
   if (!elem(getIds()).isInteger(32) || !elem(getWeights()).isF32() ||
-      !elem(getWorkspace()).isF32())
-    return emitOpError("ids must be i32, weights and workspace f32");
+      !elem(getWorkspace()).isF32() || !elem(getSortedToken()).isInteger(32) ||
+      !elem(getBlockExpert()).isInteger(32) ||
+      !elem(getSlotRow()).isInteger(32))
+    return emitOpError("ids and the layout must be i32, weights and "
+                       "workspace f32");
+  if (numel(getSync()) != 1 || !elem(getSync()).isInteger(32))
+    return emitOpError("sync must be a one-element i32 counter");
   return success();
 }
 std::string MoERouteOp::getKernelName() {
   kk::MoERouteParams p = routeParams(*this);
   std::string sc = llvm::formatv("{0:e}", p.scaling);
-  return llvm::formatv("moe_route_d{0}_e{1}_k{2}_g{3}_tg{4}_{5}{6}{7}{8}_sc{9}{10}",
-                       p.hidden, p.experts, p.topK, p.groups, p.topkGroup,
-                       p.sigmoid ? "sigmoid" : "softmax",
-                       p.groupTop2Sum ? "_top2" : "_max",
-                       p.normTopK ? "_norm" : "", p.hasBias ? "_bias" : "",
-                       symbolSafe(sc), typeSig(*this));
+  return llvm::formatv(
+      "moe_route_d{0}_e{1}_k{2}_g{3}_tg{4}_{5}{6}{7}{8}_sc{9}_s{10}_bm{11}{12}",
+      p.hidden, p.experts, p.topK, p.groups, p.topkGroup,
+      p.sigmoid ? "sigmoid" : "softmax", p.groupTop2Sum ? "_top2" : "_max",
+      p.normTopK ? "_norm" : "", p.hasBias ? "_bias" : "", symbolSafe(sc),
+      p.sharedExperts, p.blockM, typeSig(*this));
 }
-std::string MoERouteOp::getTileConfig() { return "program=token"; }
+std::string MoERouteOp::getTileConfig() {
+  return llvm::formatv("program=token; block_m={0}", getBlockM());
+}
 int64_t MoERouteOp::getNumPrograms() {
   return numel(getInput()) / lastDim(getInput());
 }
-SmallVector<int64_t> MoERouteOp::getLaunchScalars() { return {}; }
-unsigned MoERouteOp::getNumKernelScalars() { return 0; }
+SmallVector<int64_t> MoERouteOp::getLaunchScalars() {
+  return {getNumPrograms()};
+}
+unsigned MoERouteOp::getNumKernelScalars() { return 1; }
 void MoERouteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitMoERouteProgram(b, args, routeParams(*this), elemTypes(*this));
+}
+
+/// Checks a grouped expert GEMM's layout operands against its rows.
+static LogicalResult verifyGrouped(Operation *op, Value sorted, Value blocks,
+                                   int64_t blockM, int64_t rows) {
+  if (numel(sorted) != rows || numel(blocks) * blockM != rows)
+    return op->emitOpError() << "the contiguous layout must have " << rows
+                             << " rows in blocks of " << blockM;
+  return success();
 }
 
 LogicalResult MoEUpOp::verify() {
@@ -716,28 +754,32 @@ LogicalResult MoEUpOp::verify() {
   if (wg.getRank() != 3 || wg.getDimSize(2) != lastDim(getInput()) ||
       ranked(getWUp()).getShape() != wg.getShape())
     return emitOpError("expert weights must be [experts, ffn, hidden]");
-  return success();
+  if (numel(getResult()) != numel(getSortedToken()) * wg.getDimSize(1))
+    return emitOpError("result must be [rows, ffn]");
+  return verifyGrouped(*this, getSortedToken(), getBlockExpert(), getBlockM(),
+                       rows(getResult()));
 }
 std::string MoEUpOp::getKernelName() {
   auto wg = ranked(getWGate());
-  return llvm::formatv("moe_up_d{0}_f{1}_k{2}_tf{3}{4}", wg.getDimSize(2),
-                       wg.getDimSize(1), lastDim(getIds()), getTileF(),
+  return llvm::formatv("moe_up_d{0}_f{1}_bm{2}_tf{3}{4}", wg.getDimSize(2),
+                       wg.getDimSize(1), getBlockM(), getTileF(),
                        typeSig(*this));
 }
 std::string MoEUpOp::getTileConfig() {
-  return llvm::formatv("program=(token, slot, {0} cols); tile_f={0}",
-                       getTileF());
+  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
+                       "block_m={0}; tile_f={1}",
+                       getBlockM(), getTileF());
 }
 int64_t MoEUpOp::getNumPrograms() {
   int64_t f = ranked(getWGate()).getDimSize(1);
-  return numel(getIds()) * ((f + getTileF() - 1) / getTileF());
+  return numel(getBlockExpert()) * ceilDiv(f, getTileF());
 }
 SmallVector<int64_t> MoEUpOp::getLaunchScalars() { return {}; }
 unsigned MoEUpOp::getNumKernelScalars() { return 0; }
 void MoEUpOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wg = ranked(getWGate());
   kk::emitMoEUpProgram(b, args, wg.getDimSize(2), wg.getDimSize(1),
-                       lastDim(getIds()), getTileF(), elemTypes(*this));
+                       getBlockM(), getTileF(), elemTypes(*this));
 }
 
 LogicalResult MoEDownOp::verify() {
@@ -747,28 +789,65 @@ LogicalResult MoEDownOp::verify() {
   if (wd.getRank() != 3 || wd.getDimSize(2) != lastDim(getAct()) ||
       wd.getDimSize(1) != lastDim(getResult()))
     return emitOpError("w_down must be [experts, hidden, ffn]");
-  return success();
+  if (rows(getAct()) != rows(getResult()) || !elem(getResult()).isF32())
+    return emitOpError("result must be f32 [rows, hidden]");
+  return verifyGrouped(*this, getSortedToken(), getBlockExpert(), getBlockM(),
+                       rows(getResult()));
 }
 std::string MoEDownOp::getKernelName() {
   auto wd = ranked(getWDown());
-  return llvm::formatv("moe_down_d{0}_f{1}_k{2}_td{3}{4}", wd.getDimSize(1),
-                       wd.getDimSize(2), lastDim(getIds()), getTileD(),
+  return llvm::formatv("moe_down_d{0}_f{1}_bm{2}_td{3}{4}", wd.getDimSize(1),
+                       wd.getDimSize(2), getBlockM(), getTileD(),
                        typeSig(*this));
 }
 std::string MoEDownOp::getTileConfig() {
-  return llvm::formatv("program=(token, {0} cols); tile_d={0}", getTileD());
+  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
+                       "block_m={0}; tile_d={1}",
+                       getBlockM(), getTileD());
 }
 int64_t MoEDownOp::getNumPrograms() {
   int64_t d = ranked(getWDown()).getDimSize(1);
-  return numel(getResult()) / d * ((d + getTileD() - 1) / getTileD());
+  return numel(getBlockExpert()) * ceilDiv(d, getTileD());
 }
 SmallVector<int64_t> MoEDownOp::getLaunchScalars() { return {}; }
 unsigned MoEDownOp::getNumKernelScalars() { return 0; }
 void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
   kk::emitMoEDownProgram(b, args, wd.getDimSize(1), wd.getDimSize(2),
-                         lastDim(getIds()), getTileD(), elemTypes(*this),
-                         getAddends().size());
+                         getBlockM(), getTileD(), elemTypes(*this));
+}
+
+LogicalResult MoECombineOp::verify() {
+  if (failed(verifyStatic(*this)) ||
+      failed(verifyAddends(*this, getAddends(), getResult())))
+    return failure();
+  int64_t tokens = rows(getResult());
+  if (rows(getSlotRow()) != tokens || rows(getWeights()) != tokens ||
+      lastDim(getSlotRow()) < lastDim(getWeights()) ||
+      lastDim(getRows()) != lastDim(getResult()))
+    return emitOpError("slot_row must be [tokens, slots], weights [tokens, "
+                       "top_k] with top_k <= slots, rows [rows, hidden]");
+  return success();
+}
+std::string MoECombineOp::getKernelName() {
+  return llvm::formatv("moe_combine_d{0}_k{1}_s{2}_td{3}_add{4}{5}",
+                       lastDim(getResult()), lastDim(getWeights()),
+                       lastDim(getSlotRow()), getTileD(), getAddends().size(),
+                       typeSig(*this));
+}
+std::string MoECombineOp::getTileConfig() {
+  return llvm::formatv("program=(token, {0} cols); tile_d={0}", getTileD());
+}
+int64_t MoECombineOp::getNumPrograms() {
+  return rows(getResult()) * ceilDiv(lastDim(getResult()), getTileD());
+}
+SmallVector<int64_t> MoECombineOp::getLaunchScalars() { return {}; }
+unsigned MoECombineOp::getNumKernelScalars() { return 0; }
+void MoECombineOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitMoECombineProgram(b, args, lastDim(getResult()),
+                            lastDim(getWeights()), lastDim(getSlotRow()),
+                            getTileD(), elemTypes(*this),
+                            getAddends().size());
 }
 
 //===----------------------------------------------------------------------===//
@@ -814,8 +893,6 @@ void CacheWriteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 // FP8
 //===----------------------------------------------------------------------===//
 
-static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static int64_t rows(Value v) { return numel(v) / lastDim(v); }
 
 LogicalResult QuantizeOp::verify() {
   if (failed(verifyStatic(*this)))
@@ -932,53 +1009,62 @@ LogicalResult MoEUpFP8Op::verify() {
   int64_t f = ranked(getWGate()).getDimSize(1);
   if (getTileF() % getAct() != 0 && getTileF() < f)
     return emitOpError("tile_f must be a multiple of act or cover the row");
-  return success();
+  return verifyGrouped(*this, getSortedToken(), getBlockExpert(), getBlockM(),
+                       rows(getResult()));
 }
 std::string MoEUpFP8Op::getKernelName() {
   auto wg = ranked(getWGate());
-  return llvm::formatv("moe_up_fp8_d{0}_f{1}_k{2}_tf{3}_a{4}{5}",
-                       wg.getDimSize(2), wg.getDimSize(1), lastDim(getIds()),
+  return llvm::formatv("moe_up_fp8_d{0}_f{1}_bm{2}_tf{3}_a{4}{5}",
+                       wg.getDimSize(2), wg.getDimSize(1), getBlockM(),
                        getTileF(), getAct(), typeSig(*this));
 }
 std::string MoEUpFP8Op::getTileConfig() {
-  return llvm::formatv("program=(token, slot, {0} cols); tile_f={0}; act {1}",
-                       getTileF(), getAct());
+  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
+                       "block_m={0}; tile_f={1}; act {2}",
+                       getBlockM(), getTileF(), getAct());
 }
 int64_t MoEUpFP8Op::getNumPrograms() {
   int64_t f = ranked(getWGate()).getDimSize(1);
-  return numel(getIds()) * ceilDiv(f, getTileF());
+  return numel(getBlockExpert()) * ceilDiv(f, getTileF());
 }
 SmallVector<int64_t> MoEUpFP8Op::getLaunchScalars() { return {}; }
 unsigned MoEUpFP8Op::getNumKernelScalars() { return 0; }
 void MoEUpFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wg = ranked(getWGate());
   kk::emitMoEUpFP8Program(b, args, wg.getDimSize(2), wg.getDimSize(1),
-                          lastDim(getIds()), getTileF(), getAct(),
-                          elemTypes(*this));
+                          getBlockM(), getTileF(), getAct(), elemTypes(*this));
 }
 
-LogicalResult MoEDownFP8Op::verify() { return verifyStatic(*this); }
+LogicalResult MoEDownFP8Op::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (!elem(getResult()).isF32())
+    return emitOpError("result must be f32 [rows, hidden]");
+  return verifyGrouped(*this, getSortedToken(), getBlockExpert(), getBlockM(),
+                       rows(getResult()));
+}
 std::string MoEDownFP8Op::getKernelName() {
   auto wd = ranked(getWDown());
-  return llvm::formatv("moe_down_fp8_d{0}_f{1}_k{2}_td{3}_a{4}{5}",
-                       wd.getDimSize(1), wd.getDimSize(2), lastDim(getIds()),
+  return llvm::formatv("moe_down_fp8_d{0}_f{1}_bm{2}_td{3}_a{4}{5}",
+                       wd.getDimSize(1), wd.getDimSize(2), getBlockM(),
                        getTileD(), getAct(), typeSig(*this));
 }
 std::string MoEDownFP8Op::getTileConfig() {
-  return llvm::formatv("program=(token, {0} cols); tile_d={0}; act {1}",
-                       getTileD(), getAct());
+  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
+                       "block_m={0}; tile_d={1}; act {2}",
+                       getBlockM(), getTileD(), getAct());
 }
 int64_t MoEDownFP8Op::getNumPrograms() {
   int64_t d = ranked(getWDown()).getDimSize(1);
-  return rows(getResult()) * ceilDiv(d, getTileD());
+  return numel(getBlockExpert()) * ceilDiv(d, getTileD());
 }
 SmallVector<int64_t> MoEDownFP8Op::getLaunchScalars() { return {}; }
 unsigned MoEDownFP8Op::getNumKernelScalars() { return 0; }
 void MoEDownFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
   kk::emitMoEDownFP8Program(b, args, wd.getDimSize(1), wd.getDimSize(2),
-                            lastDim(getIds()), getTileD(), getAct(),
-                            elemTypes(*this), getAddends().size());
+                            getBlockM(), getTileD(), getAct(),
+                            elemTypes(*this));
 }
 
 //===----------------------------------------------------------------------===//

@@ -241,71 +241,140 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
 }
 
 def KK_MoERouteOp : KK_LaunchOp<"moe_route"> {
-  let summary = "Fused MoE routing; one program per token";
+  let summary = "Fused MoE routing and token permutation; one program per token";
   let description = [{
     Gate GEMM, scoring, correction bias (selection only), group-limited
-    selection, top-k, normalization and scaling in one kernel. Results: the
-    expert ids [tokens, top_k] (i32), their weights [tokens, top_k] (f32) and
-    a per-token workspace of 2 x experts + n_group floats.
+    selection, top-k, normalization and scaling of each token, then the
+    token permutation into the experts' contiguous layout, in one kernel.
+
+    Each program routes its token (expert ids [tokens, top_k] i32, weights
+    [tokens, top_k] f32, per-token workspace of 2 x experts + n_group floats
+    followed by the permutation's counters). Then it increments `sync`, a
+    one-element i32 counter in state memory (zero between launches); the
+    program that brings it to `tokens` sees every token's choice and writes
+    the permutation, then resets the counter:
+
+    - every token has `top_k` routed slots and, with `shared_experts = s`,
+      s more slots for the shared experts, numbered `experts .. experts+s-1`;
+    - slots are grouped by expert in expert order, tokens in token order
+      within a segment (deterministic), and each segment is padded to a
+      multiple of `block_m` rows, so every block of `block_m` rows belongs
+      to one expert and no token is dropped;
+    - `sorted_token` [rows] gives the token of each row (-1 for padding),
+      `block_expert` [rows / block_m] the expert of each block (-1 past the
+      last segment), `slot_row` [tokens, top_k + s] the row of each slot.
+
+    `rows` = tokens x (top_k + s) + min(experts + s, tokens x (top_k + s)) x
+    (block_m - 1), rounded up to `block_m`: the worst case of the padding.
 
     ```mlir
-    %ids, %w, %ws = kiln_kernel.moe_route %x, %router {top_k = 2 : i64,
-        scoring = "softmax", n_group = 1 : i64, topk_group = 1 : i64,
-        group_score = "top2_sum", norm_topk_prob = true,
-        routed_scaling_factor = 1.0 : f32, fused_ops = ["kiln.moe"]}
-        : (tensor<16x64xf32>, tensor<8x64xf32>)
-        -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x17xf32>)
+    %ids, %w, %ws, %rows, %blocks, %slots = kiln_kernel.moe_route %x, %router
+        sync(%sync) {top_k = 2 : i64, scoring = "softmax", n_group = 1 : i64,
+        topk_group = 1 : i64, group_score = "top2_sum", norm_topk_prob = true,
+        routed_scaling_factor = 1.0 : f32, block_m = 8 : i64,
+        shared_experts = 0 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x64xf32>, tensor<8x64xf32>, tensor<1xi32>)
+        -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x17xf32>,
+            tensor<88xi32>, tensor<11xi32>, tensor<16x2xi32>)
     ```
   }];
   let arguments = (ins KK_Tensor:$input, KK_Tensor:$router,
-                       Optional<KK_Tensor>:$correction_bias,
+                       Optional<KK_Tensor>:$correction_bias, KK_Tensor:$sync,
                        I64Attr:$top_k, StrAttr:$scoring, I64Attr:$n_group,
                        I64Attr:$topk_group, StrAttr:$group_score,
                        BoolAttr:$norm_topk_prob, F32Attr:$routed_scaling_factor,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$block_m,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$shared_experts,
                        StrArrayAttr:$fused_ops);
-  let results = (outs KK_Tensor:$ids, KK_Tensor:$weights, KK_Tensor:$workspace);
+  let results = (outs KK_Tensor:$ids, KK_Tensor:$weights, KK_Tensor:$workspace,
+                      KK_Tensor:$sorted_token, KK_Tensor:$block_expert,
+                      KK_Tensor:$slot_row);
+  let extraClassDeclaration = [{
+    /// The contiguous layout this routing writes.
+    ::kiln::kernels::MoELayout getLayout();
+  }];
   let assemblyFormat = [{
-    $input `,` $router (`bias` `(` $correction_bias^ `)`)? attr-dict `:` functional-type(operands, results)
+    $input `,` $router (`bias` `(` $correction_bias^ `)`)? `sync` `(` $sync `)`
+    attr-dict `:` functional-type(operands, results)
   }];
 }
 
 def KK_MoEUpOp : KK_LaunchOp<"moe_up"> {
-  let summary = "Routed experts' gate and up projections with SwiGLU";
+  let summary = "Grouped GEMM: the experts' gate and up projections with SwiGLU";
   let description = [{
-    One program per (token, slot, tile of `tile_f` columns); expert weights
-    are bound as pointer tables (`kiln.weight_stack`).
+    Over the contiguous layout of `moe_route`: row r of the result is
+    silu(x[t] . w_gate[e]) * (x[t] . w_up[e]) with t = sorted_token[r] and e
+    the expert of r's block; padding rows are not written. One program per
+    (block of `block_m` rows, tile of `tile_f` columns): all the rows of a
+    program use the same expert's weights. Expert weights are pointer
+    tables (`kiln.weight_stack`), shared experts last.
 
     ```mlir
-    %act = kiln_kernel.moe_up %x, %ids, %wg, %wu {tile_f = 32 : i64, fused_ops = ["kiln.moe"]}
-        : (tensor<16x64xf32>, tensor<16x2xi32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>)
-        -> tensor<16x2x32xf32>
+    %act = kiln_kernel.moe_up %x, %rows, %blocks, %wg, %wu
+        {block_m = 8 : i64, tile_f = 32 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x64xf32>, tensor<88xi32>, tensor<11xi32>,
+           tensor<8x32x64xf32>, tensor<8x32x64xf32>) -> tensor<88x32xf32>
     ```
   }];
-  let arguments = (ins KK_Tensor:$input, KK_Tensor:$ids, KK_Tensor:$w_gate,
-                       KK_Tensor:$w_up, ConfinedAttr<I64Attr, [IntPositive]>:$tile_f,
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$sorted_token,
+                       KK_Tensor:$block_expert, KK_Tensor:$w_gate,
+                       KK_Tensor:$w_up, ConfinedAttr<I64Attr, [IntPositive]>:$block_m,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_f,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
-  let assemblyFormat = "$input `,` $ids `,` $w_gate `,` $w_up attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = [{
+    $input `,` $sorted_token `,` $block_expert `,` $w_gate `,` $w_up
+    attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
-  let summary = "Routed experts' down projection, weighted and summed";
+  let summary = "Grouped GEMM: the experts' down projection";
   let description = [{
-    One program per (token, tile of `tile_d` output columns).
+    Row r of the result (f32, in the contiguous layout) is act[r] . w_down[e]
+    for the expert e of r's block; padding rows are not written. One program
+    per (block of `block_m` rows, tile of `tile_d` columns).
 
     ```mlir
-    %y = kiln_kernel.moe_down %act, %ids, %w, %wd {tile_d = 32 : i64, fused_ops = ["kiln.moe"]}
-        : (tensor<16x2x32xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<8x64x32xf32>)
-        -> tensor<16x64xf32>
+    %ys = kiln_kernel.moe_down %act, %rows, %blocks, %wd
+        {block_m = 8 : i64, tile_d = 32 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<88x32xf32>, tensor<88xi32>, tensor<11xi32>, tensor<8x64x32xf32>)
+        -> tensor<88x64xf32>
     ```
   }];
-  let arguments = (ins KK_Tensor:$act, KK_Tensor:$ids, KK_Tensor:$weights,
-                       KK_Tensor:$w_down, Variadic<KK_Tensor>:$addends,
+  let arguments = (ins KK_Tensor:$act, KK_Tensor:$sorted_token,
+                       KK_Tensor:$block_expert, KK_Tensor:$w_down,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$block_m,
                        ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
-    $act `,` $ids `,` $weights `,` $w_down (`add` `(` $addends^ `)`)? attr-dict `:` functional-type(operands, results)
+    $act `,` $sorted_token `,` $block_expert `,` $w_down attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_MoECombineOp : KK_LaunchOp<"moe_combine"> {
+  let summary = "MoE combine: weighted sum of expert rows, shared experts, addends";
+  let description = [{
+    y[t, d] = sum_k weights[t, k] * rows[slot_row[t, k], d] over the routed
+    slots, plus rows[slot_row[t, k], d] for the shared-expert slots (k >=
+    top_k, weight 1), plus the `addends` (the residual, folded in by
+    kiln-fuse-residual). One program per (token, tile of `tile_d` columns).
+
+    ```mlir
+    %y = kiln_kernel.moe_combine %ys, %slots, %w add(%res)
+        {tile_d = 32 : i64, fused_ops = ["kiln.moe", "kiln.add"]}
+        : (tensor<88x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x64xf32>)
+        -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$rows, KK_Tensor:$slot_row, KK_Tensor:$weights,
+                       Variadic<KK_Tensor>:$addends,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $rows `,` $slot_row `,` $weights (`add` `(` $addends^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
 }
 
@@ -420,53 +489,60 @@ def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8"> {
 }
 
 def KK_MoEUpFP8Op : KK_LaunchOp<"moe_up_fp8"> {
-  let summary = "FP8 experts' gate and up projections, SwiGLU and quantization";
+  let summary = "Grouped FP8 GEMM: gate and up projections, SwiGLU and quantization";
   let description = [{
-    One program per (token, slot, `tile_f` columns); `tile_f` is a multiple of
-    `act` (or the whole row) so each program quantizes whole tiles of its
-    SwiGLU output. Results: e4m3 activations, their scales, and an f32
-    workspace holding the SwiGLU output during the launch.
+    The block-scaled form of `moe_up` over the same contiguous layout. One
+    program per (block of `block_m` rows, `tile_f` columns); `tile_f` is a
+    multiple of `act` (or the whole row) so each program quantizes whole
+    tiles of its SwiGLU output. Results: e4m3 activations [rows, ffn], their
+    scales [rows, ffn / act], and an f32 workspace holding the SwiGLU output
+    during the launch.
 
     ```mlir
-    %q, %s, %ws = kiln_kernel.moe_up_fp8 %xq, %xs, %ids, %wg, %wu, %wgs, %wus
-        {tile_f = 128 : i64, act = 128 : i64, fused_ops = ["kiln.moe"]}
-        : (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>, tensor<16x2xi32>,
+    %q, %s, %ws = kiln_kernel.moe_up_fp8 %xq, %xs, %rows, %blocks, %wg, %wu, %wgs, %wus
+        {block_m = 8 : i64, tile_f = 128 : i64, act = 128 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>, tensor<88xi32>, tensor<11xi32>,
            tensor<8x320x256xf8E4M3FN>, tensor<8x320x256xf8E4M3FN>,
            tensor<8x3x2xf32>, tensor<8x3x2xf32>)
-        -> (tensor<16x2x320xf8E4M3FN>, tensor<16x2x3xf32>, tensor<16x2x320xf32>)
+        -> (tensor<88x320xf8E4M3FN>, tensor<88x3xf32>, tensor<88x320xf32>)
     ```
   }];
-  let arguments = (ins KK_Tensor:$input_q, KK_Tensor:$input_scale, KK_Tensor:$ids,
+  let arguments = (ins KK_Tensor:$input_q, KK_Tensor:$input_scale,
+                       KK_Tensor:$sorted_token, KK_Tensor:$block_expert,
                        KK_Tensor:$w_gate, KK_Tensor:$w_up, KK_Tensor:$w_gate_scale,
                        KK_Tensor:$w_up_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$block_m,
                        ConfinedAttr<I64Attr, [IntPositive]>:$tile_f,
                        ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result, KK_Tensor:$scale, KK_Tensor:$workspace);
   let assemblyFormat = [{
-    $input_q `,` $input_scale `,` $ids `,` $w_gate `,` $w_up `,` $w_gate_scale `,` $w_up_scale
-    attr-dict `:` functional-type(operands, results)
+    $input_q `,` $input_scale `,` $sorted_token `,` $block_expert `,` $w_gate `,` $w_up `,`
+    $w_gate_scale `,` $w_up_scale attr-dict `:` functional-type(operands, results)
   }];
 }
 
 def KK_MoEDownFP8Op : KK_LaunchOp<"moe_down_fp8"> {
-  let summary = "FP8 experts' down projection, weighted and summed";
+  let summary = "Grouped FP8 GEMM: the experts' down projection";
   let description = [{
+    The block-scaled form of `moe_down`: f32 rows in the contiguous layout.
+
     ```mlir
-    %y = kiln_kernel.moe_down_fp8 %aq, %as, %ids, %w, %wd, %wds
-        {tile_d = 64 : i64, act = 128 : i64, fused_ops = ["kiln.moe"]}
-        : (tensor<16x2x320xf8E4M3FN>, tensor<16x2x3xf32>, tensor<16x2xi32>, tensor<16x2xf32>,
-           tensor<8x256x320xf8E4M3FN>, tensor<8x2x3xf32>) -> tensor<16x256xf32>
+    %ys = kiln_kernel.moe_down_fp8 %aq, %as, %rows, %blocks, %wd, %wds
+        {block_m = 8 : i64, tile_d = 64 : i64, act = 128 : i64, fused_ops = ["kiln.moe"]}
+        : (tensor<88x320xf8E4M3FN>, tensor<88x3xf32>, tensor<88xi32>, tensor<11xi32>,
+           tensor<8x256x320xf8E4M3FN>, tensor<8x2x3xf32>) -> tensor<88x256xf32>
     ```
   }];
-  let arguments = (ins KK_Tensor:$act_q, KK_Tensor:$act_scale, KK_Tensor:$ids,
-                       KK_Tensor:$weights, KK_Tensor:$w_down, KK_Tensor:$w_down_scale,
-                       Variadic<KK_Tensor>:$addends,
+  let arguments = (ins KK_Tensor:$act_q, KK_Tensor:$act_scale,
+                       KK_Tensor:$sorted_token, KK_Tensor:$block_expert,
+                       KK_Tensor:$w_down, KK_Tensor:$w_down_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$block_m,
                        ConfinedAttr<I64Attr, [IntPositive]>:$tile_d,
                        ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
-    $act_q `,` $act_scale `,` $ids `,` $weights `,` $w_down `,` $w_down_scale
-    (`add` `(` $addends^ `)`)? attr-dict `:` functional-type(operands, results)
+    $act_q `,` $act_scale `,` $sorted_token `,` $block_expert `,` $w_down `,` $w_down_scale
+    attr-dict `:` functional-type(operands, results)
   }];
 }
 

@@ -427,10 +427,13 @@ LogicalResult MoEOp::verify() {
   int64_t d = ranked(getInput()).getShape().back();
   int64_t e = ranked(getRouter()).getDimSize(0);
   int64_t f = ranked(getWGate()).getDimSize(1);
+  int64_t s = getSharedExperts();
+  if (s < 0)
+    return emitOpError("shared_experts must be >= 0");
   if (failed(requireShape(*this, getRouter(), "router", {e, d})) ||
-      failed(requireShape(*this, getWGate(), "w_gate", {e, f, d})) ||
-      failed(requireShape(*this, getWUp(), "w_up", {e, f, d})) ||
-      failed(requireShape(*this, getWDown(), "w_down", {e, d, f})) ||
+      failed(requireShape(*this, getWGate(), "w_gate", {e + s, f, d})) ||
+      failed(requireShape(*this, getWUp(), "w_up", {e + s, f, d})) ||
+      failed(requireShape(*this, getWDown(), "w_down", {e + s, d, f})) ||
       failed(requireShape(*this, getResult(), "result",
                           ranked(getInput()).getShape())))
     return failure();

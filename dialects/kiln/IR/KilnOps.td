@@ -80,14 +80,16 @@ def Kiln_StateOp : Kiln_Op<"state"> {
   let description = [{
     State persists across calls of the plan's functions (prefill writes a
     KV cache, decode reads and extends it); every function that names the
-    same state shares its buffer. States start zeroed.
+    same state shares its buffer. States start zeroed. Besides KV caches,
+    the lowering keeps kernels' self-resetting counters in state (the MoE
+    routing's `sync`, i32).
 
     ```mlir
     %c = kiln.state "model.layers.0.self_attn.kv_cache" : tensor<1x16x32xf32>
     ```
   }];
   let arguments = (ins StrAttr:$name);
-  let results = (outs Kiln_FloatTensor:$result);
+  let results = (outs Kiln_AnyTensor:$result);
   let assemblyFormat = "$name attr-dict `:` type($result)";
 }
 
@@ -381,8 +383,11 @@ def Kiln_MoEOp : Kiln_Op<"moe", [AttrSizedOperandSegments]> {
     `topk_group` groups are eligible. The `top_k` selected weights are the
     unbiased scores, renormalized when `norm_topk_prob`, times
     `routed_scaling_factor`. Experts are SwiGLU MLPs with stacked weights
-    `w_gate`, `w_up` [e, f, d] and `w_down` [e, d, f]. Shared experts are
-    separate ops in the graph. In the block-quantized form (`quant`, `fp8(...)`)
+    `w_gate`, `w_up` [e + s, f, d] and `w_down` [e + s, d, f]; the last
+    `shared_experts` (s, default 0) of them are shared experts, applied to
+    every token with weight 1 and added to the result. The importer emits
+    shared experts as separate ops; kiln-fold-shared-experts moves them in
+    when their shapes match, so they ride in the routed experts' launches. In the block-quantized form (`quant`, `fp8(...)`)
     the expert weights are e4m3 with per-expert 128x128 block scales, the
     experts read the quantized input (`input_q`, `input_scale`, from
     `kiln.quantize` of `input`), and the SwiGLU output is quantized per
@@ -409,7 +414,8 @@ def Kiln_MoEOp : Kiln_Op<"moe", [AttrSizedOperandSegments]> {
                        DefaultValuedAttr<I64Attr, "1">:$topk_group,
                        DefaultValuedAttr<StrAttr, "\"top2_sum\"">:$group_score,
                        DefaultValuedAttr<BoolAttr, "true">:$norm_topk_prob,
-                       DefaultValuedAttr<F32Attr, "1.0">:$routed_scaling_factor);
+                       DefaultValuedAttr<F32Attr, "1.0">:$routed_scaling_factor,
+                       DefaultValuedAttr<I64Attr, "0">:$shared_experts);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $router (`bias` `(` $correction_bias^ `)`)? `,` $w_gate `,` $w_up `,` $w_down

@@ -29,3 +29,19 @@ func.func @bad_view(%x: tensor<16x64xf32>) -> tensor<16x32xf32> {
   %v = kiln_kernel.view %x : (tensor<16x64xf32>) -> tensor<16x32xf32>
   return %v : tensor<16x32xf32>
 }
+
+// -----
+
+func.func @moe_route_layout(%x: tensor<16x64xf32>, %r: tensor<8x64xf32>, %s: tensor<1xi32>) {
+  // expected-error @+1 {{layout results must be sorted_token [88], block_expert [11] and slot_row [16, 2]}}
+  %a:6 = kiln_kernel.moe_route %x, %r sync(%s) {top_k = 2 : i64, scoring = "softmax", n_group = 1 : i64, topk_group = 1 : i64, group_score = "top2_sum", norm_topk_prob = true, routed_scaling_factor = 1.0 : f32, block_m = 8 : i64, shared_experts = 0 : i64, fused_ops = ["kiln.moe"]} : (tensor<16x64xf32>, tensor<8x64xf32>, tensor<1xi32>) -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<280xf32>, tensor<64xi32>, tensor<8xi32>, tensor<16x2xi32>)
+  return
+}
+
+// -----
+
+func.func @moe_up_layout(%x: tensor<16x64xf32>, %rows: tensor<88xi32>, %blocks: tensor<10xi32>, %wg: tensor<8x32x64xf32>) {
+  // expected-error @+1 {{the contiguous layout must have 88 rows in blocks of 8}}
+  %a = kiln_kernel.moe_up %x, %rows, %blocks, %wg, %wg {block_m = 8 : i64, tile_f = 32 : i64, fused_ops = ["kiln.moe"]} : (tensor<16x64xf32>, tensor<88xi32>, tensor<10xi32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>) -> tensor<88x32xf32>
+  return
+}

@@ -12,13 +12,13 @@ func.func @residual(%h: tensor<16x64xf32>, %x: tensor<16x128xf32>, %w: tensor<64
 
 // -----
 
-// The MoE combine: routed experts + shared expert + residual in the routed
-// experts' down projection.
+// The MoE combine: routed experts + shared expert (when it was not folded
+// into the grouped experts) + residual in one kernel.
 // CHECK-LABEL: func.func @combine
-func.func @combine(%h: tensor<16x64xf32>, %shared: tensor<16x64xf32>, %act: tensor<16x2x32xf32>, %ids: tensor<16x2xi32>, %wts: tensor<16x2xf32>, %wd: tensor<8x64x32xf32>) -> tensor<16x64xf32> {
-  // CHECK: kiln_kernel.moe_down %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} add(%{{.+}}, %{{.+}}) {fused_ops = ["kiln.moe", "kiln.add", "kiln.add"]
+func.func @combine(%h: tensor<16x64xf32>, %shared: tensor<16x64xf32>, %rows: tensor<88x64xf32>, %slots: tensor<16x2xi32>, %wts: tensor<16x2xf32>) -> tensor<16x64xf32> {
+  // CHECK: kiln_kernel.moe_combine %{{.+}}, %{{.+}}, %{{.+}} add(%{{.+}}, %{{.+}}) {fused_ops = ["kiln.moe", "kiln.add", "kiln.add"]
   // CHECK-NOT: kiln_kernel.elementwise
-  %y = kiln_kernel.moe_down %act, %ids, %wts, %wd {tile_d = 32 : i64, fused_ops = ["kiln.moe"]} : (tensor<16x2x32xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<8x64x32xf32>) -> tensor<16x64xf32>
+  %y = kiln_kernel.moe_combine %rows, %slots, %wts {tile_d = 32 : i64, fused_ops = ["kiln.moe"]} : (tensor<88x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xf32>
   %m = kiln_kernel.elementwise "add" %y, %shared {block = 64 : i64, fused_ops = ["kiln.add"]} : (tensor<16x64xf32>, tensor<16x64xf32>) -> tensor<16x64xf32>
   %r = kiln_kernel.elementwise "add" %h, %m {block = 64 : i64, fused_ops = ["kiln.add"]} : (tensor<16x64xf32>, tensor<16x64xf32>) -> tensor<16x64xf32>
   return %r : tensor<16x64xf32>

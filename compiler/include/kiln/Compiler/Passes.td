@@ -50,6 +50,18 @@ def KilnFuseSlices : Pass<"kiln-fuse-slices", "mlir::ModuleOp"> {
   }];
 }
 
+def KilnFoldSharedExperts : Pass<"kiln-fold-shared-experts", "mlir::ModuleOp"> {
+  let summary = "Run shared experts as extra experts of the grouped MoE GEMMs";
+  let description = [{
+    A graph-level fusion: `add(moe(x), mlp(x))`, where the MLP (SwiGLU,
+    plain or FP8) has the routed experts' shape, becomes one `kiln.moe` with
+    the MLP's weights appended to the expert stacks and `shared_experts`
+    incremented. Every token then gets one more row in the grouped GEMMs
+    (weight 1), which saves the shared expert's launches. An MLP of another
+    shape (DeepSeek-V2's shared experts, concatenated) is left as it is.
+  }];
+}
+
 def KilnFuseGatedMLP : Pass<"kiln-fuse-gated-mlp", "mlir::ModuleOp"> {
   let summary = "Gate and up GEMMs with the SwiGLU in one launch";
   let description = [{

@@ -18,6 +18,12 @@ namespace kiln::kernels {
 int64_t chooseGemmTileN(int64_t m, int64_t n, int64_t k,
                         int64_t minPrograms = 64);
 
+/// Rows per block of the experts' contiguous layout (the grouped GEMMs'
+/// M tile, and the alignment of each expert's segment): the expected rows
+/// per expert, `slots` / `experts`, rounded up to a power of two and
+/// clamped to [8, 64], so decode pads little and prefill gets full blocks.
+int64_t chooseMoEBlockM(int64_t slots, int64_t experts);
+
 /// Elements per program of an element-wise kernel.
 int64_t chooseElementwiseBlock(int64_t total);
 

@@ -150,45 +150,73 @@ struct MLAParams : AttentionParams {
 void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                     const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
 
-/// MoE routing of one token: gate GEMM, scoring, correction bias, group
-/// limited selection, top-k, normalization and scaling. Buffers: x, router,
-/// [bias], ids (i32 [T, K]), weights (f32 [T, K]), workspace (2E + G).
+/// The experts' contiguous layout: every token has `slots` rows (top_k
+/// routed + shared experts), grouped by expert (`experts` includes the
+/// shared ones), each expert's segment padded to a multiple of `blockM`.
+/// `rows()` is the worst case over all routings, so no token is dropped.
+struct MoELayout {
+  int64_t tokens = 0, slots = 0, experts = 0, blockM = 1;
+  int64_t rows() const {
+    int64_t used = tokens * slots;
+    int64_t segments = experts < used ? experts : used;
+    int64_t r = used + segments * (blockM - 1);
+    return (r + blockM - 1) / blockM * blockM;
+  }
+  int64_t blocks() const { return rows() / blockM; }
+};
+
+/// MoE routing of one token (gate GEMM, scoring, correction bias, group
+/// limited selection, top-k, normalization, scaling), then the token
+/// permutation into the contiguous layout by the last program to finish.
+/// Scalars: [tokens].
+/// Buffers: x, router, [bias], sync (i32 [1], zero), ids (i32 [T, K]),
+/// weights (f32 [T, K]), workspace (T x (2E + G) floats, then E + S i32
+/// counters), sorted_token (i32 [rows]), block_expert (i32 [blocks]),
+/// slot_row (i32 [T, K + S]).
 struct MoERouteParams {
   int64_t hidden = 0, experts = 0, topK = 0, groups = 1, topkGroup = 1;
   bool sigmoid = false, groupTop2Sum = true, normTopK = true, hasBias = false;
   double scaling = 1.0;
+  int64_t sharedExperts = 0, blockM = 1;
 };
 void emitMoERouteProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                          const MoERouteParams &p,
                          llvm::ArrayRef<mlir::Type> types);
 
-/// The skeleton shared by the experts' down projections: one program per
-/// (token, tile of tileD output columns); for each output column d,
-/// y[t, d] = sum_k weight[t, k] * slotDot(slotRow, expert, d) + addends, with
-/// ids at buffer `idsBuffer`, weights at `idsBuffer + 1`, the addends after
-/// `firstAddend` and the output last.
-void emitExpertDownSkeleton(
-    ProgramBuilder &p, const ProgramArgs &args, int64_t hidden, int64_t topK,
-    int64_t tileD, unsigned idsBuffer, unsigned firstAddend,
-    unsigned numAddends, llvm::ArrayRef<mlir::Type> types,
-    llvm::function_ref<mlir::Value(mlir::Value slotRow, mlir::Value expert,
-                                   mlir::Value d)>
-        slotDot);
+/// The loop shared by the grouped expert GEMMs: program (block, tile) of a
+/// grid of blocks x `tiles`; when the block belongs to an expert, calls
+/// `row(r, token, expert, tile)` for each of its rows that holds a token.
+/// Buffers `sortedBuffer`, `sortedBuffer + 1`: sorted_token, block_expert.
+void forEachGroupedRow(
+    ProgramBuilder &p, const ProgramArgs &args, int64_t blockM, int64_t tiles,
+    unsigned sortedBuffer, llvm::ArrayRef<mlir::Type> types,
+    llvm::function_ref<void(mlir::Value r, mlir::Value token,
+                            mlir::Value expert, mlir::Value tile)>
+        row);
 
-/// act[t, k, f] = silu(x[t] . w_gate[e, f]) * (x[t] . w_up[e, f]) for the
-/// k-th expert e of token t; w_gate/w_up are pointer tables (one per
-/// expert). One program per (token, slot, tile of tileF). Buffers: x, ids,
-/// w_gate table, w_up table, act.
+/// act[r, f] = silu(x[t] . w_gate[e, f]) * (x[t] . w_up[e, f]) over the
+/// contiguous layout (t = sorted_token[r], e = block_expert[r / blockM]);
+/// w_gate/w_up are pointer tables. One program per (block, tile of tileF).
+/// Buffers: x, sorted_token, block_expert, w_gate table, w_up table, act.
 void emitMoEUpProgram(mlir::OpBuilder &b, const ProgramArgs &args,
-                      int64_t hidden, int64_t ffn, int64_t topK, int64_t tileF,
-                      llvm::ArrayRef<mlir::Type> types);
+                      int64_t hidden, int64_t ffn, int64_t blockM,
+                      int64_t tileF, llvm::ArrayRef<mlir::Type> types);
 
-/// y[t, d] = sum_k weight[t, k] * (act[t, k] . w_down[e_k, d]). One program
-/// per (token, tile of tileD). Buffers: act, ids, weights, w_down table, y.
+/// rows[r, d] = act[r] . w_down[e, d] over the contiguous layout. One
+/// program per (block, tile of tileD). Buffers: act, sorted_token,
+/// block_expert, w_down table, rows.
 void emitMoEDownProgram(mlir::OpBuilder &b, const ProgramArgs &args,
-                        int64_t hidden, int64_t ffn, int64_t topK,
-                        int64_t tileD, llvm::ArrayRef<mlir::Type> types,
-                        unsigned numAddends = 0);
+                        int64_t hidden, int64_t ffn, int64_t blockM,
+                        int64_t tileD, llvm::ArrayRef<mlir::Type> types);
+
+/// y[t, d] = sum_{k < topK} w[t, k] * rows[slot_row[t, k], d]
+///         + sum_{k >= topK} rows[slot_row[t, k], d] + addends.
+/// One program per (token, tile of tileD). Buffers: rows, slot_row,
+/// weights, [addends], y.
+void emitMoECombineProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                           int64_t hidden, int64_t topK, int64_t slots,
+                           int64_t tileD, llvm::ArrayRef<mlir::Type> types,
+                           unsigned numAddends = 0);
 
 //===----------------------------------------------------------------------===//
 // FP8 block quantization (DeepSeek-V3): e4m3 values, fp32 scales; weights in
@@ -230,21 +258,22 @@ void emitGemmFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t n, int64_t k, int64_t tileN, int64_t act,
                         int64_t wbN, llvm::ArrayRef<mlir::Type> types,
                         unsigned numAddends = 0);
-/// FP8 experts, gate and up: one program per (token, slot, tile of tileF =
-/// act columns); the SwiGLU output of the tile is quantized in place.
-/// Buffers: xq, xs, ids, wg table, wu table, wg-scale table, wu-scale table,
-/// act_q, act_s, workspace (f32 [T, K, F]).
+/// FP8 grouped experts, gate and up: one program per (block, tile of tileF
+/// columns, a multiple of act); the SwiGLU output of each row's tile is
+/// quantized in place. Buffers: xq, xs, sorted_token, block_expert, wg
+/// table, wu table, wg-scale table, wu-scale table, act_q, act_s, workspace
+/// (f32 [rows, F]).
 void emitMoEUpFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
-                         int64_t hidden, int64_t ffn, int64_t topK,
+                         int64_t hidden, int64_t ffn, int64_t blockM,
                          int64_t tileF, int64_t act,
                          llvm::ArrayRef<mlir::Type> types);
-/// FP8 experts, down: one program per (token, tile of tileD columns).
-/// Buffers: act_q, act_s, ids, weights, wd table, wd-scale table, y.
+/// FP8 grouped experts, down: one program per (block, tile of tileD
+/// columns). Buffers: act_q, act_s, sorted_token, block_expert, wd table,
+/// wd-scale table, rows (f32).
 void emitMoEDownFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
-                           int64_t hidden, int64_t ffn, int64_t topK,
+                           int64_t hidden, int64_t ffn, int64_t blockM,
                            int64_t tileD, int64_t act,
-                           llvm::ArrayRef<mlir::Type> types,
-                           unsigned numAddends = 0);
+                           llvm::ArrayRef<mlir::Type> types);
 
 } // namespace kiln::kernels
 

@@ -80,6 +80,8 @@ public:
   mlir::Value exp(mlir::Value a);
   mlir::Value sqrt(mlir::Value a);
   mlir::Value lt(mlir::Value a, mlir::Value c); ///< signed i64 a < c
+  mlir::Value eq(mlir::Value a, mlir::Value c); ///< i64 a == c
+  mlir::Value ceilDivI(mlir::Value a, int64_t c); ///< (a + c - 1) / c, a >= 0
   mlir::Value select(mlir::Value cond, mlir::Value a, mlir::Value c);
 
   /// Loads element `index` of a buffer of `elemType` and converts it to f32
@@ -88,6 +90,16 @@ public:
   /// Converts an f32 value to `elemType` and stores it at `index`.
   void store(mlir::Value value, mlir::Value ptr, mlir::Type elemType,
              mlir::Value index);
+
+  /// Stores an i64 value into an integer buffer of `intType` (truncating).
+  void storeInt(mlir::Value i64Value, mlir::Value ptr, mlir::Type intType,
+                mlir::Value index);
+  /// Atomically adds `delta` (i64, truncated to i32) to the i32 at `index`
+  /// with acquire-release ordering; returns the old value as i64. Used for
+  /// the "last program" pattern: a program's plain stores before it are
+  /// visible to the program that sees the final count.
+  mlir::Value atomicAddI32(mlir::Value ptr, mlir::Value index,
+                           mlir::Value delta);
 
   /// `for (i = lo; i < hi; i += step)` with f32 loop-carried values.
   llvm::SmallVector<mlir::Value>
