@@ -151,68 +151,129 @@ void emitGemmFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n,
   });
 }
 
+namespace {
+
+/// One row's tile [f0, f1) of silu(x . w_gate) * (x . w_up) with
+/// block-scaled FP8 operands, staged in f32 in `ws` and then quantized in
+/// tiles of `act` into q/s: the body shared by gemm_swiglu_fp8 and the FP8
+/// grouped experts. The tile holds whole act tiles (or the row's end).
+struct SwiGLUQuantTile {
+  Value xq, xs;
+  Type xT;
+  Value xBase, xsBase; // the input row
+  Value wg, wu, wgs, wus;
+  Type wgT, wuT;
+  Value q, s, ws;
+  Type qT;
+  Value row; // the output row
+};
+
+void emitSwiGLUQuantTile(ProgramBuilder &p, int64_t hidden, int64_t ffn,
+                         int64_t tileF, int64_t act, int64_t wbN,
+                         const SwiGLUQuantTile &t, Value tile) {
+  OpBuilder &b = p.builder();
+  Type f32 = b.getF32Type();
+  int64_t kBlocks = ceilDiv(hidden, act);
+  int64_t fBlocks = ceilDiv(ffn, act);
+  Value f0 = p.mul(tile, p.i64(tileF));
+  Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
+  Value rowBase = p.mul(t.row, p.i64(ffn));
+  p.forLoop(f0, f1, p.i64(1), [&](Value f) {
+    Value wsRow = p.mul(p.divs(f, p.i64(wbN)), p.i64(kBlocks));
+    Value wBase = p.mul(f, p.i64(hidden));
+    Value g = blockDot(p, hidden, act, t.xq, t.xT, t.xBase, t.xs, t.xsBase,
+                       t.wg, t.wgT, wBase, [&](Value kb) {
+                         return p.load(t.wgs, f32, p.add(wsRow, kb));
+                       });
+    Value u = blockDot(p, hidden, act, t.xq, t.xT, t.xBase, t.xs, t.xsBase,
+                       t.wu, t.wuT, wBase, [&](Value kb) {
+                         return p.load(t.wus, f32, p.add(wsRow, kb));
+                       });
+    p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), t.ws, f32, p.add(rowBase, f));
+  });
+  Value qBase = p.add(rowBase, f0);
+  Value sBase = p.add(p.mul(t.row, p.i64(fBlocks)), p.divs(f0, p.i64(act)));
+  int64_t cols = std::min(tileF, ffn);
+  // The last tile may be shorter than tileF when ffn % tileF != 0.
+  Value nCols = arith::SubIOp::create(b, p.location(), f1, f0);
+  Value c1 = p.i64(1);
+  p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tt) {
+    Value k0 = p.mul(tt, p.i64(act));
+    Value k1 = p.minI(p.add(k0, p.i64(act)), nCols);
+    Value amax = p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
+                           [&](Value k, ValueRange it) {
+                             return SmallVector<Value>{p.fmax(
+                                 it[0],
+                                 p.fabs(p.load(t.ws, f32, p.add(qBase, k))))};
+                           })[0];
+    Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+    p.ifThen(p.lt(k0, nCols),
+             [&] { p.store(scale, t.s, f32, p.add(sBase, tt)); });
+    p.forLoop(k0, k1, c1, [&](Value k) {
+      p.store(p.fdiv(p.load(t.ws, f32, p.add(qBase, k)), scale), t.q, t.qT,
+              p.add(qBase, k));
+    });
+  });
+}
+
+} // namespace
+
+void emitGemmSwiGLUFP8Program(OpBuilder &b, const ProgramArgs &args,
+                              int64_t n, int64_t k, int64_t tileN, int64_t act,
+                              int64_t wbN, ArrayRef<Type> types) {
+  // types: xq, w_gate, w_up, xs, w_gate_scale, w_up_scale, q, s, workspace
+  ProgramBuilder p(b, args.loc);
+  int64_t tiles = ceilDiv(n, tileN);
+  Value row = p.divs(args.pid, p.i64(tiles));
+  Value tile = p.rems(args.pid, p.i64(tiles));
+  SwiGLUQuantTile t{args.buffers[0], args.buffers[3], types[0],
+                    p.mul(row, p.i64(k)), p.mul(row, p.i64(ceilDiv(k, act))),
+                    args.buffers[1], args.buffers[2], args.buffers[4],
+                    args.buffers[5], types[1], types[2], args.buffers[6],
+                    args.buffers[7], args.buffers[8], types[6], row};
+  emitSwiGLUQuantTile(p, k, n, tileN, act, wbN, t, tile);
+}
+
+void emitGemmDualFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n1,
+                            int64_t n2, int64_t k, int64_t tileN, int64_t act,
+                            int64_t wbN, ArrayRef<Type> types) {
+  // types: xq, w1, w2, xs, ws1, ws2, out1, out2
+  ProgramBuilder p(b, args.loc);
+  Type f32 = b.getF32Type();
+  int64_t kBlocks = ceilDiv(k, act);
+  emitGemmDualSkeleton(
+      p, args, n1, n2, tileN, 6, types,
+      [&](unsigned which, Value row, Value col) {
+        Value wsRow = p.mul(p.divs(col, p.i64(wbN)), p.i64(kBlocks));
+        return blockDot(p, k, act, args.buffers[0], types[0],
+                        p.mul(row, p.i64(k)), args.buffers[3],
+                        p.mul(row, p.i64(kBlocks)), args.buffers[1 + which],
+                        types[1 + which], p.mul(col, p.i64(k)), [&](Value kb) {
+                          return p.load(args.buffers[4 + which], f32,
+                                        p.add(wsRow, kb));
+                        });
+      });
+}
+
 void emitMoEUpFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
                          int64_t ffn, int64_t blockM, int64_t tileF,
                          int64_t act, ArrayRef<Type> types) {
   // types: xq, xs, sorted_token, block_expert, wg, wu, wgs, wus, act_q,
   // act_s, workspace
   ProgramBuilder p(b, args.loc);
-  Type f32 = b.getF32Type();
   int64_t tiles = ceilDiv(ffn, tileF);
-  int64_t kBlocks = ceilDiv(hidden, act);
-  int64_t fBlocks = ceilDiv(ffn, act);
   forEachGroupedRow(p, args, blockM, tiles, 2, types,
                     [&](Value r, Value t, Value e, Value tile) {
-    Value wg = p.loadPtr(args.buffers[4], e), wu = p.loadPtr(args.buffers[5], e);
-    Value wgs = p.loadPtr(args.buffers[6], e),
-          wus = p.loadPtr(args.buffers[7], e);
-    Value xBase = p.mul(t, p.i64(hidden));
-    Value xsBase = p.mul(t, p.i64(kBlocks));
-    Value f0 = p.mul(tile, p.i64(tileF));
-    Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
-    Value rowBase = p.mul(r, p.i64(ffn));
-    Value ws = args.buffers[10];
-    p.forLoop(f0, f1, p.i64(1), [&](Value f) {
-      Value wsRow = p.mul(p.divs(f, p.i64(act)), p.i64(kBlocks));
-      Value wBase = p.mul(f, p.i64(hidden));
-      Value g = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
-                         args.buffers[1], xsBase, wg, types[4], wBase,
-                         [&](Value kb) {
-                           return p.load(wgs, f32, p.add(wsRow, kb));
-                         });
-      Value u = blockDot(p, hidden, act, args.buffers[0], types[0], xBase,
-                         args.buffers[1], xsBase, wu, types[5], wBase,
-                         [&](Value kb) {
-                           return p.load(wus, f32, p.add(wsRow, kb));
-                         });
-      p.store(p.fmul(p.fmul(g, p.sigmoid(g)), u), ws, f32, p.add(rowBase, f));
-    });
-    // Quantize this row's tile of SwiGLU output (tileF is a multiple of
-    // act, or the whole row): the program owns whole act tiles.
-    Value qBase = p.add(rowBase, f0);
-    Value sBase = p.add(p.mul(r, p.i64(fBlocks)), p.divs(f0, p.i64(act)));
-    int64_t cols = std::min(tileF, ffn);
-    // The last tile may be shorter than tileF when ffn % tileF != 0.
-    Value nCols = arith::SubIOp::create(b, args.loc, f1, f0);
-    Value c1 = p.i64(1);
-    p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tt) {
-      Value k0 = p.mul(tt, p.i64(act));
-      Value k1 = p.minI(p.add(k0, p.i64(act)), nCols);
-      Value amax = p.forLoop(k0, k1, c1, ValueRange{p.f32(0.0f)},
-                             [&](Value k, ValueRange it) {
-                               return SmallVector<Value>{p.fmax(
-                                   it[0],
-                                   p.fabs(p.load(ws, f32, p.add(qBase, k))))};
-                             })[0];
-      Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
-      p.ifThen(p.lt(k0, nCols), [&] {
-        p.store(scale, args.buffers[9], f32, p.add(sBase, tt));
-      });
-      p.forLoop(k0, k1, c1, [&](Value k) {
-        p.store(p.fdiv(p.load(ws, f32, p.add(qBase, k)), scale),
-                args.buffers[8], types[8], p.add(qBase, k));
-      });
-    });
+    SwiGLUQuantTile st{args.buffers[0], args.buffers[1], types[0],
+                       p.mul(t, p.i64(hidden)),
+                       p.mul(t, p.i64(ceilDiv(hidden, act))),
+                       p.loadPtr(args.buffers[4], e),
+                       p.loadPtr(args.buffers[5], e),
+                       p.loadPtr(args.buffers[6], e),
+                       p.loadPtr(args.buffers[7], e), types[4], types[5],
+                       args.buffers[8], args.buffers[9], args.buffers[10],
+                       types[8], r};
+    emitSwiGLUQuantTile(p, hidden, ffn, tileF, act, act, st, tile);
   });
 }
 

@@ -71,34 +71,45 @@ void emitGemmSwiGLUProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
   });
 }
 
-void emitGemmDualProgram(OpBuilder &b, const ProgramArgs &args, int64_t n1,
-                         int64_t n2, int64_t k, int64_t tileN,
-                         ArrayRef<Type> types) {
-  ProgramBuilder p(b, args.loc);
+void emitGemmDualSkeleton(ProgramBuilder &p, const ProgramArgs &args,
+                          int64_t n1, int64_t n2, int64_t tileN, unsigned out1,
+                          ArrayRef<Type> types,
+                          function_ref<Value(unsigned, Value, Value)> dot) {
   int64_t n = n1 + n2;
   int64_t tilesPerRow = (n + tileN - 1) / tileN;
   Value row = p.divs(args.pid, p.i64(tilesPerRow));
   Value tile = p.rems(args.pid, p.i64(tilesPerRow));
   Value c0 = p.mul(tile, p.i64(tileN));
   Value c1 = p.minI(p.add(c0, p.i64(tileN)), p.i64(n));
-  Value xBase = p.mul(row, p.i64(k));
   // Columns of the first projection, then of the second; two loops so each
   // reads one weight and writes one output.
   Value split = p.i64(n1);
   Value aEnd = p.minI(c1, split);
   p.forLoop(c0, aEnd, p.i64(1), [&](Value col) {
-    Value acc = p.dot(args.buffers[0], types[0], xBase, args.buffers[1],
-                      types[1], p.mul(col, p.i64(k)), k);
-    p.store(acc, args.buffers[3], types[3], p.add(p.mul(row, p.i64(n1)), col));
+    p.store(dot(0, row, col), args.buffers[out1], types[out1],
+            p.add(p.mul(row, p.i64(n1)), col));
   });
+  OpBuilder &b = p.builder();
   Value bStart = arith::MaxSIOp::create(b, args.loc, c0, split);
   p.forLoop(bStart, c1, p.i64(1), [&](Value col) {
     Value local = arith::SubIOp::create(b, args.loc, col, split);
-    Value acc = p.dot(args.buffers[0], types[0], xBase, args.buffers[2],
-                      types[2], p.mul(local, p.i64(k)), k);
-    p.store(acc, args.buffers[4], types[4],
+    p.store(dot(1, row, local), args.buffers[out1 + 1], types[out1 + 1],
             p.add(p.mul(row, p.i64(n2)), local));
   });
+}
+
+void emitGemmDualProgram(OpBuilder &b, const ProgramArgs &args, int64_t n1,
+                         int64_t n2, int64_t k, int64_t tileN,
+                         ArrayRef<Type> types) {
+  // types: x, w1, w2, out1, out2
+  ProgramBuilder p(b, args.loc);
+  emitGemmDualSkeleton(p, args, n1, n2, tileN, 3, types,
+                       [&](unsigned which, Value row, Value col) {
+                         return p.dot(args.buffers[0], types[0],
+                                      p.mul(row, p.i64(k)),
+                                      args.buffers[1 + which], types[1 + which],
+                                      p.mul(col, p.i64(k)), k);
+                       });
 }
 
 } // namespace kiln::kernels

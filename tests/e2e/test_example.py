@@ -268,14 +268,13 @@ class Dumps(unittest.TestCase):
 
 @unittest.skipUnless(have_ptxas(), "ptxas not found: sm_90a kernels are not assembled on this machine")
 class Sm90a(unittest.TestCase):
-    def test_every_kernel_assembles_with_ptxas(self):
+    def check_plan(self, source, extra=()):
+        """Compiles `source` for sm_90a and checks every kernel's ptxas report."""
         tmp = tempfile.mkdtemp(prefix="kiln-sm90a-")
         try:
             plan = os.path.join(tmp, "p.kplan")
-            run([tool("kiln-compile"), MODEL, "-o", plan, "--target=sm_90a,cpu"])
+            run([tool("kiln-compile"), source, "-o", plan, "--target=sm_90a,cpu", *extra])
             data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
-            blob = json.dumps(data)
-            self.assertIn("sm_90a", blob)
             cuda = [t for t in data["targets"] if t["target"] == "cuda"]
             self.assertEqual(len(cuda), 1)
             self.assertEqual(cuda[0]["arch"], "sm_90a")
@@ -291,6 +290,33 @@ class Sm90a(unittest.TestCase):
                 self.assertEqual(res["spill_store_bytes"], 0, k["name"])
                 self.assertEqual(res["spill_load_bytes"], 0, k["name"])
                 self.assertGreater(eps[0]["code_bytes"], 0, k["name"])
+            return [k["name"] for k in data["kernels"]]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_every_kernel_assembles_with_ptxas(self):
+        self.check_plan(MODEL)
+
+    def test_every_model_kernel_assembles_with_ptxas(self):
+        """Every kernel kind the importer's families produce, fused and
+        unfused, plain and FP8: MLA, routing with the permutation, grouped
+        experts, the combine, the merged and FP8 GEMMs."""
+        import make_tiny_checkpoint as mk
+        tmp = tempfile.mkdtemp(prefix="kiln-sm90a-models-")
+        try:
+            seen = set()
+            for family, fp8, extra in [("deepseek_v3", False, ()), ("deepseek_v3", False, ("--no-fuse",)),
+                                       ("deepseek_v3", True, ()), ("deepseek_v2", False, ()),
+                                       ("llama", False, ())]:
+                with self.subTest(family=family, fp8=fp8, extra=extra):
+                    ckpt = os.path.join(tmp, f"{family}{'-fp8' if fp8 else ''}")
+                    if not os.path.isdir(ckpt):
+                        mk.make_checkpoint(family, ckpt, variant="fp8dims" if fp8 else None, fp8=fp8)
+                    seen.update(self.check_plan(ckpt, extra))
+            for kind in ["moe_route", "moe_up", "moe_up_fp8", "moe_down", "moe_down_fp8",
+                         "moe_combine", "gemm_dual", "gemm_dual_fp8", "mla", "gemm_swiglu", "gemm_swiglu_fp8",
+                         "rms_norm_quant", "attn"]:
+                self.assertTrue(any(n.startswith(kind) for n in seen), (kind, sorted(seen)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -30,7 +30,7 @@ QUANT = "#kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>"
 class KernelModel:
     """Compiles a small kiln-dialect model and runs it through kiln-run."""
 
-    def __init__(self, tmp, name, text, weights=None):
+    def __init__(self, tmp, name, text, weights=None, flags=()):
         self.tmp = tmp
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -41,7 +41,7 @@ class KernelModel:
         with open(self.mlir, "w") as f:
             f.write(text)
         self.plan = os.path.join(self.dir, "m.kplan")
-        run([tool("kiln-compile"), self.mlir, "-o", self.plan])
+        run([tool("kiln-compile"), self.mlir, "-o", self.plan, *flags])
 
     def __call__(self, inputs, outputs):
         args = [tool("kiln-run"), self.plan]
@@ -171,6 +171,75 @@ module {{
         err = np.abs(y - expected).max() / np.abs(expected[nz]).max()
         self.assertLessEqual(err, 1e-5, f"GEMM relative error {err:.2e}")
         self.assertTrue(np.all(y[2] == 0))  # zero row stays zero
+
+    def test_fused_fp8_gemms_match_unfused(self):
+        """gemm_swiglu_fp8 (gate + up + SwiGLU + quantization) and
+        gemm_dual_fp8 (two projections of one quantized input) against the
+        unfused kernels on the same inputs, and both against numpy."""
+        m, k, f, n1, n2 = 5, 300, 260, 200, 72  # partial blocks and tiles
+        def weight(rows, cols):
+            w = (self.rng.standard_normal((rows, cols)) * cols ** -0.5).astype(np.float32)
+            return F.quantize_weight_blocks(w)
+        (wg, wgs), (wu, wus), (wd, wds) = weight(f, k), weight(f, k), weight(k, f)
+        (w1, w1s), (w2, w2s) = weight(n1, k), weight(n2, k)
+        def cb(r):
+            return -(-r // 128)
+        def lin(x, xs, w, rows, cols):
+            return (f"kiln.linear {x}, %{w} scales({xs}, %{w}s) {{quant = {QUANT}}} : "
+                    f"(tensor<{m}x{cols}xf8E4M3FN>, tensor<{rows}x{cols}xf8E4M3FN>, "
+                    f"tensor<{m}x{cb(cols)}xf32>, tensor<{cb(rows)}x{cb(cols)}xf32>) -> tensor<{m}x{rows}xf32>")
+        decls = "\n".join(
+            f'    %{w} = kiln.weight "{w}.weight" : tensor<{r}x{c}xf8E4M3FN>\n'
+            f'    %{w}s = kiln.weight "{w}.weight_scale_inv" : tensor<{cb(r)}x{cb(c)}xf32>'
+            for w, r, c in [("wg", f, k), ("wu", f, k), ("wd", k, f), ("w1", n1, k), ("w2", n2, k)])
+        outs = (f"tensor<{m}x{f}xf8E4M3FN>, tensor<{m}x{cb(f)}xf32>, tensor<{m}x{k}xf32>, "
+                f"tensor<{m}x{n1}xf32>, tensor<{m}x{n2}xf32>")
+        text = f"""
+module {{
+  func.func @forward(%x: tensor<{m}x{k}xf32> {{kiln.name = "x"}})
+      -> (tensor<{m}x{f}xf8E4M3FN> {{kiln.name = "aq"}}, tensor<{m}x{cb(f)}xf32> {{kiln.name = "as"}},
+          tensor<{m}x{k}xf32> {{kiln.name = "y"}}, tensor<{m}x{n1}xf32> {{kiln.name = "p1"}},
+          tensor<{m}x{n2}xf32> {{kiln.name = "p2"}}) {{
+{decls}
+    %q, %s = kiln.quantize %x {{quant = {QUANT}}} : (tensor<{m}x{k}xf32>) -> (tensor<{m}x{k}xf8E4M3FN>, tensor<{m}x{cb(k)}xf32>)
+    %g = {lin("%q", "%s", "wg", f, k)}
+    %u = {lin("%q", "%s", "wu", f, k)}
+    %a = kiln.swiglu %g, %u : (tensor<{m}x{f}xf32>, tensor<{m}x{f}xf32>) -> tensor<{m}x{f}xf32>
+    %aq, %as = kiln.quantize %a {{quant = {QUANT}}} : (tensor<{m}x{f}xf32>) -> (tensor<{m}x{f}xf8E4M3FN>, tensor<{m}x{cb(f)}xf32>)
+    %y = {lin("%aq", "%as", "wd", k, f)}
+    %p1 = {lin("%q", "%s", "w1", n1, k)}
+    %p2 = {lin("%q", "%s", "w2", n2, k)}
+    return %aq, %as, %y, %p1, %p2 : {outs}
+  }}
+}}
+"""
+        weights = []
+        for name, (wq, ws) in [("wg", (wg, wgs)), ("wu", (wu, wus)), ("wd", (wd, wds)),
+                               ("w1", (w1, w1s)), ("w2", (w2, w2s))]:
+            weights += [(f"{name}.weight", wq), (f"{name}.weight_scale_inv", ws.astype(np.float32))]
+        fused = KernelModel(self.tmp, "mlp_fused", text, weights)
+        unfused = KernelModel(self.tmp, "mlp_unfused", text, weights, ["--no-fuse"])
+        names = fused.kernels()
+        self.assertTrue(any(n.startswith("gemm_swiglu_fp8") for n in names), names)
+        self.assertTrue(any(n.startswith("gemm_dual_fp8") for n in names), names)
+        self.assertFalse(any(n.startswith(("swiglu_quant", "elementwise")) for n in names), names)
+        self.assertFalse(any(n.startswith("gemm_dual_fp8") for n in unfused.kernels()))
+        x = self.activations(m, k)
+        got = fused({"x": x}, ["aq", "as", "y", "p1", "p2"])
+        ref = unfused({"x": x}, ["aq", "as", "y", "p1", "p2"])
+        for name, a, b in zip(["aq", "as", "y", "p1", "p2"], got, ref):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        # And against numpy, from the equations.
+        xq, xs = F.quantize_activation(x)
+        g, u = F.fp8_gemm(xq, xs, wg, wgs), F.fp8_gemm(xq, xs, wu, wus)
+        eq, es = F.quantize_activation((g / (1 + np.exp(-g)) * u).astype(np.float32))
+        mismatch = np.mean(got[0] != eq)
+        self.assertLessEqual(mismatch, 0.01, f"{mismatch:.2%} of e4m3 codes differ")
+        np.testing.assert_allclose(got[1], es, rtol=1e-5)
+        for y, w, ws in [(got[3], w1, w1s), (got[4], w2, w2s)]:
+            expected = F.fp8_gemm(xq, xs, w, ws)
+            err = np.abs(y - expected).max() / np.abs(expected).max()
+            self.assertLessEqual(err, 1e-5)
 
     def test_rms_norm_quantization_is_fused_and_exact(self):
         m, k = 4, 256

@@ -51,11 +51,58 @@ struct FuseSwiGLUIntoGemms : OpRewritePattern<k::ElementwiseOp> {
   }
 };
 
+/// FP8: quantize(swiglu(gemm_fp8(xq, W_gate), gemm_fp8(xq, W_up))) becomes
+/// one gemm_swiglu_fp8, which also quantizes its output for the down
+/// projection.
+struct FuseSwiGLUIntoFP8Gemms : OpRewritePattern<k::QuantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(k::QuantizeOp quant,
+                                PatternRewriter &rw) const override {
+    auto op = quant.getInput().getDefiningOp<k::ElementwiseOp>();
+    if (!op || op.getKind() != "swiglu" || !op->hasOneUse())
+      return failure();
+    auto gate = op.getLhs().getDefiningOp<k::GemmFP8Op>();
+    auto up = op.getRhs().getDefiningOp<k::GemmFP8Op>();
+    if (!gate || !up || gate == up || !gate->hasOneUse() || !up->hasOneUse() ||
+        gate.getInput() != up.getInput() ||
+        gate.getInputScale() != up.getInputScale() ||
+        !gate.getAddends().empty() || !up.getAddends().empty() ||
+        gate.getType() != up.getType() || gate.getType() != op.getType() ||
+        gate.getWeight().getType() != up.getWeight().getType() ||
+        gate.getAct() != up.getAct() || gate.getAct() != quant.getAct() ||
+        gate.getWeightBlockN() != up.getWeightBlockN())
+      return failure();
+    auto outTy = cast<RankedTensorType>(op.getType());
+    int64_t n = outTy.getShape().back(), act = quant.getAct();
+    SmallVector<Attribute> fused(gate.getFusedOps().begin(),
+                                 gate.getFusedOps().end());
+    for (ArrayAttr more : {up.getFusedOps(), op.getFusedOps(),
+                           quant.getFusedOps()})
+      fused.append(more.begin(), more.end());
+    rw.setInsertionPoint(quant);
+    auto fusedOp = k::GemmSwiGLUFP8Op::create(
+        rw,
+        rw.getFusedLoc({gate.getLoc(), up.getLoc(), op.getLoc(),
+                        quant.getLoc()}),
+        TypeRange{quant.getResult().getType(), quant.getScale().getType(),
+                  outTy},
+        gate.getInput(), gate.getWeight(), up.getWeight(),
+        gate.getInputScale(), gate.getWeightScale(), up.getWeightScale(),
+        rw.getI64IntegerAttr(n > act ? act : n), gate.getActAttr(),
+        gate.getWeightBlockNAttr(), rw.getArrayAttr(fused));
+    rw.replaceOp(quant, ValueRange{fusedOp.getResult(), fusedOp.getScale()});
+    rw.eraseOp(op);
+    rw.eraseOp(gate);
+    rw.eraseOp(up);
+    return success();
+  }
+};
+
 struct KilnFuseGatedMLPPass
     : kiln::impl::KilnFuseGatedMLPBase<KilnFuseGatedMLPPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseSwiGLUIntoGemms>(&getContext());
+    patterns.add<FuseSwiGLUIntoGemms, FuseSwiGLUIntoFP8Gemms>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

@@ -74,6 +74,21 @@ LogicalResult verifyStatic(Operation *op) {
 
 static SmallVector<Type> elemTypes(Operation *op);
 
+/// Checks a block-scaled weight's scale: [ceil(N / block_n), ceil(K / act)].
+static LogicalResult verifyWeightScale(Operation *op, Value w, Value scale,
+                                       int64_t blockN, int64_t act,
+                                       StringRef name) {
+  auto t = ranked(w);
+  if (numel(scale) != ceilDiv(t.getDimSize(0), blockN) *
+                          ceilDiv(t.getDimSize(1), act))
+    return op->emitOpError() << name
+                             << " scale must be [ceil(N / block), ceil(K / "
+                                "act)] (the weight's K block must equal the "
+                                "activation tile)";
+  return success();
+}
+
+
 //===----------------------------------------------------------------------===//
 // gather_rows
 //===----------------------------------------------------------------------===//
@@ -96,8 +111,6 @@ std::string GatherRowsOp::getKernelName() {
 }
 std::string GatherRowsOp::getTileConfig() { return "program=row"; }
 int64_t GatherRowsOp::getNumPrograms() { return numel(getIds()); }
-SmallVector<int64_t> GatherRowsOp::getLaunchScalars() { return {}; }
-unsigned GatherRowsOp::getNumKernelScalars() { return 0; }
 void GatherRowsOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitGatherRowsProgram(b, args, ranked(getTable()).getDimSize(0),
                             lastDim(getTable()), elem(getTable()),
@@ -166,8 +179,6 @@ std::string RMSNormOp::getKernelName() {
 }
 std::string RMSNormOp::getTileConfig() { return "program=row"; }
 int64_t RMSNormOp::getNumPrograms() { return normRows(*this); }
-SmallVector<int64_t> RMSNormOp::getLaunchScalars() { return {}; }
-unsigned RMSNormOp::getNumKernelScalars() { return 0; }
 void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::CachePlacement place;
   if (getCache()) {
@@ -223,8 +234,6 @@ int64_t GemmOp::getNumPrograms() {
   int64_t m = numel(getInput()) / lastDim(getInput());
   return m * ((n + getTileN() - 1) / getTileN());
 }
-SmallVector<int64_t> GemmOp::getLaunchScalars() { return {}; }
-unsigned GemmOp::getNumKernelScalars() { return 0; }
 void GemmOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWeight());
   kk::emitGemmProgram(b, args, w.getDimSize(0), w.getDimSize(1), getTileN(),
@@ -259,8 +268,6 @@ int64_t GemmSwiGLUOp::getNumPrograms() {
   return numel(getInput()) / lastDim(getInput()) *
          ((n + getTileN() - 1) / getTileN());
 }
-SmallVector<int64_t> GemmSwiGLUOp::getLaunchScalars() { return {}; }
-unsigned GemmSwiGLUOp::getNumKernelScalars() { return 0; }
 void GemmSwiGLUOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWGate());
   kk::emitGemmSwiGLUProgram(b, args, w.getDimSize(0), w.getDimSize(1),
@@ -294,8 +301,6 @@ int64_t GemmDualOp::getNumPrograms() {
   return numel(getInput()) / lastDim(getInput()) *
          ((n + getTileN() - 1) / getTileN());
 }
-SmallVector<int64_t> GemmDualOp::getLaunchScalars() { return {}; }
-unsigned GemmDualOp::getNumKernelScalars() { return 0; }
 void GemmDualOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitGemmDualProgram(b, args, ranked(getW1()).getDimSize(0),
                           ranked(getW2()).getDimSize(0),
@@ -370,8 +375,6 @@ std::string SliceOp::getTileConfig() { return "program=row"; }
 int64_t SliceOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-SmallVector<int64_t> SliceOp::getLaunchScalars() { return {}; }
-unsigned SliceOp::getNumKernelScalars() { return 0; }
 void SliceOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitSliceProgram(b, args, lastDim(getInput()), getOffset(),
                        lastDim(getResult()), elem(getInput()),
@@ -473,8 +476,6 @@ int64_t RopeOp::getNumPrograms() {
   kk::RopeParams p = ropeParams(*this);
   return ranked(getResult()).getDimSize(0) * p.seq * p.heads;
 }
-SmallVector<int64_t> RopeOp::getLaunchScalars() { return {}; }
-unsigned RopeOp::getNumKernelScalars() { return 0; }
 void RopeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitRopeProgram(b, args, ropeParams(*this), elem(getInput()),
                       getStart() ? elem(getStart()) : Type(),
@@ -525,8 +526,6 @@ std::string AttentionOp::getTileConfig() {
 int64_t AttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-SmallVector<int64_t> AttentionOp::getLaunchScalars() { return {}; }
-unsigned AttentionOp::getNumKernelScalars() { return 0; }
 void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitAttentionProgram(b, args, attentionParams(*this), elem(getQ()),
                            elem(getK()), elem(getV()),
@@ -592,8 +591,6 @@ std::string MLAAttentionOp::getTileConfig() {
 int64_t MLAAttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-SmallVector<int64_t> MLAAttentionOp::getLaunchScalars() { return {}; }
-unsigned MLAAttentionOp::getNumKernelScalars() { return 0; }
 void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   SmallVector<Type> types;
   for (Value v : getOperation()->getOperands())
@@ -639,8 +636,6 @@ std::string MLAAttentionQuantOp::getTileConfig() {
 int64_t MLAAttentionQuantOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-SmallVector<int64_t> MLAAttentionQuantOp::getLaunchScalars() { return {}; }
-unsigned MLAAttentionQuantOp::getNumKernelScalars() { return 0; }
 void MLAAttentionQuantOp::emitProgram(OpBuilder &b,
                                       const kk::ProgramArgs &args) {
   kk::emitMLAProgram(b, args, mlaQuantParams(*this), elemTypes(*this));
@@ -774,8 +769,6 @@ int64_t MoEUpOp::getNumPrograms() {
   int64_t f = ranked(getWGate()).getDimSize(1);
   return numel(getBlockExpert()) * ceilDiv(f, getTileF());
 }
-SmallVector<int64_t> MoEUpOp::getLaunchScalars() { return {}; }
-unsigned MoEUpOp::getNumKernelScalars() { return 0; }
 void MoEUpOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wg = ranked(getWGate());
   kk::emitMoEUpProgram(b, args, wg.getDimSize(2), wg.getDimSize(1),
@@ -809,8 +802,6 @@ int64_t MoEDownOp::getNumPrograms() {
   int64_t d = ranked(getWDown()).getDimSize(1);
   return numel(getBlockExpert()) * ceilDiv(d, getTileD());
 }
-SmallVector<int64_t> MoEDownOp::getLaunchScalars() { return {}; }
-unsigned MoEDownOp::getNumKernelScalars() { return 0; }
 void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
   kk::emitMoEDownProgram(b, args, wd.getDimSize(1), wd.getDimSize(2),
@@ -841,8 +832,6 @@ std::string MoECombineOp::getTileConfig() {
 int64_t MoECombineOp::getNumPrograms() {
   return rows(getResult()) * ceilDiv(lastDim(getResult()), getTileD());
 }
-SmallVector<int64_t> MoECombineOp::getLaunchScalars() { return {}; }
-unsigned MoECombineOp::getNumKernelScalars() { return 0; }
 void MoECombineOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitMoECombineProgram(b, args, lastDim(getResult()),
                             lastDim(getWeights()), lastDim(getSlotRow()),
@@ -879,9 +868,7 @@ int64_t CacheWriteOp::getNumPrograms() {
   auto v = ranked(getValues());
   return v.getDimSize(0) * v.getDimSize(1);
 }
-SmallVector<int64_t> CacheWriteOp::getLaunchScalars() { return {}; }
 std::optional<unsigned> CacheWriteOp::getInPlaceOperand() { return 0; }
-unsigned CacheWriteOp::getNumKernelScalars() { return 0; }
 void CacheWriteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto c = ranked(getCache()), v = ranked(getValues());
   int64_t width = numel(getValues()) / (v.getDimSize(0) * v.getDimSize(1));
@@ -911,8 +898,6 @@ std::string QuantizeOp::getTileConfig() {
   return llvm::formatv("program=row; act tile {0}", getAct());
 }
 int64_t QuantizeOp::getNumPrograms() { return rows(getInput()); }
-SmallVector<int64_t> QuantizeOp::getLaunchScalars() { return {}; }
-unsigned QuantizeOp::getNumKernelScalars() { return 0; }
 void QuantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitQuantizeProgram(b, args, lastDim(getInput()), getAct(),
                           elem(getInput()), elem(getResult()));
@@ -925,8 +910,6 @@ std::string DequantizeOp::getKernelName() {
 }
 std::string DequantizeOp::getTileConfig() { return "program=row"; }
 int64_t DequantizeOp::getNumPrograms() { return rows(getInput()); }
-SmallVector<int64_t> DequantizeOp::getLaunchScalars() { return {}; }
-unsigned DequantizeOp::getNumKernelScalars() { return 0; }
 void DequantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitDequantizeProgram(b, args, lastDim(getInput()), getAct(),
                             elem(getInput()), elem(getResult()));
@@ -943,8 +926,6 @@ std::string RMSNormQuantOp::getTileConfig() {
   return llvm::formatv("program=row; act tile {0}", getAct());
 }
 int64_t RMSNormQuantOp::getNumPrograms() { return rows(getInput()); }
-SmallVector<int64_t> RMSNormQuantOp::getLaunchScalars() { return {}; }
-unsigned RMSNormQuantOp::getNumKernelScalars() { return 0; }
 void RMSNormQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitRMSNormQuantProgram(b, args, lastDim(getInput()),
                               getEpsilon().convertToFloat(), getAct(),
@@ -960,8 +941,6 @@ std::string SwiGLUQuantOp::getTileConfig() {
   return llvm::formatv("program=row; act tile {0}", getAct());
 }
 int64_t SwiGLUQuantOp::getNumPrograms() { return rows(getGate()); }
-SmallVector<int64_t> SwiGLUQuantOp::getLaunchScalars() { return {}; }
-unsigned SwiGLUQuantOp::getNumKernelScalars() { return 0; }
 void SwiGLUQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitSwiGLUQuantProgram(b, args, lastDim(getGate()), getAct(),
                              elemTypes(*this));
@@ -973,12 +952,8 @@ LogicalResult GemmFP8Op::verify() {
   auto w = ranked(getWeight());
   if (w.getRank() != 2 || w.getDimSize(1) != lastDim(getInput()))
     return emitOpError("weight must be [N, K]");
-  if (getWeightBlockN() % 1 || numel(getWeightScale()) !=
-                                   ceilDiv(w.getDimSize(0), getWeightBlockN()) *
-                                       ceilDiv(w.getDimSize(1), getAct()))
-    return emitOpError("weight scale must be [ceil(N / block), ceil(K / act)] "
-                       "(the weight's K block must equal the activation tile)");
-  return success();
+  return verifyWeightScale(*this, getWeight(), getWeightScale(),
+                           getWeightBlockN(), getAct(), "weight");
 }
 std::string GemmFP8Op::getKernelName() {
   auto w = ranked(getWeight());
@@ -994,13 +969,91 @@ int64_t GemmFP8Op::getNumPrograms() {
   int64_t n = ranked(getWeight()).getDimSize(0);
   return rows(getInput()) * ceilDiv(n, getTileN());
 }
-SmallVector<int64_t> GemmFP8Op::getLaunchScalars() { return {}; }
-unsigned GemmFP8Op::getNumKernelScalars() { return 0; }
 void GemmFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWeight());
   kk::emitGemmFP8Program(b, args, w.getDimSize(0), w.getDimSize(1),
                          getTileN(), getAct(), getWeightBlockN(),
                          elemTypes(*this), getAddends().size());
+}
+
+LogicalResult GemmDualFP8Op::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto w1 = ranked(getW1()), w2 = ranked(getW2());
+  if (w1.getRank() != 2 || w2.getRank() != 2 ||
+      w1.getDimSize(1) != lastDim(getInput()) ||
+      w2.getDimSize(1) != lastDim(getInput()) ||
+      lastDim(getResult1()) != w1.getDimSize(0) ||
+      lastDim(getResult2()) != w2.getDimSize(0))
+    return emitOpError("w1 and w2 must be [N1, K] and [N2, K]");
+  if (failed(verifyWeightScale(*this, getW1(), getW1Scale(),
+                               getWeightBlockN(), getAct(), "w1")) ||
+      failed(verifyWeightScale(*this, getW2(), getW2Scale(),
+                               getWeightBlockN(), getAct(), "w2")))
+    return failure();
+  return success();
+}
+std::string GemmDualFP8Op::getKernelName() {
+  auto w1 = ranked(getW1()), w2 = ranked(getW2());
+  return llvm::formatv("gemm_dual_fp8_n{0}_n{1}_k{2}_tn{3}_a{4}_bn{5}{6}",
+                       w1.getDimSize(0), w2.getDimSize(0), w1.getDimSize(1),
+                       getTileN(), getAct(), getWeightBlockN(),
+                       typeSig(*this));
+}
+std::string GemmDualFP8Op::getTileConfig() {
+  return llvm::formatv(
+      "program=row x {0} combined cols; tile_n={0}; K block {1}", getTileN(),
+      getAct());
+}
+int64_t GemmDualFP8Op::getNumPrograms() {
+  int64_t n = ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0);
+  return rows(getInput()) * ceilDiv(n, getTileN());
+}
+void GemmDualFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitGemmDualFP8Program(b, args, ranked(getW1()).getDimSize(0),
+                             ranked(getW2()).getDimSize(0),
+                             ranked(getW1()).getDimSize(1), getTileN(),
+                             getAct(), getWeightBlockN(), elemTypes(*this));
+}
+
+LogicalResult GemmSwiGLUFP8Op::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto wg = ranked(getWGate());
+  int64_t n = wg.getDimSize(0);
+  if (wg.getRank() != 2 || ranked(getWUp()).getShape() != wg.getShape() ||
+      wg.getDimSize(1) != lastDim(getInput()) || lastDim(getResult()) != n ||
+      ranked(getWorkspace()).getShape() != ranked(getResult()).getShape())
+    return emitOpError("w_gate and w_up must be [N, K] with the input's K; "
+                       "result and workspace [M, N]");
+  if (getTileN() % getAct() != 0 && getTileN() < n)
+    return emitOpError("tile_n must be a multiple of act or cover the row");
+  if (failed(verifyWeightScale(*this, getWGate(), getWGateScale(),
+                               getWeightBlockN(), getAct(), "w_gate")) ||
+      failed(verifyWeightScale(*this, getWUp(), getWUpScale(),
+                               getWeightBlockN(), getAct(), "w_up")))
+    return failure();
+  return success();
+}
+std::string GemmSwiGLUFP8Op::getKernelName() {
+  auto w = ranked(getWGate());
+  return llvm::formatv("gemm_swiglu_fp8_n{0}_k{1}_tn{2}_a{3}_bn{4}{5}",
+                       w.getDimSize(0), w.getDimSize(1), getTileN(), getAct(),
+                       getWeightBlockN(), typeSig(*this));
+}
+std::string GemmSwiGLUFP8Op::getTileConfig() {
+  return llvm::formatv("program=row x {0} cols; tile_n={0}; act {1}",
+                       getTileN(), getAct());
+}
+int64_t GemmSwiGLUFP8Op::getNumPrograms() {
+  int64_t n = ranked(getWGate()).getDimSize(0);
+  return rows(getInput()) * ceilDiv(n, getTileN());
+}
+void GemmSwiGLUFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  auto w = ranked(getWGate());
+  kk::emitGemmSwiGLUFP8Program(b, args, w.getDimSize(0), w.getDimSize(1),
+                               getTileN(), getAct(), getWeightBlockN(),
+                               elemTypes(*this));
 }
 
 LogicalResult MoEUpFP8Op::verify() {
@@ -1027,8 +1080,6 @@ int64_t MoEUpFP8Op::getNumPrograms() {
   int64_t f = ranked(getWGate()).getDimSize(1);
   return numel(getBlockExpert()) * ceilDiv(f, getTileF());
 }
-SmallVector<int64_t> MoEUpFP8Op::getLaunchScalars() { return {}; }
-unsigned MoEUpFP8Op::getNumKernelScalars() { return 0; }
 void MoEUpFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wg = ranked(getWGate());
   kk::emitMoEUpFP8Program(b, args, wg.getDimSize(2), wg.getDimSize(1),
@@ -1058,8 +1109,6 @@ int64_t MoEDownFP8Op::getNumPrograms() {
   int64_t d = ranked(getWDown()).getDimSize(1);
   return numel(getBlockExpert()) * ceilDiv(d, getTileD());
 }
-SmallVector<int64_t> MoEDownFP8Op::getLaunchScalars() { return {}; }
-unsigned MoEDownFP8Op::getNumKernelScalars() { return 0; }
 void MoEDownFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
   kk::emitMoEDownFP8Program(b, args, wd.getDimSize(1), wd.getDimSize(2),

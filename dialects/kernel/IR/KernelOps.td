@@ -106,7 +106,7 @@ def KK_GemmDualOp : KK_LaunchOp<"gemm_dual"> {
   let assemblyFormat = "$input `,` $w1 `,` $w2 attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_ElementwiseOp : KK_LaunchOp<"elementwise"> {
+def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [], ["getLaunchScalars", "getNumKernelScalars"]> {
   let summary = "Element-wise binary op (add, mul, swiglu) over blocks of elements";
   let description = [{
     ```mlir
@@ -240,7 +240,7 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
   }];
 }
 
-def KK_MoERouteOp : KK_LaunchOp<"moe_route"> {
+def KK_MoERouteOp : KK_LaunchOp<"moe_route", [], ["getLaunchScalars", "getNumKernelScalars"]> {
   let summary = "Fused MoE routing and token permutation; one program per token";
   let description = [{
     Gate GEMM, scoring, correction bias (selection only), group-limited
@@ -484,6 +484,68 @@ def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8"> {
   let results = (outs KK_Tensor:$result);
   let assemblyFormat = [{
     $input `,` $weight `,` $input_scale `,` $weight_scale (`add` `(` $addends^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_GemmDualFP8Op : KK_LaunchOp<"gemm_dual_fp8"> {
+  let summary = "Two block-scaled FP8 projections of one quantized input";
+  let description = [{
+    The FP8 form of `gemm_dual` (kiln-merge-projections): columns [0, n1) of
+    the combined width come from `w1`, the rest from `w2`; both read the same
+    e4m3 input and its tile scales once per program.
+
+    ```mlir
+    %a, %b = kiln_kernel.gemm_dual_fp8 %xq, %w1, %w2, %xs, %s1, %s2
+        {tile_n = 16 : i64, act = 128 : i64, weight_block_n = 128 : i64,
+         fused_ops = ["kiln.linear", "kiln.linear"]}
+        : (tensor<16x256xf8E4M3FN>, tensor<200x256xf8E4M3FN>, tensor<64x256xf8E4M3FN>,
+           tensor<16x2xf32>, tensor<2x2xf32>, tensor<1x2xf32>)
+        -> (tensor<16x200xf32>, tensor<16x64xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$w1, KK_Tensor:$w2,
+                       KK_Tensor:$input_scale, KK_Tensor:$w1_scale, KK_Tensor:$w2_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_n,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$weight_block_n,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result1, KK_Tensor:$result2);
+  let assemblyFormat = [{
+    $input `,` $w1 `,` $w2 `,` $input_scale `,` $w1_scale `,` $w2_scale
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
+def KK_GemmSwiGLUFP8Op : KK_LaunchOp<"gemm_swiglu_fp8"> {
+  let summary = "FP8 gate and up GEMMs, SwiGLU and output quantization";
+  let description = [{
+    quantize(silu(x . w_gate) * (x . w_up)) with block-scaled e4m3 operands,
+    in one launch (kiln-fuse-gated-mlp): the gate and up projections of an
+    FP8 MLP and the quantization the down projection needs. One program per
+    (row, `tile_n` columns); `tile_n` is a multiple of `act` (or the whole
+    row) so a program quantizes whole tiles. Results: e4m3 values, their
+    scales, and an f32 workspace for the SwiGLU output.
+
+    ```mlir
+    %q, %s, %ws = kiln_kernel.gemm_swiglu_fp8 %xq, %wg, %wu, %xs, %sg, %su
+        {tile_n = 128 : i64, act = 128 : i64, weight_block_n = 128 : i64,
+         fused_ops = ["kiln.linear", "kiln.linear", "kiln.swiglu", "kiln.quantize"]}
+        : (tensor<16x256xf8E4M3FN>, tensor<256x256xf8E4M3FN>, tensor<256x256xf8E4M3FN>,
+           tensor<16x2xf32>, tensor<2x2xf32>, tensor<2x2xf32>)
+        -> (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>, tensor<16x256xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$w_gate, KK_Tensor:$w_up,
+                       KK_Tensor:$input_scale, KK_Tensor:$w_gate_scale,
+                       KK_Tensor:$w_up_scale,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$tile_n,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$act,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$weight_block_n,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$scale, KK_Tensor:$workspace);
+  let assemblyFormat = [{
+    $input `,` $w_gate `,` $w_up `,` $input_scale `,` $w_gate_scale `,` $w_up_scale
     attr-dict `:` functional-type(operands, results)
   }];
 }

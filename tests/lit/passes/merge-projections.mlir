@@ -16,3 +16,18 @@ func.func @mla_inputs(%x: tensor<16x64xf32>, %n: tensor<48xf32>) -> (tensor<16x4
   %kv = kiln_kernel.gemm %x, %wkv {tile_n = 8 : i64, fused_ops = ["kiln.linear"]} : (tensor<16x64xf32>, tensor<40x64xf32>) -> tensor<16x40xf32>
   return %qn, %kv : tensor<16x48xf32>, tensor<16x40xf32>
 }
+
+// FP8: two block-scaled GEMMs of the same quantized input and scales.
+// CHECK-LABEL: func.func @fp8_inputs
+func.func @fp8_inputs(%q: tensor<16x256xf8E4M3FN>, %s: tensor<16x2xf32>) -> (tensor<16x200xf32>, tensor<16x64xf32>) {
+  // CHECK: kiln_kernel.gemm_dual_fp8 %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} {act = 128 : i64, fused_ops = ["kiln.linear", "kiln.linear"], tile_n = {{[0-9]+}} : i64, weight_block_n = 128 : i64}
+  // CHECK-SAME: -> (tensor<16x200xf32>, tensor<16x64xf32>)
+  // CHECK-NOT: kiln_kernel.gemm_fp8
+  %w1 = kiln.weight "w1" : tensor<200x256xf8E4M3FN>
+  %s1 = kiln.weight "s1" : tensor<2x2xf32>
+  %w2 = kiln.weight "w2" : tensor<64x256xf8E4M3FN>
+  %s2 = kiln.weight "s2" : tensor<1x2xf32>
+  %a = kiln_kernel.gemm_fp8 %q, %w1, %s, %s1 {tile_n = 8 : i64, act = 128 : i64, weight_block_n = 128 : i64, fused_ops = ["kiln.linear"]} : (tensor<16x256xf8E4M3FN>, tensor<200x256xf8E4M3FN>, tensor<16x2xf32>, tensor<2x2xf32>) -> tensor<16x200xf32>
+  %b = kiln_kernel.gemm_fp8 %q, %w2, %s, %s2 {tile_n = 8 : i64, act = 128 : i64, weight_block_n = 128 : i64, fused_ops = ["kiln.linear"]} : (tensor<16x256xf8E4M3FN>, tensor<64x256xf8E4M3FN>, tensor<16x2xf32>, tensor<1x2xf32>) -> tensor<16x64xf32>
+  return %a, %b : tensor<16x200xf32>, tensor<16x64xf32>
+}

@@ -65,15 +65,19 @@ def KilnFoldSharedExperts : Pass<"kiln-fold-shared-experts", "mlir::ModuleOp"> {
 def KilnFuseGatedMLP : Pass<"kiln-fuse-gated-mlp", "mlir::ModuleOp"> {
   let summary = "Gate and up GEMMs with the SwiGLU in one launch";
   let description = [{
-    `swiglu(gemm(x, W_gate), gemm(x, W_up))` becomes one `gemm_swiglu`.
+    `swiglu(gemm(x, W_gate), gemm(x, W_up))` becomes one `gemm_swiglu`; in
+    FP8, `quantize(swiglu(gemm_fp8(xq, W_gate), gemm_fp8(xq, W_up)))` becomes
+    one `gemm_swiglu_fp8` that also quantizes its output.
   }];
 }
 
 def KilnMergeProjections : Pass<"kiln-merge-projections", "mlir::ModuleOp"> {
   let summary = "Merge GEMMs that share their input into one launch";
   let description = [{
-    Pairs of plain GEMMs of the same input (q_a_proj and kv_a_proj_with_mqa)
-    become one `gemm_dual`; its tile is chosen for the combined width.
+    Pairs of GEMMs of the same input (q_a_proj and kv_a_proj_with_mqa)
+    become one `gemm_dual`, or `gemm_dual_fp8` for block-scaled GEMMs of the
+    same quantized input and scales; the tile is chosen for the combined
+    width.
   }];
   let options = [
     Option<"minGemmPrograms", "min-gemm-programs", "int64_t", /*default=*/"64",

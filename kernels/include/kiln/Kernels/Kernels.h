@@ -38,6 +38,15 @@ void emitGemmSwiGLUProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 void emitGemmDualProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                          int64_t n1, int64_t n2, int64_t k, int64_t tileN,
                          llvm::ArrayRef<mlir::Type> types);
+/// The column loops shared by the plain and FP8 dual GEMMs: the output
+/// buffers are `out1` and `out1 + 1`; dot(which, row, col) computes one
+/// element of projection `which` (col local to it).
+void emitGemmDualSkeleton(
+    ProgramBuilder &p, const ProgramArgs &args, int64_t n1, int64_t n2,
+    int64_t tileN, unsigned out1, llvm::ArrayRef<mlir::Type> types,
+    llvm::function_ref<mlir::Value(unsigned which, mlir::Value row,
+                                   mlir::Value col)>
+        dot);
 
 /// acc + sum of the addend buffers [first, first + n) at `index` (loaded as
 /// `type`): the epilogue of kernels that absorb residual adds.
@@ -258,6 +267,22 @@ void emitGemmFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
                         int64_t n, int64_t k, int64_t tileN, int64_t act,
                         int64_t wbN, llvm::ArrayRef<mlir::Type> types,
                         unsigned numAddends = 0);
+/// Two block-scaled FP8 projections of the same quantized input in one
+/// launch (the FP8 form of gemm_dual). Buffers: xq, w1, w2, xs, ws1, ws2,
+/// out1, out2.
+void emitGemmDualFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
+                            int64_t n1, int64_t n2, int64_t k, int64_t tileN,
+                            int64_t act, int64_t wbN,
+                            llvm::ArrayRef<mlir::Type> types);
+/// Gate and up block-scaled FP8 GEMMs, the SwiGLU and the quantization of
+/// its output in one launch: one program per (row, tile of tileN columns,
+/// a multiple of act or the whole row). Buffers: xq, w_gate, w_up, xs,
+/// w_gate scale, w_up scale, q, s, workspace (f32 [M, N]).
+void emitGemmSwiGLUFP8Program(mlir::OpBuilder &b, const ProgramArgs &args,
+                              int64_t n, int64_t k, int64_t tileN,
+                              int64_t act, int64_t wbN,
+                              llvm::ArrayRef<mlir::Type> types);
+
 /// FP8 grouped experts, gate and up: one program per (block, tile of tileF
 /// columns, a multiple of act); the SwiGLU output of each row's tile is
 /// quantized in place. Buffers: xq, xs, sorted_token, block_expert, wg
