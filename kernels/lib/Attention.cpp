@@ -64,6 +64,23 @@ void rescaleAccumulate(ProgramBuilder &p, Value acc, Type accT, Value accBase,
   });
 }
 
+/// out[base + i] = 0 for i < n: the accumulator before the first key.
+void zeroRow(ProgramBuilder &p, Value out, Type outT, Value base, int64_t n) {
+  p.forLoop(p.i64(0), p.i64(n), p.i64(1), [&](Value d) {
+    p.store(p.f32(0.0f), out, outT, p.add(base, d));
+  });
+}
+
+/// out[base + i] /= l for i < n: the softmax denominator, after the last key.
+void normalizeRow(ProgramBuilder &p, Value out, Type outT, Value base,
+                  int64_t n, Value l) {
+  Value invL = p.fdiv(p.f32(1.0f), l);
+  p.forLoop(p.i64(0), p.i64(n), p.i64(1), [&](Value d) {
+    Value o = p.load(out, outT, p.add(base, d));
+    p.store(p.fmul(o, invL), out, outT, p.add(base, d));
+  });
+}
+
 } // namespace
 
 void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
@@ -148,9 +165,7 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
   Value qBase = p.mul(args.pid, p.i64(a.headDim));
   Value oBase = p.mul(args.pid, p.i64(a.valueDim));
   Value c0 = p.i64(0), c1 = p.i64(1), cDv = p.i64(a.valueDim);
-  p.forLoop(c0, cDv, c1, [&](Value d) {
-    p.store(p.f32(0.0f), out, outType, p.add(oBase, d));
-  });
+  zeroRow(p, out, outType, oBase, a.valueDim);
   Value negInf = p.f32(-std::numeric_limits<float>::infinity());
   SmallVector<Value> ml = p.forLoop(
       c0, limit, c1, ValueRange{negInf, p.f32(0.0f)},
@@ -166,11 +181,48 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
                           p.mul(kvRow, cDv), a.valueDim, alpha, prob);
         return SmallVector<Value>{m, l};
       });
-  Value invL = p.fdiv(p.f32(1.0f), ml[1]);
-  p.forLoop(c0, cDv, c1, [&](Value d) {
-    Value o = p.load(out, outType, p.add(oBase, d));
-    p.store(p.fmul(o, invL), out, outType, p.add(oBase, d));
-  });
+  normalizeRow(p, out, outType, oBase, a.valueDim, ml[1]);
+}
+
+void emitMLANaiveProgram(OpBuilder &b, const ProgramArgs &args,
+                         const MLAParams &a, ArrayRef<Type> types) {
+  // types: q_nope, q_rope, kv, k_rope, [start], out
+  ProgramBuilder p(b, args.loc);
+  RowIndex r = decomposeRow(p, args.pid, a.seq, a.heads);
+  Value qn = args.buffers[0], qr = args.buffers[1], kv = args.buffers[2],
+        kr = args.buffers[3];
+  unsigned outIdx = a.hasStart ? 5 : 4;
+  Value out = args.buffers[outIdx];
+  Type outT = types[outIdx];
+  Value start =
+      a.hasStart ? p.load(args.buffers[4], types[4], r.batch) : p.i64(0);
+  Value limit = keyLimit(p, a, start, r.seq);
+  int64_t rowW = a.headDim + a.valueDim;
+  Value qnBase =
+      p.mul(args.pid, p.i64(a.qNopeStride ? a.qNopeStride : a.headDim));
+  Value qrBase = p.mul(args.pid, p.i64(a.ropeDim));
+  Value oBase = p.mul(args.pid, p.i64(a.valueDim));
+  Value c0 = p.i64(0), c1 = p.i64(1);
+  zeroRow(p, out, outT, oBase, a.valueDim);
+  Value negInf = p.f32(-std::numeric_limits<float>::infinity());
+  SmallVector<Value> ml = p.forLoop(
+      c0, limit, c1, ValueRange{negInf, p.f32(0.0f)},
+      [&](Value j, ValueRange it) {
+        Value tok = p.add(p.mul(r.batch, p.i64(a.kvLen)), j);
+        Value kvBase =
+            p.mul(p.add(p.mul(tok, p.i64(a.heads)), r.head), p.i64(rowW));
+        Value score =
+            p.fadd(p.dot(qn, types[0], qnBase, kv, types[2], kvBase, a.headDim),
+                   p.dot(qr, types[1], qrBase, kr, types[3],
+                         p.mul(tok, p.i64(a.ropeDim)), a.ropeDim));
+        score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
+        auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
+        rescaleAccumulate(p, out, outT, oBase, kv, types[2],
+                          p.add(kvBase, p.i64(a.headDim)), a.valueDim, alpha,
+                          prob);
+        return SmallVector<Value>{m, l};
+      });
+  normalizeRow(p, out, outT, oBase, a.valueDim, ml[1]);
 }
 
 void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,

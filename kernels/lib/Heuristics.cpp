@@ -25,6 +25,14 @@ int64_t chooseMoEBlockM(int64_t slots, int64_t experts) {
   return bm;
 }
 
+bool preferNaiveMLA(int64_t seq, int64_t kvLen, int64_t heads, int64_t dNope,
+                    int64_t dRope, int64_t dV, int64_t rank) {
+  double s = seq, t = kvLen, h = heads;
+  double absorbed = s * h * (rank * double(dNope + dV) + t * (2.0 * rank + dRope));
+  double naive = t * h * rank * double(dNope + dV) + s * h * t * (dNope + dRope + dV);
+  return naive < absorbed;
+}
+
 int64_t chooseElementwiseBlock(int64_t total) {
   // Large enough to amortize the per-program overhead on the CPU, small
   // enough to keep every GPU thread busy on typical activations.

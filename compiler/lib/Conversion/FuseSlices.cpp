@@ -117,10 +117,30 @@ struct FuseSliceIntoRMSNorm : OpRewritePattern<k::RMSNormOp> {
   }
 };
 
-/// q_nope = slice(q, 0, d_nope) feeding MLA: MLA reads it with q's row stride.
-struct FuseSliceIntoMLA : OpRewritePattern<k::MLAAttentionOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(k::MLAAttentionOp mla,
+/// `mla` rebuilt to read q_nope from `q` with row stride `stride`.
+Operation *withQNopeFrom(PatternRewriter &rw, Location loc,
+                         k::MLAAttentionOp mla, Value q, int64_t stride,
+                         ArrayAttr fusedOps) {
+  return k::MLAAttentionOp::create(
+      rw, loc, mla->getResultTypes(), q, mla.getQRope(), mla.getKvLatent(),
+      mla.getKRope(), mla.getKvB(), mla.getKvBScale(), mla.getStart(),
+      rw.getI64IntegerAttr(stride), mla.getScaleAttr(), mla.getCausalAttr(),
+      fusedOps);
+}
+Operation *withQNopeFrom(PatternRewriter &rw, Location loc, k::MLANaiveOp mla,
+                         Value q, int64_t stride, ArrayAttr fusedOps) {
+  return k::MLANaiveOp::create(rw, loc, mla.getType(), q, mla.getQRope(),
+                               mla.getKv(), mla.getKRope(), mla.getStart(),
+                               rw.getI64IntegerAttr(stride), mla.getScaleAttr(),
+                               mla.getCausalAttr(), fusedOps);
+}
+
+/// q_nope = slice(q, 0, d_nope) feeding MLA (absorbed or naive): MLA reads
+/// it with q's row stride.
+template <typename MLAOpT>
+struct FuseSliceIntoMLA : OpRewritePattern<MLAOpT> {
+  using OpRewritePattern<MLAOpT>::OpRewritePattern;
+  LogicalResult matchAndRewrite(MLAOpT mla,
                                 PatternRewriter &rw) const override {
     if (mla.getQNopeStride() != 0)
       return failure();
@@ -129,12 +149,9 @@ struct FuseSliceIntoMLA : OpRewritePattern<k::MLAAttentionOp> {
     if (!slice || slice.getOffset() != 0)
       return failure();
     auto src = cast<RankedTensorType>(slice.getInput().getType());
-    auto fused = k::MLAAttentionOp::create(
-        rw, rw.getFusedLoc({slice.getLoc(), mla.getLoc()}),
-        mla->getResultTypes(), slice.getInput(), mla.getQRope(),
-        mla.getKvLatent(), mla.getKRope(), mla.getKvB(), mla.getKvBScale(),
-        mla.getStart(), rw.getI64IntegerAttr(src.getShape().back()),
-        mla.getScaleAttr(), mla.getCausalAttr(),
+    Operation *fused = withQNopeFrom(
+        rw, rw.getFusedLoc({slice.getLoc(), mla.getLoc()}), mla,
+        slice.getInput(), src.getShape().back(),
         concat(rw, slice.getFusedOps(), mla.getFusedOps()));
     rw.replaceOp(mla, fused->getResults());
     if (view)
@@ -148,8 +165,9 @@ struct KilnFuseSlicesPass
     : kiln::impl::KilnFuseSlicesBase<KilnFuseSlicesPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseSliceIntoRope, FuseSliceIntoRMSNorm, FuseSliceIntoMLA>(
-        &getContext());
+    patterns.add<FuseSliceIntoRope, FuseSliceIntoRMSNorm,
+                 FuseSliceIntoMLA<k::MLAAttentionOp>,
+                 FuseSliceIntoMLA<k::MLANaiveOp>>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

@@ -166,24 +166,58 @@ struct LowerAttention : OpRewritePattern<g::AttentionOp> {
   }
 };
 
+/// kiln.mla_attention -> the absorbed form (one launch), or for long
+/// prefills the naive form: a GEMM of kv_b over the cached latent, then
+/// mla_naive (preferNaiveMLA, docs/kernels.md). A block-quantized kv_b keeps
+/// the absorbed form, which dequantizes it as it reads.
 struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerMLA(MLIRContext *ctx, int64_t minPrograms)
+      : OpRewritePattern(ctx), minPrograms(minPrograms) {}
   LogicalResult matchAndRewrite(g::MLAAttentionOp op,
                                 PatternRewriter &rw) const override {
-    int64_t rows = numel(op.getResult()) /
-                   cast<RankedTensorType>(op.getType()).getShape().back();
-    int64_t rank =
-        cast<RankedTensorType>(op.getKvLatent().getType()).getShape().back();
+    auto outTy = cast<RankedTensorType>(op.getType());
+    int64_t rows = numel(op.getResult()) / outTy.getShape().back();
+    auto latTy = cast<RankedTensorType>(op.getKvLatent().getType());
+    auto qrTy = cast<RankedTensorType>(op.getQRope().getType());
+    int64_t rank = latTy.getShape().back();
+    int64_t batch = latTy.getDimSize(0), kvLen = latTy.getDimSize(1);
+    int64_t seq = qrTy.getDimSize(1), heads = qrTy.getDimSize(2);
+    int64_t dr = qrTy.getDimSize(3), dv = outTy.getShape().back();
+    int64_t kvbRows = cast<RankedTensorType>(op.getKvB().getType()).getDimSize(0);
+    int64_t dn = kvbRows / heads - dv;
+    ArrayAttr fused = fusedOps(rw, {g::MLAAttentionOp::getOperationName()});
+    Location loc = op.getLoc();
+    if (!op.getKvBScale() &&
+        kiln::kernels::preferNaiveMLA(seq, kvLen, heads, dn, dr, dv, rank)) {
+      Type f32 = rw.getF32Type();
+      Value lat = k::ViewOp::create(
+          rw, loc, RankedTensorType::get({batch * kvLen, rank},
+                                         latTy.getElementType()),
+          op.getKvLatent());
+      int64_t tileN = kiln::kernels::chooseGemmTileN(batch * kvLen, kvbRows,
+                                                     rank, minPrograms);
+      Value kv = k::GemmOp::create(
+          rw, loc, RankedTensorType::get({batch * kvLen, kvbRows}, f32), lat,
+          op.getKvB(), ValueRange{}, rw.getI64IntegerAttr(tileN), fused);
+      kv = k::ViewOp::create(
+          rw, loc, RankedTensorType::get({batch, kvLen, heads, dn + dv}, f32),
+          kv);
+      rw.replaceOpWithNewOp<k::MLANaiveOp>(
+          op, op.getType(), op.getQNope(), op.getQRope(), kv, op.getKRope(),
+          op.getStart(), rw.getI64IntegerAttr(0), op.getScaleAttr(),
+          op.getCausalAttr(), fused);
+      return success();
+    }
     auto ws = RankedTensorType::get({rows, 2 * rank}, rw.getF32Type());
     auto k = k::MLAAttentionOp::create(
-        rw, op.getLoc(), TypeRange{op.getType(), ws}, op.getQNope(),
-        op.getQRope(), op.getKvLatent(), op.getKRope(), op.getKvB(),
-        op.getKvBScale(), op.getStart(), rw.getI64IntegerAttr(0),
-        op.getScaleAttr(), op.getCausalAttr(),
-        fusedOps(rw, {g::MLAAttentionOp::getOperationName()}));
+        rw, loc, TypeRange{op.getType(), ws}, op.getQNope(), op.getQRope(),
+        op.getKvLatent(), op.getKRope(), op.getKvB(), op.getKvBScale(),
+        op.getStart(), rw.getI64IntegerAttr(0), op.getScaleAttr(),
+        op.getCausalAttr(), fused);
     rw.replaceOp(op, k.getResult());
     return success();
   }
+  int64_t minPrograms;
 };
 
 /// kiln.moe -> routing with the token permutation, the grouped gate+up
@@ -338,9 +372,9 @@ void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
                                     int64_t minGemmPrograms) {
   MLIRContext *ctx = patterns.getContext();
   patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice,
-               LowerRope, LowerAttention, LowerMLA, LowerCacheUpdate,
+               LowerRope, LowerAttention, LowerCacheUpdate,
                LowerQuantize, LowerDequantize, LowerCast>(ctx);
-  patterns.add<LowerMoE>(ctx, minGemmPrograms);
+  patterns.add<LowerMoE, LowerMLA>(ctx, minGemmPrograms);
   patterns.add<LowerLinear>(ctx, minGemmPrograms);
   patterns.add<LowerBinary<g::AddOp>>(ctx, "add");
   patterns.add<LowerBinary<g::MulOp>>(ctx, "mul");

@@ -601,6 +601,61 @@ void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 }
 
 //===----------------------------------------------------------------------===//
+// mla_naive
+//===----------------------------------------------------------------------===//
+
+static kk::MLAParams mlaNaiveParams(MLANaiveOp op) {
+  auto qr = ranked(op.getQRope());
+  auto kv = ranked(op.getKv());
+  kk::MLAParams p;
+  p.seq = qr.getDimSize(1);
+  p.heads = qr.getDimSize(2);
+  p.kvHeads = 1;
+  p.ropeDim = qr.getDimSize(3);
+  p.kvLen = kv.getDimSize(1);
+  p.valueDim = lastDim(op.getResult());
+  p.headDim = kv.getDimSize(3) - p.valueDim;
+  p.scale = op.getScale().convertToFloat();
+  p.causal = op.getCausal();
+  p.hasStart = static_cast<bool>(op.getStart());
+  p.qNopeStride = op.getQNopeStride();
+  return p;
+}
+
+LogicalResult MLANaiveOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto qr = ranked(getQRope()), kv = ranked(getKv()), kr = ranked(getKRope());
+  if (qr.getRank() != 4 || kv.getRank() != 4 || kr.getRank() != 3 ||
+      kv.getDimSize(0) != qr.getDimSize(0) ||
+      kv.getDimSize(2) != qr.getDimSize(2) ||
+      kr.getDimSize(1) != kv.getDimSize(1) ||
+      kr.getDimSize(2) != qr.getDimSize(3) ||
+      kv.getDimSize(3) <= lastDim(getResult()))
+    return emitOpError("expected q_rope [B, S, H, dr], kv [B, T, H, dn + dv], "
+                       "k_rope [B, T, dr] and a [B, S, H, dv] result");
+  return success();
+}
+std::string MLANaiveOp::getKernelName() {
+  kk::MLAParams p = mlaNaiveParams(*this);
+  std::string sc = llvm::formatv("{0:e}", p.scale);
+  return llvm::formatv("mla_naive_s{0}_t{1}_h{2}_dn{3}_dr{4}_v{5}{6}{7}_qs{8}_sc{9}{10}",
+                       p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim,
+                       p.valueDim, p.causal ? "_causal" : "",
+                       p.hasStart ? "_st" : "", p.qNopeStride, symbolSafe(sc),
+                       typeSig(*this));
+}
+std::string MLANaiveOp::getTileConfig() {
+  return "program=(batch, seq, head); naive; online softmax";
+}
+int64_t MLANaiveOp::getNumPrograms() {
+  return numel(getResult()) / lastDim(getResult());
+}
+void MLANaiveOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitMLANaiveProgram(b, args, mlaNaiveParams(*this), elemTypes(*this));
+}
+
+//===----------------------------------------------------------------------===//
 // mla_attention_quant
 //===----------------------------------------------------------------------===//
 

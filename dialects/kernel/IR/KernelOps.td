@@ -217,6 +217,33 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]>
   }];
 }
 
+def KK_MLANaiveOp : KK_LaunchOp<"mla_naive"> {
+  let summary = "MLA in the naive form over per-head keys and values; one program per (batch, seq, head)";
+  let description = [{
+    The prefill form of MLA: `kv` [batch, kv_len, heads, d_nope + d_v] is
+    kv_b applied to the latent cache (a `gemm` before this launch); scores
+    are q_nope . k_nope[h] + q_rope . k_rope (the shared rope key), the
+    online softmax accumulates v[h] into the output row. For long prefills
+    this costs fewer FLOPs than the absorbed form (`docs/kernels.md`).
+
+    ```mlir
+    %o = kiln_kernel.mla_naive %qn, %qr, %kv, %kr
+        {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]}
+        : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x4x32xf32>,
+           tensor<1x8x8xf32>) -> tensor<1x8x4x16xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv,
+                       KK_Tensor:$k_rope, Optional<KK_Tensor>:$start,
+                       DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
+                       F32Attr:$scale, BoolAttr:$causal, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = [{
+    $q_nope `,` $q_rope `,` $kv `,` $k_rope (`start` `(` $start^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
 def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperandSegments]> {
   let summary = "MLA (absorbed) fused with the quantization of its output";
   let description = [{

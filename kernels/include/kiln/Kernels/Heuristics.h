@@ -24,6 +24,17 @@ int64_t chooseGemmTileN(int64_t m, int64_t n, int64_t k,
 /// clamped to [8, 64], so decode pads little and prefill gets full blocks.
 int64_t chooseMoEBlockM(int64_t slots, int64_t experts);
 
+/// MLA form for a launch of `seq` queries over `kvLen` keys per batch:
+/// true for the naive form (kv_b applied to every cached latent row by a
+/// GEMM, then attention with d_nope + d_rope wide keys), false for the
+/// absorbed form (W_UK folded into each query, attention over the latent,
+/// W_UV after). Compares the multiply-adds of the two:
+///   absorbed = seq * heads * (rank * (dn + dv) + kvLen * (2 * rank + dr))
+///   naive    = kvLen * heads * rank * (dn + dv) + seq * heads * kvLen * (dn + dr + dv)
+/// so decode (seq 1) takes the absorbed form and long prefills the naive.
+bool preferNaiveMLA(int64_t seq, int64_t kvLen, int64_t heads, int64_t dNope,
+                    int64_t dRope, int64_t dV, int64_t rank);
+
 /// Elements per program of an element-wise kernel.
 int64_t chooseElementwiseBlock(int64_t total);
 

@@ -158,6 +158,12 @@ struct MLAParams : AttentionParams {
 };
 void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                     const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
+/// MLA in the naive form: kv = kv_b(latent) per head ([B, T, H, dn + dv],
+/// computed by a GEMM before), scores q_nope . k_nope + q_rope . k_rope,
+/// the output row is the online-softmax accumulator of v. One program per
+/// (batch, seq, head). Buffers: q_nope, q_rope, kv, k_rope, [start], out.
+void emitMLANaiveProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                         const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
 
 /// The experts' contiguous layout: every token has `slots` rows (top_k
 /// routed + shared experts), grouped by expert (`experts` includes the
