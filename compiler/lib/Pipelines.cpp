@@ -29,6 +29,7 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   if (!options.fuse)
     return;
   pm.addPass(createKilnFuseSlices());
+  pm.addPass(createKilnFuseRope());
   pm.addPass(createKilnFuseGatedMLP());
   KilnMergeProjectionsOptions merge;
   merge.minGemmPrograms = options.minGemmPrograms;

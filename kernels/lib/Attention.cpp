@@ -83,6 +83,41 @@ void normalizeRow(ProgramBuilder &p, Value out, Type outT, Value base,
 
 } // namespace
 
+void emitRotation(ProgramBuilder &p, const RopeParams &rp, Value pos,
+                  function_ref<Value(Value)> load,
+                  function_ref<void(Value, Value)> store) {
+  OpBuilder &b = p.builder();
+  int64_t half = rp.rotaryDim / 2;
+  double logTheta = std::log(rp.theta);
+  p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {
+    Value fi = p.sitofp(i, b.getF64Type());
+    // inv_freq = theta^(-2i/d) / scaling, in f64.
+    Value inv = p.exp(p.fmul(fi, p.f64(-2.0 * logTheta / rp.rotaryDim)));
+    if (rp.scaling != 1.0)
+      inv = p.fdiv(inv, p.f64(rp.scaling));
+    if (rp.yarnFactor > 1.0) {
+      // YaRN: ramp from extrapolation (ramp 0) to interpolation (ramp 1).
+      Value ramp = p.fdiv(p.fsub(fi, p.f64(rp.yarnLow)),
+                          p.f64(rp.yarnHigh - rp.yarnLow));
+      ramp = p.fmin(p.fmax(ramp, p.f64(0.0)), p.f64(1.0));
+      Value interp = p.fdiv(inv, p.f64(rp.yarnFactor));
+      inv = p.fadd(p.fmul(interp, ramp),
+                   p.fmul(inv, p.fsub(p.f64(1.0), ramp)));
+    }
+    Value angle = p.fmul(pos, inv);
+    Value c = p.toF32(p.fmul(p.cos(angle), p.f64(rp.mscale)));
+    Value s = p.toF32(p.fmul(p.sin(angle), p.f64(rp.mscale)));
+    Value ia = rp.interleaved ? p.mul(i, p.i64(2)) : i;
+    Value ib = rp.interleaved ? p.add(ia, p.i64(1)) : p.add(i, p.i64(half));
+    Value xa = load(ia), xb = load(ib);
+    store(ia, p.fsub(p.fmul(xa, c), p.fmul(xb, s)));
+    store(ib, p.fadd(p.fmul(xb, c), p.fmul(xa, s)));
+  });
+  if (rp.rotaryDim < rp.headDim)
+    p.forLoop(p.i64(rp.rotaryDim), p.i64(rp.headDim), p.i64(1),
+              [&](Value d) { store(d, load(d)); });
+}
+
 void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
                      const RopeParams &rp, Type xType, Type startType,
                      Type outType) {
@@ -115,40 +150,9 @@ void emitRopeProgram(OpBuilder &b, const ProgramArgs &args,
     auto ifOp = scf::IfOp::create(b, args.loc, inCache, false);
     b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
   }
-  int64_t half = rp.rotaryDim / 2;
-  double logTheta = std::log(rp.theta);
-  p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {
-    Value fi = p.sitofp(i, b.getF64Type());
-    // inv_freq = theta^(-2i/d) / scaling, in f64.
-    Value inv = p.exp(p.fmul(fi, p.f64(-2.0 * logTheta / rp.rotaryDim)));
-    if (rp.scaling != 1.0)
-      inv = p.fdiv(inv, p.f64(rp.scaling));
-    if (rp.yarnFactor > 1.0) {
-      // YaRN: ramp from extrapolation (ramp 0) to interpolation (ramp 1).
-      Value ramp = p.fdiv(p.fsub(fi, p.f64(rp.yarnLow)),
-                          p.f64(rp.yarnHigh - rp.yarnLow));
-      ramp = p.fmin(p.fmax(ramp, p.f64(0.0)), p.f64(1.0));
-      Value interp = p.fdiv(inv, p.f64(rp.yarnFactor));
-      inv = p.fadd(p.fmul(interp, ramp),
-                   p.fmul(inv, p.fsub(p.f64(1.0), ramp)));
-    }
-    Value angle = p.fmul(pos, inv);
-    Value c = p.toF32(p.fmul(p.cos(angle), p.f64(rp.mscale)));
-    Value s = p.toF32(p.fmul(p.sin(angle), p.f64(rp.mscale)));
-    Value ia = rp.interleaved ? p.mul(i, p.i64(2)) : i;
-    Value ib = rp.interleaved ? p.add(ia, p.i64(1)) : p.add(i, p.i64(half));
-    Value xa = p.load(x, xType, p.add(inBase, ia));
-    Value xb = p.load(x, xType, p.add(inBase, ib));
-    p.store(p.fsub(p.fmul(xa, c), p.fmul(xb, s)), out, outType,
-            p.add(base, ia));
-    p.store(p.fadd(p.fmul(xb, c), p.fmul(xa, s)), out, outType,
-            p.add(base, ib));
-  });
-  if (rp.rotaryDim < rp.headDim)
-    p.forLoop(p.i64(rp.rotaryDim), p.i64(rp.headDim), p.i64(1), [&](Value d) {
-      p.store(p.load(x, xType, p.add(inBase, d)), out, outType,
-              p.add(base, d));
-    });
+  emitRotation(
+      p, rp, pos, [&](Value i) { return p.load(x, xType, p.add(inBase, i)); },
+      [&](Value i, Value v) { p.store(v, out, outType, p.add(base, i)); });
 }
 
 void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
@@ -184,6 +188,27 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
   normalizeRow(p, out, outType, oBase, a.valueDim, ml[1]);
 }
 
+namespace {
+/// Copies the program's q_rope row into ws[stage, stage + ropeDim), rotated
+/// when rope is fused into the MLA kernel.
+void stageQRope(ProgramBuilder &p, const MLAParams &a, Value qr, Type qrT,
+                Value pid, Value start, Value seqPos, Value ws, Value stage) {
+  Type f32 = p.builder().getF32Type();
+  Value src = a.qRopeStride ? p.add(p.mul(pid, p.i64(a.qRopeStride)),
+                                    p.i64(a.qRopeOffset))
+                            : p.mul(pid, p.i64(a.ropeDim));
+  auto load = [&](Value i) { return p.load(qr, qrT, p.add(src, i)); };
+  auto store = [&](Value i, Value v) { p.store(v, ws, f32, p.add(stage, i)); };
+  if (!a.qRotate) {
+    p.forLoop(p.i64(0), p.i64(a.ropeDim), p.i64(1),
+              [&](Value i) { store(i, load(i)); });
+    return;
+  }
+  Value pos = p.sitofp(p.add(start, seqPos), p.builder().getF64Type());
+  emitRotation(p, a.qRope, pos, load, store);
+}
+} // namespace
+
 void emitMLANaiveProgram(OpBuilder &b, const ProgramArgs &args,
                          const MLAParams &a, ArrayRef<Type> types) {
   // types: q_nope, q_rope, kv, k_rope, [start], out
@@ -192,7 +217,7 @@ void emitMLANaiveProgram(OpBuilder &b, const ProgramArgs &args,
   Value qn = args.buffers[0], qr = args.buffers[1], kv = args.buffers[2],
         kr = args.buffers[3];
   unsigned outIdx = a.hasStart ? 5 : 4;
-  Value out = args.buffers[outIdx];
+  Value out = args.buffers[outIdx], ws = args.buffers[outIdx + 1];
   Type outT = types[outIdx];
   Value start =
       a.hasStart ? p.load(args.buffers[4], types[4], r.batch) : p.i64(0);
@@ -201,6 +226,7 @@ void emitMLANaiveProgram(OpBuilder &b, const ProgramArgs &args,
   Value qnBase =
       p.mul(args.pid, p.i64(a.qNopeStride ? a.qNopeStride : a.headDim));
   Value qrBase = p.mul(args.pid, p.i64(a.ropeDim));
+  stageQRope(p, a, qr, types[1], args.pid, start, r.seq, ws, qrBase);
   Value oBase = p.mul(args.pid, p.i64(a.valueDim));
   Value c0 = p.i64(0), c1 = p.i64(1);
   zeroRow(p, out, outT, oBase, a.valueDim);
@@ -213,7 +239,7 @@ void emitMLANaiveProgram(OpBuilder &b, const ProgramArgs &args,
             p.mul(p.add(p.mul(tok, p.i64(a.heads)), r.head), p.i64(rowW));
         Value score =
             p.fadd(p.dot(qn, types[0], qnBase, kv, types[2], kvBase, a.headDim),
-                   p.dot(qr, types[1], qrBase, kr, types[3],
+                   p.dot(ws, b.getF32Type(), qrBase, kr, types[3],
                          p.mul(tok, p.i64(a.ropeDim)), a.ropeDim));
         score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
         auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
@@ -260,11 +286,12 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
                       p.divs(col, p.i64(128)));
     return p.fmul(w, p.load(wScale, f32, blk));
   };
-  Value wsBase = p.mul(args.pid, p.i64(2 * a.rank));
+  Value wsBase = p.mul(args.pid, p.i64(2 * a.rank + a.ropeDim));
   Value oLat = p.add(wsBase, cC);
   Value qnBase =
       p.mul(args.pid, p.i64(a.qNopeStride ? a.qNopeStride : a.headDim));
-  Value qrBase = p.mul(args.pid, p.i64(a.ropeDim));
+  Value qrStage = p.add(oLat, cC);
+  stageQRope(p, a, qr, qrT, args.pid, start, r.seq, ws, qrStage);
   Value headRow = p.mul(r.head, p.i64(rowW));
   // q_lat[c] = sum_d q_nope[d] * W_UK[h, d, c]; o_lat = 0.
   p.forLoop(c0, cC, c1, [&](Value c) {
@@ -285,7 +312,7 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
         Value tok = p.add(p.mul(r.batch, p.i64(a.kvLen)), j);
         Value latBase = p.mul(tok, cC);
         Value score = p.dot(ws, f32, wsBase, lat, latT, latBase, a.rank);
-        score = p.fadd(score, p.dot(qr, qrT, qrBase, kr, krT,
+        score = p.fadd(score, p.dot(ws, f32, qrStage, kr, krT,
                                     p.mul(tok, p.i64(a.ropeDim)), a.ropeDim));
         score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
         auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);

@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
 
+#include "Rebuild.h"
+
 #include "kernel/IR/KernelDialect.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -83,15 +85,16 @@ struct FuseIntoMLA : OpRewritePattern<k::QuantizeOp> {
     if (out.getShape().back() % op.getAct() != 0)
       return failure();
     rw.setInsertionPoint(mla);
-    auto fused = k::MLAAttentionQuantOp::create(
-        rw, rw.getFusedLoc({mla.getLoc(), op.getLoc()}),
+    // Every attribute of the MLA carries over (q_nope/q_rope sources, a
+    // fused rotation), plus the activation tile.
+    auto fused = cast<k::MLAAttentionQuantOp>(kiln::rebuildOp(
+        rw, mla, rw.getFusedLoc({mla.getLoc(), op.getLoc()}),
+        k::MLAAttentionQuantOp::getOperationName(), mla->getOperands(),
         TypeRange{mla.getResult().getType(), mla.getWorkspace().getType(),
                   op.getResult().getType(), op.getScale().getType()},
-        mla.getQNope(), mla.getQRope(), mla.getKvLatent(), mla.getKRope(),
-        mla.getKvB(), mla.getKvBScale(), mla.getStart(),
-        mla.getQNopeStrideAttr(), mla.getScaleAttr(), mla.getCausalAttr(),
-        op.getActAttr(),
-        concatFused(rw, mla.getFusedOps(), op.getFusedOps()));
+        {rw.getNamedAttr("act", op.getActAttr()),
+         rw.getNamedAttr("fused_ops",
+                         concatFused(rw, mla.getFusedOps(), op.getFusedOps()))}));
     rw.replaceOp(op, {fused.getQuantized(), fused.getQuantScale()});
     rw.replaceOp(mla, {fused.getResult(), fused.getWorkspace()});
     return success();

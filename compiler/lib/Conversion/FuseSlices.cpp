@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
 
+#include "Rebuild.h"
+
 #include "kernel/IR/KernelDialect.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -117,24 +119,6 @@ struct FuseSliceIntoRMSNorm : OpRewritePattern<k::RMSNormOp> {
   }
 };
 
-/// `mla` rebuilt to read q_nope from `q` with row stride `stride`.
-Operation *withQNopeFrom(PatternRewriter &rw, Location loc,
-                         k::MLAAttentionOp mla, Value q, int64_t stride,
-                         ArrayAttr fusedOps) {
-  return k::MLAAttentionOp::create(
-      rw, loc, mla->getResultTypes(), q, mla.getQRope(), mla.getKvLatent(),
-      mla.getKRope(), mla.getKvB(), mla.getKvBScale(), mla.getStart(),
-      rw.getI64IntegerAttr(stride), mla.getScaleAttr(), mla.getCausalAttr(),
-      fusedOps);
-}
-Operation *withQNopeFrom(PatternRewriter &rw, Location loc, k::MLANaiveOp mla,
-                         Value q, int64_t stride, ArrayAttr fusedOps) {
-  return k::MLANaiveOp::create(rw, loc, mla.getType(), q, mla.getQRope(),
-                               mla.getKv(), mla.getKRope(), mla.getStart(),
-                               rw.getI64IntegerAttr(stride), mla.getScaleAttr(),
-                               mla.getCausalAttr(), fusedOps);
-}
-
 /// q_nope = slice(q, 0, d_nope) feeding MLA (absorbed or naive): MLA reads
 /// it with q's row stride.
 template <typename MLAOpT>
@@ -149,10 +133,14 @@ struct FuseSliceIntoMLA : OpRewritePattern<MLAOpT> {
     if (!slice || slice.getOffset() != 0)
       return failure();
     auto src = cast<RankedTensorType>(slice.getInput().getType());
-    Operation *fused = withQNopeFrom(
-        rw, rw.getFusedLoc({slice.getLoc(), mla.getLoc()}), mla,
-        slice.getInput(), src.getShape().back(),
-        concat(rw, slice.getFusedOps(), mla.getFusedOps()));
+    SmallVector<Value> operands(mla->getOperands());
+    operands[0] = slice.getInput(); // q_nope
+    Operation *fused = kiln::rebuildOp(
+        rw, mla, rw.getFusedLoc({slice.getLoc(), mla.getLoc()}), operands,
+        {rw.getNamedAttr("q_nope_stride",
+                         rw.getI64IntegerAttr(src.getShape().back())),
+         rw.getNamedAttr("fused_ops", concat(rw, slice.getFusedOps(),
+                                             mla.getFusedOps()))});
     rw.replaceOp(mla, fused->getResults());
     if (view)
       rw.eraseOp(view);

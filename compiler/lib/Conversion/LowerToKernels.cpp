@@ -202,17 +202,21 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
       kv = k::ViewOp::create(
           rw, loc, RankedTensorType::get({batch, kvLen, heads, dn + dv}, f32),
           kv);
-      rw.replaceOpWithNewOp<k::MLANaiveOp>(
-          op, op.getType(), op.getQNope(), op.getQRope(), kv, op.getKRope(),
-          op.getStart(), rw.getI64IntegerAttr(0), op.getScaleAttr(),
+      auto naive = k::MLANaiveOp::create(
+          rw, loc, TypeRange{op.getType(), RankedTensorType::get({rows, dr}, f32)},
+          op.getQNope(), op.getQRope(), kv, op.getKRope(), op.getStart(),
+          rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
+          rw.getI64IntegerAttr(0), DictionaryAttr(), op.getScaleAttr(),
           op.getCausalAttr(), fused);
+      rw.replaceOp(op, naive.getResult());
       return success();
     }
-    auto ws = RankedTensorType::get({rows, 2 * rank}, rw.getF32Type());
+    auto ws = RankedTensorType::get({rows, 2 * rank + dr}, rw.getF32Type());
     auto k = k::MLAAttentionOp::create(
         rw, loc, TypeRange{op.getType(), ws}, op.getQNope(), op.getQRope(),
         op.getKvLatent(), op.getKRope(), op.getKvB(), op.getKvBScale(),
-        op.getStart(), rw.getI64IntegerAttr(0), op.getScaleAttr(),
+        op.getStart(), rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
+        rw.getI64IntegerAttr(0), DictionaryAttr(), op.getScaleAttr(),
         op.getCausalAttr(), fused);
     rw.replaceOp(op, k.getResult());
     return success();

@@ -537,16 +537,83 @@ void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 // mla_attention
 //===----------------------------------------------------------------------===//
 
+/// The rotary parameters of a fused q rope (`q_rotation`, the rope op's
+/// attribute names) over `dim` values; false when an entry is missing.
+static bool rotationOf(DictionaryAttr d, int64_t dim, kk::RopeParams &p) {
+  auto f = [&](StringRef name, double &out) {
+    auto a = d.getAs<FloatAttr>(name);
+    if (a)
+      out = a.getValueAsDouble();
+    return static_cast<bool>(a);
+  };
+  auto rd = d.getAs<IntegerAttr>("rotary_dim");
+  auto il = d.getAs<BoolAttr>("interleaved");
+  if (!rd || !il || !f("theta", p.theta) || !f("scaling_factor", p.scaling) ||
+      !f("yarn_factor", p.yarnFactor) || !f("yarn_low", p.yarnLow) ||
+      !f("yarn_high", p.yarnHigh) || !f("mscale", p.mscale))
+    return false;
+  p.rotaryDim = rd.getInt();
+  p.interleaved = il.getValue();
+  p.headDim = dim;
+  return p.rotaryDim > 0 && p.rotaryDim <= dim && p.rotaryDim % 2 == 0;
+}
+
+/// Kernel-name suffix of the q_rope source and rotation.
+static std::string qRopeSuffix(const kk::MLAParams &p) {
+  std::string s;
+  if (p.qRopeStride)
+    s += llvm::formatv("_qr{0}o{1}", p.qRopeStride, p.qRopeOffset).str();
+  if (p.qRotate) {
+    const kk::RopeParams &r = p.qRope;
+    std::string f = llvm::formatv("{0:e}_{1:e}_{2:e}_{3:e}_{4:e}_{5:e}",
+                                  r.theta, r.scaling, r.yarnFactor, r.yarnLow,
+                                  r.yarnHigh, r.mscale);
+    s += llvm::formatv("_rot{0}{1}_{2}", r.rotaryDim,
+                       r.interleaved ? "il" : "", symbolSafe(f))
+             .str();
+  }
+  return s;
+}
+
+/// The q_rope attributes shared by the MLA ops.
+template <typename MLAOp>
+static void qRopeParams(MLAOp op, kk::MLAParams &p) {
+  p.ropeDim = lastDim(op.getKRope());
+  p.qRopeStride = op.getQRopeStride();
+  p.qRopeOffset = op.getQRopeOffset();
+  if (auto rot = op.getQRotationAttr())
+    p.qRotate = rotationOf(rot, p.ropeDim, p.qRope);
+}
+
+/// Checks the q_rope attributes shared by the MLA ops.
+template <typename MLAOp>
+static LogicalResult verifyQRope(MLAOp op) {
+  kk::RopeParams r;
+  if (auto rot = op.getQRotationAttr())
+    if (!rotationOf(rot, lastDim(op.getKRope()), r))
+      return op.emitOpError("q_rotation needs theta, rotary_dim (even, at "
+                            "most the rope width), interleaved, "
+                            "scaling_factor, yarn_factor, yarn_low, yarn_high "
+                            "and mscale");
+  int64_t dr = lastDim(op.getKRope());
+  if (op.getQRopeStride() == 0 ? lastDim(op.getQRope()) != dr
+                               : op.getQRopeOffset() + dr >
+                                     op.getQRopeStride())
+    return op.emitOpError("q_rope rows must hold rope_dim values (at "
+                          "q_rope_offset of rows of q_rope_stride)");
+  return success();
+}
+
 /// Parameters shared by mla_attention and mla_attention_quant.
 template <typename MLAOp>
 static kk::MLAParams mlaParamsOf(MLAOp op) {
-  auto qr = ranked(op.getQRope());
+  // [B, S, H, dv]; q_rope may be q itself (kiln-fuse-rope).
+  auto out = ranked(op.getResult());
   auto c = ranked(op.getKvLatent());
   kk::MLAParams p;
-  p.seq = qr.getDimSize(1);
-  p.heads = qr.getDimSize(2);
+  p.seq = out.getDimSize(1);
+  p.heads = out.getDimSize(2);
   p.kvHeads = 1;
-  p.ropeDim = qr.getDimSize(3);
   p.kvLen = c.getDimSize(1);
   p.rank = c.getDimSize(2);
   p.valueDim = lastDim(op.getResult());
@@ -558,6 +625,7 @@ static kk::MLAParams mlaParamsOf(MLAOp op) {
   p.hasStart = static_cast<bool>(op.getStart());
   p.kvbScale = static_cast<bool>(op.getKvBScale());
   p.qNopeStride = op.getQNopeStride();
+  qRopeParams(op, p);
   return p;
 }
 
@@ -566,11 +634,13 @@ static kk::MLAParams mlaParams(MLAAttentionOp op) { return mlaParamsOf(op); }
 LogicalResult MLAAttentionOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
+  if (failed(verifyQRope(*this)))
+    return failure();
   kk::MLAParams p = mlaParams(*this);
   if (numel(getWorkspace()) !=
-      numel(getResult()) / p.valueDim * 2 * p.rank)
-    return emitOpError("workspace must hold 2 x kv_lora_rank floats per "
-                       "(batch, seq, head)");
+      numel(getResult()) / p.valueDim * (2 * p.rank + p.ropeDim))
+    return emitOpError("workspace must hold 2 x kv_lora_rank + rope_dim "
+                       "floats per (batch, seq, head)");
   if (!elem(getWorkspace()).isF32())
     return emitOpError("workspace must be f32");
   return success();
@@ -578,11 +648,11 @@ LogicalResult MLAAttentionOp::verify() {
 std::string MLAAttentionOp::getKernelName() {
   kk::MLAParams p = mlaParams(*this);
   std::string sc = llvm::formatv("{0:e}", p.scale);
-  return llvm::formatv("mla_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_qs{9}_sc{10}{11}",
+  return llvm::formatv("mla_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_qs{9}{10}_sc{11}{12}",
                        p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim, p.rank,
                        p.valueDim, p.causal ? "_causal" : "",
-                       p.hasStart ? "_st" : "", p.qNopeStride, symbolSafe(sc),
-                       typeSig(*this));
+                       p.hasStart ? "_st" : "", p.qNopeStride, qRopeSuffix(p),
+                       symbolSafe(sc), typeSig(*this));
   // typeSig includes the kv_b element type and the scale's when present.
 }
 std::string MLAAttentionOp::getTileConfig() {
@@ -605,13 +675,12 @@ void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 //===----------------------------------------------------------------------===//
 
 static kk::MLAParams mlaNaiveParams(MLANaiveOp op) {
-  auto qr = ranked(op.getQRope());
+  auto out = ranked(op.getResult());
   auto kv = ranked(op.getKv());
   kk::MLAParams p;
-  p.seq = qr.getDimSize(1);
-  p.heads = qr.getDimSize(2);
+  p.seq = out.getDimSize(1);
+  p.heads = out.getDimSize(2);
   p.kvHeads = 1;
-  p.ropeDim = qr.getDimSize(3);
   p.kvLen = kv.getDimSize(1);
   p.valueDim = lastDim(op.getResult());
   p.headDim = kv.getDimSize(3) - p.valueDim;
@@ -619,31 +688,38 @@ static kk::MLAParams mlaNaiveParams(MLANaiveOp op) {
   p.causal = op.getCausal();
   p.hasStart = static_cast<bool>(op.getStart());
   p.qNopeStride = op.getQNopeStride();
+  qRopeParams(op, p);
   return p;
 }
 
 LogicalResult MLANaiveOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
-  auto qr = ranked(getQRope()), kv = ranked(getKv()), kr = ranked(getKRope());
-  if (qr.getRank() != 4 || kv.getRank() != 4 || kr.getRank() != 3 ||
-      kv.getDimSize(0) != qr.getDimSize(0) ||
-      kv.getDimSize(2) != qr.getDimSize(2) ||
+  auto out = ranked(getResult()), kv = ranked(getKv()),
+       kr = ranked(getKRope());
+  if (out.getRank() != 4 || kv.getRank() != 4 || kr.getRank() != 3 ||
+      kv.getDimSize(0) != out.getDimSize(0) ||
+      kv.getDimSize(2) != out.getDimSize(2) ||
       kr.getDimSize(1) != kv.getDimSize(1) ||
-      kr.getDimSize(2) != qr.getDimSize(3) ||
       kv.getDimSize(3) <= lastDim(getResult()))
-    return emitOpError("expected q_rope [B, S, H, dr], kv [B, T, H, dn + dv], "
-                       "k_rope [B, T, dr] and a [B, S, H, dv] result");
+    return emitOpError("expected kv [B, T, H, dn + dv], k_rope [B, T, dr] "
+                       "and a [B, S, H, dv] result");
+  if (failed(verifyQRope(*this)))
+    return failure();
+  if (numel(getWorkspace()) != rows(getResult()) * kr.getDimSize(2) ||
+      !elem(getWorkspace()).isF32())
+    return emitOpError("workspace must hold rope_dim floats per (batch, seq, "
+                       "head)");
   return success();
 }
 std::string MLANaiveOp::getKernelName() {
   kk::MLAParams p = mlaNaiveParams(*this);
   std::string sc = llvm::formatv("{0:e}", p.scale);
-  return llvm::formatv("mla_naive_s{0}_t{1}_h{2}_dn{3}_dr{4}_v{5}{6}{7}_qs{8}_sc{9}{10}",
+  return llvm::formatv("mla_naive_s{0}_t{1}_h{2}_dn{3}_dr{4}_v{5}{6}{7}_qs{8}{9}_sc{10}{11}",
                        p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim,
                        p.valueDim, p.causal ? "_causal" : "",
-                       p.hasStart ? "_st" : "", p.qNopeStride, symbolSafe(sc),
-                       typeSig(*this));
+                       p.hasStart ? "_st" : "", p.qNopeStride, qRopeSuffix(p),
+                       symbolSafe(sc), typeSig(*this));
 }
 std::string MLANaiveOp::getTileConfig() {
   return "program=(batch, seq, head); naive; online softmax";
@@ -673,16 +749,16 @@ LogicalResult MLAAttentionQuantOp::verify() {
   if (numel(getQuantized()) != numel(getResult()) ||
       numel(getQuantScale()) != numel(getResult()) / getAct())
     return emitOpError("quantized results must cover the output");
-  return success();
+  return verifyQRope(*this);
 }
 std::string MLAAttentionQuantOp::getKernelName() {
   kk::MLAParams p = mlaQuantParams(*this);
   std::string sc = llvm::formatv("{0:e}", p.scale);
   return llvm::formatv(
-      "mla_quant_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_qs{9}_sc{10}_a{11}{12}",
+      "mla_quant_s{0}_t{1}_h{2}_dn{3}_dr{4}_c{5}_v{6}{7}{8}_qs{9}{10}_sc{11}_a{12}{13}",
       p.seq, p.kvLen, p.heads, p.headDim, p.ropeDim, p.rank, p.valueDim,
       p.causal ? "_causal" : "", p.hasStart ? "_st" : "", p.qNopeStride,
-      symbolSafe(sc), p.quantAct, typeSig(*this));
+      qRopeSuffix(p), symbolSafe(sc), p.quantAct, typeSig(*this));
 }
 std::string MLAAttentionQuantOp::getTileConfig() {
   return "program=(batch, seq, head); absorbed; online softmax; output "

@@ -193,21 +193,30 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]>
   let description = [{
     W_UK (rows of `kv_b`) is folded into the query, attention runs over the
     latent and the shared rope key, W_UV is applied after. `workspace` holds
-    2 x kv_lora_rank floats per program (the absorbed query and the latent
-    accumulator) and lives only during the launch.
+    2 x kv_lora_rank + rope_dim floats per program (the absorbed query, the
+    latent accumulator and the staged q_rope row) and lives only during the
+    launch. With `q_rope_stride` > 0, q_rope's row r is read at
+    `r * q_rope_stride + q_rope_offset` of its buffer (q itself); with
+    `q_rotation` (the `kiln_kernel.rope` attributes: theta, rotary_dim,
+    interleaved, scaling_factor, yarn_factor, yarn_low, yarn_high, mscale)
+    the kernel applies the rotary embedding to q_rope itself
+    (kiln-fuse-rope).
 
     ```mlir
     %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %wkvb
         {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]}
         : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x32xf32>,
            tensor<1x8x8xf32>, tensor<128x32xf32>)
-        -> (tensor<1x8x4x16xf32>, tensor<32x64xf32>)
+        -> (tensor<1x8x4x16xf32>, tensor<32x72xf32>)
     ```
   }];
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
                        KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
                        Optional<KK_Tensor>:$start,
                        DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$q_rope_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$q_rope_offset,
+                       OptionalAttr<DictionaryAttr>:$q_rotation,
                        F32Attr:$scale, BoolAttr:$causal, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
   let assemblyFormat = [{
@@ -227,17 +236,20 @@ def KK_MLANaiveOp : KK_LaunchOp<"mla_naive"> {
     this costs fewer FLOPs than the absorbed form (`docs/kernels.md`).
 
     ```mlir
-    %o = kiln_kernel.mla_naive %qn, %qr, %kv, %kr
+    %o, %ws = kiln_kernel.mla_naive %qn, %qr, %kv, %kr
         {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]}
         : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x4x32xf32>,
-           tensor<1x8x8xf32>) -> tensor<1x8x4x16xf32>
+           tensor<1x8x8xf32>) -> (tensor<1x8x4x16xf32>, tensor<32x8xf32>)
     ```
   }];
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv,
                        KK_Tensor:$k_rope, Optional<KK_Tensor>:$start,
                        DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$q_rope_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$q_rope_offset,
+                       OptionalAttr<DictionaryAttr>:$q_rotation,
                        F32Attr:$scale, BoolAttr:$causal, StrArrayAttr:$fused_ops);
-  let results = (outs KK_Tensor:$result);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
   let assemblyFormat = [{
     $q_nope `,` $q_rope `,` $kv `,` $k_rope (`start` `(` $start^ `)`)?
     attr-dict `:` functional-type(operands, results)
@@ -256,6 +268,9 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
                        KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
                        Optional<KK_Tensor>:$start,
                        DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$q_rope_stride,
+                       DefaultValuedAttr<I64Attr, "0">:$q_rope_offset,
+                       OptionalAttr<DictionaryAttr>:$q_rotation,
                        F32Attr:$scale, BoolAttr:$causal,
                        ConfinedAttr<I64Attr, [IntPositive]>:$act, StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$result, KK_Tensor:$workspace, KK_Tensor:$quantized,

@@ -45,3 +45,11 @@ func.func @moe_up_layout(%x: tensor<16x64xf32>, %rows: tensor<88xi32>, %blocks: 
   %a = kiln_kernel.moe_up %x, %rows, %blocks, %wg, %wg {block_m = 8 : i64, tile_f = 32 : i64, fused_ops = ["kiln.moe"]} : (tensor<16x64xf32>, tensor<88xi32>, tensor<10xi32>, tensor<8x32x64xf32>, tensor<8x32x64xf32>) -> tensor<88x32xf32>
   return
 }
+
+// -----
+
+func.func @mla_bad_rotation(%qn: tensor<1x2x2x16xf32>, %qr: tensor<1x2x2x8xf32>, %kv: tensor<1x4x2x32xf32>, %kr: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{q_rotation needs theta, rotary_dim (even, at most the rope width)}}
+  %o, %ws = kiln_kernel.mla_naive %qn, %qr, %kv, %kr {scale = 0.1 : f32, causal = true, q_rotation = {theta = 1.0e+04 : f32, rotary_dim = 16 : i64}, fused_ops = []} : (tensor<1x2x2x16xf32>, tensor<1x2x2x8xf32>, tensor<1x4x2x32xf32>, tensor<1x4x8xf32>) -> (tensor<1x2x2x16xf32>, tensor<4x8xf32>)
+  return
+}

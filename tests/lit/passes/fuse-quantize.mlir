@@ -39,7 +39,7 @@ func.func @swiglu_shared(%g: tensor<4x128xf32>, %u: tensor<4x128xf32>) -> (tenso
 func.func @mla(%qn: tensor<1x2x2x32xf32>, %qr: tensor<1x2x2x16xf32>, %c: tensor<1x2x64xf32>, %kr: tensor<1x2x16xf32>, %w: tensor<320x64xf32>) -> (tensor<1x2x256xf8E4M3FN>, tensor<1x2x2xf32>) {
   // CHECK: kiln_kernel.mla_attention_quant {{.*}}act = 128 : i64{{.*}}fused_ops = ["kiln.mla_attention", "kiln.quantize"]
   // CHECK-NOT: kiln_kernel.quantize
-  %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %w {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x32xf32>, tensor<1x2x2x16xf32>, tensor<1x2x64xf32>, tensor<1x2x16xf32>, tensor<320x64xf32>) -> (tensor<1x2x2x128xf32>, tensor<4x128xf32>)
+  %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %w {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x32xf32>, tensor<1x2x2x16xf32>, tensor<1x2x64xf32>, tensor<1x2x16xf32>, tensor<320x64xf32>) -> (tensor<1x2x2x128xf32>, tensor<4x144xf32>)
   %v = kiln_kernel.view %o : (tensor<1x2x2x128xf32>) -> tensor<1x2x256xf32>
   %q, %s = kiln_kernel.quantize %v {act = 128 : i64, fused_ops = ["kiln.quantize"]} : (tensor<1x2x256xf32>) -> (tensor<1x2x256xf8E4M3FN>, tensor<1x2x2xf32>)
   return %q, %s : tensor<1x2x256xf8E4M3FN>, tensor<1x2x2xf32>

@@ -32,7 +32,7 @@ func.func @mla_q_nope(%q: tensor<1x2x2x48xf32>, %qr: tensor<1x2x2x16xf32>, %c: t
   // CHECK-SAME: (tensor<1x2x2x48xf32>,
   // CHECK-NOT: kiln_kernel.slice
   %qn = kiln_kernel.slice %q {offset = 0 : i64, fused_ops = ["kiln.slice"]} : (tensor<1x2x2x48xf32>) -> tensor<1x2x2x32xf32>
-  %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %w {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x32xf32>, tensor<1x2x2x16xf32>, tensor<1x2x64xf32>, tensor<1x2x16xf32>, tensor<128x64xf32>) -> (tensor<1x2x2x32xf32>, tensor<4x128xf32>)
+  %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %w {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x32xf32>, tensor<1x2x2x16xf32>, tensor<1x2x64xf32>, tensor<1x2x16xf32>, tensor<128x64xf32>) -> (tensor<1x2x2x32xf32>, tensor<4x144xf32>)
   return %o : tensor<1x2x2x32xf32>
 }
 
@@ -45,6 +45,6 @@ func.func @mla_naive_q_nope(%q: tensor<1x2x2x48xf32>, %qr: tensor<1x2x2x16xf32>,
   // CHECK-SAME: (tensor<1x2x2x48xf32>,
   // CHECK-NOT: kiln_kernel.slice
   %qn = kiln_kernel.slice %q {offset = 0 : i64, fused_ops = ["kiln.slice"]} : (tensor<1x2x2x48xf32>) -> tensor<1x2x2x32xf32>
-  %o = kiln_kernel.mla_naive %qn, %qr, %kv, %kr {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x32xf32>, tensor<1x2x2x16xf32>, tensor<1x2x2x64xf32>, tensor<1x2x16xf32>) -> tensor<1x2x2x32xf32>
+  %o, %ws = kiln_kernel.mla_naive %qn, %qr, %kv, %kr {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x32xf32>, tensor<1x2x2x16xf32>, tensor<1x2x2x64xf32>, tensor<1x2x16xf32>) -> (tensor<1x2x2x32xf32>, tensor<4x16xf32>)
   return %o : tensor<1x2x2x32xf32>
 }

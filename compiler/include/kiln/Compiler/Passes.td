@@ -62,6 +62,16 @@ def KilnFoldSharedExperts : Pass<"kiln-fold-shared-experts", "mlir::ModuleOp"> {
   }];
 }
 
+def KilnFuseRope : Pass<"kiln-fuse-rope", "mlir::ModuleOp"> {
+  let summary = "Rotate MLA's query inside the attention kernel";
+  let description = [{
+    `mla_attention`/`mla_naive` whose q_rope is a `rope` launch used only
+    there (no cache, same start) read q_rope from the rope's input (q, with
+    its row stride and offset) and rotate it themselves (`q_rotation`): one
+    launch and one tensor less per layer. Run after kiln-fuse-slices.
+  }];
+}
+
 def KilnFuseGatedMLP : Pass<"kiln-fuse-gated-mlp", "mlir::ModuleOp"> {
   let summary = "Gate and up GEMMs with the SwiGLU in one launch";
   let description = [{

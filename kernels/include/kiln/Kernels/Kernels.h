@@ -117,6 +117,13 @@ struct RopeParams {
   /// cache buffer is bound after start).
   int64_t cacheCapacity = 0;
 };
+/// Rotates one row of rp.headDim values at position `pos` (f64): reads
+/// element i through load(i), writes through store(i, value); elements past
+/// rotaryDim are copied. Shared by the rope kernel and the kernels that fuse
+/// rope (MLA's q rope).
+void emitRotation(ProgramBuilder &p, const RopeParams &rp, mlir::Value pos,
+                  llvm::function_ref<mlir::Value(mlir::Value)> load,
+                  llvm::function_ref<void(mlir::Value, mlir::Value)> store);
 /// One program per (batch, seq, head) row. Buffers: x, [start], out.
 void emitRopeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                      const RopeParams &p, mlir::Type xType,
@@ -142,7 +149,8 @@ void emitAttentionProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// latent (kv_lora_rank) and the shared rope key, W_UV applied after.
 /// headDim = qk_nope, valueDim = v_head_dim. One program per (batch, seq,
 /// head). Buffers: q_nope, q_rope, latent, k_rope, kv_b, [start], out,
-/// workspace (2 * rank floats per program).
+/// workspace (2 * rank + ropeDim floats per program: the absorbed query, the
+/// latent accumulator, the staged q_rope row).
 struct MLAParams : AttentionParams {
   int64_t ropeDim = 0, rank = 0;
   /// kv_b is e4m3 with 128x128 block scales (an extra buffer after kv_b),
@@ -151,6 +159,14 @@ struct MLAParams : AttentionParams {
   /// Row stride of q_nope (0: contiguous rows of headDim); a slice of q
   /// fused into the kernel.
   int64_t qNopeStride = 0;
+  /// q_rope's row r starts at r * qRopeStride + qRopeOffset (stride 0:
+  /// contiguous rows of ropeDim): a slice of q read in place.
+  int64_t qRopeStride = 0, qRopeOffset = 0;
+  /// Rotary embedding of q_rope fused into the kernel (kiln-fuse-rope):
+  /// each program rotates its query row at position start + s as it stages
+  /// it. headDim/rotaryDim of the params are the rope width.
+  bool qRotate = false;
+  RopeParams qRope;
   /// When > 0, the output row is also quantized in tiles of `quantAct`
   /// (valueDim % quantAct == 0): two more buffers, e4m3 values and scales,
   /// laid out as the [batch, seq, heads * valueDim] input of o_proj.
@@ -161,7 +177,8 @@ void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// MLA in the naive form: kv = kv_b(latent) per head ([B, T, H, dn + dv],
 /// computed by a GEMM before), scores q_nope . k_nope + q_rope . k_rope,
 /// the output row is the online-softmax accumulator of v. One program per
-/// (batch, seq, head). Buffers: q_nope, q_rope, kv, k_rope, [start], out.
+/// (batch, seq, head). Buffers: q_nope, q_rope, kv, k_rope, [start], out,
+/// workspace (ropeDim floats per program: the staged q_rope row).
 void emitMLANaiveProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                          const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
 

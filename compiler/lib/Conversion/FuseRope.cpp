@@ -1,0 +1,82 @@
+//===- FuseRope.cpp - The query's rotary embedding into MLA ---------------===//
+//
+// MLA's q_rope is the rope part of q (read in place by the rope kernel
+// after kiln-fuse-slices), rotated by a rope launch and written to a tensor
+// that only the attention reads. The attention program reads its query row
+// once anyway: with the rotation's attributes (`q_rotation`) and q's layout
+// (`q_rope_stride`, `q_rope_offset`) it rotates the row as it stages it.
+// One launch and one tensor less:
+//
+//   mla(q_nope, rope(q[.., 128:192]), ...) -> mla(q_nope, q, ...)
+//       {q_rope_stride = 192, q_rope_offset = 128, q_rotation = {...}}
+//
+// for the absorbed and the naive forms (and mla_attention_quant, which
+// kiln-fuse-quantize builds later with every attribute carried over).
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/Passes.h"
+
+#include "Rebuild.h"
+#include "kernel/IR/KernelDialect.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_KILNFUSEROPE
+#include "kiln/Compiler/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+namespace k = kiln::kernel;
+
+namespace {
+
+/// The rope op's attributes that define the rotation.
+constexpr llvm::StringLiteral kRotationAttrs[] = {
+    "theta",       "rotary_dim", "interleaved", "scaling_factor",
+    "yarn_factor", "yarn_low",   "yarn_high",   "mscale"};
+
+template <typename MLAOpT>
+struct FuseQueryRope : OpRewritePattern<MLAOpT> {
+  using OpRewritePattern<MLAOpT>::OpRewritePattern;
+  LogicalResult matchAndRewrite(MLAOpT mla,
+                                PatternRewriter &rw) const override {
+    if (mla.getQRotationAttr())
+      return failure();
+    auto rope = mla.getQRope().template getDefiningOp<k::RopeOp>();
+    if (!rope || !rope->hasOneUse() || rope.getCache() ||
+        rope.getStart() != mla.getStart() ||
+        rope.getType() != mla.getQRope().getType())
+      return failure();
+    SmallVector<NamedAttribute> rotation;
+    for (StringRef name : kRotationAttrs)
+      rotation.push_back(rw.getNamedAttr(name, rope->getAttr(name)));
+    SmallVector<Attribute> fused(rope.getFusedOps().begin(),
+                                 rope.getFusedOps().end());
+    fused.append(mla.getFusedOps().begin(), mla.getFusedOps().end());
+    SmallVector<Value> operands(mla->getOperands());
+    operands[1] = rope.getInput(); // q_rope
+    Operation *newOp = kiln::rebuildOp(
+        rw, mla, rw.getFusedLoc({rope.getLoc(), mla.getLoc()}), operands,
+        {rw.getNamedAttr("q_rope_stride", rope.getInputStrideAttr()),
+         rw.getNamedAttr("q_rope_offset", rope.getInputOffsetAttr()),
+         rw.getNamedAttr("q_rotation", rw.getDictionaryAttr(rotation)),
+         rw.getNamedAttr("fused_ops", rw.getArrayAttr(fused))});
+    rw.replaceOp(mla, newOp->getResults());
+    rw.eraseOp(rope);
+    return success();
+  }
+};
+
+struct KilnFuseRopePass : kiln::impl::KilnFuseRopeBase<KilnFuseRopePass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<FuseQueryRope<k::MLAAttentionOp>,
+                 FuseQueryRope<k::MLANaiveOp>>(&getContext());
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace
