@@ -314,7 +314,7 @@ class Sm90a(unittest.TestCase):
                         mk.make_checkpoint(family, ckpt, variant="fp8dims" if fp8 else None, fp8=fp8)
                     seen.update(self.check_plan(ckpt, extra))
             for kind in ["moe_route", "moe_up", "moe_up_fp8", "moe_down", "moe_down_fp8",
-                         "moe_combine", "gemm_dual", "gemm_dual_fp8", "mla_s", "mla_naive", "gemm_swiglu", "gemm_swiglu_fp8",
+                         "moe_combine", "gemm_dual", "gemm_dual_fp8", "mla_s", "mla_naive", "latent_cache_write", "gemm_swiglu", "gemm_swiglu_fp8",
                          "rms_norm_quant", "attn"]:
                 self.assertTrue(any(n.startswith(kind) for n in seen), (kind, sorted(seen)))
         finally:

@@ -5,6 +5,8 @@
 // the write: the producer places its rows at start + s in the cache itself
 // and its result becomes the updated cache. The kiln.state (no operands) is
 // moved before the producer so the cache operand is available there.
+// Then MLA's two cache writers (the latent RMSNorm and the key rope), which
+// read the same rows, merge into one latent_cache_write.
 //
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
@@ -107,11 +109,68 @@ struct FuseCacheWrite : OpRewritePattern<k::CacheWriteOp> {
   }
 };
 
+/// MLA's latent RMSNorm and its key rope, both writing a cache from rows
+/// of the same input (kv_a_proj_with_mqa's output, read in place at two
+/// offsets) at the same start, become one latent_cache_write: one launch
+/// reads each row once and fills both caches.
+struct MergeLatentAndRopeWrites : OpRewritePattern<k::RMSNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(k::RMSNormOp norm,
+                                PatternRewriter &rw) const override {
+    if (!norm.getCache() || norm.getInputStride() == 0)
+      return failure();
+    k::RopeOp rope;
+    for (Operation *user : norm.getInput().getUsers()) {
+      auto r = dyn_cast<k::RopeOp>(user);
+      if (r && r.getCache() && r.getInput() == norm.getInput() &&
+          r.getInputStride() == norm.getInputStride() &&
+          r.getStart() == norm.getCacheStart() &&
+          r->getBlock() == norm->getBlock()) {
+        rope = r;
+        break;
+      }
+    }
+    if (!rope)
+      return failure();
+    auto ropeCache = cast<RankedTensorType>(rope.getType());
+    auto latCache = cast<RankedTensorType>(norm.getType());
+    if (ropeCache.getRank() != 4 || ropeCache.getDimSize(2) != 1 ||
+        latCache.getRank() != 3 ||
+        ropeCache.getDimSize(1) != latCache.getDimSize(1))
+      return failure();
+    // The merged launch takes the later one's place; the earlier one's
+    // users must all come after it.
+    Operation *first = norm, *last = rope;
+    if (rope->isBeforeInBlock(norm))
+      std::swap(first, last);
+    for (Operation *user : first->getUsers())
+      if (!last->isBeforeInBlock(user))
+        return failure();
+    rw.setInsertionPoint(last);
+    SmallVector<NamedAttribute> rotation;
+    for (StringRef name : {"theta", "rotary_dim", "interleaved",
+                           "scaling_factor", "yarn_factor", "yarn_low",
+                           "yarn_high", "mscale"})
+      rotation.push_back(rw.getNamedAttr(name, rope->getAttr(name)));
+    auto fused = k::LatentCacheWriteOp::create(
+        rw, rw.getFusedLoc({norm.getLoc(), rope.getLoc()}),
+        TypeRange{latCache, ropeCache}, norm.getInput(), norm.getWeight(),
+        norm.getCache(), rope.getCache(), norm.getCacheStart(),
+        norm.getEpsilonAttr(), norm.getInputStrideAttr(),
+        norm.getInputOffsetAttr(), rope.getInputOffsetAttr(),
+        rw.getDictionaryAttr(rotation),
+        concat(rw, norm.getFusedOps(), rope.getFusedOps()));
+    rw.replaceOp(norm, fused.getLatent());
+    rw.replaceOp(rope, fused.getRope());
+    return success();
+  }
+};
+
 struct KilnFuseCacheWritesPass
     : kiln::impl::KilnFuseCacheWritesBase<KilnFuseCacheWritesPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseCacheWrite>(&getContext());
+    patterns.add<FuseCacheWrite, MergeLatentAndRopeWrites>(&getContext());
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }

@@ -192,16 +192,16 @@ emitPlan(ModuleOp module, const KernelTable &table,
           b.first = std::min(b.first, idx);
           b.last = std::max(b.last, idx);
         }
-        if (std::optional<unsigned> inPlace = k.getInPlaceOperand()) {
-          // In place: the result is the cache's (state) buffer.
-          uint32_t id = fp.bufferOf.lookup(op->getOperand(*inPlace));
-          if (buffers[id].kind != fb::BufferKind::state)
-            return op->emitError("an in-place launch must update a state "
-                                 "buffer");
-          fp.bufferOf[op->getResult(0)] = id;
-          return WalkResult::advance();
-        }
-        for (Value v : op->getResults()) {
+        for (auto [i, v] : llvm::enumerate(op->getResults())) {
+          if (std::optional<unsigned> inPlace = k.getInPlaceOperandOf(i)) {
+            // In place: the result is the cache's (state) buffer.
+            uint32_t id = fp.bufferOf.lookup(op->getOperand(*inPlace));
+            if (buffers[id].kind != fb::BufferKind::state)
+              return op->emitError("an in-place launch must update a state "
+                                   "buffer");
+            fp.bufferOf[v] = id;
+            continue;
+          }
           uint32_t id = newBuffer(v, fb::BufferKind::intermediate);
           buffers[id].first = idx;
           buffers[id].last = idx;

@@ -26,6 +26,15 @@ def KilnKernel_KernelOpInterface : OpInterface<"KernelOpInterface"> {
       updates in place (a KV cache), if any.}],
       "std::optional<unsigned>", "getInPlaceOperand", (ins), [{}],
       [{ return std::nullopt; }]>,
+    InterfaceMethod<[{Index of the operand whose buffer result `result`
+      updates in place, if any (by default: getInPlaceOperand() for result
+      0). Kernels that write two caches override it.}],
+      "std::optional<unsigned>", "getInPlaceOperandOf", (ins "unsigned":$result),
+      [{}], [{
+        if (result != 0)
+          return std::nullopt;
+        return $_op.getInPlaceOperand();
+      }]>,
     InterfaceMethod<"Emits one program of the kernel.",
       "void", "emitProgram",
       (ins "mlir::OpBuilder &":$builder,

@@ -671,6 +671,107 @@ void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 }
 
 //===----------------------------------------------------------------------===//
+// latent_cache_write
+//===----------------------------------------------------------------------===//
+
+static kk::RopeParams latentRopeParams(LatentCacheWriteOp op) {
+  auto rc = ranked(op.getRopeCache());
+  kk::RopeParams p;
+  rotationOf(op.getRotation(), rc.getDimSize(3), p);
+  p.seq = numel(op.getInput()) / op.getInputStride() / rc.getDimSize(0);
+  p.heads = 1;
+  p.hasStart = static_cast<bool>(op.getStart());
+  p.inputStride = op.getInputStride();
+  p.inputOffset = op.getRopeOffset();
+  p.cacheCapacity = rc.getDimSize(1);
+  return p;
+}
+
+std::optional<unsigned> LatentCacheWriteOp::getInPlaceOperand() { return 2; }
+std::optional<unsigned> LatentCacheWriteOp::getInPlaceOperandOf(unsigned r) {
+  return r == 0 ? 2 : (r == 1 ? std::optional<unsigned>(3) : std::nullopt);
+}
+
+LogicalResult LatentCacheWriteOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto lc = ranked(getLatentCache()), rc = ranked(getRopeCache());
+  if (lc.getRank() != 3 || rc.getRank() != 4 || rc.getDimSize(2) != 1 ||
+      lc.getDimSize(0) != rc.getDimSize(0) ||
+      lc.getDimSize(1) != rc.getDimSize(1) ||
+      ranked(getLatent()) != lc || ranked(getRope()) != rc)
+    return emitOpError("caches must be [batch, capacity, rank] and [batch, "
+                       "capacity, 1, rope_dim], and the results the caches");
+  int64_t rank = lc.getDimSize(2), dr = rc.getDimSize(3);
+  int64_t stride = getInputStride();
+  if (ranked(getWeight()).getRank() != 1 || lastDim(getWeight()) != rank)
+    return emitOpError("weight must be [rank]");
+  int64_t rows = numel(getInput()) / stride;
+  if (numel(getInput()) % stride || rows % lc.getDimSize(0) ||
+      getLatentOffset() < 0 || getLatentOffset() + rank > stride ||
+      getRopeOffset() < 0 || getRopeOffset() + dr > stride)
+    return emitOpError("input rows of input_stride must hold the latent at "
+                       "latent_offset and the rope key at rope_offset");
+  kk::RopeParams r;
+  if (!rotationOf(getRotation(), dr, r))
+    return emitOpError("rotation needs theta, rotary_dim (even, at most the "
+                       "rope width), interleaved, scaling_factor, "
+                       "yarn_factor, yarn_low, yarn_high and mscale");
+  return success();
+}
+std::string LatentCacheWriteOp::getKernelName() {
+  kk::RopeParams r = latentRopeParams(*this);
+  auto lc = ranked(getLatentCache());
+  std::string f = llvm::formatv("{0:e}_{1:e}_{2:e}_{3:e}_{4:e}_{5:e}_{6:e}",
+                                getEpsilon().convertToFloat(), r.theta,
+                                r.scaling, r.yarnFactor, r.yarnLow,
+                                r.yarnHigh, r.mscale);
+  return llvm::formatv(
+      "latent_cache_write_c{0}_r{1}_in{2}o{3}o{4}_cache{5}x{6}{7}_rot{8}{9}_{10}{11}",
+      lc.getDimSize(2), r.headDim, getInputStride(), getLatentOffset(),
+      getRopeOffset(), lc.getDimSize(1), r.seq, r.hasStart ? "_st" : "",
+      r.rotaryDim, r.interleaved ? "il" : "", symbolSafe(f), typeSig(*this));
+}
+std::string LatentCacheWriteOp::getTileConfig() {
+  return "program=row; RMSNorm of the latent + rope of the key";
+}
+int64_t LatentCacheWriteOp::getNumPrograms() {
+  return numel(getInput()) / getInputStride();
+}
+void LatentCacheWriteOp::emitProgram(OpBuilder &b,
+                                     const kk::ProgramArgs &args) {
+  // Buffers: input, weight, latent_cache, rope_cache, [start], latent, rope.
+  // The RMSNorm and the rope bodies run one after the other in the same
+  // program, each on its view of the bindings.
+  bool st = static_cast<bool>(getStart());
+  Value x = args.buffers[0], start = st ? args.buffers[4] : Value();
+  Value latOut = args.buffers[st ? 5 : 4], ropeOut = args.buffers[st ? 6 : 5];
+  kk::ProgramArgs norm{args.loc, {x, args.buffers[1], args.buffers[2]},
+                       args.scalars, args.pid};
+  kk::CachePlacement place;
+  auto lc = ranked(getLatentCache());
+  place.capacity = lc.getDimSize(1);
+  place.seq = getNumPrograms() / lc.getDimSize(0);
+  if (st) {
+    norm.buffers.push_back(start);
+    place.startBuffer = 3;
+    place.startType = elem(getStart());
+  }
+  norm.buffers.push_back(latOut);
+  kk::emitRMSNormProgram(b, norm, lc.getDimSize(2),
+                         getEpsilon().convertToFloat(), elem(getInput()),
+                         elem(getWeight()), elem(getLatent()),
+                         getInputStride(), getLatentOffset(), place);
+  kk::ProgramArgs rope{args.loc, {x}, args.scalars, args.pid};
+  if (st)
+    rope.buffers.push_back(start);
+  rope.buffers.push_back(args.buffers[3]);
+  rope.buffers.push_back(ropeOut);
+  kk::emitRopeProgram(b, rope, latentRopeParams(*this), elem(getInput()),
+                      st ? elem(getStart()) : Type(), elem(getRope()));
+}
+
+//===----------------------------------------------------------------------===//
 // mla_naive
 //===----------------------------------------------------------------------===//
 

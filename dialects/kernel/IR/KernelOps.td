@@ -166,6 +166,42 @@ def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments], ["getInPlaceOper
   }];
 }
 
+def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
+    ["getInPlaceOperand", "getInPlaceOperandOf"]> {
+  let summary = "MLA's compressed-KV rows into the two caches; one program per row";
+  let description = [{
+    Row r of `input` (kv_a_proj_with_mqa's output, rows of `input_stride`)
+    holds the latent at `latent_offset` and the rope key at `rope_offset`.
+    Each program RMS-normalizes its latent (weight `weight`, `epsilon`) into
+    row start[b] + s of `latent_cache` [batch, capacity, rank], and rotates
+    its rope key (`rotation`: the `rope` op's attributes) into the same row
+    of `rope_cache` [batch, capacity, 1, rope_dim]. Both results are the
+    updated caches (in place). Built by kiln-fuse-cache-writes from the two
+    cache-writing launches that read the same rows.
+
+    ```mlir
+    %lat, %kr = kiln_kernel.latent_cache_write %kv, %w, %lc, %rc start(%st)
+        {epsilon = 1.0e-06 : f32, input_stride = 40 : i64, latent_offset = 0 : i64,
+         rope_offset = 32 : i64, rotation = {theta = 1.0e+04 : f32, rotary_dim = 8 : i64,
+         interleaved = true, scaling_factor = 1.0 : f32, yarn_factor = 1.0 : f32,
+         yarn_low = 0.0 : f32, yarn_high = 0.0 : f32, mscale = 1.0 : f32},
+         fused_ops = ["kiln.rms_norm", "kiln.rope"]}
+        : (tensor<1x2x40xf32>, tensor<32xf32>, tensor<1x16x32xf32>, tensor<1x16x1x8xf32>,
+           tensor<1xi32>) -> (tensor<1x16x32xf32>, tensor<1x16x1x8xf32>)
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, KK_Tensor:$weight, KK_Tensor:$latent_cache,
+                       KK_Tensor:$rope_cache, Optional<KK_Tensor>:$start,
+                       F32Attr:$epsilon, ConfinedAttr<I64Attr, [IntPositive]>:$input_stride,
+                       I64Attr:$latent_offset, I64Attr:$rope_offset,
+                       DictionaryAttr:$rotation, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$latent, KK_Tensor:$rope);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $latent_cache `,` $rope_cache (`start` `(` $start^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
 def KK_AttentionOp : KK_LaunchOp<"attention"> {
   let summary = "Flash-style GQA attention; one program per (batch, seq, head)";
   let description = [{
