@@ -184,5 +184,32 @@ class MoE(unittest.TestCase):
                    {"scoring": "softmax"}, layers=2, repeat=5)
 
 
+class Dumps(unittest.TestCase):
+    def test_deepseek_dumps_reparse_and_rerun(self):
+        """Every stage dumped for a tiny DeepSeek-V3 (grouped experts, the
+        routing counter state, both MLA forms, the fused cache write) parses
+        with kiln-opt, and the kernel pipeline re-run on the graph dump gives
+        the kernel dump's launches."""
+        import make_tiny_checkpoint as mk
+        tmp = tempfile.mkdtemp(prefix="kiln-moe-dumps-")
+        try:
+            ck = os.path.join(tmp, "ck")
+            mk.make_checkpoint("deepseek_v3", ck)
+            dump = os.path.join(tmp, "ir")
+            run([tool("kiln-compile"), ck, "-o", os.path.join(tmp, "p.kplan"), "--dump-ir-dir", dump])
+            files = sorted(f for f in os.listdir(dump) if f.endswith(".mlir"))
+            self.assertTrue(any("kernel" in f for f in files), files)
+            for f in files:
+                run([tool("kiln-opt"), os.path.join(dump, f), "-o", os.devnull])
+            graph = [f for f in files if "graph" in f][0]
+            kernel = open(os.path.join(dump, [f for f in files if "kernel" in f][0])).read()
+            rerun = run([tool("kiln-opt"), os.path.join(dump, graph), "--kiln-kernel-pipeline"]).stdout
+            for op in ["moe_route", "moe_up", "moe_down", "moe_combine", "mla_naive", "latent_cache_write"]:
+                self.assertIn(f"kiln_kernel.{op} ", kernel, op)
+                self.assertEqual(rerun.count(f"kiln_kernel.{op} "), kernel.count(f"kiln_kernel.{op} "), op)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
