@@ -22,6 +22,14 @@ void buildKilnKernelPipeline(mlir::OpPassManager &pm,
   // Graph-level fusion first: it changes what the MoE lowering emits.
   if (options.fuse)
     pm.addPass(createKilnFoldSharedExperts());
+  KilnLowerMoEOptions moe;
+  moe.minGemmPrograms = options.minGemmPrograms;
+  moe.blockM = options.moeBlockM;
+  pm.addPass(createKilnLowerMoE(moe));
+  KilnLowerMLAOptions mla;
+  mla.minGemmPrograms = options.minGemmPrograms;
+  mla.form = options.mlaForm;
+  pm.addPass(createKilnLowerMLA(mla));
   KilnLowerToKernelsOptions lower;
   lower.minGemmPrograms = options.minGemmPrograms;
   pm.addPass(createKilnLowerToKernels(lower));

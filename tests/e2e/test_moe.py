@@ -184,7 +184,7 @@ class MoE(unittest.TestCase):
                    {"scoring": "softmax"}, layers=2, repeat=5)
 
 
-class Dumps(unittest.TestCase):
+class DeepSeek(unittest.TestCase):
     def test_deepseek_dumps_reparse_and_rerun(self):
         """Every stage dumped for a tiny DeepSeek-V3 (grouped experts, the
         routing counter state, both MLA forms, the fused cache write) parses
@@ -207,6 +207,43 @@ class Dumps(unittest.TestCase):
             for op in ["moe_route", "moe_up", "moe_down", "moe_combine", "mla_naive", "latent_cache_write"]:
                 self.assertIn(f"kiln_kernel.{op} ", kernel, op)
                 self.assertEqual(rerun.count(f"kiln_kernel.{op} "), kernel.count(f"kiln_kernel.{op} "), op)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+    def test_forms_and_blocks_agree(self):
+        """The absorbed and naive MLA forms (--mla-form) and another expert
+        block (--moe-block-m) give the logits of the default plan: same
+        equations, other summation orders."""
+        import make_tiny_checkpoint as mk
+        tmp = tempfile.mkdtemp(prefix="kiln-moe-forms-")
+        try:
+            ck = os.path.join(tmp, "ck")
+            mk.make_checkpoint("deepseek_v3", ck)
+            tokens = os.path.join(tmp, "tokens.npy")
+            np.save(tokens, np.random.default_rng(3).integers(0, 128, size=(2, 16)).astype(np.int32))
+
+            def logits(name, *flags):
+                plan = os.path.join(tmp, name + ".kplan")
+                run([tool("kiln-compile"), ck, "-o", plan, "--max-batch=2", "--max-seq=16", *flags])
+                names = [k["name"] for k in json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]]
+                out = os.path.join(tmp, name + ".npy")
+                run([tool("kiln-run"), plan, "--input", f"tokens={tokens}", "--output", f"logits={out}"])
+                return np.load(out), names
+
+            base, names = logits("auto")
+            self.assertTrue(any(n.startswith("mla_naive") for n in names))  # prefill: naive
+            for name, flags, kind in [("absorbed", ["--mla-form=absorbed"], "mla_s16"),
+                                      ("naive", ["--mla-form=naive"], "mla_naive_s1_"),
+                                      ("bm64", ["--moe-block-m=64"], "moe_up_d64_f32_bm64")]:
+                with self.subTest(name=name):
+                    other, names = logits(name, *flags)
+                    self.assertTrue(any(n.startswith(kind) for n in names), (kind, names))
+                    err = np.linalg.norm(other - base) / np.linalg.norm(base)
+                    self.assertLess(err, 1e-6, f"{name}: relative L2 {err:.2e}")
+            p = run([tool("kiln-compile"), ck, "-o", os.path.join(tmp, "x.kplan"), "--mla-form=fast"], check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("--mla-form", p.stderr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -52,6 +52,12 @@ static cl::opt<bool> noFuse(
 static cl::opt<int64_t> minGemmPrograms(
     "min-gemm-programs", cl::init(64),
     cl::desc("Smallest grid the GEMM tile heuristic aims for"));
+static cl::opt<int64_t> moeBlockM(
+    "moe-block-m", cl::init(0),
+    cl::desc("Rows per block of the experts' layout (0: the heuristic)"));
+static cl::opt<std::string>
+    mlaForm("mla-form", cl::init("auto"),
+            cl::desc("MLA kernel form: auto (by FLOPs), absorbed or naive"));
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
@@ -94,6 +100,18 @@ int main(int argc, char **argv) {
   opts.commandLine = commandLine;
   opts.pipeline.minGemmPrograms = minGemmPrograms;
   opts.pipeline.fuse = !noFuse;
+  if (moeBlockM < 0) {
+    llvm::errs() << "kiln-compile: error: --moe-block-m must be >= 0, got "
+                 << moeBlockM << "\n";
+    return 1;
+  }
+  opts.pipeline.moeBlockM = moeBlockM;
+  if (mlaForm != "auto" && mlaForm != "absorbed" && mlaForm != "naive") {
+    llvm::errs() << "kiln-compile: error: unknown --mla-form '" << mlaForm
+                 << "' (expected auto, absorbed or naive)\n";
+    return 1;
+  }
+  opts.pipeline.mlaForm = mlaForm;
   if (mlir::failed(kiln::compileModel(ctx, opts))) {
     llvm::errs() << "kiln-compile: error: compilation of " << inputPath
                  << " failed; no plan written\n";

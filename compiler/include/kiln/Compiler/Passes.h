@@ -5,6 +5,8 @@
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 
+#include <string>
+
 namespace kiln {
 
 #define GEN_PASS_DECL
@@ -20,6 +22,10 @@ struct KilnPipelineOptions {
   /// kiln-fuse-quantize, kiln-fuse-residual); `kiln-compile --no-fuse` turns
   /// them off to check fused against unfused plans.
   bool fuse = true;
+  /// kiln-lower-moe's block-m (0: the heuristic).
+  int64_t moeBlockM = 0;
+  /// kiln-lower-mla's form: "auto", "absorbed" or "naive".
+  std::string mlaForm = "auto";
 };
 
 /// Graph-level cleanup and verification (stage "graph").

@@ -20,6 +20,45 @@ def KilnLowerToKernels : Pass<"kiln-lower-to-kernels", "mlir::ModuleOp"> {
   ];
 }
 
+def KilnLowerMoE : Pass<"kiln-lower-moe", "mlir::ModuleOp"> {
+  let summary = "Lower kiln.moe: routing + permutation, grouped experts, combine";
+  let description = [{
+    `kiln.moe` becomes four launches: `moe_route` (gate GEMM, scoring,
+    correction bias, group-limited top-k, normalization, scaling, and the
+    token permutation into the experts' contiguous layout, each segment
+    padded to `block_m`), the grouped `moe_up` (gate + up + SwiGLU, and the
+    activation quantization in FP8) and `moe_down` GEMMs over that layout,
+    and `moe_combine`. kiln-lower-to-kernels applies the same lowering with
+    the defaults.
+  }];
+  let dependentDialects = ["kiln::kernel::KilnKernelDialect"];
+  let options = [
+    Option<"minGemmPrograms", "min-gemm-programs", "int64_t", /*default=*/"64",
+           "Smallest grid the GEMM tile heuristic aims for">,
+    Option<"blockM", "block-m", "int64_t", /*default=*/"0",
+           "Rows per block of the experts' layout (0: chooseMoEBlockM)">,
+  ];
+}
+
+def KilnLowerMLA : Pass<"kiln-lower-mla", "mlir::ModuleOp"> {
+  let summary = "Lower kiln.mla_attention to the absorbed or the naive form";
+  let description = [{
+    The absorbed form is one `mla_attention` launch (W_UK folded into the
+    query, attention over the latent, W_UV after); the naive form is a
+    `gemm` of kv_b over the cached latent and `mla_naive`. `form=auto`
+    compares their multiply-adds (preferNaiveMLA): decode is absorbed, long
+    prefills naive. A block-quantized kv_b is always absorbed.
+    kiln-lower-to-kernels applies the same lowering with `form=auto`.
+  }];
+  let dependentDialects = ["kiln::kernel::KilnKernelDialect"];
+  let options = [
+    Option<"minGemmPrograms", "min-gemm-programs", "int64_t", /*default=*/"64",
+           "Smallest grid the GEMM tile heuristic aims for">,
+    Option<"form", "form", "std::string", /*default=*/"\"auto\"",
+           "auto, absorbed or naive">,
+  ];
+}
+
 def KilnFuseQuantize : Pass<"kiln-fuse-quantize", "mlir::ModuleOp"> {
   let summary = "Fuse activation quantization into the kernel producing it";
   let description = [{

@@ -1,0 +1,123 @@
+//===- LowerMLA.cpp - kiln.mla_attention -> the absorbed or naive form ----===//
+//
+// The MLA lowering (also run by kiln-lower-to-kernels). `form` chooses the
+// kernel form: `auto` (preferNaiveMLA: naive for long prefills, absorbed for
+// decode), `absorbed` or `naive`. A block-quantized kv_b is always absorbed.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/Passes.h"
+
+#include "Lowering.h"
+#include "kernel/IR/KernelDialect.h"
+#include "kiln/IR/KilnDialect.h"
+#include "kiln/Kernels/Heuristics.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace kiln {
+#define GEN_PASS_DEF_KILNLOWERMLA
+#include "kiln/Compiler/Passes.h.inc"
+} // namespace kiln
+
+using namespace mlir;
+namespace g = kiln::graph;
+namespace k = kiln::kernel;
+
+namespace {
+
+/// kiln.mla_attention -> the absorbed form (one launch), or for long
+/// prefills the naive form: a GEMM of kv_b over the cached latent, then
+/// mla_naive (preferNaiveMLA, docs/kernels.md). A block-quantized kv_b keeps
+/// the absorbed form, which dequantizes it as it reads.
+struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
+  LowerMLA(MLIRContext *ctx, int64_t minPrograms, kiln::MLAForm form)
+      : OpRewritePattern(ctx), minPrograms(minPrograms), form(form) {}
+  LogicalResult matchAndRewrite(g::MLAAttentionOp op,
+                                PatternRewriter &rw) const override {
+    auto outTy = cast<RankedTensorType>(op.getType());
+    int64_t rows = cast<RankedTensorType>(op.getType()).getNumElements() / outTy.getShape().back();
+    auto latTy = cast<RankedTensorType>(op.getKvLatent().getType());
+    auto qrTy = cast<RankedTensorType>(op.getQRope().getType());
+    int64_t rank = latTy.getShape().back();
+    int64_t batch = latTy.getDimSize(0), kvLen = latTy.getDimSize(1);
+    int64_t seq = qrTy.getDimSize(1), heads = qrTy.getDimSize(2);
+    int64_t dr = qrTy.getDimSize(3), dv = outTy.getShape().back();
+    int64_t kvbRows = cast<RankedTensorType>(op.getKvB().getType()).getDimSize(0);
+    int64_t dn = kvbRows / heads - dv;
+    ArrayAttr fused = kiln::fusedOps(rw, {g::MLAAttentionOp::getOperationName()});
+    Location loc = op.getLoc();
+    bool naive =
+        form == kiln::MLAForm::Naive ||
+        (form == kiln::MLAForm::Auto &&
+         kiln::kernels::preferNaiveMLA(seq, kvLen, heads, dn, dr, dv, rank));
+    if (!op.getKvBScale() && naive) {
+      Type f32 = rw.getF32Type();
+      Value lat = k::ViewOp::create(
+          rw, loc, RankedTensorType::get({batch * kvLen, rank},
+                                         latTy.getElementType()),
+          op.getKvLatent());
+      int64_t tileN = kiln::kernels::chooseGemmTileN(batch * kvLen, kvbRows,
+                                                     rank, minPrograms);
+      Value kv = k::GemmOp::create(
+          rw, loc, RankedTensorType::get({batch * kvLen, kvbRows}, f32), lat,
+          op.getKvB(), ValueRange{}, rw.getI64IntegerAttr(tileN), fused);
+      kv = k::ViewOp::create(
+          rw, loc, RankedTensorType::get({batch, kvLen, heads, dn + dv}, f32),
+          kv);
+      auto naive = k::MLANaiveOp::create(
+          rw, loc, TypeRange{op.getType(), RankedTensorType::get({rows, dr}, f32)},
+          op.getQNope(), op.getQRope(), kv, op.getKRope(), op.getStart(),
+          rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
+          rw.getI64IntegerAttr(0), DictionaryAttr(), op.getScaleAttr(),
+          op.getCausalAttr(), fused);
+      rw.replaceOp(op, naive.getResult());
+      return success();
+    }
+    auto ws = RankedTensorType::get({rows, 2 * rank + dr}, rw.getF32Type());
+    auto k = k::MLAAttentionOp::create(
+        rw, loc, TypeRange{op.getType(), ws}, op.getQNope(), op.getQRope(),
+        op.getKvLatent(), op.getKRope(), op.getKvB(), op.getKvBScale(),
+        op.getStart(), rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
+        rw.getI64IntegerAttr(0), DictionaryAttr(), op.getScaleAttr(),
+        op.getCausalAttr(), fused);
+    rw.replaceOp(op, k.getResult());
+    return success();
+  }
+  int64_t minPrograms;
+  kiln::MLAForm form;
+};
+
+struct KilnLowerMLAPass : kiln::impl::KilnLowerMLABase<KilnLowerMLAPass> {
+  using Base::Base;
+  void runOnOperation() override {
+    std::optional<kiln::MLAForm> f = kiln::parseMLAForm(form);
+    if (!f) {
+      getOperation().emitError() << "kiln-lower-mla: form must be auto, "
+                                    "absorbed or naive, got '"
+                                 << form << "'";
+      return signalPassFailure();
+    }
+    RewritePatternSet patterns(&getContext());
+    kiln::populateLowerMLAPatterns(patterns, minGemmPrograms, *f);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace
+
+std::optional<kiln::MLAForm> kiln::parseMLAForm(StringRef s) {
+  if (s == "auto")
+    return MLAForm::Auto;
+  if (s == "absorbed")
+    return MLAForm::Absorbed;
+  if (s == "naive")
+    return MLAForm::Naive;
+  return std::nullopt;
+}
+
+void kiln::populateLowerMLAPatterns(RewritePatternSet &patterns,
+                                    int64_t minGemmPrograms, MLAForm form) {
+  patterns.add<LowerMLA>(patterns.getContext(), minGemmPrograms, form);
+}
