@@ -241,6 +241,48 @@ module {{
             err = np.abs(y - expected).max() / np.abs(expected).max()
             self.assertLessEqual(err, 1e-5)
 
+    def test_mla_output_quantization_matches_unfused(self):
+        """mla_attention_quant (the absorbed MLA quantizing its own output,
+        v_head_dim = 128 as in DeepSeek-V3, with the query rope fused in)
+        against mla_attention + rope + quantize (--no-fuse), same inputs."""
+        b, s, h, dn, dr, rank, dv = 1, 4, 2, 16, 8, 32, 128
+        rope = ('theta = 1.0e+04 : f32, rotary_dim = 8 : i64, interleaved = true, '
+                'scaling_factor = 1.0 : f32, yarn_factor = 1.0 : f32, yarn_low = 0.0 : f32, '
+                'yarn_high = 0.0 : f32, mscale = 1.0 : f32')
+        text = f"""
+module {{
+  func.func @forward(%qn: tensor<{b}x{s}x{h}x{dn}xf32> {{kiln.name = "qn"}},
+                     %qr: tensor<{b}x{s}x{h}x{dr}xf32> {{kiln.name = "qr"}},
+                     %c: tensor<{b}x{s}x{rank}xf32> {{kiln.name = "c"}},
+                     %kr: tensor<{b}x{s}x{dr}xf32> {{kiln.name = "kr"}})
+      -> (tensor<{b}x{s}x{h * dv}xf8E4M3FN> {{kiln.name = "q"}}, tensor<{b}x{s}x{h}xf32> {{kiln.name = "sc"}}) {{
+    %w = kiln.weight "kv_b.weight" : tensor<{h * (dn + dv)}x{rank}xf32>
+    %qrr = kiln.rope %qr {{{rope}}} : (tensor<{b}x{s}x{h}x{dr}xf32>) -> tensor<{b}x{s}x{h}x{dr}xf32>
+    %o = kiln.mla_attention %qn, %qrr, %c, %kr, %w {{scale = 0.2 : f32}}
+        : (tensor<{b}x{s}x{h}x{dn}xf32>, tensor<{b}x{s}x{h}x{dr}xf32>, tensor<{b}x{s}x{rank}xf32>,
+           tensor<{b}x{s}x{dr}xf32>, tensor<{h * (dn + dv)}x{rank}xf32>) -> tensor<{b}x{s}x{h}x{dv}xf32>
+    %r = kiln.reshape %o : (tensor<{b}x{s}x{h}x{dv}xf32>) -> tensor<{b}x{s}x{h * dv}xf32>
+    %q, %sc = kiln.quantize %r {{quant = {QUANT}}} : (tensor<{b}x{s}x{h * dv}xf32>) -> (tensor<{b}x{s}x{h * dv}xf8E4M3FN>, tensor<{b}x{s}x{h}xf32>)
+    return %q, %sc : tensor<{b}x{s}x{h * dv}xf8E4M3FN>, tensor<{b}x{s}x{h}xf32>
+  }}
+}}
+"""
+        w = [("kv_b.weight", (self.rng.standard_normal((h * (dn + dv), rank)) * rank ** -0.5).astype(np.float32))]
+        fused = KernelModel(self.tmp, "mla_fused", text, w, ["--mla-form=absorbed"])
+        unfused = KernelModel(self.tmp, "mla_unfused", text, w, ["--mla-form=absorbed", "--no-fuse"])
+        names = fused.kernels()
+        self.assertTrue(any(n.startswith("mla_quant") and "_rot8il" in n for n in names), names)
+        self.assertFalse(any(n.startswith(("quantize_", "rope_")) for n in names), names)
+        self.assertTrue(any(n.startswith("quantize_") for n in unfused.kernels()))
+        inputs = {"qn": self.rng.standard_normal((b, s, h, dn)).astype(np.float32),
+                  "qr": self.rng.standard_normal((b, s, h, dr)).astype(np.float32),
+                  "c": self.rng.standard_normal((b, s, rank)).astype(np.float32),
+                  "kr": self.rng.standard_normal((b, s, dr)).astype(np.float32)}
+        got = fused(inputs, ["q", "sc"])
+        ref = unfused(inputs, ["q", "sc"])
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+
     def test_rms_norm_quantization_is_fused_and_exact(self):
         m, k = 4, 256
         model = KernelModel(self.tmp, "rmsq", f"""
