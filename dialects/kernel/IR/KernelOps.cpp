@@ -1178,6 +1178,20 @@ void SwiGLUQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
                              elemTypes(*this));
 }
 
+/// Name of a block-scaled GEMM kernel over weight `w` ([N, K]).
+static std::string fp8GemmName(StringRef prefix, Operation *op, Value w,
+                               int64_t tileN, int64_t act, int64_t blockN) {
+  auto t = ranked(w);
+  return llvm::formatv("{0}_n{1}_k{2}_tn{3}_a{4}_bn{5}{6}", prefix,
+                       t.getDimSize(0), t.getDimSize(1), tileN, act, blockN,
+                       typeSig(op));
+}
+
+/// Programs of a row x tile_n grid over `input`'s rows and N columns.
+static int64_t rowTilePrograms(Value input, int64_t n, int64_t tileN) {
+  return rows(input) * ceilDiv(n, tileN);
+}
+
 LogicalResult GemmFP8Op::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
@@ -1188,18 +1202,16 @@ LogicalResult GemmFP8Op::verify() {
                            getWeightBlockN(), getAct(), "weight");
 }
 std::string GemmFP8Op::getKernelName() {
-  auto w = ranked(getWeight());
-  return llvm::formatv("gemm_fp8_n{0}_k{1}_tn{2}_a{3}_bn{4}{5}",
-                       w.getDimSize(0), w.getDimSize(1), getTileN(), getAct(),
-                       getWeightBlockN(), typeSig(*this));
+  return fp8GemmName("gemm_fp8", *this, getWeight(), getTileN(), getAct(),
+                     getWeightBlockN());
 }
 std::string GemmFP8Op::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}; K block {1}",
                        getTileN(), getAct());
 }
 int64_t GemmFP8Op::getNumPrograms() {
-  int64_t n = ranked(getWeight()).getDimSize(0);
-  return rows(getInput()) * ceilDiv(n, getTileN());
+  return rowTilePrograms(getInput(), ranked(getWeight()).getDimSize(0),
+                         getTileN());
 }
 void GemmFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWeight());
@@ -1238,8 +1250,9 @@ std::string GemmDualFP8Op::getTileConfig() {
       getAct());
 }
 int64_t GemmDualFP8Op::getNumPrograms() {
-  int64_t n = ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0);
-  return rows(getInput()) * ceilDiv(n, getTileN());
+  return rowTilePrograms(
+      getInput(), ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0),
+      getTileN());
 }
 void GemmDualFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitGemmDualFP8Program(b, args, ranked(getW1()).getDimSize(0),
@@ -1268,18 +1281,16 @@ LogicalResult GemmSwiGLUFP8Op::verify() {
   return success();
 }
 std::string GemmSwiGLUFP8Op::getKernelName() {
-  auto w = ranked(getWGate());
-  return llvm::formatv("gemm_swiglu_fp8_n{0}_k{1}_tn{2}_a{3}_bn{4}{5}",
-                       w.getDimSize(0), w.getDimSize(1), getTileN(), getAct(),
-                       getWeightBlockN(), typeSig(*this));
+  return fp8GemmName("gemm_swiglu_fp8", *this, getWGate(), getTileN(),
+                     getAct(), getWeightBlockN());
 }
 std::string GemmSwiGLUFP8Op::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}; act {1}",
                        getTileN(), getAct());
 }
 int64_t GemmSwiGLUFP8Op::getNumPrograms() {
-  int64_t n = ranked(getWGate()).getDimSize(0);
-  return rows(getInput()) * ceilDiv(n, getTileN());
+  return rowTilePrograms(getInput(), ranked(getWGate()).getDimSize(0),
+                         getTileN());
 }
 void GemmSwiGLUFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto w = ranked(getWGate());
