@@ -162,11 +162,26 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
   RowIndex r = decomposeRow(p, args.pid, a.seq, a.heads);
   Value q = args.buffers[0], k = args.buffers[1], v = args.buffers[2];
   Value out = args.buffers[a.hasStart ? 4 : 3];
+  Value ws = args.buffers[a.hasStart ? 5 : 4];
   Value start = a.hasStart ? p.load(args.buffers[3], startType, r.batch)
                            : p.i64(0);
   Value limit = keyLimit(p, a, start, r.seq);
   Value kvHead = p.divs(r.head, p.i64(a.heads / a.kvHeads));
   Value qBase = p.mul(args.pid, p.i64(a.headDim));
+  // The query row, staged (and rotated) once; the key loop reads it there.
+  {
+    Type f32 = b.getF32Type();
+    auto load = [&](Value i) { return p.load(q, qType, p.add(qBase, i)); };
+    auto store = [&](Value i, Value x) {
+      p.store(x, ws, f32, p.add(qBase, i));
+    };
+    if (a.qRotate)
+      emitRotation(p, a.qRope, p.sitofp(p.add(start, r.seq), b.getF64Type()),
+                   load, store);
+    else
+      p.forLoop(p.i64(0), p.i64(a.headDim), p.i64(1),
+                [&](Value i) { store(i, load(i)); });
+  }
   Value oBase = p.mul(args.pid, p.i64(a.valueDim));
   Value c0 = p.i64(0), c1 = p.i64(1), cDv = p.i64(a.valueDim);
   zeroRow(p, out, outType, oBase, a.valueDim);
@@ -177,7 +192,7 @@ void emitAttentionProgram(OpBuilder &b, const ProgramArgs &args,
         Value kvRow = p.add(p.mul(p.add(p.mul(r.batch, p.i64(a.kvLen)), j),
                                   p.i64(a.kvHeads)),
                             kvHead);
-        Value score = p.dot(q, qType, qBase, k, kType,
+        Value score = p.dot(ws, b.getF32Type(), qBase, k, kType,
                             p.mul(kvRow, p.i64(a.headDim)), a.headDim);
         score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
         auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);

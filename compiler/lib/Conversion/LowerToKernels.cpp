@@ -155,10 +155,15 @@ struct LowerAttention : OpRewritePattern<g::AttentionOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(g::AttentionOp op,
                                 PatternRewriter &rw) const override {
-    rw.replaceOpWithNewOp<k::AttentionOp>(
-        op, op.getType(), op.getQ(), op.getK(), op.getV(), op.getStart(),
-        op.getScaleAttr(), op.getCausalAttr(),
-        fusedOps(rw, {g::AttentionOp::getOperationName()}));
+    auto qTy = cast<RankedTensorType>(op.getQ().getType());
+    auto ws = RankedTensorType::get(
+        {qTy.getNumElements() / qTy.getShape().back(), qTy.getShape().back()},
+        rw.getF32Type());
+    auto k = k::AttentionOp::create(
+        rw, op.getLoc(), TypeRange{op.getType(), ws}, op.getQ(), op.getK(),
+        op.getV(), op.getStart(), op.getScaleAttr(), op.getCausalAttr(),
+        DictionaryAttr(), fusedOps(rw, {g::AttentionOp::getOperationName()}));
+    rw.replaceOp(op, k.getResult());
     return success();
   }
 };

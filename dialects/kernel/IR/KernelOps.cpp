@@ -486,57 +486,6 @@ void RopeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
 // attention
 //===----------------------------------------------------------------------===//
 
-static kk::AttentionParams attentionParams(AttentionOp op) {
-  auto q = ranked(op.getQ()), k = ranked(op.getK()), v = ranked(op.getV());
-  kk::AttentionParams p;
-  p.seq = q.getDimSize(1);
-  p.heads = q.getDimSize(2);
-  p.headDim = q.getDimSize(3);
-  p.kvLen = k.getDimSize(1);
-  p.kvHeads = k.getDimSize(2);
-  p.valueDim = v.getDimSize(3);
-  p.scale = op.getScale().convertToFloat();
-  p.causal = op.getCausal();
-  p.hasStart = static_cast<bool>(op.getStart());
-  return p;
-}
-
-LogicalResult AttentionOp::verify() {
-  if (failed(verifyStatic(*this)))
-    return failure();
-  if (ranked(getQ()).getRank() != 4 || ranked(getK()).getRank() != 4 ||
-      ranked(getV()).getRank() != 4)
-    return emitOpError("q, k, v must be [batch, len, heads, dim]");
-  if (ranked(getQ()).getDimSize(2) % ranked(getK()).getDimSize(2))
-    return emitOpError("q heads must be a multiple of kv heads");
-  return success();
-}
-std::string AttentionOp::getKernelName() {
-  kk::AttentionParams p = attentionParams(*this);
-  std::string sc = llvm::formatv("{0:e}", p.scale);
-  return llvm::formatv("attn_s{0}_t{1}_h{2}_kv{3}_d{4}_v{5}{6}{7}_sc{8}{9}",
-                       p.seq, p.kvLen, p.heads, p.kvHeads, p.headDim,
-                       p.valueDim, p.causal ? "_causal" : "",
-                       p.hasStart ? "_st" : "", symbolSafe(sc),
-                       typeSig(*this));
-}
-std::string AttentionOp::getTileConfig() {
-  return "program=(batch, seq, head); online softmax";
-}
-int64_t AttentionOp::getNumPrograms() {
-  return numel(getResult()) / lastDim(getResult());
-}
-void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitAttentionProgram(b, args, attentionParams(*this), elem(getQ()),
-                           elem(getK()), elem(getV()),
-                           getStart() ? elem(getStart()) : Type(),
-                           elem(getResult()));
-}
-
-//===----------------------------------------------------------------------===//
-// mla_attention
-//===----------------------------------------------------------------------===//
-
 /// The rotary parameters of a fused q rope (`q_rotation`, the rope op's
 /// attribute names) over `dim` values; false when an entry is missing.
 static bool rotationOf(DictionaryAttr d, int64_t dim, kk::RopeParams &p) {
@@ -558,21 +507,87 @@ static bool rotationOf(DictionaryAttr d, int64_t dim, kk::RopeParams &p) {
   return p.rotaryDim > 0 && p.rotaryDim <= dim && p.rotaryDim % 2 == 0;
 }
 
+/// Kernel-name suffix of a fused query rotation.
+static std::string rotationSuffix(const kk::AttentionParams &p) {
+  if (!p.qRotate)
+    return "";
+  const kk::RopeParams &r = p.qRope;
+  std::string f = llvm::formatv("{0:e}_{1:e}_{2:e}_{3:e}_{4:e}_{5:e}", r.theta,
+                                r.scaling, r.yarnFactor, r.yarnLow,
+                                r.yarnHigh, r.mscale);
+  return llvm::formatv("_rot{0}{1}_{2}", r.rotaryDim,
+                       r.interleaved ? "il" : "", symbolSafe(f))
+      .str();
+}
+
+static kk::AttentionParams attentionParams(AttentionOp op) {
+  auto q = ranked(op.getQ()), k = ranked(op.getK()), v = ranked(op.getV());
+  kk::AttentionParams p;
+  p.seq = q.getDimSize(1);
+  p.heads = q.getDimSize(2);
+  p.headDim = q.getDimSize(3);
+  p.kvLen = k.getDimSize(1);
+  p.kvHeads = k.getDimSize(2);
+  p.valueDim = v.getDimSize(3);
+  p.scale = op.getScale().convertToFloat();
+  p.causal = op.getCausal();
+  p.hasStart = static_cast<bool>(op.getStart());
+  if (auto rot = op.getQRotationAttr())
+    p.qRotate = rotationOf(rot, p.headDim, p.qRope);
+  return p;
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  if (ranked(getQ()).getRank() != 4 || ranked(getK()).getRank() != 4 ||
+      ranked(getV()).getRank() != 4)
+    return emitOpError("q, k, v must be [batch, len, heads, dim]");
+  if (ranked(getQ()).getDimSize(2) % ranked(getK()).getDimSize(2))
+    return emitOpError("q heads must be a multiple of kv heads");
+  if (numel(getWorkspace()) != numel(getQ()) || !elem(getWorkspace()).isF32())
+    return emitOpError("workspace must hold head_dim floats per (batch, seq, "
+                       "head)");
+  kk::RopeParams r;
+  if (auto rot = getQRotationAttr())
+    if (!rotationOf(rot, lastDim(getQ()), r))
+      return emitOpError("q_rotation needs theta, rotary_dim (even, at most "
+                         "head_dim), interleaved, scaling_factor, "
+                         "yarn_factor, yarn_low, yarn_high and mscale");
+  return success();
+}
+std::string AttentionOp::getKernelName() {
+  kk::AttentionParams p = attentionParams(*this);
+  std::string sc = llvm::formatv("{0:e}", p.scale);
+  return llvm::formatv("attn_s{0}_t{1}_h{2}_kv{3}_d{4}_v{5}{6}{7}{8}_sc{9}{10}",
+                       p.seq, p.kvLen, p.heads, p.kvHeads, p.headDim,
+                       p.valueDim, p.causal ? "_causal" : "",
+                       p.hasStart ? "_st" : "", rotationSuffix(p),
+                       symbolSafe(sc), typeSig(*this));
+}
+std::string AttentionOp::getTileConfig() {
+  return "program=(batch, seq, head); online softmax";
+}
+int64_t AttentionOp::getNumPrograms() {
+  return numel(getResult()) / lastDim(getResult());
+}
+void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
+  kk::emitAttentionProgram(b, args, attentionParams(*this), elem(getQ()),
+                           elem(getK()), elem(getV()),
+                           getStart() ? elem(getStart()) : Type(),
+                           elem(getResult()));
+}
+
+//===----------------------------------------------------------------------===//
+// mla_attention
+//===----------------------------------------------------------------------===//
+
 /// Kernel-name suffix of the q_rope source and rotation.
 static std::string qRopeSuffix(const kk::MLAParams &p) {
   std::string s;
   if (p.qRopeStride)
     s += llvm::formatv("_qr{0}o{1}", p.qRopeStride, p.qRopeOffset).str();
-  if (p.qRotate) {
-    const kk::RopeParams &r = p.qRope;
-    std::string f = llvm::formatv("{0:e}_{1:e}_{2:e}_{3:e}_{4:e}_{5:e}",
-                                  r.theta, r.scaling, r.yarnFactor, r.yarnLow,
-                                  r.yarnHigh, r.mscale);
-    s += llvm::formatv("_rot{0}{1}_{2}", r.rotaryDim,
-                       r.interleaved ? "il" : "", symbolSafe(f))
-             .str();
-  }
-  return s;
+  return s + rotationSuffix(p);
 }
 
 /// The q_rope attributes shared by the MLA ops.

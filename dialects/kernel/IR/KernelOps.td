@@ -206,19 +206,22 @@ def KK_AttentionOp : KK_LaunchOp<"attention"> {
   let summary = "Flash-style GQA attention; one program per (batch, seq, head)";
   let description = [{
     Online softmax over the keys each query sees (causal: keys up to
-    `start + s`); the score matrix is never materialized.
+    `start + s`); the score matrix is never materialized. Each program
+    stages its query row in `workspace` (head_dim floats), rotated when
+    `q_rotation` carries the `rope` op's attributes (kiln-fuse-rope).
 
     ```mlir
-    %o = kiln_kernel.attention %q, %k, %v {scale = 0.25 : f32, causal = true,
+    %o, %ws = kiln_kernel.attention %q, %k, %v {scale = 0.25 : f32, causal = true,
         fused_ops = ["kiln.attention"]}
         : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>)
-        -> tensor<2x8x4x16xf32>
+        -> (tensor<2x8x4x16xf32>, tensor<64x16xf32>)
     ```
   }];
   let arguments = (ins KK_Tensor:$q, KK_Tensor:$k, KK_Tensor:$v,
                        Optional<KK_Tensor>:$start, F32Attr:$scale,
-                       BoolAttr:$causal, StrArrayAttr:$fused_ops);
-  let results = (outs KK_Tensor:$result);
+                       BoolAttr:$causal, OptionalAttr<DictionaryAttr>:$q_rotation,
+                       StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
   let assemblyFormat = [{
     $q `,` $k `,` $v (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
   }];

@@ -36,3 +36,15 @@ func.func @shared_rope(%q: tensor<1x2x2x24xf32>, %qn: tensor<1x2x2x16xf32>, %kv:
   %o, %ws = kiln_kernel.mla_naive %qn, %qr, %kv, %kr {scale = 0.1 : f32, causal = true, fused_ops = ["kiln.mla_attention"]} : (tensor<1x2x2x16xf32>, tensor<1x2x2x8xf32>, tensor<1x4x2x32xf32>, tensor<1x4x8xf32>) -> (tensor<1x2x2x16xf32>, tensor<4x8xf32>)
   return %o, %qr : tensor<1x2x2x16xf32>, tensor<1x2x2x8xf32>
 }
+
+// -----
+
+// GQA: the attention stages its whole query row, rotated.
+// CHECK-LABEL: func.func @gqa
+func.func @gqa(%q: tensor<2x8x4x16xf32>, %k: tensor<2x8x2x16xf32>, %v: tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32> {
+  // CHECK-NOT: kiln_kernel.rope
+  // CHECK: kiln_kernel.attention %arg0, %arg1, %arg2 {causal = true, fused_ops = ["kiln.rope", "kiln.attention"], q_rotation = {interleaved = false, {{.*}}rotary_dim = 16 : i64
+  %qr = kiln_kernel.rope %q {theta = 1.0e+04 : f32, rotary_dim = 16 : i64, interleaved = false, scaling_factor = 1.0 : f32, yarn_factor = 1.0 : f32, yarn_low = 0.0 : f32, yarn_high = 0.0 : f32, mscale = 1.0 : f32, fused_ops = ["kiln.rope"]} : (tensor<2x8x4x16xf32>) -> tensor<2x8x4x16xf32>
+  %o, %ws = kiln_kernel.attention %qr, %k, %v {scale = 0.25 : f32, causal = true, fused_ops = ["kiln.attention"]} : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>) -> (tensor<2x8x4x16xf32>, tensor<64x16xf32>)
+  return %o : tensor<2x8x4x16xf32>
+}

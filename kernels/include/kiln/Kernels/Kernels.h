@@ -136,10 +136,16 @@ struct AttentionParams {
   double scale = 1.0;
   bool causal = true;
   bool hasStart = false;
+  /// Rotary embedding of the query fused into the kernel (kiln-fuse-rope):
+  /// each program rotates its query row at position start + s as it stages
+  /// it. For MLA it applies to q_rope.
+  bool qRotate = false;
+  RopeParams qRope;
 };
 /// Flash-style GQA attention with an online softmax; the output row is the
 /// accumulator, the score matrix never exists. One program per (batch,
-/// seq, head). Buffers: q, k, v, [start], out.
+/// seq, head). Buffers: q, k, v, [start], out, workspace (head_dim floats
+/// per program: the staged, possibly rotated, query row).
 void emitAttentionProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                           const AttentionParams &p, mlir::Type qType,
                           mlir::Type kType, mlir::Type vType,
@@ -162,11 +168,6 @@ struct MLAParams : AttentionParams {
   /// q_rope's row r starts at r * qRopeStride + qRopeOffset (stride 0:
   /// contiguous rows of ropeDim): a slice of q read in place.
   int64_t qRopeStride = 0, qRopeOffset = 0;
-  /// Rotary embedding of q_rope fused into the kernel (kiln-fuse-rope):
-  /// each program rotates its query row at position start + s as it stages
-  /// it. headDim/rotaryDim of the params are the rope width.
-  bool qRotate = false;
-  RopeParams qRope;
   /// When > 0, the output row is also quantized in tiles of `quantAct`
   /// (valueDim % quantAct == 0): two more buffers, e4m3 values and scales,
   /// laid out as the [batch, seq, heads * valueDim] input of o_proj.
