@@ -11,6 +11,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
 
+#include "Rebuild.h"
+
 #include "kernel/IR/KernelDialect.h"
 #include "kiln/IR/KilnDialect.h"
 
@@ -26,12 +28,6 @@ using namespace mlir;
 namespace k = kiln::kernel;
 
 namespace {
-
-ArrayAttr concat(Builder &b, ArrayAttr x, ArrayAttr y) {
-  SmallVector<Attribute> all(x.begin(), x.end());
-  all.append(y.begin(), y.end());
-  return b.getArrayAttr(all);
-}
 
 struct FuseCacheWrite : OpRewritePattern<k::CacheWriteOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -65,7 +61,7 @@ struct FuseCacheWrite : OpRewritePattern<k::CacheWriteOp> {
           rw, loc, cw.getType(), norm.getInput(), norm.getWeight(),
           cw.getCache(), cw.getStart(), norm.getEpsilonAttr(),
           norm.getInputStrideAttr(), norm.getInputOffsetAttr(),
-          concat(rw, norm.getFusedOps(), cw.getFusedOps()));
+          kiln::concatFusedOps(rw, {norm.getFusedOps(), cw.getFusedOps()}));
       rw.replaceOp(cw, fused.getResult());
     } else if (auto rope = dyn_cast<k::RopeOp>(prod)) {
       // The rope's positions are the cache rows: same start.
@@ -94,7 +90,7 @@ struct FuseCacheWrite : OpRewritePattern<k::CacheWriteOp> {
           rope.getYarnFactorAttr(), rope.getYarnLowAttr(),
           rope.getYarnHighAttr(), rope.getMscaleAttr(),
           rope.getInputStrideAttr(), rope.getInputOffsetAttr(),
-          concat(rw, rope.getFusedOps(), cw.getFusedOps()));
+          kiln::concatFusedOps(rw, {rope.getFusedOps(), cw.getFusedOps()}));
       Value result = fused.getResult();
       if (result.getType() != cw.getType())
         result = k::ViewOp::create(rw, cw.getLoc(), cw.getType(), result);
@@ -159,7 +155,7 @@ struct MergeLatentAndRopeWrites : OpRewritePattern<k::RMSNormOp> {
         norm.getEpsilonAttr(), norm.getInputStrideAttr(),
         norm.getInputOffsetAttr(), rope.getInputOffsetAttr(),
         rw.getDictionaryAttr(rotation),
-        concat(rw, norm.getFusedOps(), rope.getFusedOps()));
+        kiln::concatFusedOps(rw, {norm.getFusedOps(), rope.getFusedOps()}));
     rw.replaceOp(norm, fused.getLatent());
     rw.replaceOp(rope, fused.getRope());
     return success();

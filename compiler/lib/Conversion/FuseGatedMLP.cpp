@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
 
+#include "Rebuild.h"
+
 #include "kernel/IR/KernelDialect.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -36,14 +38,12 @@ struct FuseSwiGLUIntoGemms : OpRewritePattern<k::ElementwiseOp> {
         gate.getType() != op.getType() ||
         gate.getWeight().getType() != up.getWeight().getType())
       return failure();
-    SmallVector<Attribute> fused(gate.getFusedOps().begin(),
-                                 gate.getFusedOps().end());
-    fused.append(up.getFusedOps().begin(), up.getFusedOps().end());
-    fused.append(op.getFusedOps().begin(), op.getFusedOps().end());
     auto fusedOp = k::GemmSwiGLUOp::create(
         rw, rw.getFusedLoc({gate.getLoc(), up.getLoc(), op.getLoc()}),
         op.getType(), gate.getInput(), gate.getWeight(), up.getWeight(),
-        gate.getTileNAttr(), rw.getArrayAttr(fused));
+        gate.getTileNAttr(),
+        kiln::concatFusedOps(
+            rw, {gate.getFusedOps(), up.getFusedOps(), op.getFusedOps()}));
     rw.replaceOp(op, fusedOp.getResult());
     rw.eraseOp(gate);
     rw.eraseOp(up);
@@ -74,11 +74,6 @@ struct FuseSwiGLUIntoFP8Gemms : OpRewritePattern<k::QuantizeOp> {
       return failure();
     auto outTy = cast<RankedTensorType>(op.getType());
     int64_t n = outTy.getShape().back(), act = quant.getAct();
-    SmallVector<Attribute> fused(gate.getFusedOps().begin(),
-                                 gate.getFusedOps().end());
-    for (ArrayAttr more : {up.getFusedOps(), op.getFusedOps(),
-                           quant.getFusedOps()})
-      fused.append(more.begin(), more.end());
     rw.setInsertionPoint(quant);
     auto fusedOp = k::GemmSwiGLUFP8Op::create(
         rw,
@@ -89,7 +84,9 @@ struct FuseSwiGLUIntoFP8Gemms : OpRewritePattern<k::QuantizeOp> {
         gate.getInput(), gate.getWeight(), up.getWeight(),
         gate.getInputScale(), gate.getWeightScale(), up.getWeightScale(),
         rw.getI64IntegerAttr(n > act ? act : n), gate.getActAttr(),
-        gate.getWeightBlockNAttr(), rw.getArrayAttr(fused));
+        gate.getWeightBlockNAttr(),
+        kiln::concatFusedOps(rw, {gate.getFusedOps(), up.getFusedOps(),
+                                  op.getFusedOps(), quant.getFusedOps()}));
     rw.replaceOp(quant, ValueRange{fusedOp.getResult(), fusedOp.getScale()});
     rw.eraseOp(op);
     rw.eraseOp(gate);

@@ -26,12 +26,6 @@ namespace k = kiln::kernel;
 
 namespace {
 
-ArrayAttr concatFused(Builder &b, ArrayAttr a, ArrayAttr c) {
-  SmallVector<Attribute> all(a.begin(), a.end());
-  all.append(c.begin(), c.end());
-  return b.getArrayAttr(all);
-}
-
 struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::QuantizeOp op,
@@ -45,7 +39,7 @@ struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
         TypeRange{norm.getType(), op.getResult().getType(),
                   op.getScale().getType()},
         norm.getInput(), norm.getWeight(), norm.getEpsilonAttr(),
-        op.getActAttr(), concatFused(rw, norm.getFusedOps(), op.getFusedOps()));
+        op.getActAttr(), kiln::concatFusedOps(rw, {norm.getFusedOps(), op.getFusedOps()}));
     rw.replaceOp(op, {fused.getQuantized(), fused.getScale()});
     rw.replaceOp(norm, fused.getResult());
     return success();
@@ -63,7 +57,7 @@ struct FuseIntoSwiGLU : OpRewritePattern<k::QuantizeOp> {
         rw, rw.getFusedLoc({ew.getLoc(), op.getLoc()}),
         TypeRange{op.getResult().getType(), op.getScale().getType()},
         ew.getLhs(), ew.getRhs(), op.getActAttr(),
-        concatFused(rw, ew.getFusedOps(), op.getFusedOps()));
+        kiln::concatFusedOps(rw, {ew.getFusedOps(), op.getFusedOps()}));
     rw.replaceOp(op, fused->getResults());
     rw.eraseOp(ew);
     return success();
@@ -94,7 +88,7 @@ struct FuseIntoMLA : OpRewritePattern<k::QuantizeOp> {
                   op.getResult().getType(), op.getScale().getType()},
         {rw.getNamedAttr("act", op.getActAttr()),
          rw.getNamedAttr("fused_ops",
-                         concatFused(rw, mla.getFusedOps(), op.getFusedOps()))}));
+                         kiln::concatFusedOps(rw, {mla.getFusedOps(), op.getFusedOps()}))}));
     rw.replaceOp(op, {fused.getQuantized(), fused.getQuantScale()});
     rw.replaceOp(mla, {fused.getResult(), fused.getWorkspace()});
     return success();

@@ -10,6 +10,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
 
+#include "Rebuild.h"
+
 #include "kernel/IR/KernelDialect.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -83,21 +85,12 @@ struct FoldAddIntoEpilogue : OpRewritePattern<k::ElementwiseOp> {
       // inputs..., addends...; the new addend goes last).
       SmallVector<Value> newOperands(prod->getOperands());
       newOperands.push_back(addend);
-      OperationState state(rw.getFusedLoc({prod->getLoc(), add.getLoc()}),
-                           prod->getName());
-      state.addOperands(newOperands);
-      state.addTypes(prod->getResultTypes());
-      SmallVector<NamedAttribute> attrs(prod->getAttrs());
-      for (NamedAttribute &a : attrs)
-        if (a.getName() == "fused_ops") {
-          SmallVector<Attribute> ops(cast<ArrayAttr>(a.getValue()).begin(),
-                                     cast<ArrayAttr>(a.getValue()).end());
-          for (Attribute f : add.getFusedOps())
-            ops.push_back(f);
-          a.setValue(rw.getArrayAttr(ops));
-        }
-      state.addAttributes(attrs);
-      Operation *fused = rw.create(state);
+      auto prodFused = cast<ArrayAttr>(prod->getAttr("fused_ops"));
+      Operation *fused = kiln::rebuildOp(
+          rw, prod, rw.getFusedLoc({prod->getLoc(), add.getLoc()}),
+          newOperands,
+          {rw.getNamedAttr("fused_ops", kiln::concatFusedOps(
+                                            rw, {prodFused, add.getFusedOps()}))});
       Value result = fused->getResult(0);
       rw.replaceOp(prod, fused->getResults());
       rw.setInsertionPoint(add);

@@ -46,12 +46,10 @@ Operation *withRotation(PatternRewriter &rw, Operation *op, unsigned index,
   SmallVector<NamedAttribute> rotation;
   for (StringRef name : kRotationAttrs)
     rotation.push_back(rw.getNamedAttr(name, rope->getAttr(name)));
-  SmallVector<Attribute> fused(rope.getFusedOps().begin(),
-                               rope.getFusedOps().end());
-  fused.append(opFused.begin(), opFused.end());
   SmallVector<NamedAttribute> set(extra.begin(), extra.end());
   set.push_back(rw.getNamedAttr("q_rotation", rw.getDictionaryAttr(rotation)));
-  set.push_back(rw.getNamedAttr("fused_ops", rw.getArrayAttr(fused)));
+  set.push_back(rw.getNamedAttr(
+      "fused_ops", kiln::concatFusedOps(rw, {rope.getFusedOps(), opFused})));
   SmallVector<Value> operands(op->getOperands());
   operands[index] = rope.getInput();
   return kiln::rebuildOp(rw, op, rw.getFusedLoc({rope.getLoc(), op->getLoc()}),

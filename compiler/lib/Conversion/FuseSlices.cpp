@@ -55,12 +55,7 @@ struct FuseSliceIntoRope : OpRewritePattern<k::RopeOp> {
         rope.getScalingFactorAttr(), rope.getYarnFactorAttr(),
         rope.getYarnLowAttr(), rope.getYarnHighAttr(), rope.getMscaleAttr(),
         rw.getI64IntegerAttr(src.getShape().back()), slice.getOffsetAttr(),
-        [&] {
-          SmallVector<Attribute> ops(slice.getFusedOps().begin(),
-                                     slice.getFusedOps().end());
-          ops.append(rope.getFusedOps().begin(), rope.getFusedOps().end());
-          return rw.getArrayAttr(ops);
-        }());
+        kiln::concatFusedOps(rw, {slice.getFusedOps(), rope.getFusedOps()}));
     rw.replaceOp(rope, fused.getResult());
     if (view)
       rw.eraseOp(view);
@@ -88,12 +83,6 @@ k::SliceOp sliceOf(Value v, k::ViewOp &view) {
   return slice;
 }
 
-ArrayAttr concat(Builder &b, ArrayAttr x, ArrayAttr y) {
-  SmallVector<Attribute> all(x.begin(), x.end());
-  all.append(y.begin(), y.end());
-  return b.getArrayAttr(all);
-}
-
 struct FuseSliceIntoRMSNorm : OpRewritePattern<k::RMSNormOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::RMSNormOp norm,
@@ -110,7 +99,7 @@ struct FuseSliceIntoRMSNorm : OpRewritePattern<k::RMSNormOp> {
         slice.getInput(), norm.getWeight(), norm.getCache(),
         norm.getCacheStart(), norm.getEpsilonAttr(),
         rw.getI64IntegerAttr(src.getShape().back()), slice.getOffsetAttr(),
-        concat(rw, slice.getFusedOps(), norm.getFusedOps()));
+        kiln::concatFusedOps(rw, {slice.getFusedOps(), norm.getFusedOps()}));
     rw.replaceOp(norm, fused.getResult());
     if (view)
       rw.eraseOp(view);
@@ -139,8 +128,7 @@ struct FuseSliceIntoMLA : OpRewritePattern<MLAOpT> {
         rw, mla, rw.getFusedLoc({slice.getLoc(), mla.getLoc()}), operands,
         {rw.getNamedAttr("q_nope_stride",
                          rw.getI64IntegerAttr(src.getShape().back())),
-         rw.getNamedAttr("fused_ops", concat(rw, slice.getFusedOps(),
-                                             mla.getFusedOps()))});
+         rw.getNamedAttr("fused_ops", kiln::concatFusedOps(rw, {slice.getFusedOps(), mla.getFusedOps()}))});
     rw.replaceOp(mla, fused->getResults());
     if (view)
       rw.eraseOp(view);

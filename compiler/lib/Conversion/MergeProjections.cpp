@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
 
+#include "Rebuild.h"
+
 #include "kernel/IR/KernelDialect.h"
 #include "kiln/IR/KilnDialect.h"
 #include "kiln/Kernels/Heuristics.h"
@@ -78,10 +80,8 @@ std::pair<int64_t, ArrayAttr> mergedConfig(PatternRewriter &rw, GemmT first,
   int64_t m = t1.getNumElements() / t1.getShape().back();
   int64_t n = t1.getShape().back() + t2.getShape().back();
   int64_t tileN = kiln::kernels::chooseGemmTileN(m, n, kdim, minPrograms);
-  SmallVector<Attribute> fused(first.getFusedOps().begin(),
-                               first.getFusedOps().end());
-  fused.append(second.getFusedOps().begin(), second.getFusedOps().end());
-  return {tileN, rw.getArrayAttr(fused)};
+  return {tileN,
+          kiln::concatFusedOps(rw, {first.getFusedOps(), second.getFusedOps()})};
 }
 
 struct MergeGemmPair : OpRewritePattern<k::GemmOp> {

@@ -14,6 +14,15 @@
 
 namespace kiln {
 
+/// The `fused_ops` of a launch built from `parts` (their lists in order).
+inline mlir::ArrayAttr concatFusedOps(mlir::Builder &b,
+                                      llvm::ArrayRef<mlir::ArrayAttr> parts) {
+  llvm::SmallVector<mlir::Attribute> all;
+  for (mlir::ArrayAttr part : parts)
+    all.append(part.begin(), part.end());
+  return b.getArrayAttr(all);
+}
+
 /// Creates op `name` with `operands` and `results`, and `op`'s attributes
 /// with `set` overriding (or adding) entries by name.
 inline mlir::Operation *
