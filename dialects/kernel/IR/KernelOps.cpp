@@ -989,6 +989,23 @@ static LogicalResult verifyGrouped(Operation *op, Value sorted, Value blocks,
   return success();
 }
 
+/// Tile configuration of a grouped expert GEMM: blocks of `blockM` rows of
+/// one expert x `tile` columns (`tileName`), K blocks of `act` in FP8.
+static std::string groupedTileConfig(int64_t blockM, StringRef tileName,
+                                     int64_t tile, int64_t act = 0) {
+  std::string s = llvm::formatv("program=({0} rows of one expert, {1} cols); "
+                                "block_m={0}; {2}={1}",
+                                blockM, tile, tileName);
+  if (act)
+    s += llvm::formatv("; act {0}", act).str();
+  return s;
+}
+
+/// Programs of a grouped expert GEMM: every block x ceil(n / tile).
+static int64_t groupedPrograms(Value blockExpert, int64_t n, int64_t tile) {
+  return numel(blockExpert) * ceilDiv(n, tile);
+}
+
 LogicalResult MoEUpOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
@@ -1008,13 +1025,11 @@ std::string MoEUpOp::getKernelName() {
                        typeSig(*this));
 }
 std::string MoEUpOp::getTileConfig() {
-  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
-                       "block_m={0}; tile_f={1}",
-                       getBlockM(), getTileF());
+  return groupedTileConfig(getBlockM(), "tile_f", getTileF());
 }
 int64_t MoEUpOp::getNumPrograms() {
-  int64_t f = ranked(getWGate()).getDimSize(1);
-  return numel(getBlockExpert()) * ceilDiv(f, getTileF());
+  return groupedPrograms(getBlockExpert(),
+                         ranked(getWGate()).getDimSize(1), getTileF());
 }
 void MoEUpOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wg = ranked(getWGate());
@@ -1041,13 +1056,11 @@ std::string MoEDownOp::getKernelName() {
                        typeSig(*this));
 }
 std::string MoEDownOp::getTileConfig() {
-  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
-                       "block_m={0}; tile_d={1}",
-                       getBlockM(), getTileD());
+  return groupedTileConfig(getBlockM(), "tile_d", getTileD());
 }
 int64_t MoEDownOp::getNumPrograms() {
-  int64_t d = ranked(getWDown()).getDimSize(1);
-  return numel(getBlockExpert()) * ceilDiv(d, getTileD());
+  return groupedPrograms(getBlockExpert(),
+                         ranked(getWDown()).getDimSize(1), getTileD());
 }
 void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
@@ -1330,13 +1343,11 @@ std::string MoEUpFP8Op::getKernelName() {
                        getTileF(), getAct(), typeSig(*this));
 }
 std::string MoEUpFP8Op::getTileConfig() {
-  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
-                       "block_m={0}; tile_f={1}; act {2}",
-                       getBlockM(), getTileF(), getAct());
+  return groupedTileConfig(getBlockM(), "tile_f", getTileF(), getAct());
 }
 int64_t MoEUpFP8Op::getNumPrograms() {
-  int64_t f = ranked(getWGate()).getDimSize(1);
-  return numel(getBlockExpert()) * ceilDiv(f, getTileF());
+  return groupedPrograms(getBlockExpert(),
+                         ranked(getWGate()).getDimSize(1), getTileF());
 }
 void MoEUpFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wg = ranked(getWGate());
@@ -1359,13 +1370,11 @@ std::string MoEDownFP8Op::getKernelName() {
                        getTileD(), getAct(), typeSig(*this));
 }
 std::string MoEDownFP8Op::getTileConfig() {
-  return llvm::formatv("program=({0} rows of one expert, {1} cols); "
-                       "block_m={0}; tile_d={1}; act {2}",
-                       getBlockM(), getTileD(), getAct());
+  return groupedTileConfig(getBlockM(), "tile_d", getTileD(), getAct());
 }
 int64_t MoEDownFP8Op::getNumPrograms() {
-  int64_t d = ranked(getWDown()).getDimSize(1);
-  return numel(getBlockExpert()) * ceilDiv(d, getTileD());
+  return groupedPrograms(getBlockExpert(),
+                         ranked(getWDown()).getDimSize(1), getTileD());
 }
 void MoEDownFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   auto wd = ranked(getWDown());
