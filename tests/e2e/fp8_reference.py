@@ -36,9 +36,7 @@ API:
   QUANTIZED_MODULES, is_quantized_weight(name)
 """
 
-import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -194,8 +192,6 @@ def fp8_gemm(xq, xs, wq, ws, block=BLOCK):
 # Checkpoint reading (F8_E4M3 aware)
 # --------------------------------------------------------------------------
 
-_FLOAT_DT = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
-
 QUANTIZED_MODULES = ("q_a_proj", "q_b_proj", "q_proj", "kv_a_proj_with_mqa", "kv_b_proj",
                      "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -209,54 +205,10 @@ def is_quantized_weight(name):
             and name.startswith("model.layers."))
 
 
-def _read_file_raw(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen].decode("utf-8"))
-    base = 8 + hlen
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dt, shape = info["dtype"], tuple(info["shape"])
-        s, e = info["data_offsets"]
-        raw = blob[base + s:base + e]
-        n = int(np.prod(shape)) if shape else 1
-        if dt == "F8_E4M3":
-            itemsize = 1
-        elif dt == "BF16":
-            itemsize = 2
-        elif dt in _FLOAT_DT:
-            itemsize = np.dtype(_FLOAT_DT[dt]).itemsize
-        else:
-            raise ValueError("%s: tensor %s has unsupported dtype %s" % (path, name, dt))
-        if n * itemsize != e - s or len(raw) != e - s:
-            raise ValueError("%s: tensor %s size mismatch" % (path, name))
-        if dt == "F8_E4M3":
-            arr = np.frombuffer(raw, dtype=np.uint8, count=n).copy()
-        elif dt == "BF16":
-            bits = np.frombuffer(raw, dtype="<u2", count=n).astype(np.uint32) << 16
-            arr = bits.view(np.float32).astype(np.float64)
-        else:
-            arr = np.frombuffer(raw, dtype=_FLOAT_DT[dt], count=n).astype(np.float64)
-        out[name] = arr.reshape(shape)
-    return out
-
-
 def read_checkpoint_raw(ckpt_dir):
-    """{name: array}: F8_E4M3 tensors as uint8 codes, all others as float64."""
-    index = os.path.join(ckpt_dir, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            wm = json.load(f)["weight_map"]
-        out = {}
-        for fn in sorted(set(wm.values())):
-            for name, arr in _read_file_raw(os.path.join(ckpt_dir, fn)).items():
-                if wm.get(name) == fn:
-                    out[name] = arr
-        return out
-    return _read_file_raw(os.path.join(ckpt_dir, "model.safetensors"))
+    """{name: array}: F8_E4M3 tensors as uint8 codes, all others as float64
+    (hf_reference's safetensors reader, leaving the e4m3 bytes undecoded)."""
+    return hf.read_safetensors_dir(ckpt_dir, e4m3_codes=True)
 
 
 # --------------------------------------------------------------------------

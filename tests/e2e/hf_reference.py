@@ -36,8 +36,10 @@ _NP_DTYPES = {
 }
 
 
-def read_safetensors_file(path):
-    """Read one .safetensors file -> {name: float64 ndarray}."""
+def read_safetensors_file(path, e4m3_codes=False):
+    """Read one .safetensors file -> {name: float64 ndarray}. With
+    `e4m3_codes`, F8_E4M3 tensors are accepted and returned undecoded, as
+    uint8 codes (the FP8 reference decodes them itself)."""
     with open(path, "rb") as f:
         blob = f.read()
     if len(blob) < 8:
@@ -53,11 +55,15 @@ def read_safetensors_file(path):
         start, end = info["data_offsets"]
         raw = blob[base + start:base + end]
         n = int(np.prod(shape)) if shape else 1
+        codes = e4m3_codes and dt == "F8_E4M3"
         itemsize = 2 if dt == "BF16" else np.dtype(_NP_DTYPES.get(dt, "u1")).itemsize
-        if dt != "BF16" and dt not in _NP_DTYPES:
+        if dt != "BF16" and dt not in _NP_DTYPES and not codes:
             raise ValueError("%s: tensor %s has unsupported dtype %s" % (path, name, dt))
         if n * itemsize != end - start or len(raw) != end - start:
             raise ValueError("%s: tensor %s size mismatch" % (path, name))
+        if codes:
+            out[name] = np.frombuffer(raw, dtype=np.uint8, count=n).copy().reshape(shape)
+            continue
         if dt == "BF16":
             bits = np.frombuffer(raw, dtype="<u2", count=n).astype(np.uint32) << 16
             arr = bits.view(np.float32)
@@ -67,8 +73,9 @@ def read_safetensors_file(path):
     return out
 
 
-def read_safetensors_dir(ckpt_dir):
-    """All tensors of a checkpoint directory (single file or sharded index)."""
+def read_safetensors_dir(ckpt_dir, e4m3_codes=False):
+    """All tensors of a checkpoint directory (single file or sharded index);
+    `e4m3_codes` as for read_safetensors_file."""
     index = os.path.join(ckpt_dir, "model.safetensors.index.json")
     single = os.path.join(ckpt_dir, "model.safetensors")
     if os.path.exists(index):
@@ -76,7 +83,8 @@ def read_safetensors_dir(ckpt_dir):
             weight_map = json.load(f)["weight_map"]
         out = {}
         for fn in sorted(set(weight_map.values())):
-            for name, arr in read_safetensors_file(os.path.join(ckpt_dir, fn)).items():
+            for name, arr in read_safetensors_file(os.path.join(ckpt_dir, fn),
+                                                   e4m3_codes).items():
                 if weight_map.get(name) == fn:
                     out[name] = arr
         missing = set(weight_map) - set(out)
@@ -84,7 +92,7 @@ def read_safetensors_dir(ckpt_dir):
             raise ValueError("tensors in index but not in shards: %s" % sorted(missing)[:5])
         return out
     if os.path.exists(single):
-        return read_safetensors_file(single)
+        return read_safetensors_file(single, e4m3_codes)
     raise FileNotFoundError("no model.safetensors(.index.json) in %s" % ckpt_dir)
 
 
