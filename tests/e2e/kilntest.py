@@ -1,6 +1,7 @@
 """Shared plumbing of the end-to-end tests: where the tools and the sources
 are, running a tool, writing a checkpoint file. No reference numerics here.
 """
+import json
 import os
 import subprocess
 import sys
@@ -33,3 +34,39 @@ def write_tensors(path, named_arrays):
     codes = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.uint8): "F8_E4M3"}
     mk.write_safetensors(path, [(n, codes[a.dtype], a.shape, np.ascontiguousarray(a).tobytes())
                                 for n, a in named_arrays])
+
+
+class KernelModel:
+    """Compiles a small kiln-dialect model and runs it through kiln-run."""
+
+    def __init__(self, tmp, name, text, weights=None, flags=()):
+        self.tmp = tmp
+        self.dir = os.path.join(tmp, name)
+        os.makedirs(self.dir, exist_ok=True)
+        if weights:
+            write_tensors(os.path.join(self.dir, "w.safetensors"), weights)
+            text = text.replace("module {", 'module attributes {kiln.weights = "w.safetensors"} {', 1)
+        self.mlir = os.path.join(self.dir, "m.mlir")
+        with open(self.mlir, "w") as f:
+            f.write(text)
+        self.plan = os.path.join(self.dir, "m.kplan")
+        run([tool("kiln-compile"), self.mlir, "-o", self.plan, *flags])
+
+    def __call__(self, inputs, outputs, repeat=1):
+        """Runs the plan `repeat` times in one session; the last run's outputs."""
+        args = [tool("kiln-run"), self.plan, "--repeat", str(repeat)]
+        for name, arr in inputs.items():
+            path = os.path.join(self.dir, f"in_{name}.npy")
+            np.save(path, arr)
+            args += ["--input", f"{name}={path}"]
+        for name in outputs:
+            args += ["--output", f"{name}={os.path.join(self.dir, f'out_{name}.npy')}"]
+        run(args)
+        return [np.load(os.path.join(self.dir, f"out_{n}.npy")) for n in outputs]
+
+    def kernel_info(self):
+        """kiln-inspect's description of each kernel (name, config, ...)."""
+        return json.loads(run([tool("kiln-inspect"), self.plan, "--json"]).stdout)["kernels"]
+
+    def kernels(self):
+        return [k["name"] for k in self.kernel_info()]

@@ -19,44 +19,12 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import run, tool, write_tensors  # noqa: E402
+from kilntest import KernelModel, run, tool  # noqa: E402
 import fp8_reference as F  # noqa: E402
 import hf_reference as R  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 
 QUANT = "#kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>"
-
-
-class KernelModel:
-    """Compiles a small kiln-dialect model and runs it through kiln-run."""
-
-    def __init__(self, tmp, name, text, weights=None, flags=()):
-        self.tmp = tmp
-        self.dir = os.path.join(tmp, name)
-        os.makedirs(self.dir, exist_ok=True)
-        if weights:
-            write_tensors(os.path.join(self.dir, "w.safetensors"), weights)
-            text = text.replace("module {", 'module attributes {kiln.weights = "w.safetensors"} {', 1)
-        self.mlir = os.path.join(self.dir, "m.mlir")
-        with open(self.mlir, "w") as f:
-            f.write(text)
-        self.plan = os.path.join(self.dir, "m.kplan")
-        run([tool("kiln-compile"), self.mlir, "-o", self.plan, *flags])
-
-    def __call__(self, inputs, outputs):
-        args = [tool("kiln-run"), self.plan]
-        for name, arr in inputs.items():
-            path = os.path.join(self.dir, f"in_{name}.npy")
-            np.save(path, arr)
-            args += ["--input", f"{name}={path}"]
-        for name in outputs:
-            args += ["--output", f"{name}={os.path.join(self.dir, f'out_{name}.npy')}"]
-        run(args)
-        return [np.load(os.path.join(self.dir, f"out_{n}.npy")) for n in outputs]
-
-    def kernels(self):
-        data = json.loads(run([tool("kiln-inspect"), self.plan, "--json"]).stdout)
-        return [k["name"] for k in data["kernels"]]
 
 
 class E4M3(unittest.TestCase):

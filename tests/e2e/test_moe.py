@@ -20,7 +20,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import run, tool, write_tensors  # noqa: E402
+from kilntest import KernelModel, run, tool  # noqa: E402
 
 
 def silu(x):
@@ -80,7 +80,7 @@ def moe_text(t, d, f, e, k, attrs, shared=0, layers=1, bias=False):
                      f" -> tensor<{t}x{d}xf32>\n")
             prev = f"%h{i}"
     return f"""
-module attributes {{kiln.weights = "w.safetensors"}} {{
+module {{
   func.func @forward(%x: tensor<{t}x{d}xf32> {{kiln.name = "x"}}) -> (tensor<{t}x{d}xf32> {{kiln.name = "y"}}) {{
     %r = kiln.weight "router" : tensor<{e}x{d}xf32>
 {bias_decl}    %wg = kiln.weight_stack {names("gate")} : tensor<{total}x{f}x{d}xf32>
@@ -109,19 +109,9 @@ class MoE(unittest.TestCase):
                 (r.standard_normal((total, d, f)) * f ** -0.5).astype(np.float32))
 
     def compile_run(self, name, text, tensors, x, repeat=1):
-        d = os.path.join(self.tmp, name)
-        os.makedirs(d, exist_ok=True)
-        write_tensors(os.path.join(d, "w.safetensors"), tensors)
-        with open(os.path.join(d, "m.mlir"), "w") as fh:
-            fh.write(text)
-        plan = os.path.join(d, "m.kplan")
-        run([tool("kiln-compile"), os.path.join(d, "m.mlir"), "-o", plan])
-        np.save(os.path.join(d, "x.npy"), x)
-        out = os.path.join(d, "y.npy")
-        run([tool("kiln-run"), plan, "--input", f"x={os.path.join(d, 'x.npy')}", "--output", f"y={out}",
-             "--repeat", str(repeat)])
-        kernels = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]
-        return np.load(out), kernels
+        model = KernelModel(self.tmp, name, text, tensors)
+        (y,) = model({"x": x}, ["y"], repeat)
+        return y, model.kernel_info()
 
     def check(self, name, t, d, f, e, k, attrs, ref_kwargs, x=None, router=None, shared=0,
               layers=1, bias=None, repeat=1, tol=2e-5):
