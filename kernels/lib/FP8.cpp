@@ -129,12 +129,9 @@ void emitGemmFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n,
   // types: xq, w, xs, ws, out
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
-  int64_t tilesPerRow = ceilDiv(n, tileN);
   int64_t kBlocks = ceilDiv(k, act);
-  Value row = p.divs(args.pid, p.i64(tilesPerRow));
-  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
-  Value n0 = p.mul(tile, p.i64(tileN));
-  Value n1 = p.minI(p.add(n0, p.i64(tileN)), p.i64(n));
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, n, tileN);
+  Value row = ct.row, n0 = ct.begin, n1 = ct.end;
   Value xBase = p.mul(row, p.i64(k));
   Value xsBase = p.mul(row, p.i64(kBlocks));
   p.forLoop(n0, n1, p.i64(1), [&](Value col) {
@@ -156,7 +153,8 @@ namespace {
 /// One row's tile [f0, f1) of silu(x . w_gate) * (x . w_up) with
 /// block-scaled FP8 operands, staged in f32 in `ws` and then quantized in
 /// tiles of `act` into q/s: the body shared by gemm_swiglu_fp8 and the FP8
-/// grouped experts. The tile holds whole act tiles (or the row's end).
+/// grouped experts. Columns [f0, f1) are whole act tiles (or end the row);
+/// tileF bounds their number.
 struct SwiGLUQuantTile {
   Value xq, xs;
   Type xT;
@@ -170,13 +168,11 @@ struct SwiGLUQuantTile {
 
 void emitSwiGLUQuantTile(ProgramBuilder &p, int64_t hidden, int64_t ffn,
                          int64_t tileF, int64_t act, int64_t wbN,
-                         const SwiGLUQuantTile &t, Value tile) {
+                         const SwiGLUQuantTile &t, Value f0, Value f1) {
   OpBuilder &b = p.builder();
   Type f32 = b.getF32Type();
   int64_t kBlocks = ceilDiv(hidden, act);
   int64_t fBlocks = ceilDiv(ffn, act);
-  Value f0 = p.mul(tile, p.i64(tileF));
-  Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
   Value rowBase = p.mul(t.row, p.i64(ffn));
   p.forLoop(f0, f1, p.i64(1), [&](Value f) {
     Value wsRow = p.mul(p.divs(f, p.i64(wbN)), p.i64(kBlocks));
@@ -223,15 +219,14 @@ void emitGemmSwiGLUFP8Program(OpBuilder &b, const ProgramArgs &args,
                               int64_t wbN, ArrayRef<Type> types) {
   // types: xq, w_gate, w_up, xs, w_gate_scale, w_up_scale, q, s, workspace
   ProgramBuilder p(b, args.loc);
-  int64_t tiles = ceilDiv(n, tileN);
-  Value row = p.divs(args.pid, p.i64(tiles));
-  Value tile = p.rems(args.pid, p.i64(tiles));
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, n, tileN);
+  Value row = ct.row, f0 = ct.begin, f1 = ct.end;
   SwiGLUQuantTile t{args.buffers[0], args.buffers[3], types[0],
                     p.mul(row, p.i64(k)), p.mul(row, p.i64(ceilDiv(k, act))),
                     args.buffers[1], args.buffers[2], args.buffers[4],
                     args.buffers[5], types[1], types[2], args.buffers[6],
                     args.buffers[7], args.buffers[8], types[6], row};
-  emitSwiGLUQuantTile(p, k, n, tileN, act, wbN, t, tile);
+  emitSwiGLUQuantTile(p, k, n, tileN, act, wbN, t, f0, f1);
 }
 
 void emitGemmDualFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t n1,
@@ -261,9 +256,8 @@ void emitMoEUpFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
   // types: xq, xs, sorted_token, block_expert, wg, wu, wgs, wus, act_q,
   // act_s, workspace
   ProgramBuilder p(b, args.loc);
-  int64_t tiles = ceilDiv(ffn, tileF);
-  forEachGroupedRow(p, args, blockM, tiles, 2, types,
-                    [&](Value r, Value t, Value e, Value tile) {
+  forEachGroupedRow(p, args, blockM, ffn, tileF, 2, types,
+                    [&](Value r, Value t, Value e, Value f0, Value f1) {
     SwiGLUQuantTile st{args.buffers[0], args.buffers[1], types[0],
                        p.mul(t, p.i64(hidden)),
                        p.mul(t, p.i64(ceilDiv(hidden, act))),
@@ -273,7 +267,7 @@ void emitMoEUpFP8Program(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
                        p.loadPtr(args.buffers[7], e), types[4], types[5],
                        args.buffers[8], args.buffers[9], args.buffers[10],
                        types[8], r};
-    emitSwiGLUQuantTile(p, hidden, ffn, tileF, act, act, st, tile);
+    emitSwiGLUQuantTile(p, hidden, ffn, tileF, act, act, st, f0, f1);
   });
 }
 
@@ -283,14 +277,11 @@ void emitMoEDownFP8Program(OpBuilder &b, const ProgramArgs &args,
   // types: act_q, act_s, sorted_token, block_expert, wd, wds, rows
   ProgramBuilder p(b, args.loc);
   Type f32 = b.getF32Type();
-  int64_t tiles = ceilDiv(hidden, tileD);
   int64_t fBlocks = ceilDiv(ffn, act);
-  forEachGroupedRow(p, args, blockM, tiles, 2, types,
-                    [&](Value r, Value, Value e, Value tile) {
+  forEachGroupedRow(p, args, blockM, hidden, tileD, 2, types,
+                    [&](Value r, Value, Value e, Value d0, Value d1) {
     Value wd = p.loadPtr(args.buffers[4], e);
     Value wds = p.loadPtr(args.buffers[5], e);
-    Value d0 = p.mul(tile, p.i64(tileD));
-    Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
     p.forLoop(d0, d1, p.i64(1), [&](Value d) {
       Value wsRow = p.mul(p.divs(d, p.i64(act)), p.i64(fBlocks));
       Value y = blockDot(p, ffn, act, args.buffers[0], types[0],

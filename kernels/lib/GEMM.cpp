@@ -25,12 +25,8 @@ void emitGemmProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
                      int64_t k, int64_t tileN, Type xType, Type wType,
                      Type outType, unsigned numAddends) {
   ProgramBuilder p(b, args.loc);
-  int64_t tilesPerRow = (n + tileN - 1) / tileN;
-  Value row = p.divs(args.pid, p.i64(tilesPerRow));
-  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
-  Value n0 = p.mul(tile, p.i64(tileN));
-  Value nEnd = p.add(n0, p.i64(tileN));
-  nEnd = p.select(p.lt(nEnd, p.i64(n)), nEnd, p.i64(n));
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, n, tileN);
+  Value row = ct.row, n0 = ct.begin, nEnd = ct.end;
   Value xBase = p.mul(row, p.i64(k));
   Value outBase = p.mul(row, p.i64(n));
   Value c0 = p.i64(0), c1 = p.i64(1), cK = p.i64(k);
@@ -54,11 +50,8 @@ void emitGemmProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
 void emitGemmSwiGLUProgram(OpBuilder &b, const ProgramArgs &args, int64_t n,
                            int64_t k, int64_t tileN, ArrayRef<Type> types) {
   ProgramBuilder p(b, args.loc);
-  int64_t tilesPerRow = (n + tileN - 1) / tileN;
-  Value row = p.divs(args.pid, p.i64(tilesPerRow));
-  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
-  Value n0 = p.mul(tile, p.i64(tileN));
-  Value n1 = p.minI(p.add(n0, p.i64(tileN)), p.i64(n));
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, n, tileN);
+  Value row = ct.row, n0 = ct.begin, n1 = ct.end;
   Value xBase = p.mul(row, p.i64(k));
   p.forLoop(n0, n1, p.i64(1), [&](Value col) {
     Value wBase = p.mul(col, p.i64(k));
@@ -76,11 +69,8 @@ void emitGemmDualSkeleton(ProgramBuilder &p, const ProgramArgs &args,
                           ArrayRef<Type> types,
                           function_ref<Value(unsigned, Value, Value)> dot) {
   int64_t n = n1 + n2;
-  int64_t tilesPerRow = (n + tileN - 1) / tileN;
-  Value row = p.divs(args.pid, p.i64(tilesPerRow));
-  Value tile = p.rems(args.pid, p.i64(tilesPerRow));
-  Value c0 = p.mul(tile, p.i64(tileN));
-  Value c1 = p.minI(p.add(c0, p.i64(tileN)), p.i64(n));
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, n, tileN);
+  Value row = ct.row, c0 = ct.begin, c1 = ct.end;
   // Columns of the first projection, then of the second; two loops so each
   // reads one weight and writes one output.
   Value split = p.i64(n1);

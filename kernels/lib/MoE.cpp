@@ -239,19 +239,19 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
   });
 }
 
-void forEachGroupedRow(ProgramBuilder &p, const ProgramArgs &args,
-                       int64_t blockM, int64_t tiles, unsigned sortedBuffer,
-                       ArrayRef<Type> types,
-                       function_ref<void(Value, Value, Value, Value)> row) {
-  Value blk = p.divs(args.pid, p.i64(tiles));
-  Value tile = p.rems(args.pid, p.i64(tiles));
+void forEachGroupedRow(
+    ProgramBuilder &p, const ProgramArgs &args, int64_t blockM, int64_t n,
+    int64_t tile, unsigned sortedBuffer, ArrayRef<Type> types,
+    function_ref<void(Value, Value, Value, Value, Value)> row) {
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, n, tile);
+  Value blk = ct.row, begin = ct.begin, end = ct.end;
   Value e = p.load(args.buffers[sortedBuffer + 1], types[sortedBuffer + 1],
                    blk);
   p.ifThen(p.lt(p.i64(-1), e), [&] {
     Value r0 = p.mul(blk, p.i64(blockM));
     p.forLoop(r0, p.add(r0, p.i64(blockM)), p.i64(1), [&](Value r) {
       Value t = p.load(args.buffers[sortedBuffer], types[sortedBuffer], r);
-      p.ifThen(p.lt(p.i64(-1), t), [&] { row(r, t, e, tile); });
+      p.ifThen(p.lt(p.i64(-1), t), [&] { row(r, t, e, begin, end); });
     });
   });
 }
@@ -261,14 +261,11 @@ void emitMoEUpProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
                       ArrayRef<Type> types) {
   // types: x, sorted_token, block_expert, w_gate, w_up, act
   ProgramBuilder p(b, args.loc);
-  int64_t tiles = (ffn + tileF - 1) / tileF;
-  forEachGroupedRow(p, args, blockM, tiles, 1, types,
-                    [&](Value r, Value t, Value e, Value tile) {
+  forEachGroupedRow(p, args, blockM, ffn, tileF, 1, types,
+                    [&](Value r, Value t, Value e, Value f0, Value f1) {
     Value wg = p.loadPtr(args.buffers[3], e);
     Value wu = p.loadPtr(args.buffers[4], e);
     Value xBase = p.mul(t, p.i64(hidden));
-    Value f0 = p.mul(tile, p.i64(tileF));
-    Value f1 = p.minI(p.add(f0, p.i64(tileF)), p.i64(ffn));
     p.forLoop(f0, f1, p.i64(1), [&](Value f) {
       Value wBase = p.mul(f, p.i64(hidden));
       Value g = p.dot(args.buffers[0], types[0], xBase, wg, types[3], wBase,
@@ -286,12 +283,9 @@ void emitMoEDownProgram(OpBuilder &b, const ProgramArgs &args, int64_t hidden,
                         ArrayRef<Type> types) {
   // types: act, sorted_token, block_expert, w_down, rows
   ProgramBuilder p(b, args.loc);
-  int64_t tiles = (hidden + tileD - 1) / tileD;
-  forEachGroupedRow(p, args, blockM, tiles, 1, types,
-                    [&](Value r, Value, Value e, Value tile) {
+  forEachGroupedRow(p, args, blockM, hidden, tileD, 1, types,
+                    [&](Value r, Value, Value e, Value d0, Value d1) {
     Value wd = p.loadPtr(args.buffers[3], e);
-    Value d0 = p.mul(tile, p.i64(tileD));
-    Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
     p.forLoop(d0, d1, p.i64(1), [&](Value d) {
       Value y = p.dot(args.buffers[0], types[0], p.mul(r, p.i64(ffn)), wd,
                       types[3], p.mul(d, p.i64(ffn)), ffn);
@@ -306,11 +300,8 @@ void emitMoECombineProgram(OpBuilder &b, const ProgramArgs &args,
                            unsigned numAddends) {
   // types: rows, slot_row, weights, [addends], y
   ProgramBuilder p(b, args.loc);
-  int64_t tiles = (hidden + tileD - 1) / tileD;
-  Value t = p.divs(args.pid, p.i64(tiles));
-  Value tile = p.rems(args.pid, p.i64(tiles));
-  Value d0 = p.mul(tile, p.i64(tileD));
-  Value d1 = p.minI(p.add(d0, p.i64(tileD)), p.i64(hidden));
+  ProgramBuilder::ColumnTile ct = p.columnTile(args.pid, hidden, tileD);
+  Value t = ct.row, d0 = ct.begin, d1 = ct.end;
   Value c0 = p.i64(0), c1 = p.i64(1);
   unsigned out = 3 + numAddends;
   p.forLoop(d0, d1, c1, [&](Value d) {

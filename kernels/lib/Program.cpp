@@ -211,6 +211,13 @@ void ProgramBuilder::storeInt(Value value, Value ptr, Type intType,
   store(value, ptr, intType, index);
 }
 
+ProgramBuilder::ColumnTile ProgramBuilder::columnTile(Value pid, int64_t n,
+                                                      int64_t tile) {
+  int64_t tiles = (n + tile - 1) / tile;
+  Value begin = mul(rems(pid, i64(tiles)), i64(tile));
+  return {divs(pid, i64(tiles)), begin, minI(add(begin, i64(tile)), i64(n))};
+}
+
 Value ProgramBuilder::atomicAddI32(Value ptr, Value index, Value delta) {
   auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
   Type i32 = b.getI32Type();

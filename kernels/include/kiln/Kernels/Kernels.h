@@ -216,15 +216,17 @@ void emitMoERouteProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                          const MoERouteParams &p,
                          llvm::ArrayRef<mlir::Type> types);
 
-/// The loop shared by the grouped expert GEMMs: program (block, tile) of a
-/// grid of blocks x `tiles`; when the block belongs to an expert, calls
-/// `row(r, token, expert, tile)` for each of its rows that holds a token.
+/// The loop shared by the grouped expert GEMMs: program (block, column
+/// tile) of a grid of blocks x ceil(n / tile); when the block belongs to an
+/// expert, calls `row(r, token, expert, begin, end)` for each of its rows
+/// that holds a token, with the program's columns [begin, end).
 /// Buffers `sortedBuffer`, `sortedBuffer + 1`: sorted_token, block_expert.
 void forEachGroupedRow(
-    ProgramBuilder &p, const ProgramArgs &args, int64_t blockM, int64_t tiles,
-    unsigned sortedBuffer, llvm::ArrayRef<mlir::Type> types,
+    ProgramBuilder &p, const ProgramArgs &args, int64_t blockM, int64_t n,
+    int64_t tile, unsigned sortedBuffer, llvm::ArrayRef<mlir::Type> types,
     llvm::function_ref<void(mlir::Value r, mlir::Value token,
-                            mlir::Value expert, mlir::Value tile)>
+                            mlir::Value expert, mlir::Value begin,
+                            mlir::Value end)>
         row);
 
 /// act[r, f] = silu(x[t] . w_gate[e, f]) * (x[t] . w_up[e, f]) over the

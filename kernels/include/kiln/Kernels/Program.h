@@ -101,6 +101,13 @@ public:
   mlir::Value atomicAddI32(mlir::Value ptr, mlir::Value index,
                            mlir::Value delta);
 
+  /// Program `pid` of a grid of rows x ceil(n / tile) column tiles: its
+  /// row and its columns [begin, end) (the last tile may be short).
+  struct ColumnTile {
+    mlir::Value row, begin, end;
+  };
+  ColumnTile columnTile(mlir::Value pid, int64_t n, int64_t tile);
+
   /// `for (i = lo; i < hi; i += step)` with f32 loop-carried values.
   llvm::SmallVector<mlir::Value>
   forLoop(mlir::Value lo, mlir::Value hi, mlir::Value step,
