@@ -702,7 +702,8 @@ static kk::RopeParams latentRopeParams(LatentCacheWriteOp op) {
   return p;
 }
 
-std::optional<unsigned> LatentCacheWriteOp::getInPlaceOperand() { return 2; }
+/// Both results update their cache in place: latent -> latent_cache (2),
+/// rope -> rope_cache (3).
 std::optional<unsigned> LatentCacheWriteOp::getInPlaceOperandOf(unsigned r) {
   return r == 0 ? 2 : (r == 1 ? std::optional<unsigned>(3) : std::nullopt);
 }

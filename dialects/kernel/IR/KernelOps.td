@@ -167,7 +167,7 @@ def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments], ["getInPlaceOper
 }
 
 def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
-    ["getInPlaceOperand", "getInPlaceOperandOf"]> {
+    ["getInPlaceOperandOf"]> {
   let summary = "MLA's compressed-KV rows into the two caches; one program per row";
   let description = [{
     Row r of `input` (kv_a_proj_with_mqa's output, rows of `input_stride`)
