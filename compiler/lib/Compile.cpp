@@ -27,6 +27,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -263,18 +264,27 @@ LogicalResult writeAtomically(const std::string &path,
   if (auto ec = llvm::sys::fs::createUniqueFile(model, fd, tmp))
     return emitError(UnknownLoc::get(&ctx))
            << "cannot create " << path << ": " << ec.message();
+  // Removed on every failure, and on SIGINT/SIGTERM while it is written.
+  llvm::sys::RemoveFileOnSignal(tmp);
   bool ok = false;
   llvm::scope_exit cleanup([&] {
     if (!ok)
       llvm::sys::fs::remove(tmp);
+    llvm::sys::DontRemoveFileOnSignal(tmp);
   });
   {
     llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
     os.write(reinterpret_cast<const char *>(bytes.data()), bytes.size());
-    os.flush();
-    if (os.has_error())
+    os.close();
+    if (os.has_error()) {
+      std::error_code ec = os.error();
+      // An unhandled stream error aborts in raw_fd_ostream's destructor,
+      // which would skip the clean-up above.
+      os.clear_error();
       return emitError(UnknownLoc::get(&ctx))
-             << "cannot write " << tmp << ": " << os.error().message();
+             << "cannot write " << path << " (" << bytes.size()
+             << " bytes): " << ec.message() << "; nothing was written";
+    }
   }
   if (auto ec = llvm::sys::fs::rename(tmp, path))
     return emitError(UnknownLoc::get(&ctx))
@@ -427,7 +437,13 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   }
 
   PlanOptions popts;
-  popts.planPath = opts.output;
+  // Absolute, so that external weight paths are stored relative to the
+  // plan's directory however -o is spelled ("x.kplan", "./x.kplan", ...).
+  llvm::SmallString<256> planPath(opts.output);
+  if (auto ec = llvm::sys::fs::make_absolute(planPath))
+    return emitError(UnknownLoc::get(&ctx))
+           << "cannot resolve -o " << opts.output << ": " << ec.message();
+  popts.planPath = planPath.str().str();
   popts.embedWeights = opts.embedWeights;
   popts.name = llvm::sys::path::stem(opts.input).str();
   popts.compilerVersion = compilerVersion();

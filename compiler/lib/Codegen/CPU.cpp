@@ -165,14 +165,22 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
     module->emitError("cannot create temporary files for linking");
     return failure();
   }
-  {
-    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
-    os.write(object.data(), object.size());
-  }
   llvm::scope_exit cleanup([&] {
     llvm::sys::fs::remove(objPath);
     llvm::sys::fs::remove(soPath);
   });
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os.write(object.data(), object.size());
+    os.close();
+    if (os.has_error()) {
+      std::error_code ec = os.error();
+      os.clear_error(); // an unhandled stream error aborts in the destructor
+      module->emitError() << "cannot write the CPU kernels' object file "
+                          << objPath << ": " << ec.message();
+      return failure();
+    }
+  }
   std::string linker;
   std::vector<std::string> argv;
   if (auto lld = llvm::sys::findProgramByName(

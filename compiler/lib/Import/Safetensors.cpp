@@ -115,6 +115,23 @@ Checkpoint::openFile(const std::string &path) {
   return ck;
 }
 
+/// Why an index's shard name would reach outside the checkpoint directory
+/// ("" when it does not). The check is lexical: shards may be symbolic links
+/// (a Hugging Face cache snapshot links each one to its blob), but the name
+/// itself must be a relative path without "..", as `save_pretrained` writes.
+static std::string shardNameProblem(llvm::StringRef name) {
+  if (name.empty())
+    return "is empty";
+  if (llvm::sys::path::is_absolute(name) || name.starts_with("~"))
+    return "is an absolute path; shards must lie inside the checkpoint "
+           "directory";
+  for (auto it = llvm::sys::path::begin(name), e = llvm::sys::path::end(name);
+       it != e; ++it)
+    if (*it == "..")
+      return "contains '..'; shards must lie inside the checkpoint directory";
+  return "";
+}
+
 llvm::Expected<std::unique_ptr<Checkpoint>>
 Checkpoint::open(const std::string &dir) {
   llvm::SmallString<256> indexPath(dir), single(dir);
@@ -144,6 +161,10 @@ Checkpoint::open(const std::string &dir) {
     if (!fileName)
       return err(indexPath.str().str(),
                  "weight_map entry '" + kv.first.str() + "' is not a string");
+    if (std::string why = shardNameProblem(*fileName); !why.empty())
+      return err(indexPath.str().str(),
+                 "weight_map entry '" + kv.first.str() + "': shard '" +
+                     fileName->str() + "' " + why);
     auto it = byName.find(*fileName);
     if (it == byName.end()) {
       llvm::SmallString<256> shard(dir);
