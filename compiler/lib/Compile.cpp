@@ -424,7 +424,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   std::optional<CpuExecutable> cpu;
   std::optional<CudaExecutable> cuda;
   if (wantCpu) {
-    auto exe = buildCpuExecutable(ctx, table, dumper);
+    auto exe = buildCpuExecutable(ctx, table, opts.cpu, dumper);
     if (failed(exe))
       return failure();
     cpu = std::move(*exe);

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "backend.h"
+#include "cpu_features.h"
 #include "thread_pool.h"
 
 namespace kiln {
@@ -91,6 +92,13 @@ class CpuBackend final : public Backend {
                     const SessionOptions& options) {
     auto exe = FindExecutable(plan, plan::TargetKind::cpu);
     if (!exe.ok()) return exe.status();
+    std::vector<std::string> features;
+    for (uint32_t i = 0; (*exe)->features() && i < (*exe)->features()->size(); ++i)
+      features.push_back((*exe)->features()->Get(i)->str());
+    if (auto s = CheckHostCanRun("the plan's CPU code", (*exe)->arch()->string_view(),
+                                 (*exe)->cpu() ? (*exe)->cpu()->string_view() : "", features);
+        !s.ok())
+      return s;
     auto so = SharedObject::Load((*exe)->binary()->data(), (*exe)->binary()->size());
     if (!so.ok()) return so.status();
     so_ = std::move(*so);

@@ -1,6 +1,7 @@
 //===- kiln-compile.cpp - Compile a model into a Kiln plan ----------------===//
 //
 //   kiln-compile MODEL.mlir -o PLAN --target=cpu|sm_90a|sm_90a,cpu
+//                [--cpu=host|x86-64-v3|x86-64-v4|sapphirerapids|...]
 //                [--dump-ir-dir DIR] [--embed-weights]
 //                [--mlir-print-ir-after-all ...]
 //
@@ -27,6 +28,13 @@ static cl::opt<std::string> outputPath("o", cl::Required,
 static cl::opt<std::string>
     targets("target", cl::init("cpu"),
             cl::desc("Comma-separated targets: cpu, sm_90a"));
+static cl::opt<std::string> cpuName(
+    "cpu", cl::init("host"),
+    cl::desc("CPU the cpu target's code is for: host (its feature flags), "
+             "x86-64, x86-64-v2, x86-64-v3, x86-64-v4, or an LLVM CPU name "
+             "(sapphirerapids, znver4, ...); the plan records the features "
+             "it needs and the runtime refuses a host without them"),
+    cl::value_desc("name"));
 static cl::opt<std::string>
     dumpIRDir("dump-ir-dir",
               cl::desc("Write the IR after every stage as numbered files"),
@@ -87,6 +95,7 @@ int main(int argc, char **argv) {
   for (llvm::StringRef p : parts)
     opts.targets.push_back(p.trim().str());
   opts.dumpIRDir = dumpIRDir;
+  opts.cpu = cpuName;
   opts.embedWeights = embedWeights;
   opts.noWeights = noWeights;
   if (quantize != "none" && quantize != "fp8-block") {

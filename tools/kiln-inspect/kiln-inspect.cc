@@ -149,6 +149,12 @@ Json BuildJson(const kiln::Plan& plan) {
     t.Add("binary_bytes", Json::Num(Len(x->binary())));
     t.Add("ptx_bytes", Json::Num(x->ptx() ? x->ptx()->size() : 0));
     t.Add("entry_points", Json::Num(x->entry_points()->size()));
+    if (x->cpu()) t.Add("cpu", Json::Str(Str(x->cpu())));
+    if (x->features()) {
+      Json features = Json::Arr();
+      for (uint32_t i = 0; i < x->features()->size(); ++i) features.Push(Json::Str(x->features()->Get(i)->str()));
+      t.Add("features", std::move(features));
+    }
     targets.Push(std::move(t));
   }
   root.Add("targets", std::move(targets));
@@ -378,6 +384,13 @@ void PrintText(const Json& r) {
     std::printf("  %-5s %-8s binary %-12s ptx %-12s %s entry points\n", T(Get(t, "target")).c_str(),
                 T(Get(t, "arch")).c_str(), Bytes(Get(t, "binary_bytes")).c_str(),
                 Bytes(Get(t, "ptx_bytes")).c_str(), T(Get(t, "entry_points")).c_str());
+  for (const auto& [_, t] : Get(r, "targets").items) {
+    if (Get(t, "cpu").kind == Json::kNull) continue;
+    std::vector<std::string> features;
+    for (const auto& [__, f] : Get(t, "features").items) features.push_back(f.text);
+    std::printf("  %-5s cpu %s, needs %s\n", T(Get(t, "target")).c_str(), T(Get(t, "cpu")).c_str(),
+                features.empty() ? "no extensions" : absl::StrJoin(features, " ").c_str());
+  }
 
   std::printf("\nkernels\n");
   for (const auto& [_, k] : Get(r, "kernels").items) {

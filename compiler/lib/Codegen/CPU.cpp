@@ -4,15 +4,18 @@
 //   void name(void **buffers, const int64_t *scalars, int64_t begin,
 //             int64_t end)
 // that runs programs [begin, end) of a launch. The module is lowered to the
-// LLVM dialect, translated to LLVM IR, optimized at O3 for the host CPU
-// (vectorizing the reassociable reductions), compiled to an object and linked
-// into a shared object that the plan carries.
+// LLVM dialect, translated to LLVM IR, optimized at O3 for the CPU named by
+// --cpu (the host by default; vectorizing the reassociable reductions),
+// compiled to an object and linked into a shared object that the plan
+// carries with the CPU's name and the instruction-set features it needs.
 //
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Codegen.h"
 #include "kiln/Compiler/StageDumper.h"
 
 #include "kernel/IR/KernelDialect.h"
+
+#include "cpu_features.h" // runtime/src: the features the runtime checks
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -27,6 +30,7 @@
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 #include "llvm/IR/Module.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -86,10 +90,67 @@ OwningOpRef<ModuleOp> buildCpuProgramModule(MLIRContext &ctx,
 }
 
 
+struct ResolvedCpu {
+  std::string name;     ///< LLVM's CPU name (scheduling model, implied ISA)
+  std::string features; ///< explicit features on top ("" for a named CPU)
+};
+
+/// The checkable features `sti` enables: what the plan records as required.
+std::vector<std::string> checkedFeatures(const llvm::MCSubtargetInfo &sti) {
+  std::vector<std::string> out;
+  for (const std::string &f : CheckableCpuFeatures())
+    if (sti.checkFeatures("+" + f))
+      out.push_back(f);
+  return out;
+}
+
+/// `--cpu`: "host", or a CPU LLVM knows. For the host, the features are read
+/// from the CPU (CPUID through LLVM, which does see AVX-512 and AMX), never
+/// inferred from its model name: virtual machines report model numbers that
+/// LLVM maps to older parts (a Sapphire Rapids guest here reads as
+/// "rocketlake", which has neither AMX nor AVX-512-BF16). The name, which
+/// only selects the scheduling model, is the newest of a few server and
+/// generic CPUs whose features the host has.
+FailureOr<ResolvedCpu> resolveCpu(const llvm::Target &target,
+                                  const llvm::Triple &triple,
+                                  StringRef name) {
+  auto subtarget = [&](StringRef cpu, StringRef features) {
+    return std::unique_ptr<llvm::MCSubtargetInfo>(
+        target.createMCSubtargetInfo(triple, cpu, features));
+  };
+  if (name != "host") {
+    auto sti = subtarget("generic", "");
+    if (!sti || !sti->isCPUStringValid(name))
+      return failure();
+    return ResolvedCpu{name.str(), ""};
+  }
+  llvm::SubtargetFeatures features;
+  for (auto &f : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(f.first(), f.second);
+  std::string featureString = features.getString();
+  std::string hostName = llvm::sys::getHostCPUName().str();
+  if (!triple.isX86())
+    return ResolvedCpu{hostName, featureString};
+  auto host = subtarget("generic", featureString);
+  for (StringRef candidate :
+       {"graniterapids", "sapphirerapids", "icelake-server", "cascadelake",
+        "skylake-avx512", "znver4", "znver3", "alderlake", "x86-64-v4",
+        "x86-64-v3", "x86-64-v2"}) {
+    auto sti = subtarget(candidate, "");
+    bool covered = sti && sti->isCPUStringValid(candidate);
+    for (const std::string &f : checkedFeatures(*sti))
+      covered = covered && host->checkFeatures("+" + f);
+    if (covered)
+      return ResolvedCpu{candidate.str(), featureString};
+  }
+  return ResolvedCpu{"x86-64", featureString};
+}
+
 } // namespace
 
 FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
                                             const KernelTable &table,
+                                            const std::string &cpuName,
                                             StageDumper &dumper) {
   OwningOpRef<ModuleOp> module = buildCpuProgramModule(ctx, table);
   if (failed(module->verify()))
@@ -121,14 +182,17 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
     module->emitError() << "no LLVM target for " << tripleStr << ": " << err;
     return failure();
   }
-  // Plans are compiled for the CPU they are built on: the host's features.
-  std::string cpu = llvm::sys::getHostCPUName().str();
-  llvm::SubtargetFeatures features;
-  for (auto &f : llvm::sys::getHostCPUFeatures())
-    features.AddFeature(f.first(), f.second);
+  auto cpu = resolveCpu(*target, triple, cpuName);
+  if (failed(cpu)) {
+    module->emitError() << "unknown --cpu=" << cpuName
+                        << " (expected host, x86-64, x86-64-v2, x86-64-v3, "
+                           "x86-64-v4 or an LLVM CPU name such as "
+                           "sapphirerapids)";
+    return failure();
+  }
   llvm::TargetOptions opts;
   std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
-      triple, cpu, features.getString(), opts, llvm::Reloc::PIC_,
+      triple, cpu->name, cpu->features, opts, llvm::Reloc::PIC_,
       std::nullopt, llvm::CodeGenOptLevel::Aggressive));
   llvmModule->setDataLayout(tm->createDataLayout());
   llvmModule->setTargetTriple(triple);
@@ -210,7 +274,9 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
     return failure();
   }
   CpuExecutable exe;
-  exe.arch = triple.getArchName().str() + "-" + cpu;
+  exe.arch = triple.getArchName().str();
+  exe.cpu = cpu->name;
+  exe.features = checkedFeatures(*tm->getMCSubtargetInfo());
   exe.sharedObject.assign((*so)->getBufferStart(), (*so)->getBufferEnd());
   return exe;
 }

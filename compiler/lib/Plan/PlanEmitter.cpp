@@ -435,10 +435,14 @@ emitPlan(ModuleOp module, const KernelTable &table,
     fbb.ForceVectorAlignment(cpu->sharedObject.size(), 1, 64);
     auto bin = fbb.CreateVector(cpu->sharedObject);
     auto arch = fbb.CreateString(cpu->arch);
+    auto cpuName = fbb.CreateString(cpu->cpu);
+    auto features = fbb.CreateVectorOfStrings(cpu->features);
     auto epv = fbb.CreateVector(eps);
     fb::ExecutableBuilder eb(fbb);
     eb.add_target(fb::TargetKind::cpu);
     eb.add_arch(arch);
+    eb.add_cpu(cpuName);
+    eb.add_features(features);
     eb.add_binary(bin);
     eb.add_entry_points(epv);
     exes.push_back(eb.Finish());

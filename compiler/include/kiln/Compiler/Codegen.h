@@ -48,16 +48,21 @@ KernelTable collectKernels(mlir::ModuleOp module);
 std::string locationToString(mlir::Location loc);
 
 struct CpuExecutable {
-  std::string arch;
+  std::string arch; ///< "x86_64"
+  std::string cpu;  ///< LLVM's CPU name the code is tuned for
+  /// The instruction-set features the code may use (LLVM's names), which
+  /// the runtime checks against the host before loading it.
+  std::vector<std::string> features;
   std::vector<uint8_t> sharedObject;
 };
 
 /// Builds the CPU executable: one C-ABI entry point per kernel
 /// (void name(void **buffers, const int64_t *scalars, int64_t begin,
-/// int64_t end)), compiled by LLVM for the host and linked into a shared
-/// object.
+/// int64_t end)), compiled by LLVM for `cpu` ("host" or an LLVM CPU name)
+/// and linked into a shared object.
 mlir::FailureOr<CpuExecutable> buildCpuExecutable(mlir::MLIRContext &ctx,
                                                   const KernelTable &table,
+                                                  const std::string &cpu,
                                                   StageDumper &dumper);
 
 struct CudaEntry {

@@ -26,6 +26,7 @@ struct CompileOptions {
   std::string output;              ///< plan path
   std::vector<std::string> targets; ///< "cpu", "sm_90a"
   std::string dumpIRDir;           ///< --dump-ir-dir
+  std::string cpu = "host";        ///< --cpu: host or an LLVM CPU name
   bool embedWeights = false;
   bool noWeights = false;          ///< --no-weights: describe, don't run
   bool quantizeFP8 = false;        ///< --quantize=fp8-block
