@@ -25,7 +25,9 @@
 
 namespace kiln {
 
-const char *compilerVersion() { return "kiln 0.1.0 (MLIR " LLVM_VERSION_STRING ")"; }
+const char *compilerVersion() {
+  return "kiln " KILN_VERSION " (MLIR " LLVM_VERSION_STRING ")";
+}
 
 void registerCompilerDialects(mlir::DialectRegistry &registry) {
   registry.insert<graph::KilnDialect, kernel::KilnKernelDialect,

@@ -8,10 +8,13 @@
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Compiler.h"
 
+#include "kiln/Compiler/Plan.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
@@ -20,52 +23,74 @@
 
 namespace cl = llvm::cl;
 
+// Exit codes (README): 0 success, 1 the model could not be compiled (the
+// error says why), 2 usage (unknown flag or bad value).
+enum ExitCode { kOk = 0, kCompileFailed = 1, kUsage = 2 };
+
+static cl::OptionCategory kilnCategory("Kiln options");
+static cl::OptionCategory
+    irCategory("MLIR options for IR inspection (--help-hidden lists all "
+               "of LLVM's)");
+
 static cl::opt<std::string> inputPath(cl::Positional, cl::Required,
-                                      cl::desc("<model.mlir | checkpoint dir>"));
+                                      cl::desc("<model.mlir | checkpoint dir>"),
+                                      cl::cat(kilnCategory));
 static cl::opt<std::string> outputPath("o", cl::Required,
                                        cl::desc("Output plan (.kplan)"),
-                                       cl::value_desc("plan"));
+                                       cl::value_desc("plan"),
+                                       cl::cat(kilnCategory));
 static cl::opt<std::string>
     targets("target", cl::init("cpu"),
-            cl::desc("Comma-separated targets: cpu, sm_90a"));
+            cl::desc("Comma-separated targets: cpu, sm_90a"),
+            cl::cat(kilnCategory));
 static cl::opt<std::string> cpuName(
     "cpu", cl::init("host"),
     cl::desc("CPU the cpu target's code is for: host (its feature flags), "
              "x86-64, x86-64-v2, x86-64-v3, x86-64-v4, or an LLVM CPU name "
              "(sapphirerapids, znver4, ...); the plan records the features "
              "it needs and the runtime refuses a host without them"),
-    cl::value_desc("name"));
+    cl::value_desc("name"), cl::cat(kilnCategory));
 static cl::opt<std::string>
     dumpIRDir("dump-ir-dir",
               cl::desc("Write the IR after every stage as numbered files"),
-              cl::value_desc("dir"));
+              cl::value_desc("dir"), cl::cat(kilnCategory));
 static cl::opt<bool> embedWeights(
     "embed-weights",
-    cl::desc("Pack the weights into the plan instead of referencing files"));
+    cl::desc("Pack the weights into the plan instead of referencing files"),
+    cl::cat(kilnCategory));
 static cl::opt<bool> noWeights(
     "no-weights",
     cl::desc("Compile from the model structure alone (config.json): the plan "
-             "describes the model but cannot run"));
+             "describes the model but cannot run"),
+    cl::cat(kilnCategory));
 static cl::opt<std::string> quantize(
     "quantize", cl::init("none"),
     cl::desc("Weight quantization: none, or fp8-block (DeepSeek-V3's e4m3 "
-             "128x128 blocks with dynamic 1x128 activation tiles)"));
+             "128x128 blocks with dynamic 1x128 activation tiles)"),
+    cl::cat(kilnCategory));
 static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
-                                 cl::desc("Batch size the plan accepts"));
+                                 cl::desc("Batch size the plan accepts"),
+                                 cl::cat(kilnCategory));
 static cl::opt<int64_t> maxSeq("max-seq", cl::init(16),
-                               cl::desc("Sequence length the plan accepts"));
-static cl::opt<bool> noFuse(
-    "no-fuse", cl::desc("Skip the kernel-level fusion passes (to compare "
-                        "fused and unfused plans)"));
-static cl::opt<int64_t> minGemmPrograms(
-    "min-gemm-programs", cl::init(64),
-    cl::desc("Smallest grid the GEMM tile heuristic aims for"));
+                               cl::desc("Sequence length the plan accepts"),
+                               cl::cat(kilnCategory));
+static cl::opt<bool>
+    noFuse("no-fuse",
+           cl::desc("Skip the kernel-level fusion passes (to compare "
+                    "fused and unfused plans)"),
+           cl::cat(kilnCategory));
+static cl::opt<int64_t>
+    minGemmPrograms("min-gemm-programs", cl::init(64),
+                    cl::desc("Smallest grid the GEMM tile heuristic aims for"),
+                    cl::cat(kilnCategory));
 static cl::opt<int64_t> moeBlockM(
     "moe-block-m", cl::init(0),
-    cl::desc("Rows per block of the experts' layout (0: the heuristic)"));
+    cl::desc("Rows per block of the experts' layout (0: the heuristic)"),
+    cl::cat(kilnCategory));
 static cl::opt<std::string>
     mlaForm("mla-form", cl::init("auto"),
-            cl::desc("MLA kernel form: auto (by FLOPs), absorbed or naive"));
+            cl::desc("MLA kernel form: auto (by FLOPs), absorbed or naive"),
+            cl::cat(kilnCategory));
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
@@ -74,10 +99,44 @@ int main(int argc, char **argv) {
     commandLine += (i > 1 ? " " : "") + std::string(argv[i]);
   mlir::registerMLIRContextCLOptions();
   mlir::registerPassManagerCLOptions();
+  mlir::registerDefaultTimingManagerCLOptions();
   mlir::registerAsmPrinterCLOptions();
   kiln::registerCompilerPasses();
-  cl::ParseCommandLineOptions(argc, argv,
-                              "Kiln compiler: model -> executable plan\n");
+  // --help shows Kiln's options and the IR-inspection flags users reach for;
+  // LLVM's ~300 others stay accepted and listed by --help-hidden.
+  auto &registered = cl::getRegisteredOptions();
+  for (llvm::StringRef name :
+       {"mlir-print-ir-after-all", "mlir-print-ir-before-all",
+        "mlir-print-ir-after", "mlir-print-ir-before",
+        "mlir-print-ir-after-change", "mlir-print-ir-module-scope",
+        "mlir-print-debuginfo", "mlir-elide-elementsattrs-if-larger",
+        "mlir-timing", "mlir-pass-statistics"})
+    if (auto it = registered.find(name); it != registered.end())
+      it->second->addCategory(irCategory);
+  for (auto &[name, opt] : registered) {
+    bool ours = false;
+    for (cl::OptionCategory *c : opt->Categories)
+      ours |= c == &kilnCategory || c == &irCategory;
+    if (!ours && opt->getOptionHiddenFlag() == cl::NotHidden)
+      opt->setHiddenFlag(cl::Hidden);
+  }
+  cl::SetVersionPrinter([](llvm::raw_ostream &os) {
+    os << kiln::compilerVersion() << "\nwrites plan format version "
+       << kiln::kPlanFormatWritten << "\n";
+  });
+  std::string usageErrors;
+  llvm::raw_string_ostream usageOs(usageErrors);
+  if (!cl::ParseCommandLineOptions(
+          argc, argv,
+          "Kiln compiler: a model (Hugging Face checkpoint directory or .mlir "
+          "in the kiln dialect) -> executable plan\n\n"
+          "  exit codes: 0 success, 1 the model could not be compiled, 2 "
+          "usage\n",
+          &usageOs)) {
+    llvm::errs() << usageErrors
+                 << "Run 'kiln-compile --help' for the options.\n";
+    return kUsage;
+  }
 
   mlir::DialectRegistry registry;
   kiln::registerCompilerDialects(registry);
@@ -101,7 +160,7 @@ int main(int argc, char **argv) {
   if (quantize != "none" && quantize != "fp8-block") {
     llvm::errs() << "kiln-compile: error: unknown --quantize=" << quantize
                  << " (expected none or fp8-block)\n";
-    return 1;
+    return kUsage;
   }
   opts.quantizeFP8 = quantize == "fp8-block";
   opts.maxBatch = maxBatch;
@@ -112,19 +171,19 @@ int main(int argc, char **argv) {
   if (moeBlockM < 0) {
     llvm::errs() << "kiln-compile: error: --moe-block-m must be >= 0, got "
                  << moeBlockM << "\n";
-    return 1;
+    return kUsage;
   }
   opts.pipeline.moeBlockM = moeBlockM;
   if (mlaForm != "auto" && mlaForm != "absorbed" && mlaForm != "naive") {
     llvm::errs() << "kiln-compile: error: unknown --mla-form '" << mlaForm
                  << "' (expected auto, absorbed or naive)\n";
-    return 1;
+    return kUsage;
   }
   opts.pipeline.mlaForm = mlaForm;
   if (mlir::failed(kiln::compileModel(ctx, opts))) {
     llvm::errs() << "kiln-compile: error: compilation of " << inputPath
                  << " failed; no plan written\n";
-    return 1;
+    return kCompileFailed;
   }
-  return 0;
+  return kOk;
 }

@@ -487,7 +487,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
   auto weightsOff = fbb.CreateVector(fbWeights);
   auto functionsOff = fbb.CreateVector(fbFunctions);
   fb::PlanBuilder pb(fbb);
-  pb.add_format_version(1);
+  pb.add_format_version(kPlanFormatWritten);
   pb.add_name(planName);
   pb.add_executables(exesOff);
   pb.add_kernels(kernelsOff);

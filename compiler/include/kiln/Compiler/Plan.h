@@ -42,6 +42,9 @@ struct WeightSource {
   std::shared_ptr<std::vector<uint8_t>> owned;
 };
 
+/// The plan format version emitPlan writes (plan.fbs, Plan.format_version).
+inline constexpr uint32_t kPlanFormatWritten = 1;
+
 struct PlanOptions {
   std::string planPath; ///< where the plan will live (for relative paths)
   bool embedWeights = false;
