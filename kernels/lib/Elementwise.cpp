@@ -13,13 +13,15 @@ StringRef stringifyElementwiseKind(ElementwiseKind kind) {
     return "mul";
   case ElementwiseKind::SwiGLU:
     return "swiglu";
+  case ElementwiseKind::BiasAdd:
+    return "bias_add";
   }
   return "unknown";
 }
 
 void emitElementwiseProgram(OpBuilder &b, const ProgramArgs &args,
                             ElementwiseKind kind, int64_t block, Type lhsType,
-                            Type rhsType, Type outType) {
+                            Type rhsType, Type outType, int64_t biasSize) {
   ProgramBuilder p(b, args.loc);
   Value total = args.scalars[0];
   Value begin = p.mul(args.pid, p.i64(block));
@@ -27,10 +29,13 @@ void emitElementwiseProgram(OpBuilder &b, const ProgramArgs &args,
   end = p.select(p.lt(end, total), end, total);
   p.forLoop(begin, end, p.i64(1), [&](Value i) {
     Value a = p.load(args.buffers[0], lhsType, i);
-    Value c = p.load(args.buffers[1], rhsType, i);
+    Value c = p.load(args.buffers[1], rhsType,
+                     kind == ElementwiseKind::BiasAdd ? p.rems(i, p.i64(biasSize))
+                                                      : i);
     Value r;
     switch (kind) {
     case ElementwiseKind::Add:
+    case ElementwiseKind::BiasAdd:
       r = p.fadd(a, c);
       break;
     case ElementwiseKind::Mul:

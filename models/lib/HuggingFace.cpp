@@ -4,9 +4,13 @@
 // Llama (GQA), Mixtral (GQA + MoE), DeepSeek-V2 and V3 (MLA + MoE with
 // shared experts, YaRN). Every op carries the checkpoint prefix it comes from
 // as its location (e.g. "model.layers.3.mlp"), so kernels trace back to it.
+// The config is read and validated first (HFConfig.cpp): the builders only
+// see a ModelSpec whose every size and shape product is known to fit.
 //
 //===----------------------------------------------------------------------===//
 #include "kiln/Models/HuggingFace.h"
+
+#include "HFConfig.h"
 
 #include "kiln/IR/KilnDialect.h"
 
@@ -23,76 +27,6 @@ namespace g = kiln::graph;
 namespace kiln::models {
 
 namespace {
-
-/// Typed access to config.json with errors that name the field.
-class Config {
-public:
-  Config(const llvm::json::Object &obj, std::string path, MLIRContext &ctx)
-      : obj(obj), path(std::move(path)), ctx(ctx) {}
-
-  InFlightDiagnostic error(const Twine &field) {
-    return emitError(FileLineColLoc::get(&ctx, path, 0, 0))
-           << "config field '" << field << "' ";
-  }
-  bool has(StringRef key) const {
-    const llvm::json::Value *v = obj.get(key);
-    return v && v->kind() != llvm::json::Value::Null;
-  }
-  FailureOr<int64_t> integer(StringRef key) {
-    if (auto v = obj.getInteger(key))
-      return *v;
-    error(key) << (has(key) ? "must be an integer" : "is missing");
-    return failure();
-  }
-  int64_t integerOr(StringRef key, int64_t dflt) {
-    if (auto v = obj.getInteger(key))
-      return *v;
-    return dflt;
-  }
-  FailureOr<double> number(StringRef key) {
-    if (auto v = obj.getNumber(key))
-      return *v;
-    error(key) << (has(key) ? "must be a number" : "is missing");
-    return failure();
-  }
-  double numberOr(StringRef key, double dflt) {
-    if (auto v = obj.getNumber(key))
-      return *v;
-    return dflt;
-  }
-  bool boolOr(StringRef key, bool dflt) {
-    if (auto v = obj.getBoolean(key))
-      return *v;
-    return dflt;
-  }
-  std::string stringOr(StringRef key, StringRef dflt) {
-    if (auto v = obj.getString(key))
-      return v->str();
-    return dflt.str();
-  }
-  const llvm::json::Object *object(StringRef key) { return obj.getObject(key); }
-  const std::string &file() const { return path; }
-
-private:
-  const llvm::json::Object &obj;
-  std::string path;
-  MLIRContext &ctx;
-};
-
-struct YaRN {
-  double factor = 1.0, low = 0.0, high = 0.0, mscale = 1.0,
-         softmaxMscale = 1.0;
-};
-
-double yarnGetMscale(double scale, double mscale) {
-  return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
-}
-
-double yarnCorrectionDim(double rotations, int64_t dim, double base,
-                         double maxPos) {
-  return (dim * std::log(maxPos / (rotations * 2 * M_PI))) /
-         (2 * std::log(base));
-}
 
 /// The graph builder: helpers that create kiln ops with shapes inferred.
 class GraphBuilder {
@@ -151,7 +85,19 @@ public:
   /// DeepSeek-V3 quantizes; in FP8 mode their input is quantized
   /// (kiln.quantize, fused into its producer later) and the weight is e4m3
   /// with its `_scale_inv` block scales.
-  Value linear(Value x, StringRef wname, int64_t out, bool quantizable = false) {
+  /// `bias`: the checkpoint's `X.bias` ([out]) is added after the
+  /// projection (kiln.bias_add).
+  Value linear(Value x, StringRef wname, int64_t out, bool quantizable = false,
+               bool bias = false) {
+    Value y = projection(x, wname, out, quantizable);
+    if (!bias)
+      return y;
+    std::string bname = (wname.drop_back(StringRef(".weight").size()) + ".bias").str();
+    Value bv = weight(bname, {out});
+    return g::BiasAddOp::create(b, at(wname.rsplit('.').first), y.getType(), y,
+                                bv);
+  }
+  Value projection(Value x, StringRef wname, int64_t out, bool quantizable) {
     int64_t in = shape(x).back();
     SmallVector<int64_t> s(shape(x));
     s.back() = out;
@@ -190,12 +136,12 @@ public:
   Value add(Value a, Value c, Location loc) {
     return g::AddOp::create(b, loc, a.getType(), a, c);
   }
-  Value mlp(Value x, StringRef prefix, int64_t ffn) {
-    Value gt = linear(x, (prefix + ".gate_proj.weight").str(), ffn, true);
-    Value up = linear(x, (prefix + ".up_proj.weight").str(), ffn, true);
+  Value mlp(Value x, StringRef prefix, int64_t ffn, bool bias) {
+    Value gt = linear(x, (prefix + ".gate_proj.weight").str(), ffn, true, bias);
+    Value up = linear(x, (prefix + ".up_proj.weight").str(), ffn, true, bias);
     Value act = g::SwiGLUOp::create(b, at(prefix), gt.getType(), gt, up);
     return linear(act, (prefix + ".down_proj.weight").str(), shape(x).back(),
-                  true);
+                  true, bias);
   }
   /// kiln.state + kiln.cache_update: appends `values` ([B, seq, ...]) to
   /// the named cache ([B, capacity, ...]) at the entry's start position.
@@ -206,14 +152,13 @@ public:
     Value state = g::StateOp::create(b, loc, type, b.getStringAttr(name));
     return g::CacheUpdateOp::create(b, loc, type, state, values, start);
   }
-  Value rope(Value x, double theta, int64_t rd, bool interleaved,
-             double scaling, const YaRN &y, Location loc) {
+  Value rope(Value x, const RopeSpec &r, Location loc) {
     return g::RopeOp::create(
-        b, loc, x.getType(), x, start, b.getF32FloatAttr(theta),
-        b.getI64IntegerAttr(rd), b.getBoolAttr(interleaved),
-        b.getF32FloatAttr(scaling), b.getF32FloatAttr(y.factor),
-        b.getF32FloatAttr(y.low), b.getF32FloatAttr(y.high),
-        b.getF32FloatAttr(y.mscale));
+        b, loc, x.getType(), x, start, b.getF32FloatAttr(r.theta),
+        b.getI64IntegerAttr(r.dim), b.getBoolAttr(r.interleaved),
+        b.getF32FloatAttr(r.linearFactor), b.getF32FloatAttr(r.yarnFactor),
+        b.getF32FloatAttr(r.yarnLow), b.getF32FloatAttr(r.yarnHigh),
+        b.getF32FloatAttr(r.attentionFactor));
   }
 
   MLIRContext &ctx;
@@ -229,180 +174,89 @@ public:
   g::BlockQuantAttr quant;
 };
 
-struct Common {
-  int64_t vocab, hidden, layers, heads;
-  double eps;
-  bool tieEmbeddings;
-};
 
-FailureOr<Common> readCommon(Config &c) {
-  Common m;
-  auto v = c.integer("vocab_size"), h = c.integer("hidden_size"),
-       l = c.integer("num_hidden_layers"), n = c.integer("num_attention_heads");
-  if (failed(v) || failed(h) || failed(l) || failed(n))
-    return failure();
-  m.vocab = *v;
-  m.hidden = *h;
-  m.layers = *l;
-  m.heads = *n;
-  m.eps = c.numberOr("rms_norm_eps", 1e-6);
-  m.tieEmbeddings = c.boolOr("tie_word_embeddings", false);
-  if (m.vocab <= 0 || m.hidden <= 0 || m.layers <= 0 || m.heads <= 0) {
-    c.error("vocab_size/hidden_size/num_hidden_layers/num_attention_heads")
-        << "must be positive";
-    return failure();
-  }
-  return m;
-}
-
-/// GQA self-attention (Llama, Mixtral).
-FailureOr<Value> gqaAttention(GraphBuilder &gb, Config &c, const Common &m,
-                              Value x, const std::string &p) {
-  int64_t kvHeads = c.integerOr("num_key_value_heads", m.heads);
-  int64_t hd = c.integerOr("head_dim", m.hidden / m.heads);
-  if (kvHeads <= 0 || m.heads % kvHeads) {
-    c.error("num_key_value_heads") << "must divide num_attention_heads";
-    return failure();
-  }
-  double theta = c.numberOr("rope_theta", 10000.0), scaling = 1.0;
-  if (const llvm::json::Object *rs = c.object("rope_scaling")) {
-    std::string type = rs->getString("rope_type")
-                           .value_or(rs->getString("type").value_or("default"))
-                           .str();
-    if (type == "linear")
-      scaling = rs->getNumber("factor").value_or(1.0);
-    else if (type != "default") {
-      c.error("rope_scaling") << "type '" << type
-                              << "' is not supported (supported: linear)";
-      return failure();
-    }
-  }
-  int64_t B = gb.opts.batch, S = gb.seq;
+/// GQA self-attention (Llama, Mixtral). Llama's attention_bias puts a bias
+/// on q, k, v and o (LlamaAttention); Mixtral has none.
+Value gqaAttention(GraphBuilder &gb, const ModelSpec &m, Value x,
+                   const std::string &p) {
+  int64_t B = gb.opts.batch, S = gb.seq, hd = m.headDim, kvh = m.kvHeads;
+  bool bias = m.attentionBias;
   Location loc = gb.at(p + ".self_attn");
-  Value q = gb.linear(x, p + ".self_attn.q_proj.weight", m.heads * hd, true);
-  Value k = gb.linear(x, p + ".self_attn.k_proj.weight", kvHeads * hd, true);
-  Value v = gb.linear(x, p + ".self_attn.v_proj.weight", kvHeads * hd, true);
-  q = gb.rope(gb.reshape(q, {B, S, m.heads, hd}, loc), theta, hd, false,
-              scaling, YaRN{}, loc);
-  k = gb.rope(gb.reshape(k, {B, S, kvHeads, hd}, loc), theta, hd, false,
-              scaling, YaRN{}, loc);
-  v = gb.reshape(v, {B, S, kvHeads, hd}, loc);
-  k = gb.cache(p + ".self_attn.k_cache", k, loc);
-  v = gb.cache(p + ".self_attn.v_cache", v, loc);
+  std::string a = p + ".self_attn.";
+  Value q = gb.linear(x, a + "q_proj.weight", m.heads * hd, true, bias);
+  Value k = gb.linear(x, a + "k_proj.weight", kvh * hd, true, bias);
+  Value v = gb.linear(x, a + "v_proj.weight", kvh * hd, true, bias);
+  q = gb.rope(gb.reshape(q, {B, S, m.heads, hd}, loc), m.rope, loc);
+  k = gb.rope(gb.reshape(k, {B, S, kvh, hd}, loc), m.rope, loc);
+  v = gb.reshape(v, {B, S, kvh, hd}, loc);
+  k = gb.cache(a + "k_cache", k, loc);
+  v = gb.cache(a + "v_cache", v, loc);
   Value o = g::AttentionOp::create(
       gb.b, loc, gb.tensor({B, S, m.heads, hd}, gb.f32()), q, k, v, gb.start,
       gb.b.getF32FloatAttr(1.0 / std::sqrt(double(hd))),
       gb.b.getBoolAttr(true));
   o = gb.reshape(o, {B, S, m.heads * hd}, loc);
-  return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden, true);
+  return gb.linear(o, a + "o_proj.weight", m.hidden, true, bias);
 }
 
-/// DeepSeek Multi-head Latent Attention.
-FailureOr<Value> mlaAttention(GraphBuilder &gb, Config &c, const Common &m,
-                              Value x, const std::string &p) {
-  auto dn = c.integer("qk_nope_head_dim"), dr = c.integer("qk_rope_head_dim"),
-       dv = c.integer("v_head_dim"), rank = c.integer("kv_lora_rank");
-  if (failed(dn) || failed(dr) || failed(dv) || failed(rank))
-    return failure();
+/// DeepSeek Multi-head Latent Attention. attention_bias puts a bias on
+/// q_a_proj, kv_a_proj_with_mqa and o_proj only (DeepseekV2/V3Attention).
+Value mlaAttention(GraphBuilder &gb, const ModelSpec &m, Value x,
+                   const std::string &p) {
   int64_t H = m.heads, B = gb.opts.batch, S = gb.seq;
-  double theta = c.numberOr("rope_theta", 10000.0);
-  YaRN y;
-  double softmaxScale = 1.0 / std::sqrt(double(*dn + *dr));
-  if (const llvm::json::Object *rs = c.object("rope_scaling")) {
-    std::string type =
-        rs->getString("type").value_or(rs->getString("rope_type").value_or(""))
-            .str();
-    if (type != "yarn") {
-      c.error("rope_scaling") << "type '" << type
-                              << "' is not supported for DeepSeek (yarn)";
-      return failure();
-    }
-    y.factor = rs->getNumber("factor").value_or(1.0);
-    double orig =
-        rs->getNumber("original_max_position_embeddings").value_or(4096);
-    double betaFast = rs->getNumber("beta_fast").value_or(32);
-    double betaSlow = rs->getNumber("beta_slow").value_or(1);
-    double mscale = rs->getNumber("mscale").value_or(1.0);
-    double mscaleAll = rs->getNumber("mscale_all_dim").value_or(0.0);
-    double low = std::floor(yarnCorrectionDim(betaFast, *dr, theta, orig));
-    double high = std::ceil(yarnCorrectionDim(betaSlow, *dr, theta, orig));
-    low = std::max(low, 0.0);
-    high = std::min(high, double(*dr - 1));
-    if (low == high)
-      high += 0.001;
-    y.low = low;
-    y.high = high;
-    y.mscale = yarnGetMscale(y.factor, mscale) /
-               yarnGetMscale(y.factor, mscaleAll);
-    if (mscaleAll != 0.0) {
-      double ms = yarnGetMscale(y.factor, mscaleAll);
-      softmaxScale *= ms * ms;
-    }
-  }
+  int64_t dn = m.qkNope, dr = m.qkRope, dv = m.vHead, rank = m.kvLoraRank;
+  bool bias = m.attentionBias;
   Location loc = gb.at(p + ".self_attn");
+  std::string a = p + ".self_attn.";
   Value q;
-  if (c.has("q_lora_rank")) {
-    auto qr = c.integer("q_lora_rank");
-    if (failed(qr))
-      return failure();
-    Value qa = gb.linear(x, p + ".self_attn.q_a_proj.weight", *qr, true);
-    qa = gb.rmsNorm(qa, p + ".self_attn.q_a_layernorm.weight", m.eps);
-    q = gb.linear(qa, p + ".self_attn.q_b_proj.weight", H * (*dn + *dr), true);
+  if (m.qLoraRank) {
+    Value qa = gb.linear(x, a + "q_a_proj.weight", m.qLoraRank, true, bias);
+    qa = gb.rmsNorm(qa, a + "q_a_layernorm.weight", m.eps);
+    q = gb.linear(qa, a + "q_b_proj.weight", H * (dn + dr), true);
   } else {
-    q = gb.linear(x, p + ".self_attn.q_proj.weight", H * (*dn + *dr), true);
+    q = gb.linear(x, a + "q_proj.weight", H * (dn + dr), true);
   }
-  q = gb.reshape(q, {B, S, H, *dn + *dr}, loc);
-  Value qNope = gb.slice(q, 0, *dn, loc);
-  Value qPe = gb.rope(gb.slice(q, *dn, *dr, loc), theta, *dr, true, 1.0, y,
-                      loc);
-  Value kv = gb.linear(x, p + ".self_attn.kv_a_proj_with_mqa.weight",
-                       *rank + *dr, true);
-  Value latent = gb.rmsNorm(gb.slice(kv, 0, *rank, loc),
-                            p + ".self_attn.kv_a_layernorm.weight", m.eps);
-  Value kPe = gb.reshape(gb.slice(kv, *rank, *dr, loc), {B, S, 1, *dr}, loc);
-  kPe = gb.reshape(gb.rope(kPe, theta, *dr, true, 1.0, y, loc), {B, S, *dr},
-                   loc);
-  std::string kvbName = p + ".self_attn.kv_b_proj.weight";
+  q = gb.reshape(q, {B, S, H, dn + dr}, loc);
+  Value qNope = gb.slice(q, 0, dn, loc);
+  Value qPe = gb.rope(gb.slice(q, dn, dr, loc), m.rope, loc);
+  Value kv =
+      gb.linear(x, a + "kv_a_proj_with_mqa.weight", rank + dr, true, bias);
+  Value latent = gb.rmsNorm(gb.slice(kv, 0, rank, loc),
+                            a + "kv_a_layernorm.weight", m.eps);
+  Value kPe = gb.reshape(gb.slice(kv, rank, dr, loc), {B, S, 1, dr}, loc);
+  kPe = gb.reshape(gb.rope(kPe, m.rope, loc), {B, S, dr}, loc);
+  std::string kvbName = a + "kv_b_proj.weight";
   Value kvB, kvBScale;
   if (gb.quant) {
     // Dequantized as the absorbed kernel reads it (no activation quant).
-    kvB = gb.weight(kvbName, {H * (*dn + *dv), *rank},
-                    gb.quant.getElementType());
+    kvB = gb.weight(kvbName, {H * (dn + dv), rank}, gb.quant.getElementType());
     kvBScale = gb.weight(kvbName + "_scale_inv",
-                         {GraphBuilder::ceilDiv(H * (*dn + *dv), 128),
-                          GraphBuilder::ceilDiv(*rank, 128)},
+                         {GraphBuilder::ceilDiv(H * (dn + dv), 128),
+                          GraphBuilder::ceilDiv(rank, 128)},
                          gb.f32());
   } else {
-    kvB = gb.weight(kvbName, {H * (*dn + *dv), *rank});
+    kvB = gb.weight(kvbName, {H * (dn + dv), rank});
   }
   // The cache holds the normalized latent and the rotated rope key:
   // kv_lora_rank + qk_rope_head_dim values per token.
-  latent = gb.cache(p + ".self_attn.kv_latent_cache", latent, loc);
-  kPe = gb.cache(p + ".self_attn.k_rope_cache", kPe, loc);
+  latent = gb.cache(a + "kv_latent_cache", latent, loc);
+  kPe = gb.cache(a + "k_rope_cache", kPe, loc);
   Value o = g::MLAAttentionOp::create(
-      gb.b, loc, gb.tensor({B, S, H, *dv}, gb.f32()), qNope, qPe, latent, kPe,
-      kvB, kvBScale, gb.start, gb.b.getF32FloatAttr(softmaxScale),
+      gb.b, loc, gb.tensor({B, S, H, dv}, gb.f32()), qNope, qPe, latent, kPe,
+      kvB, kvBScale, gb.start, gb.b.getF32FloatAttr(m.softmaxScale),
       gb.b.getBoolAttr(true));
-  o = gb.reshape(o, {B, S, H * *dv}, loc);
-  return gb.linear(o, p + ".self_attn.o_proj.weight", m.hidden, true);
+  o = gb.reshape(o, {B, S, H * dv}, loc);
+  return gb.linear(o, a + "o_proj.weight", m.hidden, true, bias);
 }
 
-struct MoEConfig {
-  int64_t experts, topK, ffn, groups = 1, topkGroup = 1;
-  std::string scoring = "softmax", groupScore = "top2_sum";
-  bool norm = true;
-  double scaling = 1.0;
-  bool bias = false;
-};
-
 Value moe(GraphBuilder &gb, Value x, const std::string &p,
-          const std::string &routerName, const MoEConfig &mc,
+          const std::string &routerName, const MoESpec &mc,
           const std::function<std::string(int64_t, StringRef)> &expertName) {
   int64_t D = gb.shape(x).back();
   Location loc = gb.at(p);
   Value router = gb.weight(routerName, {mc.experts, D});
   Value bias;
-  if (mc.bias)
+  if (mc.correctionBias)
     bias = gb.weight(p + ".gate.e_score_correction_bias", {mc.experts});
   std::vector<std::string> wg, wu, wd;
   for (int64_t e = 0; e < mc.experts; ++e) {
@@ -456,8 +310,7 @@ Value moe(GraphBuilder &gb, Value x, const std::string &p,
 }
 
 /// The body of one entry function: embedding, layers, final norm, LM head.
-LogicalResult buildBody(GraphBuilder &gb, Config &c, const Common &m,
-                        const std::string &type, bool deepseek, Value tokens) {
+void buildBody(GraphBuilder &gb, const ModelSpec &m, Value tokens) {
   OpBuilder &b = gb.b;
   int64_t B = gb.opts.batch, S = gb.seq;
 
@@ -468,30 +321,16 @@ LogicalResult buildBody(GraphBuilder &gb, Config &c, const Common &m,
   for (int64_t i = 0; i < m.layers; ++i) {
     std::string p = "model.layers." + std::to_string(i);
     Value n = gb.rmsNorm(h, p + ".input_layernorm.weight", m.eps);
-    FailureOr<Value> attn = deepseek ? mlaAttention(gb, c, m, n, p)
-                                     : gqaAttention(gb, c, m, n, p);
-    if (failed(attn))
-      return failure();
-    h = gb.add(h, *attn, gb.at(p));
+    Value attn = m.isDeepseek() ? mlaAttention(gb, m, n, p)
+                                : gqaAttention(gb, m, n, p);
+    h = gb.add(h, attn, gb.at(p));
     n = gb.rmsNorm(h, p + ".post_attention_layernorm.weight", m.eps);
     Value y;
-    if (type == "llama") {
-      auto ffn = c.integer("intermediate_size");
-      if (failed(ffn))
-        return failure();
-      y = gb.mlp(n, p + ".mlp", *ffn);
-    } else if (type == "mixtral") {
-      MoEConfig mc;
-      auto e = c.integer("num_local_experts"),
-           k = c.integer("num_experts_per_tok"),
-           f = c.integer("intermediate_size");
-      if (failed(e) || failed(k) || failed(f))
-        return failure();
-      mc.experts = *e;
-      mc.topK = *k;
-      mc.ffn = *f;
+    if (!m.isMoELayer(i)) {
+      y = gb.mlp(n, p + ".mlp", m.intermediate, m.mlpBias);
+    } else if (m.family == Family::Mixtral) {
       std::string mp = p + ".block_sparse_moe";
-      y = moe(gb, n, mp, mp + ".gate.weight", mc,
+      y = moe(gb, n, mp, mp + ".gate.weight", m.moe,
               [&](int64_t j, StringRef which) {
                 const char *w = which == "gate" ? "w1"
                                 : which == "up" ? "w3"
@@ -500,69 +339,22 @@ LogicalResult buildBody(GraphBuilder &gb, Config &c, const Common &m,
                        ".weight";
               });
     } else {
-      int64_t firstDense = c.integerOr("first_k_dense_replace", 0);
-      int64_t freq = c.integerOr("moe_layer_freq", 1);
-      bool isMoE = c.has("n_routed_experts") && i >= firstDense &&
-                   freq > 0 && i % freq == 0;
-      if (!isMoE) {
-        auto ffn = c.integer("intermediate_size");
-        if (failed(ffn))
-          return failure();
-        y = gb.mlp(n, p + ".mlp", *ffn);
-      } else {
-        MoEConfig mc;
-        auto e = c.integer("n_routed_experts"),
-             k = c.integer("num_experts_per_tok"),
-             f = c.integer("moe_intermediate_size");
-        if (failed(e) || failed(k) || failed(f))
-          return failure();
-        mc.experts = *e;
-        mc.topK = *k;
-        mc.ffn = *f;
-        mc.scoring = c.stringOr("scoring_func", "softmax");
-        if (mc.scoring != "softmax" && mc.scoring != "sigmoid") {
-          c.error("scoring_func") << "'" << mc.scoring << "' is not supported";
-          return failure();
-        }
-        std::string method = c.stringOr(
-            "topk_method", type == "deepseek_v3" ? "noaux_tc" : "greedy");
-        bool norm = c.boolOr("norm_topk_prob", false) && mc.topK > 1;
-        double rsf = c.numberOr("routed_scaling_factor", 1.0);
-        if (method == "noaux_tc") {
-          mc.bias = true;
-          mc.groups = c.integerOr("n_group", 1);
-          mc.topkGroup = c.integerOr("topk_group", 1);
-          mc.groupScore = "top2_sum";
-          mc.norm = norm;
-          mc.scaling = rsf; // V3: normalize, then scale
-        } else if (method == "greedy" || method == "group_limited_greedy") {
-          if (method == "group_limited_greedy") {
-            mc.groups = c.integerOr("n_group", 1);
-            mc.topkGroup = c.integerOr("topk_group", 1);
-            mc.groupScore = "max";
-          }
-          // V2 scales only when it does not normalize.
-          mc.norm = norm;
-          mc.scaling = norm ? 1.0 : rsf;
-        } else {
-          c.error("topk_method") << "'" << method << "' is not supported";
-          return failure();
-        }
-        std::string mp = p + ".mlp";
-        // The shared expert first: the routed experts' down projection then
-        // folds it and the residual into its epilogue (kiln-fuse-residual).
-        int64_t shared = c.integerOr("n_shared_experts", 0);
-        Value sharedOut;
-        if (shared > 0)
-          sharedOut = gb.mlp(n, mp + ".shared_experts", *f * shared);
-        y = moe(gb, n, mp, mp + ".gate.weight", mc,
-                [&](int64_t j, StringRef which) {
-                  return mp + ".experts." + std::to_string(j) + "." +
-                         which.str() + "_proj.weight";
-                });
-        if (sharedOut)
-          y = gb.add(y, sharedOut, gb.at(mp));
-      }
+      std::string mp = p + ".mlp";
+      // The shared expert first: the routed experts' down projection then
+      // folds it and the residual into its epilogue (kiln-fuse-residual).
+      // DeepseekV2MLP (dense and shared) carries mlp_bias; routed experts
+      // never have a bias.
+      Value sharedOut;
+      if (m.moe.sharedExperts > 0)
+        sharedOut = gb.mlp(n, mp + ".shared_experts",
+                           m.moe.ffn * m.moe.sharedExperts, m.mlpBias);
+      y = moe(gb, n, mp, mp + ".gate.weight", m.moe,
+              [&](int64_t j, StringRef which) {
+                return mp + ".experts." + std::to_string(j) + "." +
+                       which.str() + "_proj.weight";
+              });
+      if (sharedOut)
+        y = gb.add(y, sharedOut, gb.at(mp));
     }
     h = gb.add(h, y, gb.at(p));
   }
@@ -572,6 +364,28 @@ LogicalResult buildBody(GraphBuilder &gb, Config &c, const Common &m,
                                    : "lm_head.weight",
                 m.vocab);
   func::ReturnOp::create(b, gb.at("lm_head"), logits);
+}
+
+/// A published FP8 checkpoint must use exactly DeepSeek-V3's scheme.
+LogicalResult checkQuantizationConfig(const llvm::json::Object &qc,
+                                      Location loc) {
+  auto field = [&](StringRef k) { return qc.getString(k).value_or("").str(); };
+  auto error = [&](StringRef f) {
+    return emitError(loc) << "config field 'quantization_config." << f << "' ";
+  };
+  const llvm::json::Array *blk = qc.getArray("weight_block_size");
+  if (field("quant_method") != "fp8")
+    return error("quant_method")
+           << "'" << field("quant_method") << "' is not supported (fp8)";
+  if (field("fmt") != "e4m3")
+    return error("fmt") << "'" << field("fmt") << "' is not supported (e4m3)";
+  if (!blk || blk->size() != 2 || (*blk)[0].getAsInteger() != 128 ||
+      (*blk)[1].getAsInteger() != 128)
+    return error("weight_block_size") << "must be [128, 128]";
+  if (field("activation_scheme") != "dynamic")
+    return error("activation_scheme")
+           << "'" << field("activation_scheme")
+           << "' is not supported (dynamic)";
   return success();
 }
 
@@ -598,71 +412,23 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     emitError(fileLoc) << "config.json is not a JSON object";
     return failure();
   }
-  Config c(*root, configPath, ctx);
-  std::string type = c.stringOr("model_type", "");
-  if (type != "deepseek_v3" && type != "deepseek_v2" && type != "llama" &&
-      type != "mixtral") {
-    c.error("model_type") << (type.empty() ? "is missing"
-                                           : "'" + type + "' is not supported")
-                          << " (supported: deepseek_v3, deepseek_v2, llama, "
-                             "mixtral)";
+  FailureOr<ModelSpec> spec = readModelSpec(ctx, *root, configPath, opts);
+  if (failed(spec))
     return failure();
-  }
-  if (opts.batch <= 0 || opts.seq <= 0) {
-    emitError(fileLoc) << "--max-batch and --max-seq must be positive";
+  const ModelSpec &m = *spec;
+  const llvm::json::Object *qc = root->getObject("quantization_config");
+  if (qc && failed(checkQuantizationConfig(*qc, fileLoc)))
     return failure();
-  }
-  auto common = readCommon(c);
-  if (failed(common))
-    return failure();
-  const Common &m = *common;
-  if (c.has("max_position_embeddings") &&
-      opts.seq > c.integerOr("max_position_embeddings", opts.seq)) {
-    emitError(fileLoc) << "--max-seq " << opts.seq
-                       << " exceeds max_position_embeddings "
-                       << c.integerOr("max_position_embeddings", 0);
-    return failure();
-  }
+
   OpBuilder b(&ctx);
-  std::string torchDType = c.stringOr("torch_dtype", "bfloat16");
-  Type defaultWT = torchDType == "float32"   ? Type(b.getF32Type())
-                   : torchDType == "float16" ? Type(b.getF16Type())
-                                             : Type(b.getBF16Type());
+  Type defaultWT = m.dtype == "float32"   ? Type(b.getF32Type())
+                   : m.dtype == "float16" ? Type(b.getF16Type())
+                                          : Type(b.getBF16Type());
   OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
   GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
-  if (const llvm::json::Object *qc = c.object("quantization_config")) {
-    // A published FP8 checkpoint: exactly DeepSeek-V3's scheme.
-    auto field = [&](StringRef k) {
-      return qc->getString(k).value_or("").str();
-    };
-    const llvm::json::Array *blk = qc->getArray("weight_block_size");
-    if (field("quant_method") != "fp8") {
-      c.error("quantization_config.quant_method")
-          << "'" << field("quant_method") << "' is not supported (fp8)";
-      return failure();
-    }
-    if (field("fmt") != "e4m3") {
-      c.error("quantization_config.fmt")
-          << "'" << field("fmt") << "' is not supported (e4m3)";
-      return failure();
-    }
-    if (!blk || blk->size() != 2 || (*blk)[0].getAsInteger() != 128 ||
-        (*blk)[1].getAsInteger() != 128) {
-      c.error("quantization_config.weight_block_size")
-          << "must be [128, 128]";
-      return failure();
-    }
-    if (field("activation_scheme") != "dynamic") {
-      c.error("quantization_config.activation_scheme")
-          << "'" << field("activation_scheme")
-          << "' is not supported (dynamic)";
-      return failure();
-    }
-  }
-  if (c.object("quantization_config") || opts.quantizeFP8)
+  if (qc || opts.quantizeFP8)
     gb.quant = g::BlockQuantAttr::get(&ctx, b.getType<Float8E4M3FNType>(),
                                       {128, 128}, 128);
-  bool deepseek = type == "deepseek_v3" || type == "deepseek_v2";
   // forward (prefill: tokens [B, S], fills the KV cache) and decode (one
   // token per batch row at `position`, reading and extending the cache).
   for (bool decode : {false, true}) {
@@ -692,8 +458,7 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
     gb.start = decode ? entry->getArgument(1) : Value();
-    if (failed(buildBody(gb, c, m, type, deepseek, entry->getArgument(0))))
-      return failure();
+    buildBody(gb, m, entry->getArgument(0));
   }
   return module;
 }

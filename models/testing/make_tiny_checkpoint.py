@@ -4,6 +4,7 @@
 Usage:
     python3 models/testing/make_tiny_checkpoint.py FAMILY OUT_DIR
         [--dtype f32|bf16|f16] [--shards N] [--seed S] [--variant NAME] [--fp8]
+        [--style legacy|tf5] [--set FIELD=JSON ...]
 
 FAMILY is one of: deepseek_v3, deepseek_v2, llama, mixtral.
 deepseek_v2 variants: group_limited_greedy (default), greedy.
@@ -20,6 +21,18 @@ same --dtype stores (f32 master values rounded to bf16 / f16 first), so
 quantizing that checkpoint's weights gives exactly this one. Embeddings,
 lm_head, the router and norms keep --dtype (the correction bias stays F32).
 
+--style tf5 writes config.json the way transformers 5's save_pretrained
+does: rope_theta and the rope scaling only inside "rope_parameters" (with
+"rope_type"), "dtype" instead of "torch_dtype", no field equal to the
+configuration class's default (DeepseekV3Config fixes scoring_func and
+topk_method, so they are not written either), plus the attributes the class
+derives (head_dim, qk_head_dim). The weights are the same as for the legacy
+style.
+
+--set FIELD=JSON overrides a config field before the weights are made (e.g.
+--set attention_bias=true --set mlp_bias=true: the bias tensors the
+family's modeling code loads are written too; --set rope_interleave=false).
+
 Writes OUT_DIR/config.json (Hugging Face field names) and either
 OUT_DIR/model.safetensors or, for --shards N > 1,
 OUT_DIR/model-0000i-of-0000N.safetensors plus model.safetensors.index.json.
@@ -27,7 +40,7 @@ Only numpy is needed. Output is deterministic for a given (family, variant,
 seed); the dtype only changes how the same float32 values are stored.
 
 Importable: make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0,
-variant=None, fp8=False) -> config dict.
+variant=None, fp8=False, style="legacy", overrides=None) -> config dict.
 """
 
 import argparse
@@ -201,6 +214,78 @@ _MIXTRAL = {
 }
 
 
+# Defaults of the transformers 5 configuration classes (the fields a tiny
+# checkpoint sets); save_pretrained leaves out every value equal to them.
+_TF5_COMMON_DEFAULTS = {
+    "hidden_act": "silu", "initializer_range": 0.02, "rms_norm_eps": 1e-6, "use_cache": True,
+    "tie_word_embeddings": False, "attention_dropout": 0.0, "attention_bias": False,
+}
+_TF5_DEFAULTS = {
+    "llama": dict(_TF5_COMMON_DEFAULTS, vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                  num_hidden_layers=32, num_attention_heads=32, max_position_embeddings=2048,
+                  bos_token_id=1, eos_token_id=2, pretraining_tp=1, mlp_bias=False),
+    "mixtral": dict(_TF5_COMMON_DEFAULTS, vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                    max_position_embeddings=4096 * 32, rms_norm_eps=1e-5, bos_token_id=1,
+                    eos_token_id=2, sliding_window=None, num_experts_per_tok=2, num_local_experts=8,
+                    output_router_logits=False, router_aux_loss_coef=0.001,
+                    router_jitter_noise=0.0),
+    "deepseek_v2": dict(_TF5_COMMON_DEFAULTS, vocab_size=102400, hidden_size=4096,
+                        intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                        max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
+                        pretraining_tp=1, mlp_bias=False, first_k_dense_replace=0,
+                        kv_lora_rank=512, q_lora_rank=1536, n_group=None, n_routed_experts=64,
+                        n_shared_experts=2, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                        routed_scaling_factor=1.0, topk_group=None, topk_method="greedy",
+                        norm_topk_prob=False, v_head_dim=128, num_experts_per_tok=None,
+                        moe_intermediate_size=1407),
+    "deepseek_v3": dict(_TF5_COMMON_DEFAULTS, vocab_size=129280, hidden_size=7168,
+                        intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=61,
+                        num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
+                        n_routed_experts=256, routed_scaling_factor=2.5, kv_lora_rank=512,
+                        q_lora_rank=1536, qk_rope_head_dim=64, v_head_dim=128,
+                        qk_nope_head_dim=128, n_group=8, topk_group=4, num_experts_per_tok=8,
+                        first_k_dense_replace=3, norm_topk_prob=True, max_position_embeddings=4096,
+                        bos_token_id=0, eos_token_id=1, pretraining_tp=1, rope_interleave=True,
+                        num_nextn_predict_layers=1),
+}
+# Fields that are not attributes of the transformers 5 class (DeepseekV3 fixes
+# sigmoid scoring and noaux_tc routing; moe_layer_freq is gone).
+_TF5_DROPPED = {
+    "deepseek_v3": ("scoring_func", "topk_method", "moe_layer_freq", "aux_loss_alpha", "seq_aux",
+                    "ep_size"),
+    "deepseek_v2": ("moe_layer_freq", "aux_loss_alpha", "seq_aux", "ep_size"),
+}
+
+
+def tf5_style(cfg):
+    """A legacy config dict as transformers 5's save_pretrained writes it."""
+    mt = cfg["model_type"]
+    out = {}
+    rope = dict(cfg.get("rope_scaling") or {})
+    if "type" in rope:
+        rope.setdefault("rope_type", rope.pop("type"))
+    rope.setdefault("rope_type", "default")
+    rope["rope_theta"] = cfg.get("rope_theta", 1e6 if mt == "mixtral" else 10000.0)
+    defaults = _TF5_DEFAULTS[mt]
+    for k, v in cfg.items():
+        if k in ("rope_theta", "rope_scaling") or k in _TF5_DROPPED.get(mt, ()):
+            continue
+        if k == "torch_dtype":
+            out["dtype"] = v
+            continue
+        if k != "model_type" and k in defaults and defaults[k] == v:
+            continue
+        out[k] = v
+    out["rope_parameters"] = rope
+    if mt.startswith("deepseek"):
+        out["head_dim"] = cfg["qk_rope_head_dim"]  # __post_init__ attributes
+        out["qk_head_dim"] = cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
+    elif "head_dim" not in out:
+        out["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return out
+
+
 def make_config(family, dtype="f32", variant=None, fp8=False):
     if family not in FAMILIES:
         raise ValueError("unknown family %r (expected one of %s)" % (family, ", ".join(FAMILIES)))
@@ -254,15 +339,26 @@ class _Gen:
         w = self.rng.standard_normal((v, h))
         self.tensors.append((name, w.astype(np.float32), False))
 
+    def bias(self, name, n):
+        w = 0.1 * self.rng.standard_normal(n)
+        self.tensors.append((name, w.astype(np.float32), False))
+
     def raw(self, name, arr, keep_f32=False):
         self.tensors.append((name, np.asarray(arr, dtype=np.float32), keep_f32))
 
 
-def _mlp(g, prefix, h, inter, names=("gate_proj", "up_proj", "down_proj")):
+def _mlp(g, prefix, h, inter, names=("gate_proj", "up_proj", "down_proj"), bias=False):
     gate, up, down = names
-    g.proj("%s.%s.weight" % (prefix, gate), inter, h)
-    g.proj("%s.%s.weight" % (prefix, up), inter, h)
-    g.proj("%s.%s.weight" % (prefix, down), h, inter)
+    _proj(g, "%s.%s" % (prefix, gate), inter, h, bias)
+    _proj(g, "%s.%s" % (prefix, up), inter, h, bias)
+    _proj(g, "%s.%s" % (prefix, down), h, inter, bias)
+
+
+def _proj(g, prefix, out_f, in_f, bias):
+    """An nn.Linear: X.weight, and X.bias when the modeling code gives it one."""
+    g.proj(prefix + ".weight", out_f, in_f)
+    if bias:
+        g.bias(prefix + ".bias", out_f)
 
 
 def _deepseek_weights(cfg, g):
@@ -271,6 +367,10 @@ def _deepseek_weights(cfg, g):
     nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
     qh = nope + rope
     E = cfg["n_routed_experts"]
+    # DeepseekV2/V3Attention: attention_bias on q_a_proj, kv_a_proj_with_mqa
+    # and o_proj; DeepseekV2MLP (dense, shared experts): mlp_bias.
+    ab = cfg.get("attention_bias", False)
+    mb = cfg["model_type"] == "deepseek_v2" and cfg.get("mlp_bias", False)
     g.embed("model.embed_tokens.weight", cfg["vocab_size"], h)
     for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d" % i
@@ -280,29 +380,29 @@ def _deepseek_weights(cfg, g):
             g.proj(a + ".q_proj.weight", nh * qh, h)
         else:
             r = cfg["q_lora_rank"]
-            g.proj(a + ".q_a_proj.weight", r, h)
+            _proj(g, a + ".q_a_proj", r, h, ab)
             g.norm(a + ".q_a_layernorm.weight", r)
             g.proj(a + ".q_b_proj.weight", nh * qh, r)
         kvr = cfg["kv_lora_rank"]
-        g.proj(a + ".kv_a_proj_with_mqa.weight", kvr + rope, h)
+        _proj(g, a + ".kv_a_proj_with_mqa", kvr + rope, h, ab)
         g.norm(a + ".kv_a_layernorm.weight", kvr)
         g.proj(a + ".kv_b_proj.weight", nh * (nope + vd), kvr)
-        g.proj(a + ".o_proj.weight", h, nh * vd)
+        _proj(g, a + ".o_proj", h, nh * vd, ab)
         g.norm(p + ".post_attention_layernorm.weight", h)
         is_moe = (E is not None and i >= cfg["first_k_dense_replace"]
-                  and i % cfg["moe_layer_freq"] == 0)
+                  and i % cfg.get("moe_layer_freq", 1) == 0)
         if not is_moe:
-            _mlp(g, p + ".mlp", h, cfg["intermediate_size"])
+            _mlp(g, p + ".mlp", h, cfg["intermediate_size"], bias=mb)
         else:
             g.proj(p + ".mlp.gate.weight", E, h)
-            if cfg["model_type"] == "deepseek_v3" and cfg["topk_method"] == "noaux_tc":
+            if cfg["model_type"] == "deepseek_v3" and cfg.get("topk_method", "noaux_tc") == "noaux_tc":
                 bias = 0.1 * g.rng.standard_normal(E)
                 g.raw(p + ".mlp.gate.e_score_correction_bias", bias, keep_f32=True)
             mi = cfg["moe_intermediate_size"]
             for j in range(E):
                 _mlp(g, "%s.mlp.experts.%d" % (p, j), h, mi)
             if cfg.get("n_shared_experts"):
-                _mlp(g, p + ".mlp.shared_experts", h, mi * cfg["n_shared_experts"])
+                _mlp(g, p + ".mlp.shared_experts", h, mi * cfg["n_shared_experts"], bias=mb)
     g.norm("model.norm.weight", h)
     g.proj("lm_head.weight", cfg["vocab_size"], h)
 
@@ -310,17 +410,19 @@ def _deepseek_weights(cfg, g):
 def _llama_like_weights(cfg, g):
     h = cfg["hidden_size"]
     nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    # LlamaAttention: attention_bias on q, k, v and o (Mixtral: never).
+    ab = cfg["model_type"] == "llama" and cfg.get("attention_bias", False)
     g.embed("model.embed_tokens.weight", cfg["vocab_size"], h)
     for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d" % i
         g.norm(p + ".input_layernorm.weight", h)
-        g.proj(p + ".self_attn.q_proj.weight", nh * hd, h)
-        g.proj(p + ".self_attn.k_proj.weight", nkv * hd, h)
-        g.proj(p + ".self_attn.v_proj.weight", nkv * hd, h)
-        g.proj(p + ".self_attn.o_proj.weight", h, nh * hd)
+        _proj(g, p + ".self_attn.q_proj", nh * hd, h, ab)
+        _proj(g, p + ".self_attn.k_proj", nkv * hd, h, ab)
+        _proj(g, p + ".self_attn.v_proj", nkv * hd, h, ab)
+        _proj(g, p + ".self_attn.o_proj", h, nh * hd, ab)
         g.norm(p + ".post_attention_layernorm.weight", h)
         if cfg["model_type"] == "llama":
-            _mlp(g, p + ".mlp", h, cfg["intermediate_size"])
+            _mlp(g, p + ".mlp", h, cfg["intermediate_size"], bias=cfg.get("mlp_bias", False))
         else:
             E = cfg["num_local_experts"]
             g.proj(p + ".block_sparse_moe.gate.weight", E, h)
@@ -508,9 +610,14 @@ def _split_shards(encoded, n):
 # Entry point
 # --------------------------------------------------------------------------
 
-def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None, fp8=False):
-    """Write a tiny checkpoint to out_dir and return its config dict."""
+def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None, fp8=False,
+                    style="legacy", overrides=None):
+    """Write a tiny checkpoint to out_dir and return its config dict (as
+    written: in `style`, legacy or tf5)."""
+    if style not in ("legacy", "tf5"):
+        raise ValueError("unknown style %r (expected legacy or tf5)" % style)
     cfg = make_config(family, dtype=dtype, variant=variant, fp8=fp8)
+    cfg.update(copy.deepcopy(overrides or {}))
     shards = int(shards)
     if shards < 1:
         raise ValueError("shards must be >= 1")
@@ -556,6 +663,8 @@ def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None
         _atomic_write(os.path.join(out_dir, "model.safetensors.index.json"),
                       [(json.dumps(index, indent=2) + "\n").encode("utf-8")])
 
+    if style == "tf5":
+        cfg = tf5_style(cfg)
     _atomic_write(os.path.join(out_dir, "config.json"),
                   [(json.dumps(cfg, indent=2) + "\n").encode("utf-8")])
     return cfg
@@ -571,10 +680,19 @@ def main(argv=None):
     ap.add_argument("--variant", default=None)
     ap.add_argument("--fp8", action="store_true",
                     help="deepseek_v3 only: F8_E4M3 weights + weight_scale_inv, 128x128 blocks")
+    ap.add_argument("--style", default="legacy", choices=("legacy", "tf5"))
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = ap.parse_args(argv)
     try:
+        overrides = {}
+        for item in args.set:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise ValueError("--set needs FIELD=JSON, got %r" % item)
+            overrides[k] = json.loads(v)
         make_checkpoint(args.family, args.out_dir, dtype=args.dtype, shards=args.shards,
-                        seed=args.seed, variant=args.variant, fp8=args.fp8)
+                        seed=args.seed, variant=args.variant, fp8=args.fp8, style=args.style,
+                        overrides=overrides)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

@@ -4,6 +4,9 @@ Written from the equations of the published Hugging Face modeling code:
   * modeling_deepseek.py of deepseek-ai/DeepSeek-V2(-Lite) and DeepSeek-V3
     (model_type "deepseek_v2" / "deepseek_v3"),
   * transformers' modeling_llama.py and modeling_mixtral.py.
+config.json is read as transformers 5's configuration classes read it: the
+current form (rope_parameters) and the legacy one (rope_theta, rope_scaling),
+and each class's default for an absent field (its own table below).
 
 Self-contained on purpose: it has its own safetensors reader and imports
 nothing from Kiln or models/. Everything is computed in float64 after the
@@ -113,6 +116,70 @@ def rel_l2(a, b):
 
 
 # --------------------------------------------------------------------------
+# Config fields: the transformers 5 class defaults
+# --------------------------------------------------------------------------
+
+_DEFAULTS = {
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+              "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": None,
+              "head_dim": None, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+              "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
+              "hidden_act": "silu", "rope_theta": 10000.0},
+    "mixtral": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                "head_dim": None, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": False, "hidden_act": "silu", "rope_theta": 1e6,
+                "sliding_window": None, "num_experts_per_tok": 2, "num_local_experts": 8},
+    "deepseek_v2": {"vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008,
+                    "num_hidden_layers": 32, "num_attention_heads": 32,
+                    "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+                    "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
+                    "hidden_act": "silu", "rope_theta": 10000.0, "first_k_dense_replace": 0,
+                    "kv_lora_rank": 512, "q_lora_rank": 1536, "n_group": None,
+                    "n_routed_experts": 64, "n_shared_experts": 2, "qk_nope_head_dim": 128,
+                    "qk_rope_head_dim": 64, "routed_scaling_factor": 1.0, "topk_group": None,
+                    "topk_method": "greedy", "scoring_func": "softmax", "norm_topk_prob": False,
+                    "v_head_dim": 128, "num_experts_per_tok": None, "moe_intermediate_size": 1407,
+                    "moe_layer_freq": 1, "rope_interleave": True},
+    "deepseek_v3": {"vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432,
+                    "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+                    "num_attention_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256,
+                    "routed_scaling_factor": 2.5, "kv_lora_rank": 512, "q_lora_rank": 1536,
+                    "qk_rope_head_dim": 64, "v_head_dim": 128, "qk_nope_head_dim": 128,
+                    "n_group": 8, "topk_group": 4, "num_experts_per_tok": 8,
+                    "first_k_dense_replace": 3, "norm_topk_prob": True, "hidden_act": "silu",
+                    "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+                    "tie_word_embeddings": False, "rope_theta": 10000.0, "rope_interleave": True,
+                    "attention_bias": False, "mlp_bias": False,
+                    # DeepseekV3's router: sigmoid scores, noaux_tc selection.
+                    "scoring_func": "sigmoid", "topk_method": "noaux_tc", "moe_layer_freq": 1},
+}
+
+
+def field(cfg, key):
+    """cfg[key] as the model's configuration class sees it: the class
+    default when absent (an explicit null stays None)."""
+    if key in cfg:
+        return cfg[key]
+    return _DEFAULTS[cfg["model_type"]][key]
+
+
+def rope_parameters(cfg):
+    """(rope_type, theta, params dict) from either form: transformers 5's
+    `rope_parameters`, or the legacy `rope_scaling` (which wins when both are
+    given) plus top-level `rope_theta`."""
+    rp = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
+    rtype = rp.get("rope_type", rp.get("type", "default"))
+    theta = rp.get("rope_theta", cfg.get("rope_theta", _DEFAULTS[cfg["model_type"]]["rope_theta"]))
+    return rtype, float(theta), rp
+
+
+def _check_activation(cfg):
+    if field(cfg, "hidden_act") not in ("silu", "swish"):
+        raise NotImplementedError("hidden_act %r" % field(cfg, "hidden_act"))
+
+
+# --------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------
 
@@ -144,16 +211,17 @@ class _Weights:
     def get(self, name):
         return self.t.get(name)
 
-    def linear(self, x, prefix):
-        """nn.Linear: x @ W^T (+ b if the checkpoint has a bias)."""
+    def linear(self, x, prefix, bias=False):
+        """nn.Linear(bias=bias): x @ W^T + b. The bias is read only when the
+        model's config gives this projection one (as the modeling code
+        builds it); a bias tensor the config does not ask for is ignored."""
         y = x @ self.t[prefix + ".weight"].T
-        b = self.t.get(prefix + ".bias")
-        return y if b is None else y + b
+        return y + self.t[prefix + ".bias"] if bias else y
 
 
-def _swiglu(W, x, prefix, gate="gate_proj", up="up_proj", down="down_proj"):
-    return W.linear(silu(W.linear(x, prefix + "." + gate)) * W.linear(x, prefix + "." + up),
-                    prefix + "." + down)
+def _swiglu(W, x, prefix, gate="gate_proj", up="up_proj", down="down_proj", bias=False):
+    return W.linear(silu(W.linear(x, prefix + "." + gate, bias))
+                    * W.linear(x, prefix + "." + up, bias), prefix + "." + down, bias)
 
 
 def rotate_half(x):
@@ -197,6 +265,7 @@ def yarn_find_correction_range(low_rot, high_rot, dim, base=10000, max_position_
 
 
 def yarn_get_mscale(scale=1.0, mscale=1.0):
+    mscale = 1.0 if mscale is None else mscale
     if scale <= 1:
         return 1.0
     return 0.1 * mscale * math.log(scale) + 1.0
@@ -208,42 +277,60 @@ def yarn_linear_ramp_mask(lo, hi, dim):
     return np.clip((np.arange(dim, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
 
 
-def deepseek_rope_cos_sin(cfg, positions):
-    """cos/sin tables of modeling_deepseek.py's rotary classes (dim = qk_rope_head_dim).
-
-    Supports rope_scaling None and type "yarn" (the type every released
-    DeepSeek-V2/V3 uses)."""
-    dim = cfg["qk_rope_head_dim"]
-    base = cfg.get("rope_theta", 10000)
-    rs = cfg.get("rope_scaling")
-    if rs is None:
-        return default_rope_cos_sin(dim, base, positions)
-    rtype = rs.get("type", rs.get("rope_type"))
-    if rtype != "yarn":
-        raise NotImplementedError("deepseek rope_scaling type %r" % rtype)
-    factor = rs["factor"]
+def rope_cos_sin(cfg, dim, positions):
+    """cos/sin tables [S, dim] of transformers 5's ROPE_INIT_FUNCTIONS for
+    rope types default, linear, dynamic (equal to default for positions below
+    max_position_embeddings) and yarn, times the attention factor."""
+    rtype, base, rp = rope_parameters(cfg)
+    max_pos = field(cfg, "max_position_embeddings")
+    if positions.size and positions.max() >= max_pos:
+        raise NotImplementedError("positions past max_position_embeddings")
     ar = np.arange(0, dim, 2, dtype=np.float64) / dim
-    freq_extra = 1.0 / (base ** ar)
-    freq_inter = 1.0 / (factor * base ** ar)
-    lo, hi = yarn_find_correction_range(rs.get("beta_fast", 32), rs.get("beta_slow", 1), dim,
-                                        base, rs.get("original_max_position_embeddings", 4096))
-    inv_freq_mask = 1.0 - yarn_linear_ramp_mask(lo, hi, dim // 2)
-    inv_freq = freq_inter * (1.0 - inv_freq_mask) + freq_extra * inv_freq_mask
+    inv_freq = 1.0 / (base ** ar)
+    attention = 1.0
+    if rtype == "default" or rtype == "dynamic":
+        pass
+    elif rtype == "linear":
+        inv_freq = inv_freq / rp["factor"]
+    elif rtype == "yarn":
+        orig = cfg.get("original_max_position_embeddings") or rp.get(
+            "original_max_position_embeddings") or max_pos
+        factor = rp.get("factor") or max_pos / orig
+        mscale, mad = rp.get("mscale"), rp.get("mscale_all_dim")
+        attention = rp.get("attention_factor")
+        if attention is None:
+            attention = (yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mad)
+                         if mscale and mad else yarn_get_mscale(factor))
+        lo = yarn_find_correction_dim(rp.get("beta_fast") or 32, dim, base, orig)
+        hi = yarn_find_correction_dim(rp.get("beta_slow") or 1, dim, base, orig)
+        if rp.get("truncate", True):
+            lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = max(lo, 0), min(hi, dim - 1)
+        extrapolation = 1.0 - yarn_linear_ramp_mask(lo, hi, dim // 2)
+        inv_freq = inv_freq / factor * (1.0 - extrapolation) + inv_freq * extrapolation
+    else:
+        raise NotImplementedError("rope_type %r" % rtype)
     freqs = np.outer(positions.astype(np.float64), inv_freq)
-    mscale = yarn_get_mscale(factor, rs.get("mscale", 1)) / yarn_get_mscale(
-        factor, rs.get("mscale_all_dim", 0))
     emb = np.concatenate([freqs, freqs], axis=-1)
-    return np.cos(emb) * mscale, np.sin(emb) * mscale
+    return np.cos(emb) * attention, np.sin(emb) * attention
+
+
+def deepseek_rope_cos_sin(cfg, positions):
+    """cos/sin tables of DeepSeek's rotary embedding (dim = qk_rope_head_dim)."""
+    return rope_cos_sin(cfg, field(cfg, "qk_rope_head_dim"), positions)
 
 
 def deepseek_softmax_scale(cfg):
-    scale = (cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]) ** -0.5
-    rs = cfg.get("rope_scaling")
-    if rs is not None:
-        mad = rs.get("mscale_all_dim", 0)
-        if mad:
-            m = yarn_get_mscale(rs["factor"], mad)
-            scale = scale * m * m
+    """qk_head_dim^-0.5, times yarn_get_mscale(factor, mscale_all_dim)^2 for a
+    scaled rope with mscale_all_dim (yarn_apply_mscale)."""
+    scale = (field(cfg, "qk_nope_head_dim") + field(cfg, "qk_rope_head_dim")) ** -0.5
+    rtype, _, rp = rope_parameters(cfg)
+    if rtype != "default" and rp.get("mscale_all_dim"):
+        factor = rp.get("factor") or field(cfg, "max_position_embeddings") / (
+            cfg.get("original_max_position_embeddings")
+            or rp.get("original_max_position_embeddings") or field(cfg, "max_position_embeddings"))
+        m = yarn_get_mscale(factor, rp["mscale_all_dim"])
+        scale = scale * m * m
     return scale
 
 
@@ -265,32 +352,40 @@ def deepseek_apply_rope(x, cos, sin):
 
 def _deepseek_attention(cfg, W, p, x, cos, sin):
     B, S, _ = x.shape
-    nh = cfg["num_attention_heads"]
-    nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
-    kvr = cfg["kv_lora_rank"]
-    eps = cfg["rms_norm_eps"]
+    nh = field(cfg, "num_attention_heads")
+    nope, rope, vd = (field(cfg, "qk_nope_head_dim"), field(cfg, "qk_rope_head_dim"),
+                      field(cfg, "v_head_dim"))
+    kvr = field(cfg, "kv_lora_rank")
+    eps = field(cfg, "rms_norm_eps")
+    # attention_bias: q_a_proj, kv_a_proj_with_mqa and o_proj have a bias.
+    ab = field(cfg, "attention_bias")
     a = p + ".self_attn"
-    if cfg.get("q_lora_rank") is None:
+    if field(cfg, "q_lora_rank") is None:
         q = W.linear(x, a + ".q_proj")
     else:
-        q = W.linear(rms_norm(W.linear(x, a + ".q_a_proj"), W[a + ".q_a_layernorm.weight"], eps),
-                     a + ".q_b_proj")
+        q = W.linear(rms_norm(W.linear(x, a + ".q_a_proj", ab), W[a + ".q_a_layernorm.weight"],
+                              eps), a + ".q_b_proj")
     q = q.reshape(B, S, nh, nope + rope).transpose(0, 2, 1, 3)  # [B, H, S, qh]
     q_nope, q_pe = q[..., :nope], q[..., nope:]
 
-    ckv = W.linear(x, a + ".kv_a_proj_with_mqa")  # [B, S, kvr + rope]
+    ckv = W.linear(x, a + ".kv_a_proj_with_mqa", ab)  # [B, S, kvr + rope]
     compressed, k_pe = ckv[..., :kvr], ckv[..., kvr:]
     k_pe = k_pe.reshape(B, S, 1, rope).transpose(0, 2, 1, 3)  # [B, 1, S, rope]
     kv = W.linear(rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps), a + ".kv_b_proj")
     kv = kv.reshape(B, S, nh, nope + vd).transpose(0, 2, 1, 3)
     k_nope, v = kv[..., :nope], kv[..., nope:]
 
-    q_pe = deepseek_apply_rope(q_pe, cos, sin)
-    k_pe = deepseek_apply_rope(k_pe, cos, sin)
+    if cfg["model_type"] == "deepseek_v3" and not field(cfg, "rope_interleave"):
+        # apply_rotary_pos_emb: rotate_half on the channels as they are.
+        q_pe = q_pe * cos + rotate_half(q_pe) * sin
+        k_pe = k_pe * cos + rotate_half(k_pe) * sin
+    else:
+        q_pe = deepseek_apply_rope(q_pe, cos, sin)
+        k_pe = deepseek_apply_rope(k_pe, cos, sin)
     query = np.concatenate([q_nope, q_pe], axis=-1)
     key = np.concatenate([k_nope, np.broadcast_to(k_pe, (B, nh, S, rope))], axis=-1)
     o = _causal_attention(query, key, v, deepseek_softmax_scale(cfg))
-    return W.linear(o, a + ".o_proj")
+    return W.linear(o, a + ".o_proj", ab)
 
 
 # Value given to experts of non-selected groups in noaux_tc routing. The
@@ -302,10 +397,10 @@ NOAUX_TC_MASK_VALUE = -np.inf
 
 def deepseek_gate(cfg, W, p, x):
     """MoEGate of modeling_deepseek.py. x: [T, h] -> (topk_idx [T, k], topk_weight [T, k])."""
-    E = cfg["n_routed_experts"]
-    k = cfg["num_experts_per_tok"]
+    E = field(cfg, "n_routed_experts")
+    k = field(cfg, "num_experts_per_tok")
     logits = x @ W[p + ".mlp.gate.weight"].T  # [T, E]
-    sf = cfg.get("scoring_func", "softmax")
+    sf = field(cfg, "scoring_func")
     if sf == "softmax":
         scores = softmax(logits, axis=-1)
     elif sf == "sigmoid":
@@ -313,8 +408,8 @@ def deepseek_gate(cfg, W, p, x):
     else:
         raise NotImplementedError("scoring_func %r" % sf)
     T = scores.shape[0]
-    method = cfg.get("topk_method", "greedy")
-    n_group, topk_group = cfg.get("n_group"), cfg.get("topk_group")
+    method = field(cfg, "topk_method")
+    n_group, topk_group = field(cfg, "n_group"), field(cfg, "topk_group")
 
     def group_mask(group_scores):
         gidx = np.argsort(-group_scores, axis=-1, kind="stable")[:, :topk_group]
@@ -338,8 +433,8 @@ def deepseek_gate(cfg, W, p, x):
         raise NotImplementedError("topk_method %r" % method)
     w = np.take_along_axis(scores, idx, axis=-1)  # unbiased scores
 
-    norm = k > 1 and cfg.get("norm_topk_prob", False)
-    rsf = cfg.get("routed_scaling_factor", 1.0)
+    norm = k > 1 and field(cfg, "norm_topk_prob")
+    rsf = field(cfg, "routed_scaling_factor")
     if cfg["model_type"] == "deepseek_v2":
         # DeepSeek-V2 modeling_deepseek.py: normalize, *else* scale.
         if norm:
@@ -359,31 +454,38 @@ def _deepseek_moe(cfg, W, p, x):
     xt = x.reshape(B * S, h)
     idx, w = deepseek_gate(cfg, W, p, xt)
     y = np.zeros_like(xt)
-    for e in range(cfg["n_routed_experts"]):
+    for e in range(field(cfg, "n_routed_experts")):
         rows, slot = np.nonzero(idx == e)
         if rows.size == 0:
             continue
         y[rows] += w[rows, slot][:, None] * _swiglu(W, xt[rows], "%s.mlp.experts.%d" % (p, e))
     y = y.reshape(B, S, h)
-    if cfg.get("n_shared_experts"):
-        y = y + _swiglu(W, x, p + ".mlp.shared_experts")
+    if field(cfg, "n_shared_experts"):
+        # DeepseekV2MLP carries mlp_bias (V2 only); routed experts never.
+        y = y + _swiglu(W, x, p + ".mlp.shared_experts", bias=_mlp_bias(cfg))
     return y
+
+
+def _mlp_bias(cfg):
+    return cfg["model_type"] in ("llama", "deepseek_v2") and field(cfg, "mlp_bias")
 
 
 def _deepseek_forward(cfg, W, tokens):
     B, S = tokens.shape
-    eps = cfg["rms_norm_eps"]
+    eps = field(cfg, "rms_norm_eps")
+    _check_activation(cfg)
     cos, sin = deepseek_rope_cos_sin(cfg, np.arange(S))
     x = W["model.embed_tokens.weight"][tokens]
-    for i in range(cfg["num_hidden_layers"]):
+    for i in range(field(cfg, "num_hidden_layers")):
         p = "model.layers.%d" % i
         x = x + _deepseek_attention(cfg, W, p, rms_norm(x, W[p + ".input_layernorm.weight"], eps),
                                     cos, sin)
         hn = rms_norm(x, W[p + ".post_attention_layernorm.weight"], eps)
-        is_moe = (cfg.get("n_routed_experts") is not None
-                  and i >= cfg.get("first_k_dense_replace", 0)
-                  and i % cfg.get("moe_layer_freq", 1) == 0)
-        x = x + (_deepseek_moe(cfg, W, p, hn) if is_moe else _swiglu(W, hn, p + ".mlp"))
+        is_moe = (field(cfg, "n_routed_experts") is not None
+                  and i >= field(cfg, "first_k_dense_replace")
+                  and i % field(cfg, "moe_layer_freq") == 0)
+        x = x + (_deepseek_moe(cfg, W, p, hn) if is_moe
+                 else _swiglu(W, hn, p + ".mlp", bias=_mlp_bias(cfg)))
     return _lm_head(cfg, W, rms_norm(x, W["model.norm.weight"], eps))
 
 
@@ -393,33 +495,35 @@ def _deepseek_forward(cfg, W, tokens):
 
 def _llama_attention(cfg, W, p, x, cos, sin):
     B, S, h = x.shape
-    nh = cfg["num_attention_heads"]
-    nkv = cfg.get("num_key_value_heads") or nh
-    hd = cfg.get("head_dim") or h // nh
+    nh = field(cfg, "num_attention_heads")
+    nkv = field(cfg, "num_key_value_heads") or nh
+    hd = field(cfg, "head_dim") or h // nh
+    # LlamaAttention: attention_bias on q, k, v and o; Mixtral: no biases.
+    ab = cfg["model_type"] == "llama" and field(cfg, "attention_bias")
     a = p + ".self_attn"
-    q = W.linear(x, a + ".q_proj").reshape(B, S, nh, hd).transpose(0, 2, 1, 3)
-    k = W.linear(x, a + ".k_proj").reshape(B, S, nkv, hd).transpose(0, 2, 1, 3)
-    v = W.linear(x, a + ".v_proj").reshape(B, S, nkv, hd).transpose(0, 2, 1, 3)
+    q = W.linear(x, a + ".q_proj", ab).reshape(B, S, nh, hd).transpose(0, 2, 1, 3)
+    k = W.linear(x, a + ".k_proj", ab).reshape(B, S, nkv, hd).transpose(0, 2, 1, 3)
+    v = W.linear(x, a + ".v_proj", ab).reshape(B, S, nkv, hd).transpose(0, 2, 1, 3)
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
     rep = nh // nkv  # repeat_kv: query head j uses kv head j // rep
     k = np.repeat(k, rep, axis=1)
     v = np.repeat(v, rep, axis=1)
     o = _causal_attention(q, k, v, hd ** -0.5)
-    return W.linear(o, a + ".o_proj")
+    return W.linear(o, a + ".o_proj", ab)
 
 
 def _mixtral_moe(cfg, W, p, x):
     B, S, h = x.shape
     xt = x.reshape(B * S, h)
     m = p + ".block_sparse_moe"
-    k = cfg["num_experts_per_tok"]
+    k = field(cfg, "num_experts_per_tok")
     probs = softmax(W.linear(xt, m + ".gate"), axis=-1)
     idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     w = np.take_along_axis(probs, idx, axis=-1)
     w = w / w.sum(axis=-1, keepdims=True)
     y = np.zeros_like(xt)
-    for e in range(cfg["num_local_experts"]):
+    for e in range(field(cfg, "num_local_experts")):
         rows, slot = np.nonzero(idx == e)
         if rows.size == 0:
             continue
@@ -430,15 +534,15 @@ def _mixtral_moe(cfg, W, p, x):
 
 def _llama_forward(cfg, W, tokens):
     B, S = tokens.shape
-    eps = cfg["rms_norm_eps"]
-    if cfg.get("rope_scaling"):
-        raise NotImplementedError("rope_scaling for %s" % cfg["model_type"])
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    cos, sin = default_rope_cos_sin(hd, cfg.get("rope_theta", 10000.0), np.arange(S))
-    if cfg["model_type"] == "mixtral" and cfg.get("sliding_window") and S > cfg["sliding_window"]:
+    eps = field(cfg, "rms_norm_eps")
+    _check_activation(cfg)
+    hd = field(cfg, "head_dim") or field(cfg, "hidden_size") // field(cfg, "num_attention_heads")
+    cos, sin = rope_cos_sin(cfg, hd, np.arange(S))
+    if cfg["model_type"] == "mixtral" and field(cfg, "sliding_window") and S > field(
+            cfg, "sliding_window"):
         raise NotImplementedError("sliding window attention")
     x = W["model.embed_tokens.weight"][tokens]
-    for i in range(cfg["num_hidden_layers"]):
+    for i in range(field(cfg, "num_hidden_layers")):
         p = "model.layers.%d" % i
         x = x + _llama_attention(cfg, W, p, rms_norm(x, W[p + ".input_layernorm.weight"], eps),
                                  cos, sin)
@@ -446,17 +550,14 @@ def _llama_forward(cfg, W, tokens):
         if cfg["model_type"] == "mixtral":
             x = x + _mixtral_moe(cfg, W, p, hn)
         else:
-            x = x + _swiglu(W, hn, p + ".mlp")
+            x = x + _swiglu(W, hn, p + ".mlp", bias=_mlp_bias(cfg))
     return _lm_head(cfg, W, rms_norm(x, W["model.norm.weight"], eps))
 
 
 def _lm_head(cfg, W, x):
-    w = W.get("lm_head.weight")
-    if w is None:
-        if not cfg.get("tie_word_embeddings", False):
-            raise KeyError("lm_head.weight missing and tie_word_embeddings is false")
-        w = W["model.embed_tokens.weight"]
-    return x @ w.T
+    if field(cfg, "tie_word_embeddings"):
+        return x @ W["model.embed_tokens.weight"].T
+    return x @ W["lm_head.weight"].T
 
 
 # --------------------------------------------------------------------------
@@ -473,7 +574,7 @@ def forward(ckpt_dir, tokens, weights=None, config=None):
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError("tokens must be an int array [batch, seq]")
-    if tokens.min() < 0 or tokens.max() >= cfg["vocab_size"]:
+    if tokens.min() < 0 or tokens.max() >= field(cfg, "vocab_size"):
         raise ValueError("token id out of range")
     mt = cfg["model_type"]
     if mt in ("deepseek_v2", "deepseek_v3"):

@@ -3,8 +3,11 @@ are, running a tool, writing a checkpoint file. No reference numerics here.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import unittest
 
 import numpy as np
 
@@ -25,6 +28,38 @@ def run(args, check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+class TokensCase(unittest.TestCase):
+    """A class-wide temporary folder and random tokens [BATCH, SEQ] (ids <
+    128, the tiny checkpoints' vocabulary) saved there as tokens.npy."""
+    BATCH, SEQ, PREFIX = 2, 6, "kiln-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix=cls.PREFIX)
+        cls.tokens = np.random.default_rng(3).integers(
+            0, 128, size=(cls.BATCH, cls.SEQ)).astype(np.int32)
+        cls.tokens_path = os.path.join(cls.tmp, "tokens.npy")
+        np.save(cls.tokens_path, cls.tokens)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def compile(self, ckpt, extra=()):
+        """kiln-compile CKPT for [BATCH, SEQ] -> CKPT.kplan."""
+        plan = ckpt + ".kplan"
+        run([tool("kiln-compile"), ckpt, "-o", plan, f"--max-batch={self.BATCH}",
+             f"--max-seq={self.SEQ}", *extra])
+        return plan
+
+    def run_forward(self, plan, tokens_path=None):
+        """The plan's logits for tokens.npy (or `tokens_path`)."""
+        out = plan + ".logits.npy"
+        run([tool("kiln-run"), plan, "--input", f"tokens={tokens_path or self.tokens_path}",
+             "--output", f"logits={out}"])
+        return np.load(out)
 
 
 def write_tensors(path, named_arrays):

@@ -305,17 +305,24 @@ class Sm90a(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="kiln-sm90a-models-")
         try:
             seen = set()
-            for family, fp8, extra in [("deepseek_v3", False, ()), ("deepseek_v3", False, ("--no-fuse",)),
-                                       ("deepseek_v3", True, ()), ("deepseek_v2", False, ()),
-                                       ("llama", False, ())]:
-                with self.subTest(family=family, fp8=fp8, extra=extra):
-                    ckpt = os.path.join(tmp, f"{family}{'-fp8' if fp8 else ''}")
+            # Config features too: biases (bias_add), DeepSeek-V3's
+            # half-split rope (rope_interleave false) in MLA and the cache write.
+            features = {"attention_bias": True, "mlp_bias": True}
+            for family, fp8, extra, overrides in [
+                    ("deepseek_v3", False, (), None), ("deepseek_v3", False, ("--no-fuse",), None),
+                    ("deepseek_v3", True, (), None), ("deepseek_v2", False, (), None),
+                    ("llama", False, (), None), ("llama", False, (), features),
+                    ("deepseek_v3", False, (), {"rope_interleave": False, "attention_bias": True})]:
+                with self.subTest(family=family, fp8=fp8, extra=extra, overrides=overrides):
+                    ckpt = os.path.join(tmp, f"{family}{'-fp8' if fp8 else ''}"
+                                             f"{'-' + '-'.join(overrides) if overrides else ''}")
                     if not os.path.isdir(ckpt):
-                        mk.make_checkpoint(family, ckpt, variant="fp8dims" if fp8 else None, fp8=fp8)
+                        mk.make_checkpoint(family, ckpt, variant="fp8dims" if fp8 else None, fp8=fp8,
+                                           overrides=overrides)
                     seen.update(self.check_plan(ckpt, extra))
             for kind in ["moe_route", "moe_up", "moe_up_fp8", "moe_down", "moe_down_fp8",
                          "moe_combine", "gemm_dual", "gemm_dual_fp8", "mla_s", "mla_naive", "latent_cache_write", "gemm_swiglu", "gemm_swiglu_fp8",
-                         "rms_norm_quant", "attn"]:
+                         "rms_norm_quant", "attn", "ew_bias_add"]:
                 self.assertTrue(any(n.startswith(kind) for n in seen), (kind, sorted(seen)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

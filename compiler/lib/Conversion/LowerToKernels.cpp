@@ -218,6 +218,7 @@ void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
   patterns.add<LowerLinear>(ctx, minGemmPrograms);
   patterns.add<LowerBinary<g::AddOp>>(ctx, "add");
   patterns.add<LowerBinary<g::MulOp>>(ctx, "mul");
+  patterns.add<LowerBinary<g::BiasAddOp>>(ctx, "bias_add");
   patterns.add<LowerBinary<g::SwiGLUOp>>(ctx, "swiglu");
 }
 

@@ -319,6 +319,8 @@ static std::optional<kk::ElementwiseKind> parseKind(StringRef s) {
     return kk::ElementwiseKind::Mul;
   if (s == "swiglu")
     return kk::ElementwiseKind::SwiGLU;
+  if (s == "bias_add")
+    return kk::ElementwiseKind::BiasAdd;
   return std::nullopt;
 }
 
@@ -327,14 +329,25 @@ LogicalResult ElementwiseOp::verify() {
     return failure();
   if (!parseKind(getKind()))
     return emitOpError() << "unknown kind \"" << getKind()
-                         << "\" (expected add, mul or swiglu)";
-  if (numel(getLhs()) != numel(getRhs()) ||
-      numel(getLhs()) != numel(getResult()))
+                         << "\" (expected add, mul, swiglu or bias_add)";
+  if (numel(getLhs()) != numel(getResult()))
+    return emitOpError("lhs and result must have the same size");
+  if (getKind() == "bias_add") {
+    auto lhs = cast<RankedTensorType>(getLhs().getType());
+    if (lhs.getRank() < 1 || numel(getRhs()) != lhs.getShape().back())
+      return emitOpError("bias_add: rhs must have as many elements as the "
+                         "last dimension of lhs");
+    return success();
+  }
+  if (numel(getLhs()) != numel(getRhs()))
     return emitOpError("operands and result must have the same size");
   return success();
 }
 std::string ElementwiseOp::getKernelName() {
-  return llvm::formatv("ew_{0}_b{1}{2}", getKind(), getBlock(),
+  // bias_add's rhs width is baked into the program (i mod width).
+  std::string width =
+      getKind() == "bias_add" ? "_n" + std::to_string(numel(getRhs())) : "";
+  return llvm::formatv("ew_{0}{1}_b{2}{3}", getKind(), width, getBlock(),
                        typeSig(*this));
 }
 std::string ElementwiseOp::getTileConfig() {
@@ -349,7 +362,8 @@ SmallVector<int64_t> ElementwiseOp::getLaunchScalars() {
 unsigned ElementwiseOp::getNumKernelScalars() { return 1; }
 void ElementwiseOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitElementwiseProgram(b, args, *parseKind(getKind()), getBlock(),
-                             elem(getLhs()), elem(getRhs()), elem(getResult()));
+                             elem(getLhs()), elem(getRhs()), elem(getResult()),
+                             numel(getRhs()));
 }
 
 

@@ -107,8 +107,12 @@ def KK_GemmDualOp : KK_LaunchOp<"gemm_dual"> {
 }
 
 def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [], ["getLaunchScalars", "getNumKernelScalars"]> {
-  let summary = "Element-wise binary op (add, mul, swiglu) over blocks of elements";
+  let summary = "Element-wise binary op (add, mul, swiglu, bias_add) over blocks of elements";
   let description = [{
+    `add`, `mul` and `swiglu` combine operands of the same size element by
+    element; `bias_add` adds `rhs` ([n]) along the last dimension of `lhs`
+    (element `i` reads `rhs[i mod n]`).
+
     ```mlir
     %y = kiln_kernel.elementwise "swiglu" %g, %u {block = 64 : i64, fused_ops = ["kiln.swiglu"]}
         : (tensor<16x128xf32>, tensor<16x128xf32>) -> tensor<16x128xf32>

@@ -247,6 +247,18 @@ LogicalResult SwiGLUOp::verify() {
 LogicalResult AddOp::verify() {
   return verifyElementwise(*this, getLhs(), getRhs(), getResult());
 }
+LogicalResult BiasAddOp::verify() {
+  if (failed(allStatic(*this)) ||
+      failed(requireRank(*this, getInput(), "input", 1)))
+    return failure();
+  auto x = ranked(getInput());
+  if (failed(requireShape(*this, getBias(), "bias", {x.getShape().back()})) ||
+      failed(requireShape(*this, getResult(), "result", x.getShape())) ||
+      failed(requireSameElementType(*this, getInput(), "input", getResult(),
+                                    "result")))
+    return failure();
+  return success();
+}
 LogicalResult MulOp::verify() {
   return verifyElementwise(*this, getLhs(), getRhs(), getResult());
 }

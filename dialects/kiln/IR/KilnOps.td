@@ -260,6 +260,23 @@ def Kiln_AddOp : Kiln_Op<"add", [Commutative]> {
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_BiasAddOp : Kiln_Op<"bias_add"> {
+  let summary = "Adds a bias vector along the last dimension";
+  let description = [{
+    `result[..., n] = input[..., n] + bias[n]`: the bias of an `nn.Linear`
+    (Hugging Face `X.bias`, `[out_features]`), applied after `kiln.linear`.
+    The bias may be stored in any float type; the result has the input's
+    type.
+
+    ```mlir
+    %y = kiln.bias_add %x, %b : (tensor<2x8x64xf32>, tensor<64xbf16>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_FloatTensor:$bias);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $bias attr-dict `:` functional-type(operands, results)";
+}
+
 def Kiln_MulOp : Kiln_Op<"mul", [Commutative]> {
   let summary = "Element-wise product of two tensors of the same shape";
   let description = [{

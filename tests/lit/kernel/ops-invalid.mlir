@@ -1,7 +1,7 @@
 // RUN: kiln-opt %s --split-input-file --verify-diagnostics
 
 func.func @bad_kind(%a: tensor<16xf32>) -> tensor<16xf32> {
-  // expected-error @+1 {{unknown kind "sub" (expected add, mul or swiglu)}}
+  // expected-error @+1 {{unknown kind "sub" (expected add, mul, swiglu or bias_add)}}
   %y = kiln_kernel.elementwise "sub" %a, %a {block = 64 : i64, fused_ops = []} : (tensor<16xf32>, tensor<16xf32>) -> tensor<16xf32>
   return %y : tensor<16xf32>
 }
@@ -52,4 +52,12 @@ func.func @mla_bad_rotation(%qn: tensor<1x2x2x16xf32>, %qr: tensor<1x2x2x8xf32>,
   // expected-error @+1 {{q_rotation needs theta, rotary_dim (even, at most the rope width)}}
   %o, %ws = kiln_kernel.mla_naive %qn, %qr, %kv, %kr {scale = 0.1 : f32, causal = true, q_rotation = {theta = 1.0e+04 : f32, rotary_dim = 16 : i64}, fused_ops = []} : (tensor<1x2x2x16xf32>, tensor<1x2x2x8xf32>, tensor<1x4x2x32xf32>, tensor<1x4x8xf32>) -> (tensor<1x2x2x16xf32>, tensor<4x8xf32>)
   return
+}
+
+// -----
+
+func.func @bias_add_width(%x: tensor<16x128xf32>, %b: tensor<64xf32>) -> tensor<16x128xf32> {
+  // expected-error @+1 {{bias_add: rhs must have as many elements as the last dimension of lhs}}
+  %y = kiln_kernel.elementwise "bias_add" %x, %b {block = 64 : i64, fused_ops = []} : (tensor<16x128xf32>, tensor<64xf32>) -> tensor<16x128xf32>
+  return %y : tensor<16x128xf32>
 }

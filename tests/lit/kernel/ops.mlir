@@ -17,3 +17,12 @@ func.func @launches(%t: tensor<2x8xi32>, %x: tensor<16x64xf32>) -> tensor<16x128
   %a = kiln_kernel.elementwise "swiglu" %g, %g {block = 64 : i64, fused_ops = ["kiln.swiglu"]} : (tensor<16x128xf32>, tensor<16x128xf32>) -> tensor<16x128xf32>
   return %a : tensor<16x128xf32>
 }
+
+// -----
+
+// CHECK-LABEL: func.func @bias_add
+func.func @bias_add(%x: tensor<16x128xf32>, %b: tensor<128xbf16>) -> tensor<16x128xf32> {
+  // CHECK: kiln_kernel.elementwise "bias_add" {{.*}} : (tensor<16x128xf32>, tensor<128xbf16>) -> tensor<16x128xf32>
+  %y = kiln_kernel.elementwise "bias_add" %x, %b {block = 64 : i64, fused_ops = ["kiln.bias_add"]} : (tensor<16x128xf32>, tensor<128xbf16>) -> tensor<16x128xf32>
+  return %y : tensor<16x128xf32>
+}

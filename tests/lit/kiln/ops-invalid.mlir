@@ -104,3 +104,19 @@ func.func @weight_name() -> tensor<4xf32> {
   %w = kiln.weight "" : tensor<4xf32>
   return %w : tensor<4xf32>
 }
+
+// -----
+
+func.func @bias_width(%x: tensor<2x64xf32>, %b: tensor<32xf32>) -> tensor<2x64xf32> {
+  // expected-error @+1 {{bias must have shape [64], got [32]}}
+  %y = kiln.bias_add %x, %b : (tensor<2x64xf32>, tensor<32xf32>) -> tensor<2x64xf32>
+  return %y : tensor<2x64xf32>
+}
+
+// -----
+
+func.func @bias_result(%x: tensor<2x64xf32>, %b: tensor<64xf32>) -> tensor<64xf32> {
+  // expected-error @+1 {{result must have shape [2, 64], got [64]}}
+  %y = kiln.bias_add %x, %b : (tensor<2x64xf32>, tensor<64xf32>) -> tensor<64xf32>
+  return %y : tensor<64xf32>
+}

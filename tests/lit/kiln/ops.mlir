@@ -58,3 +58,15 @@ func.func @moe(%x: tensor<16x64xf32>) -> tensor<16x64xf32> {
   %z2 = kiln.reshape %z : (tensor<2x8x64xf32>) -> tensor<16x64xf32>
   return %z2 : tensor<16x64xf32>
 }
+
+// -----
+
+// CHECK-LABEL: func.func @bias
+func.func @bias(%x: tensor<2x8x64xf32>) -> tensor<2x8x128xf32> {
+  %w = kiln.weight "q_proj.weight" : tensor<128x64xbf16>
+  %b = kiln.weight "q_proj.bias" : tensor<128xbf16>
+  %y = kiln.linear %x, %w : (tensor<2x8x64xf32>, tensor<128x64xbf16>) -> tensor<2x8x128xf32>
+  // CHECK: kiln.bias_add %{{.+}}, %{{.+}} : (tensor<2x8x128xf32>, tensor<128xbf16>) -> tensor<2x8x128xf32>
+  %z = kiln.bias_add %y, %b : (tensor<2x8x128xf32>, tensor<128xbf16>) -> tensor<2x8x128xf32>
+  return %z : tensor<2x8x128xf32>
+}

@@ -37,3 +37,20 @@ func.func @attention(%q: tensor<2x8x4x16xf32>, %k: tensor<2x8x2x16xf32>) -> tens
   %o = kiln.attention %q, %k, %k {scale = 0.25 : f32} : (tensor<2x8x4x16xf32>, tensor<2x8x2x16xf32>, tensor<2x8x2x16xf32>) -> tensor<2x8x4x16xf32>
   return %o : tensor<2x8x4x16xf32>
 }
+
+// -----
+
+// A projection's bias is a broadcast add after the GEMM; the residual add
+// after it is not a bias.
+// CHECK-LABEL: func.func @bias
+func.func @bias(%x: tensor<2x8x64xf32>) -> tensor<2x8x64xf32> {
+  %w = kiln.weight "o_proj.weight" : tensor<64x64xf32>
+  %b = kiln.weight "o_proj.bias" : tensor<64xf32>
+  // CHECK: %[[G:.+]] = kiln_kernel.gemm
+  %y = kiln.linear %x, %w : (tensor<2x8x64xf32>, tensor<64x64xf32>) -> tensor<2x8x64xf32>
+  // CHECK: %[[B:.+]] = kiln_kernel.elementwise "bias_add" %[[G]], %{{.+}} {block = {{.+}}, fused_ops = ["kiln.bias_add"]} : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
+  %z = kiln.bias_add %y, %b : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
+  // CHECK: kiln_kernel.elementwise "add" %[[B]], %{{.+}}
+  %h = kiln.add %z, %x : (tensor<2x8x64xf32>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+  return %h : tensor<2x8x64xf32>
+}

@@ -17,12 +17,13 @@ namespace kiln::kernels {
 
 /// Element-wise binary ops over a flat range; each program handles
 /// `block` consecutive elements. Scalars: [total elements].
-enum class ElementwiseKind { Add, Mul, SwiGLU };
+/// BiasAdd: lhs [..., n] + rhs [n] (rhs index = i mod n).
+enum class ElementwiseKind { Add, Mul, SwiGLU, BiasAdd };
 llvm::StringRef stringifyElementwiseKind(ElementwiseKind kind);
 void emitElementwiseProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                             ElementwiseKind kind, int64_t block,
                             mlir::Type lhsType, mlir::Type rhsType,
-                            mlir::Type outType);
+                            mlir::Type outType, int64_t biasSize = 0);
 
 /// out[m, n] = silu(x[m] . w_gate[n]) * (x[m] . w_up[n]): the gate and up
 /// projections with the SwiGLU in the epilogue. One program per (row, tile
