@@ -347,6 +347,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     io.seq = opts.maxSeq;
     io.noWeights = opts.noWeights;
     io.quantizeFP8 = opts.quantizeFP8;
+    io.cacheType = opts.kvCacheF32 ? models::ImportOptions::CacheType::F32
+                                   : models::ImportOptions::CacheType::BF16;
     auto imported = models::importHuggingFace(
         ctx, configPath.str().str(), io, [&](llvm::StringRef name) {
           auto e = checkpoint ? checkpoint->find(name) : Checkpoint::Entry{};

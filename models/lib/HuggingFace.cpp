@@ -148,7 +148,9 @@ public:
   Value cache(StringRef name, Value values, Location loc) {
     SmallVector<int64_t> shape(this->shape(values));
     shape[1] = opts.seq;
-    auto type = tensor(shape, f32());
+    auto type = tensor(shape, opts.cacheType == ImportOptions::CacheType::F32
+                                  ? f32()
+                                  : Type(b.getBF16Type()));
     Value state = g::StateOp::create(b, loc, type, b.getStringAttr(name));
     return g::CacheUpdateOp::create(b, loc, type, state, values, start);
   }

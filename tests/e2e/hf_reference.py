@@ -183,6 +183,19 @@ def _check_activation(cfg):
 # Building blocks
 # --------------------------------------------------------------------------
 
+def round_bf16(x):
+    """x rounded to bfloat16 (to nearest, ties to even, by way of float32), as
+    float64: what a bf16 KV cache holds."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+# What the KV cache does to the values written into it.
+KV_CACHE_ROUNDING = {"f64": lambda x: x, "f32": lambda x: x.astype(np.float32).astype(np.float64),
+                     "bf16": round_bf16}
+
+
 def rms_norm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
@@ -350,7 +363,7 @@ def deepseek_apply_rope(x, cos, sin):
 # DeepSeek V2 / V3
 # --------------------------------------------------------------------------
 
-def _deepseek_attention(cfg, W, p, x, cos, sin):
+def _deepseek_attention(cfg, W, p, x, cos, sin, cache):
     B, S, _ = x.shape
     nh = field(cfg, "num_attention_heads")
     nope, rope, vd = (field(cfg, "qk_nope_head_dim"), field(cfg, "qk_rope_head_dim"),
@@ -371,7 +384,9 @@ def _deepseek_attention(cfg, W, p, x, cos, sin):
     ckv = W.linear(x, a + ".kv_a_proj_with_mqa", ab)  # [B, S, kvr + rope]
     compressed, k_pe = ckv[..., :kvr], ckv[..., kvr:]
     k_pe = k_pe.reshape(B, S, 1, rope).transpose(0, 2, 1, 3)  # [B, 1, S, rope]
-    kv = W.linear(rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps), a + ".kv_b_proj")
+    # The cache holds the normalized latent and the rotated rope key.
+    latent = cache(rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps))
+    kv = W.linear(latent, a + ".kv_b_proj")
     kv = kv.reshape(B, S, nh, nope + vd).transpose(0, 2, 1, 3)
     k_nope, v = kv[..., :nope], kv[..., nope:]
 
@@ -382,6 +397,7 @@ def _deepseek_attention(cfg, W, p, x, cos, sin):
     else:
         q_pe = deepseek_apply_rope(q_pe, cos, sin)
         k_pe = deepseek_apply_rope(k_pe, cos, sin)
+    k_pe = cache(k_pe)
     query = np.concatenate([q_nope, q_pe], axis=-1)
     key = np.concatenate([k_nope, np.broadcast_to(k_pe, (B, nh, S, rope))], axis=-1)
     o = _causal_attention(query, key, v, deepseek_softmax_scale(cfg))
@@ -470,7 +486,7 @@ def _mlp_bias(cfg):
     return cfg["model_type"] in ("llama", "deepseek_v2") and field(cfg, "mlp_bias")
 
 
-def _deepseek_forward(cfg, W, tokens):
+def _deepseek_forward(cfg, W, tokens, cache):
     B, S = tokens.shape
     eps = field(cfg, "rms_norm_eps")
     _check_activation(cfg)
@@ -479,7 +495,7 @@ def _deepseek_forward(cfg, W, tokens):
     for i in range(field(cfg, "num_hidden_layers")):
         p = "model.layers.%d" % i
         x = x + _deepseek_attention(cfg, W, p, rms_norm(x, W[p + ".input_layernorm.weight"], eps),
-                                    cos, sin)
+                                    cos, sin, cache)
         hn = rms_norm(x, W[p + ".post_attention_layernorm.weight"], eps)
         is_moe = (field(cfg, "n_routed_experts") is not None
                   and i >= field(cfg, "first_k_dense_replace")
@@ -493,7 +509,7 @@ def _deepseek_forward(cfg, W, tokens):
 # Llama / Mixtral
 # --------------------------------------------------------------------------
 
-def _llama_attention(cfg, W, p, x, cos, sin):
+def _llama_attention(cfg, W, p, x, cos, sin, cache):
     B, S, h = x.shape
     nh = field(cfg, "num_attention_heads")
     nkv = field(cfg, "num_key_value_heads") or nh
@@ -505,7 +521,8 @@ def _llama_attention(cfg, W, p, x, cos, sin):
     k = W.linear(x, a + ".k_proj", ab).reshape(B, S, nkv, hd).transpose(0, 2, 1, 3)
     v = W.linear(x, a + ".v_proj", ab).reshape(B, S, nkv, hd).transpose(0, 2, 1, 3)
     q = q * cos + rotate_half(q) * sin
-    k = k * cos + rotate_half(k) * sin
+    k = cache(k * cos + rotate_half(k) * sin)
+    v = cache(v)
     rep = nh // nkv  # repeat_kv: query head j uses kv head j // rep
     k = np.repeat(k, rep, axis=1)
     v = np.repeat(v, rep, axis=1)
@@ -532,7 +549,7 @@ def _mixtral_moe(cfg, W, p, x):
     return y.reshape(B, S, h)
 
 
-def _llama_forward(cfg, W, tokens):
+def _llama_forward(cfg, W, tokens, cache):
     B, S = tokens.shape
     eps = field(cfg, "rms_norm_eps")
     _check_activation(cfg)
@@ -545,7 +562,7 @@ def _llama_forward(cfg, W, tokens):
     for i in range(field(cfg, "num_hidden_layers")):
         p = "model.layers.%d" % i
         x = x + _llama_attention(cfg, W, p, rms_norm(x, W[p + ".input_layernorm.weight"], eps),
-                                 cos, sin)
+                                 cos, sin, cache)
         hn = rms_norm(x, W[p + ".post_attention_layernorm.weight"], eps)
         if cfg["model_type"] == "mixtral":
             x = x + _mixtral_moe(cfg, W, p, hn)
@@ -564,11 +581,14 @@ def _lm_head(cfg, W, x):
 # Entry point
 # --------------------------------------------------------------------------
 
-def forward(ckpt_dir, tokens, weights=None, config=None):
+def forward(ckpt_dir, tokens, weights=None, config=None, kv_cache_dtype="f64"):
     """float64 logits [batch, seq, vocab] for int tokens [batch, seq].
 
     weights / config override what is read from ckpt_dir (either may be
-    given; ckpt_dir may then be None for the one that is given)."""
+    given; ckpt_dir may then be None for the one that is given).
+    kv_cache_dtype: what attention reads back of the keys and values it
+    caches: "f64" (exact), "f32" or "bf16" (rounded to that type)."""
+    cache = KV_CACHE_ROUNDING[kv_cache_dtype]
     cfg = config if config is not None else read_config(ckpt_dir)
     W = _Weights(weights if weights is not None else read_safetensors_dir(ckpt_dir))
     tokens = np.asarray(tokens)
@@ -578,7 +598,7 @@ def forward(ckpt_dir, tokens, weights=None, config=None):
         raise ValueError("token id out of range")
     mt = cfg["model_type"]
     if mt in ("deepseek_v2", "deepseek_v3"):
-        return _deepseek_forward(cfg, W, tokens)
+        return _deepseek_forward(cfg, W, tokens, cache)
     if mt in ("llama", "mixtral"):
-        return _llama_forward(cfg, W, tokens)
+        return _llama_forward(cfg, W, tokens, cache)
     raise NotImplementedError("model_type %r" % mt)

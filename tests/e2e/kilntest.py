@@ -34,6 +34,9 @@ class TokensCase(unittest.TestCase):
     """A class-wide temporary folder and random tokens [BATCH, SEQ] (ids <
     128, the tiny checkpoints' vocabulary) saved there as tokens.npy."""
     BATCH, SEQ, PREFIX = 2, 6, "kiln-"
+    # Flags of every compile(): suites that compare fp32 compute with the
+    # float64 references use f32 KV caches (test_kv_cache.py covers bf16).
+    COMPILE_FLAGS = ()
 
     @classmethod
     def setUpClass(cls):
@@ -51,7 +54,7 @@ class TokensCase(unittest.TestCase):
         """kiln-compile CKPT for [BATCH, SEQ] -> CKPT.kplan."""
         plan = ckpt + ".kplan"
         run([tool("kiln-compile"), ckpt, "-o", plan, f"--max-batch={self.BATCH}",
-             f"--max-seq={self.SEQ}", *extra])
+             f"--max-seq={self.SEQ}", *self.COMPILE_FLAGS, *extra])
         return plan
 
     def run_forward(self, plan, tokens_path=None):

@@ -295,7 +295,9 @@ class EndToEnd(unittest.TestCase):
 
     def compile_run(self, ckpt, name, extra=()):
         plan = os.path.join(self.tmp, name + ".kplan")
-        run([tool("kiln-compile"), ckpt, "-o", plan, "--max-batch=2", "--max-seq=8", *extra])
+        # f32 caches: the emulation (fp8_reference.py) keeps attention in f32.
+        run([tool("kiln-compile"), ckpt, "-o", plan, "--max-batch=2", "--max-seq=8",
+             "--kv-cache-dtype=f32", *extra])
         out = os.path.join(self.tmp, name + ".npy")
         run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}", "--output", f"logits={out}"])
         return plan, np.load(out)

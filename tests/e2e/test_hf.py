@@ -35,6 +35,7 @@ CASES = [
 
 class Families(TokensCase):
     BATCH, SEQ, PREFIX = BATCH, SEQ, "kiln-hf-"
+    COMPILE_FLAGS = ("--kv-cache-dtype=f32",)
 
     def checkpoint(self, family, variant=None, dtype="f32", shards=1, seed=0):
         name = f"{family}-{variant}-{dtype}-{shards}-{seed}"
@@ -60,7 +61,7 @@ class Families(TokensCase):
                 fused_plan = self.compile(ck)
                 unfused_plan = ck + "-nofuse.kplan"
                 run([tool("kiln-compile"), ck, "-o", unfused_plan, f"--max-batch={BATCH}",
-                     f"--max-seq={SEQ}", "--no-fuse"])
+                     f"--max-seq={SEQ}", "--no-fuse", *self.COMPILE_FLAGS])
                 count = lambda plan: len(json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["launches"])
                 self.assertLess(count(fused_plan), count(unfused_plan))
                 fused, unfused = self.run_forward(fused_plan), self.run_forward(unfused_plan)
@@ -134,7 +135,7 @@ class Families(TokensCase):
         self.assertLess(os.path.getsize(plan), os.path.getsize(os.path.join(ck, "model.safetensors")))
         packed = ck + "-packed.kplan"
         run([tool("kiln-compile"), ck, "-o", packed, f"--max-batch={BATCH}",
-             f"--max-seq={SEQ}", "--embed-weights"])
+             f"--max-seq={SEQ}", "--embed-weights", *self.COMPILE_FLAGS])
         np.testing.assert_array_equal(self.run_forward(packed), self.run_forward(plan))
         with open(os.path.join(ck, "model.safetensors"), "r+b") as f:
             f.seek(-2, 2)

@@ -38,6 +38,7 @@ FAIL_FAST_S = 1.0
 
 class Tmp(TokensCase):
     BATCH, SEQ, PREFIX = BATCH, SEQ, "kiln-hfcfg-"
+    COMPILE_FLAGS = ("--kv-cache-dtype=f32",)
     count = 0
 
     def fresh(self, name):

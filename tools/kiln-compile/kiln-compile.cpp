@@ -68,6 +68,11 @@ static cl::opt<std::string> quantize(
     cl::desc("Weight quantization: none, or fp8-block (DeepSeek-V3's e4m3 "
              "128x128 blocks with dynamic 1x128 activation tiles)"),
     cl::cat(kilnCategory));
+static cl::opt<std::string> kvCacheDType(
+    "kv-cache-dtype", cl::init("bf16"),
+    cl::desc("Element type of the KV caches (MLA: the latent cache): bf16 "
+             "(default) or f32"),
+    cl::value_desc("bf16|f32"), cl::cat(kilnCategory));
 static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
                                  cl::desc("Batch size the plan accepts"),
                                  cl::cat(kilnCategory));
@@ -163,6 +168,12 @@ int main(int argc, char **argv) {
     return kUsage;
   }
   opts.quantizeFP8 = quantize == "fp8-block";
+  if (kvCacheDType != "bf16" && kvCacheDType != "f32") {
+    llvm::errs() << "kiln-compile: error: unknown --kv-cache-dtype="
+                 << kvCacheDType << " (expected bf16 or f32)\n";
+    return kUsage;
+  }
+  opts.kvCacheF32 = kvCacheDType == "f32";
   opts.maxBatch = maxBatch;
   opts.maxSeq = maxSeq;
   opts.commandLine = commandLine;

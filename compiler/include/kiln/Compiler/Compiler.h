@@ -30,6 +30,7 @@ struct CompileOptions {
   bool embedWeights = false;
   bool noWeights = false;          ///< --no-weights: describe, don't run
   bool quantizeFP8 = false;        ///< --quantize=fp8-block
+  bool kvCacheF32 = false;         ///< --kv-cache-dtype=f32 (default bf16)
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
   int64_t maxSeq = 16;             ///< --max-seq (checkpoint import)
   std::string commandLine;         ///< recorded as provenance flags

@@ -27,6 +27,10 @@ struct ImportOptions {
   /// (attention, dense MLP, experts) to e4m3 128x128 blocks at compile time.
   /// FP8 checkpoints (quantization_config) are quantized as published.
   bool quantizeFP8 = false;
+  /// --kv-cache-dtype: element type of the KV caches (the latent cache for
+  /// MLA): bf16 (the default, half of f32's memory; values are rounded to
+  /// nearest even when written) or f32.
+  enum class CacheType { BF16, F32 } cacheType = CacheType::BF16;
 };
 
 /// Parses `configPath` (config.json) and builds the model's @forward:

@@ -1,0 +1,103 @@
+"""The KV caches' dtype (kiln-compile --kv-cache-dtype, bf16 by default):
+what a plan computes with a bf16 cache is exactly the float64 reference with
+the cached keys and values (MLA: the normalized latent and the rotated rope
+key) rounded to bf16; the cache takes half the bytes of an f32 one; decode
+through it agrees with prefill; f32 on request.
+
+Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
+"""
+import json
+import os
+
+import numpy as np
+
+from kilntest import TokensCase, run, tool  # noqa: E402
+import hf_reference as ref  # noqa: E402
+import make_tiny_checkpoint as mk  # noqa: E402
+
+CASES = [("deepseek_v3", None), ("deepseek_v2", "group_limited_greedy"), ("llama", None),
+         ("mixtral", None)]
+
+
+class KVCache(TokensCase):
+    PREFIX = "kiln-kvcache-"
+
+    def checkpoint(self, family, variant, layers=None):
+        d = os.path.join(self.tmp, f"{family}-{variant}-{layers}")
+        if not os.path.exists(d):
+            mk.make_checkpoint(family, d, variant=variant,
+                               overrides={"num_hidden_layers": layers} if layers else None)
+        return d
+
+    def plan(self, ckpt, dtype):
+        plan = os.path.join(self.tmp, f"{os.path.basename(ckpt)}-{dtype}.kplan")
+        run([tool("kiln-compile"), ckpt, "-o", plan, f"--max-batch={self.BATCH}",
+             f"--max-seq={self.SEQ}", *([f"--kv-cache-dtype={dtype}"] if dtype else [])])
+        return plan
+
+    def test_one_layer_is_the_reference_with_a_rounded_cache(self):
+        """One layer: the values cached are the same f32 numbers in Kiln and
+        (to 1e-7) in the reference, so rounding them agrees element by
+        element and the logits agree to fp32 accuracy."""
+        for family, variant in CASES:
+            with self.subTest(family=family):
+                ck = self.checkpoint(family, variant, layers=1)
+                bf16 = self.run_forward(self.plan(ck, None))  # the default
+                f32 = self.run_forward(self.plan(ck, "f32"))
+                exact = ref.forward(ck, self.tokens)
+                rounded = ref.forward(ck, self.tokens, kv_cache_dtype="bf16")
+                self.assertLessEqual(ref.rel_l2(bf16, rounded), 1e-5)
+                self.assertLessEqual(ref.rel_l2(f32, exact), 1e-5)
+                # The tests can tell the two apart: bf16 rounding moves the
+                # logits by far more than the tolerance.
+                self.assertGreater(ref.rel_l2(bf16, exact), 2e-4)
+
+    def test_layers_stay_within_bf16_rounding(self):
+        """Over several layers, fp32-level differences flip the rounding of a
+        few cached elements, which later layers amplify: the bound is looser
+        but still well below the cache's own rounding effect."""
+        for family, variant in CASES:
+            with self.subTest(family=family):
+                ck = self.checkpoint(family, variant)
+                bf16 = self.run_forward(self.plan(ck, "bf16"))
+                rounded = ref.forward(ck, self.tokens, kv_cache_dtype="bf16")
+                exact = ref.forward(ck, self.tokens)
+                self.assertLessEqual(ref.rel_l2(bf16, rounded), 1e-3)
+                self.assertLess(ref.rel_l2(bf16, rounded), ref.rel_l2(bf16, exact) / 3)
+
+    def test_bf16_cache_takes_half_the_bytes(self):
+        for family, variant in CASES:
+            with self.subTest(family=family):
+                ck = self.checkpoint(family, variant)
+                state = {}
+                for dtype in ("bf16", "f32"):
+                    info = json.loads(run([tool("kiln-inspect"), self.plan(ck, dtype), "--json"]).stdout)
+                    state[dtype] = info["memory"]["state_bytes"]
+                with open(os.path.join(ck, "config.json")) as f:
+                    layers = json.load(f)["num_hidden_layers"]
+                # Each cache buffer is 256-byte aligned (two per layer, plus
+                # the MoE routing counters).
+                self.assertLessEqual(abs(2 * state["bf16"] - state["f32"]), layers * 4 * 256 * 2,
+                                     state)
+
+    def test_decode_through_a_bf16_cache_matches_prefill(self):
+        for family, variant in CASES:
+            with self.subTest(family=family):
+                plan = self.plan(self.checkpoint(family, variant), "bf16")
+                prefill = self.run_forward(plan)
+                out = os.path.join(self.tmp, f"decode-{family}.npy")
+                run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}",
+                     "--decode-each", out])
+                self.assertLessEqual(ref.rel_l2(np.load(out), prefill), 1e-5)
+
+    def test_unknown_dtype_is_a_usage_error(self):
+        ck = self.checkpoint("llama", None)
+        p = run([tool("kiln-compile"), ck, "-o", os.path.join(self.tmp, "x.kplan"),
+                 "--kv-cache-dtype=f8"], check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--kv-cache-dtype=f8", p.stderr)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
