@@ -74,7 +74,17 @@ class SharedObject {
   }
   ~SharedObject() {
     if (handle_) ::dlclose(handle_);
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ < 0) return;
+    // The dynamic loader knows the object by its name, /proc/self/fd/N; an
+    // object that stays loaded after dlclose (linked with -z nodelete) keeps
+    // that name, and a later dlopen of the same name would return it, not
+    // the new executable. Keep the fd (and so the name) taken while it lives.
+    std::string path = absl::StrCat("/proc/self/fd/", fd_);
+    if (void* resident = ::dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
+      ::dlclose(resident);
+      return;
+    }
+    ::close(fd_);
   }
   void* handle() const { return handle_; }
 
