@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend.h"
 #include "cpu_features.h"
+#include "plan_support.h"
 #include "thread_pool.h"
 
 namespace kiln {
@@ -174,7 +175,12 @@ class CpuBackend final : public Backend {
       bufs = heap.data();
     }
     for (uint32_t i = 0; i < nb; ++i) bufs[i] = addresses_[la->bindings()->Get(i)];
-    const int64_t* scalars = la->scalars() ? la->scalars()->data() : nullptr;
+    // An aligned copy: the plan's int64 vector may be only 4-aligned.
+    uint32_t ns = la->scalars() ? la->scalars()->size() : 0;
+    int64_t scalar_storage[16];
+    std::vector<int64_t> scalar_heap(ns > 16 ? ns : 0);
+    int64_t* scalars = ns > 16 ? scalar_heap.data() : scalar_storage;
+    for (uint32_t i = 0; i < ns; ++i) scalars[i] = plan::Load(la->scalars(), i);
     EntryFn fn = entries_[la->kernel()];
     int64_t programs = static_cast<int64_t>(la->programs());
     pool_->ParallelFor(programs, [&](int64_t begin, int64_t end) { fn(bufs, scalars, begin, end); });

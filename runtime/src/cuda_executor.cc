@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "backend.h"
 #include "cuda_driver.h"
+#include "plan_support.h"
 
 namespace kiln {
 
@@ -164,7 +165,7 @@ class CudaBackend final : public Backend {
     std::vector<uint64_t> storage(nb + ns + 1);
     std::vector<void*> params(storage.size());
     for (uint32_t i = 0; i < nb; ++i) storage[i] = addresses_[la->bindings()->Get(i)];
-    for (uint32_t i = 0; i < ns; ++i) storage[nb + i] = static_cast<uint64_t>(la->scalars()->Get(i));
+    for (uint32_t i = 0; i < ns; ++i) storage[nb + i] = static_cast<uint64_t>(plan::Load(la->scalars(), i));
     storage[nb + ns] = programs;
     for (size_t i = 0; i < storage.size(); ++i) params[i] = &storage[i];
     uint32_t block = block_x_[la->kernel()];

@@ -1,7 +1,12 @@
-// Plan loading and verification: structure (flatbuffers Verifier), version,
-// then semantic checks that name the offending field and index.
+// Plan loading and verification, in order: the checksum trailer (before
+// anything is parsed), structure (flatbuffers Verifier), version, then
+// semantic checks that name the offending field and index: executables
+// (checksums, entry points), weights, buffers, kernels (what each binding
+// must hold at each grid), every launch against its kernel, and the tensor
+// specs (shapes, value ranges).
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -9,10 +14,15 @@
 #include "kiln/runtime.h"
 #include "mapped_file.h"
 #include "plan_generated.h"
+#include "plan_support.h"
 
 namespace kiln {
+
+static_assert(kPlanFormatVersion == plan::kFormatVersion, "runtime.h and plan_support.h disagree on the format");
+
 namespace {
 
+using plan::BindingAccess;
 using plan::BufferKind;
 
 const char* KindName(BufferKind k) {
@@ -27,15 +37,19 @@ const char* KindName(BufferKind k) {
   return "kind(?)";
 }
 
+bool IsArena(BufferKind k) { return k != BufferKind::weight && k != BufferKind::weight_table; }
+
 template <typename T>
 uint32_t Len(const flatbuffers::Vector<T>* v) { return v ? v->size() : 0; }
+
+std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
 
 // Byte size of a dense tensor, or an error for negative dims / overflow.
 absl::StatusOr<uint64_t> TensorBytes(plan::DType dtype, const flatbuffers::Vector<int64_t>* shape,
                                      const std::string& what) {
   uint64_t n = DTypeSize(static_cast<DType>(dtype));
   for (uint32_t i = 0; i < Len(shape); ++i) {
-    int64_t d = shape->Get(i);
+    int64_t d = plan::Load(shape, i);
     if (d < 0)
       return absl::InvalidArgumentError(absl::StrCat(what, ": dimension ", i, " is negative (", d, ")"));
     if (d != 0 && n > UINT64_MAX / static_cast<uint64_t>(d))
@@ -45,14 +59,48 @@ absl::StatusOr<uint64_t> TensorBytes(plan::DType dtype, const flatbuffers::Vecto
   return n;
 }
 
-std::string ShapeOf(const flatbuffers::Vector<int64_t>* shape) {
-  std::vector<int64_t> s;
-  for (uint32_t i = 0; i < Len(shape); ++i) s.push_back(shape->Get(i));
-  return ShapeToString(s);
+std::string ShapeOf(const flatbuffers::Vector<int64_t>* shape) { return ShapeToString(plan::ToVector(shape)); }
+
+// "buffer 7 (intermediate, 256 bytes)"
+std::string DescribeBuffer(const plan::Plan& p, uint32_t b) {
+  const plan::Buffer* buf = p.buffers()->Get(b);
+  return absl::StrCat("buffer ", b, " (", KindName(buf->kind()), ", ", buf->size_bytes(), " bytes)");
 }
 
 using Specs = flatbuffers::Vector<flatbuffers::Offset<plan::TensorSpec>>;
 using Launches = flatbuffers::Vector<flatbuffers::Offset<plan::Launch>>;
+
+// The value range of an integer spec: consistent, representable, and
+// containing the zeros the runtime pads with.
+absl::Status CheckValueRange(const plan::TensorSpec& s, bool output, const std::string& where) {
+  const plan::ValueRange* r = s.value_range();
+  if (!r) return absl::OkStatus();
+  std::string range = absl::StrCat("[", r->min(), ", ", r->max(), "]");
+  if (output)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": outputs carry no value range (it has ", range, ")"));
+  int64_t lo, hi;
+  switch (s.dtype()) {
+    case plan::DType::i32: lo = INT32_MIN, hi = INT32_MAX; break;
+    case plan::DType::i64: lo = INT64_MIN, hi = INT64_MAX; break;
+    case plan::DType::u8: lo = 0, hi = 255; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(where, ": value range ", range, " on a ",
+                                                     DTypeName(static_cast<DType>(s.dtype())),
+                                                     " tensor (only integer inputs have one)"));
+  }
+  if (r->min() > r->max())
+    return absl::InvalidArgumentError(absl::StrCat(where, ": empty value range ", range));
+  if (r->min() < lo || r->max() > hi)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": value range ", range, " does not fit ",
+                                                   DTypeName(static_cast<DType>(s.dtype()))));
+  const auto* syms = s.dim_symbols();
+  for (uint32_t d = 0; d < Len(syms); ++d)
+    if (syms->Get(d) >= 0 && (r->min() > 0 || r->max() < 0))
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": may be given smaller along dimension ", d,
+          " and is then padded with zeros, but 0 is outside its value range ", range));
+  return absl::OkStatus();
+}
 
 // `prefix` names the function ("" for forward, "function 'decode': " otherwise).
 absl::Status CheckTensorSpecs(const plan::Plan& p, const Specs* specs, bool outputs,
@@ -82,8 +130,166 @@ absl::Status CheckTensorSpecs(const plan::Plan& p, const Specs* specs, bool outp
       return absl::InvalidArgumentError(absl::StrCat(
           where, ": ", DTypeName(static_cast<DType>(s->dtype())), " ", ShapeOf(s->shape()), " is ",
           *bytes, " bytes, but buffer ", s->buffer(), " is ", b->size_bytes(), " bytes"));
+    if (Len(s->dim_symbols()) != 0 && Len(s->dim_symbols()) != Len(s->shape()))
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", Len(s->dim_symbols()),
+                                                     " dim_symbols for a rank-", Len(s->shape()), " tensor"));
+    if (auto st = CheckValueRange(*s, outputs, where); !st.ok()) return st;
   }
   return absl::OkStatus();
+}
+
+// Kernel k's own records: one access per binding, in-place pairs between
+// state bindings, and well-formed grids.
+absl::Status CheckKernel(const plan::Kernel& k, uint32_t index) {
+  std::string where = absl::StrCat("kernel ", index, " ('", k.name()->str(), "')");
+  uint32_t nb = k.num_buffers(), ns = k.num_scalars();
+  const auto* access = k.binding_access();
+  if (Len(access) != nb)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": binding_access has ", Len(access),
+                                                   " entries for ", nb, " bindings"));
+  for (uint32_t i = 0; i < nb; ++i)
+    if (access->Get(i) > BindingAccess::MAX)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " has unknown access ",
+                                                     static_cast<int>(access->Get(i))));
+  const auto* in_place = k.in_place_of();
+  if (Len(in_place) != 0 && Len(in_place) != nb)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": in_place_of has ", Len(in_place),
+                                                   " entries for ", nb, " bindings"));
+  for (uint32_t i = 0; i < Len(in_place); ++i) {
+    int32_t j = in_place->Get(i);
+    if (j == -1) continue;
+    if (j < 0 || static_cast<uint32_t>(j) >= nb || static_cast<uint32_t>(j) == i)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " is in place of binding ", j,
+                                                     ", which is not another of its ", nb, " bindings"));
+    if (access->Get(i) != BindingAccess::state || access->Get(j) != BindingAccess::state)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " updates binding ", j,
+                                                     " in place, so both must have access 'state'"));
+  }
+  if (Len(k.grids()) == 0)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": no grids (the launch shapes it was generated for)"));
+  for (uint32_t g = 0; g < k.grids()->size(); ++g) {
+    const plan::KernelGrid* grid = k.grids()->Get(g);
+    std::string gw = absl::StrCat(where, ": grid ", g, " (", grid->programs(), " programs)");
+    if (Len(grid->scalar_min()) != ns || Len(grid->scalar_max()) != ns)
+      return absl::InvalidArgumentError(absl::StrCat(gw, ": scalar ranges for ", Len(grid->scalar_min()), "/",
+                                                     Len(grid->scalar_max()), " scalars, but the kernel takes ",
+                                                     ns));
+    for (uint32_t s = 0; s < ns; ++s)
+      if (plan::Load(grid->scalar_min(), s) > plan::Load(grid->scalar_max(), s))
+        return absl::InvalidArgumentError(absl::StrCat(gw, ": scalar ", s, " has an empty range [",
+                                                       plan::Load(grid->scalar_min(), s), ", ",
+                                                       plan::Load(grid->scalar_max(), s), "]"));
+    if (Len(grid->binding_bytes()) != nb)
+      return absl::InvalidArgumentError(absl::StrCat(gw, ": binding_bytes has ", Len(grid->binding_bytes()),
+                                                     " entries for ", nb, " bindings"));
+    if (Len(grid->table_entries()) != 0 && Len(grid->table_entries()) != nb)
+      return absl::InvalidArgumentError(absl::StrCat(gw, ": table_entries has ", Len(grid->table_entries()),
+                                                     " entries for ", nb, " bindings"));
+  }
+  return absl::OkStatus();
+}
+
+// A launch against one grid of its kernel: scalars in range, and every
+// binding's buffer big enough (and a weight table exactly where the kernel
+// reads one).
+absl::Status CheckGrid(const plan::Plan& p, const plan::Launch& la, const plan::Kernel& k,
+                       const plan::KernelGrid& g) {
+  std::string kernel = absl::StrCat("kernel '", k.name()->str(), "' at ", g.programs(), " programs");
+  for (uint32_t s = 0; s < k.num_scalars(); ++s) {
+    int64_t v = plan::Load(la.scalars(), s), lo = plan::Load(g.scalar_min(), s), hi = plan::Load(g.scalar_max(), s);
+    if (v < lo || v > hi)
+      return absl::InvalidArgumentError(absl::StrCat("scalar ", s, " is ", v, ", but ", kernel, " takes [", lo, ", ",
+                                                     hi, "]"));
+  }
+  for (uint32_t i = 0; i < k.num_buffers(); ++i) {
+    uint32_t b = la.bindings()->Get(i);
+    const plan::Buffer* buf = p.buffers()->Get(b);
+    uint64_t need = plan::Load(g.binding_bytes(), i);
+    uint32_t entries = Len(g.table_entries()) ? g.table_entries()->Get(i) : 0;
+    std::string at = absl::StrCat("binding ", i, " is ", DescribeBuffer(p, b));
+    if (buf->size_bytes() < need)
+      return absl::InvalidArgumentError(absl::StrCat(at, ", but ", kernel, " needs ", need, " bytes there"));
+    if (entries == 0) {
+      if (buf->kind() == BufferKind::weight_table)
+        return absl::InvalidArgumentError(absl::StrCat(at, ", but ", kernel, " reads plain memory there"));
+      continue;
+    }
+    if (buf->kind() != BufferKind::weight_table)
+      return absl::InvalidArgumentError(absl::StrCat(at, ", but ", kernel, " reads a weight table of ", entries,
+                                                     " entries there"));
+    const auto* list = buf->weight_list();
+    if (list->size() != entries)
+      return absl::InvalidArgumentError(absl::StrCat(at, " listing ", list->size(), " weights, but ", kernel,
+                                                     " reads a table of ", entries));
+    for (uint32_t w = 0; w < entries; ++w) {
+      const plan::Weight* wt = p.weights()->Get(list->Get(w));
+      if (wt->size_bytes() < need / entries)
+        return absl::InvalidArgumentError(absl::StrCat(at, ": its entry ", w, " (weight ", list->Get(w), " '",
+                                                       wt->name()->str(), "') is ", wt->size_bytes(),
+                                                       " bytes, but ", kernel, " reads ", need / entries,
+                                                       " bytes of each entry"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A launch against its (verified) kernel: what each binding is used for,
+// no written buffer aliasing another binding, and a matching grid.
+absl::Status CheckLaunchSemantics(const plan::Plan& p, const plan::Launch& la, const plan::Kernel& k) {
+  std::string kname = absl::StrCat("kernel '", k.name()->str(), "'");
+  uint32_t nb = k.num_buffers();
+  const auto* in_place = k.in_place_of();
+  auto partner = [&](uint32_t i) { return Len(in_place) ? in_place->Get(i) : -1; };
+  for (uint32_t i = 0; i < nb; ++i) {
+    uint32_t b = la.bindings()->Get(i);
+    const plan::Buffer* buf = p.buffers()->Get(b);
+    BindingAccess access = k.binding_access()->Get(i);
+    std::string at = absl::StrCat("binding ", i, " is ", DescribeBuffer(p, b));
+    if (access == BindingAccess::write && buf->kind() != BufferKind::intermediate &&
+        buf->kind() != BufferKind::output)
+      return absl::InvalidArgumentError(absl::StrCat(at, ", but ", kname,
+                                                     " writes it (only intermediate and output buffers may be "
+                                                     "written)"));
+    if (access == BindingAccess::state && buf->kind() != BufferKind::state)
+      return absl::InvalidArgumentError(absl::StrCat(at, ", but ", kname,
+                                                     " keeps persistent state there (a state buffer)"));
+    if (int32_t j = partner(i); j >= 0 && la.bindings()->Get(j) != b)
+      return absl::InvalidArgumentError(absl::StrCat("binding ", i, " updates binding ", j, " in place, so both must be ",
+                                                     "the same buffer, but they are buffers ", b, " and ",
+                                                     la.bindings()->Get(j)));
+    if (access == BindingAccess::read) continue;
+    // A written buffer is bound once (or twice, in place), and overlaps no
+    // other buffer of the launch in the arena.
+    for (uint32_t j = 0; j < nb; ++j) {
+      uint32_t c = la.bindings()->Get(j);
+      if (j == i || partner(i) == static_cast<int32_t>(j) || partner(j) == static_cast<int32_t>(i)) continue;
+      if (c == b)
+        return absl::InvalidArgumentError(absl::StrCat("bindings ", i, " and ", j, " are both buffer ", b, ", which ",
+                                                       kname, " writes through binding ", i));
+      const plan::Buffer* other = p.buffers()->Get(c);
+      if (!IsArena(buf->kind()) || !IsArena(other->kind())) continue;
+      if (buf->offset() < other->offset() + other->size_bytes() && other->offset() < buf->offset() + buf->size_bytes())
+        return absl::InvalidArgumentError(absl::StrCat(
+            "binding ", i, " (buffer ", b, ", arena [", buf->offset(), ", ", buf->offset() + buf->size_bytes(),
+            "), written by ", kname, ") overlaps binding ", j, " (buffer ", c, ", arena [", other->offset(), ", ",
+            other->offset() + other->size_bytes(), "))"));
+    }
+  }
+  // The grid: one the kernel was generated for, with the launch's scalars
+  // and buffers.
+  std::vector<std::string> programs;
+  absl::Status first = absl::OkStatus();
+  for (const plan::KernelGrid* g : *k.grids()) {
+    programs.push_back(absl::StrCat(g->programs()));
+    if (g->programs() != la.programs()) continue;
+    absl::Status s = CheckGrid(p, la, k, *g);
+    if (s.ok()) return s;
+    if (first.ok()) first = s;
+  }
+  if (!first.ok()) return first;
+  return absl::InvalidArgumentError(absl::StrCat("runs ", la.programs(), " programs, but ", kname,
+                                                 " was generated for grids of ", absl::StrJoin(programs, ", "),
+                                                 " programs"));
 }
 
 absl::Status CheckFunction(const plan::Plan& p, const Launches* launches, const Specs* inputs,
@@ -111,11 +317,24 @@ absl::Status CheckFunction(const plan::Plan& p, const Launches* launches, const 
         return absl::InvalidArgumentError(absl::StrCat(where, ": binding ", i, " refers to buffer ",
                                                        la->bindings()->Get(i), ", but the plan has ",
                                                        nbuf, " buffers"));
+    if (auto s = CheckLaunchSemantics(p, *la, *k); !s.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
   }
 
   if (auto s = CheckTensorSpecs(p, inputs, false, prefix); !s.ok()) return s;
   if (auto s = CheckTensorSpecs(p, outputs, true, prefix); !s.ok()) return s;
   return absl::OkStatus();
+}
+
+// Executable e's checksum; an error naming it when the bytes changed.
+absl::Status CheckExecutableChecksum(const plan::Executable& x, uint32_t e) {
+  uint64_t h = plan::ExecutableChecksum(x.binary() ? x.binary()->data() : nullptr, Len(x.binary()),
+                                        x.ptx() ? x.ptx()->data() : nullptr, x.ptx() ? x.ptx()->size() : 0);
+  if (h == x.checksum()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "executable ", e, " (", x.arch()->str(), "): checksum mismatch: its binary (", Len(x.binary()),
+      " bytes) or PTX (", x.ptx() ? x.ptx()->size() : 0, " bytes) is damaged (XXH64 ", Hex(h), ", recorded ",
+      Hex(x.checksum()), ")"));
 }
 
 absl::Status CheckSemantics(const plan::Plan& p) {
@@ -128,6 +347,7 @@ absl::Status CheckSemantics(const plan::Plan& p) {
     std::string where = absl::StrCat("executable ", e, " (", x->arch()->str(), ")");
     if (x->target() > plan::TargetKind::MAX)
       return absl::InvalidArgumentError(absl::StrCat(where, ": unknown target ", static_cast<int>(x->target())));
+    if (auto s = CheckExecutableChecksum(*x, e); !s.ok()) return s;
     for (uint32_t j = 0; j < e; ++j)
       if (p.executables()->Get(j)->target() == x->target())
         return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate target ",
@@ -149,6 +369,11 @@ absl::Status CheckSemantics(const plan::Plan& p) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": kernel ", ep->kernel(),
                                                        " has two entry points (", seen[ep->kernel()],
                                                        " and ", i, ")"));
+      const std::string& kname = p.kernels()->Get(ep->kernel())->name()->str();
+      if (ep->name()->str() != kname)
+        return absl::InvalidArgumentError(absl::StrCat(where, ": entry point ", i, " ('", ep->name()->str(),
+                                                       "') is for kernel ", ep->kernel(), " ('", kname,
+                                                       "'), but entry points are named after their kernel"));
       if (ep->block_x() == 0)
         return absl::InvalidArgumentError(absl::StrCat(where, ": entry point ", i, " ('",
                                                        ep->name()->str(), "') has block_x 0"));
@@ -158,6 +383,17 @@ absl::Status CheckSemantics(const plan::Plan& p) {
       if (seen[k] < 0)
         return absl::InvalidArgumentError(absl::StrCat(where, ": no entry point for kernel ", k, " ('",
                                                        p.kernels()->Get(k)->name()->str(), "')"));
+  }
+
+  // Kernels: distinct names (entry points are found by them).
+  std::map<std::string, uint32_t> kernel_names;
+  for (uint32_t k = 0; k < nkernels; ++k) {
+    const plan::Kernel* kr = p.kernels()->Get(k);
+    auto [it, inserted] = kernel_names.emplace(kr->name()->str(), k);
+    if (!inserted)
+      return absl::InvalidArgumentError(absl::StrCat("kernel ", k, " ('", kr->name()->str(),
+                                                     "'): duplicate name (also kernel ", it->second, ")"));
+    if (auto s = CheckKernel(*kr, k); !s.ok()) return s;
   }
 
   // Weights.
@@ -288,16 +524,6 @@ std::string DirName(const std::string& path) {
 
 }  // namespace
 
-uint64_t Fnv1a64(const void* data, size_t size) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  uint64_t h = 14695981039346656037ull;
-  for (size_t i = 0; i < size; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 Plan::~Plan() = default;
 
 absl::StatusOr<std::shared_ptr<const Plan>> Plan::Open(const std::string& path) {
@@ -333,23 +559,50 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p
   auto err = [&](absl::string_view msg) {
     return absl::InvalidArgumentError(absl::StrCat("plan '", p->path_, "': ", msg));
   };
-  if (p->size_ < 8)
+  const uint8_t* data = p->data_;
+  if (p->size_ < 8 + plan::kTrailerSize)
     return err(absl::StrCat("file too small to be a Kiln plan (", p->size_, " bytes)"));
-  if (p->size_ >= FLATBUFFERS_MAX_BUFFER_SIZE)
+  size_t fb_size = p->size_ - plan::kTrailerSize;  // the FlatBuffer, before the trailer
+  if (fb_size >= FLATBUFFERS_MAX_BUFFER_SIZE)
     return err(absl::StrCat("file too large (", p->size_, " bytes; the limit is 2 GiB: keep weights external)"));
-  if (!flatbuffers::BufferHasIdentifier(p->data_, kPlanFileIdentifier)) {
+  if (!flatbuffers::BufferHasIdentifier(data, kPlanFileIdentifier)) {
     std::string found;
     for (int i = 4; i < 8; ++i) {
-      char c = static_cast<char>(p->data_[i]);
-      found += (c >= 32 && c < 127) ? std::string(1, c) : absl::StrFormat("\\x%02x", p->data_[i]);
+      char c = static_cast<char>(data[i]);
+      found += (c >= 32 && c < 127) ? std::string(1, c) : absl::StrFormat("\\x%02x", data[i]);
     }
     return err(absl::StrCat("not a Kiln plan (file identifier '", found, "', expected '",
                             kPlanFileIdentifier, "')"));
   }
-  flatbuffers::Verifier verifier(p->data_, p->size_, /*max_depth=*/64, /*max_tables=*/100000000);
-  if (!plan::VerifyPlanBuffer(verifier))
-    return err("corrupt plan: flatbuffers verification failed (truncated or damaged file)");
-  p->root_ = plan::GetPlan(p->data_);
+  auto verifies = [&](size_t size) {
+    flatbuffers::Verifier verifier(data, size, /*max_depth=*/64, /*max_tables=*/100000000);
+    return plan::VerifyPlanBuffer(verifier);
+  };
+  // The checksum trailer, before anything is parsed.
+  uint64_t recorded = 0;
+  if (!plan::ReadTrailer(data, p->size_, &recorded)) {
+    // A plan of an older format (no trailer), or a truncated or damaged file.
+    if (verifies(p->size_) && plan::GetPlan(data)->format_version() != kPlanFormatVersion)
+      return err(absl::StrCat("unsupported format_version ", plan::GetPlan(data)->format_version(),
+                              " (this runtime supports ", kPlanFormatVersion, "; recompile the model)"));
+    return err(absl::StrCat("truncated or damaged: the file (", p->size_,
+                            " bytes) does not end with the plan checksum trailer ('", plan::kTrailerMagic, "')"));
+  }
+  uint64_t actual = plan::Xxh64(data, fb_size);
+  if (actual != recorded) {
+    // Name the damaged part when the structure still allows it.
+    std::string part;
+    if (verifies(fb_size))
+      for (uint32_t e = 0; e < Len(plan::GetPlan(data)->executables()); ++e)
+        if (auto s = CheckExecutableChecksum(*plan::GetPlan(data)->executables()->Get(e), e);
+            !s.ok() && part.empty())
+          part = absl::StrCat("; ", s.message());
+    return err(absl::StrCat("checksum mismatch: the file is damaged (XXH64 of its first ", fb_size, " bytes is ",
+                            Hex(actual), ", the trailer records ", Hex(recorded), ")", part));
+  }
+  if (!verifies(fb_size))
+    return err("corrupt plan: flatbuffers verification failed (the checksum matches: the writer produced an invalid plan)");
+  p->root_ = plan::GetPlan(data);
   if (p->root_->format_version() != kPlanFormatVersion)
     return err(absl::StrCat("unsupported format_version ", p->root_->format_version(),
                             " (this runtime supports ", kPlanFormatVersion, ")"));
@@ -413,8 +666,8 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
         return;
       }
       const uint8_t* data = file->data() + ext->offset();
-      uint64_t h = Fnv1a64(data, ext->size());
-      if (h != ext->fnv1a64()) {
+      uint64_t h = plan::Xxh64(data, ext->size());
+      if (h != ext->xxh64()) {
         weights_status_ = absl::FailedPreconditionError(absl::StrCat(
             where, ": file changed since compile (hash mismatch) [", full, "]"));
         return;

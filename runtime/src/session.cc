@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "kiln/runtime.h"
 #include "plan_generated.h"
+#include "plan_support.h"
 
 namespace kiln {
 
@@ -94,6 +95,53 @@ void CopyBox(const uint8_t* src, const std::vector<int64_t>& from, uint8_t* dst,
   }
 }
 
+// Element `i` of an integer tensor of `dtype`, as int64.
+int64_t IntegerAt(DType dtype, const uint8_t* data, int64_t i) {
+  switch (dtype) {
+    case DType::kI32: {
+      int32_t v;
+      std::memcpy(&v, data + 4 * i, 4);
+      return v;
+    }
+    case DType::kI64: {
+      int64_t v;
+      std::memcpy(&v, data + 8 * i, 8);
+      return v;
+    }
+    default: return data[i];  // u8 (the only other integer dtype)
+  }
+}
+
+// Checks every value of an input tensor of `shape` (its bytes at `data`)
+// against the spec's value range; the error names the input, the row (and
+// the element, for rank > 1), the value and why the range is what it is.
+absl::Status CheckValueRange(const Function& f, const plan::TensorSpec& spec, const uint8_t* data,
+                             const std::vector<int64_t>& shape) {
+  const plan::ValueRange* r = spec.value_range();
+  if (!r) return absl::OkStatus();
+  DType dtype = static_cast<DType>(spec.dtype());
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t v = IntegerAt(dtype, data, i);
+    if (v >= r->min() && v <= r->max()) continue;
+    std::vector<int64_t> index(shape.size());
+    for (size_t d = shape.size(), rem = static_cast<size_t>(i); d-- > 0;) {
+      index[d] = static_cast<int64_t>(rem % static_cast<size_t>(shape[d]));
+      rem /= static_cast<size_t>(shape[d]);
+    }
+    std::string where;
+    if (!index.empty()) absl::StrAppend(&where, " row ", index[0]);
+    if (index.size() > 1) absl::StrAppend(&where, ", element ", ShapeToString(index));
+    std::string note = spec.range_note() && spec.range_note()->size() > 0
+                           ? absl::StrCat(" (", spec.range_note()->str(), ")")
+                           : "";
+    return absl::InvalidArgumentError(absl::StrCat(Prefix(f), "input '", spec.name()->str(), "'", where, ": value ", v,
+                                                   " is outside [", r->min(), ", ", r->max(), "]", note));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status Session::SetInput(std::string_view function, std::string_view name_in,
@@ -104,8 +152,7 @@ absl::Status Session::SetInput(std::string_view function, std::string_view name_
   absl::string_view name(name_in.data(), name_in.size());
   if (!index.ok()) return index.status();
   const plan::TensorSpec* spec = (*fn)->inputs[*index];
-  std::vector<int64_t> shape;
-  if (spec->shape()) shape.assign(spec->shape()->begin(), spec->shape()->end());
+  std::vector<int64_t> shape = plan::ToVector(spec->shape());
   DType dtype = static_cast<DType>(spec->dtype());
   const auto* syms = spec->dim_symbols();
   bool smaller_ok = syms && syms->size() == shape.size();
@@ -131,15 +178,61 @@ absl::Status Session::SetInput(std::string_view function, std::string_view name_
   if (tensor.bytes.size() != given)
     return absl::InvalidArgumentError(absl::StrCat(Prefix(**fn), "input '", name, "': tensor holds ",
                                                    tensor.bytes.size(), " bytes, expected ", given));
+  // Values kernels index memory with (token ids, positions), before they
+  // reach the arena. The zeros padding a smaller tensor are inside every
+  // such range (plan verification checks it).
+  if (auto s = CheckValueRange(**fn, *spec, tensor.bytes.data(), tensor.shape); !s.ok()) return s;
   auto& symbols = symbol_values_[std::string((*fn)->name)];
   if (smaller_ok)
     for (size_t d = 0; d < shape.size(); ++d)
       if (int32_t s = syms->Get(d); s >= 0) symbols[s] = tensor.shape[d];
-  if (tensor.shape == shape) return backend_->CopyIn(buf->offset(), tensor.bytes.data(), tensor.bytes.size());
-  // Smaller along symbolic dimensions: zero-pad to the compiled shape.
-  std::vector<uint8_t> padded(buf->size_bytes(), 0);
-  CopyBox(tensor.bytes.data(), tensor.shape, padded.data(), shape, elem, /*to_larger=*/true);
-  return backend_->CopyIn(buf->offset(), padded.data(), padded.size());
+  absl::Status copied;
+  if (tensor.shape == shape) {
+    copied = backend_->CopyIn(buf->offset(), tensor.bytes.data(), tensor.bytes.size());
+  } else {
+    // Smaller along symbolic dimensions: zero-pad to the compiled shape.
+    std::vector<uint8_t> padded(buf->size_bytes(), 0);
+    CopyBox(tensor.bytes.data(), tensor.shape, padded.data(), shape, elem, /*to_larger=*/true);
+    copied = backend_->CopyIn(buf->offset(), padded.data(), padded.size());
+  }
+  auto& state = input_state_[(*fn)->name];
+  state.resize((*fn)->inputs.size(), InputState::kNeverSet);
+  state[*index] = copied.ok() ? InputState::kChecked : InputState::kNeverSet;
+  return copied;
+}
+
+absl::Status Session::CheckInputsBeforeRun(const Function& f) {
+  auto& state = input_state_[f.name];
+  state.resize(f.inputs.size(), InputState::kNeverSet);
+  for (size_t i = 0; i < f.inputs.size(); ++i) {
+    const plan::TensorSpec* spec = f.inputs[i];
+    if (!spec->value_range() || state[i] == InputState::kChecked) continue;
+    // Not set since another function may have reused its memory (functions
+    // share the arena above the state region), or never set: check what the
+    // kernels would read.
+    const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
+    std::vector<uint8_t> bytes(buf->size_bytes());
+    if (auto s = backend_->CopyOut(buf->offset(), bytes.data(), bytes.size()); !s.ok()) return s;
+    if (auto s = CheckValueRange(f, *spec, bytes.data(), plan::ToVector(spec->shape())); !s.ok()) {
+      std::string why = state[i] == InputState::kNeverSet
+                            ? "; the input was never set"
+                            : absl::StrCat("; it was set before function '", clobbered_by_[f.name],
+                                           "' ran, which reuses its memory: set it again");
+      return absl::Status(s.code(), absl::StrCat(s.message(), why));
+    }
+    state[i] = InputState::kChecked;
+  }
+  // Running `f` may overwrite the inputs of every other function.
+  for (auto& [name, other] : input_state_) {
+    if (name == f.name) continue;
+    bool set = false;
+    for (InputState& st : other) {
+      if (st == InputState::kChecked) st = InputState::kClobbered;
+      set |= st != InputState::kNeverSet;
+    }
+    if (set) clobbered_by_[name] = f.name;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Session::Run(std::string_view function) {
@@ -148,6 +241,7 @@ absl::Status Session::Run(std::string_view function) {
   auto fn = plan_->FindFunction(function);
   if (!fn.ok()) return fn.status();
   const Function& f = **fn;
+  if (auto s = CheckInputsBeforeRun(f); !s.ok()) return s;
   size_t n = f.launches.size();
   stats_.function = f.name;
   stats_.launch_ms.assign(options_.profile_launches ? n : 0, 0.0);
@@ -181,7 +275,7 @@ absl::StatusOr<HostTensor> Session::GetOutput(std::string_view function, std::st
   const plan::TensorSpec* spec = (*fn)->outputs[*index];
   HostTensor t;
   t.dtype = static_cast<DType>(spec->dtype());
-  if (spec->shape()) t.shape.assign(spec->shape()->begin(), spec->shape()->end());
+  t.shape = plan::ToVector(spec->shape());
   const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
   t.bytes.resize(buf->size_bytes());
   if (auto s = backend_->CopyOut(buf->offset(), t.bytes.data(), t.bytes.size()); !s.ok()) return s;

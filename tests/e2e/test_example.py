@@ -75,15 +75,29 @@ class ExampleModel(unittest.TestCase):
         two = self.run_plan(self.plan, ["--threads", "2"])
         np.testing.assert_array_equal(one, two)
 
-    def test_out_of_range_tokens_give_zero_embeddings(self):
+    def test_out_of_range_tokens_are_refused(self):
+        """Token ids index the embedding table: the plan records [0, 256) for
+        them, and kiln-run refuses others before any kernel runs, naming the
+        row, the element and the value."""
+        info = json.loads(run([tool("kiln-inspect"), self.plan, "--json"]).stdout)
+        self.assertEqual(info["inputs"][0]["value_range"], {"min": 0, "max": 255})
+        for (row, col), value in [((0, 0), 1000), ((1, 3), -5), ((1, 7), 256)]:
+            with self.subTest(value=value):
+                tokens = self.tokens.copy()
+                tokens[row, col] = value
+                path = os.path.join(self.tmp, "bad_tokens.npy")
+                np.save(path, tokens)
+                p = run([tool("kiln-run"), self.plan, "--input", f"tokens={path}"], check=False)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(f"input 'tokens' row {row}, element [{row}, {col}]: value {value} is "
+                              "outside [0, 255] (it indexes a table of 256 rows)", p.stderr)
+                self.assertNotIn("ran ", p.stdout)
         tokens = self.tokens.copy()
-        tokens[0, 0] = 1000
-        tokens[1, 3] = -5
-        path = os.path.join(self.tmp, "bad_tokens.npy")
+        tokens[1, 7] = 255  # the last row of the table is fine
+        path = os.path.join(self.tmp, "edge_tokens.npy")
         np.save(path, tokens)
-        out = os.path.join(self.tmp, "logits_oor.npy")
-        run([tool("kiln-run"), self.plan, "--input", f"tokens={path}",
-             "--output", f"logits={out}"])
+        out = os.path.join(self.tmp, "logits_edge.npy")
+        run([tool("kiln-run"), self.plan, "--input", f"tokens={path}", "--output", f"logits={out}"])
         self.check_numerics(np.load(out), tokens)
 
     def test_embedded_weights_match_referenced(self):
@@ -154,9 +168,9 @@ class ExampleModel(unittest.TestCase):
         # Wrong file identifier.
         path = self.corrupt_copy("ident.kplan", lambda d: d[:4] + b"XXXX" + d[8:])
         self.assert_rejected(path, "identifier", "KPLN")
-        # Garbage over the root table offset.
+        # Garbage over the root table offset: the checksum trailer notices.
         path = self.corrupt_copy("root.kplan", lambda d: b"\xff\xff\xff\x7f" + d[4:])
-        self.assert_rejected(path, "verif", "invalid", "corrupt", "truncated")
+        self.assert_rejected(path, "checksum mismatch: the file is damaged")
 
     def test_missing_and_changed_weights(self):
         d = tempfile.mkdtemp(dir=self.tmp)

@@ -163,11 +163,11 @@ TEST_F(FunctionTest, FunctionLaunchesAndSpecsAreVerified) {
               HasSubstr("function 'decode': launch 0 (dec:1): refers to kernel 7, but the plan has 2 kernels"));
   plan_ = MakeStatePlan();
   plan_.functions[0].launches[0].scalars = {3};
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': launch 0 (dec:1): kernel 'add' takes 0 scalars, "
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': launch 0 (dec:1): kernel 'add_f32' takes 0 scalars, "
                                          "but the launch passes 1"));
   plan_ = MakeStatePlan();
   plan_.functions[0].launches[1].bindings.pop_back();
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': launch 1 (dec:2): kernel 'copy' takes 2 buffers"));
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': launch 1 (dec:2): kernel 'copy_f32' takes 2 buffers"));
   plan_ = MakeStatePlan();
   plan_.functions[0].inputs[0].shape = {5};
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': input 0 ('x'): float32 [5] is 20 bytes, but buffer 1 "
@@ -188,7 +188,7 @@ TEST_F(FunctionTest, WeightTable) {
   cpu.binary = ReadFile(KILN_TEST_KERNELS_SO);
   cpu.entries = {{"gather_table_f32", 0, 1}};
   p.executables.push_back(cpu);
-  p.kernels = {{"gather_table", 2, 1}};
+  p.kernels = {{"gather_table_f32", 2, 1}};
   // Weights: w0 = [0, 1, 2, 3], w1 = [10, 11, 12, 13], packed at 0 and 64.
   p.weight_data.assign(128, '\0');
   for (int i = 0; i < 4; ++i) {
@@ -203,6 +203,8 @@ TEST_F(FunctionTest, WeightTable) {
   p.arena_size = 256;
   p.launches = {{0, {0, 1}, {4}, 8, "table"}};
   p.outputs = {{"y", plan::DType::f32, {8}, 1}};
+  CompleteKernels(p);
+  ASSERT_EQ(p.kernels[0].grids[0].table_entries, (std::vector<uint32_t>{2, 0}));
   auto plan = Plan::OpenFromMemory(Serialize(p), dir_);
   ASSERT_TRUE(plan.ok()) << plan.status();
   for (int threads : {1, 3}) {
@@ -215,6 +217,7 @@ TEST_F(FunctionTest, WeightTable) {
     EXPECT_THAT(Values((*y)[0]), ElementsAre(10, 11, 12, 13, 0, 1, 2, 3));
   }
   // Verification: sizes and weight indices.
+  TPlan good = p;
   p.buffers[0].size_bytes = 40;
   auto bad = Plan::OpenFromMemory(Serialize(p), dir_);
   ASSERT_FALSE(bad.ok());
@@ -225,6 +228,63 @@ TEST_F(FunctionTest, WeightTable) {
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(),
               HasSubstr("buffer 0: weight_list[1] refers to weight 2, but the plan has 2 weights"));
+  // What the kernel reads: a table of two 16-byte entries.
+  auto error = [&](const TPlan& t) {
+    auto r = Plan::OpenFromMemory(Serialize(t), dir_);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? std::string() : std::string(r.status().message());
+  };
+  p = good;
+  p.weights[1].shape = {3};  // w1 12 bytes, w0 20: the same 32 in all
+  p.weights[1].size_bytes = 12;
+  p.weights[0].shape = {5};
+  p.weights[0].size_bytes = 20;
+  EXPECT_THAT(error(p), HasSubstr("launch 0 (table): binding 0 is buffer 0 (weight_table, 32 bytes): its entry 0 "
+                                  "(weight 1 'w1') is 12 bytes, but kernel 'gather_table_f32' at 8 programs "
+                                  "reads 16 bytes of each entry"));
+  p = good;
+  p.buffers[0].weight_list = {1};
+  p.buffers[0].size_bytes = 16;
+  p.kernels[0].grids[0].binding_bytes[0] = 16;
+  EXPECT_THAT(error(p), HasSubstr("binding 0 is buffer 0 (weight_table, 16 bytes) listing 1 weights, but kernel "
+                                  "'gather_table_f32' at 8 programs reads a table of 2"));
+  p = good;
+  p.kernels[0].grids[0].table_entries.clear();
+  EXPECT_THAT(error(p), HasSubstr("binding 0 is buffer 0 (weight_table, 32 bytes), but kernel 'gather_table_f32' "
+                                  "at 8 programs reads plain memory there"));
+  // A plain weight where the kernel reads a table of pointers.
+  p = good;
+  p.buffers.push_back({plan::BufferKind::weight, 16, 0, 0});
+  p.launches[0].bindings[0] = 2;
+  p.kernels[0].grids[0].binding_bytes[0] = 16;
+  EXPECT_THAT(error(p), HasSubstr("binding 0 is buffer 2 (weight, 16 bytes), but kernel 'gather_table_f32' at 8 "
+                                  "programs reads a weight table of 2 entries there"));
+}
+
+// Bindings that hold state: a state buffer, the same one on both sides of
+// an in-place update.
+TEST_F(FunctionTest, StateBindings) {
+  plan_.functions[0].launches[1].bindings = {2, 1};  // decode's `s = y` onto the input x
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': launch 1 (dec:2): binding 1 is buffer 1 (input, 16 "
+                                         "bytes), but kernel 'copy_f32' keeps persistent state there (a state "
+                                         "buffer)"));
+  // An in-place update (s += x) whose result binding moves to another
+  // state buffer.
+  plan_ = MakeStatePlan();
+  plan_.buffers.push_back({plan::BufferKind::state, 16, 0, 0});  // buffer 3, a second state at offset 0
+  plan_.kernels.push_back({"add_state_f32", 3, 0});
+  plan_.executables[0].entries.push_back({"add_state_f32", 2, 1});
+  plan_.launches.push_back({2, {1, 0, 0}, {}, 4, "fwd:3"});
+  CompleteKernels(plan_);
+  EXPECT_EQ(plan_.kernels[2].in_place_of, (std::vector<int32_t>{-1, -1, 1}));
+  TPlan good = plan_;
+  plan_.launches.back().bindings = {1, 0, 3};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 2 (fwd:3): binding 2 updates binding 1 in place, so both must be "
+                                         "the same buffer, but they are buffers 3 and 0"));
+  // Unchanged, it is accepted (the executable lacks the symbol, which only a
+  // session would notice).
+  plan_ = good;
+  EXPECT_TRUE(Open().ok());
 }
 
 // The toy language model used by the kiln-run --generate tests, driven
@@ -242,6 +302,96 @@ TEST_F(FunctionTest, ToyLanguageModel) {
   EXPECT_EQ(logits.data<float>()[(0 * 4 + 3) * 10 + 6], 1.0f);  // after 5: 6
   EXPECT_EQ(logits.data<float>()[(1 * 4 + 3) * 10 + 0], 1.0f);  // after 9: 0 (wraps)
   EXPECT_EQ(logits.data<float>()[(1 * 4 + 3) * 10 + 9], 0.0f);
+}
+
+}  // namespace
+}  // namespace kiln::test
+
+namespace kiln::test {
+namespace {
+
+// Run-time inputs against their value ranges (the toy model's: token ids
+// [0, 10), positions [0, 4)), before any kernel runs.
+class InputRangeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { plan_ = MakeToyLmPlan(2, 4, 10); }
+  std::unique_ptr<Session> NewSession() {
+    auto plan = Plan::OpenFromMemory(Serialize(plan_));
+    EXPECT_TRUE(plan.ok()) << plan.status();
+    if (!plan.ok()) return nullptr;
+    auto s = Session::Create(*plan, Device::kCpu);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+  static HostTensor Ints(std::vector<int64_t> shape, std::vector<int32_t> v) {
+    HostTensor t = MakeTensor(DType::kI32, std::move(shape));
+    std::memcpy(t.bytes.data(), v.data(), 4 * v.size());
+    return t;
+  }
+  absl::Status Decode(Session& s, std::vector<int32_t> tokens, std::vector<int32_t> position) {
+    return s.Call("decode", {{"tokens", Ints({2, 1}, tokens)}, {"position", Ints({2}, position)}}).status();
+  }
+  TPlan plan_;
+};
+
+TEST_F(InputRangeTest, PositionsPerRow) {
+  auto s = NewSession();
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(Decode(*s, {1, 2}, {0, 3}).ok());
+  EXPECT_THAT(Decode(*s, {1, 2}, {0, -16}).message(),
+              HasSubstr("function 'decode': input 'position' row 1: value -16 is outside [0, 3] (the KV cache "
+                        "holds 4 positions)"));
+  EXPECT_THAT(Decode(*s, {1, 2}, {4, 0}).message(),
+              HasSubstr("function 'decode': input 'position' row 0: value 4 is outside [0, 3]"));
+  EXPECT_THAT(Decode(*s, {1, 2}, {-1, 0}).message(), HasSubstr("input 'position' row 0: value -1 is outside"));
+  // A refused input stops the call before any kernel runs.
+  EXPECT_EQ(s->stats().runs, 1u);
+}
+
+TEST_F(InputRangeTest, TokenIds) {
+  auto s = NewSession();
+  ASSERT_TRUE(s);
+  EXPECT_THAT(Decode(*s, {1, 10}, {0, 0}).message(),
+              HasSubstr("function 'decode': input 'tokens' row 1, element [1, 0]: value 10 is outside [0, 9] (it "
+                        "indexes a table of 10 rows)"));
+  EXPECT_THAT(Decode(*s, {-5, 1}, {0, 0}).message(),
+              HasSubstr("input 'tokens' row 0, element [0, 0]: value -5 is outside [0, 9]"));
+  HostTensor tokens = Ints({2, 4}, {1, 2, 3, 4, 5, 6, 99, 8});
+  EXPECT_THAT(s->SetInput("tokens", tokens).message(),
+              HasSubstr("input 'tokens' row 1, element [1, 2]: value 99 is outside [0, 9]"));
+  tokens.data<int32_t>()[6] = 9;
+  EXPECT_TRUE(s->SetInput("tokens", tokens).ok());
+  EXPECT_EQ(s->stats().runs, 0u);
+}
+
+// Inputs whose memory another function reused are checked again in the
+// arena: functions share it above the state region.
+TEST_F(InputRangeTest, InputsReusedByAnotherFunction) {
+  plan_ = MakeToyLmPlan(1, 4, 10);
+  plan_.buffers[4].offset = plan_.buffers[2].offset;  // decode's position over forward's logits
+  auto s = NewSession();
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(s->SetInput("decode", "tokens", Ints({1, 1}, {3})).ok());
+  ASSERT_TRUE(s->SetInput("decode", "position", Ints({1}, {2})).ok());
+  ASSERT_TRUE(s->Run("decode").ok());
+  ASSERT_TRUE(s->Run("decode").ok());  // its own runs leave its inputs alone
+  // forward's logits for token 9 start with a 1.0f (0x3f800000), where
+  // decode's position was.
+  ASSERT_TRUE(s->Call("forward", {{"tokens", Ints({1, 4}, {9, 1, 2, 3})}}).ok());
+  EXPECT_THAT(s->Run("decode").message(),
+              HasSubstr("function 'decode': input 'position' row 0: value 1065353216 is outside [0, 3] (the KV "
+                        "cache holds 4 positions); it was set before function 'forward' ran, which reuses its "
+                        "memory: set it again"));
+  ASSERT_TRUE(s->SetInput("decode", "position", Ints({1}, {2})).ok());
+  EXPECT_TRUE(s->Run("decode").ok());
+  // Never set: the arena's zeros are checked too.
+  plan_ = MakeToyLmPlan(1, 4, 10);
+  plan_.functions[0].inputs[1].range_min = 1;
+  auto fresh = NewSession();
+  ASSERT_TRUE(fresh);
+  EXPECT_THAT(fresh->Run("decode").message(),
+              HasSubstr("input 'position' row 0: value 0 is outside [1, 3] (the KV cache holds 4 positions); the "
+                        "input was never set"));
 }
 
 }  // namespace

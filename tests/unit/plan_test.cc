@@ -2,15 +2,18 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "kiln/runtime.h"
+#include "plan_support.h"
 #include "test_plan_builder.h"
 
 namespace kiln::test {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class PlanTest : public ::testing::Test {
  protected:
@@ -34,7 +37,7 @@ class PlanTest : public ::testing::Test {
 TEST_F(PlanTest, ValidPlanOpens) {
   auto p = Open();
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ((*p)->fb().format_version(), 1u);
+  EXPECT_EQ((*p)->fb().format_version(), 2u);
   EXPECT_EQ((*p)->fb().launches()->size(), 2u);
   EXPECT_EQ((*p)->base_dir(), dir_);
   auto mem = Plan::OpenFromMemory(Serialize(plan_), dir_);
@@ -49,13 +52,15 @@ TEST_F(PlanTest, MissingFile) {
 
 TEST_F(PlanTest, Truncated) {
   std::string bytes = Serialize(plan_);
-  for (size_t cut : {size_t{0}, size_t{7}, size_t{8}, size_t{64}, bytes.size() / 2, bytes.size() - 1}) {
+  for (size_t cut : {size_t{0}, size_t{7}, size_t{23}, size_t{24}, size_t{64}, bytes.size() / 2,
+                     bytes.size() - 16, bytes.size() - 1}) {
     SCOPED_TRACE(cut);
     std::string msg = ErrorOf(OpenBytes(bytes.substr(0, cut)));
-    if (cut < 8)
-      EXPECT_THAT(msg, HasSubstr("too small"));
+    if (cut < 24)
+      EXPECT_THAT(msg, HasSubstr("file too small to be a Kiln plan (" + std::to_string(cut) + " bytes)"));
     else
-      EXPECT_THAT(msg, HasSubstr("corrupt plan"));
+      EXPECT_THAT(msg, HasSubstr("truncated or damaged: the file (" + std::to_string(cut) +
+                                 " bytes) does not end with the plan checksum trailer ('KPLNXX64')"));
   }
 }
 
@@ -63,7 +68,58 @@ TEST_F(PlanTest, CorruptMiddle) {
   std::string bytes = Serialize(plan_);
   // Overwrite a stretch of the table/vtable area with garbage offsets.
   for (size_t i = 8; i < 72 && i < bytes.size(); ++i) bytes[i] = static_cast<char>(0xff);
-  EXPECT_THAT(ErrorOf(OpenBytes(bytes)), HasSubstr("corrupt plan"));
+  EXPECT_THAT(ErrorOf(OpenBytes(bytes)), HasSubstr("checksum mismatch: the file is damaged (XXH64 of its first"));
+  // The same damage with a matching checksum (a writer's bug): the
+  // structure is verified still.
+  EXPECT_THAT(ErrorOf(OpenBytes(Reseal(bytes))), HasSubstr("corrupt plan: flatbuffers verification failed"));
+}
+
+// Every single flipped bit of the file is refused, with an error that says
+// where the damage shows.
+TEST_F(PlanTest, FlippedByteAnywhere) {
+  const std::string bytes = Serialize(plan_);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string damaged = bytes;
+    damaged[i] = static_cast<char>(damaged[i] ^ (1 << (i % 8)));
+    auto r = Plan::OpenFromMemory(damaged, dir_);
+    ASSERT_FALSE(r.ok()) << "a flip at byte " << i << " of " << bytes.size() << " was accepted";
+    std::string msg(r.status().message());
+    if (i >= 4 && i < 8)
+      EXPECT_THAT(msg, HasSubstr("not a Kiln plan (file identifier")) << i;
+    else if (i >= bytes.size() - 8)
+      EXPECT_THAT(msg, HasSubstr("does not end with the plan checksum trailer")) << i;
+    else
+      EXPECT_THAT(msg, HasSubstr("checksum mismatch: the file is damaged")) << i;
+  }
+}
+
+// The executable's own checksum names it, with or without the plan's.
+TEST_F(PlanTest, FlippedByteInExecutable) {
+  std::string bytes = Serialize(plan_);
+  const std::string& so = plan_.executables[0].binary;
+  size_t at = bytes.find(so);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + so.size() / 2] ^= 0x10;
+  std::string exe = "executable 0 (x86_64): checksum mismatch: its binary (" + std::to_string(so.size()) +
+                    " bytes) or PTX (0 bytes) is damaged";
+  std::string msg = ErrorOf(OpenBytes(bytes));
+  EXPECT_THAT(msg, HasSubstr("checksum mismatch: the file is damaged"));
+  EXPECT_THAT(msg, HasSubstr(exe));
+  msg = ErrorOf(OpenBytes(Reseal(bytes)));
+  EXPECT_THAT(msg, HasSubstr(exe));
+  EXPECT_THAT(msg, Not(HasSubstr("the file is damaged")));
+  // A PTX byte, likewise.
+  const std::string ptx = "// ptx text of the kernels";
+  plan_.executables.push_back(
+      {plan::TargetKind::cuda, "sm_90a", "", ptx, {{"add_f32", 0, 64}, {"add_scaled_f32", 1, 64}}});
+  bytes = Serialize(plan_);
+  ASSERT_TRUE(OpenBytes(bytes).ok());
+  at = bytes.find("ptx text");
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] = 'P';
+  EXPECT_THAT(ErrorOf(OpenBytes(Reseal(bytes))),
+              HasSubstr("executable 1 (sm_90a): checksum mismatch: its binary (0 bytes) or PTX (" +
+                        std::to_string(ptx.size()) + " bytes) is damaged"));
 }
 
 TEST_F(PlanTest, WrongIdentifier) {
@@ -73,8 +129,14 @@ TEST_F(PlanTest, WrongIdentifier) {
 }
 
 TEST_F(PlanTest, WrongFormatVersion) {
-  plan_.format_version = 2;
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("unsupported format_version 2 (this runtime supports 1)"));
+  plan_.format_version = 3;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("unsupported format_version 3 (this runtime supports 2)"));
+  // A version 1 plan has no trailer: named as such, not as a damaged file.
+  plan_.format_version = 1;
+  std::string v1 = Serialize(plan_);
+  v1.resize(v1.size() - plan::kTrailerSize);
+  EXPECT_THAT(ErrorOf(OpenBytes(v1)),
+              HasSubstr("unsupported format_version 1 (this runtime supports 2; recompile the model)"));
 }
 
 TEST_F(PlanTest, BindingOutOfRange) {
@@ -90,12 +152,12 @@ TEST_F(PlanTest, KernelOutOfRange) {
 
 TEST_F(PlanTest, BindingCountMismatch) {
   plan_.launches[0].bindings.pop_back();
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 'add' takes 3 buffers, but the launch binds 2"));
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 'add_f32' takes 3 buffers, but the launch binds 2"));
 }
 
 TEST_F(PlanTest, ScalarCountMismatch) {
   plan_.launches[1].scalars.clear();
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 'add_scaled' takes 1 scalars, but the launch passes 0"));
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 'add_scaled_f32' takes 1 scalars, but the launch passes 0"));
 }
 
 TEST_F(PlanTest, ArenaOverflow) {
@@ -130,7 +192,7 @@ TEST_F(PlanTest, WeightSizeDisagreesWithShape) {
 
 TEST_F(PlanTest, MissingEntryPointForKernel) {
   plan_.executables[0].entries.pop_back();
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("no entry point for kernel 1 ('add_scaled')"));
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("no entry point for kernel 1 ('add_scaled_f32')"));
 }
 
 TEST_F(PlanTest, EntryKernelOutOfRange) {
@@ -152,9 +214,156 @@ TEST_F(PlanTest, InputSpecChecks) {
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("output 0 ('y'): unknown dtype 99"));
 }
 
-TEST_F(PlanTest, Fnv1a64KnownValues) {
-  EXPECT_EQ(Fnv1a64("", 0), 14695981039346656037ull);
-  EXPECT_EQ(Fnv1a64("a", 1), 0xaf63dc4c8601ec8cull);
+// Reference values of the xxHash64 specification (seed 0 unless given).
+TEST_F(PlanTest, Xxh64KnownValues) {
+  EXPECT_EQ(plan::Xxh64("", 0), 0xef46db3751d8e999ull);
+  EXPECT_EQ(plan::Xxh64("a", 1), 0xd24ec4f1a98c6e5bull);
+  EXPECT_EQ(plan::Xxh64("abc", 3), 0x44bc2cf5ad770999ull);
+  // 39 bytes: one 32-byte stripe, then 8-, 4- and 1-byte tails.
+  const char* s = "Nobody inspects the spammish repetition";
+  EXPECT_EQ(plan::Xxh64(s, std::strlen(s)), 0xfbcea83c8a378bf1ull);
+  // The seed changes the hash; the same bytes at another alignment do not.
+  EXPECT_NE(plan::Xxh64(s, std::strlen(s), 1), plan::Xxh64(s, std::strlen(s)));
+  std::string shifted = std::string("x") + s;
+  EXPECT_EQ(plan::Xxh64(shifted.data() + 1, std::strlen(s)), 0xfbcea83c8a378bf1ull);
+}
+
+// --- Launches against what their kernel was generated for ---------------
+
+TEST_F(PlanTest, ProgramCountEnlarged) {
+  plan_.launches[0].programs = 9;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): runs 9 programs, but kernel 'add_f32' was "
+                                         "generated for grids of 8 programs"));
+  // A kernel generated for two grids names both.
+  plan_ = MakeAddPlan(dir_);
+  plan_.kernels[0].grids.push_back(plan_.kernels[0].grids[0]);
+  plan_.kernels[0].grids[1].programs = 4;
+  plan_.launches[0].programs = 16;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("runs 16 programs, but kernel 'add_f32' was generated for grids of 8, "
+                                         "4 programs"));
+}
+
+TEST_F(PlanTest, BindingToSmallerBuffer) {
+  // Another intermediate of 16 bytes; the first launch's output re-pointed
+  // to it.
+  plan_.buffers.push_back({plan::BufferKind::intermediate, 16, 768, 0});
+  plan_.arena_size = 1024;
+  plan_.launches[0].bindings[2] = 5;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): binding 2 is buffer 5 (intermediate, 16 bytes), "
+                                         "but kernel 'add_f32' at 8 programs needs 32 bytes there"));
+  // The same through a buffer's recorded size.
+  plan_ = MakeAddPlan(dir_);
+  plan_.buffers[1].size_bytes = 28;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): binding 2 is buffer 1 (intermediate, 28 bytes), "
+                                         "but kernel 'add_f32' at 8 programs needs 32 bytes there"));
+}
+
+TEST_F(PlanTest, KernelIndexChanged) {
+  // decode's logits launch pointed at the kernel that stores the state:
+  // same binding and scalar counts, other uses.
+  plan_ = MakeToyLmPlan(2, 4, 10);
+  plan_.functions[0].launches[0].kernel = 1;
+  EXPECT_THAT(ErrorOf(Open()),
+              HasSubstr("function 'decode': launch 0 (toy:decode): binding 1 is buffer 5 (output, 80 bytes), "
+                        "but kernel 'toy_store_last' keeps persistent state there (a state buffer)"));
+  // The other way round: a grid the kernel was not generated for.
+  plan_ = MakeToyLmPlan(2, 4, 10);
+  plan_.functions[0].launches[1].kernel = 0;
+  plan_.functions[0].launches[1].bindings = {3, 5};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("function 'decode': launch 1 (toy:decode): scalar 0 is 1, but kernel "
+                                         "'toy_logits' at 2 programs takes [10, 10]"));
+}
+
+TEST_F(PlanTest, ScalarOutsideItsRange) {
+  plan_.launches[1].scalars = {3};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 1 (test.py:2): scalar 0 is 3, but kernel 'add_scaled_f32' at 8 "
+                                         "programs takes [2, 2]"));
+}
+
+TEST_F(PlanTest, EntryNameChanged) {
+  plan_.executables[0].entries[1].name = "add_f32_v2";
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("executable 0 (x86_64): entry point 1 ('add_f32_v2') is for kernel 1 "
+                                         "('add_scaled_f32'), but entry points are named after their kernel"));
+  // Swapped kernel indices: each entry now runs the other kernel's code.
+  plan_ = MakeAddPlan(dir_);
+  std::swap(plan_.executables[0].entries[0].kernel, plan_.executables[0].entries[1].kernel);
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("entry point 0 ('add_f32') is for kernel 1 ('add_scaled_f32')"));
+}
+
+TEST_F(PlanTest, WrittenBindingMustBeAnIntermediateOrOutput) {
+  plan_.launches[0].bindings[2] = 3;  // the output onto the packed weight
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): binding 2 is buffer 3 (weight, 32 bytes), but "
+                                         "kernel 'add_f32' writes it (only intermediate and output buffers may "
+                                         "be written)"));
+  plan_ = MakeAddPlan(dir_);
+  plan_.launches[0].bindings[2] = 0;  // onto the input
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("binding 2 is buffer 0 (input, 32 bytes), but kernel 'add_f32' writes it"));
+}
+
+TEST_F(PlanTest, WrittenBufferAliasesAnotherBinding) {
+  plan_.launches[1].bindings[2] = 1;  // y = t + 2 we, in place over t
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 1 (test.py:2): bindings 2 and 0 are both buffer 1, which kernel "
+                                         "'add_scaled_f32' writes through binding 2"));
+  // Distinct buffers at overlapping arena bytes.
+  plan_ = MakeAddPlan(dir_);
+  plan_.buffers[2].offset = 256;
+  EXPECT_THAT(ErrorOf(Open()),
+              HasSubstr("launch 1 (test.py:2): binding 2 (buffer 2, arena [256, 288), written by kernel "
+                        "'add_scaled_f32') overlaps binding 0 (buffer 1, arena [256, 288))"));
+}
+
+TEST_F(PlanTest, KernelRecordsAreVerified) {
+  plan_.kernels[1].grids.clear();
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 1 ('add_scaled_f32'): no grids (the launch shapes it was "
+                                         "generated for)"));
+  plan_ = MakeAddPlan(dir_);
+  plan_.kernels[0].access.pop_back();
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 0 ('add_f32'): binding_access has 2 entries for 3 bindings"));
+  plan_ = MakeAddPlan(dir_);
+  plan_.kernels[1].grids[0].binding_bytes.pop_back();
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 1 ('add_scaled_f32'): grid 0 (8 programs): binding_bytes has 2 "
+                                         "entries for 3 bindings"));
+  plan_ = MakeAddPlan(dir_);
+  plan_.kernels[1].grids[0].scalar_min = {5};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("grid 0 (8 programs): scalar 0 has an empty range [5, 2]"));
+  plan_ = MakeAddPlan(dir_);
+  plan_.kernels[0].in_place_of = {-1, -1, 0};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("kernel 0 ('add_f32'): binding 2 updates binding 0 in place, so both "
+                                         "must have access 'state'"));
+}
+
+// --- Value ranges of integer inputs ------------------------------------------
+
+TEST_F(PlanTest, ValueRangesAreVerified) {
+  auto ranged = [&](plan::DType dtype, int64_t lo, int64_t hi) {
+    plan_ = MakeAddPlan(dir_);
+    plan_.inputs[0].dtype = dtype;
+    plan_.inputs[0].has_range = true;
+    plan_.inputs[0].range_min = lo;
+    plan_.inputs[0].range_max = hi;
+  };
+  ranged(plan::DType::i32, 0, 7);
+  auto ok = Open();
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_NE((*ok)->fb().inputs()->Get(0)->value_range(), nullptr);
+  EXPECT_EQ((*ok)->fb().inputs()->Get(0)->value_range()->max(), 7);
+  ranged(plan::DType::f32, 0, 7);
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): value range [0, 7] on a float32 tensor (only integer "
+                                         "inputs have one)"));
+  ranged(plan::DType::i32, 3, 2);
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): empty value range [3, 2]"));
+  ranged(plan::DType::i32, 0, int64_t{1} << 40);
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): value range [0, 1099511627776] does not fit int32"));
+  // Zero padding must be a valid value.
+  ranged(plan::DType::i32, 1, 7);
+  plan_.inputs[0].dim_symbols = {0, -1};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): may be given smaller along dimension 0 and is then "
+                                         "padded with zeros, but 0 is outside its value range [1, 7]"));
+  plan_.inputs[0].dim_symbols = {-1, -1};
+  EXPECT_TRUE(Open().ok());
+  plan_ = MakeAddPlan(dir_);
+  plan_.outputs[0].has_range = true;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("output 0 ('y'): outputs carry no value range (it has [0, 0])"));
 }
 
 }  // namespace

@@ -80,6 +80,9 @@ TEST_F(SessionTest, LargeGridSplitsAcrossThreads) {
     std::memcpy(&plan_.weight_data[4 * i], &v, 4);
   }
   plan_.weights = {{"w", plan::DType::f32, {n}, 4 * n, true, 0, "", 0, 0, 0, 0}};
+  plan_.kernels.resize(1);
+  plan_.executables[0].entries.resize(1);
+  RederiveKernels(plan_);
   auto plan = OpenPlan();
   ASSERT_TRUE(plan);
   SessionOptions opts;
@@ -96,11 +99,12 @@ TEST_F(SessionTest, LargeGridSplitsAcrossThreads) {
 }
 
 TEST_F(SessionTest, MissingEntrySymbol) {
+  plan_.kernels[1].name = "no_such_kernel";
   plan_.executables[0].entries[1].name = "no_such_kernel";
   auto s = Session::Create(OpenPlan(), Device::kCpu);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.status().message(),
-              HasSubstr("entry point 'no_such_kernel' for kernel 1 ('add_scaled') not found"));
+              HasSubstr("entry point 'no_such_kernel' for kernel 1 ('no_such_kernel') not found"));
 }
 
 TEST_F(SessionTest, BinaryIsNotASharedObject) {
@@ -181,12 +185,16 @@ TEST_F(SessionTest, CudaWithoutCudaExecutable) {
   EXPECT_THAT(s.status().message(), HasSubstr("plan has no executable for target cuda; compiled targets: cpu"));
 }
 
-// A hand-written PTX kernel with the Kiln CUDA ABI: (a, w, out, programs).
-constexpr char kAddPtx[] = R"(
+// Hand-written PTX kernels with the Kiln CUDA ABI: (a, w, out, programs),
+// out[i] = a[i] + w[i]; the same code as add_f32 and as add_state_f32 (for
+// launches that update a state buffer in place).
+constexpr char kPtxHeader[] = R"(
 .version 7.0
 .target sm_52
 .address_size 64
-.visible .entry add_f32(.param .u64 pa, .param .u64 pw, .param .u64 po, .param .u64 pn)
+)";
+constexpr char kAddPtxBody[] = R"(
+.visible .entry NAME(.param .u64 pa, .param .u64 pw, .param .u64 po, .param .u64 pn)
 {
   .reg .pred %p<2>;
   .reg .b32 %r<4>;
@@ -219,14 +227,24 @@ DONE:
   ret;
 }
 )";
+std::string AddPtx(const std::vector<std::string>& names) {
+  std::string ptx = kPtxHeader;
+  for (const std::string& name : names) {
+    std::string body = kAddPtxBody;
+    ptx += body.replace(body.find("NAME"), 4, name);
+  }
+  return ptx;
+}
+const std::string kAddPtx = AddPtx({"add_f32"});
 
 // y = x + wp (one launch), CUDA only.
 TEST_F(SessionTest, CudaRunsOrReportsUnavailable) {
   plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", kAddPtx, {{"add_f32", 0, 64}}};
-  plan_.kernels = {{"add", 3, 0}};
+  plan_.kernels = {{"add_f32", 3, 0}};
   plan_.launches = {{0, {0, 3, 2}, {}, 8, ""}};
   plan_.buffers.resize(4);
   plan_.weights.resize(1);
+  CompleteKernels(plan_);
   auto s = Session::Create(OpenPlan(), Device::kCuda);
   if (!s.ok()) {
     std::string msg(s.status().message());
@@ -250,8 +268,9 @@ TEST_F(SessionTest, CudaRunsOrReportsUnavailable) {
 
 // State and functions on CUDA: forward s += x (in place); decode y = x + s.
 TEST_F(SessionTest, CudaStateAndFunctionsOrUnavailable) {
-  plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", kAddPtx, {{"add_f32", 0, 64}}};
-  plan_.kernels = {{"add", 3, 0}};
+  plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", AddPtx({"add_f32", "add_state_f32"}),
+                                     {{"add_f32", 0, 64}, {"add_state_f32", 1, 64}}};
+  plan_.kernels = {{"add_f32", 3, 0}, {"add_state_f32", 3, 0}};
   plan_.weights.clear();
   plan_.weight_data.clear();
   // Buffers: 0 s (state), 1 x (input), 2 y (output).
@@ -260,11 +279,12 @@ TEST_F(SessionTest, CudaStateAndFunctionsOrUnavailable) {
                    {plan::BufferKind::output, 32, 512, 0}};
   plan_.arena_size = 768;
   plan_.state_size = 256;
-  plan_.launches = {{0, {1, 0, 0}, {}, 8, ""}};
+  plan_.launches = {{1, {1, 0, 0}, {}, 8, ""}};
   plan_.inputs = {{"x", plan::DType::f32, {1, 8}, 1}};
   plan_.outputs = {};
   plan_.functions = {{"decode", {{0, {1, 0, 2}, {}, 8, ""}}, {{"x", plan::DType::f32, {1, 8}, 1}},
                       {{"y", plan::DType::f32, {1, 8}, 2}}}};
+  CompleteKernels(plan_);
   auto plan = OpenPlan();
   ASSERT_TRUE(plan);
   auto s = Session::Create(plan, Device::kCuda);
@@ -286,10 +306,11 @@ TEST_F(SessionTest, CudaStateAndFunctionsOrUnavailable) {
 
 TEST_F(SessionTest, CudaBadPtxIsAnError) {
   plan_.executables[0] = TExecutable{plan::TargetKind::cuda, "sm_52", "", "garbage ptx", {{"add_f32", 0, 64}}};
-  plan_.kernels = {{"add", 3, 0}};
+  plan_.kernels = {{"add_f32", 3, 0}};
   plan_.launches = {{0, {0, 3, 2}, {}, 8, ""}};
   plan_.buffers.resize(4);
   plan_.weights.resize(1);
+  CompleteKernels(plan_);
   auto s = Session::Create(OpenPlan(), Device::kCuda);
   ASSERT_FALSE(s.ok());
   std::string msg(s.status().message());

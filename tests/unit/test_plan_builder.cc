@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "kiln/runtime.h"
+#include "plan_support.h"
 
 namespace kiln::test {
 
@@ -45,14 +46,34 @@ std::string Serialize(const TPlan& p) {
       eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x));
     auto bin = bytes(x.binary);
     auto ptx = x.ptx.empty() ? 0 : b.CreateString(x.ptx);
-    exes.push_back(plan::CreateExecutable(b, x.target, b.CreateString(x.arch), bin, ptx,
-                                          b.CreateVector(eps)));
+    uint64_t checksum = plan::ExecutableChecksum(reinterpret_cast<const uint8_t*>(x.binary.data()),
+                                                 x.binary.size(), x.ptx.data(), x.ptx.size());
+    auto arch = b.CreateString(x.arch);
+    auto entries = b.CreateVector(eps);
+    plan::ExecutableBuilder eb(b);  // named fields: the table grows
+    eb.add_target(x.target);
+    eb.add_arch(arch);
+    eb.add_binary(bin);
+    if (!x.ptx.empty()) eb.add_ptx(ptx);
+    eb.add_entry_points(entries);
+    eb.add_checksum(checksum);
+    exes.push_back(eb.Finish());
   }
   std::vector<Offset<plan::Kernel>> kernels;
   for (const auto& k : p.kernels) {
     std::vector<Offset<String>> ops = {b.CreateString("test.op")};
-    kernels.push_back(plan::CreateKernel(b, b.CreateString(k.name), b.CreateVector(ops), 0,
-                                         b.CreateString("tile=1"), k.num_buffers, k.num_scalars));
+    std::vector<Offset<plan::KernelGrid>> grids;
+    for (const TGrid& g : k.grids)
+      grids.push_back(plan::CreateKernelGrid(b, g.programs, b.CreateVector(g.scalar_min),
+                                             b.CreateVector(g.scalar_max), b.CreateVector(g.binding_bytes),
+                                             g.table_entries.empty() ? 0 : b.CreateVector(g.table_entries)));
+    std::vector<uint8_t> access;
+    for (plan::BindingAccess a : k.access) access.push_back(static_cast<uint8_t>(a));
+    kernels.push_back(plan::CreateKernel(
+        b, b.CreateString(k.name), b.CreateVector(ops), 0, b.CreateString("tile=1"), k.num_buffers,
+        k.num_scalars,
+        b.CreateVector(reinterpret_cast<const plan::BindingAccess*>(access.data()), access.size()),
+        k.in_place_of.empty() ? 0 : b.CreateVector(k.in_place_of), b.CreateVector(grids)));
   }
   std::vector<Offset<plan::Buffer>> buffers;
   for (const auto& buf : p.buffers)
@@ -69,9 +90,13 @@ std::string Serialize(const TPlan& p) {
   auto launches = make_launches(p.launches);
   auto specs = [&](const std::vector<TSpec>& v) {
     std::vector<Offset<plan::TensorSpec>> out;
-    for (const auto& s : v)
-      out.push_back(plan::CreateTensorSpec(b, b.CreateString(s.name), s.dtype,
-                                           b.CreateVector(s.shape), s.buffer));
+    for (const auto& s : v) {
+      plan::ValueRange range(s.range_min, s.range_max);
+      out.push_back(plan::CreateTensorSpec(b, b.CreateString(s.name), s.dtype, b.CreateVector(s.shape), s.buffer,
+                                           s.dim_symbols.empty() ? 0 : b.CreateVector(s.dim_symbols),
+                                           s.has_range ? &range : nullptr,
+                                           s.range_note.empty() ? 0 : b.CreateString(s.range_note)));
+    }
     return b.CreateVector(out);
   };
   auto inputs = specs(p.inputs);
@@ -81,7 +106,7 @@ std::string Serialize(const TPlan& p) {
     Offset<plan::ExternalData> ext = 0;
     if (!w.packed)
       ext = plan::CreateExternalData(b, b.CreateString(w.path), w.ext_offset, w.ext_size,
-                                     w.file_size, w.fnv1a64);
+                                     w.file_size, w.xxh64);
     weights.push_back(plan::CreateWeight(b, b.CreateString(w.name), w.dtype, b.CreateVector(w.shape),
                                          w.size_bytes, ext, w.packed_offset, w.packed));
   }
@@ -102,7 +127,74 @@ std::string Serialize(const TPlan& p) {
                                p.arena_size, launches, inputs, outputs,
                                b.CreateVector(weights), wdata, prov, p.state_size, fns);
   plan::FinishPlanBuffer(b, root);
-  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+  std::string out(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+  plan::AppendTrailer(&out);
+  return out;
+}
+
+std::string Reseal(std::string bytes) {
+  bytes.resize(bytes.size() - plan::kTrailerSize);
+  plan::AppendTrailer(&bytes);
+  return bytes;
+}
+
+void CompleteKernels(TPlan& p) {
+  std::vector<const TLaunch*> launches;
+  for (const TLaunch& l : p.launches) launches.push_back(&l);
+  for (const TFunction& f : p.functions)
+    for (const TLaunch& l : f.launches) launches.push_back(&l);
+  for (uint32_t k = 0; k < p.kernels.size(); ++k) {
+    TKernel& kernel = p.kernels[k];
+    bool derive_access = kernel.access.empty(), derive_grids = kernel.grids.empty();
+    for (const TLaunch* l : launches) {
+      if (l->kernel != k || l->bindings.size() != kernel.num_buffers) continue;
+      if (derive_access && kernel.access.empty()) {
+        for (size_t i = 0; i < l->bindings.size(); ++i) {
+          plan::BufferKind kind = p.buffers[l->bindings[i]].kind;
+          int32_t partner = -1;
+          for (size_t j = 0; j < i; ++j)
+            if (l->bindings[j] == l->bindings[i] && kind == plan::BufferKind::state &&
+                i + kernel.num_written >= kernel.num_buffers)
+              partner = static_cast<int32_t>(j);
+          kernel.in_place_of.push_back(partner);
+          bool written = i + kernel.num_written >= kernel.num_buffers;
+          kernel.access.push_back(kind == plan::BufferKind::state ? plan::BindingAccess::state
+                                  : written                       ? plan::BindingAccess::write
+                                                                  : plan::BindingAccess::read);
+        }
+        for (int32_t j : kernel.in_place_of)
+          if (j >= 0) kernel.access[static_cast<size_t>(j)] = plan::BindingAccess::state;
+        bool any = false;
+        for (int32_t j : kernel.in_place_of) any |= j >= 0;
+        if (!any) kernel.in_place_of.clear();
+      }
+      if (!derive_grids) continue;
+      TGrid g;
+      g.programs = l->programs;
+      g.scalar_min = g.scalar_max = l->scalars;
+      bool tables = false;
+      for (uint32_t b : l->bindings) {
+        const TBuffer& buf = p.buffers[b];
+        g.binding_bytes.push_back(buf.size_bytes);
+        g.table_entries.push_back(static_cast<uint32_t>(buf.weight_list.size()));
+        tables |= !buf.weight_list.empty();
+      }
+      if (!tables) g.table_entries.clear();
+      bool seen = false;
+      for (const TGrid& o : kernel.grids)
+        seen |= o.programs == g.programs && o.scalar_min == g.scalar_min && o.binding_bytes == g.binding_bytes;
+      if (!seen) kernel.grids.push_back(g);
+    }
+  }
+}
+
+void RederiveKernels(TPlan& p) {
+  for (TKernel& k : p.kernels) {
+    k.access.clear();
+    k.in_place_of.clear();
+    k.grids.clear();
+  }
+  CompleteKernels(p);
 }
 
 TPlan MakeAddPlan(const std::string& dir) {
@@ -111,7 +203,7 @@ TPlan MakeAddPlan(const std::string& dir) {
   cpu.binary = ReadFile(KILN_TEST_KERNELS_SO);
   cpu.entries = {{"add_f32", 0, 1}, {"add_scaled_f32", 1, 1}};
   p.executables.push_back(cpu);
-  p.kernels = {{"add", 3, 0}, {"add_scaled", 3, 1}};
+  p.kernels = {{"add_f32", 3, 0}, {"add_scaled_f32", 3, 1}};
   // Buffers: 0 x (input), 1 t (intermediate), 2 y (output), 3 wp, 4 we.
   p.buffers = {{plan::BufferKind::input, 32, 0, 0},
                {plan::BufferKind::intermediate, 32, 256, 0},
@@ -149,8 +241,9 @@ TPlan MakeAddPlan(const std::string& dir) {
   ext.ext_offset = 16;
   ext.ext_size = 32;
   ext.file_size = file.size();
-  ext.fnv1a64 = Fnv1a64(file.data() + 16, 32);
+  ext.xxh64 = plan::Xxh64(file.data() + 16, 32);
   p.weights = {packed, ext};
+  CompleteKernels(p);
   return p;
 }
 
@@ -160,7 +253,7 @@ TPlan MakeStatePlan() {
   cpu.binary = ReadFile(KILN_TEST_KERNELS_SO);
   cpu.entries = {{"add_f32", 0, 1}, {"copy_f32", 1, 1}};
   p.executables.push_back(cpu);
-  p.kernels = {{"add", 3, 0}, {"copy", 2, 0}};
+  p.kernels = {{"add_f32", 3, 0}, {"copy_f32", 2, 0}};
   // Buffers: 0 s (state), 1 x (input), 2 y (output).
   p.buffers = {{plan::BufferKind::state, 16, 0, 0},
                {plan::BufferKind::input, 16, 256, 0},
@@ -176,6 +269,7 @@ TPlan MakeStatePlan() {
   decode.inputs = {{"x", plan::DType::f32, {4}, 1}};
   decode.outputs = {{"y", plan::DType::f32, {4}, 2}};
   p.functions = {decode};
+  CompleteKernels(p);
   return p;
 }
 
@@ -204,14 +298,25 @@ TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V) {
   arena(plan::BufferKind::output, 4 * B_ * V_);
   p.arena_size = off;
   p.launches = {{0, {1, 2}, {V}, B_ * S_, "toy:forward"}, {1, {1, 0}, {S}, B_, "toy:forward"}};
-  p.inputs = {{"tokens", plan::DType::i32, {B, S}, 1}};
+  auto ranged = [](TSpec s, int64_t lo, int64_t hi, std::string note) {
+    s.has_range = true;
+    s.range_min = lo;
+    s.range_max = hi;
+    s.range_note = std::move(note);
+    return s;
+  };
+  std::string vocab = "it indexes a table of " + std::to_string(V) + " rows";
+  std::string cache = "the KV cache holds " + std::to_string(S) + " positions";
+  p.inputs = {ranged({"tokens", plan::DType::i32, {B, S}, 1}, 0, V - 1, vocab)};
   p.outputs = {{"logits", plan::DType::f32, {B, S, V}, 2}};
   TFunction decode;
   decode.name = "decode";
   decode.launches = {{0, {3, 5}, {V}, B_, "toy:decode"}, {1, {3, 0}, {1}, B_, "toy:decode"}};
-  decode.inputs = {{"tokens", plan::DType::i32, {B, 1}, 3}, {"position", plan::DType::i32, {B}, 4}};
+  decode.inputs = {ranged({"tokens", plan::DType::i32, {B, 1}, 3}, 0, V - 1, vocab),
+                   ranged({"position", plan::DType::i32, {B}, 4}, 0, S - 1, cache)};
   decode.outputs = {{"logits", plan::DType::f32, {B, 1, V}, 5}};
   p.functions = {decode};
+  CompleteKernels(p);
   return p;
 }
 

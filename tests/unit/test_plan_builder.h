@@ -22,9 +22,27 @@ struct TBuffer {
   uint32_t weight = 0;
   std::vector<uint32_t> weight_list;  // weight_table buffers
 };
+// One launch shape of a kernel (plan::KernelGrid).
+struct TGrid {
+  uint64_t programs = 0;
+  std::vector<int64_t> scalar_min, scalar_max;
+  std::vector<uint64_t> binding_bytes;
+  std::vector<uint32_t> table_entries;
+};
 struct TKernel {
+  TKernel() = default;
+  TKernel(std::string name, uint32_t num_buffers, uint32_t num_scalars)
+      : name(std::move(name)), num_buffers(num_buffers), num_scalars(num_scalars) {}
   std::string name;
   uint32_t num_buffers = 0, num_scalars = 0;
+  // The last `num_written` bindings are the kernel's results (the test
+  // kernels' convention).
+  uint32_t num_written = 1;
+  // Filled in from the launches by CompleteKernels (as the compiler does),
+  // or set by hand.
+  std::vector<plan::BindingAccess> access;
+  std::vector<int32_t> in_place_of;
+  std::vector<TGrid> grids;
 };
 struct TEntry {
   std::string name;
@@ -45,10 +63,17 @@ struct TLaunch {
   std::string location;
 };
 struct TSpec {
+  TSpec() = default;
+  TSpec(std::string name, plan::DType dtype, std::vector<int64_t> shape, uint32_t buffer)
+      : name(std::move(name)), dtype(dtype), shape(std::move(shape)), buffer(buffer) {}
   std::string name;
   plan::DType dtype = plan::DType::f32;
   std::vector<int64_t> shape;
   uint32_t buffer = 0;
+  std::vector<int32_t> dim_symbols;
+  bool has_range = false;
+  int64_t range_min = 0, range_max = 0;
+  std::string range_note;
 };
 struct TFunction {
   std::string name;
@@ -63,10 +88,10 @@ struct TWeight {
   bool packed = false;
   uint64_t packed_offset = 0;
   std::string path;  // external
-  uint64_t ext_offset = 0, ext_size = 0, file_size = 0, fnv1a64 = 0;
+  uint64_t ext_offset = 0, ext_size = 0, file_size = 0, xxh64 = 0;
 };
 struct TPlan {
-  uint32_t format_version = 1;
+  uint32_t format_version = 2;
   std::vector<TExecutable> executables;
   std::vector<TKernel> kernels;
   std::vector<TBuffer> buffers;
@@ -79,7 +104,22 @@ struct TPlan {
   std::vector<TFunction> functions;
 };
 
+// The plan file: the FlatBuffer (executable checksums computed) and the
+// checksum trailer.
 std::string Serialize(const TPlan& p);
+// Recomputes the checksum trailer of plan bytes changed after Serialize
+// (to exercise the checks behind it).
+std::string Reseal(std::string bytes);
+// Fills in, for every kernel without them, its binding access, in-place
+// pairs and grids from the launches that run it, the way the compiler
+// records them: a binding is state when its buffer is a state buffer (a
+// written one in place of an earlier binding of the same buffer), written
+// when it is one of the last `num_written`, read otherwise; one grid per
+// distinct (programs, scalars), needing the bytes of the buffers bound.
+void CompleteKernels(TPlan& p);
+// CompleteKernels from scratch, for tests that changed the launches of a
+// plan and want kernels generated for the changed launches.
+void RederiveKernels(TPlan& p);
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& bytes);
 
@@ -98,6 +138,8 @@ TPlan MakeStatePlan();
 // runtime.h), batch B, sequence S, vocabulary V: logits[b, s, v] is 1 when
 // v == (tokens[b, s] + 1) % V, else 0; both functions store the last token
 // into an int32 [B] state. Greedy generation from t yields t+1, t+2, ...
+// Inputs carry the value ranges a compiled model would: token ids [0, V),
+// positions [0, S) ("the KV cache holds S positions").
 TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V);
 // A fresh temporary directory.
 std::string MakeTempDir();

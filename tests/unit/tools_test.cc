@@ -78,8 +78,8 @@ TEST_F(ToolsTest, KilnInspect) {
   EXPECT_THAT(text.output, HasSubstr("weights.bin"));
   Result json = Shell(std::string(KILN_INSPECT_EXE) + " " + plan_path_ + " --json");
   ASSERT_EQ(json.code, 0) << json.output;
-  EXPECT_THAT(json.output, HasSubstr("\"format_version\": 1"));
-  EXPECT_THAT(json.output, HasSubstr("\"name\": \"add_scaled\""));
+  EXPECT_THAT(json.output, HasSubstr("\"format_version\": 2"));
+  EXPECT_THAT(json.output, HasSubstr("\"name\": \"add_scaled_f32\""));
   WriteFile(plan_path_, "garbage!garbage!");
   Result bad = Shell(std::string(KILN_INSPECT_EXE) + " " + plan_path_);
   EXPECT_EQ(bad.code, 1);
@@ -104,6 +104,14 @@ class ToolsFunctionTest : public ::testing::Test {
     return path;
   }
   Result Run(const std::string& args) { return Shell(std::string(KILN_RUN_EXE) + " " + args); }
+  // kiln-inspect's text and JSON views of a plan it must accept.
+  std::pair<std::string, std::string> Inspect(const std::string& plan) {
+    Result text = Shell(std::string(KILN_INSPECT_EXE) + " " + plan);
+    Result json = Shell(std::string(KILN_INSPECT_EXE) + " " + plan + " --json");
+    EXPECT_EQ(text.code, 0) << text.output;
+    EXPECT_EQ(json.code, 0) << json.output;
+    return {text.output, json.output};
+  }
   std::string dir_;
 };
 
@@ -213,23 +221,51 @@ TEST_F(ToolsFunctionTest, KilnRunGenerateErrors) {
   EXPECT_THAT(r.output, HasSubstr("plan has no function 'decode'; functions: forward"));
 }
 
+// A position outside the KV cache: an error naming the row and the value,
+// and an error exit, before any kernel runs.
+TEST_F(ToolsFunctionTest, KilnRunRefusesBadPosition) {
+  std::string plan = Write(MakeToyLmPlan(2, 4, 10));
+  std::string tokens = Prompt({2, 1}, {1, 2});
+  HostTensor pos = MakeTensor(DType::kI32, {2});
+  pos.data<int32_t>()[0] = 1;
+  pos.data<int32_t>()[1] = -16;
+  ASSERT_TRUE(WriteNpy(dir_ + "/pos.npy", pos).ok());
+  Result r = Run(plan + " --function decode --input tokens=" + tokens + " --input position=" + dir_ + "/pos.npy");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("kiln-run: error: function 'decode': input 'position' row 1: value -16 is outside "
+                                  "[0, 3] (the KV cache holds 4 positions)"));
+  EXPECT_THAT(r.output, Not(HasSubstr("ran ")));
+  pos.data<int32_t>()[1] = 3;
+  ASSERT_TRUE(WriteNpy(dir_ + "/pos.npy", pos).ok());
+  r = Run(plan + " --function decode --input tokens=" + tokens + " --input position=" + dir_ + "/pos.npy");
+  EXPECT_EQ(r.code, 0) << r.output;
+}
+
+TEST_F(ToolsFunctionTest, KilnInspectShowsValueRangesAndGrids) {
+  auto [text, json] = Inspect(Write(MakeToyLmPlan(2, 4, 10)));
+  EXPECT_THAT(text, HasSubstr("position                 int32      [2]  values [0, 3] (the KV cache holds 4 "
+                              "positions)"));
+  EXPECT_THAT(text, HasSubstr("bindings [read, write]; grids: 8 programs scalars 10: bytes [32, 320]; "
+                              "2 programs scalars 10: bytes [8, 80]"));
+  EXPECT_THAT(json, HasSubstr("\"value_range\": {\n"));
+  EXPECT_THAT(json, HasSubstr("\"range_note\": \"it indexes a table of 10 rows\""));
+  EXPECT_THAT(json, HasSubstr("\"max_programs\": 8"));
+  EXPECT_THAT(json, ContainsRegex("\"xxh64\": \"[0-9a-f]{16}\""));
+}
+
 TEST_F(ToolsFunctionTest, KilnInspectShowsFunctionsAndState) {
-  std::string plan = Write(MakeStatePlan());
-  Result text = Shell(std::string(KILN_INSPECT_EXE) + " " + plan);
-  ASSERT_EQ(text.code, 0) << text.output;
-  EXPECT_THAT(text.output, HasSubstr("state 256 B"));
-  EXPECT_THAT(text.output, HasSubstr("state region [0, 256): 1 state buffer(s): #0 [0, +16 B)"));
-  EXPECT_THAT(text.output, HasSubstr("\nfunctions\n"));
-  EXPECT_THAT(text.output, HasSubstr("decode:"));
-  EXPECT_THAT(text.output, HasSubstr("dec:2"));
-  Result json = Shell(std::string(KILN_INSPECT_EXE) + " " + plan + " --json");
-  ASSERT_EQ(json.code, 0) << json.output;
-  EXPECT_THAT(json.output, HasSubstr("\"state_bytes\": 256"));
-  EXPECT_THAT(json.output, HasSubstr("\"functions\": [\n    {\n      \"name\": \"decode\""));
-  EXPECT_THAT(json.output, HasSubstr("\"location\": \"dec:1\""));
-  EXPECT_THAT(json.output, HasSubstr("\"kind\": \"state\""));
+  auto [text, json] = Inspect(Write(MakeStatePlan()));
+  EXPECT_THAT(text, HasSubstr("state 256 B"));
+  EXPECT_THAT(text, HasSubstr("state region [0, 256): 1 state buffer(s): #0 [0, +16 B)"));
+  EXPECT_THAT(text, HasSubstr("\nfunctions\n"));
+  EXPECT_THAT(text, HasSubstr("decode:"));
+  EXPECT_THAT(text, HasSubstr("dec:2"));
+  EXPECT_THAT(json, HasSubstr("\"state_bytes\": 256"));
+  EXPECT_THAT(json, HasSubstr("\"functions\": [\n    {\n      \"name\": \"decode\""));
+  EXPECT_THAT(json, HasSubstr("\"location\": \"dec:1\""));
+  EXPECT_THAT(json, HasSubstr("\"kind\": \"state\""));
   // Kernel launch counts cover every function (copy: 1 in forward + 1 in decode).
-  EXPECT_THAT(json.output, ContainsRegex("\"name\": \"copy\",[^}]*\"launches\": 2,"));
+  EXPECT_THAT(json, ContainsRegex("\"name\": \"copy_f32\",[^}]*\"launches\": 2,"));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 //   kiln-inspect PLAN [--json]
 #include <elf.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "kiln/runtime.h"
 #include "plan_generated.h"
+#include "plan_support.h"
 
 namespace {
 
@@ -78,11 +80,8 @@ void Write(const Json& j, int indent, std::string* out) {
 std::string Str(const flatbuffers::String* s) { return s ? s->str() : ""; }
 template <typename T> uint32_t Len(const flatbuffers::Vector<T>* v) { return v ? v->size() : 0; }
 
-std::vector<int64_t> Shape(const flatbuffers::Vector<int64_t>* v) {
-  std::vector<int64_t> s;
-  for (uint32_t i = 0; i < Len(v); ++i) s.push_back(v->Get(i));
-  return s;
-}
+std::vector<int64_t> Shape(const flatbuffers::Vector<int64_t>* v) { return fb::ToVector(v); }
+std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
 Json ShapeJson(const flatbuffers::Vector<int64_t>* v) {
   Json a = Json::Arr();
   for (int64_t d : Shape(v)) a.Push(Json::Num(d));
@@ -132,6 +131,9 @@ Json BuildJson(const kiln::Plan& plan) {
   root.Add("name", Json::Str(Str(p.name())));
   root.Add("format_version", Json::Num(p.format_version()));
   root.Add("file_bytes", Json::Num(plan.size()));
+  uint64_t checksum = 0;
+  fb::ReadTrailer(plan.data(), plan.size(), &checksum);  // verified when the plan was opened
+  root.Add("xxh64", Json::Str(Hex(checksum)));
 
   // Launch counts per kernel, over every function.
   std::vector<uint64_t> uses(Len(p.kernels()), 0);
@@ -155,6 +157,7 @@ Json BuildJson(const kiln::Plan& plan) {
       for (uint32_t i = 0; i < x->features()->size(); ++i) features.Push(Json::Str(x->features()->Get(i)->str()));
       t.Add("features", std::move(features));
     }
+    t.Add("xxh64", Json::Str(Hex(x->checksum())));
     targets.Push(std::move(t));
   }
   root.Add("targets", std::move(targets));
@@ -172,6 +175,34 @@ Json BuildJson(const kiln::Plan& plan) {
     j.Add("num_buffers", Json::Num(kr->num_buffers()));
     j.Add("num_scalars", Json::Num(kr->num_scalars()));
     j.Add("launches", Json::Num(uses[k]));
+    // What each binding must be and hold (checked for every launch).
+    Json access = Json::Arr(), in_place = Json::Arr(), grids = Json::Arr();
+    for (uint32_t i = 0; i < Len(kr->binding_access()); ++i)
+      access.Push(Json::Str(fb::EnumNameBindingAccess(kr->binding_access()->Get(i))));
+    for (uint32_t i = 0; i < Len(kr->in_place_of()); ++i) in_place.Push(Json::Num(kr->in_place_of()->Get(i)));
+    uint64_t max_programs = 0;
+    for (uint32_t g = 0; g < Len(kr->grids()); ++g) {
+      const fb::KernelGrid* grid = kr->grids()->Get(g);
+      max_programs = std::max<uint64_t>(max_programs, grid->programs());
+      Json gj = Json::Obj(), scalars = Json::Arr(), bytes = Json::Arr(), entries = Json::Arr();
+      gj.Add("programs", Json::Num(grid->programs()));
+      for (uint32_t i = 0; i < Len(grid->scalar_min()); ++i) {
+        Json r = Json::Arr();
+        r.Push(Json::Num(fb::Load(grid->scalar_min(), i)));
+        r.Push(Json::Num(fb::Load(grid->scalar_max(), i)));
+        scalars.Push(std::move(r));
+      }
+      for (uint32_t i = 0; i < Len(grid->binding_bytes()); ++i) bytes.Push(Json::Num(fb::Load(grid->binding_bytes(), i)));
+      for (uint32_t i = 0; i < Len(grid->table_entries()); ++i) entries.Push(Json::Num(grid->table_entries()->Get(i)));
+      gj.Add("scalar_ranges", std::move(scalars));
+      gj.Add("binding_bytes", std::move(bytes));
+      gj.Add("table_entries", std::move(entries));
+      grids.Push(std::move(gj));
+    }
+    j.Add("binding_access", std::move(access));
+    j.Add("in_place_of", std::move(in_place));
+    j.Add("max_programs", Json::Num(max_programs));
+    j.Add("grids", std::move(grids));
     Json eps = Json::Arr();
     for (uint32_t e = 0; e < Len(p.executables()); ++e) {
       const fb::Executable* x = p.executables()->Get(e);
@@ -210,7 +241,7 @@ Json BuildJson(const kiln::Plan& plan) {
       j.Add("programs", Json::Num(la->programs()));
       Json b = Json::Arr(), s = Json::Arr();
       for (uint32_t i = 0; i < Len(la->bindings()); ++i) b.Push(Json::Num(la->bindings()->Get(i)));
-      for (uint32_t i = 0; i < Len(la->scalars()); ++i) s.Push(Json::Num(la->scalars()->Get(i)));
+      for (uint32_t i = 0; i < Len(la->scalars()); ++i) s.Push(Json::Num(fb::Load(la->scalars(), i)));
       j.Add("bindings", std::move(b));
       j.Add("scalars", std::move(s));
       j.Add("location", Json::Str(Str(la->location())));
@@ -281,6 +312,15 @@ Json BuildJson(const kiln::Plan& plan) {
       j.Add("dtype", Json::Str(DTypeName(s->dtype())));
       j.Add("shape", ShapeJson(s->shape()));
       j.Add("buffer", Json::Num(s->buffer()));
+      if (const fb::ValueRange* r = s->value_range()) {
+        Json rj = Json::Obj();
+        rj.Add("min", Json::Num(r->min()));
+        rj.Add("max", Json::Num(r->max()));
+        j.Add("value_range", std::move(rj));
+        j.Add("range_note", Json::Str(Str(s->range_note())));
+      } else {
+        j.Add("value_range", Json());
+      }
       a.Push(std::move(j));
     }
     return a;
@@ -323,7 +363,7 @@ Json BuildJson(const kiln::Plan& plan) {
     } else {
       j.Add("source", Json::Str(Str(wt->external()->path())));
       j.Add("file_offset", Json::Num(wt->external()->offset()));
-      j.Add("fnv1a64", Json::Str(absl::StrFormat("%016x", wt->external()->fnv1a64())));
+      j.Add("xxh64", Json::Str(Hex(wt->external()->xxh64())));
     }
     list.Push(std::move(j));
   }
@@ -375,15 +415,17 @@ std::string Bytes(const Json& j) {
 }
 
 void PrintText(const Json& r) {
-  std::printf("plan %s  (%s, format_version %s, %s)\n", T(Get(r, "plan")).c_str(),
+  std::printf("plan %s  (%s, format_version %s, %s, xxh64 %s)\n", T(Get(r, "plan")).c_str(),
               Get(r, "name").text.empty() ? "unnamed" : Get(r, "name").text.c_str(),
-              T(Get(r, "format_version")).c_str(), Bytes(Get(r, "file_bytes")).c_str());
+              T(Get(r, "format_version")).c_str(), Bytes(Get(r, "file_bytes")).c_str(),
+              Get(r, "xxh64").text.c_str());
 
   std::printf("\ntargets\n");
   for (const auto& [_, t] : Get(r, "targets").items)
-    std::printf("  %-5s %-8s binary %-12s ptx %-12s %s entry points\n", T(Get(t, "target")).c_str(),
+    std::printf("  %-5s %-8s binary %-12s ptx %-12s %s entry points  xxh64 %s\n", T(Get(t, "target")).c_str(),
                 T(Get(t, "arch")).c_str(), Bytes(Get(t, "binary_bytes")).c_str(),
-                Bytes(Get(t, "ptx_bytes")).c_str(), T(Get(t, "entry_points")).c_str());
+                Bytes(Get(t, "ptx_bytes")).c_str(), T(Get(t, "entry_points")).c_str(),
+                Get(t, "xxh64").text.c_str());
   for (const auto& [_, t] : Get(r, "targets").items) {
     if (Get(t, "cpu").kind == Json::kNull) continue;
     std::vector<std::string> features;
@@ -408,6 +450,17 @@ void PrintText(const Json& r) {
       std::printf("         %-5s %-32s code %s%s\n", T(Get(e, "target")).c_str(), T(Get(e, "name")).c_str(),
                   Bytes(Get(e, "code_bytes")).c_str(), extra.c_str());
     }
+    std::vector<std::string> grids;
+    for (const auto& [__, g] : Get(k, "grids").items) {
+      std::string scalars;
+      for (const auto& [___, range] : Get(g, "scalar_ranges").items) {
+        std::string lo = T(range.items[0].second), hi = T(range.items[1].second);
+        absl::StrAppend(&scalars, scalars.empty() ? " scalars " : ", ", lo == hi ? lo : absl::StrCat("[", lo, ", ", hi, "]"));
+      }
+      grids.push_back(absl::StrCat(T(Get(g, "programs")), " programs", scalars, ": bytes ", T(Get(g, "binding_bytes"))));
+    }
+    std::printf("         bindings %s; grids: %s\n", T(Get(k, "binding_access")).c_str(),
+                absl::StrJoin(grids, "; ").c_str());
   }
 
   std::printf("\nlaunches\n  %-5s %-32s %-10s %-20s %-12s %s\n", "#", "kernel", "programs", "bindings",
@@ -438,9 +491,15 @@ void PrintText(const Json& r) {
   auto print_specs = [](const Json& f, const char* indent) {
     for (const char* which : {"inputs", "outputs"}) {
       std::printf("%s%s\n", indent, which);
-      for (const auto& [_, s] : Get(f, which).items)
-        std::printf("%s  %-24s %-10s %s\n", indent, T(Get(s, "name")).c_str(), T(Get(s, "dtype")).c_str(),
-                    T(Get(s, "shape")).c_str());
+      for (const auto& [_, s] : Get(f, which).items) {
+        std::string range;
+        if (const Json& vr = Get(s, "value_range"); vr.kind == Json::kObject) {
+          range = absl::StrCat("  values [", T(Get(vr, "min")), ", ", T(Get(vr, "max")), "]");
+          if (!Get(s, "range_note").text.empty()) absl::StrAppend(&range, " (", Get(s, "range_note").text, ")");
+        }
+        std::printf("%s  %-24s %-10s %s%s\n", indent, T(Get(s, "name")).c_str(), T(Get(s, "dtype")).c_str(),
+                    T(Get(s, "shape")).c_str(), range.c_str());
+      }
     }
   };
   std::printf("\nfunctions\n  %-16s %-9s %-7s %s\n", "name", "launches", "inputs", "outputs");

@@ -22,6 +22,7 @@
 #include "kiln/npy.h"
 #include "kiln/runtime.h"
 #include "plan_generated.h"
+#include "plan_support.h"
 
 namespace {
 
@@ -189,8 +190,7 @@ absl::StatusOr<std::vector<int64_t>> ConventionSpec(const kiln::Plan& plan, cons
   const auto& specs = output ? (*fn)->outputs : (*fn)->inputs;
   for (const kiln::plan::TensorSpec* spec : specs) {
     if (spec->name()->str() != name) continue;
-    std::vector<int64_t> shape;
-    if (spec->shape()) shape.assign(spec->shape()->begin(), spec->shape()->end());
+    std::vector<int64_t> shape = kiln::plan::ToVector(spec->shape());
     size_t rank = 1;
     for (const char* c = shape_text; *c; ++c) rank += *c == ',';
     auto got = static_cast<kiln::DType>(spec->dtype());

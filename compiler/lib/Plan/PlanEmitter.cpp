@@ -6,6 +6,12 @@
 // are numbered in program order; liveness over that order drives the arena
 // plan.
 //
+// What the runtime verifies comes from here too: per kernel, how it uses
+// each binding and the grids it was generated for (programs, scalar ranges,
+// the bytes each binding must hold); per integer input, the values kernels
+// may index memory with (the intersection over its uses); checksums of the
+// executables and of the whole file (the trailer, plan.fbs).
+//
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Plan.h"
 
@@ -13,6 +19,7 @@
 #include "kiln/IR/KilnDialect.h"
 
 #include "plan_generated.h"
+#include "plan_support.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
@@ -59,6 +66,38 @@ struct BufferInfo {
   std::vector<uint32_t> weightList;
 };
 
+/// One launch shape of a kernel (fb::KernelGrid).
+struct GridInfo {
+  uint64_t programs = 0;
+  std::vector<int64_t> scalarMin, scalarMax;
+  std::vector<uint64_t> bytes;
+  std::vector<uint32_t> tableEntries; ///< empty: no table bindings
+  bool operator==(const GridInfo &o) const {
+    return programs == o.programs && scalarMin == o.scalarMin &&
+           scalarMax == o.scalarMax && bytes == o.bytes &&
+           tableEntries == o.tableEntries;
+  }
+};
+
+/// What a kernel needs of every launch that runs it.
+struct KernelMeta {
+  bool known = false;
+  std::vector<fb::BindingAccess> access;
+  std::vector<int32_t> inPlaceOf; ///< empty: no binding is in place
+  std::vector<GridInfo> grids;
+};
+
+/// The values an integer input may hold: the intersection of what every
+/// launch reading it needs (kernel::OperandValueRange).
+struct InputRange {
+  bool constrained = false;
+  int64_t min = INT64_MIN, max = INT64_MAX;
+  /// Why: the notes of the uses that set each bound (one, when one use's
+  /// range is the intersection).
+  std::string note;
+  bool maxIsCapacity = false;
+};
+
 std::string relativeTo(const std::string &path, const std::string &planPath) {
   std::error_code ec;
   auto planDir = std::filesystem::absolute(
@@ -85,6 +124,148 @@ struct FunctionPlan {
 };
 
 } // namespace
+
+/// The value range of input `arg` from every launch that reads it (through
+/// views): an error when a launch may index memory with it in a way no
+/// range describes, when no value satisfies every launch, or when the
+/// zeros the runtime pads a smaller input with fall outside it.
+static FailureOr<InputRange>
+deriveInputRange(func::FuncOp fn, BlockArgument arg, StringRef name,
+                 const std::vector<int32_t> &symbols) {
+  InputRange r;
+  kernel::OperandValueRange minUse, maxUse; // the uses setting each bound
+  SmallVector<Value> work{arg};
+  while (!work.empty()) {
+    Value v = work.pop_back_val();
+    for (OpOperand &use : v.getUses()) {
+      Operation *user = use.getOwner();
+      if (auto view = dyn_cast<kernel::ViewOp>(user)) {
+        work.push_back(view.getResult());
+        continue;
+      }
+      auto k = dyn_cast<kernel::KernelOpInterface>(user);
+      if (!k)
+        continue; // func.return: refused with the outputs
+      kernel::OperandValueRange u =
+          k.getOperandValueRange(use.getOperandNumber());
+      if (u.kind == kernel::OperandValueRange::Kind::Any)
+        continue;
+      if (u.kind == kernel::OperandValueRange::Kind::Unknown)
+        return user->emitError()
+               << "input '" << name << "' is operand "
+               << use.getOperandNumber() << " of this launch, which may "
+               << "index memory with its values, and no value range can be "
+                  "derived for it (the op does not say how it uses integer "
+                  "operands), so the runtime could not check them";
+      if (!r.constrained || u.min > minUse.min)
+        minUse = u;
+      if (!r.constrained || u.max < maxUse.max)
+        maxUse = u;
+      r.constrained = true;
+    }
+  }
+  if (!r.constrained)
+    return r;
+  r.min = minUse.min;
+  r.max = maxUse.max;
+  r.maxIsCapacity = maxUse.capacity;
+  if (r.min > r.max)
+    return fn.emitError() << "input '" << name
+                          << "': no value is valid for every launch that "
+                             "reads it: they need at least "
+                          << r.min << " (" << minUse.note << ") and at most "
+                          << r.max << " (" << maxUse.note << ")";
+  r.note = maxUse.min == r.min   ? maxUse.note
+           : minUse.max == r.max ? minUse.note
+                                 : minUse.note + "; " + maxUse.note;
+  for (auto [d, sym] : llvm::enumerate(symbols))
+    if (sym >= 0 && (r.min > 0 || r.max < 0))
+      return fn.emitError()
+             << "input '" << name << "' may be given smaller along dimension "
+             << d << " and is then padded with zeros, but 0 is outside its "
+             << "value range [" << r.min << ", " << r.max << "]";
+  return r;
+}
+
+/// What each kernel needs of its launches: binding uses from the op, one
+/// grid per distinct launch shape (programs, scalar ranges, bytes per
+/// binding, weight tables). Launches of one kernel (the same code) must
+/// agree on the uses.
+static FailureOr<std::vector<KernelMeta>>
+describeKernels(const KernelTable &table, std::vector<FunctionPlan> &fns,
+                const std::vector<BufferInfo> &buffers) {
+  std::vector<KernelMeta> meta(table.kernels.size());
+  for (FunctionPlan &fp : fns) {
+    for (Operation *op : fp.launches) {
+      auto k = cast<kernel::KernelOpInterface>(op);
+      unsigned kidx = table.launchKernel.lookup(op);
+      unsigned nOps = op->getNumOperands();
+      std::vector<Value> values(op->operand_begin(), op->operand_end());
+      values.insert(values.end(), op->result_begin(), op->result_end());
+      std::vector<fb::BindingAccess> access(values.size(),
+                                            fb::BindingAccess::read);
+      std::vector<int32_t> inPlaceOf(values.size(), -1);
+      for (unsigned i = 0; i < nOps; ++i)
+        if (k.isStateOperand(i))
+          access[i] = fb::BindingAccess::state;
+      for (unsigned r = 0; r < op->getNumResults(); ++r) {
+        if (std::optional<unsigned> o = k.getInPlaceOperandOf(r)) {
+          access[nOps + r] = access[*o] = fb::BindingAccess::state;
+          inPlaceOf[nOps + r] = static_cast<int32_t>(*o);
+        } else {
+          access[nOps + r] = fb::BindingAccess::write;
+        }
+      }
+      GridInfo g;
+      g.programs = static_cast<uint64_t>(k.getNumPrograms());
+      for (auto [lo, hi] : k.getLaunchScalarRanges()) {
+        g.scalarMin.push_back(lo);
+        g.scalarMax.push_back(hi);
+      }
+      bool tables = false;
+      for (auto [i, v] : llvm::enumerate(values)) {
+        auto type = cast<RankedTensorType>(v.getType());
+        const BufferInfo &b = buffers[fp.bufferOf.lookup(v)];
+        g.bytes.push_back(byteSize(type));
+        uint32_t entries = 0;
+        if (b.kind == fb::BufferKind::weight_table) {
+          entries = static_cast<uint32_t>(b.weightList.size());
+          if (type.getRank() < 1 || type.getDimSize(0) != entries)
+            return op->emitError()
+                   << "binding " << i << " is a table of " << entries
+                   << " weights, but the kernel reads it as " << type;
+          tables = true;
+        }
+        g.tableEntries.push_back(entries);
+        if (access[i] == fb::BindingAccess::state &&
+            b.kind != fb::BufferKind::state)
+          return op->emitError()
+                 << "binding " << i
+                 << " holds the kernel's persistent state, so it must be a "
+                    "state buffer (kiln.state)";
+      }
+      if (!tables)
+        g.tableEntries.clear();
+      bool inPlace = llvm::any_of(inPlaceOf, [](int32_t j) { return j >= 0; });
+      if (!inPlace)
+        inPlaceOf.clear();
+      KernelMeta &m = meta[kidx];
+      if (!m.known) {
+        m.known = true;
+        m.access = access;
+        m.inPlaceOf = inPlaceOf;
+      } else if (m.access != access || m.inPlaceOf != inPlaceOf) {
+        return op->emitError()
+               << "kernel '" << table.kernels[kidx].name
+               << "': launches of the same kernel disagree on how they use "
+                  "their bindings";
+      }
+      if (llvm::find(m.grids, g) == m.grids.end())
+        m.grids.push_back(std::move(g));
+    }
+  }
+  return meta;
+}
 
 FailureOr<std::vector<uint8_t>>
 emitPlan(ModuleOp module, const KernelTable &table,
@@ -286,6 +467,11 @@ emitPlan(ModuleOp module, const KernelTable &table,
     peak = std::max(peak, stateSize + fnPeak);
   }
 
+  FailureOr<std::vector<KernelMeta>> meta =
+      describeKernels(table, fns, buffers);
+  if (failed(meta))
+    return failure();
+
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   std::vector<flatbuffers::Offset<fb::Buffer>> fbBuffers;
   for (auto [id, b] : llvm::enumerate(buffers)) {
@@ -299,7 +485,16 @@ emitPlan(ModuleOp module, const KernelTable &table,
 
   // Kernels.
   std::vector<flatbuffers::Offset<fb::Kernel>> fbKernels;
-  for (const KernelRecord &k : table.kernels) {
+  for (auto [kidx, k] : llvm::enumerate(table.kernels)) {
+    const KernelMeta &m = (*meta)[kidx];
+    std::vector<flatbuffers::Offset<fb::KernelGrid>> grids;
+    for (const GridInfo &g : m.grids)
+      grids.push_back(fb::CreateKernelGridDirect(
+          fbb, g.programs, &g.scalarMin, &g.scalarMax, &g.bytes,
+          g.tableEntries.empty() ? nullptr : &g.tableEntries));
+    auto access = fbb.CreateVector(m.access);
+    auto inPlace = m.inPlaceOf.empty() ? 0 : fbb.CreateVector(m.inPlaceOf);
+    auto gridsOff = fbb.CreateVector(grids);
     auto ops = fbb.CreateVectorOfStrings(k.fusedOps);
     auto locVec = fbb.CreateVectorOfStrings(k.locations);
     auto name = fbb.CreateString(k.name);
@@ -311,6 +506,9 @@ emitPlan(ModuleOp module, const KernelTable &table,
     kb.add_config(config);
     kb.add_num_buffers(k.numBuffers);
     kb.add_num_scalars(k.numScalars);
+    kb.add_binding_access(access);
+    kb.add_in_place_of(inPlace);
+    kb.add_grids(gridsOff);
     fbKernels.push_back(kb.Finish());
   }
 
@@ -335,20 +533,35 @@ emitPlan(ModuleOp module, const KernelTable &table,
   };
   // `kiln.dims` (argument/result attribute): per dimension, -1 or the
   // symbol of a dimension the caller may give smaller (batch, sequence).
-  auto tensorSpec = [&](FunctionPlan &fp, StringRef name, Value v,
-                        DictionaryAttr attrs) {
-    auto t = cast<RankedTensorType>(v.getType());
-    std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
+  auto symbolsOf = [](Value v, DictionaryAttr attrs) {
     std::vector<int32_t> syms;
+    auto t = cast<RankedTensorType>(v.getType());
     if (auto dims = attrs ? attrs.getAs<DenseI64ArrayAttr>("kiln.dims")
                           : DenseI64ArrayAttr())
       if (dims.size() == t.getRank())
         for (int64_t d : dims.asArrayRef())
           syms.push_back(static_cast<int32_t>(d));
-    return fb::CreateTensorSpecDirect(fbb, name.str().c_str(),
-                                      *toDType(t.getElementType()), &shape,
-                                      fp.bufferOf[v],
-                                      syms.empty() ? nullptr : &syms);
+    return syms;
+  };
+  auto tensorSpec = [&](FunctionPlan &fp, StringRef name, Value v,
+                        DictionaryAttr attrs,
+                        const InputRange *range = nullptr) {
+    auto t = cast<RankedTensorType>(v.getType());
+    std::vector<int64_t> shape(t.getShape().begin(), t.getShape().end());
+    std::vector<int32_t> syms = symbolsOf(v, attrs);
+    std::optional<fb::ValueRange> vr;
+    std::string note;
+    if (range && range->constrained) {
+      vr = fb::ValueRange(range->min, range->max);
+      note = range->note;
+      // Hugging Face models size their caches by --max-seq.
+      if (range->maxIsCapacity && llvm::sys::fs::is_directory(opts.sourcePath))
+        note += "; compile with a larger --max-seq";
+    }
+    return fb::CreateTensorSpecDirect(
+        fbb, name.str().c_str(), *toDType(t.getElementType()), &shape,
+        fp.bufferOf[v], syms.empty() ? nullptr : &syms,
+        vr ? &*vr : nullptr, note.empty() ? nullptr : note.c_str());
   };
   struct Specs {
     std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;
@@ -361,8 +574,13 @@ emitPlan(ModuleOp module, const KernelTable &table,
                                                   "kiln.name");
       if (!toDType(cast<RankedTensorType>(arg.getType()).getElementType()))
         return fn.emitError("unsupported input element type");
-      s.inputs.push_back(tensorSpec(fp, name.getValue(), arg,
-                                    fn.getArgAttrDict(arg.getArgNumber())));
+      DictionaryAttr attrs = fn.getArgAttrDict(arg.getArgNumber());
+      FailureOr<InputRange> range = deriveInputRange(
+          fn, arg, name.getValue(), symbolsOf(arg, attrs));
+      if (failed(range))
+        return failure();
+      s.inputs.push_back(
+          tensorSpec(fp, name.getValue(), arg, attrs, &*range));
     }
     auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
     for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
@@ -409,7 +627,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
       std::string rel = relativeTo(w->path, opts.planPath);
       ext = fb::CreateExternalDataDirect(fbb, rel.c_str(), w->offset, w->size,
                                          w->fileSize,
-                                         fnv1a64(w->data, w->size));
+                                         fb::Xxh64(w->data, w->size));
     }
     auto nameOff = fbb.CreateString(w->name);
     auto shapeOff = fbb.CreateVector(shape);
@@ -445,6 +663,8 @@ emitPlan(ModuleOp module, const KernelTable &table,
     eb.add_features(features);
     eb.add_binary(bin);
     eb.add_entry_points(epv);
+    eb.add_checksum(fb::ExecutableChecksum(
+        cpu->sharedObject.data(), cpu->sharedObject.size(), nullptr, 0));
     exes.push_back(eb.Finish());
   }
   if (cuda) {
@@ -469,6 +689,9 @@ emitPlan(ModuleOp module, const KernelTable &table,
     eb.add_binary(bin);
     eb.add_ptx(ptx);
     eb.add_entry_points(epv);
+    eb.add_checksum(fb::ExecutableChecksum(cuda->cubin.data(),
+                                           cuda->cubin.size(),
+                                           cuda->ptx.data(), cuda->ptx.size()));
     exes.push_back(eb.Finish());
   }
 
@@ -487,6 +710,8 @@ emitPlan(ModuleOp module, const KernelTable &table,
   auto weightsOff = fbb.CreateVector(fbWeights);
   auto functionsOff = fbb.CreateVector(fbFunctions);
   fb::PlanBuilder pb(fbb);
+  static_assert(kPlanFormatWritten == fb::kFormatVersion,
+                "Plan.h and plan_support.h disagree on the format");
   pb.add_format_version(kPlanFormatWritten);
   pb.add_name(planName);
   pb.add_executables(exesOff);
@@ -503,8 +728,10 @@ emitPlan(ModuleOp module, const KernelTable &table,
   pb.add_state_size(stateSize);
   pb.add_functions(functionsOff);
   fb::FinishPlanBuffer(fbb, pb.Finish());
-  return std::vector<uint8_t>(fbb.GetBufferPointer(),
-                              fbb.GetBufferPointer() + fbb.GetSize());
+  std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
+                             fbb.GetBufferPointer() + fbb.GetSize());
+  fb::AppendTrailer(&bytes);
+  return bytes;
 }
 
 } // namespace kiln

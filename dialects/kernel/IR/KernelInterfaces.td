@@ -35,6 +35,39 @@ def KilnKernel_KernelOpInterface : OpInterface<"KernelOpInterface"> {
           return std::nullopt;
         return $_op.getInPlaceOperand();
       }]>,
+    InterfaceMethod<[{The allowed range of each run-time scalar (inclusive),
+      by default exactly the launch's values. A kernel whose memory accesses
+      stay inside its bindings for other values too may widen them.}],
+      "llvm::SmallVector<std::pair<int64_t, int64_t>>", "getLaunchScalarRanges",
+      (ins), [{}], [{
+        llvm::SmallVector<std::pair<int64_t, int64_t>> ranges;
+        for (int64_t v : $_op.getLaunchScalars())
+          ranges.push_back({v, v});
+        return ranges;
+      }]>,
+    InterfaceMethod<[{What the kernel needs of the values of operand
+      `operand`: any value (it reads the operand as data, or not at all), or
+      an inclusive range when it indexes memory with them (a row id, a cache
+      position). The plan emitter turns these into the value ranges of the
+      integer inputs the runtime checks. By default an integer operand is
+      assumed to index memory in a way the op does not describe, which the
+      plan emitter refuses for an input: ops with integer operands say how
+      they use them.}],
+      "::kiln::kernel::OperandValueRange", "getOperandValueRange",
+      (ins "unsigned":$operand), [{}], [{
+        auto t = ::llvm::cast<::mlir::ShapedType>(
+            $_op->getOperand(operand).getType());
+        ::kiln::kernel::OperandValueRange r;
+        if (::llvm::isa<::mlir::IntegerType>(t.getElementType()))
+          r.kind = ::kiln::kernel::OperandValueRange::Kind::Unknown;
+        return r;
+      }]>,
+    InterfaceMethod<[{Whether the kernel keeps persistent state in operand
+      `operand`'s buffer, reading and writing it (the MoE routing counter):
+      the plan must bind a state buffer there. Operands updated in place
+      (getInPlaceOperandOf) are state without saying so here.}],
+      "bool", "isStateOperand", (ins "unsigned":$operand), [{}],
+      [{ return false; }]>,
     InterfaceMethod<"Emits one program of the kernel.",
       "void", "emitProgram",
       (ins "mlir::OpBuilder &":$builder,

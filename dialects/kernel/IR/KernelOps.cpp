@@ -60,6 +60,39 @@ std::string symbolSafe(std::string s) {
   return out;
 }
 
+/// Any value of the operand is safe: the kernel reads it as data.
+OperandValueRange anyValue() { return {}; }
+
+/// Values the kernel indexes memory with, in [min, max].
+OperandValueRange indexRange(int64_t min, int64_t max, std::string note) {
+  OperandValueRange r;
+  r.kind = OperandValueRange::Kind::Range;
+  r.min = min;
+  r.max = max;
+  r.note = std::move(note);
+  return r;
+}
+
+/// A start position: each call covers positions [start, start + seq) of a
+/// cache of `capacity` positions.
+OperandValueRange cachePosition(int64_t capacity, int64_t seq) {
+  std::string note =
+      seq == 1 ? llvm::formatv("the KV cache holds {0} positions", capacity)
+                     .str()
+               : llvm::formatv("the KV cache holds {0} positions and a call "
+                               "covers {1} of them",
+                               capacity, seq)
+                     .str();
+  OperandValueRange r = indexRange(0, capacity - seq, note);
+  r.capacity = true;
+  return r;
+}
+
+/// Whether operand `i` of `op` is `v` (an optional operand may be absent).
+bool isOperand(Operation *op, unsigned i, Value v) {
+  return v && op->getOperand(i) == v;
+}
+
 LogicalResult verifyStatic(Operation *op) {
   for (Value v : op->getOperands())
     if (!ranked(v).hasStaticShape())
@@ -110,6 +143,14 @@ std::string GatherRowsOp::getKernelName() {
                        typeSig(*this));
 }
 std::string GatherRowsOp::getTileConfig() { return "program=row"; }
+OperandValueRange GatherRowsOp::getOperandValueRange(unsigned operand) {
+  // The kernel reads zeros for ids out of range; they are refused anyway.
+  int64_t rows = ranked(getTable()).getDimSize(0);
+  if (isOperand(*this, operand, getIds()))
+    return indexRange(0, rows - 1,
+                      llvm::formatv("it indexes a table of {0} rows", rows));
+  return anyValue();
+}
 int64_t GatherRowsOp::getNumPrograms() { return numel(getIds()); }
 void GatherRowsOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitGatherRowsProgram(b, args, ranked(getTable()).getDimSize(0),
@@ -178,6 +219,12 @@ std::string RMSNormOp::getKernelName() {
                        strided, symbolSafe(eps), typeSig(*this));
 }
 std::string RMSNormOp::getTileConfig() { return "program=row"; }
+OperandValueRange RMSNormOp::getOperandValueRange(unsigned operand) {
+  if (getCache() && isOperand(*this, operand, getCacheStart()))
+    return cachePosition(ranked(getCache()).getDimSize(1),
+                         normRows(*this) / ranked(getCache()).getDimSize(0));
+  return anyValue();
+}
 int64_t RMSNormOp::getNumPrograms() { return normRows(*this); }
 void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::CachePlacement place;
@@ -360,6 +407,14 @@ SmallVector<int64_t> ElementwiseOp::getLaunchScalars() {
   return {numel(getResult())};
 }
 unsigned ElementwiseOp::getNumKernelScalars() { return 1; }
+/// The element count: the programs cover it (each stops at it) and the
+/// bindings hold it.
+SmallVector<std::pair<int64_t, int64_t>> ElementwiseOp::getLaunchScalarRanges() {
+  return {{(getNumPrograms() - 1) * getBlock() + 1, numel(getResult())}};
+}
+OperandValueRange ElementwiseOp::getOperandValueRange(unsigned) {
+  return anyValue();
+}
 void ElementwiseOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitElementwiseProgram(b, args, *parseKind(getKind()), getBlock(),
                              elem(getLhs()), elem(getRhs()), elem(getResult()),
@@ -386,6 +441,7 @@ std::string SliceOp::getKernelName() {
                        getOffset(), lastDim(getResult()), typeSig(*this));
 }
 std::string SliceOp::getTileConfig() { return "program=row"; }
+OperandValueRange SliceOp::getOperandValueRange(unsigned) { return anyValue(); }
 int64_t SliceOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -485,6 +541,14 @@ std::string RopeOp::getKernelName() {
                        strided, symbolSafe(f), typeSig(*this));
 }
 std::string RopeOp::getTileConfig() { return "program=(batch, seq, head) row"; }
+OperandValueRange RopeOp::getOperandValueRange(unsigned operand) {
+  // Without a cache the start only sets the rotation angles.
+  if (getCache() && isOperand(*this, operand, getStart())) {
+    kk::RopeParams p = ropeParams(*this);
+    return cachePosition(p.cacheCapacity, p.seq);
+  }
+  return anyValue();
+}
 int64_t RopeOp::getNumPrograms() {
   // One program per rotated (batch, seq, head) row.
   kk::RopeParams p = ropeParams(*this);
@@ -581,6 +645,14 @@ std::string AttentionOp::getKernelName() {
 }
 std::string AttentionOp::getTileConfig() {
   return "program=(batch, seq, head); online softmax";
+}
+OperandValueRange AttentionOp::getOperandValueRange(unsigned operand) {
+  // Queries at start + s, s < seq, over keys [0, kvLen).
+  if (isOperand(*this, operand, getStart())) {
+    kk::AttentionParams p = attentionParams(*this);
+    return cachePosition(p.kvLen, p.seq);
+  }
+  return anyValue();
 }
 int64_t AttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
@@ -687,6 +759,13 @@ std::string MLAAttentionOp::getKernelName() {
 std::string MLAAttentionOp::getTileConfig() {
   return "program=(batch, seq, head); absorbed; online softmax";
 }
+OperandValueRange MLAAttentionOp::getOperandValueRange(unsigned operand) {
+  if (isOperand(*this, operand, getStart())) {
+    kk::MLAParams p = mlaParams(*this);
+    return cachePosition(p.kvLen, p.seq);
+  }
+  return anyValue();
+}
 int64_t MLAAttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -764,6 +843,13 @@ std::string LatentCacheWriteOp::getKernelName() {
 }
 std::string LatentCacheWriteOp::getTileConfig() {
   return "program=row; RMSNorm of the latent + rope of the key";
+}
+OperandValueRange LatentCacheWriteOp::getOperandValueRange(unsigned operand) {
+  if (isOperand(*this, operand, getStart())) {
+    kk::RopeParams r = latentRopeParams(*this);
+    return cachePosition(r.cacheCapacity, r.seq);
+  }
+  return anyValue();
 }
 int64_t LatentCacheWriteOp::getNumPrograms() {
   return numel(getInput()) / getInputStride();
@@ -855,6 +941,13 @@ std::string MLANaiveOp::getKernelName() {
 std::string MLANaiveOp::getTileConfig() {
   return "program=(batch, seq, head); naive; online softmax";
 }
+OperandValueRange MLANaiveOp::getOperandValueRange(unsigned operand) {
+  if (isOperand(*this, operand, getStart())) {
+    kk::MLAParams p = mlaNaiveParams(*this);
+    return cachePosition(p.kvLen, p.seq);
+  }
+  return anyValue();
+}
 int64_t MLANaiveOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -894,6 +987,13 @@ std::string MLAAttentionQuantOp::getKernelName() {
 std::string MLAAttentionQuantOp::getTileConfig() {
   return "program=(batch, seq, head); absorbed; online softmax; output "
          "quantized";
+}
+OperandValueRange MLAAttentionQuantOp::getOperandValueRange(unsigned operand) {
+  if (isOperand(*this, operand, getStart())) {
+    kk::MLAParams p = mlaQuantParams(*this);
+    return cachePosition(p.kvLen, p.seq);
+  }
+  return anyValue();
 }
 int64_t MLAAttentionQuantOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
@@ -991,6 +1091,16 @@ SmallVector<int64_t> MoERouteOp::getLaunchScalars() {
   return {getNumPrograms()};
 }
 unsigned MoERouteOp::getNumKernelScalars() { return 1; }
+/// `sync` counts the programs that routed their token: zero between
+/// launches, in state memory.
+OperandValueRange MoERouteOp::getOperandValueRange(unsigned operand) {
+  if (isOperand(*this, operand, getSync()))
+    return indexRange(0, 0, "the routing counter is zero between launches");
+  return anyValue();
+}
+bool MoERouteOp::isStateOperand(unsigned operand) {
+  return isOperand(*this, operand, getSync());
+}
 void MoERouteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitMoERouteProgram(b, args, routeParams(*this), elemTypes(*this));
 }
@@ -1016,6 +1126,25 @@ static std::string groupedTileConfig(int64_t blockM, StringRef tileName,
   return s;
 }
 
+/// The layout operands of a grouped expert GEMM: `sorted` (when it indexes
+/// the `tokens` rows of the input; else only compared with -1) and
+/// `blocks`, which indexes the `experts` entries of the weight tables.
+static OperandValueRange groupedLayoutRange(Operation *op, unsigned operand,
+                                            Value sorted, int64_t tokens,
+                                            Value blocks, int64_t experts) {
+  if (tokens > 0 && isOperand(op, operand, sorted))
+    return indexRange(
+        -1, tokens - 1,
+        llvm::formatv("it indexes the {0} rows of the input (-1: padding)",
+                      tokens));
+  if (isOperand(op, operand, blocks))
+    return indexRange(
+        -1, experts - 1,
+        llvm::formatv("it indexes {0} experts (-1: an unused block)",
+                      experts));
+  return anyValue();
+}
+
 /// Programs of a grouped expert GEMM: every block x ceil(n / tile).
 static int64_t groupedPrograms(Value blockExpert, int64_t n, int64_t tile) {
   return numel(blockExpert) * ceilDiv(n, tile);
@@ -1038,6 +1167,11 @@ std::string MoEUpOp::getKernelName() {
   return llvm::formatv("moe_up_d{0}_f{1}_bm{2}_tf{3}{4}", wg.getDimSize(2),
                        wg.getDimSize(1), getBlockM(), getTileF(),
                        typeSig(*this));
+}
+OperandValueRange MoEUpOp::getOperandValueRange(unsigned operand) {
+  return groupedLayoutRange(*this, operand, getSortedToken(), rows(getInput()),
+                            getBlockExpert(),
+                            ranked(getWGate()).getDimSize(0));
 }
 std::string MoEUpOp::getTileConfig() {
   return groupedTileConfig(getBlockM(), "tile_f", getTileF());
@@ -1070,6 +1204,11 @@ std::string MoEDownOp::getKernelName() {
                        wd.getDimSize(2), getBlockM(), getTileD(),
                        typeSig(*this));
 }
+OperandValueRange MoEDownOp::getOperandValueRange(unsigned operand) {
+  return groupedLayoutRange(*this, operand, getSortedToken(), 0,
+                            getBlockExpert(),
+                            ranked(getWDown()).getDimSize(0));
+}
 std::string MoEDownOp::getTileConfig() {
   return groupedTileConfig(getBlockM(), "tile_d", getTileD());
 }
@@ -1100,6 +1239,14 @@ std::string MoECombineOp::getKernelName() {
                        lastDim(getResult()), lastDim(getWeights()),
                        lastDim(getSlotRow()), getTileD(), getAddends().size(),
                        typeSig(*this));
+}
+OperandValueRange MoECombineOp::getOperandValueRange(unsigned operand) {
+  int64_t n = rows(getRows());
+  if (isOperand(*this, operand, getSlotRow()))
+    return indexRange(
+        0, n - 1,
+        llvm::formatv("it indexes the {0} rows of the experts' outputs", n));
+  return anyValue();
 }
 std::string MoECombineOp::getTileConfig() {
   return llvm::formatv("program=(token, {0} cols); tile_d={0}", getTileD());
@@ -1135,6 +1282,12 @@ std::string CacheWriteOp::getKernelName() {
                        v.getDimSize(1), numel(getValues()) /
                            (v.getDimSize(0) * v.getDimSize(1)),
                        getStart() ? "_st" : "", typeSig(*this));
+}
+OperandValueRange CacheWriteOp::getOperandValueRange(unsigned operand) {
+  if (isOperand(*this, operand, getStart()))
+    return cachePosition(ranked(getCache()).getDimSize(1),
+                         ranked(getValues()).getDimSize(1));
+  return anyValue();
 }
 std::string CacheWriteOp::getTileConfig() {
   return "program=(batch, seq) row";
@@ -1357,6 +1510,11 @@ std::string MoEUpFP8Op::getKernelName() {
                        wg.getDimSize(2), wg.getDimSize(1), getBlockM(),
                        getTileF(), getAct(), typeSig(*this));
 }
+OperandValueRange MoEUpFP8Op::getOperandValueRange(unsigned operand) {
+  return groupedLayoutRange(*this, operand, getSortedToken(),
+                            rows(getInputQ()), getBlockExpert(),
+                            ranked(getWGate()).getDimSize(0));
+}
 std::string MoEUpFP8Op::getTileConfig() {
   return groupedTileConfig(getBlockM(), "tile_f", getTileF(), getAct());
 }
@@ -1383,6 +1541,11 @@ std::string MoEDownFP8Op::getKernelName() {
   return llvm::formatv("moe_down_fp8_d{0}_f{1}_bm{2}_td{3}_a{4}{5}",
                        wd.getDimSize(1), wd.getDimSize(2), getBlockM(),
                        getTileD(), getAct(), typeSig(*this));
+}
+OperandValueRange MoEDownFP8Op::getOperandValueRange(unsigned operand) {
+  return groupedLayoutRange(*this, operand, getSortedToken(), 0,
+                            getBlockExpert(),
+                            ranked(getWDown()).getDimSize(0));
 }
 std::string MoEDownFP8Op::getTileConfig() {
   return groupedTileConfig(getBlockM(), "tile_d", getTileD(), getAct());

@@ -16,7 +16,7 @@ class KK_LaunchOp<string mnemonic, list<Trait> traits = [],
   let hasVerifier = 1;
 }
 
-def KK_GatherRowsOp : KK_LaunchOp<"gather_rows"> {
+def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange"]> {
   let summary = "Row gather (embedding lookup); one program per row";
   let description = [{
     ```mlir
@@ -29,7 +29,8 @@ def KK_GatherRowsOp : KK_LaunchOp<"gather_rows"> {
   let assemblyFormat = "$table `,` $ids attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RMSNormOp : KK_LaunchOp<"rms_norm", [AttrSizedOperandSegments], ["getInPlaceOperand"]> {
+def KK_RMSNormOp : KK_LaunchOp<"rms_norm", [AttrSizedOperandSegments],
+    ["getInPlaceOperand", "getOperandValueRange"]> {
   let summary = "RMSNorm; one program per row";
   let description = [{
     With `into(%cache at %start)`, row (b, s) is written to row
@@ -106,7 +107,8 @@ def KK_GemmDualOp : KK_LaunchOp<"gemm_dual"> {
   let assemblyFormat = "$input `,` $w1 `,` $w2 attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [], ["getLaunchScalars", "getNumKernelScalars"]> {
+def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [],
+    ["getLaunchScalars", "getNumKernelScalars", "getLaunchScalarRanges", "getOperandValueRange"]> {
   let summary = "Element-wise binary op (add, mul, swiglu, bias_add) over blocks of elements";
   let description = [{
     `add`, `mul` and `swiglu` combine operands of the same size element by
@@ -125,7 +127,7 @@ def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [], ["getLaunchScalars", "getN
   let assemblyFormat = "$kind $lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_SliceOp : KK_LaunchOp<"slice"> {
+def KK_SliceOp : KK_LaunchOp<"slice", [], ["getOperandValueRange"]> {
   let summary = "Copies a range of the last dimension; one program per row";
   let description = [{
     ```mlir
@@ -138,7 +140,8 @@ def KK_SliceOp : KK_LaunchOp<"slice"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments], ["getInPlaceOperand"]> {
+def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments],
+    ["getInPlaceOperand", "getOperandValueRange"]> {
   let summary = "Rotary embedding; one program per (batch, seq, head) row";
   let description = [{
     Attributes as `kiln.rope`. The optional `start` ([batch] integers) offsets
@@ -171,7 +174,7 @@ def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments], ["getInPlaceOper
 }
 
 def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
-    ["getInPlaceOperandOf"]> {
+    ["getInPlaceOperandOf", "getOperandValueRange"]> {
   let summary = "MLA's compressed-KV rows into the two caches; one program per row";
   let description = [{
     Row r of `input` (kv_a_proj_with_mqa's output, rows of `input_stride`)
@@ -206,7 +209,7 @@ def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
   }];
 }
 
-def KK_AttentionOp : KK_LaunchOp<"attention"> {
+def KK_AttentionOp : KK_LaunchOp<"attention", [], ["getOperandValueRange"]> {
   let summary = "Flash-style GQA attention; one program per (batch, seq, head)";
   let description = [{
     Online softmax over the keys each query sees (causal: keys up to
@@ -231,7 +234,7 @@ def KK_AttentionOp : KK_LaunchOp<"attention"> {
   }];
 }
 
-def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]> {
+def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments], ["getOperandValueRange"]> {
   let summary = "MLA in the absorbed form over the latent; one program per (batch, seq, head)";
   let description = [{
     W_UK (rows of `kv_b`) is folded into the query, attention runs over the
@@ -269,7 +272,7 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments]>
   }];
 }
 
-def KK_MLANaiveOp : KK_LaunchOp<"mla_naive"> {
+def KK_MLANaiveOp : KK_LaunchOp<"mla_naive", [], ["getOperandValueRange"]> {
   let summary = "MLA in the naive form over per-head keys and values; one program per (batch, seq, head)";
   let description = [{
     The prefill form of MLA: `kv` [batch, kv_len, heads, d_nope + d_v] is
@@ -299,7 +302,8 @@ def KK_MLANaiveOp : KK_LaunchOp<"mla_naive"> {
   }];
 }
 
-def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperandSegments]> {
+def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperandSegments],
+    ["getOperandValueRange"]> {
   let summary = "MLA (absorbed) fused with the quantization of its output";
   let description = [{
     As `mla_attention`, and each head's output row (a whole number of `act`
@@ -325,7 +329,8 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
   }];
 }
 
-def KK_MoERouteOp : KK_LaunchOp<"moe_route", [], ["getLaunchScalars", "getNumKernelScalars"]> {
+def KK_MoERouteOp : KK_LaunchOp<"moe_route", [],
+    ["getLaunchScalars", "getNumKernelScalars", "getOperandValueRange", "isStateOperand"]> {
   let summary = "Fused MoE routing and token permutation; one program per token";
   let description = [{
     Gate GEMM, scoring, correction bias (selection only), group-limited
@@ -384,7 +389,7 @@ def KK_MoERouteOp : KK_LaunchOp<"moe_route", [], ["getLaunchScalars", "getNumKer
   }];
 }
 
-def KK_MoEUpOp : KK_LaunchOp<"moe_up"> {
+def KK_MoEUpOp : KK_LaunchOp<"moe_up", [], ["getOperandValueRange"]> {
   let summary = "Grouped GEMM: the experts' gate and up projections with SwiGLU";
   let description = [{
     Over the contiguous layout of `moe_route`: row r of the result is
@@ -413,7 +418,7 @@ def KK_MoEUpOp : KK_LaunchOp<"moe_up"> {
   }];
 }
 
-def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
+def KK_MoEDownOp : KK_LaunchOp<"moe_down", [], ["getOperandValueRange"]> {
   let summary = "Grouped GEMM: the experts' down projection";
   let description = [{
     Row r of the result (f32, in the contiguous layout) is act[r] . w_down[e]
@@ -438,7 +443,7 @@ def KK_MoEDownOp : KK_LaunchOp<"moe_down"> {
   }];
 }
 
-def KK_MoECombineOp : KK_LaunchOp<"moe_combine"> {
+def KK_MoECombineOp : KK_LaunchOp<"moe_combine", [], ["getOperandValueRange"]> {
   let summary = "MoE combine: weighted sum of expert rows, shared experts, addends";
   let description = [{
     y[t, d] = sum_k weights[t, k] * rows[slot_row[t, k], d] over the routed
@@ -463,7 +468,7 @@ def KK_MoECombineOp : KK_LaunchOp<"moe_combine"> {
   }];
 }
 
-def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand"]> {
+def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand", "getOperandValueRange"]> {
   let summary = "Writes rows into a cache in place; one program per (batch, seq) row";
   let description = [{
     The result is the cache's buffer (updated in place).
@@ -635,7 +640,7 @@ def KK_GemmSwiGLUFP8Op : KK_LaunchOp<"gemm_swiglu_fp8"> {
   }];
 }
 
-def KK_MoEUpFP8Op : KK_LaunchOp<"moe_up_fp8"> {
+def KK_MoEUpFP8Op : KK_LaunchOp<"moe_up_fp8", [], ["getOperandValueRange"]> {
   let summary = "Grouped FP8 GEMM: gate and up projections, SwiGLU and quantization";
   let description = [{
     The block-scaled form of `moe_up` over the same contiguous layout. One
@@ -668,7 +673,7 @@ def KK_MoEUpFP8Op : KK_LaunchOp<"moe_up_fp8"> {
   }];
 }
 
-def KK_MoEDownFP8Op : KK_LaunchOp<"moe_down_fp8"> {
+def KK_MoEDownFP8Op : KK_LaunchOp<"moe_down_fp8", [], ["getOperandValueRange"]> {
   let summary = "Grouped FP8 GEMM: the experts' down projection";
   let description = [{
     The block-scaled form of `moe_down`: f32 rows in the contiguous layout.

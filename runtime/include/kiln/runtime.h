@@ -51,7 +51,7 @@ struct Launch;
 struct TensorSpec;
 }  // namespace plan
 
-inline constexpr uint32_t kPlanFormatVersion = 1;
+inline constexpr uint32_t kPlanFormatVersion = 2;
 inline constexpr char kPlanFileIdentifier[] = "KPLN";
 // The name of the top-level entry point.
 inline constexpr char kForwardFunction[] = "forward";
@@ -77,7 +77,9 @@ struct Function {
 // A verified, immutable plan. Thread-safe; share it between sessions.
 class Plan {
  public:
-  // Maps `path` read-only and verifies it (structure, version, semantics).
+  // Maps `path` read-only and verifies it: the checksum trailer, structure,
+  // version, then semantics (every launch against what its kernel was
+  // generated for, every executable's checksum, the tensor specs).
   static absl::StatusOr<std::shared_ptr<const Plan>> Open(const std::string& path);
   // Verifies a plan image held in memory (copied). External weight paths are
   // resolved relative to `base_dir`. `what` names the plan in errors.
@@ -98,7 +100,7 @@ class Plan {
   const std::string& base_dir() const { return base_dir_; }
 
   // Resolves every weight to host memory: packed weights point into the plan,
-  // external ones are mmapped and checked against file size and FNV-1a 64.
+  // external ones are mmapped and checked against file size and XXH64.
   // Done once per Plan; later calls return the cached result (or error).
   absl::StatusOr<const std::vector<WeightView>*> ResolveWeights() const;
 
@@ -136,9 +138,6 @@ class Plan {
   mutable std::vector<std::unique_ptr<MappedFile>> weight_files_;
 };
 
-// FNV-1a 64-bit hash, as used for ExternalData.fnv1a64.
-uint64_t Fnv1a64(const void* data, size_t size);
-
 enum class Device { kCpu, kCuda };
 const char* DeviceName(Device device);
 
@@ -170,10 +169,15 @@ class Session {
   ~Session();
 
   // Copies `tensor` into the input's arena buffer after checking the name,
-  // dtype and shape against the plan. Errors of functions other than
-  // "forward" start with "function 'NAME': ".
+  // dtype and shape against the plan, and every value against the input's
+  // value range (TensorSpec.value_range: token ids, cache positions), e.g.
+  //   function 'decode': input 'position' row 1: value -16 is outside
+  //   [0, 15] (the KV cache holds 16 positions; compile with a larger --max-seq)
+  // Errors of functions other than "forward" start with "function 'NAME': ".
   absl::Status SetInput(std::string_view function, std::string_view name, const HostTensor& tensor);
   // Executes every launch of `function`, in order, and waits for completion.
+  // Inputs with a value range that were not set since another function ran
+  // (functions share arena memory) are checked in the arena first.
   absl::Status Run(std::string_view function);
   // Copies an output of `function` out of the arena. Valid after Run(function)
   // until the next Run (functions may share arena memory).
@@ -207,6 +211,12 @@ class Session {
   // Sizes given to symbolic dimensions (TensorSpec.dim_symbols), per
   // function: inputs are zero-padded to the compiled shape, outputs sliced.
   std::map<std::string, std::map<int32_t, int64_t>> symbol_values_;
+  // Per function and input: whether the input's arena bytes are known to
+  // satisfy its value range (set and checked since no other function ran).
+  enum class InputState : uint8_t { kNeverSet, kChecked, kClobbered };
+  std::map<std::string, std::vector<InputState>> input_state_;
+  std::map<std::string, std::string> clobbered_by_;  // function -> the one that ran since
+  absl::Status CheckInputsBeforeRun(const Function& f);
   RunStats stats_;
 };
 

@@ -43,7 +43,7 @@ struct WeightSource {
 };
 
 /// The plan format version emitPlan writes (plan.fbs, Plan.format_version).
-inline constexpr uint32_t kPlanFormatWritten = 1;
+inline constexpr uint32_t kPlanFormatWritten = 2;
 
 struct PlanOptions {
   std::string planPath; ///< where the plan will live (for relative paths)
@@ -64,7 +64,8 @@ emitPlan(mlir::ModuleOp module, const KernelTable &table,
          const std::optional<CpuExecutable> &cpu,
          const std::optional<CudaExecutable> &cuda, const PlanOptions &options);
 
-/// FNV-1a 64 of a byte range (the plan's weight checksum).
+/// FNV-1a 64 of a byte range (the provenance's source hash; plans check
+/// their bytes and weights with XXH64, plan_support.h).
 uint64_t fnv1a64(const uint8_t *data, size_t size);
 
 } // namespace kiln
