@@ -371,8 +371,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     if (!parsed.ok()) return fail(parsed.status());
     impl->decoder = std::move(*parsed);
   }
+  // Rust regex's \w; in Oniguruma syntax for the newer Unicode assignments.
   auto word_char = tok::Regex::Compile(
-      "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]", tok::Regex::Syntax::kPcre2);
+      "[\\p{Alphabetic}\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]",
+      tok::Regex::Syntax::kOniguruma);
   if (!word_char.ok()) return fail(word_char.status());
   impl->word_char = std::move(*word_char);
   static const Json kNoTokens = Json::array();

@@ -243,7 +243,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& json
     auto digits = std::make_unique<DigitsPreTokenizer>();
     auto individual = GetBool(json, "individual_digits", path);
     if (!individual.ok()) return individual.status();
-    auto numeric = Regex::Compile("\\p{N}", Regex::Syntax::kPcre2);
+    auto numeric = Regex::Compile("\\p{N}", Regex::Syntax::kOniguruma);
     if (!numeric.ok()) return numeric.status();
     digits->individual = *individual;
     digits->numeric = std::move(*numeric);

@@ -4,15 +4,58 @@
 #include <pcre2.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "tokenizer_unicode.h"
 
 namespace kiln::tok {
 namespace {
 
-// Oniguruma's classes, as members of a character class.
-constexpr char kSpace[] = "\\t-\\r\\x{85}\\p{Z}";
-constexpr char kWord[] = "\\p{L}\\p{M}\\p{N}\\p{Pc}\\x{200C}\\x{200D}";
-constexpr char kHex[] = "0-9A-Fa-f";
+struct AssignedRange {
+  const char* category;
+  char32_t first, last;
+};
+// The code points that Hugging Face's Oniguruma (Unicode 16.0) knows and
+// PCRE2 10.42 (Unicode 14.0) does not.
+constexpr AssignedRange kUnicodeUpdate[] = {
+#include "tokenizer_unicode_update.inc"
+};
+
+bool IsGeneralCategory(std::string_view name) {
+  static constexpr std::string_view kNames[] = {
+      "L",  "LC", "Lu", "Ll", "Lt", "Lm", "Lo", "M",  "Mn", "Mc", "Me", "N",  "Nd", "Nl", "No", "P",
+      "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "S",  "Sm", "Sc", "Sk", "So", "Z",  "Zs", "Zl", "Zp"};
+  for (std::string_view n : kNames)
+    if (n == name) return true;
+  return false;
+}
+
+// `\p{name}` as members of a character class: PCRE2's property plus the
+// code points of that category that PCRE2's tables lack.
+std::string CategoryMembers(std::string_view name) {
+  std::string out = absl::StrCat("\\p{", absl::string_view(name.data(), name.size()), "}");
+  for (const AssignedRange& r : kUnicodeUpdate) {
+    std::string_view c = r.category;
+    bool in = c == name || (name.size() == 1 && c[0] == name[0]) ||
+              (name == "LC" && (c == "Lu" || c == "Ll" || c == "Lt"));
+    if (!in) continue;
+    absl::StrAppend(&out, absl::StrFormat("\\x{%X}", static_cast<uint32_t>(r.first)));
+    if (r.last != r.first) absl::StrAppend(&out, absl::StrFormat("-\\x{%X}", static_cast<uint32_t>(r.last)));
+  }
+  return out;
+}
+
+// Oniguruma's \s, \w and \h as members of a character class.
+std::string ClassMembers(char escape) {
+  switch (escape) {
+    case 's':
+      return "\\t-\\r\\x{85}\\p{Z}";
+    case 'w':
+      return absl::StrCat(CategoryMembers("L"), CategoryMembers("M"), CategoryMembers("N"),
+                          CategoryMembers("Pc"), "\\x{200C}\\x{200D}");
+    default:
+      return "0-9A-Fa-f";
+  }
+}
 
 std::string Pcre2Error(int code) {
   PCRE2_UCHAR buffer[256];
@@ -30,17 +73,36 @@ absl::StatusOr<std::string> OnigurumaToPcre2(std::string_view p) {
     char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
       char e = p[++i];
-      const char* set = e == 's' || e == 'S'   ? kSpace
-                        : e == 'w' || e == 'W' ? kWord
-                        : e == 'h' || e == 'H' ? kHex
-                                               : nullptr;
-      if (!set) {
+      // \p{Cat}, \p{^Cat}, \P{Cat} of a general category.
+      if ((e == 'p' || e == 'P') && i + 1 < p.size() && p[i + 1] == '{') {
+        size_t close = p.find('}', i + 2);
+        std::string_view name =
+            close == std::string_view::npos ? "" : p.substr(i + 2, close - i - 2);
+        bool negated = e == 'P';
+        if (!name.empty() && name[0] == '^') {
+          negated = !negated;
+          name.remove_prefix(1);
+        }
+        if (IsGeneralCategory(name) && !(negated && class_depth > 0)) {
+          std::string members = CategoryMembers(name);
+          if (class_depth > 0) {
+            out += members;
+          } else {
+            absl::StrAppend(&out, negated ? "[^" : "[", members, "]");
+          }
+          i = close;
+          continue;
+        }
+      }
+      bool known = e == 's' || e == 'S' || e == 'w' || e == 'W' || e == 'h' || e == 'H';
+      char lower = static_cast<char>(e | 0x20);
+      if (!known) {
         out += c;
         out += e;
       } else if (class_depth == 0) {
-        absl::StrAppend(&out, e >= 'a' ? "[" : "[^", set, "]");
-      } else if (e >= 'a') {
-        out += set;
+        absl::StrAppend(&out, e == lower ? "[" : "[^", ClassMembers(lower), "]");
+      } else if (e == lower) {
+        out += ClassMembers(lower);
       } else if (e == 'S') {
         out += "\\S";  // PCRE2's \S differs from Oniguruma's only at U+180E
       } else {
@@ -83,7 +145,7 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern, 
     translated = std::move(*t);
     options |= PCRE2_MULTILINE;
   } else if (syntax == Syntax::kLiteral) {
-    options |= PCRE2_LITERAL;
+    options = PCRE2_UTF | PCRE2_LITERAL;  // PCRE2_LITERAL takes no PCRE2_UCP
   }
   pcre2_compile_context* context = pcre2_compile_context_create(nullptr);
   pcre2_set_newline(context, PCRE2_NEWLINE_LF);

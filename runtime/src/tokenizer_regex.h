@@ -2,13 +2,16 @@
 // Unicode properties, JIT when the platform has it).
 //
 // Hugging Face compiles the patterns of Split, Replace and its own GPT-2
-// pattern with Oniguruma in Ruby syntax. PCRE2 reads the same syntax with four
+// pattern with Oniguruma in Ruby syntax. PCRE2 reads the same syntax with five
 // differences that matter for tokenizers, which Compile bridges: `^` and `$`
-// match at line breaks (PCRE2_MULTILINE), and `\s`, `\w`, `\h` (and their
+// match at line breaks (PCRE2_MULTILINE); `\s`, `\w`, `\h` (and their
 // negations) mean Oniguruma's classes: `\s` is [\t-\r\x85\p{Z}] (PCRE2's
 // includes U+180E), `\w` is letters, marks, numbers, connector punctuation
 // and the joiners (PCRE2's lacks the marks), `\h` is a hex digit (PCRE2's is
-// horizontal space).
+// horizontal space); and `\p{..}` of a general category also covers what
+// Unicode 15.0 and 16.0 assigned (Oniguruma's tables are at 16.0, Debian's
+// PCRE2 10.42 at 14.0: new emoji such as U+1FA75, CJK Extensions H and I),
+// from tokenizer_unicode_update.inc.
 #pragma once
 
 #include <cstddef>

@@ -2,7 +2,9 @@
 
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <array>
+#include <iterator>
 #include <cstdlib>
 
 #include "absl/status/status.h"
@@ -135,10 +137,28 @@ bool IsWhiteSpace(char32_t c) {
          c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-absl::StatusOr<std::string> NormalizeUnicode(std::string_view s, NormalForm form) {
-  bool ascii = true;
-  for (char c : s) ascii &= static_cast<unsigned char>(c) < 0x80;
-  if (ascii) return std::string(s);  // every normal form leaves ASCII as it is
+namespace {
+
+struct CodePointRange {
+  char32_t first, last;
+};
+// Code points that Hugging Face's normalizers (Unicode 9.0 tables) treat as
+// plain starters although utf8proc knows their class or decomposition.
+constexpr CodePointRange kNormalizationOpaque[] = {
+#include "tokenizer_normalization_update.inc"
+};
+
+bool IsNormalizationOpaque(char32_t c) {
+  if (c < kNormalizationOpaque[0].first) return false;
+  const CodePointRange* end = std::end(kNormalizationOpaque);
+  const CodePointRange* it = std::upper_bound(
+      std::begin(kNormalizationOpaque), end, c,
+      [](char32_t v, const CodePointRange& r) { return v < r.first; });
+  return it != std::begin(kNormalizationOpaque) && c <= (it - 1)->last;
+}
+
+absl::StatusOr<std::string> NormalizeWithUtf8proc(std::string_view s, NormalForm form) {
+  if (s.empty()) return std::string();
   int options = UTF8PROC_STABLE;
   switch (form) {
     case NormalForm::kNfc: options |= UTF8PROC_COMPOSE; break;
@@ -155,6 +175,31 @@ absl::StatusOr<std::string> NormalizeUnicode(std::string_view s, NormalForm form
   std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
   std::free(out);
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> NormalizeUnicode(std::string_view s, NormalForm form) {
+  bool ascii = true;
+  for (char c : s) ascii &= static_cast<unsigned char>(c) < 0x80;
+  if (ascii) return std::string(s);  // every normal form leaves ASCII as it is
+  // An opaque code point is a starter that nothing composes with or reorders
+  // across: the text normalizes piece by piece around it.
+  std::string out;
+  size_t segment = 0;
+  for (size_t i = 0; i < s.size();) {
+    size_t at = i;
+    if (!IsNormalizationOpaque(NextCodePoint(s, &i))) continue;
+    auto n = NormalizeWithUtf8proc(s.substr(segment, at - segment), form);
+    if (!n.ok()) return n.status();
+    out += *n;
+    out.append(s.substr(at, i - at));
+    segment = i;
+  }
+  auto n = NormalizeWithUtf8proc(s.substr(segment), form);
+  if (!n.ok()) return n.status();
+  out += *n;
+  return out;
 }
 
 char32_t ByteToChar(unsigned char b) { return ByteToCharTable()[b]; }
