@@ -44,6 +44,7 @@ FIXED_TEXTS = [
     "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
     " <mask> x <mask>[R]   y  word words aword word. ab abc <|endoftext|>",
     "line one\nline two   \nline three\t\n",
+    "say hello world and <ctrl> hello  world,hello world<ctrl>", "hello world",
 ]
 
 

@@ -225,6 +225,10 @@ def sentencepiece_bpe(out_dir, name, style="legacy", byte_fallback=True, vocab_s
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    # Added tokens matched in the normalized text ("▁hello▁world" with the
+    # legacy normalizer), after the normalizer is set.
+    tok.add_tokens([AddedToken("hello world", normalized=True),
+                    AddedToken("<ctrl>", special=True, normalized=True)])
     path = os.path.join(out_dir, f"{name}.json")
     tok.save(path)
     return path

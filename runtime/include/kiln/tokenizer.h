@@ -81,9 +81,8 @@ class Tokenizer {
   // The file (or `what`) the tokenizer came from.
   const std::string& path() const;
 
-  struct Impl;  // internal
-
  private:
+  struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
