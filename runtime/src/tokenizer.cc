@@ -333,7 +333,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   if (!root.is_object()) return fail(tok::JsonError("(root)", "expected an object"));
   if (const Json* version = tok::OptionalMember(root, "version")) {
     if (!version->is_string() || *version != "1.0")
-      return fail(tok::JsonError("version", absl::StrCat("unknown version ", tok::Describe(*version),
+      return fail(tok::JsonError("version", absl::StrCat("unknown version ",
+                                                         tok::Describe(*version),
                                                          " (Kiln reads \"1.0\")")));
   }
   for (const char* key : {"truncation", "padding"}) {

@@ -202,8 +202,9 @@ absl::Status BpeModel::MergeWord(std::string_view word, std::vector<int32_t>* id
     }
     auto unk_it = vocab_.find(*unk_token_);
     if (unk_it == vocab_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.unk_token '", *unk_token_, "' is not in the vocabulary, and '", AV(c), "' needs it"));
+      return absl::InvalidArgumentError(absl::StrCat("model.unk_token '", *unk_token_,
+                                                     "' is not in the vocabulary, and '", AV(c),
+                                                     "' needs it"));
     }
     if (unk_id >= 0) add(unk_id, unk_len);
     unk_id = unk_it->second;

@@ -68,7 +68,8 @@ inline absl::StatusOr<bool> GetBool(const Json& obj, const char* key, const std:
     return JsonError(JoinPath(path, key), "missing");
   }
   if (!v->is_boolean())
-    return JsonError(JoinPath(path, key), absl::StrCat("expected true or false, got ", Describe(*v)));
+    return JsonError(JoinPath(path, key),
+                     absl::StrCat("expected true or false, got ", Describe(*v)));
   return v->get<bool>();
 }
 
@@ -98,7 +99,8 @@ inline absl::StatusOr<std::string> GetChar(const Json& obj, const char* key,
 
 // The "type" of a component object.
 inline absl::StatusOr<std::string> GetType(const Json& obj, const std::string& path) {
-  if (!obj.is_object()) return JsonError(path, absl::StrCat("expected an object, got ", Describe(obj)));
+  if (!obj.is_object())
+    return JsonError(path, absl::StrCat("expected an object, got ", Describe(obj)));
   return GetString(obj, "type", path);
 }
 

@@ -22,8 +22,9 @@ constexpr AssignedRange kUnicodeUpdate[] = {
 
 bool IsGeneralCategory(std::string_view name) {
   static constexpr std::string_view kNames[] = {
-      "L",  "LC", "Lu", "Ll", "Lt", "Lm", "Lo", "M",  "Mn", "Mc", "Me", "N",  "Nd", "Nl", "No", "P",
-      "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "S",  "Sm", "Sc", "Sk", "So", "Z",  "Zs", "Zl", "Zp"};
+      "L",  "LC", "Lu", "Ll", "Lt", "Lm", "Lo", "M",  "Mn", "Mc", "Me", "N",  "Nd", "Nl", "No",
+      "P",  "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "S",  "Sm", "Sc", "Sk", "So", "Z",  "Zs",
+      "Zl", "Zp"};
   for (std::string_view n : kNames)
     if (n == name) return true;
   return false;
@@ -39,7 +40,8 @@ std::string CategoryMembers(std::string_view name) {
               (name == "LC" && (c == "Lu" || c == "Ll" || c == "Lt"));
     if (!in) continue;
     absl::StrAppend(&out, absl::StrFormat("\\x{%X}", static_cast<uint32_t>(r.first)));
-    if (r.last != r.first) absl::StrAppend(&out, absl::StrFormat("-\\x{%X}", static_cast<uint32_t>(r.last)));
+    if (r.last != r.first)
+      absl::StrAppend(&out, absl::StrFormat("-\\x{%X}", static_cast<uint32_t>(r.last)));
   }
   return out;
 }

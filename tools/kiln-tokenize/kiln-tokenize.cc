@@ -82,8 +82,10 @@ int main(int argc, char** argv) {
 
   if (mode == "--vocab") {
     std::printf("%zu\n", tok.VocabSize());
+    // Ids are dense in practice; the bound covers the model's largest (2^24)
+    // and the added tokens after it.
     size_t found = 0;
-    for (int32_t id = 0; found < tok.VocabSize() && id < INT32_MAX; ++id) {
+    for (int32_t id = 0; found < tok.VocabSize() && id < (1 << 25); ++id) {
       if (auto t = tok.IdToToken(id)) {
         std::printf("%d\t%s\n", id, Hex(*t).c_str());
         ++found;
