@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything Kiln needs on a fresh Debian 12 machine (idempotent):
 # LLVM/MLIR 22 (Debian's security suite), FlatBuffers, abseil, GoogleTest,
-# Ninja, ccache, and numpy for the end-to-end references.
+# PCRE2, utf8proc and nlohmann/json (the runtime's tokenizer), Ninja, ccache,
+# numpy for the end-to-end references, and Hugging Face `tokenizers` (pip,
+# test-only: the tokenizer end-to-end test compares with it).
 set -euo pipefail
 
-PKGS=(cmake ninja-build ccache g++ python3 python3-numpy
+TOKENIZER_PKGS=(pkg-config libpcre2-dev libutf8proc-dev nlohmann-json3-dev)
+PKGS=(cmake ninja-build ccache g++ python3 python3-numpy python3-pip
       libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools lld-22
-      libflatbuffers-dev flatbuffers-compiler libabsl-dev libgtest-dev)
+      libflatbuffers-dev flatbuffers-compiler libabsl-dev libgtest-dev "${TOKENIZER_PKGS[@]}")
 RUNTIME_ONLY=0
 [[ "${1:-}" == "--runtime-only" ]] && RUNTIME_ONLY=1
 if [[ $RUNTIME_ONLY == 1 ]]; then
   PKGS=(cmake ninja-build ccache g++ python3 libflatbuffers-dev
-        flatbuffers-compiler libabsl-dev libgtest-dev)
+        flatbuffers-compiler libabsl-dev libgtest-dev "${TOKENIZER_PKGS[@]}")
 fi
 
 missing=()
@@ -28,4 +31,16 @@ fi
 if ! python3 -c "import numpy" 2>/dev/null; then
   echo "setup: installing numpy"
   python3 -m pip install -q numpy
+fi
+
+# The reference of tests/e2e/test_tokenizer.py, pinned: the Unicode tables of
+# runtime/src/tokenizer_*update.inc follow its versions
+# (scripts/gen-unicode-update.py).
+TOKENIZERS_VERSION=0.23.3
+if [[ $RUNTIME_ONLY == 0 ]] &&
+   ! python3 -c "import tokenizers, sys; sys.exit(tokenizers.__version__ != '$TOKENIZERS_VERSION')" 2>/dev/null; then
+  echo "setup: installing tokenizers==$TOKENIZERS_VERSION (test-only)"
+  # Debian's own python3 is "externally managed"; pip then needs the flag.
+  python3 -m pip install -q "tokenizers==$TOKENIZERS_VERSION" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "tokenizers==$TOKENIZERS_VERSION"
 fi
