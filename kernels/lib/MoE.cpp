@@ -172,12 +172,21 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
   // The token permutation, by the last program to finish routing: its
   // acquire-release increment of `sync` makes every other program's ids
   // visible to it.
-  // The token count is a launch scalar, so one kernel serves every batch.
+  // The token counts are launch scalars, so one kernel serves every batch:
+  // the layout's tokens (the plan's maximum), the tokens routed (those a
+  // request gives: only their programs run) and, of each batch row's
+  // `seqMax` tokens, the first `seqGiven`.
   const int64_t K = m.topK, slots = K + m.sharedExperts,
                 experts = E + m.sharedExperts, BM = m.blockM;
-  Value tokens = args.scalars[0];
+  Value tokens = args.scalars[0], routedTokens = args.scalars[1],
+        seqGiven = args.scalars[2], seqMax = args.scalars[3];
+  Value rowsGiven = p.divs(routedTokens, seqGiven);
+  auto given = [&](Value tok) {
+    return p.band(p.lt(p.rems(tok, seqMax), seqGiven),
+                  p.lt(p.divs(tok, seqMax), rowsGiven));
+  };
   Value old = p.atomicAddI32(sync, c0, c1);
-  p.ifThen(p.eq(old, p.add(tokens, p.i64(-1))), [&] {
+  p.ifThen(p.eq(old, p.add(routedTokens, p.i64(-1))), [&] {
     // MoELayout::rows() and blocks(), at run time.
     Value used = p.mul(tokens, p.i64(slots));
     Value rows = p.mul(
@@ -201,11 +210,14 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
       return p.select(p.lt(e, c0), c0, e);
     };
     p.forLoop(c0, p.mul(tokens, p.i64(K)), c1, [&](Value s) {
-      Value e = routedExpert(s);
-      p.storeInt(p.add(p.load(ws, i32, counter(e)), c1), ws, i32, counter(e));
+      p.ifThen(given(p.divs(s, p.i64(K))), [&] {
+        Value e = routedExpert(s);
+        p.storeInt(p.add(p.load(ws, i32, counter(e)), c1), ws, i32,
+                   counter(e));
+      });
     });
     p.forLoop(cE, cExp, c1,
-              [&](Value e) { p.storeInt(tokens, ws, i32, counter(e)); });
+              [&](Value e) { p.storeInt(routedTokens, ws, i32, counter(e)); });
     // Segment starts (padded to BM); each block of a segment is the
     // segment's expert's; the counter becomes the segment's cursor.
     Value end = p.forLoop(
@@ -224,6 +236,7 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
               [&](Value r) { p.storeInt(p.i64(-1), sortedTok, sortedT, r); });
     // Scatter, token-major: rows within a segment follow token order.
     p.forLoop(c0, tokens, c1, [&](Value tok) {
+      p.ifThen(given(tok), [&] {
       p.forLoop(c0, p.i64(slots), c1, [&](Value k) {
         Value routed = p.lt(k, p.i64(K));
         Value idx = p.add(p.mul(tok, p.i64(K)), p.minI(k, p.i64(K - 1)));
@@ -233,6 +246,7 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
         p.storeInt(p.add(r, c1), ws, i32, counter(e));
         p.storeInt(tok, sortedTok, sortedT, r);
         p.storeInt(r, slotRow, slotT, p.add(p.mul(tok, p.i64(slots)), k));
+      });
       });
     });
     p.storeInt(c0, sync, i32, c0);

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -12,6 +14,18 @@
 
 namespace kiln {
 
+// The programs of a token-major launch (plan::TokenGrid) that a request's
+// tokens need: program ranges [first, second), ascending, and the launch's
+// scalars with its token counts set to the request's.
+struct LaunchWindow {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  std::vector<int64_t> scalars;
+};
+
+// The window of `launch` for `rows` batch rows of `seq` positions each, or
+// nullopt when that is the whole launch (or the launch is not token-major).
+std::optional<LaunchWindow> TokenWindow(const plan::Launch& launch, int64_t rows, int64_t seq);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -20,8 +34,12 @@ class Backend {
   virtual absl::Status CopyOut(uint64_t offset, void* dst, size_t size) = 0;
   // Zeroes arena bytes [offset, offset + size).
   virtual absl::Status Zero(uint64_t offset, size_t size) = 0;
-  // Enqueues (CPU: runs) one launch of any function of the plan.
-  virtual absl::Status Launch(const plan::Launch& launch) = 0;
+  // Enqueues (CPU: runs) one launch of any function of the plan; for a
+  // token-major launch of a request smaller than the plan's maxima,
+  // `window` says which of its programs to run and with which scalars
+  // (null: all of them, with the plan's scalars). A backend may run the
+  // whole launch instead: the plan's scalars describe all its programs.
+  virtual absl::Status Launch(const plan::Launch& launch, const LaunchWindow* window) = 0;
   // Waits for every enqueued launch.
   virtual absl::Status Synchronize() = 0;
 };

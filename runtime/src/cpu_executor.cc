@@ -164,7 +164,7 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Launch(const plan::Launch& launch) override {
+  absl::Status Launch(const plan::Launch& launch, const LaunchWindow* window) override {
     const plan::Launch* la = &launch;
     void* ptrs[64];
     std::vector<void*> heap;
@@ -182,8 +182,16 @@ class CpuBackend final : public Backend {
     int64_t* scalars = ns > 16 ? scalar_heap.data() : scalar_storage;
     for (uint32_t i = 0; i < ns; ++i) scalars[i] = plan::Load(la->scalars(), i);
     EntryFn fn = entries_[la->kernel()];
-    int64_t programs = static_cast<int64_t>(la->programs());
-    pool_->ParallelFor(programs, [&](int64_t begin, int64_t end) { fn(bufs, scalars, begin, end); });
+    if (!window) {
+      int64_t programs = static_cast<int64_t>(la->programs());
+      pool_->ParallelFor(programs, [&](int64_t begin, int64_t end) { fn(bufs, scalars, begin, end); });
+      return absl::OkStatus();
+    }
+    const int64_t* sc = window->scalars.data();
+    for (auto [first, last] : window->ranges)
+      pool_->ParallelFor(last - first, [&](int64_t begin, int64_t end) {
+        fn(bufs, sc, first + begin, first + end);
+      });
     return absl::OkStatus();
   }
   absl::Status Synchronize() override { return absl::OkStatus(); }

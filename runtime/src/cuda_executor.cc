@@ -155,7 +155,10 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Launch(const plan::Launch& launch) override {
+  // Token windows are ignored: the kernels take no first program yet (their
+  // ABI is the program count), so every launch runs all its programs with
+  // the plan's scalars, which describe them all.
+  absl::Status Launch(const plan::Launch& launch, const LaunchWindow* /*window*/) override {
     const plan::Launch* la = &launch;
     uint64_t programs = la->programs();
     if (programs == 0) return absl::OkStatus();

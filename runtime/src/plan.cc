@@ -195,6 +195,28 @@ absl::Status CheckKernel(const plan::Kernel& k, uint32_t index) {
 absl::Status CheckGrid(const plan::Plan& p, const plan::Launch& la, const plan::Kernel& k,
                        const plan::KernelGrid& g) {
   std::string kernel = absl::StrCat("kernel '", k.name()->str(), "' at ", g.programs(), " programs");
+  if (const plan::TokenGrid* t = la.tokens()) {
+    // The runtime runs a prefix of each batch row's programs and sets the
+    // token scalars to any count up to the maxima: all must be valid.
+    uint64_t tokens = t->max_batch() * t->max_seq();
+    if (t->per_token() == 0 || t->max_batch() == 0 || t->max_seq() == 0 ||
+        tokens / t->max_seq() != t->max_batch() || t->per_token() * tokens / t->per_token() != tokens ||
+        t->per_token() * tokens != la.programs())
+      return absl::InvalidArgumentError(absl::StrCat("tokens: ", t->per_token(), " programs per token x ",
+                                                     t->max_batch(), " x ", t->max_seq(), " tokens is not the ",
+                                                     la.programs(), " programs it runs"));
+    for (auto [slot, most] : {std::pair<int32_t, uint64_t>{t->tokens_scalar(), tokens},
+                              std::pair<int32_t, uint64_t>{t->seq_scalar(), t->max_seq()}}) {
+      if (slot < 0) continue;
+      if (static_cast<uint32_t>(slot) >= k.num_scalars())
+        return absl::InvalidArgumentError(absl::StrCat("tokens: scalar ", slot, " of a kernel with ",
+                                                       k.num_scalars(), " scalars"));
+      int64_t lo = plan::Load(g.scalar_min(), slot), hi = plan::Load(g.scalar_max(), slot);
+      if (lo > 1 || hi < 1 || static_cast<uint64_t>(hi) < most)
+        return absl::InvalidArgumentError(absl::StrCat("tokens: scalar ", slot, " may be set to [1, ", most,
+                                                       "], but ", kernel, " takes [", lo, ", ", hi, "]"));
+    }
+  }
   for (uint32_t s = 0; s < k.num_scalars(); ++s) {
     int64_t v = plan::Load(la.scalars(), s), lo = plan::Load(g.scalar_min(), s), hi = plan::Load(g.scalar_max(), s);
     if (v < lo || v > hi)

@@ -27,6 +27,29 @@ absl::StatusOr<const plan::Executable*> FindExecutable(const Plan& p, plan::Targ
       "; compiled targets: ", targets.empty() ? "(none)" : absl::StrJoin(targets, ", ")));
 }
 
+std::optional<LaunchWindow> TokenWindow(const plan::Launch& launch, int64_t rows, int64_t seq) {
+  const plan::TokenGrid* g = launch.tokens();
+  if (!g) return std::nullopt;
+  int64_t max_rows = static_cast<int64_t>(g->max_batch()), max_seq = static_cast<int64_t>(g->max_seq());
+  int64_t per = static_cast<int64_t>(g->per_token());
+  if (rows >= max_rows && seq >= max_seq) return std::nullopt;
+  LaunchWindow w;
+  // Row r's tokens are programs [(r * max_seq) * per, (r * max_seq + seq) *
+  // per); consecutive rows merge when every position is given.
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t first = r * max_seq * per, last = (r * max_seq + seq) * per;
+    if (!w.ranges.empty() && w.ranges.back().second == first)
+      w.ranges.back().second = last;
+    else
+      w.ranges.push_back({first, last});
+  }
+  uint32_t ns = launch.scalars() ? launch.scalars()->size() : 0;
+  for (uint32_t i = 0; i < ns; ++i) w.scalars.push_back(plan::Load(launch.scalars(), i));
+  if (g->tokens_scalar() >= 0) w.scalars[g->tokens_scalar()] = rows * seq;
+  if (g->seq_scalar() >= 0) w.scalars[g->seq_scalar()] = seq;
+  return w;
+}
+
 std::vector<const plan::EntryPoint*> EntryPointsByKernel(const Plan& p, const plan::Executable& exe) {
   std::vector<const plan::EntryPoint*> out(p.fb().kernels() ? p.fb().kernels()->size() : 0);
   for (const plan::EntryPoint* ep : *exe.entry_points()) out[ep->kernel()] = ep;
@@ -251,10 +274,22 @@ absl::Status Session::Run(std::string_view function) {
     if (la->location() && la->location()->size() > 0) absl::StrAppend(&where, " (", la->location()->str(), ")");
     return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
   };
+  // The tokens this request gives (inputs given smaller along symbolic
+  // dimensions): token-major launches run only theirs.
+  const auto& given = symbol_values_[f.name];
+  auto symbol = [&](int32_t sym, uint64_t max) {
+    auto it = sym >= 0 ? given.find(sym) : given.end();
+    return it == given.end() ? static_cast<int64_t>(max) : it->second;
+  };
   auto start = Clock::now();
   for (size_t i = 0; i < n; ++i) {
     auto t0 = Clock::now();
-    if (auto s = backend_->Launch(*f.launches[i]); !s.ok()) return annotate(s, i);
+    std::optional<LaunchWindow> window;
+    if (const plan::TokenGrid* g = f.launches[i]->tokens())
+      window = TokenWindow(*f.launches[i], symbol(g->batch_symbol(), g->max_batch()),
+                           symbol(g->seq_symbol(), g->max_seq()));
+    if (auto s = backend_->Launch(*f.launches[i], window ? &*window : nullptr); !s.ok())
+      return annotate(s, i);
     if (options_.profile_launches) {
       if (auto s = backend_->Synchronize(); !s.ok()) return annotate(s, i);
       stats_.launch_ms[i] = ms(Clock::now() - t0);

@@ -230,6 +230,25 @@ TEST_F(PlanTest, Xxh64KnownValues) {
 
 // --- Launches against what their kernel was generated for ---------------
 
+// A token grid must describe the launch's programs, and the scalars the
+// runtime sets from a request must be valid for every count it may set.
+TEST_F(PlanTest, TokenGridChecks) {
+  plan_.launches[0].tokens = {1, 1, 8, -1, 0, -1, -1};
+  EXPECT_TRUE(Open().ok()) << "a token grid of 1 x 8 tokens x 1 program";
+  plan_.launches[0].tokens.per_token = 2;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): tokens: 2 programs per token x 1 x 8 tokens "
+                                         "is not the 8 programs it runs"));
+  plan_ = MakeAddPlan(dir_);
+  plan_.launches[0].tokens = {1, 1, 8, -1, 0, 0, -1};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("tokens: scalar 0 of a kernel with 0 scalars"));
+  // add_scaled_f32's scalar was compiled as exactly 2: a request could set
+  // it to 1..8.
+  plan_ = MakeAddPlan(dir_);
+  plan_.launches[1].tokens = {1, 1, 8, -1, 0, 0, -1};
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 1 (test.py:2): tokens: scalar 0 may be set to [1, 8], but "
+                                         "kernel 'add_scaled_f32' at 8 programs takes [2, 2]"));
+}
+
 TEST_F(PlanTest, ProgramCountEnlarged) {
   plan_.launches[0].programs = 9;
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): runs 9 programs, but kernel 'add_f32' was "

@@ -98,6 +98,34 @@ TEST_F(SessionTest, LargeGridSplitsAcrossThreads) {
   for (int i = 0; i < n; ++i) ASSERT_EQ(y->data<float>()[i], 1.0f + i) << i;
 }
 
+// A token-major launch runs only the tokens a request gives: the first
+// launch (t = x + wp) over 3 of 8 positions leaves t[3..8) as the previous
+// run wrote it, which the second launch (not token-major) reads.
+TEST_F(SessionTest, TokenGridRunsOnlyTheGivenTokens) {
+  plan_.inputs[0].dim_symbols = {-1, 0};
+  plan_.launches[0].tokens = {1, 1, 8, -1, 0, -1, -1};
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  auto s = Session::Create(plan, Device::kCpu);
+  ASSERT_TRUE(s.ok()) << s.status();
+  HostTensor full = MakeTensor(DType::kF32, {1, 8});
+  for (int i = 0; i < 8; ++i) full.data<float>()[i] = 100.0f;
+  ASSERT_TRUE((*s)->SetInput("x", full).ok());
+  ASSERT_TRUE((*s)->Run().ok());
+  HostTensor part = MakeTensor(DType::kF32, {1, 3});
+  for (int i = 0; i < 3; ++i) part.data<float>()[i] = 1.0f;
+  ASSERT_TRUE((*s)->SetInput("x", part).ok());
+  ASSERT_TRUE((*s)->Run().ok());
+  auto y = (*s)->GetOutput("y");
+  ASSERT_TRUE(y.ok()) << y.status();
+  ASSERT_EQ(y->shape, (std::vector<int64_t>{1, 8}));
+  // y = x + wp + 2 we, wp[i] = i, we[i] = 10 i.
+  for (int i = 0; i < 8; ++i) {
+    float x = i < 3 ? 1.0f : 100.0f;  // positions 3.. not recomputed
+    EXPECT_EQ(y->data<float>()[i], x + 21.0f * i) << i;
+  }
+}
+
 TEST_F(SessionTest, MissingEntrySymbol) {
   plan_.kernels[1].name = "no_such_kernel";
   plan_.executables[0].entries[1].name = "no_such_kernel";

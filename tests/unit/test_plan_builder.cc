@@ -82,9 +82,14 @@ std::string Serialize(const TPlan& p) {
                                          0, 1));
   auto make_launches = [&](const std::vector<TLaunch>& v) {
     std::vector<Offset<plan::Launch>> out;
-    for (const auto& l : v)
+    for (const auto& l : v) {
+      const TLaunch::Tokens& t = l.tokens;
+      auto tokens = t.per_token ? plan::CreateTokenGrid(b, t.per_token, t.max_batch, t.max_seq, t.batch_symbol,
+                                                        t.seq_symbol, t.tokens_scalar, t.seq_scalar)
+                                : 0;
       out.push_back(plan::CreateLaunch(b, l.kernel, b.CreateVector(l.bindings), b.CreateVector(l.scalars),
-                                       l.programs, b.CreateString(l.location)));
+                                       l.programs, b.CreateString(l.location), tokens));
+    }
     return b.CreateVector(out);
   };
   auto launches = make_launches(p.launches);

@@ -61,6 +61,11 @@ struct TLaunch {
   std::vector<int64_t> scalars;
   uint64_t programs = 0;
   std::string location;
+  // plan::TokenGrid, when per_token > 0.
+  struct Tokens {
+    uint64_t per_token = 0, max_batch = 0, max_seq = 0;
+    int32_t batch_symbol = -1, seq_symbol = -1, tokens_scalar = -1, seq_scalar = -1;
+  } tokens;
 };
 struct TSpec {
   TSpec() = default;

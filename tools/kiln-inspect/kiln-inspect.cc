@@ -245,6 +245,17 @@ Json BuildJson(const kiln::Plan& plan) {
       j.Add("bindings", std::move(b));
       j.Add("scalars", std::move(s));
       j.Add("location", Json::Str(Str(la->location())));
+      if (const fb::TokenGrid* t = la->tokens()) {
+        Json g = Json::Obj();
+        g.Add("per_token", Json::Num(t->per_token()));
+        g.Add("max_batch", Json::Num(t->max_batch()));
+        g.Add("max_seq", Json::Num(t->max_seq()));
+        g.Add("batch_symbol", Json::Num(t->batch_symbol()));
+        g.Add("seq_symbol", Json::Num(t->seq_symbol()));
+        g.Add("tokens_scalar", Json::Num(t->tokens_scalar()));
+        g.Add("seq_scalar", Json::Num(t->seq_scalar()));
+        j.Add("tokens", std::move(g));
+      }
       // Bytes the launch reads and writes: every bound buffer once (an
       // upper bound for kernels that read only the rows they need, such as
       // the routed experts' weights).
@@ -405,6 +416,12 @@ std::string T(const Json& j) {  // compact text of a scalar or array
   }
   return j.kind == Json::kNull ? "-" : j.text;
 }
+// A launch's programs; "/tok" marks a token-major launch, which runs only
+// the tokens a request gives (Launch.tokens).
+std::string Programs(const Json& l) {
+  std::string p = T(Get(l, "programs"));
+  return Get(l, "tokens").kind == Json::kNull ? p : p + "/tok";
+}
 std::string Bytes(const Json& j) {
   if (j.kind != Json::kNumber) return "-";
   double b = std::stod(j.text);
@@ -467,7 +484,7 @@ void PrintText(const Json& r) {
               "scalars", "location");
   for (const auto& [_, l] : Get(r, "launches").items)
     std::printf("  %-5s %-32s %-10s %-20s %-12s %s\n", T(Get(l, "index")).c_str(), T(Get(l, "kernel")).c_str(),
-                T(Get(l, "programs")).c_str(), T(Get(l, "bindings")).c_str(), T(Get(l, "scalars")).c_str(),
+                Programs(l).c_str(), T(Get(l, "bindings")).c_str(), T(Get(l, "scalars")).c_str(),
                 Get(l, "location").text.c_str());
 
   const Json& m = Get(r, "memory");
@@ -549,7 +566,7 @@ void PrintText(const Json& r) {
     std::printf("  launches\n");
     for (const auto& [__, l] : Get(f, "launches").items)
       std::printf("    %-5s %-32s %-10s %-20s %-12s %s\n", T(Get(l, "index")).c_str(), T(Get(l, "kernel")).c_str(),
-                  T(Get(l, "programs")).c_str(), T(Get(l, "bindings")).c_str(), T(Get(l, "scalars")).c_str(),
+                  Programs(l).c_str(), T(Get(l, "bindings")).c_str(), T(Get(l, "scalars")).c_str(),
                   Get(l, "location").text.c_str());
   }
 

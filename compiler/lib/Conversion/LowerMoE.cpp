@@ -75,6 +75,8 @@ struct LowerMoE : OpRewritePattern<g::MoEOp> {
         op.getGroupScoreAttr(), op.getNormTopkProbAttr(),
         op.getRoutedScalingFactorAttr(),
         rw.getI64IntegerAttr(layout.blockM), rw.getI64IntegerAttr(shared),
+        xTy.getRank() >= 3 ? rw.getI64IntegerAttr(xTy.getDimSize(1))
+                           : IntegerAttr(),
         fused);
     Value sorted = route.getSortedToken(), blocks = route.getBlockExpert();
     // With shared experts folded in (kiln-fold-shared-experts), the grouped

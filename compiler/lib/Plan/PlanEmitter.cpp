@@ -121,7 +121,32 @@ struct FunctionPlan {
   func::FuncOp func;
   std::vector<Operation *> launches;
   llvm::DenseMap<Value, uint32_t> bufferOf;
+  /// The function's tokens: its first [batch, seq] integer input whose
+  /// batch or sequence a caller may give smaller (`kiln.dims`); batch 0
+  /// when there is none. Token-major launches over them follow the request.
+  struct {
+    int64_t batch = 0, seq = 0;
+    int32_t batchSymbol = -1, seqSymbol = -1;
+  } tokens;
 };
+
+/// The token layout of `fn` (FunctionPlan::tokens).
+void findTokens(FunctionPlan &fp) {
+  func::FuncOp fn = fp.func;
+  for (BlockArgument arg : fn.getArguments()) {
+    auto t = cast<RankedTensorType>(arg.getType());
+    auto dims = fn.getArgAttrOfType<DenseI64ArrayAttr>(arg.getArgNumber(),
+                                                       "kiln.dims");
+    if (t.getRank() != 2 || !isa<IntegerType>(t.getElementType()) || !dims ||
+        dims.size() != 2 || (dims[0] < 0 && dims[1] < 0))
+      continue;
+    fp.tokens.batch = t.getDimSize(0);
+    fp.tokens.seq = t.getDimSize(1);
+    fp.tokens.batchSymbol = static_cast<int32_t>(dims[0]);
+    fp.tokens.seqSymbol = static_cast<int32_t>(dims[1]);
+    return;
+  }
+}
 
 } // namespace
 
@@ -300,6 +325,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
     FunctionPlan fp;
     fp.name = fn.getSymName().str();
     fp.func = fn;
+    findTokens(fp);
     if (fp.name == "forward")
       fns.insert(fns.begin(), std::move(fp));
     else
@@ -525,9 +551,19 @@ emitPlan(ModuleOp module, const KernelTable &table,
       SmallVector<int64_t> scalars = k.getLaunchScalars();
       std::vector<int64_t> sc(scalars.begin(), scalars.end());
       std::string loc = locationToString(op->getLoc());
+      flatbuffers::Offset<fb::TokenGrid> tokens = 0;
+      if (fp.tokens.batch > 0)
+        if (int64_t perToken = k.getProgramsPerToken(fp.tokens.batch *
+                                                     fp.tokens.seq)) {
+          auto [tokensScalar, seqScalar] = k.getTokenScalarSlots();
+          tokens = fb::CreateTokenGrid(
+              fbb, perToken, fp.tokens.batch, fp.tokens.seq,
+              fp.tokens.batchSymbol, fp.tokens.seqSymbol, tokensScalar,
+              seqScalar);
+        }
       out.push_back(fb::CreateLaunchDirect(
           fbb, table.launchKernel.lookup(op), &bindings, &sc,
-          static_cast<uint64_t>(k.getNumPrograms()), loc.c_str()));
+          static_cast<uint64_t>(k.getNumPrograms()), loc.c_str(), tokens));
     }
     return out;
   };

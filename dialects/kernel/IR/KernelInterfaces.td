@@ -68,6 +68,27 @@ def KilnKernel_KernelOpInterface : OpInterface<"KernelOpInterface"> {
       (getInPlaceOperandOf) are state without saying so here.}],
       "bool", "isStateOperand", (ins "unsigned":$operand), [{}],
       [{ return false; }]>,
+    InterfaceMethod<[{The number of token rows this launch's programs walk in
+      token-major order: program = row * P + j for row in [0, rows) of the
+      [batch, seq] tokens (the function's), j in [0, P). 0 (the default):
+      the programs are not token-major (expert blocks, element blocks), and
+      every one of them runs whatever the request.}],
+      "int64_t", "getTokenRows", (ins), [{}], [{ return 0; }]>,
+    InterfaceMethod<[{Programs per token when the launch is token-major over
+      `tokens` rows (the runtime then runs only the rows of the tokens a
+      request gives), else 0.}],
+      "int64_t", "getProgramsPerToken", (ins "int64_t":$tokens), [{}], [{
+        int64_t rows = $_op.getTokenRows(), programs = $_op.getNumPrograms();
+        if (tokens <= 0 || rows != tokens || programs % rows != 0)
+          return 0;
+        return programs / rows;
+      }]>,
+    InterfaceMethod<[{For a token-major launch, the indices of the run-time
+      scalars the runtime sets from the request: the number of tokens given
+      (batch rows x tokens per row) and the tokens per batch row; -1 for
+      none. Their compiled values are the plan's maxima.}],
+      "std::pair<int, int>", "getTokenScalarSlots", (ins), [{}],
+      [{ return {-1, -1}; }]>,
     InterfaceMethod<"Emits one program of the kernel.",
       "void", "emitProgram",
       (ins "mlir::OpBuilder &":$builder,

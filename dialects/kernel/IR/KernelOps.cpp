@@ -29,6 +29,13 @@ int64_t numel(Value v) { return ranked(v).getNumElements(); }
 int64_t lastDim(Value v) { return ranked(v).getShape().back(); }
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t rows(Value v) { return numel(v) / lastDim(v); }
+/// Tokens of a [batch, seq, ...] tensor (rank >= 3) or of a [tokens, ...]
+/// one: the rows a token-major launch walks.
+int64_t leadingTokens(Value v) {
+  auto t = ranked(v);
+  return t.getRank() >= 3 ? t.getDimSize(0) * t.getDimSize(1)
+                          : t.getDimSize(0);
+}
 
 std::string typeName(Type t) {
   std::string s;
@@ -151,6 +158,7 @@ OperandValueRange GatherRowsOp::getOperandValueRange(unsigned operand) {
                       llvm::formatv("it indexes a table of {0} rows", rows));
   return anyValue();
 }
+int64_t GatherRowsOp::getTokenRows() { return numel(getIds()); }
 int64_t GatherRowsOp::getNumPrograms() { return numel(getIds()); }
 void GatherRowsOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitGatherRowsProgram(b, args, ranked(getTable()).getDimSize(0),
@@ -225,6 +233,7 @@ OperandValueRange RMSNormOp::getOperandValueRange(unsigned operand) {
                          normRows(*this) / ranked(getCache()).getDimSize(0));
   return anyValue();
 }
+int64_t RMSNormOp::getTokenRows() { return normRows(*this); }
 int64_t RMSNormOp::getNumPrograms() { return normRows(*this); }
 void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::CachePlacement place;
@@ -276,6 +285,7 @@ std::string GemmOp::getKernelName() {
 std::string GemmOp::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}", getTileN());
 }
+int64_t GemmOp::getTokenRows() { return rows(getInput()); }
 int64_t GemmOp::getNumPrograms() {
   int64_t n = ranked(getWeight()).getDimSize(0);
   int64_t m = numel(getInput()) / lastDim(getInput());
@@ -310,6 +320,7 @@ std::string GemmSwiGLUOp::getKernelName() {
 std::string GemmSwiGLUOp::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}", getTileN());
 }
+int64_t GemmSwiGLUOp::getTokenRows() { return rows(getInput()); }
 int64_t GemmSwiGLUOp::getNumPrograms() {
   int64_t n = ranked(getWGate()).getDimSize(0);
   return numel(getInput()) / lastDim(getInput()) *
@@ -343,6 +354,7 @@ std::string GemmDualOp::getTileConfig() {
   return llvm::formatv("program=row x {0} combined cols; tile_n={0}",
                        getTileN());
 }
+int64_t GemmDualOp::getTokenRows() { return rows(getInput()); }
 int64_t GemmDualOp::getNumPrograms() {
   int64_t n = ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0);
   return numel(getInput()) / lastDim(getInput()) *
@@ -442,6 +454,7 @@ std::string SliceOp::getKernelName() {
 }
 std::string SliceOp::getTileConfig() { return "program=row"; }
 OperandValueRange SliceOp::getOperandValueRange(unsigned) { return anyValue(); }
+int64_t SliceOp::getTokenRows() { return rows(getResult()); }
 int64_t SliceOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -549,6 +562,7 @@ OperandValueRange RopeOp::getOperandValueRange(unsigned operand) {
   }
   return anyValue();
 }
+int64_t RopeOp::getTokenRows() { return ranked(getResult()).getDimSize(0) * ropeParams(*this).seq; }
 int64_t RopeOp::getNumPrograms() {
   // One program per rotated (batch, seq, head) row.
   kk::RopeParams p = ropeParams(*this);
@@ -654,6 +668,7 @@ OperandValueRange AttentionOp::getOperandValueRange(unsigned operand) {
   }
   return anyValue();
 }
+int64_t AttentionOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t AttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -766,6 +781,7 @@ OperandValueRange MLAAttentionOp::getOperandValueRange(unsigned operand) {
   }
   return anyValue();
 }
+int64_t MLAAttentionOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t MLAAttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -851,6 +867,7 @@ OperandValueRange LatentCacheWriteOp::getOperandValueRange(unsigned operand) {
   }
   return anyValue();
 }
+int64_t LatentCacheWriteOp::getTokenRows() { return getNumPrograms(); }
 int64_t LatentCacheWriteOp::getNumPrograms() {
   return numel(getInput()) / getInputStride();
 }
@@ -948,6 +965,7 @@ OperandValueRange MLANaiveOp::getOperandValueRange(unsigned operand) {
   }
   return anyValue();
 }
+int64_t MLANaiveOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t MLANaiveOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -995,6 +1013,7 @@ OperandValueRange MLAAttentionQuantOp::getOperandValueRange(unsigned operand) {
   }
   return anyValue();
 }
+int64_t MLAAttentionQuantOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t MLAAttentionQuantOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
@@ -1047,6 +1066,9 @@ LogicalResult MoERouteOp::verify() {
   if (p.experts % p.groups || p.topkGroup > p.groups || p.topK > p.experts ||
       p.topK > p.topkGroup * (p.experts / p.groups))
     return emitOpError("invalid routing configuration");
+  if (auto seq = getSeqLen(); seq && tokens % *seq)
+    return emitOpError() << "seq_len " << *seq << " must divide the "
+                         << tokens << " tokens";
   kk::MoELayout l = getLayout();
   if (numel(getIds()) != tokens * p.topK ||
       numel(getWeights()) != tokens * p.topK ||
@@ -1084,13 +1106,23 @@ std::string MoERouteOp::getKernelName() {
 std::string MoERouteOp::getTileConfig() {
   return llvm::formatv("program=token; block_m={0}", getBlockM());
 }
+int64_t MoERouteOp::getTokenRows() { return getNumPrograms(); }
 int64_t MoERouteOp::getNumPrograms() {
   return numel(getInput()) / lastDim(getInput());
 }
+/// Scalars: the layout's tokens, the tokens routed (a request's; the
+/// maximum here), the tokens per batch row routed, and the tokens per batch
+/// row of the layout.
 SmallVector<int64_t> MoERouteOp::getLaunchScalars() {
-  return {getNumPrograms()};
+  int64_t tokens = getNumPrograms(), seq = getSeqLen().value_or(tokens);
+  return {tokens, tokens, seq, seq};
 }
-unsigned MoERouteOp::getNumKernelScalars() { return 1; }
+SmallVector<std::pair<int64_t, int64_t>> MoERouteOp::getLaunchScalarRanges() {
+  int64_t tokens = getNumPrograms(), seq = getSeqLen().value_or(tokens);
+  return {{tokens, tokens}, {1, tokens}, {1, seq}, {seq, seq}};
+}
+std::pair<int, int> MoERouteOp::getTokenScalarSlots() { return {1, 2}; }
+unsigned MoERouteOp::getNumKernelScalars() { return 4; }
 /// `sync` counts the programs that routed their token: zero between
 /// launches, in state memory.
 OperandValueRange MoERouteOp::getOperandValueRange(unsigned operand) {
@@ -1251,6 +1283,7 @@ OperandValueRange MoECombineOp::getOperandValueRange(unsigned operand) {
 std::string MoECombineOp::getTileConfig() {
   return llvm::formatv("program=(token, {0} cols); tile_d={0}", getTileD());
 }
+int64_t MoECombineOp::getTokenRows() { return rows(getResult()); }
 int64_t MoECombineOp::getNumPrograms() {
   return rows(getResult()) * ceilDiv(lastDim(getResult()), getTileD());
 }
@@ -1292,6 +1325,7 @@ OperandValueRange CacheWriteOp::getOperandValueRange(unsigned operand) {
 std::string CacheWriteOp::getTileConfig() {
   return "program=(batch, seq) row";
 }
+int64_t CacheWriteOp::getTokenRows() { return ranked(getValues()).getDimSize(0) * ranked(getValues()).getDimSize(1); }
 int64_t CacheWriteOp::getNumPrograms() {
   auto v = ranked(getValues());
   return v.getDimSize(0) * v.getDimSize(1);
@@ -1325,6 +1359,7 @@ std::string QuantizeOp::getKernelName() {
 std::string QuantizeOp::getTileConfig() {
   return llvm::formatv("program=row; act tile {0}", getAct());
 }
+int64_t QuantizeOp::getTokenRows() { return rows(getInput()); }
 int64_t QuantizeOp::getNumPrograms() { return rows(getInput()); }
 void QuantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitQuantizeProgram(b, args, lastDim(getInput()), getAct(),
@@ -1337,6 +1372,7 @@ std::string DequantizeOp::getKernelName() {
                        getAct(), typeSig(*this));
 }
 std::string DequantizeOp::getTileConfig() { return "program=row"; }
+int64_t DequantizeOp::getTokenRows() { return rows(getInput()); }
 int64_t DequantizeOp::getNumPrograms() { return rows(getInput()); }
 void DequantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitDequantizeProgram(b, args, lastDim(getInput()), getAct(),
@@ -1353,6 +1389,7 @@ std::string RMSNormQuantOp::getKernelName() {
 std::string RMSNormQuantOp::getTileConfig() {
   return llvm::formatv("program=row; act tile {0}", getAct());
 }
+int64_t RMSNormQuantOp::getTokenRows() { return rows(getInput()); }
 int64_t RMSNormQuantOp::getNumPrograms() { return rows(getInput()); }
 void RMSNormQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitRMSNormQuantProgram(b, args, lastDim(getInput()),
@@ -1368,6 +1405,7 @@ std::string SwiGLUQuantOp::getKernelName() {
 std::string SwiGLUQuantOp::getTileConfig() {
   return llvm::formatv("program=row; act tile {0}", getAct());
 }
+int64_t SwiGLUQuantOp::getTokenRows() { return rows(getGate()); }
 int64_t SwiGLUQuantOp::getNumPrograms() { return rows(getGate()); }
 void SwiGLUQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
   kk::emitSwiGLUQuantProgram(b, args, lastDim(getGate()), getAct(),
@@ -1405,6 +1443,7 @@ std::string GemmFP8Op::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}; K block {1}",
                        getTileN(), getAct());
 }
+int64_t GemmFP8Op::getTokenRows() { return rows(getInput()); }
 int64_t GemmFP8Op::getNumPrograms() {
   return rowTilePrograms(getInput(), ranked(getWeight()).getDimSize(0),
                          getTileN());
@@ -1445,6 +1484,7 @@ std::string GemmDualFP8Op::getTileConfig() {
       "program=row x {0} combined cols; tile_n={0}; K block {1}", getTileN(),
       getAct());
 }
+int64_t GemmDualFP8Op::getTokenRows() { return rows(getInput()); }
 int64_t GemmDualFP8Op::getNumPrograms() {
   return rowTilePrograms(
       getInput(), ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0),
@@ -1484,6 +1524,7 @@ std::string GemmSwiGLUFP8Op::getTileConfig() {
   return llvm::formatv("program=row x {0} cols; tile_n={0}; act {1}",
                        getTileN(), getAct());
 }
+int64_t GemmSwiGLUFP8Op::getTokenRows() { return rows(getInput()); }
 int64_t GemmSwiGLUFP8Op::getNumPrograms() {
   return rowTilePrograms(getInput(), ranked(getWGate()).getDimSize(0),
                          getTileN());

@@ -16,7 +16,7 @@ class KK_LaunchOp<string mnemonic, list<Trait> traits = [],
   let hasVerifier = 1;
 }
 
-def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange"]> {
+def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "Row gather (embedding lookup); one program per row";
   let description = [{
     ```mlir
@@ -30,7 +30,7 @@ def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange"]> {
 }
 
 def KK_RMSNormOp : KK_LaunchOp<"rms_norm", [AttrSizedOperandSegments],
-    ["getInPlaceOperand", "getOperandValueRange"]> {
+    ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "RMSNorm; one program per row";
   let description = [{
     With `into(%cache at %start)`, row (b, s) is written to row
@@ -54,7 +54,7 @@ def KK_RMSNormOp : KK_LaunchOp<"rms_norm", [AttrSizedOperandSegments],
   }];
 }
 
-def KK_GemmOp : KK_LaunchOp<"gemm"> {
+def KK_GemmOp : KK_LaunchOp<"gemm", [], ["getTokenRows"]> {
   let summary = "GEMM x W^T; one program per (row, tile of tile_n columns)";
   let description = [{
     `tile_n` is chosen by the tile heuristic (docs/kernels.md) when the op is
@@ -76,7 +76,7 @@ def KK_GemmOp : KK_LaunchOp<"gemm"> {
   }];
 }
 
-def KK_GemmSwiGLUOp : KK_LaunchOp<"gemm_swiglu"> {
+def KK_GemmSwiGLUOp : KK_LaunchOp<"gemm_swiglu", [], ["getTokenRows"]> {
   let summary = "Gate and up projections with the SwiGLU in the epilogue";
   let description = [{
     `silu(x W_gate^T) * (x W_up^T)` in one launch; one program per (row,
@@ -93,7 +93,7 @@ def KK_GemmSwiGLUOp : KK_LaunchOp<"gemm_swiglu"> {
   let assemblyFormat = "$input `,` $w_gate `,` $w_up attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_GemmDualOp : KK_LaunchOp<"gemm_dual"> {
+def KK_GemmDualOp : KK_LaunchOp<"gemm_dual", [], ["getTokenRows"]> {
   let summary = "Two projections of the same input in one launch";
   let description = [{
     ```mlir
@@ -127,7 +127,7 @@ def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [],
   let assemblyFormat = "$kind $lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_SliceOp : KK_LaunchOp<"slice", [], ["getOperandValueRange"]> {
+def KK_SliceOp : KK_LaunchOp<"slice", [], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "Copies a range of the last dimension; one program per row";
   let description = [{
     ```mlir
@@ -141,7 +141,7 @@ def KK_SliceOp : KK_LaunchOp<"slice", [], ["getOperandValueRange"]> {
 }
 
 def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments],
-    ["getInPlaceOperand", "getOperandValueRange"]> {
+    ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "Rotary embedding; one program per (batch, seq, head) row";
   let description = [{
     Attributes as `kiln.rope`. The optional `start` ([batch] integers) offsets
@@ -174,7 +174,7 @@ def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments],
 }
 
 def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
-    ["getInPlaceOperandOf", "getOperandValueRange"]> {
+    ["getInPlaceOperandOf", "getOperandValueRange", "getTokenRows"]> {
   let summary = "MLA's compressed-KV rows into the two caches; one program per row";
   let description = [{
     Row r of `input` (kv_a_proj_with_mqa's output, rows of `input_stride`)
@@ -209,7 +209,7 @@ def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
   }];
 }
 
-def KK_AttentionOp : KK_LaunchOp<"attention", [], ["getOperandValueRange"]> {
+def KK_AttentionOp : KK_LaunchOp<"attention", [], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "Flash-style GQA attention; one program per (batch, seq, head)";
   let description = [{
     Online softmax over the keys each query sees (causal: keys up to
@@ -234,7 +234,7 @@ def KK_AttentionOp : KK_LaunchOp<"attention", [], ["getOperandValueRange"]> {
   }];
 }
 
-def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments], ["getOperandValueRange"]> {
+def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "MLA in the absorbed form over the latent; one program per (batch, seq, head)";
   let description = [{
     W_UK (rows of `kv_b`) is folded into the query, attention runs over the
@@ -272,7 +272,7 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments],
   }];
 }
 
-def KK_MLANaiveOp : KK_LaunchOp<"mla_naive", [], ["getOperandValueRange"]> {
+def KK_MLANaiveOp : KK_LaunchOp<"mla_naive", [], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "MLA in the naive form over per-head keys and values; one program per (batch, seq, head)";
   let description = [{
     The prefill form of MLA: `kv` [batch, kv_len, heads, d_nope + d_v] is
@@ -303,7 +303,7 @@ def KK_MLANaiveOp : KK_LaunchOp<"mla_naive", [], ["getOperandValueRange"]> {
 }
 
 def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperandSegments],
-    ["getOperandValueRange"]> {
+    ["getOperandValueRange", "getTokenRows"]> {
   let summary = "MLA (absorbed) fused with the quantization of its output";
   let description = [{
     As `mla_attention`, and each head's output row (a whole number of `act`
@@ -330,7 +330,9 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
 }
 
 def KK_MoERouteOp : KK_LaunchOp<"moe_route", [],
-    ["getLaunchScalars", "getNumKernelScalars", "getOperandValueRange", "isStateOperand"]> {
+    ["getLaunchScalars", "getNumKernelScalars", "getLaunchScalarRanges",
+     "getOperandValueRange", "isStateOperand", "getTokenRows",
+     "getTokenScalarSlots"]> {
   let summary = "Fused MoE routing and token permutation; one program per token";
   let description = [{
     Gate GEMM, scoring, correction bias (selection only), group-limited
@@ -357,6 +359,11 @@ def KK_MoERouteOp : KK_LaunchOp<"moe_route", [],
     `rows` = tokens x (top_k + s) + min(experts + s, tokens x (top_k + s)) x
     (block_m - 1), rounded up to `block_m`: the worst case of the padding.
 
+    Its run-time scalars are the tokens of the layout, the tokens a request
+    gives (the programs that run), how many of each batch row's `seq_len`
+    tokens it gives, and `seq_len` (tokens per batch row; the whole input
+    when absent): only the given tokens are routed and permuted.
+
     ```mlir
     %ids, %w, %ws, %rows, %blocks, %slots = kiln_kernel.moe_route %x, %router
         sync(%sync) {top_k = 2 : i64, scoring = "softmax", n_group = 1 : i64,
@@ -375,6 +382,7 @@ def KK_MoERouteOp : KK_LaunchOp<"moe_route", [],
                        BoolAttr:$norm_topk_prob, F32Attr:$routed_scaling_factor,
                        ConfinedAttr<I64Attr, [IntPositive]>:$block_m,
                        ConfinedAttr<I64Attr, [IntNonNegative]>:$shared_experts,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$seq_len,
                        StrArrayAttr:$fused_ops);
   let results = (outs KK_Tensor:$ids, KK_Tensor:$weights, KK_Tensor:$workspace,
                       KK_Tensor:$sorted_token, KK_Tensor:$block_expert,
@@ -443,7 +451,7 @@ def KK_MoEDownOp : KK_LaunchOp<"moe_down", [], ["getOperandValueRange"]> {
   }];
 }
 
-def KK_MoECombineOp : KK_LaunchOp<"moe_combine", [], ["getOperandValueRange"]> {
+def KK_MoECombineOp : KK_LaunchOp<"moe_combine", [], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "MoE combine: weighted sum of expert rows, shared experts, addends";
   let description = [{
     y[t, d] = sum_k weights[t, k] * rows[slot_row[t, k], d] over the routed
@@ -468,7 +476,7 @@ def KK_MoECombineOp : KK_LaunchOp<"moe_combine", [], ["getOperandValueRange"]> {
   }];
 }
 
-def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand", "getOperandValueRange"]> {
+def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "Writes rows into a cache in place; one program per (batch, seq) row";
   let description = [{
     The result is the cache's buffer (updated in place).
@@ -490,7 +498,7 @@ def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand", "getO
 // FP8 block quantization
 //===----------------------------------------------------------------------===//
 
-def KK_QuantizeOp : KK_LaunchOp<"quantize"> {
+def KK_QuantizeOp : KK_LaunchOp<"quantize", [], ["getTokenRows"]> {
   let summary = "Dynamic activation quantization, [1, act] tiles; one program per row";
   let description = [{
     ```mlir
@@ -504,7 +512,7 @@ def KK_QuantizeOp : KK_LaunchOp<"quantize"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_DequantizeOp : KK_LaunchOp<"dequantize"> {
+def KK_DequantizeOp : KK_LaunchOp<"dequantize", [], ["getTokenRows"]> {
   let summary = "e4m3 x tile scale -> f32; one program per row";
   let description = [{
     ```mlir
@@ -518,7 +526,7 @@ def KK_DequantizeOp : KK_LaunchOp<"dequantize"> {
   let assemblyFormat = "$input `,` $scale attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RMSNormQuantOp : KK_LaunchOp<"rms_norm_quant"> {
+def KK_RMSNormQuantOp : KK_LaunchOp<"rms_norm_quant", [], ["getTokenRows"]> {
   let summary = "RMSNorm fused with activation quantization; one program per row";
   let description = [{
     Produces the normalized row (f32, for consumers that need it unquantized,
@@ -537,7 +545,7 @@ def KK_RMSNormQuantOp : KK_LaunchOp<"rms_norm_quant"> {
   let assemblyFormat = "$input `,` $weight attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_SwiGLUQuantOp : KK_LaunchOp<"swiglu_quant"> {
+def KK_SwiGLUQuantOp : KK_LaunchOp<"swiglu_quant", [], ["getTokenRows"]> {
   let summary = "SwiGLU fused with activation quantization; one program per row";
   let description = [{
     ```mlir
@@ -552,7 +560,7 @@ def KK_SwiGLUQuantOp : KK_LaunchOp<"swiglu_quant"> {
   let assemblyFormat = "$gate `,` $up attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8"> {
+def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8", [], ["getTokenRows"]> {
   let summary = "Block-scaled FP8 GEMM; one program per (row, tile of tile_n columns)";
   let description = [{
     e4m3 products summed in fp32 per `act`-wide K block, then promoted with
@@ -578,7 +586,7 @@ def KK_GemmFP8Op : KK_LaunchOp<"gemm_fp8"> {
   }];
 }
 
-def KK_GemmDualFP8Op : KK_LaunchOp<"gemm_dual_fp8"> {
+def KK_GemmDualFP8Op : KK_LaunchOp<"gemm_dual_fp8", [], ["getTokenRows"]> {
   let summary = "Two block-scaled FP8 projections of one quantized input";
   let description = [{
     The FP8 form of `gemm_dual` (kiln-merge-projections): columns [0, n1) of
@@ -607,7 +615,7 @@ def KK_GemmDualFP8Op : KK_LaunchOp<"gemm_dual_fp8"> {
   }];
 }
 
-def KK_GemmSwiGLUFP8Op : KK_LaunchOp<"gemm_swiglu_fp8"> {
+def KK_GemmSwiGLUFP8Op : KK_LaunchOp<"gemm_swiglu_fp8", [], ["getTokenRows"]> {
   let summary = "FP8 gate and up GEMMs, SwiGLU and output quantization";
   let description = [{
     quantize(silu(x . w_gate) * (x . w_up)) with block-scaled e4m3 operands,

@@ -1,0 +1,81 @@
+"""The request decides the work: a plan compiled for --max-batch x --max-seq
+runs only the tokens a request gives. Token-major launches (kiln-inspect
+marks them) run the programs of the given batch rows and positions, and the
+MoE routing routes and permutes only those tokens; the logits of every
+shape a request may take match the float64 reference.
+
+Speed (prefill time against prompt length on one plan) is measured in
+docs/benchmarks.md, not here.
+
+Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
+"""
+import json
+import os
+
+import numpy as np
+
+from kilntest import TokensCase, run, tool  # noqa: E402
+import hf_reference as ref  # noqa: E402
+import make_tiny_checkpoint as mk  # noqa: E402
+
+CASES = [("deepseek_v3", None), ("deepseek_v2", "group_limited_greedy"), ("llama", None),
+         ("mixtral", None)]
+RTOL_L2 = 1e-4  # fp32 compute (f32 caches) against float64
+
+
+class RequestWork(TokensCase):
+    BATCH, SEQ, PREFIX = 3, 8, "kiln-request-"
+    COMPILE_FLAGS = ("--kv-cache-dtype=f32",)
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.plans = {}
+        for family, variant in CASES:
+            ck = os.path.join(cls.tmp, family)
+            mk.make_checkpoint(family, ck, variant=variant)
+            plan = ck + ".kplan"
+            run([tool("kiln-compile"), ck, "-o", plan, f"--max-batch={cls.BATCH}",
+                 f"--max-seq={cls.SEQ}", *cls.COMPILE_FLAGS])
+            cls.plans[family] = (ck, plan)
+
+    def test_every_request_shape_matches_the_reference(self):
+        rng = np.random.default_rng(11)
+        for family, _ in CASES:
+            ck, plan = self.plans[family]
+            for rows, seq in ((1, 1), (1, 5), (2, 3), (3, 8), (3, 1), (2, 8)):
+                with self.subTest(family=family, rows=rows, seq=seq):
+                    tokens = rng.integers(0, 128, size=(rows, seq)).astype(np.int32)
+                    path = os.path.join(self.tmp, f"t-{family}-{rows}x{seq}.npy")
+                    np.save(path, tokens)
+                    logits = self.run_forward(plan, path)
+                    self.assertEqual(logits.shape, (rows, seq, 128))
+                    err = ref.rel_l2(logits, ref.forward(ck, tokens))
+                    self.assertLessEqual(err, RTOL_L2, f"{family} [{rows}, {seq}]: rel L2 {err:.2e}")
+
+    def test_token_major_launches_are_marked(self):
+        for family, _ in CASES:
+            with self.subTest(family=family):
+                info = json.loads(run([tool("kiln-inspect"), self.plans[family][1], "--json"]).stdout)
+                fns = [("forward", info["launches"], self.SEQ)] + [
+                    (f["name"], f["launches"], 1) for f in info["functions"]]
+                for name, launches, seq in fns:
+                    marked = [l for l in launches if "tokens" in l]
+                    for l in marked:
+                        t = l["tokens"]
+                        self.assertEqual((t["max_batch"], t["max_seq"]), (self.BATCH, seq), l)
+                        self.assertEqual(t["per_token"] * self.BATCH * seq, l["programs"], l)
+                    # Everything but the experts' grouped GEMMs (over the
+                    # layout's blocks) and element-wise kernels follows the
+                    # request.
+                    rest = {l["kernel"].split("_")[0] for l in launches if "tokens" not in l}
+                    self.assertLessEqual(rest, {"moe", "ew"}, (name, rest))
+                    routes = [l for l in launches if l["kernel"].startswith("moe_route")]
+                    for l in routes:
+                        self.assertEqual(l["tokens"]["tokens_scalar"], 1)
+                        self.assertEqual(l["tokens"]["seq_scalar"], 2)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
