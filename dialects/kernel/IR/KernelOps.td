@@ -10,11 +10,19 @@ include "mlir/IR/CommonAttrConstraints.td"
 def KK_Tensor : RankedTensorOf<[F32, F16, BF16, I32, I64, F8E4M3FN]>;
 
 class KK_LaunchOp<string mnemonic, list<Trait> traits = [],
-                  list<string> overrides = []>
+                  list<string> overrides = [], list<Trait> effects = [Pure]>
     : Op<KilnKernel_Dialect, mnemonic,
-         !listconcat(traits, [Pure, DeclareOpInterfaceMethods<KilnKernel_KernelOpInterface, overrides>])> {
+         !listconcat(traits, effects, [DeclareOpInterfaceMethods<KilnKernel_KernelOpInterface, overrides>])> {
   let hasVerifier = 1;
 }
+
+// A launch that updates persistent state in place (a KV cache, the MoE
+// routing counter): it reads and writes memory, so it is never folded,
+// merged or dropped as a pure op may be.
+class KK_StatefulLaunchOp<string mnemonic, list<Trait> traits = [],
+                          list<string> overrides = []>
+    : KK_LaunchOp<mnemonic, traits, overrides,
+                  [MemoryEffects<[MemRead, MemWrite]>]>;
 
 def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange", "getTokenRows"]> {
   let summary = "Row gather (embedding lookup); one program per row";
@@ -29,7 +37,7 @@ def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange", "g
   let assemblyFormat = "$table `,` $ids attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RMSNormOp : KK_LaunchOp<"rms_norm", [AttrSizedOperandSegments],
+def KK_RMSNormOp : KK_StatefulLaunchOp<"rms_norm", [AttrSizedOperandSegments],
     ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "RMSNorm; one program per row";
   let description = [{
@@ -140,7 +148,7 @@ def KK_SliceOp : KK_LaunchOp<"slice", [], ["getOperandValueRange", "getTokenRows
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
-def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments],
+def KK_RopeOp : KK_StatefulLaunchOp<"rope", [AttrSizedOperandSegments],
     ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "Rotary embedding; one program per (batch, seq, head) row";
   let description = [{
@@ -173,7 +181,7 @@ def KK_RopeOp : KK_LaunchOp<"rope", [AttrSizedOperandSegments],
   }];
 }
 
-def KK_LatentCacheWriteOp : KK_LaunchOp<"latent_cache_write", [],
+def KK_LatentCacheWriteOp : KK_StatefulLaunchOp<"latent_cache_write", [],
     ["getInPlaceOperandOf", "getOperandValueRange", "getTokenRows"]> {
   let summary = "MLA's compressed-KV rows into the two caches; one program per row";
   let description = [{
@@ -329,7 +337,7 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
   }];
 }
 
-def KK_MoERouteOp : KK_LaunchOp<"moe_route", [],
+def KK_MoERouteOp : KK_StatefulLaunchOp<"moe_route", [],
     ["getLaunchScalars", "getNumKernelScalars", "getLaunchScalarRanges",
      "getOperandValueRange", "isStateOperand", "getTokenRows",
      "getTokenScalarSlots"]> {
@@ -476,7 +484,7 @@ def KK_MoECombineOp : KK_LaunchOp<"moe_combine", [], ["getOperandValueRange", "g
   }];
 }
 
-def KK_CacheWriteOp : KK_LaunchOp<"cache_write", [], ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
+def KK_CacheWriteOp : KK_StatefulLaunchOp<"cache_write", [], ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "Writes rows into a cache in place; one program per (batch, seq) row";
   let description = [{
     The result is the cache's buffer (updated in place).
