@@ -395,9 +395,10 @@ LogicalResult checkQuantizationConfig(const llvm::json::Object &qc,
 
 FailureOr<OwningOpRef<ModuleOp>>
 importHuggingFace(MLIRContext &ctx, const std::string &configPath,
-                  const ImportOptions &opts,
+                  const ImportOptions &given,
                   const std::function<std::string(StringRef)> &dtypeOf) {
   ctx.loadDialect<g::KilnDialect, func::FuncDialect>();
+  ImportOptions opts = given;
   Location fileLoc = FileLineColLoc::get(&ctx, configPath, 0, 0);
   auto buf = llvm::MemoryBuffer::getFile(configPath);
   if (!buf)
@@ -414,6 +415,15 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     emitError(fileLoc) << "config.json is not a JSON object";
     return failure();
   }
+  if (opts.seq == 0) {
+    // The default: the config's context, capped (kDefaultMaxSeq).
+    ImportOptions probe = opts;
+    probe.seq = 1;
+    FailureOr<ModelSpec> s = readModelSpec(ctx, *root, configPath, probe);
+    if (failed(s))
+      return failure();
+    opts.seq = std::min<int64_t>(s->maxPositions, kDefaultMaxSeq);
+  }
   FailureOr<ModelSpec> spec = readModelSpec(ctx, *root, configPath, opts);
   if (failed(spec))
     return failure();
@@ -427,6 +437,11 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
                    : m.dtype == "float16" ? Type(b.getF16Type())
                                           : Type(b.getBF16Type());
   OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  // What bounds each dimension symbol (kiln.dims), for the runtime's errors
+  // on inputs beyond the plan's limits.
+  (*module)->setAttr("kiln.symbol_limits",
+                     b.getStrArrayAttr({"--max-batch " + std::to_string(opts.batch),
+                                        "--max-seq " + std::to_string(opts.seq)}));
   GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
   if (qc || opts.quantizeFP8)
     gb.quant = g::BlockQuantAttr::get(&ctx, b.getType<Float8E4M3FNType>(),

@@ -191,9 +191,17 @@ absl::Status Session::SetInput(std::string_view function, std::string_view name_
         if (syms->Get(d) >= 0)
           absl::StrAppend(&bound, bound.empty() ? " (dimensions " : ", ", d, " <= ", shape[d]);
     if (!bound.empty()) absl::StrAppend(&bound, " may be smaller)");
+    // Beyond a limit the compiler recorded: name what sets it.
+    std::string hint;
+    const auto* limits = spec->dim_limits();
+    for (size_t d = 0; limits && d < shape.size() && d < limits->size() && d < tensor.shape.size(); ++d)
+      if (tensor.shape[d] > shape[d] && limits->Get(d)->size() > 0)
+        absl::StrAppend(&hint, "; dimension ", d, " is at most ", shape[d], ": compile with a larger ",
+                        limits->Get(d)->str().substr(0, limits->Get(d)->str().find(' ')),
+                        " (the plan has ", limits->Get(d)->str(), ")");
     return absl::InvalidArgumentError(absl::StrCat(Prefix(**fn), "input '", name, "': expected ",
                                                    DescribeTensor(dtype, shape), bound, ", got ",
-                                                   DescribeTensor(tensor.dtype, tensor.shape)));
+                                                   DescribeTensor(tensor.dtype, tensor.shape), hint));
   }
   const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
   size_t elem = DTypeSize(dtype);

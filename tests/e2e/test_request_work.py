@@ -76,6 +76,30 @@ class RequestWork(TokensCase):
                         self.assertEqual(l["tokens"]["seq_scalar"], 2)
 
 
+    def test_defaults_fit_a_real_prompt(self):
+        """Without --max-batch/--max-seq a checkpoint compiles for batch 1
+        and its config's context, at most 4096 tokens; an input beyond the
+        plan's limits is refused naming the flag to change."""
+        for max_pos, want in ((256, 256), (8192, 4096)):
+            with self.subTest(max_position_embeddings=max_pos):
+                ck = os.path.join(self.tmp, f"ctx{max_pos}")
+                mk.make_checkpoint("llama", ck, overrides={"max_position_embeddings": max_pos})
+                plan = ck + ".kplan"
+                run([tool("kiln-compile"), ck, "-o", plan])
+                info = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+                [tokens] = [i for i in info["inputs"] if i["name"] == "tokens"]
+                self.assertEqual(tokens["shape"], [1, want])
+        _, plan = self.plans["llama"]
+        for shape, flag in (((1, self.SEQ + 1), f"--max-seq (the plan has --max-seq {self.SEQ})"),
+                            ((self.BATCH + 1, 2), f"--max-batch (the plan has --max-batch {self.BATCH})")):
+            with self.subTest(shape=shape):
+                path = os.path.join(self.tmp, "too-big.npy")
+                np.save(path, np.ones(shape, np.int32))
+                p = run([tool("kiln-run"), plan, "--input", f"tokens={path}"], check=False)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn(f"compile with a larger {flag}", p.stderr)
+
+
 if __name__ == "__main__":
     import unittest
     unittest.main()

@@ -76,9 +76,12 @@ static cl::opt<std::string> kvCacheDType(
 static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
                                  cl::desc("Batch size the plan accepts"),
                                  cl::cat(kilnCategory));
-static cl::opt<int64_t> maxSeq("max-seq", cl::init(16),
-                               cl::desc("Sequence length the plan accepts"),
-                               cl::cat(kilnCategory));
+static cl::opt<int64_t>
+    maxSeq("max-seq", cl::init(0),
+           cl::desc("Tokens per batch row the plan accepts (prompt plus "
+                    "generated; the KV cache's capacity). Default: the "
+                    "config's max_position_embeddings, at most 4096"),
+           cl::cat(kilnCategory));
 static cl::opt<bool>
     noFuse("no-fuse",
            cl::desc("Skip the kernel-level fusion passes (to compare "

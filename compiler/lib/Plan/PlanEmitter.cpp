@@ -594,10 +594,20 @@ emitPlan(ModuleOp module, const KernelTable &table,
       if (range->maxIsCapacity && llvm::sys::fs::is_directory(opts.sourcePath))
         note += "; compile with a larger --max-seq";
     }
+    // `kiln.symbol_limits` (module attribute): per symbol, what bounds it.
+    std::vector<flatbuffers::Offset<flatbuffers::String>> limits;
+    if (auto sl = module->getAttrOfType<ArrayAttr>("kiln.symbol_limits"))
+      for (int32_t sym : syms) {
+        auto s = sym >= 0 && sym < static_cast<int32_t>(sl.size())
+                     ? dyn_cast<StringAttr>(sl[sym])
+                     : StringAttr();
+        limits.push_back(fbb.CreateString(s ? s.str() : ""));
+      }
     return fb::CreateTensorSpecDirect(
         fbb, name.str().c_str(), *toDType(t.getElementType()), &shape,
         fp.bufferOf[v], syms.empty() ? nullptr : &syms,
-        vr ? &*vr : nullptr, note.empty() ? nullptr : note.c_str());
+        vr ? &*vr : nullptr, note.empty() ? nullptr : note.c_str(),
+        limits.empty() ? nullptr : &limits);
   };
   struct Specs {
     std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;

@@ -32,7 +32,7 @@ struct CompileOptions {
   bool quantizeFP8 = false;        ///< --quantize=fp8-block
   bool kvCacheF32 = false;         ///< --kv-cache-dtype=f32 (default bf16)
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
-  int64_t maxSeq = 16;             ///< --max-seq (checkpoint import)
+  int64_t maxSeq = 0;              ///< --max-seq (0: the config's context, capped at 4096)
   std::string commandLine;         ///< recorded as provenance flags
   KilnPipelineOptions pipeline;
 };

@@ -17,9 +17,14 @@
 
 namespace kiln::models {
 
+/// --max-seq when not given: the config's max_position_embeddings, capped
+/// here (a plan's memory grows with it; a request of fewer tokens costs
+/// what it needs, so the cap is about memory, not speed).
+inline constexpr int64_t kDefaultMaxSeq = 4096;
+
 struct ImportOptions {
   int64_t batch = 1; ///< --max-batch
-  int64_t seq = 16;  ///< --max-seq
+  int64_t seq = 0;   ///< --max-seq; 0: min(max_position_embeddings, kDefaultMaxSeq)
   /// Element type of weights when there is no checkpoint (--no-weights):
   /// from config.json's torch_dtype.
   bool noWeights = false;
