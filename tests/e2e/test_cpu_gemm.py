@@ -305,6 +305,26 @@ class CpuGemmEmitter(unittest.TestCase):
                 with self.subTest(w=wd, m=m, n=n, n2=n2):
                     self.check(Case("dual", m, k, n, wd, self.rng, n2=n2))
 
+    def test_swiglu_exp_over_its_range(self):
+        """The optimized epilogue's exp (a polynomial, not libm's expf)
+        through silu: K = 1 and unit weights, so y = x silu(x) with no
+        summation; within 4 ulp of the reference, overflow and underflow
+        included."""
+        x = np.concatenate([np.linspace(-110, 110, 4001), [-88.8, -88.7, -87.4, -87.3, 87.3, 88.7,
+                                                            88.8, 1e-30, -1e-30, 0.0]])
+        x = x.astype(np.float32).reshape(-1, 1)
+        case = Case("swiglu", len(x), 1, 1, "f32", self.rng)
+        case.weights = [(nm, "F32", (1, 1), np.ones((1, 1), np.float32).tobytes()) for nm in ("wg", "wu")]
+        case.inputs = {"x": x}
+        ref, _ = self.compile(case, "ref", ["--cpu-emitter=reference"])
+        opt, _ = self.compile(case, "f32", [])
+        self.assertIn("cpu=avx512", self.gemm_kernel(opt)["config"])
+        (r,) = ref(case.inputs, ["y"])
+        (g,) = opt(case.inputs, ["y"])
+        ulp = np.spacing(np.abs(r).astype(np.float32)).astype(np.float64)
+        err = np.abs(g.astype(np.float64) - r) / np.maximum(ulp, np.spacing(np.float32(1e-30)))
+        self.assertLessEqual(err.max(), 4, f"worst at x = {x[np.argmax(err), 0]}")
+
     # --- bf16 precision: AMX-BF16 tiles where they apply ---
 
     def test_amx_gemm(self):

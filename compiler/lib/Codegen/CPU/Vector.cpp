@@ -6,6 +6,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <limits>
+
 using namespace mlir;
 
 namespace kiln::cpu {
@@ -156,13 +158,53 @@ SmallVector<Value> VectorBuilder::transpose16(ArrayRef<Value> in) {
   return rows;
 }
 
+Value VectorBuilder::exp(Value x) {
+  int64_t lanes = cast<VectorType>(x.getType()).getDimSize(0);
+  auto c = [&](float f) { return splat(f, lanes); };
+  auto i32Vec = VectorType::get({lanes}, b.getI32Type());
+  auto ic = [&](int32_t v) {
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i32Vec, b.getI32IntegerAttr(v)));
+  };
+  constexpr float kHi = 88.72283f, kLo = -103.97208f; // expf's range
+  Value xc = arith::MinimumFOp::create(
+      b, loc, arith::MaximumFOp::create(b, loc, x, c(kLo)), c(kHi));
+  // n = round(x / ln 2), r = x - n ln 2 in two parts (Cody-Waite).
+  Value n = math::RoundEvenOp::create(b, loc, mul(xc, c(1.44269504088896341f)));
+  Value r = arith::SubFOp::create(b, loc, xc, mul(n, c(0.693359375f)));
+  r = arith::SubFOp::create(b, loc, r, mul(n, c(-2.12194440e-4f)));
+  Value p = c(1.9875691500e-4f);
+  for (float k : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                  1.6666665459e-1f, 5.0000001201e-1f})
+    p = fma(p, r, c(k));
+  Value y = add(fma(p, mul(r, r), r), c(1.0f));
+  // y * 2^n as y * 2^h * 2^(n - h), h = floor(n / 2): both factors are
+  // normal floats for n in [-150, 128], so the product rounds once, into
+  // the subnormals where expf's result is subnormal.
+  Value e = arith::FPToSIOp::create(b, loc, i32Vec, n);
+  Value h = arith::ShRSIOp::create(b, loc, e, ic(1));
+  auto pow2 = [&](Value k) {
+    return arith::BitcastOp::create(
+        b, loc, f32Vec(lanes),
+        arith::ShLIOp::create(b, loc, arith::AddIOp::create(b, loc, k, ic(127)),
+                              ic(23)));
+  };
+  y = mul(mul(y, pow2(h)), pow2(arith::SubIOp::create(b, loc, e, h)));
+  Value over = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x,
+                                     c(kHi));
+  Value under = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x,
+                                      c(kLo));
+  y = arith::SelectOp::create(b, loc, over,
+                              c(std::numeric_limits<float>::infinity()), y);
+  return arith::SelectOp::create(b, loc, under, c(0.0f), y);
+}
+
 Value VectorBuilder::swiglu(Value x, Value u) {
   int64_t lanes = cast<VectorType>(x.getType()).getDimSize(0);
   Value one = splat(1.0f, lanes);
   Value neg = arith::SubFOp::create(b, loc, splat(0.0f, lanes), x);
-  Value sig = arith::DivFOp::create(
-      b, loc, one, arith::AddFOp::create(b, loc, one,
-                                         math::ExpOp::create(b, loc, neg)));
+  Value sig = arith::DivFOp::create(b, loc, one,
+                                    arith::AddFOp::create(b, loc, one, exp(neg)));
   return mul(mul(x, sig), u);
 }
 

@@ -55,8 +55,14 @@ public:
   /// 16 x 16 transposition of 16 vectors of 16 32-bit lanes (four
   /// butterfly stages of two-source shuffles: 64 shuffles).
   llvm::SmallVector<mlir::Value> transpose16(mlir::ArrayRef<mlir::Value> rows);
-  /// x * sigmoid(x) * u as the reference computes it: x * (1 / (1 +
-  /// exp(0 - x))) * u.
+  /// exp(x) lane by lane, without libm: x = n ln2 + r (Cody-Waite), a
+  /// degree-6 polynomial of r (Cephes' expf, about 1 ulp), scaled by 2^n
+  /// through the exponent bits; +inf above 88.72, 0 below -103.97, the
+  /// subnormals in between as expf. (LLVM scalarizes llvm.exp on vectors
+  /// into libm calls.)
+  mlir::Value exp(mlir::Value x);
+  /// x * sigmoid(x) * u as the reference computes it, x * (1 / (1 +
+  /// exp(0 - x))) * u, with exp() above for libm's expf.
   mlir::Value swiglu(mlir::Value x, mlir::Value u);
 
 private:
