@@ -51,7 +51,8 @@ public:
   virtual std::string describe() const = 0;
   /// Emits the entry body at the builder's insertion point (inside the
   /// entry function, before its return). May add private helper functions
-  /// to `module`, named after the kernel.
+  /// to `module`, named "KERNEL.<suffix>" (kiln-inspect counts them into
+  /// the entry's code bytes).
   virtual void emitEntry(mlir::OpBuilder &b, mlir::ModuleOp module,
                          const KernelRecord &kernel,
                          const EntryArgs &args) = 0;

@@ -162,8 +162,8 @@ FailureOr<GemmSpec> specOf(Operation *op, std::string &why) {
 void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
                     const CpuTarget &target) {
   bool gated = s.swiglu;
-  s.regRows = 4;
-  s.regCols = gated ? 2 : 4; // 16 zmm accumulators either way
+  s.regRows = gated ? 4 : 5;
+  s.regCols = gated ? 2 : 4; // 16 or 20 zmm accumulators
   int64_t wBytes = 0;
   for (const Projection &p : s.projections)
     wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
