@@ -31,6 +31,7 @@ or AMX tile products where the bf16 path is on.
 Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
 """
 import glob
+import json
 import os
 import shutil
 import sys
@@ -40,7 +41,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import KernelModel  # noqa: E402
+from kilntest import KernelModel, run, tool  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 
 U = 2.0 ** -24  # fp32 unit roundoff
@@ -208,12 +209,14 @@ class CpuGemmEmitter(unittest.TestCase):
         with open(path) as f:
             return f.read()
 
-    def check(self, case, min_gemm_programs=None, precision="f32"):
-        """Compares the two emitters on `case`; returns the optimized
-        kernel's config text."""
+    def check(self, case, min_gemm_programs=None, precision="f32", cpu=None):
+        """Compares the two emitters on `case` (the optimized one compiled for
+        `cpu`, default the host); returns the optimized kernel's config
+        text."""
         extra = [f"--min-gemm-programs={min_gemm_programs}"] if min_gemm_programs else []
         ref, _ = self.compile(case, "ref", ["--cpu-emitter=reference", *extra])
-        opt, ir = self.compile(case, precision, [f"--cpu-gemm-precision={precision}", *extra])
+        opt, ir = self.compile(case, precision, [f"--cpu-gemm-precision={precision}", *extra,
+                                                 *([f"--cpu={cpu}"] if cpu else [])])
         kref, kopt = self.gemm_kernel(ref), self.gemm_kernel(opt)
         prefix = {"gemm": "gemm_n", "swiglu": "gemm_swiglu", "dual": "gemm_dual"}[case.kind]
         self.assertTrue(kopt["name"].startswith(prefix), kopt["name"])
@@ -221,7 +224,8 @@ class CpuGemmEmitter(unittest.TestCase):
         if case.kind == "gemm":
             self.assertEqual(kopt["num_buffers"], 3 + case.addends)
         self.assertIn("cpu=reference", kref["config"])
-        amx = precision == "bf16" and all(w[1] == "BF16" for w in case.weights) and case.k % 32 == 0
+        amx = (precision == "bf16" and all(w[1] == "BF16" for w in case.weights) and case.k % 32 == 0
+               and cpu in (None, "sapphirerapids"))
         self.assertIn("cpu=amx-bf16" if amx else "cpu=avx512", kopt["config"])
         ll = self.cpu_ll(ir)
         self.assertRegex(ll, r"fmuladd\.v16f32|fma\.v16f32")
@@ -350,6 +354,47 @@ class CpuGemmEmitter(unittest.TestCase):
         for case, why in ((Case("gemm", 20, 64, 32, "f32", self.rng), "weights are not bf16"),
                           (Case("gemm", 20, 40, 32, "bf16", self.rng), "K is not a multiple of 32")):
             self.assertIn(why, self.check(case, precision="bf16"))
+
+
+    def test_choice_follows_the_target_cpu(self):
+        # x86-64-v4: AVX-512 without AVX512-BF16 or AMX, so no AMX path.
+        config = self.check(Case("gemm", 37, 96, 70, "bf16", self.rng), precision="bf16", cpu="x86-64-v4")
+        self.assertIn("the target CPU lacks amx-bf16", config)
+        # x86-64-v3: no AVX-512, so the reference, saying why.
+        case = Case("gemm", 7, 100, 70, "bf16", self.rng)
+        model, _ = self.compile(case, "v3", ["--cpu=x86-64-v3"])
+        self.assertIn("cpu=reference (no AVX-512 on the target CPU)", self.gemm_kernel(model)["config"])
+
+
+    def test_whole_model(self):
+        """The tiny llama checkpoint (bf16 weights, hidden 64; batch 2 x 8
+        tokens = 16 rows on one thread, so the bf16 plan takes the AMX
+        path): logits of each emitter and precision against the reference
+        emitter's. fp32: relative L2 <= 1e-5; bf16: <= 2^-7 (activations
+        rounded to bf16 at every GEMM of 3 layers), and above 1e-5, so the
+        AMX path did run."""
+        ck = os.path.join(self.tmp, "llama")
+        mk.make_checkpoint("llama", ck, dtype="bf16")
+        tokens = np.random.default_rng(3).integers(0, 128, (2, 8), dtype=np.int32)
+        logits = {}
+        for name, flags in (("ref", ["--cpu-emitter=reference"]), ("f32", []),
+                            ("bf16", ["--cpu-gemm-precision=bf16"])):
+            plan = os.path.join(self.tmp, f"llama-{name}.kplan")
+            run([tool("kiln-compile"), ck, "-o", plan, "--max-batch=2", "--max-seq=8", *flags])
+            configs = [k["config"] for k in json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]
+                       if k["name"].startswith("gemm")]
+            want = {"ref": "cpu=reference", "f32": "cpu=avx512", "bf16": "cpu=amx-bf16"}[name]
+            self.assertTrue(configs and all(want in c for c in configs), configs)
+            np.save(os.path.join(self.tmp, "tokens.npy"), tokens)
+            out = os.path.join(self.tmp, f"logits-{name}.npy")
+            run([tool("kiln-run"), plan, "--input", f"tokens={os.path.join(self.tmp, 'tokens.npy')}",
+                 "--output", f"logits={out}", "--threads", "1"])
+            logits[name] = np.load(out).astype(np.float64)
+        ref = logits["ref"]
+        for name, tol in (("f32", 1e-5), ("bf16", 2.0 ** -7)):
+            rel = np.linalg.norm(logits[name] - ref) / np.linalg.norm(ref)
+            self.assertLessEqual(rel, tol, name)
+        self.assertGreater(np.linalg.norm(logits["bf16"] - ref) / np.linalg.norm(ref), 1e-5)
 
 
 if __name__ == "__main__":
