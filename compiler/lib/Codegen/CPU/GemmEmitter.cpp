@@ -405,11 +405,19 @@ public:
     });
   }
 
+  /// Weight rows [lo, hi) of the column block at `next` (its 16 nA rows,
+  /// numbered as amxTiles' A tiles) to prefetch into L2 during a K loop,
+  /// one 64-byte line per row and K step.
+  struct PanelPrefetch {
+    Value next, lo, hi;
+  };
+
   /// nA x nB accumulator tiles of C^T: A tile a is weight rows n + 16a (or,
   /// for SwiGLU, gate rows n and up rows n), B tile b the packed rows
   /// (mb + b) * 16 of the chunk at rc; then the epilogue of its rows.
   void amxTiles(const Projection &pr, Value packed, Value scratch, Value rc,
-                Value rows, Value n, Value mb, int64_t nA, int64_t nB) {
+                Value rows, Value n, Value mb, int64_t nA, int64_t nB,
+                std::optional<PanelPrefetch> prefetch = std::nullopt) {
     int64_t kb32 = s.k / 32;
     bool gated = pr.weights.size() == 2;
     SmallVector<Value> aBase;
@@ -438,6 +446,21 @@ public:
           for (int64_t a = 0; a < nA; ++a)
             for (int64_t bi = 0; bi < nB; ++bi)
               out.push_back(tileDot(it[a * nB + bi], as[a], bs[bi]));
+          if (prefetch)
+            p.forLoop(prefetch->lo, prefetch->hi, p.i64(1), [&](Value j) {
+              // Row j of the next block: A tile j / 16, its row j % 16.
+              Value tileIdx = p.divs(j, p.i64(16));
+              Value row = gated ? p.add(prefetch->next, p.rems(j, p.i64(16)))
+                                : p.add(prefetch->next, j);
+              Value base = buffers[pr.weights[0]];
+              if (gated)
+                base = p.select(p.eq(tileIdx, p.i64(0)), base,
+                                buffers[pr.weights[1]]);
+              LLVM::Prefetch::create(
+                  b, loc,
+                  byteAddr(base, p.add(p.mul(row, p.i64(s.k * 2)), kOff)),
+                  /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+            });
           return out;
         });
     for (int64_t t = 0; t < nA * nB; ++t)
@@ -485,9 +508,20 @@ public:
       Value mblocks = p.ceilDivI(rows, 16);
       pack(packed, rc, rows, mblocks);
       Value pairsEnd = roundDown(mblocks, 2);
+      // While a column block runs, its m-pairs' K loops bring the next
+      // block's weights into L2, each pair a share of the rows.
+      Value pairs = arith::MaxSIOp::create(
+          b, loc, p.divs(pairsEnd, p.i64(2)), p.i64(1));
       auto overRows = [&](Value n, int64_t nA) {
+        Value panelRows = p.i64(16 * nA);
+        Value perPair = p.divs(p.add(panelRows, sub(pairs, p.i64(1))), pairs);
         p.forLoop(p.i64(0), pairsEnd, p.i64(2), [&](Value mb) {
-          amxTiles(pr, packed, scratch, rc, rows, n, mb, nA, 2);
+          Value lo = p.minI(p.mul(p.divs(mb, p.i64(2)), perPair), panelRows);
+          Value hi = p.minI(p.add(lo, perPair), panelRows);
+          std::optional<PanelPrefetch> next;
+          if (nA == 2) // the main column blocks; the 16-column tail is last
+            next = PanelPrefetch{p.add(n, p.i64(nStep)), lo, hi};
+          amxTiles(pr, packed, scratch, rc, rows, n, mb, nA, 2, next);
         });
         p.ifThen(p.lt(pairsEnd, mblocks), [&] {
           amxTiles(pr, packed, scratch, rc, rows, n, pairsEnd, nA, 1);
