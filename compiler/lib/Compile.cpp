@@ -428,7 +428,11 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   std::optional<CpuExecutable> cpu;
   std::optional<CudaExecutable> cuda;
   if (wantCpu) {
-    auto exe = buildCpuExecutable(ctx, table, opts.cpu, dumper);
+    CpuCodegenOptions copts;
+    copts.cpu = opts.cpu;
+    copts.emitter = opts.cpuEmitter;
+    copts.gemmPrecision = opts.cpuGemmPrecision;
+    auto exe = buildCpuExecutable(ctx, table, copts, dumper);
     if (failed(exe))
       return failure();
     cpu = std::move(*exe);

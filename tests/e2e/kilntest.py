@@ -90,9 +90,12 @@ class KernelModel:
         self.plan = os.path.join(self.dir, "m.kplan")
         run([tool("kiln-compile"), self.mlir, "-o", self.plan, *flags])
 
-    def __call__(self, inputs, outputs, repeat=1):
-        """Runs the plan `repeat` times in one session; the last run's outputs."""
+    def __call__(self, inputs, outputs, repeat=1, threads=None):
+        """Runs the plan `repeat` times in one session (on `threads` CPU
+        threads, or the runtime's default); the last run's outputs."""
         args = [tool("kiln-run"), self.plan, "--repeat", str(repeat)]
+        if threads is not None:
+            args += ["--threads", str(threads)]
         for name, arr in inputs.items():
             path = os.path.join(self.dir, f"in_{name}.npy")
             np.save(path, arr)

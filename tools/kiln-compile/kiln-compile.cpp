@@ -2,6 +2,7 @@
 //
 //   kiln-compile MODEL.mlir -o PLAN --target=cpu|sm_90a|sm_90a,cpu
 //                [--cpu=host|x86-64-v3|x86-64-v4|sapphirerapids|...]
+//                [--cpu-emitter=auto|reference] [--cpu-gemm-precision=f32|bf16]
 //                [--dump-ir-dir DIR] [--embed-weights]
 //                [--mlir-print-ir-after-all ...]
 //
@@ -50,6 +51,18 @@ static cl::opt<std::string> cpuName(
              "(sapphirerapids, znver4, ...); the plan records the features "
              "it needs and the runtime refuses a host without them"),
     cl::value_desc("name"), cl::cat(kilnCategory));
+static cl::opt<std::string> cpuEmitter(
+    "cpu-emitter", cl::init("auto"),
+    cl::desc("CPU code for each kernel: auto (the optimized emitter where "
+             "one applies: the GEMM family on AVX-512/AMX) or reference (the "
+             "scalar programs everywhere, for tests and debugging)"),
+    cl::value_desc("auto|reference"), cl::cat(kilnCategory));
+static cl::opt<std::string> cpuGemmPrecision(
+    "cpu-gemm-precision", cl::init("f32"),
+    cl::desc("Arithmetic of the optimized CPU GEMMs: f32 (the reference's), "
+             "or bf16 (activations rounded to bf16 for AMX-BF16 tiles where "
+             "the weights are bf16 and the target CPU has AMX)"),
+    cl::value_desc("f32|bf16"), cl::cat(kilnCategory));
 static cl::opt<std::string>
     dumpIRDir("dump-ir-dir",
               cl::desc("Write the IR after every stage as numbered files"),
@@ -163,6 +176,22 @@ int main(int argc, char **argv) {
     opts.targets.push_back(p.trim().str());
   opts.dumpIRDir = dumpIRDir;
   opts.cpu = cpuName;
+  if (cpuEmitter != "auto" && cpuEmitter != "reference") {
+    llvm::errs() << "kiln-compile: error: unknown --cpu-emitter=" << cpuEmitter
+                 << " (expected auto or reference)\n";
+    return kUsage;
+  }
+  opts.cpuEmitter = cpuEmitter == "reference"
+                        ? kiln::CpuEmitterChoice::Reference
+                        : kiln::CpuEmitterChoice::Auto;
+  if (cpuGemmPrecision != "f32" && cpuGemmPrecision != "bf16") {
+    llvm::errs() << "kiln-compile: error: unknown --cpu-gemm-precision="
+                 << cpuGemmPrecision << " (expected f32 or bf16)\n";
+    return kUsage;
+  }
+  opts.cpuGemmPrecision = cpuGemmPrecision == "bf16"
+                              ? kiln::CpuGemmPrecision::BF16
+                              : kiln::CpuGemmPrecision::F32;
   opts.embedWeights = embedWeights;
   opts.noWeights = noWeights;
   if (quantize != "none" && quantize != "fp8-block") {

@@ -211,8 +211,15 @@ Json BuildJson(const kiln::Plan& plan) {
         Json ej = Json::Obj();
         ej.Add("target", Json::Str(fb::EnumNameTargetKind(x->target())));
         ej.Add("name", Json::Str(Str(ep->name())));
-        auto it = sym_sizes[e].find(Str(ep->name()));
-        ej.Add("code_bytes", it != sym_sizes[e].end() ? Json::Num(it->second) : Json());
+        // The entry and its private helpers, which CPU emitters name
+        // "ENTRY.<suffix>" (compiler/lib/Codegen/CPU/Emitter.h).
+        std::string entry = Str(ep->name());
+        auto it = sym_sizes[e].find(entry);
+        uint64_t bytes = it != sym_sizes[e].end() ? it->second : 0;
+        for (auto h = sym_sizes[e].lower_bound(entry + ".");
+             h != sym_sizes[e].end() && h->first.compare(0, entry.size() + 1, entry + ".") == 0; ++h)
+          bytes += h->second;
+        ej.Add("code_bytes", it != sym_sizes[e].end() ? Json::Num(bytes) : Json());
         if (x->target() == fb::TargetKind::cuda) ej.Add("block_x", Json::Num(ep->block_x()));
         if (const fb::KernelResources* r = ep->resources()) {
           Json rj = Json::Obj();

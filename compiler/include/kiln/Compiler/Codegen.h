@@ -56,14 +56,33 @@ struct CpuExecutable {
   std::vector<uint8_t> sharedObject;
 };
 
+/// --cpu-emitter: which CPU emitter writes each kernel's entry point.
+enum class CpuEmitterChoice {
+  Auto,      ///< the optimized emitter where one applies (docs/kernels.md)
+  Reference, ///< the scalar programs everywhere (tests, debugging)
+};
+
+/// --cpu-gemm-precision: the arithmetic of the optimized GEMM emitter.
+enum class CpuGemmPrecision {
+  F32,  ///< fp32 products and sums, as the reference (default)
+  BF16, ///< activations rounded to bf16 for AMX-BF16 tiles (bf16 weights)
+};
+
+struct CpuCodegenOptions {
+  std::string cpu = "host"; ///< "host" or an LLVM CPU name
+  CpuEmitterChoice emitter = CpuEmitterChoice::Auto;
+  CpuGemmPrecision gemmPrecision = CpuGemmPrecision::F32;
+};
+
 /// Builds the CPU executable: one C-ABI entry point per kernel
 /// (void name(void **buffers, const int64_t *scalars, int64_t begin,
-/// int64_t end)), compiled by LLVM for `cpu` ("host" or an LLVM CPU name)
-/// and linked into a shared object.
-mlir::FailureOr<CpuExecutable> buildCpuExecutable(mlir::MLIRContext &ctx,
-                                                  const KernelTable &table,
-                                                  const std::string &cpu,
-                                                  StageDumper &dumper);
+/// int64_t end)), compiled by LLVM for `options.cpu` and linked into a
+/// shared object. Each kernel's entry is written by the emitter that
+/// chooseCpuEmitter picks (compiler/lib/Codegen/CPU/Emitter.h); the choice
+/// is appended to the kernel's `config` text in `table`.
+mlir::FailureOr<CpuExecutable>
+buildCpuExecutable(mlir::MLIRContext &ctx, KernelTable &table,
+                   const CpuCodegenOptions &options, StageDumper &dumper);
 
 struct CudaEntry {
   std::string name;

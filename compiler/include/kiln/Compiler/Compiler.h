@@ -2,6 +2,7 @@
 #ifndef KILN_COMPILER_COMPILER_H
 #define KILN_COMPILER_COMPILER_H
 
+#include "kiln/Compiler/Codegen.h"
 #include "kiln/Compiler/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -27,6 +28,9 @@ struct CompileOptions {
   std::vector<std::string> targets; ///< "cpu", "sm_90a"
   std::string dumpIRDir;           ///< --dump-ir-dir
   std::string cpu = "host";        ///< --cpu: host or an LLVM CPU name
+  CpuEmitterChoice cpuEmitter = CpuEmitterChoice::Auto; ///< --cpu-emitter
+  CpuGemmPrecision cpuGemmPrecision =
+      CpuGemmPrecision::F32;       ///< --cpu-gemm-precision
   bool embedWeights = false;
   bool noWeights = false;          ///< --no-weights: describe, don't run
   bool quantizeFP8 = false;        ///< --quantize=fp8-block

@@ -3,13 +3,17 @@
 // Each distinct kernel becomes a C-ABI entry point
 //   void name(void **buffers, const int64_t *scalars, int64_t begin,
 //             int64_t end)
-// that runs programs [begin, end) of a launch. The module is lowered to the
+// that runs programs [begin, end) of a launch, written by the kernel's CPU
+// emitter (Emitter.h: the reference loop over its scalar program, or an
+// optimized emitter such as the GEMM family's). The module is lowered to the
 // LLVM dialect, translated to LLVM IR, optimized at O3 for the CPU named by
 // --cpu (the host by default; vectorizing the reassociable reductions),
 // compiled to an object and linked into a shared object that the plan
 // carries with the CPU's name and the instruction-set features it needs.
 //
 //===----------------------------------------------------------------------===//
+#include "Emitter.h"
+
 #include "kiln/Compiler/Codegen.h"
 #include "kiln/Compiler/StageDumper.h"
 
@@ -47,22 +51,26 @@ namespace kiln {
 
 namespace {
 
-OwningOpRef<ModuleOp> buildCpuProgramModule(MLIRContext &ctx,
-                                            const KernelTable &table) {
+/// One entry point per kernel, written by the kernel's emitter. The entry
+/// loads its buffer pointers and scalars, then hands them to the emitter.
+OwningOpRef<ModuleOp>
+buildCpuModule(MLIRContext &ctx, const KernelTable &table,
+               ArrayRef<std::unique_ptr<cpu::CpuEmitter>> emitters) {
   OpBuilder b(&ctx);
   OwningOpRef<ModuleOp> module = ModuleOp::create(b.getUnknownLoc());
   module->setName("kiln_cpu");
   b.setInsertionPointToEnd(module->getBody());
   auto ptr = LLVM::LLVMPointerType::get(&ctx);
   auto i64 = b.getI64Type();
-  for (const KernelRecord &k : table.kernels) {
+  for (auto [k, emitter] : llvm::zip_equal(table.kernels, emitters)) {
     auto op = cast<kernel::KernelOpInterface>(k.representative);
     Location loc = NameLoc::get(b.getStringAttr(k.name), op->getLoc());
     auto fn = func::FuncOp::create(b, loc, k.name,
                                    b.getFunctionType({ptr, ptr, i64, i64}, {}));
     Block *entry = fn.addEntryBlock();
     OpBuilder fb = OpBuilder::atBlockBegin(entry);
-    kernels::ProgramArgs args{loc, {}, {}, Value()};
+    cpu::EntryArgs args{loc, {}, {}, entry->getArgument(2),
+                        entry->getArgument(3)};
     for (unsigned i = 0; i < k.numBuffers; ++i) {
       Value idx = arith::ConstantIntOp::create(fb, loc, i64, i);
       Value slot = LLVM::GEPOp::create(fb, loc, ptr, ptr, entry->getArgument(0),
@@ -75,20 +83,13 @@ OwningOpRef<ModuleOp> buildCpuProgramModule(MLIRContext &ctx,
                                        ValueRange{idx});
       args.scalars.push_back(LLVM::LoadOp::create(fb, loc, i64, slot));
     }
-    Value one = arith::ConstantIntOp::create(fb, loc, i64, 1);
-    auto loop = scf::ForOp::create(fb, loc, entry->getArgument(2),
-                                   entry->getArgument(3), one);
-    {
-      OpBuilder::InsertionGuard g(fb);
-      fb.setInsertionPoint(loop.getBody()->getTerminator());
-      args.pid = loop.getInductionVar();
-      op.emitProgram(fb, args);
-    }
+    emitter->emitEntry(fb, *module, k, args);
     func::ReturnOp::create(fb, loc);
+    // Helper functions an emitter added go after their entry.
+    b.setInsertionPointToEnd(module->getBody());
   }
   return module;
 }
-
 
 struct ResolvedCpu {
   std::string name;     ///< LLVM's CPU name (scheduling model, implied ISA)
@@ -146,27 +147,66 @@ FailureOr<ResolvedCpu> resolveCpu(const llvm::Target &target,
   return ResolvedCpu{"x86-64", featureString};
 }
 
+/// The ISA the emitters may use, as the target machine sees it.
+cpu::CpuTarget cpuTargetOf(const llvm::MCSubtargetInfo &sti) {
+  cpu::CpuTarget t;
+  t.avx512 = sti.checkFeatures("+avx512f,+avx512bw,+avx512vl");
+  t.avx512bf16 = t.avx512 && sti.checkFeatures("+avx512bf16");
+  t.amxBF16 = sti.checkFeatures("+amx-tile,+amx-bf16");
+  return t;
+}
+
 } // namespace
 
 FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
-                                            const KernelTable &table,
-                                            const std::string &cpuName,
+                                            KernelTable &table,
+                                            const CpuCodegenOptions &options,
                                             StageDumper &dumper) {
-  OwningOpRef<ModuleOp> module = buildCpuProgramModule(ctx, table);
+  // The target machine first: --cpu decides which emitters apply.
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  std::string tripleStr = llvm::sys::getProcessTriple();
+  llvm::Triple triple(tripleStr);
+  std::string err;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, err);
+  if (!target)
+    return emitError(UnknownLoc::get(&ctx))
+           << "no LLVM target for " << tripleStr << ": " << err;
+  auto cpu = resolveCpu(*target, triple, options.cpu);
+  if (failed(cpu))
+    return emitError(UnknownLoc::get(&ctx))
+           << "unknown --cpu=" << options.cpu
+           << " (expected host, x86-64, x86-64-v2, x86-64-v3, "
+              "x86-64-v4 or an LLVM CPU name such as "
+              "sapphirerapids)";
+  llvm::TargetOptions opts;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, cpu->name, cpu->features, opts, llvm::Reloc::PIC_,
+      std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+  cpu::CpuTarget isa = cpuTargetOf(*tm->getMCSubtargetInfo());
+
+  std::vector<std::unique_ptr<cpu::CpuEmitter>> emitters;
+  for (KernelRecord &k : table.kernels) {
+    emitters.push_back(cpu::chooseCpuEmitter(k, options, isa));
+    std::string what = emitters.back()->describe();
+    if (!what.empty())
+      k.config += "; cpu=" + what;
+  }
+
+  OwningOpRef<ModuleOp> module = buildCpuModule(ctx, table, emitters);
   if (failed(module->verify()))
     return failure();
   if (failed(dumper.dump("cpu-programs", *module)))
     return failure();
   if (failed(runCodegenPipeline(
           *module,
-          "convert-scf-to-cf,convert-math-to-llvm,convert-arith-to-llvm,"
-          "convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts")))
+          "convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
+          "convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,"
+          "reconcile-unrealized-casts")))
     return failure();
   if (failed(dumper.dump("cpu-llvm", *module)))
     return failure();
 
-  llvm::InitializeNativeTarget();
-  llvm::InitializeNativeTargetAsmPrinter();
   llvm::LLVMContext llvmCtx;
   std::unique_ptr<llvm::Module> llvmModule =
       translateModuleToLLVMIR(*module, llvmCtx, "kiln_cpu");
@@ -174,26 +214,6 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
     module->emitError("translation of CPU kernels to LLVM IR failed");
     return failure();
   }
-  std::string tripleStr = llvm::sys::getProcessTriple();
-  llvm::Triple triple(tripleStr);
-  std::string err;
-  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, err);
-  if (!target) {
-    module->emitError() << "no LLVM target for " << tripleStr << ": " << err;
-    return failure();
-  }
-  auto cpu = resolveCpu(*target, triple, cpuName);
-  if (failed(cpu)) {
-    module->emitError() << "unknown --cpu=" << cpuName
-                        << " (expected host, x86-64, x86-64-v2, x86-64-v3, "
-                           "x86-64-v4 or an LLVM CPU name such as "
-                           "sapphirerapids)";
-    return failure();
-  }
-  llvm::TargetOptions opts;
-  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
-      triple, cpu->name, cpu->features, opts, llvm::Reloc::PIC_,
-      std::nullopt, llvm::CodeGenOptLevel::Aggressive));
   llvmModule->setDataLayout(tm->createDataLayout());
   llvmModule->setTargetTriple(triple);
   auto optimize = makeOptimizingTransformer(3, 0, tm.get());

@@ -1,0 +1,78 @@
+//===- Emitter.h - CPU kernel emitters --------------------------*- C++ -*-===//
+//
+// A CPU emitter writes the body of one kernel's entry point
+//   void name(void **buffers, const int64_t *scalars, int64_t begin,
+//             int64_t end)
+// which computes programs [begin, end) of the kernel's grid. The reference
+// emitter loops over the kernel op's scalar program (emitProgram), the
+// executable specification of every kernel; an optimized emitter computes
+// the same range its own way (blocked, vectorized, on AMX tiles) and is
+// tested against the reference op by op (tests/e2e/test_cpu_gemm.py).
+//
+// chooseCpuEmitter picks the emitter per kernel (docs/kernels.md, "CPU
+// emitters"); the choice is appended to the kernel's tile configuration
+// text, so kiln-inspect shows it.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_CODEGEN_CPU_EMITTER_H
+#define KILN_CODEGEN_CPU_EMITTER_H
+
+#include "kiln/Compiler/Codegen.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Value.h"
+
+#include <memory>
+#include <string>
+
+namespace kiln::cpu {
+
+/// What the target CPU offers the emitters (from the TargetMachine's
+/// subtarget, so --cpu decides, not the compiling host).
+struct CpuTarget {
+  bool avx512 = false; ///< avx512f + avx512bw + avx512vl
+  bool avx512bf16 = false;
+  bool amxBF16 = false; ///< amx-tile + amx-bf16
+};
+
+/// The values an entry point receives, already loaded from its arguments.
+struct EntryArgs {
+  mlir::Location loc;
+  llvm::SmallVector<mlir::Value> buffers; ///< !llvm.ptr per binding
+  llvm::SmallVector<mlir::Value> scalars; ///< i64 run-time scalars
+  mlir::Value begin, end;                 ///< i64 program range
+};
+
+class CpuEmitter {
+public:
+  virtual ~CpuEmitter() = default;
+  /// One line for the tile config text ("cpu=..."): which emitter and how
+  /// it blocks.
+  virtual std::string describe() const = 0;
+  /// Emits the entry body at the builder's insertion point (inside the
+  /// entry function, before its return). May add private helper functions
+  /// to `module`, named "KERNEL.<suffix>" (kiln-inspect counts them into
+  /// the entry's code bytes).
+  virtual void emitEntry(mlir::OpBuilder &b, mlir::ModuleOp module,
+                         const KernelRecord &kernel,
+                         const EntryArgs &args) = 0;
+};
+
+/// Today's scalar programs: for pid in [begin, end): emitProgram(pid).
+std::unique_ptr<CpuEmitter> makeReferenceEmitter();
+
+/// The emitter for `kernel` under `options`, and why (for the config text).
+/// Never null: the reference when nothing better applies.
+std::unique_ptr<CpuEmitter> chooseCpuEmitter(const KernelRecord &kernel,
+                                             const CpuCodegenOptions &options,
+                                             const CpuTarget &target);
+
+/// The optimized GEMM-family emitter (gemm, gemm_swiglu, gemm_dual), or
+/// null with `why` set when the kernel is not one it handles.
+std::unique_ptr<CpuEmitter>
+makeGemmEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
+                const CpuTarget &target, std::string &why);
+
+} // namespace kiln::cpu
+
+#endif // KILN_CODEGEN_CPU_EMITTER_H

@@ -1,0 +1,78 @@
+//===- Vector.h - SIMD building blocks of the CPU emitters ------*- C++ -*-===//
+//
+// Fixed-width vector code over raw buffer pointers (!llvm.ptr, element
+// indices in i64), as the optimized CPU emitters write it: loads that widen
+// the stored dtype to f32 (bf16 by a 16-bit shift, f16 by vcvtph2ps),
+// stores that narrow it with round-to-nearest-even, masked tails, FMAs,
+// reductions and a 16 x 16 transposition. Vector, arith and LLVM dialect
+// ops only; convert-vector-to-llvm and convert-arith-to-llvm lower them.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_CODEGEN_CPU_VECTOR_H
+#define KILN_CODEGEN_CPU_VECTOR_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+namespace kiln::cpu {
+
+class VectorBuilder {
+public:
+  VectorBuilder(mlir::OpBuilder &b, mlir::Location loc) : b(b), loc(loc) {}
+
+  mlir::VectorType f32Vec(int64_t lanes);
+  /// A constant vector<lanes x f32> of `v`.
+  mlir::Value splat(float v, int64_t lanes);
+  /// vector<lanes x f32> of a scalar f32 value.
+  mlir::Value broadcast(mlir::Value scalar, int64_t lanes);
+
+  /// `lanes` elements of a buffer of `elemType` (f32, bf16 or f16) from
+  /// element `index` on, as vector<lanes x f32>. With `active` < lanes, only
+  /// the first `active` are read (a masked load); the rest are 0.
+  mlir::Value load(mlir::Value ptr, mlir::Type elemType, mlir::Value index,
+                   int64_t lanes, int64_t active = -1);
+  /// Stores a vector<lanes x f32> as `elemType` (rounded to nearest even)
+  /// at element `index` on.
+  void store(mlir::Value v, mlir::Value ptr, mlir::Type elemType,
+             mlir::Value index);
+  /// Stores raw vector bits (any element type) at byte offset `byteOffset`.
+  void storeBits(mlir::Value v, mlir::Value ptr, mlir::Value byteOffset);
+  /// Loads vector<lanes x elem> raw from byte offset `byteOffset`.
+  mlir::Value loadBits(mlir::Value ptr, mlir::Value byteOffset,
+                       mlir::VectorType type);
+
+  mlir::Value fma(mlir::Value a, mlir::Value x, mlir::Value acc);
+  mlir::Value add(mlir::Value a, mlir::Value c);
+  mlir::Value mul(mlir::Value a, mlir::Value c);
+  /// Sum of the lanes (reassociable).
+  mlir::Value reduceAdd(mlir::Value v);
+  mlir::Value fromElements(mlir::ArrayRef<mlir::Value> scalars);
+  /// The 2 x lanes-wide concatenation of two vectors.
+  mlir::Value concat(mlir::Value lo, mlir::Value hi);
+  /// f32 lanes -> bf16 (nearest even), bit-cast to half as many i32 lanes:
+  /// lane i holds elements 2i (low half) and 2i + 1, AMX's VNNI pairs.
+  mlir::Value toBF16Pairs(mlir::Value f32x32);
+  /// 16 x 16 transposition of 16 vectors of 16 32-bit lanes (four
+  /// butterfly stages of two-source shuffles: 64 shuffles).
+  llvm::SmallVector<mlir::Value> transpose16(mlir::ArrayRef<mlir::Value> rows);
+  /// exp(x) lane by lane, without libm: x = n ln2 + r (Cody-Waite), a
+  /// degree-6 polynomial of r (Cephes' expf, about 1 ulp), scaled by 2^n
+  /// through the exponent bits; +inf above 88.72, 0 below -103.97, the
+  /// subnormals in between as expf. (LLVM scalarizes llvm.exp on vectors
+  /// into libm calls.)
+  mlir::Value exp(mlir::Value x);
+  /// x * sigmoid(x) * u as the reference computes it, x * (1 / (1 +
+  /// exp(0 - x))) * u, with exp() above for libm's expf.
+  mlir::Value swiglu(mlir::Value x, mlir::Value u);
+
+private:
+  mlir::Value gep(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
+  mlir::Value mask(int64_t lanes, int64_t active);
+
+  mlir::OpBuilder &b;
+  mlir::Location loc;
+};
+
+} // namespace kiln::cpu
+
+#endif // KILN_CODEGEN_CPU_VECTOR_H

@@ -1,0 +1,401 @@
+"""The optimized CPU GEMM emitter against the reference emitter, op by op
+(llama.cpp's test-backend-ops, oneDNN's benchdnn): every kernel of the GEMM
+family (gemm with 0-2 epilogue addends, gemm_swiglu, gemm_dual) compiled with
+--cpu-emitter=reference (the scalar programs, the specification) and with the
+default emitter, on shapes that hit every edge of the blocking: M = 1, M not
+a multiple of the 4-row register block or of AMX's 16-row tiles, N not a
+multiple of the 4-column block, of 16 or 32 (AMX), or of any tile (tile_n =
+1), K not a multiple of the 16 vector lanes or of 32, tiny K; f32, bf16 and
+f16 weights; runs on 1, 2 and 3 threads so the program range is split inside
+rows at odd places.
+
+Tolerances (x: activations, W: weights, S = |x| |W|^T elementwise):
+
+- f32 (default): the same fp32 products summed in another order, so
+  |auto - ref| <= 2 K 2^-24 S (+ 2^-23 (S + |addends|) for the epilogue), and
+  max |auto - ref| <= 2e-6 max |ref|.
+- bf16 (--cpu-gemm-precision=bf16, AMX-BF16 tiles for blocks of >= 16 rows
+  and bf16 weights): such outputs are the exact products of bf16(x) (nearest
+  even) and W, summed in fp32, so they are checked against a float64
+  emulation of exactly that with the f32 bound above; outputs of the AVX-512
+  path (blocks of < 16 rows, the last N % 16 columns) against the reference
+  with the same bound. On one thread the partition is known and checked
+  exactly; on 2 and 3 every output must match one of the two; both also
+  within 2e-6 of the largest output; and all lie within 2^-8 S of the
+  reference (x's rounding is at most 2^-9 relative).
+
+Each plan's kernel config must name the emitter (so the comparison is never
+the reference against itself), and the generated LLVM IR must hold zmm FMAs,
+or AMX tile products where the bf16 path is on.
+
+Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
+"""
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kilntest import KernelModel, run, tool  # noqa: E402
+import make_tiny_checkpoint as mk  # noqa: E402
+
+U = 2.0 ** -24  # fp32 unit roundoff
+THREADS = (1, 2, 3)
+MLIR_TYPE = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def bf16_round(a):
+    """float32 -> the nearest-even bf16 value, as float32."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32) << 16
+    return r.astype(np.uint32).view(np.float32)
+
+
+def stored(w, dtype):
+    """(the values as stored, safetensors code, bytes) of a weight."""
+    if dtype == "bf16":
+        v = bf16_round(w)
+        bits = (v.view(np.uint32) >> 16).astype(np.uint16)
+        return v, "BF16", bits.tobytes()
+    if dtype == "f16":
+        h = w.astype(np.float16)
+        return h.astype(np.float32), "F16", h.tobytes()
+    return w.astype(np.float32), "F32", w.astype(np.float32).tobytes()
+
+
+def silu(g):
+    return g / (1.0 + np.exp(-g))
+
+
+class Case:
+    """One kiln-dialect model around one GEMM-family kernel, with its float64
+    emulations: `f32(x)` (what the reference computes) and `bf16(x)` (the
+    AMX path's arithmetic), plus the elementwise scale S for the bounds."""
+
+    def __init__(self, kind, m, k, n, wdtype, rng, addends=0, n2=0):
+        self.kind, self.m, self.k, self.n, self.n2 = kind, m, k, n, n2
+        self.addends = addends
+        wt = MLIR_TYPE[wdtype]
+        self.weights, self.w = [], {}
+        names = {"gemm": ["w"], "swiglu": ["wg", "wu"], "dual": ["w1", "w2"]}[kind]
+        for name in names:
+            rows = n2 if name == "w2" else n
+            v, code, data = stored(rng.standard_normal((rows, k)).astype(np.float32) * k ** -0.5,
+                                   wdtype)
+            self.w[name] = v.astype(np.float64)
+            self.weights.append((name, code, v.shape, data))
+        x_t = f"tensor<{m}x{k}xf32>"
+        y_t = f"tensor<{m}x{n}xf32>"
+        decls = "\n".join(f'    %{nm} = kiln.weight "{nm}" : tensor<{self.w[nm].shape[0]}x{k}x{wt}>'
+                          for nm in names)
+
+        def lin(out, w, rows):
+            return (f"    %{out} = kiln.linear %x, %{w} : ({x_t}, tensor<{rows}x{k}x{wt}>)"
+                    f" -> tensor<{m}x{rows}xf32>")
+        args = [f'%x: {x_t} {{kiln.name = "x"}}']
+        if kind == "gemm":
+            args += [f'%r{i}: {y_t} {{kiln.name = "r{i}"}}' for i in range(addends)]
+            body = [lin("y0", "w", n)]
+            for i in range(addends):
+                body.append(f"    %y{i + 1} = kiln.add %y{i}, %r{i} : ({y_t}, {y_t}) -> {y_t}")
+            body.append(f"    return %y{addends} : {y_t}")
+            results = f'{y_t} {{kiln.name = "y"}}'
+            self.outputs = ["y"]
+        elif kind == "swiglu":
+            body = [lin("g", "wg", n), lin("u", "wu", n),
+                    f"    %a = kiln.swiglu %g, %u : ({y_t}, {y_t}) -> {y_t}",
+                    f"    return %a : {y_t}"]
+            results = f'{y_t} {{kiln.name = "y"}}'
+            self.outputs = ["y"]
+        else:
+            y2_t = f"tensor<{m}x{n2}xf32>"
+            body = [lin("p1", "w1", n), lin("p2", "w2", n2), f"    return %p1, %p2 : {y_t}, {y2_t}"]
+            results = f'{y_t} {{kiln.name = "p1"}}, {y2_t} {{kiln.name = "p2"}}'
+            self.outputs = ["p1", "p2"]
+        self.text = f"""
+module {{
+  func.func @forward({", ".join(args)}) -> ({results}) {{
+{decls}
+{chr(10).join(body)}
+  }}
+}}
+"""
+        self.inputs = {"x": rng.standard_normal((m, k)).astype(np.float32)}
+        for i in range(addends):
+            self.inputs[f"r{i}"] = rng.standard_normal((m, n)).astype(np.float32)
+        self.name = f"{kind}_m{m}_k{k}_n{n}{'_' + str(n2) if n2 else ''}_{wdtype}_a{addends}"
+
+    def expected(self, x):
+        """float64 outputs of the model on activations `x` (already rounded
+        for the bf16 emulation), with each output's scale S and its epilogue
+        slack for the f32 bound."""
+        ax = np.abs(self.inputs["x"]).astype(np.float64)
+        x = x.astype(np.float64)
+        if self.kind == "gemm":
+            y = x @ self.w["w"].T
+            s = ax @ np.abs(self.w["w"]).T
+            extra = s.copy()
+            for i in range(self.addends):
+                r = self.inputs[f"r{i}"].astype(np.float64)
+                y, extra = y + r, extra + np.abs(r)
+            return [(y, 2 * self.k * U * s + 2 * U * extra)]
+        if self.kind == "swiglu":
+            g, u = x @ self.w["wg"].T, x @ self.w["wu"].T
+            sg, su = ax @ np.abs(self.w["wg"]).T, ax @ np.abs(self.w["wu"]).T
+            dg, du = 2 * self.k * U * sg, 2 * self.k * U * su
+            y = silu(g) * u
+            # silu' <= 1.1; the epilogue's few fp32 roundings on top.
+            bound = 1.1 * (np.abs(u) + du) * dg + (np.abs(silu(g)) + 1.1 * dg) * du + 8 * U * np.abs(y)
+            return [(y, bound + 1e-30)]
+        out = []
+        for w in ("w1", "w2"):
+            s = ax @ np.abs(self.w[w]).T
+            out.append((x @ self.w[w].T, 2 * self.k * U * s))
+        return out
+
+    def loose(self):
+        """2^-8 S per output: the bf16 path against the reference."""
+        ax = np.abs(self.inputs["x"]).astype(np.float64)
+        if self.kind == "gemm":
+            return [2.0 ** -8 * (ax @ np.abs(self.w["w"]).T) + 1e-30]
+        if self.kind == "swiglu":
+            g = self.inputs["x"].astype(np.float64) @ self.w["wg"].T
+            u = self.inputs["x"].astype(np.float64) @ self.w["wu"].T
+            dg = 2.0 ** -8 * (ax @ np.abs(self.w["wg"]).T)
+            du = 2.0 ** -8 * (ax @ np.abs(self.w["wu"]).T)
+            return [1.1 * (np.abs(u) + du) * dg + (np.abs(silu(g)) + 1.1 * dg) * du + 1e-30]
+        return [2.0 ** -8 * (ax @ np.abs(self.w[w]).T) + 1e-30 for w in ("w1", "w2")]
+
+    def amx_columns(self, which):
+        """Columns of output `which` the AMX path computes for a block of
+        all rows and all columns: whole 16-column tiles (32 for gemm and
+        gemm_dual, then one 16-column tile); the rest by AVX-512."""
+        n = self.n2 if which == 1 else self.n
+        return n // 16 * 16
+
+
+class CpuGemmEmitter(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-cpu-gemm-")
+        cls.rng = np.random.default_rng(11)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def compile(self, case, variant, flags):
+        weights = [(n, c, s, d) for n, c, s, d in case.weights]
+        d = os.path.join(self.tmp, f"{case.name}_{variant}")
+        os.makedirs(d, exist_ok=True)
+        mk.write_safetensors(os.path.join(d, "w.safetensors"), weights)
+        text = case.text.replace("module {", 'module attributes {kiln.weights = "w.safetensors"} {', 1)
+        ir = os.path.join(self.tmp, f"{case.name}_{variant}_ir")
+        return KernelModel(self.tmp, f"{case.name}_{variant}", text,
+                           flags=[*flags, "--dump-ir-dir", ir]), ir
+
+    def gemm_kernel(self, model):
+        ks = [k for k in model.kernel_info() if k["name"].startswith("gemm")]
+        self.assertEqual(len(ks), 1, [k["name"] for k in model.kernel_info()])
+        return ks[0]
+
+    def cpu_ll(self, ir):
+        (path,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
+        with open(path) as f:
+            return f.read()
+
+    def check(self, case, min_gemm_programs=None, precision="f32", cpu=None):
+        """Compares the two emitters on `case` (the optimized one compiled for
+        `cpu`, default the host); returns the optimized kernel's config
+        text."""
+        extra = [f"--min-gemm-programs={min_gemm_programs}"] if min_gemm_programs else []
+        ref, _ = self.compile(case, "ref", ["--cpu-emitter=reference", *extra])
+        opt, ir = self.compile(case, precision, [f"--cpu-gemm-precision={precision}", *extra,
+                                                 *([f"--cpu={cpu}"] if cpu else [])])
+        kref, kopt = self.gemm_kernel(ref), self.gemm_kernel(opt)
+        prefix = {"gemm": "gemm_n", "swiglu": "gemm_swiglu", "dual": "gemm_dual"}[case.kind]
+        self.assertTrue(kopt["name"].startswith(prefix), kopt["name"])
+        self.assertEqual(kref["name"], kopt["name"])
+        if case.kind == "gemm":
+            self.assertEqual(kopt["num_buffers"], 3 + case.addends)
+        self.assertIn("cpu=reference", kref["config"])
+        amx = (precision == "bf16" and all(w[1] == "BF16" for w in case.weights) and case.k % 32 == 0
+               and cpu in (None, "sapphirerapids"))
+        self.assertIn("cpu=amx-bf16" if amx else "cpu=avx512", kopt["config"])
+        ll = self.cpu_ll(ir)
+        self.assertRegex(ll, r"fmuladd\.v16f32|fma\.v16f32")
+        if amx:
+            self.assertIn("llvm.x86.tdpbf16ps.internal", ll)
+
+        want = [o for o, _ in case.expected(case.inputs["x"])]
+        got_ref = ref(case.inputs, case.outputs, threads=1)
+        for r, e, (name) in zip(got_ref, want, case.outputs):
+            # The reference itself against float64 numpy: the test's inputs
+            # and emulation are what the model computes.
+            err = np.abs(r - e).max() / max(np.abs(e).max(), 1e-30)
+            self.assertLess(err, 1e-5, f"{case.name} reference {name}")
+        f32 = case.expected(case.inputs["x"])
+        b16 = case.expected(bf16_round(case.inputs["x"]))
+        loose = case.loose()
+        for threads in THREADS:
+            got = opt(case.inputs, case.outputs, threads=threads)
+            for i, (g, r, name) in enumerate(zip(got, got_ref, case.outputs)):
+                what = f"{case.name} {name} threads={threads} precision={precision}"
+                g64, r64 = g.astype(np.float64), r.astype(np.float64)
+                (_, bound), (e16, bound16) = f32[i], b16[i]
+                if not amx:
+                    near_ref = np.abs(g64 - r64) <= 2 * bound
+                    bad = np.argwhere(~near_ref)
+                    self.assertEqual(len(bad), 0, f"{what}: {len(bad)} outputs off the "
+                                     f"reference, first {bad[:3].tolist()}")
+                    rel = np.abs(g64 - r64).max() / max(np.abs(r64).max(), 1e-30)
+                    self.assertLessEqual(rel, 2e-6, what)
+                    continue
+                self.assertTrue(np.all(np.abs(g64 - r64) <= loose[i]), what)
+                d_ref, d_16 = np.abs(g64 - r64), np.abs(g64 - e16)
+                if threads == 1:
+                    # One block of all rows: AMX iff >= 16 rows, on whole
+                    # 16-column tiles; the rest on AVX-512.
+                    on_amx = np.zeros(g.shape, bool)
+                    if case.m >= 16:
+                        on_amx[:, :case.amx_columns(i)] = True
+                        self.assertFalse(np.all(g64[on_amx] == r64[on_amx]),
+                                         f"{what}: the AMX outputs equal the fp32 reference")
+                    d = np.where(on_amx, d_16, d_ref)
+                    tol = np.where(on_amx, 2 * bound16, 2 * bound)
+                else:
+                    d, tol = np.minimum(d_ref, d_16), 2 * np.maximum(bound, bound16)
+                bad = np.argwhere(d > tol)
+                self.assertEqual(len(bad), 0, f"{what}: first {bad[:3].tolist()}")
+                self.assertLessEqual(d.max() / max(np.abs(r64).max(), 1e-30), 2e-6, what)
+        return kopt["config"]
+
+    # --- f32 precision (the default): AVX-512 ---
+
+    def test_gemm_shapes_and_dtypes(self):
+        shapes = [(1, 64, 48), (7, 100, 70), (37, 37, 67), (5, 3, 10), (16, 16, 16), (33, 256, 96)]
+        for wd in ("f32", "bf16", "f16"):
+            for m, k, n in shapes:
+                with self.subTest(m=m, k=k, n=n, w=wd):
+                    self.check(Case("gemm", m, k, n, wd, self.rng))
+
+    def test_gemm_tile_sizes(self):
+        # --min-gemm-programs=1: the largest tile dividing N (64 here), so a
+        # thread's range starts and ends inside rows of few, wide tiles.
+        for mgp in (1, 4096):
+            with self.subTest(min_gemm_programs=mgp):
+                self.check(Case("gemm", 9, 72, 192, "bf16", self.rng), min_gemm_programs=mgp)
+
+    def test_gemm_addends(self):
+        for addends in (1, 2):
+            for m, k, n in ((1, 40, 36), (9, 80, 70)):
+                with self.subTest(addends=addends, m=m):
+                    self.check(Case("gemm", m, k, n, "bf16", self.rng, addends=addends))
+
+    def test_swiglu(self):
+        for wd in ("f32", "bf16"):
+            for m, k, n in ((1, 50, 40), (7, 100, 70), (18, 33, 5)):
+                with self.subTest(w=wd, m=m):
+                    self.check(Case("swiglu", m, k, n, wd, self.rng))
+
+    def test_dual(self):
+        for wd in ("f32", "f16"):
+            for m, k, n, n2 in ((1, 64, 48, 16), (7, 100, 70, 6), (13, 20, 3, 5)):
+                with self.subTest(w=wd, m=m, n=n, n2=n2):
+                    self.check(Case("dual", m, k, n, wd, self.rng, n2=n2))
+
+    def test_swiglu_exp_over_its_range(self):
+        """The optimized epilogue's exp (a polynomial, not libm's expf)
+        through silu: K = 1 and unit weights, so y = x silu(x) with no
+        summation; within 4 ulp of the reference, overflow and underflow
+        included."""
+        x = np.concatenate([np.linspace(-110, 110, 4001), [-88.8, -88.7, -87.4, -87.3, 87.3, 88.7,
+                                                            88.8, 1e-30, -1e-30, 0.0]])
+        x = x.astype(np.float32).reshape(-1, 1)
+        case = Case("swiglu", len(x), 1, 1, "f32", self.rng)
+        case.weights = [(nm, "F32", (1, 1), np.ones((1, 1), np.float32).tobytes()) for nm in ("wg", "wu")]
+        case.inputs = {"x": x}
+        ref, _ = self.compile(case, "ref", ["--cpu-emitter=reference"])
+        opt, _ = self.compile(case, "f32", [])
+        self.assertIn("cpu=avx512", self.gemm_kernel(opt)["config"])
+        (r,) = ref(case.inputs, ["y"])
+        (g,) = opt(case.inputs, ["y"])
+        ulp = np.spacing(np.abs(r).astype(np.float32)).astype(np.float64)
+        err = np.abs(g.astype(np.float64) - r) / np.maximum(ulp, np.spacing(np.float32(1e-30)))
+        self.assertLessEqual(err.max(), 4, f"worst at x = {x[np.argmax(err), 0]}")
+
+    # --- bf16 precision: AMX-BF16 tiles where they apply ---
+
+    def test_amx_gemm(self):
+        # 37 rows: an odd number of 16-row tiles with a partial one; 70
+        # columns: two 32-column blocks, then 6 on AVX-512; 100 columns:
+        # three blocks and one 16-column tile, then 4; M = 1 and M = 15 stay
+        # on AVX-512; K = 96 is a multiple of 32 but not of 64.
+        for m, k, n in ((37, 96, 70), (70, 256, 100), (1, 64, 48), (15, 64, 48), (64, 64, 64)):
+            with self.subTest(m=m, k=k, n=n):
+                self.check(Case("gemm", m, k, n, "bf16", self.rng), precision="bf16")
+
+    def test_amx_row_chunks_and_addends(self):
+        # K = 4096: the packed activations take 128 rows at a time, so 150
+        # rows are two chunks; a residual in the epilogue.
+        self.check(Case("gemm", 150, 4096, 40, "bf16", self.rng, addends=1), precision="bf16")
+
+    def test_amx_swiglu_and_dual(self):
+        self.check(Case("swiglu", 37, 96, 40, "bf16", self.rng), precision="bf16")
+        self.check(Case("dual", 37, 96, 48, "bf16", self.rng, n2=20), precision="bf16")
+
+    def test_amx_refused_where_it_does_not_apply(self):
+        # f32 weights and K % 32 != 0 keep the f32 AVX-512 path, and say why.
+        for case, why in ((Case("gemm", 20, 64, 32, "f32", self.rng), "weights are not bf16"),
+                          (Case("gemm", 20, 40, 32, "bf16", self.rng), "K is not a multiple of 32")):
+            self.assertIn(why, self.check(case, precision="bf16"))
+
+
+    def test_choice_follows_the_target_cpu(self):
+        # x86-64-v4: AVX-512 without AVX512-BF16 or AMX, so no AMX path.
+        config = self.check(Case("gemm", 37, 96, 70, "bf16", self.rng), precision="bf16", cpu="x86-64-v4")
+        self.assertIn("the target CPU lacks amx-bf16", config)
+        # x86-64-v3: no AVX-512, so the reference, saying why.
+        case = Case("gemm", 7, 100, 70, "bf16", self.rng)
+        model, _ = self.compile(case, "v3", ["--cpu=x86-64-v3"])
+        self.assertIn("cpu=reference (no AVX-512 on the target CPU)", self.gemm_kernel(model)["config"])
+
+
+    def test_whole_model(self):
+        """The tiny llama checkpoint (bf16 weights, hidden 64; batch 2 x 8
+        tokens = 16 rows on one thread, so the bf16 plan takes the AMX
+        path): logits of each emitter and precision against the reference
+        emitter's. fp32: relative L2 <= 1e-5; bf16: <= 2^-7 (activations
+        rounded to bf16 at every GEMM of 3 layers), and above 1e-5, so the
+        AMX path did run."""
+        ck = os.path.join(self.tmp, "llama")
+        mk.make_checkpoint("llama", ck, dtype="bf16")
+        tokens = np.random.default_rng(3).integers(0, 128, (2, 8), dtype=np.int32)
+        logits = {}
+        for name, flags in (("ref", ["--cpu-emitter=reference"]), ("f32", []),
+                            ("bf16", ["--cpu-gemm-precision=bf16"])):
+            plan = os.path.join(self.tmp, f"llama-{name}.kplan")
+            run([tool("kiln-compile"), ck, "-o", plan, "--max-batch=2", "--max-seq=8", *flags])
+            configs = [k["config"] for k in json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]
+                       if k["name"].startswith("gemm")]
+            want = {"ref": "cpu=reference", "f32": "cpu=avx512", "bf16": "cpu=amx-bf16"}[name]
+            self.assertTrue(configs and all(want in c for c in configs), configs)
+            np.save(os.path.join(self.tmp, "tokens.npy"), tokens)
+            out = os.path.join(self.tmp, f"logits-{name}.npy")
+            run([tool("kiln-run"), plan, "--input", f"tokens={os.path.join(self.tmp, 'tokens.npy')}",
+                 "--output", f"logits={out}", "--threads", "1"])
+            logits[name] = np.load(out).astype(np.float64)
+        ref = logits["ref"]
+        for name, tol in (("f32", 1e-5), ("bf16", 2.0 ** -7)):
+            rel = np.linalg.norm(logits[name] - ref) / np.linalg.norm(ref)
+            self.assertLessEqual(rel, tol, name)
+        self.assertGreater(np.linalg.norm(logits["bf16"] - ref) / np.linalg.norm(ref), 1e-5)
+
+
+if __name__ == "__main__":
+    unittest.main()
