@@ -69,12 +69,26 @@ class KVCache(TokensCase):
         for family, variant in CASES:
             with self.subTest(family=family):
                 ck = self.checkpoint(family, variant)
-                state = {}
-                for dtype in ("bf16", "f32"):
-                    info = json.loads(run([tool("kiln-inspect"), self.plan(ck, dtype), "--json"]).stdout)
-                    state[dtype] = info["memory"]["state_bytes"]
                 with open(os.path.join(ck, "config.json")) as f:
-                    layers = json.load(f)["num_hidden_layers"]
+                    cfg = json.load(f)
+                layers = cfg["num_hidden_layers"]
+                if family.startswith("deepseek"):  # the latent and the rope key
+                    per_token = layers * (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"])
+                else:  # K and V of every KV head
+                    per_token = layers * 2 * cfg["num_key_value_heads"] * cfg["head_dim"]
+                state = {}
+                for dtype, size, name in (("bf16", 2, "bfloat16"), ("f32", 4, "float32")):
+                    plan = self.plan(ck, dtype)
+                    info = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+                    state[dtype] = info["memory"]["state_bytes"]
+                    # kiln-inspect reports the caches' dtype and bytes per token.
+                    self.assertEqual(info["memory"]["cache_dtype"], name)
+                    self.assertEqual(info["memory"]["cache_bytes_per_token"], per_token * size)
+                    for c in info["memory"]["caches"]:
+                        self.assertEqual(c["shape"][:2], [self.BATCH, self.SEQ], c)
+                    text = run([tool("kiln-inspect"), plan]).stdout
+                    self.assertIn(f"{name}, ", text)
+                    self.assertIn(f"capacity {self.BATCH} x {self.SEQ} tokens", text)
                 # Each cache buffer is 256-byte aligned (two per layer, plus
                 # the MoE routing counters).
                 self.assertLessEqual(abs(2 * state["bf16"] - state["f32"]), layers * 4 * 256 * 2,

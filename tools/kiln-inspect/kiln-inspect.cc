@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <memory>
 #include <cctype>
 #include <string>
@@ -319,6 +320,30 @@ Json BuildJson(const kiln::Plan& plan) {
     bufs.Push(std::move(j));
   }
   mem.Add("buffers", std::move(bufs));
+  // KV caches: state buffers of shape [batch, capacity, ...]; bytes per
+  // token are over all of them (every layer).
+  Json caches = Json::Arr();
+  uint64_t per_token = 0;
+  std::set<std::string> cache_dtypes;
+  for (uint32_t b = 0; b < Len(p.buffers()); ++b) {
+    const fb::Buffer* buf = p.buffers()->Get(b);
+    if (buf->kind() != fb::BufferKind::state || !buf->name() || Len(buf->shape()) < 2) continue;
+    int64_t rows = fb::Load(buf->shape(), 0), cap = fb::Load(buf->shape(), 1);
+    if (rows <= 0 || cap <= 0) continue;
+    Json j = Json::Obj();
+    j.Add("name", Json::Str(Str(buf->name())));
+    j.Add("dtype", Json::Str(DTypeName(buf->dtype())));
+    j.Add("shape", ShapeJson(buf->shape()));
+    j.Add("size_bytes", Json::Num(buf->size_bytes()));
+    uint64_t bpt = buf->size_bytes() / static_cast<uint64_t>(rows * cap);
+    j.Add("bytes_per_token", Json::Num(bpt));
+    per_token += bpt;
+    cache_dtypes.insert(DTypeName(buf->dtype()));
+    caches.Push(std::move(j));
+  }
+  mem.Add("caches", std::move(caches));
+  mem.Add("cache_bytes_per_token", Json::Num(per_token));
+  mem.Add("cache_dtype", Json::Str(absl::StrJoin(cache_dtypes, ",")));
   root.Add("memory", std::move(mem));
 
   auto specs = [&](const std::vector<const fb::TensorSpec*>& v) {
@@ -511,6 +536,14 @@ void PrintText(const Json& r) {
   if (!state.empty() || Get(m, "state_bytes").text != "0")
     std::printf("  state region [0, %s): %zu state buffer(s)%s%s\n", T(Get(m, "state_bytes")).c_str(), state.size(),
                 state.empty() ? "" : ": ", absl::StrJoin(state, ", ").c_str());
+  if (!Get(m, "caches").items.empty()) {
+    const Json& first = Get(m, "caches").items.front().second;
+    const auto& shape = Get(first, "shape").items;
+    std::printf("  KV caches: %zu, %s, %s per token (all layers), capacity %s x %s tokens\n",
+                Get(m, "caches").items.size(), Get(m, "cache_dtype").text.c_str(),
+                Bytes(Get(m, "cache_bytes_per_token")).c_str(), shape[0].second.text.c_str(),
+                shape[1].second.text.c_str());
+  }
 
   auto print_specs = [](const Json& f, const char* indent) {
     for (const char* which : {"inputs", "outputs"}) {

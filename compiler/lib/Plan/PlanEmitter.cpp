@@ -64,6 +64,9 @@ struct BufferInfo {
   uint32_t first = UINT32_MAX, last = 0;
   uint32_t weight = 0;
   std::vector<uint32_t> weightList;
+  /// State buffers: the state's name and type (Buffer.name/dtype/shape).
+  std::string name;
+  RankedTensorType type;
 };
 
 /// One launch shape of a kernel (fb::KernelGrid).
@@ -374,8 +377,11 @@ emitPlan(ModuleOp module, const KernelTable &table,
       if (auto st = dyn_cast<graph::StateOp>(op)) {
         std::string name = st.getName().str();
         auto [bit, inserted] = stateBuffer.try_emplace(name, buffers.size());
-        if (inserted)
-          newBuffer(st.getResult(), fb::BufferKind::state);
+        if (inserted) {
+          BufferInfo &b = buffers[newBuffer(st.getResult(), fb::BufferKind::state)];
+          b.name = name;
+          b.type = cast<RankedTensorType>(st.getType());
+        }
         else if (buffers[bit->second].size !=
                  byteSize(cast<RankedTensorType>(st.getType())))
           return op->emitError() << "state '" << name
@@ -504,9 +510,17 @@ emitPlan(ModuleOp module, const KernelTable &table,
     flatbuffers::Offset<flatbuffers::Vector<uint32_t>> list = 0;
     if (!b.weightList.empty())
       list = fbb.CreateVector(b.weightList);
+    flatbuffers::Offset<flatbuffers::String> name = 0;
+    flatbuffers::Offset<flatbuffers::Vector<int64_t>> shape = 0;
+    fb::DType dtype = fb::DType::f32;
+    if (b.type) {
+      name = fbb.CreateString(b.name);
+      shape = fbb.CreateVector(b.type.getShape().vec());
+      dtype = toDType(b.type.getElementType()).value_or(fb::DType::f32);
+    }
     fbBuffers.push_back(fb::CreateBuffer(
         fbb, b.kind, b.size, offsets[id], b.weight, list,
-        b.first == UINT32_MAX ? 0 : b.first, b.last));
+        b.first == UINT32_MAX ? 0 : b.first, b.last, name, dtype, shape));
   }
 
   // Kernels.
