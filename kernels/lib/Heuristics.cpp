@@ -43,4 +43,11 @@ int64_t chooseGpuBlockSize(int64_t programs) {
   return programs >= 4096 ? 256 : (programs >= 256 ? 128 : 32);
 }
 
+int64_t chooseGpuLaunchBlock(int64_t programs) {
+  for (int64_t block : {256, 128, 64})
+    if ((programs + block - 1) / block >= 2 * kGpuTargetSMs)
+      return block;
+  return 32;
+}
+
 } // namespace kiln::kernels

@@ -171,7 +171,7 @@ class CudaBackend final : public Backend {
     for (uint32_t i = 0; i < ns; ++i) storage[nb + i] = static_cast<uint64_t>(plan::Load(la->scalars(), i));
     storage[nb + ns] = programs;
     for (size_t i = 0; i < storage.size(); ++i) params[i] = &storage[i];
-    uint32_t block = block_x_[la->kernel()];
+    uint32_t block = la->block_x() ? la->block_x() : block_x_[la->kernel()];
     uint64_t grid = (programs + block - 1) / block;
     if (grid > 0x7fffffffull)
       return absl::InvalidArgumentError(absl::StrCat("grid of ", grid, " blocks exceeds the CUDA limit"));

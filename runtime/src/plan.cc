@@ -326,6 +326,9 @@ absl::Status CheckFunction(const plan::Plan& p, const Launches* launches, const 
       return absl::InvalidArgumentError(absl::StrCat(where, ": refers to kernel ", la->kernel(),
                                                      ", but the plan has ", nkernels, " kernels"));
     const plan::Kernel* k = p.kernels()->Get(la->kernel());
+    if (la->block_x() > 1024 || la->block_x() % 32 != 0)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": block_x ", la->block_x(),
+                                                     " is not a whole number of warps up to 1024"));
     if (Len(la->bindings()) != k->num_buffers())
       return absl::InvalidArgumentError(absl::StrCat(where, ": kernel '", k->name()->str(), "' takes ",
                                                      k->num_buffers(), " buffers, but the launch binds ",

@@ -76,6 +76,30 @@ class RequestWork(TokensCase):
                         self.assertEqual(l["tokens"]["seq_scalar"], 2)
 
 
+    def test_gpu_launch_geometry_follows_each_launch(self):
+        """sm_90a: each launch's block comes from its own work, so a decode
+        launch of a few hundred programs spreads over the SMs (two blocks
+        per SM of an H100/H200 when the work allows, warps otherwise)."""
+        ck = os.path.join(self.tmp, "gpu-ckpt")
+        mk.make_checkpoint("deepseek_v3", ck, overrides={"max_position_embeddings": 4096})
+        plan = os.path.join(self.tmp, "gpu.kplan")
+        run([tool("kiln-compile"), ck, "-o", plan, "--target=sm_90a,cpu", "--max-batch=1",
+             "--max-seq=4096"])
+        info = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+        launches = info["launches"] + [l for f in info["functions"] for l in f["launches"]]
+        blocks = set()
+        for l in launches:
+            block, programs = l["block_x"], l["programs"]
+            blocks.add(block)
+            ctas = -(-programs // block)
+            self.assertIn(block, (32, 64, 128, 256), l)
+            # As many blocks as 2 per SM allows, else one warp per block.
+            self.assertTrue(ctas >= 2 * 132 or block == 32, l)
+            if block > 32:
+                self.assertLess(-(-programs // (2 * block)), 2 * 132, l)
+        self.assertIn(32, blocks)  # decode
+        self.assertGreater(len(blocks), 1)  # and larger blocks for the prefill
+
     def test_defaults_fit_a_real_prompt(self):
         """Without --max-batch/--max-seq a checkpoint compiles for batch 1
         and its config's context, at most 4096 tokens; an input beyond the

@@ -249,6 +249,15 @@ TEST_F(PlanTest, TokenGridChecks) {
                                          "kernel 'add_scaled_f32' at 8 programs takes [2, 2]"));
 }
 
+TEST_F(PlanTest, LaunchBlockSize) {
+  plan_.launches[0].block_x = 64;
+  EXPECT_TRUE(Open().ok());
+  plan_.launches[0].block_x = 48;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): block_x 48 is not a whole number of warps"));
+  plan_.launches[0].block_x = 2048;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("block_x 2048 is not a whole number of warps up to 1024"));
+}
+
 TEST_F(PlanTest, ProgramCountEnlarged) {
   plan_.launches[0].programs = 9;
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("launch 0 (test.py:1): runs 9 programs, but kernel 'add_f32' was "

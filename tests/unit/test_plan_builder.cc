@@ -88,7 +88,7 @@ std::string Serialize(const TPlan& p) {
                                                         t.seq_symbol, t.tokens_scalar, t.seq_scalar)
                                 : 0;
       out.push_back(plan::CreateLaunch(b, l.kernel, b.CreateVector(l.bindings), b.CreateVector(l.scalars),
-                                       l.programs, b.CreateString(l.location), tokens));
+                                       l.programs, b.CreateString(l.location), tokens, l.block_x));
     }
     return b.CreateVector(out);
   };

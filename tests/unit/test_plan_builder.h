@@ -66,6 +66,7 @@ struct TLaunch {
     uint64_t per_token = 0, max_batch = 0, max_seq = 0;
     int32_t batch_symbol = -1, seq_symbol = -1, tokens_scalar = -1, seq_scalar = -1;
   } tokens;
+  uint32_t block_x = 0;
 };
 struct TSpec {
   TSpec() = default;

@@ -253,6 +253,7 @@ Json BuildJson(const kiln::Plan& plan) {
       j.Add("bindings", std::move(b));
       j.Add("scalars", std::move(s));
       j.Add("location", Json::Str(Str(la->location())));
+      if (la->block_x()) j.Add("block_x", Json::Num(la->block_x()));
       if (const fb::TokenGrid* t = la->tokens()) {
         Json g = Json::Obj();
         g.Add("per_token", Json::Num(t->per_token()));

@@ -17,6 +17,7 @@
 
 #include "kernel/IR/KernelDialect.h"
 #include "kiln/IR/KilnDialect.h"
+#include "kiln/Kernels/Heuristics.h"
 
 #include "plan_generated.h"
 #include "plan_support.h"
@@ -575,9 +576,13 @@ emitPlan(ModuleOp module, const KernelTable &table,
               fp.tokens.batchSymbol, fp.tokens.seqSymbol, tokensScalar,
               seqScalar);
         }
+      uint32_t blockX = cuda ? static_cast<uint32_t>(kernels::chooseGpuLaunchBlock(
+                                   k.getNumPrograms()))
+                             : 0;
       out.push_back(fb::CreateLaunchDirect(
           fbb, table.launchKernel.lookup(op), &bindings, &sc,
-          static_cast<uint64_t>(k.getNumPrograms()), loc.c_str(), tokens));
+          static_cast<uint64_t>(k.getNumPrograms()), loc.c_str(), tokens,
+          blockX));
     }
     return out;
   };

@@ -41,6 +41,15 @@ int64_t chooseElementwiseBlock(int64_t total);
 /// Threads per GPU block for a grid of `programs` programs.
 int64_t chooseGpuBlockSize(int64_t programs);
 
+/// SMs the launch geometry aims to fill (an H100/H200 has 132).
+inline constexpr int64_t kGpuTargetSMs = 132;
+
+/// Threads per block for one launch of `programs` programs (one program per
+/// thread): the largest of 256, 128, 64 and 32 that still gives every SM two
+/// blocks, so that a decode launch of a few hundred programs spreads over
+/// the GPU instead of filling one or two blocks; 32 (a warp) at the least.
+int64_t chooseGpuLaunchBlock(int64_t programs);
+
 } // namespace kiln::kernels
 
 #endif // KILN_KERNELS_HEURISTICS_H
