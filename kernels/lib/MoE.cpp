@@ -134,7 +134,8 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
           p, G, [&](Value g) { return p.load(ws, f32, p.add(groupAt, g)); },
           [&](Value, Value v) { return p.flt(v, p.f32(inf)); });
       (void)v;
-      p.store(p.f32(inf), ws, f32, p.add(groupAt, best));
+      // No eligible group (NaN scores) leaves best at -1: stay in bounds.
+      p.store(p.f32(inf), ws, f32, p.add(groupAt, p.select(p.lt(best, c0), c0, best)));
     });
     // Experts of other groups are excluded (-inf, as DeepSeek's reference
     // inference code masks them).
@@ -154,8 +155,12 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
             p, E, [&](Value e) { return p.load(ws, f32, p.add(choiceAt, e)); },
             [&](Value, Value v) { return p.fgt(v, p.f32(-inf)); });
         (void)v;
-        p.store(p.f32(-inf), ws, f32, p.add(choiceAt, best));
-        Value w = p.load(ws, f32, p.add(scoreAt, best));
+        // No eligible expert (NaN scores) leaves best at -1, which is
+        // stored as the id (the permutation counts it as expert 0); the
+        // workspace is read and written in bounds.
+        Value at = p.select(p.lt(best, c0), c0, best);
+        p.store(p.f32(-inf), ws, f32, p.add(choiceAt, at));
+        Value w = p.load(ws, f32, p.add(scoreAt, at));
         p.store(arith::TruncIOp::create(b, args.loc, idT, best), ids, idT,
                 p.add(outBase, k));
         p.store(w, wts, wT, p.add(outBase, k));
@@ -182,7 +187,7 @@ void emitMoERouteProgram(OpBuilder &b, const ProgramArgs &args,
         seqGiven = args.scalars[2], seqMax = args.scalars[3];
   Value rowsGiven = p.divs(routedTokens, seqGiven);
   auto given = [&](Value tok) {
-    return p.band(p.lt(p.rems(tok, seqMax), seqGiven),
+    return p.andI(p.lt(p.rems(tok, seqMax), seqGiven),
                   p.lt(p.divs(tok, seqMax), rowsGiven));
   };
   Value old = p.atomicAddI32(sync, c0, c1);

@@ -197,9 +197,6 @@ Value ProgramBuilder::load(Value ptr, Type elemType, Value index) {
   return v;
 }
 
-Value ProgramBuilder::band(Value a, Value c) {
-  return arith::AndIOp::create(b, loc, a, c);
-}
 Value ProgramBuilder::eq(Value a, Value c) {
   return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, a, c);
 }

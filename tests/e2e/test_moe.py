@@ -163,6 +163,26 @@ class MoE(unittest.TestCase):
         self.check("grouped", 16, 32, 16, e, 2, attrs,
                    {"scoring": "sigmoid", "n_group": 4, "topk_group": 2, "scaling": 2.5}, bias=bias)
 
+    def test_a_nan_token_leaves_the_others_intact(self):
+        """A token whose scores are all NaN has no eligible group or expert
+        (its ids are -1, counted as expert 0): the routing stays inside its
+        workspace and every other token's output is exact."""
+        t, d, f, e = 10, 32, 16, 8
+        wg, wu, wd = self.weights(d, f, e)
+        router = self.rng.standard_normal((e, d)).astype(np.float32)
+        x = self.rng.standard_normal((t, d)).astype(np.float32)
+        x[4] = np.nan
+        attrs = 'top_k = 2 : i64, scoring = "sigmoid", n_group = 4 : i64, topk_group = 2 : i64'
+        tensors = [("router", router)]
+        for i in range(e):
+            tensors += [(f"e{i}.gate", wg[i]), (f"e{i}.up", wu[i]), (f"e{i}.down", wd[i])]
+        y, _ = self.compile_run("nan", moe_text(t, d, f, e, 2, attrs, 0, 1, False), tensors, x)
+        keep = [i for i in range(t) if i != 4]
+        want = moe_reference(x[keep].astype(np.float64), router, wg, wu, wd, 2, scoring="sigmoid",
+                             n_group=4, topk_group=2)
+        err = np.linalg.norm(y[keep] - want) / np.linalg.norm(want)
+        self.assertLess(err, 2e-5, f"relative L2 {err:.2e}")
+
     def test_one_token(self):
         self.check("decode", 1, 32, 16, 8, 3, 'top_k = 3 : i64, scoring = "softmax", norm_topk_prob = false',
                    {"scoring": "softmax", "norm": False})

@@ -80,7 +80,6 @@ public:
   mlir::Value exp(mlir::Value a);
   mlir::Value sqrt(mlir::Value a);
   mlir::Value lt(mlir::Value a, mlir::Value c); ///< signed i64 a < c
-  mlir::Value band(mlir::Value a, mlir::Value c); ///< i1 a && c
   mlir::Value eq(mlir::Value a, mlir::Value c); ///< i64 a == c
   mlir::Value ceilDivI(mlir::Value a, int64_t c); ///< (a + c - 1) / c, a >= 0
   mlir::Value select(mlir::Value cond, mlir::Value a, mlir::Value c);
