@@ -16,6 +16,7 @@
 
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/Timing.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
@@ -113,6 +114,16 @@ static cl::opt<std::string>
             cl::desc("MLA kernel form: auto (by FLOPs), absorbed or naive"),
             cl::cat(kilnCategory));
 
+/// Whether `value` of --`flag` is one of `choices`; reports it if not.
+static bool oneOf(llvm::StringRef flag, llvm::StringRef value,
+                  llvm::ArrayRef<llvm::StringRef> choices) {
+  if (llvm::is_contained(choices, value))
+    return true;
+  llvm::errs() << "kiln-compile: error: unknown --" << flag << "=" << value
+               << " (expected " << llvm::join(choices, ", ") << ")\n";
+  return false;
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   std::string commandLine;
@@ -176,35 +187,21 @@ int main(int argc, char **argv) {
     opts.targets.push_back(p.trim().str());
   opts.dumpIRDir = dumpIRDir;
   opts.cpu = cpuName;
-  if (cpuEmitter != "auto" && cpuEmitter != "reference") {
-    llvm::errs() << "kiln-compile: error: unknown --cpu-emitter=" << cpuEmitter
-                 << " (expected auto or reference)\n";
+  if (!oneOf("cpu-emitter", cpuEmitter, {"auto", "reference"}) ||
+      !oneOf("cpu-gemm-precision", cpuGemmPrecision, {"f32", "bf16"}) ||
+      !oneOf("quantize", quantize, {"none", "fp8-block"}) ||
+      !oneOf("kv-cache-dtype", kvCacheDType, {"bf16", "f32"}) ||
+      !oneOf("mla-form", mlaForm, {"auto", "absorbed", "naive"}))
     return kUsage;
-  }
   opts.cpuEmitter = cpuEmitter == "reference"
                         ? kiln::CpuEmitterChoice::Reference
                         : kiln::CpuEmitterChoice::Auto;
-  if (cpuGemmPrecision != "f32" && cpuGemmPrecision != "bf16") {
-    llvm::errs() << "kiln-compile: error: unknown --cpu-gemm-precision="
-                 << cpuGemmPrecision << " (expected f32 or bf16)\n";
-    return kUsage;
-  }
   opts.cpuGemmPrecision = cpuGemmPrecision == "bf16"
                               ? kiln::CpuGemmPrecision::BF16
                               : kiln::CpuGemmPrecision::F32;
   opts.embedWeights = embedWeights;
   opts.noWeights = noWeights;
-  if (quantize != "none" && quantize != "fp8-block") {
-    llvm::errs() << "kiln-compile: error: unknown --quantize=" << quantize
-                 << " (expected none or fp8-block)\n";
-    return kUsage;
-  }
   opts.quantizeFP8 = quantize == "fp8-block";
-  if (kvCacheDType != "bf16" && kvCacheDType != "f32") {
-    llvm::errs() << "kiln-compile: error: unknown --kv-cache-dtype="
-                 << kvCacheDType << " (expected bf16 or f32)\n";
-    return kUsage;
-  }
   opts.kvCacheF32 = kvCacheDType == "f32";
   opts.maxBatch = maxBatch;
   opts.maxSeq = maxSeq;
@@ -217,11 +214,6 @@ int main(int argc, char **argv) {
     return kUsage;
   }
   opts.pipeline.moeBlockM = moeBlockM;
-  if (mlaForm != "auto" && mlaForm != "absorbed" && mlaForm != "naive") {
-    llvm::errs() << "kiln-compile: error: unknown --mla-form '" << mlaForm
-                 << "' (expected auto, absorbed or naive)\n";
-    return kUsage;
-  }
   opts.pipeline.mlaForm = mlaForm;
   if (mlir::failed(kiln::compileModel(ctx, opts))) {
     llvm::errs() << "kiln-compile: error: compilation of " << inputPath

@@ -138,10 +138,12 @@ FailureOr<ResolvedCpu> resolveCpu(const llvm::Target &target,
         "skylake-avx512", "znver4", "znver3", "alderlake", "x86-64-v4",
         "x86-64-v3", "x86-64-v2"}) {
     auto sti = subtarget(candidate, "");
-    bool covered = sti && sti->isCPUStringValid(candidate);
-    for (const std::string &f : checkedFeatures(*sti))
-      covered = covered && host->checkFeatures("+" + f);
-    if (covered)
+    if (!sti || !sti->isCPUStringValid(candidate))
+      continue;
+    std::vector<std::string> needs = checkedFeatures(*sti);
+    if (llvm::all_of(needs, [&](const std::string &f) {
+          return host->checkFeatures("+" + f);
+        }))
       return ResolvedCpu{candidate.str(), featureString};
   }
   return ResolvedCpu{"x86-64", featureString};
