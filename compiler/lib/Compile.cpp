@@ -349,6 +349,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     io.quantizeFP8 = opts.quantizeFP8;
     io.cacheType = opts.kvCacheF32 ? models::ImportOptions::CacheType::F32
                                    : models::ImportOptions::CacheType::BF16;
+    io.allLogits = opts.allLogits;
     auto imported = models::importHuggingFace(
         ctx, configPath.str().str(), io, [&](llvm::StringRef name) {
           auto e = checkpoint ? checkpoint->find(name) : Checkpoint::Entry{};

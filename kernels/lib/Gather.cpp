@@ -48,6 +48,25 @@ void emitSliceProgram(OpBuilder &b, const ProgramArgs &args, int64_t inCols,
 
 namespace kiln::kernels {
 
+void emitLastTokenProgram(OpBuilder &b, const ProgramArgs &args, int64_t seq,
+                          int64_t cols, Type inType, Type outType) {
+  // pid = row * seq + s; scalar 0: the positions given per row (1..seq).
+  ProgramBuilder p(b, args.loc);
+  Value row = p.divs(args.pid, p.i64(seq));
+  Value s = p.rems(args.pid, p.i64(seq));
+  Value last = p.add(args.scalars[0], p.i64(-1));
+  p.ifThen(arith::CmpIOp::create(b, args.loc, arith::CmpIPredicate::eq, s,
+                                 last),
+           [&] {
+             Value src = p.mul(args.pid, p.i64(cols));
+             Value dst = p.mul(row, p.i64(cols));
+             p.forLoop(p.i64(0), p.i64(cols), p.i64(1), [&](Value c) {
+               Value v = p.load(args.buffers[0], inType, p.add(src, c));
+               p.store(v, args.buffers[1], outType, p.add(dst, c));
+             });
+           });
+}
+
 void emitCacheWriteProgram(OpBuilder &b, const ProgramArgs &args,
                            int64_t capacity, int64_t seq, int64_t width,
                            bool hasStart, ArrayRef<Type> types) {

@@ -326,6 +326,13 @@ void buildBody(GraphBuilder &gb, const ModelSpec &m, Value tokens) {
     Value attn = m.isDeepseek() ? mlaAttention(gb, m, n, p)
                                 : gqaAttention(gb, m, n, p);
     h = gb.add(h, attn, gb.at(p));
+    // Past the last attention only the positions whose logits are returned
+    // matter (every position's keys and values are cached by now).
+    if (i + 1 == m.layers && !gb.opts.allLogits && S > 1) {
+      h = g::LastTokenOp::create(b, gb.at(p + ".last_token"),
+                                 gb.tensor({B, 1, m.hidden}, gb.f32()), h);
+      gb.seq = 1;
+    }
     n = gb.rmsNorm(h, p + ".post_attention_layernorm.weight", m.eps);
     Value y;
     if (!m.isMoELayer(i)) {
@@ -365,6 +372,10 @@ void buildBody(GraphBuilder &gb, const ModelSpec &m, Value tokens) {
       gb.linear(h, m.tieEmbeddings ? "model.embed_tokens.weight"
                                    : "lm_head.weight",
                 m.vocab);
+  if (!gb.opts.allLogits)
+    logits = g::ReshapeOp::create(b, gb.at("lm_head"),
+                                  gb.tensor({B, m.vocab}, gb.f32()), logits);
+  gb.seq = S;
   func::ReturnOp::create(b, gb.at("lm_head"), logits);
 }
 
@@ -453,7 +464,8 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     gb.seq = S;
     b.setInsertionPointToEnd(module->getBody());
     auto tokensTy = gb.tensor({B, S}, b.getI32Type());
-    auto logitsTy = gb.tensor({B, S, m.vocab}, gb.f32());
+    auto logitsTy = opts.allLogits ? gb.tensor({B, S, m.vocab}, gb.f32())
+                                   : gb.tensor({B, m.vocab}, gb.f32());
     SmallVector<Type> inputs{tokensTy};
     if (decode)
       inputs.push_back(gb.tensor({B}, b.getI32Type()));
@@ -471,7 +483,10 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     fn.setArgAttr(0, "kiln.dims", b.getDenseI64ArrayAttr({0, seqSym}));
     if (decode)
       fn.setArgAttr(1, "kiln.dims", b.getDenseI64ArrayAttr({0}));
-    fn.setResultAttr(0, "kiln.dims", b.getDenseI64ArrayAttr({0, seqSym, -1}));
+    fn.setResultAttr(0, "kiln.dims",
+                     opts.allLogits
+                         ? b.getDenseI64ArrayAttr({0, seqSym, -1})
+                         : b.getDenseI64ArrayAttr({0, -1}));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
     gb.start = decode ? entry->getArgument(1) : Value();

@@ -155,32 +155,37 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  // Token windows are ignored: the kernels take no first program yet (their
-  // ABI is the program count), so every launch runs all its programs with
-  // the plan's scalars, which describe them all.
-  absl::Status Launch(const plan::Launch& launch, const LaunchWindow* /*window*/) override {
+  // One cuLaunchKernel per program range: the whole grid, or each range of
+  // a token window (the given tokens' programs) with the window's scalars.
+  absl::Status Launch(const plan::Launch& launch, const LaunchWindow* window) override {
     const plan::Launch* la = &launch;
     uint64_t programs = la->programs();
     if (programs == 0) return absl::OkStatus();
     uint32_t nb = la->bindings() ? la->bindings()->size() : 0;
     uint32_t ns = la->scalars() ? la->scalars()->size() : 0;
-    // Parameter storage: buffers, scalars, program count (all 8 bytes).
-    std::vector<uint64_t> storage(nb + ns + 1);
+    // Parameter storage: buffers, scalars, begin, end (all 8 bytes).
+    std::vector<uint64_t> storage(nb + ns + 2);
     std::vector<void*> params(storage.size());
     for (uint32_t i = 0; i < nb; ++i) storage[i] = addresses_[la->bindings()->Get(i)];
-    for (uint32_t i = 0; i < ns; ++i) storage[nb + i] = static_cast<uint64_t>(plan::Load(la->scalars(), i));
-    storage[nb + ns] = programs;
+    for (uint32_t i = 0; i < ns; ++i)
+      storage[nb + i] = static_cast<uint64_t>(window ? window->scalars[i] : plan::Load(la->scalars(), i));
     for (size_t i = 0; i < storage.size(); ++i) params[i] = &storage[i];
     uint32_t block = la->block_x() ? la->block_x() : block_x_[la->kernel()];
-    uint64_t grid = (programs + block - 1) / block;
-    if (grid > 0x7fffffffull)
-      return absl::InvalidArgumentError(absl::StrCat("grid of ", grid, " blocks exceeds the CUDA limit"));
+    std::vector<std::pair<int64_t, int64_t>> whole{{0, static_cast<int64_t>(programs)}};
     KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
-    if (auto s = cu_->Check(cu_->cuLaunchKernel(functions_[la->kernel()], static_cast<unsigned>(grid), 1, 1,
-                                                block, 1, 1, 0, nullptr, params.data(), nullptr),
-                            "cuLaunchKernel");
-        !s.ok())
-      return s;
+    for (auto [begin, end] : window ? window->ranges : whole) {
+      if (end <= begin) continue;
+      storage[nb + ns] = static_cast<uint64_t>(begin);
+      storage[nb + ns + 1] = static_cast<uint64_t>(end);
+      uint64_t grid = (static_cast<uint64_t>(end - begin) + block - 1) / block;
+      if (grid > 0x7fffffffull)
+        return absl::InvalidArgumentError(absl::StrCat("grid of ", grid, " blocks exceeds the CUDA limit"));
+      if (auto s = cu_->Check(cu_->cuLaunchKernel(functions_[la->kernel()], static_cast<unsigned>(grid), 1, 1,
+                                                  block, 1, 1, 0, nullptr, params.data(), nullptr),
+                              "cuLaunchKernel");
+          !s.ok())
+        return s;
+    }
     return absl::OkStatus();
   }
 

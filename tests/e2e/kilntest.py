@@ -37,6 +37,10 @@ class TokensCase(unittest.TestCase):
     # Flags of every compile(): suites that compare fp32 compute with the
     # float64 references use f32 KV caches (test_kv_cache.py covers bf16).
     COMPILE_FLAGS = ()
+    # compile()'s --logits: every position's, compared with the reference
+    # position by position (the default, last, is tested in
+    # test_request_work.py).
+    LOGITS = "all"
 
     @classmethod
     def setUpClass(cls):
@@ -54,7 +58,7 @@ class TokensCase(unittest.TestCase):
         """kiln-compile CKPT for [BATCH, SEQ] -> CKPT.kplan."""
         plan = ckpt + ".kplan"
         run([tool("kiln-compile"), ckpt, "-o", plan, f"--max-batch={self.BATCH}",
-             f"--max-seq={self.SEQ}", *self.COMPILE_FLAGS, *extra])
+             f"--max-seq={self.SEQ}", f"--logits={self.LOGITS}", *self.COMPILE_FLAGS, *extra])
         return plan
 
     def run_forward(self, plan, tokens_path=None):

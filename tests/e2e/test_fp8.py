@@ -297,7 +297,7 @@ class EndToEnd(unittest.TestCase):
         plan = os.path.join(self.tmp, name + ".kplan")
         # f32 caches: the emulation (fp8_reference.py) keeps attention in f32.
         run([tool("kiln-compile"), ckpt, "-o", plan, "--max-batch=2", "--max-seq=8",
-             "--kv-cache-dtype=f32", *extra])
+             "--kv-cache-dtype=f32", "--logits=all", *extra])
         out = os.path.join(self.tmp, name + ".npy")
         run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}", "--output", f"logits={out}"])
         return plan, np.load(out)

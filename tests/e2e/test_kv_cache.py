@@ -32,7 +32,8 @@ class KVCache(TokensCase):
     def plan(self, ckpt, dtype):
         plan = os.path.join(self.tmp, f"{os.path.basename(ckpt)}-{dtype}.kplan")
         run([tool("kiln-compile"), ckpt, "-o", plan, f"--max-batch={self.BATCH}",
-             f"--max-seq={self.SEQ}", *([f"--kv-cache-dtype={dtype}"] if dtype else [])])
+             f"--max-seq={self.SEQ}", "--logits=all",
+             *([f"--kv-cache-dtype={dtype}"] if dtype else [])])
         return plan
 
     def test_one_layer_is_the_reference_with_a_rounded_cache(self):

@@ -2,7 +2,8 @@
 runs only the tokens a request gives. Token-major launches (kiln-inspect
 marks them) run the programs of the given batch rows and positions, and the
 MoE routing routes and permutes only those tokens; the logits of every
-shape a request may take match the float64 reference.
+shape a request may take match the float64 reference, both every position's
+(--logits=all) and, by default, each row's last given position's.
 
 Speed (prefill time against prompt length on one plan) is measured in
 docs/benchmarks.md, not here.
@@ -30,14 +31,15 @@ class RequestWork(TokensCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.plans = {}
+        cls.plans, cls.last_plans = {}, {}
         for family, variant in CASES:
             ck = os.path.join(cls.tmp, family)
             mk.make_checkpoint(family, ck, variant=variant)
-            plan = ck + ".kplan"
-            run([tool("kiln-compile"), ck, "-o", plan, f"--max-batch={cls.BATCH}",
-                 f"--max-seq={cls.SEQ}", *cls.COMPILE_FLAGS])
-            cls.plans[family] = (ck, plan)
+            for logits, plans in (("all", cls.plans), ("last", cls.last_plans)):
+                plan = f"{ck}.{logits}.kplan"
+                run([tool("kiln-compile"), ck, "-o", plan, f"--max-batch={cls.BATCH}",
+                     f"--max-seq={cls.SEQ}", f"--logits={logits}", *cls.COMPILE_FLAGS])
+                plans[family] = (ck, plan)
 
     def test_every_request_shape_matches_the_reference(self):
         rng = np.random.default_rng(11)
@@ -48,10 +50,43 @@ class RequestWork(TokensCase):
                     tokens = rng.integers(0, 128, size=(rows, seq)).astype(np.int32)
                     path = os.path.join(self.tmp, f"t-{family}-{rows}x{seq}.npy")
                     np.save(path, tokens)
+                    want = ref.forward(ck, tokens)
                     logits = self.run_forward(plan, path)
                     self.assertEqual(logits.shape, (rows, seq, 128))
-                    err = ref.rel_l2(logits, ref.forward(ck, tokens))
+                    err = ref.rel_l2(logits, want)
                     self.assertLessEqual(err, RTOL_L2, f"{family} [{rows}, {seq}]: rel L2 {err:.2e}")
+                    last = self.run_forward(self.last_plans[family][1], path)
+                    self.assertEqual(last.shape, (rows, 128))
+                    err = ref.rel_l2(last, want[:, -1])
+                    self.assertLessEqual(err, RTOL_L2, f"{family} last [{rows}, {seq}]: rel L2 {err:.2e}")
+
+    def test_last_position_logits_by_default(self):
+        """Without --logits the plan returns [batch, vocab] from forward and
+        decode and computes the LM head for one row per batch row: with a
+        32k vocabulary, every position's logits would be 4x its whole arena."""
+        vocab, batch, seq = 32768, 2, 256
+        for family, variant in CASES:
+            with self.subTest(family=family):
+                ck = os.path.join(self.tmp, f"vocab-{family}")
+                mk.make_checkpoint(family, ck, variant=variant, overrides={"vocab_size": vocab})
+                plan = ck + ".kplan"
+                run([tool("kiln-compile"), ck, "-o", plan, f"--max-batch={batch}", f"--max-seq={seq}"])
+                info = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+                [logits] = [o for o in info["outputs"] if o["name"] == "logits"]
+                self.assertEqual(logits["shape"], [batch, vocab])
+                [dec] = [f for f in info["functions"] if f["name"] == "decode"]
+                [dlogits] = [o for o in dec["outputs"] if o["name"] == "logits"]
+                self.assertEqual(dlogits["shape"], [batch, vocab])
+                heads = [l for l in info["launches"] if "lm_head" in l.get("location", "")]
+                self.assertTrue(heads, info["launches"])
+                self.assertLess(info["memory"]["arena_bytes"], batch * seq * vocab * 4 / 4)
+                tokens = np.random.default_rng(5).integers(0, 128, size=(batch, 5)).astype(np.int32)
+                path = os.path.join(self.tmp, f"vocab-{family}.npy")
+                np.save(path, tokens)
+                got = self.run_forward(plan, path)
+                want = ref.forward(ck, tokens, kv_cache_dtype="bf16")[:, -1]
+                err = ref.rel_l2(got, want)
+                self.assertLessEqual(err, RTOL_L2, f"{family}: rel L2 {err:.2e}")
 
     def test_token_major_launches_are_marked(self):
         for family, _ in CASES:
@@ -66,10 +101,9 @@ class RequestWork(TokensCase):
                         self.assertEqual((t["max_batch"], t["max_seq"]), (self.BATCH, seq), l)
                         self.assertEqual(t["per_token"] * self.BATCH * seq, l["programs"], l)
                     # Everything but the experts' grouped GEMMs (over the
-                    # layout's blocks) and element-wise kernels follows the
-                    # request.
+                    # layout's blocks) follows the request.
                     rest = {l["kernel"].split("_")[0] for l in launches if "tokens" not in l}
-                    self.assertLessEqual(rest, {"moe", "ew"}, (name, rest))
+                    self.assertLessEqual(rest, {"moe"}, (name, rest))
                     routes = [l for l in launches if l["kernel"].startswith("moe_route")]
                     for l in routes:
                         self.assertEqual(l["tokens"]["tokens_scalar"], 1)

@@ -87,6 +87,12 @@ static cl::opt<std::string> kvCacheDType(
     cl::desc("Element type of the KV caches (MLA: the latent cache): bf16 "
              "(default) or f32"),
     cl::value_desc("bf16|f32"), cl::cat(kilnCategory));
+static cl::opt<std::string> logitsMode(
+    "logits", cl::init("last"),
+    cl::desc("Logits a checkpoint's functions return: last (default: each "
+             "batch row's last given position, [batch, vocab]) or all "
+             "([batch, seq, vocab])"),
+    cl::value_desc("last|all"), cl::cat(kilnCategory));
 static cl::opt<int64_t> maxBatch("max-batch", cl::init(1),
                                  cl::desc("Batch size the plan accepts"),
                                  cl::cat(kilnCategory));
@@ -191,6 +197,7 @@ int main(int argc, char **argv) {
       !oneOf("cpu-gemm-precision", cpuGemmPrecision, {"f32", "bf16"}) ||
       !oneOf("quantize", quantize, {"none", "fp8-block"}) ||
       !oneOf("kv-cache-dtype", kvCacheDType, {"bf16", "f32"}) ||
+      !oneOf("logits", logitsMode, {"last", "all"}) ||
       !oneOf("mla-form", mlaForm, {"auto", "absorbed", "naive"}))
     return kUsage;
   opts.cpuEmitter = cpuEmitter == "reference"
@@ -203,6 +210,7 @@ int main(int argc, char **argv) {
   opts.noWeights = noWeights;
   opts.quantizeFP8 = quantize == "fp8-block";
   opts.kvCacheF32 = kvCacheDType == "f32";
+  opts.allLogits = logitsMode == "all";
   opts.maxBatch = maxBatch;
   opts.maxSeq = maxSeq;
   opts.commandLine = commandLine;

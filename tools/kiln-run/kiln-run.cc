@@ -5,8 +5,9 @@
 //   kiln-run PLAN --generate N --input tokens=PROMPT.npy [--device ...] [--threads N]
 //
 // --generate runs greedy decoding with the plan's generation calling
-// convention (see kiln/runtime.h): forward(tokens [B, S]) -> logits [B, S, V]
-// and decode(tokens [B, 1], position [B]) -> logits [B, 1, V].
+// convention: forward(tokens [B, S]) -> logits [B, V] (the last given
+// position) and decode(tokens [B, 1], position [B]) -> logits [B, V]; or,
+// compiled with --logits=all, [B, S, V] and [B, 1, V].
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -201,9 +202,12 @@ absl::StatusOr<std::vector<int64_t>> ConventionSpec(const kiln::Plan& plan, cons
   return bad(absl::StrCat("the function has no ", what, " '", name, "'"));
 }
 
-// Greedy token per batch row from logits [B, rows, V] at row `row`.
+// Greedy token per batch row from logits [B, rows, V] at row `row`, or from
+// last-position logits [B, V].
 std::vector<int32_t> Argmax(const kiln::HostTensor& logits, int64_t row) {
-  int64_t B = logits.shape[0], rows = logits.shape[1], V = logits.shape[2];
+  bool last = logits.shape.size() == 2;
+  int64_t B = logits.shape[0], rows = last ? 1 : logits.shape[1], V = logits.shape.back();
+  if (last) row = 0;
   std::vector<int32_t> out(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     const float* l = logits.data<float>() + (b * rows + row) * V;
@@ -222,14 +226,20 @@ absl::Status Generate(const Options& o, const kiln::Plan& plan, kiln::Session& s
   // The calling convention (documented in kiln/runtime.h).
   auto ftok = ConventionSpec(plan, "forward", false, "tokens", DType::kI32, "[B, S]");
   if (!ftok.ok()) return ftok.status();
-  auto flog = ConventionSpec(plan, "forward", true, "logits", DType::kF32, "[B, S, V]");
+  // Logits of the last position ([B, V], kiln-compile's default) or of
+  // every position (--logits=all: [B, S, V] and [B, 1, V]); seen as [B, S, V].
+  auto flog = ConventionSpec(plan, "forward", true, "logits", DType::kF32, "[B, V]");
+  bool last = flog.ok();
+  if (last) flog->insert(flog->begin() + 1, (*ftok)[1]);
+  else flog = ConventionSpec(plan, "forward", true, "logits", DType::kF32, "[B, S, V]");
   if (!flog.ok()) return flog.status();
   auto dtok = ConventionSpec(plan, "decode", false, "tokens", DType::kI32, "[B, 1]");
   if (!dtok.ok()) return dtok.status();
   auto dpos = ConventionSpec(plan, "decode", false, "position", DType::kI32, "[B]");
   if (!dpos.ok()) return dpos.status();
-  auto dlog = ConventionSpec(plan, "decode", true, "logits", DType::kF32, "[B, 1, V]");
+  auto dlog = ConventionSpec(plan, "decode", true, "logits", DType::kF32, last ? "[B, V]" : "[B, 1, V]");
   if (!dlog.ok()) return dlog.status();
+  if (last) dlog->insert(dlog->begin() + 1, 1);
   int64_t B = (*ftok)[0], S = (*ftok)[1], V = (*flog)[2];
   auto mismatch = [&](const std::string& what) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -123,6 +123,17 @@ struct LowerSlice : OpRewritePattern<g::SliceOp> {
   }
 };
 
+struct LowerLastToken : OpRewritePattern<g::LastTokenOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(g::LastTokenOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<k::LastTokenOp>(
+        op, op.getType(), op.getInput(),
+        fusedOps(rw, {g::LastTokenOp::getOperationName()}));
+    return success();
+  }
+};
+
 /// A cast is a full-width copy with conversion on load and store.
 struct LowerCast : OpRewritePattern<g::CastOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -207,7 +218,7 @@ struct LowerDequantize : OpRewritePattern<g::DequantizeOp> {
 void populateLowerToKernelsPatterns(RewritePatternSet &patterns,
                                     int64_t minGemmPrograms) {
   MLIRContext *ctx = patterns.getContext();
-  patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice,
+  patterns.add<LowerEmbedding, LowerRMSNorm, LowerReshape, LowerSlice, LowerLastToken,
                LowerRope, LowerAttention, LowerCacheUpdate,
                LowerQuantize, LowerDequantize, LowerCast>(ctx);
   // Defaults of kiln-lower-moe and kiln-lower-mla; pipelines that steer

@@ -89,10 +89,6 @@ def KilnKernel_KernelOpInterface : OpInterface<"KernelOpInterface"> {
       none. Their compiled values are the plan's maxima.}],
       "std::pair<int, int>", "getTokenScalarSlots", (ins), [{}],
       [{ return {-1, -1}; }]>,
-    InterfaceMethod<"Emits one program of the kernel.",
-      "void", "emitProgram",
-      (ins "mlir::OpBuilder &":$builder,
-           "const ::kiln::kernels::ProgramArgs &":$args)>,
   ];
 }
 

@@ -1,11 +1,16 @@
 //===- KernelOps.cpp - Kernel ops: verifiers and KernelOpInterface --------===//
 //
-// Each launch op binds its static shape parameters to a kernel builder in
-// kernels/. Dimensions that vary between launches (rows) only set the grid,
-// so the kernel name -- and the code -- is shared across layers.
+// Each launch op says what its kernel computes: verifier, kernel name, tile
+// configuration, grid, run-time scalars and their ranges, operand value
+// ranges, token rows, and the parameters of its program (KernelParams.h).
+// Code generation is not here: compiler/lib/Codegen/ builds the reference
+// program (Reference/) and each target's entry points (CPU/, CUDA/).
+// Dimensions that vary between launches (rows) only set the grid, so the
+// kernel name -- and the code -- is shared across layers.
 //
 //===----------------------------------------------------------------------===//
 #include "kernel/IR/KernelDialect.h"
+#include "kernel/IR/KernelParams.h"
 
 #include "kiln/Kernels/Kernels.h"
 
@@ -112,7 +117,6 @@ LogicalResult verifyStatic(Operation *op) {
 
 } // namespace
 
-static SmallVector<Type> elemTypes(Operation *op);
 
 /// Checks a block-scaled weight's scale: [ceil(N / block_n), ceil(K / act)].
 static LogicalResult verifyWeightScale(Operation *op, Value w, Value scale,
@@ -160,11 +164,37 @@ OperandValueRange GatherRowsOp::getOperandValueRange(unsigned operand) {
 }
 int64_t GatherRowsOp::getTokenRows() { return numel(getIds()); }
 int64_t GatherRowsOp::getNumPrograms() { return numel(getIds()); }
-void GatherRowsOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitGatherRowsProgram(b, args, ranked(getTable()).getDimSize(0),
-                            lastDim(getTable()), elem(getTable()),
-                            elem(getIds()), elem(getResult()));
+
+//===----------------------------------------------------------------------===//
+// last_token
+//===----------------------------------------------------------------------===//
+
+LogicalResult LastTokenOp::verify() {
+  if (failed(verifyStatic(*this)))
+    return failure();
+  auto in = ranked(getInput()), out = ranked(getResult());
+  if (in.getRank() != 3 ||
+      out.getShape() != ArrayRef<int64_t>{in.getDimSize(0), 1,
+                                          in.getDimSize(2)})
+    return emitOpError("expects [batch, seq, width] -> [batch, 1, width]");
+  return success();
 }
+std::string LastTokenOp::getKernelName() {
+  return llvm::formatv("last_token_s{0}_c{1}{2}",
+                       ranked(getInput()).getDimSize(1), lastDim(getInput()),
+                       typeSig(*this));
+}
+std::string LastTokenOp::getTileConfig() { return "program=token"; }
+int64_t LastTokenOp::getTokenRows() { return rows(getInput()); }
+int64_t LastTokenOp::getNumPrograms() { return rows(getInput()); }
+SmallVector<int64_t> LastTokenOp::getLaunchScalars() {
+  return {ranked(getInput()).getDimSize(1)};
+}
+SmallVector<std::pair<int64_t, int64_t>> LastTokenOp::getLaunchScalarRanges() {
+  return {{1, ranked(getInput()).getDimSize(1)}};
+}
+std::pair<int, int> LastTokenOp::getTokenScalarSlots() { return {-1, 0}; }
+unsigned LastTokenOp::getNumKernelScalars() { return 1; }
 
 //===----------------------------------------------------------------------===//
 // rms_norm
@@ -205,7 +235,7 @@ std::optional<unsigned> RMSNormOp::getInPlaceOperand() {
 }
 /// Rows of an RMSNorm (of its input, which differs from the result's when
 /// the result is a cache).
-static int64_t normRows(RMSNormOp op) {
+int64_t kiln::kernel::normRows(RMSNormOp op) {
   return op.getInputStride()
              ? numel(op.getInput()) / op.getInputStride()
              : numel(op.getInput()) / lastDim(op.getInput());
@@ -235,21 +265,6 @@ OperandValueRange RMSNormOp::getOperandValueRange(unsigned operand) {
 }
 int64_t RMSNormOp::getTokenRows() { return normRows(*this); }
 int64_t RMSNormOp::getNumPrograms() { return normRows(*this); }
-void RMSNormOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::CachePlacement place;
-  if (getCache()) {
-    place.capacity = ranked(getCache()).getDimSize(1);
-    place.seq = normRows(*this) / ranked(getCache()).getDimSize(0);
-    if (getCacheStart()) {
-      place.startBuffer = 3;
-      place.startType = elem(getCacheStart());
-    }
-  }
-  kk::emitRMSNormProgram(b, args, lastDim(getResult()),
-                         getEpsilon().convertToFloat(), elem(getInput()),
-                         elem(getWeight()), elem(getResult()),
-                         getInputStride(), getInputOffset(), place);
-}
 
 //===----------------------------------------------------------------------===//
 // gemm
@@ -291,12 +306,6 @@ int64_t GemmOp::getNumPrograms() {
   int64_t m = numel(getInput()) / lastDim(getInput());
   return m * ((n + getTileN() - 1) / getTileN());
 }
-void GemmOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto w = ranked(getWeight());
-  kk::emitGemmProgram(b, args, w.getDimSize(0), w.getDimSize(1), getTileN(),
-                      elem(getInput()), elem(getWeight()), elem(getResult()),
-                      getAddends().size());
-}
 
 //===----------------------------------------------------------------------===//
 // gemm_swiglu, gemm_dual
@@ -325,11 +334,6 @@ int64_t GemmSwiGLUOp::getNumPrograms() {
   int64_t n = ranked(getWGate()).getDimSize(0);
   return numel(getInput()) / lastDim(getInput()) *
          ((n + getTileN() - 1) / getTileN());
-}
-void GemmSwiGLUOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto w = ranked(getWGate());
-  kk::emitGemmSwiGLUProgram(b, args, w.getDimSize(0), w.getDimSize(1),
-                            getTileN(), elemTypes(*this));
 }
 
 LogicalResult GemmDualOp::verify() {
@@ -360,18 +364,12 @@ int64_t GemmDualOp::getNumPrograms() {
   return numel(getInput()) / lastDim(getInput()) *
          ((n + getTileN() - 1) / getTileN());
 }
-void GemmDualOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitGemmDualProgram(b, args, ranked(getW1()).getDimSize(0),
-                          ranked(getW2()).getDimSize(0),
-                          ranked(getW1()).getDimSize(1), getTileN(),
-                          elemTypes(*this));
-}
 
 //===----------------------------------------------------------------------===//
 // elementwise
 //===----------------------------------------------------------------------===//
 
-static std::optional<kk::ElementwiseKind> parseKind(StringRef s) {
+std::optional<kk::ElementwiseKind> kiln::kernel::parseElementwiseKind(StringRef s) {
   if (s == "add")
     return kk::ElementwiseKind::Add;
   if (s == "mul")
@@ -386,7 +384,7 @@ static std::optional<kk::ElementwiseKind> parseKind(StringRef s) {
 LogicalResult ElementwiseOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
-  if (!parseKind(getKind()))
+  if (!parseElementwiseKind(getKind()))
     return emitOpError() << "unknown kind \"" << getKind()
                          << "\" (expected add, mul, swiglu or bias_add)";
   if (numel(getLhs()) != numel(getResult()))
@@ -412,6 +410,10 @@ std::string ElementwiseOp::getKernelName() {
 std::string ElementwiseOp::getTileConfig() {
   return llvm::formatv("program={0} elements", getBlock());
 }
+/// Token-major when a block never straddles two rows (tokens).
+int64_t ElementwiseOp::getTokenRows() {
+  return lastDim(getResult()) % getBlock() == 0 ? rows(getResult()) : 0;
+}
 int64_t ElementwiseOp::getNumPrograms() {
   return (numel(getResult()) + getBlock() - 1) / getBlock();
 }
@@ -426,11 +428,6 @@ SmallVector<std::pair<int64_t, int64_t>> ElementwiseOp::getLaunchScalarRanges() 
 }
 OperandValueRange ElementwiseOp::getOperandValueRange(unsigned) {
   return anyValue();
-}
-void ElementwiseOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitElementwiseProgram(b, args, *parseKind(getKind()), getBlock(),
-                             elem(getLhs()), elem(getRhs()), elem(getResult()),
-                             numel(getRhs()));
 }
 
 
@@ -458,17 +455,12 @@ int64_t SliceOp::getTokenRows() { return rows(getResult()); }
 int64_t SliceOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-void SliceOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitSliceProgram(b, args, lastDim(getInput()), getOffset(),
-                       lastDim(getResult()), elem(getInput()),
-                       elem(getResult()));
-}
 
 //===----------------------------------------------------------------------===//
 // rope
 //===----------------------------------------------------------------------===//
 
-static kk::RopeParams ropeParams(RopeOp op) {
+kk::RopeParams kiln::kernel::ropeParams(RopeOp op) {
   // The rows being rotated: the result's shape, or with a cache, the
   // input's rows (the cache has `capacity` positions instead of `seq`).
   auto x = ranked(op.getResult());
@@ -568,11 +560,6 @@ int64_t RopeOp::getNumPrograms() {
   kk::RopeParams p = ropeParams(*this);
   return ranked(getResult()).getDimSize(0) * p.seq * p.heads;
 }
-void RopeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitRopeProgram(b, args, ropeParams(*this), elem(getInput()),
-                      getStart() ? elem(getStart()) : Type(),
-                      elem(getResult()));
-}
 
 //===----------------------------------------------------------------------===//
 // attention
@@ -612,7 +599,7 @@ static std::string rotationSuffix(const kk::AttentionParams &p) {
       .str();
 }
 
-static kk::AttentionParams attentionParams(AttentionOp op) {
+kk::AttentionParams kiln::kernel::attentionParams(AttentionOp op) {
   auto q = ranked(op.getQ()), k = ranked(op.getK()), v = ranked(op.getV());
   kk::AttentionParams p;
   p.seq = q.getDimSize(1);
@@ -671,12 +658,6 @@ OperandValueRange AttentionOp::getOperandValueRange(unsigned operand) {
 int64_t AttentionOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t AttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
-}
-void AttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitAttentionProgram(b, args, attentionParams(*this), elem(getQ()),
-                           elem(getK()), elem(getV()),
-                           getStart() ? elem(getStart()) : Type(),
-                           elem(getResult()));
 }
 
 //===----------------------------------------------------------------------===//
@@ -745,7 +726,7 @@ static kk::MLAParams mlaParamsOf(MLAOp op) {
   return p;
 }
 
-static kk::MLAParams mlaParams(MLAAttentionOp op) { return mlaParamsOf(op); }
+kk::MLAParams kiln::kernel::mlaParams(MLAAttentionOp op) { return mlaParamsOf(op); }
 
 LogicalResult MLAAttentionOp::verify() {
   if (failed(verifyStatic(*this)))
@@ -785,20 +766,12 @@ int64_t MLAAttentionOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t MLAAttentionOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-void MLAAttentionOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  SmallVector<Type> types;
-  for (Value v : getOperation()->getOperands())
-    types.push_back(elem(v));
-  for (Value v : getOperation()->getResults())
-    types.push_back(elem(v));
-  kk::emitMLAProgram(b, args, mlaParams(*this), types);
-}
 
 //===----------------------------------------------------------------------===//
 // latent_cache_write
 //===----------------------------------------------------------------------===//
 
-static kk::RopeParams latentRopeParams(LatentCacheWriteOp op) {
+kk::RopeParams kiln::kernel::latentRopeParams(LatentCacheWriteOp op) {
   auto rc = ranked(op.getRopeCache());
   kk::RopeParams p;
   rotationOf(op.getRotation(), rc.getDimSize(3), p);
@@ -871,44 +844,12 @@ int64_t LatentCacheWriteOp::getTokenRows() { return getNumPrograms(); }
 int64_t LatentCacheWriteOp::getNumPrograms() {
   return numel(getInput()) / getInputStride();
 }
-void LatentCacheWriteOp::emitProgram(OpBuilder &b,
-                                     const kk::ProgramArgs &args) {
-  // Buffers: input, weight, latent_cache, rope_cache, [start], latent, rope.
-  // The RMSNorm and the rope bodies run one after the other in the same
-  // program, each on its view of the bindings.
-  bool st = static_cast<bool>(getStart());
-  Value x = args.buffers[0], start = st ? args.buffers[4] : Value();
-  Value latOut = args.buffers[st ? 5 : 4], ropeOut = args.buffers[st ? 6 : 5];
-  kk::ProgramArgs norm{args.loc, {x, args.buffers[1], args.buffers[2]},
-                       args.scalars, args.pid};
-  kk::CachePlacement place;
-  auto lc = ranked(getLatentCache());
-  place.capacity = lc.getDimSize(1);
-  place.seq = getNumPrograms() / lc.getDimSize(0);
-  if (st) {
-    norm.buffers.push_back(start);
-    place.startBuffer = 3;
-    place.startType = elem(getStart());
-  }
-  norm.buffers.push_back(latOut);
-  kk::emitRMSNormProgram(b, norm, lc.getDimSize(2),
-                         getEpsilon().convertToFloat(), elem(getInput()),
-                         elem(getWeight()), elem(getLatent()),
-                         getInputStride(), getLatentOffset(), place);
-  kk::ProgramArgs rope{args.loc, {x}, args.scalars, args.pid};
-  if (st)
-    rope.buffers.push_back(start);
-  rope.buffers.push_back(args.buffers[3]);
-  rope.buffers.push_back(ropeOut);
-  kk::emitRopeProgram(b, rope, latentRopeParams(*this), elem(getInput()),
-                      st ? elem(getStart()) : Type(), elem(getRope()));
-}
 
 //===----------------------------------------------------------------------===//
 // mla_naive
 //===----------------------------------------------------------------------===//
 
-static kk::MLAParams mlaNaiveParams(MLANaiveOp op) {
+kk::MLAParams kiln::kernel::mlaNaiveParams(MLANaiveOp op) {
   auto out = ranked(op.getResult());
   auto kv = ranked(op.getKv());
   kk::MLAParams p;
@@ -969,15 +910,12 @@ int64_t MLANaiveOp::getTokenRows() { return leadingTokens(getResult()); }
 int64_t MLANaiveOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-void MLANaiveOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitMLANaiveProgram(b, args, mlaNaiveParams(*this), elemTypes(*this));
-}
 
 //===----------------------------------------------------------------------===//
 // mla_attention_quant
 //===----------------------------------------------------------------------===//
 
-static kk::MLAParams mlaQuantParams(MLAAttentionQuantOp op) {
+kk::MLAParams kiln::kernel::mlaQuantParams(MLAAttentionQuantOp op) {
   kk::MLAParams p = mlaParamsOf(op);
   p.quantAct = op.getAct();
   return p;
@@ -1017,16 +955,12 @@ int64_t MLAAttentionQuantOp::getTokenRows() { return leadingTokens(getResult());
 int64_t MLAAttentionQuantOp::getNumPrograms() {
   return numel(getResult()) / lastDim(getResult());
 }
-void MLAAttentionQuantOp::emitProgram(OpBuilder &b,
-                                      const kk::ProgramArgs &args) {
-  kk::emitMLAProgram(b, args, mlaQuantParams(*this), elemTypes(*this));
-}
 
 //===----------------------------------------------------------------------===//
 // moe_route, moe_up, moe_down
 //===----------------------------------------------------------------------===//
 
-static kk::MoERouteParams routeParams(MoERouteOp op) {
+kk::MoERouteParams kiln::kernel::routeParams(MoERouteOp op) {
   kk::MoERouteParams p;
   p.hidden = lastDim(op.getInput());
   p.experts = ranked(op.getRouter()).getDimSize(0);
@@ -1043,7 +977,7 @@ static kk::MoERouteParams routeParams(MoERouteOp op) {
   return p;
 }
 
-static SmallVector<Type> elemTypes(Operation *op) {
+SmallVector<Type> kiln::kernel::elemTypes(Operation *op) {
   SmallVector<Type> types;
   for (Value v : op->getOperands())
     types.push_back(elem(v));
@@ -1133,9 +1067,6 @@ OperandValueRange MoERouteOp::getOperandValueRange(unsigned operand) {
 bool MoERouteOp::isStateOperand(unsigned operand) {
   return isOperand(*this, operand, getSync());
 }
-void MoERouteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitMoERouteProgram(b, args, routeParams(*this), elemTypes(*this));
-}
 
 /// Checks a grouped expert GEMM's layout operands against its rows.
 static LogicalResult verifyGrouped(Operation *op, Value sorted, Value blocks,
@@ -1212,11 +1143,6 @@ int64_t MoEUpOp::getNumPrograms() {
   return groupedPrograms(getBlockExpert(),
                          ranked(getWGate()).getDimSize(1), getTileF());
 }
-void MoEUpOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto wg = ranked(getWGate());
-  kk::emitMoEUpProgram(b, args, wg.getDimSize(2), wg.getDimSize(1),
-                       getBlockM(), getTileF(), elemTypes(*this));
-}
 
 LogicalResult MoEDownOp::verify() {
   if (failed(verifyStatic(*this)))
@@ -1247,11 +1173,6 @@ std::string MoEDownOp::getTileConfig() {
 int64_t MoEDownOp::getNumPrograms() {
   return groupedPrograms(getBlockExpert(),
                          ranked(getWDown()).getDimSize(1), getTileD());
-}
-void MoEDownOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto wd = ranked(getWDown());
-  kk::emitMoEDownProgram(b, args, wd.getDimSize(1), wd.getDimSize(2),
-                         getBlockM(), getTileD(), elemTypes(*this));
 }
 
 LogicalResult MoECombineOp::verify() {
@@ -1286,12 +1207,6 @@ std::string MoECombineOp::getTileConfig() {
 int64_t MoECombineOp::getTokenRows() { return rows(getResult()); }
 int64_t MoECombineOp::getNumPrograms() {
   return rows(getResult()) * ceilDiv(lastDim(getResult()), getTileD());
-}
-void MoECombineOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitMoECombineProgram(b, args, lastDim(getResult()),
-                            lastDim(getWeights()), lastDim(getSlotRow()),
-                            getTileD(), elemTypes(*this),
-                            getAddends().size());
 }
 
 //===----------------------------------------------------------------------===//
@@ -1331,12 +1246,6 @@ int64_t CacheWriteOp::getNumPrograms() {
   return v.getDimSize(0) * v.getDimSize(1);
 }
 std::optional<unsigned> CacheWriteOp::getInPlaceOperand() { return 0; }
-void CacheWriteOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto c = ranked(getCache()), v = ranked(getValues());
-  int64_t width = numel(getValues()) / (v.getDimSize(0) * v.getDimSize(1));
-  kk::emitCacheWriteProgram(b, args, c.getDimSize(1), v.getDimSize(1), width,
-                            static_cast<bool>(getStart()), elemTypes(*this));
-}
 
 //===----------------------------------------------------------------------===//
 // FP8
@@ -1361,10 +1270,6 @@ std::string QuantizeOp::getTileConfig() {
 }
 int64_t QuantizeOp::getTokenRows() { return rows(getInput()); }
 int64_t QuantizeOp::getNumPrograms() { return rows(getInput()); }
-void QuantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitQuantizeProgram(b, args, lastDim(getInput()), getAct(),
-                          elem(getInput()), elem(getResult()));
-}
 
 LogicalResult DequantizeOp::verify() { return verifyStatic(*this); }
 std::string DequantizeOp::getKernelName() {
@@ -1374,10 +1279,6 @@ std::string DequantizeOp::getKernelName() {
 std::string DequantizeOp::getTileConfig() { return "program=row"; }
 int64_t DequantizeOp::getTokenRows() { return rows(getInput()); }
 int64_t DequantizeOp::getNumPrograms() { return rows(getInput()); }
-void DequantizeOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitDequantizeProgram(b, args, lastDim(getInput()), getAct(),
-                            elem(getInput()), elem(getResult()));
-}
 
 LogicalResult RMSNormQuantOp::verify() { return verifyStatic(*this); }
 std::string RMSNormQuantOp::getKernelName() {
@@ -1391,11 +1292,6 @@ std::string RMSNormQuantOp::getTileConfig() {
 }
 int64_t RMSNormQuantOp::getTokenRows() { return rows(getInput()); }
 int64_t RMSNormQuantOp::getNumPrograms() { return rows(getInput()); }
-void RMSNormQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitRMSNormQuantProgram(b, args, lastDim(getInput()),
-                              getEpsilon().convertToFloat(), getAct(),
-                              elemTypes(*this));
-}
 
 LogicalResult SwiGLUQuantOp::verify() { return verifyStatic(*this); }
 std::string SwiGLUQuantOp::getKernelName() {
@@ -1407,10 +1303,6 @@ std::string SwiGLUQuantOp::getTileConfig() {
 }
 int64_t SwiGLUQuantOp::getTokenRows() { return rows(getGate()); }
 int64_t SwiGLUQuantOp::getNumPrograms() { return rows(getGate()); }
-void SwiGLUQuantOp::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitSwiGLUQuantProgram(b, args, lastDim(getGate()), getAct(),
-                             elemTypes(*this));
-}
 
 /// Name of a block-scaled GEMM kernel over weight `w` ([N, K]).
 static std::string fp8GemmName(StringRef prefix, Operation *op, Value w,
@@ -1448,12 +1340,6 @@ int64_t GemmFP8Op::getNumPrograms() {
   return rowTilePrograms(getInput(), ranked(getWeight()).getDimSize(0),
                          getTileN());
 }
-void GemmFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto w = ranked(getWeight());
-  kk::emitGemmFP8Program(b, args, w.getDimSize(0), w.getDimSize(1),
-                         getTileN(), getAct(), getWeightBlockN(),
-                         elemTypes(*this), getAddends().size());
-}
 
 LogicalResult GemmDualFP8Op::verify() {
   if (failed(verifyStatic(*this)))
@@ -1490,12 +1376,6 @@ int64_t GemmDualFP8Op::getNumPrograms() {
       getInput(), ranked(getW1()).getDimSize(0) + ranked(getW2()).getDimSize(0),
       getTileN());
 }
-void GemmDualFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  kk::emitGemmDualFP8Program(b, args, ranked(getW1()).getDimSize(0),
-                             ranked(getW2()).getDimSize(0),
-                             ranked(getW1()).getDimSize(1), getTileN(),
-                             getAct(), getWeightBlockN(), elemTypes(*this));
-}
 
 LogicalResult GemmSwiGLUFP8Op::verify() {
   if (failed(verifyStatic(*this)))
@@ -1529,12 +1409,6 @@ int64_t GemmSwiGLUFP8Op::getNumPrograms() {
   return rowTilePrograms(getInput(), ranked(getWGate()).getDimSize(0),
                          getTileN());
 }
-void GemmSwiGLUFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto w = ranked(getWGate());
-  kk::emitGemmSwiGLUFP8Program(b, args, w.getDimSize(0), w.getDimSize(1),
-                               getTileN(), getAct(), getWeightBlockN(),
-                               elemTypes(*this));
-}
 
 LogicalResult MoEUpFP8Op::verify() {
   if (failed(verifyStatic(*this)))
@@ -1563,11 +1437,6 @@ int64_t MoEUpFP8Op::getNumPrograms() {
   return groupedPrograms(getBlockExpert(),
                          ranked(getWGate()).getDimSize(1), getTileF());
 }
-void MoEUpFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto wg = ranked(getWGate());
-  kk::emitMoEUpFP8Program(b, args, wg.getDimSize(2), wg.getDimSize(1),
-                          getBlockM(), getTileF(), getAct(), elemTypes(*this));
-}
 
 LogicalResult MoEDownFP8Op::verify() {
   if (failed(verifyStatic(*this)))
@@ -1594,12 +1463,6 @@ std::string MoEDownFP8Op::getTileConfig() {
 int64_t MoEDownFP8Op::getNumPrograms() {
   return groupedPrograms(getBlockExpert(),
                          ranked(getWDown()).getDimSize(1), getTileD());
-}
-void MoEDownFP8Op::emitProgram(OpBuilder &b, const kk::ProgramArgs &args) {
-  auto wd = ranked(getWDown());
-  kk::emitMoEDownFP8Program(b, args, wd.getDimSize(1), wd.getDimSize(2),
-                            getBlockM(), getTileD(), getAct(),
-                            elemTypes(*this));
 }
 
 //===----------------------------------------------------------------------===//

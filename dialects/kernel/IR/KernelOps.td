@@ -37,6 +37,27 @@ def KK_GatherRowsOp : KK_LaunchOp<"gather_rows", [], ["getOperandValueRange", "g
   let assemblyFormat = "$table `,` $ids attr-dict `:` functional-type(operands, results)";
 }
 
+def KK_LastTokenOp : KK_LaunchOp<"last_token", [],
+    ["getLaunchScalars", "getNumKernelScalars", "getLaunchScalarRanges",
+     "getTokenRows", "getTokenScalarSlots"]> {
+  let summary = "Copies each batch row's last given position";
+  let description = [{
+    Input [batch, seq, width], result [batch, 1, width]; one program per
+    input token, token-major, so the runtime runs only the tokens a request
+    gives. Scalar 0 is the number of positions given per batch row (the
+    runtime sets it; `seq` as compiled): the program of position `n - 1`
+    copies its row, the others do nothing.
+
+    ```mlir
+    %l = kiln_kernel.last_token %h {fused_ops = ["kiln.last_token"]}
+        : (tensor<2x8x64xf32>) -> tensor<2x1x64xf32>
+    ```
+  }];
+  let arguments = (ins KK_Tensor:$input, StrArrayAttr:$fused_ops);
+  let results = (outs KK_Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+}
+
 def KK_RMSNormOp : KK_StatefulLaunchOp<"rms_norm", [AttrSizedOperandSegments],
     ["getInPlaceOperand", "getOperandValueRange", "getTokenRows"]> {
   let summary = "RMSNorm; one program per row";
@@ -116,7 +137,8 @@ def KK_GemmDualOp : KK_LaunchOp<"gemm_dual", [], ["getTokenRows"]> {
 }
 
 def KK_ElementwiseOp : KK_LaunchOp<"elementwise", [],
-    ["getLaunchScalars", "getNumKernelScalars", "getLaunchScalarRanges", "getOperandValueRange"]> {
+    ["getLaunchScalars", "getNumKernelScalars", "getLaunchScalarRanges", "getOperandValueRange",
+     "getTokenRows"]> {
   let summary = "Element-wise binary op (add, mul, swiglu, bias_add) over blocks of elements";
   let description = [{
     `add`, `mul` and `swiglu` combine operands of the same size element by

@@ -340,6 +340,19 @@ LogicalResult CastOp::verify() {
   return success();
 }
 
+LogicalResult LastTokenOp::verify() {
+  if (failed(allStatic(*this)))
+    return failure();
+  auto in = ranked(getInput()), out = ranked(getResult());
+  if (in.getRank() != 3 ||
+      out.getShape() != ArrayRef<int64_t>{in.getDimSize(0), 1,
+                                          in.getDimSize(2)})
+    return emitOpError("expects [batch, seq, width] -> [batch, 1, width]");
+  if (in.getElementType() != out.getElementType())
+    return emitOpError("must keep the element type");
+  return success();
+}
+
 LogicalResult SliceOp::verify() {
   if (failed(allStatic(*this)))
     return failure();

@@ -146,6 +146,25 @@ def Kiln_SliceOp : Kiln_Op<"slice"> {
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 
+def Kiln_LastTokenOp : Kiln_Op<"last_token"> {
+  let summary = "Each batch row's last given position";
+  let description = [{
+    `result[b, 0, :] = input[b, n - 1, :]`, where `n` is the number of
+    positions the request gives: the run-time size of the function's
+    sequence dimension (`kiln.dims` symbol 1 of its token input), the
+    compiled size when that dimension is static. Language models return the
+    logits of this position only (`kiln-compile --logits=last`, the default).
+
+    ```mlir
+    %last = kiln.last_token %h : (tensor<2x8x64xf32>) -> tensor<2x1x64xf32>
+    ```
+  }];
+  let arguments = (ins Kiln_FloatTensor:$input);
+  let results = (outs Kiln_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Normalization, projections, element-wise
 //===----------------------------------------------------------------------===//

@@ -21,10 +21,12 @@
 // Generation calling convention (used by `kiln-run --generate`): a plan that
 // supports greedy decoding has
 //   forward: input  tokens  int32   [B, S]
-//            output logits  float32 [B, S, V]   (fills the state for positions 0..S-1)
+//            output logits  float32 [B, V]      (of the last position given; fills
+//                                                the state for positions 0..S-1)
 //   decode:  inputs tokens  int32   [B, 1], position int32 [B]
-//            output logits  float32 [B, 1, V]   (reads/extends the state at `position`)
-// with the same B and V in both.
+//            output logits  float32 [B, V]      (reads/extends the state at `position`)
+// with the same B and V in both; plans compiled with `--logits=all` return
+// every position's logits instead: [B, S, V] and [B, 1, V].
 //
 // Every fallible call returns absl::Status / absl::StatusOr. The runtime knows
 // buffers, kernels and launches, never model ops.

@@ -2,8 +2,10 @@
 //
 // Codegen takes the distinct kernels of a kernel-level module and produces,
 // per target, an executable: a native shared object for the CPU, PTX (and a
-// cubin when ptxas is present) for CUDA. Both targets emit the same program
-// body through KernelOpInterface::emitProgram.
+// cubin when ptxas is present) for CUDA. Kernel ops say what a kernel
+// computes; the reference program of each (Codegen/Reference/) is the one
+// every target can wrap, and per-target emitters (Codegen/CPU/,
+// Codegen/CUDA/) either wrap it or generate their own, tested against it.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_COMPILER_CODEGEN_H
@@ -19,8 +21,19 @@
 #include <vector>
 
 namespace kiln {
+namespace kernels {
+struct ProgramArgs;
+} // namespace kernels
 
 class StageDumper;
+
+/// Emits one program of kernel op `kernelOp` (a KernelOpInterface op) at the
+/// builder's insertion point: the reference program, the executable
+/// specification of the kernel (Codegen/Reference/ReferenceProgram.cpp).
+/// Fails, with an error on the op, for an op that has none.
+mlir::LogicalResult emitReferenceProgram(mlir::Operation *kernelOp,
+                                         mlir::OpBuilder &b,
+                                         const kernels::ProgramArgs &args);
 
 /// One distinct kernel of the schedule and everything known about it.
 struct KernelRecord {

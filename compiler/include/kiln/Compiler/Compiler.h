@@ -35,6 +35,7 @@ struct CompileOptions {
   bool noWeights = false;          ///< --no-weights: describe, don't run
   bool quantizeFP8 = false;        ///< --quantize=fp8-block
   bool kvCacheF32 = false;         ///< --kv-cache-dtype=f32 (default bf16)
+  bool allLogits = false;          ///< --logits=all (default last)
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
   int64_t maxSeq = 0;              ///< --max-seq (0: the config's context, capped at 4096)
   std::string commandLine;         ///< recorded as provenance flags

@@ -27,14 +27,14 @@ public:
 
   void emitEntry(OpBuilder &b, ModuleOp, const KernelRecord &kernel,
                  const EntryArgs &args) override {
-    auto op = cast<kernel::KernelOpInterface>(kernel.representative);
     Value one = arith::ConstantIntOp::create(b, args.loc, b.getI64Type(), 1);
     auto loop = scf::ForOp::create(b, args.loc, args.begin, args.end, one);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPoint(loop.getBody()->getTerminator());
     kernels::ProgramArgs pargs{args.loc, args.buffers, args.scalars,
                                loop.getInductionVar()};
-    op.emitProgram(b, pargs);
+    if (failed(emitReferenceProgram(kernel.representative, b, pargs)))
+      llvm::report_fatal_error("kernel op without a reference program");
   }
 
 private:

@@ -4,7 +4,7 @@
 //   void name(void **buffers, const int64_t *scalars, int64_t begin,
 //             int64_t end)
 // which computes programs [begin, end) of the kernel's grid. The reference
-// emitter loops over the kernel op's scalar program (emitProgram), the
+// emitter loops over the kernel op's reference program (emitReferenceProgram), the
 // executable specification of every kernel; an optimized emitter computes
 // the same range its own way (blocked, vectorized, on AMX tiles) and is
 // tested against the reference op by op (tests/e2e/test_cpu_gemm.py).
@@ -58,7 +58,7 @@ public:
                          const EntryArgs &args) = 0;
 };
 
-/// Today's scalar programs: for pid in [begin, end): emitProgram(pid).
+/// The reference: for pid in [begin, end): emitReferenceProgram(pid).
 std::unique_ptr<CpuEmitter> makeReferenceEmitter();
 
 /// The emitter for `kernel` under `options`, and why (for the config text).

@@ -92,6 +92,11 @@ void emitGemmProgram(mlir::OpBuilder &b, const ProgramArgs &args, int64_t n,
                      mlir::Type wType, mlir::Type outType,
                      unsigned numAddends = 0);
 
+/// Copies row `(pid / seq) * seq + n - 1` of [batch * seq, cols] to row
+/// pid / seq of [batch, cols], with n = scalars[0] (positions given).
+void emitLastTokenProgram(mlir::OpBuilder &b, const ProgramArgs &args,
+                          int64_t seq, int64_t cols, mlir::Type inType,
+                          mlir::Type outType);
 /// out[row, :] = in[row, offset : offset + outCols]. One program per row.
 void emitSliceProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                       int64_t inCols, int64_t offset, int64_t outCols,

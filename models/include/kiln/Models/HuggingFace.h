@@ -36,10 +36,16 @@ struct ImportOptions {
   /// MLA): bf16 (the default, half of f32's memory; values are rounded to
   /// nearest even when written) or f32.
   enum class CacheType { BF16, F32 } cacheType = CacheType::BF16;
+  /// --logits: `last` (the default) returns each batch row's logits at its
+  /// last given position, [batch, vocab], and computes the last layer's MLP
+  /// and the LM head for that position only; `all` returns [batch, seq,
+  /// vocab] (decode: [batch, 1, vocab]).
+  bool allLogits = false;
 };
 
 /// Parses `configPath` (config.json) and builds the model's @forward:
-/// tokens (i32 [batch, seq]) -> logits (f32 [batch, seq, vocab]).
+/// tokens (i32 [batch, seq]) -> logits (f32 [batch, vocab], or [batch, seq,
+/// vocab] with allLogits), and @decode.
 /// `weightDType` maps a weight name to its checkpoint dtype ("BF16", ...);
 /// it returns "" for a missing tensor (reported by the compiler with the
 /// name). Errors name the config field.

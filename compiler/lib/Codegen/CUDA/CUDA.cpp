@@ -1,8 +1,10 @@
 //===- CUDA.cpp - PTX and cubin for Hopper from kernel programs -----------===//
 //
 // Each distinct kernel becomes a gpu.func whose parameters are the bound
-// buffers (device pointers), the run-time scalars (i64) and the program
-// count; thread t of block b runs program b * blockDim + t. The gpu.module is
+// buffers (device pointers), the run-time scalars (i64) and a program range
+// [begin, end) (the whole grid, or a range of a token-major launch's given
+// tokens); thread t of block b runs program begin + b * blockDim + t, if it
+// is below end. The gpu.module is
 // lowered through NVVM to PTX (gpu-module-to-binary, format=isa) for the
 // chip with PTX ISA 8.0, then assembled by ptxas into a cubin, whose resource
 // report (registers, spills, shared memory) is kept per kernel.
@@ -76,7 +78,7 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
     auto op = cast<kernel::KernelOpInterface>(k.representative);
     Location loc = NameLoc::get(b.getStringAttr(k.name), op->getLoc());
     SmallVector<Type> params(k.numBuffers, ptr);
-    params.append(k.numScalars + 1, i64);
+    params.append(k.numScalars + 2, i64); // scalars, begin, end
     auto fn = gpu::GPUFuncOp::create(b, loc, k.name,
                                      b.getFunctionType(params, {}));
     fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
@@ -87,21 +89,26 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
       args.buffers.push_back(entry.getArgument(i));
     for (unsigned i = 0; i < k.numScalars; ++i)
       args.scalars.push_back(entry.getArgument(k.numBuffers + i));
-    Value programs = entry.getArgument(k.numBuffers + k.numScalars);
+    // Programs [begin, end): a launch's whole grid, or one range of the
+    // tokens a request gives (token-major launches).
+    Value begin = entry.getArgument(k.numBuffers + k.numScalars);
+    Value end = entry.getArgument(k.numBuffers + k.numScalars + 1);
     Value bid = gpu::BlockIdOp::create(fb, loc, gpu::Dimension::x);
     Value bdim = gpu::BlockDimOp::create(fb, loc, gpu::Dimension::x);
     Value tid = gpu::ThreadIdOp::create(fb, loc, gpu::Dimension::x);
     Value lin = arith::AddIOp::create(
         fb, loc, arith::MulIOp::create(fb, loc, bid, bdim), tid);
-    Value pid = arith::IndexCastOp::create(fb, loc, i64, lin);
+    Value pid = arith::AddIOp::create(
+        fb, loc, begin, arith::IndexCastOp::create(fb, loc, i64, lin));
     Value inGrid = arith::CmpIOp::create(fb, loc, arith::CmpIPredicate::slt,
-                                         pid, programs);
+                                         pid, end);
     auto ifOp = scf::IfOp::create(fb, loc, inGrid, /*withElseRegion=*/false);
     {
       OpBuilder::InsertionGuard g(fb);
       fb.setInsertionPoint(ifOp.thenBlock()->getTerminator());
       args.pid = pid;
-      op.emitProgram(fb, args);
+      if (failed(emitReferenceProgram(op, fb, args)))
+        return nullptr;
     }
     gpu::ReturnOp::create(fb, loc);
     CudaEntry e;
@@ -159,7 +166,7 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
   exe.arch = chip.str();
   OwningOpRef<ModuleOp> module =
       buildGpuProgramModule(ctx, table, chip, exe.entries);
-  if (failed(module->verify()))
+  if (!module || failed(module->verify()))
     return failure();
   if (failed(dumper.dump(("gpu-programs-" + chip).str(), *module)))
     return failure();
