@@ -18,12 +18,14 @@
 // keep their contents across calls (a KV cache). They are zeroed when the
 // session is created and by Session::ResetState().
 //
-// Generation calling convention (used by `kiln-run --generate`): a plan that
-// supports greedy decoding has
+// Generation calling convention (kiln/generate.h, `kiln-run --prompt` and
+// `--generate`): a plan that supports decoding has
 //   forward: input  tokens  int32   [B, S]
-//            output logits  float32 [B, S, V]   (fills the state for positions 0..S-1)
+//            output logits  float32 [B, S, V] or [B, V] (the last position's)
+//                                   (fills the state for positions 0..S-1)
 //   decode:  inputs tokens  int32   [B, 1], position int32 [B]
-//            output logits  float32 [B, 1, V]   (reads/extends the state at `position`)
+//            output logits  float32 [B, 1, V] or [B, V]
+//                                   (reads/extends the state at `position`)
 // with the same B and V in both.
 //
 // Every fallible call returns absl::Status / absl::StatusOr. The runtime knows
@@ -34,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "kiln/dtype.h"
 #include "kiln/tensor.h"
+#include "kiln/tokenizer.h"
 
 namespace kiln {
 namespace plan {
@@ -56,7 +60,23 @@ inline constexpr char kPlanFileIdentifier[] = "KPLN";
 // The name of the top-level entry point.
 inline constexpr char kForwardFunction[] = "forward";
 
+// Kiln's version ("0.1.0"), the project's.
+const char* Version();
+
 class MappedFile;
+
+// The generation defaults a plan records from its checkpoint (Plan.generation:
+// generation_config.json, else config.json; see docs/generation.md).
+struct GenerationDefaults {
+  std::vector<int32_t> eos_token_ids;  // stop tokens; empty: none known
+  int32_t bos_token_id = -1;           // -1: none given
+  std::string eos_source, bos_source;  // the file each came from
+  // Sampling (transformers' defaults where generation_config.json is silent).
+  bool do_sample = false;              // false: greedy
+  float temperature = 1.0f;
+  int32_t top_k = 50;
+  float top_p = 1.0f;
+};
 
 // The bytes of one weight, resolved to host memory (packed in the plan or
 // mmapped from an external file). Valid while the Plan lives.
@@ -118,6 +138,13 @@ class Plan {
   absl::StatusOr<size_t> FindOutput(std::string_view name) const;
   absl::StatusOr<size_t> FindInput(std::string_view function, std::string_view name) const;
   absl::StatusOr<size_t> FindOutput(std::string_view function, std::string_view name) const;
+
+  // The tokenizer the plan carries (the checkpoint's tokenizer.json, embedded
+  // by kiln-compile), or a NotFound error saying the plan has none.
+  bool HasTokenizer() const;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() const;
+  // The checkpoint's generation defaults, when the plan records them.
+  std::optional<GenerationDefaults> Generation() const;
 
  private:
   Plan() = default;
