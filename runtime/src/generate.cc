@@ -7,8 +7,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "plan_generated.h"
-#include "plan_support.h"
 
 namespace kiln {
 
@@ -156,7 +154,7 @@ using Clock = std::chrono::steady_clock;
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 struct Spec {
-  const plan::TensorSpec* spec = nullptr;
+  const TensorInfo* info = nullptr;
   size_t index = 0;
   std::vector<int64_t> shape;
 };
@@ -172,22 +170,19 @@ absl::StatusOr<Spec> ConventionSpec(const Plan& plan, const char* function, bool
   };
   auto fn = plan.FindFunction(function);
   if (!fn.ok()) return bad(std::string(fn.status().message()));
-  const auto& specs = output ? (*fn)->outputs : (*fn)->inputs;
+  const auto& specs = output ? (*fn)->output_info : (*fn)->input_info;
   for (size_t i = 0; i < specs.size(); ++i) {
-    if (specs[i]->name()->str() != name) continue;
-    Spec s{specs[i], i, plan::ToVector(specs[i]->shape())};
-    auto got = static_cast<DType>(specs[i]->dtype());
-    if (got != dtype || std::find(ranks.begin(), ranks.end(), s.shape.size()) == ranks.end())
-      return bad(absl::StrCat("it is ", DescribeTensor(got, s.shape)));
+    if (specs[i].name != name) continue;
+    Spec s{&specs[i], i, specs[i].shape};
+    if (specs[i].dtype != dtype || std::find(ranks.begin(), ranks.end(), s.shape.size()) == ranks.end())
+      return bad(absl::StrCat("it is ", DescribeTensor(specs[i].dtype, s.shape)));
     return s;
   }
   return bad(absl::StrCat("the function has no ", what, " '", name, "'"));
 }
 
-// Whether dimension `d` of the spec may be given smaller (dim_symbols).
-bool Paddable(const plan::TensorSpec& s, size_t d) {
-  return s.dim_symbols() && d < s.dim_symbols()->size() && s.dim_symbols()->Get(static_cast<uint32_t>(d)) >= 0;
-}
+// Whether dimension `d` of the tensor may be given smaller (dim_symbols).
+bool Paddable(const TensorInfo& t, size_t d) { return d < t.dim_symbols.size() && t.dim_symbols[d] >= 0; }
 
 }  // namespace
 
@@ -228,10 +223,9 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(Session& session) {
   g->seq_ = S;
   g->vocab_ = V;
   // The cache's positions: what decode's position may be, plus one.
-  g->capacity_ = dpos->spec->value_range() ? dpos->spec->value_range()->max() + 1 : S;
-  g->batch_paddable_ =
-      Paddable(*ftok->spec, 0) && Paddable(*dtok->spec, 0) && Paddable(*dpos->spec, 0);
-  g->seq_paddable_ = Paddable(*ftok->spec, 1);
+  g->capacity_ = dpos->info->has_value_range ? dpos->info->value_max + 1 : S;
+  g->batch_paddable_ = Paddable(*ftok->info, 0) && Paddable(*dtok->info, 0) && Paddable(*dpos->info, 0);
+  g->seq_paddable_ = Paddable(*ftok->info, 1);
   g->forward_logits_ = flog->index;
   g->decode_logits_ = dlog->index;
   return g;

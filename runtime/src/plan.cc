@@ -601,6 +601,22 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::OpenFromMemory(std::string_vie
   return Finish(std::move(p));
 }
 
+namespace {
+TensorInfo Describe(const plan::TensorSpec& s) {
+  TensorInfo t;
+  t.name = s.name()->str();
+  t.dtype = static_cast<DType>(s.dtype());
+  t.shape = plan::ToVector(s.shape());
+  if (s.dim_symbols()) t.dim_symbols.assign(s.dim_symbols()->begin(), s.dim_symbols()->end());
+  if (const plan::ValueRange* r = s.value_range()) {
+    t.has_value_range = true;
+    t.value_min = r->min();
+    t.value_max = r->max();
+  }
+  return t;
+}
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p) {
   auto err = [&](absl::string_view msg) {
     return absl::InvalidArgumentError(absl::StrCat("plan '", p->path_, "': ", msg));
@@ -660,6 +676,8 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p
     for (uint32_t i = 0; i < Len(launches); ++i) f.launches.push_back(launches->Get(i));
     for (uint32_t i = 0; i < Len(inputs); ++i) f.inputs.push_back(inputs->Get(i));
     for (uint32_t i = 0; i < Len(outputs); ++i) f.outputs.push_back(outputs->Get(i));
+    for (const plan::TensorSpec* spec : f.inputs) f.input_info.push_back(Describe(*spec));
+    for (const plan::TensorSpec* spec : f.outputs) f.output_info.push_back(Describe(*spec));
     p->functions_.push_back(std::move(f));
   };
   const plan::Plan& root = *p->root_;

@@ -376,6 +376,45 @@ TEST_F(GeneratorTest, Errors) {
                         "int32 [B, S]): the function has no input 'tokens'"));
 }
 
+// The public description of a function's tensors, and outputs by name.
+TEST_F(GeneratorTest, TensorInfoAndOutputsByName) {
+  TPlan p = MakeToyLmPlan(2, 4, 10);
+  p.functions[0].inputs[0].dim_symbols = {0, -1};
+  p.functions[0].inputs[1].dim_symbols = {0};
+  p.functions[0].outputs[0].dim_symbols = {0, -1, -1};
+  p.inputs[0].dim_symbols = {0, -1};
+  p.outputs[0].dim_symbols = {0, -1, -1};
+  Open(p);
+  const Function& decode = *session_->plan().FindFunction("decode").value();
+  ASSERT_EQ(decode.input_info.size(), 2u);
+  const TensorInfo& pos = decode.input_info[1];
+  EXPECT_EQ(pos.name, "position");
+  EXPECT_EQ(pos.dtype, DType::kI32);
+  EXPECT_EQ(pos.shape, (std::vector<int64_t>{2}));
+  EXPECT_EQ(pos.dim_symbols, (std::vector<int32_t>{0}));
+  EXPECT_TRUE(pos.has_value_range);
+  EXPECT_EQ(pos.value_min, 0);
+  EXPECT_EQ(pos.value_max, 3);
+  EXPECT_EQ(decode.output_info[0].shape, (std::vector<int64_t>{2, 1, 10}));
+  EXPECT_FALSE(decode.output_info[0].has_value_range);
+  EXPECT_TRUE(gen_->batch_paddable());
+  HostTensor tok = MakeTensor(DType::kI32, {1, 1}), at = MakeTensor(DType::kI32, {1});
+  tok.data<int32_t>()[0] = 4;
+  at.data<int32_t>()[0] = 0;
+  auto out = session_->CallByName("decode", {{"tokens", tok}, {"position", at}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->count("logits"), 1u);
+  const HostTensor& logits = out->at("logits");
+  EXPECT_EQ(logits.shape, (std::vector<int64_t>{1, 1, 10}));  // one row given
+  EXPECT_EQ(logits.data<float>()[5], 1.0f);
+  // One prompt on a plan whose batch may be given smaller.
+  GenerateOptions o;
+  o.max_new_tokens = 3;
+  auto r = gen_->Generate({{6}}, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->tokens[0], ElementsAre(7, 8, 9));
+}
+
 // The plan's recorded defaults: none for a plan without Plan.generation.
 TEST_F(GeneratorTest, DefaultOptions) {
   auto plan = Plan::OpenFromMemory(Serialize(MakeToyLmPlan(1, 4, 10)));

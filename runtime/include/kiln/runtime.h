@@ -85,13 +85,34 @@ struct WeightView {
   uint64_t size = 0;
 };
 
+// A named input or output of a function, described without the plan schema's
+// generated types.
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;  // the maximum shape
+  // Per dimension: -1 when fixed, or a symbol s >= 0 for a dimension the
+  // caller may give smaller (the batch, the sequence); dimensions with the
+  // same symbol take the same size in a call. Outputs carrying a symbol come
+  // back at the size given.
+  std::vector<int32_t> dim_symbols;
+  // Integer inputs that index memory (token ids, cache positions): every
+  // value must lie in [value_min, value_max].
+  bool has_value_range = false;
+  int64_t value_min = 0, value_max = 0;
+};
+
 // One entry point of a verified plan: the top-level "forward" or an entry of
-// Plan.functions. Pointers into the plan's flatbuffer; valid while the Plan lives.
+// Plan.functions. `launches`, `inputs` and `outputs` point into the plan's
+// flatbuffer (plan_generated.h); `input_info` and `output_info` describe the
+// same tensors without it. Valid while the Plan lives.
 struct Function {
   std::string name;
   std::vector<const plan::Launch*> launches;
   std::vector<const plan::TensorSpec*> inputs;
   std::vector<const plan::TensorSpec*> outputs;
+  std::vector<TensorInfo> input_info;
+  std::vector<TensorInfo> output_info;
 };
 
 // A verified, immutable plan. Thread-safe; share it between sessions.
@@ -212,6 +233,9 @@ class Session {
   // SetInput for every (name, tensor) pair (each input of the function must be
   // given exactly once), Run, then every output in the function's spec order.
   absl::StatusOr<std::vector<HostTensor>> Call(
+      std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs);
+  // Call, with the outputs by name: (*out).at("logits").
+  absl::StatusOr<std::map<std::string, HostTensor>> CallByName(
       std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs);
   // Zeroes every state buffer (the arena region [0, state_size)).
   absl::Status ResetState();
