@@ -322,6 +322,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
 
   OwningOpRef<ModuleOp> module;
   std::unique_ptr<Checkpoint> checkpoint;
+  std::optional<GenerationAssets> generation;
   uint64_t sourceHash = 0;
   if (llvm::sys::fs::is_directory(opts.input)) {
     // A Hugging Face checkpoint directory.
@@ -342,6 +343,16 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
                << "checkpoint: " << llvm::toString(ck.takeError());
       checkpoint = std::move(*ck);
     }
+    auto assets = readGenerationAssets(opts.input);
+    if (!assets)
+      return emitError(UnknownLoc::get(&ctx))
+             << llvm::toString(assets.takeError());
+    generation = std::move(*assets);
+    if (!generation->tokenizerSkipped.empty())
+      emitWarning(UnknownLoc::get(&ctx))
+          << "the plan carries no tokenizer: "
+          << generation->tokenizerSkipped
+          << " (the plan still runs on token ids)";
     models::ImportOptions io;
     io.batch = opts.maxBatch;
     io.seq = opts.maxSeq;
@@ -457,6 +468,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
   popts.name = llvm::sys::path::stem(opts.input).str();
   popts.compilerVersion = compilerVersion();
   popts.flags = opts.commandLine;
+  popts.generation = generation ? &*generation : nullptr;
   popts.sourcePath = opts.input;
   {
     std::string h;

@@ -33,6 +33,11 @@ style.
 --set attention_bias=true --set mlp_bias=true: the bias tensors the
 family's modeling code loads are written too; --set rope_interleave=false).
 
+--tokenizer also writes tokenizer.json (a BPE over printable ASCII trained to
+the model's vocab_size, "<s>" and "</s>" at its bos/eos ids),
+tokenizer_config.json and generation_config.json; it needs the `tokenizers`
+package (scripts/setup.sh installs it).
+
 Writes OUT_DIR/config.json (Hugging Face field names) and either
 OUT_DIR/model.safetensors or, for --shards N > 1,
 OUT_DIR/model-0000i-of-0000N.safetensors plus model.safetensors.index.json.
@@ -610,10 +615,64 @@ def _split_shards(encoded, n):
 # Entry point
 # --------------------------------------------------------------------------
 
+# The text the tiny tokenizer is trained on (deterministic; ASCII).
+_TOKENIZER_TEXT = [
+    "the model reads a prompt and writes the next token",
+    "kiln compiles the graph into kernels and runs them on the cpu",
+    "hello world, this is a tiny tokenizer for tests",
+    "experts route tokens; attention reads the cache; decode extends it",
+    "numbers 0 1 2 3 4 5 6 7 8 9 and punctuation . , ; : ! ? ( ) - _",
+]
+
+
+def write_tokenizer(cfg, out_dir):
+    """Write tokenizer.json (a SentencePiece-style BPE over printable ASCII
+    with Metaspace and a BOS template, trained to the model's vocab_size),
+    tokenizer_config.json and generation_config.json the way
+    save_pretrained writes them. Needs the `tokenizers` package.
+
+    Token ids: cfg's bos_token_id is "<s>", eos_token_id "</s>", the other
+    low ids (and the next one, when none is free) "<unk>", "<pad>", ...; the
+    rest are characters and merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    vocab = int(cfg["vocab_size"])
+    bos, eos = cfg.get("bos_token_id"), cfg.get("eos_token_id")
+    eos_ids = eos if isinstance(eos, list) else [eos]
+    n_special = max([bos or 0] + [e for e in eos_ids if e is not None]) + 1
+    fill = iter(["<unk>", "<pad>"] + ["<extra_%d>" % i for i in range(n_special)])
+    specials = []
+    for i in range(n_special):
+        specials.append("<s>" if i == bos else "</s>" if i == eos_ids[0] else next(fill))
+    if "<unk>" not in specials:
+        specials.append("<unk>")
+    alphabet = [chr(c) for c in range(33, 127)] + ["\u2581"]
+    if vocab < len(specials) + len(alphabet):
+        raise ValueError("vocab_size %d is too small for a %d-character tokenizer"
+                         % (vocab, len(specials) + len(alphabet)))
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
+                                  initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(_TOKENIZER_TEXT * 4, trainer)
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", bos)])
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    tc = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+          "model_max_length": cfg.get("max_position_embeddings", 2048),
+          "tokenizer_class": "PreTrainedTokenizerFast"}
+    gc = {"bos_token_id": bos, "eos_token_id": eos, "_from_model_config": True}
+    for name, obj in (("tokenizer_config.json", tc), ("generation_config.json", gc)):
+        _atomic_write(os.path.join(out_dir, name), [(json.dumps(obj, indent=2) + "\n").encode()])
+
+
 def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None, fp8=False,
-                    style="legacy", overrides=None):
+                    style="legacy", overrides=None, tokenizer=False):
     """Write a tiny checkpoint to out_dir and return its config dict (as
-    written: in `style`, legacy or tf5)."""
+    written: in `style`, legacy or tf5). With `tokenizer`, also
+    tokenizer.json, tokenizer_config.json and generation_config.json
+    (write_tokenizer)."""
     if style not in ("legacy", "tf5"):
         raise ValueError("unknown style %r (expected legacy or tf5)" % style)
     cfg = make_config(family, dtype=dtype, variant=variant, fp8=fp8)
@@ -663,6 +722,8 @@ def make_checkpoint(family, out_dir, dtype="f32", shards=1, seed=0, variant=None
         _atomic_write(os.path.join(out_dir, "model.safetensors.index.json"),
                       [(json.dumps(index, indent=2) + "\n").encode("utf-8")])
 
+    if tokenizer:
+        write_tokenizer(cfg, out_dir)
     if style == "tf5":
         cfg = tf5_style(cfg)
     _atomic_write(os.path.join(out_dir, "config.json"),
@@ -682,6 +743,9 @@ def main(argv=None):
                     help="deepseek_v3 only: F8_E4M3 weights + weight_scale_inv, 128x128 blocks")
     ap.add_argument("--style", default="legacy", choices=("legacy", "tf5"))
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
+    ap.add_argument("--tokenizer", action="store_true",
+                    help="also write tokenizer.json, tokenizer_config.json and "
+                         "generation_config.json (needs the tokenizers package)")
     args = ap.parse_args(argv)
     try:
         overrides = {}
@@ -692,7 +756,7 @@ def main(argv=None):
             overrides[k] = json.loads(v)
         make_checkpoint(args.family, args.out_dir, dtype=args.dtype, shards=args.shards,
                         seed=args.seed, variant=args.variant, fp8=args.fp8, style=args.style,
-                        overrides=overrides)
+                        overrides=overrides, tokenizer=args.tokenizer)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

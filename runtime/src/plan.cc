@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "kiln/runtime.h"
+#include "kiln/tokenizer.h"
 #include "mapped_file.h"
 #include "plan_generated.h"
 #include "plan_support.h"
@@ -362,6 +363,26 @@ absl::Status CheckExecutableChecksum(const plan::Executable& x, uint32_t e) {
       Hex(x.checksum()), ")"));
 }
 
+// Plan.tokenizer and Plan.generation: present means usable.
+absl::Status CheckGenerationAssets(const plan::Plan& p) {
+  if (const plan::TokenizerData* t = p.tokenizer(); t && Len(t->json()) == 0)
+    return absl::InvalidArgumentError("tokenizer: the tokenizer table holds no tokenizer.json bytes");
+  const plan::GenerationConfig* g = p.generation();
+  if (!g) return absl::OkStatus();
+  for (uint32_t i = 0; i < Len(g->eos_token_ids()); ++i)
+    if (g->eos_token_ids()->Get(i) < 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("generation: eos_token_ids[", i, "] is ", g->eos_token_ids()->Get(i), " (a token id is >= 0)"));
+  if (g->bos_token_id() < -1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("generation: bos_token_id is ", g->bos_token_id(), " (a token id, or -1 for none)"));
+  if (!(g->temperature() >= 0) || !(g->top_p() > 0 && g->top_p() <= 1) || g->top_k() < 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "generation: sampling defaults out of range (temperature ", g->temperature(), " must be >= 0, top_p ",
+        g->top_p(), " in (0, 1], top_k ", g->top_k(), " >= 0)"));
+  return absl::OkStatus();
+}
+
 absl::Status CheckSemantics(const plan::Plan& p) {
   uint32_t nkernels = Len(p.kernels()), nbuf = Len(p.buffers()), nweights = Len(p.weights());
   uint64_t weight_data = Len(p.weight_data());
@@ -537,7 +558,7 @@ absl::Status CheckSemantics(const plan::Plan& p) {
         !s.ok())
       return s;
   }
-  return absl::OkStatus();
+  return CheckGenerationAssets(p);
 }
 
 std::string DirName(const std::string& path) {
@@ -579,6 +600,22 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::OpenFromMemory(std::string_vie
   p->base_dir_ = std::move(base_dir);
   return Finish(std::move(p));
 }
+
+namespace {
+TensorInfo Describe(const plan::TensorSpec& s) {
+  TensorInfo t;
+  t.name = s.name()->str();
+  t.dtype = static_cast<DType>(s.dtype());
+  t.shape = plan::ToVector(s.shape());
+  if (s.dim_symbols()) t.dim_symbols.assign(s.dim_symbols()->begin(), s.dim_symbols()->end());
+  if (const plan::ValueRange* r = s.value_range()) {
+    t.has_value_range = true;
+    t.value_min = r->min();
+    t.value_max = r->max();
+  }
+  return t;
+}
+}  // namespace
 
 absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p) {
   auto err = [&](absl::string_view msg) {
@@ -639,6 +676,8 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p
     for (uint32_t i = 0; i < Len(launches); ++i) f.launches.push_back(launches->Get(i));
     for (uint32_t i = 0; i < Len(inputs); ++i) f.inputs.push_back(inputs->Get(i));
     for (uint32_t i = 0; i < Len(outputs); ++i) f.outputs.push_back(outputs->Get(i));
+    for (const plan::TensorSpec* spec : f.inputs) f.input_info.push_back(Describe(*spec));
+    for (const plan::TensorSpec* spec : f.outputs) f.output_info.push_back(Describe(*spec));
     p->functions_.push_back(std::move(f));
   };
   const plan::Plan& root = *p->root_;
@@ -720,6 +759,39 @@ absl::StatusOr<size_t> FindSpec(const std::vector<const plan::TensorSpec*>& spec
                                           "s are: ", names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
 }
 }  // namespace
+
+const char* Version() { return KILN_VERSION; }
+
+bool Plan::HasTokenizer() const { return root_->tokenizer() != nullptr; }
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Plan::LoadTokenizer() const {
+  const plan::TokenizerData* t = root_->tokenizer();
+  if (!t)
+    return absl::NotFoundError(absl::StrCat(
+        "plan '", path_, "' carries no tokenizer: compile a Hugging Face checkpoint directory that has a "
+        "tokenizer.json (kiln-compile warns when it cannot carry one), or give token ids"));
+  std::string what = absl::StrCat("plan '", path_, "': tokenizer (from ",
+                                  t->source() ? t->source()->str() : std::string("tokenizer.json"), ")");
+  auto tok = Tokenizer::FromJson(
+      std::string_view(reinterpret_cast<const char*>(t->json()->data()), t->json()->size()), what);
+  if (!tok.ok()) return tok.status();
+  return std::move(*tok);
+}
+
+std::optional<GenerationDefaults> Plan::Generation() const {
+  const plan::GenerationConfig* g = root_->generation();
+  if (!g) return std::nullopt;
+  GenerationDefaults d;
+  for (uint32_t i = 0; i < Len(g->eos_token_ids()); ++i) d.eos_token_ids.push_back(g->eos_token_ids()->Get(i));
+  d.bos_token_id = g->bos_token_id();
+  if (g->eos_source()) d.eos_source = g->eos_source()->str();
+  if (g->bos_source()) d.bos_source = g->bos_source()->str();
+  d.do_sample = g->do_sample();
+  d.temperature = g->temperature();
+  d.top_k = g->top_k();
+  d.top_p = g->top_p();
+  return d;
+}
 
 std::vector<std::string> Plan::FunctionNames() const {
   std::vector<std::string> names;

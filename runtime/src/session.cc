@@ -366,6 +366,16 @@ absl::StatusOr<std::vector<HostTensor>> Session::Call(
   return outputs;
 }
 
+absl::StatusOr<std::map<std::string, HostTensor>> Session::CallByName(
+    std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs) {
+  auto outputs = Call(function, inputs);
+  if (!outputs.ok()) return outputs.status();
+  const Function& f = **plan_->FindFunction(function);
+  std::map<std::string, HostTensor> named;
+  for (size_t i = 0; i < outputs->size(); ++i) named.emplace(f.output_info[i].name, std::move((*outputs)[i]));
+  return named;
+}
+
 absl::Status Session::ResetState() {
   return backend_->Zero(0, plan_->fb().state_size());
 }

@@ -88,7 +88,7 @@ class ExampleModel(unittest.TestCase):
                 path = os.path.join(self.tmp, "bad_tokens.npy")
                 np.save(path, tokens)
                 p = run([tool("kiln-run"), self.plan, "--input", f"tokens={path}"], check=False)
-                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertEqual(p.returncode, 3, p.stderr)  # bad input
                 self.assertIn(f"input 'tokens' row {row}, element [{row}, {col}]: value {value} is "
                               "outside [0, 255] (it indexes a table of 256 rows)", p.stderr)
                 self.assertNotIn("ran ", p.stdout)

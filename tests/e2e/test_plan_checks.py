@@ -120,7 +120,7 @@ class DecodeInputs(unittest.TestCase):
         for position, row, value in [([3, -16], 1, -16), ([SEQ, 0], 0, SEQ), ([-1, 2], 0, -1)]:
             with self.subTest(position=position):
                 p = self.decode([[1], [2]], position)
-                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertEqual(p.returncode, 3, p.stderr)  # bad input
                 self.assertIn(f"kiln-run: error: function 'decode': input 'position' row {row}: value {value} "
                               f"is outside [0, {SEQ - 1}] (the KV cache holds {SEQ} positions; compile with "
                               "a larger --max-seq)", p.stderr)
@@ -131,12 +131,12 @@ class DecodeInputs(unittest.TestCase):
 
     def test_bad_token_ids_are_refused(self):
         p = self.decode([[1], [self.vocab]], [0, 0])
-        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.returncode, 3, p.stderr)
         self.assertIn(f"input 'tokens' row 1, element [1, 0]: value {self.vocab} is outside "
                       f"[0, {self.vocab - 1}] (it indexes a table of {self.vocab} rows)", p.stderr)
         prompt = self.save("prompt", [[1, 2, 3], [4, -7, 6]])
         p = run([tool("kiln-run"), self.plan, "--input", f"tokens={prompt}"], check=False)
-        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.returncode, 3, p.stderr)
         self.assertIn("input 'tokens' row 1, element [1, 1]: value -7 is outside", p.stderr)
 
     def damaged(self, name, mutate):
@@ -149,7 +149,7 @@ class DecodeInputs(unittest.TestCase):
 
     def rejected(self, path):
         p = run([tool("kiln-inspect"), path], check=False)
-        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertEqual(p.returncode, 4, p.stdout)  # the plan cannot be verified
         return p.stderr
 
     def test_damaged_and_truncated_plans_are_refused(self):

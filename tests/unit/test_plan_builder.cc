@@ -127,10 +127,22 @@ std::string Serialize(const TPlan& p) {
     functions.push_back(plan::CreateFunction(b, b.CreateString(f.name), fl, fi, fo));
   }
   auto fns = p.functions.empty() ? 0 : b.CreateVector(functions);
+  Offset<plan::TokenizerData> tok = 0;
+  if (p.has_tokenizer)
+    tok = plan::CreateTokenizerData(
+        b, b.CreateVector(reinterpret_cast<const uint8_t*>(p.tokenizer_json.data()), p.tokenizer_json.size()),
+        b.CreateString("test/tokenizer.json"));
+  Offset<plan::GenerationConfig> gen = 0;
+  if (p.has_generation) {
+    const TGeneration& g = p.generation;
+    gen = plan::CreateGenerationConfig(b, b.CreateVector(g.eos_token_ids), g.bos_token_id,
+                                       b.CreateString("generation_config.json"), b.CreateString("config.json"),
+                                       g.do_sample, g.temperature, g.top_k, g.top_p);
+  }
   auto root = plan::CreatePlan(b, p.format_version, b.CreateString("test"), b.CreateVector(exes),
                                b.CreateVector(kernels), b.CreateVector(buffers), p.arena_size,
                                p.arena_size, launches, inputs, outputs,
-                               b.CreateVector(weights), wdata, prov, p.state_size, fns);
+                               b.CreateVector(weights), wdata, prov, p.state_size, fns, tok, gen);
   plan::FinishPlanBuffer(b, root);
   std::string out(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
   plan::AppendTrailer(&out);
@@ -278,7 +290,7 @@ TPlan MakeStatePlan() {
   return p;
 }
 
-TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V) {
+TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V, bool last_position_logits) {
   auto align = [](uint64_t n) { return (n + 255) / 256 * 256; };
   TPlan p;
   TExecutable cpu;
@@ -320,6 +332,15 @@ TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V) {
   decode.inputs = {ranged({"tokens", plan::DType::i32, {B, 1}, 3}, 0, V - 1, vocab),
                    ranged({"position", plan::DType::i32, {B}, 4}, 0, S - 1, cache)};
   decode.outputs = {{"logits", plan::DType::f32, {B, 1, V}, 5}};
+  if (last_position_logits) {
+    // forward: the state (the last token of each row) -> logits [B, V].
+    p.buffers[2].size_bytes = 4 * B_ * V_;
+    p.launches = {{1, {1, 0}, {S}, B_, "toy:forward"}, {0, {0, 2}, {V}, B_, "toy:forward"}};
+    p.outputs[0].shape = {B, V};
+    decode.outputs[0].shape = {B, V};
+    // toy_logits reads the state here and an input in decode: plain reads.
+    p.kernels[0].access = {plan::BindingAccess::read, plan::BindingAccess::write};
+  }
   p.functions = {decode};
   CompleteKernels(p);
   return p;

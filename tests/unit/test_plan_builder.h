@@ -96,6 +96,15 @@ struct TWeight {
   std::string path;  // external
   uint64_t ext_offset = 0, ext_size = 0, file_size = 0, xxh64 = 0;
 };
+// Plan.generation.
+struct TGeneration {
+  std::vector<int32_t> eos_token_ids;
+  int32_t bos_token_id = -1;
+  bool do_sample = false;
+  float temperature = 1.0f;
+  int32_t top_k = 50;
+  float top_p = 1.0f;
+};
 struct TPlan {
   uint32_t format_version = 2;
   std::vector<TExecutable> executables;
@@ -108,6 +117,11 @@ struct TPlan {
   std::string weight_data;
   uint64_t state_size = 0;
   std::vector<TFunction> functions;
+  // Plan.tokenizer (tokenizer.json bytes) and Plan.generation, when set.
+  bool has_tokenizer = false;
+  std::string tokenizer_json;
+  bool has_generation = false;
+  TGeneration generation;
 };
 
 // The plan file: the FlatBuffer (executable checksums computed) and the
@@ -146,7 +160,10 @@ TPlan MakeStatePlan();
 // into an int32 [B] state. Greedy generation from t yields t+1, t+2, ...
 // Inputs carry the value ranges a compiled model would: token ids [0, V),
 // positions [0, S) ("the KV cache holds S positions").
-TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V);
+// With `last_position_logits`, both functions return logits float32 [B, V]
+// (forward: of the last position only), the form of plans that return the
+// last position's logits.
+TPlan MakeToyLmPlan(int64_t B, int64_t S, int64_t V, bool last_position_logits = false);
 // A fresh temporary directory.
 std::string MakeTempDir();
 

@@ -59,15 +59,16 @@ TEST_F(ToolsTest, KilnRunWritesOutputs) {
 }
 
 TEST_F(ToolsTest, KilnRunErrors) {
+  // Exit codes: 3 bad input, 4 a plan that cannot be opened (tools/common/tool_cli.h).
   Result missing = Shell(std::string(KILN_RUN_EXE) + " " + plan_path_);
-  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.code, 3);
   EXPECT_THAT(missing.output, HasSubstr("kiln-run: error: missing input 'x'"));
   Result bad_out = Shell(std::string(KILN_RUN_EXE) + " " + plan_path_ + " --input x=" + dir_ +
                        "/x.npy --output nope=" + dir_ + "/n.npy");
-  EXPECT_EQ(bad_out.code, 1);
+  EXPECT_EQ(bad_out.code, 3);
   EXPECT_THAT(bad_out.output, HasSubstr("kiln-run: error: unknown output 'nope'"));
   Result no_plan = Shell(std::string(KILN_RUN_EXE) + " " + dir_ + "/none.kplan");
-  EXPECT_EQ(no_plan.code, 1);
+  EXPECT_EQ(no_plan.code, 4);
   EXPECT_THAT(no_plan.output, HasSubstr("kiln-run: error: plan: cannot open"));
 }
 
@@ -82,7 +83,7 @@ TEST_F(ToolsTest, KilnInspect) {
   EXPECT_THAT(json.output, HasSubstr("\"name\": \"add_scaled_f32\""));
   WriteFile(plan_path_, "garbage!garbage!");
   Result bad = Shell(std::string(KILN_INSPECT_EXE) + " " + plan_path_);
-  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.code, 4);
   EXPECT_THAT(bad.output, HasSubstr("kiln-inspect: error: plan '"));
 }
 
@@ -132,13 +133,13 @@ TEST_F(ToolsFunctionTest, KilnRunFunction) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("y: float32 [4] = [2, 4, 6, 8]"));
   r = Run(plan + " --function decod --input x=" + dir_ + "/x.npy");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 3);
   EXPECT_THAT(r.output, HasSubstr("kiln-run: error: plan has no function 'decod'; functions: forward, decode"));
   r = Run(plan + " --function decode");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 3);
   EXPECT_THAT(r.output, HasSubstr("missing input 'x' of function 'decode'"));
   r = Run(plan + " --function decode --input x=" + dir_ + "/x.npy --output z=" + dir_ + "/z.npy");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 3);
   EXPECT_THAT(r.output, HasSubstr("function 'decode': unknown output 'z'"));
 }
 
@@ -152,24 +153,31 @@ TEST_F(ToolsFunctionTest, KilnRunGenerateThroughDecode) {
   EXPECT_THAT(r.output, HasSubstr("generated[0]: 8 9 10 11\n"));
   EXPECT_THAT(r.output, HasSubstr("generated[1]: 48 49 0 1\n"));
   EXPECT_THAT(r.output, HasSubstr("decode: 3 step(s), median"));
-  EXPECT_THAT(r.output, HasSubstr("tokens/s"));
-  EXPECT_THAT(r.output, Not(HasSubstr("note:")));
+  EXPECT_THAT(r.output, HasSubstr("tokens/s per row"));
+  EXPECT_THAT(r.output, HasSubstr("stopped: row 0: token budget (4) after 4 token(s); row 1: token budget (4) "
+                                  "after 4 token(s)"));
 }
 
 TEST_F(ToolsFunctionTest, KilnRunGenerateStopsAtSequenceLength) {
   std::string plan = Write(MakeToyLmPlan(1, 4, 10));
-  // L == S: one forward, then the position (4) is already at S.
+  // L == S: one forward, then the position (4) is already past the cache:
+  // exit code 5, what was generated still printed.
   Result r = Run(plan + " --generate 3 --input tokens=" + Prompt({1, 4}, {1, 2, 3, 4}));
-  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(r.code, 5) << r.output;
   EXPECT_THAT(r.output, HasSubstr("prefill: 1 x 4 tokens (forward)"));
   EXPECT_THAT(r.output, HasSubstr("generated[0]: 5\n"));
-  EXPECT_THAT(r.output, HasSubstr("note: stopped after 1 of 3 tokens: position 4 reached the forward's "
-                                  "sequence length 4"));
+  EXPECT_THAT(r.output, HasSubstr("stopped: the KV cache is full (4 positions: 4 prompt + 0 decoded; compile "
+                                  "with a larger --max-seq) after 1 token(s)"));
   // L == 2: decode at positions 2 and 3, then stop.
   r = Run(plan + " --generate 9 --input tokens=" + Prompt({1, 2}, {8, 9}));
-  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(r.code, 5) << r.output;
   EXPECT_THAT(r.output, HasSubstr("generated[0]: 0 1 2\n"));
-  EXPECT_THAT(r.output, HasSubstr("note: stopped after 3 of 9 tokens"));
+  EXPECT_THAT(r.output, HasSubstr("(4 positions: 2 prompt + 2 decoded; compile with a larger --max-seq) after 3 "
+                                  "token(s)"));
+  // A budget the cache holds exactly is the budget: exit 0.
+  r = Run(plan + " --generate 3 --input tokens=" + Prompt({1, 2}, {8, 9}));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("stopped: token budget (3) after 3 token(s)"));
 }
 
 TEST_F(ToolsFunctionTest, KilnRunDecodeEach) {
@@ -191,33 +199,33 @@ TEST_F(ToolsFunctionTest, KilnRunDecodeEach) {
 TEST_F(ToolsFunctionTest, KilnRunGenerateErrors) {
   std::string plan = Write(MakeToyLmPlan(1, 4, 10));
   Result r = Run(plan + " --generate 2 --input tokens=" + Prompt({1, 5}, {1, 2, 3, 4, 5}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 3);
   EXPECT_THAT(r.output, HasSubstr("the prompt has 5 tokens per row; the plan takes 1 to 4"));
   r = Run(plan + " --generate 2 --input tokens=" + Prompt({2, 2}, {1, 2, 3, 4}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 3);
   EXPECT_THAT(r.output, HasSubstr("is int32 [2, 2], expected int32 [1, L] with 1 <= L <= 4"));
   r = Run(plan + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 12}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 3);
   EXPECT_THAT(r.output, HasSubstr("prompt token 12 at [0, 1] is outside the vocabulary [0, 10)"));
   r = Run(plan + " --generate 2 --input x=" + Prompt({1, 2}, {1, 2}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.output, HasSubstr("--generate needs exactly one input: --input tokens=PROMPT.npy"));
   // A plan without the convention.
   std::string add = Write(MakeAddPlan(dir_), "add.kplan");
   r = Run(add + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 2}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 4);
   EXPECT_THAT(r.output, HasSubstr("does not follow the generation calling convention (function 'forward' "
                                   "input 'tokens' int32 [B, S]): the function has no input 'tokens'"));
   TPlan wrong = MakeToyLmPlan(1, 4, 10);
   wrong.functions[0].inputs[1].dtype = plan::DType::i64;
   wrong.buffers[4].size_bytes = 8;
   r = Run(Write(wrong, "wrong.kplan") + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 2}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 4);
   EXPECT_THAT(r.output, HasSubstr("(function 'decode' input 'position' int32 [B]): it is int64 [1]"));
   TPlan no_decode = MakeToyLmPlan(1, 4, 10);
   no_decode.functions.clear();
   r = Run(Write(no_decode, "nodecode.kplan") + " --generate 2 --input tokens=" + Prompt({1, 2}, {1, 2}));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 4);
   EXPECT_THAT(r.output, HasSubstr("plan has no function 'decode'; functions: forward"));
 }
 
@@ -231,7 +239,7 @@ TEST_F(ToolsFunctionTest, KilnRunRefusesBadPosition) {
   pos.data<int32_t>()[1] = -16;
   ASSERT_TRUE(WriteNpy(dir_ + "/pos.npy", pos).ok());
   Result r = Run(plan + " --function decode --input tokens=" + tokens + " --input position=" + dir_ + "/pos.npy");
-  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_EQ(r.code, 3) << r.output;
   EXPECT_THAT(r.output, HasSubstr("kiln-run: error: function 'decode': input 'position' row 1: value -16 is outside "
                                   "[0, 3] (the KV cache holds 4 positions)"));
   EXPECT_THAT(r.output, Not(HasSubstr("ran ")));
@@ -266,6 +274,127 @@ TEST_F(ToolsFunctionTest, KilnInspectShowsFunctionsAndState) {
   EXPECT_THAT(json, HasSubstr("\"kind\": \"state\""));
   // Kernel launch counts cover every function (copy: 1 in forward + 1 in decode).
   EXPECT_THAT(json, ContainsRegex("\"name\": \"copy_f32\",[^}]*\"launches\": 2,"));
+}
+
+
+// kiln-run --prompt on the toy model with a tokenizer the plan carries: one
+// token per letter a..j (ids 0..9), so the model's next token after a letter
+// is the next letter.
+TPlan ToyLmWithTokenizer(int64_t S, std::vector<int32_t> eos) {
+  TPlan p = MakeToyLmPlan(1, S, 10);
+  p.has_tokenizer = true;
+  p.tokenizer_json =
+      R"({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+          "decoder": {"type": "Fuse"},
+          "model": {"type": "BPE", "dropout": null, "continuing_subword_prefix": null,
+                    "end_of_word_suffix": null,
+                    "vocab": {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4, "f": 5, "g": 6, "h": 7, "i": 8,
+                              "j": 9},
+                    "merges": []}})";
+  p.has_generation = true;
+  p.generation.eos_token_ids = std::move(eos);
+  return p;
+}
+
+TEST_F(ToolsFunctionTest, KilnRunPromptStreamsText) {
+  std::string plan = Write(ToyLmWithTokenizer(8, {5}));
+  // "abc" -> 3 4 5: "de", then the end-of-sequence token 5 ("f", not shown).
+  Result r = Run(plan + " --prompt abc");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("de\n"));
+  EXPECT_THAT(r.output, Not(HasSubstr("def")));
+  EXPECT_THAT(r.output, HasSubstr("prompt: 3 tokens"));
+  EXPECT_THAT(r.output, HasSubstr("stopped: end of sequence (token 5) after 3 token(s)"));
+  EXPECT_THAT(r.output, ContainsRegex("decode: 2 step\\(s\\), median [0-9.]+ ms/token, [0-9.]+ tokens/s"));
+  // Stdout holds the text alone.
+  Result out = Shell("(" + std::string(KILN_RUN_EXE) + " " + plan + " --prompt abc 2>/dev/null)");
+  EXPECT_EQ(out.output, "de\n");
+  // --ignore-eos without a budget: until the cache (8 positions) is full, exit 5.
+  r = Run(plan + " --prompt abc --ignore-eos");
+  EXPECT_EQ(r.code, 5) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("defghi\n"));
+  EXPECT_THAT(r.output, HasSubstr("stopped: the KV cache is full (8 positions: 3 prompt + 5 decoded"));
+  r = Run(plan + " --prompt abc --ignore-eos --max-new-tokens 2");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("stopped: token budget (2) after 2 token(s)"));
+  // Sampling: a seed repeats the text.
+  std::string sample = "(" + std::string(KILN_RUN_EXE) + " " + plan +
+                       " --prompt a --ignore-eos --max-new-tokens 6 --temperature 2 --seed 3 2>/dev/null)";
+  Result s1 = Shell(sample), s2 = Shell(sample);
+  EXPECT_EQ(s1.code, 0) << s1.output;
+  EXPECT_EQ(s1.output, s2.output);
+  // A prompt longer than the plan takes is bad input.
+  r = Run(plan + " --prompt abcdefghij");
+  EXPECT_EQ(r.code, 3) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("the prompt has 10 tokens per row; the plan takes 1 to 8"));
+  // A plan without a tokenizer cannot take text.
+  r = Run(Write(MakeToyLmPlan(1, 8, 10), "plain.kplan") + " --prompt abc");
+  EXPECT_EQ(r.code, 4) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("carries no tokenizer"));
+}
+
+TEST_F(ToolsFunctionTest, KilnRunUsageErrors) {
+  std::string plan = Write(ToyLmWithTokenizer(8, {5}));
+  std::string prompt = Prompt({1, 2}, {1, 2});
+  for (const std::string& args : {
+           std::string("--prompt abc --repeat 3"),
+           "--generate 2 --input tokens=" + prompt + " --repeat 2",
+           "--decode-each x.npy --input tokens=" + prompt + " --repeat 2",
+           "--generate 2 --input tokens=" + prompt + " --max-new-tokens 3",
+           std::string("--prompt abc --generate 2"),
+           std::string("--prompt abc --function decode"),
+           std::string("--temperature 1 --input tokens=") + prompt,
+           std::string("--prompt abc --top-p 0"),
+           std::string("--prompt abc --temperature -1"),
+           std::string("--prompt abc --max-new-tokens 0"),
+           std::string("--no-such-flag"),
+           std::string("--prompt"),
+       }) {
+    Result r = Run(plan + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr("kiln-run: error: ")) << args;
+    EXPECT_THAT(r.output, HasSubstr("Run 'kiln-run --help' for the options.")) << args;
+  }
+  Result r = Run("");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.output, HasSubstr("no PLAN given"));
+  r = Run(plan + " --prompt abc --repeat 3");
+  EXPECT_THAT(r.output, HasSubstr("--repeat does not apply to --prompt (it applies to function runs)"));
+}
+
+TEST(ToolsConventionsTest, HelpAndVersion) {
+  for (const char* exe : {KILN_RUN_EXE, KILN_INSPECT_EXE}) {
+    Result help = Shell(std::string(exe) + " --help");
+    EXPECT_EQ(help.code, 0) << help.output;
+    EXPECT_THAT(help.output, HasSubstr("usage: "));
+    EXPECT_THAT(help.output, HasSubstr("Exit codes: 0 success"));
+    EXPECT_THAT(help.output, HasSubstr("4 the plan cannot be opened or"));
+    Result version = Shell(std::string(exe) + " --version");
+    EXPECT_EQ(version.code, 0) << version.output;
+    EXPECT_THAT(version.output, ContainsRegex("^kiln-(run|inspect) \\(kiln [0-9]+\\.[0-9]+\\.[0-9]+\\)\n"
+                                              "reads plan format version [0-9]+\n$"));
+    Result bad = Shell(std::string(exe) + " --bogus");
+    EXPECT_EQ(bad.code, 2) << bad.output;
+  }
+  Result run_help = Shell(std::string(KILN_RUN_EXE) + " --help");
+  for (const char* flag : {"--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
+                           "--ignore-eos", "--generate", "--repeat", "--device", "5 generation stopped"})
+    EXPECT_THAT(run_help.output, HasSubstr(flag));
+  Result two = Shell(std::string(KILN_INSPECT_EXE) + " a.kplan b.kplan");
+  EXPECT_EQ(two.code, 2);
+  Result none = Shell(std::string(KILN_INSPECT_EXE));
+  EXPECT_EQ(none.code, 2);
+}
+
+TEST_F(ToolsFunctionTest, KilnInspectShowsGeneration) {
+  auto [text, json] = Inspect(Write(ToyLmWithTokenizer(8, {5, 7})));
+  EXPECT_THAT(text, HasSubstr("tokenizer         10 tokens"));
+  EXPECT_THAT(text, HasSubstr("eos_token_ids     [5, 7] (generation_config.json)"));
+  EXPECT_THAT(text, HasSubstr("sampling          greedy (do_sample false)"));
+  EXPECT_THAT(json, HasSubstr("\"vocab_size\": 10"));
+  auto [plain, plain_json] = Inspect(Write(MakeToyLmPlan(1, 4, 10), "plain.kplan"));
+  EXPECT_THAT(plain, HasSubstr("no tokenizer, no generation defaults"));
+  EXPECT_THAT(plain_json, HasSubstr("\"generation\": null"));
 }
 
 }  // namespace

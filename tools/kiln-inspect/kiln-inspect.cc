@@ -20,6 +20,8 @@
 #include "kiln/runtime.h"
 #include "plan_generated.h"
 #include "plan_support.h"
+#include "tool_cli.h"
+#include "kiln/tokenizer.h"
 
 namespace {
 
@@ -430,6 +432,35 @@ Json BuildJson(const kiln::Plan& plan) {
     prov.Add("created_unix", Json::Num(pv->created_unix()));
   }
   root.Add("provenance", std::move(prov));
+
+  // Generation assets (Plan.tokenizer, Plan.generation); null when absent.
+  Json gen;
+  if (const fb::TokenizerData* t = p.tokenizer()) {
+    gen = Json::Obj();
+    Json tok = Json::Obj();
+    tok.Add("source", Json::Str(Str(t->source())));
+    tok.Add("bytes", Json::Num(Len(t->json())));
+    auto loaded = plan.LoadTokenizer();
+    if (loaded.ok())
+      tok.Add("vocab_size", Json::Num((*loaded)->VocabSize()));
+    else
+      tok.Add("error", Json::Str(std::string(loaded.status().message())));
+    gen.Add("tokenizer", std::move(tok));
+  }
+  if (auto g = plan.Generation()) {
+    if (gen.kind == Json::kNull) gen = Json::Obj();
+    Json eos = Json::Arr();
+    for (int32_t id : g->eos_token_ids) eos.Push(Json::Num(id));
+    gen.Add("eos_token_ids", std::move(eos));
+    gen.Add("eos_source", Json::Str(g->eos_source));
+    gen.Add("bos_token_id", Json::Num(g->bos_token_id));
+    gen.Add("bos_source", Json::Str(g->bos_source));
+    gen.Add("do_sample", Json::Bool(g->do_sample));
+    gen.Add("temperature", Json::Num(g->temperature));
+    gen.Add("top_k", Json::Num(g->top_k));
+    gen.Add("top_p", Json::Num(g->top_p));
+  }
+  root.Add("generation", std::move(gen));
   return root;
 }
 
@@ -621,6 +652,31 @@ void PrintText(const Json& r) {
     std::printf("  %-40s %-10s %-18s %-12s %s\n", T(Get(x, "name")).c_str(), T(Get(x, "dtype")).c_str(),
                 T(Get(x, "shape")).c_str(), Bytes(Get(x, "size_bytes")).c_str(), T(Get(x, "source")).c_str());
 
+  const Json& g = Get(r, "generation");
+  std::printf("\ngeneration\n");
+  if (g.kind == Json::kNull) std::printf("  no tokenizer, no generation defaults\n");
+  const Json& tok = Get(g, "tokenizer");
+  if (g.kind != Json::kNull && tok.kind == Json::kNull) std::printf("  tokenizer         none\n");
+  if (tok.kind != Json::kNull)
+    std::printf("  tokenizer         %s, %s (from %s)\n",
+                Get(tok, "error").kind == Json::kNull
+                    ? absl::StrCat(T(Get(tok, "vocab_size")), " tokens").c_str()
+                    : absl::StrCat("cannot load: ", T(Get(tok, "error"))).c_str(),
+                Bytes(Get(tok, "bytes")).c_str(), T(Get(tok, "source")).c_str());
+  if (Get(g, "eos_token_ids").kind != Json::kNull) {
+    auto from = [&](const char* key) {
+      std::string src = T(Get(g, key));
+      return src.empty() ? std::string() : absl::StrCat(" (", src, ")");
+    };
+    std::printf("  eos_token_ids     %s%s\n", T(Get(g, "eos_token_ids")).c_str(), from("eos_source").c_str());
+    std::printf("  bos_token_id      %s%s\n", T(Get(g, "bos_token_id")).c_str(), from("bos_source").c_str());
+    if (T(Get(g, "do_sample")) == "true")
+      std::printf("  sampling          temperature %s, top_k %s, top_p %s\n", T(Get(g, "temperature")).c_str(),
+                  T(Get(g, "top_k")).c_str(), T(Get(g, "top_p")).c_str());
+    else
+      std::printf("  sampling          greedy (do_sample false)\n");
+  }
+
   const Json& p = Get(r, "provenance");
   std::printf("\nprovenance\n");
   for (const auto& [k, v] : p.items) std::printf("  %-17s %s\n", k.c_str(), T(v).c_str());
@@ -628,34 +684,47 @@ void PrintText(const Json& r) {
 
 }  // namespace
 
+constexpr char kUsage[] =
+    "usage: kiln-inspect PLAN [--json]\n"
+    "  Verifies PLAN and shows what it contains: targets and executables, kernels with their\n"
+    "  grids and binding uses, the memory plan and KV caches, functions with their inputs,\n"
+    "  outputs and launches, weights, the tokenizer and generation defaults, provenance.\n"
+    "  --json     the same as JSON (for tools)\n"
+    "  --help, --version\n"
+    "Exit codes: 0 success, 1 failure while printing, 2 usage, 4 the plan cannot be opened or\n"
+    "  verified (the error says why).\n";
+
 int main(int argc, char** argv) {
+  using namespace kiln::tools;
   std::string path;
   bool json = false;
+  auto usage = [](const std::string& msg) {
+    std::fprintf(stderr, "kiln-inspect: error: %s\nRun 'kiln-inspect --help' for the options.\n", msg.c_str());
+    return kExitUsage;
+  };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") {
       json = true;
     } else if (a == "-h" || a == "--help") {
-      std::puts("usage: kiln-inspect PLAN [--json]");
-      return 0;
+      std::fputs(kUsage, stdout);
+      return kExitOk;
+    } else if (a == "--version") {
+      PrintVersion("kiln-inspect");
+      return kExitOk;
     } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "kiln-inspect: error: unknown option '%s'\n", a.c_str());
-      return 1;
+      return usage(absl::StrCat("unknown option '", a, "'"));
     } else if (path.empty()) {
       path = a;
     } else {
-      std::fprintf(stderr, "kiln-inspect: error: unexpected argument '%s' (one PLAN only)\n", a.c_str());
-      return 1;
+      return usage(absl::StrCat("unexpected argument '", a, "' (one PLAN only)"));
     }
   }
-  if (path.empty()) {
-    std::fputs("kiln-inspect: error: no PLAN given\nusage: kiln-inspect PLAN [--json]\n", stderr);
-    return 1;
-  }
+  if (path.empty()) return usage("no PLAN given");
   auto plan = kiln::Plan::Open(path);
   if (!plan.ok()) {
     std::fprintf(stderr, "kiln-inspect: error: %s\n", std::string(plan.status().message()).c_str());
-    return 1;
+    return kExitBadPlan;
   }
   Json root = BuildJson(**plan);
   if (json) {
@@ -665,5 +734,9 @@ int main(int argc, char** argv) {
   } else {
     PrintText(root);
   }
-  return 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "kiln-inspect: error: cannot write the output\n");
+    return kExitRunFailed;
+  }
+  return kExitOk;
 }

@@ -1,13 +1,13 @@
-// kiln-run: runs a compiled plan on .npy inputs.
+// kiln-run: runs a compiled plan: one function on .npy inputs, or generation
+// from text or token ids through the generation API (kiln/generate.h).
 //
+//   kiln-run PLAN --prompt TEXT [--max-new-tokens N] [sampling] [--device ...]
+//   kiln-run PLAN --generate N --input tokens=PROMPT.npy [sampling] [--device ...]
 //   kiln-run PLAN --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]
-//            [--function NAME] [--device cpu|cuda] [--threads N] [--repeat N] [--print]
-//   kiln-run PLAN --generate N --input tokens=PROMPT.npy [--device ...] [--threads N]
+//            [--function NAME] [--repeat N] [--print] [--device ...]
+//   kiln-run PLAN --decode-each OUT.npy --input tokens=PROMPT.npy
 //
-// --generate runs greedy decoding with the plan's generation calling
-// convention: forward(tokens [B, S]) -> logits [B, V] (the last given
-// position) and decode(tokens [B, 1], position [B]) -> logits [B, V]; or,
-// compiled with --logits=all, [B, S, V] and [B, 1, V].
+// Exit codes: tools/common/tool_cli.h (and --help, docs/tools.md).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,34 +20,87 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kiln/generate.h"
 #include "kiln/npy.h"
 #include "kiln/runtime.h"
+#include "kiln/tokenizer.h"
 #include "plan_generated.h"
-#include "plan_support.h"
+#include "tool_cli.h"
 
 namespace {
 
+using namespace kiln::tools;  // exit codes
+
 constexpr char kUsage[] =
-    "usage: kiln-run PLAN --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]\n"
-    "                [--function NAME] [--device cpu|cuda] [--threads N] [--repeat N] [--print]\n"
-    "       kiln-run PLAN --generate N --input tokens=PROMPT.npy [--device cpu|cuda] [--threads N]\n"
-    "       kiln-run PLAN --decode-each OUT.npy --input tokens=PROMPT.npy [--device cpu|cuda]\n"
-    "  --function NAME  the entry point to run (default forward; see kiln-inspect)\n"
-    "  --generate N     greedy decoding of N new tokens from an int32 [B, L] prompt\n"
-    "  --decode-each F  runs the prompt through decode one position at a time (from a\n"
-    "                   reset state) and writes the logits of every position, [B, L, V], to F\n";
+    "usage: kiln-run PLAN --prompt TEXT [--max-new-tokens N] [SAMPLING] [--ignore-eos] [COMMON]\n"
+    "       kiln-run PLAN --generate N --input tokens=PROMPT.npy [SAMPLING] [--ignore-eos] [COMMON]\n"
+    "       kiln-run PLAN --input NAME=FILE.npy ... [--output NAME=FILE.npy ...] [--function NAME]\n"
+    "                [--repeat N] [--print] [COMMON]\n"
+    "       kiln-run PLAN --decode-each OUT.npy --input tokens=PROMPT.npy [COMMON]\n"
+    "\n"
+    "Generation (the plan's forward and decode functions, kiln/generate.h):\n"
+    "  --prompt TEXT         encode TEXT with the plan's tokenizer and stream the generated text to\n"
+    "                        stdout (special tokens not shown); timings and why it stopped on stderr\n"
+    "  --max-new-tokens N    with --prompt: at most N new tokens (default: until an end-of-sequence\n"
+    "                        token or the KV cache is full)\n"
+    "  --generate N          N new tokens from an int32 [B, L] prompt of token ids (--input tokens=);\n"
+    "                        prints 'generated[b]: ids' per row on stdout\n"
+    "  --temperature T       sample at temperature T; 0 is greedy (default: the plan's recorded\n"
+    "                        defaults when its checkpoint's generation_config.json samples, else greedy)\n"
+    "  --top-k K             sample among the K most likely tokens (0: all)\n"
+    "  --top-p P             sample among the fewest most likely tokens whose probability reaches P\n"
+    "  --seed S              seed of the sampler (default 0): equal seeds give equal tokens\n"
+    "  --ignore-eos          do not stop at the plan's end-of-sequence tokens\n"
+    "\n"
+    "Function runs:\n"
+    "  --input NAME=FILE     a .npy input of the function (each input exactly once)\n"
+    "  --output NAME=FILE    write an output to a .npy file\n"
+    "  --function NAME       the entry point to run (default forward; see kiln-inspect)\n"
+    "  --repeat N            run N times in one session; prints the median and minimum time\n"
+    "  --print               print every output value (up to 10000), not the first 8\n"
+    "  --decode-each F       run the prompt through decode one position at a time (from a reset\n"
+    "                        state) and write the logits of every position, [B, L, V], to F\n"
+    "\n"
+    "Common:\n"
+    "  --device cpu|cuda     where to run (default cpu)\n"
+    "  --threads N           CPU threads including the caller (default: all cores)\n"
+    "  --help, --version\n"
+    "\n"
+    "Exit codes: 0 success (generation ended at an end-of-sequence token or its token budget),\n"
+    "  1 running the plan failed, 2 usage, 3 bad input (a file, prompt or name that does not fit the\n"
+    "  plan), 4 the plan cannot be opened or verified or lacks what the mode needs (the generation\n"
+    "  convention, a tokenizer), 5 generation stopped because the KV cache was full (what was\n"
+    "  generated is printed; compile with a larger --max-seq).\n";
 
 struct Options {
   std::string plan;
   std::vector<std::pair<std::string, std::string>> inputs, outputs;
   kiln::Device device = kiln::Device::kCpu;
   int threads = 0;
-  int repeat = 1;
+  int repeat = 0;  // 0: not given (1 run)
   bool print = false;
-  std::string function = kiln::kForwardFunction;
-  int generate = 0;  // 0: off
-  std::string decode_each;  // --decode-each FILE.npy
+  std::string function;  // empty: not given (forward)
+  int generate = 0;      // 0: off
+  std::string decode_each;
+  bool has_prompt = false;
+  std::string prompt;
+  int64_t max_new_tokens = -1;  // -1: not given
+  bool ignore_eos = false;
+  // Sampling flags, when given.
+  bool has_temperature = false, has_top_k = false, has_top_p = false;
+  float temperature = 0, top_p = 1;
+  int top_k = 0;
+  uint64_t seed = 0;
 };
+
+// How a run ends: the exit code and, for failures, the error.
+struct Outcome {
+  int code = kExitOk;
+  std::string error;
+};
+Outcome Fail(int code, const absl::Status& s) { return {code, std::string(s.message())}; }
+Outcome Fail(int code, std::string message) { return {code, std::move(message)}; }
 
 absl::Status ParsePair(const std::string& flag, const char* arg,
                        std::vector<std::pair<std::string, std::string>>* out) {
@@ -62,6 +115,7 @@ absl::Status ParsePair(const std::string& flag, const char* arg,
   return absl::OkStatus();
 }
 
+// Parses the command line; exits for --help and --version.
 absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -70,18 +124,28 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(a, " needs a value"));
       return argv[++i];
     };
-    auto int_value = [&](int min) -> absl::StatusOr<int> {
+    auto int_value = [&](int64_t min) -> absl::StatusOr<int64_t> {
       auto v = value();
       if (!v.ok()) return v.status();
-      int n;
-      if (!absl::SimpleAtoi(*v, &n) || n < min)
+      int64_t n;
+      if (!absl::SimpleAtoi(*v, &n) || n < min || n > INT32_MAX)
         return absl::InvalidArgumentError(absl::StrCat(a, " expects an integer >= ", min, ", got '", *v, "'"));
       return n;
     };
+    auto float_value = [&](float min, float max, bool min_open) -> absl::StatusOr<float> {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      float f;
+      if (!absl::SimpleAtof(*v, &f) || !(min_open ? f > min : f >= min) || !(f <= max))
+        return absl::InvalidArgumentError(absl::StrCat(a, " expects a number in ", min_open ? "(" : "[", min,
+                                                       ", ", max, "], got '", *v, "'"));
+      return f;
+    };
+    absl::Status st;
     if (a == "--input" || a == "--output") {
       auto v = value();
       if (!v.ok()) return v.status();
-      if (auto s = ParsePair(a, *v, a == "--input" ? &o.inputs : &o.outputs); !s.ok()) return s;
+      st = ParsePair(a, *v, a == "--input" ? &o.inputs : &o.outputs);
     } else if (a == "--device") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -91,11 +155,11 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     } else if (a == "--threads") {
       auto v = int_value(0);
       if (!v.ok()) return v.status();
-      o.threads = *v;
+      o.threads = static_cast<int>(*v);
     } else if (a == "--repeat") {
       auto v = int_value(1);
       if (!v.ok()) return v.status();
-      o.repeat = *v;
+      o.repeat = static_cast<int>(*v);
     } else if (a == "--function") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -103,7 +167,38 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     } else if (a == "--generate") {
       auto v = int_value(1);
       if (!v.ok()) return v.status();
-      o.generate = *v;
+      o.generate = static_cast<int>(*v);
+    } else if (a == "--max-new-tokens") {
+      auto v = int_value(1);
+      if (!v.ok()) return v.status();
+      o.max_new_tokens = *v;
+    } else if (a == "--prompt") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      o.has_prompt = true;
+      o.prompt = *v;
+    } else if (a == "--temperature") {
+      auto v = float_value(0, 1e6f, false);
+      if (!v.ok()) return v.status();
+      o.has_temperature = true;
+      o.temperature = *v;
+    } else if (a == "--top-k") {
+      auto v = int_value(0);
+      if (!v.ok()) return v.status();
+      o.has_top_k = true;
+      o.top_k = static_cast<int>(*v);
+    } else if (a == "--top-p") {
+      auto v = float_value(0, 1, true);
+      if (!v.ok()) return v.status();
+      o.has_top_p = true;
+      o.top_p = *v;
+    } else if (a == "--seed") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      if (!absl::SimpleAtoi(*v, &o.seed))
+        return absl::InvalidArgumentError(absl::StrCat("--seed expects an integer in [0, 2^64), got '", *v, "'"));
+    } else if (a == "--ignore-eos") {
+      o.ignore_eos = true;
     } else if (a == "--decode-each") {
       auto v = value();
       if (!v.ok()) return v.status();
@@ -112,7 +207,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.print = true;
     } else if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
-      std::exit(0);
+      std::exit(kExitOk);
+    } else if (a == "--version") {
+      PrintVersion("kiln-run");
+      std::exit(kExitOk);
     } else if (!a.empty() && a[0] == '-') {
       return absl::InvalidArgumentError(absl::StrCat("unknown option '", a, "'"));
     } else if (o.plan.empty()) {
@@ -120,20 +218,41 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "' (one PLAN only)"));
     }
+    if (!st.ok()) return st;
   }
   if (o.plan.empty()) return absl::InvalidArgumentError("no PLAN given");
-  if (o.generate > 0 || !o.decode_each.empty()) {
-    const char* flag = o.generate > 0 ? "--generate" : "--decode-each";
-    if (o.generate > 0 && !o.decode_each.empty())
-      return absl::InvalidArgumentError("--generate and --decode-each are exclusive");
-    if (o.function != kiln::kForwardFunction)
-      return absl::InvalidArgumentError(absl::StrCat(flag, " uses the forward and decode functions; drop --function"));
-    if (!o.outputs.empty())
-      return absl::InvalidArgumentError(absl::StrCat("--output is not supported with ", flag));
-    if (o.inputs.size() != 1 || o.inputs[0].first != "tokens")
+  // Which mode, and the flags that do not apply to it.
+  int modes = (o.generate > 0) + !o.decode_each.empty() + o.has_prompt;
+  if (modes > 1) return absl::InvalidArgumentError("--prompt, --generate and --decode-each are exclusive");
+  bool sampling = o.has_temperature || o.has_top_k || o.has_top_p;
+  bool generating = o.generate > 0 || o.has_prompt;
+  auto not_with = [](const char* flag, const char* mode, const char* why) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " does not apply to ", mode, why));
+  };
+  if (!generating) {
+    if (sampling || o.seed != 0 || o.ignore_eos)
       return absl::InvalidArgumentError(
-          absl::StrCat(flag, " needs exactly one input: --input tokens=PROMPT.npy (int32 [B, L])"));
+          "--temperature, --top-k, --top-p, --seed and --ignore-eos apply to --prompt and --generate");
+    if (o.max_new_tokens >= 0) return absl::InvalidArgumentError("--max-new-tokens applies to --prompt");
   }
+  if (modes == 1) {
+    const char* mode = o.has_prompt ? "--prompt" : o.generate > 0 ? "--generate" : "--decode-each";
+    if (!o.function.empty())
+      return not_with("--function", mode, " (it uses the forward and decode functions)");
+    if (!o.outputs.empty()) return not_with("--output", mode, "");
+    if (o.repeat > 0) return not_with("--repeat", mode, " (it applies to function runs)");
+    if (o.print) return not_with("--print", mode, "");
+    if (o.generate > 0 && o.max_new_tokens >= 0)
+      return absl::InvalidArgumentError("--max-new-tokens applies to --prompt; --generate N is the budget");
+    if (o.has_prompt) {
+      if (!o.inputs.empty()) return not_with("--input", mode, " (the prompt is the input)");
+    } else if (o.inputs.size() != 1 || o.inputs[0].first != "tokens") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(mode, " needs exactly one input: --input tokens=PROMPT.npy (int32 [B, L])"));
+    }
+  }
+  if (o.function.empty()) o.function = kiln::kForwardFunction;
+  if (o.repeat == 0) o.repeat = 1;
   return o;
 }
 
@@ -175,307 +294,288 @@ void PrintTensor(const std::string& name, const kiln::HostTensor& t, bool all) {
 using Clock = std::chrono::steady_clock;
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// The dims of `function`'s input/output `name`, after checking its dtype and
-// rank against the generation calling convention.
-absl::StatusOr<std::vector<int64_t>> ConventionSpec(const kiln::Plan& plan, const char* function, bool output,
-                                                    const char* name, kiln::DType dtype,
-                                                    const char* shape_text) {
-  const char* what = output ? "output" : "input";
-  auto bad = [&](const std::string& why) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the plan does not follow the generation calling convention (function '", function,
-        "' ", what, " '", name, "' ", kiln::DTypeName(dtype), " ", shape_text, "): ", why));
-  };
-  auto fn = plan.FindFunction(function);
-  if (!fn.ok()) return bad(std::string(fn.status().message()));
-  const auto& specs = output ? (*fn)->outputs : (*fn)->inputs;
-  for (const kiln::plan::TensorSpec* spec : specs) {
-    if (spec->name()->str() != name) continue;
-    std::vector<int64_t> shape = kiln::plan::ToVector(spec->shape());
-    size_t rank = 1;
-    for (const char* c = shape_text; *c; ++c) rank += *c == ',';
-    auto got = static_cast<kiln::DType>(spec->dtype());
-    if (got != dtype || shape.size() != rank)
-      return bad(absl::StrCat("it is ", kiln::DescribeTensor(got, shape)));
-    return shape;
-  }
-  return bad(absl::StrCat("the function has no ", what, " '", name, "'"));
+// The generation options: the plan's defaults, then the flags.
+kiln::GenerateOptions MakeGenerateOptions(const Options& o, const kiln::Plan& plan) {
+  kiln::GenerateOptions g = kiln::DefaultGenerateOptions(plan);
+  if (o.ignore_eos) g.eos_token_ids.clear();
+  if (o.has_temperature) g.sampling.temperature = o.temperature;
+  // --top-k or --top-p alone sample at temperature 1 when the plan's
+  // defaults are greedy.
+  if ((o.has_top_k || o.has_top_p) && !o.has_temperature && g.sampling.temperature <= 0)
+    g.sampling.temperature = 1;
+  if (o.has_top_k) g.sampling.top_k = o.top_k;
+  if (o.has_top_p) g.sampling.top_p = o.top_p;
+  g.sampling.seed = o.seed;
+  if (o.generate > 0) g.max_new_tokens = o.generate;
+  if (o.max_new_tokens > 0) g.max_new_tokens = o.max_new_tokens;
+  return g;
 }
 
-// Greedy token per batch row from logits [B, rows, V] at row `row`, or from
-// last-position logits [B, V].
-std::vector<int32_t> Argmax(const kiln::HostTensor& logits, int64_t row) {
-  bool last = logits.shape.size() == 2;
-  int64_t B = logits.shape[0], rows = last ? 1 : logits.shape[1], V = logits.shape.back();
-  if (last) row = 0;
-  std::vector<int32_t> out(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    const float* l = logits.data<float>() + (b * rows + row) * V;
-    int64_t best = 0;
-    for (int64_t v = 1; v < V; ++v)
-      if (l[v] > l[best]) best = v;
-    out[static_cast<size_t>(b)] = static_cast<int32_t>(best);
+// Timings on stderr, every rate from the median step.
+void PrintStats(const kiln::GenerationStats& s) {
+  std::fprintf(stderr, "prefill: %lld x %lld tokens (%s) in %.3f ms\n", static_cast<long long>(s.rows),
+               static_cast<long long>(s.prompt_tokens),
+               s.prefill_by_decode ? "decode, one token at a time" : "forward", s.prefill_ms);
+  if (s.step_ms.empty()) {
+    std::fprintf(stderr, "decode: 0 steps\n");
+  } else if (s.rows == 1) {
+    std::fprintf(stderr, "decode: %zu step(s), median %.3f ms/token, %.1f tokens/s\n", s.step_ms.size(),
+                 s.median_step_ms, s.tokens_per_s);
+  } else {
+    std::fprintf(stderr,
+                 "decode: %zu step(s), median %.3f ms/step (one token per row), %.1f tokens/s per row, "
+                 "%.1f tokens/s over %lld rows\n",
+                 s.step_ms.size(), s.median_step_ms, s.tokens_per_s_per_row, s.tokens_per_s,
+                 static_cast<long long>(s.rows));
   }
-  return out;
 }
 
-// --generate and --decode-each.
-absl::Status Generate(const Options& o, const kiln::Plan& plan, kiln::Session& session) {
-  const char* flag = o.generate > 0 ? "--generate" : "--decode-each";
-  using kiln::DType;
-  // The calling convention (documented in kiln/runtime.h).
-  auto ftok = ConventionSpec(plan, "forward", false, "tokens", DType::kI32, "[B, S]");
-  if (!ftok.ok()) return ftok.status();
-  // Logits of the last position ([B, V], kiln-compile's default) or of
-  // every position (--logits=all: [B, S, V] and [B, 1, V]); seen as [B, S, V].
-  auto flog = ConventionSpec(plan, "forward", true, "logits", DType::kF32, "[B, V]");
-  bool last = flog.ok();
-  if (last) flog->insert(flog->begin() + 1, (*ftok)[1]);
-  else flog = ConventionSpec(plan, "forward", true, "logits", DType::kF32, "[B, S, V]");
-  if (!flog.ok()) return flog.status();
-  auto dtok = ConventionSpec(plan, "decode", false, "tokens", DType::kI32, "[B, 1]");
-  if (!dtok.ok()) return dtok.status();
-  auto dpos = ConventionSpec(plan, "decode", false, "position", DType::kI32, "[B]");
-  if (!dpos.ok()) return dpos.status();
-  auto dlog = ConventionSpec(plan, "decode", true, "logits", DType::kF32, last ? "[B, V]" : "[B, 1, V]");
-  if (!dlog.ok()) return dlog.status();
-  if (last) dlog->insert(dlog->begin() + 1, 1);
-  int64_t B = (*ftok)[0], S = (*ftok)[1], V = (*flog)[2];
-  auto mismatch = [&](const std::string& what) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the plan does not follow the generation calling convention: ", what,
-        " (forward tokens ", kiln::ShapeToString(*ftok), ", forward logits ", kiln::ShapeToString(*flog),
-        ", decode tokens ", kiln::ShapeToString(*dtok), ", decode position ", kiln::ShapeToString(*dpos),
-        ", decode logits ", kiln::ShapeToString(*dlog), ")"));
+// Why each row stopped, on stderr; kExitCacheFull when a row ran out of cache.
+int ReportStops(const kiln::GenerateResult& r, const kiln::Generator& gen, const kiln::GenerateOptions& g) {
+  bool full = false;
+  std::vector<std::string> rows;
+  for (size_t i = 0; i < r.stop.size(); ++i) {
+    const auto& toks = r.tokens[i];
+    std::string why;
+    switch (r.stop[i]) {
+      case kiln::StopReason::kEndOfSequence:
+        why = absl::StrCat("end of sequence (token ", toks.back(), ")");
+        break;
+      case kiln::StopReason::kMaxNewTokens:
+        why = absl::StrCat("token budget (", g.max_new_tokens, ")");
+        break;
+      case kiln::StopReason::kCacheFull:
+        full = true;
+        why = absl::StrCat("the KV cache is full (", gen.capacity(), " positions: ", r.stats.prompt_tokens,
+                           " prompt + ", toks.size() - 1, " decoded; compile with a larger --max-seq)");
+        break;
+      case kiln::StopReason::kStopped:
+        why = "stopped";
+        break;
+    }
+    std::string row = r.stop.size() > 1 ? absl::StrCat("row ", i, ": ") : "";
+    rows.push_back(absl::StrCat(row, why, " after ", toks.size(), " token(s)"));
+  }
+  std::fprintf(stderr, "stopped: %s\n", absl::StrJoin(rows, "; ").c_str());
+  return full ? kExitCacheFull : kExitOk;
+}
+
+// --prompt: text in, text streamed out.
+absl::StatusOr<int> RunPrompt(const Options& o, const kiln::Plan& plan, kiln::Generator& gen,
+                              const kiln::Tokenizer& tok) {
+  auto ids = tok.Encode(o.prompt);
+  if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("--prompt: ", ids.status().message()));
+  kiln::GenerateOptions g = MakeGenerateOptions(o, plan);
+  // One prompt; a plan whose batch is fixed gets it in every row (row 0 is shown).
+  std::vector<std::vector<int32_t>> prompts(gen.batch_paddable() ? 1 : static_cast<size_t>(gen.batch()), *ids);
+  kiln::DecodeOptions skip;
+  skip.skip_special_tokens = true;
+  kiln::StreamDecoder stream(tok, skip);
+  absl::Status stream_status;
+  bool printed = false;
+  g.on_token = [&](const kiln::TokenEvent& e) {
+    if (e.row != 0) return kiln::StreamAction::kContinue;
+    bool eos = std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), e.token) != g.eos_token_ids.end();
+    if (eos) return kiln::StreamAction::kStop;  // the other rows too; the end-of-sequence text is not shown
+    auto text = stream.Step(e.token);
+    if (!text.ok()) {
+      stream_status = text.status();
+      return kiln::StreamAction::kStop;
+    }
+    std::fwrite(text->data(), 1, text->size(), stdout);
+    std::fflush(stdout);
+    printed |= !text->empty();
+    return kiln::StreamAction::kContinue;
   };
-  if ((*flog)[0] != B || (*flog)[1] != S) return mismatch("forward logits must be [B, S, V]");
-  if ((*dtok)[0] != B || (*dtok)[1] != 1) return mismatch("decode tokens must be [B, 1]");
-  if ((*dpos)[0] != B) return mismatch("decode position must be [B]");
-  if ((*dlog)[0] != B || (*dlog)[1] != 1 || (*dlog)[2] != V) return mismatch("decode logits must be [B, 1, V]");
-  if (V < 1 || S < 1 || B < 1) return mismatch("B, S and V must be positive");
-  for (const kiln::Function& f : plan.functions())
-    if ((f.name == "forward" && f.inputs.size() != 1) || (f.name == "decode" && f.inputs.size() != 2))
-      return mismatch(absl::StrCat("function '", f.name, "' has other inputs than the convention's"));
+  auto r = gen.Generate(prompts, g);
+  if (printed) std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!r.ok()) return r.status();
+  if (!stream_status.ok()) return absl::InternalError(absl::StrCat("decoding the output: ", stream_status.message()));
+  std::fprintf(stderr, "prompt: %zu tokens\n", ids->size());
+  PrintStats(r->stats);
+  // Row 0's story (other rows of a fixed batch only repeat the prompt).
+  kiln::GenerateResult row0;
+  row0.tokens = {r->tokens[0]};
+  row0.stop = {r->stop[0]};
+  row0.stats = r->stats;
+  return ReportStops(row0, gen, g);
+}
 
-  auto prompt = kiln::ReadNpy(o.inputs[0].second);
-  if (!prompt.ok()) return prompt.status();
-  if (prompt->dtype != DType::kI32 || prompt->shape.size() != 2 || prompt->shape[0] != B)
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": the prompt ", o.inputs[0].second, " is ",
-                                                   kiln::DescribeTensor(prompt->dtype, prompt->shape),
-                                                   ", expected int32 [", B, ", L] with 1 <= L <= ", S));
-  int64_t L = prompt->shape[1];
-  if (L < 1 || L > S)
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": the prompt has ", L,
-                                                   " tokens per row; the plan takes 1 to ", S,
-                                                   " (forward's sequence length)"));
-  const int32_t* pt = prompt->data<int32_t>();
-  for (int64_t i = 0; i < B * L; ++i)
-    if (pt[i] < 0 || pt[i] >= V)
-      return absl::InvalidArgumentError(absl::StrCat(flag, ": prompt token ", pt[i], " at [", i / L, ", ",
-                                                     i % L, "] is outside the vocabulary [0, ", V, ")"));
+// --generate N: token ids in, ids out.
+absl::StatusOr<int> RunGenerate(const Options& o, const kiln::Plan& plan, kiln::Generator& gen,
+                                const kiln::HostTensor& prompt) {
+  kiln::GenerateOptions g = MakeGenerateOptions(o, plan);
+  int64_t rows = prompt.shape[0], L = prompt.shape[1];
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(rows));
+  for (int64_t b = 0; b < rows; ++b)
+    prompts[static_cast<size_t>(b)].assign(prompt.data<int32_t>() + b * L, prompt.data<int32_t>() + (b + 1) * L);
+  auto r = gen.Generate(prompts, g);
+  if (!r.ok()) return r.status();
+  for (size_t b = 0; b < r->tokens.size(); ++b)
+    std::printf("generated[%zu]: %s\n", b, absl::StrJoin(r->tokens[b], " ").c_str());
+  std::fflush(stdout);
+  PrintStats(r->stats);
+  return ReportStops(*r, gen, g);
+}
 
-  size_t logits_index = 0;  // of decode's outputs (Call returns them in spec order)
-  const auto& douts = plan.FindFunction("decode").value()->outputs;
-  for (size_t i = 0; i < douts.size(); ++i)
-    if (douts[i]->name()->str() == "logits") logits_index = i;
-  kiln::HostTensor tok = kiln::MakeTensor(DType::kI32, {B, 1});
-  kiln::HostTensor pos = kiln::MakeTensor(DType::kI32, {B});
-  // decode(tokens, position) -> logits [B, 1, V].
-  auto decode_logits = [&](const std::vector<int32_t>& tokens, int64_t position) -> absl::StatusOr<kiln::HostTensor> {
+// --decode-each: the prompt through decode one position at a time, from a
+// reset state; logits of every position as float32 [B, L, V].
+absl::Status DecodeEach(const Options& o, kiln::Session& session, const kiln::Generator& gen,
+                        const kiln::HostTensor& prompt) {
+  int64_t B = prompt.shape[0], L = prompt.shape[1], V = gen.vocab();
+  if (auto s = session.ResetState(); !s.ok()) return s;
+  size_t logits_index = *session.plan().FindOutput("decode", "logits");
+  kiln::HostTensor all = kiln::MakeTensor(kiln::DType::kF32, {B, L, V});
+  kiln::HostTensor tok = kiln::MakeTensor(kiln::DType::kI32, {B, 1});
+  kiln::HostTensor pos = kiln::MakeTensor(kiln::DType::kI32, {B});
+  auto t0 = Clock::now();
+  for (int64_t p = 0; p < L; ++p) {
     for (int64_t b = 0; b < B; ++b) {
-      tok.data<int32_t>()[b] = tokens[static_cast<size_t>(b)];
-      pos.data<int32_t>()[b] = static_cast<int32_t>(position);
+      tok.data<int32_t>()[b] = prompt.data<int32_t>()[b * L + p];
+      pos.data<int32_t>()[b] = static_cast<int32_t>(p);
     }
     auto out = session.Call("decode", {{"tokens", tok}, {"position", pos}});
     if (!out.ok()) return out.status();
-    return std::move((*out)[logits_index]);
-  };
-  auto decode = [&](const std::vector<int32_t>& tokens, int64_t position) -> absl::StatusOr<std::vector<int32_t>> {
-    auto logits = decode_logits(tokens, position);
-    if (!logits.ok()) return logits.status();
-    return Argmax(*logits, 0);
-  };
-  auto column = [&](int64_t p) {
-    std::vector<int32_t> col(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) col[static_cast<size_t>(b)] = pt[b * L + p];
-    return col;
-  };
-
-  if (!o.decode_each.empty()) {
-    // The prompt through decode, one position at a time, from a reset state;
-    // logits of every position as float32 [B, L, V] (comparable to forward's).
-    if (auto s = session.ResetState(); !s.ok()) return s;
-    kiln::HostTensor all = kiln::MakeTensor(DType::kF32, {B, L, V});
-    auto t0 = Clock::now();
-    for (int64_t p = 0; p < L; ++p) {
-      auto logits = decode_logits(column(p), p);
-      if (!logits.ok()) return logits.status();
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(all.data<float>() + (b * L + p) * V, logits->data<float>() + b * V, 4 * static_cast<size_t>(V));
-    }
-    std::printf("decoded %lld x %lld tokens one at a time in %.3f ms\n", static_cast<long long>(B),
-                static_cast<long long>(L), Ms(Clock::now() - t0));
-    if (auto s = kiln::WriteNpy(o.decode_each, all); !s.ok()) return s;
-    std::printf("logits: %s\n  wrote %s\n", kiln::DescribeTensor(all.dtype, all.shape).c_str(), o.decode_each.c_str());
-    return absl::OkStatus();
+    const kiln::HostTensor& logits = (*out)[logits_index];
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(all.data<float>() + (b * L + p) * V, logits.data<float>() + b * V, 4 * static_cast<size_t>(V));
   }
-
-  // Prefill.
-  if (auto s = session.ResetState(); !s.ok()) return s;
-  std::vector<int32_t> next;
-  auto t0 = Clock::now();
-  const char* how;
-  // A prompt shorter than S goes through forward too when the plan marks
-  // the sequence dimension as one the runtime may pad (dim_symbols).
-  const auto* tok_syms = plan.functions()[0].inputs[0]->dim_symbols();
-  bool seq_paddable = tok_syms && tok_syms->size() == 2 && tok_syms->Get(1) >= 0;
-  if (L == S || seq_paddable) {
-    how = "forward";
-    if (auto s = session.SetInput("forward", "tokens", *prompt); !s.ok()) return s;
-    if (auto s = session.Run("forward"); !s.ok()) return s;
-    auto logits = session.GetOutput("forward", "logits");
-    if (!logits.ok()) return logits.status();
-    next = Argmax(*logits, L - 1);
-  } else {
-    how = "decode, one token at a time";
-    for (int64_t p = 0; p < L; ++p) {
-      auto n = decode(column(p), p);
-      if (!n.ok()) return n.status();
-      next = *n;
-    }
-  }
-  double prefill_ms = Ms(Clock::now() - t0);
-
-  std::vector<std::vector<int32_t>> generated(static_cast<size_t>(B));
-  auto append = [&](const std::vector<int32_t>& t) {
-    for (int64_t b = 0; b < B; ++b) generated[static_cast<size_t>(b)].push_back(t[static_cast<size_t>(b)]);
-  };
-  append(next);
-  std::vector<double> step_ms;
-  int64_t position = L;
-  std::string note;
-  while (static_cast<int>(generated[0].size()) < o.generate) {
-    if (position >= S) {
-      note = absl::StrCat("note: stopped after ", generated[0].size(), " of ", o.generate,
-                          " tokens: position ", position, " reached the forward's sequence length ", S,
-                          " (taken as the state capacity)");
-      break;
-    }
-    auto t1 = Clock::now();
-    auto n = decode(next, position);
-    if (!n.ok()) return n.status();
-    step_ms.push_back(Ms(Clock::now() - t1));
-    next = *n;
-    append(next);
-    ++position;
-  }
-
-  std::printf("prefill: %lld x %lld tokens (%s) in %.3f ms\n", static_cast<long long>(B),
-              static_cast<long long>(L), how, prefill_ms);
-  for (int64_t b = 0; b < B; ++b) {
-    std::string ids;
-    for (int32_t t : generated[static_cast<size_t>(b)]) absl::StrAppend(&ids, ids.empty() ? "" : " ", t);
-    std::printf("generated[%lld]: %s\n", static_cast<long long>(b), ids.c_str());
-  }
-  if (!step_ms.empty()) {
-    double total = 0;
-    for (double t : step_ms) total += t;
-    std::vector<double> sorted = step_ms;
-    std::sort(sorted.begin(), sorted.end());
-    std::printf("decode: %zu step(s), median %.3f ms/token, %.1f tokens/s (batch %lld)\n", step_ms.size(),
-                sorted[sorted.size() / 2], total > 0 ? 1000.0 * static_cast<double>(B) * step_ms.size() / total : 0.0,
-                static_cast<long long>(B));
-  } else {
-    std::printf("decode: 0 steps\n");
-  }
-  if (!note.empty()) std::printf("%s\n", note.c_str());
+  std::printf("decoded %lld x %lld tokens one at a time in %.3f ms\n", static_cast<long long>(B),
+              static_cast<long long>(L), Ms(Clock::now() - t0));
+  if (auto s = kiln::WriteNpy(o.decode_each, all); !s.ok()) return s;
+  std::printf("logits: %s\n  wrote %s\n", kiln::DescribeTensor(all.dtype, all.shape).c_str(), o.decode_each.c_str());
   return absl::OkStatus();
 }
 
-absl::Status Main(int argc, char** argv) {
-  auto opts = ParseArgs(argc, argv);
-  if (!opts.ok()) return opts.status();
-  auto plan = kiln::Plan::Open(opts->plan);
-  if (!plan.ok()) return plan.status();
-
-  kiln::SessionOptions so;
-  so.num_threads = opts->threads;
-  if (opts->generate > 0 || !opts->decode_each.empty()) {
-    auto session = kiln::Session::Create(*plan, opts->device, so);
-    if (!session.ok()) return session.status();
-    return Generate(*opts, **plan, **session);
+// --prompt, --generate, --decode-each.
+Outcome Generation(const Options& o, std::shared_ptr<const kiln::Plan> plan) {
+  const char* mode = o.has_prompt ? "--prompt" : o.generate > 0 ? "--generate" : "--decode-each";
+  std::unique_ptr<kiln::Tokenizer> tok;
+  if (o.has_prompt) {
+    auto t = plan->LoadTokenizer();
+    if (!t.ok()) return Fail(kExitBadPlan, t.status());
+    tok = std::move(*t);
   }
+  kiln::HostTensor prompt;
+  if (!o.has_prompt) {
+    auto p = kiln::ReadNpy(o.inputs[0].second);
+    if (!p.ok()) return Fail(kExitBadInput, p.status());
+    prompt = std::move(*p);
+  }
+  kiln::SessionOptions so;
+  so.num_threads = o.threads;
+  auto session = kiln::Session::Create(plan, o.device, so);
+  if (!session.ok()) return Fail(kExitRunFailed, session.status());
+  auto gen = kiln::Generator::Create(**session);
+  if (!gen.ok()) return Fail(kExitBadPlan, gen.status());
+  if (!o.has_prompt) {
+    int64_t B = (*gen)->batch(), S = (*gen)->max_prompt();
+    if (prompt.dtype != kiln::DType::kI32 || prompt.shape.size() != 2 || prompt.shape[0] != B)
+      return Fail(kExitBadInput, absl::StrCat(mode, ": the prompt ", o.inputs[0].second, " is ",
+                                              kiln::DescribeTensor(prompt.dtype, prompt.shape),
+                                              ", expected int32 [", B, ", L] with 1 <= L <= ", S));
+  }
+  absl::StatusOr<int> code = 0;
+  if (!o.decode_each.empty()) {
+    absl::Status s = DecodeEach(o, **session, **gen, prompt);
+    code = s.ok() ? absl::StatusOr<int>(kExitOk) : absl::StatusOr<int>(s);
+  } else if (o.has_prompt) {
+    code = RunPrompt(o, *plan, **gen, *tok);
+  } else {
+    code = RunGenerate(o, *plan, **gen, prompt);
+  }
+  if (code.ok()) return {*code, ""};
+  // The API refuses bad prompts and options as InvalidArgument; the rest is
+  // the run failing.
+  return Fail(absl::IsInvalidArgument(code.status()) ? kExitBadInput : kExitRunFailed, code.status());
+}
 
-  auto fn = (*plan)->FindFunction(opts->function);
-  if (!fn.ok()) return fn.status();
+// A function run on .npy inputs.
+Outcome RunFunction(const Options& o, std::shared_ptr<const kiln::Plan> plan) {
+  auto fail = [](int code, const absl::Status& s) { return Fail(code, s); };
+  auto fn = plan->FindFunction(o.function);
+  if (!fn.ok()) return fail(kExitBadInput, fn.status());
   const kiln::Function& f = **fn;
-  const std::string& function = opts->function;
+  const std::string& function = o.function;
   std::string of = function == kiln::kForwardFunction ? "" : absl::StrCat(" of function '", function, "'");
 
   // Every input of the function must be given; every --input/--output name must exist.
-  for (const auto& [name, file] : opts->inputs)
-    if (auto s = (*plan)->FindInput(function, name); !s.ok()) return s.status();
-  for (const auto& [name, file] : opts->outputs)
-    if (auto s = (*plan)->FindOutput(function, name); !s.ok()) return s.status();
+  for (const auto& [name, file] : o.inputs)
+    if (auto s = plan->FindInput(function, name); !s.ok()) return fail(kExitBadInput, s.status());
+  for (const auto& [name, file] : o.outputs)
+    if (auto s = plan->FindOutput(function, name); !s.ok()) return fail(kExitBadInput, s.status());
   for (const auto* spec : f.inputs) {
-    bool given = std::any_of(opts->inputs.begin(), opts->inputs.end(),
+    bool given = std::any_of(o.inputs.begin(), o.inputs.end(),
                              [&](const auto& p) { return p.first == spec->name()->str(); });
     if (!given)
-      return absl::InvalidArgumentError(absl::StrCat("missing input '", spec->name()->str(), "'", of,
-                                                     " (give --input ", spec->name()->str(), "=FILE.npy)"));
+      return fail(kExitBadInput, absl::InvalidArgumentError(absl::StrCat(
+                                     "missing input '", spec->name()->str(), "'", of, " (give --input ",
+                                     spec->name()->str(), "=FILE.npy)")));
   }
 
-  auto session = kiln::Session::Create(*plan, opts->device, so);
-  if (!session.ok()) return session.status();
-  for (const auto& [name, file] : opts->inputs) {
+  kiln::SessionOptions so;
+  so.num_threads = o.threads;
+  auto session = kiln::Session::Create(plan, o.device, so);
+  if (!session.ok()) return fail(kExitRunFailed, session.status());
+  for (const auto& [name, file] : o.inputs) {
     auto t = kiln::ReadNpy(file);
-    if (!t.ok()) return t.status();
+    if (!t.ok()) return fail(kExitBadInput, t.status());
     // numpy has no e4m3: an e4m3 input is given as its raw bytes (uint8).
     if (t->dtype == kiln::DType::kU8) {
-      auto idx = (*plan)->FindInput(function, name);
+      auto idx = plan->FindInput(function, name);
       if (idx.ok() && static_cast<kiln::DType>(f.inputs[*idx]->dtype()) == kiln::DType::kF8E4M3)
         t->dtype = kiln::DType::kF8E4M3;
     }
-    if (auto s = (*session)->SetInput(function, name, *t); !s.ok()) return s;
+    if (auto s = (*session)->SetInput(function, name, *t); !s.ok()) return fail(kExitBadInput, s);
   }
 
   std::vector<double> times;
-  for (int r = 0; r < opts->repeat; ++r) {
+  for (int r = 0; r < o.repeat; ++r) {
     auto t0 = Clock::now();
-    if (auto s = (*session)->Run(function); !s.ok()) return s;
+    if (auto s = (*session)->Run(function); !s.ok()) return fail(kExitRunFailed, s);
     times.push_back(Ms(Clock::now() - t0));
   }
   std::sort(times.begin(), times.end());
-  std::printf("ran %s%s on %s: %d run(s), median %.3f ms, min %.3f ms\n", opts->plan.c_str(),
+  std::printf("ran %s%s on %s: %d run(s), median %.3f ms, min %.3f ms\n", o.plan.c_str(),
               function == kiln::kForwardFunction ? "" : absl::StrCat(" (function ", function, ")").c_str(),
-              kiln::DeviceName(opts->device), opts->repeat, times[times.size() / 2], times[0]);
+              kiln::DeviceName(o.device), o.repeat, times[times.size() / 2], times[0]);
 
   // Summaries for every output; files for the requested ones.
   for (const auto* spec : f.outputs) {
     std::string name = spec->name()->str();
     auto t = (*session)->GetOutput(function, name);
-    if (!t.ok()) return t.status();
-    PrintTensor(name, *t, opts->print);
-    for (const auto& [oname, file] : opts->outputs) {
+    if (!t.ok()) return fail(kExitRunFailed, t.status());
+    PrintTensor(name, *t, o.print);
+    for (const auto& [oname, file] : o.outputs) {
       if (oname != name) continue;
       // e4m3 outputs are written as their raw bytes (uint8 .npy).
       kiln::HostTensor out = *t;
       if (out.dtype == kiln::DType::kF8E4M3) out.dtype = kiln::DType::kU8;
-      if (auto s = kiln::WriteNpy(file, out); !s.ok()) return s;
+      if (auto s = kiln::WriteNpy(file, out); !s.ok()) return fail(kExitRunFailed, s);
       std::printf("  wrote %s\n", file.c_str());
     }
   }
-  return absl::OkStatus();
+  return {};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::Status s = Main(argc, argv);
-  if (!s.ok()) {
-    std::fprintf(stderr, "kiln-run: error: %s\n", std::string(s.message()).c_str());
-    if (s.message().find("usage") == absl::string_view::npos && argc < 2) std::fputs(kUsage, stderr);
-    return 1;
+  auto opts = ParseArgs(argc, argv);
+  if (!opts.ok()) {
+    std::fprintf(stderr, "kiln-run: error: %s\nRun 'kiln-run --help' for the options.\n",
+                 std::string(opts.status().message()).c_str());
+    return kExitUsage;
   }
-  return 0;
+  Outcome out;
+  auto plan = kiln::Plan::Open(opts->plan);
+  if (!plan.ok())
+    out = Fail(kExitBadPlan, plan.status());
+  else if (opts->generate > 0 || opts->has_prompt || !opts->decode_each.empty())
+    out = Generation(*opts, *plan);
+  else
+    out = RunFunction(*opts, *plan);
+  if (!out.error.empty()) std::fprintf(stderr, "kiln-run: error: %s\n", out.error.c_str());
+  return out.code;
 }

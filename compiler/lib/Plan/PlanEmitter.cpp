@@ -774,6 +774,20 @@ emitPlan(ModuleOp module, const KernelTable &table,
   auto outputsOff = fbb.CreateVector(mainSpecs->outputs);
   auto weightsOff = fbb.CreateVector(fbWeights);
   auto functionsOff = fbb.CreateVector(fbFunctions);
+  flatbuffers::Offset<fb::TokenizerData> tokenizerOff = 0;
+  flatbuffers::Offset<fb::GenerationConfig> generationOff = 0;
+  if (const GenerationAssets *g = opts.generation) {
+    if (g->tokenizerJson) {
+      auto bytes = fbb.CreateVector(
+          reinterpret_cast<const uint8_t *>(g->tokenizerJson->data()),
+          g->tokenizerJson->size());
+      tokenizerOff = fb::CreateTokenizerData(
+          fbb, bytes, fbb.CreateString(g->tokenizerSource));
+    }
+    generationOff = fb::CreateGenerationConfigDirect(
+        fbb, &g->eosTokenIds, g->bosTokenId, g->eosSource.c_str(),
+        g->bosSource.c_str(), g->doSample, g->temperature, g->topK, g->topP);
+  }
   fb::PlanBuilder pb(fbb);
   static_assert(kPlanFormatWritten == fb::kFormatVersion,
                 "Plan.h and plan_support.h disagree on the format");
@@ -792,6 +806,8 @@ emitPlan(ModuleOp module, const KernelTable &table,
   pb.add_provenance(prov);
   pb.add_state_size(stateSize);
   pb.add_functions(functionsOff);
+  pb.add_tokenizer(tokenizerOff);
+  pb.add_generation(generationOff);
   fb::FinishPlanBuffer(fbb, pb.Finish());
   std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
                              fbb.GetBufferPointer() + fbb.GetSize());

@@ -18,8 +18,8 @@
 // keep their contents across calls (a KV cache). They are zeroed when the
 // session is created and by Session::ResetState().
 //
-// Generation calling convention (used by `kiln-run --generate`): a plan that
-// supports greedy decoding has
+// Generation calling convention (kiln/generate.h, `kiln-run --prompt` and
+// `--generate`): a plan that supports decoding has
 //   forward: input  tokens  int32   [B, S]
 //            output logits  float32 [B, V]      (of the last position given; fills
 //                                                the state for positions 0..S-1)
@@ -36,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -45,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "kiln/dtype.h"
 #include "kiln/tensor.h"
+#include "kiln/tokenizer.h"
 
 namespace kiln {
 namespace plan {
@@ -58,7 +60,23 @@ inline constexpr char kPlanFileIdentifier[] = "KPLN";
 // The name of the top-level entry point.
 inline constexpr char kForwardFunction[] = "forward";
 
+// Kiln's version ("0.1.0"), the project's.
+const char* Version();
+
 class MappedFile;
+
+// The generation defaults a plan records from its checkpoint (Plan.generation:
+// generation_config.json, else config.json; see docs/generation.md).
+struct GenerationDefaults {
+  std::vector<int32_t> eos_token_ids;  // stop tokens; empty: none known
+  int32_t bos_token_id = -1;           // -1: none given
+  std::string eos_source, bos_source;  // the file each came from
+  // Sampling (transformers' defaults where generation_config.json is silent).
+  bool do_sample = false;              // false: greedy
+  float temperature = 1.0f;
+  int32_t top_k = 50;
+  float top_p = 1.0f;
+};
 
 // The bytes of one weight, resolved to host memory (packed in the plan or
 // mmapped from an external file). Valid while the Plan lives.
@@ -67,13 +85,34 @@ struct WeightView {
   uint64_t size = 0;
 };
 
+// A named input or output of a function, described without the plan schema's
+// generated types.
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;  // the maximum shape
+  // Per dimension: -1 when fixed, or a symbol s >= 0 for a dimension the
+  // caller may give smaller (the batch, the sequence); dimensions with the
+  // same symbol take the same size in a call. Outputs carrying a symbol come
+  // back at the size given.
+  std::vector<int32_t> dim_symbols;
+  // Integer inputs that index memory (token ids, cache positions): every
+  // value must lie in [value_min, value_max].
+  bool has_value_range = false;
+  int64_t value_min = 0, value_max = 0;
+};
+
 // One entry point of a verified plan: the top-level "forward" or an entry of
-// Plan.functions. Pointers into the plan's flatbuffer; valid while the Plan lives.
+// Plan.functions. `launches`, `inputs` and `outputs` point into the plan's
+// flatbuffer (plan_generated.h); `input_info` and `output_info` describe the
+// same tensors without it. Valid while the Plan lives.
 struct Function {
   std::string name;
   std::vector<const plan::Launch*> launches;
   std::vector<const plan::TensorSpec*> inputs;
   std::vector<const plan::TensorSpec*> outputs;
+  std::vector<TensorInfo> input_info;
+  std::vector<TensorInfo> output_info;
 };
 
 // A verified, immutable plan. Thread-safe; share it between sessions.
@@ -120,6 +159,13 @@ class Plan {
   absl::StatusOr<size_t> FindOutput(std::string_view name) const;
   absl::StatusOr<size_t> FindInput(std::string_view function, std::string_view name) const;
   absl::StatusOr<size_t> FindOutput(std::string_view function, std::string_view name) const;
+
+  // The tokenizer the plan carries (the checkpoint's tokenizer.json, embedded
+  // by kiln-compile), or a NotFound error saying the plan has none.
+  bool HasTokenizer() const;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() const;
+  // The checkpoint's generation defaults, when the plan records them.
+  std::optional<GenerationDefaults> Generation() const;
 
  private:
   Plan() = default;
@@ -187,6 +233,9 @@ class Session {
   // SetInput for every (name, tensor) pair (each input of the function must be
   // given exactly once), Run, then every output in the function's spec order.
   absl::StatusOr<std::vector<HostTensor>> Call(
+      std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs);
+  // Call, with the outputs by name: (*out).at("logits").
+  absl::StatusOr<std::map<std::string, HostTensor>> CallByName(
       std::string_view function, const std::vector<std::pair<std::string, HostTensor>>& inputs);
   // Zeroes every state buffer (the arena region [0, state_size)).
   absl::Status ResetState();

@@ -3,6 +3,7 @@
 #define KILN_COMPILER_PLAN_H
 
 #include "kiln/Compiler/Codegen.h"
+#include "kiln/Compiler/GenerationAssets.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
@@ -54,6 +55,9 @@ struct PlanOptions {
   std::string sourcePath;
   std::string sourceHash;
   int64_t createdUnix = 0;
+  /// The checkpoint's tokenizer and generation defaults (Plan.tokenizer,
+  /// Plan.generation); null for models without them (.mlir).
+  const GenerationAssets *generation = nullptr;
 };
 
 /// Serializes a kernel-level module (@forward and optional @decode) into
