@@ -96,6 +96,12 @@ struct TWeight {
   std::string path;  // external
   uint64_t ext_offset = 0, ext_size = 0, file_size = 0, xxh64 = 0;
 };
+struct TWeightFile {
+  std::string path;
+  uint64_t size = 0, sample_bytes = 0;
+  uint32_t sample_count = 0;
+  uint64_t sample_xxh64 = 0;
+};
 struct TPlan {
   uint32_t format_version = 2;
   std::vector<TExecutable> executables;
@@ -108,6 +114,7 @@ struct TPlan {
   std::string weight_data;
   uint64_t state_size = 0;
   std::vector<TFunction> functions;
+  std::vector<TWeightFile> weight_files;
 };
 
 // The plan file: the FlatBuffer (executable checksums computed) and the

@@ -54,6 +54,8 @@ struct PlanOptions {
   std::string sourcePath;
   std::string sourceHash;
   int64_t createdUnix = 0;
+  int hashThreads = 0; ///< threads hashing the weights (0: the hardware's)
+  bool quiet = false;  ///< no progress report on stderr
 };
 
 /// Serializes a kernel-level module (@forward and optional @decode) into
