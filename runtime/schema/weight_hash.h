@@ -19,6 +19,7 @@
 #include <mutex>
 #include <numeric>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "plan_support.h"
@@ -42,14 +43,28 @@ inline uint64_t SampleOffset(uint64_t size, uint64_t chunk, uint32_t count, uint
   return static_cast<uint64_t>(span * i / (count - 1));
 }
 
+// Whether a file of `size` bytes is hashed whole rather than sampled.
+inline bool HashedWhole(uint64_t size, uint64_t chunk, uint32_t count) {
+  return chunk == 0 || count == 0 || size <= chunk * count;
+}
+
+// The byte ranges [offset, offset + length) SampledXxh64 reads, in order
+// (to prefetch them all before hashing any).
+inline std::vector<std::pair<uint64_t, uint64_t>> SampleRanges(uint64_t size, uint64_t chunk, uint32_t count) {
+  if (HashedWhole(size, chunk, count)) return {{0, size}};
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (uint32_t i = 0; i < count; ++i) out.push_back({SampleOffset(size, chunk, count, i), chunk});
+  return out;
+}
+
 // The identity of the `size` bytes at `file`: XXH64 of the whole file when it
 // is at most count x chunk bytes, else of the `count` chunks of `chunk` bytes
 // at SampleOffset, chained (each chunk's hash seeds the next); seeded with
 // the size either way.
 inline uint64_t SampledXxh64(const uint8_t* file, uint64_t size, uint64_t chunk, uint32_t count) {
-  if (chunk == 0 || count == 0 || size <= chunk * count) return Xxh64(file, size, size);
+  if (HashedWhole(size, chunk, count)) return Xxh64(file, size, size);
   uint64_t h = size;
-  for (uint32_t i = 0; i < count; ++i) h = Xxh64(file + SampleOffset(size, chunk, count, i), chunk, h);
+  for (const auto& [offset, length] : SampleRanges(size, chunk, count)) h = Xxh64(file + offset, length, h);
   return h;
 }
 

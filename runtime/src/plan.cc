@@ -724,6 +724,12 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
     std::vector<WeightView> views;
     std::vector<uint32_t> unidentified;  // weights in files without a recorded identity
     std::map<std::string, MappedFile*> files;  // by full path: files are shared between weights
+    struct Identify {
+      const MappedFile* file;
+      const plan::WeightFile* recorded;
+      std::string where, full;  // the first weight in the file, for errors; its path
+    };
+    std::vector<Identify> to_identify;
     for (uint32_t w = 0; w < Len(p.weights()); ++w) {
       const plan::Weight* wt = p.weights()->Get(w);
       if (wt->packed()) {
@@ -761,17 +767,26 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
       if (id == identities.end()) {
         unidentified.push_back(w);
       } else if (first_use) {
-        const plan::WeightFile& wf = *id->second;
-        uint64_t h = plan::SampledXxh64(file->data(), file->size(), wf.sample_bytes(), wf.sample_count());
-        if (h != wf.sample_xxh64()) {
-          weights_status_ = absl::FailedPreconditionError(absl::StrCat(
-              where, ": file changed since compile (its sampled contents differ: XXH64 of ", wf.sample_count(),
-              " chunks of ", wf.sample_bytes(), " bytes is ", Hex(h), ", the plan records ", Hex(wf.sample_xxh64()),
-              "; the file was replaced or rewritten) [", full, "]"));
-          return;
-        }
+        to_identify.push_back({file, id->second, where, full});
       }
       views.push_back({file->data() + ext->offset(), ext->size()});
+    }
+    // Identities: every sampled range of every file prefetched first, so that
+    // the disk reads them concurrently, then hashed in plan order.
+    for (const Identify& f : to_identify)
+      for (const auto& [offset, length] :
+           plan::SampleRanges(f.file->size(), f.recorded->sample_bytes(), f.recorded->sample_count()))
+        f.file->Prefetch(offset, length);
+    for (const Identify& f : to_identify) {
+      const plan::WeightFile& wf = *f.recorded;
+      uint64_t h = plan::SampledXxh64(f.file->data(), f.file->size(), wf.sample_bytes(), wf.sample_count());
+      if (h != wf.sample_xxh64()) {
+        weights_status_ = absl::FailedPreconditionError(absl::StrCat(
+            f.where, ": file changed since compile (its sampled contents differ: XXH64 of ", wf.sample_count(),
+            " chunks of ", wf.sample_bytes(), " bytes is ", Hex(h), ", the plan records ", Hex(wf.sample_xxh64()),
+            "; the file was replaced or rewritten) [", f.full, "]"));
+        return;
+      }
     }
     if (!unidentified.empty()) {
       weights_status_ = HashWeights(p, unidentified, views, base_dir_, {});
