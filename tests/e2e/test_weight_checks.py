@@ -85,6 +85,20 @@ class WeightChecks(unittest.TestCase):
     def verify(self, *flags):
         return run([tool("kiln-verify"), self.plan, *flags], check=False)
 
+    def test_compiling_a_small_checkpoint_is_quiet(self):
+        # Progress is reported every 2 s of hashing: never for a small model.
+        out = os.path.join(self.tmp, "quiet.kplan")
+        for flags in ((), ("--quiet", "--hash-threads=1")):
+            p = run([tool("kiln-compile"), self.ckpt, "-o", out, "--max-batch=1", "--max-seq=4", *flags])
+            self.assertEqual(p.stderr, "", flags)
+        self.assertEqual(run([tool("kiln-compile"), self.ckpt, "-o", out, "--hash-threads=-1"],
+                             check=False).returncode, 2)
+        # The hashes do not depend on the threads: the same weights either way.
+        weights = lambda: json.loads(run([tool("kiln-inspect"), out, "--json"]).stdout)["weights"]  # noqa: E731
+        one = weights()
+        run([tool("kiln-compile"), self.ckpt, "-o", out, "--max-batch=1", "--max-seq=4", "--hash-threads=3"])
+        self.assertEqual(weights(), one)
+
     def test_identity_recorded_per_file(self):
         files = json.loads(run([tool("kiln-inspect"), self.plan, "--json"]).stdout)["weights"]["files"]
         self.assertEqual(sorted(os.path.basename(f["path"]) for f in files), self.shards)
