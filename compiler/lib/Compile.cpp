@@ -465,6 +465,8 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
            << "cannot resolve -o " << opts.output << ": " << ec.message();
   popts.planPath = planPath.str().str();
   popts.embedWeights = opts.embedWeights;
+  popts.hashThreads = opts.threads;
+  popts.quiet = opts.quiet;
   popts.name = llvm::sys::path::stem(opts.input).str();
   popts.compilerVersion = compilerVersion();
   popts.flags = opts.commandLine;

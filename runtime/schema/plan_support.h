@@ -51,33 +51,39 @@ inline uint64_t Merge(uint64_t acc, uint64_t v) {
   acc ^= Round(0, v);
   return acc * kP1 + kP4;
 }
-}  // namespace xxh64_detail
-
-// XXH64 of `size` bytes at `data` with `seed`.
-inline uint64_t Xxh64(const void* data, size_t size, uint64_t seed = 0) {
-  using namespace xxh64_detail;
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  const uint8_t* end = p + size;
+// The four accumulators over whole 32-byte stripes: consumes the largest
+// multiple of 32 bytes of [p, p + size); returns the bytes consumed.
+inline size_t Stripes(uint64_t v[4], const uint8_t* p, size_t size) {
+  size_t n = size / 32 * 32;
+  uint64_t v1 = v[0], v2 = v[1], v3 = v[2], v4 = v[3];  // in registers: p may alias v
+  for (const uint8_t* end = p + n; p < end; p += 32) {
+    v1 = Round(v1, Read64(p));
+    v2 = Round(v2, Read64(p + 8));
+    v3 = Round(v3, Read64(p + 16));
+    v4 = Round(v4, Read64(p + 24));
+  }
+  v[0] = v1, v[1] = v2, v[2] = v3, v[3] = v4;
+  return n;
+}
+inline void InitStripes(uint64_t v[4], uint64_t seed) {
+  v[0] = seed + kP1 + kP2;
+  v[1] = seed + kP2;
+  v[2] = seed;
+  v[3] = seed - kP1;
+}
+// The digest of `total` bytes: the accumulators (when total >= 32) and the
+// last total % 32 bytes at `tail`.
+inline uint64_t Finish(const uint64_t v[4], uint64_t seed, uint64_t total, const uint8_t* p,
+                       size_t tail) {
+  const uint8_t* end = p + tail;
   uint64_t acc;
-  if (size >= 32) {
-    uint64_t v1 = seed + kP1 + kP2, v2 = seed + kP2, v3 = seed, v4 = seed - kP1;
-    const uint8_t* limit = end - 32;
-    do {
-      v1 = Round(v1, Read64(p));
-      v2 = Round(v2, Read64(p + 8));
-      v3 = Round(v3, Read64(p + 16));
-      v4 = Round(v4, Read64(p + 24));
-      p += 32;
-    } while (p <= limit);
-    acc = Rotl(v1, 1) + Rotl(v2, 7) + Rotl(v3, 12) + Rotl(v4, 18);
-    acc = Merge(acc, v1);
-    acc = Merge(acc, v2);
-    acc = Merge(acc, v3);
-    acc = Merge(acc, v4);
+  if (total >= 32) {
+    acc = Rotl(v[0], 1) + Rotl(v[1], 7) + Rotl(v[2], 12) + Rotl(v[3], 18);
+    for (int i = 0; i < 4; ++i) acc = Merge(acc, v[i]);
   } else {
     acc = seed + kP5;
   }
-  acc += static_cast<uint64_t>(size);
+  acc += total;
   for (; p + 8 <= end; p += 8) {
     acc ^= Round(0, Read64(p));
     acc = Rotl(acc, 27) * kP1 + kP4;
@@ -98,6 +104,49 @@ inline uint64_t Xxh64(const void* data, size_t size, uint64_t seed = 0) {
   acc ^= acc >> 32;
   return acc;
 }
+}  // namespace xxh64_detail
+
+// XXH64 of `size` bytes at `data` with `seed`.
+inline uint64_t Xxh64(const void* data, size_t size, uint64_t seed = 0) {
+  using namespace xxh64_detail;
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  uint64_t v[4];
+  InitStripes(v, seed);
+  size_t n = size >= 32 ? Stripes(v, p, size) : 0;
+  return Finish(v, seed, size, p + n, size - n);
+}
+
+// XXH64 fed in pieces: the same digest as Xxh64 over their concatenation
+// (for progress reports while a large range is hashed).
+class Xxh64State {
+ public:
+  explicit Xxh64State(uint64_t seed = 0) : seed_(seed) { xxh64_detail::InitStripes(v_, seed); }
+  void Update(const void* data, size_t size) {
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    total_ += size;
+    if (buffered_ > 0) {  // complete the buffered stripe first
+      size_t take = size < 32 - buffered_ ? size : 32 - buffered_;
+      std::memcpy(buffer_ + buffered_, p, take);
+      buffered_ += take;
+      p += take;
+      size -= take;
+      if (buffered_ < 32) return;
+      xxh64_detail::Stripes(v_, buffer_, 32);
+      buffered_ = 0;
+    }
+    size_t n = xxh64_detail::Stripes(v_, p, size);
+    std::memcpy(buffer_, p + n, size - n);
+    buffered_ = size - n;
+  }
+  uint64_t Digest() const { return xxh64_detail::Finish(v_, seed_, total_, buffer_, buffered_); }
+
+ private:
+  uint64_t seed_;
+  uint64_t v_[4];
+  uint64_t total_ = 0;
+  uint8_t buffer_[32] = {};
+  size_t buffered_ = 0;
+};
 
 // The checksum trailer: XXH64 of everything before it, then the magic.
 constexpr size_t kTrailerSize = 16;

@@ -19,6 +19,7 @@ using CUcontext = struct CUctx_st*;
 using CUmodule = struct CUmod_st*;
 using CUfunction = struct CUfunc_st*;
 using CUstream = struct CUstream_st*;
+using CUevent = struct CUevent_st*;
 using CUjit_option = int;
 
 inline constexpr CUresult CUDA_SUCCESS = 0;
@@ -48,6 +49,16 @@ inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
   X(cuMemsetD8_v2, (CUdeviceptr ptr, unsigned char value, size_t count))                   \
   X(cuMemcpyHtoD_v2, (CUdeviceptr dst, const void* src, size_t size))                      \
   X(cuMemcpyDtoH_v2, (void* dst, CUdeviceptr src, size_t size))                            \
+  X(cuMemAllocHost_v2, (void** ptr, size_t size))                                          \
+  X(cuMemFreeHost, (void* ptr))                                                            \
+  X(cuMemcpyHtoDAsync_v2, (CUdeviceptr dst, const void* src, size_t size, CUstream stream)) \
+  X(cuStreamCreate, (CUstream * stream, unsigned int flags))                               \
+  X(cuStreamSynchronize, (CUstream stream))                                                \
+  X(cuStreamDestroy_v2, (CUstream stream))                                                 \
+  X(cuEventCreate, (CUevent * event, unsigned int flags))                                  \
+  X(cuEventRecord, (CUevent event, CUstream stream))                                       \
+  X(cuEventSynchronize, (CUevent event))                                                   \
+  X(cuEventDestroy_v2, (CUevent event))                                                    \
   X(cuLaunchKernel, (CUfunction fn, unsigned int gx, unsigned int gy, unsigned int gz,     \
                      unsigned int bx, unsigned int by, unsigned int bz,                    \
                      unsigned int shared_bytes, CUstream stream, void** params,            \

@@ -1,6 +1,7 @@
-// CUDA executor: one device arena (cuMemAlloc), weights copied to the device
-// once, the module loaded from the cubin (or PTX), launches enqueued on the
-// default stream.
+// CUDA executor: one device arena (cuMemAlloc), the weights in one device
+// allocation copied once in large chunks (weight_upload.h), the module loaded
+// from the cubin (or PTX), launches enqueued on the default stream.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -8,6 +9,7 @@
 #include "backend.h"
 #include "cuda_driver.h"
 #include "plan_support.h"
+#include "weight_upload.h"
 
 namespace kiln {
 
@@ -36,6 +38,7 @@ class CudaBackend final : public Backend {
     cu_->cuCtxSetCurrent(ctx_);
     if (module_) cu_->cuModuleUnload(module_);
     for (CUdeviceptr p : weight_allocs_) cu_->cuMemFree_v2(p);
+    if (weights_) cu_->cuMemFree_v2(weights_);
     if (arena_) cu_->cuMemFree_v2(arena_);
     cu_->cuDevicePrimaryCtxRelease_v2(device_);
   }
@@ -105,15 +108,10 @@ class CudaBackend final : public Backend {
       KILN_CU(cu_->cuMemAlloc_v2(&arena_, arena_size), "cuMemAlloc (arena)");
       KILN_CU(cu_->cuMemsetD8_v2(arena_, 0, arena_size), "cuMemsetD8 (arena)");
     }
+    if (auto s = UploadWeights(weights); !s.ok()) return s;
     std::vector<CUdeviceptr> weight_ptrs(weights.size(), 0);
-    for (size_t w = 0; w < weights.size(); ++w) {
-      if (weights[w].size == 0) continue;
-      CUdeviceptr p = 0;
-      KILN_CU(cu_->cuMemAlloc_v2(&p, weights[w].size), "cuMemAlloc (weight)");
-      weight_allocs_.push_back(p);
-      KILN_CU(cu_->cuMemcpyHtoD_v2(p, weights[w].data, weights[w].size), "cuMemcpyHtoD (weight)");
-      weight_ptrs[w] = p;
-    }
+    for (size_t w = 0; w < weights.size(); ++w)
+      if (weights[w].size > 0) weight_ptrs[w] = weights_ + layout_.offsets[w];
     const auto* buffers = plan.fb().buffers();
     for (uint32_t b = 0; b < (buffers ? buffers->size() : 0); ++b) {
       const plan::Buffer* buf = buffers->Get(b);
@@ -132,6 +130,60 @@ class CudaBackend final : public Backend {
       addresses_.push_back(buf->kind() == plan::BufferKind::weight ? weight_ptrs[buf->weight()]
                                                                    : arena_ + buf->offset());
     }
+    return absl::OkStatus();
+  }
+
+  // Every weight into one allocation (256-aligned offsets), in chunks of
+  // kUploadChunk bytes through two pinned staging buffers: the host fills one
+  // while the other is copied (cuMemcpyHtoDAsync), one copy per chunk. Without
+  // pinned memory, one pageable buffer and synchronous copies.
+  absl::Status UploadWeights(const std::vector<WeightView>& weights) {
+    constexpr uint64_t kUploadChunk = 64ull << 20;
+    std::vector<uint64_t> sizes;
+    for (const WeightView& w : weights) sizes.push_back(w.size);
+    layout_ = LayOutWeights(sizes, 256);
+    if (layout_.total == 0) return absl::OkStatus();
+    KILN_CU(cu_->cuMemAlloc_v2(&weights_, layout_.total),
+            absl::StrCat("cuMemAlloc (weights, ", layout_.total, " bytes)"));
+    uint64_t chunk = std::min(kUploadChunk, layout_.total);
+    uint64_t chunks = (layout_.total + chunk - 1) / chunk;
+    struct Staging {
+      const Driver* cu;
+      void* pinned[2] = {nullptr, nullptr};
+      CUstream stream = nullptr;
+      CUevent copied[2] = {nullptr, nullptr};
+      ~Staging() {
+        if (stream) cu->cuStreamSynchronize(stream);
+        for (CUevent e : copied)
+          if (e) cu->cuEventDestroy_v2(e);
+        if (stream) cu->cuStreamDestroy_v2(stream);
+        for (void* p : pinned)
+          if (p) cu->cuMemFreeHost(p);
+      }
+    } st{cu_};
+    bool pinned = cu_->cuMemAllocHost_v2(&st.pinned[0], chunk) == CUDA_SUCCESS &&
+                  (chunks == 1 || cu_->cuMemAllocHost_v2(&st.pinned[1], chunk) == CUDA_SUCCESS);
+    if (!pinned) {
+      std::vector<uint8_t> pageable(chunk);
+      for (uint64_t c = 0; c < chunks; ++c) {
+        uint64_t n = FillChunk(layout_, weights, c, chunk, pageable.data());
+        KILN_CU(cu_->cuMemcpyHtoD_v2(weights_ + c * chunk, pageable.data(), n), "cuMemcpyHtoD (weights)");
+      }
+      return absl::OkStatus();
+    }
+    KILN_CU(cu_->cuStreamCreate(&st.stream, 0), "cuStreamCreate (weight upload)");
+    for (CUevent& e : st.copied) KILN_CU(cu_->cuEventCreate(&e, 0), "cuEventCreate (weight upload)");
+    for (uint64_t c = 0; c < chunks; ++c) {
+      int b = static_cast<int>(c % 2);
+      // Staging buffer b is free once its previous chunk's copy is done.
+      if (c >= 2) KILN_CU(cu_->cuEventSynchronize(st.copied[b]), "cuEventSynchronize (weight upload)");
+      auto* staging = static_cast<uint8_t*>(st.pinned[b]);
+      uint64_t n = FillChunk(layout_, weights, c, chunk, staging);
+      KILN_CU(cu_->cuMemcpyHtoDAsync_v2(weights_ + c * chunk, staging, n, st.stream),
+              "cuMemcpyHtoDAsync (weights)");
+      KILN_CU(cu_->cuEventRecord(st.copied[b], st.stream), "cuEventRecord (weight upload)");
+    }
+    KILN_CU(cu_->cuStreamSynchronize(st.stream), "cuStreamSynchronize (weight upload)");
     return absl::OkStatus();
   }
 
@@ -204,7 +256,9 @@ class CudaBackend final : public Backend {
   std::vector<CUfunction> functions_;
   std::vector<uint32_t> block_x_;
   CUdeviceptr arena_ = 0;
-  std::vector<CUdeviceptr> weight_allocs_;
+  CUdeviceptr weights_ = 0;  // every weight, at layout_.offsets
+  WeightLayout layout_;
+  std::vector<CUdeviceptr> weight_allocs_;  // weight tables
   std::vector<CUdeviceptr> addresses_;
 };
 

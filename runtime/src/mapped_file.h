@@ -21,6 +21,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Asks the kernel to read [offset, offset + size) ahead (madvise
+  // MADV_WILLNEED; returns at once): many prefetched ranges are read from
+  // the disk concurrently instead of one page fault at a time. A hint only.
+  void Prefetch(uint64_t offset, uint64_t size) const;
 
  private:
   MappedFile() = default;

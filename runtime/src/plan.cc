@@ -16,6 +16,7 @@
 #include "mapped_file.h"
 #include "plan_generated.h"
 #include "plan_support.h"
+#include "weight_hash.h"
 
 namespace kiln {
 
@@ -478,6 +479,34 @@ absl::Status CheckSemantics(const plan::Plan& p) {
             ") lies outside the file ('", ext->path()->str(), "', ", ext->file_size(), " bytes)"));
     }
   }
+  // Weight file identities: one per path, sampling within limits, sized as
+  // the weights that refer to the file say.
+  std::map<std::string, uint32_t> file_index;
+  for (uint32_t f = 0; f < Len(p.weight_files()); ++f) {
+    const plan::WeightFile* wf = p.weight_files()->Get(f);
+    std::string where = absl::StrCat("weight file ", f, " ('", wf->path()->str(), "')");
+    if (wf->path()->size() == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": empty path"));
+    if (auto [it, fresh] = file_index.emplace(wf->path()->str(), f); !fresh)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate path (also weight file ", it->second, ")"));
+    if (wf->sample_bytes() == 0 || wf->sample_bytes() > plan::kMaxSampleBytes || wf->sample_count() == 0 ||
+        wf->sample_count() > plan::kMaxSampleCount)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": sampling ", wf->sample_count(), " chunks of ",
+                                                     wf->sample_bytes(), " bytes is outside [1, ",
+                                                     plan::kMaxSampleCount, "] chunks of [1, ",
+                                                     plan::kMaxSampleBytes, "] bytes"));
+  }
+  for (uint32_t w = 0; w < nweights; ++w) {
+    const plan::ExternalData* ext = p.weights()->Get(w)->external();
+    if (p.weights()->Get(w)->packed() || !ext) continue;
+    auto it = file_index.find(ext->path()->str());
+    if (it == file_index.end()) continue;  // no identity recorded: hashed in full
+    uint64_t size = p.weight_files()->Get(it->second)->size();
+    if (size != ext->file_size())
+      return absl::InvalidArgumentError(absl::StrCat("weight ", w, " ('", p.weights()->Get(w)->name()->str(),
+                                                     "'): its file '", ext->path()->str(), "' has ",
+                                                     ext->file_size(), " bytes, but weight file ", it->second,
+                                                     " records ", size));
+  }
 
   // State region.
   if (p.state_size() > p.arena_size())
@@ -689,10 +718,57 @@ absl::StatusOr<std::shared_ptr<const Plan>> Plan::Finish(std::unique_ptr<Plan> p
   return std::shared_ptr<const Plan>(std::move(p));
 }
 
+namespace {
+// The path of an external weight's file: ExternalData.path, relative to the
+// plan's directory unless absolute.
+std::string ExternalPath(const plan::ExternalData& ext, const std::string& base_dir) {
+  std::string rel = ext.path()->str();
+  return (!rel.empty() && rel[0] == '/') ? rel : base_dir + "/" + rel;
+}
+
+std::string WeightWhere(const plan::Weight& wt) {
+  return absl::StrCat("weight '", wt.name()->str(), "' in ", wt.external()->path()->str());
+}
+
+// XXH64 of the given weights' bytes against the plan: the first mismatch in
+// plan order, with the count, or OK.
+absl::Status HashWeights(const plan::Plan& p, const std::vector<uint32_t>& which,
+                         const std::vector<WeightView>& views, const std::string& base_dir,
+                         const WeightVerifyOptions& options) {
+  std::vector<plan::HashJob> jobs;
+  for (uint32_t w : which) jobs.push_back({views[w].data, views[w].size});
+  std::function<void(const plan::HashProgress&)> progress;
+  if (options.progress)
+    progress = [&](const plan::HashProgress& pr) { options.progress(pr.done_bytes, pr.total_bytes); };
+  std::vector<uint64_t> hashes =
+      plan::ParallelXxh64(jobs, options.num_threads, progress, options.progress_interval_s);
+  size_t bad = 0, first = 0;
+  for (size_t i = which.size(); i-- > 0;)
+    if (hashes[i] != p.weights()->Get(which[i])->external()->xxh64()) ++bad, first = i;
+  if (bad == 0) return absl::OkStatus();
+  const plan::Weight& wt = *p.weights()->Get(which[first]);
+  return absl::FailedPreconditionError(absl::StrCat(
+      WeightWhere(wt), ": file changed since compile (hash mismatch: XXH64 ", Hex(hashes[first]),
+      ", the plan records ", Hex(wt.external()->xxh64()), ") [", ExternalPath(*wt.external(), base_dir), "]",
+      bad > 1 ? absl::StrCat("; ", bad, " of ", which.size(), " weights differ") : ""));
+}
+}  // namespace
+
 absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
   std::call_once(weights_once_, [this] {
     const plan::Plan& p = *root_;
+    std::map<std::string, const plan::WeightFile*> identities;
+    for (uint32_t f = 0; f < Len(p.weight_files()); ++f)
+      identities[p.weight_files()->Get(f)->path()->str()] = p.weight_files()->Get(f);
     std::vector<WeightView> views;
+    std::vector<uint32_t> unidentified;  // weights in files without a recorded identity
+    std::map<std::string, MappedFile*> files;  // by full path: files are shared between weights
+    struct Identify {
+      const MappedFile* file;
+      const plan::WeightFile* recorded;
+      std::string where, full;  // the first weight in the file, for errors; its path
+    };
+    std::vector<Identify> to_identify;
     for (uint32_t w = 0; w < Len(p.weights()); ++w) {
       const plan::Weight* wt = p.weights()->Get(w);
       if (wt->packed()) {
@@ -706,14 +782,11 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
             "' has no data: the plan was compiled with --no-weights and cannot run"));
         return;
       }
-      std::string rel = ext->path()->str();
-      std::string full = (!rel.empty() && rel[0] == '/') ? rel : base_dir_ + "/" + rel;
-      std::string where = absl::StrCat("weight '", wt->name()->str(), "' in ", rel);
-      // Files are shared between weights; map each once.
-      MappedFile* file = nullptr;
-      for (auto& f : weight_files_)
-        if (f->path() == full) file = f.get();
-      if (!file) {
+      std::string full = ExternalPath(*ext, base_dir_);
+      std::string where = WeightWhere(*wt);
+      MappedFile*& file = files[full];
+      bool first_use = !file;
+      if (first_use) {
         auto opened = MappedFile::Open(full);
         if (!opened.ok()) {
           weights_status_ = absl::Status(opened.status().code(),
@@ -729,19 +802,48 @@ absl::StatusOr<const std::vector<WeightView>*> Plan::ResolveWeights() const {
             ext->file_size(), ") [", full, "]"));
         return;
       }
-      const uint8_t* data = file->data() + ext->offset();
-      uint64_t h = plan::Xxh64(data, ext->size());
-      if (h != ext->xxh64()) {
+      auto id = identities.find(ext->path()->str());
+      if (id == identities.end()) {
+        unidentified.push_back(w);
+      } else if (first_use) {
+        to_identify.push_back({file, id->second, where, full});
+      }
+      views.push_back({file->data() + ext->offset(), ext->size()});
+    }
+    // Identities: every sampled range of every file prefetched first, so that
+    // the disk reads them concurrently, then hashed in plan order.
+    for (const Identify& f : to_identify)
+      for (const auto& [offset, length] :
+           plan::SampleRanges(f.file->size(), f.recorded->sample_bytes(), f.recorded->sample_count()))
+        f.file->Prefetch(offset, length);
+    for (const Identify& f : to_identify) {
+      const plan::WeightFile& wf = *f.recorded;
+      uint64_t h = plan::SampledXxh64(f.file->data(), f.file->size(), wf.sample_bytes(), wf.sample_count());
+      if (h != wf.sample_xxh64()) {
         weights_status_ = absl::FailedPreconditionError(absl::StrCat(
-            where, ": file changed since compile (hash mismatch) [", full, "]"));
+            f.where, ": file changed since compile (its sampled contents differ: XXH64 of ", wf.sample_count(),
+            " chunks of ", wf.sample_bytes(), " bytes is ", Hex(h), ", the plan records ", Hex(wf.sample_xxh64()),
+            "; the file was replaced or rewritten) [", f.full, "]"));
         return;
       }
-      views.push_back({data, ext->size()});
+    }
+    if (!unidentified.empty()) {
+      weights_status_ = HashWeights(p, unidentified, views, base_dir_, {});
+      if (!weights_status_.ok()) return;
     }
     weights_ = std::move(views);
   });
   if (!weights_status_.ok()) return weights_status_;
   return &weights_;
+}
+
+absl::Status Plan::VerifyWeights(const WeightVerifyOptions& options) const {
+  auto views = ResolveWeights();
+  if (!views.ok()) return views.status();
+  std::vector<uint32_t> external;
+  for (uint32_t w = 0; w < Len(root_->weights()); ++w)
+    if (!root_->weights()->Get(w)->packed()) external.push_back(w);
+  return HashWeights(*root_, external, **views, base_dir_, options);
 }
 
 namespace {

@@ -62,6 +62,11 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const P
   if (!plan) return absl::InvalidArgumentError("Session::Create: null plan");
   auto weights = plan->ResolveWeights();
   if (!weights.ok()) return weights.status();
+  if (options.weight_check == WeightCheck::kFull) {
+    WeightVerifyOptions verify;
+    verify.num_threads = options.num_threads;
+    if (auto s = plan->VerifyWeights(verify); !s.ok()) return s;
+  }
   absl::StatusOr<std::unique_ptr<Backend>> backend =
       device == Device::kCuda ? CreateCudaBackend(*plan, **weights, options)
                               : CreateCpuBackend(*plan, **weights, options);

@@ -7,6 +7,7 @@
 
 #include "kiln/runtime.h"
 #include "plan_support.h"
+#include "weight_hash.h"
 #include "test_plan_builder.h"
 
 namespace kiln::test {
@@ -226,6 +227,56 @@ TEST_F(PlanTest, Xxh64KnownValues) {
   EXPECT_NE(plan::Xxh64(s, std::strlen(s), 1), plan::Xxh64(s, std::strlen(s)));
   std::string shifted = std::string("x") + s;
   EXPECT_EQ(plan::Xxh64(shifted.data() + 1, std::strlen(s)), 0xfbcea83c8a378bf1ull);
+}
+
+TEST_F(PlanTest, Xxh64InPiecesEqualsOneShot) {
+  std::vector<uint8_t> data(1000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131 + 7);
+  for (size_t size : {0, 1, 31, 32, 33, 64, 100, 1000})
+    for (size_t piece : {1, 5, 31, 32, 33, 200}) {
+      plan::Xxh64State h(size % 3);
+      for (size_t at = 0; at < size; at += piece) h.Update(data.data() + at, std::min(piece, size - at));
+      EXPECT_EQ(h.Digest(), plan::Xxh64(data.data(), size, size % 3)) << size << " in pieces of " << piece;
+    }
+}
+
+TEST_F(PlanTest, SampledIdentity) {
+  std::vector<uint8_t> file(10000, 3);
+  // Small files: the whole file, seeded with its size.
+  EXPECT_EQ(plan::SampledXxh64(file.data(), 100, 16, 8), plan::Xxh64(file.data(), 100, 100));
+  // 4 chunks of 10: at 0, 3330, 6660, 9990 (the last ends at the file's end).
+  EXPECT_EQ(plan::SampleOffset(10000, 10, 4, 0), 0u);
+  EXPECT_EQ(plan::SampleOffset(10000, 10, 4, 1), 3330u);
+  EXPECT_EQ(plan::SampleOffset(10000, 10, 4, 3), 9990u);
+  EXPECT_EQ(plan::SampleOffset(uint64_t{700} << 30, 65536, 16, 15), (uint64_t{700} << 30) - 65536);
+  uint64_t h = plan::SampledXxh64(file.data(), file.size(), 10, 4);
+  file[3335] ^= 1;  // sampled
+  EXPECT_NE(plan::SampledXxh64(file.data(), file.size(), 10, 4), h);
+  file[3335] ^= 1;
+  file[5000] ^= 1;  // between chunks: the full check's job
+  EXPECT_EQ(plan::SampledXxh64(file.data(), file.size(), 10, 4), h);
+  // The size is part of the identity.
+  EXPECT_NE(plan::SampledXxh64(file.data(), 9999, 10, 4), h);
+}
+
+TEST_F(PlanTest, ParallelHashesEqualSerialOnes) {
+  std::vector<uint8_t> data(20 << 20);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+  std::vector<plan::HashJob> jobs;
+  for (size_t at = 0, n = 1; at + n <= data.size(); at += n, n = n * 3 + 1) jobs.push_back({data.data() + at, n});
+  jobs.push_back({data.data(), data.size()});  // two 16 MiB slices
+  jobs.push_back({nullptr, 0});
+  for (int threads : {1, 2, 5}) {
+    int calls = 0;
+    plan::HashProgress last;
+    auto hashes = plan::ParallelXxh64(jobs, threads, [&](const plan::HashProgress& p) { ++calls, last = p; });
+    ASSERT_EQ(hashes.size(), jobs.size());
+    for (size_t j = 0; j < jobs.size(); ++j) EXPECT_EQ(hashes[j], plan::Xxh64(jobs[j].data, jobs[j].size)) << j;
+    EXPECT_GE(calls, 1);
+    EXPECT_TRUE(last.finished);
+    EXPECT_EQ(last.done_bytes, last.total_bytes);
+  }
+  EXPECT_EQ(plan::ParallelXxh64(jobs, 1)[0], plan::Xxh64(jobs[0].data, jobs[0].size));
 }
 
 // --- Launches against what their kernel was generated for ---------------

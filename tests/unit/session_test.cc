@@ -9,6 +9,7 @@
 
 #include "kiln/runtime.h"
 #include "test_plan_builder.h"
+#include "weight_hash.h"
 
 namespace kiln::test {
 namespace {
@@ -150,7 +151,88 @@ TEST_F(SessionTest, ExternalWeightChanged) {
   auto s = Session::Create(plan, Device::kCpu);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.status().message(),
-              HasSubstr("weight 'we' in weights.bin: file changed since compile (hash mismatch)"));
+              HasSubstr("weight 'we' in weights.bin: file changed since compile (hash mismatch: XXH64 "));
+}
+
+// Records the identity of weights.bin (56 bytes: a 16-byte header, `we` at
+// [16, 48), 8 trailing bytes) sampled as `count` chunks of `chunk` bytes.
+void RecordIdentity(TPlan& p, const std::string& dir, uint64_t chunk, uint32_t count) {
+  std::string file = ReadFile(dir + "/weights.bin");
+  const auto* bytes = reinterpret_cast<const uint8_t*>(file.data());
+  p.weight_files = {{"weights.bin", file.size(), chunk, count, plan::SampledXxh64(bytes, file.size(), chunk, count)}};
+}
+
+void FlipByte(const std::string& path, size_t at) {
+  std::string bytes = ReadFile(path);
+  bytes[at] ^= 0x1;
+  WriteFile(path, bytes);
+}
+
+TEST_F(SessionTest, IdentityOfASmallFileIsTheWholeFile) {
+  // The compiler's sampling (16 x 64 KiB) covers all of a small file.
+  RecordIdentity(plan_, dir_, plan::kSampleBytes, plan::kSampleCount);
+  auto plan = OpenPlan();
+  FlipByte(dir_ + "/weights.bin", 20);
+  auto s = Session::Create(plan, Device::kCpu);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(),
+              HasSubstr("weight 'we' in weights.bin: file changed since compile (its sampled contents differ"));
+}
+
+TEST_F(SessionTest, IdentityChecksSampledChunksAndTheFullCheckEveryByte) {
+  // Two chunks of 8 bytes: [0, 8) and [48, 56); byte 20 lies between them.
+  RecordIdentity(plan_, dir_, 8, 2);
+  FlipByte(dir_ + "/weights.bin", 20);
+  {
+    auto plan = OpenPlan();
+    ASSERT_TRUE(Session::Create(plan, Device::kCpu).ok()) << "the default check samples; byte 20 is not sampled";
+    SessionOptions full;
+    full.weight_check = WeightCheck::kFull;
+    auto s = Session::Create(plan, Device::kCpu, full);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.status().message(), HasSubstr("weight 'we' in weights.bin: file changed since compile (hash mismatch"));
+    EXPECT_THAT(s.status().message(), HasSubstr(dir_ + "/weights.bin"));
+    std::vector<std::pair<uint64_t, uint64_t>> reports;
+    WeightVerifyOptions verify;
+    verify.num_threads = 2;
+    verify.progress = [&](uint64_t done, uint64_t total) { reports.push_back({done, total}); };
+    absl::Status v = plan->VerifyWeights(verify);
+    EXPECT_THAT(v.message(), HasSubstr("weight 'we' in weights.bin"));
+    ASSERT_FALSE(reports.empty());
+    EXPECT_EQ(reports.back(), std::make_pair(uint64_t{32}, uint64_t{32}));  // the external weight's bytes
+  }
+  FlipByte(dir_ + "/weights.bin", 20);  // restored: the full check passes
+  {
+    SessionOptions full;
+    full.weight_check = WeightCheck::kFull;
+    auto s = Session::Create(OpenPlan(), Device::kCpu, full);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ExpectCorrect(**s, Input());
+  }
+  for (size_t at : {size_t{0}, size_t{7}, size_t{48}, size_t{55}}) {  // sampled bytes: caught by default
+    SCOPED_TRACE(at);
+    auto plan = OpenPlan();
+    FlipByte(dir_ + "/weights.bin", at);
+    auto s = Session::Create(plan, Device::kCpu);
+    FlipByte(dir_ + "/weights.bin", at);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(s.status().message(), HasSubstr("its sampled contents differ"));
+    EXPECT_THAT(s.status().message(), HasSubstr("the file was replaced or rewritten"));
+  }
+}
+
+TEST_F(SessionTest, IdentityOfAnotherSizeIsRefused) {
+  RecordIdentity(plan_, dir_, 8, 2);
+  plan_.weight_files[0].size += 1;
+  WriteFile(dir_ + "/model.kplan", Serialize(plan_));
+  auto p = Plan::Open(dir_ + "/model.kplan");
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(p.status().message(), HasSubstr("weight 1 ('we'): its file 'weights.bin' has 56 bytes, but weight file 0 records 57"));
+  RecordIdentity(plan_, dir_, 8, 0);
+  WriteFile(dir_ + "/model.kplan", Serialize(plan_));
+  p = Plan::Open(dir_ + "/model.kplan");
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(p.status().message(), HasSubstr("weight file 0 ('weights.bin'): sampling 0 chunks of 8 bytes"));
 }
 
 TEST_F(SessionTest, ExternalWeightSizeChanged) {

@@ -139,10 +139,15 @@ std::string Serialize(const TPlan& p) {
                                        b.CreateString("generation_config.json"), b.CreateString("config.json"),
                                        g.do_sample, g.temperature, g.top_k, g.top_p);
   }
+  std::vector<Offset<plan::WeightFile>> files;
+  for (const auto& f : p.weight_files)
+    files.push_back(plan::CreateWeightFile(b, b.CreateString(f.path), f.size, f.sample_bytes, f.sample_count,
+                                           f.sample_xxh64));
+  auto wfiles = files.empty() ? 0 : b.CreateVector(files);
   auto root = plan::CreatePlan(b, p.format_version, b.CreateString("test"), b.CreateVector(exes),
                                b.CreateVector(kernels), b.CreateVector(buffers), p.arena_size,
                                p.arena_size, launches, inputs, outputs,
-                               b.CreateVector(weights), wdata, prov, p.state_size, fns, tok, gen);
+                               b.CreateVector(weights), wdata, prov, p.state_size, fns, tok, gen, wfiles);
   plan::FinishPlanBuffer(b, root);
   std::string out(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
   plan::AppendTrailer(&out);

@@ -105,6 +105,13 @@ struct TGeneration {
   int32_t top_k = 50;
   float top_p = 1.0f;
 };
+
+struct TWeightFile {
+  std::string path;
+  uint64_t size = 0, sample_bytes = 0;
+  uint32_t sample_count = 0;
+  uint64_t sample_xxh64 = 0;
+};
 struct TPlan {
   uint32_t format_version = 2;
   std::vector<TExecutable> executables;
@@ -122,6 +129,7 @@ struct TPlan {
   std::string tokenizer_json;
   bool has_generation = false;
   TGeneration generation;
+  std::vector<TWeightFile> weight_files;
 };
 
 // The plan file: the FlatBuffer (executable checksums computed) and the

@@ -3,7 +3,7 @@
 //   kiln-compile MODEL.mlir -o PLAN --target=cpu|sm_90a|sm_90a,cpu
 //                [--cpu=host|x86-64-v3|x86-64-v4|sapphirerapids|...]
 //                [--cpu-emitter=auto|reference] [--cpu-gemm-precision=f32|bf16]
-//                [--dump-ir-dir DIR] [--embed-weights]
+//                [--dump-ir-dir DIR] [--embed-weights] [--hash-threads N] [--quiet]
 //                [--mlir-print-ir-after-all ...]
 //
 //===----------------------------------------------------------------------===//
@@ -120,6 +120,16 @@ static cl::opt<std::string>
             cl::desc("MLA kernel form: auto (by FLOPs), absorbed or naive"),
             cl::cat(kilnCategory));
 
+static cl::opt<int> hashThreads(
+    "hash-threads", cl::init(0),
+    cl::desc("Threads hashing the checkpoint's weights (0: all cores)"),
+    cl::cat(kilnCategory));
+static cl::opt<bool> quiet(
+    "quiet",
+    cl::desc("No progress report on stderr (large checkpoints report the "
+             "weights hashed every 2 s)"),
+    cl::cat(kilnCategory));
+
 /// Whether `value` of --`flag` is one of `choices`; reports it if not.
 static bool oneOf(llvm::StringRef flag, llvm::StringRef value,
                   llvm::ArrayRef<llvm::StringRef> choices) {
@@ -222,6 +232,13 @@ int main(int argc, char **argv) {
     return kUsage;
   }
   opts.pipeline.moeBlockM = moeBlockM;
+  if (hashThreads < 0) {
+    llvm::errs() << "kiln-compile: error: --hash-threads must be >= 0, got "
+                 << hashThreads << "\n";
+    return kUsage;
+  }
+  opts.threads = hashThreads;
+  opts.quiet = quiet;
   opts.pipeline.mlaForm = mlaForm;
   if (mlir::failed(kiln::compileModel(ctx, opts))) {
     llvm::errs() << "kiln-compile: error: compilation of " << inputPath

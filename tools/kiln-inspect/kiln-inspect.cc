@@ -421,6 +421,19 @@ Json BuildJson(const kiln::Plan& plan) {
   for (const auto& [name, bytes] : by_dtype) dt.Add(name, Json::Num(bytes));
   weights.Add("bytes_by_dtype", std::move(dt));
   weights.Add("weights", std::move(list));
+  // The identity of each file, checked when a session starts (plan.fbs WeightFile).
+  Json files = Json::Arr();
+  for (uint32_t f = 0; f < Len(p.weight_files()); ++f) {
+    const fb::WeightFile* wf = p.weight_files()->Get(f);
+    Json j = Json::Obj();
+    j.Add("path", Json::Str(Str(wf->path())));
+    j.Add("size", Json::Num(wf->size()));
+    j.Add("sample_count", Json::Num(wf->sample_count()));
+    j.Add("sample_bytes", Json::Num(wf->sample_bytes()));
+    j.Add("sample_xxh64", Json::Str(Hex(wf->sample_xxh64())));
+    files.Push(std::move(j));
+  }
+  weights.Add("files", std::move(files));
   root.Add("weights", std::move(weights));
 
   Json prov = Json::Obj();
@@ -651,6 +664,10 @@ void PrintText(const Json& r) {
   for (const auto& [_, x] : Get(w, "weights").items)
     std::printf("  %-40s %-10s %-18s %-12s %s\n", T(Get(x, "name")).c_str(), T(Get(x, "dtype")).c_str(),
                 T(Get(x, "shape")).c_str(), Bytes(Get(x, "size_bytes")).c_str(), T(Get(x, "source")).c_str());
+  for (const auto& [_, x] : Get(w, "files").items)
+    std::printf("  file %s: %s, identity XXH64 %s of %s x %s sampled bytes\n", T(Get(x, "path")).c_str(),
+                Bytes(Get(x, "size")).c_str(), T(Get(x, "sample_xxh64")).c_str(), T(Get(x, "sample_count")).c_str(),
+                Bytes(Get(x, "sample_bytes")).c_str());
 
   const Json& g = Get(r, "generation");
   std::printf("\ngeneration\n");

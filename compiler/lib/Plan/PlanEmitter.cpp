@@ -21,13 +21,16 @@
 
 #include "plan_generated.h"
 #include "plan_support.h"
+#include "weight_hash.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/Path.h"
 
 #include <filesystem>
+#include <set>
 
 using namespace mlir;
 namespace fb = kiln::plan;
@@ -101,6 +104,39 @@ struct InputRange {
   std::string note;
   bool maxIsCapacity = false;
 };
+
+/// XXH64 of every weight's bytes, on opts.hashThreads threads; unless
+/// opts.quiet, progress on stderr every 2 s (a small model is done before the
+/// first report and prints nothing).
+std::map<const WeightSource *, uint64_t>
+hashWeights(const std::vector<const WeightSource *> &weights,
+            const PlanOptions &opts) {
+  std::vector<fb::HashJob> jobs;
+  for (const WeightSource *w : weights)
+    jobs.push_back({w->data, w->size});
+  bool reported = false;
+  auto gb = [](uint64_t bytes) { return static_cast<double>(bytes) / 1e9; };
+  auto progress = [&](const fb::HashProgress &p) {
+    double rate = p.seconds > 0 ? gb(p.done_bytes) / p.seconds : 0;
+    if (!p.finished)
+      llvm::errs() << llvm::format(
+          "kiln-compile: hashing weights: %.1f of %.1f GB (%.2f GB/s)\n",
+          gb(p.done_bytes), gb(p.total_bytes), rate);
+    else if (reported)
+      llvm::errs() << llvm::format(
+          "kiln-compile: hashed %.1f GB of weights in %.1f s (%.2f GB/s)\n",
+          gb(p.total_bytes), p.seconds, rate);
+    reported = true;
+  };
+  std::vector<uint64_t> hashes = fb::ParallelXxh64(
+      jobs, opts.hashThreads,
+      opts.quiet ? std::function<void(const fb::HashProgress &)>() : progress,
+      2.0);
+  std::map<const WeightSource *, uint64_t> out;
+  for (size_t i = 0; i < weights.size(); ++i)
+    out[weights[i]] = hashes[i];
+  return out;
+}
 
 std::string relativeTo(const std::string &path, const std::string &planPath) {
   std::error_code ec;
@@ -671,7 +707,24 @@ emitPlan(ModuleOp module, const KernelTable &table,
         &specs->outputs));
   }
 
-  // Weights: by reference (default) or packed.
+  // Weights: by reference (default) or packed. Referenced ones are hashed
+  // in parallel first; each file they lie in gets its identity.
+  std::vector<const WeightSource *> external;
+  for (const WeightSource *w : weightList)
+    if (w->data && !opts.embedWeights && !w->owned)
+      external.push_back(w);
+  std::map<const WeightSource *, uint64_t> hashes = hashWeights(external, opts);
+  std::vector<flatbuffers::Offset<fb::WeightFile>> fbFiles;
+  std::set<std::string> filesSeen;
+  for (const WeightSource *w : external) {
+    std::string rel = relativeTo(w->path, opts.planPath);
+    if (!filesSeen.insert(rel).second)
+      continue;
+    fbFiles.push_back(fb::CreateWeightFileDirect(
+        fbb, rel.c_str(), w->fileSize, fb::kSampleBytes, fb::kSampleCount,
+        fb::SampledXxh64(w->data - w->offset, w->fileSize, fb::kSampleBytes,
+                         fb::kSampleCount)));
+  }
   std::vector<uint8_t> packed;
   std::vector<flatbuffers::Offset<fb::Weight>> fbWeights;
   for (const WeightSource *w : weightList) {
@@ -691,8 +744,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
     } else {
       std::string rel = relativeTo(w->path, opts.planPath);
       ext = fb::CreateExternalDataDirect(fbb, rel.c_str(), w->offset, w->size,
-                                         w->fileSize,
-                                         fb::Xxh64(w->data, w->size));
+                                         w->fileSize, hashes.at(w));
     }
     auto nameOff = fbb.CreateString(w->name);
     auto shapeOff = fbb.CreateVector(shape);
@@ -788,6 +840,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
         fbb, &g->eosTokenIds, g->bosTokenId, g->eosSource.c_str(),
         g->bosSource.c_str(), g->doSample, g->temperature, g->topK, g->topP);
   }
+  auto weightFilesOff = fbb.CreateVector(fbFiles);
   fb::PlanBuilder pb(fbb);
   static_assert(kPlanFormatWritten == fb::kFormatVersion,
                 "Plan.h and plan_support.h disagree on the format");
@@ -808,6 +861,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
   pb.add_functions(functionsOff);
   pb.add_tokenizer(tokenizerOff);
   pb.add_generation(generationOff);
+  pb.add_weight_files(weightFilesOff);
   fb::FinishPlanBuffer(fbb, pb.Finish());
   std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
                              fbb.GetBufferPointer() + fbb.GetSize());

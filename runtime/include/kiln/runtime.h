@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -102,6 +103,29 @@ struct TensorInfo {
   int64_t value_min = 0, value_max = 0;
 };
 
+// How much of the external weights' bytes are checked against the plan.
+enum class WeightCheck {
+  // When a session starts (Plan::ResolveWeights): every file's size and the
+  // identity the compiler recorded for it (XXH64 of 16 chunks of 64 KiB
+  // spread over the file, all of it when smaller; plan.fbs WeightFile):
+  // milliseconds per file whatever its size. Catches a replaced, truncated
+  // or resized file; not a corrupted byte between the sampled chunks.
+  kIdentity,
+  // That, then XXH64 of every weight byte on every thread
+  // (Plan::VerifyWeights; the `kiln-verify` tool): reads the whole checkpoint.
+  kFull,
+};
+
+// Options of Plan::VerifyWeights.
+struct WeightVerifyOptions {
+  // Hashing threads; 0 = hardware concurrency.
+  int num_threads = 0;
+  // Called on the calling thread about every `progress_interval_s` seconds
+  // while the weights are hashed, and once at the end.
+  std::function<void(uint64_t hashed_bytes, uint64_t total_bytes)> progress;
+  double progress_interval_s = 1.0;
+};
+
 // One entry point of a verified plan: the top-level "forward" or an entry of
 // Plan.functions. `launches`, `inputs` and `outputs` point into the plan's
 // flatbuffer (plan_generated.h); `input_info` and `output_info` describe the
@@ -143,7 +167,14 @@ class Plan {
   // Resolves every weight to host memory: packed weights point into the plan,
   // external ones are mmapped and checked against file size and XXH64.
   // Done once per Plan; later calls return the cached result (or error).
+  // External files are checked by size and recorded identity
+  // (WeightCheck::kIdentity); files without a recorded identity (plans of
+  // older compilers) by XXH64 of every weight in them.
   absl::StatusOr<const std::vector<WeightView>*> ResolveWeights() const;
+  // ResolveWeights, then XXH64 of every external weight against the plan, in
+  // parallel (WeightCheck::kFull). The error names the first weight (in plan
+  // order) whose bytes differ, its file, and how many differ.
+  absl::Status VerifyWeights(const WeightVerifyOptions& options = {}) const;
 
   // Every entry point; functions()[0] is "forward".
   const std::vector<Function>& functions() const { return functions_; }
@@ -196,6 +227,9 @@ struct SessionOptions {
   int cuda_device = 0;
   // Time each launch (CUDA: synchronizes after every launch).
   bool profile_launches = false;
+  // What Session::Create checks of the external weights (kFull: also
+  // Plan::VerifyWeights, on num_threads threads).
+  WeightCheck weight_check = WeightCheck::kIdentity;
 };
 
 struct RunStats {

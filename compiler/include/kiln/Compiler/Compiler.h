@@ -39,6 +39,8 @@ struct CompileOptions {
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
   int64_t maxSeq = 0;              ///< --max-seq (0: the config's context, capped at 4096)
   std::string commandLine;         ///< recorded as provenance flags
+  int threads = 0;                 ///< --hash-threads: hashing weights (0: all)
+  bool quiet = false;              ///< --quiet: no progress on stderr
   KilnPipelineOptions pipeline;
 };
 

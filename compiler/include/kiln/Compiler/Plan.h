@@ -58,6 +58,8 @@ struct PlanOptions {
   /// The checkpoint's tokenizer and generation defaults (Plan.tokenizer,
   /// Plan.generation); null for models without them (.mlir).
   const GenerationAssets *generation = nullptr;
+  int hashThreads = 0; ///< threads hashing the weights (0: the hardware's)
+  bool quiet = false;  ///< no progress report on stderr
 };
 
 /// Serializes a kernel-level module (@forward and optional @decode) into
