@@ -135,7 +135,7 @@ class Bench(unittest.TestCase):
         for flags in (["--rounds", "0"], ["--prompt-lengths", "4,x"], ["--device", "tpu"], ["--bogus"]):
             self.assertEqual(self.bench(*flags, check=False).returncode, 2, flags)
         p = run([tool("kiln-bench"), os.path.join(self.tmp, "none.kplan")], check=False)
-        self.assertEqual(p.returncode, 3)
+        self.assertEqual(p.returncode, 4)
 
 
 if __name__ == "__main__":

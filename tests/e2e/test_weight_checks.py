@@ -188,7 +188,7 @@ class WeightChecks(unittest.TestCase):
         self.assertEqual(self.verify("--bogus").returncode, 2)
         self.assertEqual(run([tool("kiln-verify")], check=False).returncode, 2)
         p = run([tool("kiln-verify"), os.path.join(self.tmp, "none.kplan")], check=False)
-        self.assertEqual(p.returncode, 3)
+        self.assertEqual(p.returncode, 4)
         os.remove(os.path.join(self.ckpt, self.shards[0]))
         p = self.verify()
         self.assertEqual(p.returncode, 1)

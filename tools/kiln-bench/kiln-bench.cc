@@ -42,7 +42,8 @@ namespace {
 using Json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
-enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kBadPlan = 3 };
+// As the other runtime tools (tools/common/tool_cli.h, docs/tools.md).
+enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kBadRequest = 3, kBadPlan = 4 };
 
 constexpr char kUsageText[] =
     "usage: kiln-bench PLAN [--device cpu|cuda] [--threads N] [--batch B]\n"
@@ -55,7 +56,8 @@ constexpr char kUsageText[] =
     "  --weight-check C        identity (default: sizes and sampled file identities) or full (every byte)\n"
     "  --startup-only          time Plan::Open and Session::Create only\n"
     "  --json FILE             write the results as JSON to FILE ('-': stdout instead of the text report)\n"
-    "  exit codes: 0 success, 1 a run failed, 2 usage, 3 the plan cannot be opened or does not fit\n";
+    "  exit codes: 0 success, 1 a run failed, 2 usage, 3 the request does not fit the plan,\n"
+    "              4 the plan cannot be opened\n";
 
 struct Options {
   std::string plan;
@@ -223,7 +225,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
   const Shapes& sh = *shapes;
   int64_t B = o.batch ? o.batch : sh.max_batch;
   if (B > sh.max_batch || (B != sh.max_batch && !sh.batch_symbolic))
-    return Failure{kBadPlan, absl::StrCat("--batch ", B, ": the plan takes ",
+    return Failure{kBadRequest, absl::StrCat("--batch ", B, ": the plan takes ",
                                           sh.batch_symbolic ? "at most " : "exactly ", sh.max_batch,
                                           " rows (compile with --max-batch)")};
   if (!o.lengths_given) {  // the defaults, capped at the plan's maximum
@@ -236,7 +238,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
   }
   for (int64_t l : o.prompt_lengths)
     if (l > sh.max_seq || (l != sh.max_seq && !sh.seq_symbolic))
-      return Failure{kBadPlan, absl::StrCat("prompt length ", l, ": the plan takes ",
+      return Failure{kBadRequest, absl::StrCat("prompt length ", l, ": the plan takes ",
                                             sh.seq_symbolic ? "at most " : "exactly ", sh.max_seq,
                                             " tokens per row (compile with --max-seq)")};
   out["batch"] = B;
@@ -269,7 +271,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
     out["decode"] = nullptr;
   } else {
     if (L0 + o.decode_tokens > sh.max_seq)
-      return Failure{kBadPlan, absl::StrCat("decoding ", o.decode_tokens, " tokens after a prompt of ", L0,
+      return Failure{kBadRequest, absl::StrCat("decoding ", o.decode_tokens, " tokens after a prompt of ", L0,
                                             " needs ", L0 + o.decode_tokens, " positions, but the KV cache holds ",
                                             sh.max_seq, " (compile with a larger --max-seq, or pass fewer "
                                             "--decode-tokens)")};

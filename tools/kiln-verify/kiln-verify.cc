@@ -6,7 +6,7 @@
 // A session checks only each file's size and sampled identity when it starts
 // (milliseconds whatever the checkpoint's size); this reads all of it.
 // Exit codes: 0 every weight matches, 1 a weight differs or its file is
-// missing, 2 usage, 3 the plan cannot be opened or is invalid.
+// missing, 2 usage, 4 the plan cannot be opened or is invalid.
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -18,7 +18,8 @@
 
 namespace {
 
-enum ExitCode { kOk = 0, kMismatch = 1, kUsage = 2, kBadPlan = 3 };
+// As the other runtime tools (tools/common/tool_cli.h, docs/tools.md).
+enum ExitCode { kOk = 0, kMismatch = 1, kUsage = 2, kBadPlan = 4 };
 
 constexpr char kUsageText[] =
     "usage: kiln-verify PLAN [--threads N] [--quiet]\n"
@@ -27,7 +28,7 @@ constexpr char kUsageText[] =
     "  --threads N  hashing threads (default: all cores)\n"
     "  --quiet      no progress on stderr\n"
     "  exit codes: 0 all weights match, 1 a weight differs or a file is missing, 2 usage,\n"
-    "  3 the plan cannot be opened\n";
+    "  4 the plan cannot be opened\n";
 
 int Usage(const std::string& error) {
   std::fprintf(stderr, "kiln-verify: error: %s\n%s", error.c_str(), kUsageText);
