@@ -62,11 +62,12 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   bool gated = s.swiglu;
   s.regRows = gated ? 4 : 5;
   s.regCols = gated ? 2 : 4; // 16 or 20 zmm accumulators
+  s.gemvCols = 2 * s.regCols; // one row: 2 x 8 accumulators
   int64_t wBytes = 0;
   for (const Projection &p : s.projections)
     wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
   int64_t panel = kPanelBytes / (s.k * wBytes);
-  panel = std::max<int64_t>(s.regCols, panel / s.regCols * s.regCols);
+  panel = std::max<int64_t>(s.gemvCols, panel / s.gemvCols * s.gemvCols);
   s.panel = panel;
 
   if (options.gemmPrecision != CpuGemmPrecision::BF16)
@@ -184,20 +185,31 @@ public:
   //===--------------------------------------------------------------------===//
 
   /// rows x cols outputs at (r, c): dot products over K in zmm lanes.
+  /// `stream`: the weights come from memory once (blocks of fewer rows than
+  /// the register block: decode's GEMVs): K in steps of 32 (a 64-byte line
+  /// of 16-bit weights per column and step), two accumulator sets where
+  /// they fit (one row), and each step prefetches the same K of the next
+  /// column block's weights into L2, so that block's rows stream while this
+  /// one computes (the hardware prefetcher stops at every 4 KiB page, one
+  /// weight row of K = 2048 bf16).
   void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
-                Value c) {
+                Value c, bool stream = false) {
     int64_t nw = pr.weights.size(), k = s.k;
-    int64_t steps = k / kLanes, tail = k % kLanes;
+    int64_t kStep = stream ? 2 * kLanes : kLanes;
+    int64_t steps = k / kStep, rest = k % kStep;
+    int64_t sets = stream && rows * cols * nw <= 8 ? 2 : 1;
     SmallVector<Value> xBase, wBase;
     for (int64_t i = 0; i < rows; ++i)
       xBase.push_back(p.mul(xRow(p.add(r, p.i64(i))), p.i64(k)));
     for (int64_t j = 0; j < cols; ++j)
       wBase.push_back(p.mul(p.add(c, p.i64(j)), p.i64(k)));
-    auto at = [&](int64_t i, int64_t j, int64_t w) {
-      return (i * cols + j) * nw + w;
+    int64_t perSet = rows * cols * nw;
+    auto at = [&](int64_t set, int64_t i, int64_t j, int64_t w) {
+      return set * perSet + (i * cols + j) * nw + w;
     };
-    auto step = [&](Value off, int64_t active, ValueRange in) {
-      SmallVector<Value> xs, out(in.begin(), in.end());
+    auto step = [&](Value off, int64_t active, int64_t set,
+                    SmallVector<Value> out) {
+      SmallVector<Value> xs;
       for (int64_t i = 0; i < rows; ++i)
         xs.push_back(
             v.load(buffers[s.x], s.xType, p.add(xBase[i], off), kLanes, active));
@@ -206,45 +218,72 @@ public:
           Value wv = v.load(buffers[pr.weights[w]], pr.wType,
                             p.add(wBase[j], off), kLanes, active);
           for (int64_t i = 0; i < rows; ++i)
-            out[at(i, j, w)] = v.fma(xs[i], wv, out[at(i, j, w)]);
+            out[at(set, i, j, w)] = v.fma(xs[i], wv, out[at(set, i, j, w)]);
         }
       return out;
     };
-    SmallVector<Value> acc(rows * cols * nw, v.splat(0.0f, kLanes));
+    SmallVector<Value> acc(sets * perSet, v.splat(0.0f, kLanes));
+    int64_t wBytes = dtypeBytes(pr.wType);
     if (steps > 0)
-      acc = p.forLoop(p.i64(0), p.i64(steps * kLanes), p.i64(kLanes), acc,
-                      [&](Value kk, ValueRange it) {
-                        return step(kk, -1, it);
-                      });
-    if (tail > 0)
-      acc = step(p.i64(steps * kLanes), tail, acc);
+      acc = p.forLoop(
+          p.i64(0), p.i64(steps * kStep), p.i64(kStep), acc,
+          [&](Value kk, ValueRange it) {
+            SmallVector<Value> out(it.begin(), it.end());
+            for (int64_t sub = 0; sub < kStep / kLanes; ++sub)
+              out = step(p.add(kk, p.i64(sub * kLanes)), -1, sub % sets, out);
+            if (stream)
+              for (int64_t j = 0; j < cols; ++j)
+                for (int64_t w = 0; w < nw; ++w)
+                  for (int64_t line = 0; line < kStep * wBytes; line += 64) {
+                    Value next = p.add(p.add(wBase[j], p.i64(cols * k)), kk);
+                    Value byte = p.add(p.mul(next, p.i64(wBytes)), p.i64(line));
+                    LLVM::Prefetch::create(
+                        b, loc, byteAddr(buffers[pr.weights[w]], byte),
+                        /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+                  }
+            return out;
+          });
+    int64_t done = steps * kStep;
+    for (; rest >= kLanes; rest -= kLanes, done += kLanes)
+      acc = step(p.i64(done), -1, 0, acc);
+    if (rest > 0)
+      acc = step(p.i64(done), rest, 0, acc);
     for (int64_t i = 0; i < rows; ++i) {
       SmallVector<Value> perWeight;
       for (int64_t w = 0; w < nw; ++w) {
         SmallVector<Value> sums;
-        for (int64_t j = 0; j < cols; ++j)
-          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
+        for (int64_t j = 0; j < cols; ++j) {
+          Value a = acc[at(0, i, j, w)];
+          if (sets == 2)
+            a = v.add(a, acc[at(1, i, j, w)]);
+          sums.push_back(v.reduceAdd(a));
+        }
         perWeight.push_back(v.fromElements(sums));
       }
       finish(pr, p.add(r, p.i64(i)), c, perWeight);
     }
   }
 
-  /// Rows [r0, r1) x columns [c0, c1) of projection `pr`.
+  /// Rows [r0, r1) x columns [c0, c1) of projection `pr`: full register
+  /// blocks of rows, then the rest of the rows (fewer than a block: all of
+  /// a decode) as one streamed block, one row of it `gemvCols` wide.
   void avxBlock(const Projection &pr, Value r0, Value r1, Value c0, Value c1) {
-    int64_t rb = s.regRows, cb = s.regCols;
+    int64_t rb = s.regRows;
     p.forLoop(c0, c1, p.i64(s.panel), [&](Value pc) {
       Value pe = p.minI(p.add(pc, p.i64(s.panel)), c1);
-      Value cFull = p.add(pc, roundDown(sub(pe, pc), cb));
       Value rFull = p.add(r0, roundDown(sub(r1, r0), rb));
-      auto columns = [&](int64_t rows, Value r) {
+      auto columns = [&](int64_t rows, Value r, bool stream) {
+        int64_t cb = rows == 1 && stream ? s.gemvCols : s.regCols;
+        Value cFull = p.add(pc, roundDown(sub(pe, pc), cb));
         p.forLoop(pc, cFull, p.i64(cb),
-                  [&](Value c) { avxMicro(pr, rows, cb, r, c); });
+                  [&](Value c) { avxMicro(pr, rows, cb, r, c, stream); });
         p.forLoop(cFull, pe, p.i64(1),
                   [&](Value c) { avxMicro(pr, rows, 1, r, c); });
       };
-      p.forLoop(r0, rFull, p.i64(rb), [&](Value r) { columns(rb, r); });
-      p.forLoop(rFull, r1, p.i64(1), [&](Value r) { columns(1, r); });
+      p.forLoop(r0, rFull, p.i64(rb), [&](Value r) { columns(rb, r, false); });
+      Value rest = sub(r1, rFull);
+      for (int64_t n = 1; n < rb; ++n)
+        p.ifThen(p.eq(rest, p.i64(n)), [&] { columns(n, rFull, true); });
     });
   }
 
@@ -467,8 +506,10 @@ private:
 
 std::string describeBlocking(const GemmSpec &s) {
   std::string avx = llvm::formatv(
-      "avx512 fp32 {0}x{1}{2} rows x cols, {3}-col panels", s.regRows,
-      s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel);
+      "avx512 fp32 {0}x{1}{2} rows x cols, {3}-col panels, fewer rows "
+      "streamed (1 row x {4} cols, next block prefetched)",
+      s.regRows, s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel,
+      s.gemvCols);
   if (s.amx)
     return llvm::formatv(
         "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "

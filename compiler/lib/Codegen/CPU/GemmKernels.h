@@ -49,6 +49,7 @@ struct GemmSpec {
   bool gatherX = false;
   // Blocking (static).
   int64_t regRows = 4, regCols = 4; ///< AVX-512 register block
+  int64_t gemvCols = 8;             ///< columns of a streamed single row
   int64_t panel = 0;                ///< AVX-512 columns per L2 panel
   bool amx = false;
   int64_t amxChunk = 0;             ///< rows packed at a time (AMX)
