@@ -54,8 +54,10 @@ std::unique_ptr<CpuEmitter> chooseCpuEmitter(const KernelRecord &kernel,
                                              const CpuCodegenOptions &options,
                                              const CpuTarget &target) {
   Operation *op = kernel.representative;
-  bool gemm = isa<kernel::GemmOp, kernel::GemmSwiGLUOp, kernel::GemmDualOp>(op);
-  bool experts = isa<kernel::MoEUpOp, kernel::MoEDownOp>(op);
+  bool gemm = isa<kernel::GemmOp, kernel::GemmSwiGLUOp, kernel::GemmDualOp,
+                  kernel::GemmFP8Op, kernel::GemmDualFP8Op>(op);
+  bool experts =
+      isa<kernel::MoEUpOp, kernel::MoEDownOp, kernel::MoEDownFP8Op>(op);
   if (!gemm && !experts)
     return makeReferenceEmitter();
   if (options.emitter == CpuEmitterChoice::Reference)

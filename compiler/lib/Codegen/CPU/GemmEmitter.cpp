@@ -78,19 +78,57 @@ FailureOr<GemmSpec> specOf(Operation *op, std::string &why) {
     s.tileN = g.getTileN();
     s.xType = elemOf(g.getInput());
     s.projections = {p1, p2};
+  } else if (auto g = dyn_cast<kernel::GemmFP8Op>(op)) {
+    // xq, w, xs, ws, addends..., out
+    Projection p;
+    p.weights = {1};
+    p.wScales = {3};
+    p.wType = elemOf(g.getWeight());
+    p.n = shape(g.getWeight())[0];
+    for (unsigned i = 0; i < g.getAddends().size(); ++i)
+      p.addends.push_back(4 + i);
+    p.out = 4 + g.getAddends().size();
+    p.outType = elemOf(g.getResult());
+    s.k = shape(g.getWeight())[1];
+    s.tileN = g.getTileN();
+    s.xType = elemOf(g.getInput());
+    s.fp8 = true;
+    s.xScale = 2;
+    s.act = g.getAct();
+    s.wbN = g.getWeightBlockN();
+    s.projections.push_back(p);
+  } else if (auto g = dyn_cast<kernel::GemmDualFP8Op>(op)) {
+    // xq, w1, w2, xs, ws1, ws2, out1, out2
+    Projection p1, p2;
+    p1.weights = {1};
+    p1.wScales = {4};
+    p1.wType = elemOf(g.getW1());
+    p1.n = shape(g.getW1())[0];
+    p1.out = 6;
+    p1.outType = elemOf(g.getResult1());
+    p2.weights = {2};
+    p2.wScales = {5};
+    p2.wType = elemOf(g.getW2());
+    p2.n = shape(g.getW2())[0];
+    p2.offset = p1.n;
+    p2.out = 7;
+    p2.outType = elemOf(g.getResult2());
+    s.k = shape(g.getW1())[1];
+    s.tileN = g.getTileN();
+    s.xType = elemOf(g.getInput());
+    s.fp8 = true;
+    s.xScale = 3;
+    s.act = g.getAct();
+    s.wbN = g.getWeightBlockN();
+    s.projections = {p1, p2};
   } else {
     why = "not a GEMM";
     return failure();
   }
   for (const Projection &p : s.projections)
     s.combinedN += p.n;
-  bool floats = isStoredFloat(s.xType);
-  for (const Projection &p : s.projections)
-    floats = floats && isStoredFloat(p.wType) && isStoredFloat(p.outType);
-  if (!floats) {
-    why = "operands other than f32, bf16 or f16";
+  if (failed(checkOperandTypes(s, why)))
     return failure();
-  }
   return s;
 }
 

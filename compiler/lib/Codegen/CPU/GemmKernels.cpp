@@ -51,11 +51,29 @@ constexpr int64_t kPanelBytes = 1 << 20;
 constexpr int64_t kPackBytes = 1 << 20;
 constexpr int64_t kAmxMaxChunk = 256;
 
-int64_t dtypeBytes(Type t) { return t.isF32() ? 4 : 2; }
+int64_t dtypeBytes(Type t) { return (t.getIntOrFloatBitWidth() + 7) / 8; }
 
 } // namespace
 
 bool isStoredFloat(Type t) { return t.isF32() || t.isBF16() || t.isF16(); }
+
+LogicalResult checkOperandTypes(GemmSpec &s, std::string &why) {
+  auto e4m3 = [](Type t) { return isa<Float8E4M3FNType>(t); };
+  bool ok = s.fp8 ? e4m3(s.xType) : isStoredFloat(s.xType);
+  for (const Projection &p : s.projections)
+    ok = ok && (s.fp8 ? e4m3(p.wType) : isStoredFloat(p.wType)) &&
+         isStoredFloat(p.outType);
+  if (!ok) {
+    why = s.fp8 ? "FP8 operands other than e4m3 with f32, bf16 or f16 outputs"
+                : "operands other than f32, bf16 or f16";
+    return failure();
+  }
+  if (s.fp8 && (s.act % 16 != 0 || s.act < 16)) {
+    why = "an FP8 activation tile that is not a multiple of 16";
+    return failure();
+  }
+  return success();
+}
 
 void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
                     const CpuTarget &target) {
@@ -63,6 +81,11 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   s.regRows = gated ? 4 : 5;
   s.regCols = gated ? 2 : 4; // 16 or 20 zmm accumulators
   s.gemvCols = 2 * s.regCols; // one row: 2 x 8 accumulators
+  if (s.fp8) { // partial sums and accumulators: 2 x 12 zmm, 2 x 8 for a row
+    s.regRows = gated ? 3 : 4;
+    s.regCols = gated ? 2 : 3;
+    s.gemvCols = gated ? 4 : 8;
+  }
   int64_t wBytes = 0;
   for (const Projection &p : s.projections)
     wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
@@ -72,7 +95,9 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
 
   if (options.gemmPrecision != CpuGemmPrecision::BF16)
     return;
-  if (!target.amxBF16 || !target.avx512bf16)
+  if (s.fp8)
+    s.amxOff = "FP8 operands (AVX-512 only)";
+  else if (!target.amxBF16 || !target.avx512bf16)
     s.amxOff = "the target CPU lacks amx-bf16";
   else if (s.k % 32 != 0)
     s.amxOff = "K is not a multiple of 32";
@@ -194,6 +219,8 @@ public:
   /// weight row of K = 2048 bf16).
   void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
                 Value c, bool stream = false) {
+    if (s.fp8)
+      return avxMicroFP8(pr, rows, cols, r, c, stream);
     int64_t nw = pr.weights.size(), k = s.k;
     int64_t kStep = stream ? 2 * kLanes : kLanes;
     int64_t steps = k / kStep, rest = k % kStep;
@@ -258,6 +285,92 @@ public:
             a = v.add(a, acc[at(1, i, j, w)]);
           sums.push_back(v.reduceAdd(a));
         }
+        perWeight.push_back(v.fromElements(sums));
+      }
+      finish(pr, p.add(r, p.i64(i)), c, perWeight);
+    }
+  }
+
+  /// The FP8 form of avxMicro: e4m3 x and weights decoded on load, lanes
+  /// of partial sums per K block of `act`, each block promoted into the
+  /// accumulators by an FMA with its scale x_s[row, kb] * w_s[col / wbN,
+  /// kb]; `stream` prefetches the next column block's weights per block.
+  void avxMicroFP8(const Projection &pr, int64_t rows, int64_t cols, Value r,
+                   Value c, bool stream) {
+    int64_t nw = pr.weights.size(), k = s.k, act = s.act;
+    int64_t kBlocks = (k + act - 1) / act, fullBlocks = k / act;
+    Type f32 = b.getF32Type();
+    SmallVector<Value> xBase, xsBase, wBase, wsBase;
+    for (int64_t i = 0; i < rows; ++i) {
+      Value xr = xRow(p.add(r, p.i64(i)));
+      xBase.push_back(p.mul(xr, p.i64(k)));
+      xsBase.push_back(p.mul(xr, p.i64(kBlocks)));
+    }
+    for (int64_t j = 0; j < cols; ++j) {
+      Value col = p.add(c, p.i64(j));
+      wBase.push_back(p.mul(col, p.i64(k)));
+      wsBase.push_back(p.mul(p.divs(col, p.i64(s.wbN)), p.i64(kBlocks)));
+    }
+    int64_t n = rows * cols * nw;
+    auto at = [&](int64_t i, int64_t j, int64_t w) {
+      return (i * cols + j) * nw + w;
+    };
+    // One K block [k0, k0 + len): partial sums, then the promotion.
+    auto block = [&](Value kb, Value k0, int64_t len, SmallVector<Value> acc) {
+      SmallVector<Value> part(n, v.splat(0.0f, kLanes));
+      for (int64_t off = 0; off < len; off += kLanes) {
+        int64_t active = std::min(kLanes, len - off);
+        Value kk = p.add(k0, p.i64(off));
+        SmallVector<Value> xs;
+        for (int64_t i = 0; i < rows; ++i)
+          xs.push_back(v.load(buffers[s.x], s.xType, p.add(xBase[i], kk),
+                              kLanes, active));
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w) {
+            Value wv = v.load(buffers[pr.weights[w]], pr.wType,
+                              p.add(wBase[j], kk), kLanes, active);
+            for (int64_t i = 0; i < rows; ++i)
+              part[at(i, j, w)] = v.fma(xs[i], wv, part[at(i, j, w)]);
+          }
+      }
+      if (stream)
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w)
+            for (int64_t line = 0; line < len; line += 64) {
+              Value next = p.add(p.add(wBase[j], p.i64(cols * k)), k0);
+              LLVM::Prefetch::create(
+                  b, loc,
+                  byteAddr(buffers[pr.weights[w]], p.add(next, p.i64(line))),
+                  /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+            }
+      SmallVector<Value> sx;
+      for (int64_t i = 0; i < rows; ++i)
+        sx.push_back(p.load(buffers[s.xScale], f32, p.add(xsBase[i], kb)));
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t w = 0; w < nw; ++w) {
+          Value sw = p.load(buffers[pr.wScales[w]], f32, p.add(wsBase[j], kb));
+          for (int64_t i = 0; i < rows; ++i)
+            acc[at(i, j, w)] =
+                v.fma(part[at(i, j, w)], v.broadcast(p.fmul(sx[i], sw), kLanes),
+                      acc[at(i, j, w)]);
+        }
+      return acc;
+    };
+    SmallVector<Value> acc(n, v.splat(0.0f, kLanes));
+    if (fullBlocks > 0)
+      acc = p.forLoop(p.i64(0), p.i64(fullBlocks), p.i64(1), acc,
+                      [&](Value kb, ValueRange it) {
+                        return block(kb, p.mul(kb, p.i64(act)), act,
+                                     SmallVector<Value>(it));
+                      });
+    if (k % act)
+      acc = block(p.i64(fullBlocks), p.i64(fullBlocks * act), k % act, acc);
+    for (int64_t i = 0; i < rows; ++i) {
+      SmallVector<Value> perWeight;
+      for (int64_t w = 0; w < nw; ++w) {
+        SmallVector<Value> sums;
+        for (int64_t j = 0; j < cols; ++j)
+          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
         perWeight.push_back(v.fromElements(sums));
       }
       finish(pr, p.add(r, p.i64(i)), c, perWeight);
@@ -506,10 +619,14 @@ private:
 
 std::string describeBlocking(const GemmSpec &s) {
   std::string avx = llvm::formatv(
-      "avx512 fp32 {0}x{1}{2} rows x cols, {3}-col panels, fewer rows "
+      "avx512 fp32{5} {0}x{1}{2} rows x cols, {3}-col panels, fewer rows "
       "streamed (1 row x {4} cols, next block prefetched)",
       s.regRows, s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel,
-      s.gemvCols);
+      s.gemvCols,
+      s.fp8 ? llvm::formatv(" (e4m3 decoded on load, promoted per {0} of K)",
+                            s.act)
+                  .str()
+            : "");
   if (s.amx)
     return llvm::formatv(
         "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "

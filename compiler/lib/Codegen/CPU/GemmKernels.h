@@ -31,6 +31,9 @@ struct Projection {
   int64_t n = 0, offset = 0;
   unsigned out = 0;
   llvm::SmallVector<unsigned> addends;
+  /// FP8: the buffer of each weight's block scales, [ceil(n / wbN),
+  /// ceil(K / act)] f32.
+  llvm::SmallVector<unsigned, 2> wScales;
 };
 
 struct GemmSpec {
@@ -47,6 +50,14 @@ struct GemmSpec {
   int rowMap = -1;
   mlir::Type rowMapType;
   bool gatherX = false;
+  /// FP8 (DeepSeek's block scales, docs/fp8.md): x and the weights are
+  /// e4m3; buffer `xScale` holds x's scales per row and `act` of K
+  /// ([rows, ceil(K / act)] f32), each weight its scales per block of wbN
+  /// rows x act of K. Products are summed per K block of `act`, then
+  /// promoted: acc += partial * (x scale * weight scale).
+  bool fp8 = false;
+  int64_t act = 0, wbN = 0;
+  unsigned xScale = 0;
   // Blocking (static).
   int64_t regRows = 4, regCols = 4; ///< AVX-512 register block
   int64_t gemvCols = 8;             ///< columns of a streamed single row
@@ -57,6 +68,9 @@ struct GemmSpec {
 };
 
 bool isStoredFloat(mlir::Type t);
+/// Fails with `why` unless the operands are f32/bf16/f16 (FP8: e4m3 inputs
+/// and weights, f32/bf16/f16 outputs, an activation tile of 16k).
+mlir::LogicalResult checkOperandTypes(GemmSpec &s, std::string &why);
 
 /// The static blocking of the AVX-512 and AMX kernels (docs/kernels.md).
 void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,

@@ -1,8 +1,9 @@
 //===- MoeEmitter.cpp - The experts' grouped GEMMs, blocked ---------------===//
 //
 // The optimized CPU emitter of moe_up (gate and up GEMMs + SwiGLU over each
-// expert's rows of the contiguous layout) and moe_down (the down GEMM into
-// the layout's rows, which moe_combine gathers back).
+// expert's rows of the contiguous layout), moe_down (the down GEMM into the
+// layout's rows, which moe_combine gathers back) and moe_down_fp8 (the same
+// with e4m3 activations and weights and their block scales).
 //
 // The entry keeps the reference's ABI and program space (pid = block *
 // col_tiles + tile, a block being `block_m` rows of one expert), so threads
@@ -50,7 +51,8 @@ Type elemOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
 struct MoeSpec {
   GemmSpec gemm;
   int64_t blockM = 1;
-  unsigned blockExpert = 2;        ///< buffer of each block's expert
+  unsigned blockExpert = 2;        ///< buffer of each block's expert (the
+                                   ///< row map's next)
   Type blockExpertType;
   SmallVector<unsigned, 2> tables; ///< weight-table buffers, per weight
 };
@@ -92,20 +94,39 @@ FailureOr<MoeSpec> specOf(Operation *op, std::string &why) {
     s.rowMapType = elemOf(down.getSortedToken());
     m.blockM = down.getBlockM();
     m.blockExpertType = elemOf(down.getBlockExpert());
+  } else if (auto down = dyn_cast<kernel::MoEDownFP8Op>(op)) {
+    // act_q, act_s, sorted_token, block_expert, w_down, w_down_scale -> rows
+    p.weights = {4};
+    p.wScales = {5};
+    p.wType = elemOf(down.getWDown());
+    p.n = shape(down.getWDown())[1];
+    p.out = 6;
+    p.outType = elemOf(down.getResult());
+    s.k = shape(down.getWDown())[2];
+    s.tileN = down.getTileD();
+    s.xType = elemOf(down.getActQ());
+    s.rowMapType = elemOf(down.getSortedToken());
+    s.fp8 = true;
+    s.xScale = 1;
+    s.act = down.getAct();
+    s.wbN = down.getAct(); // the experts' weight blocks are act x act
+    s.rowMap = 2;
+    m.blockM = down.getBlockM();
+    m.blockExpertType = elemOf(down.getBlockExpert());
   } else {
     why = "not a grouped expert GEMM";
     return failure();
   }
   s.x = 0;
-  s.rowMap = 1;
+  if (s.rowMap < 0)
+    s.rowMap = 1;
+  m.blockExpert = s.rowMap + 1;
   m.tables = p.weights;
+  m.tables.append(p.wScales.begin(), p.wScales.end());
   s.combinedN = p.n;
   s.projections.push_back(p);
-  if (!isStoredFloat(s.xType) || !isStoredFloat(p.wType) ||
-      !isStoredFloat(p.outType)) {
-    why = "operands other than f32, bf16 or f16";
+  if (failed(checkOperandTypes(s, why)))
     return failure();
-  }
   return m;
 }
 
