@@ -1,6 +1,7 @@
 """The optimized CPU emitter's FP8 GEMMs (gemm_fp8 with an epilogue addend,
-gemm_dual_fp8, and the experts' moe_down_fp8) against the reference
-emitter (--cpu-emitter=reference, the scalar programs).
+gemm_dual_fp8, gemm_swiglu_fp8 with its output quantization, and the
+experts' moe_up_fp8 / moe_down_fp8) against the reference emitter
+(--cpu-emitter=reference, the scalar programs).
 
 Op by op: a model quantizes its input (kiln.quantize, the reference kernel
 in both plans, so both plans' GEMMs read identical e4m3 activations and
@@ -17,8 +18,8 @@ so per output |opt - ref| <= 2 (K + K/128 + 2) u S with S = sum_kb sum_k
 |x_k w_k| s_x s_w (u = 2^-24), plus 2 u |r| for the residual.
 
 End to end: the tiny FP8 DeepSeek-V3 checkpoint (partial blocks
-everywhere: routed and shared experts in FP8, so moe_down_fp8 on expert
-segments) compiled with each emitter gives logits within 1e-5 relative L2
+everywhere: routed and shared experts in FP8, so moe_up_fp8 and
+moe_down_fp8 on expert segments) compiled with each emitter gives logits within 1e-5 relative L2
 of each other (activation quantization between the GEMMs can turn a last-bit
 difference into one e4m3 step; measured ~1e-7), and test_fp8.py checks the
 default emitter against the float64 emulation.
@@ -151,6 +152,61 @@ module {{
             with self.subTest(m=m, k=k, n=n, n2=n2):
                 self.check(m, k, n, n2)
 
+    def test_swiglu_with_output_quantization(self):
+        """gemm_swiglu_fp8: gate + up + SwiGLU, then the output quantized in
+        1 x 128 tiles. The SwiGLU values differ from the reference's by the
+        GEMMs' order of sums and the epilogue's exp (a polynomial, ~1 ulp),
+        so a code can sit on the other side of an e4m3 rounding boundary:
+        at most 1 % of the codes differ, by one e4m3 step, and the scales
+        (amax / 448) within 1e-5."""
+        for m, k, f in ((1, 300, 260), (6, 256, 130), (4, 128, 40)):
+            with self.subTest(m=m, k=k, f=f):
+                kb, fb = cdiv(k, 128), cdiv(f, 128)
+                weights = []
+                for w in ("wg", "wu"):
+                    q, sc = F.quantize_weight_blocks((self.rng.standard_normal((f, k)) * k ** -0.5)
+                                                     .astype(np.float32))
+                    weights += [(f"{w}.weight", q), (f"{w}.weight_scale_inv", sc.astype(np.float32))]
+                q_t, s_t = f"tensor<{m}x{k}xf8E4M3FN>", f"tensor<{m}x{kb}xf32>"
+                a_t, aq_t, as_t = (f"tensor<{m}x{f}xf32>", f"tensor<{m}x{f}xf8E4M3FN>",
+                                   f"tensor<{m}x{fb}xf32>")
+                w_t, ws_t = f"tensor<{f}x{k}xf8E4M3FN>", f"tensor<{fb}x{kb}xf32>"
+                lin = "\n".join(
+                    f'    %{w} = kiln.weight "{w}.weight" : {w_t}\n'
+                    f'    %{w}s = kiln.weight "{w}.weight_scale_inv" : {ws_t}\n'
+                    f"    %{w}y = kiln.linear %q, %{w} scales(%s, %{w}s) {{quant = {QUANT}}}"
+                    f" : ({q_t}, {w_t}, {s_t}, {ws_t}) -> {a_t}" for w in ("wg", "wu"))
+                text = f"""
+module {{
+  func.func @forward(%x: tensor<{m}x{k}xf32> {{kiln.name = "x"}})
+      -> ({aq_t} {{kiln.name = "aq"}}, {as_t} {{kiln.name = "as"}}) {{
+    %q, %s = kiln.quantize %x {{quant = {QUANT}}} : (tensor<{m}x{k}xf32>) -> ({q_t}, {s_t})
+{lin}
+    %a = kiln.swiglu %wgy, %wuy : ({a_t}, {a_t}) -> {a_t}
+    %aq, %as = kiln.quantize %a {{quant = {QUANT}}} : ({a_t}) -> ({aq_t}, {as_t})
+    return %aq, %as : {aq_t}, {as_t}
+  }}
+}}
+"""
+                name = f"swiglu_m{m}_k{k}_f{f}"
+                ref = KernelModel(self.tmp, name + "_ref", text, weights, ["--cpu-emitter=reference"])
+                opt = KernelModel(self.tmp, name + "_opt", text, weights)
+                cfg = [kk["config"] for kk in opt.kernel_info() if kk["name"].startswith("gemm_swiglu_fp8")]
+                self.assertEqual(len(cfg), 1, opt.kernels())
+                self.assertIn("cpu=avx512 fp32 (e4m3 decoded on load", cfg[0])
+                x = self.rng.standard_normal((m, k)).astype(np.float32)
+                rq, rs = ref({"x": x}, ["aq", "as"], threads=1)
+                for threads in THREADS:
+                    gq, gs = opt({"x": x}, ["aq", "as"], threads=threads)
+                    what = f"{name} threads={threads}"
+                    np.testing.assert_allclose(gs, rs, rtol=1e-5, err_msg=what)
+                    differ = gq != rq
+                    self.assertLessEqual(differ.mean(), 0.01, what)
+                    # One e4m3 step: neighbouring codes (same sign, magnitude +-1).
+                    steps = np.abs((gq & 0x7F).astype(int) - (rq & 0x7F).astype(int))
+                    self.assertTrue(np.all(steps[differ] <= 1), what)
+                    self.assertTrue(np.all((gq & 0x80)[differ] == (rq & 0x80)[differ]), what)
+
     def test_fp8_model_end_to_end(self):
         ck = os.path.join(self.tmp, "ds-fp8")
         mk.make_checkpoint("deepseek_v3", ck, variant="fp8dims", fp8=True)
@@ -161,7 +217,7 @@ module {{
             plan = os.path.join(self.tmp, f"ds-fp8-{name}.kplan")
             run([tool("kiln-compile"), ck, "-o", plan, "--max-batch=2", "--max-seq=8", *flags])
             kernels = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]
-            down = [kk["config"] for kk in kernels if kk["name"].startswith("moe_down_fp8")]
+            down = [kk["config"] for kk in kernels if kk["name"].startswith(("moe_down_fp8", "moe_up_fp8"))]
             self.assertTrue(down, [kk["name"] for kk in kernels])
             self.assertTrue(all(("cpu=reference" if name == "ref" else "cpu=avx512") in c for c in down),
                             down)

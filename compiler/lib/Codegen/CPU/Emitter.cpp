@@ -55,9 +55,10 @@ std::unique_ptr<CpuEmitter> chooseCpuEmitter(const KernelRecord &kernel,
                                              const CpuTarget &target) {
   Operation *op = kernel.representative;
   bool gemm = isa<kernel::GemmOp, kernel::GemmSwiGLUOp, kernel::GemmDualOp,
-                  kernel::GemmFP8Op, kernel::GemmDualFP8Op>(op);
-  bool experts =
-      isa<kernel::MoEUpOp, kernel::MoEDownOp, kernel::MoEDownFP8Op>(op);
+                  kernel::GemmFP8Op, kernel::GemmDualFP8Op,
+                  kernel::GemmSwiGLUFP8Op>(op);
+  bool experts = isa<kernel::MoEUpOp, kernel::MoEDownOp, kernel::MoEUpFP8Op,
+                     kernel::MoEDownFP8Op>(op);
   if (!gemm && !experts)
     return makeReferenceEmitter();
   if (options.emitter == CpuEmitterChoice::Reference)

@@ -121,6 +121,31 @@ FailureOr<GemmSpec> specOf(Operation *op, std::string &why) {
     s.act = g.getAct();
     s.wbN = g.getWeightBlockN();
     s.projections = {p1, p2};
+  } else if (auto g = dyn_cast<kernel::GemmSwiGLUFP8Op>(op)) {
+    // xq, w_gate, w_up, xs, w_gate_scale, w_up_scale -> q, s, workspace
+    Projection p;
+    p.weights = {1, 2};
+    p.wScales = {4, 5};
+    p.wType = elemOf(g.getWGate());
+    if (elemOf(g.getWUp()) != p.wType) {
+      why = "gate and up weights of different dtypes";
+      return failure();
+    }
+    p.n = shape(g.getWGate())[0];
+    p.out = 8;
+    p.outType = elemOf(g.getWorkspace());
+    s.k = shape(g.getWGate())[1];
+    s.tileN = g.getTileN();
+    s.xType = elemOf(g.getInput());
+    s.swiglu = true;
+    s.fp8 = true;
+    s.xScale = 3;
+    s.act = g.getAct();
+    s.wbN = g.getWeightBlockN();
+    s.quantQ = 6;
+    s.quantS = 7;
+    s.quantType = elemOf(g.getResult());
+    s.projections.push_back(p);
   } else {
     why = "not a GEMM";
     return failure();

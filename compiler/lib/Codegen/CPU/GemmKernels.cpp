@@ -72,6 +72,10 @@ LogicalResult checkOperandTypes(GemmSpec &s, std::string &why) {
     why = "an FP8 activation tile that is not a multiple of 16";
     return failure();
   }
+  if (s.quantQ >= 0 && s.tileN % s.act != 0 && s.tileN < s.combinedN) {
+    why = "column tiles that split the output's quantization tiles";
+    return failure();
+  }
   return success();
 }
 
@@ -400,6 +404,44 @@ public:
     });
   }
 
+  /// The output quantization of rows [r0, r1) x columns [c0, c1) (whole
+  /// `act` tiles, or up to n): the reference's arithmetic, step for step
+  /// (amax, s = max(amax, 1e-4) / 448, q = e4m3(v / s)), on the f32 values
+  /// this kernel wrote; a layout's padding rows are skipped.
+  void quantizeOutput(const Projection &pr, Value r0, Value r1, Value c0,
+                      Value c1) {
+    Type f32 = b.getF32Type();
+    int64_t act = s.act, tiles = (pr.n + act - 1) / act;
+    Value one = p.i64(1);
+    p.forLoop(r0, r1, one, [&](Value row) {
+      auto body = [&] {
+        Value rowBase = p.mul(row, p.i64(pr.n));
+        p.forLoop(p.divs(c0, p.i64(act)), p.ceilDivI(c1, act), one,
+                  [&](Value tile) {
+          Value k0 = p.mul(tile, p.i64(act));
+          Value k1 = p.minI(p.add(k0, p.i64(act)), c1);
+          Value amax = p.forLoop(
+              k0, k1, one, ValueRange{p.f32(0.0f)},
+              [&](Value k, ValueRange it) {
+                Value x = p.load(buffers[pr.out], f32, p.add(rowBase, k));
+                return SmallVector<Value>{p.fmax(it[0], p.fabs(x))};
+              })[0];
+          Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+          p.store(scale, buffers[s.quantS], f32,
+                  p.add(p.mul(row, p.i64(tiles)), tile));
+          p.forLoop(k0, k1, one, [&](Value k) {
+            Value at = p.add(rowBase, k);
+            p.store(p.fdiv(p.load(buffers[pr.out], f32, at), scale),
+                    buffers[s.quantQ], s.quantType, at);
+          });
+        });
+      };
+      if (s.rowMap < 0)
+        return body();
+      p.ifThen(p.lt(p.i64(-1), token(row)), body);
+    });
+  }
+
   //===--------------------------------------------------------------------===//
   // AMX-BF16
   //===--------------------------------------------------------------------===//
@@ -706,6 +748,10 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
                        c0, c1);
           });
     });
+  }
+  if (s.quantQ >= 0) {
+    GemmCodegen cg(s, hb, loc, body.buffers);
+    cg.quantizeOutput(s.projections[0], body.r0, body.r1, body.c0, body.c1);
   }
   return range;
 }

@@ -58,6 +58,12 @@ struct GemmSpec {
   bool fp8 = false;
   int64_t act = 0, wbN = 0;
   unsigned xScale = 0;
+  /// FP8 SwiGLU: the f32 output (the projection's `out`, a workspace) is
+  /// then quantized per row in tiles of `act` columns into e4m3 `quantQ`
+  /// (of `quantType`) and f32 scales `quantS` ([rows, ceil(n / act)]), as
+  /// the reference does (docs/fp8.md). -1: no output quantization.
+  int quantQ = -1, quantS = -1;
+  mlir::Type quantType;
   // Blocking (static).
   int64_t regRows = 4, regCols = 4; ///< AVX-512 register block
   int64_t gemvCols = 8;             ///< columns of a streamed single row

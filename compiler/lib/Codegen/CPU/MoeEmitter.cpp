@@ -94,6 +94,35 @@ FailureOr<MoeSpec> specOf(Operation *op, std::string &why) {
     s.rowMapType = elemOf(down.getSortedToken());
     m.blockM = down.getBlockM();
     m.blockExpertType = elemOf(down.getBlockExpert());
+  } else if (auto up = dyn_cast<kernel::MoEUpFP8Op>(op)) {
+    // xq, xs, sorted_token, block_expert, w_gate, w_up, w_gate_scale,
+    // w_up_scale -> act_q, act_s, workspace
+    p.weights = {4, 5};
+    p.wScales = {6, 7};
+    p.wType = elemOf(up.getWGate());
+    if (elemOf(up.getWUp()) != p.wType) {
+      why = "gate and up weights of different dtypes";
+      return failure();
+    }
+    p.n = shape(up.getWGate())[1];
+    p.out = 10;
+    p.outType = elemOf(up.getWorkspace());
+    s.k = shape(up.getWGate())[2];
+    s.tileN = up.getTileF();
+    s.xType = elemOf(up.getInputQ());
+    s.swiglu = true;
+    s.gatherX = true;
+    s.rowMapType = elemOf(up.getSortedToken());
+    s.fp8 = true;
+    s.xScale = 1;
+    s.act = up.getAct();
+    s.wbN = up.getAct();
+    s.quantQ = 8;
+    s.quantS = 9;
+    s.quantType = elemOf(up.getResult());
+    s.rowMap = 2;
+    m.blockM = up.getBlockM();
+    m.blockExpertType = elemOf(up.getBlockExpert());
   } else if (auto down = dyn_cast<kernel::MoEDownFP8Op>(op)) {
     // act_q, act_s, sorted_token, block_expert, w_down, w_down_scale -> rows
     p.weights = {4};
