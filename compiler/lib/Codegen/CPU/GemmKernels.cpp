@@ -84,7 +84,7 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   bool gated = s.swiglu;
   s.regRows = gated ? 4 : 5;
   s.regCols = gated ? 2 : 4; // 16 or 20 zmm accumulators
-  s.gemvCols = 2 * s.regCols; // one row: 2 x 8 accumulators
+  s.gemvCols = 2 * s.regCols; // one row: 8 accumulators
   if (s.fp8) { // partial sums and accumulators: 2 x 12 zmm, 2 x 8 for a row
     s.regRows = gated ? 3 : 4;
     s.regCols = gated ? 2 : 3;
@@ -216,11 +216,12 @@ public:
   /// rows x cols outputs at (r, c): dot products over K in zmm lanes.
   /// `stream`: the weights come from memory once (blocks of fewer rows than
   /// the register block: decode's GEMVs): K in steps of 32 (a 64-byte line
-  /// of 16-bit weights per column and step), two accumulator sets where
-  /// they fit (one row), and each step prefetches the same K of the next
-  /// column block's weights into L2, so that block's rows stream while this
-  /// one computes (the hardware prefetcher stops at every 4 KiB page, one
-  /// weight row of K = 2048 bf16).
+  /// of 16-bit weights per column and step), and each step prefetches the
+  /// same K of the next column block's weights into L2, so that block's
+  /// rows stream while this one computes (the hardware prefetcher stops at
+  /// every 4 KiB page, one weight row of K = 2048 bf16). Every instance
+  /// sums an output in the same order (16 lanes over K, then the lanes), so
+  /// results do not depend on how rows fall into blocks, i.e. on threads.
   void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
                 Value c, bool stream = false) {
     if (s.fp8)
@@ -228,18 +229,15 @@ public:
     int64_t nw = pr.weights.size(), k = s.k;
     int64_t kStep = stream ? 2 * kLanes : kLanes;
     int64_t steps = k / kStep, rest = k % kStep;
-    int64_t sets = stream && rows * cols * nw <= 8 ? 2 : 1;
     SmallVector<Value> xBase, wBase;
     for (int64_t i = 0; i < rows; ++i)
       xBase.push_back(p.mul(xRow(p.add(r, p.i64(i))), p.i64(k)));
     for (int64_t j = 0; j < cols; ++j)
       wBase.push_back(p.mul(p.add(c, p.i64(j)), p.i64(k)));
-    int64_t perSet = rows * cols * nw;
-    auto at = [&](int64_t set, int64_t i, int64_t j, int64_t w) {
-      return set * perSet + (i * cols + j) * nw + w;
+    auto at = [&](int64_t i, int64_t j, int64_t w) {
+      return (i * cols + j) * nw + w;
     };
-    auto step = [&](Value off, int64_t active, int64_t set,
-                    SmallVector<Value> out) {
+    auto step = [&](Value off, int64_t active, SmallVector<Value> out) {
       SmallVector<Value> xs;
       for (int64_t i = 0; i < rows; ++i)
         xs.push_back(
@@ -249,11 +247,11 @@ public:
           Value wv = v.load(buffers[pr.weights[w]], pr.wType,
                             p.add(wBase[j], off), kLanes, active);
           for (int64_t i = 0; i < rows; ++i)
-            out[at(set, i, j, w)] = v.fma(xs[i], wv, out[at(set, i, j, w)]);
+            out[at(i, j, w)] = v.fma(xs[i], wv, out[at(i, j, w)]);
         }
       return out;
     };
-    SmallVector<Value> acc(sets * perSet, v.splat(0.0f, kLanes));
+    SmallVector<Value> acc(rows * cols * nw, v.splat(0.0f, kLanes));
     int64_t wBytes = dtypeBytes(pr.wType);
     if (steps > 0)
       acc = p.forLoop(
@@ -261,7 +259,7 @@ public:
           [&](Value kk, ValueRange it) {
             SmallVector<Value> out(it.begin(), it.end());
             for (int64_t sub = 0; sub < kStep / kLanes; ++sub)
-              out = step(p.add(kk, p.i64(sub * kLanes)), -1, sub % sets, out);
+              out = step(p.add(kk, p.i64(sub * kLanes)), -1, out);
             if (stream)
               for (int64_t j = 0; j < cols; ++j)
                 for (int64_t w = 0; w < nw; ++w)
@@ -276,19 +274,15 @@ public:
           });
     int64_t done = steps * kStep;
     for (; rest >= kLanes; rest -= kLanes, done += kLanes)
-      acc = step(p.i64(done), -1, 0, acc);
+      acc = step(p.i64(done), -1, acc);
     if (rest > 0)
-      acc = step(p.i64(done), rest, 0, acc);
+      acc = step(p.i64(done), rest, acc);
     for (int64_t i = 0; i < rows; ++i) {
       SmallVector<Value> perWeight;
       for (int64_t w = 0; w < nw; ++w) {
         SmallVector<Value> sums;
-        for (int64_t j = 0; j < cols; ++j) {
-          Value a = acc[at(0, i, j, w)];
-          if (sets == 2)
-            a = v.add(a, acc[at(1, i, j, w)]);
-          sums.push_back(v.reduceAdd(a));
-        }
+        for (int64_t j = 0; j < cols; ++j)
+          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
         perWeight.push_back(v.fromElements(sums));
       }
       finish(pr, p.add(r, p.i64(i)), c, perWeight);
