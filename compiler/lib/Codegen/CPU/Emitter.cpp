@@ -54,12 +54,18 @@ std::unique_ptr<CpuEmitter> chooseCpuEmitter(const KernelRecord &kernel,
                                              const CpuCodegenOptions &options,
                                              const CpuTarget &target) {
   Operation *op = kernel.representative;
-  if (!isa<kernel::GemmOp, kernel::GemmSwiGLUOp, kernel::GemmDualOp>(op))
+  bool gemm = isa<kernel::GemmOp, kernel::GemmSwiGLUOp, kernel::GemmDualOp,
+                  kernel::GemmFP8Op, kernel::GemmDualFP8Op,
+                  kernel::GemmSwiGLUFP8Op>(op);
+  bool experts = isa<kernel::MoEUpOp, kernel::MoEDownOp, kernel::MoEUpFP8Op,
+                     kernel::MoEDownFP8Op>(op);
+  if (!gemm && !experts)
     return makeReferenceEmitter();
   if (options.emitter == CpuEmitterChoice::Reference)
     return std::make_unique<ReferenceEmitter>("reference (--cpu-emitter)");
   std::string why;
-  if (auto e = makeGemmEmitter(kernel, options, target, why))
+  if (auto e = gemm ? makeGemmEmitter(kernel, options, target, why)
+                    : makeMoeEmitter(kernel, options, target, why))
     return e;
   return std::make_unique<ReferenceEmitter>("reference (" + why + ")");
 }

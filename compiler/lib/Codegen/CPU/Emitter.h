@@ -73,6 +73,12 @@ std::unique_ptr<CpuEmitter>
 makeGemmEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
                 const CpuTarget &target, std::string &why);
 
+/// The optimized emitter of the experts' grouped GEMMs (moe_up, moe_down),
+/// or null with `why` set when the kernel is not one it handles.
+std::unique_ptr<CpuEmitter>
+makeMoeEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
+               const CpuTarget &target, std::string &why);
+
 } // namespace kiln::cpu
 
 #endif // KILN_CODEGEN_CPU_EMITTER_H

@@ -8,87 +8,23 @@
 // col_tiles + tile) and computes its whole range [begin, end) at once: the
 // range is split into at most three row blocks -- a partial first row (its
 // column tiles from begin's on), the full rows, a partial last row -- and
-// each block (rows [r0, r1) x columns [c0, c1)) goes to a blocked kernel:
-//
-//  * AVX-512, fp32 (the default, the reference's numerics up to the order
-//    of the sums): R x C register blocks of dot products, one zmm
-//    accumulator of 16 K-lanes per output, weights widened from their
-//    stored dtype on load; columns in panels whose weights stay in L2, rows
-//    inside a panel, K innermost with a masked tail; lanes reduced at the
-//    end of K, then the epilogue (SwiGLU, addends, the output dtype).
-//  * AMX-BF16 (--cpu-gemm-precision=bf16, bf16 weights, K % 32 == 0, a
-//    target with amx-tile/amx-bf16, blocks of >= 16 rows): the transposed
-//    product C^T = W X^T, so that the weight rows, K-contiguous as stored,
-//    are tdpbf16ps's A operand without any repacking; the activations of up
-//    to `amxChunk` rows are rounded to bf16 and packed once into VNNI B
-//    tiles (pairs of K, 16 rows per tile) on the stack; 2 x 2 tiles of
-//    16 x 16 fp32 accumulators (32 weight rows x 32 activation rows, or
-//    gate and up x 32 rows for SwiGLU) over the whole K; each C^T tile is
-//    stored, transposed back in registers and finished by the epilogue.
-//    Columns left over (< 16) go to the AVX-512 kernel.
-//
-// Each kernel becomes private helper functions next to the entry:
-// NAME.range (rows x columns of the combined column space), and per
-// projection NAME.pI.avx512 / NAME.pI.amx.
+// each block (rows [r0, r1) x columns [c0, c1)) goes to the blocked kernels
+// of GemmKernels.h (AVX-512 fp32, or AMX-BF16 for >= 16 rows with
+// --cpu-gemm-precision=bf16) through NAME.range.
 //
 //===----------------------------------------------------------------------===//
 #include "Emitter.h"
-#include "Vector.h"
+#include "GemmKernels.h"
 
 #include "kernel/IR/KernelDialect.h"
-#include "kiln/Kernels/Program.h"
 
-#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
-#include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
 
 namespace kiln::cpu {
 
 namespace {
-
-using kernels::ProgramBuilder;
-
-constexpr int64_t kLanes = 16;
-/// Rows from which a block takes the AMX path (one B tile of activations).
-constexpr int64_t kAmxMinRows = 16;
-/// Bytes of weights per column panel of the AVX-512 kernel: half of a
-/// Sapphire Rapids core's 2 MiB L2, the rest for the activation rows.
-constexpr int64_t kPanelBytes = 1 << 20;
-/// Bytes of packed bf16 activations the AMX kernel keeps on the stack.
-constexpr int64_t kPackBytes = 1 << 20;
-constexpr int64_t kAmxMaxChunk = 256;
-
-int64_t dtypeBytes(Type t) { return t.isF32() ? 4 : 2; }
-
-/// One projection of the kernel: columns [offset, offset + n) of its
-/// combined column space, from `weights` (gate and up for SwiGLU).
-struct Projection {
-  SmallVector<unsigned, 2> weights; ///< buffer indices
-  Type wType, outType;
-  int64_t n = 0, offset = 0;
-  unsigned out = 0;
-  SmallVector<unsigned> addends;
-};
-
-struct GemmSpec {
-  unsigned x = 0;
-  Type xType;
-  int64_t k = 0, tileN = 1, combinedN = 0;
-  bool swiglu = false;
-  SmallVector<Projection, 2> projections;
-  // Blocking (static).
-  int64_t regRows = 4, regCols = 4; ///< AVX-512 register block
-  int64_t panel = 0;                ///< AVX-512 columns per L2 panel
-  bool amx = false;
-  int64_t amxChunk = 0;             ///< rows packed at a time (AMX)
-  std::string amxOff;               ///< why AMX is off, when it was asked
-};
-
-bool isStoredFloat(Type t) { return t.isF32() || t.isBF16() || t.isF16(); }
 
 Type elemOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
 
@@ -142,531 +78,102 @@ FailureOr<GemmSpec> specOf(Operation *op, std::string &why) {
     s.tileN = g.getTileN();
     s.xType = elemOf(g.getInput());
     s.projections = {p1, p2};
+  } else if (auto g = dyn_cast<kernel::GemmFP8Op>(op)) {
+    // xq, w, xs, ws, addends..., out
+    Projection p;
+    p.weights = {1};
+    p.wScales = {3};
+    p.wType = elemOf(g.getWeight());
+    p.n = shape(g.getWeight())[0];
+    for (unsigned i = 0; i < g.getAddends().size(); ++i)
+      p.addends.push_back(4 + i);
+    p.out = 4 + g.getAddends().size();
+    p.outType = elemOf(g.getResult());
+    s.k = shape(g.getWeight())[1];
+    s.tileN = g.getTileN();
+    s.xType = elemOf(g.getInput());
+    s.fp8 = true;
+    s.xScale = 2;
+    s.act = g.getAct();
+    s.wbN = g.getWeightBlockN();
+    s.projections.push_back(p);
+  } else if (auto g = dyn_cast<kernel::GemmDualFP8Op>(op)) {
+    // xq, w1, w2, xs, ws1, ws2, out1, out2
+    Projection p1, p2;
+    p1.weights = {1};
+    p1.wScales = {4};
+    p1.wType = elemOf(g.getW1());
+    p1.n = shape(g.getW1())[0];
+    p1.out = 6;
+    p1.outType = elemOf(g.getResult1());
+    p2.weights = {2};
+    p2.wScales = {5};
+    p2.wType = elemOf(g.getW2());
+    p2.n = shape(g.getW2())[0];
+    p2.offset = p1.n;
+    p2.out = 7;
+    p2.outType = elemOf(g.getResult2());
+    s.k = shape(g.getW1())[1];
+    s.tileN = g.getTileN();
+    s.xType = elemOf(g.getInput());
+    s.fp8 = true;
+    s.xScale = 3;
+    s.act = g.getAct();
+    s.wbN = g.getWeightBlockN();
+    s.projections = {p1, p2};
+  } else if (auto g = dyn_cast<kernel::GemmSwiGLUFP8Op>(op)) {
+    // xq, w_gate, w_up, xs, w_gate_scale, w_up_scale -> q, s, workspace
+    Projection p;
+    p.weights = {1, 2};
+    p.wScales = {4, 5};
+    p.wType = elemOf(g.getWGate());
+    if (elemOf(g.getWUp()) != p.wType) {
+      why = "gate and up weights of different dtypes";
+      return failure();
+    }
+    p.n = shape(g.getWGate())[0];
+    p.out = 8;
+    p.outType = elemOf(g.getWorkspace());
+    s.k = shape(g.getWGate())[1];
+    s.tileN = g.getTileN();
+    s.xType = elemOf(g.getInput());
+    s.swiglu = true;
+    s.fp8 = true;
+    s.xScale = 3;
+    s.act = g.getAct();
+    s.wbN = g.getWeightBlockN();
+    s.quantQ = 6;
+    s.quantS = 7;
+    s.quantType = elemOf(g.getResult());
+    s.projections.push_back(p);
   } else {
     why = "not a GEMM";
     return failure();
   }
   for (const Projection &p : s.projections)
     s.combinedN += p.n;
-  bool floats = isStoredFloat(s.xType);
-  for (const Projection &p : s.projections)
-    floats = floats && isStoredFloat(p.wType) && isStoredFloat(p.outType);
-  if (!floats) {
-    why = "operands other than f32, bf16 or f16";
+  if (failed(checkOperandTypes(s, why)))
     return failure();
-  }
   return s;
 }
-
-/// The static blocking of the AVX-512 and AMX kernels (docs/kernels.md).
-void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
-                    const CpuTarget &target) {
-  bool gated = s.swiglu;
-  s.regRows = gated ? 4 : 5;
-  s.regCols = gated ? 2 : 4; // 16 or 20 zmm accumulators
-  int64_t wBytes = 0;
-  for (const Projection &p : s.projections)
-    wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
-  int64_t panel = kPanelBytes / (s.k * wBytes);
-  panel = std::max<int64_t>(s.regCols, panel / s.regCols * s.regCols);
-  s.panel = panel;
-
-  if (options.gemmPrecision != CpuGemmPrecision::BF16)
-    return;
-  if (!target.amxBF16 || !target.avx512bf16)
-    s.amxOff = "the target CPU lacks amx-bf16";
-  else if (s.k % 32 != 0)
-    s.amxOff = "K is not a multiple of 32";
-  for (const Projection &p : s.projections)
-    if (s.amxOff.empty() && !p.wType.isBF16())
-      s.amxOff = "weights are not bf16";
-  if (!s.amxOff.empty())
-    return;
-  s.amx = true;
-  int64_t chunk = kPackBytes / (s.k * 2) / 32 * 32;
-  s.amxChunk = std::clamp<int64_t>(chunk, 16, kAmxMaxChunk);
-}
-
-/// Builds a private helper `void name(ptr x numBuffers, i64 r0, i64 r1,
-/// i64 c0, i64 c1)` at the end of `module`.
-func::FuncOp makeHelper(ModuleOp module, Location loc, StringRef name,
-                        unsigned numBuffers) {
-  OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
-  MLIRContext *ctx = module.getContext();
-  auto ptr = LLVM::LLVMPointerType::get(ctx);
-  auto i64 = IntegerType::get(ctx, 64);
-  SmallVector<Type> inputs(numBuffers, ptr);
-  inputs.append(4, i64);
-  auto fn = func::FuncOp::create(mb, loc, name,
-                                 FunctionType::get(ctx, inputs, {}));
-  fn.setPrivate();
-  fn->setAttr("llvm.linkage",
-              LLVM::LinkageAttr::get(ctx, LLVM::Linkage::Internal));
-  Block *entry = fn.addEntryBlock();
-  OpBuilder eb = OpBuilder::atBlockEnd(entry);
-  func::ReturnOp::create(eb, loc);
-  return fn;
-}
-
-/// The pieces of a helper's body: its builder (before the return), the
-/// buffers and the block bounds.
-struct Body {
-  OpBuilder b;
-  SmallVector<Value> buffers;
-  Value r0, r1, c0, c1;
-};
-
-Body bodyOf(func::FuncOp fn, unsigned numBuffers) {
-  Block &entry = fn.getBody().front();
-  Body body{OpBuilder(fn.getContext()), {}, {}, {}, {}, {}};
-  body.b.setInsertionPoint(entry.getTerminator());
-  for (unsigned i = 0; i < numBuffers; ++i)
-    body.buffers.push_back(entry.getArgument(i));
-  body.r0 = entry.getArgument(numBuffers);
-  body.r1 = entry.getArgument(numBuffers + 1);
-  body.c0 = entry.getArgument(numBuffers + 2);
-  body.c1 = entry.getArgument(numBuffers + 3);
-  return body;
-}
-
-void callHelper(OpBuilder &b, Location loc, func::FuncOp fn,
-                ArrayRef<Value> buffers, Value r0, Value r1, Value c0,
-                Value c1) {
-  SmallVector<Value> operands(buffers.begin(), buffers.end());
-  operands.append({r0, r1, c0, c1});
-  func::CallOp::create(b, loc, fn, operands);
-}
-
-/// `if (cond) then() else otherwise()`.
-void ifElse(OpBuilder &b, Location loc, Value cond, function_ref<void()> then,
-            function_ref<void()> otherwise) {
-  auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/true);
-  OpBuilder::InsertionGuard g(b);
-  b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
-  then();
-  b.setInsertionPoint(ifOp.elseBlock()->getTerminator());
-  otherwise();
-}
-
-class GemmCodegen {
-public:
-  GemmCodegen(const GemmSpec &spec, OpBuilder &b, Location loc,
-              ArrayRef<Value> buffers)
-      : s(spec), b(b), loc(loc), p(b, loc), v(b, loc),
-        buffers(buffers.begin(), buffers.end()) {}
-
-  /// The epilogue of one output row: lanes consecutive columns from `col`.
-  /// `perWeight` holds one vector<lanes x f32> of sums per weight.
-  void finish(const Projection &pr, Value row, Value col,
-              ArrayRef<Value> perWeight) {
-    Value val = s.swiglu ? v.swiglu(perWeight[0], perWeight[1]) : perWeight[0];
-    finishCombined(pr, row, col, val);
-  }
-
-  void finishCombined(const Projection &pr, Value row, Value col, Value val) {
-    int64_t lanes = cast<VectorType>(val.getType()).getDimSize(0);
-    Value idx = p.add(p.mul(row, p.i64(pr.n)), col);
-    for (unsigned a : pr.addends)
-      val = v.add(val, v.load(buffers[a], pr.outType, idx, lanes));
-    v.store(val, buffers[pr.out], pr.outType, idx);
-  }
-
-  //===--------------------------------------------------------------------===//
-  // AVX-512
-  //===--------------------------------------------------------------------===//
-
-  /// rows x cols outputs at (r, c): dot products over K in zmm lanes.
-  void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
-                Value c) {
-    int64_t nw = pr.weights.size(), k = s.k;
-    int64_t steps = k / kLanes, tail = k % kLanes;
-    SmallVector<Value> xBase, wBase;
-    for (int64_t i = 0; i < rows; ++i)
-      xBase.push_back(p.mul(p.add(r, p.i64(i)), p.i64(k)));
-    for (int64_t j = 0; j < cols; ++j)
-      wBase.push_back(p.mul(p.add(c, p.i64(j)), p.i64(k)));
-    auto at = [&](int64_t i, int64_t j, int64_t w) {
-      return (i * cols + j) * nw + w;
-    };
-    auto step = [&](Value off, int64_t active, ValueRange in) {
-      SmallVector<Value> xs, out(in.begin(), in.end());
-      for (int64_t i = 0; i < rows; ++i)
-        xs.push_back(
-            v.load(buffers[s.x], s.xType, p.add(xBase[i], off), kLanes, active));
-      for (int64_t j = 0; j < cols; ++j)
-        for (int64_t w = 0; w < nw; ++w) {
-          Value wv = v.load(buffers[pr.weights[w]], pr.wType,
-                            p.add(wBase[j], off), kLanes, active);
-          for (int64_t i = 0; i < rows; ++i)
-            out[at(i, j, w)] = v.fma(xs[i], wv, out[at(i, j, w)]);
-        }
-      return out;
-    };
-    SmallVector<Value> acc(rows * cols * nw, v.splat(0.0f, kLanes));
-    if (steps > 0)
-      acc = p.forLoop(p.i64(0), p.i64(steps * kLanes), p.i64(kLanes), acc,
-                      [&](Value kk, ValueRange it) {
-                        return step(kk, -1, it);
-                      });
-    if (tail > 0)
-      acc = step(p.i64(steps * kLanes), tail, acc);
-    for (int64_t i = 0; i < rows; ++i) {
-      SmallVector<Value> perWeight;
-      for (int64_t w = 0; w < nw; ++w) {
-        SmallVector<Value> sums;
-        for (int64_t j = 0; j < cols; ++j)
-          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
-        perWeight.push_back(v.fromElements(sums));
-      }
-      finish(pr, p.add(r, p.i64(i)), c, perWeight);
-    }
-  }
-
-  /// Rows [r0, r1) x columns [c0, c1) of projection `pr`.
-  void avxBlock(const Projection &pr, Value r0, Value r1, Value c0, Value c1) {
-    int64_t rb = s.regRows, cb = s.regCols;
-    p.forLoop(c0, c1, p.i64(s.panel), [&](Value pc) {
-      Value pe = p.minI(p.add(pc, p.i64(s.panel)), c1);
-      Value cFull = p.add(pc, roundDown(sub(pe, pc), cb));
-      Value rFull = p.add(r0, roundDown(sub(r1, r0), rb));
-      auto columns = [&](int64_t rows, Value r) {
-        p.forLoop(pc, cFull, p.i64(cb),
-                  [&](Value c) { avxMicro(pr, rows, cb, r, c); });
-        p.forLoop(cFull, pe, p.i64(1),
-                  [&](Value c) { avxMicro(pr, rows, 1, r, c); });
-      };
-      p.forLoop(r0, rFull, p.i64(rb), [&](Value r) { columns(rb, r); });
-      p.forLoop(rFull, r1, p.i64(1), [&](Value r) { columns(1, r); });
-    });
-  }
-
-  //===--------------------------------------------------------------------===//
-  // AMX-BF16
-  //===--------------------------------------------------------------------===//
-
-  Value i16(int64_t c) {
-    return arith::ConstantIntOp::create(b, loc, b.getI16Type(), c);
-  }
-  Value byteAddr(Value base, Value offset) {
-    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
-    return LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), base,
-                               ValueRange{offset});
-  }
-  Value intrinsic(Type result, StringRef name, ValueRange operands) {
-    return LLVM::CallIntrinsicOp::create(b, loc, result,
-                                         b.getStringAttr(name), operands)
-        .getResult(0);
-  }
-  Value tileZero() {
-    return intrinsic(amxType(), "llvm.x86.tilezero.internal",
-                     {i16(16), i16(64)});
-  }
-  Value tileLoad(Value addr, Value stride) {
-    return intrinsic(amxType(), "llvm.x86.tileloadd64.internal",
-                     {i16(16), i16(64), addr, stride});
-  }
-  Value tileDot(Value acc, Value a, Value bt) {
-    return intrinsic(amxType(), "llvm.x86.tdpbf16ps.internal",
-                     {i16(16), i16(64), i16(64), acc, a, bt});
-  }
-  void tileStore(Value addr, Value stride, Value tile) {
-    LLVM::CallIntrinsicOp::create(
-        b, loc, b.getStringAttr("llvm.x86.tilestored64.internal"),
-        ValueRange{i16(16), i16(64), addr, stride, tile});
-  }
-  Type amxType() { return LLVM::LLVMX86AMXType::get(b.getContext()); }
-
-  /// Rows [rc, rc + rows) of x as bf16 VNNI tiles: tile (mb, kb) at byte
-  /// (mb * K/32 + kb) * 1024 holds row i = K pair kb * 16 + i of the 16
-  /// rows mb * 16 + m, 4 bytes per row m; rows past `rows` are zeros.
-  void pack(Value packed, Value rc, Value rows, Value mblocks) {
-    int64_t kb32 = s.k / 32;
-    auto i32x16 = VectorType::get({16}, b.getI32Type());
-    Value zero = arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i32x16, b.getI32IntegerAttr(0)));
-    p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
-      p.forLoop(p.i64(0), p.i64(kb32), p.i64(1), [&](Value kb) {
-        SmallVector<Value> pairs;
-        for (int64_t j = 0; j < 16; ++j) {
-          Value local = p.add(p.mul(mb, p.i64(16)), p.i64(j));
-          Value valid = p.lt(local, rows);
-          Value m = p.add(rc, p.select(valid, local, p.i64(0)));
-          Value base = p.add(p.mul(m, p.i64(s.k)), p.mul(kb, p.i64(32)));
-          Value lo = v.load(buffers[s.x], s.xType, base, 16);
-          Value hi = v.load(buffers[s.x], s.xType, p.add(base, p.i64(16)), 16);
-          pairs.push_back(
-              p.select(valid, v.toBF16Pairs(v.concat(lo, hi)), zero));
-        }
-        SmallVector<Value> rowsT = v.transpose16(pairs);
-        Value tile = p.mul(p.add(p.mul(mb, p.i64(kb32)), kb), p.i64(1024));
-        for (int64_t i = 0; i < 16; ++i)
-          v.storeBits(rowsT[i], packed, p.add(tile, p.i64(i * 64)));
-      });
-    });
-  }
-
-  /// Weight rows [lo, hi) of the column block at `next` (its 16 nA rows,
-  /// numbered as amxTiles' A tiles) to prefetch into L2 during a K loop,
-  /// one 64-byte line per row and K step.
-  struct PanelPrefetch {
-    Value next, lo, hi;
-  };
-
-  /// nA x nB accumulator tiles of C^T: A tile a is weight rows n + 16a (or,
-  /// for SwiGLU, gate rows n and up rows n), B tile b the packed rows
-  /// (mb + b) * 16 of the chunk at rc; then the epilogue of its rows.
-  void amxTiles(const Projection &pr, Value packed, Value scratch, Value rc,
-                Value rows, Value n, Value mb, int64_t nA, int64_t nB,
-                std::optional<PanelPrefetch> prefetch = std::nullopt) {
-    int64_t kb32 = s.k / 32;
-    bool gated = pr.weights.size() == 2;
-    SmallVector<Value> aBase;
-    for (int64_t a = 0; a < nA; ++a) {
-      Value row = gated ? n : p.add(n, p.i64(16 * a));
-      aBase.push_back(p.mul(row, p.i64(s.k * 2)));
-    }
-    Value wStride = p.i64(s.k * 2), bStride = p.i64(64);
-    SmallVector<Value> acc;
-    for (int64_t t = 0; t < nA * nB; ++t)
-      acc.push_back(tileZero());
-    acc = p.forLoop(
-        p.i64(0), p.i64(kb32), p.i64(1), acc, [&](Value kb, ValueRange it) {
-          SmallVector<Value> as, bs, out;
-          Value kOff = p.mul(kb, p.i64(64));
-          for (int64_t a = 0; a < nA; ++a)
-            as.push_back(tileLoad(
-                byteAddr(buffers[pr.weights[gated ? a : 0]],
-                         p.add(aBase[a], kOff)),
-                wStride));
-          for (int64_t bi = 0; bi < nB; ++bi) {
-            Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kb32)), kb);
-            bs.push_back(
-                tileLoad(byteAddr(packed, p.mul(t, p.i64(1024))), bStride));
-          }
-          for (int64_t a = 0; a < nA; ++a)
-            for (int64_t bi = 0; bi < nB; ++bi)
-              out.push_back(tileDot(it[a * nB + bi], as[a], bs[bi]));
-          if (prefetch)
-            p.forLoop(prefetch->lo, prefetch->hi, p.i64(1), [&](Value j) {
-              // Row j of the next block: A tile j / 16, its row j % 16.
-              Value tileIdx = p.divs(j, p.i64(16));
-              Value row = gated ? p.add(prefetch->next, p.rems(j, p.i64(16)))
-                                : p.add(prefetch->next, j);
-              Value base = buffers[pr.weights[0]];
-              if (gated)
-                base = p.select(p.eq(tileIdx, p.i64(0)), base,
-                                buffers[pr.weights[1]]);
-              LLVM::Prefetch::create(
-                  b, loc,
-                  byteAddr(base, p.add(p.mul(row, p.i64(s.k * 2)), kOff)),
-                  /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
-            });
-          return out;
-        });
-    for (int64_t t = 0; t < nA * nB; ++t)
-      tileStore(byteAddr(scratch, p.i64(t * 1024)), bStride, acc[t]);
-
-    auto f32x16 = v.f32Vec(16);
-    auto tileRows = [&](int64_t t) {
-      SmallVector<Value> r;
-      for (int64_t i = 0; i < 16; ++i)
-        r.push_back(v.loadBits(scratch, p.i64(t * 1024 + i * 64), f32x16));
-      return r;
-    };
-    for (int64_t bi = 0; bi < nB; ++bi) {
-      Value first = p.mul(p.add(mb, p.i64(bi)), p.i64(16)); // chunk-local
-      auto emitRows = [&](ArrayRef<Value> transposed, Value col) {
-        for (int64_t m = 0; m < 16; ++m) {
-          Value local = p.add(first, p.i64(m));
-          p.ifThen(p.lt(local, rows), [&] {
-            finishCombined(pr, p.add(rc, local), col, transposed[m]);
-          });
-        }
-      };
-      if (gated) {
-        // SwiGLU on C^T (element-wise), then one transposition.
-        SmallVector<Value> g = tileRows(bi), u = tileRows(nB + bi), c;
-        for (int64_t i = 0; i < 16; ++i)
-          c.push_back(v.swiglu(g[i], u[i]));
-        emitRows(v.transpose16(c), n);
-        continue;
-      }
-      for (int64_t a = 0; a < nA; ++a)
-        emitRows(v.transpose16(tileRows(a * nB + bi)),
-                 p.add(n, p.i64(16 * a)));
-    }
-  }
-
-  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of `pr` on AMX tiles;
-  /// the last < 16 columns by `avxFn`.
-  void amxBlock(const Projection &pr, func::FuncOp avxFn, Value packed,
-                Value scratch, Value r0, Value r1, Value c0, Value c1) {
-    bool gated = pr.weights.size() == 2;
-    int64_t nStep = gated ? 16 : 32;
-    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
-      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
-      Value mblocks = p.ceilDivI(rows, 16);
-      pack(packed, rc, rows, mblocks);
-      Value pairsEnd = roundDown(mblocks, 2);
-      // While a column block runs, its m-pairs' K loops bring the next
-      // block's weights into L2, each pair a share of the rows.
-      Value pairs = arith::MaxSIOp::create(
-          b, loc, p.divs(pairsEnd, p.i64(2)), p.i64(1));
-      auto overRows = [&](Value n, int64_t nA) {
-        Value panelRows = p.i64(16 * nA);
-        Value perPair = p.divs(p.add(panelRows, sub(pairs, p.i64(1))), pairs);
-        p.forLoop(p.i64(0), pairsEnd, p.i64(2), [&](Value mb) {
-          Value lo = p.minI(p.mul(p.divs(mb, p.i64(2)), perPair), panelRows);
-          Value hi = p.minI(p.add(lo, perPair), panelRows);
-          std::optional<PanelPrefetch> next;
-          if (nA == 2) // the main column blocks; the 16-column tail is last
-            next = PanelPrefetch{p.add(n, p.i64(nStep)), lo, hi};
-          amxTiles(pr, packed, scratch, rc, rows, n, mb, nA, 2, next);
-        });
-        p.ifThen(p.lt(pairsEnd, mblocks), [&] {
-          amxTiles(pr, packed, scratch, rc, rows, n, pairsEnd, nA, 1);
-        });
-      };
-      Value nFull = p.add(c0, roundDown(sub(c1, c0), nStep));
-      p.forLoop(c0, nFull, p.i64(nStep), [&](Value n) { overRows(n, 2); });
-      Value done = nFull;
-      if (!gated) {
-        Value has16 = p.lt(p.i64(15), sub(c1, nFull));
-        p.ifThen(has16, [&] { overRows(nFull, 1); });
-        done = p.select(has16, p.add(nFull, p.i64(16)), nFull);
-      }
-      p.ifThen(p.lt(done, c1), [&] {
-        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), done, c1);
-      });
-    });
-  }
-
-  Value sub(Value a, Value c) { return arith::SubIOp::create(b, loc, a, c); }
-  Value roundDown(Value a, int64_t m) {
-    return p.mul(p.divs(a, p.i64(m)), p.i64(m));
-  }
-
-private:
-  const GemmSpec &s;
-  OpBuilder &b;
-  Location loc;
-  ProgramBuilder p;
-  VectorBuilder v;
-  SmallVector<Value> buffers;
-};
 
 class GemmEmitter : public CpuEmitter {
 public:
   explicit GemmEmitter(GemmSpec spec) : s(std::move(spec)) {}
 
-  std::string describe() const override {
-    std::string avx = llvm::formatv(
-        "avx512 fp32 {0}x{1}{2} rows x cols, {3}-col panels", s.regRows,
-        s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel);
-    if (s.amx)
-      return llvm::formatv(
-          "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "
-          "activations packed {1} rows at a time), else {2}",
-          kAmxMinRows, s.amxChunk, avx);
-    if (!s.amxOff.empty())
-      return avx + " (no amx-bf16: " + s.amxOff + ")";
-    return avx;
-  }
+  std::string describe() const override { return describeBlocking(s); }
 
   void emitEntry(OpBuilder &b, ModuleOp module, const KernelRecord &kernel,
                  const EntryArgs &args) override {
-    Location loc = args.loc;
     unsigned nb = args.buffers.size();
-    // Per projection: the AVX-512 kernel and, with AMX, the tile kernel.
-    SmallVector<func::FuncOp> avxFns, amxFns;
-    for (auto [i, pr] : llvm::enumerate(s.projections)) {
-      std::string base = kernel.name + ".p" + std::to_string(i);
-      func::FuncOp avx = makeHelper(module, loc, base + ".avx512", nb);
-      {
-        Body body = bodyOf(avx, nb);
-        GemmCodegen cg(s, body.b, loc, body.buffers);
-        cg.avxBlock(pr, body.r0, body.r1, body.c0, body.c1);
-      }
-      avxFns.push_back(avx);
-      if (!s.amx)
-        continue;
-      func::FuncOp amx = makeHelper(module, loc, base + ".amx", nb);
-      {
-        Body body = bodyOf(amx, nb);
-        OpBuilder &hb = body.b;
-        // Static stack: the packed activations and four C^T tiles.
-        auto ptrTy = LLVM::LLVMPointerType::get(hb.getContext());
-        OpBuilder::InsertionGuard g(hb);
-        hb.setInsertionPointToStart(&amx.getBody().front());
-        auto stackBytes = [&](int64_t bytes) {
-          Value n = LLVM::ConstantOp::create(hb, loc, hb.getI64Type(),
-                                             hb.getI64IntegerAttr(bytes));
-          return LLVM::AllocaOp::create(hb, loc, ptrTy, hb.getI8Type(), n, 64)
-              .getResult();
-        };
-        Value packed = stackBytes(s.amxChunk * s.k * 2);
-        Value scratch = stackBytes(4 * 1024);
-        hb.setInsertionPoint(amx.getBody().front().getTerminator());
-        GemmCodegen cg(s, hb, loc, body.buffers);
-        cg.amxBlock(pr, avx, packed, scratch, body.r0, body.r1, body.c0,
-                    body.c1);
-      }
-      amxFns.push_back(amx);
-    }
-
-    // Rows x combined columns -> each projection's part of it.
-    func::FuncOp range = makeHelper(module, loc, kernel.name + ".range", nb);
-    {
-      Body body = bodyOf(range, nb);
-      OpBuilder &hb = body.b;
-      ProgramBuilder p(hb, loc);
-      for (auto [i, pr] : llvm::enumerate(s.projections)) {
-        Value lo = p.i64(pr.offset), hi = p.i64(pr.offset + pr.n);
-        Value c0 = arith::SubIOp::create(
-            hb, loc, arith::MaxSIOp::create(hb, loc, body.c0, lo), lo);
-        Value c1 = arith::SubIOp::create(hb, loc, p.minI(body.c1, hi), lo);
-        p.ifThen(p.lt(c0, c1), [&] {
-          if (!s.amx) {
-            callHelper(hb, loc, avxFns[i], body.buffers, body.r0, body.r1, c0,
-                       c1);
-            return;
-          }
-          Value rows = arith::SubIOp::create(hb, loc, body.r1, body.r0);
-          ifElse(
-              hb, loc, p.lt(p.i64(kAmxMinRows - 1), rows),
-              [&] {
-                callHelper(hb, loc, amxFns[i], body.buffers, body.r0, body.r1,
-                           c0, c1);
-              },
-              [&] {
-                callHelper(hb, loc, avxFns[i], body.buffers, body.r0, body.r1,
-                           c0, c1);
-              });
-        });
-      }
-    }
-
-    // The entry: [begin, end) of pid = row * tiles + tile as at most three
-    // row blocks.
-    ProgramBuilder p(b, loc);
+    func::FuncOp range = emitRangeHelper(module, args.loc, kernel.name, s, nb);
+    // [begin, end) of pid = row * tiles + tile as at most three row blocks.
     int64_t tiles = (s.combinedN + s.tileN - 1) / s.tileN;
-    Value cTiles = p.i64(tiles), cN = p.i64(s.combinedN), cTn = p.i64(s.tileN);
-    Value rA = p.divs(args.begin, cTiles), tA = p.rems(args.begin, cTiles);
-    Value rB = p.divs(args.end, cTiles), tB = p.rems(args.end, cTiles);
-    Value cA = p.mul(tA, cTn), cB = p.minI(p.mul(tB, cTn), cN);
-    Value one = p.i64(1), zero = p.i64(0);
-    auto run = [&](Value r0, Value r1, Value c0, Value c1) {
-      callHelper(b, loc, range, args.buffers, r0, r1, c0, c1);
-    };
-    ifElse(
-        b, loc, p.eq(rA, rB), [&] { run(rA, p.add(rA, one), cA, cB); },
-        [&] {
-          Value partialFirst = p.lt(zero, tA);
-          p.ifThen(partialFirst, [&] { run(rA, p.add(rA, one), cA, cN); });
-          Value firstFull = p.select(partialFirst, p.add(rA, one), rA);
-          p.ifThen(p.lt(firstFull, rB), [&] { run(firstFull, rB, zero, cN); });
-          p.ifThen(p.lt(zero, tB), [&] { run(rB, p.add(rB, one), zero, cB); });
-        });
+    forEachRowBlock(b, args.loc, args.begin, args.end, tiles, s.tileN,
+                    s.combinedN, [&](Value r0, Value r1, Value c0, Value c1) {
+                      callHelper(b, args.loc, range, args.buffers, r0, r1, c0,
+                                 c1);
+                    });
   }
 
 private:

@@ -42,19 +42,23 @@ Value VectorBuilder::mask(int64_t lanes, int64_t active) {
 Value VectorBuilder::load(Value ptr, Type elemType, Value index, int64_t lanes,
                           int64_t active) {
   bool masked = active >= 0 && active < lanes;
-  // 16-bit floats are read as i16 lanes: masked loads of i16 are plain
-  // AVX-512BW, and the widening below is explicit.
-  Type storage = elemType.isF32() ? elemType : Type(b.getI16Type());
+  bool e4m3 = isa<Float8E4M3FNType>(elemType);
+  // 16-bit floats are read as i16 lanes (e4m3 as i8): masked loads of
+  // them are plain AVX-512BW, and the widening below is explicit.
+  Type storage = elemType.isF32() ? elemType
+                 : e4m3           ? Type(b.getI8Type())
+                                  : Type(b.getI16Type());
   auto vecTy = VectorType::get({lanes}, storage);
-  unsigned align = elemType.isF32() ? 4 : 2;
-  Value addr = gep(ptr, elemType, index);
+  unsigned align = elemType.isF32() ? 4 : e4m3 ? 1 : 2;
+  Type gepType = e4m3 ? Type(b.getI8Type()) : elemType;
+  Value addr = gep(ptr, gepType, index);
   Value raw;
   if (masked) {
+    Attribute zeroAttr = elemType.isF32() ? Attribute(b.getF32FloatAttr(0))
+                         : e4m3 ? Attribute(b.getI8IntegerAttr(0))
+                                : Attribute(b.getI16IntegerAttr(0));
     Value zero = arith::ConstantOp::create(
-        b, loc,
-        DenseElementsAttr::get(vecTy, elemType.isF32()
-                                          ? Attribute(b.getF32FloatAttr(0))
-                                          : Attribute(b.getI16IntegerAttr(0))));
+        b, loc, DenseElementsAttr::get(vecTy, zeroAttr));
     raw = LLVM::MaskedLoadOp::create(b, loc, vecTy, addr, mask(lanes, active),
                                      zero, b.getI32IntegerAttr(align),
                                      /*nontemporal=*/nullptr);
@@ -63,6 +67,8 @@ Value VectorBuilder::load(Value ptr, Type elemType, Value index, int64_t lanes,
   }
   if (elemType.isF32())
     return raw;
+  if (e4m3)
+    return decodeE4M3(raw);
   if (elemType.isBF16()) {
     // bf16 is the top half of an f32: widen and shift.
     auto i32Vec = VectorType::get({lanes}, b.getI32Type());
@@ -77,6 +83,35 @@ Value VectorBuilder::load(Value ptr, Type elemType, Value index, int64_t lanes,
   Value half = LLVM::BitcastOp::create(
       b, loc, VectorType::get({lanes}, b.getF16Type()), raw);
   return arith::ExtFOp::create(b, loc, f32Vec(lanes), half);
+}
+
+Value VectorBuilder::decodeE4M3(Value bytes) {
+  int64_t lanes = cast<VectorType>(bytes.getType()).getDimSize(0);
+  auto i32Vec = VectorType::get({lanes}, b.getI32Type());
+  auto ic = [&](int32_t v) {
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i32Vec, b.getI32IntegerAttr(v)));
+  };
+  Value u = arith::ExtUIOp::create(b, loc, i32Vec, bytes);
+  Value low = arith::AndIOp::create(b, loc, u, ic(0x7F));
+  // The 7 magnitude bits below f32's exponent field: exponent e and
+  // mantissa m read as 2^(e - 127) (1 + m/8), or for e = 0 as the f32
+  // subnormal m 2^-129; times 2^120 both are exactly e4m3's value.
+  Value mag = arith::BitcastOp::create(
+      b, loc, f32Vec(lanes), arith::ShLIOp::create(b, loc, low, ic(20)));
+  Value value = mul(mag, splat(0x1p120f, lanes));
+  Value sign = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, u, ic(0x80)), ic(24));
+  value = arith::BitcastOp::create(
+      b, loc, f32Vec(lanes),
+      arith::OrIOp::create(
+          b, loc, arith::BitcastOp::create(b, loc, i32Vec, value), sign));
+  // 0x7F and 0xFF are NaN (e4m3fn has no infinities).
+  Value nan = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, low,
+                                    ic(0x7F));
+  return arith::SelectOp::create(
+      b, loc, nan, splat(std::numeric_limits<float>::quiet_NaN(), lanes),
+      value);
 }
 
 void VectorBuilder::store(Value v, Value ptr, Type elemType, Value index) {

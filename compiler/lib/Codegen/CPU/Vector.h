@@ -26,7 +26,10 @@ public:
   /// vector<lanes x f32> of a scalar f32 value.
   mlir::Value broadcast(mlir::Value scalar, int64_t lanes);
 
-  /// `lanes` elements of a buffer of `elemType` (f32, bf16 or f16) from
+  /// e4m3 bytes (vector<lanes x i8>) -> vector<lanes x f32>, exactly as
+  /// ProgramBuilder::decodeE4M3 (NaN at 0x7F / 0xFF).
+  mlir::Value decodeE4M3(mlir::Value bytes);
+  /// `lanes` elements of a buffer of `elemType` (f32, bf16, f16 or e4m3) from
   /// element `index` on, as vector<lanes x f32>. With `active` < lanes, only
   /// the first `active` are read (a masked load); the rest are 0.
   mlir::Value load(mlir::Value ptr, mlir::Type elemType, mlir::Value index,

@@ -1,0 +1,773 @@
+//===- GemmKernels.cpp - Blocked AVX-512 and AMX-BF16 GEMM kernels -------===//
+//
+// The kernels behind GemmKernels.h, shared by the GEMM family's emitter and
+// the experts' grouped GEMMs:
+//
+//  * AVX-512, fp32 (the default, the reference's numerics up to the order
+//    of the sums): R x C register blocks of dot products, one zmm
+//    accumulator of 16 K-lanes per output, weights widened from their
+//    stored dtype on load; columns in panels whose weights stay in L2, rows
+//    inside a panel, K innermost with a masked tail; lanes reduced at the
+//    end of K, then the epilogue (SwiGLU, addends, the output dtype).
+//  * AMX-BF16 (--cpu-gemm-precision=bf16, bf16 weights, K % 32 == 0, a
+//    target with amx-tile/amx-bf16, blocks of >= 16 rows): the transposed
+//    product C^T = W X^T, so that the weight rows, K-contiguous as stored,
+//    are tdpbf16ps's A operand without any repacking; the activations of up
+//    to `amxChunk` rows are rounded to bf16 and packed once into VNNI B
+//    tiles (pairs of K, 16 rows per tile) on the stack; 2 x 2 tiles of
+//    16 x 16 fp32 accumulators (32 weight rows x 32 activation rows, or
+//    gate and up x 32 rows for SwiGLU) over the whole K; each C^T tile is
+//    stored, transposed back in registers and finished by the epilogue.
+//    Columns left over (< 16) go to the AVX-512 kernel.
+//
+// Rows may be a layout's (GemmSpec::rowMap): the activation row is then
+// gathered through the row's token and padding rows are not written.
+//
+//===----------------------------------------------------------------------===//
+#include "GemmKernels.h"
+#include "Vector.h"
+
+#include "kiln/Kernels/Program.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+
+namespace kiln::cpu {
+
+namespace {
+
+using kernels::ProgramBuilder;
+
+constexpr int64_t kLanes = 16;
+/// Bytes of weights per column panel of the AVX-512 kernel: half of a
+/// Sapphire Rapids core's 2 MiB L2, the rest for the activation rows.
+constexpr int64_t kPanelBytes = 1 << 20;
+/// Bytes of packed bf16 activations the AMX kernel keeps on the stack.
+constexpr int64_t kPackBytes = 1 << 20;
+constexpr int64_t kAmxMaxChunk = 256;
+
+int64_t dtypeBytes(Type t) { return (t.getIntOrFloatBitWidth() + 7) / 8; }
+
+} // namespace
+
+bool isStoredFloat(Type t) { return t.isF32() || t.isBF16() || t.isF16(); }
+
+LogicalResult checkOperandTypes(GemmSpec &s, std::string &why) {
+  auto e4m3 = [](Type t) { return isa<Float8E4M3FNType>(t); };
+  bool ok = s.fp8 ? e4m3(s.xType) : isStoredFloat(s.xType);
+  for (const Projection &p : s.projections)
+    ok = ok && (s.fp8 ? e4m3(p.wType) : isStoredFloat(p.wType)) &&
+         isStoredFloat(p.outType);
+  if (!ok) {
+    why = s.fp8 ? "FP8 operands other than e4m3 with f32, bf16 or f16 outputs"
+                : "operands other than f32, bf16 or f16";
+    return failure();
+  }
+  if (s.fp8 && (s.act % 16 != 0 || s.act < 16)) {
+    why = "an FP8 activation tile that is not a multiple of 16";
+    return failure();
+  }
+  if (s.quantQ >= 0 && s.tileN % s.act != 0 && s.tileN < s.combinedN) {
+    why = "column tiles that split the output's quantization tiles";
+    return failure();
+  }
+  return success();
+}
+
+void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
+                    const CpuTarget &target) {
+  bool gated = s.swiglu;
+  s.regRows = gated ? 4 : 5;
+  s.regCols = gated ? 2 : 4; // 16 or 20 zmm accumulators
+  s.gemvCols = 2 * s.regCols; // one row: 8 accumulators
+  if (s.fp8) { // partial sums and accumulators: 2 x 12 zmm, 2 x 8 for a row
+    s.regRows = gated ? 3 : 4;
+    s.regCols = gated ? 2 : 3;
+    s.gemvCols = gated ? 4 : 8;
+  }
+  int64_t wBytes = 0;
+  for (const Projection &p : s.projections)
+    wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
+  int64_t panel = kPanelBytes / (s.k * wBytes);
+  panel = std::max<int64_t>(s.gemvCols, panel / s.gemvCols * s.gemvCols);
+  s.panel = panel;
+
+  if (options.gemmPrecision != CpuGemmPrecision::BF16)
+    return;
+  if (s.fp8)
+    s.amxOff = "FP8 operands (AVX-512 only)";
+  else if (!target.amxBF16 || !target.avx512bf16)
+    s.amxOff = "the target CPU lacks amx-bf16";
+  else if (s.k % 32 != 0)
+    s.amxOff = "K is not a multiple of 32";
+  for (const Projection &p : s.projections)
+    if (s.amxOff.empty() && !p.wType.isBF16())
+      s.amxOff = "weights are not bf16";
+  if (!s.amxOff.empty())
+    return;
+  s.amx = true;
+  int64_t chunk = kPackBytes / (s.k * 2) / 32 * 32;
+  s.amxChunk = std::clamp<int64_t>(chunk, 16, kAmxMaxChunk);
+}
+
+func::FuncOp makeHelper(ModuleOp module, Location loc, StringRef name,
+                        unsigned numBuffers) {
+  OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+  MLIRContext *ctx = module.getContext();
+  auto ptr = LLVM::LLVMPointerType::get(ctx);
+  auto i64 = IntegerType::get(ctx, 64);
+  SmallVector<Type> inputs(numBuffers, ptr);
+  inputs.append(4, i64);
+  auto fn = func::FuncOp::create(mb, loc, name,
+                                 FunctionType::get(ctx, inputs, {}));
+  fn.setPrivate();
+  fn->setAttr("llvm.linkage",
+              LLVM::LinkageAttr::get(ctx, LLVM::Linkage::Internal));
+  Block *entry = fn.addEntryBlock();
+  OpBuilder eb = OpBuilder::atBlockEnd(entry);
+  func::ReturnOp::create(eb, loc);
+  return fn;
+}
+
+Body bodyOf(func::FuncOp fn, unsigned numBuffers) {
+  Block &entry = fn.getBody().front();
+  Body body{OpBuilder(fn.getContext()), {}, {}, {}, {}, {}};
+  body.b.setInsertionPoint(entry.getTerminator());
+  for (unsigned i = 0; i < numBuffers; ++i)
+    body.buffers.push_back(entry.getArgument(i));
+  body.r0 = entry.getArgument(numBuffers);
+  body.r1 = entry.getArgument(numBuffers + 1);
+  body.c0 = entry.getArgument(numBuffers + 2);
+  body.c1 = entry.getArgument(numBuffers + 3);
+  return body;
+}
+
+void callHelper(OpBuilder &b, Location loc, func::FuncOp fn,
+                ArrayRef<Value> buffers, Value r0, Value r1, Value c0,
+                Value c1) {
+  SmallVector<Value> operands(buffers.begin(), buffers.end());
+  operands.append({r0, r1, c0, c1});
+  func::CallOp::create(b, loc, fn, operands);
+}
+
+namespace {
+
+/// `if (cond) then() else otherwise()`.
+void ifElse(OpBuilder &b, Location loc, Value cond, function_ref<void()> then,
+            function_ref<void()> otherwise) {
+  auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
+  then();
+  b.setInsertionPoint(ifOp.elseBlock()->getTerminator());
+  otherwise();
+}
+
+class GemmCodegen {
+public:
+  GemmCodegen(const GemmSpec &spec, OpBuilder &b, Location loc,
+              ArrayRef<Value> buffers)
+      : s(spec), b(b), loc(loc), p(b, loc), v(b, loc),
+        buffers(buffers.begin(), buffers.end()) {}
+
+  /// The epilogue of one output row: lanes consecutive columns from `col`.
+  /// `perWeight` holds one vector<lanes x f32> of sums per weight.
+  void finish(const Projection &pr, Value row, Value col,
+              ArrayRef<Value> perWeight) {
+    Value val = s.swiglu ? v.swiglu(perWeight[0], perWeight[1]) : perWeight[0];
+    finishCombined(pr, row, col, val);
+  }
+
+  void finishCombined(const Projection &pr, Value row, Value col, Value val) {
+    auto store = [&] {
+      int64_t lanes = cast<VectorType>(val.getType()).getDimSize(0);
+      Value idx = p.add(p.mul(row, p.i64(pr.n)), col);
+      for (unsigned a : pr.addends)
+        val = v.add(val, v.load(buffers[a], pr.outType, idx, lanes));
+      v.store(val, buffers[pr.out], pr.outType, idx);
+    };
+    if (s.rowMap < 0)
+      return store();
+    // A layout's padding row (token -1) is not written.
+    p.ifThen(p.lt(p.i64(-1), token(row)), store);
+  }
+
+  /// The token of layout row `row` (GemmSpec::rowMap).
+  Value token(Value row) {
+    return p.load(buffers[s.rowMap], s.rowMapType, row);
+  }
+  /// The activation row of output row `row`.
+  Value xRow(Value row) {
+    if (s.rowMap < 0 || !s.gatherX)
+      return row;
+    Value t = token(row);
+    return p.select(p.lt(t, p.i64(0)), p.i64(0), t);
+  }
+
+  //===--------------------------------------------------------------------===//
+  // AVX-512
+  //===--------------------------------------------------------------------===//
+
+  /// rows x cols outputs at (r, c): dot products over K in zmm lanes.
+  /// `stream`: the weights come from memory once (blocks of fewer rows than
+  /// the register block: decode's GEMVs): K in steps of 32 (a 64-byte line
+  /// of 16-bit weights per column and step), and each step prefetches the
+  /// same K of the next column block's weights into L2, so that block's
+  /// rows stream while this one computes (the hardware prefetcher stops at
+  /// every 4 KiB page, one weight row of K = 2048 bf16). Every instance
+  /// sums an output in the same order (16 lanes over K, then the lanes), so
+  /// results do not depend on how rows fall into blocks, i.e. on threads.
+  void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
+                Value c, bool stream = false) {
+    if (s.fp8)
+      return avxMicroFP8(pr, rows, cols, r, c, stream);
+    int64_t nw = pr.weights.size(), k = s.k;
+    int64_t kStep = stream ? 2 * kLanes : kLanes;
+    int64_t steps = k / kStep, rest = k % kStep;
+    SmallVector<Value> xBase, wBase;
+    for (int64_t i = 0; i < rows; ++i)
+      xBase.push_back(p.mul(xRow(p.add(r, p.i64(i))), p.i64(k)));
+    for (int64_t j = 0; j < cols; ++j)
+      wBase.push_back(p.mul(p.add(c, p.i64(j)), p.i64(k)));
+    auto at = [&](int64_t i, int64_t j, int64_t w) {
+      return (i * cols + j) * nw + w;
+    };
+    auto step = [&](Value off, int64_t active, SmallVector<Value> out) {
+      SmallVector<Value> xs;
+      for (int64_t i = 0; i < rows; ++i)
+        xs.push_back(
+            v.load(buffers[s.x], s.xType, p.add(xBase[i], off), kLanes, active));
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t w = 0; w < nw; ++w) {
+          Value wv = v.load(buffers[pr.weights[w]], pr.wType,
+                            p.add(wBase[j], off), kLanes, active);
+          for (int64_t i = 0; i < rows; ++i)
+            out[at(i, j, w)] = v.fma(xs[i], wv, out[at(i, j, w)]);
+        }
+      return out;
+    };
+    SmallVector<Value> acc(rows * cols * nw, v.splat(0.0f, kLanes));
+    int64_t wBytes = dtypeBytes(pr.wType);
+    if (steps > 0)
+      acc = p.forLoop(
+          p.i64(0), p.i64(steps * kStep), p.i64(kStep), acc,
+          [&](Value kk, ValueRange it) {
+            SmallVector<Value> out(it.begin(), it.end());
+            for (int64_t sub = 0; sub < kStep / kLanes; ++sub)
+              out = step(p.add(kk, p.i64(sub * kLanes)), -1, out);
+            if (stream)
+              for (int64_t j = 0; j < cols; ++j)
+                for (int64_t w = 0; w < nw; ++w)
+                  for (int64_t line = 0; line < kStep * wBytes; line += 64) {
+                    Value next = p.add(p.add(wBase[j], p.i64(cols * k)), kk);
+                    Value byte = p.add(p.mul(next, p.i64(wBytes)), p.i64(line));
+                    LLVM::Prefetch::create(
+                        b, loc, byteAddr(buffers[pr.weights[w]], byte),
+                        /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+                  }
+            return out;
+          });
+    int64_t done = steps * kStep;
+    for (; rest >= kLanes; rest -= kLanes, done += kLanes)
+      acc = step(p.i64(done), -1, acc);
+    if (rest > 0)
+      acc = step(p.i64(done), rest, acc);
+    for (int64_t i = 0; i < rows; ++i) {
+      SmallVector<Value> perWeight;
+      for (int64_t w = 0; w < nw; ++w) {
+        SmallVector<Value> sums;
+        for (int64_t j = 0; j < cols; ++j)
+          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
+        perWeight.push_back(v.fromElements(sums));
+      }
+      finish(pr, p.add(r, p.i64(i)), c, perWeight);
+    }
+  }
+
+  /// The FP8 form of avxMicro: e4m3 x and weights decoded on load, lanes
+  /// of partial sums per K block of `act`, each block promoted into the
+  /// accumulators by an FMA with its scale x_s[row, kb] * w_s[col / wbN,
+  /// kb]; `stream` prefetches the next column block's weights per block.
+  void avxMicroFP8(const Projection &pr, int64_t rows, int64_t cols, Value r,
+                   Value c, bool stream) {
+    int64_t nw = pr.weights.size(), k = s.k, act = s.act;
+    int64_t kBlocks = (k + act - 1) / act, fullBlocks = k / act;
+    Type f32 = b.getF32Type();
+    SmallVector<Value> xBase, xsBase, wBase, wsBase;
+    for (int64_t i = 0; i < rows; ++i) {
+      Value xr = xRow(p.add(r, p.i64(i)));
+      xBase.push_back(p.mul(xr, p.i64(k)));
+      xsBase.push_back(p.mul(xr, p.i64(kBlocks)));
+    }
+    for (int64_t j = 0; j < cols; ++j) {
+      Value col = p.add(c, p.i64(j));
+      wBase.push_back(p.mul(col, p.i64(k)));
+      wsBase.push_back(p.mul(p.divs(col, p.i64(s.wbN)), p.i64(kBlocks)));
+    }
+    int64_t n = rows * cols * nw;
+    auto at = [&](int64_t i, int64_t j, int64_t w) {
+      return (i * cols + j) * nw + w;
+    };
+    // One K block [k0, k0 + len): partial sums, then the promotion.
+    auto block = [&](Value kb, Value k0, int64_t len, SmallVector<Value> acc) {
+      SmallVector<Value> part(n, v.splat(0.0f, kLanes));
+      for (int64_t off = 0; off < len; off += kLanes) {
+        int64_t active = std::min(kLanes, len - off);
+        Value kk = p.add(k0, p.i64(off));
+        SmallVector<Value> xs;
+        for (int64_t i = 0; i < rows; ++i)
+          xs.push_back(v.load(buffers[s.x], s.xType, p.add(xBase[i], kk),
+                              kLanes, active));
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w) {
+            Value wv = v.load(buffers[pr.weights[w]], pr.wType,
+                              p.add(wBase[j], kk), kLanes, active);
+            for (int64_t i = 0; i < rows; ++i)
+              part[at(i, j, w)] = v.fma(xs[i], wv, part[at(i, j, w)]);
+          }
+      }
+      if (stream)
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w)
+            for (int64_t line = 0; line < len; line += 64) {
+              Value next = p.add(p.add(wBase[j], p.i64(cols * k)), k0);
+              LLVM::Prefetch::create(
+                  b, loc,
+                  byteAddr(buffers[pr.weights[w]], p.add(next, p.i64(line))),
+                  /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+            }
+      SmallVector<Value> sx;
+      for (int64_t i = 0; i < rows; ++i)
+        sx.push_back(p.load(buffers[s.xScale], f32, p.add(xsBase[i], kb)));
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t w = 0; w < nw; ++w) {
+          Value sw = p.load(buffers[pr.wScales[w]], f32, p.add(wsBase[j], kb));
+          for (int64_t i = 0; i < rows; ++i)
+            acc[at(i, j, w)] =
+                v.fma(part[at(i, j, w)], v.broadcast(p.fmul(sx[i], sw), kLanes),
+                      acc[at(i, j, w)]);
+        }
+      return acc;
+    };
+    SmallVector<Value> acc(n, v.splat(0.0f, kLanes));
+    if (fullBlocks > 0)
+      acc = p.forLoop(p.i64(0), p.i64(fullBlocks), p.i64(1), acc,
+                      [&](Value kb, ValueRange it) {
+                        return block(kb, p.mul(kb, p.i64(act)), act,
+                                     SmallVector<Value>(it));
+                      });
+    if (k % act)
+      acc = block(p.i64(fullBlocks), p.i64(fullBlocks * act), k % act, acc);
+    for (int64_t i = 0; i < rows; ++i) {
+      SmallVector<Value> perWeight;
+      for (int64_t w = 0; w < nw; ++w) {
+        SmallVector<Value> sums;
+        for (int64_t j = 0; j < cols; ++j)
+          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
+        perWeight.push_back(v.fromElements(sums));
+      }
+      finish(pr, p.add(r, p.i64(i)), c, perWeight);
+    }
+  }
+
+  /// Rows [r0, r1) x columns [c0, c1) of projection `pr`: full register
+  /// blocks of rows, then the rest of the rows (fewer than a block: all of
+  /// a decode) as one streamed block, one row of it `gemvCols` wide.
+  void avxBlock(const Projection &pr, Value r0, Value r1, Value c0, Value c1) {
+    int64_t rb = s.regRows;
+    p.forLoop(c0, c1, p.i64(s.panel), [&](Value pc) {
+      Value pe = p.minI(p.add(pc, p.i64(s.panel)), c1);
+      Value rFull = p.add(r0, roundDown(sub(r1, r0), rb));
+      auto columns = [&](int64_t rows, Value r, bool stream) {
+        int64_t cb = rows == 1 && stream ? s.gemvCols : s.regCols;
+        Value cFull = p.add(pc, roundDown(sub(pe, pc), cb));
+        p.forLoop(pc, cFull, p.i64(cb),
+                  [&](Value c) { avxMicro(pr, rows, cb, r, c, stream); });
+        p.forLoop(cFull, pe, p.i64(1),
+                  [&](Value c) { avxMicro(pr, rows, 1, r, c); });
+      };
+      p.forLoop(r0, rFull, p.i64(rb), [&](Value r) { columns(rb, r, false); });
+      Value rest = sub(r1, rFull);
+      for (int64_t n = 1; n < rb; ++n)
+        p.ifThen(p.eq(rest, p.i64(n)), [&] { columns(n, rFull, true); });
+    });
+  }
+
+  /// The output quantization of rows [r0, r1) x columns [c0, c1) (whole
+  /// `act` tiles, or up to n): the reference's arithmetic, step for step
+  /// (amax, s = max(amax, 1e-4) / 448, q = e4m3(v / s)), on the f32 values
+  /// this kernel wrote; a layout's padding rows are skipped.
+  void quantizeOutput(const Projection &pr, Value r0, Value r1, Value c0,
+                      Value c1) {
+    Type f32 = b.getF32Type();
+    int64_t act = s.act, tiles = (pr.n + act - 1) / act;
+    Value one = p.i64(1);
+    p.forLoop(r0, r1, one, [&](Value row) {
+      auto body = [&] {
+        Value rowBase = p.mul(row, p.i64(pr.n));
+        p.forLoop(p.divs(c0, p.i64(act)), p.ceilDivI(c1, act), one,
+                  [&](Value tile) {
+          Value k0 = p.mul(tile, p.i64(act));
+          Value k1 = p.minI(p.add(k0, p.i64(act)), c1);
+          Value amax = p.forLoop(
+              k0, k1, one, ValueRange{p.f32(0.0f)},
+              [&](Value k, ValueRange it) {
+                Value x = p.load(buffers[pr.out], f32, p.add(rowBase, k));
+                return SmallVector<Value>{p.fmax(it[0], p.fabs(x))};
+              })[0];
+          Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+          p.store(scale, buffers[s.quantS], f32,
+                  p.add(p.mul(row, p.i64(tiles)), tile));
+          p.forLoop(k0, k1, one, [&](Value k) {
+            Value at = p.add(rowBase, k);
+            p.store(p.fdiv(p.load(buffers[pr.out], f32, at), scale),
+                    buffers[s.quantQ], s.quantType, at);
+          });
+        });
+      };
+      if (s.rowMap < 0)
+        return body();
+      p.ifThen(p.lt(p.i64(-1), token(row)), body);
+    });
+  }
+
+  //===--------------------------------------------------------------------===//
+  // AMX-BF16
+  //===--------------------------------------------------------------------===//
+
+  Value i16(int64_t c) {
+    return arith::ConstantIntOp::create(b, loc, b.getI16Type(), c);
+  }
+  Value byteAddr(Value base, Value offset) {
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    return LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), base,
+                               ValueRange{offset});
+  }
+  Value intrinsic(Type result, StringRef name, ValueRange operands) {
+    return LLVM::CallIntrinsicOp::create(b, loc, result,
+                                         b.getStringAttr(name), operands)
+        .getResult(0);
+  }
+  Value tileZero() {
+    return intrinsic(amxType(), "llvm.x86.tilezero.internal",
+                     {i16(16), i16(64)});
+  }
+  Value tileLoad(Value addr, Value stride) {
+    return intrinsic(amxType(), "llvm.x86.tileloadd64.internal",
+                     {i16(16), i16(64), addr, stride});
+  }
+  Value tileDot(Value acc, Value a, Value bt) {
+    return intrinsic(amxType(), "llvm.x86.tdpbf16ps.internal",
+                     {i16(16), i16(64), i16(64), acc, a, bt});
+  }
+  void tileStore(Value addr, Value stride, Value tile) {
+    LLVM::CallIntrinsicOp::create(
+        b, loc, b.getStringAttr("llvm.x86.tilestored64.internal"),
+        ValueRange{i16(16), i16(64), addr, stride, tile});
+  }
+  Type amxType() { return LLVM::LLVMX86AMXType::get(b.getContext()); }
+
+  /// Rows [rc, rc + rows) of x as bf16 VNNI tiles: tile (mb, kb) at byte
+  /// (mb * K/32 + kb) * 1024 holds row i = K pair kb * 16 + i of the 16
+  /// rows mb * 16 + m, 4 bytes per row m; rows past `rows` are zeros.
+  void pack(Value packed, Value rc, Value rows, Value mblocks) {
+    int64_t kb32 = s.k / 32;
+    auto i32x16 = VectorType::get({16}, b.getI32Type());
+    Value zero = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i32x16, b.getI32IntegerAttr(0)));
+    p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
+      p.forLoop(p.i64(0), p.i64(kb32), p.i64(1), [&](Value kb) {
+        SmallVector<Value> pairs;
+        for (int64_t j = 0; j < 16; ++j) {
+          Value local = p.add(p.mul(mb, p.i64(16)), p.i64(j));
+          Value valid = p.lt(local, rows);
+          Value m = xRow(p.add(rc, p.select(valid, local, p.i64(0))));
+          Value base = p.add(p.mul(m, p.i64(s.k)), p.mul(kb, p.i64(32)));
+          Value lo = v.load(buffers[s.x], s.xType, base, 16);
+          Value hi = v.load(buffers[s.x], s.xType, p.add(base, p.i64(16)), 16);
+          pairs.push_back(
+              p.select(valid, v.toBF16Pairs(v.concat(lo, hi)), zero));
+        }
+        SmallVector<Value> rowsT = v.transpose16(pairs);
+        Value tile = p.mul(p.add(p.mul(mb, p.i64(kb32)), kb), p.i64(1024));
+        for (int64_t i = 0; i < 16; ++i)
+          v.storeBits(rowsT[i], packed, p.add(tile, p.i64(i * 64)));
+      });
+    });
+  }
+
+  /// Weight rows [lo, hi) of the column block at `next` (its 16 nA rows,
+  /// numbered as amxTiles' A tiles) to prefetch into L2 during a K loop,
+  /// one 64-byte line per row and K step.
+  struct PanelPrefetch {
+    Value next, lo, hi;
+  };
+
+  /// nA x nB accumulator tiles of C^T: A tile a is weight rows n + 16a (or,
+  /// for SwiGLU, gate rows n and up rows n), B tile b the packed rows
+  /// (mb + b) * 16 of the chunk at rc; then the epilogue of its rows.
+  void amxTiles(const Projection &pr, Value packed, Value scratch, Value rc,
+                Value rows, Value n, Value mb, int64_t nA, int64_t nB,
+                std::optional<PanelPrefetch> prefetch = std::nullopt) {
+    int64_t kb32 = s.k / 32;
+    bool gated = pr.weights.size() == 2;
+    SmallVector<Value> aBase;
+    for (int64_t a = 0; a < nA; ++a) {
+      Value row = gated ? n : p.add(n, p.i64(16 * a));
+      aBase.push_back(p.mul(row, p.i64(s.k * 2)));
+    }
+    Value wStride = p.i64(s.k * 2), bStride = p.i64(64);
+    SmallVector<Value> acc;
+    for (int64_t t = 0; t < nA * nB; ++t)
+      acc.push_back(tileZero());
+    acc = p.forLoop(
+        p.i64(0), p.i64(kb32), p.i64(1), acc, [&](Value kb, ValueRange it) {
+          SmallVector<Value> as, bs, out;
+          Value kOff = p.mul(kb, p.i64(64));
+          for (int64_t a = 0; a < nA; ++a)
+            as.push_back(tileLoad(
+                byteAddr(buffers[pr.weights[gated ? a : 0]],
+                         p.add(aBase[a], kOff)),
+                wStride));
+          for (int64_t bi = 0; bi < nB; ++bi) {
+            Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kb32)), kb);
+            bs.push_back(
+                tileLoad(byteAddr(packed, p.mul(t, p.i64(1024))), bStride));
+          }
+          for (int64_t a = 0; a < nA; ++a)
+            for (int64_t bi = 0; bi < nB; ++bi)
+              out.push_back(tileDot(it[a * nB + bi], as[a], bs[bi]));
+          if (prefetch)
+            p.forLoop(prefetch->lo, prefetch->hi, p.i64(1), [&](Value j) {
+              // Row j of the next block: A tile j / 16, its row j % 16.
+              Value tileIdx = p.divs(j, p.i64(16));
+              Value row = gated ? p.add(prefetch->next, p.rems(j, p.i64(16)))
+                                : p.add(prefetch->next, j);
+              Value base = buffers[pr.weights[0]];
+              if (gated)
+                base = p.select(p.eq(tileIdx, p.i64(0)), base,
+                                buffers[pr.weights[1]]);
+              LLVM::Prefetch::create(
+                  b, loc,
+                  byteAddr(base, p.add(p.mul(row, p.i64(s.k * 2)), kOff)),
+                  /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+            });
+          return out;
+        });
+    for (int64_t t = 0; t < nA * nB; ++t)
+      tileStore(byteAddr(scratch, p.i64(t * 1024)), bStride, acc[t]);
+
+    auto f32x16 = v.f32Vec(16);
+    auto tileRows = [&](int64_t t) {
+      SmallVector<Value> r;
+      for (int64_t i = 0; i < 16; ++i)
+        r.push_back(v.loadBits(scratch, p.i64(t * 1024 + i * 64), f32x16));
+      return r;
+    };
+    for (int64_t bi = 0; bi < nB; ++bi) {
+      Value first = p.mul(p.add(mb, p.i64(bi)), p.i64(16)); // chunk-local
+      auto emitRows = [&](ArrayRef<Value> transposed, Value col) {
+        for (int64_t m = 0; m < 16; ++m) {
+          Value local = p.add(first, p.i64(m));
+          p.ifThen(p.lt(local, rows), [&] {
+            finishCombined(pr, p.add(rc, local), col, transposed[m]);
+          });
+        }
+      };
+      if (gated) {
+        // SwiGLU on C^T (element-wise), then one transposition.
+        SmallVector<Value> g = tileRows(bi), u = tileRows(nB + bi), c;
+        for (int64_t i = 0; i < 16; ++i)
+          c.push_back(v.swiglu(g[i], u[i]));
+        emitRows(v.transpose16(c), n);
+        continue;
+      }
+      for (int64_t a = 0; a < nA; ++a)
+        emitRows(v.transpose16(tileRows(a * nB + bi)),
+                 p.add(n, p.i64(16 * a)));
+    }
+  }
+
+  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of `pr` on AMX tiles;
+  /// the last < 16 columns by `avxFn`.
+  void amxBlock(const Projection &pr, func::FuncOp avxFn, Value packed,
+                Value scratch, Value r0, Value r1, Value c0, Value c1) {
+    bool gated = pr.weights.size() == 2;
+    int64_t nStep = gated ? 16 : 32;
+    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
+      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
+      Value mblocks = p.ceilDivI(rows, 16);
+      pack(packed, rc, rows, mblocks);
+      Value pairsEnd = roundDown(mblocks, 2);
+      // While a column block runs, its m-pairs' K loops bring the next
+      // block's weights into L2, each pair a share of the rows.
+      Value pairs = arith::MaxSIOp::create(
+          b, loc, p.divs(pairsEnd, p.i64(2)), p.i64(1));
+      auto overRows = [&](Value n, int64_t nA) {
+        Value panelRows = p.i64(16 * nA);
+        Value perPair = p.divs(p.add(panelRows, sub(pairs, p.i64(1))), pairs);
+        p.forLoop(p.i64(0), pairsEnd, p.i64(2), [&](Value mb) {
+          Value lo = p.minI(p.mul(p.divs(mb, p.i64(2)), perPair), panelRows);
+          Value hi = p.minI(p.add(lo, perPair), panelRows);
+          std::optional<PanelPrefetch> next;
+          if (nA == 2) // the main column blocks; the 16-column tail is last
+            next = PanelPrefetch{p.add(n, p.i64(nStep)), lo, hi};
+          amxTiles(pr, packed, scratch, rc, rows, n, mb, nA, 2, next);
+        });
+        p.ifThen(p.lt(pairsEnd, mblocks), [&] {
+          amxTiles(pr, packed, scratch, rc, rows, n, pairsEnd, nA, 1);
+        });
+      };
+      Value nFull = p.add(c0, roundDown(sub(c1, c0), nStep));
+      p.forLoop(c0, nFull, p.i64(nStep), [&](Value n) { overRows(n, 2); });
+      Value done = nFull;
+      if (!gated) {
+        Value has16 = p.lt(p.i64(15), sub(c1, nFull));
+        p.ifThen(has16, [&] { overRows(nFull, 1); });
+        done = p.select(has16, p.add(nFull, p.i64(16)), nFull);
+      }
+      p.ifThen(p.lt(done, c1), [&] {
+        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), done, c1);
+      });
+    });
+  }
+
+  Value sub(Value a, Value c) { return arith::SubIOp::create(b, loc, a, c); }
+  Value roundDown(Value a, int64_t m) {
+    return p.mul(p.divs(a, p.i64(m)), p.i64(m));
+  }
+
+private:
+  const GemmSpec &s;
+  OpBuilder &b;
+  Location loc;
+  ProgramBuilder p;
+  VectorBuilder v;
+  SmallVector<Value> buffers;
+};
+
+} // namespace
+
+std::string describeBlocking(const GemmSpec &s) {
+  std::string avx = llvm::formatv(
+      "avx512 fp32{5} {0}x{1}{2} rows x cols, {3}-col panels, fewer rows "
+      "streamed (1 row x {4} cols, next block prefetched)",
+      s.regRows, s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel,
+      s.gemvCols,
+      s.fp8 ? llvm::formatv(" (e4m3 decoded on load, promoted per {0} of K)",
+                            s.act)
+                  .str()
+            : "");
+  if (s.amx)
+    return llvm::formatv(
+        "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "
+        "activations packed {1} rows at a time), else {2}",
+        kAmxMinRows, s.amxChunk, avx);
+  if (!s.amxOff.empty())
+    return avx + " (no amx-bf16: " + s.amxOff + ")";
+  return avx;
+}
+
+func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
+                             StringRef kernelName, const GemmSpec &s,
+                             unsigned nb) {
+  // Per projection: the AVX-512 kernel and, with AMX, the tile kernel.
+  SmallVector<func::FuncOp> avxFns, amxFns;
+  for (auto [i, pr] : llvm::enumerate(s.projections)) {
+    std::string base = (kernelName + ".p" + std::to_string(i)).str();
+    func::FuncOp avx = makeHelper(module, loc, base + ".avx512", nb);
+    {
+      Body body = bodyOf(avx, nb);
+      GemmCodegen cg(s, body.b, loc, body.buffers);
+      cg.avxBlock(pr, body.r0, body.r1, body.c0, body.c1);
+    }
+    avxFns.push_back(avx);
+    if (!s.amx)
+      continue;
+    func::FuncOp amx = makeHelper(module, loc, base + ".amx", nb);
+    {
+      Body body = bodyOf(amx, nb);
+      OpBuilder &hb = body.b;
+      // Static stack: the packed activations and four C^T tiles.
+      auto ptrTy = LLVM::LLVMPointerType::get(hb.getContext());
+      OpBuilder::InsertionGuard g(hb);
+      hb.setInsertionPointToStart(&amx.getBody().front());
+      auto stackBytes = [&](int64_t bytes) {
+        Value n = LLVM::ConstantOp::create(hb, loc, hb.getI64Type(),
+                                           hb.getI64IntegerAttr(bytes));
+        return LLVM::AllocaOp::create(hb, loc, ptrTy, hb.getI8Type(), n, 64)
+            .getResult();
+      };
+      Value packed = stackBytes(s.amxChunk * s.k * 2);
+      Value scratch = stackBytes(4 * 1024);
+      hb.setInsertionPoint(amx.getBody().front().getTerminator());
+      GemmCodegen cg(s, hb, loc, body.buffers);
+      cg.amxBlock(pr, avx, packed, scratch, body.r0, body.r1, body.c0,
+                  body.c1);
+    }
+    amxFns.push_back(amx);
+  }
+
+  // Rows x combined columns -> each projection's part of it.
+  func::FuncOp range = makeHelper(module, loc, (kernelName + ".range").str(),
+                                  nb);
+  Body body = bodyOf(range, nb);
+  OpBuilder &hb = body.b;
+  ProgramBuilder p(hb, loc);
+  for (auto [i, pr] : llvm::enumerate(s.projections)) {
+    Value lo = p.i64(pr.offset), hi = p.i64(pr.offset + pr.n);
+    Value c0 = arith::SubIOp::create(
+        hb, loc, arith::MaxSIOp::create(hb, loc, body.c0, lo), lo);
+    Value c1 = arith::SubIOp::create(hb, loc, p.minI(body.c1, hi), lo);
+    p.ifThen(p.lt(c0, c1), [&] {
+      if (!s.amx) {
+        callHelper(hb, loc, avxFns[i], body.buffers, body.r0, body.r1, c0,
+                   c1);
+        return;
+      }
+      Value rows = arith::SubIOp::create(hb, loc, body.r1, body.r0);
+      ifElse(
+          hb, loc, p.lt(p.i64(kAmxMinRows - 1), rows),
+          [&] {
+            callHelper(hb, loc, amxFns[i], body.buffers, body.r0, body.r1,
+                       c0, c1);
+          },
+          [&] {
+            callHelper(hb, loc, avxFns[i], body.buffers, body.r0, body.r1,
+                       c0, c1);
+          });
+    });
+  }
+  if (s.quantQ >= 0) {
+    GemmCodegen cg(s, hb, loc, body.buffers);
+    cg.quantizeOutput(s.projections[0], body.r0, body.r1, body.c0, body.c1);
+  }
+  return range;
+}
+
+void forEachRowBlock(OpBuilder &b, Location loc, Value begin, Value end,
+                     int64_t tiles, int64_t tileN, int64_t n,
+                     function_ref<void(Value, Value, Value, Value)> run) {
+  ProgramBuilder p(b, loc);
+  Value cTiles = p.i64(tiles), cN = p.i64(n), cTn = p.i64(tileN);
+  Value rA = p.divs(begin, cTiles), tA = p.rems(begin, cTiles);
+  Value rB = p.divs(end, cTiles), tB = p.rems(end, cTiles);
+  Value cA = p.mul(tA, cTn), cB = p.minI(p.mul(tB, cTn), cN);
+  Value one = p.i64(1), zero = p.i64(0);
+  ifElse(
+      b, loc, p.eq(rA, rB), [&] { run(rA, p.add(rA, one), cA, cB); },
+      [&] {
+        Value partialFirst = p.lt(zero, tA);
+        p.ifThen(partialFirst, [&] { run(rA, p.add(rA, one), cA, cN); });
+        Value firstFull = p.select(partialFirst, p.add(rA, one), rA);
+        p.ifThen(p.lt(firstFull, rB), [&] { run(firstFull, rB, zero, cN); });
+        p.ifThen(p.lt(zero, tB), [&] { run(rB, p.add(rB, one), zero, cB); });
+      });
+}
+
+} // namespace kiln::cpu

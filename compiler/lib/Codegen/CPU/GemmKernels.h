@@ -1,0 +1,125 @@
+//===- GemmKernels.h - Blocked GEMM kernels shared by CPU emitters -*- C++ -*-//
+//
+// The blocked AVX-512 and AMX-BF16 kernels of out[m, n] = epilogue(sum_k
+// x[m, k] * w[n, k]) (weights [N, K] and activations [M, K], both
+// K-contiguous), written as private helper functions of a kernel's entry:
+// NAME.range (rows x columns of the combined column space) and per
+// projection NAME.pI.avx512 / NAME.pI.amx. The GEMM emitter (GemmEmitter.cpp)
+// calls NAME.range on its row blocks; the experts' emitter (MoeEmitter.cpp)
+// on each expert's rows of the contiguous layout, with that expert's
+// weights in the weight slots and the layout's row -> token map
+// (GemmSpec::rowMap). docs/kernels.md, "CPU emitters", describes both.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_CODEGEN_CPU_GEMMKERNELS_H
+#define KILN_CODEGEN_CPU_GEMMKERNELS_H
+
+#include "Emitter.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+namespace kiln::cpu {
+
+/// Rows from which a block takes the AMX path (one B tile of activations).
+constexpr int64_t kAmxMinRows = 16;
+
+/// One projection of the kernel: columns [offset, offset + n) of its
+/// combined column space, from `weights` (gate and up for SwiGLU).
+struct Projection {
+  llvm::SmallVector<unsigned, 2> weights; ///< buffer indices
+  mlir::Type wType, outType;
+  int64_t n = 0, offset = 0;
+  unsigned out = 0;
+  llvm::SmallVector<unsigned> addends;
+  /// FP8: the buffer of each weight's block scales, [ceil(n / wbN),
+  /// ceil(K / act)] f32.
+  llvm::SmallVector<unsigned, 2> wScales;
+};
+
+struct GemmSpec {
+  unsigned x = 0;
+  mlir::Type xType;
+  int64_t k = 0, tileN = 1, combinedN = 0;
+  bool swiglu = false;
+  llvm::SmallVector<Projection, 2> projections;
+  /// Rows of a layout (the experts' grouped GEMMs): buffer `rowMap` (of
+  /// `rowMapType` integers) holds each row's token, -1 for a padding row,
+  /// whose outputs are not written. With `gatherX` the activation row of
+  /// row r is its token (clamped to 0 for padding), else r itself. -1: the
+  /// rows are plain rows.
+  int rowMap = -1;
+  mlir::Type rowMapType;
+  bool gatherX = false;
+  /// FP8 (DeepSeek's block scales, docs/fp8.md): x and the weights are
+  /// e4m3; buffer `xScale` holds x's scales per row and `act` of K
+  /// ([rows, ceil(K / act)] f32), each weight its scales per block of wbN
+  /// rows x act of K. Products are summed per K block of `act`, then
+  /// promoted: acc += partial * (x scale * weight scale).
+  bool fp8 = false;
+  int64_t act = 0, wbN = 0;
+  unsigned xScale = 0;
+  /// FP8 SwiGLU: the f32 output (the projection's `out`, a workspace) is
+  /// then quantized per row in tiles of `act` columns into e4m3 `quantQ`
+  /// (of `quantType`) and f32 scales `quantS` ([rows, ceil(n / act)]), as
+  /// the reference does (docs/fp8.md). -1: no output quantization.
+  int quantQ = -1, quantS = -1;
+  mlir::Type quantType;
+  // Blocking (static).
+  int64_t regRows = 4, regCols = 4; ///< AVX-512 register block
+  int64_t gemvCols = 8;             ///< columns of a streamed single row
+  int64_t panel = 0;                ///< AVX-512 columns per L2 panel
+  bool amx = false;
+  int64_t amxChunk = 0;             ///< rows packed at a time (AMX)
+  std::string amxOff;               ///< why AMX is off, when it was asked
+};
+
+bool isStoredFloat(mlir::Type t);
+/// Fails with `why` unless the operands are f32/bf16/f16 (FP8: e4m3 inputs
+/// and weights, f32/bf16/f16 outputs, an activation tile of 16k).
+mlir::LogicalResult checkOperandTypes(GemmSpec &s, std::string &why);
+
+/// The static blocking of the AVX-512 and AMX kernels (docs/kernels.md).
+void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
+                    const CpuTarget &target);
+/// The blocking as the config text shows it.
+std::string describeBlocking(const GemmSpec &s);
+
+/// Builds a private helper `void name(ptr x numBuffers, i64 r0, i64 r1,
+/// i64 c0, i64 c1)` at the end of `module`.
+mlir::func::FuncOp makeHelper(mlir::ModuleOp module, mlir::Location loc,
+                              llvm::StringRef name, unsigned numBuffers);
+
+/// The pieces of a helper's body: its builder (before the return), the
+/// buffers and the block bounds.
+struct Body {
+  mlir::OpBuilder b;
+  llvm::SmallVector<mlir::Value> buffers;
+  mlir::Value r0, r1, c0, c1;
+};
+Body bodyOf(mlir::func::FuncOp fn, unsigned numBuffers);
+
+void callHelper(mlir::OpBuilder &b, mlir::Location loc, mlir::func::FuncOp fn,
+                llvm::ArrayRef<mlir::Value> buffers, mlir::Value r0,
+                mlir::Value r1, mlir::Value c0, mlir::Value c1);
+
+/// Emits the per-projection kernels and returns NAME.range: rows [r0, r1)
+/// x combined columns [c0, c1), AMX for >= kAmxMinRows rows where the spec
+/// has it, else AVX-512.
+mlir::func::FuncOp emitRangeHelper(mlir::ModuleOp module, mlir::Location loc,
+                                   llvm::StringRef kernelName,
+                                   const GemmSpec &s, unsigned numBuffers);
+
+/// Program range [begin, end) of a grid of rows x `tiles` column tiles of
+/// `tileN` (pid = row * tiles + tile, n columns in all) as at most three
+/// blocks of rows [r0, r1) x columns [c0, c1): a partial first row, the
+/// full rows, a partial last row; `run` is emitted once per block.
+void forEachRowBlock(
+    mlir::OpBuilder &b, mlir::Location loc, mlir::Value begin,
+    mlir::Value end, int64_t tiles, int64_t tileN, int64_t n,
+    llvm::function_ref<void(mlir::Value, mlir::Value, mlir::Value,
+                            mlir::Value)>
+        run);
+
+} // namespace kiln::cpu
+
+#endif // KILN_CODEGEN_CPU_GEMMKERNELS_H
