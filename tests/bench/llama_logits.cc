@@ -3,11 +3,12 @@
 // script against the libllama it builds from llama-cpp-python's vendored
 // sources (not part of Kiln's CMake build: Kiln does not depend on llama.cpp).
 //
-//   kiln-llama-logits MODEL.gguf TOKENS OUT.npy [THREADS]
+//   kiln-llama-logits MODEL.gguf TOKENS OUT.npy [THREADS [REPACK]]
 //
 // TOKENS is a comma-separated list of ids, fed as one batch at positions
 // 0..n-1 of sequence 0 (no tokenizer, no BOS added). OUT.npy gets float32
-// [n, n_vocab]: the logits of every position.
+// [n, n_vocab]: the logits of every position. REPACK 0 turns off the CPU's
+// extra weight buffers (AMX, repacked layouts), as llama-bench's --repack 0.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -64,18 +65,25 @@ bool WriteNpy(const std::string& path, const std::vector<float>& data, long rows
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4 || argc > 5) {
-    std::fprintf(stderr, "usage: kiln-llama-logits MODEL.gguf TOKENS(id,id,...) OUT.npy [THREADS]\n");
+  if (argc < 4 || argc > 6) {
+    std::fprintf(stderr, "usage: kiln-llama-logits MODEL.gguf TOKENS(id,id,...) OUT.npy [THREADS [REPACK(0|1)]]\n");
     return 2;
   }
   std::vector<llama_token> tokens;
   if (!ParseTokens(argv[2], &tokens)) return Fail(std::string("bad token list '") + argv[2] + "'");
-  int threads = argc == 5 ? std::atoi(argv[4]) : 2;
+  int threads = argc >= 5 ? std::atoi(argv[4]) : 2;
   if (threads < 1) return Fail(std::string("bad thread count '") + argv[4] + "'");
+  bool repack = true;
+  if (argc == 6) {
+    if (std::strcmp(argv[5], "0") != 0 && std::strcmp(argv[5], "1") != 0)
+      return Fail(std::string("REPACK must be 0 or 1, got '") + argv[5] + "'");
+    repack = argv[5][0] == '1';
+  }
 
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
+  mp.use_extra_bufts = repack;
   llama_model* model = llama_model_load_from_file(argv[1], mp);
   if (!model) return Fail(std::string("cannot load ") + argv[1]);
   const llama_vocab* vocab = llama_model_get_vocab(model);

@@ -103,7 +103,7 @@ SEED = 0
 # 3.9e-3) somewhere, at the GEMM inputs, in the KV cache or everywhere
 # (PyTorch bf16), compounded over the layers. q8_0: bf16 arithmetic plus
 # 8-bit weights with a scale per 32 (llama.cpp Q8_0).
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "q8_0": 1e-1}
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "q8_0": 1.5e-1}
 
 
 def log(msg):
@@ -395,7 +395,9 @@ class Torch:
         return self.models[name]
 
     def release(self):
+        import gc
         self.models.clear()
+        gc.collect()
 
     def logits(self, model, tokens):
         torch = self.torch
@@ -429,23 +431,32 @@ class Torch:
 
 
 class LlamaCpp:
-    """llama.cpp: llama-bench for time, the libllama harness for logits."""
+    """llama.cpp: llama-bench for time, the libllama harness for logits.
+
+    Q8_0 runs without the CPU's extra weight buffers (--repack 0): with them
+    this build puts Q8_0 weights in its AMX buffer, whose kernel dies of
+    SIGILL on its first tile instruction here (tilezero in
+    tinygemm_kernel_amx: the tile configuration is not in force; upstream PR
+    ggml-org/llama.cpp#26954), and with which the DeepSeek model's graph
+    stops at the scheduler's GGML_ASSERT(*cur_backend_id != -1). Without it
+    Q8_0 takes the AVX512-VNNI kernels. bf16 weights never use those buffers."""
 
     def __init__(self, bindir, quant, ggufs, work):
         self.bin, self.quant, self.ggufs, self.work = bindir, quant, ggufs, work
         self.name = f"llama.cpp-{quant}"
         self.arith = quant
+        self.repack = "0" if quant == "q8_0" else "1"
 
     def logits(self, model, tokens):
         import numpy as np
         out = os.path.join(self.work, f"{model}-{self.quant}-llama-logits.npy")
         run([os.path.join(self.bin, "kiln-llama-logits"), self.ggufs[model][self.quant],
-             ",".join(map(str, tokens)), out, "2"])
+             ",".join(map(str, tokens)), out, "2", self.repack])
         return np.load(out)[-1].astype(np.float64)
 
     def _bench(self, model, threads, reps, args):
         out = run([os.path.join(self.bin, "llama-bench"), "-m", self.ggufs[model][self.quant],
-                   "-t", str(threads), "-r", str(reps), "-o", "json", *args])
+                   "-t", str(threads), "-r", str(reps), "--repack", self.repack, "-o", "json", *args])
         res = json.loads(out)
         if len(res) != 1:
             raise RuntimeError(f"llama-bench gave {len(res)} results, expected 1:\n{out}")
@@ -587,12 +598,12 @@ def main_in_venv(args):
     # Kiln's AMX GEMMs, which need >= 16 rows per thread, are the ones
     # checked), and Kiln's decode path (kiln-run --decode-each) on a shorter one.
     failed = []
+    torch_bf16 = Torch("bf16", cks)  # checked, then timed
     for m in args.models:
         ref = Torch("fp64", cks)
         fp32 = Torch("fp32", cks)
-        bf16 = Torch("bf16", cks)
         forward = [(s, s.logits) for s in
-                   (kiln_f32_cache, kiln["f32"], kiln["bf16"], fp32, bf16, llama["bf16"], llama["q8_0"])]
+                   (kiln_f32_cache, kiln["f32"], kiln["bf16"], fp32, torch_bf16, llama["bf16"], llama["q8_0"])]
         decode = [(s, s.decode_logits) for s in (kiln_f32_cache, kiln["f32"], kiln["bf16"])]
         failed += [f"{m}: {f}" for f in check_agreement(m, "prefill", forward, ref, tokens[m]["prefill"])]
         failed += [f"{m}: {f}" for f in check_agreement(m, "decode", decode, ref, tokens[m]["check"])]
@@ -611,7 +622,7 @@ def main_in_venv(args):
         print(f"refusing to measure: the 1-minute load average is {before:.2f} (> --max-load "
               f"{args.max_load}); wait for an idle machine or pass --allow-load", file=sys.stderr)
         return 3
-    systems = [kiln["f32"], kiln["bf16"], Torch("bf16", cks), llama["bf16"], llama["q8_0"]]
+    systems = [kiln["f32"], kiln["bf16"], torch_bf16, llama["bf16"], llama["q8_0"]]
     t0 = time.time()
     med = bench(args.models, systems, args, tokens)
     after = loadavg()
