@@ -17,10 +17,11 @@ llama-quantize); Kiln plans (kiln-compile, fp32 GEMMs and
 --cpu-gemm-precision=bf16).
 
 Then:
-1. Agreement: the last position's logits of one prompt from every system
-   against a float64 PyTorch eager reference (relative L2 error under a
-   tolerance per arithmetic, top-1 token equal); any failure stops the run
-   with the numbers.
+1. Agreement: every position's logits of the timed prompt from every
+   system (and of a shorter one through Kiln's decode path) against a
+   float64 PyTorch eager reference (median relative L2 error under a
+   tolerance per arithmetic, top-1 tokens agreeing); any failure stops the
+   run with the numbers.
 2. Speed: prefill of --prefill tokens (ms) and decode (ms/token over
    --decode tokens after a --decode-prompt-token prompt) for Kiln fp32,
    Kiln bf16, PyTorch bf16, llama.cpp bf16 and llama.cpp Q8_0, at each
@@ -158,7 +159,10 @@ def ensure_sdist(cache):
              "--no-binary", ":all:", "-d", dl])
     with tempfile.TemporaryDirectory(dir=dl) as tmp:
         with tarfile.open(tgz) as t:
-            t.extractall(tmp, filter="data")
+            try:
+                t.extractall(tmp, filter="data")
+            except TypeError:  # Python < 3.11.4: no extraction filters
+                t.extractall(tmp)
         shutil.rmtree(os.path.join(dl, f"llama_cpp_python-{LLAMA_CPP_PYTHON}"), ignore_errors=True)
         os.replace(os.path.join(tmp, f"llama_cpp_python-{LLAMA_CPP_PYTHON}"),
                    os.path.join(dl, f"llama_cpp_python-{LLAMA_CPP_PYTHON}"))
@@ -297,7 +301,8 @@ def internal_convert(src, ck, out):
 
 # --------------------------------------------------------------------------
 # Systems. Each has .name, .arith (a TOLERANCE key), .logits(model, tokens)
-# -> float64 [V] of the last position, and .measure(model, threads, reps,
+# -> float64 [P, V], the logits of the prompt's last P positions (all of them,
+# or the last one where that is all a system returns), and .measure(model, threads, reps,
 # prefill_tokens, decode_prompt, n_decode) -> (prefill ms, decode ms/token).
 # --------------------------------------------------------------------------
 
@@ -306,7 +311,9 @@ class Kiln:
 
     VARIANTS = {"f32": [], "bf16": ["--cpu-gemm-precision=bf16"]}
 
-    def __init__(self, bin_dir, variant, work, max_seq, kv_cache=None):
+    compiled = {}  # (checkpoint, flags) -> plan, so identical plans compile once
+
+    def __init__(self, bin_dir, variant, work, max_seq, kv_cache=None, logits="last"):
         self.bin, self.variant, self.work, self.max_seq = bin_dir, variant, work, max_seq
         self.flags = list(self.VARIANTS[variant]) + ([f"--kv-cache-dtype={kv_cache}"] if kv_cache else [])
         self.name = f"kiln-{variant}" + (f" ({kv_cache} cache)" if kv_cache else "")
@@ -317,17 +324,21 @@ class Kiln:
                 raise RuntimeError(f"{os.path.join(bin_dir, tool)} not found: build Kiln first "
                                    "(bash scripts/build.sh) or give --bin")
         help_text = run([os.path.join(bin_dir, "kiln-compile"), "--help"])
-        # Forward returns all positions' logits today; once it can return the
-        # last position only, ask for that (what the other systems compute).
+        # Forward returns every position's logits today. Once kiln-compile has
+        # --logits, timed plans ask for the last position only (what the other
+        # systems compute) and the check's plans for all of them.
         if "--logits=" in help_text:
-            self.flags.append("--logits=last")
+            self.flags.append(f"--logits={logits}")
 
     def prepare(self, model, ck):
-        tag = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
-        plan = os.path.join(self.work, f"{model}-{tag}-{self.max_seq}.kplan")
-        run([os.path.join(self.bin, "kiln-compile"), ck, "-o", plan, f"--max-seq={self.max_seq}",
-             "--max-batch=1", *self.flags])
-        self.plans[model] = plan
+        key = (ck, tuple(self.flags))
+        if key not in Kiln.compiled:
+            tag = re.sub(r"[^a-z0-9]+", "-", " ".join([self.name, *self.flags]).lower()).strip("-")
+            plan = os.path.join(self.work, f"{model}-{tag}-{self.max_seq}.kplan")
+            run([os.path.join(self.bin, "kiln-compile"), ck, "-o", plan, f"--max-seq={self.max_seq}",
+                 "--max-batch=1", *self.flags])
+            Kiln.compiled[key] = plan
+        self.plans[model] = Kiln.compiled[key]
 
     def _kiln_run(self, model, args):
         return run([os.path.join(self.bin, "kiln-run"), self.plans[model], *args])
@@ -340,9 +351,9 @@ class Kiln:
         self._kiln_run(model, ["--input", f"tokens={tok}", "--output", f"logits={out}", "--threads", "2"])
         x = np.load(out)
         if x.ndim == 3:      # [B, S, V]: every position
-            return x[0, -1].astype(np.float64)
-        if x.ndim == 2:      # [B, V]: the last position
             return x[0].astype(np.float64)
+        if x.ndim == 2:      # [B, V]: the last position
+            return x.astype(np.float64)
         raise RuntimeError(f"Kiln's logits have shape {x.shape}: expected [1, S, V] or [1, V]")
 
     def decode_logits(self, model, tokens):
@@ -352,7 +363,7 @@ class Kiln:
         out = os.path.join(self.work, f"{model}-check-decode-logits.npy")
         np.save(tok, np.asarray([tokens], dtype=np.int32))
         self._kiln_run(model, ["--input", f"tokens={tok}", "--decode-each", out])
-        return np.load(out)[0, -1].astype(np.float64)
+        return np.load(out)[0].astype(np.float64)
 
     def measure(self, model, threads, reps, prefill_tokens, decode_prompt, n_decode):
         import numpy as np
@@ -404,7 +415,7 @@ class Torch:
         torch.set_num_threads(2)
         with torch.inference_mode():
             out = self.model(model)(torch.tensor([tokens]), use_cache=False)
-        return out.logits[0, -1].to(torch.float64).numpy()
+        return out.logits[0].to(torch.float64).numpy()
 
     def measure(self, model, threads, reps, prefill_tokens, decode_prompt, n_decode):
         torch = self.torch
@@ -452,7 +463,7 @@ class LlamaCpp:
         out = os.path.join(self.work, f"{model}-{self.quant}-llama-logits.npy")
         run([os.path.join(self.bin, "kiln-llama-logits"), self.ggufs[model][self.quant],
              ",".join(map(str, tokens)), out, "2", self.repack])
-        return np.load(out)[-1].astype(np.float64)
+        return np.load(out).astype(np.float64)
 
     def _bench(self, model, threads, reps, args):
         out = run([os.path.join(self.bin, "llama-bench"), "-m", self.ggufs[model][self.quant],
@@ -476,40 +487,48 @@ class LlamaCpp:
 # --------------------------------------------------------------------------
 
 def check_agreement(model, what, systems, reference, tokens):
-    """Last-position logits of `tokens` from every system against the float64
-    reference: relative L2 error within the system's tolerance; top-1 equal
-    to the reference's for float32 arithmetic, within the reference's top 5
-    for bf16 and Q8_0 (whose errors can reorder a near tie). Returns the
-    failures."""
+    """Every position's logits of `tokens` from every system against the
+    float64 reference. Per position, the relative L2 error
+    ||x - ref|| / ||ref||; a system passes when the median over the positions
+    is within the tolerance of its arithmetic and its top-1 token is the
+    reference's at every position (float32 arithmetic) or within the
+    reference's top 5 at >= 90 % of them (bf16, Q8_0). The median, because
+    bf16 noise flips a near-tie in the experts' routing at a few positions
+    of the MoE model, and such a position's logits move by ~0.1 (in every
+    bf16 system, PyTorch's included); a wrong kernel moves most positions.
+    Returns the failures."""
     import numpy as np
     ref = reference.logits(model, tokens)
-    order = np.argsort(ref)[::-1]
-    margin = ref[order[0]] - ref[order[1]]
-    rms = float(np.sqrt(np.mean(ref ** 2)))
+    order = np.argsort(ref, axis=1)[:, ::-1]
     rows, failed = [], []
     for s, get in systems:
         x = get(model, tokens)
-        if x.shape != ref.shape:
-            failed.append(f"{s.name}: {x.shape[0]} logits, the reference has {ref.shape[0]}")
+        p = x.shape[0]
+        if x.ndim != 2 or x.shape[1] != ref.shape[1] or p > ref.shape[0]:
+            failed.append(f"{what}, {s.name}: logits of shape {x.shape}, the reference's are {ref.shape}")
             continue
-        rel = float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
-        maxabs = float(np.max(np.abs(x - ref)))
-        top1 = int(np.argmax(x))
+        r, top = ref[-p:], order[-p:]
+        err = np.linalg.norm(x - r, axis=1) / np.linalg.norm(r, axis=1)
+        top1 = np.argmax(x, axis=1)
+        exact = float(np.mean(top1 == top[:, 0]))
+        in5 = float(np.mean([t in row[:5] for t, row in zip(top1, top)]))
         tol = TOLERANCE[s.arith]
-        top_ok = top1 == int(order[0]) if s.arith == "fp32" else top1 in order[:5].tolist()
-        ok = bool(np.all(np.isfinite(x))) and rel <= tol and top_ok
-        rows.append((s.name, rel, maxabs, top1, tol, ok))
+        med = float(np.median(err))
+        top_ok = exact == 1.0 if s.arith == "fp32" else in5 >= 0.9
+        ok = bool(np.all(np.isfinite(x))) and med <= tol and top_ok
+        rows.append((s.name, p, med, float(err.max()), float(err[-1]), exact, in5, tol, ok))
         if not ok:
-            failed.append(f"{what}, {s.name}: relative L2 error {rel:.2e} (tolerance {tol:.0e}), max |diff| "
-                          f"{maxabs:.3e}, top-1 {top1} (reference {order[0]}, top 5 {order[:5].tolist()})")
-    print(f"\n{model}, {what}: last-position logits of a {len(tokens)}-token prompt against PyTorch float64 "
-          f"eager (its top-1 {order[0]}, margin {margin:.3f} over the next; logits rms {rms:.3f})\n")
-    print("| system | relative L2 error | max abs error | top-1 | tolerance | |")
-    print("|---|---|---|---|---|---|")
-    for name, rel, maxabs, top1, tol, ok in rows:
-        mark = "ok" if ok else "FAIL"
-        print(f"| {name} | {rel:.2e} | {maxabs:.2e} | {top1}{'' if top1 == order[0] else ' (not top-1)'} "
-              f"| {tol:.0e} | {mark} |")
+            failed.append(f"{what}, {s.name}: median relative L2 error {med:.2e} over {p} positions "
+                          f"(tolerance {tol:.2g}), top-1 equal at {exact:.0%}, in the reference's top 5 at "
+                          f"{in5:.0%}")
+    print(f"\n{model}, {what}: logits of a {len(tokens)}-token prompt against PyTorch float64 eager "
+          f"(relative L2 error per position)\n")
+    print("| system | positions | median error | max error | last position | top-1 equal | "
+          "in top 5 | tolerance (median) | |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, p, med, mx, last, exact, in5, tol, ok in rows:
+        print(f"| {name} | {p} | {med:.2e} | {mx:.2e} | {last:.2e} | {exact:.0%} | {in5:.0%} | {tol:.2g} | "
+              f"{'ok' if ok else 'FAIL'} |")
     sys.stdout.flush()
     return failed
 
@@ -517,6 +536,7 @@ def check_agreement(model, what, systems, reference, tokens):
 def bench(models, systems, args, tokens):
     """Round robin: every round runs every system once per thread count."""
     times = {}
+    t0 = time.time()
     for r in range(args.rounds):
         for model in models:
             for t in args.threads:
@@ -524,7 +544,7 @@ def bench(models, systems, args, tokens):
                     p, d = s.measure(model, t, args.reps, tokens[model]["prefill"], tokens[model]["decode"],
                                      args.decode)
                     times.setdefault((model, t, s.name), []).append((p, d))
-        log(f"round {r + 1}/{args.rounds} done (load {loadavg():.2f})")
+        log(f"round {r + 1}/{args.rounds} done after {time.time() - t0:.0f} s (load {loadavg():.2f})")
     return {k: (statistics.median(p for p, _ in v), statistics.median(d for _, d in v), v)
             for k, v in times.items()}
 
@@ -570,6 +590,9 @@ def main_in_venv(args):
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     cache = args.cache
+    if loadavg() > args.max_load and not args.allow_load and not args.check_only:
+        log(f"note: the load average is {loadavg():.2f} (> --max-load {args.max_load}); the timing "
+            "after the agreement check will be refused unless it drops (or --allow-load is given)")
     src = ensure_sdist(cache)
     bindir = ensure_llama_cpp(cache, args.jobs)
     work = os.path.join(cache, "work")
@@ -581,18 +604,19 @@ def main_in_venv(args):
         ggufs[m] = convert_gguf(sys.executable, src, bindir, cks[m], os.path.join(cache, "gguf", m))
 
     max_seq = max(args.prefill, args.decode_prompt + args.decode, args.check_tokens)
-    kiln = {"f32": Kiln(args.bin, "f32", work, max_seq), "bf16": Kiln(args.bin, "bf16", work, max_seq)}
-    kiln_f32_cache = Kiln(args.bin, "f32", work, max_seq, kv_cache="f32")
+    kiln = {v: Kiln(args.bin, v, work, max_seq) for v in ("f32", "bf16")}                 # timed
+    kiln_check = [Kiln(args.bin, "f32", work, max_seq, kv_cache="f32", logits="all"),
+                  *(Kiln(args.bin, v, work, max_seq, logits="all") for v in ("f32", "bf16"))]
     for m in args.models:
-        for k in (*kiln.values(), kiln_f32_cache):
+        for k in (*kiln.values(), *kiln_check):
             k.prepare(m, cks[m])
     llama = {q: LlamaCpp(bindir, q, ggufs, work) for q in ("bf16", "q8_0")}
 
-    rng = np.random.default_rng(SEED)
-    tokens = {m: {"check": rng.integers(0, MODELS[m]["vocab_size"], args.check_tokens).tolist(),
-                  "prefill": rng.integers(0, MODELS[m]["vocab_size"], args.prefill).tolist(),
-                  "decode": rng.integers(0, MODELS[m]["vocab_size"], args.decode_prompt).tolist()}
-              for m in args.models}
+    tokens = {}
+    for m in args.models:  # a stream per model: the prompts do not depend on --models
+        rng = np.random.default_rng([SEED, list(MODELS).index(m)])
+        tokens[m] = {what: rng.integers(0, MODELS[m]["vocab_size"], n).tolist() for what, n in
+                     (("check", args.check_tokens), ("prefill", args.prefill), ("decode", args.decode_prompt))}
 
     # 1. Agreement: every system's forward on the timed prefill prompt (so
     # Kiln's AMX GEMMs, which need >= 16 rows per thread, are the ones
@@ -602,9 +626,8 @@ def main_in_venv(args):
     for m in args.models:
         ref = Torch("fp64", cks)
         fp32 = Torch("fp32", cks)
-        forward = [(s, s.logits) for s in
-                   (kiln_f32_cache, kiln["f32"], kiln["bf16"], fp32, torch_bf16, llama["bf16"], llama["q8_0"])]
-        decode = [(s, s.decode_logits) for s in (kiln_f32_cache, kiln["f32"], kiln["bf16"])]
+        forward = [(s, s.logits) for s in (*kiln_check, fp32, torch_bf16, llama["bf16"], llama["q8_0"])]
+        decode = [(s, s.decode_logits) for s in kiln_check]
         failed += [f"{m}: {f}" for f in check_agreement(m, "prefill", forward, ref, tokens[m]["prefill"])]
         failed += [f"{m}: {f}" for f in check_agreement(m, "decode", decode, ref, tokens[m]["check"])]
         ref.release()
@@ -616,8 +639,8 @@ def main_in_venv(args):
         return 0
 
     # 2. Speed.
-    before = loadavg()
-    log(f"before: {uptime()}")
+    before, up_before = loadavg(), uptime()
+    log(f"before: {up_before}")
     if before > args.max_load and not args.allow_load:
         print(f"refusing to measure: the 1-minute load average is {before:.2f} (> --max-load "
               f"{args.max_load}); wait for an idle machine or pass --allow-load", file=sys.stderr)
@@ -625,8 +648,8 @@ def main_in_venv(args):
     systems = [kiln["f32"], kiln["bf16"], torch_bf16, llama["bf16"], llama["q8_0"]]
     t0 = time.time()
     med = bench(args.models, systems, args, tokens)
-    after = loadavg()
-    log(f"after: {uptime()}")
+    after, up_after = loadavg(), uptime()
+    log(f"after: {up_after}")
     loaded = max(before, after) > args.max_load
     note = f" (MACHINE LOADED: load average {before:.2f} before, {after:.2f} after)" if loaded else \
            f" (load average {before:.2f} before, {after:.2f} after)"
@@ -635,7 +658,7 @@ def main_in_venv(args):
             "interleaved are meaningful, absolute times and thread scaling are not")
     print(f"\n{datetime.date.today()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"transformers {transformers.__version__}, llama.cpp from llama-cpp-python {LLAMA_CPP_PYTHON}; "
-          f"benchmark {time.time() - t0:.0f} s")
+          f"benchmark {time.time() - t0:.0f} s\nuptime before: {up_before}\nuptime after:  {up_after}")
     print_tables(args.models, systems, args, med, note)
     if args.json:
         with open(args.json, "w") as f:
