@@ -2,12 +2,14 @@
 # Installs everything Kiln needs on a fresh Debian 12 machine (idempotent):
 # LLVM/MLIR 22 (Debian's security suite), FlatBuffers, abseil, GoogleTest,
 # PCRE2, utf8proc and nlohmann/json (the runtime's tokenizer), Ninja, ccache,
-# numpy for the end-to-end references, and Hugging Face `tokenizers` (pip,
-# test-only: the tokenizer end-to-end test compares with it).
+# numpy for the end-to-end references, python3-venv (the virtual environment
+# of tests/bench/vs_reference_runtimes.py, which installs its own PyTorch and
+# builds its own llama.cpp), and Hugging Face `tokenizers` (pip, test-only:
+# the tokenizer end-to-end test compares with it).
 set -euo pipefail
 
 TOKENIZER_PKGS=(pkg-config libpcre2-dev libutf8proc-dev nlohmann-json3-dev)
-PKGS=(cmake ninja-build ccache g++ python3 python3-numpy python3-pip
+PKGS=(cmake ninja-build ccache g++ python3 python3-numpy python3-pip python3-venv
       libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools lld-22
       libflatbuffers-dev flatbuffers-compiler libabsl-dev libgtest-dev "${TOKENIZER_PKGS[@]}")
 RUNTIME_ONLY=0
