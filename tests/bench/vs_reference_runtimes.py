@@ -111,13 +111,14 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(cmd, **kw):
-    """Runs a command; on failure raises with its output (never a silent failure)."""
+def run(cmd, both=False, **kw):
+    """Runs a command; on failure raises with its output (never a silent failure).
+    Its stdout, or with `both` stdout then stderr (kiln-run's timings)."""
     p = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if p.returncode != 0:
         raise RuntimeError(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n"
                            f"{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
-    return p.stdout
+    return p.stdout + p.stderr if both else p.stdout
 
 
 def loadavg():
@@ -341,7 +342,7 @@ class Kiln:
         self.plans[model] = Kiln.compiled[key]
 
     def _kiln_run(self, model, args):
-        return run([os.path.join(self.bin, "kiln-run"), self.plans[model], *args])
+        return run([os.path.join(self.bin, "kiln-run"), self.plans[model], *args], both=True)
 
     def logits(self, model, tokens):
         import numpy as np
@@ -377,7 +378,7 @@ class Kiln:
         prefill = float(re.search(r"median ([0-9.]+) ms", out).group(1))
         # --generate N: the prompt's forward, then N - 1 decode steps.
         out = self._kiln_run(model, ["--input", f"tokens={dt}", "--generate", str(n_decode + 1),
-                                     "--threads", str(threads)])
+                                     "--ignore-eos", "--threads", str(threads)])
         m = re.search(r"decode: (\d+) step\(s\), median ([0-9.]+) ms/token", out)
         if not m or int(m.group(1)) != n_decode:
             raise RuntimeError(f"kiln-run --generate did not run {n_decode} decode steps:\n{out}")
