@@ -222,6 +222,23 @@ public:
   /// every 4 KiB page, one weight row of K = 2048 bf16). Every instance
   /// sums an output in the same order (16 lanes over K, then the lanes), so
   /// results do not depend on how rows fall into blocks, i.e. on threads.
+  /// The end of a register block of both micro-kernels: the lanes of
+  /// accumulator (i * cols + j) * nw + w reduced, then each row finished.
+  void finishBlock(const Projection &pr, int64_t rows, int64_t cols, Value r,
+                   Value c, ArrayRef<Value> acc) {
+    int64_t nw = pr.weights.size();
+    for (int64_t i = 0; i < rows; ++i) {
+      SmallVector<Value> perWeight;
+      for (int64_t w = 0; w < nw; ++w) {
+        SmallVector<Value> sums;
+        for (int64_t j = 0; j < cols; ++j)
+          sums.push_back(v.reduceAdd(acc[(i * cols + j) * nw + w]));
+        perWeight.push_back(v.fromElements(sums));
+      }
+      finish(pr, p.add(r, p.i64(i)), c, perWeight);
+    }
+  }
+
   void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
                 Value c, bool stream = false) {
     if (s.fp8)
@@ -277,16 +294,7 @@ public:
       acc = step(p.i64(done), -1, acc);
     if (rest > 0)
       acc = step(p.i64(done), rest, acc);
-    for (int64_t i = 0; i < rows; ++i) {
-      SmallVector<Value> perWeight;
-      for (int64_t w = 0; w < nw; ++w) {
-        SmallVector<Value> sums;
-        for (int64_t j = 0; j < cols; ++j)
-          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
-        perWeight.push_back(v.fromElements(sums));
-      }
-      finish(pr, p.add(r, p.i64(i)), c, perWeight);
-    }
+    finishBlock(pr, rows, cols, r, c, acc);
   }
 
   /// The FP8 form of avxMicro: e4m3 x and weights decoded on load, lanes
@@ -363,16 +371,7 @@ public:
                       });
     if (k % act)
       acc = block(p.i64(fullBlocks), p.i64(fullBlocks * act), k % act, acc);
-    for (int64_t i = 0; i < rows; ++i) {
-      SmallVector<Value> perWeight;
-      for (int64_t w = 0; w < nw; ++w) {
-        SmallVector<Value> sums;
-        for (int64_t j = 0; j < cols; ++j)
-          sums.push_back(v.reduceAdd(acc[at(i, j, w)]));
-        perWeight.push_back(v.fromElements(sums));
-      }
-      finish(pr, p.add(r, p.i64(i)), c, perWeight);
-    }
+    finishBlock(pr, rows, cols, r, c, acc);
   }
 
   /// Rows [r0, r1) x columns [c0, c1) of projection `pr`: full register
