@@ -356,6 +356,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     models::ImportOptions io;
     io.batch = opts.maxBatch;
     io.seq = opts.maxSeq;
+    io.prefillChunk = opts.prefillChunk;
     io.noWeights = opts.noWeights;
     io.quantizeFP8 = opts.quantizeFP8;
     io.cacheType = opts.kvCacheF32 ? models::ImportOptions::CacheType::F32

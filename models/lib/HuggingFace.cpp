@@ -448,32 +448,56 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
                    : m.dtype == "float16" ? Type(b.getF16Type())
                                           : Type(b.getBF16Type());
   OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  if (opts.prefillChunk == 0)
+    opts.prefillChunk = std::min(opts.seq, kDefaultPrefillChunk);
+  if (opts.prefillChunk < 1 || opts.prefillChunk > opts.seq) {
+    emitError(fileLoc) << "--prefill-chunk must be in [1, --max-seq "
+                       << opts.seq << "], got " << opts.prefillChunk;
+    return failure();
+  }
+  const int64_t chunk = opts.prefillChunk;
+  const bool chunked = chunk < opts.seq;
   // What bounds each dimension symbol (kiln.dims), for the runtime's errors
-  // on inputs beyond the plan's limits.
-  (*module)->setAttr("kiln.symbol_limits",
-                     b.getStrArrayAttr({"--max-batch " + std::to_string(opts.batch),
-                                        "--max-seq " + std::to_string(opts.seq)}));
+  // on inputs beyond the plan's limits: the batch, and the tokens per row
+  // a prefill call takes (the chunk when prefill is chunked).
+  (*module)->setAttr(
+      "kiln.symbol_limits",
+      b.getStrArrayAttr(
+          {"--max-batch " + std::to_string(opts.batch),
+           chunked ? "--prefill-chunk " + std::to_string(chunk)
+                   : "--max-seq " + std::to_string(opts.seq)}));
   GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
   if (qc || opts.quantizeFP8)
     gb.quant = g::BlockQuantAttr::get(&ctx, b.getType<Float8E4M3FNType>(),
                                       {128, 128}, 128);
-  // forward (prefill: tokens [B, S], fills the KV cache) and decode (one
-  // token per batch row at `position`, reading and extending the cache).
-  for (bool decode : {false, true}) {
-    int64_t B = opts.batch, S = decode ? 1 : opts.seq;
+  // forward (prefill from position 0: tokens [B, chunk], fills the KV
+  // cache), extend when prefill is chunked (the next chunk of tokens at
+  // `position`: appends to the cache and attends to all of it), and decode
+  // (one token per batch row at `position`).
+  struct Entry {
+    const char *name;
+    int64_t seq;
+    bool positioned;
+  };
+  SmallVector<Entry> entries{{"forward", chunk, false}};
+  if (chunked)
+    entries.push_back({"extend", chunk, true});
+  entries.push_back({"decode", 1, true});
+  for (const Entry &e : entries) {
+    int64_t B = opts.batch, S = e.seq;
+    bool decode = StringRef(e.name) == "decode";
     gb.seq = S;
     b.setInsertionPointToEnd(module->getBody());
     auto tokensTy = gb.tensor({B, S}, b.getI32Type());
     auto logitsTy = opts.allLogits ? gb.tensor({B, S, m.vocab}, gb.f32())
                                    : gb.tensor({B, m.vocab}, gb.f32());
     SmallVector<Type> inputs{tokensTy};
-    if (decode)
+    if (e.positioned)
       inputs.push_back(gb.tensor({B}, b.getI32Type()));
-    auto fn = func::FuncOp::create(b, gb.at("model"),
-                                   decode ? "decode" : "forward",
+    auto fn = func::FuncOp::create(b, gb.at("model"), e.name,
                                    b.getFunctionType(inputs, {logitsTy}));
     fn.setArgAttr(0, "kiln.name", b.getStringAttr("tokens"));
-    if (decode)
+    if (e.positioned)
       fn.setArgAttr(1, "kiln.name", b.getStringAttr("position"));
     fn.setResultAttr(0, "kiln.name", b.getStringAttr("logits"));
     // Batch rows are independent and attention is causal: callers may give
@@ -481,7 +505,7 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     // the runtime pads and slices (TensorSpec.dim_symbols).
     int64_t seqSym = decode ? -1 : 1;
     fn.setArgAttr(0, "kiln.dims", b.getDenseI64ArrayAttr({0, seqSym}));
-    if (decode)
+    if (e.positioned)
       fn.setArgAttr(1, "kiln.dims", b.getDenseI64ArrayAttr({0}));
     fn.setResultAttr(0, "kiln.dims",
                      opts.allLogits
@@ -489,7 +513,7 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
                          : b.getDenseI64ArrayAttr({0, -1}));
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
-    gb.start = decode ? entry->getArgument(1) : Value();
+    gb.start = e.positioned ? entry->getArgument(1) : Value();
     buildBody(gb, m, entry->getArgument(0));
   }
   return module;

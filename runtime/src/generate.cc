@@ -213,9 +213,30 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(Session& session) {
   if (dlog->shape[0] != B || dlog->shape.back() != V || (dlog->shape.size() == 3 && dlog->shape[1] != 1))
     return mismatch("decode logits must be [B, V] or [B, 1, V]");
   if (V < 1 || S < 1 || B < 1) return mismatch("B, S and V must be positive");
-  for (const Function& f : plan.functions())
-    if ((f.name == "forward" && f.inputs.size() != 1) || (f.name == "decode" && f.inputs.size() != 2))
+  bool has_extend = false;
+  for (const Function& f : plan.functions()) {
+    has_extend |= f.name == "extend";
+    if ((f.name == "forward" && f.inputs.size() != 1) ||
+        ((f.name == "decode" || f.name == "extend") && f.inputs.size() != 2))
       return mismatch(absl::StrCat("function '", f.name, "' has other inputs than the convention's"));
+  }
+  // Chunked prefill: extend takes the next chunk at a position.
+  int64_t extend_seq = 0;
+  size_t extend_logits = 0;
+  if (has_extend) {
+    auto etok = ConventionSpec(plan, "extend", false, "tokens", DType::kI32, {2}, "[B, C]");
+    if (!etok.ok()) return etok.status();
+    auto epos = ConventionSpec(plan, "extend", false, "position", DType::kI32, {1}, "[B]");
+    if (!epos.ok()) return epos.status();
+    auto elog = ConventionSpec(plan, "extend", true, "logits", DType::kF32, {2, 3}, "[B, V] or [B, C, V]");
+    if (!elog.ok()) return elog.status();
+    if (etok->shape[0] != B || epos->shape[0] != B || elog->shape[0] != B || elog->shape.back() != V)
+      return mismatch("extend must take [B, C] tokens at [B] positions and return [B, V] or [B, C, V] logits");
+    if (!Paddable(*etok->info, 1))
+      return mismatch("extend's tokens must be allowed fewer positions than C");
+    extend_seq = etok->shape[1];
+    extend_logits = elog->index;
+  }
 
   std::unique_ptr<Generator> g(new Generator());
   g->session_ = &session;
@@ -228,6 +249,8 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(Session& session) {
   g->seq_paddable_ = Paddable(*ftok->info, 1);
   g->forward_logits_ = flog->index;
   g->decode_logits_ = dlog->index;
+  g->extend_seq_ = extend_seq;
+  g->extend_logits_ = extend_logits;
   return g;
 }
 
@@ -236,6 +259,36 @@ absl::StatusOr<HostTensor> Generator::Logits(const char* function,
   auto out = session_->Call(function, in);
   if (!out.ok()) return out.status();
   return std::move((*out)[output]);
+}
+
+absl::StatusOr<PrefillResult> Generator::Prefill(const HostTensor& tokens) {
+  if (tokens.dtype != DType::kI32 || tokens.shape.size() != 2 || tokens.shape[0] < 1 || tokens.shape[0] > batch_ ||
+      tokens.shape[1] < 1 || tokens.shape[1] > max_prompt())
+    return absl::InvalidArgumentError(absl::StrCat("prefill: tokens are ", DescribeTensor(tokens.dtype, tokens.shape),
+                                                   ", expected int32 [R, L] with 1 <= R <= ", batch_,
+                                                   " and 1 <= L <= ", max_prompt()));
+  int64_t R = tokens.shape[0], L = tokens.shape[1];
+  PrefillResult out;
+  for (int64_t at = 0; at < L; at += out.last_chunk) {
+    bool first = at == 0;
+    int64_t n = std::min(L - at, first ? seq_ : extend_seq_);
+    HostTensor chunk = MakeTensor(DType::kI32, {R, n});
+    for (int64_t r = 0; r < R; ++r)
+      std::memcpy(chunk.data<int32_t>() + r * n, tokens.data<int32_t>() + r * L + at, 4 * static_cast<size_t>(n));
+    absl::StatusOr<HostTensor> l;
+    if (first) {
+      l = Logits("forward", {{"tokens", chunk}}, forward_logits_);
+    } else {
+      HostTensor start = MakeTensor(DType::kI32, {R});
+      for (int64_t r = 0; r < R; ++r) start.data<int32_t>()[r] = static_cast<int32_t>(at);
+      l = Logits("extend", {{"tokens", chunk}, {"position", start}}, extend_logits_);
+    }
+    if (!l.ok()) return l.status();
+    out.logits = std::move(*l);
+    out.last_chunk = n;
+    ++out.calls;
+  }
+  return out;
 }
 
 absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector<int32_t>>& prompts,
@@ -252,10 +305,10 @@ absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector
       return absl::InvalidArgumentError(absl::StrCat("generate: prompt ", r, " has ",
                                                      prompts[static_cast<size_t>(r)].size(),
                                                      " tokens, prompt 0 has ", L, " (all must be as long)"));
-  if (L < 1 || L > seq_)
-    return absl::InvalidArgumentError(absl::StrCat("generate: the prompt has ", L,
-                                                   " tokens per row; the plan takes 1 to ", seq_,
-                                                   " (forward's sequence length)"));
+  if (L < 1 || L > max_prompt())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "generate: the prompt has ", L, " tokens per row; the plan takes 1 to ", max_prompt(),
+        extend_seq_ > 0 ? " (its KV cache's capacity)" : " (forward's sequence length)"));
   for (int64_t r = 0; r < R; ++r)
     for (int64_t i = 0; i < L; ++i) {
       int32_t t = prompts[static_cast<size_t>(r)][static_cast<size_t>(i)];
@@ -326,21 +379,25 @@ absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector
     return Logits("decode", {{"tokens", tok}, {"position", pos}}, decode_logits_);
   };
 
-  // Prefill: forward when it takes L tokens, else decode position by position.
+  // Prefill: forward when it takes L tokens; with chunked prefill, forward
+  // for the first chunk and extend for each next one; else decode position
+  // by position.
   auto t0 = Clock::now();
-  if (L == seq_ || seq_paddable_) {
+  if ((L <= seq_ && (L == seq_ || seq_paddable_)) || (L > seq_ && extend_seq_ > 0)) {
     HostTensor p = MakeTensor(DType::kI32, {R, L});
     for (int64_t r = 0; r < R; ++r)
       std::memcpy(p.data<int32_t>() + r * L, prompts[static_cast<size_t>(r)].data(), 4 * static_cast<size_t>(L));
-    auto logits = Logits("forward", {{"tokens", p}}, forward_logits_);
-    if (!logits.ok()) return logits.status();
-    // [R, V], or [R, S', V] read at the prompt's last position.
-    bool rank3 = logits->shape.size() == 3;
-    int64_t rows = rank3 ? logits->shape[1] : 1;
-    if (rank3 && rows < L)
-      return absl::InternalError(absl::StrCat("generate: forward returned logits ",
-                                              ShapeToString(logits->shape), " for a prompt of ", L, " tokens"));
-    if (auto s = sample(*logits, rows, rank3 ? L - 1 : 0); !s.ok()) return s;
+    auto pre = Prefill(p);
+    if (!pre.ok()) return pre.status();
+    res.stats.prefill_calls = pre->calls;
+    // [R, V], or [R, n, V] read at the last chunk's last position.
+    const HostTensor& logits = pre->logits;
+    bool rank3 = logits.shape.size() == 3;
+    int64_t rows = rank3 ? logits.shape[1] : 1;
+    if (rank3 && rows < pre->last_chunk)
+      return absl::InternalError(absl::StrCat("generate: prefill returned logits ", ShapeToString(logits.shape),
+                                              " for a chunk of ", pre->last_chunk, " tokens"));
+    if (auto s = sample(logits, rows, rank3 ? pre->last_chunk - 1 : 0); !s.ok()) return s;
   } else {
     res.stats.prefill_by_decode = true;
     HostTensor logits;
@@ -350,6 +407,7 @@ absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector
       auto l = decode(i);
       if (!l.ok()) return l.status();
       logits = std::move(*l);
+      ++res.stats.prefill_calls;
     }
     if (auto s = sample(logits, 1, 0); !s.ok()) return s;
   }

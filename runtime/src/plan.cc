@@ -136,6 +136,22 @@ absl::Status CheckTensorSpecs(const plan::Plan& p, const Specs* specs, bool outp
       return absl::InvalidArgumentError(absl::StrCat(where, ": ", Len(s->dim_symbols()),
                                                      " dim_symbols for a rank-", Len(s->shape()), " tensor"));
     if (auto st = CheckValueRange(*s, outputs, where); !st.ok()) return st;
+    if (int32_t sym = s->range_max_grows_with(); sym >= 0) {
+      // The symbol must size a dimension of one of the function's inputs;
+      // the loosest bound (one position given) must fit the dtype.
+      int64_t extent = 0;
+      for (uint32_t j = 0; j < Len(specs) && extent == 0; ++j) extent = plan::SymbolExtent(*specs->Get(j), sym);
+      if (outputs || !s->value_range() || extent < 1)
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": range_max_grows_with names symbol ", sym,
+            outputs ? " on an output" : (!s->value_range() ? " without a value range"
+                                                           : ", which sizes no input dimension")));
+      if (s->value_range()->max() > INT32_MAX - (extent - 1))
+        return absl::InvalidArgumentError(absl::StrCat(where, ": value range max ", s->value_range()->max(),
+                                                       " grown by ", extent - 1, " does not fit its dtype"));
+    } else if (sym < -1) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": range_max_grows_with is ", sym));
+    }
   }
   return absl::OkStatus();
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -143,16 +144,29 @@ int64_t IntegerAt(DType dtype, const uint8_t* data, int64_t i) {
 // Checks every value of an input tensor of `shape` (its bytes at `data`)
 // against the spec's value range; the error names the input, the row (and
 // the element, for rank > 1), the value and why the range is what it is.
+//
+// `given` is how many positions the call gives along the spec's
+// range_max_grows_with symbol (-1: unknown yet, the loosest bound: one).
 absl::Status CheckValueRange(const Function& f, const plan::TensorSpec& spec, const uint8_t* data,
-                             const std::vector<int64_t>& shape) {
+                             const std::vector<int64_t>& shape, int64_t given) {
   const plan::ValueRange* r = spec.value_range();
   if (!r) return absl::OkStatus();
+  int64_t max = r->max();
+  std::string grown;
+  if (int32_t sym = spec.range_max_grows_with(); sym >= 0) {
+    int64_t extent = 0;
+    for (const plan::TensorSpec* in : f.inputs)
+      if (extent == 0) extent = plan::SymbolExtent(*in, sym);
+    int64_t n = given < 0 ? 1 : std::clamp<int64_t>(given, 1, extent);
+    max += extent - n;
+    if (given >= 0 && n < extent) grown = absl::StrCat("; this call gives ", n);
+  }
   DType dtype = static_cast<DType>(spec.dtype());
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   for (int64_t i = 0; i < n; ++i) {
     int64_t v = IntegerAt(dtype, data, i);
-    if (v >= r->min() && v <= r->max()) continue;
+    if (v >= r->min() && v <= max) continue;
     std::vector<int64_t> index(shape.size());
     for (size_t d = shape.size(), rem = static_cast<size_t>(i); d-- > 0;) {
       index[d] = static_cast<int64_t>(rem % static_cast<size_t>(shape[d]));
@@ -162,10 +176,10 @@ absl::Status CheckValueRange(const Function& f, const plan::TensorSpec& spec, co
     if (!index.empty()) absl::StrAppend(&where, " row ", index[0]);
     if (index.size() > 1) absl::StrAppend(&where, ", element ", ShapeToString(index));
     std::string note = spec.range_note() && spec.range_note()->size() > 0
-                           ? absl::StrCat(" (", spec.range_note()->str(), ")")
+                           ? absl::StrCat(" (", spec.range_note()->str(), grown, ")")
                            : "";
     return absl::InvalidArgumentError(absl::StrCat(Prefix(f), "input '", spec.name()->str(), "'", where, ": value ", v,
-                                                   " is outside [", r->min(), ", ", r->max(), "]", note));
+                                                   " is outside [", r->min(), ", ", max, "]", note));
   }
   return absl::OkStatus();
 }
@@ -217,7 +231,9 @@ absl::Status Session::SetInput(std::string_view function, std::string_view name_
   // Values kernels index memory with (token ids, positions), before they
   // reach the arena. The zeros padding a smaller tensor are inside every
   // such range (plan verification checks it).
-  if (auto s = CheckValueRange(**fn, *spec, tensor.bytes.data(), tensor.shape); !s.ok()) return s;
+  // (A range that grows with the tokens given is checked loosely here and
+  // again when the function runs, once they are known.)
+  if (auto s = CheckValueRange(**fn, *spec, tensor.bytes.data(), tensor.shape, -1); !s.ok()) return s;
   auto& symbols = symbol_values_[std::string((*fn)->name)];
   if (smaller_ok)
     for (size_t d = 0; d < shape.size(); ++d)
@@ -242,16 +258,23 @@ absl::Status Session::CheckInputsBeforeRun(const Function& f) {
   state.resize(f.inputs.size(), InputState::kNeverSet);
   for (size_t i = 0; i < f.inputs.size(); ++i) {
     const plan::TensorSpec* spec = f.inputs[i];
-    if (!spec->value_range() || state[i] == InputState::kChecked) continue;
+    int32_t grows = spec->range_max_grows_with();
+    if (!spec->value_range() || (state[i] == InputState::kChecked && grows < 0)) continue;
     // Not set since another function may have reused its memory (functions
     // share the arena above the state region), or never set: check what the
     // kernels would read.
     const plan::Buffer* buf = plan_->fb().buffers()->Get(spec->buffer());
     std::vector<uint8_t> bytes(buf->size_bytes());
     if (auto s = backend_->CopyOut(buf->offset(), bytes.data(), bytes.size()); !s.ok()) return s;
-    if (auto s = CheckValueRange(f, *spec, bytes.data(), plan::ToVector(spec->shape())); !s.ok()) {
-      std::string why = state[i] == InputState::kNeverSet
-                            ? "; the input was never set"
+    int64_t given = -1;
+    if (grows >= 0) {
+      auto found = symbol_values_[f.name].find(grows);
+      given = found != symbol_values_[f.name].end() ? found->second : INT64_MAX;  // not given smaller: all
+    }
+    if (auto s = CheckValueRange(f, *spec, bytes.data(), plan::ToVector(spec->shape()), given); !s.ok()) {
+      std::string why = state[i] == InputState::kNeverSet ? "; the input was never set"
+                        : state[i] == InputState::kChecked
+                            ? ""
                             : absl::StrCat("; it was set before function '", clobbered_by_[f.name],
                                            "' ran, which reuses its memory: set it again");
       return absl::Status(s.code(), absl::StrCat(s.message(), why));

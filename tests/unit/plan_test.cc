@@ -445,5 +445,28 @@ TEST_F(PlanTest, ValueRangesAreVerified) {
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("output 0 ('y'): outputs carry no value range (it has [0, 0])"));
 }
 
+TEST_F(PlanTest, RangesThatGrowWithTheTokensGivenAreVerified) {
+  // Input 0 ('x', [2, 4]) with a range whose max grows along symbol 1.
+  auto grows = [&](int32_t sym, bool range, std::vector<int32_t> dims) {
+    plan_ = MakeAddPlan(dir_);
+    plan_.inputs[0].dtype = plan::DType::i32;
+    plan_.inputs[0].has_range = range;
+    plan_.inputs[0].range_max = 5;
+    plan_.inputs[0].dim_symbols = std::move(dims);
+    plan_.inputs[0].range_max_grows_with = sym;
+  };
+  grows(1, true, {0, 1});
+  auto ok = Open();
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->fb().inputs()->Get(0)->range_max_grows_with(), 1);
+  grows(1, false, {0, 1});
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): range_max_grows_with names symbol 1 without a value range"));
+  grows(3, true, {0, 1});
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): range_max_grows_with names symbol 3, which sizes no "
+                                         "input dimension"));
+  grows(-2, true, {0, 1});
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("input 0 ('x'): range_max_grows_with is -2"));
+}
+
 }  // namespace
 }  // namespace kiln::test

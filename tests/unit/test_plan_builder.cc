@@ -100,7 +100,8 @@ std::string Serialize(const TPlan& p) {
       out.push_back(plan::CreateTensorSpec(b, b.CreateString(s.name), s.dtype, b.CreateVector(s.shape), s.buffer,
                                            s.dim_symbols.empty() ? 0 : b.CreateVector(s.dim_symbols),
                                            s.has_range ? &range : nullptr,
-                                           s.range_note.empty() ? 0 : b.CreateString(s.range_note)));
+                                           s.range_note.empty() ? 0 : b.CreateString(s.range_note), 0,
+                                           s.range_max_grows_with));
     }
     return b.CreateVector(out);
   };

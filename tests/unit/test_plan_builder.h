@@ -79,6 +79,7 @@ struct TSpec {
   std::vector<int32_t> dim_symbols;
   bool has_range = false;
   int64_t range_min = 0, range_max = 0;
+  int32_t range_max_grows_with = -1;
   std::string range_note;
 };
 struct TFunction {

@@ -32,6 +32,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "kiln/generate.h"
 #include "kiln/runtime.h"
 #include "nlohmann/json.hpp"
 #include "plan_generated.h"
@@ -236,10 +237,21 @@ std::optional<Failure> Bench(Options& o, Json& out) {
       capped.push_back(sh.max_seq);
     o.prompt_lengths = capped;
   }
+  // A plan that prefills in chunks (extend) takes prompts up to its cache's
+  // capacity, through the generation API's Prefill.
+  std::unique_ptr<kiln::Generator> chunker;
+  int64_t max_prompt = sh.max_seq, capacity = sh.max_seq;
+  if (sh.decode && sh.position->value_range()) capacity = sh.position->value_range()->max() + 1;
+  if (plan->FindFunction("extend").ok()) {
+    auto g = kiln::Generator::Create(**session);
+    if (!g.ok()) return Fail(g.status(), kBadPlan);
+    chunker = std::move(*g);
+    max_prompt = chunker->max_prompt();
+  }
   for (int64_t l : o.prompt_lengths)
-    if (l > sh.max_seq || (l != sh.max_seq && !sh.seq_symbolic))
+    if (l > max_prompt || (l != sh.max_seq && !sh.seq_symbolic))
       return Failure{kBadRequest, absl::StrCat("prompt length ", l, ": the plan takes ",
-                                            sh.seq_symbolic ? "at most " : "exactly ", sh.max_seq,
+                                            sh.seq_symbolic ? "at most " : "exactly ", max_prompt,
                                             " tokens per row (compile with --max-seq)")};
   out["batch"] = B;
   kiln::Session& s = **session;
@@ -252,9 +264,10 @@ std::optional<Failure> Bench(Options& o, Json& out) {
     for (int r = 0; r < o.warmup + o.rounds; ++r) {
       if (auto st = s.ResetState(); !st.ok()) return Fail(st);
       auto a = Clock::now();
-      auto res = s.Call(kiln::kForwardFunction, {{"tokens", tokens}});
+      absl::Status res = L <= sh.max_seq ? s.Call(kiln::kForwardFunction, {{"tokens", tokens}}).status()
+                                         : chunker->Prefill(tokens).status();
       auto b = Clock::now();
-      if (!res.ok()) return Fail(res.status());
+      if (!res.ok()) return Fail(res);
       if (r >= o.warmup) ms.push_back(Ms(a, b));
     }
     double m = Median(ms);
@@ -270,17 +283,19 @@ std::optional<Failure> Bench(Options& o, Json& out) {
   if (!sh.decode || o.decode_tokens == 0) {
     out["decode"] = nullptr;
   } else {
-    if (L0 + o.decode_tokens > sh.max_seq)
+    if (L0 + o.decode_tokens > capacity)
       return Failure{kBadRequest, absl::StrCat("decoding ", o.decode_tokens, " tokens after a prompt of ", L0,
                                             " needs ", L0 + o.decode_tokens, " positions, but the KV cache holds ",
-                                            sh.max_seq, " (compile with a larger --max-seq, or pass fewer "
+                                            capacity, " (compile with a larger --max-seq, or pass fewer "
                                             "--decode-tokens)")};
     kiln::HostTensor prompt = Int32Tensor(*sh.tokens, {B, L0});
     kiln::HostTensor step = Int32Tensor(*sh.decode_tokens, {B, 1});
     std::vector<double> ms;
     for (int r = 0; r < o.warmup + o.rounds; ++r) {
       if (auto st = s.ResetState(); !st.ok()) return Fail(st);
-      if (auto res = s.Call(kiln::kForwardFunction, {{"tokens", prompt}}); !res.ok()) return Fail(res.status());
+      absl::Status pre = L0 <= sh.max_seq ? s.Call(kiln::kForwardFunction, {{"tokens", prompt}}).status()
+                                          : chunker->Prefill(prompt).status();
+      if (!pre.ok()) return Fail(pre);
       for (int64_t i = 0; i < o.decode_tokens; ++i) {
         kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, L0 + i);
         auto a = Clock::now();
@@ -303,8 +318,11 @@ std::optional<Failure> Bench(Options& o, Json& out) {
     po.weight_check = kiln::WeightCheck::kIdentity;
     auto ps = kiln::Session::Create(plan, o.device, po);
     if (!ps.ok()) return Fail(ps.status());
-    int64_t L = *std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end());
+    // Prefill's profile is of one forward call: at most its chunk.
+    int64_t L = std::min(*std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end()), sh.max_seq);
     kiln::HostTensor tokens = Int32Tensor(*sh.tokens, {B, L});
+    std::unique_ptr<kiln::Generator> pchunker;
+    if (chunker) pchunker = std::move(kiln::Generator::Create(**ps).value());
     kiln::HostTensor prompt = Int32Tensor(*sh.tokens, {B, L0});
     kiln::HostTensor step = Int32Tensor(sh.decode ? *sh.decode_tokens : *sh.tokens, {B, 1});
     KernelProfile pf, dec;
@@ -314,7 +332,9 @@ std::optional<Failure> Bench(Options& o, Json& out) {
       if (r >= o.warmup) AddProfile(*plan, *sh.forward, (*ps)->stats(), &pf);
       if (!sh.decode || o.decode_tokens == 0) continue;
       if (auto st = (*ps)->ResetState(); !st.ok()) return Fail(st);
-      if (auto res = (*ps)->Call(kiln::kForwardFunction, {{"tokens", prompt}}); !res.ok()) return Fail(res.status());
+      absl::Status pre = L0 <= sh.max_seq ? (*ps)->Call(kiln::kForwardFunction, {{"tokens", prompt}}).status()
+                                          : pchunker->Prefill(prompt).status();
+      if (!pre.ok()) return Fail(pre);
       kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, L0);
       if (auto res = (*ps)->Call("decode", {{"tokens", step}, {"position", pos}}); !res.ok()) return Fail(res.status());
       if (r >= o.warmup) AddProfile(*plan, *sh.decode, (*ps)->stats(), &dec);

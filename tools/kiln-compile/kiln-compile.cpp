@@ -102,6 +102,13 @@ static cl::opt<int64_t>
                     "generated; the KV cache's capacity). Default: the "
                     "config's max_position_embeddings, at most 4096"),
            cl::cat(kilnCategory));
+static cl::opt<int64_t> prefillChunk(
+    "prefill-chunk", cl::init(0),
+    cl::desc("Tokens per batch row one prefill call takes. A longer prompt "
+             "is prefilled in chunks (forward, then extend at a position), "
+             "so activations are sized by the chunk, not by --max-seq. "
+             "Default: min(--max-seq, 4096)"),
+    cl::cat(kilnCategory));
 static cl::opt<bool>
     noFuse("no-fuse",
            cl::desc("Skip the kernel-level fusion passes (to compare "
@@ -223,6 +230,12 @@ int main(int argc, char **argv) {
   opts.allLogits = logitsMode == "all";
   opts.maxBatch = maxBatch;
   opts.maxSeq = maxSeq;
+  if (prefillChunk < 0) {
+    llvm::errs() << "kiln-compile: error: --prefill-chunk must be >= 0, got "
+                 << prefillChunk << "\n";
+    return kUsage;
+  }
+  opts.prefillChunk = prefillChunk;
   opts.commandLine = commandLine;
   opts.pipeline.minGemmPrograms = minGemmPrograms;
   opts.pipeline.fuse = !noFuse;

@@ -6,6 +6,7 @@
 //   kiln-run PLAN --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]
 //            [--function NAME] [--repeat N] [--print] [--device ...]
 //   kiln-run PLAN --decode-each OUT.npy --input tokens=PROMPT.npy
+//   kiln-run PLAN --prefill OUT.npy --input tokens=PROMPT.npy
 //
 // Exit codes: tools/common/tool_cli.h (and --help, docs/tools.md).
 #include <algorithm>
@@ -38,6 +39,7 @@ constexpr char kUsage[] =
     "       kiln-run PLAN --input NAME=FILE.npy ... [--output NAME=FILE.npy ...] [--function NAME]\n"
     "                [--repeat N] [--print] [COMMON]\n"
     "       kiln-run PLAN --decode-each OUT.npy --input tokens=PROMPT.npy [COMMON]\n"
+    "       kiln-run PLAN --prefill OUT.npy --input tokens=PROMPT.npy [COMMON]\n"
     "\n"
     "Generation (the plan's forward and decode functions, kiln/generate.h):\n"
     "  --prompt TEXT         encode TEXT with the plan's tokenizer and stream the generated text to\n"
@@ -61,6 +63,9 @@ constexpr char kUsage[] =
     "  --print               print every output value (up to 10000), not the first 8\n"
     "  --decode-each F       run the prompt through decode one position at a time (from a reset\n"
     "                        state) and write the logits of every position, [B, L, V], to F\n"
+    "  --prefill F           prefill the prompt as generation does (in chunks of the plan's\n"
+    "                        --prefill-chunk: forward, then extend) and write the logits of its\n"
+    "                        last position, [B, V], to F\n"
     "\n"
     "Common:\n"
     "  --device cpu|cuda     where to run (default cpu)\n"
@@ -83,6 +88,7 @@ struct Options {
   std::string function;  // empty: not given (forward)
   int generate = 0;      // 0: off
   std::string decode_each;
+  std::string prefill;
   bool has_prompt = false;
   std::string prompt;
   int64_t max_new_tokens = -1;  // -1: not given
@@ -93,6 +99,11 @@ struct Options {
   int top_k = 0;
   uint64_t seed = 0;
 };
+
+// The generation mode's flag (one is set).
+const char* ModeName(const Options& o) {
+  return o.has_prompt ? "--prompt" : o.generate > 0 ? "--generate" : !o.prefill.empty() ? "--prefill" : "--decode-each";
+}
 
 // How a run ends: the exit code and, for failures, the error.
 struct Outcome {
@@ -203,6 +214,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       auto v = value();
       if (!v.ok()) return v.status();
       o.decode_each = *v;
+    } else if (a == "--prefill") {
+      auto v = value();
+      if (!v.ok()) return v.status();
+      o.prefill = *v;
     } else if (a == "--print") {
       o.print = true;
     } else if (a == "-h" || a == "--help") {
@@ -222,8 +237,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.plan.empty()) return absl::InvalidArgumentError("no PLAN given");
   // Which mode, and the flags that do not apply to it.
-  int modes = (o.generate > 0) + !o.decode_each.empty() + o.has_prompt;
-  if (modes > 1) return absl::InvalidArgumentError("--prompt, --generate and --decode-each are exclusive");
+  int modes = (o.generate > 0) + !o.decode_each.empty() + !o.prefill.empty() + o.has_prompt;
+  if (modes > 1)
+    return absl::InvalidArgumentError("--prompt, --generate, --decode-each and --prefill are exclusive");
   bool sampling = o.has_temperature || o.has_top_k || o.has_top_p;
   bool generating = o.generate > 0 || o.has_prompt;
   auto not_with = [](const char* flag, const char* mode, const char* why) {
@@ -236,7 +252,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (o.max_new_tokens >= 0) return absl::InvalidArgumentError("--max-new-tokens applies to --prompt");
   }
   if (modes == 1) {
-    const char* mode = o.has_prompt ? "--prompt" : o.generate > 0 ? "--generate" : "--decode-each";
+    const char* mode = ModeName(o);
     if (!o.function.empty())
       return not_with("--function", mode, " (it uses the forward and decode functions)");
     if (!o.outputs.empty()) return not_with("--output", mode, "");
@@ -313,9 +329,11 @@ kiln::GenerateOptions MakeGenerateOptions(const Options& o, const kiln::Plan& pl
 
 // Timings on stderr, every rate from the median step.
 void PrintStats(const kiln::GenerationStats& s) {
+  std::string how = s.prefill_by_decode  ? "decode, one token at a time"
+                    : s.prefill_calls > 1 ? absl::StrCat("forward, then extend: ", s.prefill_calls, " chunks")
+                                          : "forward";
   std::fprintf(stderr, "prefill: %lld x %lld tokens (%s) in %.3f ms\n", static_cast<long long>(s.rows),
-               static_cast<long long>(s.prompt_tokens),
-               s.prefill_by_decode ? "decode, one token at a time" : "forward", s.prefill_ms);
+               static_cast<long long>(s.prompt_tokens), how.c_str(), s.prefill_ms);
   if (s.step_ms.empty()) {
     std::fprintf(stderr, "decode: 0 steps\n");
   } else if (s.rows == 1) {
@@ -448,9 +466,34 @@ absl::Status DecodeEach(const Options& o, kiln::Session& session, const kiln::Ge
   return absl::OkStatus();
 }
 
-// --prompt, --generate, --decode-each.
+// --prefill: the prompt prefilled as generation does, then the logits of
+// its last position.
+absl::Status PrefillLogits(const Options& o, kiln::Session& session, kiln::Generator& gen,
+                           const kiln::HostTensor& prompt) {
+  if (auto s = session.ResetState(); !s.ok()) return s;
+  auto t0 = Clock::now();
+  auto pre = gen.Prefill(prompt);
+  if (!pre.ok()) return pre.status();
+  double ms = Ms(Clock::now() - t0);
+  kiln::HostTensor last = std::move(pre->logits);
+  if (last.shape.size() == 3) {  // --logits=all: the last chunk's last row
+    int64_t B = last.shape[0], n = last.shape[1], V = last.shape[2];
+    kiln::HostTensor rows = kiln::MakeTensor(kiln::DType::kF32, {B, V});
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(rows.data<float>() + b * V, last.data<float>() + (b * n + pre->last_chunk - 1) * V,
+                  4 * static_cast<size_t>(V));
+    last = std::move(rows);
+  }
+  std::printf("prefilled %lld x %lld tokens in %lld call(s), %.3f ms\n", static_cast<long long>(prompt.shape[0]),
+              static_cast<long long>(prompt.shape[1]), static_cast<long long>(pre->calls), ms);
+  if (auto s = kiln::WriteNpy(o.prefill, last); !s.ok()) return s;
+  std::printf("logits: %s\n  wrote %s\n", kiln::DescribeTensor(last.dtype, last.shape).c_str(), o.prefill.c_str());
+  return absl::OkStatus();
+}
+
+// --prompt, --generate, --decode-each, --prefill.
 Outcome Generation(const Options& o, std::shared_ptr<const kiln::Plan> plan) {
-  const char* mode = o.has_prompt ? "--prompt" : o.generate > 0 ? "--generate" : "--decode-each";
+  const char* mode = ModeName(o);
   std::unique_ptr<kiln::Tokenizer> tok;
   if (o.has_prompt) {
     auto t = plan->LoadTokenizer();
@@ -477,8 +520,9 @@ Outcome Generation(const Options& o, std::shared_ptr<const kiln::Plan> plan) {
                                               ", expected int32 [", B, ", L] with 1 <= L <= ", S));
   }
   absl::StatusOr<int> code = 0;
-  if (!o.decode_each.empty()) {
-    absl::Status s = DecodeEach(o, **session, **gen, prompt);
+  if (!o.decode_each.empty() || !o.prefill.empty()) {
+    absl::Status s = o.prefill.empty() ? DecodeEach(o, **session, **gen, prompt)
+                                       : PrefillLogits(o, **session, **gen, prompt);
     code = s.ok() ? absl::StatusOr<int>(kExitOk) : absl::StatusOr<int>(s);
   } else if (o.has_prompt) {
     code = RunPrompt(o, *plan, **gen, *tok);
@@ -533,7 +577,10 @@ Outcome RunFunction(const Options& o, std::shared_ptr<const kiln::Plan> plan) {
   std::vector<double> times;
   for (int r = 0; r < o.repeat; ++r) {
     auto t0 = Clock::now();
-    if (auto s = (*session)->Run(function); !s.ok()) return fail(kExitRunFailed, s);
+    // Inputs are checked again before the kernels run (value ranges that
+    // depend on the other inputs): InvalidArgument is bad input.
+    if (auto s = (*session)->Run(function); !s.ok())
+      return fail(absl::IsInvalidArgument(s) ? kExitBadInput : kExitRunFailed, s);
     times.push_back(Ms(Clock::now() - t0));
   }
   std::sort(times.begin(), times.end());
@@ -572,7 +619,7 @@ int main(int argc, char** argv) {
   auto plan = kiln::Plan::Open(opts->plan);
   if (!plan.ok())
     out = Fail(kExitBadPlan, plan.status());
-  else if (opts->generate > 0 || opts->has_prompt || !opts->decode_each.empty())
+  else if (opts->generate > 0 || opts->has_prompt || !opts->decode_each.empty() || !opts->prefill.empty())
     out = Generation(*opts, *plan);
   else
     out = RunFunction(*opts, *plan);

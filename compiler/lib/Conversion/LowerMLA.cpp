@@ -47,27 +47,48 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
     int64_t dn = kvbRows / heads - dv;
     ArrayAttr fused = kiln::fusedOps(rw, {g::MLAAttentionOp::getOperationName()});
     Location loc = op.getLoc();
+    // Without a start position a causal call attends to the cache's first
+    // `seq` positions only (its own tokens): the naive form then needs K/V
+    // for that prefix, a contiguous view of the caches at batch 1. Otherwise
+    // (a start: decode, extend; or the prefix of several batch rows) it
+    // would apply kv_b to every position of the cache on every call, work
+    // and memory that do not follow the request, so `auto` keeps the
+    // absorbed form there.
+    bool prefixOnly = !op.getStart() && op.getCausal() && kvLen > seq;
+    bool usePrefix = prefixOnly && batch == 1;
+    bool wholeCache = kvLen > seq && !usePrefix;
     bool naive =
         form == kiln::MLAForm::Naive ||
-        (form == kiln::MLAForm::Auto &&
-         kiln::kernels::preferNaiveMLA(seq, kvLen, heads, dn, dr, dv, rank));
+        (form == kiln::MLAForm::Auto && !wholeCache &&
+         kiln::kernels::preferNaiveMLA(seq, usePrefix ? seq : kvLen, heads,
+                                       dn, dr, dv, rank));
     if (!op.getKvBScale() && naive) {
       Type f32 = rw.getF32Type();
+      int64_t keys = usePrefix ? seq : kvLen;
       Value lat = k::ViewOp::create(
-          rw, loc, RankedTensorType::get({batch * kvLen, rank},
+          rw, loc, RankedTensorType::get({batch * keys, rank},
                                          latTy.getElementType()),
           op.getKvLatent());
-      int64_t tileN = kiln::kernels::chooseGemmTileN(batch * kvLen, kvbRows,
+      Value kRope = op.getKRope();
+      if (usePrefix) {
+        auto krTy = cast<RankedTensorType>(kRope.getType());
+        kRope = k::ViewOp::create(
+            rw, loc,
+            RankedTensorType::get({batch, keys, krTy.getDimSize(2)},
+                                  krTy.getElementType()),
+            kRope);
+      }
+      int64_t tileN = kiln::kernels::chooseGemmTileN(batch * keys, kvbRows,
                                                      rank, minPrograms);
       Value kv = k::GemmOp::create(
-          rw, loc, RankedTensorType::get({batch * kvLen, kvbRows}, f32), lat,
+          rw, loc, RankedTensorType::get({batch * keys, kvbRows}, f32), lat,
           op.getKvB(), ValueRange{}, rw.getI64IntegerAttr(tileN), fused);
       kv = k::ViewOp::create(
-          rw, loc, RankedTensorType::get({batch, kvLen, heads, dn + dv}, f32),
+          rw, loc, RankedTensorType::get({batch, keys, heads, dn + dv}, f32),
           kv);
       auto naive = k::MLANaiveOp::create(
           rw, loc, TypeRange{op.getType(), RankedTensorType::get({rows, dr}, f32)},
-          op.getQNope(), op.getQRope(), kv, op.getKRope(), op.getStart(),
+          op.getQNope(), op.getQRope(), kv, kRope, op.getStart(),
           rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
           rw.getI64IntegerAttr(0), DictionaryAttr(), op.getScaleAttr(),
           op.getCausalAttr(), fused);

@@ -22,10 +22,11 @@ struct KilnVerifyModelPass
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.getSymName() == "forward")
         hasForward = true;
-      if (fn.getSymName() != "forward" && fn.getSymName() != "decode") {
+      if (fn.getSymName() != "forward" && fn.getSymName() != "extend" &&
+          fn.getSymName() != "decode") {
         fn.emitError() << "unexpected function '" << fn.getSymName()
                        << "': a Kiln model has @forward and optionally "
-                          "@decode";
+                          "@extend and @decode";
         return signalPassFailure();
       }
     }

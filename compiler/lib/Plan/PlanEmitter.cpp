@@ -103,6 +103,11 @@ struct InputRange {
   /// range is the intersection).
   std::string note;
   bool maxIsCapacity = false;
+  /// A dimension symbol of the function's tokens (their sequence), or -1:
+  /// `max` holds for a call that gives all of the compiled positions; one
+  /// that gives n fewer may use values up to max + n
+  /// (TensorSpec.range_max_grows_with).
+  int32_t growsWith = -1;
 };
 
 /// XXH64 of every weight's bytes, on opts.hashThreads threads; unless
@@ -195,9 +200,15 @@ void findTokens(FunctionPlan &fp) {
 /// range describes, when no value satisfies every launch, or when the
 /// zeros the runtime pads a smaller input with fall outside it.
 static FailureOr<InputRange>
-deriveInputRange(func::FuncOp fn, BlockArgument arg, StringRef name,
+deriveInputRange(const FunctionPlan &fp, BlockArgument arg, StringRef name,
                  const std::vector<int32_t> &symbols) {
+  func::FuncOp fn = fp.func;
   InputRange r;
+  // Whether every bounding use is a start position over the function's
+  // token positions in a token-major launch: the runtime runs only the
+  // positions a request gives, so [start, start + given) must fit.
+  bool followsTokens = fp.tokens.seqSymbol >= 0 && fp.tokens.seq > 1;
+  int64_t tokenCount = fp.tokens.batch * fp.tokens.seq;
   kernel::OperandValueRange minUse, maxUse; // the uses setting each bound
   SmallVector<Value> work{arg};
   while (!work.empty()) {
@@ -222,6 +233,9 @@ deriveInputRange(func::FuncOp fn, BlockArgument arg, StringRef name,
                << "index memory with its values, and no value range can be "
                   "derived for it (the op does not say how it uses integer "
                   "operands), so the runtime could not check them";
+      followsTokens = followsTokens && u.capacity &&
+                      u.span == fp.tokens.seq &&
+                      k.getProgramsPerToken(tokenCount) > 0;
       if (!r.constrained || u.min > minUse.min)
         minUse = u;
       if (!r.constrained || u.max < maxUse.max)
@@ -234,6 +248,8 @@ deriveInputRange(func::FuncOp fn, BlockArgument arg, StringRef name,
   r.min = minUse.min;
   r.max = maxUse.max;
   r.maxIsCapacity = maxUse.capacity;
+  if (followsTokens)
+    r.growsWith = fp.tokens.seqSymbol;
   if (r.min > r.max)
     return fn.emitError() << "input '" << name
                           << "': no value is valid for every launch that "
@@ -642,9 +658,13 @@ emitPlan(ModuleOp module, const KernelTable &table,
     std::vector<int32_t> syms = symbolsOf(v, attrs);
     std::optional<fb::ValueRange> vr;
     std::string note;
+    int32_t growsWith = -1;
     if (range && range->constrained) {
+      growsWith = range->growsWith;
       vr = fb::ValueRange(range->min, range->max);
       note = range->note;
+      if (growsWith >= 0)
+        note += " (or as many tokens as it gives)";
       // Hugging Face models size their caches by --max-seq.
       if (range->maxIsCapacity && llvm::sys::fs::is_directory(opts.sourcePath))
         note += "; compile with a larger --max-seq";
@@ -662,7 +682,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
         fbb, name.str().c_str(), *toDType(t.getElementType()), &shape,
         fp.bufferOf[v], syms.empty() ? nullptr : &syms,
         vr ? &*vr : nullptr, note.empty() ? nullptr : note.c_str(),
-        limits.empty() ? nullptr : &limits);
+        limits.empty() ? nullptr : &limits, growsWith);
   };
   struct Specs {
     std::vector<flatbuffers::Offset<fb::TensorSpec>> inputs, outputs;
@@ -677,7 +697,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
         return fn.emitError("unsupported input element type");
       DictionaryAttr attrs = fn.getArgAttrDict(arg.getArgNumber());
       FailureOr<InputRange> range = deriveInputRange(
-          fn, arg, name.getValue(), symbolsOf(arg, attrs));
+          fp, arg, name.getValue(), symbolsOf(arg, attrs));
       if (failed(range))
         return failure();
       s.inputs.push_back(

@@ -31,6 +31,10 @@ struct OperandValueRange {
   /// `max` comes from a cache's capacity (which a larger compile-time
   /// sequence length raises).
   bool capacity = false;
+  /// For a start position (`capacity`): the positions one call covers
+  /// from it, max = capacity - span. A token-major launch whose request
+  /// gives fewer positions covers only those, so max grows by the shortfall.
+  int64_t span = 0;
 };
 
 } // namespace kiln::kernel

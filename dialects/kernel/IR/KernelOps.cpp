@@ -97,6 +97,7 @@ OperandValueRange cachePosition(int64_t capacity, int64_t seq) {
                      .str();
   OperandValueRange r = indexRange(0, capacity - seq, note);
   r.capacity = true;
+  r.span = seq;
   return r;
 }
 
@@ -1472,9 +1473,12 @@ int64_t MoEDownFP8Op::getNumPrograms() {
 LogicalResult ViewOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
-  if (numel(getInput()) != numel(getResult()) ||
+  // A view reinterprets its input's memory, all of it or a prefix (the
+  // first positions of a batch-1 cache).
+  if (numel(getResult()) > numel(getInput()) ||
       elem(getInput()) != elem(getResult()))
-    return emitOpError("a view keeps the element type and the element count");
+    return emitOpError("a view keeps the element type and at most the "
+                       "element count");
   return success();
 }
 

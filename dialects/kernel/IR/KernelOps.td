@@ -739,7 +739,8 @@ def KK_MoEDownFP8Op : KK_LaunchOp<"moe_down_fp8", [], ["getOperandValueRange"]> 
 def KK_ViewOp : Op<KilnKernel_Dialect, "view", [Pure]> {
   let summary = "Reinterprets a buffer with another shape (no launch)";
   let description = [{
-    The result aliases the operand's buffer.
+    The result aliases the operand's buffer: all of it, or a prefix (fewer
+    elements: the first positions of a batch-1 cache).
 
     ```mlir
     %v = kiln_kernel.view %x : (tensor<2x8x64xf32>) -> tensor<16x64xf32>

@@ -127,6 +127,10 @@ struct GenerationStats {
   // True when the prompt went through decode one position at a time (forward
   // takes only its full sequence length S and the prompt is shorter).
   bool prefill_by_decode = false;
+  // Calls the prefill took: 1, or with chunked prefill (a plan with
+  // "extend") forward then extend for each further chunk of max_chunk()
+  // tokens; the prompt's length with prefill_by_decode.
+  int64_t prefill_calls = 0;
   // Each decode step: the call and the sampling of every row, without the
   // callback.
   std::vector<double> step_ms;
@@ -143,6 +147,14 @@ struct GenerateResult {
   GenerationStats stats;
 };
 
+// What Generator::Prefill returns: the last call's logits ([R, V], or
+// [R, n, V] over the last chunk's n tokens), n, and how many calls ran.
+struct PrefillResult {
+  HostTensor logits;
+  int64_t last_chunk = 0;
+  int64_t calls = 0;
+};
+
 // Generation on one session. Not thread-safe (as the session).
 class Generator {
  public:
@@ -152,18 +164,28 @@ class Generator {
 
   int64_t batch() const { return batch_; }     // B: prompts per call at most
   int64_t vocab() const { return vocab_; }     // V
-  int64_t max_prompt() const { return seq_; }  // S: forward's sequence length
+  // The longest prompt: the cache's capacity when the plan prefills in
+  // chunks ("extend"), else forward's sequence length S.
+  int64_t max_prompt() const { return extend_seq_ > 0 ? capacity_ : seq_; }
+  // Tokens per row one prefill call takes: forward's S.
+  int64_t max_chunk() const { return seq_; }
   int64_t capacity() const { return capacity_; }
   // Whether fewer than B prompts may be given (the plan marks the batch as
   // a dimension the runtime pads).
   bool batch_paddable() const { return batch_paddable_; }
 
   // Resets the session's state, prefills `prompts` (1 to B rows of the same
-  // length L, 1 <= L <= S, ids in [0, V)) and decodes until every row
+  // length L, 1 <= L <= max_prompt(), ids in [0, V)) and decodes until every row
   // stopped. InvalidArgument for bad prompts or options; the session's
   // errors otherwise.
   absl::StatusOr<GenerateResult> Generate(const std::vector<std::vector<int32_t>>& prompts,
                                           const GenerateOptions& options);
+
+  // Fills the cache with `tokens` (int32 [R, L], 1 <= R <= B, 1 <= L <=
+  // max_prompt()) from position 0, without resetting the state: forward on
+  // the first max_chunk() tokens, then extend on each next chunk at its
+  // position. The plan's forward must take L tokens when it has no extend.
+  absl::StatusOr<PrefillResult> Prefill(const HostTensor& tokens);
 
  private:
   Generator() = default;
@@ -171,8 +193,9 @@ class Generator {
                                     size_t output);
   Session* session_ = nullptr;
   int64_t batch_ = 0, seq_ = 0, vocab_ = 0, capacity_ = 0;
+  int64_t extend_seq_ = 0;  // extend's tokens per row; 0: no extend
   bool batch_paddable_ = false, seq_paddable_ = false;
-  size_t forward_logits_ = 0, decode_logits_ = 0;  // output indices
+  size_t forward_logits_ = 0, decode_logits_ = 0, extend_logits_ = 0;  // output indices
 };
 
 }  // namespace kiln

@@ -24,10 +24,18 @@ func.func @bad_gemm(%x: tensor<16x32xf32>, %w: tensor<128x64xf32>) -> tensor<16x
 
 // -----
 
-func.func @bad_view(%x: tensor<16x64xf32>) -> tensor<16x32xf32> {
-  // expected-error @+1 {{a view keeps the element type and the element count}}
-  %v = kiln_kernel.view %x : (tensor<16x64xf32>) -> tensor<16x32xf32>
-  return %v : tensor<16x32xf32>
+func.func @bad_view(%x: tensor<16x32xf32>) -> tensor<16x64xf32> {
+  // expected-error @+1 {{a view keeps the element type and at most the element count}}
+  %v = kiln_kernel.view %x : (tensor<16x32xf32>) -> tensor<16x64xf32>
+  return %v : tensor<16x64xf32>
+}
+
+// -----
+
+func.func @bad_view_type(%x: tensor<16x64xf32>) -> tensor<16x64xbf16> {
+  // expected-error @+1 {{a view keeps the element type and at most the element count}}
+  %v = kiln_kernel.view %x : (tensor<16x64xf32>) -> tensor<16x64xbf16>
+  return %v : tensor<16x64xbf16>
 }
 
 // -----

@@ -20,7 +20,7 @@ module {
 
 // -----
 
-// expected-error @+1 {{unexpected function 'helper': a Kiln model has @forward and optionally @decode}}
+// expected-error @+1 {{unexpected function 'helper': a Kiln model has @forward and optionally @extend and @decode}}
 func.func @helper() {
   return
 }

@@ -38,6 +38,7 @@ struct CompileOptions {
   bool allLogits = false;          ///< --logits=all (default last)
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
   int64_t maxSeq = 0;              ///< --max-seq (0: the config's context, capped at 4096)
+  int64_t prefillChunk = 0;        ///< --prefill-chunk (0: min(max-seq, 4096))
   std::string commandLine;         ///< recorded as provenance flags
   int threads = 0;                 ///< --hash-threads: hashing weights (0: all)
   bool quiet = false;              ///< --quiet: no progress on stderr

@@ -47,7 +47,10 @@ def KilnLowerMLA : Pass<"kiln-lower-mla", "mlir::ModuleOp"> {
     query, attention over the latent, W_UV after); the naive form is a
     `gemm` of kv_b over the cached latent and `mla_naive`. `form=auto`
     compares their multiply-adds (preferNaiveMLA): decode is absorbed, long
-    prefills naive. A block-quantized kv_b is always absorbed.
+    prefills naive. Calls whose keys reach past their own tokens (a start
+    position: decode, extend) or a multi-row cache prefix keep the absorbed
+    form under `auto`; the naive one would apply kv_b to every cache
+    position. A block-quantized kv_b is always absorbed.
     kiln-lower-to-kernels applies the same lowering with `form=auto`.
   }];
   let dependentDialects = ["kiln::kernel::KilnKernelDialect"];

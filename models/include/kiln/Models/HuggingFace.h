@@ -22,9 +22,18 @@ namespace kiln::models {
 /// what it needs, so the cap is about memory, not speed).
 inline constexpr int64_t kDefaultMaxSeq = 4096;
 
+/// --prefill-chunk when not given: min(--max-seq, this). A plan whose
+/// context is longer prefills in chunks (@forward for the first, @extend
+/// for the rest), so its activations are sized by the chunk, not by the
+/// context (docs/generation.md, "Chunked prefill").
+inline constexpr int64_t kDefaultPrefillChunk = 4096;
+
 struct ImportOptions {
   int64_t batch = 1; ///< --max-batch
   int64_t seq = 0;   ///< --max-seq; 0: min(max_position_embeddings, kDefaultMaxSeq)
+  /// --prefill-chunk: tokens per row @forward and @extend take; 0:
+  /// min(seq, kDefaultPrefillChunk). @extend exists when it is < seq.
+  int64_t prefillChunk = 0;
   /// Element type of weights when there is no checkpoint (--no-weights):
   /// from config.json's torch_dtype.
   bool noWeights = false;
@@ -44,8 +53,10 @@ struct ImportOptions {
 };
 
 /// Parses `configPath` (config.json) and builds the model's @forward:
-/// tokens (i32 [batch, seq]) -> logits (f32 [batch, vocab], or [batch, seq,
-/// vocab] with allLogits), and @decode.
+/// tokens (i32 [batch, chunk]) -> logits (f32 [batch, vocab], or [batch,
+/// chunk, vocab] with allLogits), from position 0; @extend (when the chunk
+/// is shorter than the context): the same at `position` ([batch] i32),
+/// appending to the cache; and @decode (one token per row at `position`).
 /// `weightDType` maps a weight name to its checkpoint dtype ("BF16", ...);
 /// it returns "" for a missing tensor (reported by the compiler with the
 /// name). Errors name the config field.
