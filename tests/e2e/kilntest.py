@@ -19,6 +19,27 @@ for _p in (HERE, os.path.join(SRC, "models", "testing")):
         sys.path.insert(0, _p)
 
 
+def host_flags():
+    """The host CPU's feature flags as Linux reports them (/proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_FLAGS = host_flags()
+# The optimized CPU emitters' instruction set on this host, as the kernel
+# configs name it: AVX-512 (F, BW, VL), else AVX2 with FMA and F16C, else
+# none (the reference emitter); and whether AMX-BF16 tiles run here.
+HOST_ISA = ("avx512" if {"avx512f", "avx512bw", "avx512vl"} <= _FLAGS
+            else "avx2" if {"avx2", "fma", "f16c"} <= _FLAGS else None)
+HOST_AMX = {"amx_tile", "amx_bf16", "avx512_bf16"} <= _FLAGS and HOST_ISA == "avx512"
+
+
 def tool(name):
     return os.path.join(BIN, name)
 

@@ -33,6 +33,7 @@ struct CpuTarget {
   bool avx512 = false; ///< avx512f + avx512bw + avx512vl
   bool avx512bf16 = false;
   bool amxBF16 = false; ///< amx-tile + amx-bf16
+  bool avx2fma = false; ///< avx2 + fma (16-lane vectors as ymm pairs)
 };
 
 /// The values an entry point receives, already loaded from its arguments.

@@ -90,6 +90,14 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
     s.regCols = gated ? 2 : 3;
     s.gemvCols = gated ? 4 : 8;
   }
+  if (!target.avx512) {
+    // AVX2: 16 ymm registers, two per 16-lane vector. 4 accumulators (8
+    // ymm), the FP8 form's partial sums beside them; the rest for operands.
+    s.isa = "avx2";
+    s.regRows = 2;
+    s.regCols = gated || s.fp8 ? 1 : 2;
+    s.gemvCols = gated || s.fp8 ? 2 : 4;
+  }
   int64_t wBytes = 0;
   for (const Projection &p : s.projections)
     wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
@@ -654,14 +662,15 @@ private:
 
 std::string describeBlocking(const GemmSpec &s) {
   std::string avx = llvm::formatv(
-      "avx512 fp32{5} {0}x{1}{2} rows x cols, {3}-col panels, fewer rows "
+      "{6} fp32{5} {0}x{1}{2} rows x cols, {3}-col panels, fewer rows "
       "streamed (1 row x {4} cols, next block prefetched)",
       s.regRows, s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel,
       s.gemvCols,
       s.fp8 ? llvm::formatv(" (e4m3 decoded on load, promoted per {0} of K)",
                             s.act)
                   .str()
-            : "");
+            : "",
+      s.isa);
   if (s.amx)
     return llvm::formatv(
         "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "

@@ -65,7 +65,11 @@ struct GemmSpec {
   int quantQ = -1, quantS = -1;
   mlir::Type quantType;
   // Blocking (static).
-  int64_t regRows = 4, regCols = 4; ///< AVX-512 register block
+  /// The vector instruction set, as the config names it: "avx512" (zmm),
+  /// or "avx2" (AVX2 + FMA: each 16-lane vector is a pair of ymm, so the
+  /// register blocks are smaller; the same sums in the same order).
+  std::string isa = "avx512";
+  int64_t regRows = 4, regCols = 4; ///< register block
   int64_t gemvCols = 8;             ///< columns of a streamed single row
   int64_t panel = 0;                ///< AVX-512 columns per L2 panel
   bool amx = false;

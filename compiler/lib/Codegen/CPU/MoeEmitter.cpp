@@ -245,8 +245,8 @@ private:
 std::unique_ptr<CpuEmitter>
 makeMoeEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
                const CpuTarget &target, std::string &why) {
-  if (!target.avx512) {
-    why = "no AVX-512 on the target CPU";
+  if (!target.avx512 && !target.avx2fma) {
+    why = "neither AVX-512 nor AVX2 + FMA on the target CPU";
     return nullptr;
   }
   FailureOr<MoeSpec> spec = specOf(kernel.representative, why);
