@@ -1,6 +1,7 @@
 """The FP8 GEMMs on AMX tiles (gemm_fp8 with an addend, gemm_dual_fp8,
-gemm_swiglu_fp8 with its output quantization; docs/kernels.md, "FP8"),
-against DeepSeek's block-scaled GEMM in float64 (fp8_reference.py).
+gemm_swiglu_fp8 with its output quantization, and the experts' moe_up_fp8 /
+moe_down_fp8 on expert segments; docs/kernels.md, "FP8"), against
+DeepSeek's block-scaled GEMM in float64 (fp8_reference.py).
 
 Each case compiles a kiln-dialect model (the activation quantization, then
 the block-scaled linears) for a Sapphire Rapids target
@@ -235,6 +236,114 @@ module {{
                         got_q, got_s = aq, as_
                     assert_codes_close(self, got_q, got_s, rq, rs, f"{name} threads={threads}")
 
+
+    # ------------------------------------------------------------------
+    # moe_up_fp8 / moe_down_fp8 on expert segments (always emulated: the
+    # test writes the layout itself)
+    # ------------------------------------------------------------------
+
+    def test_experts_on_segments(self):
+        """The experts' grouped GEMMs on a layout of the test's own: segments
+        of 40 rows over two blocks (AMX, then the last block's padding), 12
+        rows (AVX-512), 70 rows over three blocks with a padding row inside
+        (computed, not stored), exactly 16 rows, and an unused block (expert
+        -1). Real rows must match the float64 model (SwiGLU codes as above,
+        the down projection within the GEMM bound); padding rows must keep
+        what the buffers held."""
+        t, d, f, e = 64, 256, 192, 4
+        kd, kf = cdiv(d, 128), cdiv(f, 128)
+        ws = {kind: [self.weight(*shape) for _ in range(e)]
+              for kind, shape in (("g", (f, d)), ("u", (f, d)), ("d", (d, f)))}
+        weights = [("router", self.rng.standard_normal((e, d)).astype(np.float32))]
+        for kind, lst in ws.items():
+            for i, (q, sc) in enumerate(lst):
+                weights += [(f"{kind}{i}", q), (f"{kind}{i}s", sc)]
+        names = lambda kind, suf="": "[" + ", ".join(f'"{kind}{i}{suf}"' for i in range(e)) + "]"  # noqa: E731
+        x_t, q_t, s_t = f"tensor<{t}x{d}xf32>", f"tensor<{t}x{d}xf8E4M3FN>", f"tensor<{t}x{kd}xf32>"
+        st = (f"tensor<{e}x{f}x{d}xf8E4M3FN>", f"tensor<{e}x{f}x{d}xf8E4M3FN>", f"tensor<{e}x{d}x{f}xf8E4M3FN>",
+              f"tensor<{e}x{kf}x{kd}xf32>", f"tensor<{e}x{kf}x{kd}xf32>", f"tensor<{e}x{kd}x{kf}xf32>")
+        text = f"""
+module {{
+  func.func @forward(%x: {x_t} {{kiln.name = "x"}}) -> ({x_t} {{kiln.name = "y"}}) {{
+    %r = kiln.weight "router" : tensor<{e}x{d}xf32>
+    %wg = kiln.weight_stack {names("g")} : {st[0]}
+    %wu = kiln.weight_stack {names("u")} : {st[1]}
+    %wd = kiln.weight_stack {names("d")} : {st[2]}
+    %wgs = kiln.weight_stack {names("g", "s")} : {st[3]}
+    %wus = kiln.weight_stack {names("u", "s")} : {st[4]}
+    %wds = kiln.weight_stack {names("d", "s")} : {st[5]}
+    %xq, %xs = kiln.quantize %x {{quant = {QUANT}}} : ({x_t}) -> ({q_t}, {s_t})
+    %y = kiln.moe %x, %r, %wg, %wu, %wd fp8(%xq, %xs, %wgs, %wus, %wds) {{top_k = 2 : i64, scoring = "softmax", quant = {QUANT}}}
+        : ({x_t}, tensor<{e}x{d}xf32>, {st[0]}, {st[1]}, {st[2]}, {q_t}, {s_t}, {st[3]}, {st[4]}, {st[5]}) -> {x_t}
+    return %y : {x_t}
+  }}
+}}
+"""
+        ir = os.path.join(self.tmp, "experts_ir")
+        model = KernelModel(self.tmp, "experts", text, weights,
+                            ["--cpu=sapphirerapids", "--moe-block-m=32", "--dump-ir-dir", ir])
+        info = {re.sub(r"_d\d.*", "", k["name"]): k for k in model.kernel_info()}
+        for kind in ("moe_up_fp8", "moe_down_fp8"):
+            self.assertIn("cpu=amx-bf16 for >= 16 rows (e4m3 -> bf16 exactly", info[kind]["config"])
+        tile_f = int(re.search(r"tile_f=(\d+)", info["moe_up_fp8"]["config"]).group(1))
+        tile_d = int(re.search(r"tile_d=(\d+)", info["moe_down_fp8"]["config"]).group(1))
+        kernels = E.Kernels(E.build_shared_object(os.path.join(ir, "05-cpu.ll"), ir))
+        bm, blocks = 32, 8
+        segments = [(0, 40, 2), (1, 12, 1), (2, 70, 3), (3, 16, 1)]  # expert, rows, blocks
+        sorted_token = np.full(blocks * bm, -1, np.int32)
+        block_expert = np.full(blocks, -1, np.int32)
+        expert_of = np.full(blocks * bm, -1)
+        b0 = 0
+        for ex, rows, nb in segments:
+            sorted_token[b0 * bm:b0 * bm + rows] = self.rng.integers(0, t, rows)
+            block_expert[b0:b0 + nb] = ex
+            expert_of[b0 * bm:b0 * bm + rows] = ex
+            b0 += nb
+        sorted_token[3 * bm + 21] = -1  # a padding row inside expert 2's segment (blocks 3-5)
+        expert_of[sorted_token < 0] = -1
+        real = np.flatnonzero(sorted_token >= 0)
+        x = self.rng.standard_normal((t, d)).astype(np.float32)
+        xq, xs = F.quantize_activation(x)
+        xq = np.ascontiguousarray(xq.astype(np.uint8))
+        xs = np.ascontiguousarray(xs.astype(np.float32))
+        tables = {kind: ([q for q, _ in lst], [sc for _, sc in lst]) for kind, lst in ws.items()}
+        # The float64 model per real row.
+        h = np.zeros((blocks * bm, f))
+        for r in real:
+            ex, tok = expert_of[r], sorted_token[r]
+            g = F.fp8_gemm(xq[tok], xs[tok], ws["g"][ex][0], ws["g"][ex][1])
+            u = F.fp8_gemm(xq[tok], xs[tok], ws["u"][ex][0], ws["u"][ex][1])
+            h[r] = silu(g) * u
+        hq, hs = F.quantize_activation(h.astype(np.float32))
+        hq = np.ascontiguousarray(hq.astype(np.uint8))
+        hs = np.ascontiguousarray(hs.astype(np.float32))
+        for threads in THREADS:
+            what = f"experts threads={threads}"
+            aq = np.full((blocks * bm, f), 0x55, np.uint8)
+            as_ = np.full((blocks * bm, kf), -7.0, np.float32)
+            work = np.full((blocks * bm, f), -7.0, np.float32)
+            # xq, xs, sorted_token, block_expert, w_gate, w_up, w_gate_scale,
+            # w_up_scale -> act_q, act_s, workspace (MoeEmitter.cpp)
+            kernels.split(info["moe_up_fp8"]["name"],
+                          [xq, xs, sorted_token, block_expert, tables["g"][0], tables["u"][0],
+                           tables["g"][1], tables["u"][1], aq, as_, work],
+                          blocks * cdiv(f, tile_f), threads)
+            assert_codes_close(self, aq[real], as_[real], hq[real], hs[real], what)
+            pad = sorted_token < 0
+            self.assertTrue(np.all(aq[pad] == 0x55) and np.all(as_[pad] == -7.0), what)
+            rows = np.full((blocks * bm, d), -7.0, np.float32)
+            # act_q, act_s, sorted_token, block_expert, w_down, w_down_scale -> rows
+            kernels.split(info["moe_down_fp8"]["name"],
+                          [hq, hs, sorted_token, block_expert, tables["d"][0], tables["d"][1], rows],
+                          blocks * cdiv(d, tile_d), threads)
+            self.assertTrue(np.all(rows[pad] == -7.0), what)
+            for r in real:
+                ex = expert_of[r]
+                want = F.fp8_gemm(hq[r], hs[r], ws["d"][ex][0], ws["d"][ex][1])
+                s_abs = F.fp8_gemm(hq[r] & 0x7F, hs[r], ws["d"][ex][0] & 0x7F, ws["d"][ex][1])
+                bound = (f + kf + 2) * U * s_abs + 1e-30
+                bad = np.flatnonzero(~(np.abs(rows[r].astype(np.float64) - want) <= bound))
+                self.assertEqual(len(bad), 0, f"{what} row {r} (expert {ex}): columns {bad[:5]}")
 
 if __name__ == "__main__":
     unittest.main()
