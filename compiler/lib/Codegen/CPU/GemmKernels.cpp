@@ -33,6 +33,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
@@ -105,11 +106,24 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   panel = std::max<int64_t>(s.gemvCols, panel / s.gemvCols * s.gemvCols);
   s.panel = panel;
 
+  if (s.fp8) {
+    // e4m3 values are exact in bf16 and the tiles sum their exact products
+    // in fp32 per `act` of K: the AVX-512 FP8 kernel's numerics (DeepSeek's
+    // up to the order of the sums), so under either --cpu-gemm-precision.
+    if (!target.amxBF16 || !target.avx512bf16)
+      s.amxOff = "the target CPU lacks amx-bf16";
+    else if (s.act % 32 != 0)
+      s.amxOff = "an FP8 activation tile that is not a multiple of 32";
+    if (!s.amxOff.empty())
+      return;
+    s.amx = true;
+    int64_t chunk = kPackBytes / (((s.k + 31) / 32) * 64) / 32 * 32;
+    s.amxChunk = std::clamp<int64_t>(chunk, 16, kAmxMaxChunk);
+    return;
+  }
   if (options.gemmPrecision != CpuGemmPrecision::BF16)
     return;
-  if (s.fp8)
-    s.amxOff = "FP8 operands (AVX-512 only)";
-  else if (!target.amxBF16 || !target.avx512bf16)
+  if (!target.amxBF16 || !target.avx512bf16)
     s.amxOff = "the target CPU lacks amx-bf16";
   else if (s.k % 32 != 0)
     s.amxOff = "K is not a multiple of 32";
@@ -479,32 +493,51 @@ public:
   }
   Type amxType() { return LLVM::LLVMX86AMXType::get(b.getContext()); }
 
+  /// K steps of 32 of a row (the last one partial when K % 32 != 0).
+  int64_t kSteps() const { return (s.k + 31) / 32; }
+
   /// Rows [rc, rc + rows) of x as bf16 VNNI tiles: tile (mb, kb) at byte
-  /// (mb * K/32 + kb) * 1024 holds row i = K pair kb * 16 + i of the 16
-  /// rows mb * 16 + m, 4 bytes per row m; rows past `rows` are zeros.
+  /// (mb * kSteps + kb) * 1024 holds row i = K pair kb * 16 + i of the 16
+  /// rows mb * 16 + m, 4 bytes per row m; rows past `rows` and K past the
+  /// end are zeros. e4m3 rows are converted exactly (e4m3ToBF16Bits),
+  /// others rounded to bf16.
   void pack(Value packed, Value rc, Value rows, Value mblocks) {
-    int64_t kb32 = s.k / 32;
+    int64_t steps = kSteps(), full = s.k / 32;
     auto i32x16 = VectorType::get({16}, b.getI32Type());
     Value zero = arith::ConstantOp::create(
         b, loc, DenseElementsAttr::get(i32x16, b.getI32IntegerAttr(0)));
-    p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
-      p.forLoop(p.i64(0), p.i64(kb32), p.i64(1), [&](Value kb) {
-        SmallVector<Value> pairs;
-        for (int64_t j = 0; j < 16; ++j) {
-          Value local = p.add(p.mul(mb, p.i64(16)), p.i64(j));
-          Value valid = p.lt(local, rows);
-          Value m = xRow(p.add(rc, p.select(valid, local, p.i64(0))));
-          Value base = p.add(p.mul(m, p.i64(s.k)), p.mul(kb, p.i64(32)));
-          Value lo = v.load(buffers[s.x], s.xType, base, 16);
-          Value hi = v.load(buffers[s.x], s.xType, p.add(base, p.i64(16)), 16);
-          pairs.push_back(
-              p.select(valid, v.toBF16Pairs(v.concat(lo, hi)), zero));
+    auto step = [&](Value mb, Value kb, int64_t active) {
+      SmallVector<Value> pairs;
+      for (int64_t j = 0; j < 16; ++j) {
+        Value local = p.add(p.mul(mb, p.i64(16)), p.i64(j));
+        Value valid = p.lt(local, rows);
+        Value m = xRow(p.add(rc, p.select(valid, local, p.i64(0))));
+        Value base = p.add(p.mul(m, p.i64(s.k)), p.mul(kb, p.i64(32)));
+        Value pair;
+        if (s.fp8) {
+          pair = vector::BitCastOp::create(
+              b, loc, i32x16,
+              v.e4m3ToBF16Bits(
+                  v.loadRaw(buffers[s.x], s.xType, base, 32, active)));
+        } else {
+          Value lo = v.load(buffers[s.x], s.xType, base, 16,
+                            std::min<int64_t>(active, 16));
+          Value hi = v.load(buffers[s.x], s.xType, p.add(base, p.i64(16)),
+                            16, active < 0 ? -1 : std::max<int64_t>(active - 16, 0));
+          pair = v.toBF16Pairs(v.concat(lo, hi));
         }
-        SmallVector<Value> rowsT = v.transpose16(pairs);
-        Value tile = p.mul(p.add(p.mul(mb, p.i64(kb32)), kb), p.i64(1024));
-        for (int64_t i = 0; i < 16; ++i)
-          v.storeBits(rowsT[i], packed, p.add(tile, p.i64(i * 64)));
-      });
+        pairs.push_back(p.select(valid, pair, zero));
+      }
+      SmallVector<Value> rowsT = v.transpose16(pairs);
+      Value tile = p.mul(p.add(p.mul(mb, p.i64(steps)), kb), p.i64(1024));
+      for (int64_t i = 0; i < 16; ++i)
+        v.storeBits(rowsT[i], packed, p.add(tile, p.i64(i * 64)));
+    };
+    p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
+      p.forLoop(p.i64(0), p.i64(full), p.i64(1),
+                [&](Value kb) { step(mb, kb, -1); });
+      if (full < steps)
+        step(mb, p.i64(full), s.k - 32 * full);
     });
   }
 
@@ -521,7 +554,7 @@ public:
   void amxTiles(const Projection &pr, Value packed, Value scratch, Value rc,
                 Value rows, Value n, Value mb, int64_t nA, int64_t nB,
                 std::optional<PanelPrefetch> prefetch = std::nullopt) {
-    int64_t kb32 = s.k / 32;
+    int64_t kb32 = kSteps();
     bool gated = pr.weights.size() == 2;
     SmallVector<Value> aBase;
     for (int64_t a = 0; a < nA; ++a) {
@@ -578,26 +611,36 @@ public:
     };
     for (int64_t bi = 0; bi < nB; ++bi) {
       Value first = p.mul(p.add(mb, p.i64(bi)), p.i64(16)); // chunk-local
-      auto emitRows = [&](ArrayRef<Value> transposed, Value col) {
-        for (int64_t m = 0; m < 16; ++m) {
-          Value local = p.add(first, p.i64(m));
-          p.ifThen(p.lt(local, rows), [&] {
-            finishCombined(pr, p.add(rc, local), col, transposed[m]);
-          });
-        }
-      };
-      if (gated) {
-        // SwiGLU on C^T (element-wise), then one transposition.
-        SmallVector<Value> g = tileRows(bi), u = tileRows(nB + bi), c;
-        for (int64_t i = 0; i < 16; ++i)
-          c.push_back(v.swiglu(g[i], u[i]));
-        emitRows(v.transpose16(c), n);
-        continue;
-      }
-      for (int64_t a = 0; a < nA; ++a)
-        emitRows(v.transpose16(tileRows(a * nB + bi)),
-                 p.add(n, p.i64(16 * a)));
+      finishTiles(pr, rc, rows, first, n, nA,
+                  [&](int64_t a) { return tileRows(a * nB + bi); });
     }
+  }
+
+  /// The epilogue of one 16-row block of C^T tiles: `tile(a)` gives the 16
+  /// rows of tile a (columns n + 16a, or for SwiGLU gate a = 0 and up a =
+  /// 1, columns n); its rows are the chunk's rows first + m (those below
+  /// `rows`) of the chunk at rc.
+  void finishTiles(const Projection &pr, Value rc, Value rows, Value first,
+                   Value n, int64_t nA,
+                   function_ref<SmallVector<Value>(int64_t)> tile) {
+    auto emitRows = [&](ArrayRef<Value> transposed, Value col) {
+      for (int64_t m = 0; m < 16; ++m) {
+        Value local = p.add(first, p.i64(m));
+        p.ifThen(p.lt(local, rows), [&] {
+          finishCombined(pr, p.add(rc, local), col, transposed[m]);
+        });
+      }
+    };
+    if (pr.weights.size() == 2) {
+      // SwiGLU on C^T (element-wise), then one transposition.
+      SmallVector<Value> g = tile(0), u = tile(1), c;
+      for (int64_t i = 0; i < 16; ++i)
+        c.push_back(v.swiglu(g[i], u[i]));
+      emitRows(v.transpose16(c), n);
+      return;
+    }
+    for (int64_t a = 0; a < nA; ++a)
+      emitRows(v.transpose16(tile(a)), p.add(n, p.i64(16 * a)));
   }
 
   /// Rows [r0, r1) (at least 16) x columns [c0, c1) of `pr` on AMX tiles;
@@ -644,6 +687,217 @@ public:
     });
   }
 
+  //===--------------------------------------------------------------------===//
+  // AMX-BF16 over FP8 operands
+  //===--------------------------------------------------------------------===//
+
+  /// The FP8 AMX kernel's stack buffers (emitRangeHelper allocates them).
+  struct Fp8Buffers {
+    Value packed;  ///< the chunk's activations as bf16 B tiles (pack())
+    Value xs;      ///< their scales, [kBlocks][amxChunk] f32
+    Value wTiles;  ///< one K block of the column block's weights as bf16
+                   ///< A tiles: (a, step) at (a * act/32 + step) * 1 KiB
+    Value wScale;  ///< that block's scale of each A row, [nA * 16] f32
+    Value tiles;   ///< four C^T tiles of one K block, 1 KiB each
+    Value acc;     ///< the promoted sums, C^T tile (a, mb) at (a *
+                   ///< amxChunk/16 + mb) * 1 KiB
+  };
+  static int64_t fp8StackBytes(const GemmSpec &s) {
+    int64_t kBlocks = (s.k + s.act - 1) / s.act;
+    return s.amxChunk * ((s.k + 31) / 32) * 64 + kBlocks * s.amxChunk * 4 +
+           2 * (s.act / 32) * 1024 + 2 * 16 * 4 + 4 * 1024 +
+           2 * (s.amxChunk / 16) * 1024;
+  }
+  Fp8Buffers fp8Buffers(Value stack) {
+    int64_t kBlocks = (s.k + s.act - 1) / s.act, off = 0;
+    auto next = [&](int64_t bytes) {
+      Value at = byteAddr(stack, p.i64(off));
+      off += bytes;
+      return at;
+    };
+    Fp8Buffers f;
+    f.packed = next(s.amxChunk * kSteps() * 64);
+    f.xs = next(kBlocks * s.amxChunk * 4);
+    f.wTiles = next(2 * (s.act / 32) * 1024);
+    f.wScale = next(2 * 16 * 4);
+    f.tiles = next(4 * 1024);
+    f.acc = next(2 * (s.amxChunk / 16) * 1024);
+    return f;
+  }
+
+  /// The scales of the chunk's rows [rc, rc + rows) as xs[kb][m]; 0 for the
+  /// rows of the last 16-row block past `rows`.
+  void packScales(const Fp8Buffers &f, Value rc, Value rows, Value mblocks) {
+    int64_t kBlocks = (s.k + s.act - 1) / s.act;
+    Type f32 = b.getF32Type();
+    p.forLoop(p.i64(0), p.mul(mblocks, p.i64(16)), p.i64(1), [&](Value m) {
+      Value valid = p.lt(m, rows);
+      Value xr = xRow(p.add(rc, p.select(valid, m, p.i64(0))));
+      Value base = p.mul(xr, p.i64(kBlocks));
+      for (int64_t kb = 0; kb < kBlocks; ++kb) {
+        Value sc = p.load(buffers[s.xScale], f32, p.add(base, p.i64(kb)));
+        p.store(p.select(valid, sc, p.f32(0.0f)), f.xs, f32,
+                p.add(p.i64(kb * s.amxChunk), m));
+      }
+    });
+  }
+
+  /// K block kb ([k0, k0 + len)) of the nA A tiles' weight rows (rows n +
+  /// 16a + i, or gate and up rows n + i), converted to bf16 A tiles, and
+  /// their scales w_s[row / wbN, kb]; K past the end is zeros.
+  void convertWeights(const Projection &pr, const Fp8Buffers &f, Value n,
+                      int64_t nA, Value kb, Value k0, int64_t len) {
+    bool gated = pr.weights.size() == 2;
+    int64_t kBlocks = (s.k + s.act - 1) / s.act, spb = s.act / 32;
+    Type f32 = b.getF32Type();
+    for (int64_t a = 0; a < nA; ++a) {
+      Value w = buffers[pr.weights[gated ? a : 0]];
+      Value wsBuf = buffers[pr.wScales[gated ? a : 0]];
+      Value first = gated ? n : p.add(n, p.i64(16 * a));
+      p.forLoop(p.i64(0), p.i64(16), p.i64(1), [&](Value i) {
+        Value row = p.add(first, i);
+        Value base = p.add(p.mul(row, p.i64(s.k)), k0);
+        for (int64_t st = 0; st * 32 < len; ++st) {
+          int64_t active = std::min<int64_t>(32, len - 32 * st);
+          Value bits = v.e4m3ToBF16Bits(
+              v.loadRaw(w, pr.wType, p.add(base, p.i64(32 * st)), 32,
+                        active == 32 ? -1 : active));
+          Value at = p.add(p.i64((a * spb + st) * 1024), p.mul(i, p.i64(64)));
+          v.storeBits(bits, f.wTiles, at);
+        }
+        Value sc = p.load(wsBuf, f32,
+                          p.add(p.mul(p.divs(row, p.i64(s.wbN)),
+                                      p.i64(kBlocks)),
+                                kb));
+        p.store(sc, f.wScale, f32, p.add(p.i64(16 * a), i));
+      });
+    }
+  }
+
+  /// One K block of C^T tiles (a, mb + bi), a < nA, bi < nB, from the A
+  /// tiles of convertWeights and the chunk's B tiles, promoted into the
+  /// accumulators: acc[i][j] += tile[i][j] * (w_s[i] * x_s[j]) (the
+  /// reference's scale product, then one FMA, as avxMicroFP8 promotes).
+  void fp8Tiles(const Fp8Buffers &f, Value mb, int64_t nA, int64_t nB,
+                Value kb, int64_t len) {
+    int64_t spb = s.act / 32, steps = (len + 31) / 32;
+    Value stride = p.i64(64);
+    SmallVector<Value> acc;
+    for (int64_t t = 0; t < nA * nB; ++t)
+      acc.push_back(tileZero());
+    for (int64_t st = 0; st < steps; ++st) {
+      SmallVector<Value> as, bs;
+      for (int64_t a = 0; a < nA; ++a)
+        as.push_back(tileLoad(
+            byteAddr(f.wTiles, p.i64((a * spb + st) * 1024)), stride));
+      for (int64_t bi = 0; bi < nB; ++bi) {
+        Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kSteps())),
+                        p.add(p.mul(kb, p.i64(spb)), p.i64(st)));
+        bs.push_back(tileLoad(byteAddr(f.packed, p.mul(t, p.i64(1024))),
+                              stride));
+      }
+      for (int64_t a = 0; a < nA; ++a)
+        for (int64_t bi = 0; bi < nB; ++bi)
+          acc[a * nB + bi] = tileDot(acc[a * nB + bi], as[a], bs[bi]);
+    }
+    for (int64_t t = 0; t < nA * nB; ++t)
+      tileStore(byteAddr(f.tiles, p.i64(t * 1024)), stride, acc[t]);
+    Type f32 = b.getF32Type();
+    auto f32x16 = v.f32Vec(16);
+    int64_t mbMax = s.amxChunk / 16;
+    for (int64_t bi = 0; bi < nB; ++bi) {
+      Value blk = p.add(mb, p.i64(bi));
+      Value xs = v.loadBits(
+          f.xs,
+          p.mul(p.add(p.mul(kb, p.i64(s.amxChunk)), p.mul(blk, p.i64(16))),
+                p.i64(4)),
+          f32x16);
+      for (int64_t a = 0; a < nA; ++a) {
+        Value accTile =
+            p.mul(p.add(p.i64(a * mbMax), blk), p.i64(1024));
+        p.forLoop(p.i64(0), p.i64(16), p.i64(1), [&](Value i) {
+          Value ws = p.load(f.wScale, f32, p.add(p.i64(16 * a), i));
+          Value scale = v.mul(v.broadcast(ws, 16), xs);
+          Value rowOff = p.mul(i, p.i64(64));
+          Value part = v.loadBits(
+              f.tiles, p.add(p.i64((a * nB + bi) * 1024), rowOff), f32x16);
+          Value at = p.add(accTile, rowOff);
+          Value sum = v.fma(part, scale, v.loadBits(f.acc, at, f32x16));
+          v.storeBits(sum, f.acc, at);
+        });
+      }
+    }
+  }
+
+  /// Columns [n, n + 16 nA) (gate and up columns [n, n + 16) for SwiGLU)
+  /// of the chunk's rows: the accumulators zeroed, every K block converted
+  /// once and applied to all the chunk's 16-row blocks (in pairs), then
+  /// each C^T accumulator transposed back and finished.
+  void fp8Columns(const Projection &pr, const Fp8Buffers &f, Value rc,
+                  Value rows, Value mblocks, Value n, int64_t nA) {
+    int64_t act = s.act, fullBlocks = s.k / act, mbMax = s.amxChunk / 16;
+    auto f32x16 = v.f32Vec(16);
+    Value zero = v.splat(0.0f, 16);
+    p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
+      for (int64_t a = 0; a < nA; ++a)
+        for (int64_t i = 0; i < 16; ++i)
+          v.storeBits(zero, f.acc,
+                      p.add(p.mul(p.add(p.i64(a * mbMax), mb), p.i64(1024)),
+                            p.i64(i * 64)));
+    });
+    Value pairsEnd = roundDown(mblocks, 2);
+    auto block = [&](Value kb, int64_t len) {
+      convertWeights(pr, f, n, nA, kb, p.mul(kb, p.i64(act)), len);
+      p.forLoop(p.i64(0), pairsEnd, p.i64(2),
+                [&](Value mb) { fp8Tiles(f, mb, nA, 2, kb, len); });
+      p.ifThen(p.lt(pairsEnd, mblocks),
+               [&] { fp8Tiles(f, pairsEnd, nA, 1, kb, len); });
+    };
+    p.forLoop(p.i64(0), p.i64(fullBlocks), p.i64(1),
+              [&](Value kb) { block(kb, act); });
+    if (s.k % act)
+      block(p.i64(fullBlocks), s.k % act);
+    p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
+      auto accRows = [&](int64_t a) {
+        SmallVector<Value> r;
+        Value tile = p.mul(p.add(p.i64(a * mbMax), mb), p.i64(1024));
+        for (int64_t i = 0; i < 16; ++i)
+          r.push_back(v.loadBits(f.acc, p.add(tile, p.i64(i * 64)), f32x16));
+        return r;
+      };
+      finishTiles(pr, rc, rows, p.mul(mb, p.i64(16)), n, nA, accRows);
+    });
+  }
+
+  /// Rows [r0, r1) x columns [c0, c1) of an FP8 projection on AMX tiles,
+  /// the last < 16 columns by `avxFn`.
+  void amxBlockFP8(const Projection &pr, func::FuncOp avxFn,
+                   const Fp8Buffers &f, Value r0, Value r1, Value c0,
+                   Value c1) {
+    bool gated = pr.weights.size() == 2;
+    int64_t nStep = gated ? 16 : 32;
+    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
+      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
+      Value mblocks = p.ceilDivI(rows, 16);
+      pack(f.packed, rc, rows, mblocks);
+      packScales(f, rc, rows, mblocks);
+      Value nFull = p.add(c0, roundDown(sub(c1, c0), nStep));
+      p.forLoop(c0, nFull, p.i64(nStep), [&](Value n) {
+        fp8Columns(pr, f, rc, rows, mblocks, n, 2);
+      });
+      Value done = nFull;
+      if (!gated) {
+        Value has16 = p.lt(p.i64(15), sub(c1, nFull));
+        p.ifThen(has16,
+                 [&] { fp8Columns(pr, f, rc, rows, mblocks, nFull, 1); });
+        done = p.select(has16, p.add(nFull, p.i64(16)), nFull);
+      }
+      p.ifThen(p.lt(done, c1), [&] {
+        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), done, c1);
+      });
+    });
+  }
+
   Value sub(Value a, Value c) { return arith::SubIOp::create(b, loc, a, c); }
   Value roundDown(Value a, int64_t m) {
     return p.mul(p.divs(a, p.i64(m)), p.i64(m));
@@ -671,11 +925,17 @@ std::string describeBlocking(const GemmSpec &s) {
                   .str()
             : "",
       s.isa);
+  if (s.amx && s.fp8)
+    return llvm::formatv(
+        "amx-bf16 for >= {0} rows (e4m3 -> bf16 exactly: C^T tiles, 32x32 "
+        "blocks, weights converted per {1} of K, activations packed {2} rows "
+        "at a time, promoted per {1} of K), else {3}",
+        s.amxMinRows, s.act, s.amxChunk, avx);
   if (s.amx)
     return llvm::formatv(
         "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "
         "activations packed {1} rows at a time), else {2}",
-        kAmxMinRows, s.amxChunk, avx);
+        s.amxMinRows, s.amxChunk, avx);
   if (!s.amxOff.empty())
     return avx + " (no amx-bf16: " + s.amxOff + ")";
   return avx;
@@ -711,12 +971,20 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
         return LLVM::AllocaOp::create(hb, loc, ptrTy, hb.getI8Type(), n, 64)
             .getResult();
       };
-      Value packed = stackBytes(s.amxChunk * s.k * 2);
-      Value scratch = stackBytes(4 * 1024);
-      hb.setInsertionPoint(amx.getBody().front().getTerminator());
-      GemmCodegen cg(s, hb, loc, body.buffers);
-      cg.amxBlock(pr, avx, packed, scratch, body.r0, body.r1, body.c0,
-                  body.c1);
+      if (s.fp8) {
+        Value stack = stackBytes(GemmCodegen::fp8StackBytes(s));
+        hb.setInsertionPoint(amx.getBody().front().getTerminator());
+        GemmCodegen cg(s, hb, loc, body.buffers);
+        cg.amxBlockFP8(pr, avx, cg.fp8Buffers(stack), body.r0, body.r1,
+                       body.c0, body.c1);
+      } else {
+        Value packed = stackBytes(s.amxChunk * s.k * 2);
+        Value scratch = stackBytes(4 * 1024);
+        hb.setInsertionPoint(amx.getBody().front().getTerminator());
+        GemmCodegen cg(s, hb, loc, body.buffers);
+        cg.amxBlock(pr, avx, packed, scratch, body.r0, body.r1, body.c0,
+                    body.c1);
+      }
     }
     amxFns.push_back(amx);
   }
@@ -740,7 +1008,7 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
       }
       Value rows = arith::SubIOp::create(hb, loc, body.r1, body.r0);
       ifElse(
-          hb, loc, p.lt(p.i64(kAmxMinRows - 1), rows),
+          hb, loc, p.lt(p.i64(s.amxMinRows - 1), rows),
           [&] {
             callHelper(hb, loc, amxFns[i], body.buffers, body.r0, body.r1,
                        c0, c1);

@@ -74,6 +74,7 @@ struct GemmSpec {
   int64_t panel = 0;                ///< AVX-512 columns per L2 panel
   bool amx = false;
   int64_t amxChunk = 0;             ///< rows packed at a time (AMX)
+  int64_t amxMinRows = kAmxMinRows; ///< blocks of fewer rows: AVX-512
   std::string amxOff;               ///< why AMX is off, when it was asked
 };
 
@@ -107,7 +108,7 @@ void callHelper(mlir::OpBuilder &b, mlir::Location loc, mlir::func::FuncOp fn,
                 mlir::Value r1, mlir::Value c0, mlir::Value c1);
 
 /// Emits the per-projection kernels and returns NAME.range: rows [r0, r1)
-/// x combined columns [c0, c1), AMX for >= kAmxMinRows rows where the spec
+/// x combined columns [c0, c1), AMX for >= amxMinRows rows where the spec
 /// has it, else AVX-512.
 mlir::func::FuncOp emitRangeHelper(mlir::ModuleOp module, mlir::Location loc,
                                    llvm::StringRef kernelName,

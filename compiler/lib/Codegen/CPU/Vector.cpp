@@ -6,6 +6,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <cmath>
+#include <cstring>
 #include <limits>
 
 using namespace mlir;
@@ -41,6 +43,30 @@ Value VectorBuilder::mask(int64_t lanes, int64_t active) {
 
 Value VectorBuilder::load(Value ptr, Type elemType, Value index, int64_t lanes,
                           int64_t active) {
+  Value raw = loadRaw(ptr, elemType, index, lanes, active);
+  bool e4m3 = isa<Float8E4M3FNType>(elemType);
+  if (elemType.isF32())
+    return raw;
+  if (e4m3)
+    return decodeE4M3(raw);
+  if (elemType.isBF16()) {
+    // bf16 is the top half of an f32: widen and shift.
+    auto i32Vec = VectorType::get({lanes}, b.getI32Type());
+    Value wide = arith::ExtUIOp::create(b, loc, i32Vec, raw);
+    Value sixteen = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i32Vec, b.getI32IntegerAttr(16)));
+    return arith::BitcastOp::create(b, loc, f32Vec(lanes),
+                                    arith::ShLIOp::create(b, loc, wide,
+                                                          sixteen));
+  }
+  // f16: vcvtph2ps.
+  Value half = LLVM::BitcastOp::create(
+      b, loc, VectorType::get({lanes}, b.getF16Type()), raw);
+  return arith::ExtFOp::create(b, loc, f32Vec(lanes), half);
+}
+
+Value VectorBuilder::loadRaw(Value ptr, Type elemType, Value index,
+                             int64_t lanes, int64_t active) {
   bool masked = active >= 0 && active < lanes;
   bool e4m3 = isa<Float8E4M3FNType>(elemType);
   // 16-bit floats are read as i16 lanes (e4m3 as i8): masked loads of
@@ -65,24 +91,7 @@ Value VectorBuilder::load(Value ptr, Type elemType, Value index, int64_t lanes,
   } else {
     raw = LLVM::LoadOp::create(b, loc, vecTy, addr, align);
   }
-  if (elemType.isF32())
-    return raw;
-  if (e4m3)
-    return decodeE4M3(raw);
-  if (elemType.isBF16()) {
-    // bf16 is the top half of an f32: widen and shift.
-    auto i32Vec = VectorType::get({lanes}, b.getI32Type());
-    Value wide = arith::ExtUIOp::create(b, loc, i32Vec, raw);
-    Value sixteen = arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i32Vec, b.getI32IntegerAttr(16)));
-    return arith::BitcastOp::create(b, loc, f32Vec(lanes),
-                                    arith::ShLIOp::create(b, loc, wide,
-                                                          sixteen));
-  }
-  // f16: vcvtph2ps.
-  Value half = LLVM::BitcastOp::create(
-      b, loc, VectorType::get({lanes}, b.getF16Type()), raw);
-  return arith::ExtFOp::create(b, loc, f32Vec(lanes), half);
+  return raw;
 }
 
 Value VectorBuilder::decodeE4M3(Value bytes) {
@@ -241,6 +250,57 @@ Value VectorBuilder::swiglu(Value x, Value u) {
   Value sig = arith::DivFOp::create(b, loc, one,
                                     arith::AddFOp::create(b, loc, one, exp(neg)));
   return mul(mul(x, sig), u);
+}
+
+//===----------------------------------------------------------------------===//
+// FP8 on AMX
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The bf16 bits of the e4m3 magnitude `m` (0..127): the top half of its
+/// f32 value, exact (3 mantissa bits); 0x7F is NaN.
+uint16_t e4m3MagnitudeBF16(unsigned m) {
+  if (m == 0x7F)
+    return 0x7FC0;
+  unsigned e = m >> 3, f = m & 7;
+  float v = e == 0 ? std::ldexp(float(f), -9) : std::ldexp(1.0f + f / 8.0f, int(e) - 7);
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  return uint16_t(bits >> 16);
+}
+} // namespace
+
+Value VectorBuilder::e4m3ToBF16Bits(Value bytes) {
+  assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 32 && "32 bytes");
+  auto i16x32 = VectorType::get({32}, b.getI16Type());
+  auto ic = [&](int16_t v) {
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i16x32, b.getI16IntegerAttr(v)));
+  };
+  auto table = [&](unsigned first) {
+    SmallVector<APInt> bits;
+    for (unsigned m = first; m < first + 32; ++m)
+      bits.push_back(APInt(16, e4m3MagnitudeBF16(m)));
+    return arith::ConstantOp::create(b, loc,
+                                     DenseElementsAttr::get(i16x32, bits));
+  };
+  Value w = arith::ExtUIOp::create(b, loc, i16x32, bytes);
+  Value mag = arith::AndIOp::create(b, loc, w, ic(0x7F));
+  // vpermi2w(a, idx, b): lane i = idx bit 5 ? b[idx & 31] : a[idx & 31].
+  auto permute = [&](unsigned first) {
+    return LLVM::CallIntrinsicOp::create(
+               b, loc, i16x32,
+               b.getStringAttr("llvm.x86.avx512.vpermi2var.hi.512"),
+               ValueRange{table(first), mag, table(first + 32)})
+        .getResult(0);
+  };
+  Value lo = permute(0), hi = permute(64);
+  Value upper = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, mag,
+                                      ic(64));
+  Value value = arith::SelectOp::create(b, loc, upper, hi, lo);
+  Value sign = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, w, ic(0x80)), ic(8));
+  return arith::OrIOp::create(b, loc, value, sign);
 }
 
 } // namespace kiln::cpu

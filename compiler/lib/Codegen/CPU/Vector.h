@@ -68,6 +68,21 @@ public:
   /// exp(0 - x))) * u, with exp() above for libm's expf.
   mlir::Value swiglu(mlir::Value x, mlir::Value u);
 
+  //===------------------------------------------------------------------===//
+  // FP8 on AMX (GemmKernels.cpp's e4m3 tiles)
+  //===------------------------------------------------------------------===//
+
+  /// `lanes` raw elements of a buffer of `elemType` from element `index`
+  /// on, as the integers (or f32) it stores: vector<lanes x i8> for e4m3,
+  /// i16 for bf16/f16. With `active` < lanes a masked load; the rest are 0.
+  mlir::Value loadRaw(mlir::Value ptr, mlir::Type elemType, mlir::Value index,
+                      int64_t lanes, int64_t active = -1);
+  /// e4m3 bytes (vector<32 x i8>) -> their bf16 bit patterns (vector<32 x
+  /// i16>), exactly: every e4m3 value, subnormals included, is a normal
+  /// bf16 (3 of its 7 mantissa bits). A 128-entry table of the magnitudes
+  /// (two vpermi2w over 64 entries each, NaN at 0x7F), the sign or'ed in.
+  mlir::Value e4m3ToBF16Bits(mlir::Value bytes);
+
 private:
   mlir::Value gep(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
   mlir::Value mask(int64_t lanes, int64_t active);

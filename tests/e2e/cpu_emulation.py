@@ -1,0 +1,269 @@
+"""Runs the CPU kernels that kiln-compile generates for a Sapphire Rapids
+target (AVX-512, AMX-BF16) on a host that lacks those instructions, so that
+the optimized emitters can be checked where no such CPU is at hand.
+
+How: kiln-compile --cpu=sapphirerapids --dump-ir-dir writes the kernels'
+optimized LLVM IR (05-cpu.ll). Everything in it is generic LLVM IR (vectors
+of any width, masked loads, FMAs, reductions), which llc legalizes for any
+x86-64 host, except a few target intrinsics, replaced here by functions of
+plain IR that implement what the Intel SDM specifies for them:
+
+- tileloadd64 / tilestored64 / tilezero (16 rows x 64 bytes): an AMX tile
+  becomes a <256 x i32> value;
+- tdpbf16ps: for each row m and column n of C, for each pair k of A's row
+  and B's row k: C[m][n] += A[m][2k] B[k][2n]; C[m][n] += A[m][2k+1]
+  B[k][2n+1], each product of bf16 values formed exactly in fp32 and each
+  addition rounded to nearest even, bf16 inputs with a zero exponent read as
+  zero (DAZ) and sums below 2^-126 flushed to zero (FTZ), in the SDM's
+  order;
+- vpermi2w (llvm.x86.avx512.vpermi2var.hi.512): lane i of the result is
+  lane idx[i] & 63 of the concatenation (a, b);
+- __truncsfbf2 (f32 -> bf16, what fptrunc becomes without avx512bf16):
+  round to nearest even, NaN kept quiet.
+
+The host's llc then builds a shared object, and `Kernels` calls its entry
+points (void name(void **buffers, const int64_t *scalars, int64_t begin,
+int64_t end)) through ctypes on numpy buffers, one call per thread range.
+What this cannot show: speed, and any behaviour of the real instructions
+beyond the SDM's description (tests keep tolerances that hold for any fp32
+summation order inside a tile product).
+"""
+import ctypes
+import os
+import re
+import subprocess
+
+import numpy as np
+
+LLVM_BIN = "/usr/lib/llvm-22/bin"
+
+EMULATION = r"""
+define ptr @kiln_emu_tile_addr(ptr %base, i64 %stride, i64 %i) {
+  %row = lshr i64 %i, 4
+  %col = and i64 %i, 15
+  %ro = mul i64 %row, %stride
+  %co = shl i64 %col, 2
+  %o = add i64 %ro, %co
+  %p = getelementptr i8, ptr %base, i64 %o
+  ret ptr %p
+}
+
+define <256 x i32> @kiln_emu_tilezero(i16 %r, i16 %c) {
+  ret <256 x i32> zeroinitializer
+}
+
+define <256 x i32> @kiln_emu_tileload(i16 %r, i16 %c, ptr %base, i64 %stride) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %t = phi <256 x i32> [zeroinitializer, %entry], [%t1, %loop]
+  %p = call ptr @kiln_emu_tile_addr(ptr %base, i64 %stride, i64 %i)
+  %v = load i32, ptr %p, align 1
+  %t1 = insertelement <256 x i32> %t, i32 %v, i64 %i
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, 256
+  br i1 %done, label %exit, label %loop
+exit:
+  ret <256 x i32> %t1
+}
+
+define void @kiln_emu_tilestore(i16 %r, i16 %c, ptr %base, i64 %stride, <256 x i32> %t) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %p = call ptr @kiln_emu_tile_addr(ptr %base, i64 %stride, i64 %i)
+  %v = extractelement <256 x i32> %t, i64 %i
+  store i32 %v, ptr %p, align 1
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, 256
+  br i1 %done, label %exit, label %loop
+exit:
+  ret void
+}
+
+define float @kiln_emu_ftz(float %x) {
+  %w = bitcast float %x to i32
+  %e = and i32 %w, 2139095040
+  %z = icmp eq i32 %e, 0
+  %s = and i32 %w, 2147483648
+  %d = select i1 %z, i32 %s, i32 %w
+  %f = bitcast i32 %d to float
+  ret float %f
+}
+
+; A bf16 input (the low 16 bits) as f32, denormals read as zero.
+define float @kiln_emu_bf16(i32 %bits16) {
+  %w = shl i32 %bits16, 16
+  %x = bitcast i32 %w to float
+  %f = call float @kiln_emu_ftz(float %x)
+  ret float %f
+}
+
+define <256 x i32> @kiln_emu_tdpbf16ps(i16 %m, i16 %n, i16 %k, <256 x i32> %c, <256 x i32> %a, <256 x i32> %b) {
+entry:
+  br label %outer
+outer:
+  %idx = phi i64 [0, %entry], [%idx1, %outer_end]
+  %res = phi <256 x i32> [%c, %entry], [%res1, %outer_end]
+  %mi = lshr i64 %idx, 4
+  %ni = and i64 %idx, 15
+  %cw = extractelement <256 x i32> %c, i64 %idx
+  %c0 = bitcast i32 %cw to float
+  br label %inner
+inner:
+  %ki = phi i64 [0, %outer], [%ki1, %inner]
+  %acc = phi float [%c0, %outer], [%acc2, %inner]
+  %ai = shl i64 %mi, 4
+  %aidx = add i64 %ai, %ki
+  %aw = extractelement <256 x i32> %a, i64 %aidx
+  %bi = shl i64 %ki, 4
+  %bidx = add i64 %bi, %ni
+  %bw = extractelement <256 x i32> %b, i64 %bidx
+  %alo = and i32 %aw, 65535
+  %ahi = lshr i32 %aw, 16
+  %blo = and i32 %bw, 65535
+  %bhi = lshr i32 %bw, 16
+  %a0 = call float @kiln_emu_bf16(i32 %alo)
+  %a1 = call float @kiln_emu_bf16(i32 %ahi)
+  %b0 = call float @kiln_emu_bf16(i32 %blo)
+  %b1 = call float @kiln_emu_bf16(i32 %bhi)
+  %p0 = fmul float %a0, %b0
+  %s0 = fadd float %acc, %p0
+  %acc1 = call float @kiln_emu_ftz(float %s0)
+  %p1 = fmul float %a1, %b1
+  %s1 = fadd float %acc1, %p1
+  %acc2 = call float @kiln_emu_ftz(float %s1)
+  %ki1 = add i64 %ki, 1
+  %kdone = icmp eq i64 %ki1, 16
+  br i1 %kdone, label %outer_end, label %inner
+outer_end:
+  %rw = bitcast float %acc2 to i32
+  %res1 = insertelement <256 x i32> %res, i32 %rw, i64 %idx
+  %idx1 = add i64 %idx, 1
+  %done = icmp eq i64 %idx1, 256
+  br i1 %done, label %exit, label %outer
+exit:
+  ret <256 x i32> %res1
+}
+
+define <32 x i16> @kiln_emu_vpermi2w(<32 x i16> %a, <32 x i16> %idx, <32 x i16> %b) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %r = phi <32 x i16> [zeroinitializer, %entry], [%r1, %loop]
+  %ix = extractelement <32 x i16> %idx, i64 %i
+  %j = and i16 %ix, 31
+  %hi = and i16 %ix, 32
+  %va = extractelement <32 x i16> %a, i16 %j
+  %vb = extractelement <32 x i16> %b, i16 %j
+  %useb = icmp ne i16 %hi, 0
+  %v = select i1 %useb, i16 %vb, i16 %va
+  %r1 = insertelement <32 x i16> %r, i16 %v, i64 %i
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, 32
+  br i1 %done, label %exit, label %loop
+exit:
+  ret <32 x i16> %r1
+}
+
+define bfloat @__truncsfbf2(float %x) {
+  %w = bitcast float %x to i32
+  %isnan = fcmp uno float %x, 0.0
+  %lsb = lshr i32 %w, 16
+  %odd = and i32 %lsb, 1
+  %bias = add i32 %odd, 32767
+  %r = add i32 %w, %bias
+  %t = lshr i32 %r, 16
+  %q = or i32 %lsb, 64
+  %sel = select i1 %isnan, i32 %q, i32 %t
+  %h = trunc i32 %sel to i16
+  %f = bitcast i16 %h to bfloat
+  ret bfloat %f
+}
+"""
+
+RENAMES = {
+    "@llvm.x86.tilezero.internal": "@kiln_emu_tilezero",
+    "@llvm.x86.tileloadd64.internal": "@kiln_emu_tileload",
+    "@llvm.x86.tilestored64.internal": "@kiln_emu_tilestore",
+    "@llvm.x86.tdpbf16ps.internal": "@kiln_emu_tdpbf16ps",
+    "@llvm.x86.avx512.vpermi2var.hi.512": "@kiln_emu_vpermi2w",
+}
+
+
+def emulated_ir(ll_text):
+    """05-cpu.ll with the AMX and vpermi2w intrinsics replaced by the
+    emulation above. Fails on any other x86 intrinsic, so that nothing runs
+    that the emulation does not cover."""
+    lines = []
+    for line in ll_text.splitlines():
+        if line.startswith("declare") and any(k in line for k in RENAMES):
+            continue
+        lines.append(line)
+    text = "\n".join(lines).replace("x86_amx", "<256 x i32>")
+    for old, new in RENAMES.items():
+        text = text.replace(old + "(", new + "(")
+    left = sorted(set(re.findall(r"@llvm\.x86\.[\w.]+", text)))
+    if left:
+        raise AssertionError(f"x86 intrinsics the emulation does not cover: {left}")
+    return text + "\n" + EMULATION
+
+
+def build_shared_object(ll_path, out_dir):
+    """The emulated kernels of ll_path as a host shared object."""
+    with open(ll_path) as f:
+        text = emulated_ir(f.read())
+    src = os.path.join(out_dir, "emulated.ll")
+    obj = os.path.join(out_dir, "emulated.o")
+    so = os.path.join(out_dir, "emulated.so")
+    with open(src, "w") as f:
+        f.write(text)
+    subprocess.run([os.path.join(LLVM_BIN, "llc"), "-O1", "-relocation-model=pic", "-filetype=obj",
+                    src, "-o", obj], check=True, capture_output=True)
+    subprocess.run([os.path.join(LLVM_BIN, "ld.lld"), "-shared", "-o", so, obj], check=True,
+                   capture_output=True)
+    return so
+
+
+def host_has(*flags):
+    with open("/proc/cpuinfo") as f:
+        have = set(next(l for l in f if l.startswith("flags")).split(":")[1].split())
+    return all(fl in have for fl in flags)
+
+
+class Kernels:
+    """The entry points of an emulated shared object."""
+
+    def __init__(self, so_path):
+        self.lib = ctypes.CDLL(so_path)
+
+    def __call__(self, name, buffers, begin, end, scalars=()):
+        """Runs programs [begin, end) of kernel `name` over `buffers` (numpy
+        arrays, or lists of numpy arrays for pointer tables)."""
+        keep = []
+        ptrs = (ctypes.c_void_p * len(buffers))()
+        for i, b in enumerate(buffers):
+            if isinstance(b, list):  # a table of pointers (weight tables)
+                table = (ctypes.c_void_p * len(b))(*[a.ctypes.data for a in b])
+                keep.append(table)
+                ptrs[i] = ctypes.cast(table, ctypes.c_void_p)
+            else:
+                assert b.flags["C_CONTIGUOUS"]
+                ptrs[i] = b.ctypes.data
+        sc = (ctypes.c_int64 * max(1, len(scalars)))(*scalars)
+        fn = getattr(self.lib, name)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+        fn.restype = None
+        fn(ptrs, sc, begin, end)
+        del keep
+
+    def split(self, name, buffers, programs, threads, scalars=()):
+        """The runtime's split of [0, programs) into `threads` contiguous
+        ranges, run one after another."""
+        for t in range(threads):
+            lo, hi = programs * t // threads, programs * (t + 1) // threads
+            if lo < hi:
+                self(name, buffers, lo, hi, scalars)
