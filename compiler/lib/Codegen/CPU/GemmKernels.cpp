@@ -102,7 +102,9 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   int64_t wBytes = 0;
   for (const Projection &p : s.projections)
     wBytes = std::max(wBytes, dtypeBytes(p.wType) * (gated ? 2 : 1));
-  int64_t panel = kPanelBytes / (s.k * wBytes);
+  // AVX2 parts have smaller L2s (256-512 KiB: Skylake client, Zen 1-3).
+  int64_t panelBytes = target.avx512 ? kPanelBytes : kPanelBytes / 4;
+  int64_t panel = panelBytes / (s.k * wBytes);
   panel = std::max<int64_t>(s.gemvCols, panel / s.gemvCols * s.gemvCols);
   s.panel = panel;
 
