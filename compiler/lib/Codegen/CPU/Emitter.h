@@ -33,6 +33,7 @@ struct CpuTarget {
   bool avx512 = false; ///< avx512f + avx512bw + avx512vl
   bool avx512bf16 = false;
   bool amxBF16 = false; ///< amx-tile + amx-bf16
+  bool avx2fma = false; ///< avx2 + fma (16-lane vectors as ymm pairs)
 };
 
 /// The values an entry point receives, already loaded from its arguments.
@@ -78,6 +79,14 @@ makeGemmEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
 std::unique_ptr<CpuEmitter>
 makeMoeEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
                const CpuTarget &target, std::string &why);
+
+/// The optimized emitter of attention (GQA), mla_attention,
+/// mla_attention_quant and mla_naive, or null with `why` set when the kernel
+/// is not one it handles.
+std::unique_ptr<CpuEmitter>
+makeAttentionEmitter(const KernelRecord &kernel,
+                     const CpuCodegenOptions &options, const CpuTarget &target,
+                     std::string &why);
 
 } // namespace kiln::cpu
 
