@@ -42,7 +42,9 @@ Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
 """
 import glob
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -317,6 +319,33 @@ class CpuAttentionEmitter(unittest.TestCase):
                 bad = np.argwhere(d > 2 * bound)
                 self.assertEqual(len(bad), 0, f"{what} threads={threads}: {len(bad)} outputs off "
                                  f"the reference, first {bad[:3].tolist()}, max {d.max():.3e}")
+                # The bound above is the worst case (sequential sums of T
+                # terms); the errors seen are a few ulp of the largest
+                # output, and 1e-5 of it leaves ample room.
+                self.assertLessEqual(d.max(), 1e-5 * np.abs(r64).max(), what)
+
+    def test_zmm_code_for_avx512_targets(self):
+        """Compiled for an AVX-512 CPU (whatever the host), each form's
+        block loop is zmm FMAs: llc turns the plan's LLVM IR into the
+        machine code for sapphirerapids, and the kernel's entry (its helper
+        NAME.blocks inlined) holds vfmadd...ps on zmm registers."""
+        llc = shutil.which("llc-22") or "/usr/lib/llvm-22/bin/llc"
+        self.assertTrue(os.path.exists(llc), "llc (LLVM 22) not found")
+        for case in (Case("zmm_gqa", "gqa", self.rng, s=1, t_len=32, heads=8, kv_heads=2, d=64),
+                     Case("zmm_mla", "absorbed", self.rng, s=1, t_len=32, heads=4, d=32, dv=32,
+                          rank=64, dr=16),
+                     Case("zmm_naive", "naive", self.rng, s=2, t_len=32, heads=2, d=32, dv=32, dr=16)):
+            with self.subTest(case=case.name):
+                model, ir = self.compile(case, "spr", ["--cpu=sapphirerapids"])
+                (k,) = model.kernel_info()
+                self.assertIn("cpu=avx512 fp32", k["config"])
+                (ll,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
+                asm = subprocess.run([llc, "-O3", "-mcpu=sapphirerapids", ll, "-o", "-"],
+                                     capture_output=True, text=True, check=True).stdout
+                body = re.search(r"^" + re.escape(k["name"]) + r"(?:\.blocks)?:(.*?)\.Lfunc_end", asm,
+                                 re.S | re.M)
+                self.assertIsNotNone(body, "no kernel entry in the machine code")
+                self.assertRegex(body.group(1), r"vfmadd\d+ps\s+[^\n]*%zmm")
 
     # --- GQA ---
 
