@@ -65,13 +65,8 @@ namespace {
 
 using kernels::ProgramBuilder;
 
-constexpr int64_t kLanes = 16;
-constexpr int64_t kMaxRows = 16;  ///< query rows per block
-constexpr int64_t kKeyBlock = 16; ///< keys per online-softmax step
-constexpr int64_t kAccVecs = 8;   ///< value vectors per register block
+constexpr int64_t kMaxRows = 16;    ///< query rows per block
 constexpr int64_t kMaxWidth = 4096; ///< padded key / value row limit
-
-int64_t pad16(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 enum class Form { GQA, Naive, Absorbed };
 
@@ -100,12 +95,19 @@ struct AttnSpec {
   int64_t groups = 1;
   int64_t gqaRatio = 1;
 
-  int64_t off1() const { return pad16(len0); }
+  // Vectors: `lanes` f32 lanes (16: zmm; 8: ymm), as many keys per
+  // online-softmax step; value register blocks of 2 rows x accVecs.
+  int64_t lanes = 16, accVecs = 8;
+
+  int64_t pad(int64_t n) const { return (n + lanes - 1) / lanes * lanes; }
+  int64_t off1() const { return pad(len0); }
   bool valueIsKey() const { return form == Form::Absorbed; }
 };
 
-FailureOr<AttnSpec> specOf(Operation *op, std::string &why) {
+FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
   AttnSpec s;
+  s.lanes = lanes;
+  s.accVecs = lanes == 16 ? 8 : 4;
   s.types = kernel::elemTypes(op);
   auto bad = [&](const std::string &w) {
     why = w;
@@ -170,8 +172,8 @@ FailureOr<AttnSpec> specOf(Operation *op, std::string &why) {
   } else {
     return bad("not an attention kernel");
   }
-  s.dkPad = pad16(s.len0) + pad16(s.len1);
-  s.vPad = pad16(s.vLen);
+  s.dkPad = s.pad(s.len0) + s.pad(s.len1);
+  s.vPad = s.pad(s.vLen);
   s.sq = std::max<int64_t>(1, kMaxRows / s.groupHeads);
   s.groups = (s.a.heads + s.groupHeads - 1) / s.groupHeads;
   if (!s.types[s.out].isF32())
@@ -198,7 +200,8 @@ public:
   AttnCodegen(const AttnSpec &spec, OpBuilder &b, Location loc,
               ArrayRef<Value> buffers)
       : s(spec), b(b), loc(loc), p(b, loc), v(b, loc),
-        buf(buffers.begin(), buffers.end()) {}
+        buf(buffers.begin(), buffers.end()), kLanes(spec.lanes),
+        kKeyBlock(spec.lanes), kAccVecs(spec.accVecs) {}
 
   /// Stack buffers, at the start of the helper's entry block.
   void allocate(func::FuncOp fn) {
@@ -423,9 +426,8 @@ private:
     // Absorbed: q_lat[c] = sum_d q_nope[d] W_UK[h, d, c], 8 vectors of c at
     // a time over the whole of d.
     Value headRow = p.mul(h, p.i64(a.headDim + a.valueDim));
-    for (int64_t c0 = 0; c0 < a.rank; c0 += kAccVecs * kLanes) {
-      int64_t nv = std::min<int64_t>(kAccVecs, (a.rank - c0 + kLanes - 1) /
-                                                   kLanes);
+    for (int64_t c0 = 0; c0 < a.rank; c0 += 8 * kLanes) {
+      int64_t nv = std::min<int64_t>(8, (a.rank - c0 + kLanes - 1) / kLanes);
       SmallVector<Value> init(nv, zeros());
       SmallVector<Value> sums = p.forLoop(
           p.i64(0), p.i64(a.headDim), p.i64(1), init,
@@ -451,12 +453,12 @@ private:
   /// a tree of two-source shuffles and adds (30 shuffles, 15 adds). The
   /// same tree for every lane, whatever the other lanes hold.
   Value transposeReduce(ArrayRef<Value> in) {
-    assert(in.size() == kLanes && "16 vectors");
+    assert(int64_t(in.size()) == kLanes && "one vector per lane");
     // Which input each output lane ends up summing, simulated once.
     SmallVector<SmallVector<int64_t>> label;
     for (int64_t i = 0; i < kLanes; ++i)
       label.push_back(SmallVector<int64_t>(kLanes, i));
-    auto masks = [](int64_t w, SmallVector<int64_t> &lo,
+    auto masks = [&](int64_t w, SmallVector<int64_t> &lo,
                     SmallVector<int64_t> &hi) {
       lo.clear();
       hi.clear();
@@ -706,6 +708,9 @@ private:
   SmallVector<Value> buf;
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
       rowLim;
+  /// Lanes per vector, keys per block (= lanes: one score vector per row),
+  /// value vectors per register block.
+  const int64_t kLanes, kKeyBlock, kAccVecs;
 };
 
 class AttentionEmitter : public CpuEmitter {
@@ -719,10 +724,10 @@ public:
     return llvm::formatv(
         "{6} fp32 {0}: blocks of <= {1} query rows ({2} heads x {3} "
         "positions) reading each K/V row once, keys in blocks of {4} (widened "
-        "once, online softmax per block, polynomial exp), scores by 16-lane "
+        "once, online softmax per block, polynomial exp), scores by {7}-lane "
         "dots + transpose tree, values in 2 rows x {5} vectors",
-        form, kMaxRows, s.groupHeads, s.sq, kKeyBlock, kAccVecs,
-        zmm ? "avx512" : "avx2 (16-lane vectors as ymm pairs)");
+        form, kMaxRows, s.groupHeads, s.sq, s.lanes, s.accVecs,
+        zmm ? "avx512" : "avx2 (8-lane ymm vectors)", s.lanes);
   }
 
   void emitEntry(OpBuilder &b, ModuleOp module, const KernelRecord &kernel,
@@ -755,14 +760,15 @@ std::unique_ptr<CpuEmitter>
 makeAttentionEmitter(const KernelRecord &kernel,
                      const CpuCodegenOptions &options, const CpuTarget &target,
                      std::string &why) {
-  // The code is written in 16-lane vectors: zmm registers on AVX-512; on
-  // an AVX2 + FMA target LLVM legalizes each as two ymm halves (same
-  // arithmetic, more spills), which keeps such hosts off the scalar path.
+  // 16-lane vectors (zmm) on AVX-512; on an AVX2 + FMA target the same code
+  // in 8 lanes (ymm: keys in blocks of 8), so such hosts stay off the
+  // scalar path.
   if (!target.avx512 && !target.avx2fma) {
     why = "neither AVX-512 nor AVX2 + FMA on the target CPU";
     return nullptr;
   }
-  FailureOr<AttnSpec> spec = specOf(kernel.representative, why);
+  FailureOr<AttnSpec> spec =
+      specOf(kernel.representative, target.avx512 ? 16 : 8, why);
   if (failed(spec))
     return nullptr;
   return std::make_unique<AttentionEmitter>(std::move(*spec), target.avx512);

@@ -30,6 +30,8 @@
 #include "mlir/Target/LLVMIR/Export.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
@@ -201,6 +203,16 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
     return failure();
   if (failed(dumper.dump("cpu-programs", *module)))
     return failure();
+  // Without AVX512-BF16, LLVM lowers f32 -> bf16 truncation (bf16 caches
+  // and outputs) to a call of compiler-rt's __truncsfbf2, which the plan's
+  // shared object cannot resolve: expand it (and bf16 extension) into
+  // integer arithmetic first (round to nearest even, NaN kept quiet).
+  if (!isa.avx512bf16) {
+    RewritePatternSet bf16(&ctx);
+    arith::populateExpandBFloat16Patterns(bf16);
+    if (failed(applyPatternsGreedily(*module, std::move(bf16))))
+      return failure();
+  }
   if (failed(runCodegenPipeline(
           *module,
           "convert-scf-to-cf,convert-vector-to-llvm,convert-math-to-llvm,"
