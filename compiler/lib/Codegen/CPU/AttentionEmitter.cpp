@@ -52,6 +52,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -587,25 +588,39 @@ private:
                                p.i64((c0 + k) * kLanes))),
               alpha));
       }
-      SmallVector<Value> sums = p.forLoop(
-          p.i64(0), nk, p.i64(1), init, [&](Value jj, ValueRange it) {
-            SmallVector<Value> next(it.begin(), it.end());
-            Value vBase = p.mul(jj, p.i64(vStride));
-            SmallVector<Value> vals;
-            for (int64_t k = 0; k < nv; ++k)
-              vals.push_back(
-                  vload(vc, p.add(vBase, p.i64((c0 + k) * kLanes))));
-            for (int64_t i = 0; i < nr; ++i) {
-              Value row = p.add(r, p.i64(i));
-              Value pb = v.broadcast(
-                  p.load(prob, f32(),
-                         p.add(p.mul(row, p.i64(kKeyBlock)), jj)),
-                  kLanes);
-              for (int64_t k = 0; k < nv; ++k)
-                next[i * nv + k] = v.fma(pb, vals[k], next[i * nv + k]);
-            }
-            return next;
-          });
+      auto key = [&](Value jj, ValueRange it) {
+        SmallVector<Value> next(it.begin(), it.end());
+        Value vBase = p.mul(jj, p.i64(vStride));
+        SmallVector<Value> vals;
+        for (int64_t k = 0; k < nv; ++k)
+          vals.push_back(vload(vc, p.add(vBase, p.i64((c0 + k) * kLanes))));
+        for (int64_t i = 0; i < nr; ++i) {
+          Value row = p.add(r, p.i64(i));
+          Value pb = v.broadcast(
+              p.load(prob, f32(), p.add(p.mul(row, p.i64(kKeyBlock)), jj)),
+              kLanes);
+          for (int64_t k = 0; k < nv; ++k)
+            next[i * nv + k] = v.fma(pb, vals[k], next[i * nv + k]);
+        }
+        return next;
+      };
+      // A whole block of keys unrolled (every block but a row's last), else
+      // a loop: the same FMAs in the same order.
+      SmallVector<Type> types(init.size(), init.front().getType());
+      auto full = scf::IfOp::create(b, loc, types, p.eq(nk, p.i64(kKeyBlock)),
+                                    /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(full.thenBlock());
+        SmallVector<Value> it = init;
+        for (int64_t jj = 0; jj < kKeyBlock; ++jj)
+          it = key(p.i64(jj), it);
+        scf::YieldOp::create(b, loc, it);
+        b.setInsertionPointToStart(full.elseBlock());
+        scf::YieldOp::create(b, loc,
+                             p.forLoop(p.i64(0), nk, p.i64(1), init, key));
+      }
+      SmallVector<Value> sums(full.getResults());
       for (int64_t i = 0; i < nr; ++i) {
         Value row = p.add(r, p.i64(i));
         for (int64_t k = 0; k < nv; ++k)
