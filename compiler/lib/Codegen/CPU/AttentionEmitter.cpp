@@ -220,6 +220,8 @@ public:
     vc = s.valueIsKey() ? kc : alloc(f32, kKeyBlock * s.vPad);
     acc = alloc(f32, kMaxRows * s.vPad);
     prob = alloc(f32, kMaxRows * kKeyBlock);
+    if (s.a.qRotate)
+      rot = alloc(f32, s.sq * s.a.qRope.headDim);
     rowM = alloc(f32, kMaxRows);
     rowL = alloc(f32, kMaxRows);
     rowAlpha = alloc(f32, kMaxRows);
@@ -246,10 +248,13 @@ public:
                         : p.i64(0);
       p.forLoop(sBegin, sEnd, p.i64(s.sq), [&](Value s0) {
         Value s1 = p.minI(p.add(s0, p.i64(s.sq)), sEnd);
+        // Every head group of these positions rotates with the same table.
+        if (s.a.qRotate)
+          rotationTables(start, s0, s1);
         p.forLoop(p.i64(0), p.i64(s.groups), one, [&](Value g) {
           Value rows = collectRows(begin, end, bi, s0, s1, g);
           p.ifThen(p.lt(p.i64(0), rows),
-                   [&] { block(bi, g, start, rows); });
+                   [&] { block(bi, g, start, rows, s0, s1); });
         });
       });
     });
@@ -378,11 +383,49 @@ private:
       widenRow(src, type, srcIdx, len, qs, qIdx);
       return;
     }
-    Value pos = p.sitofp(p.add(start, si), b.getF64Type());
-    kernels::emitRotation(
-        p, rope, pos,
-        [&](Value i) { return p.load(src, type, p.add(srcIdx, i)); },
-        [&](Value i, Value x) { p.store(x, qs, f32(), p.add(qIdx, i)); });
+    // The reference's rotation with the block's cos / sin table of this
+    // position (rotationTables): the same f32 products and sums.
+    Value tab = p.mul(sub(si, blockS0), p.i64(rope.headDim));
+    int64_t half = rope.rotaryDim / 2;
+    p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {
+      Value ia = rope.interleaved ? p.mul(i, p.i64(2)) : i;
+      Value ib = rope.interleaved ? p.add(ia, p.i64(1)) : p.add(i, p.i64(half));
+      Value c = p.load(rot, f32(), p.add(tab, ia));
+      Value sn = p.load(rot, f32(), p.add(tab, ib));
+      Value xa = p.load(src, type, p.add(srcIdx, ia));
+      Value xb = p.load(src, type, p.add(srcIdx, ib));
+      p.store(p.fsub(p.fmul(xa, c), p.fmul(xb, sn)), qs, f32(),
+              p.add(qIdx, ia));
+      p.store(p.fadd(p.fmul(xb, c), p.fmul(xa, sn)), qs, f32(),
+              p.add(qIdx, ib));
+    });
+    p.forLoop(p.i64(rope.rotaryDim), p.i64(len), p.i64(1), [&](Value d) {
+      p.store(p.load(src, type, p.add(srcIdx, d)), qs, f32(), p.add(qIdx, d));
+    });
+  }
+
+  /// Per position s0 + t of the block, t < s1 - s0: the cos / sin of every
+  /// rotary pair (cos at the pair's first element, sin at its second), as
+  /// the reference computes them: its own rotation applied to the pairs
+  /// (1, 0), which gives (1 c - 0 s, 0 c + 1 s) = (c, s) exactly. Computed
+  /// once per run of positions for all its head groups, rather than once
+  /// per row (libm's f64 cos and sin).
+  void rotationTables(Value start, Value s0, Value s1) {
+    const kernels::RopeParams &rope = s.a.qRope;
+    int64_t half = rope.rotaryDim / 2;
+    p.forLoop(s0, s1, p.i64(1), [&](Value si) {
+      Value tab = p.mul(sub(si, s0), p.i64(rope.headDim));
+      Value pos = p.sitofp(p.add(start, si), b.getF64Type());
+      kernels::emitRotation(
+          p, rope, pos,
+          [&](Value i) {
+            Value first = rope.interleaved
+                              ? p.eq(p.rems(i, p.i64(2)), p.i64(0))
+                              : p.lt(i, p.i64(half));
+            return p.select(first, p.f32(1.0f), p.f32(0.0f));
+          },
+          [&](Value i, Value x) { p.store(x, rot, f32(), p.add(tab, i)); });
+    });
   }
 
   /// kv_b[row, col .. col + 16) as f32 (dequantized by its block scale;
@@ -670,9 +713,10 @@ private:
   }
 
   /// One block: rows [0, rows) of the row tables, batch bi, head group g.
-  void block(Value bi, Value g, Value start, Value rows) {
+  void block(Value bi, Value g, Value start, Value rows, Value s0, Value s1) {
     Value zero = p.i64(0), one = p.i64(1);
     float negInf = -std::numeric_limits<float>::infinity();
+    blockS0 = s0;
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
       stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
@@ -722,7 +766,8 @@ private:
   VectorBuilder v;
   SmallVector<Value> buf;
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
-      rowLim;
+      rowLim, rot;
+  Value blockS0; ///< the current block's first position (rot's row 0)
   /// Lanes per vector, keys per block (= lanes: one score vector per row),
   /// value vectors per register block.
   const int64_t kLanes, kKeyBlock, kAccVecs;
