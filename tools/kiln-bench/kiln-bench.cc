@@ -2,8 +2,8 @@
 // goes kernel by kernel. Uses only the public runtime API.
 //
 //   kiln-bench PLAN [--device cpu|cuda] [--threads N] [--batch B]
-//              [--prompt-lengths 8,32,128] [--decode-tokens N] [--rounds N]
-//              [--warmup N] [--profile] [--weight-check identity|full]
+//              [--prompt-lengths 8,32,128] [--decode-tokens N] [--decode-at P]
+//              [--rounds N] [--warmup N] [--profile] [--weight-check identity|full]
 //              [--startup-only] [--json FILE|-]
 //
 // Start-up: Plan::Open and Session::Create, timed once (the weight check
@@ -12,7 +12,11 @@
 // Session::Call (inputs in, run, outputs out) and tokens/s = B x L / median.
 // Decode (plans with a decode function): after a prefill of the shortest
 // prompt, --decode-tokens steps of one token per row, per round; the median
-// step over all rounds' steps, and tokens/s = B / that same median. Profile
+// step over all rounds' steps, and tokens/s = B / that same median. With
+// --decode-at P the steps run at positions P, P + 1, ... instead of right
+// after the prompt: a step's work depends on its position (the keys it
+// attends to), not on the cached values, so this times decode at a long
+// context without prefilling it (the rows between hold the reset state). Profile
 // (--profile): a separate session with SessionOptions::profile_launches (on
 // CUDA it synchronizes after every launch), one prefill at the longest prompt
 // and one decode step per round; of the median round (by summed launch
@@ -48,10 +52,12 @@ enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2, kBadRequest = 3, kBadPlan = 4 
 
 constexpr char kUsageText[] =
     "usage: kiln-bench PLAN [--device cpu|cuda] [--threads N] [--batch B]\n"
-    "                  [--prompt-lengths 8,32,128] [--decode-tokens N] [--rounds N] [--warmup N]\n"
+    "                  [--prompt-lengths 8,32,128] [--decode-tokens N] [--decode-at P] [--rounds N] [--warmup N]\n"
     "                  [--profile] [--weight-check identity|full] [--startup-only] [--json FILE|-]\n"
     "  --prompt-lengths L,...  prefill prompt lengths (default 8,32,128, capped at the plan's maximum)\n"
     "  --decode-tokens N       decode steps per round after the shortest prompt (default 16)\n"
+    "  --decode-at P           run those steps (and the profiled one) at positions P, P + 1, ... (a context of P\n"
+    "                          tokens) instead of right after the prompt; the rows between are not prefilled\n"
     "  --rounds N              timed repetitions (default 5), after --warmup N untimed ones (default 1)\n"
     "  --profile               per-kernel time profile (SessionOptions::profile_launches)\n"
     "  --weight-check C        identity (default: sizes and sampled file identities) or full (every byte)\n"
@@ -68,6 +74,7 @@ struct Options {
   std::vector<int64_t> prompt_lengths;
   bool lengths_given = false;
   int64_t decode_tokens = 16;
+  int64_t decode_at = -1; ///< first decode position (-1: after the prompt)
   int rounds = 5;
   int warmup = 1;
   bool profile = false;
@@ -283,9 +290,10 @@ std::optional<Failure> Bench(Options& o, Json& out) {
   if (!sh.decode || o.decode_tokens == 0) {
     out["decode"] = nullptr;
   } else {
-    if (L0 + o.decode_tokens > capacity)
-      return Failure{kBadRequest, absl::StrCat("decoding ", o.decode_tokens, " tokens after a prompt of ", L0,
-                                            " needs ", L0 + o.decode_tokens, " positions, but the KV cache holds ",
+    int64_t P0 = o.decode_at >= 0 ? std::max(o.decode_at, L0) : L0;
+    if (P0 + o.decode_tokens > capacity)
+      return Failure{kBadRequest, absl::StrCat("decoding ", o.decode_tokens, " tokens from position ", P0,
+                                            " needs ", P0 + o.decode_tokens, " positions, but the KV cache holds ",
                                             capacity, " (compile with a larger --max-seq, or pass fewer "
                                             "--decode-tokens)")};
     kiln::HostTensor prompt = Int32Tensor(*sh.tokens, {B, L0});
@@ -297,7 +305,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
                                           : chunker->Prefill(prompt).status();
       if (!pre.ok()) return Fail(pre);
       for (int64_t i = 0; i < o.decode_tokens; ++i) {
-        kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, L0 + i);
+        kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, P0 + i);
         auto a = Clock::now();
         auto res = s.Call("decode", {{"tokens", step}, {"position", pos}});
         auto b = Clock::now();
@@ -306,7 +314,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
       }
     }
     double m = Median(ms);
-    out["decode"] = {{"prompt_length", L0}, {"steps_per_round", o.decode_tokens}, {"batch", B},
+    out["decode"] = {{"prompt_length", L0}, {"position", P0}, {"steps_per_round", o.decode_tokens}, {"batch", B},
                      {"median_ms_per_step", m}, {"tokens_per_s", m > 0 ? B * 1000.0 / m : 0.0}};
   }
 
@@ -335,7 +343,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
       absl::Status pre = L0 <= sh.max_seq ? (*ps)->Call(kiln::kForwardFunction, {{"tokens", prompt}}).status()
                                           : pchunker->Prefill(prompt).status();
       if (!pre.ok()) return Fail(pre);
-      kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, L0);
+      kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, o.decode_at >= 0 ? std::max(o.decode_at, L0) : L0);
       if (auto res = (*ps)->Call("decode", {{"tokens", step}, {"position", pos}}); !res.ok()) return Fail(res.status());
       if (r >= o.warmup) AddProfile(*plan, *sh.decode, (*ps)->stats(), &dec);
     }
@@ -382,6 +390,9 @@ void PrintText(const Json& r) {
     std::printf("decode after %lld tokens: median %.3f ms/step, %.1f tokens/s (batch %lld)\n",
                 static_cast<long long>(d["prompt_length"].get<int64_t>()), d["median_ms_per_step"].get<double>(),
                 d["tokens_per_s"].get<double>(), static_cast<long long>(d["batch"].get<int64_t>()));
+    if (d["position"].get<int64_t>() != d["prompt_length"].get<int64_t>())
+      std::printf("  (the steps at positions %lld on: --decode-at)\n",
+                  static_cast<long long>(d["position"].get<int64_t>()));
   }
   if (r.contains("profile")) {
     PrintProfile("prefill", r["profile"]["prefill"]);
@@ -425,6 +436,8 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--decode-tokens") {
       if (!count(&o.decode_tokens, 0)) return Usage("--decode-tokens expects a count >= 0");
+    } else if (a == "--decode-at") {
+      if (!count(&o.decode_at, 0)) return Usage("--decode-at expects a position >= 0");
     } else if (a == "--rounds" || a == "--warmup") {
       int64_t n;
       if (!count(&n, a == "--rounds" ? 1 : 0)) return Usage(a + " expects a count");

@@ -59,13 +59,16 @@ std::unique_ptr<CpuEmitter> chooseCpuEmitter(const KernelRecord &kernel,
                   kernel::GemmSwiGLUFP8Op>(op);
   bool experts = isa<kernel::MoEUpOp, kernel::MoEDownOp, kernel::MoEUpFP8Op,
                      kernel::MoEDownFP8Op>(op);
-  if (!gemm && !experts)
+  bool attention = isa<kernel::AttentionOp, kernel::MLAAttentionOp,
+                       kernel::MLAAttentionQuantOp, kernel::MLANaiveOp>(op);
+  if (!gemm && !experts && !attention)
     return makeReferenceEmitter();
   if (options.emitter == CpuEmitterChoice::Reference)
     return std::make_unique<ReferenceEmitter>("reference (--cpu-emitter)");
   std::string why;
-  if (auto e = gemm ? makeGemmEmitter(kernel, options, target, why)
-                    : makeMoeEmitter(kernel, options, target, why))
+  if (auto e = gemm      ? makeGemmEmitter(kernel, options, target, why)
+               : experts ? makeMoeEmitter(kernel, options, target, why)
+                         : makeAttentionEmitter(kernel, options, target, why))
     return e;
   return std::make_unique<ReferenceEmitter>("reference (" + why + ")");
 }

@@ -80,6 +80,14 @@ std::unique_ptr<CpuEmitter>
 makeMoeEmitter(const KernelRecord &kernel, const CpuCodegenOptions &options,
                const CpuTarget &target, std::string &why);
 
+/// The optimized emitter of attention (GQA), mla_attention,
+/// mla_attention_quant and mla_naive, or null with `why` set when the kernel
+/// is not one it handles.
+std::unique_ptr<CpuEmitter>
+makeAttentionEmitter(const KernelRecord &kernel,
+                     const CpuCodegenOptions &options, const CpuTarget &target,
+                     std::string &why);
+
 } // namespace kiln::cpu
 
 #endif // KILN_CODEGEN_CPU_EMITTER_H

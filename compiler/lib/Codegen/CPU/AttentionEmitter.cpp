@@ -1,0 +1,837 @@
+//===- AttentionEmitter.cpp - Flash-style attention on AVX-512 ------------===//
+//
+// The optimized CPU emitter of `attention` (GQA), `mla_attention` /
+// `mla_attention_quant` (MLA absorbed: W_UK folded into the query,
+// attention over the latent cache) and `mla_naive` (MLA over per-head keys
+// and values materialized by a GEMM).
+//
+// The entry keeps the reference's ABI and program space (pid = (b * seq +
+// s) * heads + h) and computes its range [begin, end) as *blocks of query
+// rows that read the same key and value rows*: the heads of one KV group
+// (GQA; for MLA absorbed every head, since all heads read the same latent
+// rows) at up to `sq` consecutive positions, at most 16 rows, restricted to
+// the programs inside the range. A block walks its keys once, in blocks of
+// 16 keys, up to the largest key limit of its rows (each row's limit is the
+// reference's keyLimit: start + s + 1 when causal):
+//
+//   1. the 16 key rows (and value rows) are widened to f32 once into a
+//      stack buffer (bf16 by a 16-bit shift, f16 by vcvtph2ps), each key
+//      segment padded with zeros to 16 lanes (MLA: latent then rope key);
+//   2. per row, 16 zmm accumulators of q . k over the head dimension (FMAs,
+//      16 lanes), summed across lanes by one transposition tree into a
+//      vector of the 16 keys' scores, scaled, keys at or past the row's
+//      limit set to -inf; the online softmax per block of keys: block max,
+//      alpha = exp(m - m'), p = exp(s - m') with a polynomial exp
+//      (VectorBuilder::exp), l = l alpha + sum p;
+//   3. per pair of rows, acc = acc alpha + sum_j p_j v_j in register blocks
+//      of 2 rows x 8 vectors (128 values), the probabilities broadcast.
+//
+// Then out = acc / l (GQA, naive), or for MLA out[e] = (W_UV[h, e, :] .
+// acc) / l with the same dot-and-transpose reduction, and for
+// mla_attention_quant the reference's row quantization. MLA absorbed's
+// query q_lat = q_nope W_UK[h] is computed per row in registers, 8 vectors
+// of the latent at a time, kv_b widened (or e4m3-decoded and scaled) as it
+// is read. Rotations of a fused rope are the reference's scalar code.
+//
+// Every row's arithmetic is the same whichever rows share its block (its
+// scores, masks, rescales and sums never mix lanes of other rows, and the
+// key blocks always start at 0), so outputs do not depend on how the
+// runtime splits the range over threads. A row's key blocks past its own
+// limit leave it exactly unchanged (alpha = exp(0) = 1, p = 0).
+//
+//===----------------------------------------------------------------------===//
+#include "Emitter.h"
+#include "GemmKernels.h"
+#include "Vector.h"
+
+#include "kernel/IR/KernelDialect.h"
+#include "kernel/IR/KernelParams.h"
+#include "kiln/Kernels/Kernels.h"
+#include "kiln/Kernels/Program.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <limits>
+
+using namespace mlir;
+
+namespace kiln::cpu {
+
+namespace {
+
+using kernels::ProgramBuilder;
+
+constexpr int64_t kMaxRows = 16;    ///< query rows per block
+constexpr int64_t kMaxWidth = 4096; ///< padded key / value row limit
+
+enum class Form { GQA, Naive, Absorbed };
+
+/// What a kernel computes, in the terms of the block loop.
+struct AttnSpec {
+  Form form = Form::GQA;
+  kernels::MLAParams a; ///< AttentionParams part for GQA
+  SmallVector<Type> types; ///< element type per buffer
+  // Buffers.
+  unsigned q = 0;       ///< GQA q / MLA q_nope
+  unsigned qRope = 1;   ///< MLA q_rope
+  unsigned k = 1, v = 2; ///< GQA k, v; naive kv (k); absorbed latent (k)
+  unsigned kRope = 3;   ///< MLA k_rope
+  unsigned kvb = 4;     ///< absorbed kv_b
+  int kvbScale = -1;    ///< absorbed kv_b block scales
+  int start = -1;
+  unsigned out = 0;
+  int quantQ = -1, quantS = -1;
+  // Shapes. Key rows are segment 0 (len0) then segment 1 (len1, MLA's rope
+  // key), each padded to 16 lanes.
+  int64_t len0 = 0, len1 = 0, dkPad = 0;
+  int64_t vLen = 0, vPad = 0; ///< accumulated value row (absorbed: rank)
+  int64_t outLen = 0;
+  int64_t groupHeads = 1; ///< heads of a block (hc)
+  int64_t sq = 1;         ///< positions of a block
+  int64_t groups = 1;
+  int64_t gqaRatio = 1;
+
+  // Vectors: `lanes` f32 lanes (16: zmm; 8: ymm), as many keys per
+  // online-softmax step; value register blocks of 2 rows x accVecs.
+  int64_t lanes = 16, accVecs = 8;
+
+  int64_t pad(int64_t n) const { return (n + lanes - 1) / lanes * lanes; }
+  int64_t off1() const { return pad(len0); }
+  bool valueIsKey() const { return form == Form::Absorbed; }
+};
+
+FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
+  AttnSpec s;
+  s.lanes = lanes;
+  s.accVecs = lanes == 16 ? 8 : 4;
+  s.types = kernel::elemTypes(op);
+  auto bad = [&](const std::string &w) {
+    why = w;
+    return failure();
+  };
+  if (auto at = dyn_cast<kernel::AttentionOp>(op)) {
+    s.form = Form::GQA;
+    static_cast<kernels::AttentionParams &>(s.a) = kernel::attentionParams(at);
+    s.q = 0;
+    s.k = 1;
+    s.v = 2;
+    s.start = s.a.hasStart ? 3 : -1;
+    s.out = s.a.hasStart ? 4 : 3;
+    s.len0 = s.a.headDim;
+    s.vLen = s.a.valueDim;
+    s.outLen = s.a.valueDim;
+    s.gqaRatio = s.a.heads / s.a.kvHeads;
+    // A block's heads lie inside one KV group.
+    s.groupHeads = 1;
+    for (int64_t d = 1; d <= std::min(s.gqaRatio, kMaxRows); ++d)
+      if (s.gqaRatio % d == 0)
+        s.groupHeads = d;
+  } else if (auto na = dyn_cast<kernel::MLANaiveOp>(op)) {
+    s.form = Form::Naive;
+    s.a = kernel::mlaNaiveParams(na);
+    s.q = 0;
+    s.qRope = 1;
+    s.k = 2;
+    s.kRope = 3;
+    s.start = s.a.hasStart ? 4 : -1;
+    s.out = s.a.hasStart ? 5 : 4;
+    s.len0 = s.a.headDim;
+    s.len1 = s.a.ropeDim;
+    s.vLen = s.a.valueDim;
+    s.outLen = s.a.valueDim;
+    s.groupHeads = 1;
+  } else if (isa<kernel::MLAAttentionOp, kernel::MLAAttentionQuantOp>(op)) {
+    s.form = Form::Absorbed;
+    s.a = isa<kernel::MLAAttentionOp>(op)
+              ? kernel::mlaParams(cast<kernel::MLAAttentionOp>(op))
+              : kernel::mlaQuantParams(cast<kernel::MLAAttentionQuantOp>(op));
+    s.q = 0;
+    s.qRope = 1;
+    s.k = 2;
+    s.kRope = 3;
+    s.kvb = 4;
+    unsigned next = 5;
+    if (s.a.kvbScale)
+      s.kvbScale = next++;
+    if (s.a.hasStart)
+      s.start = next++;
+    s.out = next;
+    if (s.a.quantAct > 0) {
+      s.quantQ = next + 2;
+      s.quantS = next + 3;
+    }
+    s.len0 = s.a.rank;
+    s.len1 = s.a.ropeDim;
+    s.vLen = s.a.rank;
+    s.outLen = s.a.valueDim;
+    s.groupHeads = std::min(s.a.heads, kMaxRows);
+  } else {
+    return bad("not an attention kernel");
+  }
+  s.dkPad = s.pad(s.len0) + s.pad(s.len1);
+  s.vPad = s.pad(s.vLen);
+  s.sq = std::max<int64_t>(1, kMaxRows / s.groupHeads);
+  s.groups = (s.a.heads + s.groupHeads - 1) / s.groupHeads;
+  if (!s.types[s.out].isF32())
+    return bad("the output is not f32");
+  auto stored = [](Type t) { return isStoredFloat(t); };
+  if (!stored(s.types[s.q]) || !stored(s.types[s.k]) ||
+      (s.form == Form::GQA && !stored(s.types[s.v])) ||
+      (s.form != Form::GQA &&
+       (!stored(s.types[s.qRope]) || !stored(s.types[s.kRope]))))
+    return bad("operands other than f32, bf16 or f16");
+  if (s.form == Form::Absorbed) {
+    Type w = s.types[s.kvb];
+    bool e4m3 = isa<Float8E4M3FNType>(w);
+    if (!(stored(w) || (e4m3 && s.kvbScale >= 0)))
+      return bad("kv_b is neither f32/bf16/f16 nor scaled e4m3");
+  }
+  if (s.dkPad > kMaxWidth || s.vPad > kMaxWidth)
+    return bad("rows wider than 4096 values");
+  return s;
+}
+
+class AttnCodegen {
+public:
+  AttnCodegen(const AttnSpec &spec, OpBuilder &b, Location loc,
+              ArrayRef<Value> buffers)
+      : s(spec), b(b), loc(loc), p(b, loc), v(b, loc),
+        buf(buffers.begin(), buffers.end()), kLanes(spec.lanes),
+        kKeyBlock(spec.lanes), kAccVecs(spec.accVecs) {}
+
+  /// Stack buffers, at the start of the helper's entry block.
+  void allocate(func::FuncOp fn) {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(&fn.getBody().front());
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    auto alloc = [&](Type t, int64_t n) {
+      Value c = LLVM::ConstantOp::create(b, loc, b.getI64Type(),
+                                         b.getI64IntegerAttr(n));
+      return LLVM::AllocaOp::create(b, loc, ptrTy, t, c, 64).getResult();
+    };
+    Type f32 = b.getF32Type(), i64 = b.getI64Type();
+    qs = alloc(f32, kMaxRows * s.dkPad);
+    kc = alloc(f32, kKeyBlock * s.dkPad);
+    vc = s.valueIsKey() ? kc : alloc(f32, kKeyBlock * s.vPad);
+    acc = alloc(f32, kMaxRows * s.vPad);
+    prob = alloc(f32, kMaxRows * kKeyBlock);
+    if (s.a.qRotate)
+      rot = alloc(f32, s.sq * s.a.qRope.headDim);
+    rowM = alloc(f32, kMaxRows);
+    rowL = alloc(f32, kMaxRows);
+    rowAlpha = alloc(f32, kMaxRows);
+    rowPid = alloc(i64, kMaxRows);
+    rowS = alloc(i64, kMaxRows);
+    rowH = alloc(i64, kMaxRows);
+    rowLim = alloc(i64, kMaxRows);
+  }
+
+  /// Programs [begin, end) as blocks of rows.
+  void emitRange(Value begin, Value end) {
+    const kernels::MLAParams &a = s.a;
+    Value one = p.i64(1), cH = p.i64(a.heads), cSeq = p.i64(a.seq);
+    Value bsFirst = p.divs(begin, cH);
+    Value bsLast = p.divs(sub(end, one), cH);
+    Value bFirst = p.divs(bsFirst, cSeq), bLast = p.divs(bsLast, cSeq);
+    p.forLoop(bFirst, p.add(bLast, one), one, [&](Value bi) {
+      Value bs0 = p.mul(bi, cSeq);
+      Value sBegin = p.select(p.eq(bi, bFirst), sub(bsFirst, bs0), p.i64(0));
+      Value sEnd = p.select(p.eq(bi, bLast), p.add(sub(bsLast, bs0), one),
+                            cSeq);
+      Value start = s.start >= 0
+                        ? p.load(buf[s.start], s.types[s.start], bi)
+                        : p.i64(0);
+      p.forLoop(sBegin, sEnd, p.i64(s.sq), [&](Value s0) {
+        Value s1 = p.minI(p.add(s0, p.i64(s.sq)), sEnd);
+        // Every head group of these positions rotates with the same table.
+        if (s.a.qRotate)
+          rotationTables(start, s0, s1);
+        p.forLoop(p.i64(0), p.i64(s.groups), one, [&](Value g) {
+          Value rows = collectRows(begin, end, bi, s0, s1, g);
+          p.ifThen(p.lt(p.i64(0), rows),
+                   [&] { block(bi, g, start, rows, s0, s1); });
+        });
+      });
+    });
+  }
+
+private:
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, loc, x, y); }
+  Value maxI(Value x, Value y) { return arith::MaxSIOp::create(b, loc, x, y); }
+  Type f32() { return b.getF32Type(); }
+  Type i64() { return b.getI64Type(); }
+  Value vload(Value ptr, Value idx) { return v.load(ptr, f32(), idx, kLanes); }
+  void vstore(Value x, Value ptr, Value idx) { v.store(x, ptr, f32(), idx); }
+  Value zeros() { return v.splat(0.0f, kLanes); }
+
+  /// Stores the first `active` lanes of `x` to f32 buffer `ptr` at `idx`.
+  void storeActive(Value x, Value ptr, Value idx, int64_t active) {
+    if (active >= kLanes) {
+      vstore(x, ptr, idx);
+      return;
+    }
+    SmallVector<bool> bits(kLanes, false);
+    for (int64_t i = 0; i < active; ++i)
+      bits[i] = true;
+    auto mt = VectorType::get({kLanes}, b.getI1Type());
+    Value mask =
+        arith::ConstantOp::create(b, loc, DenseElementsAttr::get(mt, bits));
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    Value addr =
+        LLVM::GEPOp::create(b, loc, ptrTy, f32(), ptr, ValueRange{idx});
+    LLVM::MaskedStoreOp::create(b, loc, x, addr, mask, 4);
+  }
+
+  /// Rows (s, h) of positions [s0, s1) and head group g whose programs are
+  /// in [begin, end), into the row tables; returns their count.
+  Value collectRows(Value begin, Value end, Value bi, Value s0, Value s1,
+                    Value g) {
+    const kernels::MLAParams &a = s.a;
+    Value one = p.i64(1);
+    return p.forLoop(
+        s0, s1, one, ValueRange{p.i64(0)},
+        [&](Value si, ValueRange it) {
+          return SmallVector<Value>{p.forLoop(
+              p.i64(0), p.i64(s.groupHeads), one, ValueRange{it[0]},
+              [&](Value hh, ValueRange it2) {
+                Value h = p.add(p.mul(g, p.i64(s.groupHeads)), hh);
+                Value pid = p.add(
+                    p.mul(p.add(p.mul(bi, p.i64(a.seq)), si), p.i64(a.heads)),
+                    h);
+                Value ok = p.andI(
+                    p.andI(p.lt(h, p.i64(a.heads)),
+                           p.lt(pid, end)),
+                    arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                          pid, begin));
+                p.ifThen(ok, [&] {
+                  p.storeInt(pid, rowPid, i64(), it2[0]);
+                  p.storeInt(si, rowS, i64(), it2[0]);
+                  p.storeInt(h, rowH, i64(), it2[0]);
+                });
+                return SmallVector<Value>{
+                    p.select(ok, p.add(it2[0], one), it2[0])};
+              })[0]};
+        })[0];
+  }
+
+  /// Number of keys the query at position s sees (the reference's keyLimit).
+  Value keyLimit(Value start, Value si) {
+    const kernels::MLAParams &a = s.a;
+    Value kv = p.i64(a.kvLen);
+    if (a.causal)
+      return p.minI(p.add(p.add(start, si), p.i64(1)), kv);
+    if (a.hasStart)
+      return p.minI(p.add(start, p.i64(a.seq)), kv);
+    return kv;
+  }
+
+  /// Element offsets of key row j's segments and of its value row.
+  struct KeyRow {
+    Value seg0, seg1, value;
+  };
+  KeyRow keyRow(Value bi, Value g, Value j) {
+    const kernels::MLAParams &a = s.a;
+    Value tok = p.add(p.mul(bi, p.i64(a.kvLen)), j);
+    KeyRow r;
+    switch (s.form) {
+    case Form::GQA: {
+      Value kvh = p.divs(p.mul(g, p.i64(s.groupHeads)), p.i64(s.gqaRatio));
+      Value row = p.add(p.mul(tok, p.i64(a.kvHeads)), kvh);
+      r.seg0 = p.mul(row, p.i64(a.headDim));
+      r.value = p.mul(row, p.i64(a.valueDim));
+      break;
+    }
+    case Form::Naive: {
+      // One head per group (groupHeads = 1): h = g.
+      Value row = p.add(p.mul(tok, p.i64(a.heads)), g);
+      r.seg0 = p.mul(row, p.i64(a.headDim + a.valueDim));
+      r.seg1 = p.mul(tok, p.i64(a.ropeDim));
+      r.value = p.add(r.seg0, p.i64(a.headDim));
+      break;
+    }
+    case Form::Absorbed:
+      r.seg0 = p.mul(tok, p.i64(a.rank));
+      r.seg1 = p.mul(tok, p.i64(a.ropeDim));
+      break;
+    }
+    return r;
+  }
+
+  /// Widens `len` elements of `src` (of `type`) from `srcIdx` into f32 at
+  /// `dst` + dstIdx, zero-padded to 16 lanes.
+  void widenRow(Value src, Type type, Value srcIdx, int64_t len, Value dst,
+                Value dstIdx) {
+    for (int64_t c = 0; c < len; c += kLanes) {
+      int64_t active = std::min(kLanes, len - c);
+      Value x = v.load(src, type, p.add(srcIdx, p.i64(c)), kLanes,
+                       active < kLanes ? active : -1);
+      vstore(x, dst, p.add(dstIdx, p.i64(c)));
+    }
+  }
+
+  /// Copies (rotating when the kernel fuses rope) a query segment of `len`
+  /// elements into qs at qIdx.
+  void stageSegment(Value src, Type type, Value srcIdx, int64_t len,
+                    Value qIdx, bool rotate, const kernels::RopeParams &rope,
+                    Value start, Value si) {
+    if (!rotate) {
+      widenRow(src, type, srcIdx, len, qs, qIdx);
+      return;
+    }
+    // The reference's rotation with the block's cos / sin table of this
+    // position (rotationTables): the same f32 products and sums.
+    Value tab = p.mul(sub(si, blockS0), p.i64(rope.headDim));
+    int64_t half = rope.rotaryDim / 2;
+    p.forLoop(p.i64(0), p.i64(half), p.i64(1), [&](Value i) {
+      Value ia = rope.interleaved ? p.mul(i, p.i64(2)) : i;
+      Value ib = rope.interleaved ? p.add(ia, p.i64(1)) : p.add(i, p.i64(half));
+      Value c = p.load(rot, f32(), p.add(tab, ia));
+      Value sn = p.load(rot, f32(), p.add(tab, ib));
+      Value xa = p.load(src, type, p.add(srcIdx, ia));
+      Value xb = p.load(src, type, p.add(srcIdx, ib));
+      p.store(p.fsub(p.fmul(xa, c), p.fmul(xb, sn)), qs, f32(),
+              p.add(qIdx, ia));
+      p.store(p.fadd(p.fmul(xb, c), p.fmul(xa, sn)), qs, f32(),
+              p.add(qIdx, ib));
+    });
+    p.forLoop(p.i64(rope.rotaryDim), p.i64(len), p.i64(1), [&](Value d) {
+      p.store(p.load(src, type, p.add(srcIdx, d)), qs, f32(), p.add(qIdx, d));
+    });
+  }
+
+  /// Per position s0 + t of the block, t < s1 - s0: the cos / sin of every
+  /// rotary pair (cos at the pair's first element, sin at its second), as
+  /// the reference computes them: its own rotation applied to the pairs
+  /// (1, 0), which gives (1 c - 0 s, 0 c + 1 s) = (c, s) exactly. Computed
+  /// once per run of positions for all its head groups, rather than once
+  /// per row (libm's f64 cos and sin).
+  void rotationTables(Value start, Value s0, Value s1) {
+    const kernels::RopeParams &rope = s.a.qRope;
+    int64_t half = rope.rotaryDim / 2;
+    p.forLoop(s0, s1, p.i64(1), [&](Value si) {
+      Value tab = p.mul(sub(si, s0), p.i64(rope.headDim));
+      Value pos = p.sitofp(p.add(start, si), b.getF64Type());
+      kernels::emitRotation(
+          p, rope, pos,
+          [&](Value i) {
+            Value first = rope.interleaved
+                              ? p.eq(p.rems(i, p.i64(2)), p.i64(0))
+                              : p.lt(i, p.i64(half));
+            return p.select(first, p.f32(1.0f), p.f32(0.0f));
+          },
+          [&](Value i, Value x) { p.store(x, rot, f32(), p.add(tab, i)); });
+    });
+  }
+
+  /// kv_b[row, col .. col + 16) as f32 (dequantized by its block scale;
+  /// col a multiple of 16), only the first `active` lanes read.
+  Value kvbVector(Value row, Value col, int64_t active) {
+    const kernels::MLAParams &a = s.a;
+    Value w = v.load(buf[s.kvb], s.types[s.kvb],
+                     p.add(p.mul(row, p.i64(a.rank)), col), kLanes,
+                     active < kLanes ? active : -1);
+    if (s.kvbScale < 0)
+      return w;
+    int64_t colBlocks = (a.rank + 127) / 128;
+    Value blk = p.add(p.mul(p.divs(row, p.i64(128)), p.i64(colBlocks)),
+                      p.divs(col, p.i64(128)));
+    return v.mul(w, v.broadcast(p.load(buf[s.kvbScale], f32(), blk), kLanes));
+  }
+
+  /// Row r's query (f32, zero-padded) into qs[r].
+  void stageQuery(Value r, Value pid, Value si, Value h, Value start) {
+    const kernels::MLAParams &a = s.a;
+    Value qIdx = p.mul(r, p.i64(s.dkPad));
+    for (int64_t c = 0; c < s.dkPad; c += kLanes)
+      vstore(zeros(), qs, p.add(qIdx, p.i64(c)));
+    if (s.form == Form::GQA) {
+      stageSegment(buf[s.q], s.types[s.q], p.mul(pid, p.i64(a.headDim)),
+                   a.headDim, qIdx, a.qRotate, a.qRope, start, si);
+      return;
+    }
+    // MLA: q_rope (strided in q itself, rotated when rope is fused) after
+    // segment 0.
+    Value ropeSrc = a.qRopeStride ? p.add(p.mul(pid, p.i64(a.qRopeStride)),
+                                          p.i64(a.qRopeOffset))
+                                  : p.mul(pid, p.i64(a.ropeDim));
+    stageSegment(buf[s.qRope], s.types[s.qRope], ropeSrc, a.ropeDim,
+                 p.add(qIdx, p.i64(s.off1())), a.qRotate, a.qRope, start, si);
+    Value qnBase =
+        p.mul(pid, p.i64(a.qNopeStride ? a.qNopeStride : a.headDim));
+    if (s.form == Form::Naive) {
+      widenRow(buf[s.q], s.types[s.q], qnBase, a.headDim, qs, qIdx);
+      return;
+    }
+    // Absorbed: q_lat[c] = sum_d q_nope[d] W_UK[h, d, c], 8 vectors of c at
+    // a time over the whole of d.
+    Value headRow = p.mul(h, p.i64(a.headDim + a.valueDim));
+    for (int64_t c0 = 0; c0 < a.rank; c0 += 8 * kLanes) {
+      int64_t nv = std::min<int64_t>(8, (a.rank - c0 + kLanes - 1) / kLanes);
+      SmallVector<Value> init(nv, zeros());
+      SmallVector<Value> sums = p.forLoop(
+          p.i64(0), p.i64(a.headDim), p.i64(1), init,
+          [&](Value d, ValueRange it) {
+            Value x = v.broadcast(
+                p.load(buf[s.q], s.types[s.q], p.add(qnBase, d)), kLanes);
+            Value row = p.add(headRow, d);
+            SmallVector<Value> next;
+            for (int64_t k = 0; k < nv; ++k)
+              next.push_back(
+                  v.fma(x,
+                        kvbVector(row, p.i64(c0 + k * kLanes),
+                                  std::min(kLanes, a.rank - c0 - k * kLanes)),
+                        it[k]));
+            return next;
+          });
+      for (int64_t k = 0; k < nv; ++k)
+        vstore(sums[k], qs, p.add(qIdx, p.i64(c0 + k * kLanes)));
+    }
+  }
+
+  /// A vector whose lane i is the sum of the lanes of in[i] (16 vectors):
+  /// a tree of two-source shuffles and adds (30 shuffles, 15 adds). The
+  /// same tree for every lane, whatever the other lanes hold.
+  Value transposeReduce(ArrayRef<Value> in) {
+    assert(int64_t(in.size()) == kLanes && "one vector per lane");
+    // Which input each output lane ends up summing, simulated once.
+    SmallVector<SmallVector<int64_t>> label;
+    for (int64_t i = 0; i < kLanes; ++i)
+      label.push_back(SmallVector<int64_t>(kLanes, i));
+    auto masks = [&](int64_t w, SmallVector<int64_t> &lo,
+                    SmallVector<int64_t> &hi) {
+      lo.clear();
+      hi.clear();
+      for (int64_t l = 0; l < kLanes; ++l) {
+        int64_t q = l % (2 * w), base = l - q;
+        lo.push_back(q < w ? base + q : kLanes + base + q - w);
+        hi.push_back(q < w ? base + q + w : kLanes + base + q);
+      }
+    };
+    SmallVector<int64_t> lo, hi;
+    for (int64_t w = kLanes / 2; w >= 1; w /= 2) {
+      masks(w, lo, hi);
+      SmallVector<SmallVector<int64_t>> next;
+      for (size_t i = 0; i + 1 < label.size(); i += 2) {
+        SmallVector<int64_t> l(kLanes);
+        for (int64_t j = 0; j < kLanes; ++j)
+          l[j] = lo[j] < kLanes ? label[i][lo[j]] : label[i + 1][lo[j] - kLanes];
+        next.push_back(l);
+      }
+      label = std::move(next);
+    }
+    // Lane j sums input label[0][j]: place in[j] there.
+    SmallVector<Value> cur(kLanes);
+    for (int64_t j = 0; j < kLanes; ++j)
+      cur[label[0][j]] = in[j];
+    for (int64_t w = kLanes / 2; w >= 1; w /= 2) {
+      masks(w, lo, hi);
+      SmallVector<Value> next;
+      for (size_t i = 0; i + 1 < cur.size(); i += 2) {
+        Value x = vector::ShuffleOp::create(b, loc, cur[i], cur[i + 1], lo);
+        Value y = vector::ShuffleOp::create(b, loc, cur[i], cur[i + 1], hi);
+        next.push_back(v.add(x, y));
+      }
+      cur = std::move(next);
+    }
+    return cur[0];
+  }
+
+  /// 16 dot products: lane i = sum_c x(c) . y(i, c, 16) over `chunks`
+  /// vectors, then, when `tail` > 0, one more chunk of which y reads
+  /// `tail` lanes; each accumulated in c order, then transposeReduce.
+  Value dots16(int64_t chunks, int64_t tail, function_ref<Value(Value)> x,
+               function_ref<Value(int64_t, Value, int64_t)> y) {
+    SmallVector<Value> init(kLanes, zeros());
+    auto step = [&](Value c, ValueRange it, int64_t active) {
+      Value xv = x(c);
+      SmallVector<Value> next;
+      for (int64_t i = 0; i < kLanes; ++i)
+        next.push_back(v.fma(xv, y(i, c, active), it[i]));
+      return next;
+    };
+    SmallVector<Value> sums;
+    if (chunks <= 8) {
+      sums = init;
+      for (int64_t c = 0; c < chunks; ++c)
+        sums = step(p.i64(c), sums, kLanes);
+    } else {
+      sums = p.forLoop(p.i64(0), p.i64(chunks), p.i64(1), init,
+                       [&](Value c, ValueRange it) {
+                         return step(c, it, kLanes);
+                       });
+    }
+    if (tail > 0)
+      sums = step(p.i64(chunks), sums, tail);
+    return transposeReduce(sums);
+  }
+
+  /// Scores of row r against keys [j0, j0 + 16) and its online-softmax
+  /// step: p into prob[r], alpha, m and l into the row tables.
+  void scoreRow(Value r, Value j0) {
+    Value qIdx = p.mul(r, p.i64(s.dkPad));
+    Value sc = dots16(
+        s.dkPad / kLanes, 0,
+        [&](Value c) { return vload(qs, p.add(qIdx, p.mul(c, p.i64(kLanes)))); },
+        [&](int64_t i, Value c, int64_t) {
+          return vload(kc, p.add(p.i64(i * s.dkPad), p.mul(c, p.i64(kLanes))));
+        });
+    sc = v.mul(sc, v.splat(static_cast<float>(s.a.scale), kLanes));
+    // Keys at or past the row's limit: -inf.
+    auto i32v = VectorType::get({kLanes}, b.getI32Type());
+    SmallVector<int32_t> iota;
+    for (int32_t i = 0; i < kLanes; ++i)
+      iota.push_back(i);
+    Value lanes = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i32v, ArrayRef<int32_t>(iota)));
+    Value room = p.minI(maxI(sub(p.load(rowLim, i64(), r), j0), p.i64(0)),
+                        p.i64(kLanes));
+    Value roomV = vector::BroadcastOp::create(
+        b, loc, i32v,
+        arith::TruncIOp::create(b, loc, b.getI32Type(), room));
+    Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
+                                        lanes, roomV);
+    Value negInf = v.splat(-std::numeric_limits<float>::infinity(), kLanes);
+    sc = arith::SelectOp::create(b, loc, valid, sc, negInf);
+    Value blockMax = vector::ReductionOp::create(
+        b, loc, vector::CombiningKind::MAXIMUMF, sc);
+    Value m = p.load(rowM, f32(), r);
+    Value mNew = p.fmax(m, blockMax);
+    Value mNewV = v.broadcast(mNew, kLanes);
+    Value alphaV = v.exp(
+        arith::SubFOp::create(b, loc, v.broadcast(m, kLanes), mNewV));
+    Value alpha = vector::ExtractOp::create(b, loc, alphaV,
+                                            ArrayRef<int64_t>{0});
+    Value pr = v.exp(arith::SubFOp::create(b, loc, sc, mNewV));
+    Value l = p.fadd(p.fmul(p.load(rowL, f32(), r), alpha), v.reduceAdd(pr));
+    vstore(pr, prob, p.mul(r, p.i64(kKeyBlock)));
+    p.store(mNew, rowM, f32(), r);
+    p.store(l, rowL, f32(), r);
+    p.store(alpha, rowAlpha, f32(), r);
+  }
+
+  /// acc[r .. r + nr) = acc alpha + sum_{jj < nk} p[jj] v[jj], in register
+  /// blocks of nr rows x 8 vectors.
+  void accumulateRows(Value r, int64_t nr, Value nk) {
+    int64_t vStride = s.valueIsKey() ? s.dkPad : s.vPad;
+    int64_t nvTotal = s.vPad / kLanes;
+    for (int64_t c0 = 0; c0 < nvTotal; c0 += kAccVecs) {
+      int64_t nv = std::min(kAccVecs, nvTotal - c0);
+      SmallVector<Value> init;
+      for (int64_t i = 0; i < nr; ++i) {
+        Value row = p.add(r, p.i64(i));
+        Value alpha = v.broadcast(p.load(rowAlpha, f32(), row), kLanes);
+        for (int64_t k = 0; k < nv; ++k)
+          init.push_back(v.mul(
+              vload(acc, p.add(p.mul(row, p.i64(s.vPad)),
+                               p.i64((c0 + k) * kLanes))),
+              alpha));
+      }
+      auto key = [&](Value jj, ValueRange it) {
+        SmallVector<Value> next(it.begin(), it.end());
+        Value vBase = p.mul(jj, p.i64(vStride));
+        SmallVector<Value> vals;
+        for (int64_t k = 0; k < nv; ++k)
+          vals.push_back(vload(vc, p.add(vBase, p.i64((c0 + k) * kLanes))));
+        for (int64_t i = 0; i < nr; ++i) {
+          Value row = p.add(r, p.i64(i));
+          Value pb = v.broadcast(
+              p.load(prob, f32(), p.add(p.mul(row, p.i64(kKeyBlock)), jj)),
+              kLanes);
+          for (int64_t k = 0; k < nv; ++k)
+            next[i * nv + k] = v.fma(pb, vals[k], next[i * nv + k]);
+        }
+        return next;
+      };
+      // A whole block of keys unrolled (every block but a row's last), else
+      // a loop: the same FMAs in the same order.
+      SmallVector<Type> types(init.size(), init.front().getType());
+      auto full = scf::IfOp::create(b, loc, types, p.eq(nk, p.i64(kKeyBlock)),
+                                    /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(full.thenBlock());
+        SmallVector<Value> it = init;
+        for (int64_t jj = 0; jj < kKeyBlock; ++jj)
+          it = key(p.i64(jj), it);
+        scf::YieldOp::create(b, loc, it);
+        b.setInsertionPointToStart(full.elseBlock());
+        scf::YieldOp::create(b, loc,
+                             p.forLoop(p.i64(0), nk, p.i64(1), init, key));
+      }
+      SmallVector<Value> sums(full.getResults());
+      for (int64_t i = 0; i < nr; ++i) {
+        Value row = p.add(r, p.i64(i));
+        for (int64_t k = 0; k < nv; ++k)
+          vstore(sums[i * nv + k], acc,
+                 p.add(p.mul(row, p.i64(s.vPad)), p.i64((c0 + k) * kLanes)));
+      }
+    }
+  }
+
+  /// The output row of row r: acc / l, or for MLA absorbed W_UV acc / l
+  /// (then quantized for mla_attention_quant).
+  void finishRow(Value r) {
+    const kernels::MLAParams &a = s.a;
+    Value pid = p.load(rowPid, i64(), r);
+    Value invL = p.fdiv(p.f32(1.0f), p.load(rowL, f32(), r));
+    Value invLV = v.broadcast(invL, kLanes);
+    Value accIdx = p.mul(r, p.i64(s.vPad));
+    Value oBase = p.mul(pid, p.i64(s.outLen));
+    if (s.form != Form::Absorbed) {
+      for (int64_t c = 0; c < s.outLen; c += kLanes)
+        storeActive(v.mul(vload(acc, p.add(accIdx, p.i64(c))), invLV),
+                    buf[s.out], p.add(oBase, p.i64(c)),
+                    std::min(kLanes, s.outLen - c));
+      return;
+    }
+    Value h = p.load(rowH, i64(), r);
+    Value vRow0 = p.add(p.mul(h, p.i64(a.headDim + a.valueDim)),
+                        p.i64(a.headDim));
+    for (int64_t e0 = 0; e0 < a.valueDim; e0 += kLanes) {
+      Value o = dots16(
+          a.rank / kLanes, a.rank % kLanes,
+          [&](Value c) { return vload(acc, p.add(accIdx, p.mul(c, p.i64(kLanes)))); },
+          [&](int64_t i, Value c, int64_t active) {
+            // Rows past v_head_dim (a partial last group) repeat the last.
+            Value row = p.add(vRow0, p.i64(std::min(e0 + i, a.valueDim - 1)));
+            return kvbVector(row, p.mul(c, p.i64(kLanes)), active);
+          });
+      storeActive(v.mul(o, invLV), buf[s.out], p.add(oBase, p.i64(e0)),
+                  std::min(kLanes, a.valueDim - e0));
+    }
+    if (a.quantAct > 0)
+      kernels::emitRowQuantize(
+          p, a.valueDim, a.quantAct,
+          [&](Value e) { return p.load(buf[s.out], f32(), p.add(oBase, e)); },
+          buf[s.quantQ], s.types[s.quantQ], oBase, buf[s.quantS],
+          p.mul(pid, p.i64(a.valueDim / a.quantAct)));
+  }
+
+  /// One block: rows [0, rows) of the row tables, batch bi, head group g.
+  void block(Value bi, Value g, Value start, Value rows, Value s0, Value s1) {
+    Value zero = p.i64(0), one = p.i64(1);
+    float negInf = -std::numeric_limits<float>::infinity();
+    blockS0 = s0;
+    p.forLoop(zero, rows, one, [&](Value r) {
+      Value si = p.load(rowS, i64(), r);
+      stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
+                 start);
+      for (int64_t c = 0; c < s.vPad; c += kLanes)
+        vstore(zeros(), acc, p.add(p.mul(r, p.i64(s.vPad)), p.i64(c)));
+      p.storeInt(keyLimit(start, si), rowLim, i64(), r);
+      p.store(p.f32(negInf), rowM, f32(), r);
+      p.store(p.f32(0.0f), rowL, f32(), r);
+    });
+    Value maxLim =
+        p.forLoop(zero, rows, one, ValueRange{zero}, [&](Value r, ValueRange it) {
+          return SmallVector<Value>{maxI(it[0], p.load(rowLim, i64(), r))};
+        })[0];
+    p.forLoop(zero, maxLim, p.i64(kKeyBlock), [&](Value j0) {
+      Value nk = p.minI(sub(maxLim, j0), p.i64(kKeyBlock));
+      // Keys (and values) of the block, widened once for all rows.
+      p.forLoop(zero, nk, one, [&](Value jj) {
+        KeyRow kr = keyRow(bi, g, p.add(j0, jj));
+        Value dst = p.mul(jj, p.i64(s.dkPad));
+        widenRow(buf[s.k], s.types[s.k], kr.seg0, s.len0, kc, dst);
+        if (s.len1)
+          widenRow(buf[s.kRope], s.types[s.kRope], kr.seg1, s.len1, kc,
+                   p.add(dst, p.i64(s.off1())));
+        if (!s.valueIsKey()) {
+          unsigned vb = s.form == Form::GQA ? s.v : s.k;
+          widenRow(buf[vb], s.types[vb], kr.value, s.vLen, vc,
+                   p.mul(jj, p.i64(s.vPad)));
+        }
+      });
+      p.forLoop(zero, rows, one, [&](Value r) { scoreRow(r, j0); });
+      Value pairs = p.divs(rows, p.i64(2));
+      p.forLoop(zero, pairs, one, [&](Value i) {
+        accumulateRows(p.mul(i, p.i64(2)), 2, nk);
+      });
+      p.ifThen(p.eq(p.rems(rows, p.i64(2)), one), [&] {
+        accumulateRows(sub(rows, one), 1, nk);
+      });
+    });
+    p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
+  }
+
+  const AttnSpec &s;
+  OpBuilder &b;
+  Location loc;
+  ProgramBuilder p;
+  VectorBuilder v;
+  SmallVector<Value> buf;
+  Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
+      rowLim, rot;
+  Value blockS0; ///< the current block's first position (rot's row 0)
+  /// Lanes per vector, keys per block (= lanes: one score vector per row),
+  /// value vectors per register block.
+  const int64_t kLanes, kKeyBlock, kAccVecs;
+};
+
+class AttentionEmitter : public CpuEmitter {
+public:
+  AttentionEmitter(AttnSpec spec, bool zmm) : s(std::move(spec)), zmm(zmm) {}
+
+  std::string describe() const override {
+    const char *form = s.form == Form::GQA     ? "gqa"
+                       : s.form == Form::Naive ? "mla naive"
+                                               : "mla absorbed";
+    return llvm::formatv(
+        "{6} fp32 {0}: blocks of <= {1} query rows ({2} heads x {3} "
+        "positions) reading each K/V row once, keys in blocks of {4} (widened "
+        "once, online softmax per block, polynomial exp), scores by {7}-lane "
+        "dots + transpose tree, values in 2 rows x {5} vectors",
+        form, kMaxRows, s.groupHeads, s.sq, s.lanes, s.accVecs,
+        zmm ? "avx512" : "avx2 (8-lane ymm vectors)", s.lanes);
+  }
+
+  void emitEntry(OpBuilder &b, ModuleOp module, const KernelRecord &kernel,
+                 const EntryArgs &args) override {
+    Location loc = args.loc;
+    unsigned nb = args.buffers.size();
+    func::FuncOp fn =
+        makeHelper(module, loc, kernel.name + ".blocks", nb);
+    {
+      Body body = bodyOf(fn, nb);
+      AttnCodegen cg(s, body.b, loc, body.buffers);
+      cg.allocate(fn);
+      cg.emitRange(body.r0, body.r1);
+    }
+    Value zero = arith::ConstantIntOp::create(b, loc, b.getI64Type(), 0);
+    ProgramBuilder p(b, loc);
+    p.ifThen(p.lt(args.begin, args.end), [&] {
+      callHelper(b, loc, fn, args.buffers, args.begin, args.end, zero, zero);
+    });
+  }
+
+private:
+  AttnSpec s;
+  bool zmm;
+};
+
+} // namespace
+
+std::unique_ptr<CpuEmitter>
+makeAttentionEmitter(const KernelRecord &kernel,
+                     const CpuCodegenOptions &options, const CpuTarget &target,
+                     std::string &why) {
+  // 16-lane vectors (zmm) on AVX-512; on an AVX2 + FMA target the same code
+  // in 8 lanes (ymm: keys in blocks of 8), so such hosts stay off the
+  // scalar path.
+  if (!target.avx512 && !target.avx2fma) {
+    why = "neither AVX-512 nor AVX2 + FMA on the target CPU";
+    return nullptr;
+  }
+  FailureOr<AttnSpec> spec =
+      specOf(kernel.representative, target.avx512 ? 16 : 8, why);
+  if (failed(spec))
+    return nullptr;
+  return std::make_unique<AttentionEmitter>(std::move(*spec), target.avx512);
+}
+
+} // namespace kiln::cpu
