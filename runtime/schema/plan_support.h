@@ -192,14 +192,17 @@ std::vector<T> ToVector(const flatbuffers::Vector<T>* v) {
   return out;
 }
 
-// The compiled size of the first dimension of `spec` (a TensorSpec) that
-// dimension symbol `sym` labels (TensorSpec.dim_symbols); 0 when none does.
-// (A template so this header needs no generated code.)
-template <typename Spec>
-int64_t SymbolExtent(const Spec& spec, int32_t sym) {
-  const auto* syms = spec.dim_symbols();
-  for (uint32_t d = 0; syms && spec.shape() && d < syms->size() && d < spec.shape()->size(); ++d)
-    if (Load(syms, d) == sym) return Load(spec.shape(), d);
+// The compiled size of the first dimension among `specs` (TensorSpec
+// pointers: a function's inputs, as the plan or kiln::Function holds them)
+// that dimension symbol `sym` labels (TensorSpec.dim_symbols); 0 when none
+// does. (A template so this header needs no generated code.)
+template <typename Specs>
+int64_t SymbolExtent(const Specs& specs, int32_t sym) {
+  for (const auto* spec : specs) {
+    const auto* syms = spec->dim_symbols();
+    for (uint32_t d = 0; syms && spec->shape() && d < syms->size() && d < spec->shape()->size(); ++d)
+      if (Load(syms, d) == sym) return Load(spec->shape(), d);
+  }
   return 0;
 }
 

@@ -139,8 +139,7 @@ absl::Status CheckTensorSpecs(const plan::Plan& p, const Specs* specs, bool outp
     if (int32_t sym = s->range_max_grows_with(); sym >= 0) {
       // The symbol must size a dimension of one of the function's inputs;
       // the loosest bound (one position given) must fit the dtype.
-      int64_t extent = 0;
-      for (uint32_t j = 0; j < Len(specs) && extent == 0; ++j) extent = plan::SymbolExtent(*specs->Get(j), sym);
+      int64_t extent = plan::SymbolExtent(*specs, sym);
       if (outputs || !s->value_range() || extent < 1)
         return absl::InvalidArgumentError(absl::StrCat(
             where, ": range_max_grows_with names symbol ", sym,

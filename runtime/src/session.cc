@@ -154,9 +154,7 @@ absl::Status CheckValueRange(const Function& f, const plan::TensorSpec& spec, co
   int64_t max = r->max();
   std::string grown;
   if (int32_t sym = spec.range_max_grows_with(); sym >= 0) {
-    int64_t extent = 0;
-    for (const plan::TensorSpec* in : f.inputs)
-      if (extent == 0) extent = plan::SymbolExtent(*in, sym);
+    int64_t extent = plan::SymbolExtent(f.inputs, sym);
     int64_t n = given < 0 ? 1 : std::clamp<int64_t>(given, 1, extent);
     max += extent - n;
     if (given >= 0 && n < extent) grown = absl::StrCat("; this call gives ", n);
@@ -268,8 +266,9 @@ absl::Status Session::CheckInputsBeforeRun(const Function& f) {
     if (auto s = backend_->CopyOut(buf->offset(), bytes.data(), bytes.size()); !s.ok()) return s;
     int64_t given = -1;
     if (grows >= 0) {
-      auto found = symbol_values_[f.name].find(grows);
-      given = found != symbol_values_[f.name].end() ? found->second : INT64_MAX;  // not given smaller: all
+      const auto& symbols = symbol_values_[f.name];
+      auto found = symbols.find(grows);
+      given = found != symbols.end() ? found->second : INT64_MAX;  // not given smaller: all
     }
     if (auto s = CheckValueRange(f, *spec, bytes.data(), plan::ToVector(spec->shape()), given); !s.ok()) {
       std::string why = state[i] == InputState::kNeverSet ? "; the input was never set"

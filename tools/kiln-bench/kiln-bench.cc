@@ -208,6 +208,14 @@ Json ProfileJson(const KernelProfile& p) {
 
 Failure Fail(const absl::Status& s, int code = kFailed) { return {code, std::string(s.message())}; }
 
+// Fills the cache of `s` with `tokens` ([B, L]) from position 0: one forward
+// call when forward takes L tokens, else the generation API's chunked
+// prefill (`chunker`, a Generator on `s`; null for plans without extend).
+absl::Status Prefill(kiln::Session& s, kiln::Generator* chunker, int64_t forward_seq, const kiln::HostTensor& tokens) {
+  if (!chunker || tokens.shape[1] <= forward_seq) return s.Call(kiln::kForwardFunction, {{"tokens", tokens}}).status();
+  return chunker->Prefill(tokens).status();
+}
+
 // Everything but option parsing; fills `out`.
 std::optional<Failure> Bench(Options& o, Json& out) {
   out["plan"] = o.plan;
@@ -271,8 +279,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
     for (int r = 0; r < o.warmup + o.rounds; ++r) {
       if (auto st = s.ResetState(); !st.ok()) return Fail(st);
       auto a = Clock::now();
-      absl::Status res = L <= sh.max_seq ? s.Call(kiln::kForwardFunction, {{"tokens", tokens}}).status()
-                                         : chunker->Prefill(tokens).status();
+      absl::Status res = Prefill(s, chunker.get(), sh.max_seq, tokens);
       auto b = Clock::now();
       if (!res.ok()) return Fail(res);
       if (r >= o.warmup) ms.push_back(Ms(a, b));
@@ -301,9 +308,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
     std::vector<double> ms;
     for (int r = 0; r < o.warmup + o.rounds; ++r) {
       if (auto st = s.ResetState(); !st.ok()) return Fail(st);
-      absl::Status pre = L0 <= sh.max_seq ? s.Call(kiln::kForwardFunction, {{"tokens", prompt}}).status()
-                                          : chunker->Prefill(prompt).status();
-      if (!pre.ok()) return Fail(pre);
+      if (auto pre = Prefill(s, chunker.get(), sh.max_seq, prompt); !pre.ok()) return Fail(pre);
       for (int64_t i = 0; i < o.decode_tokens; ++i) {
         kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, P0 + i);
         auto a = Clock::now();
@@ -330,7 +335,11 @@ std::optional<Failure> Bench(Options& o, Json& out) {
     int64_t L = std::min(*std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end()), sh.max_seq);
     kiln::HostTensor tokens = Int32Tensor(*sh.tokens, {B, L});
     std::unique_ptr<kiln::Generator> pchunker;
-    if (chunker) pchunker = std::move(kiln::Generator::Create(**ps).value());
+    if (chunker) {
+      auto g = kiln::Generator::Create(**ps);
+      if (!g.ok()) return Fail(g.status(), kBadPlan);
+      pchunker = std::move(*g);
+    }
     kiln::HostTensor prompt = Int32Tensor(*sh.tokens, {B, L0});
     kiln::HostTensor step = Int32Tensor(sh.decode ? *sh.decode_tokens : *sh.tokens, {B, 1});
     KernelProfile pf, dec;
@@ -340,9 +349,7 @@ std::optional<Failure> Bench(Options& o, Json& out) {
       if (r >= o.warmup) AddProfile(*plan, *sh.forward, (*ps)->stats(), &pf);
       if (!sh.decode || o.decode_tokens == 0) continue;
       if (auto st = (*ps)->ResetState(); !st.ok()) return Fail(st);
-      absl::Status pre = L0 <= sh.max_seq ? (*ps)->Call(kiln::kForwardFunction, {{"tokens", prompt}}).status()
-                                          : pchunker->Prefill(prompt).status();
-      if (!pre.ok()) return Fail(pre);
+      if (auto pre = Prefill(**ps, pchunker.get(), sh.max_seq, prompt); !pre.ok()) return Fail(pre);
       kiln::HostTensor pos = Int32Tensor(*sh.position, {B}, o.decode_at >= 0 ? std::max(o.decode_at, L0) : L0);
       if (auto res = (*ps)->Call("decode", {{"tokens", step}, {"position", pos}}); !res.ok()) return Fail(res.status());
       if (r >= o.warmup) AddProfile(*plan, *sh.decode, (*ps)->stats(), &dec);
