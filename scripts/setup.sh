@@ -5,7 +5,8 @@
 # numpy for the end-to-end references, python3-venv (the virtual environment
 # of tests/bench/vs_reference_runtimes.py, which installs its own PyTorch and
 # builds its own llama.cpp), and Hugging Face `tokenizers` (pip, test-only:
-# the tokenizer end-to-end test compares with it).
+# the tokenizer end-to-end test compares with it), and cuobjdump + nvdisasm
+# (pip wheels, test-only: the sm_90a kernel tests read the SASS).
 set -euo pipefail
 
 TOKENIZER_PKGS=(pkg-config libpcre2-dev libutf8proc-dev nlohmann-json3-dev)
@@ -45,4 +46,16 @@ if [[ $RUNTIME_ONLY == 0 ]] &&
   # Debian's own python3 is "externally managed"; pip then needs the flag.
   python3 -m pip install -q "tokenizers==$TOKENIZERS_VERSION" 2>/dev/null ||
     python3 -m pip install -q --break-system-packages "tokenizers==$TOKENIZERS_VERSION"
+fi
+
+# cuobjdump and nvdisasm, which the CUDA toolkit here lacks: the Hopper GEMM
+# tests read the SASS ptxas made (HGMMA, UTMALDG). Test-only, pinned.
+SASS_TOOLS_VERSION=13.5.37
+if [[ $RUNTIME_ONLY == 0 ]] &&
+   [[ "$(python3 -m pip show nvidia-cuda-nvdisasm 2>/dev/null | sed -n 's/^Version: //p')" != "$SASS_TOOLS_VERSION" ||
+      "$(python3 -m pip show nvidia-cuda-cuobjdump 2>/dev/null | sed -n 's/^Version: //p')" != "$SASS_TOOLS_VERSION" ]]; then
+  echo "setup: installing cuobjdump and nvdisasm $SASS_TOOLS_VERSION (test-only)"
+  SASS_WHEELS=("nvidia-cuda-cuobjdump==$SASS_TOOLS_VERSION" "nvidia-cuda-nvdisasm==$SASS_TOOLS_VERSION")
+  python3 -m pip install -q --no-deps "${SASS_WHEELS[@]}" 2>/dev/null ||
+    python3 -m pip install -q --no-deps --break-system-packages "${SASS_WHEELS[@]}"
 fi

@@ -1,0 +1,67 @@
+//===- HopperGemm.h - TMA + wgmma GEMM kernels for sm_90a -------*- C++ -*-===//
+//
+// The first tile-level GPU emitter: a persistent, warp-specialized bf16 GEMM
+// out[M, N] (f32) = A[M, K] (bf16) x B[N, K]^T (bf16), both operands
+// K-major as checkpoints store weights, written as PTX for sm_90a:
+//
+//  - one producer warpgroup (setmaxnreg down to 40 where it matters) whose elected thread
+//    feeds a ring of `stages` shared-memory stages by TMA (A and B boxes of
+//    blockK x rows, 128B swizzle) under full/empty mbarriers;
+//  - blockM / 64 math warpgroups (up to 232 registers), each owning 64
+//    rows of the tile, issuing wgmma.m64nNk16 from shared-memory
+//    descriptors (HopperLayout.h) with f32 accumulators in registers;
+//  - a persistent grid: CTA c takes tiles c, c + gridDim, ... of the
+//    ceil(M / blockM) x (N / blockN) tiles, rows beyond M zero-filled by TMA
+//    and not stored.
+//
+// It is MLIR-free (string emission over HopperLayout.h's arithmetic), so
+// its tests assemble it with ptxas and read the SASS without the compiler.
+// Not yet used by plans: the runtime does not encode tensor maps yet and
+// GPU activations are still f32 (issue 12); no GPU has run it.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_COMPILER_HOPPERGEMM_H
+#define KILN_COMPILER_HOPPERGEMM_H
+
+#include <cstdint>
+#include <string>
+
+namespace kiln::hopper {
+
+struct GemmTileConfig {
+  int64_t n = 0, k = 0;   // static shape; M is a kernel parameter
+  int64_t blockM = 128;   // 64 x math warpgroups (1 or 2)
+  int64_t blockN = 128;   // wgmma N: a multiple of 8 in [8, 256]
+  int64_t blockK = 64;    // one 128-byte swizzle span of bf16
+  int64_t stages = 4;
+};
+
+/// Empty when `c` is valid, else why not (N not a multiple of blockN, K not
+/// of blockK, shared memory over 227 KiB, ...).
+std::string checkGemmTileConfig(const GemmTileConfig &c);
+
+/// Dynamic shared memory the kernel needs: the stages plus 1024 bytes for
+/// aligning them to the 128B swizzle's repeat.
+int64_t gemmDynamicSharedBytes(const GemmTileConfig &c);
+
+/// Threads per CTA: 128 x (1 + blockM / 64).
+int64_t gemmThreads(const GemmTileConfig &c);
+
+/// Whether the kernel moves registers from the producer to the math
+/// warpgroups (setmaxnreg 40 / 232): with two math warpgroups (384 threads,
+/// so at most 168 registers each at launch) and blockN >= 112 (56 or more
+/// accumulators per thread). Below that the launch allocation suffices and
+/// ptxas 13.0 drops the instructions itself (seen at blockN 96 and below).
+bool rebalancesRegisters(const GemmTileConfig &c);
+
+/// The .entry of one kernel, named `name`, with parameters
+/// (u64 tensor map of A (a global address), u64 tensor map of B, u64 out,
+/// u64 M). `c` must be valid.
+std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
+
+/// The PTX module header for sm_90a (ISA 8.0) that entries follow.
+std::string ptxModuleHeader();
+
+} // namespace kiln::hopper
+
+#endif // KILN_COMPILER_HOPPERGEMM_H

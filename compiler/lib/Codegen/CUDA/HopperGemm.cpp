@@ -1,0 +1,233 @@
+//===- HopperGemm.cpp - TMA + wgmma GEMM kernels for sm_90a ---------------===//
+//
+// PTX text for the persistent warp-specialized GEMM of HopperGemm.h. The
+// shared-memory descriptors and the accumulator fragment come from
+// HopperLayout.h, whose unit tests check them against the PTX ISA.
+//
+// Per CTA: warpgroup 0 produces (one thread issues the TMA loads of a
+// k-block's A and B boxes into stage s, after waiting for stage s's empty
+// barrier), warpgroups 1.. consume (wait for the full barrier, a wgmma chain
+// over the k-block, wait for it, release the stage). Stage s of iteration i
+// (k-blocks counted over all of a CTA's tiles) is i % stages with phase
+// parity (i / stages) & 1; the producer waits the opposite parity, which a
+// fresh barrier reports complete, so the ring starts empty.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/HopperGemm.h"
+
+#include "kiln/Kernels/HopperLayout.h"
+
+#include <sstream>
+
+namespace kiln::hopper {
+
+namespace {
+
+constexpr int64_t kMaxDynamicShared = 227 * 1024;
+
+int64_t aBytes(const GemmTileConfig &c) { return c.blockM * c.blockK * 2; }
+int64_t bBytes(const GemmTileConfig &c) { return c.blockN * c.blockK * 2; }
+int64_t stageBytes(const GemmTileConfig &c) { return aBytes(c) + bBytes(c); }
+
+} // namespace
+
+std::string checkGemmTileConfig(const GemmTileConfig &c) {
+  std::ostringstream why;
+  if (c.blockM != 64 && c.blockM != 128)
+    why << "blockM " << c.blockM << " is not 64 or 128 (64 per math warpgroup)";
+  else if (!validWgmmaN(static_cast<uint32_t>(c.blockN)))
+    why << "blockN " << c.blockN << " is not a multiple of 8 in [8, 256]";
+  else if (c.blockK != 64)
+    why << "blockK " << c.blockK << " is not 64 (one 128-byte swizzle span of bf16)";
+  else if (c.n <= 0 || c.n % c.blockN != 0)
+    why << "N " << c.n << " is not a positive multiple of blockN " << c.blockN;
+  else if (c.k <= 0 || c.k % c.blockK != 0)
+    why << "K " << c.k << " is not a positive multiple of blockK " << c.blockK;
+  else if (c.stages < 2 || c.stages > 16)
+    why << "stages " << c.stages << " outside [2, 16]";
+  else if (gemmDynamicSharedBytes(c) > kMaxDynamicShared)
+    why << gemmDynamicSharedBytes(c) << " bytes of shared memory exceed "
+        << kMaxDynamicShared;
+  return why.str();
+}
+
+int64_t gemmDynamicSharedBytes(const GemmTileConfig &c) {
+  return c.stages * stageBytes(c) + 1024;
+}
+
+int64_t gemmThreads(const GemmTileConfig &c) { return 128 * (1 + c.blockM / 64); }
+
+bool rebalancesRegisters(const GemmTileConfig &c) {
+  return c.blockM == 128 && c.blockN >= 112;
+}
+
+std::string ptxModuleHeader() {
+  return ".version 8.0\n.target sm_90a\n.address_size 64\n\n"
+         "// Dynamic shared memory of every kernel (aligned to 1024 in each).\n"
+         ".extern .shared .align 1024 .b8 kiln_dsmem[];\n\n";
+}
+
+std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
+  const int64_t mathGroups = c.blockM / 64;
+  const int64_t nTiles = c.n / c.blockN;
+  const int64_t kBlocks = c.k / c.blockK;
+  const int64_t acc = c.blockN / 2; // f32 accumulators per math thread
+  const uint64_t descConst = matrixDescriptor(0, 16, 1024, Swizzle::k128B);
+  std::ostringstream o;
+  auto L = [&](const char *label) { return name + "_" + label; };
+  std::string accList;
+  for (int64_t i = 0; i < acc; ++i)
+    accList += (i ? ", %acc" : "%acc") + std::to_string(i);
+
+  o << "// " << name << ": out[M, " << c.n << "] f32 = A[M, " << c.k
+    << "] bf16 x B[" << c.n << ", " << c.k << "]^T bf16; tiles " << c.blockM
+    << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
+    << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
+  o << ".visible .entry " << name << "(\n"
+    << "  .param .u64 " << name << "_tma_a,\n"
+    << "  .param .u64 " << name << "_tma_b,\n"
+    << "  .param .u64 " << name << "_out,\n"
+    << "  .param .u64 " << name << "_m)\n"
+    << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
+    << "  .reg .pred %p<12>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
+    << "  .reg .f32 %acc<" << acc << ">;\n"
+    << "  .shared .align 8 .b64 " << name << "_full[" << c.stages << "];\n"
+    << "  .shared .align 8 .b64 " << name << "_empty[" << c.stages << "];\n";
+  // %rd1 tma_a, %rd2 tma_b, %rd3 out, %rd4 M; %r1 tid, %r2 ctaid, %r3
+  // nctaid, %r4 warpgroup, %r5 M (u32), %r6 tiles, %r7 stage base, %r8
+  // full, %r9 empty.
+  o << "  ld.param.u64 %rd1, [" << name << "_tma_a];\n"
+    << "  ld.param.u64 %rd2, [" << name << "_tma_b];\n"
+    << "  ld.param.u64 %rd3, [" << name << "_out];\n"
+    << "  ld.param.u64 %rd4, [" << name << "_m];\n"
+    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
+    << "  mov.u32 %r3, %nctaid.x;\n  shr.u32 %r4, %r1, 7;\n"
+    << "  cvt.u32.u64 %r5, %rd4;\n"
+    << "  add.u32 %r10, %r5, " << c.blockM - 1 << ";\n"
+    << "  div.u32 %r10, %r10, " << c.blockM << ";\n"
+    << "  mul.lo.u32 %r6, %r10, " << nTiles << ";\n"
+    << "  mov.u32 %r7, kiln_dsmem;\n  add.u32 %r7, %r7, 1023;\n"
+    << "  and.b32 %r7, %r7, -1024;\n"
+    << "  mov.u32 %r8, " << name << "_full;\n"
+    << "  mov.u32 %r9, " << name << "_empty;\n"
+    << "  setp.ne.u32 %p0, %r1, 0;\n  @%p0 bra " << L("init_done") << ";\n";
+  for (int64_t s = 0; s < c.stages; ++s)
+    o << "  mbarrier.init.shared::cta.b64 [%r8+" << 8 * s << "], 1;\n"
+      << "  mbarrier.init.shared::cta.b64 [%r9+" << 8 * s << "], "
+      << mathGroups << ";\n";
+  o << "  fence.mbarrier_init.release.cluster;\n"
+    << L("init_done") << ":\n  bar.sync 0;\n"
+    << "  setp.eq.u32 %p1, %r4, 0;\n  @%p1 bra " << L("producer") << ";\n";
+
+  // The loop over a CTA's tiles (%r12 from ctaid by nctaid; %r13, %r14 the
+  // tile's row and column block), and the wait for the stage of iteration
+  // %r11 (%r16 = it % stages, parity (it / stages) & 1, flipped for the
+  // producer's wait on the empty ring) at label <prefix>_k.
+  auto tileHead = [&](const char *prefix) {
+    o << name << "_" << prefix << "_tile:\n"
+      << "  setp.ge.u32 %p2, %r12, %r6;\n  @%p2 bra " << L("end") << ";\n"
+      << "  div.u32 %r13, %r12, " << nTiles << ";\n"
+      << "  rem.u32 %r14, %r12, " << nTiles << ";\n";
+  };
+  auto waitStage = [&](const char *prefix, const char *ring, bool flip) {
+    o << name << "_" << prefix << "_k:\n"
+      << "  rem.u32 %r16, %r11, " << c.stages << ";\n"
+      << "  div.u32 %r17, %r11, " << c.stages << ";\n"
+      << "  and.b32 %r17, %r17, 1;\n"
+      << (flip ? "  xor.b32 %r17, %r17, 1;\n" : "")
+      << "  mad.lo.u32 %r18, %r16, 8, " << ring << ";\n"
+      << name << "_" << prefix << "_wait:\n"
+      << "  mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r18], %r17;\n"
+      << "  @!%p3 bra " << name << "_" << prefix << "_wait;\n";
+  };
+
+  // --- Math warpgroups. %r11 iteration, %r12 tile, %r13 mb, %r14 nb, %r15
+  // kb, %r16 stage, %r17 parity, %r18 barrier, %r19 A stage address, %r20 B
+  // stage address, %r21 thread in warpgroup, %r22 math warpgroup.
+  if (rebalancesRegisters(c))
+    o << "  setmaxnreg.inc.sync.aligned.u32 232;\n";
+  o << "  and.b32 %r21, %r1, 127;\n  sub.u32 %r22, %r4, 1;\n"
+    << "  setp.eq.u32 %p8, %r1, %r1;\n" // true: accumulate
+    << "  mov.u32 %r11, 0;\n  mov.u32 %r12, %r2;\n";
+  tileHead("m");
+  o << "  mov.u32 %r15, 0;\n";
+  waitStage("m", "%r8", false);
+  o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
+    << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
+    << "  mad.lo.u32 %r19, %r22, " << 64 * 128 << ", %r19;\n"
+    // Descriptors: (address & 0x3FFFF) >> 4 | the layout's constant fields.
+    << "  and.b32 %r23, %r19, 262143;\n  shr.u32 %r23, %r23, 4;\n"
+    << "  cvt.u64.u32 %rd5, %r23;\n  or.b64 %rd5, %rd5, " << descConst << ";\n"
+    << "  and.b32 %r24, %r20, 262143;\n  shr.u32 %r24, %r24, 4;\n"
+    << "  cvt.u64.u32 %rd6, %r24;\n  or.b64 %rd6, %rd6, " << descConst << ";\n"
+    << "  setp.ne.u32 %p4, %r15, 0;\n" // the tile's first k-block overwrites
+    << "  wgmma.fence.sync.aligned;\n";
+  for (int64_t kk = 0; kk < c.blockK / 16; ++kk) {
+    // One wgmma's K of bf16 is 32 bytes: the start address field moves by 2.
+    if (kk > 0)
+      o << "  add.s64 %rd5, %rd5, 2;\n  add.s64 %rd6, %rd6, 2;\n";
+    o << "  wgmma.mma_async.sync.aligned.m64n" << c.blockN
+      << "k16.f32.bf16.bf16 {" << accList << "}, %rd5, %rd6, "
+      << (kk == 0 ? "%p4" : "%p8") << ", 1, 1, 0, 0;\n";
+  }
+  o << "  wgmma.commit_group.sync.aligned;\n"
+    << "  wgmma.wait_group.sync.aligned 0;\n"
+    << "  setp.eq.u32 %p5, %r21, 0;\n"
+    << "  mad.lo.u32 %r18, %r16, 8, %r9;\n"
+    << "  @%p5 mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n"
+    << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
+    << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
+    << "  @%p6 bra " << L("m_k") << ";\n";
+  // Epilogue: thread (warp w, lane l) of math warpgroup g holds rows
+  // mb * BM + 64 g + 16 w + l / 4 (+ 8) and, per 8 columns, 2 (l % 4) and
+  // the next (HopperLayout.h accumulatorElement).
+  o << "  shr.u32 %r25, %r21, 5;\n  and.b32 %r26, %r21, 31;\n"
+    << "  mul.lo.u32 %r27, %r13, " << c.blockM << ";\n"
+    << "  mad.lo.u32 %r27, %r22, 64, %r27;\n"
+    << "  mad.lo.u32 %r27, %r25, 16, %r27;\n"
+    << "  shr.u32 %r28, %r26, 2;\n  add.u32 %r27, %r27, %r28;\n"
+    << "  and.b32 %r29, %r26, 3;\n  shl.b32 %r29, %r29, 1;\n"
+    << "  mad.lo.u32 %r29, %r14, " << c.blockN << ", %r29;\n";
+  for (int64_t h = 0; h < 2; ++h) {
+    o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
+      << "  setp.lt.u32 %p7, %r30, %r5;\n"
+      << "  cvt.u64.u32 %rd8, %r30;\n"
+      << "  mul.lo.u64 %rd8, %rd8, " << c.n << ";\n"
+      << "  cvt.u64.u32 %rd9, %r29;\n  add.s64 %rd8, %rd8, %rd9;\n"
+      << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, %rd3, %rd8;\n";
+    for (int64_t j = 0; j < c.blockN / 8; ++j)
+      o << "  @%p7 st.global.v2.f32 [%rd8+" << 32 * j << "], {%acc"
+        << 4 * j + 2 * h << ", %acc" << 4 * j + 2 * h + 1 << "};\n";
+  }
+  o << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
+
+  // --- Producer warpgroup: thread 0 issues.
+  o << L("producer") << ":\n";
+  if (rebalancesRegisters(c))
+    o << "  setmaxnreg.dec.sync.aligned.u32 40;\n";
+  o << "  setp.ne.u32 %p2, %r1, 0;\n  @%p2 bra " << L("end") << ";\n"
+    << "  mov.u32 %r11, 0;\n  mov.u32 %r12, %r2;\n";
+  tileHead("p");
+  o << "  mul.lo.u32 %r13, %r13, " << c.blockM << ";\n"
+    << "  mul.lo.u32 %r14, %r14, " << c.blockN << ";\n"
+    << "  mov.u32 %r15, 0;\n";
+  waitStage("p", "%r9", true);
+  o << "  mad.lo.u32 %r18, %r16, 8, %r8;\n"
+    << "  mbarrier.arrive.expect_tx.shared::cta.b64 %rd7, [%r18], "
+    << stageBytes(c) << ";\n"
+    << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
+    << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
+    << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n"
+    << "  cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::"
+       "complete_tx::bytes [%r19], [%rd1, {%r23, %r13}], [%r18];\n"
+    << "  cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::"
+       "complete_tx::bytes [%r20], [%rd2, {%r23, %r14}], [%r18];\n"
+    << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
+    << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
+    << "  @%p6 bra " << L("p_k") << ";\n"
+    << "  add.u32 %r12, %r12, %r3;\n  bra " << L("p_tile") << ";\n"
+    << L("end") << ":\n  ret;\n}\n\n";
+  return o.str();
+}
+
+} // namespace kiln::hopper

@@ -1,0 +1,150 @@
+// The sm_90a TMA + wgmma GEMM emitter (compiler/lib/Codegen/CUDA/
+// HopperGemm.cpp): every configuration the tile heuristic may pick assembles
+// with ptxas for sm_90a without spills or serialized warpgroup MMAs, and
+// its SASS holds the tensor-core and TMA instructions the design relies on.
+// No GPU runs it here; tests/device/run.sh is where its numerics belong.
+#include "kiln/Compiler/HopperGemm.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+namespace kiln::hopper {
+namespace {
+
+struct Output {
+  int status;
+  std::string text;
+};
+
+Output runCommand(const std::string &cmd) {
+  Output out{-1, ""};
+  FILE *p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p)
+    return out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
+    out.text.append(buf.data(), n);
+  out.status = pclose(p);
+  return out;
+}
+
+std::string dirOf(const std::string &path) {
+  return path.substr(0, path.find_last_of('/'));
+}
+
+class HopperGemmAssembly : public ::testing::TestWithParam<GemmTileConfig> {};
+
+TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
+  GemmTileConfig c;
+  c.n = 7168;
+  c.k = 2048;
+  EXPECT_EQ(checkGemmTileConfig(c), "");
+  GemmTileConfig bad = c;
+  bad.n = 7100;
+  EXPECT_EQ(checkGemmTileConfig(bad),
+            "N 7100 is not a positive multiple of blockN 128");
+  bad = c;
+  bad.blockM = 256;
+  EXPECT_NE(checkGemmTileConfig(bad).find("blockM 256"), std::string::npos);
+  bad = c;
+  bad.blockN = 132;
+  EXPECT_NE(checkGemmTileConfig(bad).find("blockN 132"), std::string::npos);
+  bad = c;
+  bad.k = 100;
+  EXPECT_NE(checkGemmTileConfig(bad).find("K 100"), std::string::npos);
+  bad = c;
+  bad.blockN = 256;
+  bad.stages = 5; // 5 x 48 KiB + 1 KiB > 227 KiB
+  EXPECT_NE(checkGemmTileConfig(bad).find("exceed"), std::string::npos);
+  EXPECT_EQ(gemmThreads(c), 384);
+  EXPECT_EQ(gemmDynamicSharedBytes(c), 4 * 32768 + 1024);
+}
+
+TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
+  const GemmTileConfig c = GetParam();
+  ASSERT_EQ(checkGemmTileConfig(c), "");
+  if (std::string(KILN_PTXAS_EXE).empty())
+    GTEST_SKIP() << "ptxas not found at configure time";
+  std::string name = "kiln_hgemm_" + std::to_string(c.n) + "x" +
+                     std::to_string(c.k) + "_" + std::to_string(c.blockM) +
+                     "x" + std::to_string(c.blockN) + "s" +
+                     std::to_string(c.stages);
+  std::string dir = ::testing::TempDir();
+  std::string ptx = dir + "/" + name + ".ptx", cubin = dir + "/" + name + ".cubin";
+  {
+    std::ofstream f(ptx);
+    f << ptxModuleHeader() << emitGemmEntryPtx(c, name);
+  }
+  Output as = runCommand(std::string(KILN_PTXAS_EXE) +
+                         " -arch=sm_90a -O3 -v --warn-on-spills " + ptx +
+                         " -o " + cubin);
+  ASSERT_EQ(as.status, 0) << as.text;
+  EXPECT_NE(as.text.find("0 bytes spill stores, 0 bytes spill loads"),
+            std::string::npos)
+      << as.text;
+  // ptxas' C7515-C7520 family: warpgroup MMAs serialized (a wait inserted
+  // before each), which costs most of the tensor-core rate.
+  EXPECT_FALSE(std::regex_search(as.text, std::regex("C75(1[5-9]|20)")))
+      << as.text;
+  EXPECT_EQ(as.text.find("warning"), std::string::npos) << as.text;
+
+  if (std::string(KILN_CUOBJDUMP_EXE).empty())
+    GTEST_SKIP() << "cuobjdump not found (scripts/setup.sh installs it)";
+  // cuobjdump finds nvdisasm beside it (the pip wheels share a bin folder).
+  Output sass = runCommand("PATH=" + dirOf(KILN_CUOBJDUMP_EXE) + ":$PATH " +
+                           KILN_CUOBJDUMP_EXE + " -sass " + cubin);
+  ASSERT_EQ(sass.status, 0) << sass.text;
+  auto count = [&](const std::string &what) {
+    size_t n = 0;
+    for (size_t at = sass.text.find(what); at != std::string::npos;
+         at = sass.text.find(what, at + 1))
+      ++n;
+    return n;
+  };
+  std::string hgmma = "HGMMA.64x" + std::to_string(c.blockN) + "x16.F32.BF16";
+  // One HGMMA per 16 of blockK, each reading both operands from shared
+  // memory through descriptors; one 2D TMA load per operand.
+  EXPECT_EQ(count(hgmma), static_cast<size_t>(c.blockK / 16)) << sass.text;
+  EXPECT_EQ(count("UTMALDG.2D"), 2u) << sass.text;
+  // The producer gives registers to the math warpgroups where the launch's
+  // share (168 of 384 threads) is short.
+  size_t rebalance = rebalancesRegisters(c) ? 1 : 0;
+  EXPECT_EQ(count("USETMAXREG.DEALLOC"), rebalance);
+  EXPECT_EQ(count("USETMAXREG.TRY_ALLOC"), rebalance);
+  EXPECT_GE(count("SYNCS.PHASECHK.TRANS64.TRYWAIT"), 2u); // full and empty
+}
+
+GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
+                      int64_t stages) {
+  GemmTileConfig c;
+  c.n = n;
+  c.k = k;
+  c.blockM = bm;
+  c.blockN = bn;
+  c.stages = stages;
+  return c;
+}
+
+// DeepSeek-V3's projection shapes at the tiles DeepGEMM picks for them, the
+// widest N (256, 128 accumulators per thread), one math warpgroup, an
+// unaligned N (112) and the smallest tile.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, HopperGemmAssembly,
+    ::testing::Values(config(7168, 2048, 128, 128, 4),
+                      config(7168, 2048, 128, 256, 3),
+                      config(2048, 7168, 64, 128, 6),
+                      config(4032, 512, 128, 112, 5),
+                      config(1536, 7168, 128, 96, 6),
+                      config(576, 7168, 128, 64, 8),
+                      config(16, 64, 64, 8, 2)));
+
+} // namespace
+} // namespace kiln::hopper
