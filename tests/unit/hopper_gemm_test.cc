@@ -61,6 +61,14 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   bad.k = 100;
   EXPECT_NE(checkGemmTileConfig(bad).find("K 100"), std::string::npos);
   bad = c;
+  bad.fp8 = true; // e4m3 k-blocks are 128 wide
+  EXPECT_NE(checkGemmTileConfig(bad).find("blockK 64 is not 128"),
+            std::string::npos);
+  bad.blockK = 128;
+  bad.blockN = 96;
+  EXPECT_NE(checkGemmTileConfig(bad).find("does not divide 128"),
+            std::string::npos);
+  bad = c;
   bad.blockN = 256;
   bad.stages = 5; // 5 x 48 KiB + 1 KiB > 227 KiB
   EXPECT_NE(checkGemmTileConfig(bad).find("exceed"), std::string::npos);
@@ -73,7 +81,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   ASSERT_EQ(checkGemmTileConfig(c), "");
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
-  std::string name = "kiln_hgemm_" + std::to_string(c.n) + "x" +
+  std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
                      "x" + std::to_string(c.blockN) + "s" +
                      std::to_string(c.stages);
@@ -109,10 +117,18 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
       ++n;
     return n;
   };
-  std::string hgmma = "HGMMA.64x" + std::to_string(c.blockN) + "x16.F32.BF16";
-  // One HGMMA per 16 of blockK, each reading both operands from shared
-  // memory through descriptors; one 2D TMA load per operand.
-  EXPECT_EQ(count(hgmma), static_cast<size_t>(c.blockK / 16)) << sass.text;
+  std::string mma = c.fp8 ? "QGMMA.64x" + std::to_string(c.blockN) +
+                                "x32.F32.E4M3.E4M3"
+                          : "HGMMA.64x" + std::to_string(c.blockN) +
+                                "x16.F32.BF16";
+  // One warpgroup MMA per 32 bytes of the k-block (16 bf16, 32 e4m3), each
+  // reading both operands from shared memory through descriptors; one 2D
+  // TMA load per operand.
+  EXPECT_EQ(count(mma), static_cast<size_t>(c.blockK * (c.fp8 ? 1 : 2) / 32))
+      << sass.text;
+  if (c.fp8) { // the per-k-block promotion: one FFMA per accumulator
+    EXPECT_GE(count("FFMA"), static_cast<size_t>(c.blockN / 2));
+  }
   EXPECT_EQ(count("UTMALDG.2D"), 2u) << sass.text;
   // The producer gives registers to the math warpgroups where the launch's
   // share (168 of 384 threads) is short.
@@ -123,8 +139,10 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
 }
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
-                      int64_t stages) {
+                      int64_t stages, bool fp8 = false) {
   GemmTileConfig c;
+  c.fp8 = fp8;
+  c.blockK = fp8 ? 128 : 64;
   c.n = n;
   c.k = k;
   c.blockM = bm;
@@ -135,7 +153,8 @@ GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
 
 // DeepSeek-V3's projection shapes at the tiles DeepGEMM picks for them, the
 // widest N (256, 128 accumulators per thread), one math warpgroup, an
-// unaligned N (112) and the smallest tile.
+// unaligned N (112) and the smallest tile; bf16, then e4m3 (a chain and a
+// promoted total per thread: 128 registers of accumulators at N = 128).
 INSTANTIATE_TEST_SUITE_P(
     Shapes, HopperGemmAssembly,
     ::testing::Values(config(7168, 2048, 128, 128, 4),
@@ -144,7 +163,11 @@ INSTANTIATE_TEST_SUITE_P(
                       config(4032, 512, 128, 112, 5),
                       config(1536, 7168, 128, 96, 6),
                       config(576, 7168, 128, 64, 8),
-                      config(16, 64, 64, 8, 2)));
+                      config(16, 64, 64, 8, 2),
+                      config(7168, 2048, 128, 128, 4, true),
+                      config(2048, 7168, 64, 128, 6, true),
+                      config(576, 7168, 128, 64, 8, true),
+                      config(16, 128, 64, 16, 2, true)));
 
 } // namespace
 } // namespace kiln::hopper

@@ -1,8 +1,8 @@
 //===- HopperGemm.h - TMA + wgmma GEMM kernels for sm_90a -------*- C++ -*-===//
 //
-// The first tile-level GPU emitter: a persistent, warp-specialized bf16 GEMM
-// out[M, N] (f32) = A[M, K] (bf16) x B[N, K]^T (bf16), both operands
-// K-major as checkpoints store weights, written as PTX for sm_90a:
+// The first tile-level GPU emitter: a persistent, warp-specialized GEMM
+// out[M, N] (f32) = A[M, K] x B[N, K]^T, bf16 or block-scaled e4m3, both
+// operands K-major as checkpoints store weights, written as PTX for sm_90a:
 //
 //  - one producer warpgroup (setmaxnreg down to 40 where it matters) whose elected thread
 //    feeds a ring of `stages` shared-memory stages by TMA (A and B boxes of
@@ -32,8 +32,13 @@ struct GemmTileConfig {
   int64_t n = 0, k = 0;   // static shape; M is a kernel parameter
   int64_t blockM = 128;   // 64 x math warpgroups (1 or 2)
   int64_t blockN = 128;   // wgmma N: a multiple of 8 in [8, 256]
-  int64_t blockK = 64;    // one 128-byte swizzle span of bf16
+  int64_t blockK = 64;    // one 128-byte swizzle span: 64 bf16, 128 e4m3
   int64_t stages = 4;
+  // e4m3 operands with DeepSeek's scaling: activation scales [M, K / 128]
+  // (1 x 128), weight scales [ceil(N / 128), ceil(K / 128)] (128 x 128); each
+  // k-block of 128 is a fresh wgmma chain promoted into f32 totals on CUDA
+  // cores (total += chain * scale_a[row] * scale_b), as DeepGEMM does.
+  bool fp8 = false;
 };
 
 /// Empty when `c` is valid, else why not (N not a multiple of blockN, K not
@@ -55,8 +60,9 @@ int64_t gemmThreads(const GemmTileConfig &c);
 bool rebalancesRegisters(const GemmTileConfig &c);
 
 /// The .entry of one kernel, named `name`, with parameters
-/// (u64 tensor map of A (a global address), u64 tensor map of B, u64 out,
-/// u64 M). `c` must be valid.
+/// (u64 tensor map of A (a global address), u64 tensor map of B, [fp8: u64
+/// activation scales, u64 weight scales,] u64 out, u64 M). `c` must be
+/// valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 
 /// The PTX module header for sm_90a (ISA 8.0) that entries follow.

@@ -25,8 +25,13 @@ namespace {
 
 constexpr int64_t kMaxDynamicShared = 227 * 1024;
 
-int64_t aBytes(const GemmTileConfig &c) { return c.blockM * c.blockK * 2; }
-int64_t bBytes(const GemmTileConfig &c) { return c.blockN * c.blockK * 2; }
+int64_t elemBytes(const GemmTileConfig &c) { return c.fp8 ? 1 : 2; }
+int64_t aBytes(const GemmTileConfig &c) {
+  return c.blockM * c.blockK * elemBytes(c);
+}
+int64_t bBytes(const GemmTileConfig &c) {
+  return c.blockN * c.blockK * elemBytes(c);
+}
 int64_t stageBytes(const GemmTileConfig &c) { return aBytes(c) + bBytes(c); }
 
 } // namespace
@@ -37,8 +42,13 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "blockM " << c.blockM << " is not 64 or 128 (64 per math warpgroup)";
   else if (!validWgmmaN(static_cast<uint32_t>(c.blockN)))
     why << "blockN " << c.blockN << " is not a multiple of 8 in [8, 256]";
-  else if (c.blockK != 64)
-    why << "blockK " << c.blockK << " is not 64 (one 128-byte swizzle span of bf16)";
+  else if (c.blockK * elemBytes(c) != 128)
+    why << "blockK " << c.blockK << " is not " << 128 / elemBytes(c)
+        << " (one 128-byte swizzle span of " << (c.fp8 ? "e4m3" : "bf16")
+        << ")";
+  else if (c.fp8 && 128 % c.blockN != 0)
+    why << "blockN " << c.blockN
+        << " does not divide 128 (one weight scale block per tile)";
   else if (c.n <= 0 || c.n % c.blockN != 0)
     why << "N " << c.n << " is not a positive multiple of blockN " << c.blockN;
   else if (c.k <= 0 || c.k % c.blockK != 0)
@@ -80,17 +90,25 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     accList += (i ? ", %acc" : "%acc") + std::to_string(i);
 
   o << "// " << name << ": out[M, " << c.n << "] f32 = A[M, " << c.k
-    << "] bf16 x B[" << c.n << ", " << c.k << "]^T bf16; tiles " << c.blockM
+    << "] " << (c.fp8 ? "e4m3" : "bf16") << " x B[" << c.n << ", " << c.k
+    << "]^T " << (c.fp8 ? "e4m3 (1x128 / 128x128 scales, promoted per k-block)" : "bf16")
+    << "; tiles " << c.blockM
     << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
     << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
   o << ".visible .entry " << name << "(\n"
     << "  .param .u64 " << name << "_tma_a,\n"
     << "  .param .u64 " << name << "_tma_b,\n"
+    << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
+                    "_scale_b,\n"
+              : std::string())
     << "  .param .u64 " << name << "_out,\n"
     << "  .param .u64 " << name << "_m)\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
     << "  .reg .pred %p<12>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
     << "  .reg .f32 %acc<" << acc << ">;\n"
+    << (c.fp8 ? "  .reg .f32 %fin<" + std::to_string(acc) +
+                    ">;\n  .reg .f32 %sc<4>;\n"
+              : std::string())
     << "  .shared .align 8 .b64 " << name << "_full[" << c.stages << "];\n"
     << "  .shared .align 8 .b64 " << name << "_empty[" << c.stages << "];\n";
   // %rd1 tma_a, %rd2 tma_b, %rd3 out, %rd4 M; %r1 tid, %r2 ctaid, %r3
@@ -99,7 +117,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   o << "  ld.param.u64 %rd1, [" << name << "_tma_a];\n"
     << "  ld.param.u64 %rd2, [" << name << "_tma_b];\n"
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
-    << "  ld.param.u64 %rd4, [" << name << "_m];\n"
+    << "  ld.param.u64 %rd4, [" << name << "_m];\n";
+  if (c.fp8) // %rd10 activation scales [M, K/128], %rd11 weight scales
+    o << "  ld.param.u64 %rd10, [" << name << "_scale_a];\n"
+      << "  ld.param.u64 %rd11, [" << name << "_scale_b];\n";
+  o
     << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
     << "  mov.u32 %r3, %nctaid.x;\n  shr.u32 %r4, %r1, 7;\n"
     << "  cvt.u32.u64 %r5, %rd4;\n"
@@ -150,6 +172,33 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  setp.eq.u32 %p8, %r1, %r1;\n" // true: accumulate
     << "  mov.u32 %r11, 0;\n  mov.u32 %r12, %r2;\n";
   tileHead("m");
+  // Thread (warp w, lane l) of math warpgroup g holds rows %r27 = mb * BM +
+  // 64 g + 16 w + l / 4 and %r27 + 8 and, per 8 columns from %r29 = nb * BN
+  // + 2 (l % 4), two (HopperLayout.h accumulatorElement).
+  o << "  shr.u32 %r25, %r21, 5;\n  and.b32 %r26, %r21, 31;\n"
+    << "  mul.lo.u32 %r27, %r13, " << c.blockM << ";\n"
+    << "  mad.lo.u32 %r27, %r22, 64, %r27;\n"
+    << "  mad.lo.u32 %r27, %r25, 16, %r27;\n"
+    << "  shr.u32 %r28, %r26, 2;\n  add.u32 %r27, %r27, %r28;\n"
+    << "  and.b32 %r29, %r26, 3;\n  shl.b32 %r29, %r29, 1;\n"
+    << "  mad.lo.u32 %r29, %r14, " << c.blockN << ", %r29;\n";
+  if (c.fp8) {
+    for (int64_t i = 0; i < acc; ++i)
+      o << "  mov.f32 %fin" << i << ", 0f00000000;\n";
+    // Scale rows: the two rows' activation scales (rows past M read row
+    // M - 1's, whose products are never stored) and the tile's weight block.
+    o << "  add.u32 %r31, %r5, -1;\n"
+      << "  min.u32 %r32, %r27, %r31;\n  add.u32 %r33, %r27, 8;\n"
+      << "  min.u32 %r33, %r33, %r31;\n"
+      << "  mul.wide.u32 %rd12, %r32, " << 4 * kBlocks << ";\n"
+      << "  add.s64 %rd12, %rd10, %rd12;\n"
+      << "  mul.wide.u32 %rd13, %r33, " << 4 * kBlocks << ";\n"
+      << "  add.s64 %rd13, %rd10, %rd13;\n"
+      << "  mul.lo.u32 %r34, %r14, " << c.blockN << ";\n"
+      << "  shr.u32 %r34, %r34, 7;\n"
+      << "  mul.wide.u32 %rd14, %r34, " << 4 * ((c.k + 127) / 128) << ";\n"
+      << "  add.s64 %rd14, %rd11, %rd14;\n";
+  }
   o << "  mov.u32 %r15, 0;\n";
   waitStage("m", "%r8", false);
   o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
@@ -160,34 +209,43 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  cvt.u64.u32 %rd5, %r23;\n  or.b64 %rd5, %rd5, " << descConst << ";\n"
     << "  and.b32 %r24, %r20, 262143;\n  shr.u32 %r24, %r24, 4;\n"
     << "  cvt.u64.u32 %rd6, %r24;\n  or.b64 %rd6, %rd6, " << descConst << ";\n"
-    << "  setp.ne.u32 %p4, %r15, 0;\n" // the tile's first k-block overwrites
+    // bf16: the tile's first k-block overwrites the accumulators; e4m3:
+    // every k-block starts a fresh chain, promoted after it.
+    << (c.fp8 ? "  setp.ne.u32 %p4, %r1, %r1;\n"
+              : "  setp.ne.u32 %p4, %r15, 0;\n")
     << "  wgmma.fence.sync.aligned;\n";
-  for (int64_t kk = 0; kk < c.blockK / 16; ++kk) {
-    // One wgmma's K of bf16 is 32 bytes: the start address field moves by 2.
+  // One wgmma's K (16 bf16, 32 e4m3) is 32 bytes: the start address field
+  // moves by 2 (HopperLayout.h kMajorSwizzled128Descriptor).
+  const int64_t wgmmaK = 32 / elemBytes(c);
+  for (int64_t kk = 0; kk < c.blockK / wgmmaK; ++kk) {
     if (kk > 0)
       o << "  add.s64 %rd5, %rd5, 2;\n  add.s64 %rd6, %rd6, 2;\n";
-    o << "  wgmma.mma_async.sync.aligned.m64n" << c.blockN
-      << "k16.f32.bf16.bf16 {" << accList << "}, %rd5, %rd6, "
-      << (kk == 0 ? "%p4" : "%p8") << ", 1, 1, 0, 0;\n";
+    o << "  wgmma.mma_async.sync.aligned.m64n" << c.blockN << "k" << wgmmaK
+      << (c.fp8 ? ".f32.e4m3.e4m3 {" : ".f32.bf16.bf16 {") << accList
+      << "}, %rd5, %rd6, " << (kk == 0 ? "%p4" : "%p8")
+      << (c.fp8 ? ", 1, 1;\n" : ", 1, 1, 0, 0;\n");
   }
-  o << "  wgmma.commit_group.sync.aligned;\n"
-    << "  wgmma.wait_group.sync.aligned 0;\n"
+  o << "  wgmma.commit_group.sync.aligned;\n";
+  if (c.fp8) // the k-block's scales load while the tensor cores work
+    o << "  mul.wide.u32 %rd15, %r15, 4;\n"
+      << "  add.s64 %rd16, %rd12, %rd15;\n  ld.global.nc.f32 %sc0, [%rd16];\n"
+      << "  add.s64 %rd16, %rd13, %rd15;\n  ld.global.nc.f32 %sc1, [%rd16];\n"
+      << "  add.s64 %rd16, %rd14, %rd15;\n  ld.global.nc.f32 %sc2, [%rd16];\n";
+  o << "  wgmma.wait_group.sync.aligned 0;\n"
     << "  setp.eq.u32 %p5, %r21, 0;\n"
     << "  mad.lo.u32 %r18, %r16, 8, %r9;\n"
-    << "  @%p5 mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n"
+    << "  @%p5 mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n";
+  if (c.fp8) { // final += scale_a[row] * scale_b * chain, on CUDA cores
+    o << "  mul.f32 %sc0, %sc0, %sc2;\n  mul.f32 %sc1, %sc1, %sc2;\n";
+    for (int64_t i = 0; i < acc; ++i)
+      o << "  fma.rn.f32 %fin" << i << ", %acc" << i << ", %sc"
+        << ((i >> 1) & 1) << ", %fin" << i << ";\n";
+  }
+  o
     << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("m_k") << ";\n";
-  // Epilogue: thread (warp w, lane l) of math warpgroup g holds rows
-  // mb * BM + 64 g + 16 w + l / 4 (+ 8) and, per 8 columns, 2 (l % 4) and
-  // the next (HopperLayout.h accumulatorElement).
-  o << "  shr.u32 %r25, %r21, 5;\n  and.b32 %r26, %r21, 31;\n"
-    << "  mul.lo.u32 %r27, %r13, " << c.blockM << ";\n"
-    << "  mad.lo.u32 %r27, %r22, 64, %r27;\n"
-    << "  mad.lo.u32 %r27, %r25, 16, %r27;\n"
-    << "  shr.u32 %r28, %r26, 2;\n  add.u32 %r27, %r27, %r28;\n"
-    << "  and.b32 %r29, %r26, 3;\n  shl.b32 %r29, %r29, 1;\n"
-    << "  mad.lo.u32 %r29, %r14, " << c.blockN << ", %r29;\n";
+  const char *result = c.fp8 ? "fin" : "acc";
   for (int64_t h = 0; h < 2; ++h) {
     o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
       << "  setp.lt.u32 %p7, %r30, %r5;\n"
@@ -196,8 +254,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "  cvt.u64.u32 %rd9, %r29;\n  add.s64 %rd8, %rd8, %rd9;\n"
       << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, %rd3, %rd8;\n";
     for (int64_t j = 0; j < c.blockN / 8; ++j)
-      o << "  @%p7 st.global.v2.f32 [%rd8+" << 32 * j << "], {%acc"
-        << 4 * j + 2 * h << ", %acc" << 4 * j + 2 * h + 1 << "};\n";
+      o << "  @%p7 st.global.v2.f32 [%rd8+" << 32 * j << "], {%" << result
+        << 4 * j + 2 * h << ", %" << result << 4 * j + 2 * h + 1 << "};\n";
   }
   o << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
 
