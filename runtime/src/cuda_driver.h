@@ -27,6 +27,22 @@ inline constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
 inline constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+inline constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+inline constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+
+// Tensor maps (TMA descriptors): an opaque 128-byte, 64-byte-aligned object
+// that cuTensorMapEncodeTiled fills. Enum values as cuda.h numbers them
+// (CUtensorMapDataType, CUtensorMapSwizzle, ...); note the swizzle numbering
+// differs from a wgmma descriptor's (kiln/Kernels/HopperLayout.h).
+struct alignas(64) CUtensorMap {
+  unsigned long long opaque[16];
+};
+inline constexpr int CU_TENSOR_MAP_DATA_TYPE_UINT8 = 0;
+inline constexpr int CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9;
+inline constexpr int CU_TENSOR_MAP_INTERLEAVE_NONE = 0;
+inline constexpr int CU_TENSOR_MAP_SWIZZLE_128B = 3;
+inline constexpr int CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3;
+inline constexpr int CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0;
 
 // X-macro: (name, return, params). Symbols are looked up by these names.
 #define KILN_CUDA_SYMBOLS(X)                                                              \
@@ -63,6 +79,13 @@ inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
                      unsigned int bx, unsigned int by, unsigned int bz,                    \
                      unsigned int shared_bytes, CUstream stream, void** params,            \
                      void** extra))                                                        \
+  X(cuEventElapsedTime, (float* ms, CUevent start, CUevent end))                           \
+  X(cuFuncSetAttribute, (CUfunction fn, int attrib, int value))                            \
+  X(cuTensorMapEncodeTiled,                                                                \
+    (CUtensorMap * map, int dtype, unsigned int rank, void* address,                      \
+     const unsigned long long* dims, const unsigned long long* strides,                   \
+     const unsigned int* box, const unsigned int* element_strides, int interleave,       \
+     int swizzle, int l2_promotion, int oob_fill))                                         \
   X(cuGetErrorName, (CUresult error, const char** str))                                    \
   X(cuGetErrorString, (CUresult error, const char** str))
 

@@ -18,8 +18,8 @@ for fam in deepseek_v3 llama mixtral; do
   python3 -c "import numpy as np; np.save('$OUT/plans/$fam.tokens.npy', np.random.default_rng(0).integers(0, 128, size=(2, 8)).astype(np.int32))"
   rm -rf "$OUT/ck-$fam"
 done
-cp "$BIN/kiln-run" "$BIN/kiln-inspect" "$OUT/bin/"
+cp "$BIN/kiln-run" "$BIN/kiln-inspect" "$BIN/kiln-hopper-check" "$OUT/bin/"
 # Shared libraries outside the base system (abseil, flatbuffers, libstdc++ is there).
-ldd "$BIN/kiln-run" | awk '/=> \// {print $3}' | grep -E 'absl|flatbuffers' | xargs -r -I{} cp -L {} "$OUT/lib/"
+ldd "$BIN/kiln-run" "$BIN/kiln-hopper-check" | awk '/=> \// {print $3}' | grep -E 'absl|flatbuffers' | sort -u | xargs -r -I{} cp -L {} "$OUT/lib/"
 cp "$ROOT/tests/device/run.sh" "$ROOT/tests/device/compare.py" "$OUT/"
 du -sh "$OUT"

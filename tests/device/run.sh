@@ -3,7 +3,9 @@
 # tests/device/prepare.sh ran here (carry build/device):
 #   bash build/device/run.sh
 # Runs every plan on the CPU and on CUDA, compares the outputs and prints a
-# short table of timings (median of --repeat runs).
+# short table of timings (median of --repeat runs); then kiln-hopper-check:
+# the TMA + wgmma GEMM kernels (bf16, e4m3) against a float64 reference on
+# small and edge shapes, and their TFLOPS / GB/s at DeepSeek-V3's shapes.
 set -uo pipefail
 D="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export LD_LIBRARY_PATH="$D/lib:${LD_LIBRARY_PATH:-}"
@@ -29,4 +31,6 @@ for plan in "$D"/plans/*.kplan; do
     fi
   done
 done
+echo
+"$D/bin/kiln-hopper-check" || status=1
 exit $status

@@ -1,0 +1,336 @@
+// kiln-hopper-check: runs the sm_90a GEMM kernels of HopperGemm.h on a GPU.
+//
+// First every kernel form (bf16 and e4m3, one and two math warpgroups, the
+// widest, an unaligned and the smallest N, rows that do not fill a tile)
+// against a float64 CPU reference written from the definition (out[m, n] =
+// sum_k a[m, k] b[n, k]; e4m3: per 128 of K, times the row's and the weight
+// block's scales); then TFLOPS and GB/s for DeepSeek-V3's projection shapes
+// at M = 64, 128 and 4096 (median of timed launches). Exit 0 when every
+// check passes, 1 when one fails, 77 when there is no GPU (no driver or no
+// device) or it is not sm_90.
+//
+// It drives the driver through the runtime's dlopen'ed table: tensor maps
+// encoded with cuTensorMapEncodeTiled and copied to device memory (the
+// kernels take their global address), dynamic shared memory above 48 KiB
+// with cuFuncSetAttribute, a persistent grid of min(tiles, SMs) CTAs.
+#include "cuda_driver.h"
+#include "kiln/Compiler/HopperGemm.h"
+#include "kiln/Kernels/HopperLayout.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace kiln;
+using namespace kiln::cuda;
+using kiln::hopper::GemmTileConfig;
+
+namespace {
+
+const Driver *drv = nullptr;
+
+bool ok(CUresult r, const char *call) {
+  if (r == CUDA_SUCCESS)
+    return true;
+  std::fprintf(stderr, "%s\n", std::string(drv->Check(r, call).message()).c_str());
+  return false;
+}
+
+uint64_t rngState = 0x9E3779B97F4A7C15ull;
+uint32_t next32() {
+  rngState ^= rngState << 13;
+  rngState ^= rngState >> 7;
+  rngState ^= rngState << 17;
+  return static_cast<uint32_t>(rngState >> 16);
+}
+
+uint16_t toBf16(float f) { // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+double fromBf16(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+double fromE4m3(uint8_t b) { // e4m3fn: bias 7, no infinities, 0x7F/0xFF NaN
+  int sign = b >> 7, e = (b >> 3) & 15, m = b & 7;
+  double v = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1 + m / 8.0, e - 7);
+  return sign ? -v : v;
+}
+uint8_t randomE4m3() { // finite values of magnitude <= 8 (exponents <= 10)
+  for (;;) {
+    uint8_t b = static_cast<uint8_t>(next32());
+    if (((b >> 3) & 15) <= 10)
+      return b;
+  }
+}
+
+struct Result {
+  bool ran = false;
+  double relL2 = 0, maxErr = 0, medianMs = 0;
+};
+
+/// Runs one kernel on M rows; checks it against the float64 reference when
+/// `check`, times `reps` launches otherwise.
+Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
+  Result res;
+  const int64_t n = c.n, k = c.k, eb = c.fp8 ? 1 : 2;
+  const int64_t kBlocks = (k + 127) / 128; // e4m3 scale columns
+  std::vector<uint8_t> a(m * k * eb), b(n * k * eb);
+  std::vector<float> sa, sb;
+  if (c.fp8) {
+    for (auto &x : a) x = randomE4m3();
+    for (auto &x : b) x = randomE4m3();
+    sa.resize(m * kBlocks);
+    sb.resize(((n + 127) / 128) * kBlocks);
+    for (auto &x : sa) x = std::ldexp(1.0f + (next32() % 256) / 256.0f, -int(next32() % 4));
+    for (auto &x : sb) x = std::ldexp(1.0f + (next32() % 256) / 256.0f, -int(next32() % 4));
+  } else {
+    auto *a16 = reinterpret_cast<uint16_t *>(a.data());
+    auto *b16 = reinterpret_cast<uint16_t *>(b.data());
+    for (int64_t i = 0; i < m * k; ++i)
+      a16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
+    for (int64_t i = 0; i < n * k; ++i)
+      b16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
+  }
+  std::string name = "kiln_check_gemm";
+  std::string ptx = hopper::ptxModuleHeader() + hopper::emitGemmEntryPtx(c, name);
+  std::vector<char> log(1 << 14, 0);
+  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *vals[] = {log.data(), reinterpret_cast<void *>(log.size())};
+  CUmodule mod = nullptr;
+  CUfunction fn = nullptr;
+  if (!ok(drv->cuModuleLoadDataEx(&mod, ptx.c_str(), 2, opts, vals), "cuModuleLoadDataEx")) {
+    std::fprintf(stderr, "%s\n", log.data());
+    return res;
+  }
+  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dMaps = 0;
+  bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
+              ok(drv->cuMemAlloc_v2(&dA, a.size()), "cuMemAlloc") &&
+              ok(drv->cuMemAlloc_v2(&dB, b.size()), "cuMemAlloc") &&
+              ok(drv->cuMemAlloc_v2(&dOut, m * n * 4), "cuMemAlloc") &&
+              ok(drv->cuMemAlloc_v2(&dMaps, 2 * sizeof(CUtensorMap)), "cuMemAlloc") &&
+              ok(drv->cuMemcpyHtoD_v2(dA, a.data(), a.size()), "cuMemcpyHtoD") &&
+              ok(drv->cuMemcpyHtoD_v2(dB, b.data(), b.size()), "cuMemcpyHtoD") &&
+              ok(drv->cuMemsetD8_v2(dOut, 0xFF, m * n * 4), "cuMemsetD8");
+  if (good && c.fp8)
+    good = ok(drv->cuMemAlloc_v2(&dSa, sa.size() * 4), "cuMemAlloc") &&
+           ok(drv->cuMemAlloc_v2(&dSb, sb.size() * 4), "cuMemAlloc") &&
+           ok(drv->cuMemcpyHtoD_v2(dSa, sa.data(), sa.size() * 4), "cuMemcpyHtoD") &&
+           ok(drv->cuMemcpyHtoD_v2(dSb, sb.data(), sb.size() * 4), "cuMemcpyHtoD");
+  // Tensor maps: [rows, K] K-contiguous, boxes of blockK x (blockM | blockN)
+  // rows, 128B swizzle, rows past the end zero-filled.
+  CUtensorMap maps[2];
+  for (int i = 0; good && i < 2; ++i) {
+    uint64_t rows = i == 0 ? m : n;
+    unsigned long long dims[2] = {static_cast<unsigned long long>(k), rows};
+    unsigned long long strides[1] = {static_cast<unsigned long long>(k * eb)};
+    unsigned int box[2] = {static_cast<unsigned int>(c.blockK),
+                           static_cast<unsigned int>(i == 0 ? c.blockM : c.blockN)};
+    unsigned int estr[2] = {1, 1};
+    CUdeviceptr base = i == 0 ? dA : dB;
+    uint64_t d64[2] = {dims[0], dims[1]}, s64[1] = {strides[0]};
+    if (const char *why = hopper::checkTensorMapBox(2, d64, s64, box, eb, base,
+                                                    hopper::Swizzle::k128B)) {
+      std::fprintf(stderr, "tensor map of %s: %s\n", i ? "B" : "A", why);
+      good = false;
+      break;
+    }
+    good = ok(drv->cuTensorMapEncodeTiled(
+                  &maps[i], c.fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                  2, reinterpret_cast<void *>(base), dims, strides, box, estr,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+              "cuTensorMapEncodeTiled");
+  }
+  good = good && ok(drv->cuMemcpyHtoD_v2(dMaps, maps, sizeof(maps)), "cuMemcpyHtoD") &&
+         ok(drv->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    static_cast<int>(hopper::gemmDynamicSharedBytes(c))),
+            "cuFuncSetAttribute");
+  unsigned long long mapA = dMaps, mapB = dMaps + sizeof(CUtensorMap), m64 = m;
+  std::vector<void *> params{&mapA, &mapB};
+  if (c.fp8) {
+    params.push_back(&dSa);
+    params.push_back(&dSb);
+  }
+  params.push_back(&dOut);
+  params.push_back(&m64);
+  const int64_t tiles = ((m + c.blockM - 1) / c.blockM) * (n / c.blockN);
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, sms));
+  auto launch = [&] {
+    return ok(drv->cuLaunchKernel(fn, grid, 1, 1, static_cast<unsigned>(hopper::gemmThreads(c)), 1, 1,
+                                  static_cast<unsigned>(hopper::gemmDynamicSharedBytes(c)), nullptr,
+                                  params.data(), nullptr),
+              "cuLaunchKernel");
+  };
+  if (good && check) {
+    good = launch() && ok(drv->cuCtxSynchronize(), "cuCtxSynchronize (the kernel)");
+    std::vector<float> out(m * n);
+    good = good && ok(drv->cuMemcpyDtoH_v2(out.data(), dOut, out.size() * 4), "cuMemcpyDtoH");
+    double num = 0, den = 0;
+    for (int64_t i = 0; good && i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double ref = 0;
+        for (int64_t kb = 0; kb < k; kb += 128) {
+          double chain = 0;
+          for (int64_t x = kb; x < std::min(k, kb + 128); ++x)
+            chain += c.fp8 ? fromE4m3(a[i * k + x]) * fromE4m3(b[j * k + x])
+                           : fromBf16(reinterpret_cast<uint16_t *>(a.data())[i * k + x]) *
+                                 fromBf16(reinterpret_cast<uint16_t *>(b.data())[j * k + x]);
+          ref += c.fp8 ? chain * sa[i * kBlocks + kb / 128] * sb[(j / 128) * kBlocks + kb / 128]
+                       : chain;
+        }
+        double d = out[i * n + j] - ref;
+        if (!std::isfinite(out[i * n + j]))
+          d = INFINITY;
+        num += d * d;
+        den += ref * ref;
+        res.maxErr = std::max(res.maxErr, std::fabs(d));
+      }
+    res.relL2 = std::sqrt(num / std::max(den, 1e-300));
+    res.ran = good;
+  } else if (good) {
+    CUevent e0 = nullptr, e1 = nullptr;
+    good = ok(drv->cuEventCreate(&e0, 0), "cuEventCreate") && ok(drv->cuEventCreate(&e1, 0), "cuEventCreate");
+    for (int i = 0; good && i < 3; ++i)
+      good = launch();
+    std::vector<double> ms;
+    for (int r = 0; good && r < reps; ++r) {
+      float t = 0;
+      good = ok(drv->cuEventRecord(e0, nullptr), "cuEventRecord") && launch() &&
+             ok(drv->cuEventRecord(e1, nullptr), "cuEventRecord") &&
+             ok(drv->cuEventSynchronize(e1), "cuEventSynchronize") &&
+             ok(drv->cuEventElapsedTime(&t, e0, e1), "cuEventElapsedTime");
+      ms.push_back(t);
+    }
+    if (good && !ms.empty()) {
+      std::sort(ms.begin(), ms.end());
+      res.medianMs = ms[ms.size() / 2];
+      res.ran = true;
+    }
+    if (e0) drv->cuEventDestroy_v2(e0);
+    if (e1) drv->cuEventDestroy_v2(e1);
+  }
+  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dMaps})
+    if (p) drv->cuMemFree_v2(p);
+  drv->cuModuleUnload(mod);
+  return res;
+}
+
+GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn, bool fp8) {
+  GemmTileConfig c;
+  c.n = n;
+  c.k = k;
+  c.blockM = bm;
+  c.blockN = bn;
+  c.fp8 = fp8;
+  c.blockK = fp8 ? 128 : 64;
+  c.stages = 2;
+  while (c.stages < 8) { // as many stages as fit
+    GemmTileConfig more = c;
+    ++more.stages;
+    if (!hopper::checkGemmTileConfig(more).empty())
+      break;
+    c = more;
+  }
+  return c;
+}
+
+/// The tile for a shape: blockM 64 up to 64 rows, else 128; blockN the
+/// widest of 128, 64, 32, 16, 8 that divides N and still gives every SM a
+/// tile, else the widest that divides N.
+GemmTileConfig chooseTile(int64_t m, int64_t n, int64_t k, bool fp8, int sms) {
+  int64_t bm = m <= 64 ? 64 : 128, best = 0;
+  for (int64_t bn : {128, 64, 32, 16, 8}) {
+    if (n % bn)
+      continue;
+    if (!best)
+      best = bn;
+    if (((m + bm - 1) / bm) * (n / bn) >= sms) {
+      best = bn;
+      break;
+    }
+  }
+  return config(n, k, bm, best, fp8);
+}
+
+} // namespace
+
+int main() {
+  auto d = GetDriver();
+  if (!d.ok()) {
+    std::printf("kiln-hopper-check: skipped: %s\n", std::string(d.status().message()).c_str());
+    return 77;
+  }
+  drv = *d;
+  CUdevice dev;
+  CUcontext ctx;
+  int major = 0, sms = 0;
+  if (!ok(drv->cuDeviceGet(&dev, 0), "cuDeviceGet") ||
+      !ok(drv->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute") ||
+      !ok(drv->cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev), "cuDeviceGetAttribute") ||
+      !ok(drv->cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain") ||
+      !ok(drv->cuCtxSetCurrent(ctx), "cuCtxSetCurrent"))
+    return 1;
+  if (major != 9) {
+    std::printf("kiln-hopper-check: skipped: compute capability %d.x is not sm_90\n", major);
+    return 77;
+  }
+  int status = 0;
+  std::printf("%-34s %6s %10s %10s %6s\n", "check (N x K, tile, stages)", "M", "rel_l2", "max_err", "result");
+  struct Check { GemmTileConfig c; double tol; };
+  std::vector<Check> checks{
+      {config(256, 512, 128, 128, false), 1e-4}, {config(256, 512, 64, 128, false), 1e-4},
+      {config(512, 256, 128, 256, false), 1e-4}, {config(448, 320, 128, 112, false), 1e-4},
+      {config(64, 64, 64, 8, false), 1e-4},      {config(256, 512, 128, 128, true), 2e-3},
+      {config(256, 384, 64, 64, true), 2e-3},    {config(32, 128, 64, 16, true), 2e-3}};
+  for (const Check &ch : checks) {
+    std::string why = hopper::checkGemmTileConfig(ch.c);
+    if (!why.empty()) {
+      std::printf("bad check config: %s\n", why.c_str());
+      return 1;
+    }
+    for (int64_t m : {1, 64, 100, 128, 257}) {
+      Result r = run(ch.c, m, /*check=*/true, 0, sms);
+      bool pass = r.ran && r.relL2 <= ch.tol;
+      status |= pass ? 0 : 1;
+      char label[64];
+      std::snprintf(label, sizeof label, "%s %lldx%lld %lldx%lld s%lld", ch.c.fp8 ? "e4m3" : "bf16",
+                    (long long)ch.c.n, (long long)ch.c.k, (long long)ch.c.blockM,
+                    (long long)ch.c.blockN, (long long)ch.c.stages);
+      std::printf("%-34s %6lld %10.2e %10.2e %6s\n", label, (long long)m, r.relL2, r.maxErr,
+                  pass ? "PASS" : "FAIL");
+    }
+  }
+  // DeepSeek-V3's dense projection shapes (DeepGEMM's table): N x K.
+  const int64_t shapes[][2] = {{2112, 7168}, {24576, 1536}, {32768, 512},
+                               {7168, 16384}, {4096, 7168}, {7168, 2048}};
+  std::printf("\n%-6s %6s %6s %6s %-10s %10s %8s %8s\n", "dtype", "M", "N", "K", "tile", "ms", "TFLOPS", "GB/s");
+  for (bool fp8 : {false, true})
+    for (int64_t m : {64, 128, 4096})
+      for (const auto &s : shapes) {
+        GemmTileConfig c = chooseTile(m, s[0], s[1], fp8, sms);
+        Result r = run(c, m, /*check=*/false, 20, sms);
+        if (!r.ran) {
+          status = 1;
+          continue;
+        }
+        double flops = 2.0 * m * s[0] * s[1];
+        double bytes = double(m + s[0]) * s[1] * (fp8 ? 1 : 2) + 4.0 * m * s[0];
+        char tile[32];
+        std::snprintf(tile, sizeof tile, "%lldx%lld", (long long)c.blockM, (long long)c.blockN);
+        std::printf("%-6s %6lld %6lld %6lld %-10s %10.4f %8.1f %8.0f\n", fp8 ? "e4m3" : "bf16",
+                    (long long)m, (long long)s[0], (long long)s[1], tile, r.medianMs,
+                    flops / (r.medianMs * 1e9), bytes / (r.medianMs * 1e6));
+      }
+  drv->cuDevicePrimaryCtxRelease_v2(dev);
+  return status;
+}
