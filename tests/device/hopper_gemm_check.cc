@@ -80,17 +80,27 @@ struct Result {
 
 /// Runs one kernel on M rows; checks it against the float64 reference when
 /// `check`, times `reps` launches otherwise.
-Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
+/// Grouped: `experts` experts' weights [E, N, K], row block b of A belongs
+/// to expert blockExpert[b] (-1: unused, its rows not written).
+Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
+           int64_t experts = 1) {
   Result res;
   const int64_t n = c.n, k = c.k, eb = c.fp8 ? 1 : 2;
   const int64_t kBlocks = (k + 127) / 128; // e4m3 scale columns
-  std::vector<uint8_t> a(m * k * eb), b(n * k * eb);
+  const int64_t nScaleRows = (n + 127) / 128;
+  const int64_t mBlocks = (m + c.blockM - 1) / c.blockM;
+  std::vector<int32_t> blockExpert(mBlocks, 0);
+  if (c.grouped)
+    for (int64_t i = 0; i < mBlocks; ++i)
+      blockExpert[i] = static_cast<int32_t>((i * 7 + 3) % (experts + 1)) - 1;
+  auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / c.blockM] : 0; };
+  std::vector<uint8_t> a(m * k * eb), b(experts * n * k * eb);
   std::vector<float> sa, sb;
   if (c.fp8) {
     for (auto &x : a) x = randomE4m3();
     for (auto &x : b) x = randomE4m3();
     sa.resize(m * kBlocks);
-    sb.resize(((n + 127) / 128) * kBlocks);
+    sb.resize(experts * nScaleRows * kBlocks);
     for (auto &x : sa) x = std::ldexp(1.0f + (next32() % 256) / 256.0f, -int(next32() % 4));
     for (auto &x : sb) x = std::ldexp(1.0f + (next32() % 256) / 256.0f, -int(next32() % 4));
   } else {
@@ -98,7 +108,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
     auto *b16 = reinterpret_cast<uint16_t *>(b.data());
     for (int64_t i = 0; i < m * k; ++i)
       a16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
-    for (int64_t i = 0; i < n * k; ++i)
+    for (int64_t i = 0; i < experts * n * k; ++i)
       b16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
   }
   std::string name = "kiln_check_gemm";
@@ -112,7 +122,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
     std::fprintf(stderr, "%s\n", log.data());
     return res;
   }
-  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dMaps = 0;
+  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dMaps = 0, dBlocks = 0;
   bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
               ok(drv->cuMemAlloc_v2(&dA, a.size()), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dB, b.size()), "cuMemAlloc") &&
@@ -121,24 +131,32 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
               ok(drv->cuMemcpyHtoD_v2(dA, a.data(), a.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemcpyHtoD_v2(dB, b.data(), b.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemsetD8_v2(dOut, 0xFF, m * n * 4), "cuMemsetD8");
+  if (good && c.grouped)
+    good = ok(drv->cuMemAlloc_v2(&dBlocks, blockExpert.size() * 4), "cuMemAlloc") &&
+           ok(drv->cuMemcpyHtoD_v2(dBlocks, blockExpert.data(), blockExpert.size() * 4),
+              "cuMemcpyHtoD");
   if (good && c.fp8)
     good = ok(drv->cuMemAlloc_v2(&dSa, sa.size() * 4), "cuMemAlloc") &&
            ok(drv->cuMemAlloc_v2(&dSb, sb.size() * 4), "cuMemAlloc") &&
            ok(drv->cuMemcpyHtoD_v2(dSa, sa.data(), sa.size() * 4), "cuMemcpyHtoD") &&
            ok(drv->cuMemcpyHtoD_v2(dSb, sb.data(), sb.size() * 4), "cuMemcpyHtoD");
-  // Tensor maps: [rows, K] K-contiguous, boxes of blockK x (blockM | blockN)
-  // rows, 128B swizzle, rows past the end zero-filled.
+  // Tensor maps: [rows, K] K-contiguous (grouped B: [E, N, K]), boxes of
+  // blockK x (blockM | blockN) rows, 128B swizzle, rows past the end
+  // zero-filled.
   CUtensorMap maps[2];
   for (int i = 0; good && i < 2; ++i) {
+    const unsigned rank = i == 1 && c.grouped ? 3 : 2;
     uint64_t rows = i == 0 ? m : n;
-    unsigned long long dims[2] = {static_cast<unsigned long long>(k), rows};
-    unsigned long long strides[1] = {static_cast<unsigned long long>(k * eb)};
-    unsigned int box[2] = {static_cast<unsigned int>(c.blockK),
-                           static_cast<unsigned int>(i == 0 ? c.blockM : c.blockN)};
-    unsigned int estr[2] = {1, 1};
+    unsigned long long dims[3] = {static_cast<unsigned long long>(k), rows,
+                                  static_cast<unsigned long long>(experts)};
+    unsigned long long strides[2] = {static_cast<unsigned long long>(k * eb),
+                                     static_cast<unsigned long long>(n * k * eb)};
+    unsigned int box[3] = {static_cast<unsigned int>(c.blockK),
+                           static_cast<unsigned int>(i == 0 ? c.blockM : c.blockN), 1};
+    unsigned int estr[3] = {1, 1, 1};
     CUdeviceptr base = i == 0 ? dA : dB;
-    uint64_t d64[2] = {dims[0], dims[1]}, s64[1] = {strides[0]};
-    if (const char *why = hopper::checkTensorMapBox(2, d64, s64, box, eb, base,
+    uint64_t d64[3] = {dims[0], dims[1], dims[2]}, s64[2] = {strides[0], strides[1]};
+    if (const char *why = hopper::checkTensorMapBox(rank, d64, s64, box, eb, base,
                                                     hopper::Swizzle::k128B)) {
       std::fprintf(stderr, "tensor map of %s: %s\n", i ? "B" : "A", why);
       good = false;
@@ -146,7 +164,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
     }
     good = ok(drv->cuTensorMapEncodeTiled(
                   &maps[i], c.fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                  2, reinterpret_cast<void *>(base), dims, strides, box, estr,
+                  rank, reinterpret_cast<void *>(base), dims, strides, box, estr,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
               "cuTensorMapEncodeTiled");
@@ -157,6 +175,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
             "cuFuncSetAttribute");
   unsigned long long mapA = dMaps, mapB = dMaps + sizeof(CUtensorMap), m64 = m;
   std::vector<void *> params{&mapA, &mapB};
+  if (c.grouped)
+    params.push_back(&dBlocks);
   if (c.fp8) {
     params.push_back(&dSa);
     params.push_back(&dSb);
@@ -176,16 +196,21 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
     std::vector<float> out(m * n);
     good = good && ok(drv->cuMemcpyDtoH_v2(out.data(), dOut, out.size() * 4), "cuMemcpyDtoH");
     double num = 0, den = 0;
-    for (int64_t i = 0; good && i < m; ++i)
+    for (int64_t i = 0; good && i < m; ++i) {
+      const int64_t e = expertOfRow(i);
+      if (e < 0)
+        continue; // an unused block: not written
+      const uint8_t *be = b.data() + e * n * k * eb;
+      const float *sbe = c.fp8 ? sb.data() + e * nScaleRows * kBlocks : nullptr;
       for (int64_t j = 0; j < n; ++j) {
         double ref = 0;
         for (int64_t kb = 0; kb < k; kb += 128) {
           double chain = 0;
           for (int64_t x = kb; x < std::min(k, kb + 128); ++x)
-            chain += c.fp8 ? fromE4m3(a[i * k + x]) * fromE4m3(b[j * k + x])
+            chain += c.fp8 ? fromE4m3(a[i * k + x]) * fromE4m3(be[j * k + x])
                            : fromBf16(reinterpret_cast<uint16_t *>(a.data())[i * k + x]) *
-                                 fromBf16(reinterpret_cast<uint16_t *>(b.data())[j * k + x]);
-          ref += c.fp8 ? chain * sa[i * kBlocks + kb / 128] * sb[(j / 128) * kBlocks + kb / 128]
+                                 fromBf16(reinterpret_cast<const uint16_t *>(be)[j * k + x]);
+          ref += c.fp8 ? chain * sa[i * kBlocks + kb / 128] * sbe[(j / 128) * kBlocks + kb / 128]
                        : chain;
         }
         double d = out[i * n + j] - ref;
@@ -195,6 +220,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
         den += ref * ref;
         res.maxErr = std::max(res.maxErr, std::fabs(d));
       }
+    }
     res.relL2 = std::sqrt(num / std::max(den, 1e-300));
     res.ran = good;
   } else if (good) {
@@ -219,14 +245,16 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms) {
     if (e0) drv->cuEventDestroy_v2(e0);
     if (e1) drv->cuEventDestroy_v2(e1);
   }
-  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dMaps})
+  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dMaps, dBlocks})
     if (p) drv->cuMemFree_v2(p);
   drv->cuModuleUnload(mod);
   return res;
 }
 
-GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn, bool fp8) {
+GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn, bool fp8,
+                      bool grouped = false) {
   GemmTileConfig c;
+  c.grouped = grouped;
   c.n = n;
   c.k = k;
   c.blockM = bm;
@@ -247,7 +275,8 @@ GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn, bool fp8) {
 /// The tile for a shape: blockM 64 up to 64 rows, else 128; blockN the
 /// widest of 128, 64, 32, 16, 8 that divides N and still gives every SM a
 /// tile, else the widest that divides N.
-GemmTileConfig chooseTile(int64_t m, int64_t n, int64_t k, bool fp8, int sms) {
+GemmTileConfig chooseTile(int64_t m, int64_t n, int64_t k, bool fp8, int sms,
+                          bool grouped = false) {
   int64_t bm = m <= 64 ? 64 : 128, best = 0;
   for (int64_t bn : {128, 64, 32, 16, 8}) {
     if (n % bn)
@@ -259,7 +288,7 @@ GemmTileConfig chooseTile(int64_t m, int64_t n, int64_t k, bool fp8, int sms) {
       break;
     }
   }
-  return config(n, k, bm, best, fp8);
+  return config(n, k, bm, best, fp8, grouped);
 }
 
 } // namespace
@@ -292,6 +321,9 @@ int main() {
       {config(512, 256, 128, 256, false), 1e-4}, {config(448, 320, 128, 112, false), 1e-4},
       {config(64, 64, 64, 8, false), 1e-4},      {config(256, 512, 128, 128, true), 2e-3},
       {config(256, 384, 64, 64, true), 2e-3},    {config(32, 128, 64, 16, true), 2e-3}};
+  // Grouped: 3 experts, row blocks cycling through -1 (unused), 0, 1, 2.
+  checks.push_back({config(256, 512, 128, 128, false, true), 1e-4});
+  checks.push_back({config(256, 384, 64, 128, true, true), 2e-3});
   for (const Check &ch : checks) {
     std::string why = hopper::checkGemmTileConfig(ch.c);
     if (!why.empty()) {
@@ -299,11 +331,14 @@ int main() {
       return 1;
     }
     for (int64_t m : {1, 64, 100, 128, 257}) {
-      Result r = run(ch.c, m, /*check=*/true, 0, sms);
+      if (ch.c.grouped)
+        m = ((m + ch.c.blockM - 1) / ch.c.blockM + 3) * ch.c.blockM; // whole blocks, >= 4
+      Result r = run(ch.c, m, /*check=*/true, 0, sms, ch.c.grouped ? 3 : 1);
       bool pass = r.ran && r.relL2 <= ch.tol;
       status |= pass ? 0 : 1;
       char label[64];
-      std::snprintf(label, sizeof label, "%s %lldx%lld %lldx%lld s%lld", ch.c.fp8 ? "e4m3" : "bf16",
+      std::snprintf(label, sizeof label, "%s%s %lldx%lld %lldx%lld s%lld",
+                    ch.c.grouped ? "grouped " : "", ch.c.fp8 ? "e4m3" : "bf16",
                     (long long)ch.c.n, (long long)ch.c.k, (long long)ch.c.blockM,
                     (long long)ch.c.blockN, (long long)ch.c.stages);
       std::printf("%-34s %6lld %10.2e %10.2e %6s\n", label, (long long)m, r.relL2, r.maxErr,
@@ -331,6 +366,29 @@ int main() {
                     (long long)m, (long long)s[0], (long long)s[1], tile, r.medianMs,
                     flops / (r.medianMs * 1e9), bytes / (r.medianMs * 1e6));
       }
+  // The experts' grouped GEMMs over the contiguous layout (DeepGEMM's table):
+  // groups x rows per group, N x K = DeepSeek-V3's gate+up and down.
+  std::printf("\n%-6s %8s %6s %6s %-10s %10s %8s\n", "dtype", "groups", "N", "K", "tile", "ms", "TFLOPS");
+  const int64_t grouped[][3] = {{4, 8192, 4096}, {4, 8192, 7168}, {8, 4096, 4096}, {8, 4096, 7168}};
+  for (bool fp8 : {false, true})
+    for (const auto &g : grouped) {
+      const int64_t e = g[0], m = g[0] * g[1], n = g[2], k = n == 4096 ? 7168 : 2048;
+      GemmTileConfig c = config(n, k, 128, 128, fp8, true);
+      Result r = run(c, m, /*check=*/false, 10, sms, e);
+      if (!r.ran) {
+        status = 1;
+        continue;
+      }
+      // Blocks of expert -1 are skipped: count the used rows only.
+      int64_t used = 0;
+      for (int64_t b = 0; b < m / c.blockM; ++b)
+        used += ((b * 7 + 3) % (e + 1)) != 0 ? c.blockM : 0;
+      char groups[32];
+      std::snprintf(groups, sizeof groups, "%lldx%lld", (long long)e, (long long)g[1]);
+      std::printf("%-6s %8s %6lld %6lld %-10s %10.4f %8.1f\n", fp8 ? "e4m3" : "bf16", groups,
+                  (long long)n, (long long)k, "128x128", r.medianMs,
+                  2.0 * used * n * k / (r.medianMs * 1e9));
+    }
   drv->cuDevicePrimaryCtxRelease_v2(dev);
   return status;
 }

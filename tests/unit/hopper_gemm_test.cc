@@ -81,7 +81,8 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   ASSERT_EQ(checkGemmTileConfig(c), "");
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
-  std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") + std::to_string(c.n) + "x" +
+  std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
+                     (c.grouped ? "grouped_" : "") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
                      "x" + std::to_string(c.blockN) + "s" +
                      std::to_string(c.stages);
@@ -129,7 +130,9 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (c.fp8) { // the per-k-block promotion: one FFMA per accumulator
     EXPECT_GE(count("FFMA"), static_cast<size_t>(c.blockN / 2));
   }
-  EXPECT_EQ(count("UTMALDG.2D"), 2u) << sass.text;
+  // Grouped: the experts' weights through a 3D map [E, N, K].
+  EXPECT_EQ(count("UTMALDG.2D"), c.grouped ? 1u : 2u) << sass.text;
+  EXPECT_EQ(count("UTMALDG.3D"), c.grouped ? 1u : 0u) << sass.text;
   // The producer gives registers to the math warpgroups where the launch's
   // share (168 of 384 threads) is short.
   size_t rebalance = rebalancesRegisters(c) ? 1 : 0;
@@ -139,9 +142,11 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
 }
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
-                      int64_t stages, bool fp8 = false) {
+                      int64_t stages, bool fp8 = false,
+                      bool grouped = false) {
   GemmTileConfig c;
   c.fp8 = fp8;
+  c.grouped = grouped;
   c.blockK = fp8 ? 128 : 64;
   c.n = n;
   c.k = k;
@@ -154,7 +159,8 @@ GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
 // DeepSeek-V3's projection shapes at the tiles DeepGEMM picks for them, the
 // widest N (256, 128 accumulators per thread), one math warpgroup, an
 // unaligned N (112) and the smallest tile; bf16, then e4m3 (a chain and a
-// promoted total per thread: 128 registers of accumulators at N = 128).
+// promoted total per thread: 128 registers of accumulators at N = 128);
+// grouped forms last.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, HopperGemmAssembly,
     ::testing::Values(config(7168, 2048, 128, 128, 4),
@@ -167,7 +173,12 @@ INSTANTIATE_TEST_SUITE_P(
                       config(7168, 2048, 128, 128, 4, true),
                       config(2048, 7168, 64, 128, 6, true),
                       config(576, 7168, 128, 64, 8, true),
-                      config(16, 128, 64, 16, 2, true)));
+                      config(16, 128, 64, 16, 2, true),
+                      // The experts' grouped GEMMs (DeepSeek-V3's gate+up and
+                      // down), bf16 and e4m3.
+                      config(4096, 7168, 128, 128, 4, false, true),
+                      config(7168, 2048, 128, 128, 4, true, true),
+                      config(4096, 7168, 64, 128, 6, true, true)));
 
 } // namespace
 } // namespace kiln::hopper

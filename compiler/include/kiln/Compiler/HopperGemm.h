@@ -39,6 +39,12 @@ struct GemmTileConfig {
   // k-block of 128 is a fresh wgmma chain promoted into f32 totals on CUDA
   // cores (total += chain * scale_a[row] * scale_b), as DeepGEMM does.
   bool fp8 = false;
+  // The experts' grouped GEMM over the contiguous layout (prefill): A's rows
+  // sorted by expert, each expert's segment padded to blockM (the layout's
+  // block); block_expert[M / blockM] (i32) names each row block's expert, -1
+  // for unused blocks, which are skipped; B is the experts' weights as one
+  // [E, N, K] tensor (a 3D tensor map); e4m3 weight scales [E, N/128, K/128].
+  bool grouped = false;
 };
 
 /// Empty when `c` is valid, else why not (N not a multiple of blockN, K not
@@ -60,9 +66,9 @@ int64_t gemmThreads(const GemmTileConfig &c);
 bool rebalancesRegisters(const GemmTileConfig &c);
 
 /// The .entry of one kernel, named `name`, with parameters
-/// (u64 tensor map of A (a global address), u64 tensor map of B, [fp8: u64
-/// activation scales, u64 weight scales,] u64 out, u64 M). `c` must be
-/// valid.
+/// (u64 tensor map of A (a global address), u64 tensor map of B, [grouped:
+/// u64 block_expert,] [fp8: u64 activation scales, u64 weight scales,] u64
+/// out, u64 M). `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 
 /// The PTX module header for sm_90a (ISA 8.0) that entries follow.

@@ -98,6 +98,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   o << ".visible .entry " << name << "(\n"
     << "  .param .u64 " << name << "_tma_a,\n"
     << "  .param .u64 " << name << "_tma_b,\n"
+    << (c.grouped ? "  .param .u64 " + name + "_block_expert,\n" : std::string())
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
                     "_scale_b,\n"
               : std::string())
@@ -116,6 +117,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   // full, %r9 empty.
   o << "  ld.param.u64 %rd1, [" << name << "_tma_a];\n"
     << "  ld.param.u64 %rd2, [" << name << "_tma_b];\n"
+    << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
+                  : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
     << "  ld.param.u64 %rd4, [" << name << "_m];\n";
   if (c.fp8) // %rd10 activation scales [M, K/128], %rd11 weight scales
@@ -150,6 +153,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "  setp.ge.u32 %p2, %r12, %r6;\n  @%p2 bra " << L("end") << ";\n"
       << "  div.u32 %r13, %r12, " << nTiles << ";\n"
       << "  rem.u32 %r14, %r12, " << nTiles << ";\n";
+    if (c.grouped) // %r35: the row block's expert; -1 (unused) is skipped
+      o << "  mul.wide.u32 %rd17, %r13, 4;\n  add.s64 %rd17, %rd18, %rd17;\n"
+        << "  ld.global.nc.u32 %r35, [%rd17];\n"
+        << "  setp.lt.s32 %p9, %r35, 0;\n  @%p9 bra " << name << "_" << prefix
+        << "_next;\n";
   };
   auto waitStage = [&](const char *prefix, const char *ring, bool flip) {
     o << name << "_" << prefix << "_k:\n"
@@ -198,6 +206,10 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "  shr.u32 %r34, %r34, 7;\n"
       << "  mul.wide.u32 %rd14, %r34, " << 4 * ((c.k + 127) / 128) << ";\n"
       << "  add.s64 %rd14, %rd11, %rd14;\n";
+    if (c.grouped) // the expert's [N / 128, K / 128] scales
+      o << "  mul.wide.u32 %rd17, %r35, "
+        << 4 * ((c.n + 127) / 128) * ((c.k + 127) / 128) << ";\n"
+        << "  add.s64 %rd14, %rd14, %rd17;\n";
   }
   o << "  mov.u32 %r15, 0;\n";
   waitStage("m", "%r8", false);
@@ -257,7 +269,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       o << "  @%p7 st.global.v2.f32 [%rd8+" << 32 * j << "], {%" << result
         << 4 * j + 2 * h << ", %" << result << 4 * j + 2 * h + 1 << "};\n";
   }
-  o << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
+  o << L("m_next") << ":\n"
+    << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
 
   // --- Producer warpgroup: thread 0 issues.
   o << L("producer") << ":\n";
@@ -278,11 +291,14 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n"
     << "  cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::"
        "complete_tx::bytes [%r19], [%rd1, {%r23, %r13}], [%r18];\n"
-    << "  cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::"
-       "complete_tx::bytes [%r20], [%rd2, {%r23, %r14}], [%r18];\n"
+    << "  cp.async.bulk.tensor." << (c.grouped ? "3d" : "2d")
+    << ".shared::cluster.global.tile.mbarrier::"
+       "complete_tx::bytes [%r20], [%rd2, "
+    << (c.grouped ? "{%r23, %r14, %r35}" : "{%r23, %r14}") << "], [%r18];\n"
     << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("p_k") << ";\n"
+    << L("p_next") << ":\n"
     << "  add.u32 %r12, %r12, %r3;\n  bra " << L("p_tile") << ";\n"
     << L("end") << ":\n  ret;\n}\n\n";
   return o.str();
