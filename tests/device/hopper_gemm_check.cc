@@ -253,42 +253,13 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn, bool fp8,
                       bool grouped = false) {
-  GemmTileConfig c;
-  c.grouped = grouped;
-  c.n = n;
-  c.k = k;
+  // The heuristic's stages for this shape, at the tile given.
+  GemmTileConfig c = hopper::chooseGemmTile(bm, n, k, fp8, grouped, 1);
   c.blockM = bm;
   c.blockN = bn;
-  c.fp8 = fp8;
-  c.blockK = fp8 ? 128 : 64;
-  c.stages = 2;
-  while (c.stages < 8) { // as many stages as fit
-    GemmTileConfig more = c;
-    ++more.stages;
-    if (!hopper::checkGemmTileConfig(more).empty())
-      break;
-    c = more;
-  }
+  while (c.stages > 2 && !hopper::checkGemmTileConfig(c).empty())
+    --c.stages;
   return c;
-}
-
-/// The tile for a shape: blockM 64 up to 64 rows, else 128; blockN the
-/// widest of 128, 64, 32, 16, 8 that divides N and still gives every SM a
-/// tile, else the widest that divides N.
-GemmTileConfig chooseTile(int64_t m, int64_t n, int64_t k, bool fp8, int sms,
-                          bool grouped = false) {
-  int64_t bm = m <= 64 ? 64 : 128, best = 0;
-  for (int64_t bn : {128, 64, 32, 16, 8}) {
-    if (n % bn)
-      continue;
-    if (!best)
-      best = bn;
-    if (((m + bm - 1) / bm) * (n / bn) >= sms) {
-      best = bn;
-      break;
-    }
-  }
-  return config(n, k, bm, best, fp8, grouped);
 }
 
 } // namespace
@@ -352,7 +323,7 @@ int main() {
   for (bool fp8 : {false, true})
     for (int64_t m : {64, 128, 4096})
       for (const auto &s : shapes) {
-        GemmTileConfig c = chooseTile(m, s[0], s[1], fp8, sms);
+        GemmTileConfig c = hopper::chooseGemmTile(m, s[0], s[1], fp8, false, sms);
         Result r = run(c, m, /*check=*/false, 20, sms);
         if (!r.ran) {
           status = 1;
@@ -373,7 +344,7 @@ int main() {
   for (bool fp8 : {false, true})
     for (const auto &g : grouped) {
       const int64_t e = g[0], m = g[0] * g[1], n = g[2], k = n == 4096 ? 7168 : 2048;
-      GemmTileConfig c = config(n, k, 128, 128, fp8, true);
+      GemmTileConfig c = hopper::chooseGemmTile(m, n, k, fp8, true, sms);
       Result r = run(c, m, /*check=*/false, 10, sms, e);
       if (!r.ran) {
         status = 1;
@@ -386,7 +357,8 @@ int main() {
       char groups[32];
       std::snprintf(groups, sizeof groups, "%lldx%lld", (long long)e, (long long)g[1]);
       std::printf("%-6s %8s %6lld %6lld %-10s %10.4f %8.1f\n", fp8 ? "e4m3" : "bf16", groups,
-                  (long long)n, (long long)k, "128x128", r.medianMs,
+                  (long long)n, (long long)k,
+                  (std::to_string(c.blockM) + "x" + std::to_string(c.blockN)).c_str(), r.medianMs,
                   2.0 * used * n * k / (r.medianMs * 1e9));
     }
   drv->cuDevicePrimaryCtxRelease_v2(dev);

@@ -76,6 +76,32 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   EXPECT_EQ(gemmDynamicSharedBytes(c), 4 * 32768 + 1024);
 }
 
+TEST(HopperGemm, TileHeuristicFillsTheSMs) {
+  // Prefill: full 128 x 128 tiles, as many stages as fit (7 x 32 KiB bf16).
+  GemmTileConfig c = chooseGemmTile(4096, 7168, 16384, false, false, 132);
+  EXPECT_EQ(c.blockM, 128);
+  EXPECT_EQ(c.blockN, 128);
+  EXPECT_EQ(c.blockK, 64);
+  EXPECT_EQ(c.stages, 7);
+  EXPECT_EQ(checkGemmTileConfig(c), "");
+  // 64 rows: one math warpgroup; N = 2112 is not a multiple of 128, and 64
+  // columns give 33 tiles: narrower tiles until 132 SMs have one (16: 132).
+  c = chooseGemmTile(64, 2112, 7168, true, false, 132);
+  EXPECT_EQ(c.blockM, 64);
+  EXPECT_EQ(c.blockN, 16);
+  EXPECT_EQ(c.blockK, 128);
+  EXPECT_EQ(checkGemmTileConfig(c), "");
+  // A shape too small to fill the GPU keeps the widest tile that divides N.
+  c = chooseGemmTile(8, 192, 512, false, false, 132);
+  EXPECT_EQ(c.blockN, 64);
+  EXPECT_EQ(c.stages, 8);
+  EXPECT_EQ(checkGemmTileConfig(c), "");
+  // N not a multiple of 8: no tile.
+  c = chooseGemmTile(128, 100, 512, false, false, 132);
+  EXPECT_EQ(c.blockN, 0);
+  EXPECT_NE(checkGemmTileConfig(c), "");
+}
+
 TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   const GemmTileConfig c = GetParam();
   ASSERT_EQ(checkGemmTileConfig(c), "");

@@ -47,6 +47,15 @@ struct GemmTileConfig {
   bool grouped = false;
 };
 
+/// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
+/// blockM 64 (one math warpgroup) up to 64 rows, else 128 (two); blockN the
+/// widest of 128, 64, 32, 16, 8 that divides N and still gives each of the
+/// `sms` SMs a tile, else the widest that divides N (0 when none does: N not
+/// a multiple of 8); blockK one swizzle span; as many stages (up to 8) as fit
+/// in 227 KiB. Grid: min(tiles, sms) persistent CTAs.
+GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
+                              bool grouped, int64_t sms);
+
 /// Empty when `c` is valid, else why not (N not a multiple of blockN, K not
 /// of blockK, shared memory over 227 KiB, ...).
 std::string checkGemmTileConfig(const GemmTileConfig &c);

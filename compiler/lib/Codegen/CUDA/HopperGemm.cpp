@@ -71,6 +71,38 @@ bool rebalancesRegisters(const GemmTileConfig &c) {
   return c.blockM == 128 && c.blockN >= 112;
 }
 
+GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
+                              bool grouped, int64_t sms) {
+  GemmTileConfig c;
+  c.n = n;
+  c.k = k;
+  c.fp8 = fp8;
+  c.grouped = grouped;
+  c.blockM = m <= 64 ? 64 : 128;
+  c.blockK = fp8 ? 128 : 64;
+  c.blockN = 0;
+  const int64_t rowBlocks = (m + c.blockM - 1) / c.blockM;
+  for (int64_t bn : {128, 64, 32, 16, 8}) {
+    if (n % bn != 0)
+      continue;
+    if (c.blockN == 0)
+      c.blockN = bn;
+    if (rowBlocks * (n / bn) >= sms) {
+      c.blockN = bn;
+      break;
+    }
+  }
+  c.stages = 2;
+  while (c.stages < 8) {
+    GemmTileConfig more = c;
+    ++more.stages;
+    if (!checkGemmTileConfig(more).empty())
+      break;
+    c = more;
+  }
+  return c;
+}
+
 std::string ptxModuleHeader() {
   return ".version 8.0\n.target sm_90a\n.address_size 64\n\n"
          "// Dynamic shared memory of every kernel (aligned to 1024 in each).\n"
