@@ -144,9 +144,11 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // blockK x (blockM | blockN) rows, 128B swizzle, rows past the end
   // zero-filled.
   CUtensorMap maps[2];
+  // Swapped (decode), map 0 is the weights' and map 1 the activations'.
   for (int i = 0; good && i < 2; ++i) {
-    const unsigned rank = i == 1 && c.grouped ? 3 : 2;
-    uint64_t rows = i == 0 ? m : n;
+    const bool weights = (i == 1) != c.swapAB;
+    const unsigned rank = weights && c.grouped ? 3 : 2;
+    uint64_t rows = weights ? n : m;
     unsigned long long dims[3] = {static_cast<unsigned long long>(k), rows,
                                   static_cast<unsigned long long>(experts)};
     unsigned long long strides[2] = {static_cast<unsigned long long>(k * eb),
@@ -154,11 +156,11 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     unsigned int box[3] = {static_cast<unsigned int>(c.blockK),
                            static_cast<unsigned int>(i == 0 ? c.blockM : c.blockN), 1};
     unsigned int estr[3] = {1, 1, 1};
-    CUdeviceptr base = i == 0 ? dA : dB;
+    CUdeviceptr base = weights ? dB : dA;
     uint64_t d64[3] = {dims[0], dims[1], dims[2]}, s64[2] = {strides[0], strides[1]};
     if (const char *why = hopper::checkTensorMapBox(rank, d64, s64, box, eb, base,
                                                     hopper::Swizzle::k128B)) {
-      std::fprintf(stderr, "tensor map of %s: %s\n", i ? "B" : "A", why);
+      std::fprintf(stderr, "tensor map of %s: %s\n", weights ? "the weights" : "the activations", why);
       good = false;
       break;
     }
@@ -183,7 +185,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   }
   params.push_back(&dOut);
   params.push_back(&m64);
-  const int64_t tiles = ((m + c.blockM - 1) / c.blockM) * (n / c.blockN);
+  const int64_t tiles = c.swapAB ? (n / c.blockM) * ((m + c.blockN - 1) / c.blockN)
+                                 : ((m + c.blockM - 1) / c.blockM) * (n / c.blockN);
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, sms));
   auto launch = [&] {
     return ok(drv->cuLaunchKernel(fn, grid, 1, 1, static_cast<unsigned>(hopper::gemmThreads(c)), 1, 1,
@@ -252,9 +255,10 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
 }
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn, bool fp8,
-                      bool grouped = false) {
+                      bool grouped = false, bool swapAB = false) {
   // The heuristic's stages for this shape, at the tile given.
-  GemmTileConfig c = hopper::chooseGemmTile(bm, n, k, fp8, grouped, 1);
+  GemmTileConfig c = hopper::chooseGemmTile(128, n, k, fp8, grouped, 1);
+  c.swapAB = swapAB;
   c.blockM = bm;
   c.blockN = bn;
   while (c.stages > 2 && !hopper::checkGemmTileConfig(c).empty())
@@ -295,6 +299,10 @@ int main() {
   // Grouped: 3 experts, row blocks cycling through -1 (unused), 0, 1, 2.
   checks.push_back({config(256, 512, 128, 128, false, true), 1e-4});
   checks.push_back({config(256, 384, 64, 128, true, true), 2e-3});
+  // Decode's swapped form.
+  checks.push_back({config(256, 512, 64, 8, false, false, true), 1e-4});
+  checks.push_back({config(256, 512, 128, 32, false, false, true), 1e-4});
+  checks.push_back({config(256, 384, 64, 16, true, false, true), 2e-3});
   for (const Check &ch : checks) {
     std::string why = hopper::checkGemmTileConfig(ch.c);
     if (!why.empty()) {
@@ -309,7 +317,8 @@ int main() {
       status |= pass ? 0 : 1;
       char label[64];
       std::snprintf(label, sizeof label, "%s%s %lldx%lld %lldx%lld s%lld",
-                    ch.c.grouped ? "grouped " : "", ch.c.fp8 ? "e4m3" : "bf16",
+                    ch.c.grouped ? "grouped " : ch.c.swapAB ? "swapped " : "",
+                    ch.c.fp8 ? "e4m3" : "bf16",
                     (long long)ch.c.n, (long long)ch.c.k, (long long)ch.c.blockM,
                     (long long)ch.c.blockN, (long long)ch.c.stages);
       std::printf("%-34s %6lld %10.2e %10.2e %6s\n", label, (long long)m, r.relL2, r.maxErr,
@@ -321,7 +330,7 @@ int main() {
                                {7168, 16384}, {4096, 7168}, {7168, 2048}};
   std::printf("\n%-6s %6s %6s %6s %-10s %10s %8s %8s\n", "dtype", "M", "N", "K", "tile", "ms", "TFLOPS", "GB/s");
   for (bool fp8 : {false, true})
-    for (int64_t m : {64, 128, 4096})
+    for (int64_t m : {1, 16, 64, 128, 4096})
       for (const auto &s : shapes) {
         GemmTileConfig c = hopper::chooseGemmTile(m, s[0], s[1], fp8, false, sms);
         Result r = run(c, m, /*check=*/false, 20, sms);
@@ -332,7 +341,8 @@ int main() {
         double flops = 2.0 * m * s[0] * s[1];
         double bytes = double(m + s[0]) * s[1] * (fp8 ? 1 : 2) + 4.0 * m * s[0];
         char tile[32];
-        std::snprintf(tile, sizeof tile, "%lldx%lld", (long long)c.blockM, (long long)c.blockN);
+        std::snprintf(tile, sizeof tile, "%lldx%lld%s", (long long)c.blockM, (long long)c.blockN,
+                      c.swapAB ? "sw" : "");
         std::printf("%-6s %6lld %6lld %6lld %-10s %10.4f %8.1f %8.0f\n", fp8 ? "e4m3" : "bf16",
                     (long long)m, (long long)s[0], (long long)s[1], tile, r.medianMs,
                     flops / (r.medianMs * 1e9), bytes / (r.medianMs * 1e6));

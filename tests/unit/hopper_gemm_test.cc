@@ -92,10 +92,18 @@ TEST(HopperGemm, TileHeuristicFillsTheSMs) {
   EXPECT_EQ(c.blockK, 128);
   EXPECT_EQ(checkGemmTileConfig(c), "");
   // A shape too small to fill the GPU keeps the widest tile that divides N.
-  c = chooseGemmTile(8, 192, 512, false, false, 132);
+  c = chooseGemmTile(48, 192, 512, false, false, 132);
   EXPECT_EQ(c.blockN, 64);
   EXPECT_EQ(c.stages, 8);
   EXPECT_EQ(checkGemmTileConfig(c), "");
+  // Decode: swapped, 64 weight rows per tile, the narrowest N for the tokens.
+  c = chooseGemmTile(1, 7168, 2048, true, false, 132);
+  EXPECT_TRUE(c.swapAB);
+  EXPECT_EQ(c.blockM, 64);
+  EXPECT_EQ(c.blockN, 8);
+  EXPECT_EQ(checkGemmTileConfig(c), "");
+  EXPECT_EQ(chooseGemmTile(12, 7168, 2048, false, false, 132).blockN, 16);
+  EXPECT_FALSE(chooseGemmTile(12, 7168, 2048, false, true, 132).swapAB);
   // N not a multiple of 8: no tile.
   c = chooseGemmTile(128, 100, 512, false, false, 132);
   EXPECT_EQ(c.blockN, 0);
@@ -108,7 +116,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
   std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
-                     (c.grouped ? "grouped_" : "") + std::to_string(c.n) + "x" +
+                     (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
                      "x" + std::to_string(c.blockN) + "s" +
                      std::to_string(c.stages);
@@ -169,10 +177,11 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
                       int64_t stages, bool fp8 = false,
-                      bool grouped = false) {
+                      bool grouped = false, bool swapAB = false) {
   GemmTileConfig c;
   c.fp8 = fp8;
   c.grouped = grouped;
+  c.swapAB = swapAB;
   c.blockK = fp8 ? 128 : 64;
   c.n = n;
   c.k = k;
@@ -204,7 +213,13 @@ INSTANTIATE_TEST_SUITE_P(
                       // down), bf16 and e4m3.
                       config(4096, 7168, 128, 128, 4, false, true),
                       config(7168, 2048, 128, 128, 4, true, true),
-                      config(4096, 7168, 64, 128, 6, true, true)));
+                      config(4096, 7168, 64, 128, 6, true, true),
+                      // Decode's swapped form: 64 / 128 weight rows x 8-64
+                      // tokens.
+                      config(7168, 2048, 64, 8, 8, false, false, true),
+                      config(7168, 2048, 128, 64, 6, false, false, true),
+                      config(7168, 2048, 64, 16, 8, true, false, true),
+                      config(2112, 7168, 64, 32, 8, true, false, true)));
 
 } // namespace
 } // namespace kiln::hopper

@@ -12,7 +12,9 @@
 //    descriptors (HopperLayout.h) with f32 accumulators in registers;
 //  - a persistent grid: CTA c takes tiles c, c + gridDim, ... of the
 //    ceil(M / blockM) x (N / blockN) tiles, rows beyond M zero-filled by TMA
-//    and not stored.
+//    and not stored;
+//  - forms: e4m3 with per-128 promotion, the experts' grouped GEMM over the
+//    contiguous layout, and decode's swapped form (GemmTileConfig).
 //
 // It is MLIR-free (string emission over HopperLayout.h's arithmetic), so
 // its tests assemble it with ptxas and read the SASS without the compiler.
@@ -45,6 +47,14 @@ struct GemmTileConfig {
   // for unused blocks, which are skipped; B is the experts' weights as one
   // [E, N, K] tensor (a 3D tensor map); e4m3 weight scales [E, N/128, K/128].
   bool grouped = false;
+  // Decode's form (few rows): operands swapped so the weights fill the
+  // wgmma's 64-row M and the tokens its N (blockN: 8 up); the kernel computes
+  // out^T tiles and stores them transposed. Tiles: (N / blockM) weight
+  // blocks x ceil(M / blockN) token blocks, weight blocks first so
+  // consecutive CTAs stream different weights. The tensor-map parameters
+  // swap roles: tma_a is the weights' map (box rows blockM), tma_b the
+  // activations' (box rows blockN).
+  bool swapAB = false;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -52,7 +62,9 @@ struct GemmTileConfig {
 /// widest of 128, 64, 32, 16, 8 that divides N and still gives each of the
 /// `sms` SMs a tile, else the widest that divides N (0 when none does: N not
 /// a multiple of 8); blockK one swizzle span; as many stages (up to 8) as fit
-/// in 227 KiB. Grid: min(tiles, sms) persistent CTAs.
+/// in 227 KiB. Up to 32 rows (decode) the swapped form instead, when N is a
+/// multiple of 64: blockM 64 weight rows, blockN 8, 16 or 32 tokens. Grid:
+/// min(tiles, sms) persistent CTAs.
 GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
                               bool grouped, int64_t sms);
 

@@ -46,7 +46,12 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "blockK " << c.blockK << " is not " << 128 / elemBytes(c)
         << " (one 128-byte swizzle span of " << (c.fp8 ? "e4m3" : "bf16")
         << ")";
-  else if (c.fp8 && 128 % c.blockN != 0)
+  else if (c.swapAB && c.grouped)
+    why << "the swapped form is not grouped";
+  else if (c.swapAB && c.n % c.blockM != 0)
+    why << "N " << c.n << " is not a multiple of blockM " << c.blockM
+        << " (the swapped form's weight rows)";
+  else if (c.fp8 && !c.swapAB && 128 % c.blockN != 0)
     why << "blockN " << c.blockN
         << " does not divide 128 (one weight scale block per tile)";
   else if (c.n <= 0 || c.n % c.blockN != 0)
@@ -81,8 +86,17 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
   c.blockM = m <= 64 ? 64 : 128;
   c.blockK = fp8 ? 128 : 64;
   c.blockN = 0;
+  if (m <= 32 && !grouped && n % 64 == 0) {
+    // Decode: swapped, the weights' rows in 64-row blocks, the tokens in
+    // the narrowest wgmma N that holds them.
+    c.swapAB = true;
+    c.blockM = 64;
+    c.blockN = m <= 8 ? 8 : m <= 16 ? 16 : 32;
+  }
   const int64_t rowBlocks = (m + c.blockM - 1) / c.blockM;
   for (int64_t bn : {128, 64, 32, 16, 8}) {
+    if (c.swapAB)
+      break;
     if (n % bn != 0)
       continue;
     if (c.blockN == 0)
@@ -111,7 +125,10 @@ std::string ptxModuleHeader() {
 
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   const int64_t mathGroups = c.blockM / 64;
+  // Tiles: (row block, column block); swapped, the rows are the weights'
+  // (a static count) and the columns the tokens'.
   const int64_t nTiles = c.n / c.blockN;
+  const int64_t wBlocks = c.n / c.blockM;
   const int64_t kBlocks = c.k / c.blockK;
   const int64_t acc = c.blockN / 2; // f32 accumulators per math thread
   const uint64_t descConst = matrixDescriptor(0, 16, 1024, Swizzle::k128B);
@@ -140,7 +157,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  .reg .pred %p<12>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
     << "  .reg .f32 %acc<" << acc << ">;\n"
     << (c.fp8 ? "  .reg .f32 %fin<" + std::to_string(acc) +
-                    ">;\n  .reg .f32 %sc<4>;\n"
+                    ">;\n  .reg .f32 %sc<4>;\n  .reg .f32 %sct<" +
+                    std::to_string(c.blockN / 4) + ">;\n  .reg .b32 %tok<" +
+                    std::to_string(c.blockN / 4) + ">;\n"
               : std::string())
     << "  .shared .align 8 .b64 " << name << "_full[" << c.stages << "];\n"
     << "  .shared .align 8 .b64 " << name << "_empty[" << c.stages << "];\n";
@@ -160,9 +179,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
     << "  mov.u32 %r3, %nctaid.x;\n  shr.u32 %r4, %r1, 7;\n"
     << "  cvt.u32.u64 %r5, %rd4;\n"
-    << "  add.u32 %r10, %r5, " << c.blockM - 1 << ";\n"
-    << "  div.u32 %r10, %r10, " << c.blockM << ";\n"
-    << "  mul.lo.u32 %r6, %r10, " << nTiles << ";\n"
+    << "  add.u32 %r10, %r5, " << (c.swapAB ? c.blockN : c.blockM) - 1 << ";\n"
+    << "  div.u32 %r10, %r10, " << (c.swapAB ? c.blockN : c.blockM) << ";\n"
+    << "  mul.lo.u32 %r6, %r10, " << (c.swapAB ? wBlocks : nTiles) << ";\n"
     << "  mov.u32 %r7, kiln_dsmem;\n  add.u32 %r7, %r7, 1023;\n"
     << "  and.b32 %r7, %r7, -1024;\n"
     << "  mov.u32 %r8, " << name << "_full;\n"
@@ -183,8 +202,10 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   auto tileHead = [&](const char *prefix) {
     o << name << "_" << prefix << "_tile:\n"
       << "  setp.ge.u32 %p2, %r12, %r6;\n  @%p2 bra " << L("end") << ";\n"
-      << "  div.u32 %r13, %r12, " << nTiles << ";\n"
-      << "  rem.u32 %r14, %r12, " << nTiles << ";\n";
+      << (c.swapAB ? "  rem.u32 %r13, %r12, " : "  div.u32 %r13, %r12, ")
+      << (c.swapAB ? wBlocks : nTiles) << ";\n"
+      << (c.swapAB ? "  div.u32 %r14, %r12, " : "  rem.u32 %r14, %r12, ")
+      << (c.swapAB ? wBlocks : nTiles) << ";\n";
     if (c.grouped) // %r35: the row block's expert; -1 (unused) is skipped
       o << "  mul.wide.u32 %rd17, %r13, 4;\n  add.s64 %rd17, %rd18, %rd17;\n"
         << "  ld.global.nc.u32 %r35, [%rd17];\n"
@@ -225,16 +246,28 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   if (c.fp8) {
     for (int64_t i = 0; i < acc; ++i)
       o << "  mov.f32 %fin" << i << ", 0f00000000;\n";
+    o << "  add.u32 %r31, %r5, -1;\n";
+    if (c.swapAB) {
+      // Columns are tokens: each thread's blockN / 4 tokens' scale rows
+      // (tokens past M read token M - 1's); rows are weights: the tile's
+      // weight block is row mb * blockM / 128 of the weight scales.
+      for (int64_t q = 0; q < c.blockN / 4; ++q)
+        o << "  add.u32 %tok" << q << ", %r29, " << 8 * (q / 2) + q % 2 << ";\n"
+          << "  min.u32 %tok" << q << ", %tok" << q << ", %r31;\n"
+          << "  mul.lo.u32 %tok" << q << ", %tok" << q << ", " << 4 * kBlocks
+          << ";\n";
+      o << "  mul.lo.u32 %r34, %r13, " << c.blockM << ";\n";
+    }
     // Scale rows: the two rows' activation scales (rows past M read row
     // M - 1's, whose products are never stored) and the tile's weight block.
-    o << "  add.u32 %r31, %r5, -1;\n"
+    o
       << "  min.u32 %r32, %r27, %r31;\n  add.u32 %r33, %r27, 8;\n"
       << "  min.u32 %r33, %r33, %r31;\n"
       << "  mul.wide.u32 %rd12, %r32, " << 4 * kBlocks << ";\n"
       << "  add.s64 %rd12, %rd10, %rd12;\n"
       << "  mul.wide.u32 %rd13, %r33, " << 4 * kBlocks << ";\n"
       << "  add.s64 %rd13, %rd10, %rd13;\n"
-      << "  mul.lo.u32 %r34, %r14, " << c.blockN << ";\n"
+      << (c.swapAB ? "" : "  mul.lo.u32 %r34, %r14, " + std::to_string(c.blockN) + ";\n")
       << "  shr.u32 %r34, %r34, 7;\n"
       << "  mul.wide.u32 %rd14, %r34, " << 4 * ((c.k + 127) / 128) << ";\n"
       << "  add.s64 %rd14, %rd11, %rd14;\n";
@@ -270,16 +303,30 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << (c.fp8 ? ", 1, 1;\n" : ", 1, 1, 0, 0;\n");
   }
   o << "  wgmma.commit_group.sync.aligned;\n";
-  if (c.fp8) // the k-block's scales load while the tensor cores work
+  if (c.fp8) { // the k-block's scales load while the tensor cores work
     o << "  mul.wide.u32 %rd15, %r15, 4;\n"
-      << "  add.s64 %rd16, %rd12, %rd15;\n  ld.global.nc.f32 %sc0, [%rd16];\n"
-      << "  add.s64 %rd16, %rd13, %rd15;\n  ld.global.nc.f32 %sc1, [%rd16];\n"
       << "  add.s64 %rd16, %rd14, %rd15;\n  ld.global.nc.f32 %sc2, [%rd16];\n";
+    if (c.swapAB)
+      for (int64_t q = 0; q < c.blockN / 4; ++q)
+        o << "  cvt.u64.u32 %rd16, %tok" << q << ";\n"
+          << "  add.s64 %rd16, %rd16, %rd10;\n  add.s64 %rd16, %rd16, %rd15;\n"
+          << "  ld.global.nc.f32 %sct" << q << ", [%rd16];\n";
+    else
+      o << "  add.s64 %rd16, %rd12, %rd15;\n  ld.global.nc.f32 %sc0, [%rd16];\n"
+        << "  add.s64 %rd16, %rd13, %rd15;\n  ld.global.nc.f32 %sc1, [%rd16];\n";
+  }
   o << "  wgmma.wait_group.sync.aligned 0;\n"
     << "  setp.eq.u32 %p5, %r21, 0;\n"
     << "  mad.lo.u32 %r18, %r16, 8, %r9;\n"
     << "  @%p5 mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n";
-  if (c.fp8) { // final += scale_a[row] * scale_b * chain, on CUDA cores
+  if (c.fp8 && c.swapAB) { // total += chain * scale_a[token] * scale_b
+    for (int64_t q = 0; q < c.blockN / 4; ++q)
+      o << "  mul.f32 %sct" << q << ", %sct" << q << ", %sc2;\n";
+    // Register i holds column 8 (i / 4) + (i % 2): token slot 2 (i / 4) + i % 2.
+    for (int64_t i = 0; i < acc; ++i)
+      o << "  fma.rn.f32 %fin" << i << ", %acc" << i << ", %sct"
+        << 2 * (i / 4) + i % 2 << ", %fin" << i << ";\n";
+  } else if (c.fp8) { // total += chain * scale_a[row] * scale_b
     o << "  mul.f32 %sc0, %sc0, %sc2;\n  mul.f32 %sc1, %sc1, %sc2;\n";
     for (int64_t i = 0; i < acc; ++i)
       o << "  fma.rn.f32 %fin" << i << ", %acc" << i << ", %sc"
@@ -290,7 +337,23 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("m_k") << ";\n";
   const char *result = c.fp8 ? "fin" : "acc";
-  for (int64_t h = 0; h < 2; ++h) {
+  if (c.swapAB) {
+    // out[token, n]: rows n = %r27 (+ 8), columns token = %r29 + 8 j + e;
+    // from the base out + (%r29 * N + %r27) * 4 every element is a constant
+    // offset ((8 j + e) * N + 8 h) * 4; tokens past M are not stored.
+    o << "  mul.wide.u32 %rd8, %r29, " << c.n << ";\n"
+      << "  cvt.u64.u32 %rd9, %r27;\n  add.s64 %rd8, %rd8, %rd9;\n"
+      << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, %rd3, %rd8;\n";
+    for (int64_t j = 0; j < c.blockN / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e) {
+        o << "  add.u32 %r30, %r29, " << 8 * j + e << ";\n"
+          << "  setp.lt.u32 %p7, %r30, %r5;\n";
+        for (int64_t h = 0; h < 2; ++h)
+          o << "  @%p7 st.global.f32 [%rd8+" << ((8 * j + e) * c.n + 8 * h) * 4
+            << "], %" << result << 4 * j + 2 * h + e << ";\n";
+      }
+  }
+  for (int64_t h = 0; h < 2 && !c.swapAB; ++h) {
     o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
       << "  setp.lt.u32 %p7, %r30, %r5;\n"
       << "  cvt.u64.u32 %rd8, %r30;\n"
