@@ -18,6 +18,7 @@
 #include "kiln/Kernels/HopperLayout.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -88,12 +89,14 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   const int64_t n = c.n, k = c.k, eb = c.fp8 ? 1 : 2;
   const int64_t kBlocks = (k + 127) / 128; // e4m3 scale columns
   const int64_t nScaleRows = (n + 127) / 128;
-  const int64_t mBlocks = (m + c.blockM - 1) / c.blockM;
+  // The layout's block: the tile's rows (blockN tokens when swapped).
+  const int64_t layoutBlock = c.swapAB ? c.blockN : c.blockM;
+  const int64_t mBlocks = (m + layoutBlock - 1) / layoutBlock;
   std::vector<int32_t> blockExpert(mBlocks, 0);
   if (c.grouped)
     for (int64_t i = 0; i < mBlocks; ++i)
       blockExpert[i] = static_cast<int32_t>((i * 7 + 3) % (experts + 1)) - 1;
-  auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / c.blockM] : 0; };
+  auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / layoutBlock] : 0; };
   std::vector<uint8_t> a(m * k * eb), b(experts * n * k * eb);
   std::vector<float> sa, sb;
   if (c.fp8) {
@@ -289,7 +292,7 @@ int main() {
     return 77;
   }
   int status = 0;
-  std::printf("%-34s %6s %10s %10s %6s\n", "check (N x K, tile, stages)", "M", "rel_l2", "max_err", "result");
+  std::printf("%-42s %6s %10s %10s %6s\n", "check (N x K, tile, stages)", "M", "rel_l2", "max_err", "result");
   struct Check { GemmTileConfig c; double tol; };
   std::vector<Check> checks{
       {config(256, 512, 128, 128, false), 1e-4}, {config(256, 512, 64, 128, false), 1e-4},
@@ -303,6 +306,9 @@ int main() {
   checks.push_back({config(256, 512, 64, 8, false, false, true), 1e-4});
   checks.push_back({config(256, 512, 128, 32, false, false, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, false, true), 2e-3});
+  // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
+  checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
+  checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
   for (const Check &ch : checks) {
     std::string why = hopper::checkGemmTileConfig(ch.c);
     if (!why.empty()) {
@@ -310,18 +316,22 @@ int main() {
       return 1;
     }
     for (int64_t m : {1, 64, 100, 128, 257}) {
+      const int64_t block = ch.c.swapAB ? ch.c.blockN : ch.c.blockM;
       if (ch.c.grouped)
-        m = ((m + ch.c.blockM - 1) / ch.c.blockM + 3) * ch.c.blockM; // whole blocks, >= 4
+        m = ((m + block - 1) / block + 3) * block; // whole blocks, >= 4
       Result r = run(ch.c, m, /*check=*/true, 0, sms, ch.c.grouped ? 3 : 1);
       bool pass = r.ran && r.relL2 <= ch.tol;
       status |= pass ? 0 : 1;
-      char label[64];
+      char label[80];
       std::snprintf(label, sizeof label, "%s%s %lldx%lld %lldx%lld s%lld",
-                    ch.c.grouped ? "grouped " : ch.c.swapAB ? "swapped " : "",
+                    ch.c.grouped && ch.c.swapAB ? "grouped swapped "
+                    : ch.c.grouped              ? "grouped "
+                    : ch.c.swapAB               ? "swapped "
+                                                : "",
                     ch.c.fp8 ? "e4m3" : "bf16",
                     (long long)ch.c.n, (long long)ch.c.k, (long long)ch.c.blockM,
                     (long long)ch.c.blockN, (long long)ch.c.stages);
-      std::printf("%-34s %6lld %10.2e %10.2e %6s\n", label, (long long)m, r.relL2, r.maxErr,
+      std::printf("%-42s %6lld %10.2e %10.2e %6s\n", label, (long long)m, r.relL2, r.maxErr,
                   pass ? "PASS" : "FAIL");
     }
   }
@@ -370,6 +380,28 @@ int main() {
                   (long long)n, (long long)k,
                   (std::to_string(c.blockM) + "x" + std::to_string(c.blockN)).c_str(), r.medianMs,
                   2.0 * used * n * k / (r.medianMs * 1e9));
+    }
+  // The experts' decode form: 64 experts, 64 token blocks of 8 rows (one per
+  // expert but the unused one): the weights of the used experts stream once.
+  std::printf("\n%-6s %8s %6s %6s %-10s %10s %8s\n", "dtype", "experts", "N", "K", "tile", "ms", "GB/s");
+  for (bool fp8 : {false, true})
+    for (const auto &nk : {std::array<int64_t, 2>{4096, 7168}, std::array<int64_t, 2>{7168, 2048}}) {
+      const int64_t e = 64, blocks = 64;
+      GemmTileConfig c = config(nk[0], nk[1], 64, 8, fp8, true, true);
+      Result r = run(c, blocks * c.blockN, /*check=*/false, 10, sms, e);
+      if (!r.ran) {
+        status = 1;
+        continue;
+      }
+      std::vector<bool> used(e, false);
+      for (int64_t b = 0; b < blocks; ++b) {
+        int64_t x = (b * 7 + 3) % (e + 1) - 1;
+        if (x >= 0)
+          used[x] = true;
+      }
+      double bytes = double(std::count(used.begin(), used.end(), true)) * nk[0] * nk[1] * (fp8 ? 1 : 2);
+      std::printf("%-6s %8lld %6lld %6lld %-10s %10.4f %8.0f\n", fp8 ? "e4m3" : "bf16", (long long)e,
+                  (long long)nk[0], (long long)nk[1], "64x8sw", r.medianMs, bytes / (r.medianMs * 1e6));
     }
   drv->cuDevicePrimaryCtxRelease_v2(dev);
   return status;

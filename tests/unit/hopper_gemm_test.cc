@@ -219,7 +219,10 @@ INSTANTIATE_TEST_SUITE_P(
                       config(7168, 2048, 64, 8, 8, false, false, true),
                       config(7168, 2048, 128, 64, 6, false, false, true),
                       config(7168, 2048, 64, 16, 8, true, false, true),
-                      config(2112, 7168, 64, 32, 8, true, false, true)));
+                      config(2112, 7168, 64, 32, 8, true, false, true),
+                      // The experts' decode form: grouped and swapped.
+                      config(4096, 7168, 64, 8, 8, false, true, true),
+                      config(7168, 2048, 64, 8, 8, true, true, true)));
 
 } // namespace
 } // namespace kiln::hopper

@@ -53,7 +53,10 @@ struct GemmTileConfig {
   // blocks x ceil(M / blockN) token blocks, weight blocks first so
   // consecutive CTAs stream different weights. The tensor-map parameters
   // swap roles: tma_a is the weights' map (box rows blockM), tma_b the
-  // activations' (box rows blockN).
+  // activations' (box rows blockN). Grouped and swapped is the experts'
+  // decode form: the layout's block is blockN rows (8 up), so an expert
+  // with one token pads to 8 rows, not 64; block_expert is then per token
+  // block and the weights' 3D map is tma_a.
   bool swapAB = false;
 };
 

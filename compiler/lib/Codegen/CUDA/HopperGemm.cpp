@@ -46,8 +46,6 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "blockK " << c.blockK << " is not " << 128 / elemBytes(c)
         << " (one 128-byte swizzle span of " << (c.fp8 ? "e4m3" : "bf16")
         << ")";
-  else if (c.swapAB && c.grouped)
-    why << "the swapped form is not grouped";
   else if (c.swapAB && c.n % c.blockM != 0)
     why << "N " << c.n << " is not a multiple of blockM " << c.blockM
         << " (the swapped form's weight rows)";
@@ -207,7 +205,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << (c.swapAB ? "  div.u32 %r14, %r12, " : "  rem.u32 %r14, %r12, ")
       << (c.swapAB ? wBlocks : nTiles) << ";\n";
     if (c.grouped) // %r35: the row block's expert; -1 (unused) is skipped
-      o << "  mul.wide.u32 %rd17, %r13, 4;\n  add.s64 %rd17, %rd18, %rd17;\n"
+      // (swapped: the token block's; the layout's block is blockN rows)
+      o << "  mul.wide.u32 %rd17, " << (c.swapAB ? "%r14" : "%r13")
+        << ", 4;\n  add.s64 %rd17, %rd18, %rd17;\n"
         << "  ld.global.nc.u32 %r35, [%rd17];\n"
         << "  setp.lt.s32 %p9, %r35, 0;\n  @%p9 bra " << name << "_" << prefix
         << "_next;\n";
@@ -384,12 +384,16 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
     << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
     << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n"
-    << "  cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::"
-       "complete_tx::bytes [%r19], [%rd1, {%r23, %r13}], [%r18];\n"
-    << "  cp.async.bulk.tensor." << (c.grouped ? "3d" : "2d")
+    // Grouped: the weights' map is 3D [E, N, K], the expert its outer
+    // coordinate (map A when swapped, else map B).
+    << "  cp.async.bulk.tensor." << (c.grouped && c.swapAB ? "3d" : "2d")
+    << ".shared::cluster.global.tile.mbarrier::"
+       "complete_tx::bytes [%r19], [%rd1, "
+    << (c.grouped && c.swapAB ? "{%r23, %r13, %r35}" : "{%r23, %r13}") << "], [%r18];\n"
+    << "  cp.async.bulk.tensor." << (c.grouped && !c.swapAB ? "3d" : "2d")
     << ".shared::cluster.global.tile.mbarrier::"
        "complete_tx::bytes [%r20], [%rd2, "
-    << (c.grouped ? "{%r23, %r14, %r35}" : "{%r23, %r14}") << "], [%r18];\n"
+    << (c.grouped && !c.swapAB ? "{%r23, %r14, %r35}" : "{%r23, %r14}") << "], [%r18];\n"
     << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("p_k") << ";\n"
