@@ -125,11 +125,15 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     std::fprintf(stderr, "%s\n", log.data());
     return res;
   }
-  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dMaps = 0, dBlocks = 0;
+  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dMaps = 0, dBlocks = 0, dRes = 0;
+  std::vector<float> residual(m * n);
+  for (auto &x : residual) x = (int(next32() % 2001) - 1000) / 250.0f;
   bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
               ok(drv->cuMemAlloc_v2(&dA, a.size()), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dB, b.size()), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dOut, m * n * 4), "cuMemAlloc") &&
+              ok(drv->cuMemAlloc_v2(&dRes, m * n * 4), "cuMemAlloc") &&
+              ok(drv->cuMemcpyHtoD_v2(dRes, residual.data(), m * n * 4), "cuMemcpyHtoD") &&
               ok(drv->cuMemAlloc_v2(&dMaps, 2 * sizeof(CUtensorMap)), "cuMemAlloc") &&
               ok(drv->cuMemcpyHtoD_v2(dA, a.data(), a.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemcpyHtoD_v2(dB, b.data(), b.size()), "cuMemcpyHtoD") &&
@@ -187,6 +191,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     params.push_back(&dSb);
   }
   params.push_back(&dOut);
+  if (c.epilogue == hopper::Epilogue::kResidual)
+    params.push_back(&dRes);
   params.push_back(&m64);
   const int64_t tiles = c.swapAB ? (n / c.blockM) * ((m + c.blockN - 1) / c.blockN)
                                  : ((m + c.blockM - 1) / c.blockM) * (n / c.blockN);
@@ -199,8 +205,17 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   };
   if (good && check) {
     good = launch() && ok(drv->cuCtxSynchronize(), "cuCtxSynchronize (the kernel)");
-    std::vector<float> out(m * n);
-    good = good && ok(drv->cuMemcpyDtoH_v2(out.data(), dOut, out.size() * 4), "cuMemcpyDtoH");
+    // The output: [M, N] ([M, N / 2] under SwiGLU), f32 or bf16.
+    const bool swiglu = c.epilogue == hopper::Epilogue::kSwiGLU;
+    const int64_t outCols = swiglu ? n / 2 : n;
+    std::vector<uint8_t> raw(m * outCols * (c.bf16Out ? 2 : 4));
+    good = good && ok(drv->cuMemcpyDtoH_v2(raw.data(), dOut, raw.size()), "cuMemcpyDtoH");
+    auto outAt = [&](int64_t i, int64_t j) -> double {
+      if (c.bf16Out)
+        return fromBf16(reinterpret_cast<const uint16_t *>(raw.data())[i * outCols + j]);
+      return reinterpret_cast<const float *>(raw.data())[i * outCols + j];
+    };
+    std::vector<double> dots(n);
     double num = 0, den = 0;
     for (int64_t i = 0; good && i < m; ++i) {
       const int64_t e = expertOfRow(i);
@@ -209,7 +224,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
       const uint8_t *be = b.data() + e * n * k * eb;
       const float *sbe = c.fp8 ? sb.data() + e * nScaleRows * kBlocks : nullptr;
       for (int64_t j = 0; j < n; ++j) {
-        double ref = 0;
+        double &ref = dots[j];
+        ref = 0;
         for (int64_t kb = 0; kb < k; kb += 128) {
           double chain = 0;
           for (int64_t x = kb; x < std::min(k, kb + 128); ++x)
@@ -219,8 +235,17 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
           ref += c.fp8 ? chain * sa[i * kBlocks + kb / 128] * sbe[(j / 128) * kBlocks + kb / 128]
                        : chain;
         }
-        double d = out[i * n + j] - ref;
-        if (!std::isfinite(out[i * n + j]))
+      }
+      for (int64_t j = 0; j < outCols; ++j) {
+        double ref = dots[j];
+        if (swiglu) { // rows 16 q + c (gate) and 16 q + 8 + c (up) give output 8 q + c
+          double g = dots[(j / 8) * 16 + j % 8], u = dots[(j / 8) * 16 + 8 + j % 8];
+          ref = g / (1 + std::exp(-g)) * u;
+        } else if (c.epilogue == hopper::Epilogue::kResidual) {
+          ref += residual[i * n + j];
+        }
+        double got = outAt(i, j), d = got - ref;
+        if (!std::isfinite(got))
           d = INFINITY;
         num += d * d;
         den += ref * ref;
@@ -251,7 +276,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     if (e0) drv->cuEventDestroy_v2(e0);
     if (e1) drv->cuEventDestroy_v2(e1);
   }
-  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dMaps, dBlocks})
+  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dMaps, dBlocks, dRes})
     if (p) drv->cuMemFree_v2(p);
   drv->cuModuleUnload(mod);
   return res;
@@ -306,6 +331,17 @@ int main() {
   checks.push_back({config(256, 512, 64, 8, false, false, true), 1e-4});
   checks.push_back({config(256, 512, 128, 32, false, false, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, false, true), 2e-3});
+  // Epilogues: residual add, SwiGLU over interleaved gate/up rows, bf16
+  // stores (bf16 rounding: 2^-9 relative).
+  auto withEpilogue = [](GemmTileConfig c, hopper::Epilogue e, bool bf16Out) {
+    c.epilogue = e;
+    c.bf16Out = bf16Out;
+    return c;
+  };
+  checks.push_back({withEpilogue(config(256, 512, 128, 128, false), hopper::Epilogue::kResidual, false), 1e-4});
+  checks.push_back({withEpilogue(config(256, 512, 128, 128, true), hopper::Epilogue::kResidual, true), 5e-3});
+  checks.push_back({withEpilogue(config(512, 256, 128, 128, false), hopper::Epilogue::kSwiGLU, true), 5e-3});
+  checks.push_back({withEpilogue(config(256, 384, 64, 64, true), hopper::Epilogue::kSwiGLU, false), 2e-3});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
@@ -324,7 +360,9 @@ int main() {
       status |= pass ? 0 : 1;
       char label[80];
       std::snprintf(label, sizeof label, "%s%s %lldx%lld %lldx%lld s%lld",
-                    ch.c.grouped && ch.c.swapAB ? "grouped swapped "
+                    ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
+                    : ch.c.epilogue == hopper::Epilogue::kSwiGLU ? "swiglu "
+                    : ch.c.grouped && ch.c.swapAB               ? "grouped swapped "
                     : ch.c.grouped              ? "grouped "
                     : ch.c.swapAB               ? "swapped "
                                                 : "",

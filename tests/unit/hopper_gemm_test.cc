@@ -69,6 +69,15 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   EXPECT_NE(checkGemmTileConfig(bad).find("does not divide 128"),
             std::string::npos);
   bad = c;
+  bad.swapAB = true;
+  bad.bf16Out = true;
+  EXPECT_NE(checkGemmTileConfig(bad).find("stores f32 only"), std::string::npos);
+  bad = c;
+  bad.epilogue = Epilogue::kSwiGLU;
+  bad.blockN = 56;
+  bad.n = 7168;
+  EXPECT_NE(checkGemmTileConfig(bad).find("multiple of 16"), std::string::npos);
+  bad = c;
   bad.blockN = 256;
   bad.stages = 5; // 5 x 48 KiB + 1 KiB > 227 KiB
   EXPECT_NE(checkGemmTileConfig(bad).find("exceed"), std::string::npos);
@@ -116,7 +125,8 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
   std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
-                     (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") + std::to_string(c.n) + "x" +
+                     (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") +
+                     "e" + std::to_string(int(c.epilogue)) + (c.bf16Out ? "bf16_" : "f32_") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
                      "x" + std::to_string(c.blockN) + "s" +
                      std::to_string(c.stages);
@@ -161,6 +171,13 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   // TMA load per operand.
   EXPECT_EQ(count(mma), static_cast<size_t>(c.blockK * (c.fp8 ? 1 : 2) / 32))
       << sass.text;
+  if (c.epilogue == Epilogue::kSwiGLU) { // silu's exponential and reciprocal
+    EXPECT_GE(count("MUFU.EX2"), static_cast<size_t>(c.blockN / 8));
+    EXPECT_GE(count("MUFU.RCP"), static_cast<size_t>(c.blockN / 8));
+  }
+  if (c.bf16Out) { // pairs packed to bf16x2
+    EXPECT_GE(count("F2FP.BF16"), static_cast<size_t>(c.blockN / 8));
+  }
   if (c.fp8) { // the per-k-block promotion: one FFMA per accumulator
     EXPECT_GE(count("FFMA"), static_cast<size_t>(c.blockN / 2));
   }
@@ -188,6 +205,12 @@ GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
   c.blockM = bm;
   c.blockN = bn;
   c.stages = stages;
+  return c;
+}
+
+GemmTileConfig withEpilogue(GemmTileConfig c, Epilogue e, bool bf16Out) {
+  c.epilogue = e;
+  c.bf16Out = bf16Out;
   return c;
 }
 
@@ -222,7 +245,14 @@ INSTANTIATE_TEST_SUITE_P(
                       config(2112, 7168, 64, 32, 8, true, false, true),
                       // The experts' decode form: grouped and swapped.
                       config(4096, 7168, 64, 8, 8, false, true, true),
-                      config(7168, 2048, 64, 8, 8, true, true, true)));
+                      config(7168, 2048, 64, 8, 8, true, true, true),
+                      // Epilogues: the residual add, SwiGLU over interleaved
+                      // gate/up rows, bf16 stores.
+                      withEpilogue(config(7168, 2048, 128, 128, 4), Epilogue::kResidual, false),
+                      withEpilogue(config(7168, 2048, 128, 128, 4, true), Epilogue::kResidual, true),
+                      withEpilogue(config(4096, 7168, 128, 128, 4), Epilogue::kSwiGLU, true),
+                      withEpilogue(config(4096, 7168, 64, 64, 6, true), Epilogue::kSwiGLU, false),
+                      withEpilogue(config(2112, 7168, 64, 64, 6, true), Epilogue::kStore, true)));
 
 } // namespace
 } // namespace kiln::hopper

@@ -30,6 +30,14 @@
 
 namespace kiln::hopper {
 
+/// What the tile does with its accumulators (not swapped forms yet).
+enum class Epilogue : uint8_t {
+  kStore,    // out = acc
+  kResidual, // out = acc + residual[M, N] (f32), the residual adds of Kiln's gemm
+  kSwiGLU,   // gate and up rows interleaved in groups of 8 (16 weight rows
+             // per 8 outputs): out[M, N / 2] = silu(gate) * up
+};
+
 struct GemmTileConfig {
   int64_t n = 0, k = 0;   // static shape; M is a kernel parameter
   int64_t blockM = 128;   // 64 x math warpgroups (1 or 2)
@@ -58,6 +66,8 @@ struct GemmTileConfig {
   // with one token pads to 8 rows, not 64; block_expert is then per token
   // block and the weights' 3D map is tma_a.
   bool swapAB = false;
+  Epilogue epilogue = Epilogue::kStore;
+  bool bf16Out = false; // bf16 stores (round to nearest even), else f32
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -92,7 +102,7 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 /// The .entry of one kernel, named `name`, with parameters
 /// (u64 tensor map of A (a global address), u64 tensor map of B, [grouped:
 /// u64 block_expert,] [fp8: u64 activation scales, u64 weight scales,] u64
-/// out, u64 M). `c` must be valid.
+/// out, [residual: u64 residual,] u64 M). `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 
 /// The PTX module header for sm_90a (ISA 8.0) that entries follow.

@@ -49,6 +49,12 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
   else if (c.swapAB && c.n % c.blockM != 0)
     why << "N " << c.n << " is not a multiple of blockM " << c.blockM
         << " (the swapped form's weight rows)";
+  else if (c.swapAB && (c.epilogue != Epilogue::kStore || c.bf16Out))
+    why << "the swapped form stores f32 only (no residual, SwiGLU or bf16 "
+           "epilogue yet)";
+  else if (c.epilogue == Epilogue::kSwiGLU && c.blockN % 16 != 0)
+    why << "SwiGLU needs blockN " << c.blockN
+        << " to be a multiple of 16 (8 gate and 8 up rows per 8 outputs)";
   else if (c.fp8 && !c.swapAB && 128 % c.blockN != 0)
     why << "blockN " << c.blockN
         << " does not divide 128 (one weight scale block per tile)";
@@ -150,10 +156,15 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
                     "_scale_b,\n"
               : std::string())
     << "  .param .u64 " << name << "_out,\n"
+    << (c.epilogue == Epilogue::kResidual
+            ? "  .param .u64 " + name + "_residual,\n"
+            : std::string())
     << "  .param .u64 " << name << "_m)\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
     << "  .reg .pred %p<12>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
     << "  .reg .f32 %acc<" << acc << ">;\n"
+    << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
+    << "  .reg .b32 %eb;\n"
     << (c.fp8 ? "  .reg .f32 %fin<" + std::to_string(acc) +
                     ">;\n  .reg .f32 %sc<4>;\n  .reg .f32 %sct<" +
                     std::to_string(c.blockN / 4) + ">;\n  .reg .b32 %tok<" +
@@ -169,6 +180,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
+    << (c.epilogue == Epilogue::kResidual
+            ? "  ld.param.u64 %rd19, [" + name + "_residual];\n"
+            : std::string())
     << "  ld.param.u64 %rd4, [" << name << "_m];\n";
   if (c.fp8) // %rd10 activation scales [M, K/128], %rd11 weight scales
     o << "  ld.param.u64 %rd10, [" << name << "_scale_a];\n"
@@ -353,16 +367,54 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
             << "], %" << result << 4 * j + 2 * h + e << ";\n";
       }
   }
+  // Not swapped: per row half h, the thread's two columns of each group of
+  // 8 (gate and up groups alternate under SwiGLU: 16 weight rows give 8
+  // outputs), then the residual, then f32 or bf16 stores.
+  const bool swiglu = c.epilogue == Epilogue::kSwiGLU;
+  const int64_t outCols = swiglu ? c.n / 2 : c.n, outBytes = c.bf16Out ? 2 : 4;
+  if (!c.swapAB && swiglu)
+    o << "  mul.lo.u32 %r36, %r14, " << c.blockN / 2 << ";\n"
+      << "  and.b32 %r37, %r26, 3;\n  shl.b32 %r37, %r37, 1;\n"
+      << "  add.u32 %r36, %r36, %r37;\n";
   for (int64_t h = 0; h < 2 && !c.swapAB; ++h) {
     o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
       << "  setp.lt.u32 %p7, %r30, %r5;\n"
       << "  cvt.u64.u32 %rd8, %r30;\n"
-      << "  mul.lo.u64 %rd8, %rd8, " << c.n << ";\n"
-      << "  cvt.u64.u32 %rd9, %r29;\n  add.s64 %rd8, %rd8, %rd9;\n"
-      << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, %rd3, %rd8;\n";
-    for (int64_t j = 0; j < c.blockN / 8; ++j)
-      o << "  @%p7 st.global.v2.f32 [%rd8+" << 32 * j << "], {%" << result
-        << 4 * j + 2 * h << ", %" << result << 4 * j + 2 * h + 1 << "};\n";
+      << "  mul.lo.u64 %rd8, %rd8, " << outCols << ";\n"
+      << "  cvt.u64.u32 %rd9, " << (swiglu ? "%r36" : "%r29")
+      << ";\n  add.s64 %rd8, %rd8, %rd9;\n";
+    if (c.epilogue == Epilogue::kResidual)
+      o << "  shl.b64 %rd20, %rd8, 2;\n  add.s64 %rd20, %rd19, %rd20;\n";
+    o << "  shl.b64 %rd8, %rd8, " << (c.bf16Out ? 1 : 2) << ";\n"
+      << "  add.s64 %rd8, %rd3, %rd8;\n";
+    for (int64_t j = 0; j < (swiglu ? c.blockN / 16 : c.blockN / 8); ++j) {
+      for (int64_t e = 0; e < 2; ++e) {
+        if (swiglu) { // silu(g) * u = g / (1 + 2^(-g log2 e)) * u
+          std::string g = "%" + std::string(result) +
+                          std::to_string(4 * (2 * j) + 2 * h + e);
+          std::string u = "%" + std::string(result) +
+                          std::to_string(4 * (2 * j + 1) + 2 * h + e);
+          o << "  mul.f32 %et, " << g << ", 0fBFB8AA3B;\n"
+            << "  ex2.approx.ftz.f32 %et, %et;\n"
+            << "  add.f32 %et, %et, 0f3F800000;\n"
+            << "  rcp.approx.ftz.f32 %et, %et;\n"
+            << "  mul.f32 %et, %et, " << g << ";\n"
+            << "  mul.f32 %ev" << e << ", %et, " << u << ";\n";
+        } else {
+          o << "  mov.f32 %ev" << e << ", %" << result << 4 * j + 2 * h + e
+            << ";\n";
+        }
+      }
+      if (c.epilogue == Epilogue::kResidual)
+        o << "  @%p7 ld.global.v2.f32 {%er0, %er1}, [%rd20+" << 32 * j << "];\n"
+          << "  add.f32 %ev0, %ev0, %er0;\n  add.f32 %ev1, %ev1, %er1;\n";
+      if (c.bf16Out)
+        o << "  cvt.rn.bf16x2.f32 %eb, %ev1, %ev0;\n"
+          << "  @%p7 st.global.b32 [%rd8+" << 8 * outBytes * j << "], %eb;\n";
+      else
+        o << "  @%p7 st.global.v2.f32 [%rd8+" << 8 * outBytes * j
+          << "], {%ev0, %ev1};\n";
+    }
   }
   o << L("m_next") << ":\n"
     << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
