@@ -28,6 +28,7 @@ inline constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 inline constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 inline constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+inline constexpr int CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
 inline constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
 // Tensor maps (TMA descriptors): an opaque 128-byte, 64-byte-aligned object
@@ -81,6 +82,7 @@ inline constexpr int CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0;
                      void** extra))                                                        \
   X(cuEventElapsedTime, (float* ms, CUevent start, CUevent end))                           \
   X(cuFuncSetAttribute, (CUfunction fn, int attrib, int value))                            \
+  X(cuFuncGetAttribute, (int* value, int attrib, CUfunction fn))                           \
   X(cuTensorMapEncodeTiled,                                                                \
     (CUtensorMap * map, int dtype, unsigned int rank, void* address,                      \
      const unsigned long long* dims, const unsigned long long* strides,                   \

@@ -10,8 +10,8 @@
 // device) or it is not sm_90.
 //
 // It drives the driver through the runtime's dlopen'ed table: tensor maps
-// encoded with cuTensorMapEncodeTiled and copied to device memory (the
-// kernels take their global address), dynamic shared memory above 48 KiB
+// encoded with cuTensorMapEncodeTiled and passed by value (128-byte kernel
+// parameters), dynamic shared memory above 48 KiB
 // with cuFuncSetAttribute, a persistent grid of min(tiles, SMs) CTAs.
 #include "cuda_driver.h"
 #include "kiln/Compiler/HopperGemm.h"
@@ -125,7 +125,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     std::fprintf(stderr, "%s\n", log.data());
     return res;
   }
-  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dMaps = 0, dBlocks = 0, dRes = 0;
+  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dBlocks = 0, dRes = 0;
   std::vector<float> residual(m * n);
   for (auto &x : residual) x = (int(next32() % 2001) - 1000) / 250.0f;
   bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
@@ -134,7 +134,6 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
               ok(drv->cuMemAlloc_v2(&dOut, m * n * 4), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dRes, m * n * 4), "cuMemAlloc") &&
               ok(drv->cuMemcpyHtoD_v2(dRes, residual.data(), m * n * 4), "cuMemcpyHtoD") &&
-              ok(drv->cuMemAlloc_v2(&dMaps, 2 * sizeof(CUtensorMap)), "cuMemAlloc") &&
               ok(drv->cuMemcpyHtoD_v2(dA, a.data(), a.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemcpyHtoD_v2(dB, b.data(), b.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemsetD8_v2(dOut, 0xFF, m * n * 4), "cuMemsetD8");
@@ -178,12 +177,22 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
               "cuTensorMapEncodeTiled");
   }
-  good = good && ok(drv->cuMemcpyHtoD_v2(dMaps, maps, sizeof(maps)), "cuMemcpyHtoD") &&
+  // setmaxnreg.inc waits until the CTA's pool has the registers: 128 x 40 +
+  // 256 x 232 is exactly 384 x 168, so a rebalancing kernel must start at 168
+  // (anything less would hang the math warpgroups).
+  int regs = 0;
+  good = good && ok(drv->cuFuncGetAttribute(&regs, CU_FUNC_ATTRIBUTE_NUM_REGS, fn), "cuFuncGetAttribute");
+  if (good && hopper::rebalancesRegisters(c) && regs != 168) {
+    std::fprintf(stderr, "the kernel has %d registers, not 168: setmaxnreg would hang\n", regs);
+    good = false;
+  }
+  good = good &&
          ok(drv->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                     static_cast<int>(hopper::gemmDynamicSharedBytes(c))),
             "cuFuncSetAttribute");
-  unsigned long long mapA = dMaps, mapB = dMaps + sizeof(CUtensorMap), m64 = m;
-  std::vector<void *> params{&mapA, &mapB};
+  // The maps by value (128-byte parameters), as __grid_constant__ would.
+  unsigned long long m64 = m;
+  std::vector<void *> params{&maps[0], &maps[1]};
   if (c.grouped)
     params.push_back(&dBlocks);
   if (c.fp8) {
@@ -276,7 +285,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     if (e0) drv->cuEventDestroy_v2(e0);
     if (e1) drv->cuEventDestroy_v2(e1);
   }
-  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dMaps, dBlocks, dRes})
+  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dBlocks, dRes})
     if (p) drv->cuMemFree_v2(p);
   drv->cuModuleUnload(mod);
   return res;

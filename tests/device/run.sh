@@ -32,5 +32,6 @@ for plan in "$D"/plans/*.kplan; do
   done
 done
 echo
-"$D/bin/kiln-hopper-check" || status=1
+# A pipeline deadlock would block forever: bound it.
+timeout 300 "$D/bin/kiln-hopper-check" || { echo "kiln-hopper-check failed or timed out (rc $?)"; status=1; }
 exit $status

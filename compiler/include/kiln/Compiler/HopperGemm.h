@@ -86,7 +86,8 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
 std::string checkGemmTileConfig(const GemmTileConfig &c);
 
 /// Dynamic shared memory the kernel needs: the stages plus 1024 bytes for
-/// aligning them to the 128B swizzle's repeat.
+/// aligning them to the 128B swizzle's repeat (at most 226 KiB, leaving 1
+/// KiB of the 227 for the static barriers).
 int64_t gemmDynamicSharedBytes(const GemmTileConfig &c);
 
 /// Threads per CTA: 128 x (1 + blockM / 64).
@@ -100,7 +101,8 @@ int64_t gemmThreads(const GemmTileConfig &c);
 bool rebalancesRegisters(const GemmTileConfig &c);
 
 /// The .entry of one kernel, named `name`, with parameters
-/// (u64 tensor map of A (a global address), u64 tensor map of B, [grouped:
+/// (tensor map of A, tensor map of B (each a 128-byte CUtensorMap passed by
+/// value, 64-byte aligned), [grouped:
 /// u64 block_expert,] [fp8: u64 activation scales, u64 weight scales,] u64
 /// out, [residual: u64 residual,] u64 M). `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);

@@ -23,7 +23,9 @@ namespace kiln::hopper {
 
 namespace {
 
-constexpr int64_t kMaxDynamicShared = 227 * 1024;
+// 227 KiB per CTA, static and dynamic together; 1 KiB is kept for the static
+// part (the barriers, 16 bytes per stage).
+constexpr int64_t kMaxDynamicShared = 227 * 1024 - 1024;
 
 int64_t elemBytes(const GemmTileConfig &c) { return c.fp8 ? 1 : 2; }
 int64_t aBytes(const GemmTileConfig &c) {
@@ -124,7 +126,7 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
 std::string ptxModuleHeader() {
   return ".version 8.0\n.target sm_90a\n.address_size 64\n\n"
          "// Dynamic shared memory of every kernel (aligned to 1024 in each).\n"
-         ".extern .shared .align 1024 .b8 kiln_dsmem[];\n\n";
+         ".extern .shared .align 16 .b8 kiln_dsmem[];\n\n";
 }
 
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
@@ -149,8 +151,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
     << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
   o << ".visible .entry " << name << "(\n"
-    << "  .param .u64 " << name << "_tma_a,\n"
-    << "  .param .u64 " << name << "_tma_b,\n"
+    << "  .param .align 64 .b8 " << name << "_tma_a[128],\n"
+    << "  .param .align 64 .b8 " << name << "_tma_b[128],\n"
     << (c.grouped ? "  .param .u64 " + name + "_block_expert,\n" : std::string())
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
                     "_scale_b,\n"
@@ -175,8 +177,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   // %rd1 tma_a, %rd2 tma_b, %rd3 out, %rd4 M; %r1 tid, %r2 ctaid, %r3
   // nctaid, %r4 warpgroup, %r5 M (u32), %r6 tiles, %r7 stage base, %r8
   // full, %r9 empty.
-  o << "  ld.param.u64 %rd1, [" << name << "_tma_a];\n"
-    << "  ld.param.u64 %rd2, [" << name << "_tma_b];\n"
+  // The tensor maps come by value (as a __grid_constant__ CUtensorMap does):
+  // TMA takes their generic parameter-space addresses, which need no
+  // tensormap-proxy fence (a map in global memory would).
+  o << "  mov.u64 %rd1, " << name << "_tma_a;\n  cvta.param.u64 %rd1, %rd1;\n"
+    << "  mov.u64 %rd2, " << name << "_tma_b;\n  cvta.param.u64 %rd2, %rd2;\n"
     << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
