@@ -74,6 +74,12 @@ uint8_t randomE4m3() { // finite values of magnitude <= 8 (exponents <= 10)
   }
 }
 
+/// The expert of layout block `block` in the grouped checks and benchmarks:
+/// cycling through -1 (unused), 0, ..., experts - 1.
+int64_t layoutExpert(int64_t block, int64_t experts) {
+  return (block * 7 + 3) % (experts + 1) - 1;
+}
+
 struct Result {
   bool ran = false;
   double relL2 = 0, maxErr = 0, medianMs = 0;
@@ -95,7 +101,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   std::vector<int32_t> blockExpert(mBlocks, 0);
   if (c.grouped)
     for (int64_t i = 0; i < mBlocks; ++i)
-      blockExpert[i] = static_cast<int32_t>((i * 7 + 3) % (experts + 1)) - 1;
+      blockExpert[i] = static_cast<int32_t>(layoutExpert(i, experts));
   auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / layoutBlock] : 0; };
   std::vector<uint8_t> a(m * k * eb), b(experts * n * k * eb);
   std::vector<float> sa, sb;
@@ -420,7 +426,7 @@ int main() {
       // Blocks of expert -1 are skipped: count the used rows only.
       int64_t used = 0;
       for (int64_t b = 0; b < m / c.blockM; ++b)
-        used += ((b * 7 + 3) % (e + 1)) != 0 ? c.blockM : 0;
+        used += layoutExpert(b, e) >= 0 ? c.blockM : 0;
       char groups[32];
       std::snprintf(groups, sizeof groups, "%lldx%lld", (long long)e, (long long)g[1]);
       std::printf("%-6s %8s %6lld %6lld %-10s %10.4f %8.1f\n", fp8 ? "e4m3" : "bf16", groups,
@@ -442,7 +448,7 @@ int main() {
       }
       std::vector<bool> used(e, false);
       for (int64_t b = 0; b < blocks; ++b) {
-        int64_t x = (b * 7 + 3) % (e + 1) - 1;
+        int64_t x = layoutExpert(b, e);
         if (x >= 0)
           used[x] = true;
       }

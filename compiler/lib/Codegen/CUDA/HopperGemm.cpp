@@ -101,7 +101,7 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
   }
   const int64_t rowBlocks = (m + c.blockM - 1) / c.blockM;
   for (int64_t bn : {128, 64, 32, 16, 8}) {
-    if (c.swapAB)
+    if (c.swapAB) // blockN is the tokens'
       break;
     if (n % bn != 0)
       continue;
@@ -137,7 +137,14 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   const int64_t wBlocks = c.n / c.blockM;
   const int64_t kBlocks = c.k / c.blockK;
   const int64_t acc = c.blockN / 2; // f32 accumulators per math thread
-  const uint64_t descConst = matrixDescriptor(0, 16, 1024, Swizzle::k128B);
+  // Descriptors: (address & 0x3FFFF) >> 4 | these constant fields, and per
+  // K slice of one wgmma (32 bytes) the start field's step, both from the
+  // layout function the unit tests check.
+  const int64_t wgmmaK = 32 / elemBytes(c); // 16 bf16, 32 e4m3
+  const uint64_t descConst =
+      kMajorSwizzled128Descriptor(0, 0, wgmmaK, elemBytes(c));
+  const uint64_t descStep =
+      kMajorSwizzled128Descriptor(0, 1, wgmmaK, elemBytes(c)) - descConst;
   std::ostringstream o;
   auto L = [&](const char *label) { return name + "_" + label; };
   std::string accList;
@@ -276,23 +283,25 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
           << "  mul.lo.u32 %tok" << q << ", %tok" << q << ", " << 4 * kBlocks
           << ";\n";
       o << "  mul.lo.u32 %r34, %r13, " << c.blockM << ";\n";
+    } else {
+      // Rows are tokens: the two rows' activation scales (rows past M read
+      // row M - 1's, whose products are never stored); columns are weights:
+      // the tile's weight block is row nb * blockN / 128.
+      o << "  min.u32 %r32, %r27, %r31;\n  add.u32 %r33, %r27, 8;\n"
+        << "  min.u32 %r33, %r33, %r31;\n"
+        << "  mul.wide.u32 %rd12, %r32, " << 4 * kBlocks << ";\n"
+        << "  add.s64 %rd12, %rd10, %rd12;\n"
+        << "  mul.wide.u32 %rd13, %r33, " << 4 * kBlocks << ";\n"
+        << "  add.s64 %rd13, %rd10, %rd13;\n"
+        << "  mul.lo.u32 %r34, %r14, " << c.blockN << ";\n";
     }
-    // Scale rows: the two rows' activation scales (rows past M read row
-    // M - 1's, whose products are never stored) and the tile's weight block.
-    o
-      << "  min.u32 %r32, %r27, %r31;\n  add.u32 %r33, %r27, 8;\n"
-      << "  min.u32 %r33, %r33, %r31;\n"
-      << "  mul.wide.u32 %rd12, %r32, " << 4 * kBlocks << ";\n"
-      << "  add.s64 %rd12, %rd10, %rd12;\n"
-      << "  mul.wide.u32 %rd13, %r33, " << 4 * kBlocks << ";\n"
-      << "  add.s64 %rd13, %rd10, %rd13;\n"
-      << (c.swapAB ? "" : "  mul.lo.u32 %r34, %r14, " + std::to_string(c.blockN) + ";\n")
-      << "  shr.u32 %r34, %r34, 7;\n"
-      << "  mul.wide.u32 %rd14, %r34, " << 4 * ((c.k + 127) / 128) << ";\n"
+    // The weight scales' row (kBlocks = K / 128 columns of them).
+    o << "  shr.u32 %r34, %r34, 7;\n"
+      << "  mul.wide.u32 %rd14, %r34, " << 4 * kBlocks << ";\n"
       << "  add.s64 %rd14, %rd11, %rd14;\n";
     if (c.grouped) // the expert's [N / 128, K / 128] scales
-      o << "  mul.wide.u32 %rd17, %r35, "
-        << 4 * ((c.n + 127) / 128) * ((c.k + 127) / 128) << ";\n"
+      o << "  mul.wide.u32 %rd17, %r35, " << 4 * ((c.n + 127) / 128) * kBlocks
+        << ";\n"
         << "  add.s64 %rd14, %rd14, %rd17;\n";
   }
   o << "  mov.u32 %r15, 0;\n";
@@ -300,7 +309,6 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
     << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
     << "  mad.lo.u32 %r19, %r22, " << 64 * 128 << ", %r19;\n"
-    // Descriptors: (address & 0x3FFFF) >> 4 | the layout's constant fields.
     << "  and.b32 %r23, %r19, 262143;\n  shr.u32 %r23, %r23, 4;\n"
     << "  cvt.u64.u32 %rd5, %r23;\n  or.b64 %rd5, %rd5, " << descConst << ";\n"
     << "  and.b32 %r24, %r20, 262143;\n  shr.u32 %r24, %r24, 4;\n"
@@ -310,12 +318,10 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (c.fp8 ? "  setp.ne.u32 %p4, %r1, %r1;\n"
               : "  setp.ne.u32 %p4, %r15, 0;\n")
     << "  wgmma.fence.sync.aligned;\n";
-  // One wgmma's K (16 bf16, 32 e4m3) is 32 bytes: the start address field
-  // moves by 2 (HopperLayout.h kMajorSwizzled128Descriptor).
-  const int64_t wgmmaK = 32 / elemBytes(c);
   for (int64_t kk = 0; kk < c.blockK / wgmmaK; ++kk) {
     if (kk > 0)
-      o << "  add.s64 %rd5, %rd5, 2;\n  add.s64 %rd6, %rd6, 2;\n";
+      o << "  add.s64 %rd5, %rd5, " << descStep << ";\n  add.s64 %rd6, %rd6, "
+        << descStep << ";\n";
     o << "  wgmma.mma_async.sync.aligned.m64n" << c.blockN << "k" << wgmmaK
       << (c.fp8 ? ".f32.e4m3.e4m3 {" : ".f32.bf16.bf16 {") << accList
       << "}, %rd5, %rd6, " << (kk == 0 ? "%p4" : "%p8")
@@ -440,18 +446,21 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << stageBytes(c) << ";\n"
     << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
     << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
-    << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n"
-    // Grouped: the weights' map is 3D [E, N, K], the expert its outer
-    // coordinate (map A when swapped, else map B).
-    << "  cp.async.bulk.tensor." << (c.grouped && c.swapAB ? "3d" : "2d")
-    << ".shared::cluster.global.tile.mbarrier::"
-       "complete_tx::bytes [%r19], [%rd1, "
-    << (c.grouped && c.swapAB ? "{%r23, %r13, %r35}" : "{%r23, %r13}") << "], [%r18];\n"
-    << "  cp.async.bulk.tensor." << (c.grouped && !c.swapAB ? "3d" : "2d")
-    << ".shared::cluster.global.tile.mbarrier::"
-       "complete_tx::bytes [%r20], [%rd2, "
-    << (c.grouped && !c.swapAB ? "{%r23, %r14, %r35}" : "{%r23, %r14}") << "], [%r18];\n"
-    << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
+    << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n";
+  // One box per operand into the stage, completing on its full barrier.
+  // Grouped: the weights' map is 3D [E, N, K], the expert (%r35) its outer
+  // coordinate; the weights are operand B, or A when swapped.
+  auto tmaLoad = [&](const char *dst, const char *map, const char *row,
+                     bool weights) {
+    bool expert = c.grouped && weights;
+    o << "  cp.async.bulk.tensor." << (expert ? "3d" : "2d")
+      << ".shared::cluster.global.tile.mbarrier::complete_tx::bytes [" << dst
+      << "], [" << map << ", {%r23, " << row << (expert ? ", %r35" : "")
+      << "}], [%r18];\n";
+  };
+  tmaLoad("%r19", "%rd1", "%r13", c.swapAB);
+  tmaLoad("%r20", "%rd2", "%r14", !c.swapAB);
+  o << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("p_k") << ";\n"
     << L("p_next") << ":\n"
