@@ -4,7 +4,7 @@ bf16 weights, as ms per token and as the GB/s at which it reads the weights
 a token touches, against the read bandwidth of the machine (kiln-membw).
 
     python3 tests/bench/cpu_decode.py [--bin build/bin] [--threads 1,2] [--rounds 3]
-        [--models llama,deepseek] [--variants avx512-f32,amx-bf16,fp8] [--workdir DIR]
+        [--models llama,deepseek] [--variants avx512-f32,bf16,fp8] [--workdir DIR]
         [--plans NAME=DIR ...] [--position 64]
 
 Models (written once into --workdir, transformers' config names):
@@ -43,7 +43,7 @@ import cpu_gemm  # noqa: E402
 import numpy as np  # noqa: E402
 
 VARIANTS = {"reference": ["--cpu-emitter=reference"], "avx512-f32": [],
-            "amx-bf16": ["--cpu-gemm-precision=bf16"],
+            "bf16": ["--cpu-gemm-precision=bf16"],
             # DeepSeek only: its projections and experts at one byte.
             "fp8": ["--quantize=fp8-block"]}
 QUANTIZED = ("q_a_proj", "q_b_proj", "q_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj",
@@ -107,7 +107,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="llama,deepseek")
-    ap.add_argument("--variants", default="avx512-f32,amx-bf16,fp8")
+    ap.add_argument("--variants", default="avx512-f32,bf16,fp8")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "kiln-bench-decode"))
     ap.add_argument("--plans", action="append", default=[], help="NAME=DIR of plans compiled earlier")
     ap.add_argument("--position", type=int, default=64)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU GEMM emitters side by side: the reference (scalar programs), the
 optimized emitter at fp32 (AVX-512) and at --cpu-gemm-precision=bf16
-(AMX-BF16 tiles), measured interleaved, medians of repeated runs.
+(AMX-BF16 tiles, or AVX-512-BF16 on a CPU without AMX), measured
+interleaved, medians of repeated runs.
 
     python3 tests/bench/cpu_gemm.py gemms   [--bin build/bin] [--threads 1,2] [--rounds 3]
     python3 tests/bench/cpu_gemm.py prefill [--bin build/bin] [--threads 1,2] [--rounds 3]
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 VARIANTS = {  # name -> kiln-compile flags
     "reference": ["--cpu-emitter=reference"],
     "avx512-f32": [],
-    "amx-bf16": ["--cpu-gemm-precision=bf16"],
+    "bf16": ["--cpu-gemm-precision=bf16"],
 }
 LLAMA = dict(hidden_size=2048, num_hidden_layers=8, num_attention_heads=32,
              num_key_value_heads=4, head_dim=64, intermediate_size=5632, vocab_size=32000,

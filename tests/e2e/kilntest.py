@@ -38,6 +38,30 @@ _FLAGS = host_flags()
 HOST_ISA = ("avx512" if {"avx512f", "avx512bw", "avx512vl"} <= _FLAGS
             else "avx2" if {"avx2", "fma", "f16c"} <= _FLAGS else None)
 HOST_AMX = {"amx_tile", "amx_bf16", "avx512_bf16"} <= _FLAGS and HOST_ISA == "avx512"
+HOST_AVX512_BF16 = "avx512_bf16" in _FLAGS and HOST_ISA == "avx512"
+
+# The CPUs the tests compile for besides the host, with the tile path
+# --cpu-gemm-precision=bf16 takes there and whether this host runs their
+# code: sapphirerapids (AMX-BF16), cooperlake (AVX-512-BF16 without AMX, as
+# AMD Zen 4 and 5; its features are a subset of theirs and of Sapphire
+# Rapids'), x86-64-v4 (AVX-512 alone), x86-64-v3 (AVX2 + FMA).
+_CPUS = {"sapphirerapids": ("amx-bf16", HOST_AMX),
+         "cooperlake": ("avx512-bf16", HOST_AVX512_BF16),
+         "x86-64-v4": (None, HOST_ISA == "avx512"),
+         "x86-64-v3": (None, HOST_ISA is not None)}
+
+
+def bf16_tiles(cpu=None):
+    """The bf16 tile path of the GEMM emitters on `cpu` (None: the host), as
+    kernel configs name it: "amx-bf16", "avx512-bf16", or None."""
+    if cpu is None:
+        return "amx-bf16" if HOST_AMX else "avx512-bf16" if HOST_AVX512_BF16 else None
+    return _CPUS[cpu][0]
+
+
+def host_runs(cpu=None):
+    """Whether code compiled for `cpu` runs on this host."""
+    return cpu is None or _CPUS[cpu][1]
 
 
 def tool(name):

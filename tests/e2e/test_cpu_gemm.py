@@ -45,7 +45,8 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import HOST_AMX, HOST_ISA, KernelModel, run, tool  # noqa: E402
+from kilntest import (HOST_AMX, HOST_AVX512_BF16, HOST_ISA, KernelModel, bf16_tiles,  # noqa: E402
+                      host_runs, run, tool)
 import make_tiny_checkpoint as mk  # noqa: E402
 
 U = 2.0 ** -24  # fp32 unit roundoff
@@ -175,19 +176,26 @@ module {{
             return [1.1 * (np.abs(u) + du) * dg + (np.abs(silu(g)) + 1.1 * dg) * du + 1e-30]
         return [2.0 ** -8 * (ax @ np.abs(self.w[w]).T) + 1e-30 for w in ("w1", "w2")]
 
-    def amx_columns(self, which):
-        """Columns of output `which` the AMX path computes for a block of
-        all rows and all columns: whole 16-column tiles (32 for gemm and
-        gemm_dual, then one 16-column tile); the rest by AVX-512."""
+    def tile_columns(self, which, tiles):
+        """Columns of output `which` the bf16 tile path computes for a block
+        of all rows and all columns; the rest go to AVX-512 fp32. AMX: whole
+        16-column tiles (32 for gemm and gemm_dual, then one 16-column
+        tile); AVX-512-BF16: whole register blocks of 8 columns (4 for
+        SwiGLU's gate and up pairs)."""
         n = self.n2 if which == 1 else self.n
-        return n // 16 * 16
+        step = 16 if tiles == "amx-bf16" else 4 if self.kind == "swiglu" else 8
+        return n // step * step
 
 
 # The optimized emitter's instruction set for a --cpu (None: the host).
-TARGET_ISA = {None: HOST_ISA, "x86-64-v3": "avx2", "x86-64-v4": "avx512", "sapphirerapids": "avx512"}
-# Where AMX tests run: the host when it has AMX, else compiled for
-# sapphirerapids and checked up to the IR.
+TARGET_ISA = {None: HOST_ISA, "x86-64-v3": "avx2", "x86-64-v4": "avx512", "sapphirerapids": "avx512",
+              "cooperlake": "avx512"}
+# Where the AMX tests run: the host when it has AMX, else compiled for
+# sapphirerapids and checked up to the IR. The AVX-512-BF16 tests: the host
+# when it has AVX-512-BF16 without AMX, else cooperlake (run natively on
+# Sapphire Rapids, checked up to the IR on a host without AVX-512-BF16).
 AMX_CPU = None if HOST_AMX else "sapphirerapids"
+DP_CPU = None if HOST_AVX512_BF16 and not HOST_AMX else "cooperlake"
 
 
 @unittest.skipIf(HOST_ISA is None, "the host has neither AVX-512 nor AVX2 + FMA")
@@ -236,15 +244,18 @@ class CpuGemmEmitter(unittest.TestCase):
         if case.kind == "gemm":
             self.assertEqual(kopt["num_buffers"], 3 + case.addends)
         self.assertIn("cpu=reference", kref["config"])
-        amx = (precision == "bf16" and all(w[1] == "BF16" for w in case.weights) and case.k % 32 == 0
-               and ((cpu is None and HOST_AMX) or cpu == "sapphirerapids"))
+        tiles = bf16_tiles(cpu) if (precision == "bf16" and all(w[1] == "BF16" for w in case.weights)
+                                    and case.k % 32 == 0) else None
+        amx = tiles is not None
         isa = TARGET_ISA[cpu]
-        self.assertIn("cpu=amx-bf16" if amx else f"cpu={isa}", kopt["config"])
+        self.assertIn(f"cpu={tiles} for >= 16 rows" if amx else f"cpu={isa} fp32", kopt["config"])
         ll = self.cpu_ll(ir)
         self.assertRegex(ll, r"fmuladd\.v16f32|fma\.v16f32")
-        if amx:
+        if tiles == "amx-bf16":
             self.assertIn("llvm.x86.tdpbf16ps.internal", ll)
-        if (isa == "avx512" and HOST_ISA != "avx512") or (amx and not HOST_AMX):
+        if tiles == "avx512-bf16":
+            self.assertIn("llvm.x86.avx512bf16.dpbf16ps.512", ll)
+        if not host_runs(cpu):
             return kopt["config"]  # code for a CPU this host is not: the IR only
 
         want = [o for o, _ in case.expected(case.inputs["x"])]
@@ -281,13 +292,13 @@ class CpuGemmEmitter(unittest.TestCase):
                 self.assertTrue(np.all(np.abs(g64 - r64) <= loose[i]), what)
                 d_ref, d_16 = np.abs(g64 - r64), np.abs(g64 - e16)
                 if threads == 1:
-                    # One block of all rows: AMX iff >= 16 rows, on whole
-                    # 16-column tiles; the rest on AVX-512.
+                    # One block of all rows: bf16 tiles iff >= 16 rows, on
+                    # whole tiles or register blocks; the rest on AVX-512.
                     on_amx = np.zeros(g.shape, bool)
                     if case.m >= 16:
-                        on_amx[:, :case.amx_columns(i)] = True
+                        on_amx[:, :case.tile_columns(i, tiles)] = True
                         self.assertFalse(np.all(g64[on_amx] == r64[on_amx]),
-                                         f"{what}: the AMX outputs equal the fp32 reference")
+                                         f"{what}: the {tiles} outputs equal the fp32 reference")
                     d = np.where(on_amx, d_16, d_ref)
                     tol = np.where(on_amx, 2 * bound16, 2 * bound)
                 else:
@@ -378,6 +389,35 @@ class CpuGemmEmitter(unittest.TestCase):
             self.assertIn(why, self.check(case, precision="bf16", cpu=AMX_CPU))
 
 
+    # --- bf16 precision without AMX: AVX-512-BF16 register blocks ---
+
+    def test_avx512_bf16_gemm(self):
+        # 37 rows: two 3-block register blocks do not fit, so one of 2
+        # blocks (the second partial); 70 columns: 8 blocks of 8, then 6 on
+        # fp32; 100 rows: two full 48-row blocks and one of 1 block; K = 96
+        # is a multiple of 32 but not of 64; M = 1 and 15 stay on fp32.
+        for m, k, n in ((37, 96, 70), (100, 256, 100), (1, 64, 48), (15, 64, 48), (64, 64, 64),
+                        (16, 32, 8)):
+            with self.subTest(m=m, k=k, n=n):
+                self.check(Case("gemm", m, k, n, "bf16", self.rng), precision="bf16", cpu=DP_CPU)
+
+    def test_avx512_bf16_row_chunks_and_addends(self):
+        # K = 4096: 128 packed rows at a time, so 150 rows are two chunks
+        # (the second of 22 rows: one block and a partial one).
+        self.check(Case("gemm", 150, 4096, 40, "bf16", self.rng, addends=1), precision="bf16",
+                   cpu=DP_CPU)
+        self.check(Case("gemm", 53, 64, 33, "bf16", self.rng, addends=2), precision="bf16",
+                   cpu=DP_CPU)
+
+    def test_avx512_bf16_swiglu_and_dual(self):
+        self.check(Case("swiglu", 37, 96, 42, "bf16", self.rng), precision="bf16", cpu=DP_CPU)
+        self.check(Case("dual", 49, 96, 48, "bf16", self.rng, n2=20), precision="bf16", cpu=DP_CPU)
+
+    def test_avx512_bf16_refused_where_it_does_not_apply(self):
+        for case, why in ((Case("gemm", 20, 64, 32, "f32", self.rng), "weights are not bf16"),
+                          (Case("gemm", 20, 40, 32, "bf16", self.rng), "K is not a multiple of 32")):
+            self.assertIn(why, self.check(case, precision="bf16", cpu=DP_CPU))
+
     def test_choice_follows_the_target_cpu(self):
         # x86-64-v4: AVX-512 without AVX512-BF16 or AMX, so no AMX path.
         config = self.check(Case("gemm", 37, 96, 70, "bf16", self.rng), precision="bf16", cpu="x86-64-v4")
@@ -410,7 +450,7 @@ class CpuGemmEmitter(unittest.TestCase):
             configs = [k["config"] for k in json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]
                        if k["name"].startswith("gemm")]
             want = {"ref": "cpu=reference", "f32": f"cpu={HOST_ISA}",
-                    "bf16": "cpu=amx-bf16" if HOST_AMX else f"cpu={HOST_ISA}"}[name]
+                    "bf16": f"cpu={bf16_tiles() or HOST_ISA}"}[name]
             self.assertTrue(configs and all(want in c for c in configs), configs)
             np.save(os.path.join(self.tmp, "tokens.npy"), tokens)
             out = os.path.join(self.tmp, f"logits-{name}.npy")
@@ -421,7 +461,7 @@ class CpuGemmEmitter(unittest.TestCase):
         for name, tol in (("f32", 1e-5), ("bf16", 2.0 ** -7)):
             rel = np.linalg.norm(logits[name] - ref) / np.linalg.norm(ref)
             self.assertLessEqual(rel, tol, name)
-        if HOST_AMX:  # the AMX path did run
+        if bf16_tiles():  # the bf16 tile path did run
             self.assertGreater(np.linalg.norm(logits["bf16"] - ref) / np.linalg.norm(ref), 1e-5)
 
 

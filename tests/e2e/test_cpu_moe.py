@@ -41,7 +41,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import HOST_AMX, HOST_ISA, KernelModel  # noqa: E402
+from kilntest import HOST_AMX, HOST_AVX512_BF16, HOST_ISA, KernelModel, bf16_tiles, host_runs  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 from test_cpu_gemm import stored  # noqa: E402
 from test_moe import moe_reference, silu  # noqa: E402
@@ -134,6 +134,9 @@ module attributes {{kiln.weights = "w.safetensors"}} {{
 # Where AMX cases run: the host when it has AMX, else compiled for
 # sapphirerapids and checked up to the IR.
 AMX_CPU = None if HOST_AMX else "sapphirerapids"
+# AVX-512-BF16 cases: the host when it has it without AMX, else cooperlake
+# (native on Sapphire Rapids, the IR only where the host lacks it).
+DP_CPU = None if HOST_AVX512_BF16 and not HOST_AMX else "cooperlake"
 
 
 @unittest.skipIf(HOST_ISA is None, "the host has neither AVX-512 nor AVX2 + FMA")
@@ -161,25 +164,28 @@ class CpuMoeEmitter(unittest.TestCase):
         return ks
 
     def check(self, case, flags=(), precision="f32", amx_expected=False, cpu=None):
-        """`cpu`: compile the optimized plan for it (sapphirerapids on a host
-        without it: checked up to the IR)."""
+        """`cpu`: compile the optimized plan for it (a CPU whose code the host
+        cannot run: checked up to the IR)."""
         ref, _ = self.compile(case, "ref", ["--cpu-emitter=reference", *flags])
         opt, ir = self.compile(case, precision, [f"--cpu-gemm-precision={precision}", *flags,
                                                  *([f"--cpu={cpu}"] if cpu else [])])
         for k in self.expert_kernels(ref):
             self.assertIn("cpu=reference", k["config"])
-        amx = precision == "bf16" and all(w[1] == "BF16" for w in case.weights[:-1]) \
-            and case.d % 32 == 0 and case.f % 32 == 0 and (HOST_AMX or cpu == "sapphirerapids")
-        isa = "avx512" if cpu == "sapphirerapids" else HOST_ISA
+        tiles = bf16_tiles(cpu) if (precision == "bf16" and all(w[1] == "BF16" for w in case.weights[:-1])
+                                    and case.d % 32 == 0 and case.f % 32 == 0) else None
+        amx = tiles is not None
+        isa = "avx512" if cpu else HOST_ISA
         for k in self.expert_kernels(opt):
-            self.assertIn("cpu=amx-bf16" if amx else f"cpu={isa}", k["config"])
+            self.assertIn(f"cpu={tiles} for >= 16 rows" if amx else f"cpu={isa} fp32", k["config"])
             self.assertIn("per expert segment", k["config"])
         (ll_path,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
         ll = open(ll_path).read()
         self.assertRegex(ll, r"fmuladd\.v16f32|fma\.v16f32")
-        if amx:
+        if tiles == "amx-bf16":
             self.assertIn("llvm.x86.tdpbf16ps.internal", ll)
-        if cpu == "sapphirerapids" and not (HOST_AMX and HOST_ISA == "avx512"):
+        if tiles == "avx512-bf16":
+            self.assertIn("llvm.x86.avx512bf16.dpbf16ps.512", ll)
+        if not host_runs(cpu):
             return [k["config"] for k in self.expert_kernels(opt)]  # the IR only
 
         want = moe_reference(case.x.astype(np.float64), case.router, case.w["gate"], case.w["up"],
@@ -241,6 +247,17 @@ class CpuMoeEmitter(unittest.TestCase):
         self.check(Case("amx_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),
                    precision="bf16", cpu=AMX_CPU)
         self.check(Case("amx_one", 1, 64, 32, 8, 3, "bf16", self.rng), precision="bf16", cpu=AMX_CPU)
+
+    def test_avx512_bf16_segments(self):
+        # As test_amx_segments, on vdpbf16ps register blocks (8 columns, or
+        # 4 gate/up pairs, x 48 rows): the 40-row segments take 1 and 2
+        # 16-row blocks, F = 96 is 24 blocks of 4 gate/up columns, D = 64
+        # eight of 8; the one-token plan and small segments stay on fp32.
+        self.check(Case("dp_skew", 40, 64, 96, 8, 2, "bf16", self.rng, skew=True),
+                   flags=["--moe-block-m=8"], precision="bf16", amx_expected=True, cpu=DP_CPU)
+        self.check(Case("dp_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),
+                   precision="bf16", cpu=DP_CPU)
+        self.check(Case("dp_one", 1, 64, 32, 8, 3, "bf16", self.rng), precision="bf16", cpu=DP_CPU)
 
     def test_amx_refused_where_it_does_not_apply(self):
         configs = self.check(Case("amx_f32", 20, 64, 32, 4, 2, "f32", self.rng), precision="bf16",

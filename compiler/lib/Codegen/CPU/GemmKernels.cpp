@@ -19,6 +19,14 @@
 //    gate and up x 32 rows for SwiGLU) over the whole K; each C^T tile is
 //    stored, transposed back in registers and finished by the epilogue.
 //    Columns left over (< 16) go to the AVX-512 kernel.
+//  * AVX-512-BF16 (the same precision on a target with avx512bf16 but no
+//    AMX: AMD Zen 4 and 5): the same C^T product over the same packed
+//    activations, in zmm registers: each accumulator holds one weight row's
+//    sums for 16 activation rows, and vdpbf16ps adds a K pair of the 16
+//    rows (a 64-byte row of a packed tile) times that weight row's pair,
+//    broadcast; 8 weight rows (4 gate + 4 up) x 48 activation rows per
+//    register block, transposed back at the end of K. Columns past the last
+//    whole block go to the AVX-512 kernel.
 //
 // Rows may be a layout's (GemmSpec::rowMap): the activation row is then
 // gathered through the row's token and padding rows are not written.
@@ -125,8 +133,8 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   }
   if (options.gemmPrecision != CpuGemmPrecision::BF16)
     return;
-  if (!target.amxBF16 || !target.avx512bf16)
-    s.amxOff = "the target CPU lacks amx-bf16";
+  if (!target.avx512bf16)
+    s.amxOff = "the target CPU lacks amx-bf16 and avx512-bf16";
   else if (s.k % 32 != 0)
     s.amxOff = "K is not a multiple of 32";
   for (const Projection &p : s.projections)
@@ -134,7 +142,12 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
       s.amxOff = "weights are not bf16";
   if (!s.amxOff.empty())
     return;
-  s.amx = true;
+  s.amx = target.amxBF16;
+  s.dpbf16 = !s.amx;
+  // vdpbf16ps: 24 of the 32 zmm accumulate (8 weight rows, or 4 gate and 4
+  // up rows, x 3 blocks of 16 activation rows), 3 hold the activations.
+  s.dpCols = gated ? 4 : 8;
+  s.dpBlocks = 3;
   int64_t chunk = kPackBytes / (s.k * 2) / 32 * 32;
   s.amxChunk = std::clamp<int64_t>(chunk, 16, kAmxMaxChunk);
 }
@@ -690,6 +703,122 @@ public:
   }
 
   //===--------------------------------------------------------------------===//
+  // AVX-512-BF16
+  //===--------------------------------------------------------------------===//
+
+  /// vdpbf16ps: lane i of `acc` plus a[2i + 1] b[2i + 1], then a[2i] b[2i].
+  Value dpbf16(Value acc, Value a, Value bv) {
+    return intrinsic(v.f32Vec(16), "llvm.x86.avx512bf16.dpbf16ps.512",
+                     {acc, a, bv});
+  }
+
+  /// C^T register block over the packed chunk (pack()): weight rows n + j,
+  /// j < cols (gate and up rows n + j for SwiGLU) x the 16-row blocks mb +
+  /// bi, bi < nB; one zmm of 16 activation rows per (weight row, block).
+  /// Per K pair: the blocks' 64-byte rows of the packed tiles, and each
+  /// weight row's pair broadcast into all lanes (vdpbf16ps's embedded
+  /// broadcast); the next column block's rows are prefetched into L2, one
+  /// 64-byte line per row and 32 of K. Then SwiGLU on C^T, one 16 x 16
+  /// transposition per block, the epilogue of each row's `cols` outputs.
+  void dpTiles(const Projection &pr, Value packed, Value rc, Value rows,
+               Value n, Value mb, int64_t cols, int64_t nB) {
+    int64_t steps = kSteps(), nw = pr.weights.size();
+    auto i32 = b.getI32Type();
+    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
+    auto i32x16 = VectorType::get({16}, i32);
+    SmallVector<Value> wBase; // byte offset of row (w, j), w-major
+    for (int64_t w = 0; w < nw; ++w)
+      for (int64_t j = 0; j < cols; ++j)
+        wBase.push_back(p.mul(p.add(n, p.i64(j)), p.i64(s.k * 2)));
+    auto at = [&](int64_t w, int64_t j, int64_t bi) {
+      return (w * cols + j) * nB + bi;
+    };
+    SmallVector<Value> acc(nw * cols * nB, v.splat(0.0f, 16));
+    Value nextRows = p.i64(cols * s.k * 2); // the next block's rows
+    acc = p.forLoop(
+        p.i64(0), p.i64(steps), p.i64(1), acc, [&](Value kb, ValueRange it) {
+          SmallVector<Value> out(it.begin(), it.end());
+          Value kOff = p.mul(kb, p.i64(64));
+          SmallVector<Value> tileAt;
+          for (int64_t bi = 0; bi < nB; ++bi)
+            tileAt.push_back(p.mul(
+                p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(steps)), kb),
+                p.i64(1024)));
+          for (int64_t pair = 0; pair < 16; ++pair) {
+            SmallVector<Value> xs;
+            for (int64_t bi = 0; bi < nB; ++bi)
+              xs.push_back(v.loadBits(
+                  packed, p.add(tileAt[bi], p.i64(pair * 64)), bf16x32));
+            for (int64_t w = 0; w < nw; ++w)
+              for (int64_t j = 0; j < cols; ++j) {
+                Value byte = p.add(p.add(wBase[w * cols + j], kOff),
+                                   p.i64(pair * 4));
+                Value wp = LLVM::LoadOp::create(
+                    b, loc, i32, byteAddr(buffers[pr.weights[w]], byte));
+                Value splat = vector::BitCastOp::create(
+                    b, loc, bf16x32,
+                    vector::BroadcastOp::create(b, loc, i32x16, wp));
+                for (int64_t bi = 0; bi < nB; ++bi)
+                  out[at(w, j, bi)] = dpbf16(out[at(w, j, bi)], xs[bi], splat);
+              }
+          }
+          for (int64_t w = 0; w < nw; ++w)
+            for (int64_t j = 0; j < cols; ++j)
+              LLVM::Prefetch::create(
+                  b, loc,
+                  byteAddr(buffers[pr.weights[w]],
+                           p.add(p.add(wBase[w * cols + j], nextRows), kOff)),
+                  /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
+          return out;
+        });
+    Value zero = v.splat(0.0f, 16);
+    for (int64_t bi = 0; bi < nB; ++bi) {
+      SmallVector<Value> cT(16, zero);
+      for (int64_t j = 0; j < cols; ++j)
+        cT[j] = nw == 2 ? v.swiglu(acc[at(0, j, bi)], acc[at(1, j, bi)])
+                        : acc[at(0, j, bi)];
+      SmallVector<Value> byRow = v.transpose16(cT);
+      Value first = p.mul(p.add(mb, p.i64(bi)), p.i64(16)); // chunk-local
+      for (int64_t m = 0; m < 16; ++m) {
+        Value local = p.add(first, p.i64(m));
+        Value val = vector::ExtractStridedSliceOp::create(
+            b, loc, byRow[m], ArrayRef<int64_t>{0}, ArrayRef<int64_t>{cols},
+            ArrayRef<int64_t>{1});
+        p.ifThen(p.lt(local, rows),
+                 [&] { finishCombined(pr, p.add(rc, local), n, val); });
+      }
+    }
+  }
+
+  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of `pr` on vdpbf16ps
+  /// register blocks, chunk by chunk of packed rows; the columns past the
+  /// last whole block of dpCols by `avxFn`.
+  void dpBlock(const Projection &pr, func::FuncOp avxFn, Value packed,
+               Value r0, Value r1, Value c0, Value c1) {
+    int64_t cols = s.dpCols, nB = s.dpBlocks;
+    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
+      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
+      Value mblocks = p.ceilDivI(rows, 16);
+      pack(packed, rc, rows, mblocks);
+      Value mFull = roundDown(mblocks, nB);
+      Value nFull = p.add(c0, roundDown(sub(c1, c0), cols));
+      p.forLoop(c0, nFull, p.i64(cols), [&](Value n) {
+        p.forLoop(p.i64(0), mFull, p.i64(nB), [&](Value mb) {
+          dpTiles(pr, packed, rc, rows, n, mb, cols, nB);
+        });
+        Value left = sub(mblocks, mFull);
+        for (int64_t rest = 1; rest < nB; ++rest)
+          p.ifThen(p.eq(left, p.i64(rest)), [&] {
+            dpTiles(pr, packed, rc, rows, n, mFull, cols, rest);
+          });
+      });
+      p.ifThen(p.lt(nFull, c1), [&] {
+        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), nFull, c1);
+      });
+    });
+  }
+
+  //===--------------------------------------------------------------------===//
   // AMX-BF16 over FP8 operands
   //===--------------------------------------------------------------------===//
 
@@ -938,8 +1067,16 @@ std::string describeBlocking(const GemmSpec &s) {
         "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "
         "activations packed {1} rows at a time), else {2}",
         s.amxMinRows, s.amxChunk, avx);
+  if (s.dpbf16)
+    return llvm::formatv(
+        "avx512-bf16 for >= {0} rows (vdpbf16ps on C^T: {1} {2}x{3} "
+        "register blocks, bf16 activations packed {4} rows at a time, "
+        "columns past the last block on fp32), else {5}",
+        s.amxMinRows, s.swiglu ? "(gate, up) x rows" : "cols x rows",
+        s.dpCols, 16 * s.dpBlocks, s.amxChunk, avx);
   if (!s.amxOff.empty())
-    return avx + " (no amx-bf16: " + s.amxOff + ")";
+    return avx + (s.fp8 ? " (no amx-bf16: " : " (no bf16 tiles: ") +
+           s.amxOff + ")";
   return avx;
 }
 
@@ -957,9 +1094,10 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
       cg.avxBlock(pr, body.r0, body.r1, body.c0, body.c1);
     }
     avxFns.push_back(avx);
-    if (!s.amx)
+    if (!s.packedPath())
       continue;
-    func::FuncOp amx = makeHelper(module, loc, base + ".amx", nb);
+    func::FuncOp amx =
+        makeHelper(module, loc, base + (s.amx ? ".amx" : ".dpbf16"), nb);
     {
       Body body = bodyOf(amx, nb);
       OpBuilder &hb = body.b;
@@ -973,7 +1111,12 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
         return LLVM::AllocaOp::create(hb, loc, ptrTy, hb.getI8Type(), n, 64)
             .getResult();
       };
-      if (s.fp8) {
+      if (s.dpbf16) {
+        Value packed = stackBytes(s.amxChunk * s.k * 2);
+        hb.setInsertionPoint(amx.getBody().front().getTerminator());
+        GemmCodegen cg(s, hb, loc, body.buffers);
+        cg.dpBlock(pr, avx, packed, body.r0, body.r1, body.c0, body.c1);
+      } else if (s.fp8) {
         Value stack = stackBytes(GemmCodegen::fp8StackBytes(s));
         hb.setInsertionPoint(amx.getBody().front().getTerminator());
         GemmCodegen cg(s, hb, loc, body.buffers);
@@ -1003,7 +1146,7 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
         hb, loc, arith::MaxSIOp::create(hb, loc, body.c0, lo), lo);
     Value c1 = arith::SubIOp::create(hb, loc, p.minI(body.c1, hi), lo);
     p.ifThen(p.lt(c0, c1), [&] {
-      if (!s.amx) {
+      if (!s.packedPath()) {
         callHelper(hb, loc, avxFns[i], body.buffers, body.r0, body.r1, c0,
                    c1);
         return;

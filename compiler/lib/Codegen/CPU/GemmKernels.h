@@ -4,7 +4,7 @@
 // x[m, k] * w[n, k]) (weights [N, K] and activations [M, K], both
 // K-contiguous), written as private helper functions of a kernel's entry:
 // NAME.range (rows x columns of the combined column space) and per
-// projection NAME.pI.avx512 / NAME.pI.amx. The GEMM emitter (GemmEmitter.cpp)
+// projection NAME.pI.avx512 / NAME.pI.amx (or NAME.pI.dpbf16). The GEMM emitter (GemmEmitter.cpp)
 // calls NAME.range on its row blocks; the experts' emitter (MoeEmitter.cpp)
 // on each expert's rows of the contiguous layout, with that expert's
 // weights in the weight slots and the layout's row -> token map
@@ -73,9 +73,18 @@ struct GemmSpec {
   int64_t gemvCols = 8;             ///< columns of a streamed single row
   int64_t panel = 0;                ///< AVX-512 columns per L2 panel
   bool amx = false;
-  int64_t amxChunk = 0;             ///< rows packed at a time (AMX)
-  int64_t amxMinRows = kAmxMinRows; ///< blocks of fewer rows: AVX-512
-  std::string amxOff;               ///< why AMX is off, when it was asked
+  /// AVX-512-BF16 instead of AMX (--cpu-gemm-precision=bf16 on a target
+  /// with avx512bf16 but without AMX, such as AMD Zen 4 and 5): the same
+  /// packed activations and C^T = W X^T, in zmm accumulators of 16 rows
+  /// each, by vdpbf16ps with one weight pair broadcast per column.
+  bool dpbf16 = false;
+  int64_t dpCols = 8;   ///< weight rows per register block (gate + up: each)
+  int64_t dpBlocks = 3; ///< 16-row blocks of activations per register block
+  int64_t amxChunk = 0; ///< rows packed at a time (AMX, avx512-bf16)
+  int64_t amxMinRows = kAmxMinRows; ///< blocks of fewer rows: AVX-512 fp32
+  std::string amxOff; ///< why no bf16 tile path, when it was asked
+  /// Whether blocks of >= amxMinRows rows take a packed bf16 path.
+  bool packedPath() const { return amx || dpbf16; }
 };
 
 bool isStoredFloat(mlir::Type t);
@@ -108,8 +117,8 @@ void callHelper(mlir::OpBuilder &b, mlir::Location loc, mlir::func::FuncOp fn,
                 mlir::Value r1, mlir::Value c0, mlir::Value c1);
 
 /// Emits the per-projection kernels and returns NAME.range: rows [r0, r1)
-/// x combined columns [c0, c1), AMX for >= amxMinRows rows where the spec
-/// has it, else AVX-512.
+/// x combined columns [c0, c1), AMX or AVX-512-BF16 for >= amxMinRows rows
+/// where the spec has it, else AVX-512.
 mlir::func::FuncOp emitRangeHelper(mlir::ModuleOp module, mlir::Location loc,
                                    llvm::StringRef kernelName,
                                    const GemmSpec &s, unsigned numBuffers);
