@@ -1,5 +1,6 @@
 """Runs the CPU kernels that kiln-compile generates for a Sapphire Rapids
-target (AVX-512, AMX-BF16) on a host that lacks those instructions, so that
+target (AVX-512, AMX-BF16) or a Cooper Lake one (AVX-512-BF16) on a host
+that lacks those instructions, so that
 the optimized emitters can be checked where no such CPU is at hand.
 
 How: kiln-compile --cpu=sapphirerapids --dump-ir-dir writes the kernels'
@@ -16,6 +17,10 @@ plain IR that implement what the Intel SDM specifies for them:
   addition rounded to nearest even, bf16 inputs with a zero exponent read as
   zero (DAZ) and sums below 2^-126 flushed to zero (FTZ), in the SDM's
   order;
+- vdpbf16ps (llvm.x86.avx512bf16.dpbf16ps.512, what AVX-512-BF16 targets
+  without AMX use): lane i of the accumulator plus a[2i+1] b[2i+1], then
+  plus a[2i] b[2i], the same exact products, roundings, DAZ and FTZ, in
+  the SDM's order;
 - vpermi2w (llvm.x86.avx512.vpermi2var.hi.512): lane i of the result is
   lane idx[i] & 63 of the concatenation (a, b);
 - __truncsfbf2 (f32 -> bf16, what fptrunc becomes without avx512bf16):
@@ -148,6 +153,39 @@ exit:
   ret <256 x i32> %res1
 }
 
+define <16 x float> @kiln_emu_dpbf16ps(<16 x float> %c, <32 x bfloat> %av, <32 x bfloat> %bv) {
+entry:
+  %a = bitcast <32 x bfloat> %av to <16 x i32>
+  %b = bitcast <32 x bfloat> %bv to <16 x i32>
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %r = phi <16 x float> [%c, %entry], [%r1, %loop]
+  %acc = extractelement <16 x float> %c, i64 %i
+  %aw = extractelement <16 x i32> %a, i64 %i
+  %bw = extractelement <16 x i32> %b, i64 %i
+  %alo = and i32 %aw, 65535
+  %ahi = lshr i32 %aw, 16
+  %blo = and i32 %bw, 65535
+  %bhi = lshr i32 %bw, 16
+  %a0 = call float @kiln_emu_bf16(i32 %alo)
+  %a1 = call float @kiln_emu_bf16(i32 %ahi)
+  %b0 = call float @kiln_emu_bf16(i32 %blo)
+  %b1 = call float @kiln_emu_bf16(i32 %bhi)
+  %p1 = fmul float %a1, %b1
+  %s1 = fadd float %acc, %p1
+  %acc1 = call float @kiln_emu_ftz(float %s1)
+  %p0 = fmul float %a0, %b0
+  %s0 = fadd float %acc1, %p0
+  %acc2 = call float @kiln_emu_ftz(float %s0)
+  %r1 = insertelement <16 x float> %r, float %acc2, i64 %i
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, 16
+  br i1 %done, label %exit, label %loop
+exit:
+  ret <16 x float> %r1
+}
+
 define <32 x i16> @kiln_emu_vpermi2w(<32 x i16> %a, <32 x i16> %idx, <32 x i16> %b) {
 entry:
   br label %loop
@@ -191,11 +229,12 @@ RENAMES = {
     "@llvm.x86.tilestored64.internal": "@kiln_emu_tilestore",
     "@llvm.x86.tdpbf16ps.internal": "@kiln_emu_tdpbf16ps",
     "@llvm.x86.avx512.vpermi2var.hi.512": "@kiln_emu_vpermi2w",
+    "@llvm.x86.avx512bf16.dpbf16ps.512": "@kiln_emu_dpbf16ps",
 }
 
 
 def emulated_ir(ll_text):
-    """05-cpu.ll with the AMX and vpermi2w intrinsics replaced by the
+    """05-cpu.ll with the AMX, vdpbf16ps and vpermi2w intrinsics replaced by the
     emulation above. Fails on any other x86 intrinsic, so that nothing runs
     that the emulation does not cover."""
     lines = []

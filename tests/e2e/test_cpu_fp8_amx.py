@@ -1,4 +1,5 @@
-"""The FP8 GEMMs on AMX tiles (gemm_fp8 with an addend, gemm_dual_fp8,
+"""The FP8 GEMMs on AMX tiles, and on AVX-512-BF16 where there is no AMX
+(class CpuFP8Dp, --cpu=cooperlake) (gemm_fp8 with an addend, gemm_dual_fp8,
 gemm_swiglu_fp8 with its output quantization, and the experts' moe_up_fp8 /
 moe_down_fp8 on expert segments; docs/kernels.md, "FP8"), against
 DeepSeek's block-scaled GEMM in float64 (fp8_reference.py).
@@ -63,6 +64,14 @@ def silu(v):
 
 
 class CpuFP8Amx(unittest.TestCase):
+    CPU = "sapphirerapids"
+    TILES = "amx-bf16"
+    NATIVE = NATIVE
+    # Tile products and the e4m3 -> bf16 table lookups in the IR, and the
+    # instructions they become.
+    CALLS = ("@llvm.x86.tdpbf16ps.internal(", "@llvm.x86.avx512.vpermi2var.hi.512(")
+    INSNS = ("ldtilecfg", "tdpbf16ps", "tileloadd", "vpermt2w")
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="kiln-cpu-fp8-amx-")
@@ -82,23 +91,23 @@ class CpuFP8Amx(unittest.TestCase):
         returns (its kernel name, its tile_n, the IR dump folder)."""
         ir = os.path.join(self.tmp, name + "_ir")
         model = KernelModel(self.tmp, name, text, weights,
-                            ["--cpu=sapphirerapids", "--dump-ir-dir", ir])
+                            [f"--cpu={self.CPU}", "--dump-ir-dir", ir])
         info = [k for k in model.kernel_info() if k["name"].startswith(kind + "_")]
         self.assertEqual(len(info), 1, model.kernels())
         config = info[0]["config"]
-        self.assertIn("cpu=amx-bf16 for >= 16 rows (e4m3 -> bf16 exactly", config)
+        self.assertIn(f"cpu={self.TILES} for >= 16 rows (e4m3 -> bf16 exactly", config)
         kernel = info[0]["name"]
         with open(os.path.join(ir, "05-cpu.ll")) as f:
             ll = f.read()
         # Tile products and the e4m3 -> bf16 table lookups (the helpers may
         # be inlined into NAME.range: the module holds only this model's
         # kernels, and no other kernel has either).
-        self.assertIn("@llvm.x86.tdpbf16ps.internal(", ll)
-        self.assertIn("@llvm.x86.avx512.vpermi2var.hi.512(", ll)
-        asm = subprocess.run([os.path.join(E.LLVM_BIN, "llc"), "-O3", "-mcpu=sapphirerapids",
+        for call in self.CALLS:
+            self.assertIn(call, ll)
+        asm = subprocess.run([os.path.join(E.LLVM_BIN, "llc"), "-O3", f"-mcpu={self.CPU}",
                               os.path.join(ir, "05-cpu.ll"), "-o", "-"],
                              capture_output=True, text=True, check=True).stdout
-        for insn in ("ldtilecfg", "tdpbf16ps", "tileloadd", "vpermt2w"):
+        for insn in self.INSNS:
             self.assertRegex(asm, r"\s" + insn + r"\s", insn)
         return kernel, int(re.search(r"tile_n=(\d+)", config).group(1)), ir
 
@@ -106,8 +115,8 @@ class CpuFP8Amx(unittest.TestCase):
                    inputs, threads):
         """The kernel's outputs for `buffers` (emulated) or, natively, the
         plan's outputs for `inputs` (compiled for the host)."""
-        if NATIVE:
-            model = KernelModel(self.tmp, f"{name}_host", text, weights)
+        if self.NATIVE:
+            model = KernelModel(self.tmp, f"{name}_native", text, weights, [f"--cpu={self.CPU}"])
             return model(inputs, outputs, threads=threads)
         if not hasattr(self, "_so") or self._so[0] != ir:
             self._so = (ir, E.Kernels(E.build_shared_object(os.path.join(ir, "05-cpu.ll"), ir)))
@@ -227,7 +236,7 @@ module {{
                 # xq, w_gate, w_up, xs, w_gate_scale, w_up_scale -> q, s, workspace
                 buffers = [xq, gq, uq, xs, gs, us, aq, as_, work]
                 for threads in THREADS:
-                    if NATIVE:
+                    if self.NATIVE:
                         got_q, got_s = self.run_kernel(name, text, weights, kernel, ir, tile_n, f, m,
                                                        buffers, ["aq", "as"], {"x": x}, threads)
                     else:
@@ -281,10 +290,10 @@ module {{
 """
         ir = os.path.join(self.tmp, "experts_ir")
         model = KernelModel(self.tmp, "experts", text, weights,
-                            ["--cpu=sapphirerapids", "--moe-block-m=32", "--dump-ir-dir", ir])
+                            [f"--cpu={self.CPU}", "--moe-block-m=32", "--dump-ir-dir", ir])
         info = {re.sub(r"_d\d.*", "", k["name"]): k for k in model.kernel_info()}
         for kind in ("moe_up_fp8", "moe_down_fp8"):
-            self.assertIn("cpu=amx-bf16 for >= 16 rows (e4m3 -> bf16 exactly", info[kind]["config"])
+            self.assertIn(f"cpu={self.TILES} for >= 16 rows (e4m3 -> bf16 exactly", info[kind]["config"])
         tile_f = int(re.search(r"tile_f=(\d+)", info["moe_up_fp8"]["config"]).group(1))
         tile_d = int(re.search(r"tile_d=(\d+)", info["moe_down_fp8"]["config"]).group(1))
         kernels = E.Kernels(E.build_shared_object(os.path.join(ir, "05-cpu.ll"), ir))
@@ -344,6 +353,19 @@ module {{
                 bound = (f + kf + 2) * U * s_abs + 1e-30
                 bad = np.flatnonzero(~(np.abs(rows[r].astype(np.float64) - want) <= bound))
                 self.assertEqual(len(bad), 0, f"{what} row {r} (expert {ex}): columns {bad[:5]}")
+
+class CpuFP8Dp(CpuFP8Amx):
+    """The same cases on AVX-512-BF16 without AMX (--cpu=cooperlake; AMD Zen
+    4 and 5 run it natively, as does Sapphire Rapids): vdpbf16ps register
+    blocks over the same packed activations, the weights of each column
+    block converted to bf16 once. Same tolerances: the same exact products,
+    summed in fp32 per 128 of K in another order."""
+    CPU = "cooperlake"
+    TILES = "avx512-bf16"
+    NATIVE = E.host_has("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+    CALLS = ("@llvm.x86.avx512bf16.dpbf16ps.512(", "@llvm.x86.avx512.vpermi2var.hi.512(")
+    INSNS = ("vdpbf16ps", "vpermt2w")
+
 
 if __name__ == "__main__":
     unittest.main()

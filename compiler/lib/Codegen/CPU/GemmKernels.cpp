@@ -120,13 +120,18 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
     // e4m3 values are exact in bf16 and the tiles sum their exact products
     // in fp32 per `act` of K: the AVX-512 FP8 kernel's numerics (DeepSeek's
     // up to the order of the sums), so under either --cpu-gemm-precision.
-    if (!target.amxBF16 || !target.avx512bf16)
-      s.amxOff = "the target CPU lacks amx-bf16";
+    if (!target.avx512bf16)
+      s.amxOff = "the target CPU lacks amx-bf16 and avx512-bf16";
     else if (s.act % 32 != 0)
       s.amxOff = "an FP8 activation tile that is not a multiple of 32";
     if (!s.amxOff.empty())
       return;
-    s.amx = true;
+    s.amx = target.amxBF16;
+    s.dpbf16 = !s.amx;
+    // vdpbf16ps: partial sums and accumulators, 12 zmm each (4 weight rows,
+    // or 2 gate and 2 up rows, x 3 blocks of 16 activation rows).
+    s.dpCols = gated ? 2 : 4;
+    s.dpBlocks = 3;
     int64_t chunk = kPackBytes / (((s.k + 31) / 32) * 64) / 32 * 32;
     s.amxChunk = std::clamp<int64_t>(chunk, 16, kAmxMaxChunk);
     return;
@@ -771,12 +776,23 @@ public:
                   /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
           return out;
         });
+    dpFinish(pr, acc, rc, rows, n, mb, cols, nB);
+  }
+
+  /// The end of a vdpbf16ps register block: accumulator (w * cols + j) * nB
+  /// + bi holds weight w's row n + j for the 16 rows of block mb + bi.
+  void dpFinish(const Projection &pr, ArrayRef<Value> acc, Value rc,
+                Value rows, Value n, Value mb, int64_t cols, int64_t nB) {
+    bool gated = pr.weights.size() == 2;
+    auto at = [&](int64_t w, int64_t j, int64_t bi) {
+      return (w * cols + j) * nB + bi;
+    };
     Value zero = v.splat(0.0f, 16);
     for (int64_t bi = 0; bi < nB; ++bi) {
       SmallVector<Value> cT(16, zero);
       for (int64_t j = 0; j < cols; ++j)
-        cT[j] = nw == 2 ? v.swiglu(acc[at(0, j, bi)], acc[at(1, j, bi)])
-                        : acc[at(0, j, bi)];
+        cT[j] = gated ? v.swiglu(acc[at(0, j, bi)], acc[at(1, j, bi)])
+                      : acc[at(0, j, bi)];
       SmallVector<Value> byRow = v.transpose16(cT);
       Value first = p.mul(p.add(mb, p.i64(bi)), p.i64(16)); // chunk-local
       for (int64_t m = 0; m < 16; ++m) {
@@ -810,6 +826,159 @@ public:
         for (int64_t rest = 1; rest < nB; ++rest)
           p.ifThen(p.eq(left, p.i64(rest)), [&] {
             dpTiles(pr, packed, rc, rows, n, mFull, cols, rest);
+          });
+      });
+      p.ifThen(p.lt(nFull, c1), [&] {
+        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), nFull, c1);
+      });
+    });
+  }
+
+  /// The FP8 form's stack buffers (emitRangeHelper allocates them).
+  struct DpFp8Buffers {
+    Value packed; ///< the chunk's activations as bf16 pairs (pack())
+    Value xs;     ///< their scales, [kBlocks][amxChunk] f32 (packScales())
+    Value wconv;  ///< the column block's weight rows as bf16, (w, j) at
+                  ///< (w * dpCols + j) * kSteps * 64 bytes, zeros past K
+  };
+  static int64_t dpFp8StackBytes(const GemmSpec &s) {
+    int64_t steps = (s.k + 31) / 32, kBlocks = (s.k + s.act - 1) / s.act;
+    return s.amxChunk * steps * 64 + kBlocks * s.amxChunk * 4 +
+           2 * s.dpCols * steps * 64;
+  }
+  DpFp8Buffers dpFp8Buffers(Value stack) {
+    int64_t kBlocks = (s.k + s.act - 1) / s.act;
+    Value xs = byteAddr(stack, p.i64(s.amxChunk * kSteps() * 64));
+    Value wconv = byteAddr(
+        stack, p.i64(s.amxChunk * kSteps() * 64 + kBlocks * s.amxChunk * 4));
+    return DpFp8Buffers{stack, xs, wconv};
+  }
+
+  /// Weight rows n + j, j < cols, of each weight of `pr` as bf16 rows of
+  /// kSteps * 32 (e4m3 converted exactly, zeros past K).
+  void dpConvertColumns(const Projection &pr, const DpFp8Buffers &f, Value n,
+                        int64_t cols) {
+    int64_t steps = kSteps(), full = s.k / 32;
+    for (int64_t w = 0; w < int64_t(pr.weights.size()); ++w)
+      p.forLoop(p.i64(0), p.i64(cols), p.i64(1), [&](Value j) {
+        Value base = p.mul(p.add(n, j), p.i64(s.k));
+        Value dst = p.mul(p.add(p.i64(w * cols), j), p.i64(steps * 64));
+        auto step = [&](Value st, int64_t active) {
+          Value bits = v.e4m3ToBF16Bits(
+              v.loadRaw(buffers[pr.weights[w]], pr.wType,
+                        p.add(base, p.mul(st, p.i64(32))), 32, active));
+          v.storeBits(bits, f.wconv, p.add(dst, p.mul(st, p.i64(64))));
+        };
+        p.forLoop(p.i64(0), p.i64(full), p.i64(1),
+                  [&](Value st) { step(st, -1); });
+        if (full < steps)
+          step(p.i64(full), s.k - 32 * full);
+      });
+  }
+
+  /// The FP8 form of dpTiles: weights from the converted rows, products
+  /// summed per K block of `act` into partial accumulators, each block
+  /// promoted by one FMA with x_s[row, kb] * w_s[(n + j) / wbN, kb] (16
+  /// rows' scales from packScales, as the AMX kernel promotes).
+  void dpTilesFP8(const Projection &pr, const DpFp8Buffers &f, Value rc,
+                  Value rows, Value n, Value mb, int64_t cols, int64_t nB) {
+    int64_t steps = kSteps(), nw = pr.weights.size(), act = s.act;
+    int64_t kBlocks = (s.k + act - 1) / act, fullBlocks = s.k / act;
+    Type f32 = b.getF32Type();
+    auto i32 = b.getI32Type();
+    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
+    auto i32x16 = VectorType::get({16}, i32);
+    auto at = [&](int64_t w, int64_t j, int64_t bi) {
+      return (w * cols + j) * nB + bi;
+    };
+    SmallVector<Value> wsBase; // each row's scale row, [w * cols + j]
+    for (int64_t w = 0; w < nw; ++w)
+      for (int64_t j = 0; j < cols; ++j)
+        wsBase.push_back(p.mul(p.divs(p.add(n, p.i64(j)), p.i64(s.wbN)),
+                               p.i64(kBlocks)));
+    // K block kb: its `len` of K in steps of 32.
+    auto block = [&](Value kb, int64_t len, SmallVector<Value> acc) {
+      SmallVector<Value> part(acc.size(), v.splat(0.0f, 16));
+      for (int64_t st = 0; st * 32 < len; ++st) {
+        Value kstep = p.add(p.mul(kb, p.i64(act / 32)), p.i64(st));
+        SmallVector<Value> tileAt;
+        for (int64_t bi = 0; bi < nB; ++bi)
+          tileAt.push_back(p.mul(
+              p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(steps)), kstep),
+              p.i64(1024)));
+        Value wOff = p.mul(kstep, p.i64(64));
+        for (int64_t pair = 0; pair < 16 && 32 * st + 2 * pair < len; ++pair) {
+          SmallVector<Value> xs;
+          for (int64_t bi = 0; bi < nB; ++bi)
+            xs.push_back(v.loadBits(
+                f.packed, p.add(tileAt[bi], p.i64(pair * 64)), bf16x32));
+          for (int64_t w = 0; w < nw; ++w)
+            for (int64_t j = 0; j < cols; ++j) {
+              Value byte = p.add(p.i64((w * cols + j) * steps * 64 + pair * 4),
+                                 wOff);
+              Value wp = LLVM::LoadOp::create(b, loc, i32,
+                                              byteAddr(f.wconv, byte));
+              Value splat = vector::BitCastOp::create(
+                  b, loc, bf16x32,
+                  vector::BroadcastOp::create(b, loc, i32x16, wp));
+              for (int64_t bi = 0; bi < nB; ++bi)
+                part[at(w, j, bi)] =
+                    dpbf16(part[at(w, j, bi)], xs[bi], splat);
+            }
+        }
+      }
+      for (int64_t bi = 0; bi < nB; ++bi) {
+        Value xsv = v.loadBits(
+            f.xs,
+            p.mul(p.add(p.mul(kb, p.i64(s.amxChunk)),
+                        p.mul(p.add(mb, p.i64(bi)), p.i64(16))),
+                  p.i64(4)),
+            v.f32Vec(16));
+        for (int64_t w = 0; w < nw; ++w)
+          for (int64_t j = 0; j < cols; ++j) {
+            Value ws = p.load(buffers[pr.wScales[w]], f32,
+                              p.add(wsBase[w * cols + j], kb));
+            Value scale = v.mul(v.broadcast(ws, 16), xsv);
+            acc[at(w, j, bi)] =
+                v.fma(part[at(w, j, bi)], scale, acc[at(w, j, bi)]);
+          }
+      }
+      return acc;
+    };
+    SmallVector<Value> acc(nw * cols * nB, v.splat(0.0f, 16));
+    if (fullBlocks > 0)
+      acc = p.forLoop(p.i64(0), p.i64(fullBlocks), p.i64(1), acc,
+                      [&](Value kb, ValueRange it) {
+                        return block(kb, act, SmallVector<Value>(it));
+                      });
+    if (s.k % act)
+      acc = block(p.i64(fullBlocks), s.k % act, acc);
+    dpFinish(pr, acc, rc, rows, n, mb, cols, nB);
+  }
+
+  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of an FP8 projection on
+  /// vdpbf16ps register blocks; the columns past the last whole block by
+  /// `avxFn`.
+  void dpBlockFP8(const Projection &pr, func::FuncOp avxFn,
+                  const DpFp8Buffers &f, Value r0, Value r1, Value c0,
+                  Value c1) {
+    int64_t cols = s.dpCols, nB = s.dpBlocks;
+    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
+      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
+      Value mblocks = p.ceilDivI(rows, 16);
+      pack(f.packed, rc, rows, mblocks);
+      packScales(f.xs, rc, rows, mblocks);
+      Value mFull = roundDown(mblocks, nB);
+      Value nFull = p.add(c0, roundDown(sub(c1, c0), cols));
+      p.forLoop(c0, nFull, p.i64(cols), [&](Value n) {
+        dpConvertColumns(pr, f, n, cols);
+        p.forLoop(p.i64(0), mFull, p.i64(nB), [&](Value mb) {
+          dpTilesFP8(pr, f, rc, rows, n, mb, cols, nB);
+        });
+        Value left = sub(mblocks, mFull);
+        for (int64_t rest = 1; rest < nB; ++rest)
+          p.ifThen(p.eq(left, p.i64(rest)), [&] {
+            dpTilesFP8(pr, f, rc, rows, n, mFull, cols, rest);
           });
       });
       p.ifThen(p.lt(nFull, c1), [&] {
@@ -858,7 +1027,7 @@ public:
 
   /// The scales of the chunk's rows [rc, rc + rows) as xs[kb][m]; 0 for the
   /// rows of the last 16-row block past `rows`.
-  void packScales(const Fp8Buffers &f, Value rc, Value rows, Value mblocks) {
+  void packScales(Value xs, Value rc, Value rows, Value mblocks) {
     int64_t kBlocks = (s.k + s.act - 1) / s.act;
     Type f32 = b.getF32Type();
     p.forLoop(p.i64(0), p.mul(mblocks, p.i64(16)), p.i64(1), [&](Value m) {
@@ -867,7 +1036,7 @@ public:
       Value base = p.mul(xr, p.i64(kBlocks));
       for (int64_t kb = 0; kb < kBlocks; ++kb) {
         Value sc = p.load(buffers[s.xScale], f32, p.add(base, p.i64(kb)));
-        p.store(p.select(valid, sc, p.f32(0.0f)), f.xs, f32,
+        p.store(p.select(valid, sc, p.f32(0.0f)), xs, f32,
                 p.add(p.i64(kb * s.amxChunk), m));
       }
     });
@@ -1011,7 +1180,7 @@ public:
       Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
       Value mblocks = p.ceilDivI(rows, 16);
       pack(f.packed, rc, rows, mblocks);
-      packScales(f, rc, rows, mblocks);
+      packScales(f.xs, rc, rows, mblocks);
       Value nFull = p.add(c0, roundDown(sub(c1, c0), nStep));
       p.forLoop(c0, nFull, p.i64(nStep), [&](Value n) {
         fp8Columns(pr, f, rc, rows, mblocks, n, 2);
@@ -1067,6 +1236,14 @@ std::string describeBlocking(const GemmSpec &s) {
         "amx-bf16 for >= {0} rows (C^T tiles, 32x32 blocks, bf16 "
         "activations packed {1} rows at a time), else {2}",
         s.amxMinRows, s.amxChunk, avx);
+  if (s.dpbf16 && s.fp8)
+    return llvm::formatv(
+        "avx512-bf16 for >= {0} rows (e4m3 -> bf16 exactly: vdpbf16ps on "
+        "C^T, {1} {2}x{3} register blocks, weights converted per column "
+        "block, activations packed {4} rows at a time, promoted per {5} of "
+        "K, columns past the last block on fp32), else {6}",
+        s.amxMinRows, s.swiglu ? "(gate, up) x rows" : "cols x rows",
+        s.dpCols, 16 * s.dpBlocks, s.amxChunk, s.act, avx);
   if (s.dpbf16)
     return llvm::formatv(
         "avx512-bf16 for >= {0} rows (vdpbf16ps on C^T: {1} {2}x{3} "
@@ -1111,7 +1288,13 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
         return LLVM::AllocaOp::create(hb, loc, ptrTy, hb.getI8Type(), n, 64)
             .getResult();
       };
-      if (s.dpbf16) {
+      if (s.dpbf16 && s.fp8) {
+        Value stack = stackBytes(GemmCodegen::dpFp8StackBytes(s));
+        hb.setInsertionPoint(amx.getBody().front().getTerminator());
+        GemmCodegen cg(s, hb, loc, body.buffers);
+        cg.dpBlockFP8(pr, avx, cg.dpFp8Buffers(stack), body.r0, body.r1,
+                      body.c0, body.c1);
+      } else if (s.dpbf16) {
         Value packed = stackBytes(s.amxChunk * s.k * 2);
         hb.setInsertionPoint(amx.getBody().front().getTerminator());
         GemmCodegen cg(s, hb, loc, body.buffers);
