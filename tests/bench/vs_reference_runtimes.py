@@ -277,6 +277,7 @@ def convert_gguf(py, src, bindir, ck, out_dir):
     if stamp_ok(stamp, want) and os.path.exists(bf16) and os.path.exists(q8):
         return {"bf16": bf16, "q8_0": q8}
     log(f"converting {ck} to GGUF (bf16, Q8_0)")
+    os.makedirs(out_dir, exist_ok=True)
     run([py, os.path.abspath(__file__), "--internal-convert", src, ck, bf16 + ".tmp"])
     os.replace(bf16 + ".tmp", bf16)
     run([os.path.join(bindir, "llama-quantize"), bf16, q8 + ".tmp", "Q8_0"])

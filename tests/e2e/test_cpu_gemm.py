@@ -180,10 +180,10 @@ module {{
         """Columns of output `which` the bf16 tile path computes for a block
         of all rows and all columns; the rest go to AVX-512 fp32. AMX: whole
         16-column tiles (32 for gemm and gemm_dual, then one 16-column
-        tile); AVX-512-BF16: whole register blocks of 8 columns (4 for
+        tile); AVX-512-BF16: whole register blocks of 6 columns (3 for
         SwiGLU's gate and up pairs)."""
         n = self.n2 if which == 1 else self.n
-        step = 16 if tiles == "amx-bf16" else 4 if self.kind == "swiglu" else 8
+        step = 16 if tiles == "amx-bf16" else 3 if self.kind == "swiglu" else 6
         return n // step * step
 
 
@@ -392,10 +392,11 @@ class CpuGemmEmitter(unittest.TestCase):
     # --- bf16 precision without AMX: AVX-512-BF16 register blocks ---
 
     def test_avx512_bf16_gemm(self):
-        # 37 rows: two 3-block register blocks do not fit, so one of 2
-        # blocks (the second partial); 70 columns: 8 blocks of 8, then 6 on
-        # fp32; 100 rows: two full 48-row blocks and one of 1 block; K = 96
-        # is a multiple of 32 but not of 64; M = 1 and 15 stay on fp32.
+        # Register blocks of 6 columns x 4 blocks of 16 rows. 37 rows: one
+        # block of 3 (the last partial); 70 columns: 11 blocks of 6, then 4
+        # on fp32; 100 rows: one full block of 4 and one of 3; 16 rows: one
+        # of 1; K = 96 is a multiple of 32 but not of 64; M = 1 and 15 stay
+        # on fp32.
         for m, k, n in ((37, 96, 70), (100, 256, 100), (1, 64, 48), (15, 64, 48), (64, 64, 64),
                         (16, 32, 8)):
             with self.subTest(m=m, k=k, n=n):
@@ -403,7 +404,7 @@ class CpuGemmEmitter(unittest.TestCase):
 
     def test_avx512_bf16_row_chunks_and_addends(self):
         # K = 4096: 128 packed rows at a time, so 150 rows are two chunks
-        # (the second of 22 rows: one block and a partial one).
+        # (the second of 22 rows: a register block of 2, one partial).
         self.check(Case("gemm", 150, 4096, 40, "bf16", self.rng, addends=1), precision="bf16",
                    cpu=DP_CPU)
         self.check(Case("gemm", 53, 64, 33, "bf16", self.rng, addends=2), precision="bf16",

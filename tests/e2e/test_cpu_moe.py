@@ -249,10 +249,11 @@ class CpuMoeEmitter(unittest.TestCase):
         self.check(Case("amx_one", 1, 64, 32, 8, 3, "bf16", self.rng), precision="bf16", cpu=AMX_CPU)
 
     def test_avx512_bf16_segments(self):
-        # As test_amx_segments, on vdpbf16ps register blocks (8 columns, or
-        # 4 gate/up pairs, x 48 rows): the 40-row segments take 1 and 2
-        # 16-row blocks, F = 96 is 24 blocks of 4 gate/up columns, D = 64
-        # eight of 8; the one-token plan and small segments stay on fp32.
+        # As test_amx_segments, on vdpbf16ps register blocks (6 columns, or
+        # 3 gate/up pairs, x 4 blocks of 16 rows): the 40-row segments take
+        # 3 16-row blocks, F = 96 is 32 blocks of 3 gate/up columns, D = 64
+        # ten of 6 and 4 columns on fp32; the one-token plan and small
+        # segments stay on fp32.
         self.check(Case("dp_skew", 40, 64, 96, 8, 2, "bf16", self.rng, skew=True),
                    flags=["--moe-block-m=8"], precision="bf16", amx_expected=True, cpu=DP_CPU)
         self.check(Case("dp_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),

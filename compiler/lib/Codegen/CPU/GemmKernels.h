@@ -78,8 +78,8 @@ struct GemmSpec {
   /// packed activations and C^T = W X^T, in zmm accumulators of 16 rows
   /// each, by vdpbf16ps with one weight pair broadcast per column.
   bool dpbf16 = false;
-  int64_t dpCols = 8;   ///< weight rows per register block (gate + up: each)
-  int64_t dpBlocks = 3; ///< 16-row blocks of activations per register block
+  int64_t dpCols = 6;   ///< weight rows per register block (gate + up: each)
+  int64_t dpBlocks = 4; ///< 16-row blocks of activations per register block
   int64_t amxChunk = 0; ///< rows packed at a time (AMX, avx512-bf16)
   int64_t amxMinRows = kAmxMinRows; ///< blocks of fewer rows: AVX-512 fp32
   std::string amxOff; ///< why no bf16 tile path, when it was asked
