@@ -118,6 +118,8 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   panel = std::max<int64_t>(s.gemvCols, panel / s.gemvCols * s.gemvCols);
   s.panel = panel;
 
+  // FP8 on AVX-512-BF16: e4m3 pairs by vdpbf16ps in the fp32 kernel too.
+  s.fp8Dot = s.fp8 && target.avx512bf16 && s.act % 32 == 0;
   if (s.fp8) {
     // e4m3 values are exact in bf16 and the tiles sum their exact products
     // in fp32 per `act` of K: the AVX-512 FP8 kernel's numerics (DeepSeek's
@@ -349,6 +351,10 @@ public:
   /// of partial sums per K block of `act`, each block promoted into the
   /// accumulators by an FMA with its scale x_s[row, kb] * w_s[col / wbN,
   /// kb]; `stream` prefetches the next column block's weights per block.
+  /// With GemmSpec::fp8Dot both are converted to bf16 pairs instead (exact)
+  /// and each lane's partial sum takes a pair of products per vdpbf16ps:
+  /// a third of the instructions per weight, so decode's GEMVs read one
+  /// byte per weight at memory speed rather than at the speed of decoding.
   void avxMicroFP8(const Projection &pr, int64_t rows, int64_t cols, Value r,
                    Value c, bool stream) {
     int64_t nw = pr.weights.size(), k = s.k, act = s.act;
@@ -369,10 +375,34 @@ public:
     auto at = [&](int64_t i, int64_t j, int64_t w) {
       return (i * cols + j) * nw + w;
     };
+    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
+    // 32 e4m3 values from element `idx` of `buf` as the bf16 pairs
+    // vdpbf16ps reads (exact), the first `active` of them.
+    auto pairs = [&](Value buf, Type type, Value idx, int64_t active) {
+      return vector::BitCastOp::create(
+          b, loc, bf16x32,
+          v.e4m3ToBF16Bits(
+              v.loadRaw(buf, type, idx, 32, active < 32 ? active : -1)));
+    };
     // One K block [k0, k0 + len): partial sums, then the promotion.
     auto block = [&](Value kb, Value k0, int64_t len, SmallVector<Value> acc) {
       SmallVector<Value> part(n, v.splat(0.0f, kLanes));
-      for (int64_t off = 0; off < len; off += kLanes) {
+      // AVX-512-BF16: 32 of K per step, one vdpbf16ps per output.
+      for (int64_t off = 0; s.fp8Dot && off < len; off += 32) {
+        int64_t active = std::min<int64_t>(32, len - off);
+        Value kk = p.add(k0, p.i64(off));
+        SmallVector<Value> xs;
+        for (int64_t i = 0; i < rows; ++i)
+          xs.push_back(pairs(buffers[s.x], s.xType, p.add(xBase[i], kk), active));
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w) {
+            Value wv = pairs(buffers[pr.weights[w]], pr.wType,
+                             p.add(wBase[j], kk), active);
+            for (int64_t i = 0; i < rows; ++i)
+              part[at(i, j, w)] = dpbf16(part[at(i, j, w)], xs[i], wv);
+          }
+      }
+      for (int64_t off = 0; !s.fp8Dot && off < len; off += kLanes) {
         int64_t active = std::min(kLanes, len - off);
         Value kk = p.add(k0, p.i64(off));
         SmallVector<Value> xs;
@@ -1226,7 +1256,10 @@ std::string describeBlocking(const GemmSpec &s) {
       "streamed (1 row x {4} cols, next block prefetched)",
       s.regRows, s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel,
       s.gemvCols,
-      s.fp8 ? llvm::formatv(" (e4m3 decoded on load, promoted per {0} of K)",
+      s.fp8 ? llvm::formatv(s.fp8Dot
+                                ? " (e4m3 -> bf16 pairs on load, vdpbf16ps, "
+                                  "promoted per {0} of K)"
+                                : " (e4m3 decoded on load, promoted per {0} of K)",
                             s.act)
                   .str()
             : "",

@@ -56,6 +56,10 @@ struct GemmSpec {
   /// rows x act of K. Products are summed per K block of `act`, then
   /// promoted: acc += partial * (x scale * weight scale).
   bool fp8 = false;
+  /// FP8 on a target with AVX-512-BF16 (and `act` % 32 == 0): the AVX-512
+  /// kernel converts x and the weights to bf16 pairs (exact) and sums them
+  /// by vdpbf16ps instead of decoding to f32 for FMAs.
+  bool fp8Dot = false;
   int64_t act = 0, wbN = 0;
   unsigned xScale = 0;
   /// FP8 SwiGLU: the f32 output (the projection's `out`, a workspace) is
