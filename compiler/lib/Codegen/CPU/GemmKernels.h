@@ -82,6 +82,10 @@ struct GemmSpec {
   /// packed activations and C^T = W X^T, in zmm accumulators of 16 rows
   /// each, by vdpbf16ps with one weight pair broadcast per column.
   bool dpbf16 = false;
+  /// With a bf16 tile path: blocks of fewer rows than the register block
+  /// (decode) as a GEMV by vdpbf16ps over their rows rounded to bf16
+  /// (GemmKernels.cpp, dpGemv) instead of the streamed fp32 block.
+  bool dpGemv = false;
   int64_t dpCols = 6;   ///< weight rows per register block (gate + up: each)
   int64_t dpBlocks = 4; ///< 16-row blocks of activations per register block
   int64_t amxChunk = 0; ///< rows packed at a time (AMX, avx512-bf16)
