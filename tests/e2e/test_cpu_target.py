@@ -23,7 +23,7 @@ CPUINFO = {
     "sse4.1": "sse4_1", "sse4.2": "sse4_2", "movbe": "movbe", "popcnt": "popcnt", "aes": "aes",
     "xsave": "xsave", "avx": "avx", "f16c": "f16c", "rdrnd": "rdrand", "sse": "sse", "sse2": "sse2",
     "bmi": "bmi1", "avx2": "avx2", "bmi2": "bmi2", "avx512f": "avx512f", "avx512dq": "avx512dq",
-    "rdseed": "rdseed", "adx": "adx", "avx512ifma": "avx512ifma", "avx512cd": "avx512cd",
+    "adx": "adx", "avx512ifma": "avx512ifma", "avx512cd": "avx512cd",
     "sha": "sha_ni", "avx512bw": "avx512bw", "avx512vl": "avx512vl", "avx512vbmi": "avx512vbmi",
     "avx512vbmi2": "avx512_vbmi2", "gfni": "gfni", "vaes": "vaes", "vpclmulqdq": "vpclmulqdq",
     "avx512vnni": "avx512_vnni", "avx512bitalg": "avx512_bitalg",
