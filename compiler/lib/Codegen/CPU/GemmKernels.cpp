@@ -942,34 +942,6 @@ public:
     }
   }
 
-  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of `pr` on vdpbf16ps
-  /// register blocks, chunk by chunk of packed rows; the columns past the
-  /// last whole block of dpCols by `avxFn`.
-  void dpBlock(const Projection &pr, func::FuncOp avxFn, Value packed,
-               Value r0, Value r1, Value c0, Value c1) {
-    int64_t cols = s.dpCols, nB = s.dpBlocks;
-    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
-      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
-      Value mblocks = p.ceilDivI(rows, 16);
-      pack(packed, rc, rows, mblocks);
-      Value mFull = roundDown(mblocks, nB);
-      Value nFull = p.add(c0, roundDown(sub(c1, c0), cols));
-      p.forLoop(c0, nFull, p.i64(cols), [&](Value n) {
-        p.forLoop(p.i64(0), mFull, p.i64(nB), [&](Value mb) {
-          dpTiles(pr, packed, rc, rows, n, mb, cols, nB);
-        });
-        Value left = sub(mblocks, mFull);
-        for (int64_t rest = 1; rest < nB; ++rest)
-          p.ifThen(p.eq(left, p.i64(rest)), [&] {
-            dpTiles(pr, packed, rc, rows, n, mFull, cols, rest);
-          });
-      });
-      p.ifThen(p.lt(nFull, c1), [&] {
-        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), nFull, c1);
-      });
-    });
-  }
-
   /// The FP8 form's stack buffers (emitRangeHelper allocates them).
   struct DpFp8Buffers {
     Value packed; ///< the chunk's activations as bf16 pairs (pack())
@@ -988,6 +960,43 @@ public:
     Value wconv = byteAddr(
         stack, p.i64(s.amxChunk * kSteps() * 64 + kBlocks * s.amxChunk * 4));
     return DpFp8Buffers{stack, xs, wconv};
+  }
+
+  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of `pr` on vdpbf16ps
+  /// register blocks, chunk by chunk of packed rows (FP8, with `f`: their
+  /// scales too, and each column block's weights converted first); the
+  /// columns past the last whole block of dpCols by `avxFn`.
+  void dpBlock(const Projection &pr, func::FuncOp avxFn, Value packed,
+               const DpFp8Buffers *f, Value r0, Value r1, Value c0,
+               Value c1) {
+    int64_t cols = s.dpCols, nB = s.dpBlocks;
+    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
+      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
+      Value mblocks = p.ceilDivI(rows, 16);
+      pack(packed, rc, rows, mblocks);
+      if (f)
+        packScales(f->xs, rc, rows, mblocks);
+      Value mFull = roundDown(mblocks, nB);
+      Value nFull = p.add(c0, roundDown(sub(c1, c0), cols));
+      p.forLoop(c0, nFull, p.i64(cols), [&](Value n) {
+        auto tiles = [&](Value mb, int64_t blocks) {
+          if (f)
+            dpTilesFP8(pr, *f, rc, rows, n, mb, cols, blocks);
+          else
+            dpTiles(pr, packed, rc, rows, n, mb, cols, blocks);
+        };
+        if (f)
+          dpConvertColumns(pr, *f, n, cols);
+        p.forLoop(p.i64(0), mFull, p.i64(nB),
+                  [&](Value mb) { tiles(mb, nB); });
+        Value left = sub(mblocks, mFull);
+        for (int64_t rest = 1; rest < nB; ++rest)
+          p.ifThen(p.eq(left, p.i64(rest)), [&] { tiles(mFull, rest); });
+      });
+      p.ifThen(p.lt(nFull, c1), [&] {
+        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), nFull, c1);
+      });
+    });
   }
 
   /// Weight rows n + j, j < cols, of each weight of `pr` as bf16 rows of
@@ -1090,37 +1099,6 @@ public:
     if (s.k % act)
       acc = block(p.i64(fullBlocks), s.k % act, acc);
     dpFinish(pr, acc, rc, rows, n, mb, cols, nB);
-  }
-
-  /// Rows [r0, r1) (at least 16) x columns [c0, c1) of an FP8 projection on
-  /// vdpbf16ps register blocks; the columns past the last whole block by
-  /// `avxFn`.
-  void dpBlockFP8(const Projection &pr, func::FuncOp avxFn,
-                  const DpFp8Buffers &f, Value r0, Value r1, Value c0,
-                  Value c1) {
-    int64_t cols = s.dpCols, nB = s.dpBlocks;
-    p.forLoop(r0, r1, p.i64(s.amxChunk), [&](Value rc) {
-      Value rows = p.minI(p.i64(s.amxChunk), sub(r1, rc));
-      Value mblocks = p.ceilDivI(rows, 16);
-      pack(f.packed, rc, rows, mblocks);
-      packScales(f.xs, rc, rows, mblocks);
-      Value mFull = roundDown(mblocks, nB);
-      Value nFull = p.add(c0, roundDown(sub(c1, c0), cols));
-      p.forLoop(c0, nFull, p.i64(cols), [&](Value n) {
-        dpConvertColumns(pr, f, n, cols);
-        p.forLoop(p.i64(0), mFull, p.i64(nB), [&](Value mb) {
-          dpTilesFP8(pr, f, rc, rows, n, mb, cols, nB);
-        });
-        Value left = sub(mblocks, mFull);
-        for (int64_t rest = 1; rest < nB; ++rest)
-          p.ifThen(p.eq(left, p.i64(rest)), [&] {
-            dpTilesFP8(pr, f, rc, rows, n, mFull, cols, rest);
-          });
-      });
-      p.ifThen(p.lt(nFull, c1), [&] {
-        callHelper(b, loc, avxFn, buffers, rc, p.add(rc, rows), nFull, c1);
-      });
-    });
   }
 
   //===--------------------------------------------------------------------===//
@@ -1448,13 +1426,15 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
         Value stack = stackBytes(GemmCodegen::dpFp8StackBytes(s));
         hb.setInsertionPoint(amx.getBody().front().getTerminator());
         GemmCodegen cg(s, hb, loc, body.buffers);
-        cg.dpBlockFP8(pr, avx, cg.dpFp8Buffers(stack), body.r0, body.r1,
-                      body.c0, body.c1);
+        GemmCodegen::DpFp8Buffers f = cg.dpFp8Buffers(stack);
+        cg.dpBlock(pr, avx, f.packed, &f, body.r0, body.r1, body.c0,
+                   body.c1);
       } else if (s.dpbf16) {
         Value packed = stackBytes(s.amxChunk * s.k * 2);
         hb.setInsertionPoint(amx.getBody().front().getTerminator());
         GemmCodegen cg(s, hb, loc, body.buffers);
-        cg.dpBlock(pr, avx, packed, body.r0, body.r1, body.c0, body.c1);
+        cg.dpBlock(pr, avx, packed, nullptr, body.r0, body.r1, body.c0,
+                   body.c1);
       } else if (s.fp8) {
         Value stack = stackBytes(GemmCodegen::fp8StackBytes(s));
         hb.setInsertionPoint(amx.getBody().front().getTerminator());
