@@ -414,8 +414,8 @@ class CpuGemmEmitter(unittest.TestCase):
         # Register blocks of 6 columns x 4 blocks of 16 rows. 37 rows: one
         # block of 3 (the last partial); 70 columns: 11 blocks of 6, then 4
         # on fp32; 100 rows: one full block of 4 and one of 3; 16 rows: one
-        # of 1; K = 96 is a multiple of 32 but not of 64; M = 1 and 15 stay
-        # on fp32.
+        # of 1; K = 96 is a multiple of 32 but not of 64; M = 1 and 15 take
+        # the fp32 register blocks and the bf16 GEMV (gemv_rows).
         for m, k, n in ((37, 96, 70), (100, 256, 100), (1, 64, 48), (15, 64, 48), (64, 64, 64),
                         (16, 32, 8)):
             with self.subTest(m=m, k=k, n=n):

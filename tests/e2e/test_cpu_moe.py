@@ -253,7 +253,7 @@ class CpuMoeEmitter(unittest.TestCase):
         # 3 gate/up pairs, x 4 blocks of 16 rows): the 40-row segments take
         # 3 16-row blocks, F = 96 is 32 blocks of 3 gate/up columns, D = 64
         # ten of 6 and 4 columns on fp32; the one-token plan and small
-        # segments stay on fp32.
+        # segments take the fp32 register blocks and the bf16 GEMV.
         self.check(Case("dp_skew", 40, 64, 96, 8, 2, "bf16", self.rng, skew=True),
                    flags=["--moe-block-m=8"], precision="bf16", amx_expected=True, cpu=DP_CPU)
         self.check(Case("dp_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),

@@ -894,8 +894,9 @@ public:
               for (int64_t j = 0; j < cols; ++j) {
                 Value byte = p.add(p.add(wBase[w * cols + j], kOff),
                                    p.i64(pair * 4));
+                // bf16 weight rows are 2-byte aligned at least.
                 Value wp = LLVM::LoadOp::create(
-                    b, loc, i32, byteAddr(buffers[pr.weights[w]], byte));
+                    b, loc, i32, byteAddr(buffers[pr.weights[w]], byte), 2);
                 Value splat = vector::BitCastOp::create(
                     b, loc, bf16x32,
                     vector::BroadcastOp::create(b, loc, i32x16, wp));
