@@ -31,8 +31,10 @@ the reference against itself), and the generated LLVM IR must hold 16-lane
 FMAs (zmm on AVX-512, ymm pairs on AVX2: the same sums in the same order), or
 AMX tile products where the bf16 path is on. The host decides what runs:
 AVX-512 and AMX cases compiled for a CPU the host is not (sapphirerapids on
-an AVX2-only host) are checked up to their IR; every host with AVX2 runs the
-rest.
+an AVX2-only host) are checked up to their IR, except the AVX-512-BF16 ones
+(cooperlake), which then run through cpu_emulation.py (vdpbf16ps by its SDM
+semantics; KILN_TEST_EMULATE=1 runs them so on a host that has it too);
+every host with AVX2 runs the rest.
 
 Run by ctest with KILN_BIN and KILN_SOURCE_DIR set.
 """
@@ -210,6 +212,10 @@ TARGET_ISA = {None: HOST_ISA, "x86-64-v3": "avx2", "x86-64-v4": "avx512", "sapph
 # Sapphire Rapids, checked up to the IR on a host without AVX-512-BF16).
 AMX_CPU = None if HOST_AMX else "sapphirerapids"
 DP_CPU = None if HOST_AVX512_BF16 and not HOST_AMX else "cooperlake"
+# Also run the AVX-512-BF16 cases through cpu_emulation.py where the host
+# runs them natively (what a host without AVX-512-BF16 does), to check that
+# path of the test itself.
+FORCE_EMULATION = os.environ.get("KILN_TEST_EMULATE") == "1"
 
 
 @unittest.skipIf(HOST_ISA is None, "the host has neither AVX-512 nor AVX2 + FMA")
@@ -269,6 +275,8 @@ class CpuGemmEmitter(unittest.TestCase):
             self.assertIn("llvm.x86.tdpbf16ps.internal", ll)
         if tiles == "avx512-bf16":
             self.assertIn("llvm.x86.avx512bf16.dpbf16ps.512", ll)
+        if tiles == "avx512-bf16" and (not host_runs(cpu) or FORCE_EMULATION):
+            self.check_emulated(case, kopt, ir)
         if not host_runs(cpu):
             return kopt["config"]  # code for a CPU this host is not: the IR only
 
@@ -326,6 +334,35 @@ class CpuGemmEmitter(unittest.TestCase):
                 self.assertEqual(len(bad), 0, f"{what}: first {bad[:3].tolist()}")
                 self.assertLessEqual(d.max() / max(np.abs(r64).max(), 1e-30), 2e-6, what)
         return kopt["config"]
+
+    def check_emulated(self, case, kopt, ir):
+        """The AVX-512-BF16 kernel's LLVM IR with vdpbf16ps (and the other
+        intrinsics cpu_emulation.py covers) replaced by its SDM semantics,
+        built for this host and called through ctypes on the runtime's
+        splits of the program range: every output within the bound of the
+        fp32 model or of the bf16 one (which of the two depends on the
+        split), and all within 2^-8 S of the exact result."""
+        import cpu_emulation as E
+        (ll,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
+        kernels = E.Kernels(E.build_shared_object(ll, ir))
+        tile_n = int(re.search(r"tile_n=(\d+)", kopt["config"]).group(1))
+        x = np.ascontiguousarray(case.inputs["x"])
+        ws = [np.frombuffer(d, np.uint16).reshape(shape).copy() for _, code, shape, d in case.weights]
+        adds = [np.ascontiguousarray(case.inputs[f"r{i}"]) for i in range(case.addends)]
+        widths = [case.n, case.n2] if case.kind == "dual" else [case.n]
+        f32, b16, loose = case.expected(x), case.expected(bf16_round(x)), case.loose()
+        for threads in THREADS:
+            outs = [np.full((case.m, w), np.nan, np.float32) for w in widths]
+            kernels.split(kopt["name"], [x, *ws, *adds, *outs],
+                          case.m * -(-sum(widths) // tile_n), threads)
+            for i, g in enumerate(outs):
+                what = f"{case.name} output {i} threads={threads} (emulated)"
+                (e32, bound), (e16, bound16) = f32[i], b16[i]
+                g64 = g.astype(np.float64)
+                d = np.minimum(np.abs(g64 - e32), np.abs(g64 - e16))
+                bad = np.argwhere(~(d <= 2 * np.maximum(bound, bound16)))
+                self.assertEqual(len(bad), 0, f"{what}: first {bad[:3].tolist()}")
+                self.assertTrue(np.all(np.abs(g64 - e32) <= loose[i]), what)
 
     # --- f32 precision (the default): AVX-512 ---
 
