@@ -378,12 +378,11 @@ public:
     auto at = [&](int64_t i, int64_t j, int64_t w) {
       return (i * cols + j) * nw + w;
     };
-    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
     // 32 e4m3 values from element `idx` of `buf` as the bf16 pairs
     // vdpbf16ps reads (exact), the first `active` of them.
     auto pairs = [&](Value buf, Type type, Value idx, int64_t active) {
       return vector::BitCastOp::create(
-          b, loc, bf16x32,
+          b, loc, bf16Pairs(),
           v.e4m3ToBF16Bits(
               v.loadRaw(buf, type, idx, 32, active < 32 ? active : -1)));
     };
@@ -457,13 +456,16 @@ public:
 
   /// Rows [r0, r1) x columns [c0, c1) of projection `pr`: full register
   /// blocks of rows, then the rest of the rows (fewer than a block: all of
-  /// a decode) as one streamed block, one row of it `gemvCols` wide.
+  /// a decode) as one streamed block, one row of it `gemvCols` wide, or
+  /// with GemmSpec::dpGemv as the bf16 GEMV over all the columns at once
+  /// (its weights stream; panels are for reuse across register blocks).
   void avxBlock(const Projection &pr, Value r0, Value r1, Value c0, Value c1,
                 Value xb = {}) {
     int64_t rb = s.regRows;
+    Value rFull = p.add(r0, roundDown(sub(r1, r0), rb));
+    Value rest = sub(r1, rFull);
     p.forLoop(c0, c1, p.i64(s.panel), [&](Value pc) {
       Value pe = p.minI(p.add(pc, p.i64(s.panel)), c1);
-      Value rFull = p.add(r0, roundDown(sub(r1, r0), rb));
       auto columns = [&](int64_t rows, Value r, bool stream) {
         int64_t cb = rows == 1 && stream ? s.gemvCols : s.regCols;
         Value cFull = p.add(pc, roundDown(sub(pe, pc), cb));
@@ -473,15 +475,16 @@ public:
                   [&](Value c) { avxMicro(pr, rows, 1, r, c); });
       };
       p.forLoop(r0, rFull, p.i64(rb), [&](Value r) { columns(rb, r, false); });
-      Value rest = sub(r1, rFull);
-      for (int64_t n = 1; n < rb; ++n)
-        p.ifThen(p.eq(rest, p.i64(n)), [&] {
-          if (s.dpGemv && n <= kGemvMaxRows)
-            dpGemv(pr, xb, rFull, n, pc, pe);
-          else
-            columns(n, rFull, true);
-        });
+      if (!s.dpGemv)
+        for (int64_t n = 1; n < rb; ++n)
+          p.ifThen(p.eq(rest, p.i64(n)), [&] { columns(n, rFull, true); });
     });
+    if (s.dpGemv) {
+      assert(rb - 1 <= kGemvMaxRows && "the GEMV's row buffer");
+      for (int64_t n = 1; n < rb; ++n)
+        p.ifThen(p.eq(rest, p.i64(n)),
+                 [&] { dpGemv(pr, xb, rFull, n, c0, c1); });
+    }
   }
 
   /// Rows [r, r + rows) (fewer than a register block: decode) x columns
@@ -496,7 +499,7 @@ public:
               Value c0, Value c1) {
     int64_t k = s.k, steps = k / 32, nw = pr.weights.size();
     int64_t chains = std::max<int64_t>(1, kGemvMaxRows / rows);
-    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
+    VectorType bf16x32 = bf16Pairs();
     for (int64_t i = 0; i < rows; ++i) {
       Value src = p.mul(xRow(p.add(r, p.i64(i))), p.i64(k));
       p.forLoop(p.i64(0), p.i64(steps), p.i64(1), [&](Value st) {
@@ -852,6 +855,36 @@ public:
     return intrinsic(v.f32Vec(16), "llvm.x86.avx512bf16.dpbf16ps.512",
                      {acc, a, bv});
   }
+  /// vdpbf16ps's operand type: 16 pairs of bf16.
+  VectorType bf16Pairs() { return VectorType::get({32}, b.getBF16Type()); }
+  /// The bf16 pair at byte `byte` of `buf` (2-byte aligned at least)
+  /// broadcast into all 16 lanes (vdpbf16ps folds it into m32{1to16}).
+  Value broadcastPair(Value buf, Value byte) {
+    auto i32 = b.getI32Type();
+    Value pair = LLVM::LoadOp::create(b, loc, i32, byteAddr(buf, byte), 2);
+    return vector::BitCastOp::create(
+        b, loc, bf16Pairs(),
+        vector::BroadcastOp::create(b, loc, VectorType::get({16}, i32), pair));
+  }
+  /// K pair `pair` of K step `kstep` of the packed 16-row blocks mb + bi,
+  /// bi < nB (pack()): one 64-byte row of each block's tile.
+  SmallVector<Value> packedPairs(Value packed, Value mb, int64_t nB,
+                                 Value kstep, int64_t pair) {
+    SmallVector<Value> xs;
+    for (int64_t bi = 0; bi < nB; ++bi) {
+      Value tile = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kSteps())), kstep);
+      xs.push_back(v.loadBits(packed,
+                              p.add(p.mul(tile, p.i64(1024)), p.i64(pair * 64)),
+                              bf16Pairs()));
+    }
+    return xs;
+  }
+  /// The accumulator of weight w's row n + j and block mb + bi in a
+  /// vdpbf16ps register block of `cols` rows x nB blocks.
+  static int64_t dpAt(int64_t w, int64_t j, int64_t bi, int64_t cols,
+                      int64_t nB) {
+    return (w * cols + j) * nB + bi;
+  }
 
   /// C^T register block over the packed chunk (pack()): weight rows n + j,
   /// j < cols (gate and up rows n + j for SwiGLU) x the 16-row blocks mb +
@@ -864,15 +897,12 @@ public:
   void dpTiles(const Projection &pr, Value packed, Value rc, Value rows,
                Value n, Value mb, int64_t cols, int64_t nB) {
     int64_t steps = kSteps(), nw = pr.weights.size();
-    auto i32 = b.getI32Type();
-    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
-    auto i32x16 = VectorType::get({16}, i32);
     SmallVector<Value> wBase; // byte offset of row (w, j), w-major
     for (int64_t w = 0; w < nw; ++w)
       for (int64_t j = 0; j < cols; ++j)
         wBase.push_back(p.mul(p.add(n, p.i64(j)), p.i64(s.k * 2)));
     auto at = [&](int64_t w, int64_t j, int64_t bi) {
-      return (w * cols + j) * nB + bi;
+      return dpAt(w, j, bi, cols, nB);
     };
     SmallVector<Value> acc(nw * cols * nB, v.splat(0.0f, 16));
     Value nextRows = p.i64(cols * s.k * 2); // the next block's rows
@@ -880,26 +910,13 @@ public:
         p.i64(0), p.i64(steps), p.i64(1), acc, [&](Value kb, ValueRange it) {
           SmallVector<Value> out(it.begin(), it.end());
           Value kOff = p.mul(kb, p.i64(64));
-          SmallVector<Value> tileAt;
-          for (int64_t bi = 0; bi < nB; ++bi)
-            tileAt.push_back(p.mul(
-                p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(steps)), kb),
-                p.i64(1024)));
           for (int64_t pair = 0; pair < 16; ++pair) {
-            SmallVector<Value> xs;
-            for (int64_t bi = 0; bi < nB; ++bi)
-              xs.push_back(v.loadBits(
-                  packed, p.add(tileAt[bi], p.i64(pair * 64)), bf16x32));
+            SmallVector<Value> xs = packedPairs(packed, mb, nB, kb, pair);
             for (int64_t w = 0; w < nw; ++w)
               for (int64_t j = 0; j < cols; ++j) {
-                Value byte = p.add(p.add(wBase[w * cols + j], kOff),
-                                   p.i64(pair * 4));
-                // bf16 weight rows are 2-byte aligned at least.
-                Value wp = LLVM::LoadOp::create(
-                    b, loc, i32, byteAddr(buffers[pr.weights[w]], byte), 2);
-                Value splat = vector::BitCastOp::create(
-                    b, loc, bf16x32,
-                    vector::BroadcastOp::create(b, loc, i32x16, wp));
+                Value splat = broadcastPair(
+                    buffers[pr.weights[w]],
+                    p.add(p.add(wBase[w * cols + j], kOff), p.i64(pair * 4)));
                 for (int64_t bi = 0; bi < nB; ++bi)
                   out[at(w, j, bi)] = dpbf16(out[at(w, j, bi)], xs[bi], splat);
               }
@@ -922,7 +939,7 @@ public:
                 Value rows, Value n, Value mb, int64_t cols, int64_t nB) {
     bool gated = pr.weights.size() == 2;
     auto at = [&](int64_t w, int64_t j, int64_t bi) {
-      return (w * cols + j) * nB + bi;
+      return dpAt(w, j, bi, cols, nB);
     };
     Value zero = v.splat(0.0f, 16);
     for (int64_t bi = 0; bi < nB; ++bi) {
@@ -1031,11 +1048,8 @@ public:
     int64_t steps = kSteps(), nw = pr.weights.size(), act = s.act;
     int64_t kBlocks = (s.k + act - 1) / act, fullBlocks = s.k / act;
     Type f32 = b.getF32Type();
-    auto i32 = b.getI32Type();
-    auto bf16x32 = VectorType::get({32}, b.getBF16Type());
-    auto i32x16 = VectorType::get({16}, i32);
     auto at = [&](int64_t w, int64_t j, int64_t bi) {
-      return (w * cols + j) * nB + bi;
+      return dpAt(w, j, bi, cols, nB);
     };
     SmallVector<Value> wsBase; // each row's scale row, [w * cols + j]
     for (int64_t w = 0; w < nw; ++w)
@@ -1047,26 +1061,14 @@ public:
       SmallVector<Value> part(acc.size(), v.splat(0.0f, 16));
       for (int64_t st = 0; st * 32 < len; ++st) {
         Value kstep = p.add(p.mul(kb, p.i64(act / 32)), p.i64(st));
-        SmallVector<Value> tileAt;
-        for (int64_t bi = 0; bi < nB; ++bi)
-          tileAt.push_back(p.mul(
-              p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(steps)), kstep),
-              p.i64(1024)));
         Value wOff = p.mul(kstep, p.i64(64));
         for (int64_t pair = 0; pair < 16 && 32 * st + 2 * pair < len; ++pair) {
-          SmallVector<Value> xs;
-          for (int64_t bi = 0; bi < nB; ++bi)
-            xs.push_back(v.loadBits(
-                f.packed, p.add(tileAt[bi], p.i64(pair * 64)), bf16x32));
+          SmallVector<Value> xs = packedPairs(f.packed, mb, nB, kstep, pair);
           for (int64_t w = 0; w < nw; ++w)
             for (int64_t j = 0; j < cols; ++j) {
-              Value byte = p.add(p.i64((w * cols + j) * steps * 64 + pair * 4),
-                                 wOff);
-              Value wp = LLVM::LoadOp::create(b, loc, i32,
-                                              byteAddr(f.wconv, byte));
-              Value splat = vector::BitCastOp::create(
-                  b, loc, bf16x32,
-                  vector::BroadcastOp::create(b, loc, i32x16, wp));
+              Value splat = broadcastPair(
+                  f.wconv,
+                  p.add(p.i64((w * cols + j) * steps * 64 + pair * 4), wOff));
               for (int64_t bi = 0; bi < nB; ++bi)
                 part[at(w, j, bi)] =
                     dpbf16(part[at(w, j, bi)], xs[bi], splat);
@@ -1380,6 +1382,20 @@ std::string describeBlocking(const GemmSpec &s) {
   return avx;
 }
 
+namespace {
+/// `bytes` of 64-byte aligned stack at the start of `fn`'s entry block.
+Value stackBytes(OpBuilder &b, Location loc, func::FuncOp fn, int64_t bytes) {
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(&fn.getBody().front());
+  Value n = LLVM::ConstantOp::create(b, loc, b.getI64Type(),
+                                     b.getI64IntegerAttr(bytes));
+  return LLVM::AllocaOp::create(b, loc,
+                                LLVM::LLVMPointerType::get(b.getContext()),
+                                b.getI8Type(), n, 64)
+      .getResult();
+}
+} // namespace
+
 func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
                              StringRef kernelName, const GemmSpec &s,
                              unsigned nb) {
@@ -1390,18 +1406,9 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
     func::FuncOp avx = makeHelper(module, loc, base + ".avx512", nb);
     {
       Body body = bodyOf(avx, nb);
-      Value xb;
-      if (s.dpGemv) { // the GEMV's bf16 rows, on the stack
-        OpBuilder::InsertionGuard g(body.b);
-        body.b.setInsertionPointToStart(&avx.getBody().front());
-        Value n = LLVM::ConstantOp::create(
-            body.b, loc, body.b.getI64Type(),
-            body.b.getI64IntegerAttr(kGemvMaxRows * s.k * 2));
-        xb = LLVM::AllocaOp::create(
-                 body.b, loc, LLVM::LLVMPointerType::get(body.b.getContext()),
-                 body.b.getI8Type(), n, 64)
-                 .getResult();
-      }
+      // The GEMV's bf16 rows.
+      Value xb = s.dpGemv ? stackBytes(body.b, loc, avx, kGemvMaxRows * s.k * 2)
+                          : Value();
       GemmCodegen cg(s, body.b, loc, body.buffers);
       cg.avxBlock(pr, body.r0, body.r1, body.c0, body.c1, xb);
     }
@@ -1413,40 +1420,27 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
     {
       Body body = bodyOf(amx, nb);
       OpBuilder &hb = body.b;
-      // Static stack: the packed activations and four C^T tiles.
-      auto ptrTy = LLVM::LLVMPointerType::get(hb.getContext());
-      OpBuilder::InsertionGuard g(hb);
-      hb.setInsertionPointToStart(&amx.getBody().front());
-      auto stackBytes = [&](int64_t bytes) {
-        Value n = LLVM::ConstantOp::create(hb, loc, hb.getI64Type(),
-                                           hb.getI64IntegerAttr(bytes));
-        return LLVM::AllocaOp::create(hb, loc, ptrTy, hb.getI8Type(), n, 64)
-            .getResult();
+      // Static stack: the packed activations (and the FP8 forms' scales and
+      // converted weights, AMX's C^T tiles).
+      auto stack = [&](int64_t bytes) {
+        return stackBytes(hb, loc, amx, bytes);
       };
+      GemmCodegen cg(s, hb, loc, body.buffers);
       if (s.dpbf16 && s.fp8) {
-        Value stack = stackBytes(GemmCodegen::dpFp8StackBytes(s));
-        hb.setInsertionPoint(amx.getBody().front().getTerminator());
-        GemmCodegen cg(s, hb, loc, body.buffers);
-        GemmCodegen::DpFp8Buffers f = cg.dpFp8Buffers(stack);
+        GemmCodegen::DpFp8Buffers f =
+            cg.dpFp8Buffers(stack(GemmCodegen::dpFp8StackBytes(s)));
         cg.dpBlock(pr, avx, f.packed, &f, body.r0, body.r1, body.c0,
                    body.c1);
       } else if (s.dpbf16) {
-        Value packed = stackBytes(s.amxChunk * s.k * 2);
-        hb.setInsertionPoint(amx.getBody().front().getTerminator());
-        GemmCodegen cg(s, hb, loc, body.buffers);
-        cg.dpBlock(pr, avx, packed, nullptr, body.r0, body.r1, body.c0,
-                   body.c1);
+        cg.dpBlock(pr, avx, stack(s.amxChunk * s.k * 2), nullptr, body.r0,
+                   body.r1, body.c0, body.c1);
       } else if (s.fp8) {
-        Value stack = stackBytes(GemmCodegen::fp8StackBytes(s));
-        hb.setInsertionPoint(amx.getBody().front().getTerminator());
-        GemmCodegen cg(s, hb, loc, body.buffers);
-        cg.amxBlockFP8(pr, avx, cg.fp8Buffers(stack), body.r0, body.r1,
-                       body.c0, body.c1);
+        cg.amxBlockFP8(pr, avx,
+                       cg.fp8Buffers(stack(GemmCodegen::fp8StackBytes(s))),
+                       body.r0, body.r1, body.c0, body.c1);
       } else {
-        Value packed = stackBytes(s.amxChunk * s.k * 2);
-        Value scratch = stackBytes(4 * 1024);
-        hb.setInsertionPoint(amx.getBody().front().getTerminator());
-        GemmCodegen cg(s, hb, loc, body.buffers);
+        Value packed = stack(s.amxChunk * s.k * 2);
+        Value scratch = stack(4 * 1024);
         cg.amxBlock(pr, avx, packed, scratch, body.r0, body.r1, body.c0,
                     body.c1);
       }
