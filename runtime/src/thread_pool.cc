@@ -47,8 +47,7 @@ ThreadPool::ThreadPool(int num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    stopping_.store(true, std::memory_order_release);
+    stop_.store(true, std::memory_order_release);
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -86,14 +85,14 @@ void ThreadPool::ParallelFor(int64_t total,
 void ThreadPool::WorkerLoop(int worker) {
   uint64_t seen = 0;
   auto fresh = [&] {
-    return stopping_.load(std::memory_order_acquire) ||
+    return stop_.load(std::memory_order_acquire) ||
            generation_.load(std::memory_order_acquire) != seen;
   };
   for (;;) {
     if (!SpinUntil(fresh)) {
       std::unique_lock<std::mutex> lock(mu_);
       ++sleepers_;
-      work_cv_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
+      work_cv_.wait(lock, fresh);
       --sleepers_;
     }
     int64_t total;
@@ -102,7 +101,7 @@ void ThreadPool::WorkerLoop(int worker) {
     {
       // The generation's fields, published under mu_ (ParallelFor).
       std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;
+      if (stop_.load(std::memory_order_relaxed)) return;
       seen = generation_.load(std::memory_order_relaxed);
       total = total_;
       chunks = chunks_;

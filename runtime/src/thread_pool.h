@@ -40,9 +40,8 @@ class ThreadPool {
   std::condition_variable done_cv_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
-  int sleepers_ = 0;     // workers blocked on work_cv_ (under mu_)
-  bool stop_ = false;    // under mu_
-  std::atomic<bool> stopping_{false};
+  int sleepers_ = 0;  // workers blocked on work_cv_ (under mu_)
+  std::atomic<bool> stop_{false};  // set under mu_
   int64_t total_ = 0;
   int chunks_ = 0;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
