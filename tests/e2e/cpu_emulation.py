@@ -106,6 +106,22 @@ define float @kiln_emu_bf16(i32 %bits16) {
   ret float %f
 }
 
+; acc + bf16 half `shift` (0: low, 16: high) of `aw` times that of `bw`:
+; the product exact in fp32, the sum rounded to nearest even and flushed to
+; zero (both instructions' per-pair step).
+define float @kiln_emu_pair_fma(float %acc, i32 %aw, i32 %bw, i32 %shift) {
+  %as = lshr i32 %aw, %shift
+  %bs = lshr i32 %bw, %shift
+  %ah = and i32 %as, 65535
+  %bh = and i32 %bs, 65535
+  %a = call float @kiln_emu_bf16(i32 %ah)
+  %b = call float @kiln_emu_bf16(i32 %bh)
+  %p = fmul float %a, %b
+  %s = fadd float %acc, %p
+  %r = call float @kiln_emu_ftz(float %s)
+  ret float %r
+}
+
 define <256 x i32> @kiln_emu_tdpbf16ps(i16 %m, i16 %n, i16 %k, <256 x i32> %c, <256 x i32> %a, <256 x i32> %b) {
 entry:
   br label %outer
@@ -126,20 +142,8 @@ inner:
   %bi = shl i64 %ki, 4
   %bidx = add i64 %bi, %ni
   %bw = extractelement <256 x i32> %b, i64 %bidx
-  %alo = and i32 %aw, 65535
-  %ahi = lshr i32 %aw, 16
-  %blo = and i32 %bw, 65535
-  %bhi = lshr i32 %bw, 16
-  %a0 = call float @kiln_emu_bf16(i32 %alo)
-  %a1 = call float @kiln_emu_bf16(i32 %ahi)
-  %b0 = call float @kiln_emu_bf16(i32 %blo)
-  %b1 = call float @kiln_emu_bf16(i32 %bhi)
-  %p0 = fmul float %a0, %b0
-  %s0 = fadd float %acc, %p0
-  %acc1 = call float @kiln_emu_ftz(float %s0)
-  %p1 = fmul float %a1, %b1
-  %s1 = fadd float %acc1, %p1
-  %acc2 = call float @kiln_emu_ftz(float %s1)
+  %acc1 = call float @kiln_emu_pair_fma(float %acc, i32 %aw, i32 %bw, i32 0)
+  %acc2 = call float @kiln_emu_pair_fma(float %acc1, i32 %aw, i32 %bw, i32 16)
   %ki1 = add i64 %ki, 1
   %kdone = icmp eq i64 %ki1, 16
   br i1 %kdone, label %outer_end, label %inner
@@ -164,20 +168,8 @@ loop:
   %acc = extractelement <16 x float> %c, i64 %i
   %aw = extractelement <16 x i32> %a, i64 %i
   %bw = extractelement <16 x i32> %b, i64 %i
-  %alo = and i32 %aw, 65535
-  %ahi = lshr i32 %aw, 16
-  %blo = and i32 %bw, 65535
-  %bhi = lshr i32 %bw, 16
-  %a0 = call float @kiln_emu_bf16(i32 %alo)
-  %a1 = call float @kiln_emu_bf16(i32 %ahi)
-  %b0 = call float @kiln_emu_bf16(i32 %blo)
-  %b1 = call float @kiln_emu_bf16(i32 %bhi)
-  %p1 = fmul float %a1, %b1
-  %s1 = fadd float %acc, %p1
-  %acc1 = call float @kiln_emu_ftz(float %s1)
-  %p0 = fmul float %a0, %b0
-  %s0 = fadd float %acc1, %p0
-  %acc2 = call float @kiln_emu_ftz(float %s0)
+  %acc1 = call float @kiln_emu_pair_fma(float %acc, i32 %aw, i32 %bw, i32 16)
+  %acc2 = call float @kiln_emu_pair_fma(float %acc1, i32 %aw, i32 %bw, i32 0)
   %r1 = insertelement <16 x float> %r, float %acc2, i64 %i
   %i1 = add i64 %i, 1
   %done = icmp eq i64 %i1, 16
