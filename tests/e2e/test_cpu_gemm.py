@@ -438,11 +438,15 @@ class CpuGemmEmitter(unittest.TestCase):
         self.check(Case("swiglu", 37, 96, 40, "bf16", self.rng), precision="bf16", cpu=AMX_CPU)
         self.check(Case("dual", 37, 96, 48, "bf16", self.rng, n2=20), precision="bf16", cpu=AMX_CPU)
 
-    def test_amx_refused_where_it_does_not_apply(self):
-        # f32 weights and K % 32 != 0 keep the f32 AVX-512 path, and say why.
+    def check_refused(self, cpu):
+        """f32 weights and K % 32 != 0 keep the f32 AVX-512 path on `cpu`,
+        and its config says why."""
         for case, why in ((Case("gemm", 20, 64, 32, "f32", self.rng), "weights are not bf16"),
                           (Case("gemm", 20, 40, 32, "bf16", self.rng), "K is not a multiple of 32")):
-            self.assertIn(why, self.check(case, precision="bf16", cpu=AMX_CPU))
+            self.assertIn(why, self.check(case, precision="bf16", cpu=cpu))
+
+    def test_amx_refused_where_it_does_not_apply(self):
+        self.check_refused(AMX_CPU)
 
 
     # --- bf16 precision without AMX: AVX-512-BF16 register blocks ---
@@ -471,9 +475,7 @@ class CpuGemmEmitter(unittest.TestCase):
         self.check(Case("dual", 49, 96, 48, "bf16", self.rng, n2=20), precision="bf16", cpu=DP_CPU)
 
     def test_avx512_bf16_refused_where_it_does_not_apply(self):
-        for case, why in ((Case("gemm", 20, 64, 32, "f32", self.rng), "weights are not bf16"),
-                          (Case("gemm", 20, 40, 32, "bf16", self.rng), "K is not a multiple of 32")):
-            self.assertIn(why, self.check(case, precision="bf16", cpu=DP_CPU))
+        self.check_refused(DP_CPU)
 
     def test_choice_follows_the_target_cpu(self):
         # x86-64-v4: AVX-512 without AVX512-BF16 or AMX, so no AMX path.

@@ -179,7 +179,8 @@ class CpuMoeEmitter(unittest.TestCase):
             self.assertIn(f"cpu={tiles} for >= 16 rows" if amx else f"cpu={isa} fp32", k["config"])
             self.assertIn("per expert segment", k["config"])
         (ll_path,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
-        ll = open(ll_path).read()
+        with open(ll_path) as f:
+            ll = f.read()
         self.assertRegex(ll, r"fmuladd\.v16f32|fma\.v16f32")
         if tiles == "amx-bf16":
             self.assertIn("llvm.x86.tdpbf16ps.internal", ll)
@@ -238,27 +239,29 @@ class CpuMoeEmitter(unittest.TestCase):
         self.check(Case("skew", 40, 48, 40, 8, 2, "f32", self.rng, skew=True),
                    flags=["--moe-block-m=8"])
 
+    def check_segments(self, prefix, cpu):
+        """A skewed layout whose 40-row segments span 5 blocks of 8, a shared
+        expert beside routed ones, a one-token plan: bf16 weights, D and F
+        multiples of 32, compiled for `cpu`'s bf16 tile path."""
+        self.check(Case(f"{prefix}_skew", 40, 64, 96, 8, 2, "bf16", self.rng, skew=True),
+                   flags=["--moe-block-m=8"], precision="bf16", amx_expected=True, cpu=cpu)
+        self.check(Case(f"{prefix}_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),
+                   precision="bf16", cpu=cpu)
+        self.check(Case(f"{prefix}_one", 1, 64, 32, 8, 3, "bf16", self.rng), precision="bf16", cpu=cpu)
+
     def test_amx_segments(self):
-        # bf16 weights, D and F multiples of 32: the 40-row segments take
-        # AMX tiles (merged over 5 blocks of 8), the one-token plan and small
-        # segments AVX-512; F = 96: six gate/up tile pairs of 16 columns.
-        self.check(Case("amx_skew", 40, 64, 96, 8, 2, "bf16", self.rng, skew=True),
-                   flags=["--moe-block-m=8"], precision="bf16", amx_expected=True, cpu=AMX_CPU)
-        self.check(Case("amx_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),
-                   precision="bf16", cpu=AMX_CPU)
-        self.check(Case("amx_one", 1, 64, 32, 8, 3, "bf16", self.rng), precision="bf16", cpu=AMX_CPU)
+        # The 40-row segments take AMX tiles (merged over 5 blocks of 8), the
+        # one-token plan and small segments AVX-512; F = 96: six gate/up tile
+        # pairs of 16 columns.
+        self.check_segments("amx", AMX_CPU)
 
     def test_avx512_bf16_segments(self):
-        # As test_amx_segments, on vdpbf16ps register blocks (6 columns, or
-        # 3 gate/up pairs, x 4 blocks of 16 rows): the 40-row segments take
-        # 3 16-row blocks, F = 96 is 32 blocks of 3 gate/up columns, D = 64
-        # ten of 6 and 4 columns on fp32; the one-token plan and small
-        # segments take the fp32 register blocks and the bf16 GEMV.
-        self.check(Case("dp_skew", 40, 64, 96, 8, 2, "bf16", self.rng, skew=True),
-                   flags=["--moe-block-m=8"], precision="bf16", amx_expected=True, cpu=DP_CPU)
-        self.check(Case("dp_mixed", 24, 64, 32, 4, 2, "bf16", self.rng, shared=1),
-                   precision="bf16", cpu=DP_CPU)
-        self.check(Case("dp_one", 1, 64, 32, 8, 3, "bf16", self.rng), precision="bf16", cpu=DP_CPU)
+        # On vdpbf16ps register blocks (6 columns, or 3 gate/up pairs, x 4
+        # blocks of 16 rows): the 40-row segments take 3 16-row blocks, F =
+        # 96 is 32 blocks of 3 gate/up columns, D = 64 ten of 6 and 4 columns
+        # on fp32; the one-token plan and small segments take the fp32
+        # register blocks and the bf16 GEMV.
+        self.check_segments("dp", DP_CPU)
 
     def test_amx_refused_where_it_does_not_apply(self):
         configs = self.check(Case("amx_f32", 20, 64, 32, 4, 2, "f32", self.rng), precision="bf16",
