@@ -40,15 +40,22 @@ HOST_ISA = ("avx512" if {"avx512f", "avx512bw", "avx512vl"} <= _FLAGS
 HOST_AMX = {"amx_tile", "amx_bf16", "avx512_bf16"} <= _FLAGS and HOST_ISA == "avx512"
 HOST_AVX512_BF16 = "avx512_bf16" in _FLAGS and HOST_ISA == "avx512"
 
-# The CPUs the tests compile for besides the host, with the tile path
-# --cpu-gemm-precision=bf16 takes there and whether this host runs their
-# code: sapphirerapids (AMX-BF16), cooperlake (AVX-512-BF16 without AMX, as
-# AMD Zen 4 and 5; its features are a subset of theirs and of Sapphire
-# Rapids'), x86-64-v4 (AVX-512 alone), x86-64-v3 (AVX2 + FMA).
-_CPUS = {"sapphirerapids": ("amx-bf16", HOST_AMX),
-         "cooperlake": ("avx512-bf16", HOST_AVX512_BF16),
-         "x86-64-v4": (None, HOST_ISA == "avx512"),
-         "x86-64-v3": (None, HOST_ISA is not None)}
+# The CPUs the tests compile for besides the host, with the optimized
+# emitters' instruction set there, the tile path --cpu-gemm-precision=bf16
+# takes there and whether this host runs their code: sapphirerapids
+# (AMX-BF16), cooperlake (AVX-512-BF16 without AMX, as AMD Zen 4 and 5; its
+# features are a subset of theirs and of Sapphire Rapids'), x86-64-v4
+# (AVX-512 alone), x86-64-v3 (AVX2 + FMA).
+_CPUS = {"sapphirerapids": ("avx512", "amx-bf16", HOST_AMX),
+         "cooperlake": ("avx512", "avx512-bf16", HOST_AVX512_BF16),
+         "x86-64-v4": ("avx512", None, HOST_ISA == "avx512"),
+         "x86-64-v3": ("avx2", None, HOST_ISA is not None)}
+
+
+def target_isa(cpu=None):
+    """The optimized CPU emitters' instruction set on `cpu` (None: the host),
+    as kernel configs name it."""
+    return HOST_ISA if cpu is None else _CPUS[cpu][0]
 
 
 def bf16_tiles(cpu=None):
@@ -56,12 +63,12 @@ def bf16_tiles(cpu=None):
     kernel configs name it: "amx-bf16", "avx512-bf16", or None."""
     if cpu is None:
         return "amx-bf16" if HOST_AMX else "avx512-bf16" if HOST_AVX512_BF16 else None
-    return _CPUS[cpu][0]
+    return _CPUS[cpu][1]
 
 
 def host_runs(cpu=None):
     """Whether code compiled for `cpu` runs on this host."""
-    return cpu is None or _CPUS[cpu][1]
+    return cpu is None or _CPUS[cpu][2]
 
 
 def tool(name):

@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kilntest import (HOST_AMX, HOST_AVX512_BF16, HOST_ISA, KernelModel, bf16_tiles,  # noqa: E402
-                      host_runs, run, tool)
+                      host_runs, run, target_isa, tool)
 import make_tiny_checkpoint as mk  # noqa: E402
 
 U = 2.0 ** -24  # fp32 unit roundoff
@@ -203,13 +203,10 @@ def gemv_rows(m, config):
     return [r for a, b in bounds for r in range(b - (b - a) % reg, b)]
 
 
-# The optimized emitter's instruction set for a --cpu (None: the host).
-TARGET_ISA = {None: HOST_ISA, "x86-64-v3": "avx2", "x86-64-v4": "avx512", "sapphirerapids": "avx512",
-              "cooperlake": "avx512"}
 # Where the AMX tests run: the host when it has AMX, else compiled for
 # sapphirerapids and checked up to the IR. The AVX-512-BF16 tests: the host
 # when it has AVX-512-BF16 without AMX, else cooperlake (run natively on
-# Sapphire Rapids, checked up to the IR on a host without AVX-512-BF16).
+# Sapphire Rapids, through cpu_emulation.py on a host without AVX-512-BF16).
 AMX_CPU = None if HOST_AMX else "sapphirerapids"
 DP_CPU = None if HOST_AVX512_BF16 and not HOST_AMX else "cooperlake"
 # Also run the AVX-512-BF16 cases through cpu_emulation.py where the host
@@ -267,7 +264,7 @@ class CpuGemmEmitter(unittest.TestCase):
         tiles = bf16_tiles(cpu) if (precision == "bf16" and all(w[1] == "BF16" for w in case.weights)
                                     and case.k % 32 == 0) else None
         amx = tiles is not None
-        isa = TARGET_ISA[cpu]
+        isa = target_isa(cpu)
         self.assertIn(f"cpu={tiles} for >= 16 rows" if amx else f"cpu={isa} fp32", kopt["config"])
         ll = self.cpu_ll(ir)
         self.assertRegex(ll, r"fmuladd\.v16f32|fma\.v16f32")

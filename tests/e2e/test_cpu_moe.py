@@ -41,7 +41,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import HOST_AMX, HOST_AVX512_BF16, HOST_ISA, KernelModel, bf16_tiles, host_runs  # noqa: E402
+from kilntest import HOST_AMX, HOST_AVX512_BF16, HOST_ISA, KernelModel, bf16_tiles, host_runs, target_isa  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 from test_cpu_gemm import stored  # noqa: E402
 from test_moe import moe_reference, silu  # noqa: E402
@@ -174,7 +174,7 @@ class CpuMoeEmitter(unittest.TestCase):
         tiles = bf16_tiles(cpu) if (precision == "bf16" and all(w[1] == "BF16" for w in case.weights[:-1])
                                     and case.d % 32 == 0 and case.f % 32 == 0) else None
         amx = tiles is not None
-        isa = "avx512" if cpu else HOST_ISA
+        isa = target_isa(cpu)
         for k in self.expert_kernels(opt):
             self.assertIn(f"cpu={tiles} for >= 16 rows" if amx else f"cpu={isa} fp32", k["config"])
             self.assertIn("per expert segment", k["config"])
