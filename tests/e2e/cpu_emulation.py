@@ -259,12 +259,6 @@ def build_shared_object(ll_path, out_dir):
     return so
 
 
-def host_has(*flags):
-    with open("/proc/cpuinfo") as f:
-        have = set(next(l for l in f if l.startswith("flags")).split(":")[1].split())
-    return all(fl in have for fl in flags)
-
-
 class Kernels:
     """The entry points of an emulated shared object."""
 

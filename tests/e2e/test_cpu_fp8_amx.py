@@ -44,7 +44,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import KernelModel  # noqa: E402
+from kilntest import KernelModel, host_runs  # noqa: E402
 import cpu_emulation as E  # noqa: E402
 import fp8_reference as F  # noqa: E402
 from test_cpu_fp8 import assert_codes_close, swiglu_fp8_text  # noqa: E402
@@ -52,7 +52,6 @@ from test_cpu_fp8 import assert_codes_close, swiglu_fp8_text  # noqa: E402
 QUANT = "#kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>"
 U = 2.0 ** -24
 THREADS = (1, 2, 3)
-NATIVE = E.host_has("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def cdiv(a, b):
@@ -66,7 +65,7 @@ def silu(v):
 class CpuFP8Amx(unittest.TestCase):
     CPU = "sapphirerapids"
     TILES = "amx-bf16"
-    NATIVE = NATIVE
+    NATIVE = host_runs(CPU)
     # Tile products and the e4m3 -> bf16 table lookups in the IR, and the
     # instructions they become.
     CALLS = ("@llvm.x86.tdpbf16ps.internal(", "@llvm.x86.avx512.vpermi2var.hi.512(")
@@ -362,7 +361,7 @@ class CpuFP8Dp(CpuFP8Amx):
     summed in fp32 per 128 of K in another order."""
     CPU = "cooperlake"
     TILES = "avx512-bf16"
-    NATIVE = E.host_has("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+    NATIVE = host_runs(CPU)
     CALLS = ("@llvm.x86.avx512bf16.dpbf16ps.512(", "@llvm.x86.avx512.vpermi2var.hi.512(")
     INSNS = ("vdpbf16ps", "vpermt2w")
 
