@@ -52,12 +52,13 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import KernelModel  # noqa: E402
+from kilntest import KernelModel, host_runs  # noqa: E402
 import fp8_reference as F  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
 from test_cpu_gemm import stored  # noqa: E402
 
 U = 2.0 ** -24
+UB = 2.0 ** -8  # bf16's unit roundoff
 THREADS = (1, 2, 3)
 MLIR = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
@@ -203,9 +204,12 @@ module attributes {{kiln.weights = "w.safetensors"}} {{
             return np.broadcast_to(np.minimum(st + self.s, self.T), (self.b, self.s))
         return np.full((self.b, self.s), self.T)
 
-    def expected(self, start):
+    def expected(self, start, bf16=False):
         """(float64 output [B, S, H, Dv], its per-element bound for one
-        emitter) at the given start values."""
+        emitter) at the given start values; with `bf16`, for an emitter that
+        rounds the queries and the softmax weights to bf16 (relative error
+        UB each: the scores' error grows by UB A_j, the output's by UB sum_j
+        p_j |v_j|)."""
         B, S, H, T = self.b, self.s, self.H, self.T
         lim = self.limits(start)
         pos = np.asarray(start)[:, None] + np.arange(S)[None, :]  # [B, S]
@@ -218,12 +222,12 @@ module attributes {{kiln.weights = "w.safetensors"}} {{
                 n = qs.shape[1]
                 scores = self.scale * qs @ ks.T
                 a = self.scale * np.abs(qs) @ np.abs(ks).T
-                ds = (n + 2) * U * a + dsx
+                ds = (n + 2 + (UB / U if bf16 else 0)) * U * a + dsx
                 w, rises = softmax_rows(scores, lim[bi])
                 for si in range(S):
                     L = lim[bi, si]
                     eps = 2 * ds[si, :L].max() + (4 + 2 * rises[si]) * 4 * U
-                    rel = (L + 4) * U + 2 * eps
+                    rel = (L + 4) * U + 2 * eps + (UB if bf16 else 0)
                     o = w[si] @ vs
                     err = rel * (w[si] @ np.abs(vs))
                     if self.form == "absorbed":
@@ -422,6 +426,103 @@ class CpuAttentionEmitter(unittest.TestCase):
         case = Case("naive_sm", "naive", self.rng, b=2, s=5, t_len=5, heads=3, d=64, dv=40, dr=16,
                     start=False)
         self.check(case, [None])
+
+
+
+class CpuAttentionAmx(unittest.TestCase):
+    """MLA absorbed on AMX-BF16 tiles (--cpu-gemm-precision=bf16 for
+    Sapphire Rapids): run natively where the host has AMX, else through
+    cpu_emulation.py (the tile instructions replaced by their SDM
+    semantics; KILN_TEST_EMULATE=1 forces that). The cases' float64
+    expectation, with the bound of an emitter that rounds queries and
+    softmax weights to bf16; outputs bit-identical across thread counts (a
+    row's lanes never mix with another row's)."""
+
+    CPU = "sapphirerapids"
+    FLAGS = ["--cpu-gemm-precision=bf16", f"--cpu={CPU}"]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-cpu-attn-amx-")
+        cls.rng = np.random.default_rng(23)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def outputs(self, case, model, ir, kernel, inputs, threads):
+        if host_runs(self.CPU) and os.environ.get("KILN_TEST_EMULATE") != "1":
+            (o,) = model(inputs, ["o"], threads=threads)
+            return o
+        import cpu_emulation as E
+        if getattr(self, "_so", (None,))[0] != ir:
+            (ll,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
+            self._so = (ir, E.Kernels(E.build_shared_object(ll, ir)))
+        raw = {"BF16": np.uint16, "F8_E4M3": np.uint8, "F32": np.float32}
+        w = {nm: np.frombuffer(d, raw[code]).reshape(shape).copy()
+             for nm, code, shape, d in case.weights}
+        rows = case.b * case.s * case.H
+        bufs = [inputs["qn"], inputs["qr"], w["lat"], w["kr"], w["kvb"]]
+        if "kvbs" in w:
+            bufs.append(w["kvbs"])
+        if case.has_start:
+            bufs.append(inputs["start"])
+        out = np.full((case.b, case.s, case.H, case.Dv), np.nan, np.float32)
+        ws = np.zeros((rows, 2 * case.rank + case.dr), np.float32)
+        self._so[1].split(kernel, [*bufs, out, ws], rows, threads)
+        return out
+
+    def check(self, case, starts):
+        d = os.path.join(self.tmp, case.name)
+        os.makedirs(d, exist_ok=True)
+        mk.write_safetensors(os.path.join(d, "w.safetensors"), case.weights)
+        ir = os.path.join(self.tmp, f"{case.name}_ir")
+        model = KernelModel(self.tmp, case.name, case.text, flags=[*self.FLAGS, "--dump-ir-dir", ir])
+        (k,) = model.kernel_info()
+        self.assertIn("cpu=amx-bf16 mla absorbed", k["config"])
+        (ll,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
+        with open(ll) as f:
+            self.assertIn("tdpbf16ps", f.read())
+        for st in starts:
+            inputs = dict(case.q_inputs)
+            if case.has_start:
+                inputs["start"] = np.asarray(st, np.int32)
+            want, bound = case.expected(st if case.has_start else [0] * case.b, bf16=True)
+            first = None
+            for threads in THREADS:
+                g = self.outputs(case, model, ir, k["name"], inputs, threads)
+                what = f"{case.name} start={st} threads={threads}"
+                if first is None:
+                    first = g
+                np.testing.assert_array_equal(g, first, what)
+                err = np.abs(g.astype(np.float64) - want)
+                bad = np.argwhere(~(err <= bound))
+                self.assertEqual(len(bad), 0, f"{what}: {len(bad)} outputs off float64, first "
+                                 f"{bad[:3].tolist()}, max {err.max():.3e}")
+                # The bound is the worst case; bf16's rounding of q and p
+                # shows as ~2^-9 of the largest output, and 2^-6 of it
+                # leaves room.
+                self.assertLessEqual(err.max(), 2.0 ** -6 * np.abs(want).max(), what)
+
+    def test_deepseek_decode(self):
+        # DeepSeek-V3's per-head shapes, 16 heads; 200 keys: a partial last
+        # block of 8 (from the zero-padded copy).
+        case = Case("amx_ds", "absorbed", self.rng, s=1, t_len=200, heads=16, d=128, dv=128,
+                    rank=512, dr=64, rotate=(64, True))
+        self.check(case, [[0], [77], [199]])
+
+    def test_prefill_heads_past_a_tile(self):
+        # 20 heads (a block of 16 rows, then 4), 3 positions, causal: rows of
+        # one block with different key limits; 64 keys (two whole blocks).
+        case = Case("amx_r64", "absorbed", self.rng, s=3, t_len=64, heads=20, d=64, dv=64,
+                    rank=64, dr=32)
+        self.check(case, [[61], [0]])
+
+    def test_fp8_kvb_batch2(self):
+        # e4m3 kv_b with block scales, batch 2, not causal with start.
+        case = Case("amx_fp8", "absorbed", self.rng, b=2, s=2, t_len=45, heads=4, d=64, dv=64,
+                    rank=128, dr=64, kvb="e4m3", causal=False)
+        self.check(case, [[10, 43]])
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ using kernels::ProgramBuilder;
 
 constexpr int64_t kMaxRows = 16;    ///< query rows per block
 constexpr int64_t kMaxWidth = 4096; ///< padded key / value row limit
+constexpr int64_t kAmxKeys = 32;    ///< keys per block of blockAmx
 
 enum class Form { GQA, Naive, Absorbed };
 
@@ -99,6 +100,9 @@ struct AttnSpec {
   // Vectors: `lanes` f32 lanes (16: zmm; 8: ymm), as many keys per
   // online-softmax step; value register blocks of 2 rows x accVecs.
   int64_t lanes = 16, accVecs = 8;
+  /// MLA absorbed on AMX-BF16 tiles (--cpu-gemm-precision=bf16; bf16
+  /// caches, rank and rope dims multiples of 32): AttnCodegen::blockAmx.
+  bool amx = false;
 
   int64_t pad(int64_t n) const { return (n + lanes - 1) / lanes * lanes; }
   int64_t off1() const { return pad(len0); }
@@ -216,9 +220,19 @@ public:
     };
     Type f32 = b.getF32Type(), i64 = b.getI64Type();
     qs = alloc(f32, kMaxRows * s.dkPad);
-    kc = alloc(f32, kKeyBlock * s.dkPad);
-    vc = s.valueIsKey() ? kc : alloc(f32, kKeyBlock * s.vPad);
     acc = alloc(f32, kMaxRows * s.vPad);
+    if (s.amx) {
+      Type i8 = b.getI8Type();
+      qt = alloc(i8, s.dkPad / 32 * 1024);
+      scoreT = alloc(i8, 2 * 1024);
+      probT = alloc(i8, 1024);
+      valueT = alloc(i8, 2 * 1024);
+      stage = alloc(i8, kAmxKeys * s.dkPad * 2);
+      lim32 = alloc(b.getI32Type(), kMaxRows);
+    } else {
+      kc = alloc(f32, kKeyBlock * s.dkPad);
+      vc = s.valueIsKey() ? kc : alloc(f32, kKeyBlock * s.vPad);
+    }
     prob = alloc(f32, kMaxRows * kKeyBlock);
     if (s.a.qRotate)
       rot = alloc(f32, s.sq * s.a.qRope.headDim);
@@ -253,8 +267,12 @@ public:
           rotationTables(start, s0, s1);
         p.forLoop(p.i64(0), p.i64(s.groups), one, [&](Value g) {
           Value rows = collectRows(begin, end, bi, s0, s1, g);
-          p.ifThen(p.lt(p.i64(0), rows),
-                   [&] { block(bi, g, start, rows, s0, s1); });
+          p.ifThen(p.lt(p.i64(0), rows), [&] {
+            if (s.amx)
+              blockAmx(bi, start, rows, s0);
+            else
+              block(bi, g, start, rows, s0, s1);
+          });
         });
       });
     });
@@ -680,11 +698,10 @@ private:
     Value pid = p.load(rowPid, i64(), r);
     Value invL = p.fdiv(p.f32(1.0f), p.load(rowL, f32(), r));
     Value invLV = v.broadcast(invL, kLanes);
-    Value accIdx = p.mul(r, p.i64(s.vPad));
     Value oBase = p.mul(pid, p.i64(s.outLen));
     if (s.form != Form::Absorbed) {
       for (int64_t c = 0; c < s.outLen; c += kLanes)
-        storeActive(v.mul(vload(acc, p.add(accIdx, p.i64(c))), invLV),
+        storeActive(v.mul(accChunk(r, p.i64(c / kLanes)), invLV),
                     buf[s.out], p.add(oBase, p.i64(c)),
                     std::min(kLanes, s.outLen - c));
       return;
@@ -695,7 +712,7 @@ private:
     for (int64_t e0 = 0; e0 < a.valueDim; e0 += kLanes) {
       Value o = dots16(
           a.rank / kLanes, a.rank % kLanes,
-          [&](Value c) { return vload(acc, p.add(accIdx, p.mul(c, p.i64(kLanes)))); },
+          [&](Value c) { return accChunk(r, c); },
           [&](int64_t i, Value c, int64_t active) {
             // Rows past v_head_dim (a partial last group) repeat the last.
             Value row = p.add(vRow0, p.i64(std::min(e0 + i, a.valueDim - 1)));
@@ -759,6 +776,263 @@ private:
     p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
   }
 
+  /// Lanes [16c, 16c + 16) of row r's accumulator: row-major [row][vPad],
+  /// or with AMX C tiles of 16 rows x 16 values (tile c, its row r).
+  Value accChunk(Value r, Value c) {
+    if (s.amx)
+      return vload(acc, p.add(p.mul(c, p.i64(256)), p.mul(r, p.i64(16))));
+    return vload(acc, p.add(p.mul(r, p.i64(s.vPad)), p.mul(c, p.i64(kLanes))));
+  }
+
+  Value byteAddr(Value base, Value offset) {
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    return LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), base,
+                               ValueRange{offset});
+  }
+
+  /// A vector's lanes combined by a balanced tree of `op` (the same tree
+  /// for every lane).
+  Value tree(SmallVector<Value> xs, function_ref<Value(Value, Value)> op) {
+    while (xs.size() > 1) {
+      SmallVector<Value> next;
+      for (size_t i = 0; i + 1 < xs.size(); i += 2)
+        next.push_back(op(xs[i], xs[i + 1]));
+      if (xs.size() % 2)
+        next.push_back(xs.back());
+      xs = std::move(next);
+    }
+    return xs.front();
+  }
+
+  /// One block of MLA absorbed on AMX-BF16 tiles: rows [0, rows) of the
+  /// row tables (at most 16: one tile's rows, the lanes of every vector
+  /// below), batch bi. Per block of 32 keys:
+  ///   1. scores S^T = K Q^T: the keys' latent and rope rows are A tiles
+  ///      read from the cache as stored (16 keys x 32 values, the row
+  ///      stride of the cache; a partial last block from a zero-padded
+  ///      copy), the query, rounded to bf16 once per block, the packed B
+  ///      tiles; two C tiles of 16 keys x 16 rows, so that each key's
+  ///      scores of all rows are one vector;
+  ///   2. the online softmax on those vectors (lane = row): block max, alpha
+  ///      = exp(m - m'), p = exp(s - m'), l = l alpha + sum p, the
+  ///      accumulators rescaled only when some alpha is not 1;
+  ///   3. acc += P V: P rounded to bf16 and transposed into one A tile (16
+  ///      rows x 32 keys), the values (the latent rows) interleaved by key
+  ///      pairs into B tiles of 16 values, the accumulators C tiles in
+  ///      memory (16 rows x 16 values each).
+  /// Lanes past `rows` hold zero queries and the block's key limit (finite
+  /// scores, never stored).
+  void blockAmx(Value bi, Value start, Value rows, Value s0) {
+    const kernels::MLAParams &a = s.a;
+    Value zero = p.i64(0), one = p.i64(1), c64 = p.i64(64);
+    float negInf = -std::numeric_limits<float>::infinity();
+    blockS0 = s0;
+    int64_t latSteps = a.rank / 32, ropeSteps = a.ropeDim / 32;
+    int64_t vTiles = s.vPad / 16;
+    auto i32x16 = VectorType::get({16}, b.getI32Type());
+    auto i16x32 = VectorType::get({32}, b.getI16Type());
+    auto f32x16 = v.f32Vec(16);
+    Type bf16 = b.getBF16Type();
+    p.forLoop(zero, rows, one, [&](Value r) {
+      Value si = p.load(rowS, i64(), r);
+      stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
+                 start);
+      p.storeInt(keyLimit(start, si), rowLim, i64(), r);
+    });
+    Value maxLim =
+        p.forLoop(zero, rows, one, ValueRange{zero}, [&](Value r, ValueRange it) {
+          return SmallVector<Value>{maxI(it[0], p.load(rowLim, i64(), r))};
+        })[0];
+    p.forLoop(zero, p.i64(16), one, [&](Value r) {
+      Value lim = p.select(p.lt(r, rows), p.load(rowLim, i64(), r), maxLim);
+      p.storeInt(lim, lim32, b.getI32Type(), r);
+    });
+    // The query as bf16 B tiles: tile st row i lane r = row r's pair
+    // (32 st + 2i, 32 st + 2i + 1).
+    Value zeroPairs = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i32x16, b.getI32IntegerAttr(0)));
+    p.forLoop(zero, p.i64(latSteps + ropeSteps), one, [&](Value st) {
+      SmallVector<Value> pairs;
+      for (int64_t r = 0; r < 16; ++r) {
+        Value idx = p.add(p.i64(r * s.dkPad), p.mul(st, p.i64(32)));
+        Value x = v.concat(vload(qs, idx), vload(qs, p.add(idx, p.i64(16))));
+        pairs.push_back(
+            p.select(p.lt(p.i64(r), rows), v.toBF16Pairs(x), zeroPairs));
+      }
+      SmallVector<Value> rowsT = v.transpose16(pairs);
+      Value tile = p.mul(st, p.i64(1024));
+      for (int64_t i = 0; i < 16; ++i)
+        v.storeBits(rowsT[i], qt, p.add(tile, p.i64(i * 64)));
+    });
+    p.forLoop(zero, p.i64(vTiles), one, [&](Value t) {
+      v.tileStore(byteAddr(acc, p.mul(t, p.i64(1024))), c64, v.tileZero());
+    });
+    v.storeBits(v.splat(negInf, 16), rowM, zero);
+    v.storeBits(v.splat(0.0f, 16), rowL, zero);
+
+    Value latStride = p.i64(a.rank * 2), ropeStride = p.i64(a.ropeDim * 2);
+    Value stageRope = p.i64(kAmxKeys * a.rank * 2);
+    p.forLoop(zero, maxLim, p.i64(kAmxKeys), [&](Value j0) {
+      Value nk = p.minI(sub(maxLim, j0), p.i64(kAmxKeys));
+      Value tok0 = p.add(p.mul(bi, p.i64(a.kvLen)), j0);
+      Value full = p.eq(nk, p.i64(kAmxKeys));
+      // A partial block: its keys copied, zero-padded to 32 rows.
+      p.ifThen(p.lt(nk, p.i64(kAmxKeys)), [&] {
+        Value zeroBits = arith::ConstantOp::create(
+            b, loc, DenseElementsAttr::get(i16x32, b.getI16IntegerAttr(0)));
+        p.forLoop(zero, p.i64(kAmxKeys), one, [&](Value jj) {
+          Value valid = p.lt(jj, nk);
+          Value tok = p.add(tok0, p.select(valid, jj, zero));
+          auto copy = [&](unsigned src, int64_t len, Value dst) {
+            for (int64_t c = 0; c < len; c += 32) {
+              Value x = v.loadRaw(buf[src], bf16,
+                                  p.add(p.mul(tok, p.i64(len)), p.i64(c)), 32);
+              v.storeBits(p.select(valid, x, zeroBits), stage,
+                          p.add(dst, p.i64(2 * c)));
+            }
+          };
+          copy(s.k, a.rank, p.mul(jj, latStride));
+          copy(s.kRope, a.ropeDim, p.add(stageRope, p.mul(jj, ropeStride)));
+        });
+      });
+      Value lat = p.select(full, byteAddr(buf[s.k], p.mul(tok0, latStride)),
+                           stage);
+      Value rope =
+          p.select(full, byteAddr(buf[s.kRope], p.mul(tok0, ropeStride)),
+                   byteAddr(stage, stageRope));
+
+      // 1. Scores of keys [j0, j0 + 16) and [j0 + 16, j0 + 32), two C
+      // tiles over the K steps (latent, then rope). AMX tile registers are
+      // not renamed: a load into a register waits for the products still
+      // reading it, so each step's operands (the query's B tile, the two
+      // key halves' A tiles) are loaded one step ahead, into registers other
+      // than the current step's (2 + 3 + 3 tiles live).
+      int64_t steps = latSteps + ropeSteps;
+      auto operands = [&](Value st) {
+        Value isLat = p.lt(st, p.i64(latSteps));
+        Value base = p.select(isLat, lat, rope);
+        Value stride = p.select(isLat, latStride, ropeStride);
+        Value col = p.select(isLat, st, sub(st, p.i64(latSteps)));
+        SmallVector<Value> t = {v.tileLoad(
+            byteAddr(qt, p.mul(st, p.i64(1024))), c64)};
+        for (int64_t h = 0; h < 2; ++h)
+          t.push_back(v.tileLoad(
+              byteAddr(base, p.add(p.mul(p.i64(16 * h), stride),
+                                   p.mul(col, c64))),
+              stride));
+        return t;
+      };
+      SmallVector<Value> init = {v.tileZero(), v.tileZero()};
+      init.append(operands(zero));
+      SmallVector<Value> sc = p.forLoop(
+          zero, p.i64(steps - 1), one, init, [&](Value st, ValueRange it) {
+            SmallVector<Value> next = operands(p.add(st, one));
+            SmallVector<Value> out;
+            for (int64_t h = 0; h < 2; ++h)
+              out.push_back(v.tileDot(it[h], it[3 + h], it[2]));
+            out.append(next);
+            return out;
+          });
+      for (int64_t h = 0; h < 2; ++h)
+        v.tileStore(byteAddr(scoreT, p.i64(h * 1024)), c64,
+                    v.tileDot(sc[h], sc[3 + h], sc[2]));
+
+      // 2. The online softmax, one vector of rows per key.
+      Value scale = v.splat(static_cast<float>(a.scale), 16);
+      Value limV = v.loadBits(lim32, zero, i32x16);
+      Value j032 = arith::TruncIOp::create(b, loc, b.getI32Type(), j0);
+      Value neg = v.splat(negInf, 16);
+      SmallVector<Value> scores;
+      for (int64_t k = 0; k < kAmxKeys; ++k) {
+        Value x = v.mul(v.loadBits(scoreT, p.i64(k * 64), f32x16), scale);
+        Value key = vector::BroadcastOp::create(
+            b, loc, i32x16,
+            arith::AddIOp::create(
+                b, loc, j032,
+                arith::ConstantIntOp::create(b, loc, b.getI32Type(), k)));
+        Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt,
+                                            key, limV);
+        scores.push_back(arith::SelectOp::create(b, loc, valid, x, neg));
+      }
+      auto vmax = [&](Value x, Value y) {
+        return arith::MaximumFOp::create(b, loc, x, y).getResult();
+      };
+      Value mOld = v.loadBits(rowM, zero, f32x16);
+      Value mNew = vmax(mOld, tree(scores, vmax));
+      Value alpha = v.exp(arith::SubFOp::create(b, loc, mOld, mNew));
+      SmallVector<Value> probs;
+      for (Value x : scores)
+        probs.push_back(v.exp(arith::SubFOp::create(b, loc, x, mNew)));
+      Value sum = tree(probs, [&](Value x, Value y) { return v.add(x, y); });
+      Value l = v.add(v.mul(v.loadBits(rowL, zero, f32x16), alpha), sum);
+      v.storeBits(mNew, rowM, zero);
+      v.storeBits(l, rowL, zero);
+      // P as one A tile: row r = its 16 pairs of keys (2i, 2i + 1).
+      SmallVector<int64_t> interleave;
+      for (int64_t i = 0; i < 16; ++i)
+        interleave.append({i, 16 + i});
+      SmallVector<Value> pairs;
+      for (int64_t i = 0; i < 16; ++i)
+        pairs.push_back(v.toBF16Pairs(vector::ShuffleOp::create(
+            b, loc, probs[2 * i], probs[2 * i + 1], interleave)));
+      SmallVector<Value> pRows = v.transpose16(pairs);
+      for (int64_t r = 0; r < 16; ++r)
+        v.storeBits(pRows[r], probT, p.i64(r * 64));
+      // acc *= alpha, when the running maximum rose in some lane.
+      Value rose = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE,
+                                         alpha, v.splat(1.0f, 16));
+      Value any = vector::ReductionOp::create(b, loc, vector::CombiningKind::OR,
+                                              rose);
+      p.ifThen(any, [&] {
+        SmallVector<Value> perRow;
+        for (int64_t r = 0; r < 16; ++r)
+          perRow.push_back(v.broadcast(
+              vector::ExtractOp::create(b, loc, alpha, ArrayRef<int64_t>{r}),
+              16));
+        p.forLoop(zero, p.i64(vTiles), one, [&](Value t) {
+          for (int64_t r = 0; r < 16; ++r) {
+            Value at = p.add(p.mul(t, p.i64(1024)), p.i64(r * 64));
+            v.storeBits(v.mul(v.loadBits(acc, at, f32x16), perRow[r]), acc,
+                        at);
+          }
+        });
+      });
+
+      // 3. acc += P V, 32 values at a time: keys 2i and 2i + 1's values
+      // 32 c .. 32 c + 31 interleaved into two B tiles (row i of each: 16
+      // values' key pairs) in a 2 KiB buffer that stays in L1, then the
+      // two accumulator tiles' products.
+      SmallVector<int64_t> lo, hi;
+      for (int64_t n = 0; n < 16; ++n) {
+        lo.append({n, 32 + n});
+        hi.append({16 + n, 48 + n});
+      }
+      Value pTile = v.tileLoad(probT, c64);
+      p.forLoop(zero, p.i64(a.rank / 32), one, [&](Value c2) {
+        Value col = p.mul(c2, p.i64(32));
+        for (int64_t i = 0; i < 16; ++i) {
+          Value ka = v.loadRaw(lat, bf16, p.add(p.i64(2 * i * a.rank), col), 32);
+          Value kb =
+              v.loadRaw(lat, bf16, p.add(p.i64((2 * i + 1) * a.rank), col), 32);
+          v.storeBits(vector::ShuffleOp::create(b, loc, ka, kb, lo), valueT,
+                      p.i64(i * 64));
+          v.storeBits(vector::ShuffleOp::create(b, loc, ka, kb, hi), valueT,
+                      p.i64(1024 + i * 64));
+        }
+        SmallVector<Value> at, c, vals;
+        for (int64_t h = 0; h < 2; ++h) {
+          at.push_back(byteAddr(acc, p.mul(p.add(p.mul(c2, p.i64(2)), p.i64(h)),
+                                           p.i64(1024))));
+          c.push_back(v.tileLoad(at.back(), c64));
+          vals.push_back(v.tileLoad(byteAddr(valueT, p.i64(h * 1024)), c64));
+        }
+        for (int64_t h = 0; h < 2; ++h)
+          v.tileStore(at[h], c64, v.tileDot(c[h], pTile, vals[h]));
+      });
+    });
+    p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
+  }
+
   const AttnSpec &s;
   OpBuilder &b;
   Location loc;
@@ -767,6 +1041,10 @@ private:
   SmallVector<Value> buf;
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
       rowLim, rot;
+  // blockAmx's: the packed query (B tiles), two score tiles, the
+  // probabilities (A tile), the values (B tiles), a tail block's keys, the
+  // lanes' key limits (i32).
+  Value qt, scoreT, probT, valueT, stage, lim32;
   Value blockS0; ///< the current block's first position (rot's row 0)
   /// Lanes per vector, keys per block (= lanes: one score vector per row),
   /// value vectors per register block.
@@ -778,6 +1056,14 @@ public:
   AttentionEmitter(AttnSpec spec, bool zmm) : s(std::move(spec)), zmm(zmm) {}
 
   std::string describe() const override {
+    if (s.amx)
+      return llvm::formatv(
+          "amx-bf16 mla absorbed: blocks of <= {0} query rows ({1} heads x "
+          "{2} positions), keys in blocks of {3}: scores K Q^T on AMX tiles "
+          "(the cache's rows as A tiles, the query rounded to bf16), online "
+          "softmax per block with the rows as lanes, values P V on AMX tiles "
+          "(p rounded to bf16, the latent rows interleaved by key pairs)",
+          kMaxRows, s.groupHeads, s.sq, kAmxKeys);
     const char *form = s.form == Form::GQA     ? "gqa"
                        : s.form == Form::Naive ? "mla naive"
                                                : "mla absorbed";
@@ -831,6 +1117,14 @@ makeAttentionEmitter(const KernelRecord &kernel,
       specOf(kernel.representative, target.avx512 ? 16 : 8, why);
   if (failed(spec))
     return nullptr;
+  // AMX tiles for MLA absorbed under the bf16 precision: the query and the
+  // probabilities rounded to bf16 (the cache already is), fp32 sums.
+  const kernels::MLAParams &a = spec->a;
+  spec->amx = spec->form == Form::Absorbed &&
+              options.gemmPrecision == CpuGemmPrecision::BF16 &&
+              target.amxBF16 && spec->types[spec->k].isBF16() &&
+              spec->types[spec->kRope].isBF16() && a.rank % 32 == 0 &&
+              a.ropeDim % 32 == 0;
   return std::make_unique<AttentionEmitter>(std::move(*spec), target.avx512);
 }
 

@@ -620,9 +620,6 @@ public:
   // AMX-BF16
   //===--------------------------------------------------------------------===//
 
-  Value i16(int64_t c) {
-    return arith::ConstantIntOp::create(b, loc, b.getI16Type(), c);
-  }
   Value byteAddr(Value base, Value offset) {
     auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
     return LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), base,
@@ -633,24 +630,6 @@ public:
                                          b.getStringAttr(name), operands)
         .getResult(0);
   }
-  Value tileZero() {
-    return intrinsic(amxType(), "llvm.x86.tilezero.internal",
-                     {i16(16), i16(64)});
-  }
-  Value tileLoad(Value addr, Value stride) {
-    return intrinsic(amxType(), "llvm.x86.tileloadd64.internal",
-                     {i16(16), i16(64), addr, stride});
-  }
-  Value tileDot(Value acc, Value a, Value bt) {
-    return intrinsic(amxType(), "llvm.x86.tdpbf16ps.internal",
-                     {i16(16), i16(64), i16(64), acc, a, bt});
-  }
-  void tileStore(Value addr, Value stride, Value tile) {
-    LLVM::CallIntrinsicOp::create(
-        b, loc, b.getStringAttr("llvm.x86.tilestored64.internal"),
-        ValueRange{i16(16), i16(64), addr, stride, tile});
-  }
-  Type amxType() { return LLVM::LLVMX86AMXType::get(b.getContext()); }
 
   /// K steps of 32 of a row (the last one partial when K % 32 != 0).
   int64_t kSteps() const { return (s.k + 31) / 32; }
@@ -723,24 +702,24 @@ public:
     Value wStride = p.i64(s.k * 2), bStride = p.i64(64);
     SmallVector<Value> acc;
     for (int64_t t = 0; t < nA * nB; ++t)
-      acc.push_back(tileZero());
+      acc.push_back(v.tileZero());
     acc = p.forLoop(
         p.i64(0), p.i64(kb32), p.i64(1), acc, [&](Value kb, ValueRange it) {
           SmallVector<Value> as, bs, out;
           Value kOff = p.mul(kb, p.i64(64));
           for (int64_t a = 0; a < nA; ++a)
-            as.push_back(tileLoad(
+            as.push_back(v.tileLoad(
                 byteAddr(buffers[pr.weights[gated ? a : 0]],
                          p.add(aBase[a], kOff)),
                 wStride));
           for (int64_t bi = 0; bi < nB; ++bi) {
             Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kb32)), kb);
             bs.push_back(
-                tileLoad(byteAddr(packed, p.mul(t, p.i64(1024))), bStride));
+                v.tileLoad(byteAddr(packed, p.mul(t, p.i64(1024))), bStride));
           }
           for (int64_t a = 0; a < nA; ++a)
             for (int64_t bi = 0; bi < nB; ++bi)
-              out.push_back(tileDot(it[a * nB + bi], as[a], bs[bi]));
+              out.push_back(v.tileDot(it[a * nB + bi], as[a], bs[bi]));
           if (prefetch)
             p.forLoop(prefetch->lo, prefetch->hi, p.i64(1), [&](Value j) {
               // Row j of the next block: A tile j / 16, its row j % 16.
@@ -759,7 +738,7 @@ public:
           return out;
         });
     for (int64_t t = 0; t < nA * nB; ++t)
-      tileStore(byteAddr(scratch, p.i64(t * 1024)), bStride, acc[t]);
+      v.tileStore(byteAddr(scratch, p.i64(t * 1024)), bStride, acc[t]);
 
     auto f32x16 = v.f32Vec(16);
     auto tileRows = [&](int64_t t) {
@@ -1201,24 +1180,24 @@ public:
     Value stride = p.i64(64);
     SmallVector<Value> acc;
     for (int64_t t = 0; t < nA * nB; ++t)
-      acc.push_back(tileZero());
+      acc.push_back(v.tileZero());
     for (int64_t st = 0; st < steps; ++st) {
       SmallVector<Value> as, bs;
       for (int64_t a = 0; a < nA; ++a)
-        as.push_back(tileLoad(
+        as.push_back(v.tileLoad(
             byteAddr(f.wTiles, p.i64((a * spb + st) * 1024)), stride));
       for (int64_t bi = 0; bi < nB; ++bi) {
         Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kSteps())),
                         p.add(p.mul(kb, p.i64(spb)), p.i64(st)));
-        bs.push_back(tileLoad(byteAddr(f.packed, p.mul(t, p.i64(1024))),
+        bs.push_back(v.tileLoad(byteAddr(f.packed, p.mul(t, p.i64(1024))),
                               stride));
       }
       for (int64_t a = 0; a < nA; ++a)
         for (int64_t bi = 0; bi < nB; ++bi)
-          acc[a * nB + bi] = tileDot(acc[a * nB + bi], as[a], bs[bi]);
+          acc[a * nB + bi] = v.tileDot(acc[a * nB + bi], as[a], bs[bi]);
     }
     for (int64_t t = 0; t < nA * nB; ++t)
-      tileStore(byteAddr(f.tiles, p.i64(t * 1024)), stride, acc[t]);
+      v.tileStore(byteAddr(f.tiles, p.i64(t * 1024)), stride, acc[t]);
     Type f32 = b.getF32Type();
     auto f32x16 = v.f32Vec(16);
     int64_t mbMax = s.amxChunk / 16;

@@ -303,4 +303,49 @@ Value VectorBuilder::e4m3ToBF16Bits(Value bytes) {
   return arith::OrIOp::create(b, loc, value, sign);
 }
 
+//===----------------------------------------------------------------------===//
+// AMX tiles
+//===----------------------------------------------------------------------===//
+
+// The llvm.x86.*.internal intrinsics, called through llvm.call_intrinsic:
+// the amx dialect's ops take memrefs, and the emitters address raw
+// !llvm.ptr buffers.
+namespace {
+Value i16Const(OpBuilder &b, Location loc, int64_t c) {
+  return arith::ConstantIntOp::create(b, loc, b.getI16Type(), c);
+}
+Type amxType(OpBuilder &b) { return LLVM::LLVMX86AMXType::get(b.getContext()); }
+} // namespace
+
+Value VectorBuilder::tileZero() {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, amxType(b), b.getStringAttr("llvm.x86.tilezero.internal"),
+             ValueRange{i16Const(b, loc, 16), i16Const(b, loc, 64)})
+      .getResult(0);
+}
+
+Value VectorBuilder::tileLoad(Value addr, Value stride) {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, amxType(b),
+             b.getStringAttr("llvm.x86.tileloadd64.internal"),
+             ValueRange{i16Const(b, loc, 16), i16Const(b, loc, 64), addr,
+                        stride})
+      .getResult(0);
+}
+
+Value VectorBuilder::tileDot(Value acc, Value a, Value bt) {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, amxType(b), b.getStringAttr("llvm.x86.tdpbf16ps.internal"),
+             ValueRange{i16Const(b, loc, 16), i16Const(b, loc, 64),
+                        i16Const(b, loc, 64), acc, a, bt})
+      .getResult(0);
+}
+
+void VectorBuilder::tileStore(Value addr, Value stride, Value tile) {
+  LLVM::CallIntrinsicOp::create(
+      b, loc, b.getStringAttr("llvm.x86.tilestored64.internal"),
+      ValueRange{i16Const(b, loc, 16), i16Const(b, loc, 64), addr, stride,
+                 tile});
+}
+
 } // namespace kiln::cpu

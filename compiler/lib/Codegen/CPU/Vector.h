@@ -69,6 +69,18 @@ public:
   mlir::Value swiglu(mlir::Value x, mlir::Value u);
 
   //===------------------------------------------------------------------===//
+  // AMX tiles (16 rows x 64 bytes; LLVM's AMX passes insert ldtilecfg)
+  //===------------------------------------------------------------------===//
+
+  mlir::Value tileZero();
+  /// 16 rows of 64 bytes, row i at byte `addr` + i * stride.
+  mlir::Value tileLoad(mlir::Value addr, mlir::Value stride);
+  /// tdpbf16ps: acc (16 x 16 f32) += a (16 rows x 16 bf16 pairs) . bt (16
+  /// rows of pairs: VNNI).
+  mlir::Value tileDot(mlir::Value acc, mlir::Value a, mlir::Value bt);
+  void tileStore(mlir::Value addr, mlir::Value stride, mlir::Value tile);
+
+  //===------------------------------------------------------------------===//
   // FP8 on AMX (GemmKernels.cpp's e4m3 tiles)
   //===------------------------------------------------------------------===//
 
