@@ -196,7 +196,10 @@ def gemv_rows(m, config):
     """Rows of a one-thread block of m rows that the fp32 kernel computes as
     the bf16 GEMV of the bf16 precision: those past its last whole register
     block of R rows, per packed chunk of C rows when the block takes the
-    tile path (m >= 16), as the kernel config gives R and C."""
+    tile path (m >= 16), as the kernel config gives R and C; none where the
+    config names no bf16 GEMV (AMX targets: fp32 there)."""
+    if "bf16 GEMV" not in config:
+        return []
     reg = int(re.search(r"fp32 (\d+)x\d+", config).group(1))
     chunk = int(re.search(r"packed (\d+) rows", config).group(1))
     bounds = [(0, m)] if m < 16 else [(c, min(c + chunk, m)) for c in range(0, m, chunk)]

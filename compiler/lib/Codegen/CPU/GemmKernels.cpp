@@ -155,7 +155,12 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
     return;
   s.amx = target.amxBF16;
   s.dpbf16 = !s.amx;
-  s.dpGemv = true;
+  // The bf16 GEMV for the rows past the last register block: measured
+  // faster on AVX-512-BF16 parts without AMX (Zen 5: llama-shaped decode
+  // 31.5 -> 20-21 ms at 2 threads) and slower on Sapphire Rapids, whose
+  // fp32 kernel, 8 weight rows interleaved, reads faster (26.3 against
+  // 35.4 ms; docs/benchmarks.md).
+  s.dpGemv = !target.amxBF16;
   // vdpbf16ps: 24 of the 32 zmm accumulate (6 weight rows, or 3 gate and 3
   // up rows, x 4 blocks of 16 activation rows), 4 hold the activations:
   // 10 loads per 24 products, and a packed chunk's 64, 128 or 256 rows in
