@@ -273,6 +273,16 @@ module attributes {{kiln.weights = "w.safetensors"}} {{
         return np.concatenate([qlat, qr], 1), np.concatenate([lat, kr], 1), lat, extra
 
 
+def compile_case(tmp, case, variant, flags):
+    """(the case's kernel model compiled with `flags`, its IR dump folder)."""
+    d = os.path.join(tmp, f"{case.name}_{variant}")
+    os.makedirs(d, exist_ok=True)
+    mk.write_safetensors(os.path.join(d, "w.safetensors"), case.weights)
+    ir = os.path.join(tmp, f"{case.name}_{variant}_ir")
+    return KernelModel(tmp, f"{case.name}_{variant}", case.text,
+                       flags=[*flags, "--dump-ir-dir", ir]), ir
+
+
 class CpuAttentionEmitter(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -283,18 +293,10 @@ class CpuAttentionEmitter(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def compile(self, case, variant, flags):
-        d = os.path.join(self.tmp, f"{case.name}_{variant}")
-        os.makedirs(d, exist_ok=True)
-        mk.write_safetensors(os.path.join(d, "w.safetensors"), case.weights)
-        ir = os.path.join(self.tmp, f"{case.name}_{variant}_ir")
-        return KernelModel(self.tmp, f"{case.name}_{variant}", case.text,
-                           flags=[*flags, "--dump-ir-dir", ir]), ir
-
     def check(self, case, starts):
         """Both emitters on `case` at each start vector of `starts`."""
-        ref, _ = self.compile(case, "ref", ["--cpu-emitter=reference"])
-        opt, ir = self.compile(case, "opt", [])
+        ref, _ = compile_case(self.tmp, case, "ref", ["--cpu-emitter=reference"])
+        opt, ir = compile_case(self.tmp, case, "opt", [])
         (kref,), (kopt,) = ref.kernel_info(), opt.kernel_info()
         self.assertEqual(kref["name"], kopt["name"])
         self.assertIn("cpu=reference", kref["config"])
@@ -344,7 +346,7 @@ class CpuAttentionEmitter(unittest.TestCase):
                           rank=64, dr=16),
                      Case("zmm_naive", "naive", self.rng, s=2, t_len=32, heads=2, d=32, dv=32, dr=16)):
             with self.subTest(case=case.name):
-                model, ir = self.compile(case, "spr", ["--cpu=sapphirerapids"])
+                model, ir = compile_case(self.tmp, case, "spr", ["--cpu=sapphirerapids"])
                 (k,) = model.kernel_info()
                 self.assertIn("cpu=avx512 fp32", k["config"])
                 (ll,) = glob.glob(os.path.join(ir, "*-cpu.ll"))
@@ -473,11 +475,7 @@ class CpuAttentionAmx(unittest.TestCase):
         return out
 
     def check(self, case, starts):
-        d = os.path.join(self.tmp, case.name)
-        os.makedirs(d, exist_ok=True)
-        mk.write_safetensors(os.path.join(d, "w.safetensors"), case.weights)
-        ir = os.path.join(self.tmp, f"{case.name}_ir")
-        model = KernelModel(self.tmp, case.name, case.text, flags=[*self.FLAGS, "--dump-ir-dir", ir])
+        model, ir = compile_case(self.tmp, case, "amx", self.FLAGS)
         (k,) = model.kernel_info()
         self.assertIn("cpu=amx-bf16 mla absorbed", k["config"])
         (ll,) = glob.glob(os.path.join(ir, "*-cpu.ll"))

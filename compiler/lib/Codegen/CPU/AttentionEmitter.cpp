@@ -232,8 +232,8 @@ public:
     } else {
       kc = alloc(f32, kKeyBlock * s.dkPad);
       vc = s.valueIsKey() ? kc : alloc(f32, kKeyBlock * s.vPad);
+      prob = alloc(f32, kMaxRows * kKeyBlock);
     }
-    prob = alloc(f32, kMaxRows * kKeyBlock);
     if (s.a.qRotate)
       rot = alloc(f32, s.sq * s.a.qRope.headDim);
     rowM = alloc(f32, kMaxRows);
@@ -784,12 +784,6 @@ private:
     return vload(acc, p.add(p.mul(r, p.i64(s.vPad)), p.mul(c, p.i64(kLanes))));
   }
 
-  Value byteAddr(Value base, Value offset) {
-    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
-    return LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), base,
-                               ValueRange{offset});
-  }
-
   /// A vector's lanes combined by a balanced tree of `op` (the same tree
   /// for every lane).
   Value tree(SmallVector<Value> xs, function_ref<Value(Value, Value)> op) {
@@ -859,13 +853,10 @@ private:
         pairs.push_back(
             p.select(p.lt(p.i64(r), rows), v.toBF16Pairs(x), zeroPairs));
       }
-      SmallVector<Value> rowsT = v.transpose16(pairs);
-      Value tile = p.mul(st, p.i64(1024));
-      for (int64_t i = 0; i < 16; ++i)
-        v.storeBits(rowsT[i], qt, p.add(tile, p.i64(i * 64)));
+      v.storeTransposedTile(pairs, qt, p.mul(st, p.i64(1024)));
     });
     p.forLoop(zero, p.i64(vTiles), one, [&](Value t) {
-      v.tileStore(byteAddr(acc, p.mul(t, p.i64(1024))), c64, v.tileZero());
+      v.tileStore(v.byteAddr(acc, p.mul(t, p.i64(1024))), c64, v.tileZero());
     });
     v.storeBits(v.splat(negInf, 16), rowM, zero);
     v.storeBits(v.splat(0.0f, 16), rowL, zero);
@@ -895,11 +886,11 @@ private:
           copy(s.kRope, a.ropeDim, p.add(stageRope, p.mul(jj, ropeStride)));
         });
       });
-      Value lat = p.select(full, byteAddr(buf[s.k], p.mul(tok0, latStride)),
-                           stage);
+      Value lat =
+          p.select(full, v.byteAddr(buf[s.k], p.mul(tok0, latStride)), stage);
       Value rope =
-          p.select(full, byteAddr(buf[s.kRope], p.mul(tok0, ropeStride)),
-                   byteAddr(stage, stageRope));
+          p.select(full, v.byteAddr(buf[s.kRope], p.mul(tok0, ropeStride)),
+                   v.byteAddr(stage, stageRope));
 
       // 1. Scores of keys [j0, j0 + 16) and [j0 + 16, j0 + 32), two C
       // tiles over the K steps (latent, then rope). AMX tile registers are
@@ -913,13 +904,13 @@ private:
         Value base = p.select(isLat, lat, rope);
         Value stride = p.select(isLat, latStride, ropeStride);
         Value col = p.select(isLat, st, sub(st, p.i64(latSteps)));
-        SmallVector<Value> t = {v.tileLoad(
-            byteAddr(qt, p.mul(st, p.i64(1024))), c64)};
+        SmallVector<Value> t = {
+            v.tileLoad(v.byteAddr(qt, p.mul(st, p.i64(1024))), c64)};
         for (int64_t h = 0; h < 2; ++h)
-          t.push_back(v.tileLoad(
-              byteAddr(base, p.add(p.mul(p.i64(16 * h), stride),
-                                   p.mul(col, c64))),
-              stride));
+          t.push_back(
+              v.tileLoad(v.byteAddr(base, p.add(p.mul(p.i64(16 * h), stride),
+                                                p.mul(col, c64))),
+                         stride));
         return t;
       };
       SmallVector<Value> init = {v.tileZero(), v.tileZero()};
@@ -934,7 +925,7 @@ private:
             return out;
           });
       for (int64_t h = 0; h < 2; ++h)
-        v.tileStore(byteAddr(scoreT, p.i64(h * 1024)), c64,
+        v.tileStore(v.byteAddr(scoreT, p.i64(h * 1024)), c64,
                     v.tileDot(sc[h], sc[3 + h], sc[2]));
 
       // 2. The online softmax, one vector of rows per key.
@@ -975,9 +966,7 @@ private:
       for (int64_t i = 0; i < 16; ++i)
         pairs.push_back(v.toBF16Pairs(vector::ShuffleOp::create(
             b, loc, probs[2 * i], probs[2 * i + 1], interleave)));
-      SmallVector<Value> pRows = v.transpose16(pairs);
-      for (int64_t r = 0; r < 16; ++r)
-        v.storeBits(pRows[r], probT, p.i64(r * 64));
+      v.storeTransposedTile(pairs, probT, zero);
       // acc *= alpha, when the running maximum rose in some lane.
       Value rose = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE,
                                          alpha, v.splat(1.0f, 16));
@@ -1021,10 +1010,10 @@ private:
         }
         SmallVector<Value> at, c, vals;
         for (int64_t h = 0; h < 2; ++h) {
-          at.push_back(byteAddr(acc, p.mul(p.add(p.mul(c2, p.i64(2)), p.i64(h)),
-                                           p.i64(1024))));
+          at.push_back(v.byteAddr(
+              acc, p.mul(p.add(p.mul(c2, p.i64(2)), p.i64(h)), p.i64(1024))));
           c.push_back(v.tileLoad(at.back(), c64));
-          vals.push_back(v.tileLoad(byteAddr(valueT, p.i64(h * 1024)), c64));
+          vals.push_back(v.tileLoad(v.byteAddr(valueT, p.i64(h * 1024)), c64));
         }
         for (int64_t h = 0; h < 2; ++h)
           v.tileStore(at[h], c64, v.tileDot(c[h], pTile, vals[h]));

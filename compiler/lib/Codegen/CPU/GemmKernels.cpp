@@ -342,7 +342,7 @@ public:
                     Value next = p.add(p.add(wBase[j], p.i64(cols * k)), kk);
                     Value byte = p.add(p.mul(next, p.i64(wBytes)), p.i64(line));
                     LLVM::Prefetch::create(
-                        b, loc, byteAddr(buffers[pr.weights[w]], byte),
+                        b, loc, v.byteAddr(buffers[pr.weights[w]], byte),
                         /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
                   }
             return out;
@@ -431,7 +431,7 @@ public:
               Value next = p.add(p.add(wBase[j], p.i64(cols * k)), k0);
               LLVM::Prefetch::create(
                   b, loc,
-                  byteAddr(buffers[pr.weights[w]], p.add(next, p.i64(line))),
+                  v.byteAddr(buffers[pr.weights[w]], p.add(next, p.i64(line))),
                   /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
             }
       SmallVector<Value> sx;
@@ -524,8 +524,8 @@ public:
         Value off = p.mul(st, p.i64(64));
         // Weight rows need not be 64-byte aligned (checkpoint offsets).
         Value wv = LLVM::LoadOp::create(b, loc, bf16x32,
-                                        byteAddr(w, p.add(base, off)), 2);
-        LLVM::Prefetch::create(b, loc, byteAddr(w, p.add(ahead, off)),
+                                        v.byteAddr(w, p.add(base, off)), 2);
+        LLVM::Prefetch::create(b, loc, v.byteAddr(w, p.add(ahead, off)),
                                /*rw=*/0, /*hint=L1*/ 3, /*data=*/1);
         for (int64_t i = 0; i < rows; ++i) {
           Value xv = v.loadBits(xb, p.add(p.i64(i * k * 2), off), bf16x32);
@@ -625,11 +625,6 @@ public:
   // AMX-BF16
   //===--------------------------------------------------------------------===//
 
-  Value byteAddr(Value base, Value offset) {
-    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
-    return LLVM::GEPOp::create(b, loc, ptrTy, b.getI8Type(), base,
-                               ValueRange{offset});
-  }
   Value intrinsic(Type result, StringRef name, ValueRange operands) {
     return LLVM::CallIntrinsicOp::create(b, loc, result,
                                          b.getStringAttr(name), operands)
@@ -671,10 +666,9 @@ public:
         }
         pairs.push_back(p.select(valid, pair, zero));
       }
-      SmallVector<Value> rowsT = v.transpose16(pairs);
-      Value tile = p.mul(p.add(p.mul(mb, p.i64(steps)), kb), p.i64(1024));
-      for (int64_t i = 0; i < 16; ++i)
-        v.storeBits(rowsT[i], packed, p.add(tile, p.i64(i * 64)));
+      v.storeTransposedTile(
+          pairs, packed,
+          p.mul(p.add(p.mul(mb, p.i64(steps)), kb), p.i64(1024)));
     };
     p.forLoop(p.i64(0), mblocks, p.i64(1), [&](Value mb) {
       p.forLoop(p.i64(0), p.i64(full), p.i64(1),
@@ -713,14 +707,14 @@ public:
           SmallVector<Value> as, bs, out;
           Value kOff = p.mul(kb, p.i64(64));
           for (int64_t a = 0; a < nA; ++a)
-            as.push_back(v.tileLoad(
-                byteAddr(buffers[pr.weights[gated ? a : 0]],
-                         p.add(aBase[a], kOff)),
-                wStride));
+            as.push_back(
+                v.tileLoad(v.byteAddr(buffers[pr.weights[gated ? a : 0]],
+                                      p.add(aBase[a], kOff)),
+                           wStride));
           for (int64_t bi = 0; bi < nB; ++bi) {
             Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kb32)), kb);
             bs.push_back(
-                v.tileLoad(byteAddr(packed, p.mul(t, p.i64(1024))), bStride));
+                v.tileLoad(v.byteAddr(packed, p.mul(t, p.i64(1024))), bStride));
           }
           for (int64_t a = 0; a < nA; ++a)
             for (int64_t bi = 0; bi < nB; ++bi)
@@ -737,13 +731,13 @@ public:
                                 buffers[pr.weights[1]]);
               LLVM::Prefetch::create(
                   b, loc,
-                  byteAddr(base, p.add(p.mul(row, p.i64(s.k * 2)), kOff)),
+                  v.byteAddr(base, p.add(p.mul(row, p.i64(s.k * 2)), kOff)),
                   /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
             });
           return out;
         });
     for (int64_t t = 0; t < nA * nB; ++t)
-      v.tileStore(byteAddr(scratch, p.i64(t * 1024)), bStride, acc[t]);
+      v.tileStore(v.byteAddr(scratch, p.i64(t * 1024)), bStride, acc[t]);
 
     auto f32x16 = v.f32Vec(16);
     auto tileRows = [&](int64_t t) {
@@ -845,7 +839,7 @@ public:
   /// broadcast into all 16 lanes (vdpbf16ps folds it into m32{1to16}).
   Value broadcastPair(Value buf, Value byte) {
     auto i32 = b.getI32Type();
-    Value pair = LLVM::LoadOp::create(b, loc, i32, byteAddr(buf, byte), 2);
+    Value pair = LLVM::LoadOp::create(b, loc, i32, v.byteAddr(buf, byte), 2);
     return vector::BitCastOp::create(
         b, loc, bf16Pairs(),
         vector::BroadcastOp::create(b, loc, VectorType::get({16}, i32), pair));
@@ -909,8 +903,8 @@ public:
             for (int64_t j = 0; j < cols; ++j)
               LLVM::Prefetch::create(
                   b, loc,
-                  byteAddr(buffers[pr.weights[w]],
-                           p.add(p.add(wBase[w * cols + j], nextRows), kOff)),
+                  v.byteAddr(buffers[pr.weights[w]],
+                             p.add(p.add(wBase[w * cols + j], nextRows), kOff)),
                   /*rw=*/0, /*hint=L2*/ 2, /*data=*/1);
           return out;
         });
@@ -958,8 +952,8 @@ public:
   }
   DpFp8Buffers dpFp8Buffers(Value stack) {
     int64_t kBlocks = (s.k + s.act - 1) / s.act;
-    Value xs = byteAddr(stack, p.i64(s.amxChunk * kSteps() * 64));
-    Value wconv = byteAddr(
+    Value xs = v.byteAddr(stack, p.i64(s.amxChunk * kSteps() * 64));
+    Value wconv = v.byteAddr(
         stack, p.i64(s.amxChunk * kSteps() * 64 + kBlocks * s.amxChunk * 4));
     return DpFp8Buffers{stack, xs, wconv};
   }
@@ -1112,7 +1106,7 @@ public:
   Fp8Buffers fp8Buffers(Value stack) {
     int64_t kBlocks = (s.k + s.act - 1) / s.act, off = 0;
     auto next = [&](int64_t bytes) {
-      Value at = byteAddr(stack, p.i64(off));
+      Value at = v.byteAddr(stack, p.i64(off));
       off += bytes;
       return at;
     };
@@ -1190,19 +1184,19 @@ public:
       SmallVector<Value> as, bs;
       for (int64_t a = 0; a < nA; ++a)
         as.push_back(v.tileLoad(
-            byteAddr(f.wTiles, p.i64((a * spb + st) * 1024)), stride));
+            v.byteAddr(f.wTiles, p.i64((a * spb + st) * 1024)), stride));
       for (int64_t bi = 0; bi < nB; ++bi) {
         Value t = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kSteps())),
                         p.add(p.mul(kb, p.i64(spb)), p.i64(st)));
-        bs.push_back(v.tileLoad(byteAddr(f.packed, p.mul(t, p.i64(1024))),
-                              stride));
+        bs.push_back(
+            v.tileLoad(v.byteAddr(f.packed, p.mul(t, p.i64(1024))), stride));
       }
       for (int64_t a = 0; a < nA; ++a)
         for (int64_t bi = 0; bi < nB; ++bi)
           acc[a * nB + bi] = v.tileDot(acc[a * nB + bi], as[a], bs[bi]);
     }
     for (int64_t t = 0; t < nA * nB; ++t)
-      v.tileStore(byteAddr(f.tiles, p.i64(t * 1024)), stride, acc[t]);
+      v.tileStore(v.byteAddr(f.tiles, p.i64(t * 1024)), stride, acc[t]);
     Type f32 = b.getF32Type();
     auto f32x16 = v.f32Vec(16);
     int64_t mbMax = s.amxChunk / 16;

@@ -131,6 +131,10 @@ void VectorBuilder::store(Value v, Value ptr, Type elemType, Value index) {
   LLVM::StoreOp::create(b, loc, v, gep(ptr, elemType, index), align);
 }
 
+Value VectorBuilder::byteAddr(Value base, Value offset) {
+  return gep(base, b.getI8Type(), offset);
+}
+
 void VectorBuilder::storeBits(Value v, Value ptr, Value byteOffset) {
   LLVM::StoreOp::create(b, loc, v, gep(ptr, b.getI8Type(), byteOffset), 64);
 }
@@ -346,6 +350,16 @@ void VectorBuilder::tileStore(Value addr, Value stride, Value tile) {
       b, loc, b.getStringAttr("llvm.x86.tilestored64.internal"),
       ValueRange{i16Const(b, loc, 16), i16Const(b, loc, 64), addr, stride,
                  tile});
+}
+
+void VectorBuilder::storeTransposedTile(ArrayRef<Value> columns, Value ptr,
+                                        Value byteOffset) {
+  SmallVector<Value> rows = transpose16(columns);
+  for (int64_t i = 0; i < 16; ++i)
+    storeBits(rows[i], ptr,
+              arith::AddIOp::create(b, loc, byteOffset,
+                                    arith::ConstantIntOp::create(
+                                        b, loc, b.getI64Type(), i * 64)));
 }
 
 } // namespace kiln::cpu

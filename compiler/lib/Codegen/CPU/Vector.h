@@ -40,6 +40,8 @@ public:
              mlir::Value index);
   /// Stores raw vector bits (any element type) at byte offset `byteOffset`.
   void storeBits(mlir::Value v, mlir::Value ptr, mlir::Value byteOffset);
+  /// `base` + `offset` bytes.
+  mlir::Value byteAddr(mlir::Value base, mlir::Value offset);
   /// Loads vector<lanes x elem> raw from byte offset `byteOffset`.
   mlir::Value loadBits(mlir::Value ptr, mlir::Value byteOffset,
                        mlir::VectorType type);
@@ -79,6 +81,12 @@ public:
   /// rows of pairs: VNNI).
   mlir::Value tileDot(mlir::Value acc, mlir::Value a, mlir::Value bt);
   void tileStore(mlir::Value addr, mlir::Value stride, mlir::Value tile);
+  /// 16 vectors of 16 32-bit lanes stored transposed as one tile in memory
+  /// (16 rows of 64 bytes from byte `byteOffset` of `ptr`): row i holds lane
+  /// i of every vector, so vector j becomes column j (a VNNI B tile when the
+  /// lanes are bf16 pairs of K, an A tile's row pairs when they are rows).
+  void storeTransposedTile(llvm::ArrayRef<mlir::Value> columns, mlir::Value ptr,
+                           mlir::Value byteOffset);
 
   //===------------------------------------------------------------------===//
   // FP8 on AMX (GemmKernels.cpp's e4m3 tiles)
