@@ -402,6 +402,17 @@ class CpuAttentionEmitter(unittest.TestCase):
                     rank=512, dr=64, rotate=(64, True))
         self.check(case, [[0], [77], [199]])
 
+    def test_mla_decode_split_keys(self):
+        # Decode from 1024 keys on: each block's keys in two halves run by
+        # different programs, merged by the last (split at 576 of 1100 with
+        # a partial last block of 12; at 512 of exactly 1024). Batch 2: a
+        # split row beside one below the threshold.
+        case = Case("mla_split", "absorbed", self.rng, b=2, s=1, t_len=1100, heads=16, d=128,
+                    dv=128, rank=512, dr=64, rotate=(64, True))
+        self.check(case, [[1099, 300], [1023, 1099]])
+        opt, _ = compile_case(self.tmp, case, "opt", [])
+        self.assertIn("keys split in 2 ranges", opt.kernel_info()[0]["config"])
+
     def test_mla_fp8_kvb_odd_rank(self):
         # Rank 200 (12.5 vectors; a partial 128-block of scales), e4m3 kv_b
         # with block scales, f32 caches, 3 positions, batch 2.
@@ -508,6 +519,13 @@ class CpuAttentionAmx(unittest.TestCase):
         case = Case("amx_ds", "absorbed", self.rng, s=1, t_len=200, heads=16, d=128, dv=128,
                     rank=512, dr=64, rotate=(64, True))
         self.check(case, [[0], [77], [199]])
+
+    def test_decode_split_keys(self):
+        # The key split of long decodes (test_mla_decode_split_keys) on
+        # tiles: halves of 576 + 524 and 512 + 512 keys, batch 2.
+        case = Case("amx_split", "absorbed", self.rng, b=2, s=1, t_len=1100, heads=16, d=128,
+                    dv=128, rank=512, dr=64, rotate=(64, True))
+        self.check(case, [[1099, 300], [1023, 1099]])
 
     def test_prefill_heads_past_a_tile(self):
         # 20 heads (a block of 16 rows, then 4), 3 positions, causal: rows of

@@ -69,6 +69,13 @@ using kernels::ProgramBuilder;
 constexpr int64_t kMaxRows = 16;    ///< query rows per block
 constexpr int64_t kMaxWidth = 4096; ///< padded key / value row limit
 constexpr int64_t kAmxKeys = 32;    ///< keys per block of blockAmx
+/// MLA absorbed decode (one position per row): a block of heads whose key
+/// limit is at least kSplitMinKeys has its keys split into kSplitChunks
+/// ranges (AttnCodegen::splitBlock), for at most kMaxSplitBlocks blocks of
+/// a launch (the size of the kernel's counter array).
+constexpr int64_t kSplitMinKeys = 1024;
+constexpr int64_t kSplitChunks = 2;
+constexpr int64_t kMaxSplitBlocks = 256;
 
 enum class Form { GQA, Naive, Absorbed };
 
@@ -86,6 +93,7 @@ struct AttnSpec {
   int kvbScale = -1;    ///< absorbed kv_b block scales
   int start = -1;
   unsigned out = 0;
+  int ws = -1; ///< absorbed: the workspace (2 rank + rope floats per row)
   int quantQ = -1, quantS = -1;
   // Shapes. Key rows are segment 0 (len0) then segment 1 (len1, MLA's rope
   // key), each padded to 16 lanes.
@@ -103,10 +111,19 @@ struct AttnSpec {
   /// MLA absorbed on AMX-BF16 tiles (--cpu-gemm-precision=bf16; bf16
   /// caches, rank and rope dims multiples of 32): AttnCodegen::blockAmx.
   bool amx = false;
+  /// MLA absorbed at one position per row (decode kernels, seq = 1), every
+  /// head group full: long key ranges split (AttnCodegen::splitBlock), the
+  /// partial rows in the block's workspace.
+  bool split = false;
 
   int64_t pad(int64_t n) const { return (n + lanes - 1) / lanes * lanes; }
   int64_t off1() const { return pad(len0); }
   bool valueIsKey() const { return form == Form::Absorbed; }
+  /// Floats of one split chunk's partial state: the block's accumulators
+  /// (16 rows of vPad, in the layout of AttnCodegen::acc), then the rows'
+  /// running maxima and sums (16 each).
+  int64_t splitSlot() const { return 16 * vPad + 2 * 16; }
+  int64_t wsPerRow() const { return 2 * a.rank + a.ropeDim; }
 };
 
 FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
@@ -165,6 +182,7 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
     if (s.a.hasStart)
       s.start = next++;
     s.out = next;
+    s.ws = next + 1;
     if (s.a.quantAct > 0) {
       s.quantQ = next + 2;
       s.quantS = next + 3;
@@ -181,6 +199,9 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
   s.vPad = s.pad(s.vLen);
   s.sq = std::max<int64_t>(1, kMaxRows / s.groupHeads);
   s.groups = (s.a.heads + s.groupHeads - 1) / s.groupHeads;
+  s.split = s.form == Form::Absorbed && s.a.seq == 1 &&
+            s.a.heads % s.groupHeads == 0 &&
+            s.groupHeads * s.wsPerRow() >= kSplitChunks * s.splitSlot();
   if (!s.types[s.out].isF32())
     return bad("the output is not f32");
   auto stored = [](Type t) { return isStoredFloat(t); };
@@ -202,10 +223,13 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
 
 class AttnCodegen {
 public:
+  /// `splitCounters`: the symbol of the kernel's i32 [kMaxSplitBlocks]
+  /// counters (spec.split).
   AttnCodegen(const AttnSpec &spec, OpBuilder &b, Location loc,
-              ArrayRef<Value> buffers)
+              ArrayRef<Value> buffers, StringRef splitCounters = {})
       : s(spec), b(b), loc(loc), p(b, loc), v(b, loc),
-        buf(buffers.begin(), buffers.end()), kLanes(spec.lanes),
+        buf(buffers.begin(), buffers.end()), splitSym(splitCounters.str()),
+        kLanes(spec.lanes),
         kKeyBlock(spec.lanes), kAccVecs(spec.accVecs) {}
 
   /// Stack buffers, at the start of the helper's entry block.
@@ -266,13 +290,30 @@ public:
         if (s.a.qRotate)
           rotationTables(start, s0, s1);
         p.forLoop(p.i64(0), p.i64(s.groups), one, [&](Value g) {
-          Value rows = collectRows(begin, end, bi, s0, s1, g);
-          p.ifThen(p.lt(p.i64(0), rows), [&] {
-            if (s.amx)
-              blockAmx(bi, start, rows, s0);
-            else
-              block(bi, g, start, rows, s0, s1);
-          });
+          auto whole = [&] {
+            Value rows = collectRows(begin, end, bi, s0, s1, g);
+            p.ifThen(p.lt(p.i64(0), rows), [&] {
+              if (s.amx)
+                blockAmx(bi, start, rows, s0);
+              else
+                block(bi, g, start, rows, s0, s1);
+            });
+          };
+          if (!s.split) {
+            whole();
+            return;
+          }
+          // seq = 1: every row of the block sees the same keys.
+          Value lim = keyLimit(start, p.i64(0));
+          Value blk = p.add(p.mul(bi, p.i64(s.groups)), g);
+          Value cut = p.andI(p.lt(p.i64(kSplitMinKeys - 1), lim),
+                             p.lt(blk, p.i64(kMaxSplitBlocks)));
+          auto ifOp = scf::IfOp::create(b, loc, cut, /*withElse=*/true);
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(ifOp.thenBlock());
+          splitBlock(begin, end, bi, g, start, lim, blk);
+          b.setInsertionPointToStart(ifOp.elseBlock());
+          whole();
         });
       });
     });
@@ -694,7 +735,6 @@ private:
   /// The output row of row r: acc / l, or for MLA absorbed W_UV acc / l
   /// (then quantized for mla_attention_quant).
   void finishRow(Value r) {
-    const kernels::MLAParams &a = s.a;
     Value pid = p.load(rowPid, i64(), r);
     Value invL = p.fdiv(p.f32(1.0f), p.load(rowL, f32(), r));
     Value invLV = v.broadcast(invL, kLanes);
@@ -706,6 +746,17 @@ private:
                     std::min(kLanes, s.outLen - c));
       return;
     }
+    projectRow(r, [&](int64_t e0, Value o) {
+      storeActive(v.mul(o, invLV), buf[s.out], p.add(oBase, p.i64(e0)),
+                  std::min(kLanes, s.a.valueDim - e0));
+    });
+    quantizeRow(pid);
+  }
+
+  /// MLA absorbed: W_UV acc of row r (not yet divided by l), `kLanes`
+  /// output values at a time: emit(e0, values e0 ..).
+  void projectRow(Value r, function_ref<void(int64_t, Value)> emit) {
+    const kernels::MLAParams &a = s.a;
     Value h = p.load(rowH, i64(), r);
     Value vRow0 = p.add(p.mul(h, p.i64(a.headDim + a.valueDim)),
                         p.i64(a.headDim));
@@ -718,26 +769,155 @@ private:
             Value row = p.add(vRow0, p.i64(std::min(e0 + i, a.valueDim - 1)));
             return kvbVector(row, p.mul(c, p.i64(kLanes)), active);
           });
-      storeActive(v.mul(o, invLV), buf[s.out], p.add(oBase, p.i64(e0)),
-                  std::min(kLanes, a.valueDim - e0));
+      emit(e0, o);
     }
-    if (a.quantAct > 0)
-      kernels::emitRowQuantize(
-          p, a.valueDim, a.quantAct,
-          [&](Value e) { return p.load(buf[s.out], f32(), p.add(oBase, e)); },
-          buf[s.quantQ], s.types[s.quantQ], oBase, buf[s.quantS],
-          p.mul(pid, p.i64(a.valueDim / a.quantAct)));
   }
 
-  /// One block: rows [0, rows) of the row tables, batch bi, head group g.
-  void block(Value bi, Value g, Value start, Value rows, Value s0, Value s1) {
+  /// mla_attention_quant: the reference's quantization of output row pid.
+  void quantizeRow(Value pid) {
+    const kernels::MLAParams &a = s.a;
+    if (a.quantAct <= 0)
+      return;
+    Value oBase = p.mul(pid, p.i64(s.outLen));
+    kernels::emitRowQuantize(
+        p, a.valueDim, a.quantAct,
+        [&](Value e) { return p.load(buf[s.out], f32(), p.add(oBase, e)); },
+        buf[s.quantQ], s.types[s.quantQ], oBase, buf[s.quantS],
+        p.mul(pid, p.i64(a.valueDim / a.quantAct)));
+  }
+
+  /// The end of a block: its rows' outputs, or with `partial` (the block's
+  /// accumulators already there) the rows' maxima and sums after them.
+  void finishBlock(Value rows, Value partial) {
+    if (!partial) {
+      p.forLoop(p.i64(0), rows, p.i64(1), [&](Value r) { finishRow(r); });
+      return;
+    }
+    Value ml = p.add(partial, p.i64(16 * s.vPad));
+    for (int64_t i = 0; i < 16; i += kLanes) {
+      vstore(vload(rowM, p.i64(i)), buf[s.ws], p.add(ml, p.i64(i)));
+      vstore(vload(rowL, p.i64(i)), buf[s.ws], p.add(ml, p.i64(16 + i)));
+    }
+  }
+
+  /// then() where `cond` is null or true.
+  void onlyIf(Value cond, function_ref<void()> then) {
+    if (cond)
+      p.ifThen(cond, then);
+    else
+      then();
+  }
+
+  /// MLA absorbed decode, one head group g of batch row bi whose rows all
+  /// see `lim` >= kSplitMinKeys keys: the keys split at `half` (a multiple
+  /// of 32, about lim / 2) into chunk 0 = [0, half) and chunk 1 = [half,
+  /// lim). Chunk c is run, for all the group's rows, by whichever range
+  /// holds program pid0 + c * groupHeads / 2 (so two threads splitting the
+  /// heads take one chunk each; one range holding both stages the query
+  /// once), its accumulators, maxima and sums left in slot c of the
+  /// block's workspace (its rows' 2 rank + rope floats each). The last of
+  /// the two to finish (an acquire-release count in the kernel's counters,
+  /// which it resets) merges them in a fixed order, M = max(m0, m1), e_c =
+  /// exp(m_c - M), acc = acc0 e0 + acc1 e1, l = l0 e0 + l1 e1, and finishes
+  /// the rows (W_UV acc / l): the same arithmetic however the runtime
+  /// splits the programs over threads.
+  void splitBlock(Value begin, Value end, Value bi, Value g, Value start,
+                  Value lim, Value blk) {
+    const kernels::MLAParams &a = s.a;
+    Value zero = p.i64(0), one = p.i64(1);
+    Value half = p.mul(p.divs(p.add(lim, p.i64(63)), p.i64(64)), p.i64(32));
+    Value pid0 =
+        p.add(p.mul(bi, p.i64(a.heads)), p.mul(g, p.i64(s.groupHeads)));
+    Value wsBase = p.mul(pid0, p.i64(s.wsPerRow()));
+    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
+    Value owned[kSplitChunks];
+    for (int64_t c = 0; c < kSplitChunks; ++c) {
+      Value owner = p.add(pid0, p.i64(c * s.groupHeads / kSplitChunks));
+      owned[c] = p.andI(p.lt(owner, end),
+                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge,
+                                              owner, begin));
+    }
+    for (int64_t c = 0; c < kSplitChunks; ++c) {
+      p.ifThen(owned[c], [&] {
+        Value rows = collectRows(pid0, p.add(pid0, p.i64(s.groupHeads)), bi,
+                                 zero, one, g);
+        Value kb = c == 0 ? zero : half, ke = c == 0 ? half : lim;
+        Value slot = p.add(wsBase, p.i64(c * s.splitSlot()));
+        // Chunk 1 after chunk 0 in this range: the query is staged.
+        Value restage =
+            c == 0 ? Value()
+                   : arith::XOrIOp::create(
+                         b, loc, owned[0],
+                         arith::ConstantIntOp::create(b, loc, 1, 1));
+        Value local = acc;
+        acc = v.byteAddr(buf[s.ws], p.mul(slot, p.i64(4)));
+        if (s.amx)
+          blockAmx(bi, start, rows, zero, kb, ke, slot, restage);
+        else
+          block(bi, g, start, rows, zero, one, kb, ke, slot, restage);
+        acc = local;
+        Value counters = LLVM::AddressOfOp::create(b, loc, ptrTy, splitSym);
+        Value old = p.atomicAddI32(counters, blk, one);
+        p.ifThen(p.eq(old, p.i64(kSplitChunks - 1)), [&] {
+          combine(rows, wsBase);
+          p.storeInt(zero, counters, b.getI32Type(), blk);
+        });
+      });
+    }
+  }
+
+  /// splitBlock's merge of the two slots at `wsBase` into slot 0, then the
+  /// rows' outputs from it.
+  void combine(Value rows, Value wsBase) {
+    static_assert(kSplitChunks == 2, "combine merges two partial states");
+    Value ws = buf[s.ws];
+    Value zero = p.i64(0), one = p.i64(1);
+    Value acc0 = v.byteAddr(ws, p.mul(wsBase, p.i64(4)));
+    Value slot1 = p.add(wsBase, p.i64(s.splitSlot()));
+    Value acc1 = v.byteAddr(ws, p.mul(slot1, p.i64(4)));
+    int64_t ml = 16 * s.vPad;
+    p.forLoop(zero, rows, one, [&](Value r) {
+      Value m0 = p.load(acc0, f32(), p.add(r, p.i64(ml)));
+      Value m1 = p.load(acc1, f32(), p.add(r, p.i64(ml)));
+      Value l0 = p.load(acc0, f32(), p.add(r, p.i64(ml + 16)));
+      Value l1 = p.load(acc1, f32(), p.add(r, p.i64(ml + 16)));
+      Value m = p.fmax(m0, m1);
+      Value e0 = v.exp(v.broadcast(p.fsub(m0, m), kLanes));
+      Value e1 = v.exp(v.broadcast(p.fsub(m1, m), kLanes));
+      auto lane0 = [&](Value x) {
+        return vector::ExtractOp::create(b, loc, x, ArrayRef<int64_t>{0})
+            .getResult();
+      };
+      p.store(p.fadd(p.fmul(l0, lane0(e0)), p.fmul(l1, lane0(e1))), rowL,
+              f32(), r);
+      for (int64_t c = 0; c < s.vPad / kLanes; ++c) {
+        Value idx = accIndex(r, p.i64(c));
+        Value x = v.add(v.mul(vload(acc0, idx), e0), v.mul(vload(acc1, idx), e1));
+        vstore(x, acc0, idx);
+      }
+    });
+    Value local = acc;
+    acc = acc0;
+    p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
+    acc = local;
+  }
+
+  /// One block: rows [0, rows) of the row tables, batch bi, head group g,
+  /// keys [keyBegin, keyEnd) (null: from 0 to the rows' largest limit).
+  /// With `partial` (a float offset into the workspace), the rows' partial
+  /// state is stored there (storePartial) instead of their outputs.
+  void block(Value bi, Value g, Value start, Value rows, Value s0, Value s1,
+             Value keyBegin = {}, Value keyEnd = {}, Value partial = {},
+             Value restage = {}) {
     Value zero = p.i64(0), one = p.i64(1);
     float negInf = -std::numeric_limits<float>::infinity();
     blockS0 = s0;
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
-      stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
-                 start);
+      onlyIf(restage, [&] {
+        stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
+                   start);
+      });
       for (int64_t c = 0; c < s.vPad; c += kLanes)
         vstore(zeros(), acc, p.add(p.mul(r, p.i64(s.vPad)), p.i64(c)));
       p.storeInt(keyLimit(start, si), rowLim, i64(), r);
@@ -748,8 +928,9 @@ private:
         p.forLoop(zero, rows, one, ValueRange{zero}, [&](Value r, ValueRange it) {
           return SmallVector<Value>{maxI(it[0], p.load(rowLim, i64(), r))};
         })[0];
-    p.forLoop(zero, maxLim, p.i64(kKeyBlock), [&](Value j0) {
-      Value nk = p.minI(sub(maxLim, j0), p.i64(kKeyBlock));
+    Value kEnd = keyEnd ? keyEnd : maxLim;
+    p.forLoop(keyBegin ? keyBegin : zero, kEnd, p.i64(kKeyBlock), [&](Value j0) {
+      Value nk = p.minI(sub(kEnd, j0), p.i64(kKeyBlock));
       // Keys (and values) of the block, widened once for all rows.
       p.forLoop(zero, nk, one, [&](Value jj) {
         KeyRow kr = keyRow(bi, g, p.add(j0, jj));
@@ -773,15 +954,16 @@ private:
         accumulateRows(sub(rows, one), 1, nk);
       });
     });
-    p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
+    finishBlock(rows, partial);
   }
 
   /// Lanes [16c, 16c + 16) of row r's accumulator: row-major [row][vPad],
   /// or with AMX C tiles of 16 rows x 16 values (tile c, its row r).
-  Value accChunk(Value r, Value c) {
+  Value accChunk(Value r, Value c) { return vload(acc, accIndex(r, c)); }
+  Value accIndex(Value r, Value c) {
     if (s.amx)
-      return vload(acc, p.add(p.mul(c, p.i64(256)), p.mul(r, p.i64(16))));
-    return vload(acc, p.add(p.mul(r, p.i64(s.vPad)), p.mul(c, p.i64(kLanes))));
+      return p.add(p.mul(c, p.i64(256)), p.mul(r, p.i64(16)));
+    return p.add(p.mul(r, p.i64(s.vPad)), p.mul(c, p.i64(kLanes)));
   }
 
   /// A vector's lanes combined by a balanced tree of `op` (the same tree
@@ -816,7 +998,10 @@ private:
   ///      memory (16 rows x 16 values each).
   /// Lanes past `rows` hold zero queries and the block's key limit (finite
   /// scores, never stored).
-  void blockAmx(Value bi, Value start, Value rows, Value s0) {
+  /// Keys, partial, restage: as block's.
+  void blockAmx(Value bi, Value start, Value rows, Value s0,
+                Value keyBegin = {}, Value keyEnd = {}, Value partial = {},
+                Value restage = {}) {
     const kernels::MLAParams &a = s.a;
     Value zero = p.i64(0), one = p.i64(1), c64 = p.i64(64);
     float negInf = -std::numeric_limits<float>::infinity();
@@ -829,8 +1014,10 @@ private:
     Type bf16 = b.getBF16Type();
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
-      stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
-                 start);
+      onlyIf(restage, [&] {
+        stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
+                   start);
+      });
       p.storeInt(keyLimit(start, si), rowLim, i64(), r);
     });
     Value maxLim =
@@ -845,6 +1032,7 @@ private:
     // (32 st + 2i, 32 st + 2i + 1).
     Value zeroPairs = arith::ConstantOp::create(
         b, loc, DenseElementsAttr::get(i32x16, b.getI32IntegerAttr(0)));
+    onlyIf(restage, [&] {
     p.forLoop(zero, p.i64(latSteps + ropeSteps), one, [&](Value st) {
       SmallVector<Value> pairs;
       for (int64_t r = 0; r < 16; ++r) {
@@ -855,6 +1043,7 @@ private:
       }
       v.storeTransposedTile(pairs, qt, p.mul(st, p.i64(1024)));
     });
+    });
     p.forLoop(zero, p.i64(vTiles), one, [&](Value t) {
       v.tileStore(v.byteAddr(acc, p.mul(t, p.i64(1024))), c64, v.tileZero());
     });
@@ -863,8 +1052,9 @@ private:
 
     Value latStride = p.i64(a.rank * 2), ropeStride = p.i64(a.ropeDim * 2);
     Value stageRope = p.i64(kAmxKeys * a.rank * 2);
-    p.forLoop(zero, maxLim, p.i64(kAmxKeys), [&](Value j0) {
-      Value nk = p.minI(sub(maxLim, j0), p.i64(kAmxKeys));
+    Value kEnd = keyEnd ? keyEnd : maxLim;
+    p.forLoop(keyBegin ? keyBegin : zero, kEnd, p.i64(kAmxKeys), [&](Value j0) {
+      Value nk = p.minI(sub(kEnd, j0), p.i64(kAmxKeys));
       Value tok0 = p.add(p.mul(bi, p.i64(a.kvLen)), j0);
       Value full = p.eq(nk, p.i64(kAmxKeys));
       // A partial block: its keys copied, zero-padded to 32 rows.
@@ -1019,7 +1209,7 @@ private:
           v.tileStore(at[h], c64, v.tileDot(c[h], pTile, vals[h]));
       });
     });
-    p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
+    finishBlock(rows, partial);
   }
 
   const AttnSpec &s;
@@ -1028,6 +1218,7 @@ private:
   ProgramBuilder p;
   VectorBuilder v;
   SmallVector<Value> buf;
+  std::string splitSym; ///< splitBlock's counters
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
       rowLim, rot;
   // blockAmx's: the packed query (B tiles), two score tiles, the
@@ -1045,6 +1236,17 @@ public:
   AttentionEmitter(AttnSpec spec, bool zmm) : s(std::move(spec)), zmm(zmm) {}
 
   std::string describe() const override {
+    std::string split =
+        s.split ? llvm::formatv("; from {0} keys on, a block's keys split in "
+                                "{1} ranges run by different programs, "
+                                "combined by the last to finish",
+                                kSplitMinKeys, kSplitChunks)
+                      .str()
+                : "";
+    return describeForm() + split;
+  }
+
+  std::string describeForm() const {
     if (s.amx)
       return llvm::formatv(
           "amx-bf16 mla absorbed: blocks of <= {0} query rows ({1} heads x "
@@ -1069,11 +1271,27 @@ public:
                  const EntryArgs &args) override {
     Location loc = args.loc;
     unsigned nb = args.buffers.size();
+    std::string counters;
+    if (s.split) {
+      // splitBlock's counters: zero when the executable is loaded, each
+      // returned to zero by the program that sees its final count (launches
+      // of a session run one after another).
+      counters = kernel.name + ".split_counters";
+      OpBuilder mb(module.getBodyRegion());
+      mb.setInsertionPointToEnd(module.getBody());
+      auto arr = LLVM::LLVMArrayType::get(mb.getI32Type(), kMaxSplitBlocks);
+      auto global = LLVM::GlobalOp::create(mb, loc, arr, /*isConstant=*/false,
+                                           LLVM::Linkage::Internal, counters,
+                                           Attribute(), /*alignment=*/64);
+      Block *init = mb.createBlock(&global.getInitializerRegion());
+      mb.setInsertionPointToStart(init);
+      LLVM::ReturnOp::create(mb, loc, LLVM::ZeroOp::create(mb, loc, arr));
+    }
     func::FuncOp fn =
         makeHelper(module, loc, kernel.name + ".blocks", nb);
     {
       Body body = bodyOf(fn, nb);
-      AttnCodegen cg(s, body.b, loc, body.buffers);
+      AttnCodegen cg(s, body.b, loc, body.buffers, counters);
       cg.allocate(fn);
       cg.emitRange(body.r0, body.r1);
     }
