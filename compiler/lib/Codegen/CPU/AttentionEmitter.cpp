@@ -115,6 +115,11 @@ struct AttnSpec {
   /// head group full: long key ranges split (AttnCodegen::splitBlock), the
   /// partial rows in the block's workspace.
   bool split = false;
+  /// MLA absorbed over several positions with an e4m3 kv_b (FP8 prefill):
+  /// blocks of one head at up to 16 positions, so that the head's W_UK and
+  /// W_UV are decoded once per block (into AttnCodegen::kvbBuf) rather than
+  /// once per row.
+  bool headMajor = false;
 
   int64_t pad(int64_t n) const { return (n + lanes - 1) / lanes * lanes; }
   int64_t off1() const { return pad(len0); }
@@ -124,6 +129,7 @@ struct AttnSpec {
   /// running maxima and sums (16 each).
   int64_t splitSlot() const { return 16 * vPad + 2 * 16; }
   int64_t wsPerRow() const { return 2 * a.rank + a.ropeDim; }
+  int64_t rankPad() const { return pad(a.rank); }
 };
 
 FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
@@ -192,6 +198,10 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
     s.vLen = s.a.rank;
     s.outLen = s.a.valueDim;
     s.groupHeads = std::min(s.a.heads, kMaxRows);
+    if (s.kvbScale >= 0 && s.a.seq > 1) {
+      s.headMajor = true;
+      s.groupHeads = 1;
+    }
   } else {
     return bad("not an attention kernel");
   }
@@ -260,6 +270,8 @@ public:
     }
     if (s.a.qRotate)
       rot = alloc(f32, s.sq * s.a.qRope.headDim);
+    if (s.headMajor)
+      kvbBuf = alloc(f32, std::max(s.a.headDim, s.a.valueDim) * s.rankPad());
     rowM = alloc(f32, kMaxRows);
     rowL = alloc(f32, kMaxRows);
     rowAlpha = alloc(f32, kMaxRows);
@@ -491,6 +503,10 @@ private:
   /// col a multiple of 16), only the first `active` lanes read.
   Value kvbVector(Value row, Value col, int64_t active) {
     const kernels::MLAParams &a = s.a;
+    if (kvbRow0)
+      return v.load(kvbBuf, f32(),
+                    p.add(p.mul(sub(row, kvbRow0), p.i64(s.rankPad())), col),
+                    kLanes, active < kLanes ? active : -1);
     Value w = v.load(buf[s.kvb], s.types[s.kvb],
                      p.add(p.mul(row, p.i64(a.rank)), col), kLanes,
                      active < kLanes ? active : -1);
@@ -500,6 +516,23 @@ private:
     Value blk = p.add(p.mul(p.divs(row, p.i64(128)), p.i64(colBlocks)),
                       p.divs(col, p.i64(128)));
     return v.mul(w, v.broadcast(p.load(buf[s.kvbScale], f32(), blk), kLanes));
+  }
+
+  /// headMajor: rows [first, first + n) of head h's part of kv_b (W_UK:
+  /// 0, headDim; W_UV: headDim, valueDim) dequantized into kvbBuf, which
+  /// kvbVector then reads: the same f32 values it computes from kv_b.
+  void loadHeadRows(Value h, int64_t first, int64_t n) {
+    const kernels::MLAParams &a = s.a;
+    kvbRow0 = {};
+    Value row0 = p.add(p.mul(h, p.i64(a.headDim + a.valueDim)), p.i64(first));
+    p.forLoop(p.i64(0), p.i64(n), p.i64(1), [&](Value d) {
+      Value dst = p.mul(d, p.i64(s.rankPad()));
+      for (int64_t c = 0; c < a.rank; c += kLanes)
+        vstore(kvbVector(p.add(row0, d), p.i64(c),
+                         std::min(kLanes, a.rank - c)),
+               kvbBuf, p.add(dst, p.i64(c)));
+    });
+    kvbRow0 = row0;
   }
 
   /// Row r's query (f32, zero-padded) into qs[r].
@@ -912,6 +945,8 @@ private:
     Value zero = p.i64(0), one = p.i64(1);
     float negInf = -std::numeric_limits<float>::infinity();
     blockS0 = s0;
+    if (s.headMajor)
+      loadHeadRows(p.load(rowH, i64(), zero), 0, s.a.headDim);
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
       onlyIf(restage, [&] {
@@ -954,7 +989,10 @@ private:
         accumulateRows(sub(rows, one), 1, nk);
       });
     });
+    if (s.headMajor)
+      loadHeadRows(p.load(rowH, i64(), zero), s.a.headDim, s.a.valueDim);
     finishBlock(rows, partial);
+    kvbRow0 = {};
   }
 
   /// Lanes [16c, 16c + 16) of row r's accumulator: row-major [row][vPad],
@@ -1012,6 +1050,8 @@ private:
     auto i16x32 = VectorType::get({32}, b.getI16Type());
     auto f32x16 = v.f32Vec(16);
     Type bf16 = b.getBF16Type();
+    if (s.headMajor)
+      loadHeadRows(p.load(rowH, i64(), zero), 0, a.headDim);
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
       onlyIf(restage, [&] {
@@ -1209,7 +1249,10 @@ private:
           v.tileStore(at[h], c64, v.tileDot(c[h], pTile, vals[h]));
       });
     });
+    if (s.headMajor)
+      loadHeadRows(p.load(rowH, i64(), zero), s.a.headDim, s.a.valueDim);
     finishBlock(rows, partial);
+    kvbRow0 = {};
   }
 
   const AttnSpec &s;
@@ -1225,6 +1268,9 @@ private:
   // probabilities (A tile), the values (B tiles), a tail block's keys, the
   // lanes' key limits (i32).
   Value qt, scoreT, probT, valueT, stage, lim32;
+  /// headMajor: rows [kvbRow0, kvbRow0 + n) of kv_b, dequantized to f32
+  /// (rows of rankPad); kvbVector reads them while kvbRow0 is set.
+  Value kvbBuf, kvbRow0;
   Value blockS0; ///< the current block's first position (rot's row 0)
   /// Lanes per vector, keys per block (= lanes: one score vector per row),
   /// value vectors per register block.
@@ -1243,7 +1289,11 @@ public:
                                 kSplitMinKeys, kSplitChunks)
                       .str()
                 : "";
-    return describeForm() + split;
+    std::string heads =
+        s.headMajor ? "; blocks of one head (its e4m3 W_UK and W_UV decoded "
+                      "once per block)"
+                    : "";
+    return describeForm() + heads + split;
   }
 
   std::string describeForm() const {
