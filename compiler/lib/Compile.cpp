@@ -15,6 +15,7 @@
 #include "kiln/Models/HuggingFace.h"
 #include "kiln/Kernels/FP8Host.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -132,6 +133,14 @@ LogicalResult resolveWeights(ModuleOp module, const Checkpoint &ck,
       return op->emitError() << "weight '" << name << "' has dtype "
                              << e.tensor->dtype
                              << ", which --quantize=fp8-block cannot quantize";
+    // NaN would quantize to a silent 0 and infinity saturate to 448.
+    for (size_t i = 0; i < values->size(); ++i)
+      if (!std::isfinite((*values)[i]))
+        return op->emitError()
+               << "weight '" << name << "' in " << e.file->path()
+               << " has a non-finite value at [" << i / shape[1] << ", "
+               << i % shape[1]
+               << "]; --quantize=fp8-block needs finite weights";
     auto q = std::make_shared<std::vector<uint8_t>>();
     std::vector<float> scales;
     kernels::quantizeWeightBlocks(values->data(), shape[0], shape[1], 128, *q,

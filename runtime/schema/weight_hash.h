@@ -68,11 +68,32 @@ inline uint64_t SampledXxh64(const uint8_t* file, uint64_t size, uint64_t chunk,
   return h;
 }
 
-// One range to hash.
+// One range to hash. With `e4m3`, its bytes are e4m3 codes, also scanned for
+// the NaN codes 0x7F / 0xFF as they are hashed (the first one's offset goes
+// to HashJob::nan_at): one read for both.
 struct HashJob {
   const uint8_t* data = nullptr;
   uint64_t size = 0;
+  bool e4m3 = false;
+  static constexpr uint64_t kNoNaN = ~uint64_t{0};
 };
+
+// Offset of the first e4m3 NaN code (0x7F, 0xFF) in [p, p + n), or n.
+inline uint64_t FirstE4M3NaN(const uint8_t *p, uint64_t n) {
+  constexpr uint64_t kBlock = 4096;
+  for (uint64_t at = 0; at < n; at += kBlock) {
+    uint64_t len = std::min(kBlock, n - at);
+    uint8_t any = 0; // a branch-free pass the compiler vectorizes
+    for (uint64_t i = 0; i < len; ++i)
+      any |= static_cast<uint8_t>((p[at + i] | 0x80) == 0xFF);
+    if (!any)
+      continue;
+    for (uint64_t i = 0; i < len; ++i)
+      if ((p[at + i] | 0x80) == 0xFF)
+        return at + i;
+  }
+  return n;
+}
 
 struct HashProgress {
   uint64_t done_bytes = 0;
@@ -87,13 +108,19 @@ struct HashProgress {
 // a caller that prints only after the first interval stays quiet for small
 // inputs. One range is hashed by one thread, in slices of 16 MiB (the
 // progress granularity); the largest ranges are handed out first.
-inline std::vector<uint64_t> ParallelXxh64(const std::vector<HashJob>& jobs, int threads,
-                                           const std::function<void(const HashProgress&)>& progress = {},
-                                           double interval_s = 1.0) {
+// `nan_at` (when set) gets, per job, the offset of its first e4m3 NaN code
+// (HashJob::e4m3 jobs only) or HashJob::kNoNaN.
+inline std::vector<uint64_t>
+ParallelXxh64(const std::vector<HashJob> &jobs, int threads,
+              const std::function<void(const HashProgress &)> &progress = {},
+              double interval_s = 1.0,
+              std::vector<uint64_t> *nan_at = nullptr) {
   constexpr uint64_t kSlice = 16 << 20;
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   std::vector<uint64_t> out(jobs.size());
+  if (nan_at)
+    nan_at->assign(jobs.size(), HashJob::kNoNaN);
   std::vector<size_t> order(jobs.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return jobs[a].size > jobs[b].size; });
@@ -107,7 +134,22 @@ inline std::vector<uint64_t> ParallelXxh64(const std::vector<HashJob>& jobs, int
       Xxh64State h;
       for (uint64_t at = 0; at < j.size; at += kSlice) {
         uint64_t n = std::min(kSlice, j.size - at);
-        h.Update(j.data + at, n);
+        if (nan_at && j.e4m3) {
+          // Pieces that stay in cache between the hash and the scan.
+          constexpr uint64_t kPiece = 1 << 20;
+          for (uint64_t p = 0; p < n; p += kPiece) {
+            uint64_t len = std::min(kPiece, n - p);
+            h.Update(j.data + at + p, len);
+            uint64_t &first = (*nan_at)[order[k]];
+            if (first != HashJob::kNoNaN)
+              continue;
+            uint64_t i = FirstE4M3NaN(j.data + at + p, len);
+            if (i < len)
+              first = at + p + i;
+          }
+        } else {
+          h.Update(j.data + at, n);
+        }
         done.fetch_add(n, std::memory_order_relaxed);
       }
       out[order[k]] = h.Digest();

@@ -43,6 +43,34 @@ import numpy as np
 LLVM_BIN = "/usr/lib/llvm-22/bin"
 
 EMULATION = r"""
+; f16 -> f32 for a generic x86-64 target, which calls this for fpext (the
+; FP8 GEMV widens e4m3 through f16 on Intel AVX-512 targets): subnormals
+; (exponent 0) as mant 2^-24, infinities and NaNs kept, the rest rebiased.
+define float @__extendhfsf2(half %x) {
+  %h = bitcast half %x to i16
+  %w = zext i16 %h to i32
+  %s = and i32 %w, 32768
+  %sign = shl i32 %s, 16
+  %e = lshr i32 %w, 10
+  %exp = and i32 %e, 31
+  %mant = and i32 %w, 1023
+  %isz = icmp eq i32 %exp, 0
+  %isinf = icmp eq i32 %exp, 31
+  %mf = uitofp i32 %mant to float
+  %sub = fmul float %mf, 0x3E70000000000000
+  %subbits = bitcast float %sub to i32
+  %subv = or i32 %subbits, %sign
+  %e2 = add i32 %exp, 112
+  %e3 = select i1 %isinf, i32 255, i32 %e2
+  %eb = shl i32 %e3, 23
+  %mb = shl i32 %mant, 13
+  %nb = or i32 %eb, %mb
+  %nv = or i32 %nb, %sign
+  %bits = select i1 %isz, i32 %subv, i32 %nv
+  %r = bitcast i32 %bits to float
+  ret float %r
+}
+
 define ptr @kiln_emu_tile_addr(ptr %base, i64 %stride, i64 %i) {
   %row = lshr i64 %i, 4
   %col = and i64 %i, 15

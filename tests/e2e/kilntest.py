@@ -40,6 +40,21 @@ HOST_ISA = ("avx512" if {"avx512f", "avx512bw", "avx512vl"} <= _FLAGS
 HOST_AMX = {"amx_tile", "amx_bf16", "avx512_bf16"} <= _FLAGS and HOST_ISA == "avx512"
 HOST_AVX512_BF16 = "avx512_bf16" in _FLAGS and HOST_ISA == "avx512"
 
+
+def _host_vendor():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+# AMD Zen hosts resolve to a znver* CPU (the emitters' CpuTarget::zen).
+HOST_ZEN = _host_vendor() == "AuthenticAMD" and HOST_ISA == "avx512"
+
 # The CPUs the tests compile for besides the host, with the optimized
 # emitters' instruction set there, the tile path --cpu-gemm-precision=bf16
 # takes there and whether this host runs their code: sapphirerapids

@@ -36,7 +36,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import HOST_AVX512_BF16, HOST_ISA, KernelModel, run, tool  # noqa: E402
+from kilntest import HOST_AVX512_BF16, HOST_ISA, HOST_ZEN, KernelModel, run, tool  # noqa: E402
 import fp8_reference as F  # noqa: E402
 import hf_reference as R  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
@@ -51,7 +51,9 @@ THREADS = (1, 2, 3)
 # The AVX FP8 kernel as the config names it on this host (AVX-512 or AVX2).
 # (On a host with AVX-512-BF16 the kernel converts e4m3 to bf16 pairs for
 # vdpbf16ps instead of decoding to f32.)
-FP8_AVX = f"{HOST_ISA} fp32 (e4m3 " + ("-> bf16 pairs on load" if HOST_AVX512_BF16 else "decoded on load")
+FP8_AVX = f"{HOST_ISA} fp32 (e4m3 " + ("-> bf16 pairs on load" if HOST_AVX512_BF16 and HOST_ZEN
+                                       else "-> f16 -> f32 on load" if HOST_ISA == "avx512"
+                                       else "decoded on load")
 
 
 def cdiv(a, b):

@@ -390,6 +390,49 @@ class EndToEnd(unittest.TestCase):
                      for s in range(10)]
         self.assertLessEqual(R.rel_l2(kiln, emu), 2 * max(self_dist))
 
+    @staticmethod
+    def poison(ckpt, dtype, value, part=""):
+        """Writes `value` (bytes) over the middle element of the first
+        matrix of `dtype` whose name contains `part` in the checkpoint's
+        safetensors; returns its name and the element's (row, col)."""
+        (st,) = [f for f in os.listdir(ckpt) if f.endswith(".safetensors")]
+        path = os.path.join(ckpt, st)
+        with open(path, "r+b") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+            name, t = next((k, v) for k, v in sorted(header.items())
+                           if k != "__metadata__" and v["dtype"] == dtype and part in k
+                           and len(v["shape"]) == 2)
+            rows, cols = t["shape"]
+            el = (rows // 2) * cols + cols // 2
+            f.seek(8 + n + t["data_offsets"][0] + el * len(value))
+            f.write(value)
+        return name, (rows // 2, cols // 2)
+
+    def test_nan_codes_in_fp8_weights_are_refused(self):
+        # The FP8 kernels read weights as finite (docs/fp8.md): an e4m3
+        # weight holding a NaN code (0x7F / 0xFF) is an error naming it and
+        # where, found as the compiler hashes the weights (or, quantized
+        # here, as it packs them), and no plan is written.
+        d = os.path.join(self.tmp, "nanw")
+        shutil.copytree(self.fp8, d)
+        name, (r, c) = self.poison(d, "F8_E4M3", b"\xff")
+        for extra in ([], ["--embed-weights"]):
+            plan = os.path.join(self.tmp, "nanw.kplan")
+            p = run([tool("kiln-compile"), d, "-o", plan, *extra], check=False)
+            self.assertNotEqual(p.returncode, 0, extra)
+            self.assertIn(f"weight '{name}'", p.stderr)
+            self.assertIn(f"holds an e4m3 NaN code (0x7F / 0xFF) at [{r}, {c}]", p.stderr)
+            self.assertFalse(os.path.exists(plan))
+        d = os.path.join(self.tmp, "nanq")
+        shutil.copytree(self.full, d)
+        name, _ = self.poison(d, "F32", np.float32(np.nan).tobytes(), "o_proj")
+        p = run([tool("kiln-compile"), d, "-o", os.path.join(self.tmp, "nanq.kplan"),
+                 "--quantize=fp8-block"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"weight '{name}'", p.stderr)
+        self.assertIn("has a non-finite value at", p.stderr)
+
     def test_bad_quantization_config(self):
         d = os.path.join(self.tmp, "badq")
         shutil.copytree(self.fp8, d)

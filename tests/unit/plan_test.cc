@@ -279,6 +279,33 @@ TEST_F(PlanTest, ParallelHashesEqualSerialOnes) {
   EXPECT_EQ(plan::ParallelXxh64(jobs, 1)[0], plan::Xxh64(jobs[0].data, jobs[0].size));
 }
 
+TEST_F(PlanTest, E4M3NaNCodesAreFoundAsWeightsAreHashed) {
+  // Finite e4m3 codes everywhere (0x7F / 0xFF are the NaNs), then NaN codes
+  // planted at chosen offsets: past the first 1 MiB piece and 16 MiB slice.
+  std::vector<uint8_t> data(18 << 20);
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<uint8_t>(i % 0x7F) | (i & 0x80);
+  EXPECT_EQ(plan::FirstE4M3NaN(data.data(), data.size()), data.size());
+  data[(17 << 20) + 5] = 0xFF;
+  data[(3 << 20) + 1] = 0x7F;
+  std::vector<plan::HashJob> jobs = {{data.data(), data.size(), true},
+                                     {data.data(), data.size(), false},
+                                     {data.data() + (16 << 20), 2 << 20, true},
+                                     {data.data(), 1 << 20, true}};
+  for (int threads : {1, 3}) {
+    std::vector<uint64_t> nan_at;
+    auto hashes = plan::ParallelXxh64(jobs, threads, {}, 1.0, &nan_at);
+    ASSERT_EQ(nan_at.size(), jobs.size());
+    EXPECT_EQ(nan_at[0], uint64_t{(3 << 20) + 1});
+    EXPECT_EQ(nan_at[1], plan::HashJob::kNoNaN); // not an e4m3 range
+    EXPECT_EQ(nan_at[2], uint64_t{(1 << 20) + 5});
+    EXPECT_EQ(nan_at[3], plan::HashJob::kNoNaN);
+    // Scanning does not change the hashes.
+    for (size_t j = 0; j < jobs.size(); ++j)
+      EXPECT_EQ(hashes[j], plan::Xxh64(jobs[j].data, jobs[j].size)) << j;
+  }
+}
+
 // --- Launches against what their kernel was generated for ---------------
 
 // A token grid must describe the launch's programs, and the scalars the

@@ -110,15 +110,29 @@ struct InputRange {
   int32_t growsWith = -1;
 };
 
+/// An e4m3 weight holding a NaN code: the FP8 kernels read weights as
+/// finite (docs/fp8.md), so the plan is refused.
+LogicalResult nanWeightError(ModuleOp module, const WeightSource &w,
+                             uint64_t element) {
+  std::string where = w.shape.size() == 2 && w.shape[1] > 0
+                          ? "[" + std::to_string(element / w.shape[1]) + ", " +
+                                std::to_string(element % w.shape[1]) + "]"
+                          : "element " + std::to_string(element);
+  return module.emitError() << "weight '" << w.name << "'"
+                            << (w.path.empty() ? "" : " in " + w.path)
+                            << " holds an e4m3 NaN code (0x7F / 0xFF) at "
+                            << where << "; FP8 weights must be finite";
+}
+
 /// XXH64 of every weight's bytes, on opts.hashThreads threads; unless
 /// opts.quiet, progress on stderr every 2 s (a small model is done before the
 /// first report and prints nothing).
-std::map<const WeightSource *, uint64_t>
-hashWeights(const std::vector<const WeightSource *> &weights,
+FailureOr<std::map<const WeightSource *, uint64_t>>
+hashWeights(ModuleOp module, const std::vector<const WeightSource *> &weights,
             const PlanOptions &opts) {
   std::vector<fb::HashJob> jobs;
   for (const WeightSource *w : weights)
-    jobs.push_back({w->data, w->size});
+    jobs.push_back({w->data, w->size, isa<Float8E4M3FNType>(w->elementType)});
   bool reported = false;
   auto gb = [](uint64_t bytes) { return static_cast<double>(bytes) / 1e9; };
   auto progress = [&](const fb::HashProgress &p) {
@@ -133,13 +147,17 @@ hashWeights(const std::vector<const WeightSource *> &weights,
           gb(p.total_bytes), p.seconds, rate);
     reported = true;
   };
+  std::vector<uint64_t> nanAt;
   std::vector<uint64_t> hashes = fb::ParallelXxh64(
       jobs, opts.hashThreads,
       opts.quiet ? std::function<void(const fb::HashProgress &)>() : progress,
-      2.0);
+      2.0, &nanAt);
   std::map<const WeightSource *, uint64_t> out;
-  for (size_t i = 0; i < weights.size(); ++i)
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (nanAt[i] != fb::HashJob::kNoNaN)
+      return nanWeightError(module, *weights[i], nanAt[i]);
     out[weights[i]] = hashes[i];
+  }
   return out;
 }
 
@@ -733,7 +751,19 @@ emitPlan(ModuleOp module, const KernelTable &table,
   for (const WeightSource *w : weightList)
     if (w->data && !opts.embedWeights && !w->owned)
       external.push_back(w);
-  std::map<const WeightSource *, uint64_t> hashes = hashWeights(external, opts);
+  FailureOr<std::map<const WeightSource *, uint64_t>> hashed =
+      hashWeights(module, external, opts);
+  if (failed(hashed))
+    return failure();
+  std::map<const WeightSource *, uint64_t> &hashes = *hashed;
+  // Weights the plan holds (embedded, or quantized here) get the same check.
+  for (const WeightSource *w : weightList)
+    if (w->data && (opts.embedWeights || w->owned) &&
+        isa<Float8E4M3FNType>(w->elementType)) {
+      uint64_t at = fb::FirstE4M3NaN(w->data, w->size);
+      if (at < w->size)
+        return nanWeightError(module, *w, at);
+    }
   std::vector<flatbuffers::Offset<fb::WeightFile>> fbFiles;
   std::set<std::string> filesSeen;
   for (const WeightSource *w : external) {

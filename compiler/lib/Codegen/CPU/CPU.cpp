@@ -136,8 +136,8 @@ FailureOr<ResolvedCpu> resolveCpu(const llvm::Target &target,
     return ResolvedCpu{hostName, featureString};
   auto host = subtarget("generic", featureString);
   for (StringRef candidate :
-       {"graniterapids", "sapphirerapids", "icelake-server", "cascadelake",
-        "skylake-avx512", "znver4", "znver3", "alderlake", "x86-64-v4",
+       {"graniterapids", "sapphirerapids", "znver5", "znver4", "icelake-server",
+        "cascadelake", "skylake-avx512", "znver3", "alderlake", "x86-64-v4",
         "x86-64-v3", "x86-64-v2"}) {
     auto sti = subtarget(candidate, "");
     if (!sti || !sti->isCPUStringValid(candidate))
@@ -158,6 +158,7 @@ cpu::CpuTarget cpuTargetOf(const llvm::MCSubtargetInfo &sti) {
   t.avx512bf16 = t.avx512 && sti.checkFeatures("+avx512bf16");
   t.amxBF16 = sti.checkFeatures("+amx-tile,+amx-bf16");
   t.avx2fma = sti.checkFeatures("+avx2,+fma");
+  t.zen = sti.getCPU().starts_with("znver");
   return t;
 }
 

@@ -34,6 +34,9 @@ struct CpuTarget {
   bool avx512bf16 = false;
   bool amxBF16 = false; ///< amx-tile + amx-bf16
   bool avx2fma = false; ///< avx2 + fma (16-lane vectors as ymm pairs)
+  /// AMD Zen (znver*): 512-bit word permutes (vpermi2w) are cheap there;
+  /// Intel cores split them into 3 uops, 2 on the one shuffle port.
+  bool zen = false;
 };
 
 /// The values an entry point receives, already loaded from its arguments.

@@ -121,7 +121,8 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   s.panel = panel;
 
   // FP8 on AVX-512-BF16: e4m3 pairs by vdpbf16ps in the fp32 kernel too.
-  s.fp8Dot = s.fp8 && target.avx512bf16 && s.act % 32 == 0;
+  s.fp8Half = s.fp8 && target.avx512 && !target.zen && s.act % 32 == 0;
+  s.fp8Dot = s.fp8 && target.avx512bf16 && s.act % 32 == 0 && !s.fp8Half;
   if (s.fp8) {
     // e4m3 values are exact in bf16 and the tiles sum their exact products
     // in fp32 per `act` of K: the AVX-512 FP8 kernel's numerics (DeepSeek's
@@ -409,7 +410,42 @@ public:
               part[at(i, j, w)] = dpbf16(part[at(i, j, w)], xs[i], wv);
           }
       }
-      for (int64_t off = 0; !s.fp8Dot && off < len; off += kLanes) {
+      // f16-widened: 32 of K per step, two FMAs per output. x's NaN codes
+      // (from a NaN activation) stay NaN; weights hold none (the compiler
+      // rejects e4m3 weights with NaN codes).
+      for (int64_t off = 0; s.fp8Half && off < len; off += 32) {
+        int64_t active = std::min<int64_t>(32, len - off);
+        Value kk = p.add(k0, p.i64(off));
+        auto raw = [&](Value buf, Type type, Value idx) {
+          return v.loadRaw(buf, type, idx, 32, active < 32 ? active : -1);
+        };
+        SmallVector<std::pair<Value, Value>> xs;
+        for (int64_t i = 0; i < rows; ++i) {
+          Value bytes = raw(buffers[s.x], s.xType, p.add(xBase[i], kk));
+          auto [lo, hi] = v.e4m3ToF32Scaled(bytes);
+          Value nan = v.e4m3NaN(bytes);
+          Value nanV = v.splat(std::numeric_limits<float>::quiet_NaN(), 16);
+          auto half = [&](Value x, int64_t first) {
+            Value m = vector::ExtractStridedSliceOp::create(
+                b, loc, nan, ArrayRef<int64_t>{first}, ArrayRef<int64_t>{16},
+                ArrayRef<int64_t>{1});
+            return arith::SelectOp::create(b, loc, m, nanV, x).getResult();
+          };
+          xs.push_back({half(lo, 0), half(hi, 16)});
+        }
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w) {
+            auto [wlo, whi] = v.e4m3ToF32Scaled(
+                raw(buffers[pr.weights[w]], pr.wType, p.add(wBase[j], kk)));
+            for (int64_t i = 0; i < rows; ++i) {
+              Value &acc = part[at(i, j, w)];
+              acc = v.fma(xs[i].first, wlo, acc);
+              acc = v.fma(xs[i].second, whi, acc);
+            }
+          }
+      }
+      for (int64_t off = 0; !s.fp8Dot && !s.fp8Half && off < len;
+           off += kLanes) {
         int64_t active = std::min(kLanes, len - off);
         Value kk = p.add(k0, p.i64(off));
         SmallVector<Value> xs;
@@ -440,10 +476,14 @@ public:
       for (int64_t j = 0; j < cols; ++j)
         for (int64_t w = 0; w < nw; ++w) {
           Value sw = p.load(buffers[pr.wScales[w]], f32, p.add(wsBase[j], kb));
-          for (int64_t i = 0; i < rows; ++i)
-            acc[at(i, j, w)] =
-                v.fma(part[at(i, j, w)], v.broadcast(p.fmul(sx[i], sw), kLanes),
-                      acc[at(i, j, w)]);
+          for (int64_t i = 0; i < rows; ++i) {
+            // fp8Half's partial sums are 2^-16 of the products' (exactly).
+            Value sc = p.fmul(sx[i], sw);
+            if (s.fp8Half)
+              sc = p.fmul(sc, p.f32(65536.0f));
+            acc[at(i, j, w)] = v.fma(part[at(i, j, w)], v.broadcast(sc, kLanes),
+                                     acc[at(i, j, w)]);
+          }
         }
       return acc;
     };
@@ -1315,13 +1355,16 @@ std::string describeBlocking(const GemmSpec &s) {
       "{7}",
       s.regRows, s.regCols, s.swiglu ? " (x gate, up)" : "", s.panel,
       s.gemvCols,
-      s.fp8 ? llvm::formatv(s.fp8Dot
-                                ? " (e4m3 -> bf16 pairs on load, vdpbf16ps, "
-                                  "promoted per {0} of K)"
-                                : " (e4m3 decoded on load, promoted per {0} of K)",
-                            s.act)
-                  .str()
-            : "",
+      s.fp8
+          ? llvm::formatv(
+                s.fp8Dot    ? " (e4m3 -> bf16 pairs on load, vdpbf16ps, "
+                              "promoted per {0} of K)"
+                : s.fp8Half ? " (e4m3 -> f16 -> f32 on load, promoted per "
+                              "{0} of K)"
+                            : " (e4m3 decoded on load, promoted per {0} of K)",
+                s.act)
+                .str()
+          : "",
       s.isa,
       s.dpGemv ? "as a bf16 GEMV (vdpbf16ps, one weight row at a time)"
                : llvm::formatv("streamed (1 row x {0} cols, next block "

@@ -60,6 +60,11 @@ struct GemmSpec {
   /// kernel converts x and the weights to bf16 pairs (exact) and sums them
   /// by vdpbf16ps instead of decoding to f32 for FMAs.
   bool fp8Dot = false;
+  /// FP8 on other AVX-512 targets (Intel's): x and the weights widened to
+  /// f32 through f16 (VectorBuilder::e4m3ToF32Scaled, values x 2^-8, the
+  /// promotion's scale x 2^16) for FMAs: exact, and on Sapphire Rapids 1.4x
+  /// the weights per second of fp8Dot's table lookups.
+  bool fp8Half = false;
   int64_t act = 0, wbN = 0;
   unsigned xScale = 0;
   /// FP8 SwiGLU: the f32 output (the projection's `out`, a workspace) is

@@ -307,6 +307,45 @@ Value VectorBuilder::e4m3ToBF16Bits(Value bytes) {
   return arith::OrIOp::create(b, loc, value, sign);
 }
 
+std::pair<Value, Value> VectorBuilder::e4m3ToF32Scaled(Value bytes) {
+  assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 32 && "32 bytes");
+  auto i16x32 = VectorType::get({32}, b.getI16Type());
+  auto ic = [&](int16_t v) {
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(i16x32, b.getI16IntegerAttr(v)));
+  };
+  // s eeee mmm in the high byte, then one arithmetic shift right: s at bit
+  // 15 (and a copy at 14, cleared), eeee at 13..10, mmm at 9..7: the f16
+  // 2^(e - 15) (1 + m/8), or for e = 0 the subnormal m 2^-17, which is the
+  // e4m3 value times 2^-8.
+  Value w = arith::ExtUIOp::create(b, loc, i16x32, bytes);
+  Value h = arith::ShLIOp::create(b, loc, w, ic(8));
+  Value half =
+      arith::AndIOp::create(b, loc, arith::ShRSIOp::create(b, loc, h, ic(1)),
+                            ic(static_cast<int16_t>(0xBFFF)));
+  Value f16s = arith::BitcastOp::create(
+      b, loc, VectorType::get({32}, b.getF16Type()), half);
+  auto widen = [&](int64_t first) {
+    Value part = vector::ExtractStridedSliceOp::create(
+        b, loc, f16s, ArrayRef<int64_t>{first}, ArrayRef<int64_t>{16},
+        ArrayRef<int64_t>{1});
+    return arith::ExtFOp::create(b, loc, f32Vec(16), part).getResult();
+  };
+  return {widen(0), widen(16)};
+}
+
+Value VectorBuilder::e4m3NaN(Value bytes) {
+  auto vt = cast<VectorType>(bytes.getType());
+  auto c = [&](int8_t v) {
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(vt, b.getI8IntegerAttr(v)));
+  };
+  return arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::eq,
+      arith::OrIOp::create(b, loc, bytes, c(static_cast<int8_t>(0x80))),
+      c(static_cast<int8_t>(0xFF)));
+}
+
 //===----------------------------------------------------------------------===//
 // AMX tiles
 //===----------------------------------------------------------------------===//

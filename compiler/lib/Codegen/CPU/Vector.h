@@ -102,6 +102,15 @@ public:
   /// bf16 (3 of its 7 mantissa bits). A 128-entry table of the magnitudes
   /// (two vpermi2w over 64 entries each, NaN at 0x7F), the sign or'ed in.
   mlir::Value e4m3ToBF16Bits(mlir::Value bytes);
+  /// e4m3 bytes (vector<32 x i8>) -> two vector<16 x f32> (bytes 0-15,
+  /// 16-31) of their values times 2^-8: each byte placed as an f16 whose
+  /// exponent field is e4m3's (two shifts and a mask; subnormals stay
+  /// subnormal, exactly), widened by vcvtph2ps. Fewer and cheaper
+  /// instructions than e4m3ToBF16Bits' permutes; the NaN codes 0x7F / 0xFF
+  /// read as +-480 x 2^-8 (e4m3NaN finds them).
+  std::pair<mlir::Value, mlir::Value> e4m3ToF32Scaled(mlir::Value bytes);
+  /// Lanes of e4m3 bytes that are NaN (0x7F, 0xFF): vector<N x i1>.
+  mlir::Value e4m3NaN(mlir::Value bytes);
 
 private:
   mlir::Value gep(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
