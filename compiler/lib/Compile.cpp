@@ -368,6 +368,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     io.prefillChunk = opts.prefillChunk;
     io.noWeights = opts.noWeights;
     io.quantizeFP8 = opts.quantizeFP8;
+    io.fp8LmHead = opts.fp8LmHead;
     io.cacheType = opts.kvCacheF32 ? models::ImportOptions::CacheType::F32
                                    : models::ImportOptions::CacheType::BF16;
     io.allLogits = opts.allLogits;
@@ -432,8 +433,11 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
       return module->emitError()
              << "the model uses weights but names no checkpoint (module "
                 "attribute kiln.weights)";
-    if (checkpoint && failed(resolveWeights(*module, *checkpoint, weights,
-                                            opts.quantizeFP8)))
+    // --fp8-lm-head quantizes the (high-precision) LM head of an FP8
+    // checkpoint here too.
+    if (checkpoint &&
+        failed(resolveWeights(*module, *checkpoint, weights,
+                              opts.quantizeFP8 || opts.fp8LmHead)))
       return failure();
   }
 

@@ -368,10 +368,9 @@ void buildBody(GraphBuilder &gb, const ModelSpec &m, Value tokens) {
     h = gb.add(h, y, gb.at(p));
   }
   h = gb.rmsNorm(h, "model.norm.weight", m.eps);
-  Value logits =
-      gb.linear(h, m.tieEmbeddings ? "model.embed_tokens.weight"
-                                   : "lm_head.weight",
-                m.vocab);
+  Value logits = gb.linear(
+      h, m.tieEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight",
+      m.vocab, /*quantizable=*/gb.opts.fp8LmHead);
   if (!gb.opts.allLogits)
     logits = g::ReshapeOp::create(b, gb.at("lm_head"),
                                   gb.tensor({B, m.vocab}, gb.f32()), logits);
@@ -466,6 +465,17 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
           {"--max-batch " + std::to_string(opts.batch),
            chunked ? "--prefill-chunk " + std::to_string(chunk)
                    : "--max-seq " + std::to_string(opts.seq)}));
+  if (opts.fp8LmHead && !qc && !opts.quantizeFP8) {
+    emitError(fileLoc) << "--fp8-lm-head needs an FP8 model: a checkpoint "
+                          "with a quantization_config, or --quantize=fp8-block";
+    return failure();
+  }
+  if (opts.fp8LmHead && m.tieEmbeddings) {
+    emitError(fileLoc) << "--fp8-lm-head: tie_word_embeddings is true (the LM "
+                          "head is the embedding table, which stays in its "
+                          "checkpoint precision)";
+    return failure();
+  }
   GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);
   if (qc || opts.quantizeFP8)
     gb.quant = g::BlockQuantAttr::get(&ctx, b.getType<Float8E4M3FNType>(),

@@ -25,9 +25,12 @@ API:
   dequantize_weight_blocks(q, s, block=128) -> float64 [out, in]
   quantize_activation(x, block=128) -> (q uint8 [..., K], s float32 [..., ceil(K/128)])
   fp8_gemm(xq, xs, wq, ws, block=128) -> float64 [..., N]
-  forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None)
+  forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None,
+              lm_head_fp8=False)
       -> float64 logits [batch, seq, vocab] of an FP8 (F8_E4M3 + weight_scale_inv)
-         deepseek_v3 checkpoint
+         deepseek_v3 checkpoint; with lm_head_fp8 the LM head is quantized too
+         (quantize_weight_blocks) and applied as the other projections are
+         (Kiln's --fp8-lm-head)
   forward_fp8_from_bf16(ckpt_dir, tokens, perturb=0.0, seed=0) -> float64 logits
       of a non-FP8 deepseek_v3 checkpoint whose quantizable weights are first
       quantized with quantize_weight_blocks
@@ -302,7 +305,7 @@ def _moe(m, p, x):
     return y.reshape(B, S, h)
 
 
-def _forward(cfg, m, tokens):
+def _forward(cfg, m, tokens, lm_head_fp8=False):
     B, S = tokens.shape
     W = m.W
     eps = cfg["rms_norm_eps"]
@@ -316,7 +319,10 @@ def _forward(cfg, m, tokens):
                   and i >= cfg.get("first_k_dense_replace", 0)
                   and i % cfg.get("moe_layer_freq", 1) == 0)
         x = x + (_moe(m, p, hn) if is_moe else m.swiglu(m.qact(hn), p + ".mlp"))
-    return hf._lm_head(cfg, W, hf.rms_norm(x, W["model.norm.weight"], eps))
+    h = hf.rms_norm(x, W["model.norm.weight"], eps)
+    if lm_head_fp8:
+        return m.qlinear(m.qact(h), "lm_head")
+    return hf._lm_head(cfg, W, h)
 
 
 def _check_tokens(cfg, tokens):
@@ -341,7 +347,8 @@ def _check_qcfg(cfg):
         raise NotImplementedError("quantization_config %r" % qc)
 
 
-def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None):
+def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None,
+                lm_head_fp8=False):
     """Emulated FP8 forward of a deepseek_v3 FP8 checkpoint -> float64 logits
     [batch, seq, vocab]. Quantized weights are stored as F8_E4M3 `X.weight`
     plus F32 `X.weight_scale_inv` (= per-block s). `weights` (as returned by
@@ -368,7 +375,12 @@ def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None
     missing = [n for n in floats if is_quantized_weight(n)]
     if missing:
         raise ValueError("quantizable weights not stored in FP8: %s" % missing[:3])
-    return _forward(cfg, _FP8Model(cfg, floats, fp8, perturb, seed), tokens)
+    if lm_head_fp8:
+        if cfg.get("tie_word_embeddings"):
+            raise NotImplementedError("lm_head_fp8 with tied embeddings")
+        q, s = quantize_weight_blocks(np.asarray(floats.pop("lm_head.weight"), dtype=np.float32))
+        fp8["lm_head.weight"] = (q, s)
+    return _forward(cfg, _FP8Model(cfg, floats, fp8, perturb, seed), tokens, lm_head_fp8)
 
 
 def quantize_checkpoint_weights(floats):

@@ -336,6 +336,32 @@ class EndToEnd(unittest.TestCase):
         self.assertLessEqual(R.rel_l2(unfused, emu), max(self_dist))
         self.assertLessEqual(R.rel_l2(fused, unfused), 2 * max(self_dist))
 
+    def test_fp8_lm_head(self):
+        """--fp8-lm-head: the LM head quantized at compile time (the
+        checkpoint keeps it in high precision) and run by gemm_fp8, against
+        the emulation with the same quantization; the FP8 checkpoint and
+        --quantize=fp8-block agree bit for bit; a non-FP8 model is refused."""
+        plan, kiln = self.compile_run(self.fp8, "lmhead", ["--fp8-lm-head"])
+        emu = F.forward_fp8(self.fp8, self.tokens, lm_head_fp8=True)
+        self_dist = [R.rel_l2(F.forward_fp8(self.fp8, self.tokens, perturb=1e-7, seed=s,
+                                            lm_head_fp8=True), emu) for s in range(10)]
+        self.assertLessEqual(R.rel_l2(kiln, emu), max(self_dist))
+        # The quantization shows: farther from the bf16-head emulation.
+        self.assertGreater(R.rel_l2(emu, F.forward_fp8(self.fp8, self.tokens)), 10 * max(self_dist))
+        data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+        weights = {w["name"]: w for w in data["weights"]["weights"]}
+        self.assertEqual(weights["lm_head.weight"]["dtype"], "float8_e4m3")
+        self.assertEqual(weights["lm_head.weight_scale_inv"]["dtype"], "float32")
+        kernels = [k["name"] for k in data["kernels"]]
+        vocab = kiln.shape[-1]
+        self.assertTrue(any(k.startswith(f"gemm_fp8_n{vocab}_") for k in kernels), kernels)
+        _, b = self.compile_run(self.full, "lmheadq", ["--quantize=fp8-block", "--fp8-lm-head"])
+        np.testing.assert_array_equal(kiln, b)
+        p = run([tool("kiln-compile"), self.full, "-o", os.path.join(self.tmp, "nofp8.kplan"),
+                 "--fp8-lm-head"], check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--fp8-lm-head needs an FP8 model", p.stderr)
+
     def test_compile_time_quantization_matches_fp8_checkpoint(self):
         _, a = self.compile_run(self.fp8, "fp8b")
         plan, b = self.compile_run(self.full, "quantized", ["--quantize=fp8-block"])

@@ -82,6 +82,12 @@ static cl::opt<std::string> quantize(
     cl::desc("Weight quantization: none, or fp8-block (DeepSeek-V3's e4m3 "
              "128x128 blocks with dynamic 1x128 activation tiles)"),
     cl::cat(kilnCategory));
+static cl::opt<bool> fp8LmHead(
+    "fp8-lm-head",
+    cl::desc("In an FP8 model (an FP8 checkpoint or --quantize=fp8-block), "
+             "quantize the LM head too (DeepSeek's checkpoints keep it bf16): "
+             "e4m3 128x128 blocks, its input in 1x128 tiles"),
+    cl::cat(kilnCategory));
 static cl::opt<std::string> kvCacheDType(
     "kv-cache-dtype", cl::init("bf16"),
     cl::desc("Element type of the KV caches (MLA: the latent cache): bf16 "
@@ -226,6 +232,7 @@ int main(int argc, char **argv) {
   opts.embedWeights = embedWeights;
   opts.noWeights = noWeights;
   opts.quantizeFP8 = quantize == "fp8-block";
+  opts.fp8LmHead = fp8LmHead;
   opts.kvCacheF32 = kvCacheDType == "f32";
   opts.allLogits = logitsMode == "all";
   opts.maxBatch = maxBatch;

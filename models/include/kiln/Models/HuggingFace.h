@@ -41,6 +41,10 @@ struct ImportOptions {
   /// (attention, dense MLP, experts) to e4m3 128x128 blocks at compile time.
   /// FP8 checkpoints (quantization_config) are quantized as published.
   bool quantizeFP8 = false;
+  /// --fp8-lm-head: in an FP8 model, the LM head too (DeepSeek's checkpoints
+  /// keep it bf16): its weight quantized to e4m3 blocks at compile time, the
+  /// final norm's output per 1x128 tile, as the other projections.
+  bool fp8LmHead = false;
   /// --kv-cache-dtype: element type of the KV caches (the latent cache for
   /// MLA): bf16 (the default, half of f32's memory; values are rounded to
   /// nearest even when written) or f32.
