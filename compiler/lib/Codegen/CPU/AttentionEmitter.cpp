@@ -507,15 +507,22 @@ private:
       return v.load(kvbBuf, f32(),
                     p.add(p.mul(sub(row, kvbRow0), p.i64(s.rankPad())), col),
                     kLanes, active < kLanes ? active : -1);
-    Value w = v.load(buf[s.kvb], s.types[s.kvb],
-                     p.add(p.mul(row, p.i64(a.rank)), col), kLanes,
-                     active < kLanes ? active : -1);
+    Value idx = p.add(p.mul(row, p.i64(a.rank)), col);
     if (s.kvbScale < 0)
-      return w;
+      return v.load(buf[s.kvb], s.types[s.kvb], idx, kLanes,
+                    active < kLanes ? active : -1);
     int64_t colBlocks = (a.rank + 127) / 128;
     Value blk = p.add(p.mul(p.divs(row, p.i64(128)), p.i64(colBlocks)),
                       p.divs(col, p.i64(128)));
-    return v.mul(w, v.broadcast(p.load(buf[s.kvbScale], f32(), blk), kLanes));
+    Value scale = p.load(buf[s.kvbScale], f32(), blk);
+    // e4m3 through f16 (x 2^-8, the scale x 2^8: the same products as the
+    // decoded value's; the compiler refuses weights with NaN codes, which
+    // this reads as finite).
+    Value raw = v.loadRaw(buf[s.kvb], s.types[s.kvb], idx, kLanes,
+                          active < kLanes ? active : -1);
+    Value w = arith::ExtFOp::create(b, loc, v.f32Vec(kLanes),
+                                    v.e4m3ToF16Scaled(raw));
+    return v.mul(w, v.broadcast(p.fmul(scale, p.f32(256.0f)), kLanes));
   }
 
   /// headMajor: rows [first, first + n) of head h's part of kv_b (W_UK:

@@ -307,9 +307,9 @@ Value VectorBuilder::e4m3ToBF16Bits(Value bytes) {
   return arith::OrIOp::create(b, loc, value, sign);
 }
 
-std::pair<Value, Value> VectorBuilder::e4m3ToF32Scaled(Value bytes) {
-  assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 32 && "32 bytes");
-  auto i16x32 = VectorType::get({32}, b.getI16Type());
+Value VectorBuilder::e4m3ToF16Scaled(Value bytes) {
+  int64_t n = cast<VectorType>(bytes.getType()).getDimSize(0);
+  auto i16x32 = VectorType::get({n}, b.getI16Type());
   auto ic = [&](int16_t v) {
     return arith::ConstantOp::create(
         b, loc, DenseElementsAttr::get(i16x32, b.getI16IntegerAttr(v)));
@@ -323,8 +323,13 @@ std::pair<Value, Value> VectorBuilder::e4m3ToF32Scaled(Value bytes) {
   Value half =
       arith::AndIOp::create(b, loc, arith::ShRSIOp::create(b, loc, h, ic(1)),
                             ic(static_cast<int16_t>(0xBFFF)));
-  Value f16s = arith::BitcastOp::create(
-      b, loc, VectorType::get({32}, b.getF16Type()), half);
+  return arith::BitcastOp::create(b, loc, VectorType::get({n}, b.getF16Type()),
+                                  half);
+}
+
+std::pair<Value, Value> VectorBuilder::e4m3ToF32Scaled(Value bytes) {
+  assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 32 && "32 bytes");
+  Value f16s = e4m3ToF16Scaled(bytes);
   auto widen = [&](int64_t first) {
     Value part = vector::ExtractStridedSliceOp::create(
         b, loc, f16s, ArrayRef<int64_t>{first}, ArrayRef<int64_t>{16},

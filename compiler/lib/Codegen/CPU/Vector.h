@@ -109,6 +109,9 @@ public:
   /// instructions than e4m3ToBF16Bits' permutes; the NaN codes 0x7F / 0xFF
   /// read as +-480 x 2^-8 (e4m3NaN finds them).
   std::pair<mlir::Value, mlir::Value> e4m3ToF32Scaled(mlir::Value bytes);
+  /// e4m3 bytes (vector<N x i8>) -> vector<N x f16>, the values x 2^-8 (as
+  /// e4m3ToF32Scaled, before the widening).
+  mlir::Value e4m3ToF16Scaled(mlir::Value bytes);
   /// Lanes of e4m3 bytes that are NaN (0x7F, 0xFF): vector<N x i1>.
   mlir::Value e4m3NaN(mlir::Value bytes);
 
