@@ -23,6 +23,8 @@ plain IR that implement what the Intel SDM specifies for them:
   the SDM's order;
 - vpermi2w (llvm.x86.avx512.vpermi2var.hi.512): lane i of the result is
   lane idx[i] & 63 of the concatenation (a, b);
+- vpermi2b (llvm.x86.avx512.vpermi2var.qi.512, AVX512-VBMI): byte i of the
+  result is byte idx[i] & 127 of the concatenation (a, b);
 - __truncsfbf2 (f32 -> bf16, what fptrunc becomes without avx512bf16):
   round to nearest even, NaN kept quiet.
 
@@ -206,27 +208,6 @@ exit:
   ret <16 x float> %r1
 }
 
-define <32 x i16> @kiln_emu_vpermi2w(<32 x i16> %a, <32 x i16> %idx, <32 x i16> %b) {
-entry:
-  br label %loop
-loop:
-  %i = phi i64 [0, %entry], [%i1, %loop]
-  %r = phi <32 x i16> [zeroinitializer, %entry], [%r1, %loop]
-  %ix = extractelement <32 x i16> %idx, i64 %i
-  %j = and i16 %ix, 31
-  %hi = and i16 %ix, 32
-  %va = extractelement <32 x i16> %a, i16 %j
-  %vb = extractelement <32 x i16> %b, i16 %j
-  %useb = icmp ne i16 %hi, 0
-  %v = select i1 %useb, i16 %vb, i16 %va
-  %r1 = insertelement <32 x i16> %r, i16 %v, i64 %i
-  %i1 = add i64 %i, 1
-  %done = icmp eq i64 %i1, 32
-  br i1 %done, label %exit, label %loop
-exit:
-  ret <32 x i16> %r1
-}
-
 define bfloat @__truncsfbf2(float %x) {
   %w = bitcast float %x to i32
   %isnan = fcmp uno float %x, 0.0
@@ -243,18 +224,52 @@ define bfloat @__truncsfbf2(float %x) {
 }
 """
 
+
+
+def _two_table_permute(name, ty, lanes):
+    """vpermi2w / vpermi2b: lane i of the result is lane idx[i] & (2 lanes
+    - 1) of the concatenation (a, b)."""
+    v = f"<{lanes} x {ty}>"
+    return f"""
+define {v} @{name}({v} %a, {v} %idx, {v} %b) {{
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [0, %entry], [%i1, %loop]
+  %r = phi {v} [zeroinitializer, %entry], [%r1, %loop]
+  %ix = extractelement {v} %idx, i64 %i
+  %j = and {ty} %ix, {lanes - 1}
+  %hi = and {ty} %ix, {lanes}
+  %va = extractelement {v} %a, {ty} %j
+  %vb = extractelement {v} %b, {ty} %j
+  %useb = icmp ne {ty} %hi, 0
+  %v = select i1 %useb, {ty} %vb, {ty} %va
+  %r1 = insertelement {v} %r, {ty} %v, i64 %i
+  %i1 = add i64 %i, 1
+  %done = icmp eq i64 %i1, {lanes}
+  br i1 %done, label %exit, label %loop
+exit:
+  ret {v} %r1
+}}
+"""
+
+
+EMULATION += _two_table_permute("kiln_emu_vpermi2w", "i16", 32)
+EMULATION += _two_table_permute("kiln_emu_vpermi2b", "i8", 64)
+
 RENAMES = {
     "@llvm.x86.tilezero.internal": "@kiln_emu_tilezero",
     "@llvm.x86.tileloadd64.internal": "@kiln_emu_tileload",
     "@llvm.x86.tilestored64.internal": "@kiln_emu_tilestore",
     "@llvm.x86.tdpbf16ps.internal": "@kiln_emu_tdpbf16ps",
     "@llvm.x86.avx512.vpermi2var.hi.512": "@kiln_emu_vpermi2w",
+    "@llvm.x86.avx512.vpermi2var.qi.512": "@kiln_emu_vpermi2b",
     "@llvm.x86.avx512bf16.dpbf16ps.512": "@kiln_emu_dpbf16ps",
 }
 
 
 def emulated_ir(ll_text):
-    """05-cpu.ll with the AMX, vdpbf16ps and vpermi2w intrinsics replaced by the
+    """05-cpu.ll with the AMX, vdpbf16ps, vpermi2w and vpermi2b intrinsics replaced by the
     emulation above. Fails on any other x86 intrinsic, so that nothing runs
     that the emulation does not cover."""
     lines = []

@@ -39,6 +39,7 @@ HOST_ISA = ("avx512" if {"avx512f", "avx512bw", "avx512vl"} <= _FLAGS
             else "avx2" if {"avx2", "fma", "f16c"} <= _FLAGS else None)
 HOST_AMX = {"amx_tile", "amx_bf16", "avx512_bf16"} <= _FLAGS and HOST_ISA == "avx512"
 HOST_AVX512_BF16 = "avx512_bf16" in _FLAGS and HOST_ISA == "avx512"
+HOST_AVX512_VBMI = "avx512vbmi" in _FLAGS and HOST_ISA == "avx512"
 
 
 def _host_vendor():

@@ -36,7 +36,8 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilntest import HOST_AVX512_BF16, HOST_ISA, HOST_ZEN, KernelModel, run, tool  # noqa: E402
+from kilntest import (HOST_AVX512_BF16, HOST_AVX512_VBMI, HOST_ISA, HOST_ZEN, KernelModel,  # noqa: E402
+                      run, tool)
 import fp8_reference as F  # noqa: E402
 import hf_reference as R  # noqa: E402
 import make_tiny_checkpoint as mk  # noqa: E402
@@ -50,10 +51,13 @@ THREADS = (1, 2, 3)
 # The cases here have fewer than 16 rows.
 # The AVX FP8 kernel as the config names it on this host (AVX-512 or AVX2).
 # (On a host with AVX-512-BF16 the kernel converts e4m3 to bf16 pairs for
-# vdpbf16ps instead of decoding to f32.)
-FP8_AVX = f"{HOST_ISA} fp32 (e4m3 " + ("-> bf16 pairs on load" if HOST_AVX512_BF16 and HOST_ZEN
-                                       else "-> f16 -> f32 on load" if HOST_ISA == "avx512"
-                                       else "decoded on load")
+# vdpbf16ps instead of decoding to f32: by word permutes on AMD Zen, by byte
+# permutes on Intel cores with AVX512-VBMI.)
+FP8_AVX = f"{HOST_ISA} fp32 (e4m3 " + (
+    "-> bf16 pairs on load" if HOST_AVX512_BF16 and HOST_ZEN
+    else "-> bf16 pairs by byte permutes on load" if HOST_AVX512_BF16 and HOST_AVX512_VBMI
+    else "-> f16 -> f32 on load" if HOST_ISA == "avx512"
+    else "decoded on load")
 
 
 def cdiv(a, b):

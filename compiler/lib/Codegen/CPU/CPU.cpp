@@ -156,6 +156,7 @@ cpu::CpuTarget cpuTargetOf(const llvm::MCSubtargetInfo &sti) {
   cpu::CpuTarget t;
   t.avx512 = sti.checkFeatures("+avx512f,+avx512bw,+avx512vl");
   t.avx512bf16 = t.avx512 && sti.checkFeatures("+avx512bf16");
+  t.avx512vbmi = t.avx512 && sti.checkFeatures("+avx512vbmi");
   t.amxBF16 = sti.checkFeatures("+amx-tile,+amx-bf16");
   t.avx2fma = sti.checkFeatures("+avx2,+fma");
   t.zen = sti.getCPU().starts_with("znver");

@@ -32,6 +32,7 @@ namespace kiln::cpu {
 struct CpuTarget {
   bool avx512 = false; ///< avx512f + avx512bw + avx512vl
   bool avx512bf16 = false;
+  bool avx512vbmi = false; ///< byte permutes (vpermi2b)
   bool amxBF16 = false; ///< amx-tile + amx-bf16
   bool avx2fma = false; ///< avx2 + fma (16-lane vectors as ymm pairs)
   /// AMD Zen (znver*): 512-bit word permutes (vpermi2w) are cheap there;

@@ -121,7 +121,10 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   s.panel = panel;
 
   // FP8 on AVX-512-BF16: e4m3 pairs by vdpbf16ps in the fp32 kernel too.
-  s.fp8Half = s.fp8 && target.avx512 && !target.zen && s.act % 32 == 0;
+  s.fp8Perm = s.fp8 && target.avx512bf16 && target.avx512vbmi && !target.zen &&
+              s.act % 64 == 0;
+  s.fp8Half =
+      s.fp8 && target.avx512 && !target.zen && s.act % 32 == 0 && !s.fp8Perm;
   s.fp8Dot = s.fp8 && target.avx512bf16 && s.act % 32 == 0 && !s.fp8Half;
   if (s.fp8) {
     // e4m3 values are exact in bf16 and the tiles sum their exact products
@@ -395,8 +398,35 @@ public:
     // One K block [k0, k0 + len): partial sums, then the promotion.
     auto block = [&](Value kb, Value k0, int64_t len, SmallVector<Value> acc) {
       SmallVector<Value> part(n, v.splat(0.0f, kLanes));
-      // AVX-512-BF16: 32 of K per step, one vdpbf16ps per output.
-      for (int64_t off = 0; s.fp8Dot && off < len; off += 32) {
+      // fp8Perm: 64 of K per step, two vdpbf16ps per output.
+      int64_t permEnd = s.fp8Perm ? len / 64 * 64 : 0;
+      for (int64_t off = 0; off < permEnd; off += 64) {
+        Value kk = p.add(k0, p.i64(off));
+        auto unpacked = [&](Value buf, Type type, Value idx) {
+          auto [lo, hi] = v.e4m3ToBF16Unpacked(v.loadRaw(buf, type, idx, 64));
+          auto pairs = [&](Value bits) {
+            return vector::BitCastOp::create(b, loc, bf16Pairs(), bits)
+                .getResult();
+          };
+          return std::pair{pairs(lo), pairs(hi)};
+        };
+        SmallVector<std::pair<Value, Value>> xs;
+        for (int64_t i = 0; i < rows; ++i)
+          xs.push_back(unpacked(buffers[s.x], s.xType, p.add(xBase[i], kk)));
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w) {
+            auto [wlo, whi] =
+                unpacked(buffers[pr.weights[w]], pr.wType, p.add(wBase[j], kk));
+            for (int64_t i = 0; i < rows; ++i) {
+              Value &acc = part[at(i, j, w)];
+              acc = dpbf16(dpbf16(acc, xs[i].first, wlo), xs[i].second, whi);
+            }
+          }
+      }
+      // AVX-512-BF16: 32 of K per step, one vdpbf16ps per output (with
+      // fp8Perm, a block's last len % 64).
+      for (int64_t off = permEnd; (s.fp8Dot || s.fp8Perm) && off < len;
+           off += 32) {
         int64_t active = std::min<int64_t>(32, len - off);
         Value kk = p.add(k0, p.i64(off));
         SmallVector<Value> xs;
@@ -1357,7 +1387,9 @@ std::string describeBlocking(const GemmSpec &s) {
       s.gemvCols,
       s.fp8
           ? llvm::formatv(
-                s.fp8Dot    ? " (e4m3 -> bf16 pairs on load, vdpbf16ps, "
+                s.fp8Perm   ? " (e4m3 -> bf16 pairs by byte permutes on load, "
+                              "vdpbf16ps, promoted per {0} of K)"
+                : s.fp8Dot  ? " (e4m3 -> bf16 pairs on load, vdpbf16ps, "
                               "promoted per {0} of K)"
                 : s.fp8Half ? " (e4m3 -> f16 -> f32 on load, promoted per "
                               "{0} of K)"

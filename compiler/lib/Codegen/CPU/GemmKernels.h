@@ -65,6 +65,12 @@ struct GemmSpec {
   /// promotion's scale x 2^16) for FMAs: exact, and on Sapphire Rapids 1.4x
   /// the weights per second of fp8Dot's table lookups.
   bool fp8Half = false;
+  /// FP8 on Intel AVX-512-BF16 with AVX512-VBMI (Sapphire Rapids on; with
+  /// fp8Dot set too, which does the tail of a block not a multiple of 64):
+  /// fp8Dot's bf16 pairs from byte permutes (VectorBuilder::
+  /// e4m3ToBF16Unpacked, 64 of K per step) instead of word permutes; at
+  /// the speed of decoding, 1.15x fp8Half's weights per second there.
+  bool fp8Perm = false;
   int64_t act = 0, wbN = 0;
   unsigned xScale = 0;
   /// FP8 SwiGLU: the f32 output (the projection's `out`, a workspace) is

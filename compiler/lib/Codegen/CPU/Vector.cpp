@@ -307,6 +307,48 @@ Value VectorBuilder::e4m3ToBF16Bits(Value bytes) {
   return arith::OrIOp::create(b, loc, value, sign);
 }
 
+std::pair<Value, Value> VectorBuilder::e4m3ToBF16Unpacked(Value bytes) {
+  assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 64 && "64 bytes");
+  auto i8x64 = VectorType::get({64}, b.getI8Type());
+  auto table = [&](bool high, unsigned first) {
+    SmallVector<APInt> bits;
+    for (unsigned m = first; m < first + 64; ++m) {
+      uint16_t h = e4m3MagnitudeBF16(m);
+      bits.push_back(APInt(8, high ? h >> 8 : h & 0xFF));
+    }
+    return arith::ConstantOp::create(b, loc,
+                                     DenseElementsAttr::get(i8x64, bits));
+  };
+  // vpermi2b(a, idx, b): byte i = idx bit 6 ? b[idx & 63] : a[idx & 63];
+  // bit 7 (the sign) is ignored.
+  auto permute = [&](bool high) {
+    return LLVM::CallIntrinsicOp::create(
+               b, loc, i8x64,
+               b.getStringAttr("llvm.x86.avx512.vpermi2var.qi.512"),
+               ValueRange{table(high, 0), bytes, table(high, 64)})
+        .getResult(0);
+  };
+  Value sign = arith::AndIOp::create(
+      b, loc, bytes,
+      arith::ConstantOp::create(
+          b, loc,
+          DenseElementsAttr::get(
+              i8x64, b.getI8IntegerAttr(static_cast<int8_t>(0x80)))));
+  Value hi = arith::OrIOp::create(b, loc, permute(true), sign);
+  Value lo = permute(false);
+  auto unpack = [&](int64_t half) {
+    SmallVector<int64_t> mask;
+    for (int64_t lane = 0; lane < 4; ++lane)
+      for (int64_t i = 0; i < 8; ++i)
+        mask.append({16 * lane + 8 * half + i, 64 + 16 * lane + 8 * half + i});
+    Value words = vector::ShuffleOp::create(b, loc, lo, hi, mask);
+    return vector::BitCastOp::create(
+               b, loc, VectorType::get({32}, b.getI16Type()), words)
+        .getResult();
+  };
+  return {unpack(0), unpack(1)};
+}
+
 Value VectorBuilder::e4m3ToF16Scaled(Value bytes) {
   int64_t n = cast<VectorType>(bytes.getType()).getDimSize(0);
   auto i16x32 = VectorType::get({n}, b.getI16Type());

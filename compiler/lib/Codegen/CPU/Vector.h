@@ -102,6 +102,15 @@ public:
   /// bf16 (3 of its 7 mantissa bits). A 128-entry table of the magnitudes
   /// (two vpermi2w over 64 entries each, NaN at 0x7F), the sign or'ed in.
   mlir::Value e4m3ToBF16Bits(mlir::Value bytes);
+  /// 64 e4m3 bytes (vector<64xi8>) as two vector<32xi16> of bf16 bits,
+  /// exactly (the values of e4m3ToBF16Bits), in the order of a byte
+  /// unpack: the first holds bytes 0-7 of each 16-byte lane, the second
+  /// bytes 8-15. Two vpermi2b (the high and low bytes of the 128
+  /// magnitudes' bf16 bits), the sign or'ed into the high bytes, two
+  /// unpacks: half the shuffle-port work per value of e4m3ToBF16Bits'
+  /// word permutes. Any two vectors converted by it pair up element for
+  /// element, which is all a dot product needs (AVX512-VBMI).
+  std::pair<mlir::Value, mlir::Value> e4m3ToBF16Unpacked(mlir::Value bytes);
   /// e4m3 bytes (vector<32 x i8>) -> two vector<16 x f32> (bytes 0-15,
   /// 16-31) of their values times 2^-8: each byte placed as an f16 whose
   /// exponent field is e4m3's (two shifts and a mask; subnormals stay
