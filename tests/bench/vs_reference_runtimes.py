@@ -13,8 +13,8 @@ a small harness against libllama (tests/bench/llama_logits.cc) that prints
 logits; the two models of issue 11 written with random weights through
 transformers' classes in bf16 and saved as safetensors checkpoints; GGUF
 files (bf16 with llama.cpp's convert_hf_to_gguf.py, Q8_0 with
-llama-quantize); Kiln plans (kiln-compile, fp32 GEMMs and
---cpu-gemm-precision=bf16).
+llama-quantize); Kiln plans (kiln-compile, fp32 GEMMs,
+--cpu-gemm-precision=bf16, and FP8: --quantize=fp8-block --fp8-lm-head).
 
 Then:
 1. Agreement: every position's logits of the timed prompt from every
@@ -24,7 +24,7 @@ Then:
    run with the numbers.
 2. Speed: prefill of --prefill tokens (ms) and decode (ms/token over
    --decode tokens after a --decode-prompt-token prompt) for Kiln fp32,
-   Kiln bf16, PyTorch bf16, llama.cpp bf16 and llama.cpp Q8_0, at each
+   Kiln bf16, Kiln FP8, PyTorch bf16, llama.cpp bf16 and llama.cpp Q8_0, at each
    thread count; interleaved (every round runs every system once per thread
    count), medians over the rounds; a table of times, of Kiln's speed
    relative to each system, and of thread scaling. The load average is
@@ -103,8 +103,14 @@ SEED = 0
 # thousand-term sums). bf16: activations rounded to bf16 (unit roundoff
 # 3.9e-3) somewhere, at the GEMM inputs, in the KV cache or everywhere
 # (PyTorch bf16), compounded over the layers. q8_0: bf16 arithmetic plus
-# 8-bit weights with a scale per 32 (llama.cpp Q8_0).
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "q8_0": 1.5e-1}
+# 8-bit weights with a scale per 32 (llama.cpp Q8_0). fp8: DeepSeek's FP8
+# scheme (Kiln --quantize=fp8-block --fp8-lm-head): e4m3 weights (unit
+# roundoff 6.25e-2) with a scale per 128 x 128 and e4m3 activations with a
+# scale per 1 x 128 at every projection's input, against the unquantized
+# model: the error is the quantization's (0.14-0.21 on these random-weight
+# models; the kernels' own FP8 numerics are tested against a float64 FP8
+# reference, tests/e2e/fp8_reference.py).
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "q8_0": 1.5e-1, "fp8": 3.5e-1}
 
 
 def log(msg):
@@ -311,7 +317,8 @@ def internal_convert(src, ck, out):
 class Kiln:
     """Kiln through kiln-compile and kiln-run (the one place that knows them)."""
 
-    VARIANTS = {"f32": [], "bf16": ["--cpu-gemm-precision=bf16"]}
+    VARIANTS = {"f32": [], "bf16": ["--cpu-gemm-precision=bf16"],
+                "fp8": ["--cpu-gemm-precision=bf16", "--quantize=fp8-block", "--fp8-lm-head"]}
 
     compiled = {}  # (checkpoint, flags) -> plan, so identical plans compile once
 
@@ -319,7 +326,8 @@ class Kiln:
         self.bin, self.variant, self.work, self.max_seq = bin_dir, variant, work, max_seq
         self.flags = list(self.VARIANTS[variant]) + ([f"--kv-cache-dtype={kv_cache}"] if kv_cache else [])
         self.name = f"kiln-{variant}" + (f" ({kv_cache} cache)" if kv_cache else "")
-        self.arith = "fp32" if variant == "f32" and kv_cache == "f32" else "bf16"
+        self.arith = ("fp32" if variant == "f32" and kv_cache == "f32" else
+                      "fp8" if variant == "fp8" else "bf16")
         self.plans = {}
         for tool in ("kiln-compile", "kiln-run"):
             if not os.access(os.path.join(bin_dir, tool), os.X_OK):
@@ -606,9 +614,9 @@ def main_in_venv(args):
         ggufs[m] = convert_gguf(sys.executable, src, bindir, cks[m], os.path.join(cache, "gguf", m))
 
     max_seq = max(args.prefill, args.decode_prompt + args.decode, args.check_tokens)
-    kiln = {v: Kiln(args.bin, v, work, max_seq) for v in ("f32", "bf16")}                 # timed
+    kiln = {v: Kiln(args.bin, v, work, max_seq) for v in ("f32", "bf16", "fp8")}         # timed
     kiln_check = [Kiln(args.bin, "f32", work, max_seq, kv_cache="f32", logits="all"),
-                  *(Kiln(args.bin, v, work, max_seq, logits="all") for v in ("f32", "bf16"))]
+                  *(Kiln(args.bin, v, work, max_seq, logits="all") for v in ("f32", "bf16", "fp8"))]
     for m in args.models:
         for k in (*kiln.values(), *kiln_check):
             k.prepare(m, cks[m])
@@ -647,7 +655,7 @@ def main_in_venv(args):
         print(f"refusing to measure: the 1-minute load average is {before:.2f} (> --max-load "
               f"{args.max_load}); wait for an idle machine or pass --allow-load", file=sys.stderr)
         return 3
-    systems = [kiln["f32"], kiln["bf16"], torch_bf16, llama["bf16"], llama["q8_0"]]
+    systems = [kiln["f32"], kiln["bf16"], kiln["fp8"], torch_bf16, llama["bf16"], llama["q8_0"]]
     t0 = time.time()
     med = bench(args.models, systems, args, tokens)
     after, up_after = loadavg(), uptime()
