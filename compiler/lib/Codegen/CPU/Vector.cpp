@@ -23,6 +23,13 @@ Value VectorBuilder::splat(float v, int64_t lanes) {
       b, loc, DenseElementsAttr::get(f32Vec(lanes), b.getF32FloatAttr(v)));
 }
 
+Value VectorBuilder::splatInt(VectorType type, int64_t v) {
+  return arith::ConstantOp::create(
+      b, loc,
+      DenseElementsAttr::get(type,
+                             b.getIntegerAttr(type.getElementType(), v)));
+}
+
 Value VectorBuilder::broadcast(Value scalar, int64_t lanes) {
   return vector::BroadcastOp::create(b, loc, f32Vec(lanes), scalar);
 }
@@ -97,10 +104,7 @@ Value VectorBuilder::loadRaw(Value ptr, Type elemType, Value index,
 Value VectorBuilder::decodeE4M3(Value bytes) {
   int64_t lanes = cast<VectorType>(bytes.getType()).getDimSize(0);
   auto i32Vec = VectorType::get({lanes}, b.getI32Type());
-  auto ic = [&](int32_t v) {
-    return arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i32Vec, b.getI32IntegerAttr(v)));
-  };
+  auto ic = [&](int32_t v) { return splatInt(i32Vec, v); };
   Value u = arith::ExtUIOp::create(b, loc, i32Vec, bytes);
   Value low = arith::AndIOp::create(b, loc, u, ic(0x7F));
   // The 7 magnitude bits below f32's exponent field: exponent e and
@@ -210,10 +214,7 @@ Value VectorBuilder::exp(Value x) {
   int64_t lanes = cast<VectorType>(x.getType()).getDimSize(0);
   auto c = [&](float f) { return splat(f, lanes); };
   auto i32Vec = VectorType::get({lanes}, b.getI32Type());
-  auto ic = [&](int32_t v) {
-    return arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i32Vec, b.getI32IntegerAttr(v)));
-  };
+  auto ic = [&](int32_t v) { return splatInt(i32Vec, v); };
   constexpr float kHi = 88.72283f, kLo = -103.97208f; // expf's range
   Value xc = arith::MinimumFOp::create(
       b, loc, arith::MaximumFOp::create(b, loc, x, c(kLo)), c(kHi));
@@ -277,10 +278,7 @@ uint16_t e4m3MagnitudeBF16(unsigned m) {
 Value VectorBuilder::e4m3ToBF16Bits(Value bytes) {
   assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 32 && "32 bytes");
   auto i16x32 = VectorType::get({32}, b.getI16Type());
-  auto ic = [&](int16_t v) {
-    return arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i16x32, b.getI16IntegerAttr(v)));
-  };
+  auto ic = [&](int16_t v) { return splatInt(i16x32, v); };
   auto table = [&](unsigned first) {
     SmallVector<APInt> bits;
     for (unsigned m = first; m < first + 32; ++m)
@@ -328,12 +326,8 @@ std::pair<Value, Value> VectorBuilder::e4m3ToBF16Unpacked(Value bytes) {
                ValueRange{table(high, 0), bytes, table(high, 64)})
         .getResult(0);
   };
-  Value sign = arith::AndIOp::create(
-      b, loc, bytes,
-      arith::ConstantOp::create(
-          b, loc,
-          DenseElementsAttr::get(
-              i8x64, b.getI8IntegerAttr(static_cast<int8_t>(0x80)))));
+  Value sign = arith::AndIOp::create(b, loc, bytes,
+                                     splatInt(i8x64, static_cast<int8_t>(0x80)));
   Value hi = arith::OrIOp::create(b, loc, permute(true), sign);
   Value lo = permute(false);
   auto unpack = [&](int64_t half) {
@@ -352,10 +346,7 @@ std::pair<Value, Value> VectorBuilder::e4m3ToBF16Unpacked(Value bytes) {
 Value VectorBuilder::e4m3ToF16Scaled(Value bytes) {
   int64_t n = cast<VectorType>(bytes.getType()).getDimSize(0);
   auto i16x32 = VectorType::get({n}, b.getI16Type());
-  auto ic = [&](int16_t v) {
-    return arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i16x32, b.getI16IntegerAttr(v)));
-  };
+  auto ic = [&](int16_t v) { return splatInt(i16x32, v); };
   // s eeee mmm in the high byte, then one arithmetic shift right: s at bit
   // 15 (and a copy at 14, cleared), eeee at 13..10, mmm at 9..7: the f16
   // 2^(e - 15) (1 + m/8), or for e = 0 the subnormal m 2^-17, which is the
@@ -383,10 +374,7 @@ std::pair<Value, Value> VectorBuilder::e4m3ToF32Scaled(Value bytes) {
 
 Value VectorBuilder::e4m3NaN(Value bytes) {
   auto vt = cast<VectorType>(bytes.getType());
-  auto c = [&](int8_t v) {
-    return arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(vt, b.getI8IntegerAttr(v)));
-  };
+  auto c = [&](int8_t v) { return splatInt(vt, v); };
   return arith::CmpIOp::create(
       b, loc, arith::CmpIPredicate::eq,
       arith::OrIOp::create(b, loc, bytes, c(static_cast<int8_t>(0x80))),

@@ -125,6 +125,8 @@ public:
   mlir::Value e4m3NaN(mlir::Value bytes);
 
 private:
+  /// A constant integer vector of `type` with every lane `v`.
+  mlir::Value splatInt(mlir::VectorType type, int64_t v);
   mlir::Value gep(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
   mlir::Value mask(int64_t lanes, int64_t active);
 
