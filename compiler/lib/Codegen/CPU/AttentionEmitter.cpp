@@ -511,18 +511,27 @@ private:
     if (s.kvbScale < 0)
       return v.load(buf[s.kvb], s.types[s.kvb], idx, kLanes,
                     active < kLanes ? active : -1);
-    int64_t colBlocks = (a.rank + 127) / 128;
-    Value blk = p.add(p.mul(p.divs(row, p.i64(128)), p.i64(colBlocks)),
-                      p.divs(col, p.i64(128)));
-    Value scale = p.load(buf[s.kvbScale], f32(), blk);
-    // e4m3 through f16 (x 2^-8, the scale x 2^8: the same products as the
-    // decoded value's; the compiler refuses weights with NaN codes, which
-    // this reads as finite).
+    return v.mul(kvbUnscaled(row, col, active),
+                 v.broadcast(kvbBlockScale(row, col), kLanes));
+  }
+
+  /// An e4m3 kv_b's [row, col .. col + 16) through f16, x 2^-8 and not yet
+  /// scaled (kvbVector = this x kvbBlockScale). The compiler refuses
+  /// weights with NaN codes, which this reads as finite.
+  Value kvbUnscaled(Value row, Value col, int64_t active) {
+    Value idx = p.add(p.mul(row, p.i64(s.a.rank)), col);
     Value raw = v.loadRaw(buf[s.kvb], s.types[s.kvb], idx, kLanes,
                           active < kLanes ? active : -1);
-    Value w = arith::ExtFOp::create(b, loc, v.f32Vec(kLanes),
-                                    v.e4m3ToF16Scaled(raw));
-    return v.mul(w, v.broadcast(p.fmul(scale, p.f32(256.0f)), kLanes));
+    return arith::ExtFOp::create(b, loc, v.f32Vec(kLanes),
+                                 v.e4m3ToF16Scaled(raw));
+  }
+
+  /// The scale of kv_b's 128 x 128 block holding [row, col], x 2^8.
+  Value kvbBlockScale(Value row, Value col) {
+    int64_t colBlocks = (s.a.rank + 127) / 128;
+    Value blk = p.add(p.mul(p.divs(row, p.i64(128)), p.i64(colBlocks)),
+                      p.divs(col, p.i64(128)));
+    return p.fmul(p.load(buf[s.kvbScale], f32(), blk), p.f32(256.0f));
   }
 
   /// headMajor: rows [first, first + n) of head h's part of kv_b (W_UK:
@@ -567,11 +576,20 @@ private:
       return;
     }
     // Absorbed: q_lat[c] = sum_d q_nope[d] W_UK[h, d, c], 8 vectors of c at
-    // a time over the whole of d.
+    // a time over the whole of d. An e4m3 W_UK whose head's rows lie in one
+    // 128-row scale block (DeepSeek's 128 + 128 rows per head) has one scale
+    // per 128 of c: the sums of the unscaled values, then that scale once.
     Value headRow = p.mul(h, p.i64(a.headDim + a.valueDim));
+    bool oneScale = s.kvbScale >= 0 && !kvbRow0 && a.headDim <= 128 &&
+                    (a.headDim + a.valueDim) % 128 == 0;
     for (int64_t c0 = 0; c0 < a.rank; c0 += 8 * kLanes) {
       int64_t nv = std::min<int64_t>(8, (a.rank - c0 + kLanes - 1) / kLanes);
       SmallVector<Value> init(nv, zeros());
+      auto weights = [&](Value row, int64_t k) {
+        int64_t c = c0 + k * kLanes, active = std::min(kLanes, a.rank - c);
+        return oneScale ? kvbUnscaled(row, p.i64(c), active)
+                        : kvbVector(row, p.i64(c), active);
+      };
       SmallVector<Value> sums = p.forLoop(
           p.i64(0), p.i64(a.headDim), p.i64(1), init,
           [&](Value d, ValueRange it) {
@@ -580,15 +598,15 @@ private:
             Value row = p.add(headRow, d);
             SmallVector<Value> next;
             for (int64_t k = 0; k < nv; ++k)
-              next.push_back(
-                  v.fma(x,
-                        kvbVector(row, p.i64(c0 + k * kLanes),
-                                  std::min(kLanes, a.rank - c0 - k * kLanes)),
-                        it[k]));
+              next.push_back(v.fma(x, weights(row, k), it[k]));
             return next;
           });
+      Value scale = oneScale
+                        ? v.broadcast(kvbBlockScale(headRow, p.i64(c0)), kLanes)
+                        : Value();
       for (int64_t k = 0; k < nv; ++k)
-        vstore(sums[k], qs, p.add(qIdx, p.i64(c0 + k * kLanes)));
+        vstore(oneScale ? v.mul(sums[k], scale) : sums[k], qs,
+               p.add(qIdx, p.i64(c0 + k * kLanes)));
     }
   }
 
