@@ -818,14 +818,29 @@ private:
     Value h = p.load(rowH, i64(), r);
     Value vRow0 = p.add(p.mul(h, p.i64(a.headDim + a.valueDim)),
                         p.i64(a.headDim));
+    // An e4m3 W_UV whose head's rows lie in one 128-row scale block: the
+    // scale of each 128 of c applied to the accumulator's chunk (shared by
+    // the 16 rows) rather than to every weight.
+    bool oneScale = s.kvbScale >= 0 && !kvbRow0 && a.valueDim <= 128 &&
+                    a.headDim % 128 == 0 && (a.headDim + a.valueDim) % 128 == 0;
     for (int64_t e0 = 0; e0 < a.valueDim; e0 += kLanes) {
       Value o = dots16(
           a.rank / kLanes, a.rank % kLanes,
-          [&](Value c) { return accChunk(r, c); },
+          [&](Value c) {
+            Value x = accChunk(r, c);
+            return oneScale
+                       ? v.mul(x,
+                               v.broadcast(kvbBlockScale(
+                                               vRow0, p.mul(c, p.i64(kLanes))),
+                                           kLanes))
+                       : x;
+          },
           [&](int64_t i, Value c, int64_t active) {
             // Rows past v_head_dim (a partial last group) repeat the last.
             Value row = p.add(vRow0, p.i64(std::min(e0 + i, a.valueDim - 1)));
-            return kvbVector(row, p.mul(c, p.i64(kLanes)), active);
+            Value col = p.mul(c, p.i64(kLanes));
+            return oneScale ? kvbUnscaled(row, col, active)
+                            : kvbVector(row, col, active);
           });
       emit(e0, o);
     }
