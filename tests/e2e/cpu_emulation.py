@@ -225,7 +225,6 @@ define bfloat @__truncsfbf2(float %x) {
 """
 
 
-
 def _two_table_permute(name, ty, lanes):
     """vpermi2w / vpermi2b: lane i of the result is lane idx[i] & (2 lanes
     - 1) of the concatenation (a, b)."""

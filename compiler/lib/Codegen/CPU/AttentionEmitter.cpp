@@ -507,9 +507,9 @@ private:
       return v.load(kvbBuf, f32(),
                     p.add(p.mul(sub(row, kvbRow0), p.i64(s.rankPad())), col),
                     kLanes, active < kLanes ? active : -1);
-    Value idx = p.add(p.mul(row, p.i64(a.rank)), col);
     if (s.kvbScale < 0)
-      return v.load(buf[s.kvb], s.types[s.kvb], idx, kLanes,
+      return v.load(buf[s.kvb], s.types[s.kvb],
+                    p.add(p.mul(row, p.i64(a.rank)), col), kLanes,
                     active < kLanes ? active : -1);
     return v.mul(kvbUnscaled(row, col, active),
                  v.broadcast(kvbBlockScale(row, col), kLanes));
@@ -524,6 +524,15 @@ private:
                           active < kLanes ? active : -1);
     return arith::ExtFOp::create(b, loc, v.f32Vec(kLanes),
                                  v.e4m3ToF16Scaled(raw));
+  }
+
+  /// Whether an e4m3 kv_b has every head's rows [first, first + n) in one
+  /// 128-row scale block (DeepSeek's 128 + 128 rows per head), so that one
+  /// scale covers each 128 of their columns.
+  bool kvbRowsShareScale(int64_t first, int64_t n) const {
+    return s.kvbScale >= 0 && !kvbRow0 &&
+           (s.a.headDim + s.a.valueDim) % 128 == 0 &&
+           first / 128 == (first + n - 1) / 128;
   }
 
   /// The scale of kv_b's 128 x 128 block holding [row, col], x 2^8.
@@ -580,8 +589,7 @@ private:
     // 128-row scale block (DeepSeek's 128 + 128 rows per head) has one scale
     // per 128 of c: the sums of the unscaled values, then that scale once.
     Value headRow = p.mul(h, p.i64(a.headDim + a.valueDim));
-    bool oneScale = s.kvbScale >= 0 && !kvbRow0 && a.headDim <= 128 &&
-                    (a.headDim + a.valueDim) % 128 == 0;
+    bool oneScale = kvbRowsShareScale(0, a.headDim);
     for (int64_t c0 = 0; c0 < a.rank; c0 += 8 * kLanes) {
       int64_t nv = std::min<int64_t>(8, (a.rank - c0 + kLanes - 1) / kLanes);
       SmallVector<Value> init(nv, zeros());
@@ -821,8 +829,7 @@ private:
     // An e4m3 W_UV whose head's rows lie in one 128-row scale block: the
     // scale of each 128 of c applied to the accumulator's chunk (shared by
     // the 16 rows) rather than to every weight.
-    bool oneScale = s.kvbScale >= 0 && !kvbRow0 && a.valueDim <= 128 &&
-                    a.headDim % 128 == 0 && (a.headDim + a.valueDim) % 128 == 0;
+    bool oneScale = kvbRowsShareScale(a.headDim, a.valueDim);
     for (int64_t e0 = 0; e0 < a.valueDim; e0 += kLanes) {
       Value o = dots16(
           a.rank / kLanes, a.rank % kLanes,
