@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "flatbuffers/flatbuffers.h"
@@ -22,7 +23,16 @@
 namespace kiln::plan {
 
 // The format this schema describes (Plan.format_version; see plan.fbs).
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = 3;
+
+// The most phases an entry point may have (EntryPoint.phases).
+constexpr uint32_t kMaxEntryPhases = 8;
+
+// The symbol of phase `phase` of entry point `name`: the name itself for
+// phase 0, else "name.phase<phase>".
+inline std::string EntryPhaseSymbol(const std::string& name, uint32_t phase) {
+  return phase == 0 ? name : name + ".phase" + std::to_string(phase);
+}
 
 namespace xxh64_detail {
 constexpr uint64_t kP1 = 0x9E3779B185EBCA87ull;

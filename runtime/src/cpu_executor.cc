@@ -115,14 +115,18 @@ class CpuBackend final : public Backend {
     so_ = std::move(*so);
     auto eps = EntryPointsByKernel(plan, **exe);
     for (size_t k = 0; k < eps.size(); ++k) {
-      const char* name = eps[k]->name()->c_str();
-      ::dlerror();
-      void* sym = ::dlsym(so_->handle(), name);
-      if (!sym)
-        return absl::NotFoundError(absl::StrCat(
-            "CPU executable: entry point '", name, "' for kernel ", k, " ('",
-            plan.fb().kernels()->Get(k)->name()->str(), "') not found in the shared object"));
-      entries_.push_back(reinterpret_cast<EntryFn>(sym));
+      std::vector<EntryFn> phases;
+      for (uint32_t ph = 0; ph < eps[k]->phases(); ++ph) {
+        std::string name = plan::EntryPhaseSymbol(eps[k]->name()->str(), ph);
+        ::dlerror();
+        void* sym = ::dlsym(so_->handle(), name.c_str());
+        if (!sym)
+          return absl::NotFoundError(absl::StrCat(
+              "CPU executable: entry point '", name, "' for kernel ", k, " ('",
+              plan.fb().kernels()->Get(k)->name()->str(), "') not found in the shared object"));
+        phases.push_back(reinterpret_cast<EntryFn>(sym));
+      }
+      entries_.push_back(std::move(phases));
     }
     uint64_t size = (plan.fb().arena_size() + 255) / 256 * 256;
     arena_ = static_cast<uint8_t*>(std::aligned_alloc(256, size > 0 ? size : 256));
@@ -181,24 +185,27 @@ class CpuBackend final : public Backend {
     std::vector<int64_t> scalar_heap(ns > 16 ? ns : 0);
     int64_t* scalars = ns > 16 ? scalar_heap.data() : scalar_storage;
     for (uint32_t i = 0; i < ns; ++i) scalars[i] = plan::Load(la->scalars(), i);
-    EntryFn fn = entries_[la->kernel()];
-    if (!window) {
-      int64_t programs = static_cast<int64_t>(la->programs());
-      pool_->ParallelFor(programs, [&](int64_t begin, int64_t end) { fn(bufs, scalars, begin, end); });
-      return absl::OkStatus();
+    // Each phase over every range before the next phase (EntryPoint.phases):
+    // ParallelFor returns once all its chunks have.
+    for (EntryFn fn : entries_[la->kernel()]) {
+      if (!window) {
+        int64_t programs = static_cast<int64_t>(la->programs());
+        pool_->ParallelFor(programs, [&](int64_t begin, int64_t end) { fn(bufs, scalars, begin, end); });
+        continue;
+      }
+      const int64_t* sc = window->scalars.data();
+      for (auto [first, last] : window->ranges)
+        pool_->ParallelFor(last - first, [&](int64_t begin, int64_t end) {
+          fn(bufs, sc, first + begin, first + end);
+        });
     }
-    const int64_t* sc = window->scalars.data();
-    for (auto [first, last] : window->ranges)
-      pool_->ParallelFor(last - first, [&](int64_t begin, int64_t end) {
-        fn(bufs, sc, first + begin, first + end);
-      });
     return absl::OkStatus();
   }
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:
   std::unique_ptr<SharedObject> so_;
-  std::vector<EntryFn> entries_;
+  std::vector<std::vector<EntryFn>> entries_;  // per kernel, its phases
   uint8_t* arena_ = nullptr;
   std::vector<void*> addresses_;
   std::vector<std::unique_ptr<std::vector<void*>>> tables_;

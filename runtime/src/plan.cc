@@ -439,6 +439,11 @@ absl::Status CheckSemantics(const plan::Plan& p) {
       if (ep->block_x() == 0)
         return absl::InvalidArgumentError(absl::StrCat(where, ": entry point ", i, " ('",
                                                        ep->name()->str(), "') has block_x 0"));
+      if (ep->phases() == 0 || ep->phases() > plan::kMaxEntryPhases ||
+          (ep->phases() > 1 && x->target() != plan::TargetKind::cpu))
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": entry point ", i, " ('", ep->name()->str(), "') has ", ep->phases(),
+                         " phases (CPU entry points have 1 to ", plan::kMaxEntryPhases, ", others 1)"));
       seen[ep->kernel()] = static_cast<int>(i);
     }
     for (uint32_t k = 0; k < nkernels; ++k)

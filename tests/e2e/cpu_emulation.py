@@ -327,10 +327,21 @@ class Kernels:
         fn(ptrs, sc, begin, end)
         del keep
 
+    def phases(self, name):
+        """The entry points kernel `name` runs as, in order: `name`, then
+        `name.phase1`, ... where the emitter split it into phases (the
+        runtime reads their count from the plan's EntryPoint.phases)."""
+        out = [name]
+        while hasattr(self.lib, f"{name}.phase{len(out)}"):
+            out.append(f"{name}.phase{len(out)}")
+        return out
+
     def split(self, name, buffers, programs, threads, scalars=()):
         """The runtime's split of [0, programs) into `threads` contiguous
-        ranges, run one after another."""
-        for t in range(threads):
-            lo, hi = programs * t // threads, programs * (t + 1) // threads
-            if lo < hi:
-                self(name, buffers, lo, hi, scalars)
+        ranges, run one after another, each phase over every range before
+        the next."""
+        for entry in self.phases(name):
+            for t in range(threads):
+                lo, hi = programs * t // threads, programs * (t + 1) // threads
+                if lo < hi:
+                    self(entry, buffers, lo, hi, scalars)

@@ -174,7 +174,9 @@ class Case:
                     wtypes = [t(wshape, MLIR[kvb])]
                 types = [t((B, S, H, dn), "f32"), t((B, S, H, dr), "f32"), t((B, T, rank), MLIR[cache]),
                          t((B, T, dr), MLIR[cache])] + wtypes
-                results = [t((B, S, H, self.Dv), "f32"), t((rows, 2 * rank + dr), "f32")]
+                # the workspace: 2 rank + rope floats per row, twice that at S = 1
+                ws = (2 * rank + dr) * (2 if S == 1 else 1)
+                results = [t((B, S, H, self.Dv), "f32"), t((rows, ws), "f32")]
                 op = "mla_attention"
         if start:
             args.append(f'%st: {t((B,), "i32")} {{kiln.name = "start"}}')
@@ -404,7 +406,7 @@ class CpuAttentionEmitter(unittest.TestCase):
 
     def test_mla_decode_split_keys(self):
         # Decode from 1024 keys on: each block's keys in two halves run by
-        # different programs, merged by the last (split at 576 of 1100 with
+        # different programs, merged per head in a third phase (split at 576 of 1100 with
         # a partial last block of 12; at 512 of exactly 1024). Batch 2: a
         # split row beside one below the threshold.
         case = Case("mla_split", "absorbed", self.rng, b=2, s=1, t_len=1100, heads=16, d=128,
@@ -481,7 +483,7 @@ class CpuAttentionAmx(unittest.TestCase):
         if case.has_start:
             bufs.append(inputs["start"])
         out = np.full((case.b, case.s, case.H, case.Dv), np.nan, np.float32)
-        ws = np.zeros((rows, 2 * case.rank + case.dr), np.float32)
+        ws = np.zeros((rows, (2 * case.rank + case.dr) * (2 if case.s == 1 else 1)), np.float32)
         self._so[1].split(kernel, [*bufs, out, ws], rows, threads)
         return out
 

@@ -38,7 +38,7 @@ class PlanTest : public ::testing::Test {
 TEST_F(PlanTest, ValidPlanOpens) {
   auto p = Open();
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ((*p)->fb().format_version(), 2u);
+  EXPECT_EQ((*p)->fb().format_version(), 3u);
   EXPECT_EQ((*p)->fb().launches()->size(), 2u);
   EXPECT_EQ((*p)->base_dir(), dir_);
   auto mem = Plan::OpenFromMemory(Serialize(plan_), dir_);
@@ -130,14 +130,14 @@ TEST_F(PlanTest, WrongIdentifier) {
 }
 
 TEST_F(PlanTest, WrongFormatVersion) {
-  plan_.format_version = 3;
-  EXPECT_THAT(ErrorOf(Open()), HasSubstr("unsupported format_version 3 (this runtime supports 2)"));
+  plan_.format_version = 4;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("unsupported format_version 4 (this runtime supports 3)"));
   // A version 1 plan has no trailer: named as such, not as a damaged file.
   plan_.format_version = 1;
   std::string v1 = Serialize(plan_);
   v1.resize(v1.size() - plan::kTrailerSize);
   EXPECT_THAT(ErrorOf(OpenBytes(v1)),
-              HasSubstr("unsupported format_version 1 (this runtime supports 2; recompile the model)"));
+              HasSubstr("unsupported format_version 1 (this runtime supports 3; recompile the model)"));
 }
 
 TEST_F(PlanTest, BindingOutOfRange) {
@@ -194,6 +194,21 @@ TEST_F(PlanTest, WeightSizeDisagreesWithShape) {
 TEST_F(PlanTest, MissingEntryPointForKernel) {
   plan_.executables[0].entries.pop_back();
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("no entry point for kernel 1 ('add_scaled_f32')"));
+}
+
+TEST_F(PlanTest, EntryPhasesChecked) {
+  plan_.executables[0].entries[1].phases = 0;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("entry point 1 ('add_scaled_f32') has 0 phases (CPU entry "
+                                         "points have 1 to 8, others 1)"));
+  plan_.executables[0].entries[1].phases = 9;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("has 9 phases"));
+  plan_.executables[0].entries[1].phases = 8;
+  EXPECT_TRUE(Open().ok());
+  // Only CPU entry points have phases.
+  plan_.executables[0].entries[1].phases = 1;
+  plan_.executables.push_back(
+      {plan::TargetKind::cuda, "sm_90a", "", "// ptx", {{"add_f32", 0, 64, 2}, {"add_scaled_f32", 1, 64}}});
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("executable 1 (sm_90a): entry point 0 ('add_f32') has 2 phases"));
 }
 
 TEST_F(PlanTest, EntryKernelOutOfRange) {

@@ -65,6 +65,50 @@ TEST_F(SessionTest, RunsOnCpuWithOneAndTwoThreads) {
   }
 }
 
+TEST_F(SessionTest, PhasesRunInOrderOverEveryRange) {
+  // reverse_f32 in two phases: tmp = 2 x, then y[i] = tmp[n - 1 - i], which
+  // other ranges of phase 0 wrote; 1000 programs over 1 to 4 threads.
+  const int n = 1000;
+  plan_.buffers = {{plan::BufferKind::input, 4 * n, 0, 0},
+                   {plan::BufferKind::intermediate, 4 * n, 4096, 0},
+                   {plan::BufferKind::output, 4 * n, 8192, 0}};
+  plan_.arena_size = 12288;
+  plan_.launches = {{0, {0, 1, 2}, {n}, static_cast<uint64_t>(n), ""}};
+  plan_.inputs = {{"x", plan::DType::f32, {n}, 0}};
+  plan_.outputs = {{"y", plan::DType::f32, {n}, 2}};
+  plan_.weights.clear();
+  plan_.weight_data.clear();
+  plan_.kernels = {{"reverse_f32", 3, 1}};
+  plan_.kernels[0].num_written = 2;
+  plan_.executables[0].entries = {{"reverse_f32", 0, 1, 2}};
+  RederiveKernels(plan_);
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  for (int threads : {1, 2, 3, 4}) {
+    SCOPED_TRACE(threads);
+    SessionOptions opts;
+    opts.num_threads = threads;
+    auto s = Session::Create(plan, Device::kCpu, opts);
+    ASSERT_TRUE(s.ok()) << s.status();
+    HostTensor x = MakeTensor(DType::kF32, {n});
+    for (int i = 0; i < n; ++i) x.data<float>()[i] = static_cast<float>(i);
+    ASSERT_TRUE((*s)->SetInput("x", x).ok());
+    ASSERT_TRUE((*s)->Run().ok());
+    auto y = (*s)->GetOutput("y");
+    ASSERT_TRUE(y.ok());
+    for (int i = 0; i < n; ++i) ASSERT_EQ(y->data<float>()[i], 2.0f * (n - 1 - i)) << i;
+  }
+}
+
+TEST_F(SessionTest, MissingPhaseEntryPointIsNamed) {
+  plan_.executables[0].entries[0].phases = 2;
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  auto s = Session::Create(plan, Device::kCpu, SessionOptions{});
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("entry point 'add_f32.phase1' for kernel 0"));
+}
+
 TEST_F(SessionTest, LargeGridSplitsAcrossThreads) {
   // 1000 programs over 4 threads; kernels index elements by program.
   const int n = 1000;

@@ -16,6 +16,26 @@ void add_scaled_f32(void **b, const int64_t *s, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) out[i] = a[i] + (float)s[0] * w[i];
 }
 
+/* A kernel in two phases (EntryPoint.phases = 2), the second reading what
+   other programs of the first wrote: tmp[i] = 2 a[i], then out[i] =
+   tmp[s[0] - 1 - i]. Buffers (a, tmp, out); scalars (n). */
+void reverse_f32(void **b, const int64_t *s, int64_t begin, int64_t end) {
+  const float *a = (const float *)b[0];
+  float *tmp = (float *)b[1];
+  (void)s;
+  for (int64_t i = begin; i < end; ++i)
+    tmp[i] = 2.0f * a[i];
+}
+void reverse_f32_phase1(void **b, const int64_t *s, int64_t begin,
+                        int64_t end) __asm__("reverse_f32.phase1");
+void reverse_f32_phase1(void **b, const int64_t *s, int64_t begin,
+                        int64_t end) {
+  const float *tmp = (const float *)b[1];
+  float *out = (float *)b[2];
+  for (int64_t i = begin; i < end; ++i)
+    out[i] = tmp[s[0] - 1 - i];
+}
+
 /* out[i] = a[i] */
 void copy_f32(void **b, const int64_t *s, int64_t begin, int64_t end) {
   const float *a = (const float *)b[0];

@@ -43,7 +43,7 @@ std::string Serialize(const TPlan& p) {
   for (const auto& x : p.executables) {
     std::vector<Offset<plan::EntryPoint>> eps;
     for (const auto& e : x.entries)
-      eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x));
+      eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x, 0, e.phases));
     auto bin = bytes(x.binary);
     auto ptx = x.ptx.empty() ? 0 : b.CreateString(x.ptx);
     uint64_t checksum = plan::ExecutableChecksum(reinterpret_cast<const uint8_t*>(x.binary.data()),

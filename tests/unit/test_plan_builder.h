@@ -46,7 +46,7 @@ struct TKernel {
 };
 struct TEntry {
   std::string name;
-  uint32_t kernel = 0, block_x = 1;
+  uint32_t kernel = 0, block_x = 1, phases = 1;
 };
 struct TExecutable {
   plan::TargetKind target = plan::TargetKind::cpu;
@@ -114,7 +114,7 @@ struct TWeightFile {
   uint64_t sample_xxh64 = 0;
 };
 struct TPlan {
-  uint32_t format_version = 2;
+  uint32_t format_version = 3;
   std::vector<TExecutable> executables;
   std::vector<TKernel> kernels;
   std::vector<TBuffer> buffers;

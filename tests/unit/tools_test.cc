@@ -79,7 +79,7 @@ TEST_F(ToolsTest, KilnInspect) {
   EXPECT_THAT(text.output, HasSubstr("weights.bin"));
   Result json = Shell(std::string(KILN_INSPECT_EXE) + " " + plan_path_ + " --json");
   ASSERT_EQ(json.code, 0) << json.output;
-  EXPECT_THAT(json.output, HasSubstr("\"format_version\": 2"));
+  EXPECT_THAT(json.output, HasSubstr("\"format_version\": 3"));
   EXPECT_THAT(json.output, HasSubstr("\"name\": \"add_scaled_f32\""));
   WriteFile(plan_path_, "garbage!garbage!");
   Result bad = Shell(std::string(KILN_INSPECT_EXE) + " " + plan_path_);

@@ -224,6 +224,7 @@ Json BuildJson(const kiln::Plan& plan) {
           bytes += h->second;
         ej.Add("code_bytes", it != sym_sizes[e].end() ? Json::Num(bytes) : Json());
         if (x->target() == fb::TargetKind::cuda) ej.Add("block_x", Json::Num(ep->block_x()));
+        if (ep->phases() > 1) ej.Add("phases", Json::Num(ep->phases()));
         if (const fb::KernelResources* r = ep->resources()) {
           Json rj = Json::Obj();
           rj.Add("registers", Json::Num(r->registers()));
@@ -541,6 +542,7 @@ void PrintText(const Json& r) {
         extra = absl::StrCat("  regs ", T(Get(res, "registers")), ", spills ", T(Get(res, "spill_store_bytes")),
                              "/", T(Get(res, "spill_load_bytes")), " B, shared ", T(Get(res, "shared_bytes")), " B");
       if (Get(e, "block_x").kind == Json::kNumber) extra += absl::StrCat("  block_x ", T(Get(e, "block_x")));
+      if (Get(e, "phases").kind == Json::kNumber) extra += absl::StrCat("  phases ", T(Get(e, "phases")));
       std::printf("         %-5s %-32s code %s%s\n", T(Get(e, "target")).c_str(), T(Get(e, "name")).c_str(),
                   Bytes(Get(e, "code_bytes")).c_str(), extra.c_str());
     }

@@ -95,7 +95,9 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
       rw.replaceOp(op, naive.getResult());
       return success();
     }
-    auto ws = RankedTensorType::get({rows, 2 * rank + dr}, rw.getF32Type());
+    auto ws = RankedTensorType::get(
+        {rows, kiln::kernels::mlaWorkspacePerProgram(seq, rank, dr)},
+        rw.getF32Type());
     auto k = k::MLAAttentionOp::create(
         rw, loc, TypeRange{op.getType(), ws}, op.getQNope(), op.getQRope(),
         op.getKvLatent(), op.getKRope(), op.getKvB(), op.getKvBScale(),

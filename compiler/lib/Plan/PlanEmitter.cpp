@@ -816,7 +816,8 @@ emitPlan(ModuleOp module, const KernelTable &table,
   if (cpu) {
     std::vector<flatbuffers::Offset<fb::EntryPoint>> eps;
     for (auto [i, k] : llvm::enumerate(table.kernels))
-      eps.push_back(fb::CreateEntryPointDirect(fbb, k.name.c_str(), i, 1));
+      eps.push_back(fb::CreateEntryPointDirect(fbb, k.name.c_str(), i, 1, 0,
+                                               cpu->phases.at(i)));
     fbb.ForceVectorAlignment(cpu->sharedObject.size(), 1, 64);
     auto bin = fbb.CreateVector(cpu->sharedObject);
     auto arch = fbb.CreateString(cpu->arch);

@@ -736,9 +736,10 @@ LogicalResult MLAAttentionOp::verify() {
     return failure();
   kk::MLAParams p = mlaParams(*this);
   if (numel(getWorkspace()) !=
-      numel(getResult()) / p.valueDim * (2 * p.rank + p.ropeDim))
+      numel(getResult()) / p.valueDim *
+          kk::mlaWorkspacePerProgram(p.seq, p.rank, p.ropeDim))
     return emitOpError("workspace must hold 2 x kv_lora_rank + rope_dim "
-                       "floats per (batch, seq, head)");
+                       "floats per (batch, seq, head), twice that at seq 1");
   if (!elem(getWorkspace()).isF32())
     return emitOpError("workspace must be f32");
   return success();

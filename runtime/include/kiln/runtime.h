@@ -56,7 +56,7 @@ struct Launch;
 struct TensorSpec;
 }  // namespace plan
 
-inline constexpr uint32_t kPlanFormatVersion = 2;
+inline constexpr uint32_t kPlanFormatVersion = 3;
 inline constexpr char kPlanFileIdentifier[] = "KPLN";
 // The name of the top-level entry point.
 inline constexpr char kForwardFunction[] = "forward";

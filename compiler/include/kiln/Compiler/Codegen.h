@@ -67,6 +67,9 @@ struct CpuExecutable {
   /// the runtime checks against the host before loading it.
   std::vector<std::string> features;
   std::vector<uint8_t> sharedObject;
+  /// Per kernel of the table, the phases of its entry point
+  /// (EntryPoint.phases).
+  std::vector<uint32_t> phases;
 };
 
 /// --cpu-emitter: which CPU emitter writes each kernel's entry point.

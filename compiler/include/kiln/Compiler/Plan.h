@@ -44,7 +44,7 @@ struct WeightSource {
 };
 
 /// The plan format version emitPlan writes (plan.fbs, Plan.format_version).
-inline constexpr uint32_t kPlanFormatWritten = 2;
+inline constexpr uint32_t kPlanFormatWritten = 3;
 
 struct PlanOptions {
   std::string planPath; ///< where the plan will live (for relative paths)

@@ -69,13 +69,11 @@ using kernels::ProgramBuilder;
 constexpr int64_t kMaxRows = 16;    ///< query rows per block
 constexpr int64_t kMaxWidth = 4096; ///< padded key / value row limit
 constexpr int64_t kAmxKeys = 32;    ///< keys per block of blockAmx
-/// MLA absorbed decode (one position per row): a block of heads whose key
-/// limit is at least kSplitMinKeys has its keys split into kSplitChunks
-/// ranges (AttnCodegen::splitBlock), for at most kMaxSplitBlocks blocks of
-/// a launch (the size of the kernel's counter array).
+/// MLA absorbed decode (one position per row) runs in three phases
+/// (AttnCodegen::emitRange): a block of heads whose key limit is at least
+/// kSplitMinKeys has its keys split into kSplitChunks ranges.
 constexpr int64_t kSplitMinKeys = 1024;
 constexpr int64_t kSplitChunks = 2;
-constexpr int64_t kMaxSplitBlocks = 256;
 
 enum class Form { GQA, Naive, Absorbed };
 
@@ -112,8 +110,9 @@ struct AttnSpec {
   /// caches, rank and rope dims multiples of 32): AttnCodegen::blockAmx.
   bool amx = false;
   /// MLA absorbed at one position per row (decode kernels, seq = 1), every
-  /// head group full: long key ranges split (AttnCodegen::splitBlock), the
-  /// partial rows in the block's workspace.
+  /// head group full: run in three phases (AttnCodegen::emitRange), long
+  /// key ranges split, the staged queries and partial rows in the block's
+  /// workspace.
   bool split = false;
   /// MLA absorbed over several positions with an e4m3 kv_b (FP8 prefill):
   /// blocks of one head at up to 16 positions, so that the head's W_UK and
@@ -128,7 +127,12 @@ struct AttnSpec {
   /// (16 rows of vPad, in the layout of AttnCodegen::acc), then the rows'
   /// running maxima and sums (16 each).
   int64_t splitSlot() const { return 16 * vPad + 2 * 16; }
-  int64_t wsPerRow() const { return 2 * a.rank + a.ropeDim; }
+  int64_t wsPerRow() const {
+    return kernels::mlaWorkspacePerProgram(a.seq, a.rank, a.ropeDim);
+  }
+  /// split: a block's workspace holds its rows' staged queries (groupHeads
+  /// rows of dkPad), then kSplitChunks partial states.
+  int64_t stagedFloats() const { return groupHeads * dkPad; }
   int64_t rankPad() const { return pad(a.rank); }
 };
 
@@ -211,7 +215,8 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
   s.groups = (s.a.heads + s.groupHeads - 1) / s.groupHeads;
   s.split = s.form == Form::Absorbed && s.a.seq == 1 &&
             s.a.heads % s.groupHeads == 0 &&
-            s.groupHeads * s.wsPerRow() >= kSplitChunks * s.splitSlot();
+            s.groupHeads * s.wsPerRow() >=
+                s.stagedFloats() + kSplitChunks * s.splitSlot();
   if (!s.types[s.out].isF32())
     return bad("the output is not f32");
   auto stored = [](Type t) { return isStoredFloat(t); };
@@ -233,13 +238,10 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
 
 class AttnCodegen {
 public:
-  /// `splitCounters`: the symbol of the kernel's i32 [kMaxSplitBlocks]
-  /// counters (spec.split).
   AttnCodegen(const AttnSpec &spec, OpBuilder &b, Location loc,
-              ArrayRef<Value> buffers, StringRef splitCounters = {})
+              ArrayRef<Value> buffers)
       : s(spec), b(b), loc(loc), p(b, loc), v(b, loc),
-        buf(buffers.begin(), buffers.end()), splitSym(splitCounters.str()),
-        kLanes(spec.lanes),
+        buf(buffers.begin(), buffers.end()), kLanes(spec.lanes),
         kKeyBlock(spec.lanes), kAccVecs(spec.accVecs) {}
 
   /// Stack buffers, at the start of the helper's entry block.
@@ -281,8 +283,23 @@ public:
     rowLim = alloc(i64, kMaxRows);
   }
 
-  /// Programs [begin, end) as blocks of rows.
-  void emitRange(Value begin, Value end) {
+  /// Programs [begin, end) as blocks of rows; for a split kernel, phase
+  /// `phase` of three, each run over every range before the next starts
+  /// (CpuEmitter::phases), so that no program ever waits for another:
+  ///   0. the range's rows' queries absorbed (stageQuery: q_nope W_UK) into
+  ///      the block's workspace;
+  ///   1. a block of at least kSplitMinKeys keys: its keys split at `half`
+  ///      (a multiple of 32, about lim / 2) into chunk 0 = [0, half) and
+  ///      chunk 1 = [half, lim), chunk c run for all the block's rows by
+  ///      whichever range holds program pid0 + c * groupHeads / 2 (two
+  ///      threads splitting the heads take one chunk each), its
+  ///      accumulators, maxima and sums left in the block's slot c; a
+  ///      shorter block: the range's rows over all keys, finished;
+  ///   2. a split block's rows of the range merged in a fixed order, M =
+  ///      max(m0, m1), e_c = exp(m_c - M), acc = acc0 e0 + acc1 e1, l = l0
+  ///      e0 + l1 e1, and finished (W_UV acc / l).
+  /// The same arithmetic however the runtime splits the programs.
+  void emitRange(Value begin, Value end, unsigned phase = 0) {
     const kernels::MLAParams &a = s.a;
     Value one = p.i64(1), cH = p.i64(a.heads), cSeq = p.i64(a.seq);
     Value bsFirst = p.divs(begin, cH);
@@ -298,8 +315,9 @@ public:
                         : p.i64(0);
       p.forLoop(sBegin, sEnd, p.i64(s.sq), [&](Value s0) {
         Value s1 = p.minI(p.add(s0, p.i64(s.sq)), sEnd);
-        // Every head group of these positions rotates with the same table.
-        if (s.a.qRotate)
+        // Every head group of these positions rotates with the same table
+        // (queries are staged in phase 0 only).
+        if (s.a.qRotate && (!s.split || phase == 0))
           rotationTables(start, s0, s1);
         p.forLoop(p.i64(0), p.i64(s.groups), one, [&](Value g) {
           auto whole = [&] {
@@ -317,15 +335,31 @@ public:
           }
           // seq = 1: every row of the block sees the same keys.
           Value lim = keyLimit(start, p.i64(0));
-          Value blk = p.add(p.mul(bi, p.i64(s.groups)), g);
-          Value cut = p.andI(p.lt(p.i64(kSplitMinKeys - 1), lim),
-                             p.lt(blk, p.i64(kMaxSplitBlocks)));
+          Value cut = p.lt(p.i64(kSplitMinKeys - 1), lim);
+          Value pid0 =
+              p.add(p.mul(bi, p.i64(s.a.heads)), p.mul(g, p.i64(s.groupHeads)));
+          Value wsBase = p.mul(pid0, p.i64(s.wsPerRow()));
+          if (phase == 0) {
+            stageRows(begin, end, bi, g, start, pid0, wsBase);
+            return;
+          }
+          if (phase == 2) {
+            p.ifThen(cut, [&] { mergeRows(begin, end, bi, g, pid0, wsBase); });
+            return;
+          }
           auto ifOp = scf::IfOp::create(b, loc, cut, /*withElse=*/true);
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(ifOp.thenBlock());
-          splitBlock(begin, end, bi, g, start, lim, blk);
+          splitBlock(begin, end, bi, g, start, lim, pid0, wsBase);
           b.setInsertionPointToStart(ifOp.elseBlock());
-          whole();
+          Value rows = collectRows(begin, end, bi, p.i64(0), p.i64(1), g);
+          p.ifThen(p.lt(p.i64(0), rows), [&] {
+            loadStaged(rows, pid0, wsBase);
+            if (s.amx)
+              blockAmx(bi, start, rows, p.i64(0));
+            else
+              block(bi, g, start, rows, p.i64(0), p.i64(1));
+          });
         });
       });
     });
@@ -888,28 +922,50 @@ private:
       then();
   }
 
-  /// MLA absorbed decode, one head group g of batch row bi whose rows all
-  /// see `lim` >= kSplitMinKeys keys: the keys split at `half` (a multiple
-  /// of 32, about lim / 2) into chunk 0 = [0, half) and chunk 1 = [half,
-  /// lim). Chunk c is run, for all the group's rows, by whichever range
-  /// holds program pid0 + c * groupHeads / 2 (so two threads splitting the
-  /// heads take one chunk each; one range holding both stages the query
-  /// once), its accumulators, maxima and sums left in slot c of the
-  /// block's workspace (its rows' 2 rank + rope floats each). The last of
-  /// the two to finish (an acquire-release count in the kernel's counters,
-  /// which it resets) merges them in a fixed order, M = max(m0, m1), e_c =
-  /// exp(m_c - M), acc = acc0 e0 + acc1 e1, l = l0 e0 + l1 e1, and finishes
-  /// the rows (W_UV acc / l): the same arithmetic however the runtime
-  /// splits the programs over threads.
+  /// The block's staged queries (split): row r of the group at r * dkPad.
+  Value stagedQueries(Value wsBase) {
+    return v.byteAddr(buf[s.ws], p.mul(wsBase, p.i64(4)));
+  }
+  /// The float offset of the block's split slot c in the workspace.
+  Value slotOf(Value wsBase, int64_t c) {
+    return p.add(wsBase, p.i64(s.stagedFloats() + c * s.splitSlot()));
+  }
+
+  /// Phase 0 of a split kernel: the queries of the range's rows of head
+  /// group g absorbed into the block's staged rows (row pid - pid0).
+  void stageRows(Value begin, Value end, Value bi, Value g, Value start,
+                 Value pid0, Value wsBase) {
+    Value zero = p.i64(0), one = p.i64(1);
+    Value rows = collectRows(begin, end, bi, zero, one, g);
+    Value local = qs;
+    qs = stagedQueries(wsBase);
+    blockS0 = zero; // rot's row 0: position 0
+    p.forLoop(zero, rows, one, [&](Value r) {
+      Value pid = p.load(rowPid, i64(), r);
+      stageQuery(sub(pid, pid0), pid, p.load(rowS, i64(), r),
+                 p.load(rowH, i64(), r), start);
+    });
+    qs = local;
+  }
+
+  /// Rows [0, rows) of the row tables' staged queries into qs.
+  void loadStaged(Value rows, Value pid0, Value wsBase) {
+    Value staged = stagedQueries(wsBase);
+    p.forLoop(p.i64(0), rows, p.i64(1), [&](Value r) {
+      Value src = p.mul(sub(p.load(rowPid, i64(), r), pid0), p.i64(s.dkPad));
+      Value dst = p.mul(r, p.i64(s.dkPad));
+      for (int64_t c = 0; c < s.dkPad; c += kLanes)
+        vstore(vload(staged, p.add(src, p.i64(c))), qs, p.add(dst, p.i64(c)));
+    });
+  }
+
+  /// Phase 1 of a split kernel, head group g of batch row bi whose rows all
+  /// see `lim` >= kSplitMinKeys keys: the chunks this range owns
+  /// (emitRange), each over all the group's rows.
   void splitBlock(Value begin, Value end, Value bi, Value g, Value start,
-                  Value lim, Value blk) {
-    const kernels::MLAParams &a = s.a;
+                  Value lim, Value pid0, Value wsBase) {
     Value zero = p.i64(0), one = p.i64(1);
     Value half = p.mul(p.divs(p.add(lim, p.i64(63)), p.i64(64)), p.i64(32));
-    Value pid0 =
-        p.add(p.mul(bi, p.i64(a.heads)), p.mul(g, p.i64(s.groupHeads)));
-    Value wsBase = p.mul(pid0, p.i64(s.wsPerRow()));
-    auto ptrTy = LLVM::LLVMPointerType::get(b.getContext());
     Value owned[kSplitChunks];
     for (int64_t c = 0; c < kSplitChunks; ++c) {
       Value owner = p.add(pid0, p.i64(c * s.groupHeads / kSplitChunks));
@@ -921,42 +977,43 @@ private:
       p.ifThen(owned[c], [&] {
         Value rows = collectRows(pid0, p.add(pid0, p.i64(s.groupHeads)), bi,
                                  zero, one, g);
+        // Chunk 1 after chunk 0 in this range: the queries are loaded (and
+        // on AMX packed).
+        Value reload = c == 0 ? Value()
+                              : arith::XOrIOp::create(
+                                    b, loc, owned[0],
+                                    arith::ConstantIntOp::create(b, loc, 1, 1));
+        onlyIf(reload, [&] { loadStaged(rows, pid0, wsBase); });
         Value kb = c == 0 ? zero : half, ke = c == 0 ? half : lim;
-        Value slot = p.add(wsBase, p.i64(c * s.splitSlot()));
-        // Chunk 1 after chunk 0 in this range: the query is staged.
-        Value restage =
-            c == 0 ? Value()
-                   : arith::XOrIOp::create(
-                         b, loc, owned[0],
-                         arith::ConstantIntOp::create(b, loc, 1, 1));
+        Value slot = slotOf(wsBase, c);
         Value local = acc;
         acc = v.byteAddr(buf[s.ws], p.mul(slot, p.i64(4)));
         if (s.amx)
-          blockAmx(bi, start, rows, zero, kb, ke, slot, restage);
+          blockAmx(bi, start, rows, zero, kb, ke, slot, reload);
         else
-          block(bi, g, start, rows, zero, one, kb, ke, slot, restage);
+          block(bi, g, start, rows, zero, one, kb, ke, slot);
         acc = local;
-        Value counters = LLVM::AddressOfOp::create(b, loc, ptrTy, splitSym);
-        Value old = p.atomicAddI32(counters, blk, one);
-        p.ifThen(p.eq(old, p.i64(kSplitChunks - 1)), [&] {
-          combine(rows, wsBase);
-          p.storeInt(zero, counters, b.getI32Type(), blk);
-        });
       });
     }
   }
 
-  /// splitBlock's merge of the two slots at `wsBase` into slot 0, then the
-  /// rows' outputs from it.
-  void combine(Value rows, Value wsBase) {
-    static_assert(kSplitChunks == 2, "combine merges two partial states");
-    Value ws = buf[s.ws];
+  /// Phase 2 of a split kernel: the range's rows of head group g, merged
+  /// from the two slots into slot 0, then finished.
+  void mergeRows(Value begin, Value end, Value bi, Value g, Value pid0,
+                 Value wsBase) {
+    static_assert(kSplitChunks == 2, "mergeRows merges two partial states");
     Value zero = p.i64(0), one = p.i64(1);
-    Value acc0 = v.byteAddr(ws, p.mul(wsBase, p.i64(4)));
-    Value slot1 = p.add(wsBase, p.i64(s.splitSlot()));
-    Value acc1 = v.byteAddr(ws, p.mul(slot1, p.i64(4)));
+    // Every row of the group in the tables (row r = pid0 + r), the range's
+    // [r0, r1) merged.
+    collectRows(pid0, p.add(pid0, p.i64(s.groupHeads)), bi, zero, one, g);
+    Value r0 = sub(maxI(begin, pid0), pid0);
+    Value r1 = sub(p.minI(end, p.add(pid0, p.i64(s.groupHeads))), pid0);
+    Value acc0 = v.byteAddr(buf[s.ws], p.mul(slotOf(wsBase, 0), p.i64(4)));
+    Value acc1 = v.byteAddr(buf[s.ws], p.mul(slotOf(wsBase, 1), p.i64(4)));
     int64_t ml = 16 * s.vPad;
-    p.forLoop(zero, rows, one, [&](Value r) {
+    Value local = acc;
+    acc = acc0;
+    p.forLoop(r0, r1, one, [&](Value r) {
       Value m0 = p.load(acc0, f32(), p.add(r, p.i64(ml)));
       Value m1 = p.load(acc1, f32(), p.add(r, p.i64(ml)));
       Value l0 = p.load(acc0, f32(), p.add(r, p.i64(ml + 16)));
@@ -975,20 +1032,18 @@ private:
         Value x = v.add(v.mul(vload(acc0, idx), e0), v.mul(vload(acc1, idx), e1));
         vstore(x, acc0, idx);
       }
+      finishRow(r);
     });
-    Value local = acc;
-    acc = acc0;
-    p.forLoop(zero, rows, one, [&](Value r) { finishRow(r); });
     acc = local;
   }
 
   /// One block: rows [0, rows) of the row tables, batch bi, head group g,
   /// keys [keyBegin, keyEnd) (null: from 0 to the rows' largest limit).
   /// With `partial` (a float offset into the workspace), the rows' partial
-  /// state is stored there (storePartial) instead of their outputs.
+  /// state is stored there (finishBlock) instead of their outputs. The rows'
+  /// queries are staged here, or for a split kernel already in qs.
   void block(Value bi, Value g, Value start, Value rows, Value s0, Value s1,
-             Value keyBegin = {}, Value keyEnd = {}, Value partial = {},
-             Value restage = {}) {
+             Value keyBegin = {}, Value keyEnd = {}, Value partial = {}) {
     Value zero = p.i64(0), one = p.i64(1);
     float negInf = -std::numeric_limits<float>::infinity();
     blockS0 = s0;
@@ -996,10 +1051,9 @@ private:
       loadHeadRows(p.load(rowH, i64(), zero), 0, s.a.headDim);
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
-      onlyIf(restage, [&] {
+      if (!s.split)
         stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
                    start);
-      });
       for (int64_t c = 0; c < s.vPad; c += kLanes)
         vstore(zeros(), acc, p.add(p.mul(r, p.i64(s.vPad)), p.i64(c)));
       p.storeInt(keyLimit(start, si), rowLim, i64(), r);
@@ -1083,10 +1137,11 @@ private:
   ///      memory (16 rows x 16 values each).
   /// Lanes past `rows` hold zero queries and the block's key limit (finite
   /// scores, never stored).
-  /// Keys, partial, restage: as block's.
+  /// Keys, partial, queries: as block's; `repack` null or true: the
+  /// queries packed into qt (false: qt holds them from the block before).
   void blockAmx(Value bi, Value start, Value rows, Value s0,
                 Value keyBegin = {}, Value keyEnd = {}, Value partial = {},
-                Value restage = {}) {
+                Value repack = {}) {
     const kernels::MLAParams &a = s.a;
     Value zero = p.i64(0), one = p.i64(1), c64 = p.i64(64);
     float negInf = -std::numeric_limits<float>::infinity();
@@ -1101,10 +1156,9 @@ private:
       loadHeadRows(p.load(rowH, i64(), zero), 0, a.headDim);
     p.forLoop(zero, rows, one, [&](Value r) {
       Value si = p.load(rowS, i64(), r);
-      onlyIf(restage, [&] {
+      if (!s.split)
         stageQuery(r, p.load(rowPid, i64(), r), si, p.load(rowH, i64(), r),
                    start);
-      });
       p.storeInt(keyLimit(start, si), rowLim, i64(), r);
     });
     Value maxLim =
@@ -1119,17 +1173,17 @@ private:
     // (32 st + 2i, 32 st + 2i + 1).
     Value zeroPairs = arith::ConstantOp::create(
         b, loc, DenseElementsAttr::get(i32x16, b.getI32IntegerAttr(0)));
-    onlyIf(restage, [&] {
-    p.forLoop(zero, p.i64(latSteps + ropeSteps), one, [&](Value st) {
-      SmallVector<Value> pairs;
-      for (int64_t r = 0; r < 16; ++r) {
-        Value idx = p.add(p.i64(r * s.dkPad), p.mul(st, p.i64(32)));
-        Value x = v.concat(vload(qs, idx), vload(qs, p.add(idx, p.i64(16))));
-        pairs.push_back(
-            p.select(p.lt(p.i64(r), rows), v.toBF16Pairs(x), zeroPairs));
-      }
-      v.storeTransposedTile(pairs, qt, p.mul(st, p.i64(1024)));
-    });
+    onlyIf(repack, [&] {
+      p.forLoop(zero, p.i64(latSteps + ropeSteps), one, [&](Value st) {
+        SmallVector<Value> pairs;
+        for (int64_t r = 0; r < 16; ++r) {
+          Value idx = p.add(p.i64(r * s.dkPad), p.mul(st, p.i64(32)));
+          Value x = v.concat(vload(qs, idx), vload(qs, p.add(idx, p.i64(16))));
+          pairs.push_back(
+              p.select(p.lt(p.i64(r), rows), v.toBF16Pairs(x), zeroPairs));
+        }
+        v.storeTransposedTile(pairs, qt, p.mul(st, p.i64(1024)));
+      });
     });
     p.forLoop(zero, p.i64(vTiles), one, [&](Value t) {
       v.tileStore(v.byteAddr(acc, p.mul(t, p.i64(1024))), c64, v.tileZero());
@@ -1308,7 +1362,6 @@ private:
   ProgramBuilder p;
   VectorBuilder v;
   SmallVector<Value> buf;
-  std::string splitSym; ///< splitBlock's counters
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
       rowLim, rot;
   // blockAmx's: the packed query (B tiles), two score tiles, the
@@ -1328,11 +1381,14 @@ class AttentionEmitter : public CpuEmitter {
 public:
   AttentionEmitter(AttnSpec spec, bool zmm) : s(std::move(spec)), zmm(zmm) {}
 
+  unsigned phases() const override { return s.split ? 3 : 1; }
+
   std::string describe() const override {
     std::string split =
-        s.split ? llvm::formatv("; from {0} keys on, a block's keys split in "
-                                "{1} ranges run by different programs, "
-                                "combined by the last to finish",
+        s.split ? llvm::formatv("; three phases: queries absorbed per head, "
+                                "then keys (from {0} on a block's keys split "
+                                "in {1} ranges run by different programs), "
+                                "then the ranges merged and W_UV per head",
                                 kSplitMinKeys, kSplitChunks)
                       .str()
                 : "";
@@ -1368,29 +1424,15 @@ public:
                  const EntryArgs &args) override {
     Location loc = args.loc;
     unsigned nb = args.buffers.size();
-    std::string counters;
-    if (s.split) {
-      // splitBlock's counters: zero when the executable is loaded, each
-      // returned to zero by the program that sees its final count (launches
-      // of a session run one after another).
-      counters = kernel.name + ".split_counters";
-      OpBuilder mb(module.getBodyRegion());
-      mb.setInsertionPointToEnd(module.getBody());
-      auto arr = LLVM::LLVMArrayType::get(mb.getI32Type(), kMaxSplitBlocks);
-      auto global = LLVM::GlobalOp::create(mb, loc, arr, /*isConstant=*/false,
-                                           LLVM::Linkage::Internal, counters,
-                                           Attribute(), /*alignment=*/64);
-      Block *init = mb.createBlock(&global.getInitializerRegion());
-      mb.setInsertionPointToStart(init);
-      LLVM::ReturnOp::create(mb, loc, LLVM::ZeroOp::create(mb, loc, arr));
-    }
+    std::string phase =
+        args.phase ? llvm::formatv(".phase{0}", args.phase).str() : "";
     func::FuncOp fn =
-        makeHelper(module, loc, kernel.name + ".blocks", nb);
+        makeHelper(module, loc, kernel.name + phase + ".blocks", nb);
     {
       Body body = bodyOf(fn, nb);
-      AttnCodegen cg(s, body.b, loc, body.buffers, counters);
+      AttnCodegen cg(s, body.b, loc, body.buffers);
       cg.allocate(fn);
-      cg.emitRange(body.r0, body.r1);
+      cg.emitRange(body.r0, body.r1, args.phase);
     }
     Value zero = arith::ConstantIntOp::create(b, loc, b.getI64Type(), 0);
     ProgramBuilder p(b, loc);

@@ -20,6 +20,7 @@
 #include "kernel/IR/KernelDialect.h"
 
 #include "cpu_features.h" // runtime/src: the features the runtime checks
+#include "plan_support.h" // runtime/schema: entry point phase symbols
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -65,30 +66,33 @@ buildCpuModule(MLIRContext &ctx, const KernelTable &table,
   auto ptr = LLVM::LLVMPointerType::get(&ctx);
   auto i64 = b.getI64Type();
   for (auto [k, emitter] : llvm::zip_equal(table.kernels, emitters)) {
-    auto op = cast<kernel::KernelOpInterface>(k.representative);
-    Location loc = NameLoc::get(b.getStringAttr(k.name), op->getLoc());
-    auto fn = func::FuncOp::create(b, loc, k.name,
-                                   b.getFunctionType({ptr, ptr, i64, i64}, {}));
-    Block *entry = fn.addEntryBlock();
-    OpBuilder fb = OpBuilder::atBlockBegin(entry);
-    cpu::EntryArgs args{loc, {}, {}, entry->getArgument(2),
-                        entry->getArgument(3)};
-    for (unsigned i = 0; i < k.numBuffers; ++i) {
-      Value idx = arith::ConstantIntOp::create(fb, loc, i64, i);
-      Value slot = LLVM::GEPOp::create(fb, loc, ptr, ptr, entry->getArgument(0),
-                                       ValueRange{idx});
-      args.buffers.push_back(LLVM::LoadOp::create(fb, loc, ptr, slot));
+    for (unsigned phase = 0; phase < emitter->phases(); ++phase) {
+      auto op = cast<kernel::KernelOpInterface>(k.representative);
+      Location loc = NameLoc::get(b.getStringAttr(k.name), op->getLoc());
+      auto fn =
+          func::FuncOp::create(b, loc, plan::EntryPhaseSymbol(k.name, phase),
+                               b.getFunctionType({ptr, ptr, i64, i64}, {}));
+      Block *entry = fn.addEntryBlock();
+      OpBuilder fb = OpBuilder::atBlockBegin(entry);
+      cpu::EntryArgs args{
+          loc, {}, {}, entry->getArgument(2), entry->getArgument(3), phase};
+      for (unsigned i = 0; i < k.numBuffers; ++i) {
+        Value idx = arith::ConstantIntOp::create(fb, loc, i64, i);
+        Value slot = LLVM::GEPOp::create(
+            fb, loc, ptr, ptr, entry->getArgument(0), ValueRange{idx});
+        args.buffers.push_back(LLVM::LoadOp::create(fb, loc, ptr, slot));
+      }
+      for (unsigned i = 0; i < k.numScalars; ++i) {
+        Value idx = arith::ConstantIntOp::create(fb, loc, i64, i);
+        Value slot = LLVM::GEPOp::create(
+            fb, loc, ptr, i64, entry->getArgument(1), ValueRange{idx});
+        args.scalars.push_back(LLVM::LoadOp::create(fb, loc, i64, slot));
+      }
+      emitter->emitEntry(fb, *module, k, args);
+      func::ReturnOp::create(fb, loc);
+      // Helper functions an emitter added go after their entry.
+      b.setInsertionPointToEnd(module->getBody());
     }
-    for (unsigned i = 0; i < k.numScalars; ++i) {
-      Value idx = arith::ConstantIntOp::create(fb, loc, i64, i);
-      Value slot = LLVM::GEPOp::create(fb, loc, ptr, i64, entry->getArgument(1),
-                                       ValueRange{idx});
-      args.scalars.push_back(LLVM::LoadOp::create(fb, loc, i64, slot));
-    }
-    emitter->emitEntry(fb, *module, k, args);
-    func::ReturnOp::create(fb, loc);
-    // Helper functions an emitter added go after their entry.
-    b.setInsertionPointToEnd(module->getBody());
   }
   return module;
 }
@@ -315,6 +319,8 @@ FailureOr<CpuExecutable> buildCpuExecutable(MLIRContext &ctx,
   exe.cpu = cpu->name;
   exe.features = checkedFeatures(*tm->getMCSubtargetInfo());
   exe.sharedObject.assign((*so)->getBufferStart(), (*so)->getBufferEnd());
+  for (const auto &e : emitters)
+    exe.phases.push_back(e->phases());
   return exe;
 }
 

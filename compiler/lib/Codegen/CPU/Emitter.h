@@ -3,9 +3,11 @@
 // A CPU emitter writes the body of one kernel's entry point
 //   void name(void **buffers, const int64_t *scalars, int64_t begin,
 //             int64_t end)
-// which computes programs [begin, end) of the kernel's grid. The reference
-// emitter loops over the kernel op's reference program (emitReferenceProgram), the
-// executable specification of every kernel; an optimized emitter computes
+// which computes programs [begin, end) of the kernel's grid (or of several,
+// "name", "name.phase1", ..., run one after another over the same ranges:
+// CpuEmitter::phases). The reference
+// emitter loops over the kernel op's reference program (emitReferenceProgram),
+// the executable specification of every kernel; an optimized emitter computes
 // the same range its own way (blocked, vectorized, on AMX tiles) and is
 // tested against the reference op by op (tests/e2e/test_cpu_gemm.py).
 //
@@ -46,6 +48,9 @@ struct EntryArgs {
   llvm::SmallVector<mlir::Value> buffers; ///< !llvm.ptr per binding
   llvm::SmallVector<mlir::Value> scalars; ///< i64 run-time scalars
   mlir::Value begin, end;                 ///< i64 program range
+  /// Which of the emitter's phases() this entry is (0: the entry named
+  /// after the kernel).
+  unsigned phase = 0;
 };
 
 class CpuEmitter {
@@ -61,6 +66,10 @@ public:
   virtual void emitEntry(mlir::OpBuilder &b, mlir::ModuleOp module,
                          const KernelRecord &kernel,
                          const EntryArgs &args) = 0;
+  /// Entry points the kernel runs as, in order, each over the launch's
+  /// program ranges after every range of the one before has finished
+  /// (EntryPoint.phases): emitEntry is called once per phase.
+  virtual unsigned phases() const { return 1; }
 };
 
 /// The reference: for pid in [begin, end): emitReferenceProgram(pid).

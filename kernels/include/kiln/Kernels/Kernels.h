@@ -181,6 +181,14 @@ struct MLAParams : AttentionParams {
 };
 void emitMLAProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                     const MLAParams &p, llvm::ArrayRef<mlir::Type> types);
+/// Floats of MLA absorbed's workspace per program: the reference's 2 * rank
+/// + ropeDim, twice that at one position per row (decode kernels, seq = 1),
+/// where the optimized CPU emitter keeps a head group's staged queries and
+/// split-key partial states (compiler/lib/Codegen/CPU/AttentionEmitter.cpp).
+inline int64_t mlaWorkspacePerProgram(int64_t seq, int64_t rank,
+                                      int64_t ropeDim) {
+  return (2 * rank + ropeDim) * (seq == 1 ? 2 : 1);
+}
 /// MLA in the naive form: kv = kv_b(latent) per head ([B, T, H, dn + dv],
 /// computed by a GEMM before), scores q_nope . k_nope + q_rope . k_rope,
 /// the output row is the online-softmax accumulator of v. One program per
