@@ -458,6 +458,7 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     copts.cpu = opts.cpu;
     copts.emitter = opts.cpuEmitter;
     copts.gemmPrecision = opts.cpuGemmPrecision;
+    copts.fp8ExactSubnormals = opts.fp8ExactSubnormals;
     auto exe = buildCpuExecutable(ctx, table, copts, dumper);
     if (failed(exe))
       return failure();

@@ -15,7 +15,11 @@ Tolerance: both emitters sum the same exact e4m3 products in fp32, in
 other orders (the optimized one in 16 lanes per 128-block, promoting each
 lane's partial sum by the block's scale and summing the lanes at the end),
 so per output |opt - ref| <= 2 (K + K/128 + 2) u S with S = sum_kb sum_k
-|x_k w_k| s_x s_w (u = 2^-24), plus 2 u |r| for the residual.
+|x_k w_k| s_x s_w (u = 2^-24), plus 2 u |r| for the residual, plus (where
+the GEMV rows take word shifts, Intel AVX-512-BF16: GemmSpec::fp8Shift,
+e4m3 subnormal weights read as zero) the sum of |x_k w_k| s_x s_w over
+the subnormal weights; test_gemv_subnormal_weights makes most weights
+subnormal.
 
 End to end: the tiny FP8 DeepSeek-V3 checkpoint (partial blocks
 everywhere: routed and shared experts in FP8, so moe_up_fp8 and
@@ -52,10 +56,12 @@ THREADS = (1, 2, 3)
 # The AVX FP8 kernel as the config names it on this host (AVX-512 or AVX2).
 # (On a host with AVX-512-BF16 the kernel converts e4m3 to bf16 pairs for
 # vdpbf16ps instead of decoding to f32: by word permutes on AMD Zen, by byte
-# permutes on Intel cores with AVX512-VBMI.)
+# permutes on Intel cores with AVX512-VBMI, whose GEMV rows take word
+# shifts.)
 FP8_AVX = f"{HOST_ISA} fp32 (e4m3 " + (
     "-> bf16 pairs on load" if HOST_AVX512_BF16 and HOST_ZEN
-    else "-> bf16 pairs by byte permutes on load" if HOST_AVX512_BF16 and HOST_AVX512_VBMI
+    else "-> bf16 pairs by byte permutes on load, vdpbf16ps, promoted per 128 of K; GEMV rows: x "
+         "staged in bf16 once, weights by word shifts" if HOST_AVX512_BF16 and HOST_AVX512_VBMI
     else "-> f16 -> f32 on load" if HOST_ISA == "avx512"
     else "decoded on load")
 
@@ -115,17 +121,21 @@ class CpuFP8Emitter(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def model(self, name, m, k, n, n2, flags):
+    def model(self, name, m, k, n, n2, flags, tiny=False):
         """y1 = linear(q, w1) + r, y2 = linear(q, w2): a gemm_fp8 with an
-        addend and (n2 > 0) a gemm_dual_fp8 after the merge of the two."""
+        addend and (n2 > 0) a gemm_dual_fp8 after the merge of the two.
+        `tiny`: all but ~1 % of the weights 1e-4 of the rest, so that their
+        block's scale makes them e4m3 subnormals."""
         kb = cdiv(k, 128)
         ws = {}
         weights = []
         for w, rows in (("w1", n), ("w2", n2)):
             if rows == 0:
                 continue
-            q, s = F.quantize_weight_blocks((self.rng.standard_normal((rows, k)) * k ** -0.5)
-                                            .astype(np.float32))
+            wf = self.rng.standard_normal((rows, k)) * k ** -0.5
+            if tiny:
+                wf *= np.where(self.rng.random((rows, k)) < 0.99, 1e-4, 1.0)
+            q, s = F.quantize_weight_blocks(wf.astype(np.float32))
             ws[w] = (q, s.astype(np.float32))
             weights += [(f"{w}.weight", q), (f"{w}.weight_scale_inv", s.astype(np.float32))]
         x_t, q_t, s_t = f"tensor<{m}x{k}xf32>", f"tensor<{m}x{k}xf8E4M3FN>", f"tensor<{m}x{kb}xf32>"
@@ -154,13 +164,13 @@ module {{
 """
         return KernelModel(self.tmp, name, text, weights=weights, flags=flags), ws
 
-    def check(self, m, k, n, n2=0):
-        name = f"fp8_m{m}_k{k}_n{n}_{n2}"
+    def check(self, m, k, n, n2=0, tiny=False):
+        name = f"fp8_m{m}_k{k}_n{n}_{n2}" + ("_tiny" if tiny else "")
         # Same seed for both plans: the same weights.
         state = self.rng.bit_generator.state
-        ref, ws = self.model(name + "_ref", m, k, n, n2, ["--cpu-emitter=reference"])
+        ref, ws = self.model(name + "_ref", m, k, n, n2, ["--cpu-emitter=reference"], tiny)
         self.rng.bit_generator.state = state
-        opt, _ = self.model(name + "_opt", m, k, n, n2, [])
+        opt, _ = self.model(name + "_opt", m, k, n, n2, [], tiny)
         kinds = {kk["name"].split("_n")[0].split("_k")[0]: kk["config"] for kk in opt.kernel_info()
                  if kk["name"].startswith("gemm")}
         want = ["gemm_dual_fp8"] if n2 else ["gemm_fp8"]
@@ -191,7 +201,12 @@ module {{
                     continue
                 wq, wsc = ws[w]
                 s_abs = F.fp8_gemm(eq & 0x7F, es, wq & 0x7F, wsc)
-                bound = 2 * (k + cdiv(k, 128) + 2) * U * s_abs + 2 * U * extra + 1e-30
+                subnormal = np.where((wq & 0x78) == 0, wq & 0x7F, 0).astype(np.uint8)
+                s_sub = F.fp8_gemm(eq & 0x7F, es, subnormal, wsc)
+                if tiny:  # the case is what it says
+                    self.assertGreater((subnormal != 0).mean(), 0.25, name)
+                bound = (2 * (k + cdiv(k, 128) + 2) * U * s_abs + 2 * U * extra + s_sub
+                         + 1e-30)
                 d = np.abs(got[out].astype(np.float64) - got_ref[out])
                 bad = np.argwhere(d > bound)
                 self.assertEqual(len(bad), 0, f"{what} {w}: {len(bad)} outputs off the reference, "
@@ -201,6 +216,13 @@ module {{
         for m, k, n in ((1, 300, 200), (6, 300, 200), (9, 256, 13), (1, 128, 300), (5, 40, 70)):
             with self.subTest(m=m, k=k, n=n):
                 self.check(m, k, n)
+
+    def test_gemv_subnormal_weights(self):
+        # Most weights e4m3 subnormals: GEMV rows (1; 4 + 3) and a register
+        # block's, within the bound that counts them as read as zero.
+        for m, k, n in ((1, 300, 200), (7, 256, 40)):
+            with self.subTest(m=m, k=k, n=n):
+                self.check(m, k, n, tiny=True)
 
     def test_dual(self):
         for m, k, n, n2 in ((1, 300, 200, 72), (7, 260, 130, 9)):

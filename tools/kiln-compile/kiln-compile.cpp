@@ -88,6 +88,13 @@ static cl::opt<bool> fp8LmHead(
              "quantize the LM head too (DeepSeek's checkpoints keep it bf16): "
              "e4m3 128x128 blocks, its input in 1x128 tiles"),
     cl::cat(kilnCategory));
+static cl::opt<bool> fp8ExactSubnormals(
+    "fp8-exact-subnormals",
+    cl::desc("FP8 GEMMs keep e4m3 subnormal weights exactly everywhere: off, "
+             "decode's GEMV rows on Intel AVX-512-BF16 CPUs read them (below "
+             "1/28672 of a block's largest weight) as zero, 1.3x faster "
+             "(docs/fp8.md)"),
+    cl::cat(kilnCategory));
 static cl::opt<std::string> kvCacheDType(
     "kv-cache-dtype", cl::init("bf16"),
     cl::desc("Element type of the KV caches (MLA: the latent cache): bf16 "
@@ -233,6 +240,7 @@ int main(int argc, char **argv) {
   opts.noWeights = noWeights;
   opts.quantizeFP8 = quantize == "fp8-block";
   opts.fp8LmHead = fp8LmHead;
+  opts.fp8ExactSubnormals = fp8ExactSubnormals;
   opts.kvCacheF32 = kvCacheDType == "f32";
   opts.allLogits = logitsMode == "all";
   opts.maxBatch = maxBatch;

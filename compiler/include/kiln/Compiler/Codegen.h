@@ -88,6 +88,9 @@ struct CpuCodegenOptions {
   std::string cpu = "host"; ///< "host" or an LLVM CPU name
   CpuEmitterChoice emitter = CpuEmitterChoice::Auto;
   CpuGemmPrecision gemmPrecision = CpuGemmPrecision::F32;
+  /// --fp8-exact-subnormals: no FP8 GEMV route that reads e4m3 subnormal
+  /// weights as zero (GemmSpec::fp8Shift).
+  bool fp8ExactSubnormals = false;
 };
 
 /// Builds the CPU executable: one C-ABI entry point per kernel

@@ -35,6 +35,7 @@ struct CompileOptions {
   bool noWeights = false;          ///< --no-weights: describe, don't run
   bool quantizeFP8 = false;        ///< --quantize=fp8-block
   bool fp8LmHead = false;          ///< --fp8-lm-head (FP8 models)
+  bool fp8ExactSubnormals = false; ///< --fp8-exact-subnormals
   bool kvCacheF32 = false;         ///< --kv-cache-dtype=f32 (default bf16)
   bool allLogits = false;          ///< --logits=all (default last)
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)

@@ -123,6 +123,7 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   // FP8 on AVX-512-BF16: e4m3 pairs by vdpbf16ps in the fp32 kernel too.
   s.fp8Perm = s.fp8 && target.avx512bf16 && target.avx512vbmi && !target.zen &&
               s.act % 64 == 0;
+  s.fp8Shift = s.fp8Perm && !options.fp8ExactSubnormals;
   s.fp8Half =
       s.fp8 && target.avx512 && !target.zen && s.act % 32 == 0 && !s.fp8Perm;
   s.fp8Dot = s.fp8 && target.avx512bf16 && s.act % 32 == 0 && !s.fp8Half;
@@ -302,9 +303,9 @@ public:
   }
 
   void avxMicro(const Projection &pr, int64_t rows, int64_t cols, Value r,
-                Value c, bool stream = false) {
+                Value c, bool stream = false, Value xb = {}) {
     if (s.fp8)
-      return avxMicroFP8(pr, rows, cols, r, c, stream);
+      return avxMicroFP8(pr, rows, cols, r, c, stream, xb);
     int64_t nw = pr.weights.size(), k = s.k;
     int64_t kStep = stream ? 2 * kLanes : kLanes;
     int64_t steps = k / kStep, rest = k % kStep;
@@ -367,8 +368,10 @@ public:
   /// and each lane's partial sum takes a pair of products per vdpbf16ps:
   /// a third of the instructions per weight, so decode's GEMVs read one
   /// byte per weight at memory speed rather than at the speed of decoding.
+  /// With `xb` (GemmSpec::fp8Shift, GEMV rows) x's rows are read from it,
+  /// as stageShiftRows left them.
   void avxMicroFP8(const Projection &pr, int64_t rows, int64_t cols, Value r,
-                   Value c, bool stream) {
+                   Value c, bool stream, Value xb = {}) {
     int64_t nw = pr.weights.size(), k = s.k, act = s.act;
     int64_t kBlocks = (k + act - 1) / act, fullBlocks = k / act;
     Type f32 = b.getF32Type();
@@ -398,8 +401,31 @@ public:
     // One K block [k0, k0 + len): partial sums, then the promotion.
     auto block = [&](Value kb, Value k0, int64_t len, SmallVector<Value> acc) {
       SmallVector<Value> part(n, v.splat(0.0f, kLanes));
+      // fp8Shift: 64 of K per step (the last masked), x from xb.
+      for (int64_t off = 0; xb && off < len; off += 64) {
+        int64_t active = std::min<int64_t>(64, len - off);
+        Value kk = p.add(k0, p.i64(off));
+        SmallVector<std::pair<Value, Value>> xs;
+        for (int64_t i = 0; i < rows; ++i) {
+          Value at = p.mul(p.add(p.i64(i * shiftRowWords()), kk), p.i64(2));
+          xs.push_back({v.loadBits(xb, at, bf16Pairs()),
+                        v.loadBits(xb, p.add(at, p.i64(64)), bf16Pairs())});
+        }
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t w = 0; w < nw; ++w) {
+            auto [even, odd] = v.e4m3ToBF16Shifted(
+                v.loadRaw(buffers[pr.weights[w]], pr.wType, p.add(wBase[j], kk),
+                          64, active < 64 ? active : -1));
+            Value we = vector::BitCastOp::create(b, loc, bf16Pairs(), even);
+            Value wo = vector::BitCastOp::create(b, loc, bf16Pairs(), odd);
+            for (int64_t i = 0; i < rows; ++i) {
+              Value &acc = part[at(i, j, w)];
+              acc = dpbf16(dpbf16(acc, xs[i].first, we), xs[i].second, wo);
+            }
+          }
+      }
       // fp8Perm: 64 of K per step, two vdpbf16ps per output.
-      int64_t permEnd = s.fp8Perm ? len / 64 * 64 : 0;
+      int64_t permEnd = s.fp8Perm && !xb ? len / 64 * 64 : 0;
       for (int64_t off = 0; off < permEnd; off += 64) {
         Value kk = p.add(k0, p.i64(off));
         auto unpacked = [&](Value buf, Type type, Value idx) {
@@ -425,7 +451,7 @@ public:
       }
       // AVX-512-BF16: 32 of K per step, one vdpbf16ps per output (with
       // fp8Perm, a block's last len % 64).
-      for (int64_t off = permEnd; (s.fp8Dot || s.fp8Perm) && off < len;
+      for (int64_t off = permEnd; (s.fp8Dot || s.fp8Perm) && !xb && off < len;
            off += 32) {
         int64_t active = std::min<int64_t>(32, len - off);
         Value kk = p.add(k0, p.i64(off));
@@ -507,10 +533,13 @@ public:
         for (int64_t w = 0; w < nw; ++w) {
           Value sw = p.load(buffers[pr.wScales[w]], f32, p.add(wsBase[j], kb));
           for (int64_t i = 0; i < rows; ++i) {
-            // fp8Half's partial sums are 2^-16 of the products' (exactly).
+            // fp8Half's partial sums are 2^-16 of the products' (exactly),
+            // fp8Shift's 2^-104.
             Value sc = p.fmul(sx[i], sw);
             if (s.fp8Half)
               sc = p.fmul(sc, p.f32(65536.0f));
+            if (xb)
+              sc = p.fmul(sc, p.f32(0x1p104f));
             acc[at(i, j, w)] = v.fma(part[at(i, j, w)], v.broadcast(sc, kLanes),
                                      acc[at(i, j, w)]);
           }
@@ -539,15 +568,22 @@ public:
     int64_t rb = s.regRows;
     Value rFull = p.add(r0, roundDown(sub(r1, r0), rb));
     Value rest = sub(r1, rFull);
+    if (s.fp8Shift) {
+      assert(rb - 1 <= kGemvMaxRows && "the GEMV's row buffer");
+      p.ifThen(p.lt(p.i64(0), rest), [&] { stageShiftRows(xb, rFull, rest); });
+    }
     p.forLoop(c0, c1, p.i64(s.panel), [&](Value pc) {
       Value pe = p.minI(p.add(pc, p.i64(s.panel)), c1);
       auto columns = [&](int64_t rows, Value r, bool stream) {
         int64_t cb = rows == 1 && stream ? s.gemvCols : s.regCols;
         Value cFull = p.add(pc, roundDown(sub(pe, pc), cb));
-        p.forLoop(pc, cFull, p.i64(cb),
-                  [&](Value c) { avxMicro(pr, rows, cb, r, c, stream); });
+        // The GEMV rows of fp8Shift read x from xb.
+        Value staged = stream && s.fp8Shift ? xb : Value();
+        p.forLoop(pc, cFull, p.i64(cb), [&](Value c) {
+          avxMicro(pr, rows, cb, r, c, stream, staged);
+        });
         p.forLoop(cFull, pe, p.i64(1),
-                  [&](Value c) { avxMicro(pr, rows, 1, r, c); });
+                  [&](Value c) { avxMicro(pr, rows, 1, r, c, false, staged); });
       };
       p.forLoop(r0, rFull, p.i64(rb), [&](Value r) { columns(rb, r, false); });
       if (!s.dpGemv)
@@ -560,6 +596,44 @@ public:
         p.ifThen(p.eq(rest, p.i64(n)),
                  [&] { dpGemv(pr, xb, rFull, n, c0, c1); });
     }
+  }
+
+  /// GemmSpec::fp8Shift: words per row of its x buffer (K rounded up to 64).
+  int64_t shiftRowWords() const { return (s.k + 63) / 64 * 64; }
+
+  /// GemmSpec::fp8Shift: x's rows [r, r + rows) (rows < a register block)
+  /// into `xb` as bf16 times 2^16 (exact: e4m3 values have 4 significant
+  /// bits; the f16 route keeps subnormals), per 64 of K the 32 even
+  /// elements, then the 32 odd (the pairs of VectorBuilder::
+  /// e4m3ToBF16Shifted's weights), K's tail zero; NaN codes stay NaN.
+  void stageShiftRows(Value xb, Value r, Value rows) {
+    int64_t k = s.k, words = shiftRowWords();
+    p.forLoop(p.i64(0), rows, p.i64(1), [&](Value i) {
+      Value src = p.mul(xRow(p.add(r, i)), p.i64(k));
+      Value dst = p.mul(i, p.i64(words));
+      auto chunk = [&](Value off, int64_t active) {
+        Value bytes =
+            v.loadRaw(buffers[s.x], s.xType, p.add(src, off), 64, active);
+        for (int64_t parity = 0; parity < 2; ++parity) {
+          SmallVector<int64_t> pick;
+          for (int64_t e = 0; e < 32; ++e)
+            pick.push_back(2 * e + parity);
+          Value half = vector::ShuffleOp::create(b, loc, bytes, bytes, pick);
+          auto [lo, hi] = v.e4m3ToF32Scaled(half);
+          Value x = v.mul(v.concat(lo, hi), v.splat(0x1p24f, 32));
+          x = arith::SelectOp::create(
+              b, loc, v.e4m3NaN(half),
+              v.splat(std::numeric_limits<float>::quiet_NaN(), 32), x);
+          Value at =
+              p.mul(p.add(dst, p.add(off, p.i64(32 * parity))), p.i64(2));
+          v.storeBits(v.toBF16Pairs(x), xb, at);
+        }
+      };
+      p.forLoop(p.i64(0), p.i64(k / 64 * 64), p.i64(64),
+                [&](Value off) { chunk(off, -1); });
+      if (k % 64)
+        chunk(p.i64(k / 64 * 64), k % 64);
+    });
   }
 
   /// Rows [r, r + rows) (fewer than a register block: decode) x columns
@@ -1387,7 +1461,11 @@ std::string describeBlocking(const GemmSpec &s) {
       s.gemvCols,
       s.fp8
           ? llvm::formatv(
-                s.fp8Perm   ? " (e4m3 -> bf16 pairs by byte permutes on load, "
+                s.fp8Shift  ? " (e4m3 -> bf16 pairs by byte permutes on load, "
+                              "vdpbf16ps, promoted per {0} of K; GEMV rows: x "
+                              "staged in bf16 once, weights by word shifts, "
+                              "e4m3 subnormal weights read as zero)"
+                : s.fp8Perm ? " (e4m3 -> bf16 pairs by byte permutes on load, "
                               "vdpbf16ps, promoted per {0} of K)"
                 : s.fp8Dot  ? " (e4m3 -> bf16 pairs on load, vdpbf16ps, "
                               "promoted per {0} of K)"
@@ -1459,9 +1537,11 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
     func::FuncOp avx = makeHelper(module, loc, base + ".avx512", nb);
     {
       Body body = bodyOf(avx, nb);
-      // The GEMV's bf16 rows.
-      Value xb = s.dpGemv ? stackBytes(body.b, loc, avx, kGemvMaxRows * s.k * 2)
-                          : Value();
+      // The GEMV's bf16 rows (fp8Shift: K rounded up to 64).
+      Value xb = s.dpGemv || s.fp8Shift
+                     ? stackBytes(body.b, loc, avx,
+                                  kGemvMaxRows * (s.k + 63) / 64 * 64 * 2)
+                     : Value();
       GemmCodegen cg(s, body.b, loc, body.buffers);
       cg.avxBlock(pr, body.r0, body.r1, body.c0, body.c1, xb);
     }

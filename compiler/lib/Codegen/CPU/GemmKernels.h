@@ -71,6 +71,16 @@ struct GemmSpec {
   /// e4m3ToBF16Unpacked, 64 of K per step) instead of word permutes; at
   /// the speed of decoding, 1.15x fp8Half's weights per second there.
   bool fp8Perm = false;
+  /// FP8 GEMV rows (fewer than a register block: decode) on fp8Perm's
+  /// targets (64 of K per step): x's rows converted once per call into a
+  /// bf16 buffer (exactly, times 2^16; per 64 of K the even elements, then
+  /// the odd), each weight row by VectorBuilder::e4m3ToBF16Shifted (shifts
+  /// and a mask, no shuffles; times 2^-120) beside them, the promotion's
+  /// scale times 2^104: 1.4x fp8Perm's weights per second on Sapphire
+  /// Rapids. e4m3 subnormal weights (below 2^-6, 1/28672 of a block's
+  /// largest) read as zero there (docs/fp8.md); --fp8-exact-subnormals
+  /// turns it off.
+  bool fp8Shift = false;
   int64_t act = 0, wbN = 0;
   unsigned xScale = 0;
   /// FP8 SwiGLU: the f32 output (the projection's `out`, a workspace) is

@@ -343,6 +343,24 @@ std::pair<Value, Value> VectorBuilder::e4m3ToBF16Unpacked(Value bytes) {
   return {unpack(0), unpack(1)};
 }
 
+std::pair<Value, Value> VectorBuilder::e4m3ToBF16Shifted(Value bytes) {
+  assert(cast<VectorType>(bytes.getType()).getDimSize(0) == 64 && "64 bytes");
+  auto i16x32 = VectorType::get({32}, b.getI16Type());
+  auto ic = [&](int16_t v) { return splatInt(i16x32, v); };
+  Value w = vector::BitCastOp::create(b, loc, i16x32, bytes);
+  // A byte s eeee mmm in a word's high byte, shifted right arithmetically
+  // by 4: s at bits 15..11, eeee at 10..7 (bf16's exponent field, low
+  // bits), mmm at 6..4; the mask keeps bit 15 and 10..4.
+  auto place = [&](Value high) {
+    return arith::AndIOp::create(b, loc,
+                                 arith::ShRSIOp::create(b, loc, high, ic(4)),
+                                 ic(static_cast<int16_t>(0x87F0)))
+        .getResult();
+  };
+  Value even = place(arith::ShLIOp::create(b, loc, w, ic(8)));
+  return {even, place(w)};
+}
+
 Value VectorBuilder::e4m3ToF16Scaled(Value bytes) {
   int64_t n = cast<VectorType>(bytes.getType()).getDimSize(0);
   auto i16x32 = VectorType::get({n}, b.getI16Type());

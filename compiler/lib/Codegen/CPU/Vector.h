@@ -111,6 +111,13 @@ public:
   /// word permutes. Any two vectors converted by it pair up element for
   /// element, which is all a dot product needs (AVX512-VBMI).
   std::pair<mlir::Value, mlir::Value> e4m3ToBF16Unpacked(mlir::Value bytes);
+  /// 64 e4m3 bytes (vector<64xi8>) read as 32 16-bit words -> two
+  /// vector<32xi16> of bf16 bits: the first holds the even bytes (word i:
+  /// byte 2i), the second the odd ones, each placed with e4m3's sign,
+  /// exponent field and mantissa in bf16's (two or three shifts and a mask,
+  /// no shuffles): the values times 2^-120, e4m3's subnormals bf16
+  /// denormals, which vdpbf16ps reads as zero.
+  std::pair<mlir::Value, mlir::Value> e4m3ToBF16Shifted(mlir::Value bytes);
   /// e4m3 bytes (vector<32 x i8>) -> two vector<16 x f32> (bytes 0-15,
   /// 16-31) of their values times 2^-8: each byte placed as an f16 whose
   /// exponent field is e4m3's (two shifts and a mask; subnormals stay
