@@ -111,6 +111,15 @@ SEED = 0
 # models; the kernels' own FP8 numerics are tested against a float64 FP8
 # reference, tests/e2e/fp8_reference.py).
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "q8_0": 1.5e-1, "fp8": 3.5e-1}
+# The share of positions whose top-1 token must be in the reference's top 5
+# (fp32: the top-1 itself at every position). fp8: an error of ~0.2 on
+# near-flat random-weight logits, whose top-5 membership flips with any
+# perturbation of the FP8 computation (a requantized activation crossing a
+# rounding boundary), and measured (llama, 64 decode positions) 94 % for
+# the exact plan, 88 % for the default one (GEMV rows reading e4m3
+# subnormal weights as zero, docs/fp8.md) at the same median error, and
+# 81-100 % between such plans over 16; a wrong kernel gives ~0 %.
+TOP5_SHARE = {"bf16": 0.9, "q8_0": 0.9, "fp8": 0.75}
 
 
 def log(msg):
@@ -502,7 +511,8 @@ def check_agreement(model, what, systems, reference, tokens):
     ||x - ref|| / ||ref||; a system passes when the median over the positions
     is within the tolerance of its arithmetic and its top-1 token is the
     reference's at every position (float32 arithmetic) or within the
-    reference's top 5 at >= 90 % of them (bf16, Q8_0). The median, because
+    reference's top 5 at >= 90 % of them (bf16, Q8_0; FP8 75 %,
+    TOP5_SHARE). The median, because
     bf16 noise flips a near-tie in the experts' routing at a few positions
     of the MoE model, and such a position's logits move by ~0.1 (in every
     bf16 system, PyTorch's included); a wrong kernel moves most positions.
@@ -524,7 +534,7 @@ def check_agreement(model, what, systems, reference, tokens):
         in5 = float(np.mean([t in row[:5] for t, row in zip(top1, top)]))
         tol = TOLERANCE[s.arith]
         med = float(np.median(err))
-        top_ok = exact == 1.0 if s.arith == "fp32" else in5 >= 0.9
+        top_ok = exact == 1.0 if s.arith == "fp32" else in5 >= TOP5_SHARE[s.arith]
         ok = bool(np.all(np.isfinite(x))) and med <= tol and top_ok
         rows.append((s.name, p, med, float(err.max()), float(err[-1]), exact, in5, tol, ok))
         if not ok:
