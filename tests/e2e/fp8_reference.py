@@ -222,7 +222,10 @@ def read_checkpoint_raw(ckpt_dir):
 class _FP8Model:
     """Float weights (float64) + FP8 weights {name: (q uint8, s float32)}."""
 
-    def __init__(self, cfg, floats, fp8, perturb, seed):
+    def __init__(self, cfg, floats, fp8, perturb, seed, mla_form="absorbed"):
+        if mla_form not in ("absorbed", "naive"):
+            raise ValueError("mla_form %r" % mla_form)
+        self.mla_form = mla_form
         self.cfg = cfg
         self.W = hf._Weights(floats)
         self.fp8 = fp8
@@ -273,9 +276,15 @@ def _attention(m, p, x, cos, sin):
     ckv = m.qlinear(xqs, a + ".kv_a_proj_with_mqa")
     compressed, k_pe = ckv[..., :kvr], ckv[..., kvr:]
     k_pe = k_pe.reshape(B, S, 1, rope).transpose(0, 2, 1, 3)
-    # kv_b_proj: dequantized weight, float64, latent not activation-quantized.
     latent = hf.rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps)
-    kv = latent @ m.dequant(a + ".kv_b_proj").T
+    if m.mla_form == "naive":
+        # DeepSeek's naive attention: kv_b_proj a block-scaled linear, its
+        # input (the latent) quantized per 1 x 128.
+        kv = m.qlinear(m.qact(latent), a + ".kv_b_proj")
+    else:
+        # Absorbed: kv_b_proj's weight dequantized (float64), the latent not
+        # activation-quantized.
+        kv = latent @ m.dequant(a + ".kv_b_proj").T
     kv = kv.reshape(B, S, nh, nope + vd).transpose(0, 2, 1, 3)
     k_nope, v = kv[..., :nope], kv[..., nope:]
 
@@ -355,7 +364,7 @@ def flush_subnormal_codes(q):
 
 
 def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None,
-                lm_head_fp8=False, flush_subnormal_weights=False):
+                lm_head_fp8=False, flush_subnormal_weights=False, mla_form="absorbed"):
     """Emulated FP8 forward of a deepseek_v3 FP8 checkpoint -> float64 logits
     [batch, seq, vocab]. Quantized weights are stored as F8_E4M3 `X.weight`
     plus F32 `X.weight_scale_inv` (= per-block s). `weights` (as returned by
@@ -363,7 +372,10 @@ def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None
     each activation-quantization input by (1 + perturb * N(0,1)) (seeded).
     flush_subnormal_weights: every e4m3 weight's subnormal codes read as
     zero, the most that Kiln's CPU GEMV rows on Intel AVX-512-BF16 deviate
-    by (they read them so; docs/fp8.md), for the tests' allowance."""
+    by (they read them so; docs/fp8.md), for the tests' allowance.
+    mla_form: "absorbed" (kv_b dequantized, as DeepSeek's absorbed
+    attention) or "naive" (kv_b a block-scaled linear over the quantized
+    latent, as its naive attention): Kiln's --mla-form."""
     cfg = config if config is not None else hf.read_config(ckpt_dir)
     _check_qcfg(cfg)
     tokens = _check_tokens(cfg, tokens)
@@ -392,7 +404,8 @@ def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None
         fp8["lm_head.weight"] = (q, s)
     if flush_subnormal_weights:
         fp8 = {n: (flush_subnormal_codes(q), s) for n, (q, s) in fp8.items()}
-    return _forward(cfg, _FP8Model(cfg, floats, fp8, perturb, seed), tokens, lm_head_fp8)
+    return _forward(cfg, _FP8Model(cfg, floats, fp8, perturb, seed, mla_form), tokens,
+                    lm_head_fp8)
 
 
 def quantize_checkpoint_weights(floats):
@@ -410,7 +423,7 @@ def quantize_checkpoint_weights(floats):
 
 
 def forward_fp8_from_bf16(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None,
-                          flush_subnormal_weights=False):
+                          flush_subnormal_weights=False, mla_form="absorbed"):
     """Quantize a non-FP8 deepseek_v3 checkpoint's quantizable weights (as
     Kiln's compiler does, quantize_weight_blocks) and run forward_fp8's
     emulation. Works for F32 / BF16 / F16 checkpoints alike."""
@@ -419,4 +432,4 @@ def forward_fp8_from_bf16(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, c
     floats = weights if weights is not None else hf.read_safetensors_dir(ckpt_dir)
     return forward_fp8(None, tokens, perturb=perturb, seed=seed,
                        weights=quantize_checkpoint_weights(floats), config=cfg,
-                       flush_subnormal_weights=flush_subnormal_weights)
+                       flush_subnormal_weights=flush_subnormal_weights, mla_form=mla_form)

@@ -313,9 +313,11 @@ class EndToEnd(unittest.TestCase):
     def compile_run(self, ckpt, name, extra=(), exact=True):
         plan = os.path.join(self.tmp, name + ".kplan")
         # f32 caches: the emulation (fp8_reference.py) keeps attention in f32;
-        # `exact`: DeepSeek's numerics in every kernel (docs/fp8.md).
+        # `exact`: DeepSeek's numerics in every kernel (docs/fp8.md); the
+        # absorbed MLA (the emulation's default form) unless `extra` says.
+        form = [] if any(f.startswith("--mla-form") for f in extra) else ["--mla-form=absorbed"]
         run([tool("kiln-compile"), ckpt, "-o", plan, "--max-batch=2", "--max-seq=8",
-             "--kv-cache-dtype=f32", "--logits=all", *extra]
+             "--kv-cache-dtype=f32", "--logits=all", *extra, *form]
             + (["--fp8-exact-subnormals"] if exact else []))
         out = os.path.join(self.tmp, name + ".npy")
         run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}", "--output", f"logits={out}"])
@@ -338,6 +340,20 @@ class EndToEnd(unittest.TestCase):
         self.assertLess(abs(d_kiln_full / d_emu_full - 1), 0.10)
         # Kiln is as close to the emulation as the emulation is to itself.
         self.assertLessEqual(d_kiln_emu, max(self_dist))
+
+    def test_naive_mla(self):
+        """--mla-form=naive with an e4m3 kv_b: DeepSeek's naive attention,
+        the latent quantized per 1 x 128 and kv_b a block-scaled GEMM
+        (gemm_fp8), against the emulation taking the same form; farther from
+        the absorbed form's emulation (the latent's quantization shows)."""
+        plan, kiln = self.compile_run(self.fp8, "naive", ["--mla-form=naive"])
+        names = [k["name"] for k in json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)["kernels"]]
+        self.assertTrue(any(n.startswith("mla_naive") for n in names), names)
+        emu = F.forward_fp8(self.fp8, self.tokens, mla_form="naive")
+        self_dist = [R.rel_l2(F.forward_fp8(self.fp8, self.tokens, perturb=1e-7, seed=s,
+                                            mla_form="naive"), emu) for s in range(10)]
+        self.assertLessEqual(R.rel_l2(kiln, emu), max(self_dist))
+        self.assertGreater(R.rel_l2(emu, F.forward_fp8(self.fp8, self.tokens)), 10 * max(self_dist))
 
     def test_default_plan_subnormal_weights(self):
         """Without --fp8-exact-subnormals: on an Intel AVX-512-BF16 host the

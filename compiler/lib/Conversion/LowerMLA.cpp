@@ -2,7 +2,8 @@
 //
 // The MLA lowering (also run by kiln-lower-to-kernels). `form` chooses the
 // kernel form: `auto` (preferNaiveMLA: naive for long prefills, absorbed for
-// decode), `absorbed` or `naive`. A block-quantized kv_b is always absorbed.
+// decode), `absorbed` or `naive`. With a block-quantized kv_b the naive form
+// is DeepSeek's: the latent quantized in 1 x 128 tiles, an FP8 GEMM.
 //
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Passes.h"
@@ -28,8 +29,10 @@ namespace {
 
 /// kiln.mla_attention -> the absorbed form (one launch), or for long
 /// prefills the naive form: a GEMM of kv_b over the cached latent, then
-/// mla_naive (preferNaiveMLA, docs/kernels.md). A block-quantized kv_b keeps
-/// the absorbed form, which dequantizes it as it reads.
+/// mla_naive (preferNaiveMLA, docs/kernels.md). With a block-quantized kv_b
+/// the absorbed form dequantizes it as it reads, and the naive form's GEMM
+/// is gemm_fp8 over the latent quantized per 1 x 128 (DeepSeek's naive
+/// attention: its kv_b linear quantizes its input).
 struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
   LowerMLA(MLIRContext *ctx, int64_t minPrograms, kiln::MLAForm form)
       : OpRewritePattern(ctx), minPrograms(minPrograms), form(form) {}
@@ -62,7 +65,7 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
         (form == kiln::MLAForm::Auto && !wholeCache &&
          kiln::kernels::preferNaiveMLA(seq, usePrefix ? seq : kvLen, heads,
                                        dn, dr, dv, rank));
-    if (!op.getKvBScale() && naive) {
+    if (naive) {
       Type f32 = rw.getF32Type();
       int64_t keys = usePrefix ? seq : kvLen;
       Value lat = k::ViewOp::create(
@@ -80,9 +83,26 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
       }
       int64_t tileN = kiln::kernels::chooseGemmTileN(batch * keys, kvbRows,
                                                      rank, minPrograms);
-      Value kv = k::GemmOp::create(
-          rw, loc, RankedTensorType::get({batch * keys, kvbRows}, f32), lat,
-          op.getKvB(), ValueRange{}, rw.getI64IntegerAttr(tileN), fused);
+      auto kvTy = RankedTensorType::get({batch * keys, kvbRows}, f32);
+      Value kv;
+      if (Value kvbScale = op.getKvBScale()) {
+        // kv_b's 128 x 128 blocks: the latent's tiles are 128 of K.
+        constexpr int64_t kBlock = 128;
+        int64_t rows = batch * keys, tiles = (rank + kBlock - 1) / kBlock;
+        auto quant = k::QuantizeOp::create(
+            rw, loc,
+            TypeRange{RankedTensorType::get({rows, rank},
+                                            rw.getType<Float8E4M3FNType>()),
+                      RankedTensorType::get({rows, tiles}, f32)},
+            lat, rw.getI64IntegerAttr(kBlock), fused);
+        kv = k::GemmFP8Op::create(
+            rw, loc, kvTy, quant.getResult(), op.getKvB(), quant.getScale(),
+            kvbScale, ValueRange{}, rw.getI64IntegerAttr(tileN),
+            rw.getI64IntegerAttr(kBlock), rw.getI64IntegerAttr(kBlock), fused);
+      } else {
+        kv = k::GemmOp::create(rw, loc, kvTy, lat, op.getKvB(), ValueRange{},
+                               rw.getI64IntegerAttr(tileN), fused);
+      }
       kv = k::ViewOp::create(
           rw, loc, RankedTensorType::get({batch, keys, heads, dn + dv}, f32),
           kv);

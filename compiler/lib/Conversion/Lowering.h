@@ -34,7 +34,8 @@ enum class MLAForm { Auto, Absorbed, Naive };
 /// Parses "auto", "absorbed" or "naive".
 std::optional<MLAForm> parseMLAForm(llvm::StringRef s);
 /// kiln.mla_attention -> mla_attention (absorbed) or gemm + mla_naive.
-/// Auto: preferNaiveMLA. A block-quantized kv_b is always absorbed.
+/// Auto: preferNaiveMLA (with a block-quantized kv_b the naive form quantizes
+/// the latent for gemm_fp8).
 void populateLowerMLAPatterns(mlir::RewritePatternSet &patterns,
                               int64_t minGemmPrograms, MLAForm form);
 

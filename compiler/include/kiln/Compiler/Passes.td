@@ -50,7 +50,9 @@ def KilnLowerMLA : Pass<"kiln-lower-mla", "mlir::ModuleOp"> {
     prefills naive. Calls whose keys reach past their own tokens (a start
     position: decode, extend) or a multi-row cache prefix keep the absorbed
     form under `auto`; the naive one would apply kv_b to every cache
-    position. A block-quantized kv_b is always absorbed.
+    position. With a block-quantized kv_b the naive form's GEMM is
+    `gemm_fp8` over the latent quantized per 1 x 128 (`quantize`),
+    DeepSeek's naive attention.
     kiln-lower-to-kernels applies the same lowering with `form=auto`.
   }];
   let dependentDialects = ["kiln::kernel::KilnKernelDialect"];
