@@ -256,6 +256,47 @@ module {{
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1], ref[1])
 
+    def test_mla_output_quantization_split_decode(self):
+        """mla_attention_quant at one position over 1100 keys, 16 heads: the
+        three-phase decode (keys split, the output quantized in the merge
+        phase) against mla_attention + quantize (--no-fuse), bit for bit, on
+        1-3 threads."""
+        b, t, h, dn, dr, rank, dv = 1, 1100, 16, 16, 16, 64, 128
+        text = f"""
+module {{
+  func.func @forward(%qn: tensor<{b}x1x{h}x{dn}xf32> {{kiln.name = "qn"}},
+                     %qr: tensor<{b}x1x{h}x{dr}xf32> {{kiln.name = "qr"}},
+                     %c: tensor<{b}x{t}x{rank}xf32> {{kiln.name = "c"}},
+                     %kr: tensor<{b}x{t}x{dr}xf32> {{kiln.name = "kr"}},
+                     %st: tensor<{b}xi32> {{kiln.name = "start"}})
+      -> (tensor<{b}x1x{h * dv}xf8E4M3FN> {{kiln.name = "q"}}, tensor<{b}x1x{h}xf32> {{kiln.name = "sc"}}) {{
+    %w = kiln.weight "kv_b.weight" : tensor<{h * (dn + dv)}x{rank}xf32>
+    %o = kiln.mla_attention %qn, %qr, %c, %kr, %w start(%st) {{scale = 0.2 : f32, causal = true}}
+        : (tensor<{b}x1x{h}x{dn}xf32>, tensor<{b}x1x{h}x{dr}xf32>, tensor<{b}x{t}x{rank}xf32>,
+           tensor<{b}x{t}x{dr}xf32>, tensor<{h * (dn + dv)}x{rank}xf32>, tensor<{b}xi32>)
+        -> tensor<{b}x1x{h}x{dv}xf32>
+    %r = kiln.reshape %o : (tensor<{b}x1x{h}x{dv}xf32>) -> tensor<{b}x1x{h * dv}xf32>
+    %q, %sc = kiln.quantize %r {{quant = {QUANT}}} : (tensor<{b}x1x{h * dv}xf32>) -> (tensor<{b}x1x{h * dv}xf8E4M3FN>, tensor<{b}x1x{h}xf32>)
+    return %q, %sc : tensor<{b}x1x{h * dv}xf8E4M3FN>, tensor<{b}x1x{h}xf32>
+  }}
+}}
+"""
+        w = [("kv_b.weight", (self.rng.standard_normal((h * (dn + dv), rank)) * rank ** -0.5).astype(np.float32))]
+        fused = KernelModel(self.tmp, "mla_split_fused", text, w, ["--mla-form=absorbed"])
+        unfused = KernelModel(self.tmp, "mla_split_unfused", text, w, ["--mla-form=absorbed", "--no-fuse"])
+        (k,) = [kk for kk in fused.kernel_info() if kk["name"].startswith("mla_quant")]
+        self.assertIn("keys split in 2 ranges", k["config"])
+        inputs = {"qn": self.rng.standard_normal((b, 1, h, dn)).astype(np.float32),
+                  "qr": self.rng.standard_normal((b, 1, h, dr)).astype(np.float32),
+                  "c": self.rng.standard_normal((b, t, rank)).astype(np.float32),
+                  "kr": self.rng.standard_normal((b, t, dr)).astype(np.float32),
+                  "start": np.asarray([t - 1], np.int32)}
+        ref = unfused(inputs, ["q", "sc"], threads=1)
+        for threads in (1, 2, 3):
+            got = fused(inputs, ["q", "sc"], threads=threads)
+            np.testing.assert_array_equal(got[0], ref[0], f"threads={threads}")
+            np.testing.assert_array_equal(got[1], ref[1], f"threads={threads}")
+
     def test_rms_norm_quantization_is_fused_and_exact(self):
         m, k = 4, 256
         model = KernelModel(self.tmp, "rmsq", f"""

@@ -35,9 +35,10 @@
 //
 // Every row's arithmetic is the same whichever rows share its block (its
 // scores, masks, rescales and sums never mix lanes of other rows, and the
-// key blocks always start at 0), so outputs do not depend on how the
-// runtime splits the range over threads. A row's key blocks past its own
-// limit leave it exactly unchanged (alpha = exp(0) = 1, p = 0).
+// key blocks start at 0, or for a split decode at the fixed `half`), so
+// outputs do not depend on how the runtime splits the range over threads. A
+// row's key blocks past its own limit leave it exactly unchanged (alpha =
+// exp(0) = 1, p = 0).
 //
 //===----------------------------------------------------------------------===//
 #include "Emitter.h"
@@ -91,7 +92,7 @@ struct AttnSpec {
   int kvbScale = -1;    ///< absorbed kv_b block scales
   int start = -1;
   unsigned out = 0;
-  int ws = -1; ///< absorbed: the workspace (2 rank + rope floats per row)
+  int ws = -1; ///< absorbed: the workspace (wsPerRow floats per row)
   int quantQ = -1, quantS = -1;
   // Shapes. Key rows are segment 0 (len0) then segment 1 (len1, MLA's rope
   // key), each padded to 16 lanes.
