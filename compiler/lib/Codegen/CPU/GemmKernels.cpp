@@ -534,12 +534,12 @@ public:
           Value sw = p.load(buffers[pr.wScales[w]], f32, p.add(wsBase[j], kb));
           for (int64_t i = 0; i < rows; ++i) {
             // fp8Half's partial sums are 2^-16 of the products' (exactly),
-            // fp8Shift's 2^-104.
+            // fp8Shift's 2^-10.
             Value sc = p.fmul(sx[i], sw);
             if (s.fp8Half)
               sc = p.fmul(sc, p.f32(65536.0f));
             if (xb)
-              sc = p.fmul(sc, p.f32(0x1p104f));
+              sc = p.fmul(sc, p.f32(0x1p10f));
             acc[at(i, j, w)] = v.fma(part[at(i, j, w)], v.broadcast(sc, kLanes),
                                      acc[at(i, j, w)]);
           }
@@ -602,8 +602,10 @@ public:
   int64_t shiftRowWords() const { return (s.k + 63) / 64 * 64; }
 
   /// GemmSpec::fp8Shift: x's rows [r, r + rows) (rows < a register block)
-  /// into `xb` as bf16 times 2^16 (exact: e4m3 values have 4 significant
-  /// bits; the f16 route keeps subnormals), per 64 of K the 32 even
+  /// into `xb` as bf16 times 2^110 (exact: e4m3 values have 4 significant
+  /// bits; the f16 route keeps subnormals; 448 x 2^110 < 2^119, and with
+  /// the weights' 2^-120 every product is a normal fp32 of xw 2^-10, so the
+  /// promotion's 2^10 cannot overflow the scale), per 64 of K the 32 even
   /// elements, then the 32 odd (the pairs of VectorBuilder::
   /// e4m3ToBF16Shifted's weights), K's tail zero; NaN codes stay NaN.
   void stageShiftRows(Value xb, Value r, Value rows) {
@@ -620,7 +622,7 @@ public:
             pick.push_back(2 * e + parity);
           Value half = vector::ShuffleOp::create(b, loc, bytes, bytes, pick);
           auto [lo, hi] = v.e4m3ToF32Scaled(half);
-          Value x = v.mul(v.concat(lo, hi), v.splat(0x1p24f, 32));
+          Value x = v.mul(v.concat(lo, hi), v.splat(0x1p118f, 32));
           x = arith::SelectOp::create(
               b, loc, v.e4m3NaN(half),
               v.splat(std::numeric_limits<float>::quiet_NaN(), 32), x);

@@ -73,10 +73,10 @@ struct GemmSpec {
   bool fp8Perm = false;
   /// FP8 GEMV rows (fewer than a register block: decode) on fp8Perm's
   /// targets (64 of K per step): x's rows converted once per call into a
-  /// bf16 buffer (exactly, times 2^16; per 64 of K the even elements, then
+  /// bf16 buffer (exactly, times 2^110; per 64 of K the even elements, then
   /// the odd), each weight row by VectorBuilder::e4m3ToBF16Shifted (shifts
   /// and a mask, no shuffles; times 2^-120) beside them, the promotion's
-  /// scale times 2^104: 1.4x fp8Perm's weights per second on Sapphire
+  /// scale times 2^10: 1.4x fp8Perm's weights per second on Sapphire
   /// Rapids. e4m3 subnormal weights (below 2^-6, 1/28672 of a block's
   /// largest) read as zero there (docs/fp8.md); --fp8-exact-subnormals
   /// turns it off.
