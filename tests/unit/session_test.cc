@@ -100,6 +100,49 @@ TEST_F(SessionTest, PhasesRunInOrderOverEveryRange) {
   }
 }
 
+// Phases of a token-major launch: each phase over the request's tokens only,
+// after every range of the one before. reverse_f32 over 5 of 8 positions:
+// tmp[0..5) = 2 x, then y[i] = tmp[7 - i] for i < 5, of which tmp[5..8) are
+// the previous run's (x = 100 there).
+TEST_F(SessionTest, PhasesFollowTheTokenWindow) {
+  plan_.buffers = {{plan::BufferKind::input, 32, 0, 0},
+                   {plan::BufferKind::intermediate, 32, 256, 0},
+                   {plan::BufferKind::output, 32, 512, 0}};
+  plan_.arena_size = 768;
+  plan_.launches = {{0, {0, 1, 2}, {8}, 8, ""}};
+  plan_.launches[0].tokens = {1, 1, 8, -1, 0, -1, -1};
+  plan_.inputs = {{"x", plan::DType::f32, {1, 8}, 0}};
+  plan_.inputs[0].dim_symbols = {-1, 0};
+  plan_.outputs = {{"y", plan::DType::f32, {1, 8}, 2}};
+  plan_.weights.clear();
+  plan_.weight_data.clear();
+  plan_.kernels = {{"reverse_f32", 3, 1}};
+  plan_.kernels[0].num_written = 2;
+  plan_.executables[0].entries = {{"reverse_f32", 0, 1, 2}};
+  RederiveKernels(plan_);
+  auto plan = OpenPlan();
+  ASSERT_TRUE(plan);
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE(threads);
+    SessionOptions opts;
+    opts.num_threads = threads;
+    auto s = Session::Create(plan, Device::kCpu, opts);
+    ASSERT_TRUE(s.ok()) << s.status();
+    HostTensor full = MakeTensor(DType::kF32, {1, 8});
+    for (int i = 0; i < 8; ++i) full.data<float>()[i] = 100.0f;
+    ASSERT_TRUE((*s)->SetInput("x", full).ok());
+    ASSERT_TRUE((*s)->Run().ok());
+    HostTensor part = MakeTensor(DType::kF32, {1, 5});
+    for (int i = 0; i < 5; ++i) part.data<float>()[i] = 1.0f;
+    ASSERT_TRUE((*s)->SetInput("x", part).ok());
+    ASSERT_TRUE((*s)->Run().ok());
+    auto y = (*s)->GetOutput("y");
+    ASSERT_TRUE(y.ok()) << y.status();
+    const float want[8] = {200, 200, 200, 2, 2, 200, 200, 200};
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(y->data<float>()[i], want[i]) << i;
+  }
+}
+
 TEST_F(SessionTest, MissingPhaseEntryPointIsNamed) {
   plan_.executables[0].entries[0].phases = 2;
   auto plan = OpenPlan();
