@@ -27,6 +27,38 @@ class SessionTest : public ::testing::Test {
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? *p : nullptr;
   }
+  // The plan of one launch of reverse_f32 (test_kernels.c: two phases) over
+  // an f32 input x of `shape`, its output y, the intermediate tmp between.
+  void UseReversePlan(std::vector<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const uint64_t bytes = 4 * n, stride = (bytes + 255) / 256 * 256;
+    plan_.buffers = {{plan::BufferKind::input, bytes, 0, 0},
+                     {plan::BufferKind::intermediate, bytes, stride, 0},
+                     {plan::BufferKind::output, bytes, 2 * stride, 0}};
+    plan_.arena_size = 3 * stride;
+    plan_.launches = {{0, {0, 1, 2}, {n}, static_cast<uint64_t>(n), ""}};
+    plan_.inputs = {{"x", plan::DType::f32, shape, 0}};
+    plan_.outputs = {{"y", plan::DType::f32, shape, 2}};
+    plan_.weights.clear();
+    plan_.weight_data.clear();
+    plan_.kernels = {{"reverse_f32", 3, 1}};
+    plan_.kernels[0].num_written = 2;
+    plan_.executables[0].entries = {{"reverse_f32", 0, 1, 2}};
+  }
+  // Runs x: f32 [1, 8] of 100, then x given as [1, part] of 1 (a token-major
+  // plan: the first `part` positions); y after the second run.
+  static absl::StatusOr<HostTensor> RunFullThenPart(Session& s, int part) {
+    HostTensor full = MakeTensor(DType::kF32, {1, 8});
+    for (int i = 0; i < 8; ++i) full.data<float>()[i] = 100.0f;
+    if (auto st = s.SetInput("x", full); !st.ok()) return st;
+    if (auto st = s.Run(); !st.ok()) return st;
+    HostTensor x = MakeTensor(DType::kF32, {1, part});
+    for (int i = 0; i < part; ++i) x.data<float>()[i] = 1.0f;
+    if (auto st = s.SetInput("x", x); !st.ok()) return st;
+    if (auto st = s.Run(); !st.ok()) return st;
+    return s.GetOutput("y");
+  }
   HostTensor Input() {
     HostTensor x = MakeTensor(DType::kF32, {1, 8});
     for (int i = 0; i < 8; ++i) x.data<float>()[i] = 0.5f * i;
@@ -69,18 +101,7 @@ TEST_F(SessionTest, PhasesRunInOrderOverEveryRange) {
   // reverse_f32 in two phases: tmp = 2 x, then y[i] = tmp[n - 1 - i], which
   // other ranges of phase 0 wrote; 1000 programs over 1 to 4 threads.
   const int n = 1000;
-  plan_.buffers = {{plan::BufferKind::input, 4 * n, 0, 0},
-                   {plan::BufferKind::intermediate, 4 * n, 4096, 0},
-                   {plan::BufferKind::output, 4 * n, 8192, 0}};
-  plan_.arena_size = 12288;
-  plan_.launches = {{0, {0, 1, 2}, {n}, static_cast<uint64_t>(n), ""}};
-  plan_.inputs = {{"x", plan::DType::f32, {n}, 0}};
-  plan_.outputs = {{"y", plan::DType::f32, {n}, 2}};
-  plan_.weights.clear();
-  plan_.weight_data.clear();
-  plan_.kernels = {{"reverse_f32", 3, 1}};
-  plan_.kernels[0].num_written = 2;
-  plan_.executables[0].entries = {{"reverse_f32", 0, 1, 2}};
+  UseReversePlan({n});
   RederiveKernels(plan_);
   auto plan = OpenPlan();
   ASSERT_TRUE(plan);
@@ -105,20 +126,9 @@ TEST_F(SessionTest, PhasesRunInOrderOverEveryRange) {
 // tmp[0..5) = 2 x, then y[i] = tmp[7 - i] for i < 5, of which tmp[5..8) are
 // the previous run's (x = 100 there).
 TEST_F(SessionTest, PhasesFollowTheTokenWindow) {
-  plan_.buffers = {{plan::BufferKind::input, 32, 0, 0},
-                   {plan::BufferKind::intermediate, 32, 256, 0},
-                   {plan::BufferKind::output, 32, 512, 0}};
-  plan_.arena_size = 768;
-  plan_.launches = {{0, {0, 1, 2}, {8}, 8, ""}};
+  UseReversePlan({1, 8});
   plan_.launches[0].tokens = {1, 1, 8, -1, 0, -1, -1};
-  plan_.inputs = {{"x", plan::DType::f32, {1, 8}, 0}};
   plan_.inputs[0].dim_symbols = {-1, 0};
-  plan_.outputs = {{"y", plan::DType::f32, {1, 8}, 2}};
-  plan_.weights.clear();
-  plan_.weight_data.clear();
-  plan_.kernels = {{"reverse_f32", 3, 1}};
-  plan_.kernels[0].num_written = 2;
-  plan_.executables[0].entries = {{"reverse_f32", 0, 1, 2}};
   RederiveKernels(plan_);
   auto plan = OpenPlan();
   ASSERT_TRUE(plan);
@@ -128,15 +138,7 @@ TEST_F(SessionTest, PhasesFollowTheTokenWindow) {
     opts.num_threads = threads;
     auto s = Session::Create(plan, Device::kCpu, opts);
     ASSERT_TRUE(s.ok()) << s.status();
-    HostTensor full = MakeTensor(DType::kF32, {1, 8});
-    for (int i = 0; i < 8; ++i) full.data<float>()[i] = 100.0f;
-    ASSERT_TRUE((*s)->SetInput("x", full).ok());
-    ASSERT_TRUE((*s)->Run().ok());
-    HostTensor part = MakeTensor(DType::kF32, {1, 5});
-    for (int i = 0; i < 5; ++i) part.data<float>()[i] = 1.0f;
-    ASSERT_TRUE((*s)->SetInput("x", part).ok());
-    ASSERT_TRUE((*s)->Run().ok());
-    auto y = (*s)->GetOutput("y");
+    auto y = RunFullThenPart(**s, 5);
     ASSERT_TRUE(y.ok()) << y.status();
     const float want[8] = {200, 200, 200, 2, 2, 200, 200, 200};
     for (int i = 0; i < 8; ++i) EXPECT_EQ(y->data<float>()[i], want[i]) << i;
@@ -196,15 +198,7 @@ TEST_F(SessionTest, TokenGridRunsOnlyTheGivenTokens) {
   ASSERT_TRUE(plan);
   auto s = Session::Create(plan, Device::kCpu);
   ASSERT_TRUE(s.ok()) << s.status();
-  HostTensor full = MakeTensor(DType::kF32, {1, 8});
-  for (int i = 0; i < 8; ++i) full.data<float>()[i] = 100.0f;
-  ASSERT_TRUE((*s)->SetInput("x", full).ok());
-  ASSERT_TRUE((*s)->Run().ok());
-  HostTensor part = MakeTensor(DType::kF32, {1, 3});
-  for (int i = 0; i < 3; ++i) part.data<float>()[i] = 1.0f;
-  ASSERT_TRUE((*s)->SetInput("x", part).ok());
-  ASSERT_TRUE((*s)->Run().ok());
-  auto y = (*s)->GetOutput("y");
+  auto y = RunFullThenPart(**s, 3);
   ASSERT_TRUE(y.ok()) << y.status();
   ASSERT_EQ(y->shape, (std::vector<int64_t>{1, 8}));
   // y = x + wp + 2 we, wp[i] = i, we[i] = 10 i.

@@ -49,6 +49,7 @@
 #include "kernel/IR/KernelParams.h"
 #include "kiln/Kernels/Kernels.h"
 #include "kiln/Kernels/Program.h"
+#include "plan_support.h" // runtime/schema: entry point phase symbols
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -321,9 +322,13 @@ public:
         if (s.a.qRotate && (!s.split || phase == 0))
           rotationTables(start, s0, s1);
         p.forLoop(p.i64(0), p.i64(s.groups), one, [&](Value g) {
-          auto whole = [&] {
+          // The range's rows of the group over all their keys, finished;
+          // `prepare` first (the split kernel's staged queries into qs).
+          auto whole = [&](function_ref<void(Value)> prepare = {}) {
             Value rows = collectRows(begin, end, bi, s0, s1, g);
             p.ifThen(p.lt(p.i64(0), rows), [&] {
+              if (prepare)
+                prepare(rows);
               if (s.amx)
                 blockAmx(bi, start, rows, s0);
               else
@@ -353,14 +358,7 @@ public:
           b.setInsertionPointToStart(ifOp.thenBlock());
           splitBlock(begin, end, bi, g, start, lim, pid0, wsBase);
           b.setInsertionPointToStart(ifOp.elseBlock());
-          Value rows = collectRows(begin, end, bi, p.i64(0), p.i64(1), g);
-          p.ifThen(p.lt(p.i64(0), rows), [&] {
-            loadStaged(rows, pid0, wsBase);
-            if (s.amx)
-              blockAmx(bi, start, rows, p.i64(0));
-            else
-              block(bi, g, start, rows, p.i64(0), p.i64(1));
-          });
+          whole([&](Value rows) { loadStaged(rows, pid0, wsBase); });
         });
       });
     });
@@ -1425,10 +1423,9 @@ public:
                  const EntryArgs &args) override {
     Location loc = args.loc;
     unsigned nb = args.buffers.size();
-    std::string phase =
-        args.phase ? llvm::formatv(".phase{0}", args.phase).str() : "";
-    func::FuncOp fn =
-        makeHelper(module, loc, kernel.name + phase + ".blocks", nb);
+    func::FuncOp fn = makeHelper(
+        module, loc,
+        plan::EntryPhaseSymbol(kernel.name, args.phase) + ".blocks", nb);
     {
       Body body = bodyOf(fn, nb);
       AttnCodegen cg(s, body.b, loc, body.buffers);

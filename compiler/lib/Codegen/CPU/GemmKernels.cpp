@@ -63,6 +63,8 @@ constexpr int64_t kPackBytes = 1 << 20;
 constexpr int64_t kAmxMaxChunk = 256;
 /// Rows of the bf16 GEMV kernel (GemmSpec::dpGemv).
 constexpr int64_t kGemvMaxRows = 4;
+/// GemmSpec::fp8Shift: words per row of its x buffer (K rounded up to 64).
+int64_t shiftRowWords(int64_t k) { return (k + 63) / 64 * 64; }
 
 int64_t dtypeBytes(Type t) { return (t.getIntOrFloatBitWidth() + 7) / 8; }
 
@@ -407,7 +409,7 @@ public:
         Value kk = p.add(k0, p.i64(off));
         SmallVector<std::pair<Value, Value>> xs;
         for (int64_t i = 0; i < rows; ++i) {
-          Value at = p.mul(p.add(p.i64(i * shiftRowWords()), kk), p.i64(2));
+          Value at = p.mul(p.add(p.i64(i * shiftRowWords(k)), kk), p.i64(2));
           xs.push_back({v.loadBits(xb, at, bf16Pairs()),
                         v.loadBits(xb, p.add(at, p.i64(64)), bf16Pairs())});
         }
@@ -476,19 +478,9 @@ public:
           return v.loadRaw(buf, type, idx, 32, active < 32 ? active : -1);
         };
         SmallVector<std::pair<Value, Value>> xs;
-        for (int64_t i = 0; i < rows; ++i) {
-          Value bytes = raw(buffers[s.x], s.xType, p.add(xBase[i], kk));
-          auto [lo, hi] = v.e4m3ToF32Scaled(bytes);
-          Value nan = v.e4m3NaN(bytes);
-          Value nanV = v.splat(std::numeric_limits<float>::quiet_NaN(), 16);
-          auto half = [&](Value x, int64_t first) {
-            Value m = vector::ExtractStridedSliceOp::create(
-                b, loc, nan, ArrayRef<int64_t>{first}, ArrayRef<int64_t>{16},
-                ArrayRef<int64_t>{1});
-            return arith::SelectOp::create(b, loc, m, nanV, x).getResult();
-          };
-          xs.push_back({half(lo, 0), half(hi, 16)});
-        }
+        for (int64_t i = 0; i < rows; ++i)
+          xs.push_back(activationToF32Scaled(
+              raw(buffers[s.x], s.xType, p.add(xBase[i], kk))));
         for (int64_t j = 0; j < cols; ++j)
           for (int64_t w = 0; w < nw; ++w) {
             auto [wlo, whi] = v.e4m3ToF32Scaled(
@@ -598,8 +590,21 @@ public:
     }
   }
 
-  /// GemmSpec::fp8Shift: words per row of its x buffer (K rounded up to 64).
-  int64_t shiftRowWords() const { return (s.k + 63) / 64 * 64; }
+  /// 32 e4m3 activation bytes as two vector<16 x f32> (bytes 0-15, 16-31)
+  /// of their values times 2^-8 (VectorBuilder::e4m3ToF32Scaled), the NaN
+  /// codes (from a NaN activation) NaN.
+  std::pair<Value, Value> activationToF32Scaled(Value bytes) {
+    auto [lo, hi] = v.e4m3ToF32Scaled(bytes);
+    Value nan = v.e4m3NaN(bytes);
+    Value nanV = v.splat(std::numeric_limits<float>::quiet_NaN(), 16);
+    auto half = [&](Value x, int64_t first) {
+      Value m = vector::ExtractStridedSliceOp::create(
+          b, loc, nan, ArrayRef<int64_t>{first}, ArrayRef<int64_t>{16},
+          ArrayRef<int64_t>{1});
+      return arith::SelectOp::create(b, loc, m, nanV, x).getResult();
+    };
+    return {half(lo, 0), half(hi, 16)};
+  }
 
   /// GemmSpec::fp8Shift: x's rows [r, r + rows) (rows < a register block)
   /// into `xb` as bf16 times 2^110 (exact: e4m3 values have 4 significant
@@ -609,7 +614,7 @@ public:
   /// elements, then the 32 odd (the pairs of VectorBuilder::
   /// e4m3ToBF16Shifted's weights), K's tail zero; NaN codes stay NaN.
   void stageShiftRows(Value xb, Value r, Value rows) {
-    int64_t k = s.k, words = shiftRowWords();
+    int64_t k = s.k, words = shiftRowWords(k);
     p.forLoop(p.i64(0), rows, p.i64(1), [&](Value i) {
       Value src = p.mul(xRow(p.add(r, i)), p.i64(k));
       Value dst = p.mul(i, p.i64(words));
@@ -621,11 +626,8 @@ public:
           for (int64_t e = 0; e < 32; ++e)
             pick.push_back(2 * e + parity);
           Value half = vector::ShuffleOp::create(b, loc, bytes, bytes, pick);
-          auto [lo, hi] = v.e4m3ToF32Scaled(half);
+          auto [lo, hi] = activationToF32Scaled(half);
           Value x = v.mul(v.concat(lo, hi), v.splat(0x1p118f, 32));
-          x = arith::SelectOp::create(
-              b, loc, v.e4m3NaN(half),
-              v.splat(std::numeric_limits<float>::quiet_NaN(), 32), x);
           Value at =
               p.mul(p.add(dst, p.add(off, p.i64(32 * parity))), p.i64(2));
           v.storeBits(v.toBF16Pairs(x), xb, at);
@@ -1542,7 +1544,7 @@ func::FuncOp emitRangeHelper(ModuleOp module, Location loc,
       // The GEMV's bf16 rows (fp8Shift: K rounded up to 64).
       Value xb = s.dpGemv || s.fp8Shift
                      ? stackBytes(body.b, loc, avx,
-                                  kGemvMaxRows * (s.k + 63) / 64 * 64 * 2)
+                                  kGemvMaxRows * shiftRowWords(s.k) * 2)
                      : Value();
       GemmCodegen cg(s, body.b, loc, body.buffers);
       cg.avxBlock(pr, body.r0, body.r1, body.c0, body.c1, xb);
