@@ -369,8 +369,11 @@ LogicalResult compileModel(MLIRContext &ctx, const CompileOptions &opts) {
     io.noWeights = opts.noWeights;
     io.quantizeFP8 = opts.quantizeFP8;
     io.fp8LmHead = opts.fp8LmHead;
-    io.cacheType = opts.kvCacheF32 ? models::ImportOptions::CacheType::F32
-                                   : models::ImportOptions::CacheType::BF16;
+    io.cacheType = opts.kvCacheDType == CompileOptions::KVCacheDType::F32
+                       ? models::ImportOptions::CacheType::F32
+                   : opts.kvCacheDType == CompileOptions::KVCacheDType::FP8
+                       ? models::ImportOptions::CacheType::FP8
+                       : models::ImportOptions::CacheType::BF16;
     io.allLogits = opts.allLogits;
     auto imported = models::importHuggingFace(
         ctx, configPath.str().str(), io, [&](llvm::StringRef name) {

@@ -268,8 +268,8 @@ void emitMLANaiveProgram(OpBuilder &b, const ProgramArgs &args,
 
 void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
                     ArrayRef<Type> types) {
-  // types: q_nope, q_rope, latent, k_rope, kv_b, [kv_b_scale], [start], out,
-  // workspace
+  // types: q_nope, q_rope, latent, k_rope, kv_b, [kv_b_scale],
+  // [latent_scale], [start], out, workspace
   ProgramBuilder p(b, args.loc);
   RowIndex r = decomposeRow(p, args.pid, a.seq, a.heads);
   Value qn = args.buffers[0], qr = args.buffers[1];
@@ -279,6 +279,7 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
        wT = types[4];
   unsigned next = 5;
   Value wScale = a.kvbScale ? args.buffers[next++] : Value();
+  Value latScale = a.latentScale ? args.buffers[next++] : Value();
   unsigned startIdx = next;
   if (a.hasStart)
     ++next;
@@ -326,13 +327,39 @@ void emitMLAProgram(OpBuilder &b, const ProgramArgs &args, const MLAParams &a,
       [&](Value j, ValueRange it) {
         Value tok = p.add(p.mul(r.batch, p.i64(a.kvLen)), j);
         Value latBase = p.mul(tok, cC);
-        Value score = p.dot(ws, f32, wsBase, lat, latT, latBase, a.rank);
+        // The FP8 latent cache: value x its tile's scale.
+        int64_t tiles = a.latentTiles, tileW = tiles ? a.rank / tiles : 0;
+        auto tileScale = [&](int64_t t) {
+          return p.load(latScale, f32,
+                        p.add(p.mul(tok, p.i64(tiles)), p.i64(t)));
+        };
+        Value score;
+        if (!a.latentScale) {
+          score = p.dot(ws, f32, wsBase, lat, latT, latBase, a.rank);
+        } else {
+          score = p.f32(0.0f);
+          for (int64_t t = 0; t < tiles; ++t) {
+            int64_t c0t = t * tileW, n = tileW;
+            Value d = p.dot(ws, f32, p.add(wsBase, p.i64(c0t)), lat, latT,
+                            p.add(latBase, p.i64(c0t)), n);
+            score = p.fadd(score, p.fmul(d, tileScale(t)));
+          }
+        }
         score = p.fadd(score, p.dot(ws, f32, qrStage, kr, krT,
                                     p.mul(tok, p.i64(a.ropeDim)), a.ropeDim));
         score = p.fmul(score, p.f32(static_cast<float>(a.scale)));
         auto [m, l, alpha, prob] = onlineStep(p, it[0], it[1], score);
-        rescaleAccumulate(p, ws, f32, oLat, lat, latT, latBase, a.rank, alpha,
-                          prob);
+        if (!a.latentScale) {
+          rescaleAccumulate(p, ws, f32, oLat, lat, latT, latBase, a.rank, alpha,
+                            prob);
+        } else {
+          for (int64_t t = 0; t < tiles; ++t) {
+            int64_t c0t = t * tileW, n = tileW;
+            rescaleAccumulate(p, ws, f32, p.add(oLat, p.i64(c0t)), lat, latT,
+                              p.add(latBase, p.i64(c0t)), n, alpha,
+                              p.fmul(prob, tileScale(t)));
+          }
+        }
         return SmallVector<Value>{m, l};
       });
   Value invL = p.fdiv(p.f32(1.0f), ml[1]);

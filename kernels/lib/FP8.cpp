@@ -20,7 +20,8 @@ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void emitRowQuantize(ProgramBuilder &p, int64_t cols, int64_t act,
                      function_ref<Value(Value)> value, Value q, Type qType,
-                     Value qBase, Value s, Value sBase) {
+                     Value qBase, Value s, Value sBase, bool pow2Scale,
+                     bool flushSubnormals) {
   Type f32 = p.builder().getF32Type();
   Value c1 = p.i64(1);
   p.forLoop(p.i64(0), p.i64(ceilDiv(cols, act)), c1, [&](Value tile) {
@@ -32,22 +33,30 @@ void emitRowQuantize(ProgramBuilder &p, int64_t cols, int64_t act,
                                  p.fmax(it[0], p.fabs(value(k)))};
                            })[0];
     Value scale = p.fdiv(p.fmax(amax, p.f32(1e-4f)), p.f32(448.0f));
+    if (pow2Scale)
+      scale = p.roundUpPow2(scale);
     p.store(scale, s, f32, p.add(sBase, tile));
     p.forLoop(k0, k1, c1, [&](Value k) {
-      p.store(p.fdiv(value(k), scale), q, qType, p.add(qBase, k));
+      Value y = p.fdiv(value(k), scale);
+      // Below 15 x 2^-10 (the midpoint of e4m3's largest subnormal, 7 x
+      // 2^-9, and its smallest normal, 2^-6) a value rounds to a subnormal.
+      if (flushSubnormals)
+        y = p.select(p.flt(p.fabs(y), p.f32(15.0f / 1024.0f)), p.f32(0.0f), y);
+      p.store(y, q, qType, p.add(qBase, k));
     });
   });
 }
 
 void emitQuantizeProgram(OpBuilder &b, const ProgramArgs &args, int64_t cols,
-                         int64_t act, Type xType, Type qType) {
+                         int64_t act, Type xType, Type qType, bool pow2Scale,
+                         bool flushSubnormals) {
   ProgramBuilder p(b, args.loc);
   Value base = p.mul(args.pid, p.i64(cols));
   emitRowQuantize(
       p, cols, act,
       [&](Value k) { return p.load(args.buffers[0], xType, p.add(base, k)); },
       args.buffers[1], qType, base, args.buffers[2],
-      p.mul(args.pid, p.i64(ceilDiv(cols, act))));
+      p.mul(args.pid, p.i64(ceilDiv(cols, act))), pow2Scale, flushSubnormals);
 }
 
 void emitDequantizeProgram(OpBuilder &b, const ProgramArgs &args, int64_t cols,

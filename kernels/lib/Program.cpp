@@ -144,6 +144,19 @@ Value ProgramBuilder::encodeE4M3(Value v) {
   return arith::TruncIOp::create(b, loc, b.getI8Type(), byte);
 }
 
+Value ProgramBuilder::roundUpPow2(Value x) {
+  auto i32 = b.getI32Type();
+  auto cst = [&](int64_t c) {
+    return arith::ConstantIntOp::create(b, loc, i32, c).getResult();
+  };
+  // A nonzero mantissa carries into the exponent; the mantissa is cleared.
+  Value bits = arith::BitcastOp::create(b, loc, i32, x);
+  bits = arith::AndIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, bits, cst(0x007FFFFF)),
+      cst(static_cast<int32_t>(0xFF800000u)));
+  return arith::BitcastOp::create(b, loc, b.getF32Type(), bits);
+}
+
 Value ProgramBuilder::decodeE4M3(Value byte) {
   auto i32 = b.getI32Type();
   auto cst = [&](int64_t c) {

@@ -146,11 +146,16 @@ public:
   /// kiln.state + kiln.cache_update: appends `values` ([B, seq, ...]) to
   /// the named cache ([B, capacity, ...]) at the entry's start position.
   Value cache(StringRef name, Value values, Location loc) {
+    return cache(name, values,
+                 opts.cacheType == ImportOptions::CacheType::F32
+                     ? f32()
+                     : Type(b.getBF16Type()),
+                 loc);
+  }
+  Value cache(StringRef name, Value values, Type elementType, Location loc) {
     SmallVector<int64_t> shape(this->shape(values));
     shape[1] = opts.seq;
-    auto type = tensor(shape, opts.cacheType == ImportOptions::CacheType::F32
-                                  ? f32()
-                                  : Type(b.getBF16Type()));
+    auto type = tensor(shape, elementType);
     Value state = g::StateOp::create(b, loc, type, b.getStringAttr(name));
     return g::CacheUpdateOp::create(b, loc, type, state, values, start);
   }
@@ -241,12 +246,30 @@ Value mlaAttention(GraphBuilder &gb, const ModelSpec &m, Value x,
   }
   // The cache holds the normalized latent and the rotated rope key:
   // kv_lora_rank + qk_rope_head_dim values per token.
-  latent = gb.cache(a + "kv_latent_cache", latent, loc);
-  kPe = gb.cache(a + "k_rope_cache", kPe, loc);
+  Value latentScale;
+  if (gb.opts.cacheType == ImportOptions::CacheType::FP8) {
+    // The FP8 latent cache: each token's latent e4m3 under one power-of-two
+    // scale, no subnormal codes (docs/fp8.md).
+    auto row = g::BlockQuantAttr::get(&gb.ctx, gb.b.getType<Float8E4M3FNType>(),
+                                      {128, 128}, rank);
+    auto q = g::QuantizeOp::create(
+        gb.b, loc,
+        TypeRange{gb.tensor({B, S, rank}, row.getElementType()),
+                  gb.tensor({B, S, 1}, gb.f32())},
+        latent, row, gb.b.getBoolAttr(true), gb.b.getBoolAttr(true));
+    latent = gb.cache(a + "kv_latent_cache", q.getResult(),
+                      row.getElementType(), loc);
+    latentScale =
+        gb.cache(a + "kv_latent_scale_cache", q.getScale(), gb.f32(), loc);
+    kPe = gb.cache(a + "k_rope_cache", kPe, gb.b.getBF16Type(), loc);
+  } else {
+    latent = gb.cache(a + "kv_latent_cache", latent, loc);
+    kPe = gb.cache(a + "k_rope_cache", kPe, loc);
+  }
   Value o = g::MLAAttentionOp::create(
       gb.b, loc, gb.tensor({B, S, H, dv}, gb.f32()), qNope, qPe, latent, kPe,
-      kvB, kvBScale, gb.start, gb.b.getF32FloatAttr(m.softmaxScale),
-      gb.b.getBoolAttr(true));
+      kvB, kvBScale, latentScale, gb.start,
+      gb.b.getF32FloatAttr(m.softmaxScale), gb.b.getBoolAttr(true));
   o = gb.reshape(o, {B, S, H * dv}, loc);
   return gb.linear(o, a + "o_proj.weight", m.hidden, true, bias);
 }
@@ -474,6 +497,12 @@ importHuggingFace(MLIRContext &ctx, const std::string &configPath,
     emitError(fileLoc) << "--fp8-lm-head: tie_word_embeddings is true (the LM "
                           "head is the embedding table, which stays in its "
                           "checkpoint precision)";
+    return failure();
+  }
+  if (opts.cacheType == ImportOptions::CacheType::FP8 && !m.isDeepseek()) {
+    emitError(fileLoc) << "--kv-cache-dtype=fp8 is the MLA latent cache "
+                          "(DeepSeek-V2/V3 models); this model's attention "
+                          "is GQA, whose caches take bf16 or f32";
     return failure();
   }
   GraphBuilder gb(ctx, b, opts, dtypeOf, defaultWT);

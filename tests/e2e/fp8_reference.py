@@ -144,11 +144,15 @@ def dequantize_weight_blocks(q, s, block=BLOCK):
     return e4m3_decode(q) * _expand_blocks(s, q.shape, block).astype(np.float64)
 
 
-def quantize_activation(x, block=BLOCK):
+def quantize_activation(x, block=BLOCK, pow2_scale=False, flush_subnormals=False):
     """Dynamic per-token, per-128-tile quantization along the last axis.
 
     x: [..., K] -> (q uint8 [..., K], s float32 [..., ceil(K/b)]). Per tile:
-    s = max(amax(|x|), 1e-4) / 448 in float32, q = e4m3_encode(float32(x / s))."""
+    s = max(amax(|x|), 1e-4) / 448 in float32, q = e4m3_encode(float32(x / s)).
+    pow2_scale: s rounded up to a power of two; flush_subnormals: values that
+    round to an e4m3 subnormal (|x / s| < 15 x 2^-10) stored as zero
+    (kiln.quantize's flags; both, with block = the row: the FP8 latent
+    cache)."""
     x = np.asarray(x, dtype=np.float32)
     K = x.shape[-1]
     nb = _cdiv(K, block)
@@ -156,9 +160,28 @@ def quantize_activation(x, block=BLOCK):
     padded[..., :K] = np.abs(x)
     amax = padded.reshape(x.shape[:-1] + (nb, block)).max(axis=-1)
     s = (np.maximum(amax, ACT_AMAX_FLOOR) / np.float32(E4M3_MAX)).astype(np.float32)
+    if pow2_scale:
+        m, e = np.frexp(s)  # s = m 2^e, m in [0.5, 1)
+        s = np.where(m == 0.5, s, np.ldexp(np.float32(1.0), e)).astype(np.float32)
     s_full = np.repeat(s, block, axis=-1)[..., :K]
-    q = e4m3_encode((x / s_full).astype(np.float32))
+    y = (x / s_full).astype(np.float32)
+    if flush_subnormals:
+        y = np.where(np.abs(y) < np.float32(15.0 / 1024.0), np.float32(0.0), y)
+    q = e4m3_encode(y)
     return q, s
+
+
+def latent_cache(x):
+    """What the FP8 latent cache (--kv-cache-dtype=fp8) holds of latent rows
+    x [..., rank]: (e4m3 codes, one power-of-two scale per row [..., 1])."""
+    x = np.asarray(x, np.float32)
+    return quantize_activation(x, block=x.shape[-1], pow2_scale=True, flush_subnormals=True)
+
+
+def dequantize_activation(q, s, block=BLOCK):
+    """The values quantize_activation's (q, s) stand for, float64."""
+    K = q.shape[-1]
+    return e4m3_decode(q) * np.repeat(np.asarray(s, np.float64), block, axis=-1)[..., :K]
 
 
 def fp8_gemm(xq, xs, wq, ws, block=BLOCK):
@@ -222,10 +245,11 @@ def read_checkpoint_raw(ckpt_dir):
 class _FP8Model:
     """Float weights (float64) + FP8 weights {name: (q uint8, s float32)}."""
 
-    def __init__(self, cfg, floats, fp8, perturb, seed, mla_form="absorbed"):
+    def __init__(self, cfg, floats, fp8, perturb, seed, mla_form="absorbed", kv_cache="f64"):
         if mla_form not in ("absorbed", "naive"):
             raise ValueError("mla_form %r" % mla_form)
         self.mla_form = mla_form
+        self.cache = hf.KV_CACHE_ROUNDING[kv_cache]
         self.cfg = cfg
         self.W = hf._Weights(floats)
         self.fp8 = fp8
@@ -276,7 +300,7 @@ def _attention(m, p, x, cos, sin):
     ckv = m.qlinear(xqs, a + ".kv_a_proj_with_mqa")
     compressed, k_pe = ckv[..., :kvr], ckv[..., kvr:]
     k_pe = k_pe.reshape(B, S, 1, rope).transpose(0, 2, 1, 3)
-    latent = hf.rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps)
+    latent = m.cache.latent(hf.rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps))
     if m.mla_form == "naive":
         # DeepSeek's naive attention: kv_b_proj a block-scaled linear, its
         # input (the latent) quantized per 1 x 128.
@@ -289,7 +313,7 @@ def _attention(m, p, x, cos, sin):
     k_nope, v = kv[..., :nope], kv[..., nope:]
 
     q_pe = hf.deepseek_apply_rope(q_pe, cos, sin)
-    k_pe = hf.deepseek_apply_rope(k_pe, cos, sin)
+    k_pe = m.cache(hf.deepseek_apply_rope(k_pe, cos, sin))
     query = np.concatenate([q_nope, q_pe], axis=-1)
     key = np.concatenate([k_nope, np.broadcast_to(k_pe, (B, nh, S, rope))], axis=-1)
     o = hf._causal_attention(query, key, v, hf.deepseek_softmax_scale(cfg))
@@ -364,7 +388,8 @@ def flush_subnormal_codes(q):
 
 
 def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None,
-                lm_head_fp8=False, flush_subnormal_weights=False, mla_form="absorbed"):
+                lm_head_fp8=False, flush_subnormal_weights=False, mla_form="absorbed",
+                kv_cache="f64"):
     """Emulated FP8 forward of a deepseek_v3 FP8 checkpoint -> float64 logits
     [batch, seq, vocab]. Quantized weights are stored as F8_E4M3 `X.weight`
     plus F32 `X.weight_scale_inv` (= per-block s). `weights` (as returned by
@@ -375,7 +400,9 @@ def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None
     by (they read them so; docs/fp8.md), for the tests' allowance.
     mla_form: "absorbed" (kv_b dequantized, as DeepSeek's absorbed
     attention) or "naive" (kv_b a block-scaled linear over the quantized
-    latent, as its naive attention): Kiln's --mla-form."""
+    latent, as its naive attention): Kiln's --mla-form. kv_cache: what
+    attention reads back of the cached latent and rope key, as
+    hf_reference.forward's kv_cache_dtype ("fp8": --kv-cache-dtype=fp8)."""
     cfg = config if config is not None else hf.read_config(ckpt_dir)
     _check_qcfg(cfg)
     tokens = _check_tokens(cfg, tokens)
@@ -404,7 +431,7 @@ def forward_fp8(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None
         fp8["lm_head.weight"] = (q, s)
     if flush_subnormal_weights:
         fp8 = {n: (flush_subnormal_codes(q), s) for n, (q, s) in fp8.items()}
-    return _forward(cfg, _FP8Model(cfg, floats, fp8, perturb, seed, mla_form), tokens,
+    return _forward(cfg, _FP8Model(cfg, floats, fp8, perturb, seed, mla_form, kv_cache), tokens,
                     lm_head_fp8)
 
 
@@ -423,7 +450,7 @@ def quantize_checkpoint_weights(floats):
 
 
 def forward_fp8_from_bf16(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, config=None,
-                          flush_subnormal_weights=False, mla_form="absorbed"):
+                          flush_subnormal_weights=False, mla_form="absorbed", kv_cache="f64"):
     """Quantize a non-FP8 deepseek_v3 checkpoint's quantizable weights (as
     Kiln's compiler does, quantize_weight_blocks) and run forward_fp8's
     emulation. Works for F32 / BF16 / F16 checkpoints alike."""
@@ -432,4 +459,5 @@ def forward_fp8_from_bf16(ckpt_dir, tokens, perturb=0.0, seed=0, weights=None, c
     floats = weights if weights is not None else hf.read_safetensors_dir(ckpt_dir)
     return forward_fp8(None, tokens, perturb=perturb, seed=seed,
                        weights=quantize_checkpoint_weights(floats), config=cfg,
-                       flush_subnormal_weights=flush_subnormal_weights, mla_form=mla_form)
+                       flush_subnormal_weights=flush_subnormal_weights, mla_form=mla_form,
+                       kv_cache=kv_cache)

@@ -191,9 +191,27 @@ def round_bf16(x):
     return bits.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
-# What the KV cache does to the values written into it.
-KV_CACHE_ROUNDING = {"f64": lambda x: x, "f32": lambda x: x.astype(np.float32).astype(np.float64),
-                     "bf16": round_bf16}
+def fp8_latent_cache(x):
+    """x [..., rank] as the FP8 latent cache holds it (kiln-compile
+    --kv-cache-dtype=fp8: e4m3 under one power-of-two scale per token, no
+    subnormal codes), float64."""
+    import fp8_reference as F  # it imports this module
+    q, s = F.latent_cache(x)
+    return F.dequantize_activation(q, s, block=np.shape(x)[-1])
+
+
+def _cache_rounding(values, latent=None):
+    """What the KV cache does to the values written into it: `values` for
+    K/V (and MLA's rope key), `.latent` for MLA's latent."""
+    f = lambda x: values(x)  # noqa: E731
+    f.latent = latent or values
+    return f
+
+
+KV_CACHE_ROUNDING = {"f64": _cache_rounding(lambda x: x),
+                     "f32": _cache_rounding(lambda x: x.astype(np.float32).astype(np.float64)),
+                     "bf16": _cache_rounding(round_bf16),
+                     "fp8": _cache_rounding(round_bf16, fp8_latent_cache)}
 
 
 def rms_norm(x, w, eps):
@@ -385,7 +403,7 @@ def _deepseek_attention(cfg, W, p, x, cos, sin, cache):
     compressed, k_pe = ckv[..., :kvr], ckv[..., kvr:]
     k_pe = k_pe.reshape(B, S, 1, rope).transpose(0, 2, 1, 3)  # [B, 1, S, rope]
     # The cache holds the normalized latent and the rotated rope key.
-    latent = cache(rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps))
+    latent = cache.latent(rms_norm(compressed, W[a + ".kv_a_layernorm.weight"], eps))
     kv = W.linear(latent, a + ".kv_b_proj")
     kv = kv.reshape(B, S, nh, nope + vd).transpose(0, 2, 1, 3)
     k_nope, v = kv[..., :nope], kv[..., nope:]
@@ -587,7 +605,9 @@ def forward(ckpt_dir, tokens, weights=None, config=None, kv_cache_dtype="f64"):
     weights / config override what is read from ckpt_dir (either may be
     given; ckpt_dir may then be None for the one that is given).
     kv_cache_dtype: what attention reads back of the keys and values it
-    caches: "f64" (exact), "f32" or "bf16" (rounded to that type)."""
+    caches: "f64" (exact), "f32" or "bf16" (rounded to that type), or
+    "fp8" (MLA: the latent as the FP8 latent cache holds it, the rope key
+    bf16)."""
     cache = KV_CACHE_ROUNDING[kv_cache_dtype]
     cfg = config if config is not None else read_config(ckpt_dir)
     W = _Weights(weights if weights is not None else read_safetensors_dir(ckpt_dir))
@@ -600,5 +620,7 @@ def forward(ckpt_dir, tokens, weights=None, config=None, kv_cache_dtype="f64"):
     if mt in ("deepseek_v2", "deepseek_v3"):
         return _deepseek_forward(cfg, W, tokens, cache)
     if mt in ("llama", "mixtral"):
+        if kv_cache_dtype == "fp8":
+            raise ValueError("the fp8 KV cache is MLA's latent cache")
         return _llama_forward(cfg, W, tokens, cache)
     raise NotImplementedError("model_type %r" % mt)

@@ -153,7 +153,30 @@ class Case:
                 results = [t((B, S, H, self.Dv), "f32"), t((rows, dr), "f32")]
                 op = "mla_naive"
             else:
-                decls += [weight("lat", (B, T, rank), cache), weight("kr", (B, T, dr), cache)]
+                latent_scale = ""
+                if cache == "e4m3":
+                    # The FP8 latent cache: e4m3 under one power-of-two
+                    # scale per token, no subnormal codes, the rope key
+                    # bf16. Tokens' magnitudes spread over 2^+-3 (scales
+                    # differ), one token all zeros, and 2^-12 of the row's
+                    # largest values (flushed to zero) in each.
+                    x = rng.standard_normal((B, T, rank)) * np.exp2(rng.integers(-3, 4, (B, T, 1)))
+                    x[..., 1] = 2.0 ** -12 * np.abs(x).max(axis=-1)
+                    x[0, T // 2] = 0.0
+                    q8, sc = F.latent_cache(x)
+                    self.w["lat"] = F.dequantize_activation(q8, sc, block=rank)
+                    self.weights += [("lat", "F8_E4M3", (B, T, rank), q8.tobytes()),
+                                     ("lats", "F32", sc.shape, sc.astype(np.float32).tobytes())]
+                    decls += [f'    %lat = kiln.weight "lat" : {t((B, T, rank), "f8E4M3FN")}',
+                              f'    %lats = kiln.weight "lats" : {t(sc.shape, "f32")}',
+                              weight("kr", (B, T, dr), "bf16")]
+                    latent_scale = " kv_latent_scale(%lats)"
+                    lat_types = [t((B, T, rank), "f8E4M3FN"), t((B, T, dr), "bf16")]
+                    scale_types = [t(sc.shape, "f32")]
+                else:
+                    decls += [weight("lat", (B, T, rank), cache), weight("kr", (B, T, dr), cache)]
+                    lat_types = [t((B, T, rank), MLIR[cache]), t((B, T, dr), MLIR[cache])]
+                    scale_types = []
                 wshape = (H * (dn + self.Dv), rank)
                 w = rng.standard_normal(wshape).astype(np.float32) * rank ** -0.5
                 if kvb == "e4m3":
@@ -172,8 +195,9 @@ class Case:
                     decls.append(f'    %kvb = kiln.weight "kvb" : {t(wshape, MLIR[kvb])}')
                     opnds = "%qn, %qr, %lat, %kr, %kvb"
                     wtypes = [t(wshape, MLIR[kvb])]
-                types = [t((B, S, H, dn), "f32"), t((B, S, H, dr), "f32"), t((B, T, rank), MLIR[cache]),
-                         t((B, T, dr), MLIR[cache])] + wtypes
+                opnds += latent_scale
+                types = [t((B, S, H, dn), "f32"), t((B, S, H, dr), "f32")] + lat_types + wtypes + \
+                    scale_types
                 # the workspace: 2 rank + rope floats per row, twice that at S = 1
                 ws = (2 * rank + dr) * (2 if S == 1 else 1)
                 results = [t((B, S, H, self.Dv), "f32"), t((rows, ws), "f32")]
@@ -296,7 +320,8 @@ class CpuAttentionEmitter(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def check(self, case, starts):
-        """Both emitters on `case` at each start vector of `starts`."""
+        """Both emitters on `case` at each start vector of `starts`; the
+        optimized kernel's config."""
         ref, _ = compile_case(self.tmp, case, "ref", ["--cpu-emitter=reference"])
         opt, ir = compile_case(self.tmp, case, "opt", [])
         (kref,), (kopt,) = ref.kernel_info(), opt.kernel_info()
@@ -334,6 +359,7 @@ class CpuAttentionEmitter(unittest.TestCase):
                 # terms); the errors seen are a few ulp of the largest
                 # output, and 1e-5 of it leaves ample room.
                 self.assertLessEqual(d.max(), 1e-5 * np.abs(r64).max(), what)
+        return kopt["config"]
 
     def test_zmm_code_for_avx512_targets(self):
         """Compiled for an AVX-512 CPU (whatever the host), each form's
@@ -422,6 +448,19 @@ class CpuAttentionEmitter(unittest.TestCase):
                     rank=200, dr=64, cache="f32", kvb="e4m3")
         self.check(case, [[10, 37]])
 
+    def test_mla_fp8_latent_cache(self):
+        # The FP8 latent cache (e4m3, one power-of-two scale per token, the
+        # rope key bf16): the f32 emitter dequantizes each key row as it
+        # widens it. Several positions with an e4m3 kv_b (head-major), then
+        # DeepSeek-V3's decode shape with the key split from 1024 keys on.
+        case = Case("mla_f8c", "absorbed", self.rng, b=2, s=2, t_len=40, heads=4, d=64, dv=64,
+                    rank=256, dr=64, cache="e4m3", kvb="e4m3")
+        self.check(case, [[5, 38], [0, 20]])
+        case = Case("mla_f8d", "absorbed", self.rng, b=2, s=1, t_len=1100, heads=16, d=128,
+                    dv=128, rank=512, dr=64, rotate=(64, True), cache="e4m3")
+        config = self.check(case, [[1099, 300], [1023, 0]])
+        self.assertIn("FP8 latent cache dequantized as it is widened", config)
+
     def test_mla_small_rank_prefill(self):
         # Rank 64, 20 heads (a block of 16 heads, then 4), 2 positions.
         case = Case("mla_r64", "absorbed", self.rng, s=2, t_len=33, heads=20, d=64, dv=128,
@@ -478,8 +517,9 @@ class CpuAttentionAmx(unittest.TestCase):
              for nm, code, shape, d in case.weights}
         rows = case.b * case.s * case.H
         bufs = [inputs["qn"], inputs["qr"], w["lat"], w["kr"], w["kvb"]]
-        if "kvbs" in w:
-            bufs.append(w["kvbs"])
+        for scales in ("kvbs", "lats"):
+            if scales in w:
+                bufs.append(w[scales])
         if case.has_start:
             bufs.append(inputs["start"])
         out = np.full((case.b, case.s, case.H, case.Dv), np.nan, np.float32)
@@ -535,6 +575,24 @@ class CpuAttentionAmx(unittest.TestCase):
         case = Case("amx_r64", "absorbed", self.rng, s=3, t_len=64, heads=20, d=64, dv=64,
                     rank=64, dr=32)
         self.check(case, [[61], [0]])
+
+    def test_fp8_latent_cache_decode(self):
+        # The FP8 latent cache (e4m3 codes staged as bf16 x 2^-120, the
+        # token scales on the scores and probabilities): DeepSeek-V3's
+        # shapes, a partial last block, one all-zero token, and the key
+        # split from 1024 keys on (batch 2).
+        case = Case("amx_f8", "absorbed", self.rng, s=1, t_len=200, heads=16, d=128, dv=128,
+                    rank=512, dr=64, rotate=(64, True), cache="e4m3")
+        self.check(case, [[0], [100], [199]])
+        case = Case("amx_f8s", "absorbed", self.rng, b=2, s=1, t_len=1100, heads=16, d=128,
+                    dv=128, rank=512, dr=64, rotate=(64, True), cache="e4m3")
+        self.check(case, [[1099, 300], [1023, 1099]])
+
+    def test_fp8_latent_cache_prefill_fp8_kvb(self):
+        # Several positions per block (head-major: e4m3 kv_b), not causal.
+        case = Case("amx_f8p", "absorbed", self.rng, b=2, s=3, t_len=45, heads=4, d=64, dv=64,
+                    rank=128, dr=64, kvb="e4m3", causal=False, cache="e4m3")
+        self.check(case, [[10, 42]])
 
     def test_fp8_kvb_batch2(self):
         # e4m3 kv_b with block scales, batch 2, not causal with start.

@@ -112,6 +112,35 @@ module {{
         np.testing.assert_array_equal(s.view(np.uint32), es.astype(np.float32).view(np.uint32))
         np.testing.assert_array_equal(q, eq)
 
+    def test_latent_cache_quantization_bit_exact(self):
+        """kiln.quantize with pow2_scale and flush_subnormals over whole rows
+        (the FP8 latent cache's form) against fp8_reference.latent_cache:
+        scales powers of two, no subnormal codes; rows with values below 2^-6
+        of the scale (flushed), an amax under the floor, and all zeros."""
+        m, k = 6, 512
+        model = KernelModel(self.tmp, "quant_cache", f"""
+module {{
+  func.func @forward(%x: tensor<{m}x{k}xf32> {{kiln.name = "x"}})
+      -> (tensor<{m}x{k}xf8E4M3FN> {{kiln.name = "q"}}, tensor<{m}x1xf32> {{kiln.name = "s"}}) {{
+    %q, %s = kiln.quantize %x {{quant = #kiln.block_quant<f8E4M3FN, weight = [128, 128], act = {k}>,
+                               pow2_scale = true, flush_subnormals = true}}
+        : (tensor<{m}x{k}xf32>) -> (tensor<{m}x{k}xf8E4M3FN>, tensor<{m}x1xf32>)
+    return %q, %s : tensor<{m}x{k}xf8E4M3FN>, tensor<{m}x1xf32>
+  }}
+}}
+""")
+        x = self.activations(m, k)
+        x[3, :40] *= 1e-5  # codes that would be subnormal
+        q, s = model({"x": x}, ["q", "s"])
+        eq, es = F.latent_cache(x)
+        np.testing.assert_array_equal(s.view(np.uint32), es.astype(np.float32).view(np.uint32))
+        np.testing.assert_array_equal(q, eq)
+        mant, _ = np.frexp(s)
+        np.testing.assert_array_equal(mant, 0.5)
+        self.assertFalse(np.any(((q & 0x78) == 0) & ((q & 0x07) != 0)), "a subnormal code")
+        self.assertTrue(np.any(((F.quantize_activation(x, block=k, pow2_scale=True)[0] & 0x78) == 0)
+                               & (eq == 0) & (x != 0)), "nothing was flushed")
+
     def test_block_scaled_gemm(self):
         m, k, n = 6, 300, 200  # partial blocks along K and N
         w = (self.rng.standard_normal((n, k)) * k ** -0.5).astype(np.float32)
@@ -351,14 +380,15 @@ class EndToEnd(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def compile_run(self, ckpt, name, extra=(), exact=True):
+    def compile_run(self, ckpt, name, extra=(), exact=True, cache="f32"):
         plan = os.path.join(self.tmp, name + ".kplan")
-        # f32 caches: the emulation (fp8_reference.py) keeps attention in f32;
+        # f32 caches: the emulation (fp8_reference.py) keeps attention in f32
+        # (kv_cache="fp8": --kv-cache-dtype=fp8);
         # `exact`: DeepSeek's numerics in every kernel (docs/fp8.md); the
         # absorbed MLA (the emulation's default form) unless `extra` says.
         form = [] if any(f.startswith("--mla-form") for f in extra) else ["--mla-form=absorbed"]
         run([tool("kiln-compile"), ckpt, "-o", plan, "--max-batch=2", "--max-seq=8",
-             "--kv-cache-dtype=f32", "--logits=all", *extra, *form]
+             f"--kv-cache-dtype={cache}", "--logits=all", *extra, *form]
             + (["--fp8-exact-subnormals"] if exact else []))
         out = os.path.join(self.tmp, name + ".npy")
         run([tool("kiln-run"), plan, "--input", f"tokens={self.tokens_path}", "--output", f"logits={out}"])
@@ -395,6 +425,24 @@ class EndToEnd(unittest.TestCase):
                                             mla_form="naive"), emu) for s in range(10)]
         self.assertLessEqual(R.rel_l2(kiln, emu), max(self_dist))
         self.assertGreater(R.rel_l2(emu, F.forward_fp8(self.fp8, self.tokens)), 10 * max(self_dist))
+
+    def test_fp8_latent_cache(self):
+        """--kv-cache-dtype=fp8 on the FP8 model in each MLA form against the
+        emulation with the same cache (the latent as the FP8 latent cache
+        holds it, the rope key bf16). Kiln's f32 latent and the emulation's
+        float64 one differ by ~1e-7, so a latent value that close to an
+        e4m3 rounding boundary gets the neighbouring code, moving the logits
+        by ~1e-6 (seen: 3.5e-6 absorbed, 1.8e-7 naive); 1e-4 allows a
+        handful. The cache's own effect is ~8e-2, the emulations' distance
+        with and without it."""
+        for form in ("absorbed", "naive"):
+            with self.subTest(form=form):
+                _, kiln = self.compile_run(self.fp8, "cache_" + form, [f"--mla-form={form}"],
+                                           cache="fp8")
+                emu = F.forward_fp8(self.fp8, self.tokens, mla_form=form, kv_cache="fp8")
+                self.assertLessEqual(R.rel_l2(kiln, emu), 1e-4)
+                f32 = F.forward_fp8(self.fp8, self.tokens, mla_form=form)
+                self.assertGreater(R.rel_l2(emu, f32), 100 * 1e-4)
 
     def test_default_plan_subnormal_weights(self):
         """Without --fp8-exact-subnormals: on an Intel AVX-512-BF16 host the

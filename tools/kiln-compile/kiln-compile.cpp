@@ -98,8 +98,9 @@ static cl::opt<bool> fp8ExactSubnormals(
 static cl::opt<std::string> kvCacheDType(
     "kv-cache-dtype", cl::init("bf16"),
     cl::desc("Element type of the KV caches (MLA: the latent cache): bf16 "
-             "(default) or f32"),
-    cl::value_desc("bf16|f32"), cl::cat(kilnCategory));
+             "(default), f32, or fp8 (MLA models: the latent as e4m3 under "
+             "one power-of-two scale per token, the rope key bf16)"),
+    cl::value_desc("bf16|f32|fp8"), cl::cat(kilnCategory));
 static cl::opt<std::string> logitsMode(
     "logits", cl::init("last"),
     cl::desc("Logits a checkpoint's functions return: last (default: each "
@@ -226,7 +227,7 @@ int main(int argc, char **argv) {
   if (!oneOf("cpu-emitter", cpuEmitter, {"auto", "reference"}) ||
       !oneOf("cpu-gemm-precision", cpuGemmPrecision, {"f32", "bf16"}) ||
       !oneOf("quantize", quantize, {"none", "fp8-block"}) ||
-      !oneOf("kv-cache-dtype", kvCacheDType, {"bf16", "f32"}) ||
+      !oneOf("kv-cache-dtype", kvCacheDType, {"bf16", "f32", "fp8"}) ||
       !oneOf("logits", logitsMode, {"last", "all"}) ||
       !oneOf("mla-form", mlaForm, {"auto", "absorbed", "naive"}))
     return kUsage;
@@ -241,7 +242,9 @@ int main(int argc, char **argv) {
   opts.quantizeFP8 = quantize == "fp8-block";
   opts.fp8LmHead = fp8LmHead;
   opts.fp8ExactSubnormals = fp8ExactSubnormals;
-  opts.kvCacheF32 = kvCacheDType == "f32";
+  opts.kvCacheDType = kvCacheDType == "f32"   ? kiln::CompileOptions::KVCacheDType::F32
+                      : kvCacheDType == "fp8" ? kiln::CompileOptions::KVCacheDType::FP8
+                                              : kiln::CompileOptions::KVCacheDType::BF16;
   opts.allLogits = logitsMode == "all";
   opts.maxBatch = maxBatch;
   opts.maxSeq = maxSeq;

@@ -30,6 +30,9 @@ struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
+    // The fused producers quantize as kiln.quantize does without its flags.
+    if (op.getPow2Scale() || op.getFlushSubnormals())
+      return failure();
     auto norm = op.getInput().getDefiningOp<k::RMSNormOp>();
     if (!norm || norm.getInputStride() != 0 || norm.getCache())
       return failure();
@@ -50,6 +53,8 @@ struct FuseIntoSwiGLU : OpRewritePattern<k::QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
+    if (op.getPow2Scale() || op.getFlushSubnormals())
+      return failure();
     auto ew = op.getInput().getDefiningOp<k::ElementwiseOp>();
     if (!ew || ew.getKind() != "swiglu" || !ew->hasOneUse())
       return failure();
@@ -70,6 +75,8 @@ struct FuseIntoMLA : OpRewritePattern<k::QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
+    if (op.getPow2Scale() || op.getFlushSubnormals())
+      return failure();
     auto view = op.getInput().getDefiningOp<k::ViewOp>();
     auto mla = view ? view.getInput().getDefiningOp<k::MLAAttentionOp>()
                     : k::MLAAttentionOp();

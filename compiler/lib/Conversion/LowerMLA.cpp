@@ -84,16 +84,25 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
       int64_t tileN = kiln::kernels::chooseGemmTileN(batch * keys, kvbRows,
                                                      rank, minPrograms);
       auto kvTy = RankedTensorType::get({batch * keys, kvbRows}, f32);
+      // kv_b's 128 x 128 blocks: the latent's tiles are 128 of K.
+      constexpr int64_t kBlock = 128;
+      int64_t tokenRows = batch * keys, tiles = (rank + kBlock - 1) / kBlock;
+      if (Value s = op.getKvLatentScale()) {
+        // The FP8 latent cache: its values x their tiles' scales.
+        int64_t cacheTiles = cast<RankedTensorType>(s.getType()).getDimSize(2);
+        Value latScale = k::ViewOp::create(
+            rw, loc, RankedTensorType::get({tokenRows, cacheTiles}, f32), s);
+        lat = k::DequantizeOp::create(
+            rw, loc, RankedTensorType::get({tokenRows, rank}, f32), lat,
+            latScale, rw.getI64IntegerAttr(rank / cacheTiles), fused);
+      }
       Value kv;
       if (Value kvbScale = op.getKvBScale()) {
-        // kv_b's 128 x 128 blocks: the latent's tiles are 128 of K.
-        constexpr int64_t kBlock = 128;
-        int64_t rows = batch * keys, tiles = (rank + kBlock - 1) / kBlock;
         auto quant = k::QuantizeOp::create(
             rw, loc,
-            TypeRange{RankedTensorType::get({rows, rank},
+            TypeRange{RankedTensorType::get({tokenRows, rank},
                                             rw.getType<Float8E4M3FNType>()),
-                      RankedTensorType::get({rows, tiles}, f32)},
+                      RankedTensorType::get({tokenRows, tiles}, f32)},
             lat, rw.getI64IntegerAttr(kBlock), fused);
         kv = k::GemmFP8Op::create(
             rw, loc, kvTy, quant.getResult(), op.getKvB(), quant.getScale(),
@@ -121,9 +130,9 @@ struct LowerMLA : OpRewritePattern<g::MLAAttentionOp> {
     auto k = k::MLAAttentionOp::create(
         rw, loc, TypeRange{op.getType(), ws}, op.getQNope(), op.getQRope(),
         op.getKvLatent(), op.getKRope(), op.getKvB(), op.getKvBScale(),
-        op.getStart(), rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0),
-        rw.getI64IntegerAttr(0), DictionaryAttr(), op.getScaleAttr(),
-        op.getCausalAttr(), fused);
+        op.getKvLatentScale(), op.getStart(), rw.getI64IntegerAttr(0),
+        rw.getI64IntegerAttr(0), rw.getI64IntegerAttr(0), DictionaryAttr(),
+        op.getScaleAttr(), op.getCausalAttr(), fused);
     rw.replaceOp(op, k.getResult());
     return success();
   }

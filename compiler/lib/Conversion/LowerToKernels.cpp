@@ -197,7 +197,9 @@ struct LowerQuantize : OpRewritePattern<g::QuantizeOp> {
     auto k = k::QuantizeOp::create(
         rw, op.getLoc(), op->getResultTypes(), op.getInput(),
         rw.getI64IntegerAttr(op.getQuant().getActBlock()),
-        fusedOps(rw, {g::QuantizeOp::getOperationName()}));
+        fusedOps(rw, {g::QuantizeOp::getOperationName()}),
+        rw.getBoolAttr(op.getPow2Scale()),
+        rw.getBoolAttr(op.getFlushSubnormals()));
     rw.replaceOp(op, k->getResults());
     return success();
   }

@@ -722,9 +722,31 @@ static kk::MLAParams mlaParamsOf(MLAOp op) {
   p.causal = op.getCausal();
   p.hasStart = static_cast<bool>(op.getStart());
   p.kvbScale = static_cast<bool>(op.getKvBScale());
+  p.latentScale = static_cast<bool>(op.getKvLatentScale());
+  if (p.latentScale)
+    p.latentTiles =
+        numel(op.getKvLatentScale()) / (c.getDimSize(0) * c.getDimSize(1));
   p.qNopeStride = op.getQNopeStride();
   qRopeParams(op, p);
   return p;
+}
+
+/// The FP8 latent cache: e4m3 values with one f32 scale per 1 x 128 tile.
+template <typename MLAOp> static LogicalResult verifyLatentScale(MLAOp op) {
+  auto c = ranked(op.getKvLatent());
+  bool fp8 = isa<Float8E4M3FNType>(c.getElementType());
+  if (fp8 != static_cast<bool>(op.getKvLatentScale()))
+    return op.emitOpError("an e4m3 kv_latent comes with kv_latent_scale, and "
+                          "only it");
+  if (!fp8)
+    return success();
+  int64_t tokens = c.getDimSize(0) * c.getDimSize(1);
+  int64_t n = numel(op.getKvLatentScale());
+  if (!elem(op.getKvLatentScale()).isF32() || n % tokens ||
+      c.getDimSize(2) % (n / tokens))
+    return op.emitOpError("kv_latent_scale must be f32 [batch, kv_len, "
+                          "tiles], the tiles dividing the rank");
+  return success();
 }
 
 kk::MLAParams kiln::kernel::mlaParams(MLAAttentionOp op) { return mlaParamsOf(op); }
@@ -732,7 +754,7 @@ kk::MLAParams kiln::kernel::mlaParams(MLAAttentionOp op) { return mlaParamsOf(op
 LogicalResult MLAAttentionOp::verify() {
   if (failed(verifyStatic(*this)))
     return failure();
-  if (failed(verifyQRope(*this)))
+  if (failed(verifyQRope(*this)) || failed(verifyLatentScale(*this)))
     return failure();
   kk::MLAParams p = mlaParams(*this);
   if (numel(getWorkspace()) !=
@@ -931,6 +953,8 @@ LogicalResult MLAAttentionQuantOp::verify() {
   if (numel(getQuantized()) != numel(getResult()) ||
       numel(getQuantScale()) != numel(getResult()) / getAct())
     return emitOpError("quantized results must cover the output");
+  if (failed(verifyLatentScale(*this)))
+    return failure();
   return verifyQRope(*this);
 }
 std::string MLAAttentionQuantOp::getKernelName() {
@@ -1264,11 +1288,14 @@ LogicalResult QuantizeOp::verify() {
   return success();
 }
 std::string QuantizeOp::getKernelName() {
-  return llvm::formatv("quantize_c{0}_a{1}{2}", lastDim(getInput()), getAct(),
-                       typeSig(*this));
+  return llvm::formatv("quantize_c{0}_a{1}{2}{3}{4}", lastDim(getInput()),
+                       getAct(), getPow2Scale() ? "_p2" : "",
+                       getFlushSubnormals() ? "_ftz" : "", typeSig(*this));
 }
 std::string QuantizeOp::getTileConfig() {
-  return llvm::formatv("program=row; act tile {0}", getAct());
+  return llvm::formatv("program=row; act tile {0}{1}{2}", getAct(),
+                       getPow2Scale() ? "; power-of-two scales" : "",
+                       getFlushSubnormals() ? "; subnormals to zero" : "");
 }
 int64_t QuantizeOp::getTokenRows() { return rows(getInput()); }
 int64_t QuantizeOp::getNumPrograms() { return rows(getInput()); }

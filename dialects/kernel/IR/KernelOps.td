@@ -276,7 +276,8 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments],
     `q_rotation` (the `kiln_kernel.rope` attributes: theta, rotary_dim,
     interleaved, scaling_factor, yarn_factor, yarn_low, yarn_high, mscale)
     the kernel applies the rotary embedding to q_rope itself
-    (kiln-fuse-rope).
+    (kiln-fuse-rope). With `kv_latent_scale` ([batch, kv_len, rank / 128],
+    f32) the latent cache is e4m3 in 1 x 128 tiles, read as value x scale.
 
     ```mlir
     %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %wkvb
@@ -288,7 +289,7 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments],
   }];
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
                        KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
-                       Optional<KK_Tensor>:$start,
+                       Optional<KK_Tensor>:$kv_latent_scale, Optional<KK_Tensor>:$start,
                        DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
                        DefaultValuedAttr<I64Attr, "0">:$q_rope_stride,
                        DefaultValuedAttr<I64Attr, "0">:$q_rope_offset,
@@ -297,7 +298,8 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments],
   let results = (outs KK_Tensor:$result, KK_Tensor:$workspace);
   let assemblyFormat = [{
     $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b
-    (`kv_b_scale` `(` $kv_b_scale^ `)`)? (`start` `(` $start^ `)`)?
+    (`kv_b_scale` `(` $kv_b_scale^ `)`)?
+    (`kv_latent_scale` `(` $kv_latent_scale^ `)`)? (`start` `(` $start^ `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
 }
@@ -343,7 +345,7 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
   }];
   let arguments = (ins KK_Tensor:$q_nope, KK_Tensor:$q_rope, KK_Tensor:$kv_latent,
                        KK_Tensor:$k_rope, KK_Tensor:$kv_b, Optional<KK_Tensor>:$kv_b_scale,
-                       Optional<KK_Tensor>:$start,
+                       Optional<KK_Tensor>:$kv_latent_scale, Optional<KK_Tensor>:$start,
                        DefaultValuedAttr<I64Attr, "0">:$q_nope_stride,
                        DefaultValuedAttr<I64Attr, "0">:$q_rope_stride,
                        DefaultValuedAttr<I64Attr, "0">:$q_rope_offset,
@@ -354,7 +356,8 @@ def KK_MLAAttentionQuantOp : KK_LaunchOp<"mla_attention_quant", [AttrSizedOperan
                       KK_Tensor:$quant_scale);
   let assemblyFormat = [{
     $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b
-    (`kv_b_scale` `(` $kv_b_scale^ `)`)? (`start` `(` $start^ `)`)?
+    (`kv_b_scale` `(` $kv_b_scale^ `)`)?
+    (`kv_latent_scale` `(` $kv_latent_scale^ `)`)? (`start` `(` $start^ `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
 }
@@ -531,13 +534,18 @@ def KK_CacheWriteOp : KK_StatefulLaunchOp<"cache_write", [], ["getInPlaceOperand
 def KK_QuantizeOp : KK_LaunchOp<"quantize", [], ["getTokenRows"]> {
   let summary = "Dynamic activation quantization, [1, act] tiles; one program per row";
   let description = [{
+    `kiln.quantize`'s scales (`pow2_scale`: rounded up to a power of two;
+    `flush_subnormals`: values that round to an e4m3 subnormal stored as 0).
+
     ```mlir
     %q, %s = kiln_kernel.quantize %x {act = 128 : i64, fused_ops = ["kiln.quantize"]}
         : (tensor<16x256xf32>) -> (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>)
     ```
   }];
   let arguments = (ins KK_Tensor:$input, ConfinedAttr<I64Attr, [IntPositive]>:$act,
-                       StrArrayAttr:$fused_ops);
+                       StrArrayAttr:$fused_ops,
+                       DefaultValuedAttr<BoolAttr, "false">:$pow2_scale,
+                       DefaultValuedAttr<BoolAttr, "false">:$flush_subnormals);
   let results = (outs KK_Tensor:$result, KK_Tensor:$scale);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }

@@ -33,6 +33,9 @@ class Kiln_Op<string mnemonic, list<Trait> traits = []>
 
 // Floating-point activations and weights the graph accepts.
 def Kiln_FloatTensor : RankedTensorOf<[F32, F16, BF16]>;
+// Cache element types: e4m3 holds the MLA latent with per-tile scales
+// (kiln.quantize's, in a second cache).
+def Kiln_CacheTensor : RankedTensorOf<[F32, F16, BF16, F8E4M3FN]>;
 def Kiln_IndexTensor : RankedTensorOf<[I32, I64]>;
 def Kiln_AnyTensor : RankedTensorOf<[F32, F16, BF16, I32, I64, F8E4M3FN]>;
 

@@ -315,6 +315,10 @@ LogicalResult CacheUpdateOp::verify() {
                          << " in all but the sequence dimension";
   if (v.getDimSize(1) > c.getDimSize(1))
     return emitOpError("more values than the cache holds");
+  if (isa<Float8E4M3FNType>(c.getElementType()) !=
+      isa<Float8E4M3FNType>(v.getElementType()))
+    return emitOpError("an e4m3 cache takes e4m3 values (kiln.quantize's, "
+                       "its scales in a cache of their own) and only it does");
   if (getStart() &&
       failed(requireShape(*this, getStart(), "start", {c.getDimSize(0)})))
     return failure();
@@ -439,6 +443,21 @@ LogicalResult MLAAttentionOp::verify() {
       return failure();
   } else if (getKvBScale()) {
     return emitOpError("kv_b_scale needs an FP8 kv_b");
+  }
+  if (isa<Float8E4M3FNType>(c.getElementType())) {
+    if (!getKvLatentScale())
+      return emitOpError("an e4m3 kv_latent needs kv_latent_scale");
+    auto ls = ranked(getKvLatentScale());
+    int64_t tiles = ls.getRank() == 3 ? ls.getDimSize(2) : 0;
+    if (tiles <= 0 || rank % tiles ||
+        failed(requireShape(*this, getKvLatentScale(), "kv_latent_scale",
+                            {b, t, tiles})))
+      return emitOpError("kv_latent_scale must be [batch, kv_len, tiles], "
+                         "the tiles dividing kv_lora_rank");
+    if (!ls.getElementType().isF32())
+      return emitOpError("kv_latent_scale must be f32");
+  } else if (getKvLatentScale()) {
+    return emitOpError("kv_latent_scale needs an e4m3 kv_latent");
   }
   return success();
 }

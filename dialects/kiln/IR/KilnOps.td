@@ -99,7 +99,9 @@ def Kiln_CacheUpdateOp : Kiln_Op<"cache_update"> {
     `cache` is [batch, capacity, ...], `values` is [batch, seq, ...] with the
     same trailing dimensions; the result is `cache` with rows
     `start[b] + s` replaced by `values[b, s]` (rows past the capacity are
-    dropped). `start` is optional ([batch] integers, 0 when absent). The
+    dropped). `start` is optional ([batch] integers, 0 when absent). An
+    e4m3 cache takes e4m3 values (a `kiln.quantize` result; its scales go
+    to a second, f32 cache updated the same way). The
     update happens in place: `cache` must come from `kiln.state` and have no
     other use after this op.
 
@@ -108,9 +110,9 @@ def Kiln_CacheUpdateOp : Kiln_Op<"cache_update"> {
         : (tensor<1x16x32xf32>, tensor<1x1x32xf32>, tensor<1xi32>) -> tensor<1x16x32xf32>
     ```
   }];
-  let arguments = (ins Kiln_FloatTensor:$cache, Kiln_FloatTensor:$values,
+  let arguments = (ins Kiln_CacheTensor:$cache, Kiln_CacheTensor:$values,
                        Optional<Kiln_IndexTensor>:$start);
-  let results = (outs Kiln_FloatTensor:$result);
+  let results = (outs Kiln_CacheTensor:$result);
   let assemblyFormat = [{
     $cache `,` $values (`start` `(` $start^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
@@ -221,15 +223,22 @@ def Kiln_QuantizeOp : Kiln_Op<"quantize"> {
   let description = [{
     Per row and per `act`-wide tile of the last dimension (the last tile may
     be partial): `s = max(amax, 1e-4) / 448`, `q = e4m3(x / s)` rounded to
-    nearest-even and saturated at 448. The compiler fuses it into the kernel
-    that produces `input` where it can (RMSNorm, SwiGLU).
+    nearest-even and saturated at 448. With `pow2_scale` the scale is the
+    smallest power of two at least that (an exponent only, UE8M0-style), so
+    `q * s` is exact in bf16; with `flush_subnormals` a value that rounds to
+    an e4m3 subnormal (|x / s| < 15 x 2^-10, below 2^-6 s) is stored as
+    zero. Both: the FP8 MLA latent cache's form (whole rows, act = the
+    rank). The compiler fuses it into the kernel that produces `input` where
+    it can (RMSNorm, SwiGLU; not with either flag).
 
     ```mlir
     %q, %s = kiln.quantize %x {quant = #kiln.block_quant<f8E4M3FN, weight = [128, 128], act = 128>}
         : (tensor<16x256xf32>) -> (tensor<16x256xf8E4M3FN>, tensor<16x2xf32>)
     ```
   }];
-  let arguments = (ins Kiln_FloatTensor:$input, Kiln_BlockQuantAttr:$quant);
+  let arguments = (ins Kiln_FloatTensor:$input, Kiln_BlockQuantAttr:$quant,
+                       DefaultValuedAttr<BoolAttr, "false">:$pow2_scale,
+                       DefaultValuedAttr<BoolAttr, "false">:$flush_subnormals);
   let results = (outs Kiln_AnyTensor:$result, Kiln_FloatTensor:$scale);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
@@ -383,7 +392,10 @@ def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention", [AttrSizedOperandSegments]> {
     The op is the unit that the compiler turns into the naive form for
     prefill or the absorbed form (W_UK folded into the query, attention over
     the latent) for decode. With `kv_b_scale`, `kv_b` is e4m3 in 128x128
-    blocks and is dequantized as it is read.
+    blocks and is dequantized as it is read. With `kv_latent_scale` [b, t,
+    tiles] (f32, the tiles dividing c), `kv_latent` is e4m3, read as value x
+    its tile's scale (the FP8 latent cache: `kiln.quantize` of whole rows
+    with `pow2_scale` and `flush_subnormals`).
 
     ```mlir
     %o = kiln.mla_attention %qn, %qr, %c, %kr, %wkvb {scale = 0.1 : f32, causal = true}
@@ -392,14 +404,16 @@ def Kiln_MLAAttentionOp : Kiln_Op<"mla_attention", [AttrSizedOperandSegments]> {
     ```
   }];
   let arguments = (ins Kiln_FloatTensor:$q_nope, Kiln_FloatTensor:$q_rope,
-                       Kiln_FloatTensor:$kv_latent, Kiln_FloatTensor:$k_rope,
+                       Kiln_CacheTensor:$kv_latent, Kiln_FloatTensor:$k_rope,
                        Kiln_AnyTensor:$kv_b, Optional<Kiln_FloatTensor>:$kv_b_scale,
+                       Optional<Kiln_FloatTensor>:$kv_latent_scale,
                        Optional<Kiln_IndexTensor>:$start,
                        F32Attr:$scale, DefaultValuedAttr<BoolAttr, "true">:$causal);
   let results = (outs Kiln_FloatTensor:$result);
   let assemblyFormat = [{
     $q_nope `,` $q_rope `,` $kv_latent `,` $k_rope `,` $kv_b
-    (`kv_b_scale` `(` $kv_b_scale^ `)`)? (`start` `(` $start^ `)`)?
+    (`kv_b_scale` `(` $kv_b_scale^ `)`)?
+    (`kv_latent_scale` `(` $kv_latent_scale^ `)`)? (`start` `(` $start^ `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
 }

@@ -77,6 +77,33 @@ func.func @mla_kvb(%qn: tensor<1x8x4x16xf32>, %qr: tensor<1x8x4x8xf32>, %c: tens
 
 // -----
 
+func.func @mla_fp8_latent_no_scale(%qn: tensor<1x8x4x16xf32>, %qr: tensor<1x8x4x8xf32>, %c: tensor<1x8x32xf8E4M3FN>, %kr: tensor<1x8x8xf32>) -> tensor<1x8x4x16xf32> {
+  %wkvb = kiln.weight "kv_b_proj" : tensor<128x32xf32>
+  // expected-error @+1 {{an e4m3 kv_latent needs kv_latent_scale}}
+  %o = kiln.mla_attention %qn, %qr, %c, %kr, %wkvb {scale = 0.1 : f32} : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x32xf8E4M3FN>, tensor<1x8x8xf32>, tensor<128x32xf32>) -> tensor<1x8x4x16xf32>
+  return %o : tensor<1x8x4x16xf32>
+}
+
+// -----
+
+func.func @mla_fp8_latent_scale_tiles(%qn: tensor<1x8x4x16xf32>, %qr: tensor<1x8x4x8xf32>, %c: tensor<1x8x32xf8E4M3FN>, %cs: tensor<1x8x3xf32>, %kr: tensor<1x8x8xf32>) -> tensor<1x8x4x16xf32> {
+  %wkvb = kiln.weight "kv_b_proj" : tensor<128x32xf32>
+  // expected-error @+1 {{kv_latent_scale must be [batch, kv_len, tiles], the tiles dividing kv_lora_rank}}
+  %o = kiln.mla_attention %qn, %qr, %c, %kr, %wkvb kv_latent_scale(%cs) {scale = 0.1 : f32} : (tensor<1x8x4x16xf32>, tensor<1x8x4x8xf32>, tensor<1x8x32xf8E4M3FN>, tensor<1x8x8xf32>, tensor<128x32xf32>, tensor<1x8x3xf32>) -> tensor<1x8x4x16xf32>
+  return %o : tensor<1x8x4x16xf32>
+}
+
+// -----
+
+func.func @cache_e4m3_float_values(%v: tensor<1x2x32xf32>) -> tensor<1x8x32xf8E4M3FN> {
+  %c = kiln.state "c" : tensor<1x8x32xf8E4M3FN>
+  // expected-error @+1 {{an e4m3 cache takes e4m3 values}}
+  %u = kiln.cache_update %c, %v : (tensor<1x8x32xf8E4M3FN>, tensor<1x2x32xf32>) -> tensor<1x8x32xf8E4M3FN>
+  return %u : tensor<1x8x32xf8E4M3FN>
+}
+
+// -----
+
 func.func @moe_groups(%x: tensor<16x64xf32>) -> tensor<16x64xf32> {
   %r = kiln.weight "gate" : tensor<8x64xf32>
   %wg = kiln.weight "w1" : tensor<8x32x64xf32>

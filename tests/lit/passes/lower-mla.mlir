@@ -53,3 +53,34 @@ func.func @mla_fp8(%qn: tensor<1x16x4x16xf32> {kiln.name = "qn"}, %qr: tensor<1x
   %o = kiln.mla_attention %qn, %qr, %c, %kr, %w kv_b_scale(%ws) {scale = 0.1 : f32} : (tensor<1x16x4x16xf32>, tensor<1x16x4x8xf32>, tensor<1x16x256xf32>, tensor<1x16x8xf32>, tensor<128x256xf8E4M3FN>, tensor<1x2xf32>) -> tensor<1x16x4x16xf32>
   return %o : tensor<1x16x4x16xf32>
 }
+
+// The FP8 latent cache (e4m3, one scale per token): the absorbed form reads
+// it with its scales; the naive form dequantizes it first (then, before a
+// block-quantized kv_b, quantizes per 1 x 128 for the gemm_fp8).
+// CHECK-LABEL: func.func @mla_fp8_cache
+// ABS-LABEL: func.func @mla_fp8_cache
+// NAIVE-LABEL: func.func @mla_fp8_cache
+func.func @mla_fp8_cache(%qn: tensor<1x16x4x16xf32> {kiln.name = "qn"}, %qr: tensor<1x16x4x8xf32> {kiln.name = "qr"},
+                         %c: tensor<1x16x256xf8E4M3FN> {kiln.name = "c"}, %cs: tensor<1x16x1xf32> {kiln.name = "cs"},
+                         %kr: tensor<1x16x8xbf16> {kiln.name = "kr"})
+    -> (tensor<1x16x4x16xf32> {kiln.name = "o"}, tensor<1x16x4x16xf32> {kiln.name = "o2"}) {
+  %w = kiln.weight "kv_b" : tensor<128x256xf8E4M3FN>
+  %ws = kiln.weight "kv_b_scale" : tensor<1x2xf32>
+  %wf = kiln.weight "kv_b_f32" : tensor<128x256xf32>
+  // CHECK: %[[L:.+]] = kiln_kernel.view %{{.+}} : (tensor<1x16x256xf8E4M3FN>) -> tensor<16x256xf8E4M3FN>
+  // CHECK: %[[LS:.+]] = kiln_kernel.view %{{.+}} : (tensor<1x16x1xf32>) -> tensor<16x1xf32>
+  // CHECK: %[[D:.+]] = kiln_kernel.dequantize %[[L]], %[[LS]] {act = 256 : i64
+  // CHECK: %[[Q:.+]], %[[S:.+]] = kiln_kernel.quantize %[[D]] {act = 128 : i64
+  // CHECK: kiln_kernel.gemm_fp8 %[[Q]], %{{.+}}, %[[S]], %{{.+}} {act = 128 : i64
+  // CHECK: kiln_kernel.mla_naive
+  // CHECK: %[[D2:.+]] = kiln_kernel.dequantize
+  // CHECK-NEXT: kiln_kernel.gemm %[[D2]], %{{.+}} {fused_ops
+  // CHECK: kiln_kernel.mla_naive
+  // ABS-NOT: kiln_kernel.dequantize
+  // ABS: kiln_kernel.mla_attention {{.*}} kv_b_scale(%{{[0-9a-z_]+}}) kv_latent_scale(%{{[0-9a-z_]+}})
+  // ABS-SAME: tensor<1x16x256xf8E4M3FN>, tensor<1x16x8xbf16>, tensor<128x256xf8E4M3FN>, tensor<1x2xf32>, tensor<1x16x1xf32>
+  // ABS: kiln_kernel.mla_attention {{.*}} kv_latent_scale(%{{[0-9a-z_]+}})
+  %o = kiln.mla_attention %qn, %qr, %c, %kr, %w kv_b_scale(%ws) kv_latent_scale(%cs) {scale = 0.1 : f32} : (tensor<1x16x4x16xf32>, tensor<1x16x4x8xf32>, tensor<1x16x256xf8E4M3FN>, tensor<1x16x8xbf16>, tensor<128x256xf8E4M3FN>, tensor<1x2xf32>, tensor<1x16x1xf32>) -> tensor<1x16x4x16xf32>
+  %o2 = kiln.mla_attention %qn, %qr, %c, %kr, %wf kv_latent_scale(%cs) {scale = 0.1 : f32} : (tensor<1x16x4x16xf32>, tensor<1x16x4x8xf32>, tensor<1x16x256xf8E4M3FN>, tensor<1x16x8xbf16>, tensor<128x256xf32>, tensor<1x16x1xf32>) -> tensor<1x16x4x16xf32>
+  return %o, %o2 : tensor<1x16x4x16xf32>, tensor<1x16x4x16xf32>
+}

@@ -36,7 +36,9 @@ struct CompileOptions {
   bool quantizeFP8 = false;        ///< --quantize=fp8-block
   bool fp8LmHead = false;          ///< --fp8-lm-head (FP8 models)
   bool fp8ExactSubnormals = false; ///< --fp8-exact-subnormals
-  bool kvCacheF32 = false;         ///< --kv-cache-dtype=f32 (default bf16)
+  /// --kv-cache-dtype: bf16 (default), f32, or fp8 (the MLA latent as e4m3
+  /// tiles with power-of-two scales; MLA models only).
+  enum class KVCacheDType { BF16, F32, FP8 } kvCacheDType = KVCacheDType::BF16;
   bool allLogits = false;          ///< --logits=all (default last)
   int64_t maxBatch = 1;            ///< --max-batch (checkpoint import)
   int64_t maxSeq = 0;              ///< --max-seq (0: the config's context, capped at 4096)

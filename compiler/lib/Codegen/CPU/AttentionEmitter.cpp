@@ -15,7 +15,8 @@
 // reference's keyLimit: start + s + 1 when causal):
 //
 //   1. the 16 key rows (and value rows) are widened to f32 once into a
-//      stack buffer (bf16 by a 16-bit shift, f16 by vcvtph2ps), each key
+//      stack buffer (bf16 by a 16-bit shift, f16 by vcvtph2ps, the FP8
+//      latent cache's e4m3 decoded and times its tile's scale), each key
 //      segment padded with zeros to 16 lanes (MLA: latent then rope key);
 //   2. per row, 16 zmm accumulators of q . k over the head dimension (FMAs,
 //      16 lanes), summed across lanes by one transposition tree into a
@@ -76,6 +77,16 @@ constexpr int64_t kAmxKeys = 32;    ///< keys per block of blockAmx
 /// kSplitMinKeys has its keys split into kSplitChunks ranges.
 constexpr int64_t kSplitMinKeys = 1024;
 constexpr int64_t kSplitChunks = 2;
+/// MLA absorbed over the FP8 latent cache on AMX (e4m3 codes, one
+/// power-of-two scale s_t per token, no subnormal codes): the staged codes
+/// are their values x 2^-120 in bf16 (AttnCodegen::stageFP8Latent), so the
+/// queries' latent part is packed x 2^60, each key's latent score tile
+/// (the rope part, from the bf16 rope cache, in a tile of its own) x s_t
+/// 2^60, the probabilities x s_t 2^60 before their bf16 rounding, and the
+/// accumulators (then the true ones x 2^-60) x 2^60 at the end: all exact
+/// powers of two, every product a normal fp32 (the tiles flush products
+/// below 2^-126: true values below 2^-66 here).
+constexpr float kFP8QueryScale = 0x1p60f;
 
 enum class Form { GQA, Naive, Absorbed };
 
@@ -91,6 +102,7 @@ struct AttnSpec {
   unsigned kRope = 3;   ///< MLA k_rope
   unsigned kvb = 4;     ///< absorbed kv_b
   int kvbScale = -1;    ///< absorbed kv_b block scales
+  int latScale = -1;    ///< absorbed: the FP8 latent cache's tile scales
   int start = -1;
   unsigned out = 0;
   int ws = -1; ///< absorbed: the workspace (wsPerRow floats per row)
@@ -191,6 +203,8 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
     unsigned next = 5;
     if (s.a.kvbScale)
       s.kvbScale = next++;
+    if (s.a.latentScale)
+      s.latScale = next++;
     if (s.a.hasStart)
       s.start = next++;
     s.out = next;
@@ -222,7 +236,9 @@ FailureOr<AttnSpec> specOf(Operation *op, int64_t lanes, std::string &why) {
   if (!s.types[s.out].isF32())
     return bad("the output is not f32");
   auto stored = [](Type t) { return isStoredFloat(t); };
-  if (!stored(s.types[s.q]) || !stored(s.types[s.k]) ||
+  // The FP8 latent cache (e4m3 with tile scales) only on AMX (blockAmx).
+  bool fp8Latent = s.latScale >= 0 && isa<Float8E4M3FNType>(s.types[s.k]);
+  if (!stored(s.types[s.q]) || (!stored(s.types[s.k]) && !fp8Latent) ||
       (s.form == Form::GQA && !stored(s.types[s.v])) ||
       (s.form != Form::GQA &&
        (!stored(s.types[s.qRope]) || !stored(s.types[s.kRope]))))
@@ -263,6 +279,8 @@ public:
       Type i8 = b.getI8Type();
       qt = alloc(i8, s.dkPad / 32 * 1024);
       scoreT = alloc(i8, 2 * 1024);
+      if (s.latScale >= 0)
+        ropeScoreT = alloc(i8, 2 * 1024);
       probT = alloc(i8, 1024);
       valueT = alloc(i8, 2 * 1024);
       stage = alloc(i8, kAmxKeys * s.dkPad * 2);
@@ -475,6 +493,26 @@ private:
       Value x = v.load(src, type, p.add(srcIdx, p.i64(c)), kLanes,
                        active < kLanes ? active : -1);
       vstore(x, dst, p.add(dstIdx, p.i64(c)));
+    }
+  }
+
+  /// The FP8 latent cache's row of token `tok` (e4m3 codes from `srcIdx`)
+  /// dequantized into kc at dstIdx: each code decoded exactly
+  /// (VectorBuilder::decodeE4M3) and multiplied by its tile's scale, once
+  /// per key block for all its rows; the scores and values that follow are
+  /// the f32 form's over those values. Tiles are whole vectors (specOf).
+  void widenFP8Latent(Value tok, Value srcIdx, Value dstIdx) {
+    const kernels::MLAParams &a = s.a;
+    int64_t tileW = a.rank / a.latentTiles;
+    Value scale;
+    for (int64_t c = 0; c < a.rank; c += kLanes) {
+      if (c % tileW == 0)
+        scale = v.broadcast(
+            p.load(buf[s.latScale], f32(),
+                   p.add(p.mul(tok, p.i64(a.latentTiles)), p.i64(c / tileW))),
+            kLanes);
+      Value x = v.load(buf[s.k], s.types[s.k], p.add(srcIdx, p.i64(c)), kLanes);
+      vstore(v.mul(x, scale), kc, p.add(dstIdx, p.i64(c)));
     }
   }
 
@@ -835,7 +873,9 @@ private:
   /// (then quantized for mla_attention_quant).
   void finishRow(Value r) {
     Value pid = p.load(rowPid, i64(), r);
-    Value invL = p.fdiv(p.f32(1.0f), p.load(rowL, f32(), r));
+    // The FP8 latent cache's accumulators are the true ones x 2^-60.
+    float accScale = s.amx && s.latScale >= 0 ? kFP8QueryScale : 1.0f;
+    Value invL = p.fdiv(p.f32(accScale), p.load(rowL, f32(), r));
     Value invLV = v.broadcast(invL, kLanes);
     Value oBase = p.mul(pid, p.i64(s.outLen));
     if (s.form != Form::Absorbed) {
@@ -1070,7 +1110,11 @@ private:
       p.forLoop(zero, nk, one, [&](Value jj) {
         KeyRow kr = keyRow(bi, g, p.add(j0, jj));
         Value dst = p.mul(jj, p.i64(s.dkPad));
-        widenRow(buf[s.k], s.types[s.k], kr.seg0, s.len0, kc, dst);
+        if (s.latScale >= 0)
+          widenFP8Latent(p.add(p.mul(bi, p.i64(s.a.kvLen)), p.add(j0, jj)),
+                         kr.seg0, dst);
+        else
+          widenRow(buf[s.k], s.types[s.k], kr.seg0, s.len0, kc, dst);
         if (s.len1)
           widenRow(buf[s.kRope], s.types[s.kRope], kr.seg1, s.len1, kc,
                    p.add(dst, p.i64(s.off1())));
@@ -1116,6 +1160,38 @@ private:
       xs = std::move(next);
     }
     return xs.front();
+  }
+
+  /// The FP8 latent cache's keys [tok0, tok0 + nk) into `stage` as bf16 rows
+  /// (rows nk..31 zero): each e4m3 code sign-extended, shifted and masked
+  /// into bf16's sign, exponent and mantissa fields, which is the code's
+  /// value x 2^-120 (normal for every nonzero code: the cache holds no
+  /// subnormal codes; its token scale is applied to the scores and the
+  /// probabilities, kFP8QueryScale below). Three instructions per 32 values.
+  void stageFP8Latent(Value tok0, Value nk) {
+    const kernels::MLAParams &a = s.a;
+    Value zero = p.i64(0), one = p.i64(1);
+    auto i16x32 = VectorType::get({32}, b.getI16Type());
+    auto rowAt = [&](Value jj, int64_t c) {
+      return p.add(p.mul(jj, p.i64(a.rank * 2)), p.i64(2 * c));
+    };
+    Value four = v.splatInt(i16x32, 4), fields = v.splatInt(i16x32, 0x87F0);
+    p.forLoop(zero, nk, one, [&](Value jj) {
+      Value tok = p.add(tok0, jj);
+      for (int64_t c = 0; c < a.rank; c += 32) {
+        Value bytes = v.loadRaw(buf[s.k], b.getType<Float8E4M3FNType>(),
+                                p.add(p.mul(tok, p.i64(a.rank)), p.i64(c)), 32);
+        Value w = arith::ShLIOp::create(
+            b, loc, arith::ExtSIOp::create(b, loc, i16x32, bytes), four);
+        v.storeBits(arith::AndIOp::create(b, loc, w, fields), stage,
+                    rowAt(jj, c));
+      }
+    });
+    Value zeroBits = v.splatInt(i16x32, 0);
+    p.forLoop(nk, p.i64(kAmxKeys), one, [&](Value jj) {
+      for (int64_t c = 0; c < a.rank; c += 32)
+        v.storeBits(zeroBits, stage, rowAt(jj, c));
+    });
   }
 
   /// One block of MLA absorbed on AMX-BF16 tiles: rows [0, rows) of the
@@ -1175,9 +1251,16 @@ private:
     onlyIf(repack, [&] {
       p.forLoop(zero, p.i64(latSteps + ropeSteps), one, [&](Value st) {
         SmallVector<Value> pairs;
+        Value qScale;
+        if (s.latScale >= 0)
+          qScale = v.broadcast(p.select(p.lt(st, p.i64(latSteps)),
+                                        p.f32(kFP8QueryScale), p.f32(1.0f)),
+                               32);
         for (int64_t r = 0; r < 16; ++r) {
           Value idx = p.add(p.i64(r * s.dkPad), p.mul(st, p.i64(32)));
           Value x = v.concat(vload(qs, idx), vload(qs, p.add(idx, p.i64(16))));
+          if (qScale)
+            x = v.mul(x, qScale);
           pairs.push_back(
               p.select(p.lt(p.i64(r), rows), v.toBF16Pairs(x), zeroPairs));
         }
@@ -1193,10 +1276,13 @@ private:
     Value latStride = p.i64(a.rank * 2), ropeStride = p.i64(a.ropeDim * 2);
     Value stageRope = p.i64(kAmxKeys * a.rank * 2);
     Value kEnd = keyEnd ? keyEnd : maxLim;
+    bool fp8 = s.latScale >= 0;
     p.forLoop(keyBegin ? keyBegin : zero, kEnd, p.i64(kAmxKeys), [&](Value j0) {
       Value nk = p.minI(sub(kEnd, j0), p.i64(kAmxKeys));
       Value tok0 = p.add(p.mul(bi, p.i64(a.kvLen)), j0);
       Value full = p.eq(nk, p.i64(kAmxKeys));
+      if (fp8)
+        stageFP8Latent(tok0, nk);
       // A partial block: its keys copied, zero-padded to 32 rows.
       p.ifThen(p.lt(nk, p.i64(kAmxKeys)), [&] {
         Value zeroBits = arith::ConstantOp::create(
@@ -1212,12 +1298,15 @@ private:
                           p.add(dst, p.i64(2 * c)));
             }
           };
-          copy(s.k, a.rank, p.mul(jj, latStride));
+          if (!fp8)
+            copy(s.k, a.rank, p.mul(jj, latStride));
           copy(s.kRope, a.ropeDim, p.add(stageRope, p.mul(jj, ropeStride)));
         });
       });
       Value lat =
-          p.select(full, v.byteAddr(buf[s.k], p.mul(tok0, latStride)), stage);
+          fp8 ? stage
+              : p.select(full, v.byteAddr(buf[s.k], p.mul(tok0, latStride)),
+                         stage);
       Value rope =
           p.select(full, v.byteAddr(buf[s.kRope], p.mul(tok0, ropeStride)),
                    v.byteAddr(stage, stageRope));
@@ -1228,7 +1317,6 @@ private:
       // reading it, so each step's operands (the query's B tile, the two
       // key halves' A tiles) are loaded one step ahead, into registers other
       // than the current step's (2 + 3 + 3 tiles live).
-      int64_t steps = latSteps + ropeSteps;
       auto operands = [&](Value st) {
         Value isLat = p.lt(st, p.i64(latSteps));
         Value base = p.select(isLat, lat, rope);
@@ -1243,20 +1331,44 @@ private:
                          stride));
         return t;
       };
-      SmallVector<Value> init = {v.tileZero(), v.tileZero()};
-      init.append(operands(zero));
-      SmallVector<Value> sc = p.forLoop(
-          zero, p.i64(steps - 1), one, init, [&](Value st, ValueRange it) {
-            SmallVector<Value> next = operands(p.add(st, one));
-            SmallVector<Value> out;
-            for (int64_t h = 0; h < 2; ++h)
-              out.push_back(v.tileDot(it[h], it[3 + h], it[2]));
-            out.append(next);
-            return out;
-          });
-      for (int64_t h = 0; h < 2; ++h)
-        v.tileStore(v.byteAddr(scoreT, p.i64(h * 1024)), c64,
-                    v.tileDot(sc[h], sc[3 + h], sc[2]));
+      // Steps [first, first + count) into two C tiles stored at `dst`.
+      auto scoreSteps = [&](int64_t first, int64_t count, Value dst) {
+        SmallVector<Value> init = {v.tileZero(), v.tileZero()};
+        init.append(operands(p.i64(first)));
+        SmallVector<Value> sc =
+            p.forLoop(p.i64(first), p.i64(first + count - 1), one, init,
+                      [&](Value st, ValueRange it) {
+                        SmallVector<Value> next = operands(p.add(st, one));
+                        SmallVector<Value> out;
+                        for (int64_t h = 0; h < 2; ++h)
+                          out.push_back(v.tileDot(it[h], it[3 + h], it[2]));
+                        out.append(next);
+                        return out;
+                      });
+        for (int64_t h = 0; h < 2; ++h)
+          v.tileStore(v.byteAddr(dst, p.i64(h * 1024)), c64,
+                      v.tileDot(sc[h], sc[3 + h], sc[2]));
+      };
+      // The FP8 cache's latent scores are scaled per key: the rope part
+      // (unscaled) in tiles of its own.
+      if (fp8) {
+        scoreSteps(0, latSteps, scoreT);
+        scoreSteps(latSteps, ropeSteps, ropeScoreT);
+      } else {
+        scoreSteps(0, latSteps + ropeSteps, scoreT);
+      }
+      // Per key of the FP8 cache: its scale s_t x 2^60 (keys past the
+      // block's last read its last one's).
+      SmallVector<Value> keyScale;
+      if (fp8) {
+        Value last = p.add(tok0, sub(nk, one));
+        for (int64_t k = 0; k < kAmxKeys; ++k)
+          keyScale.push_back(
+              v.broadcast(p.fmul(p.load(buf[s.latScale], b.getF32Type(),
+                                        p.minI(p.add(tok0, p.i64(k)), last)),
+                                 p.f32(kFP8QueryScale)),
+                          16));
+      }
 
       // 2. The online softmax, one vector of rows per key.
       Value scale = v.splat(static_cast<float>(a.scale), 16);
@@ -1265,7 +1377,11 @@ private:
       Value neg = v.splat(negInf, 16);
       SmallVector<Value> scores;
       for (int64_t k = 0; k < kAmxKeys; ++k) {
-        Value x = v.mul(v.loadBits(scoreT, p.i64(k * 64), f32x16), scale);
+        Value x = v.loadBits(scoreT, p.i64(k * 64), f32x16);
+        if (fp8)
+          x = v.add(v.mul(x, keyScale[k]),
+                    v.loadBits(ropeScoreT, p.i64(k * 64), f32x16));
+        x = v.mul(x, scale);
         Value key = vector::BroadcastOp::create(
             b, loc, i32x16,
             arith::AddIOp::create(
@@ -1288,6 +1404,9 @@ private:
       Value l = v.add(v.mul(v.loadBits(rowL, zero, f32x16), alpha), sum);
       v.storeBits(mNew, rowM, zero);
       v.storeBits(l, rowL, zero);
+      if (fp8)
+        for (int64_t k = 0; k < kAmxKeys; ++k)
+          probs[k] = v.mul(probs[k], keyScale[k]);
       // P as one A tile: row r = its 16 pairs of keys (2i, 2i + 1).
       SmallVector<int64_t> interleave;
       for (int64_t i = 0; i < 16; ++i)
@@ -1367,6 +1486,8 @@ private:
   // probabilities (A tile), the values (B tiles), a tail block's keys, the
   // lanes' key limits (i32).
   Value qt, scoreT, probT, valueT, stage, lim32;
+  /// The FP8 latent cache's rope score tiles (blockAmx).
+  Value ropeScoreT;
   /// headMajor: rows [kvbRow0, kvbRow0 + n) of kv_b, dequantized to f32
   /// (rows of rankPad); kvbVector reads them while kvbRow0 is set.
   Value kvbBuf, kvbRow0;
@@ -1395,7 +1516,12 @@ public:
         s.headMajor ? "; blocks of one head (its e4m3 W_UK and W_UV decoded "
                       "once per block)"
                     : "";
-    return describeForm() + heads + split;
+    std::string fp8 =
+        s.latScale < 0 ? ""
+        : s.amx ? "; the FP8 latent cache staged as bf16 x 2^-120, its token "
+                  "scales on the scores and probabilities"
+                : "; the FP8 latent cache dequantized as it is widened";
+    return describeForm() + heads + fp8 + split;
   }
 
   std::string describeForm() const {
@@ -1464,11 +1590,20 @@ makeAttentionEmitter(const KernelRecord &kernel,
   // AMX tiles for MLA absorbed under the bf16 precision: the query and the
   // probabilities rounded to bf16 (the cache already is), fp32 sums.
   const kernels::MLAParams &a = spec->a;
-  spec->amx = spec->form == Form::Absorbed &&
-              options.gemmPrecision == CpuGemmPrecision::BF16 &&
-              target.amxBF16 && spec->types[spec->k].isBF16() &&
-              spec->types[spec->kRope].isBF16() && a.rank % 32 == 0 &&
-              a.ropeDim % 32 == 0;
+  bool fp8Latent = spec->latScale >= 0;
+  spec->amx =
+      spec->form == Form::Absorbed &&
+      options.gemmPrecision == CpuGemmPrecision::BF16 && target.amxBF16 &&
+      (spec->types[spec->k].isBF16() || (fp8Latent && a.latentTiles == 1)) &&
+      spec->types[spec->kRope].isBF16() && a.rank % 32 == 0 &&
+      a.ropeDim % 32 == 0;
+  // Off AMX the FP8 latent is dequantized as it is widened, a vector at a
+  // time under one tile's scale.
+  if (fp8Latent && !spec->amx && (a.rank / a.latentTiles) % spec->lanes) {
+    why = "the FP8 latent cache's scale tiles are not whole vectors (" +
+          std::to_string(a.rank / a.latentTiles) + " values)";
+    return nullptr;
+  }
   return std::make_unique<AttentionEmitter>(std::move(*spec), target.avx512);
 }
 

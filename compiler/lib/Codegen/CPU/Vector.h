@@ -130,10 +130,10 @@ public:
   mlir::Value e4m3ToF16Scaled(mlir::Value bytes);
   /// Lanes of e4m3 bytes that are NaN (0x7F, 0xFF): vector<N x i1>.
   mlir::Value e4m3NaN(mlir::Value bytes);
-
-private:
   /// A constant integer vector of `type` with every lane `v`.
   mlir::Value splatInt(mlir::VectorType type, int64_t v);
+
+private:
   mlir::Value gep(mlir::Value ptr, mlir::Type elemType, mlir::Value index);
   mlir::Value mask(int64_t lanes, int64_t active);
 

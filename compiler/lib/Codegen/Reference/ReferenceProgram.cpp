@@ -173,7 +173,8 @@ LogicalResult emitReferenceProgram(Operation *kernelOp, OpBuilder &b,
       })
       .Case([&](QuantizeOp op) {
         kk::emitQuantizeProgram(b, args, lastDim(op.getInput()), op.getAct(),
-                                elem(op.getInput()), elem(op.getResult()));
+                                elem(op.getInput()), elem(op.getResult()),
+                                op.getPow2Scale(), op.getFlushSubnormals());
       })
       .Case([&](DequantizeOp op) {
         kk::emitDequantizeProgram(b, args, lastDim(op.getInput()), op.getAct(),

@@ -168,6 +168,11 @@ struct MLAParams : AttentionParams {
   /// kv_b is e4m3 with 128x128 block scales (an extra buffer after kv_b),
   /// dequantized as it is read.
   bool kvbScale = false;
+  /// The latent cache is e4m3 with f32 scales [batch, kvLen, latentTiles]
+  /// (tiles of rank / latentTiles; an extra buffer after kv_b's scale): the
+  /// FP8 latent cache (one power-of-two scale per token).
+  bool latentScale = false;
+  int64_t latentTiles = 0;
   /// Row stride of q_nope (0: contiguous rows of headDim); a slice of q
   /// fused into the kernel.
   int64_t qNopeStride = 0;
@@ -276,15 +281,20 @@ void emitMoECombineProgram(mlir::OpBuilder &b, const ProgramArgs &args,
 /// of `act`: s = max(amax, 1e-4) / 448, q = e4m3(x / s). Writes q at
 /// qBase + i and the scales at sBase + tile. Used by every producer that
 /// fuses activation quantization.
+/// With `pow2Scale`, s is rounded up to a power of two (so q x s is exact
+/// in bf16); with `flushSubnormals`, values that round to an e4m3
+/// subnormal are stored as zero (both: the FP8 latent cache).
 void emitRowQuantize(ProgramBuilder &p, int64_t cols, int64_t act,
                      llvm::function_ref<mlir::Value(mlir::Value)> value,
                      mlir::Value q, mlir::Type qType, mlir::Value qBase,
-                     mlir::Value s, mlir::Value sBase);
+                     mlir::Value s, mlir::Value sBase, bool pow2Scale = false,
+                     bool flushSubnormals = false);
 
 /// kiln.quantize: one program per row. Buffers: x, q, s.
 void emitQuantizeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                          int64_t cols, int64_t act, mlir::Type xType,
-                         mlir::Type qType);
+                         mlir::Type qType, bool pow2Scale = false,
+                         bool flushSubnormals = false);
 /// kiln.dequantize: one program per row. Buffers: q, s, x.
 void emitDequantizeProgram(mlir::OpBuilder &b, const ProgramArgs &args,
                            int64_t cols, int64_t act, mlir::Type qType,

@@ -68,6 +68,9 @@ public:
   mlir::Value encodeE4M3(mlir::Value f32Value);
   /// e4m3 byte (i8) -> f32, exact.
   mlir::Value decodeE4M3(mlir::Value byte);
+  /// The smallest power of two >= x, for a positive normal f32 x (the
+  /// exponent field rounded up: UE8M0-style scales).
+  mlir::Value roundUpPow2(mlir::Value x);
   mlir::Value add(mlir::Value a, mlir::Value c);
   mlir::Value mul(mlir::Value a, mlir::Value c);
   mlir::Value divs(mlir::Value a, mlir::Value c); ///< signed i64 division

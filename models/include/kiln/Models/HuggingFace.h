@@ -47,8 +47,10 @@ struct ImportOptions {
   bool fp8LmHead = false;
   /// --kv-cache-dtype: element type of the KV caches (the latent cache for
   /// MLA): bf16 (the default, half of f32's memory; values are rounded to
-  /// nearest even when written) or f32.
-  enum class CacheType { BF16, F32 } cacheType = CacheType::BF16;
+  /// nearest even when written), f32, or fp8 (MLA only: the latent as e4m3
+  /// in 1 x 128 tiles with power-of-two f32 scales in a second cache, the
+  /// rope key bf16; 656 bytes per token and layer at DeepSeek-V3's shape).
+  enum class CacheType { BF16, F32, FP8 } cacheType = CacheType::BF16;
   /// --logits: `last` (the default) returns each batch row's logits at its
   /// last given position, [batch, vocab], and computes the last layer's MLP
   /// and the LM head for that position only; `all` returns [batch, seq,
