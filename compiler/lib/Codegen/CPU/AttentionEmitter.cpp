@@ -123,6 +123,12 @@ struct AttnSpec {
   /// MLA absorbed on AMX-BF16 tiles (--cpu-gemm-precision=bf16; bf16
   /// caches, rank and rope dims multiples of 32): AttnCodegen::blockAmx.
   bool amx = false;
+  /// MLA absorbed by vdpbf16ps (--cpu-gemm-precision=bf16 on an AVX-512-BF16
+  /// target without AMX; bf16 or FP8 latent cache, bf16 rope cache, rank
+  /// and rope dims multiples of 32): the f32 form's blocks, the queries,
+  /// keys, probabilities and values as bf16 pairs (AttnCodegen::dpScores,
+  /// dpAccumulate).
+  bool dp = false;
   /// MLA absorbed at one position per row (decode kernels, seq = 1), every
   /// head group full: run in three phases (AttnCodegen::emitRange), long
   /// key ranges split, the staged queries and partial rows in the block's
@@ -289,6 +295,12 @@ public:
       kc = alloc(f32, kKeyBlock * s.dkPad);
       vc = s.valueIsKey() ? kc : alloc(f32, kKeyBlock * s.vPad);
       prob = alloc(f32, kMaxRows * kKeyBlock);
+      if (s.dp) {
+        Type i8 = b.getI8Type();
+        qb = alloc(i8, kMaxRows * s.dkPad * 2);
+        probB = alloc(i8, kMaxRows * 64);
+        vi = alloc(i8, kKeyBlock * s.vPad * 2);
+      }
     }
     if (s.a.qRotate)
       rot = alloc(f32, s.sq * s.a.qRope.headDim);
@@ -766,16 +778,177 @@ private:
     return transposeReduce(sums);
   }
 
+  //===------------------------------------------------------------------===//
+  // dp: MLA absorbed by vdpbf16ps (AttnSpec::dp)
+  //===------------------------------------------------------------------===//
+
+  VectorType bf16Pairs() { return VectorType::get({32}, b.getBF16Type()); }
+  VectorType i16x32() { return VectorType::get({32}, b.getI16Type()); }
+  /// vdpbf16ps: lane i of `accv` plus x[2i + 1] y[2i + 1], then x[2i] y[2i]
+  /// (products exact in fp32, fp32 sums).
+  Value dpbf16(Value accv, Value x, Value y) {
+    return LLVM::CallIntrinsicOp::create(
+               b, loc, v.f32Vec(16),
+               b.getStringAttr("llvm.x86.avx512bf16.dpbf16ps.512"),
+               ValueRange{accv, x, y})
+        .getResult(0);
+  }
+
+  /// The block's staged queries (qs, f32) rounded to bf16 into qb, once
+  /// per block.
+  void dpPackQueries(Value rows) {
+    p.forLoop(p.i64(0), rows, p.i64(1), [&](Value r) {
+      Value base = p.mul(r, p.i64(s.dkPad));
+      for (int64_t c = 0; c < s.dkPad; c += 32) {
+        Value x = v.concat(vload(qs, p.add(base, p.i64(c))),
+                           vload(qs, p.add(base, p.i64(c + 16))));
+        v.storeBits(arith::TruncFOp::create(b, loc, bf16Pairs(), x), qb,
+                    p.mul(p.add(base, p.i64(c)), p.i64(2)));
+      }
+    });
+  }
+
+  /// Keys [j0, j0 + nk) of batch bi as bf16 rows of kc (latent, then rope
+  /// key; dkPad values each), rows nk..15 zero: bf16 caches copied, the
+  /// FP8 latent decoded and scaled (exact in bf16: 4 significant bits
+  /// times a power of two).
+  void dpStageKeys(Value bi, Value j0, Value nk) {
+    const kernels::MLAParams &a = s.a;
+    Value zero = p.i64(0), one = p.i64(1);
+    auto byteAt = [&](Value jj, int64_t c) {
+      return p.mul(p.add(p.mul(jj, p.i64(s.dkPad)), p.i64(c)), p.i64(2));
+    };
+    p.forLoop(zero, nk, one, [&](Value jj) {
+      Value tok = p.add(p.mul(bi, p.i64(a.kvLen)), p.add(j0, jj));
+      Value lat = p.mul(tok, p.i64(a.rank));
+      if (s.latScale >= 0) {
+        int64_t tileW = a.rank / a.latentTiles;
+        auto half = [&](int64_t c) {
+          Value scale =
+              p.load(buf[s.latScale], f32(),
+                     p.add(p.mul(tok, p.i64(a.latentTiles)), p.i64(c / tileW)));
+          return v.mul(v.load(buf[s.k], s.types[s.k], p.add(lat, p.i64(c)), 16),
+                       v.broadcast(scale, 16));
+        };
+        for (int64_t c = 0; c < a.rank; c += 32)
+          v.storeBits(arith::TruncFOp::create(b, loc, bf16Pairs(),
+                                              v.concat(half(c), half(c + 16))),
+                      kc, byteAt(jj, c));
+      } else {
+        for (int64_t c = 0; c < a.rank; c += 32)
+          v.storeBits(
+              v.loadRaw(buf[s.k], s.types[s.k], p.add(lat, p.i64(c)), 32), kc,
+              byteAt(jj, c));
+      }
+      Value rope = p.mul(tok, p.i64(a.ropeDim));
+      for (int64_t c = 0; c < a.ropeDim; c += 32)
+        v.storeBits(v.loadRaw(buf[s.kRope], s.types[s.kRope],
+                              p.add(rope, p.i64(c)), 32),
+                    kc, byteAt(jj, a.rank + c));
+    });
+    Value zeroBits = v.splatInt(i16x32(), 0);
+    p.forLoop(nk, p.i64(kKeyBlock), one, [&](Value jj) {
+      for (int64_t c = 0; c < s.dkPad; c += 32)
+        v.storeBits(zeroBits, kc, byteAt(jj, c));
+    });
+  }
+
+  /// Row r's 16 scores against kc's keys: 16 vdpbf16ps accumulators over
+  /// the row's dkPad / 32 pairs of 16 lanes, then transposeReduce.
+  Value dpScores(Value r) {
+    Value qByte = p.mul(p.mul(r, p.i64(s.dkPad)), p.i64(2));
+    SmallVector<Value> init(kLanes, zeros());
+    SmallVector<Value> sums =
+        p.forLoop(p.i64(0), p.i64(s.dkPad / 32), p.i64(1), init,
+                  [&](Value c, ValueRange it) {
+                    Value off = p.mul(c, p.i64(64));
+                    Value xv = v.loadBits(qb, p.add(qByte, off), bf16Pairs());
+                    SmallVector<Value> next;
+                    for (int64_t i = 0; i < kLanes; ++i)
+                      next.push_back(dpbf16(
+                          it[i], xv,
+                          v.loadBits(kc, p.add(p.i64(i * s.dkPad * 2), off),
+                                     bf16Pairs())));
+                    return next;
+                  });
+    return transposeReduce(sums);
+  }
+
+  /// kc's latent rows (the values) by key pairs into vi: pair jp's chunk k
+  /// (64 bytes at (jp * vPad / 16 + k) * 64) holds (v_2jp[e], v_2jp+1[e])
+  /// for the 16 values e of chunk k, vdpbf16ps's pairs.
+  void dpInterleaveValues(Value nk) {
+    int64_t chunks = s.vPad / 16;
+    SmallVector<int64_t> lo, hi;
+    for (int64_t e = 0; e < 16; ++e) {
+      lo.append({e, 32 + e});
+      hi.append({16 + e, 48 + e});
+    }
+    Value pairs = p.divs(p.add(nk, p.i64(1)), p.i64(2));
+    p.forLoop(p.i64(0), pairs, p.i64(1), [&](Value jp) {
+      Value even = p.mul(p.mul(jp, p.i64(2 * s.dkPad)), p.i64(2));
+      Value odd = p.add(even, p.i64(s.dkPad * 2));
+      Value out = p.mul(jp, p.i64(chunks * 64));
+      for (int64_t c = 0; c < s.a.rank; c += 32) {
+        Value x = v.loadBits(kc, p.add(even, p.i64(2 * c)), i16x32());
+        Value y = v.loadBits(kc, p.add(odd, p.i64(2 * c)), i16x32());
+        v.storeBits(vector::ShuffleOp::create(b, loc, x, y, lo), vi,
+                    p.add(out, p.i64(c / 16 * 64)));
+        v.storeBits(vector::ShuffleOp::create(b, loc, x, y, hi), vi,
+                    p.add(out, p.i64((c / 16 + 1) * 64)));
+      }
+    });
+  }
+
+  /// acc[r .. r + nr) = acc alpha + sum over key pairs of (p_2jp, p_2jp+1)
+  /// . (v_2jp, v_2jp+1) by vdpbf16ps, in register blocks of nr rows x 8
+  /// vectors; the pair of p broadcast from probB.
+  void dpAccumulate(Value r, int64_t nr, Value nk) {
+    int64_t chunks = s.vPad / 16;
+    auto i32 = b.getI32Type();
+    Value pairs = p.divs(p.add(nk, p.i64(1)), p.i64(2));
+    accumulateBlocked(
+        r, nr, nk, kKeyBlock / 2, pairs,
+        [&](int64_t c0, int64_t nv, Value jp, ValueRange it) {
+          SmallVector<Value> next(it.begin(), it.end());
+          Value vBase = p.mul(jp, p.i64(chunks * 64));
+          SmallVector<Value> vals;
+          for (int64_t k = 0; k < nv; ++k)
+            vals.push_back(v.loadBits(vi, p.add(vBase, p.i64((c0 + k) * 64)),
+                                      bf16Pairs()));
+          for (int64_t i = 0; i < nr; ++i) {
+            Value row = p.add(r, p.i64(i));
+            Value pr = LLVM::LoadOp::create(
+                b, loc, i32,
+                v.byteAddr(probB,
+                           p.add(p.mul(row, p.i64(64)), p.mul(jp, p.i64(4)))),
+                4);
+            Value pb = vector::BitCastOp::create(
+                b, loc, bf16Pairs(),
+                vector::BroadcastOp::create(b, loc, VectorType::get({16}, i32),
+                                            pr));
+            for (int64_t k = 0; k < nv; ++k)
+              next[i * nv + k] = dpbf16(next[i * nv + k], pb, vals[k]);
+          }
+          return next;
+        });
+  }
+
   /// Scores of row r against keys [j0, j0 + 16) and its online-softmax
   /// step: p into prob[r], alpha, m and l into the row tables.
   void scoreRow(Value r, Value j0) {
     Value qIdx = p.mul(r, p.i64(s.dkPad));
-    Value sc = dots16(
-        s.dkPad / kLanes, 0,
-        [&](Value c) { return vload(qs, p.add(qIdx, p.mul(c, p.i64(kLanes)))); },
-        [&](int64_t i, Value c, int64_t) {
-          return vload(kc, p.add(p.i64(i * s.dkPad), p.mul(c, p.i64(kLanes))));
-        });
+    Value sc =
+        s.dp ? dpScores(r)
+             : dots16(
+                   s.dkPad / kLanes, 0,
+                   [&](Value c) {
+                     return vload(qs, p.add(qIdx, p.mul(c, p.i64(kLanes))));
+                   },
+                   [&](int64_t i, Value c, int64_t) {
+                     return vload(kc, p.add(p.i64(i * s.dkPad),
+                                            p.mul(c, p.i64(kLanes))));
+                   });
     sc = v.mul(sc, v.splat(static_cast<float>(s.a.scale), kLanes));
     // Keys at or past the row's limit: -inf.
     auto i32v = VectorType::get({kLanes}, b.getI32Type());
@@ -805,6 +978,8 @@ private:
     Value pr = v.exp(arith::SubFOp::create(b, loc, sc, mNewV));
     Value l = p.fadd(p.fmul(p.load(rowL, f32(), r), alpha), v.reduceAdd(pr));
     vstore(pr, prob, p.mul(r, p.i64(kKeyBlock)));
+    if (s.dp)
+      v.storeBits(v.toBF16Pairs(pr), probB, p.mul(r, p.i64(64)));
     p.store(mNew, rowM, f32(), r);
     p.store(l, rowL, f32(), r);
     p.store(alpha, rowAlpha, f32(), r);
@@ -813,7 +988,41 @@ private:
   /// acc[r .. r + nr) = acc alpha + sum_{jj < nk} p[jj] v[jj], in register
   /// blocks of nr rows x 8 vectors.
   void accumulateRows(Value r, int64_t nr, Value nk) {
+    if (s.dp) {
+      dpAccumulate(r, nr, nk);
+      return;
+    }
     int64_t vStride = s.valueIsKey() ? s.dkPad : s.vPad;
+    accumulateBlocked(
+        r, nr, nk, kKeyBlock, nk,
+        [&](int64_t c0, int64_t nv, Value jj, ValueRange it) {
+          SmallVector<Value> next(it.begin(), it.end());
+          Value vBase = p.mul(jj, p.i64(vStride));
+          SmallVector<Value> vals;
+          for (int64_t k = 0; k < nv; ++k)
+            vals.push_back(vload(vc, p.add(vBase, p.i64((c0 + k) * kLanes))));
+          for (int64_t i = 0; i < nr; ++i) {
+            Value row = p.add(r, p.i64(i));
+            Value pb = v.broadcast(
+                p.load(prob, f32(), p.add(p.mul(row, p.i64(kKeyBlock)), jj)),
+                kLanes);
+            for (int64_t k = 0; k < nv; ++k)
+              next[i * nv + k] = v.fma(pb, vals[k], next[i * nv + k]);
+          }
+          return next;
+        });
+  }
+
+  /// The value accumulation's register blocking: for each run of up to
+  /// kAccVecs vectors of the rows' accumulators (from vector c0, nv of
+  /// them), acc alpha, then `step` (c0, nv, i, the nr x nv running sums) for
+  /// i < steps (unrolled for a whole block of keys, nk = kKeyBlock, when
+  /// there are `fullSteps`; else a loop: the same operations in the same
+  /// order), stored back.
+  void accumulateBlocked(
+      Value r, int64_t nr, Value nk, int64_t fullSteps, Value steps,
+      function_ref<SmallVector<Value>(int64_t, int64_t, Value, ValueRange)>
+          step) {
     int64_t nvTotal = s.vPad / kLanes;
     for (int64_t c0 = 0; c0 < nvTotal; c0 += kAccVecs) {
       int64_t nv = std::min(kAccVecs, nvTotal - c0);
@@ -822,29 +1031,9 @@ private:
         Value row = p.add(r, p.i64(i));
         Value alpha = v.broadcast(p.load(rowAlpha, f32(), row), kLanes);
         for (int64_t k = 0; k < nv; ++k)
-          init.push_back(v.mul(
-              vload(acc, p.add(p.mul(row, p.i64(s.vPad)),
-                               p.i64((c0 + k) * kLanes))),
-              alpha));
+          init.push_back(v.mul(accChunk(row, p.i64(c0 + k)), alpha));
       }
-      auto key = [&](Value jj, ValueRange it) {
-        SmallVector<Value> next(it.begin(), it.end());
-        Value vBase = p.mul(jj, p.i64(vStride));
-        SmallVector<Value> vals;
-        for (int64_t k = 0; k < nv; ++k)
-          vals.push_back(vload(vc, p.add(vBase, p.i64((c0 + k) * kLanes))));
-        for (int64_t i = 0; i < nr; ++i) {
-          Value row = p.add(r, p.i64(i));
-          Value pb = v.broadcast(
-              p.load(prob, f32(), p.add(p.mul(row, p.i64(kKeyBlock)), jj)),
-              kLanes);
-          for (int64_t k = 0; k < nv; ++k)
-            next[i * nv + k] = v.fma(pb, vals[k], next[i * nv + k]);
-        }
-        return next;
-      };
-      // A whole block of keys unrolled (every block but a row's last), else
-      // a loop: the same FMAs in the same order.
+      auto body = [&](Value i, ValueRange it) { return step(c0, nv, i, it); };
       SmallVector<Type> types(init.size(), init.front().getType());
       auto full = scf::IfOp::create(b, loc, types, p.eq(nk, p.i64(kKeyBlock)),
                                     /*withElseRegion=*/true);
@@ -852,19 +1041,18 @@ private:
         OpBuilder::InsertionGuard g(b);
         b.setInsertionPointToStart(full.thenBlock());
         SmallVector<Value> it = init;
-        for (int64_t jj = 0; jj < kKeyBlock; ++jj)
-          it = key(p.i64(jj), it);
+        for (int64_t i = 0; i < fullSteps; ++i)
+          it = body(p.i64(i), it);
         scf::YieldOp::create(b, loc, it);
         b.setInsertionPointToStart(full.elseBlock());
         scf::YieldOp::create(b, loc,
-                             p.forLoop(p.i64(0), nk, p.i64(1), init, key));
+                             p.forLoop(p.i64(0), steps, p.i64(1), init, body));
       }
       SmallVector<Value> sums(full.getResults());
       for (int64_t i = 0; i < nr; ++i) {
         Value row = p.add(r, p.i64(i));
         for (int64_t k = 0; k < nv; ++k)
-          vstore(sums[i * nv + k], acc,
-                 p.add(p.mul(row, p.i64(s.vPad)), p.i64((c0 + k) * kLanes)));
+          vstore(sums[i * nv + k], acc, accIndex(row, p.i64(c0 + k)));
       }
     }
   }
@@ -1099,6 +1287,8 @@ private:
       p.store(p.f32(negInf), rowM, f32(), r);
       p.store(p.f32(0.0f), rowL, f32(), r);
     });
+    if (s.dp)
+      dpPackQueries(rows);
     Value maxLim =
         p.forLoop(zero, rows, one, ValueRange{zero}, [&](Value r, ValueRange it) {
           return SmallVector<Value>{maxI(it[0], p.load(rowLim, i64(), r))};
@@ -1106,25 +1296,31 @@ private:
     Value kEnd = keyEnd ? keyEnd : maxLim;
     p.forLoop(keyBegin ? keyBegin : zero, kEnd, p.i64(kKeyBlock), [&](Value j0) {
       Value nk = p.minI(sub(kEnd, j0), p.i64(kKeyBlock));
-      // Keys (and values) of the block, widened once for all rows.
-      p.forLoop(zero, nk, one, [&](Value jj) {
-        KeyRow kr = keyRow(bi, g, p.add(j0, jj));
-        Value dst = p.mul(jj, p.i64(s.dkPad));
-        if (s.latScale >= 0)
-          widenFP8Latent(p.add(p.mul(bi, p.i64(s.a.kvLen)), p.add(j0, jj)),
-                         kr.seg0, dst);
-        else
-          widenRow(buf[s.k], s.types[s.k], kr.seg0, s.len0, kc, dst);
-        if (s.len1)
-          widenRow(buf[s.kRope], s.types[s.kRope], kr.seg1, s.len1, kc,
-                   p.add(dst, p.i64(s.off1())));
-        if (!s.valueIsKey()) {
-          unsigned vb = s.form == Form::GQA ? s.v : s.k;
-          widenRow(buf[vb], s.types[vb], kr.value, s.vLen, vc,
-                   p.mul(jj, p.i64(s.vPad)));
-        }
-      });
+      // Keys (and values) of the block, widened once for all rows (dp:
+      // staged as bf16, the values then interleaved by key pairs).
+      if (s.dp)
+        dpStageKeys(bi, j0, nk);
+      else
+        p.forLoop(zero, nk, one, [&](Value jj) {
+          KeyRow kr = keyRow(bi, g, p.add(j0, jj));
+          Value dst = p.mul(jj, p.i64(s.dkPad));
+          if (s.latScale >= 0)
+            widenFP8Latent(p.add(p.mul(bi, p.i64(s.a.kvLen)), p.add(j0, jj)),
+                           kr.seg0, dst);
+          else
+            widenRow(buf[s.k], s.types[s.k], kr.seg0, s.len0, kc, dst);
+          if (s.len1)
+            widenRow(buf[s.kRope], s.types[s.kRope], kr.seg1, s.len1, kc,
+                     p.add(dst, p.i64(s.off1())));
+          if (!s.valueIsKey()) {
+            unsigned vb = s.form == Form::GQA ? s.v : s.k;
+            widenRow(buf[vb], s.types[vb], kr.value, s.vLen, vc,
+                     p.mul(jj, p.i64(s.vPad)));
+          }
+        });
       p.forLoop(zero, rows, one, [&](Value r) { scoreRow(r, j0); });
+      if (s.dp)
+        dpInterleaveValues(nk);
       Value pairs = p.divs(rows, p.i64(2));
       p.forLoop(zero, pairs, one, [&](Value i) {
         accumulateRows(p.mul(i, p.i64(2)), 2, nk);
@@ -1480,6 +1676,9 @@ private:
   ProgramBuilder p;
   VectorBuilder v;
   SmallVector<Value> buf;
+  /// dp: the block's queries as bf16 rows (dkPad each), its key rows as
+  /// bf16 in kc, the probabilities as bf16 pairs, the values by key pairs.
+  Value qb, probB, vi;
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
       rowLim, rot;
   // blockAmx's: the packed query (B tiles), two score tiles, the
@@ -1533,6 +1732,14 @@ public:
           "softmax per block with the rows as lanes, values P V on AMX tiles "
           "(p rounded to bf16, the latent rows interleaved by key pairs)",
           kMaxRows, s.groupHeads, s.sq, kAmxKeys);
+    if (s.dp)
+      return llvm::formatv(
+          "avx512-bf16 mla absorbed: blocks of <= {0} query rows ({1} heads x "
+          "{2} positions), keys in blocks of 16 staged as bf16: scores by "
+          "vdpbf16ps (the query rounded to bf16) + transpose tree, online "
+          "softmax per block, values P V by vdpbf16ps (p rounded to bf16, the "
+          "latent rows interleaved by key pairs) in 2 rows x {3} vectors",
+          kMaxRows, s.groupHeads, s.sq, s.accVecs);
     const char *form = s.form == Form::GQA     ? "gqa"
                        : s.form == Form::Naive ? "mla naive"
                                                : "mla absorbed";
@@ -1597,6 +1804,14 @@ makeAttentionEmitter(const KernelRecord &kernel,
       (spec->types[spec->k].isBF16() || (fp8Latent && a.latentTiles == 1)) &&
       spec->types[spec->kRope].isBF16() && a.rank % 32 == 0 &&
       a.ropeDim % 32 == 0;
+  // Without AMX, under the same precision and on the same operands, the f32
+  // form's blocks by vdpbf16ps: the same roundings of q and p to bf16.
+  spec->dp = !spec->amx && spec->form == Form::Absorbed &&
+             options.gemmPrecision == CpuGemmPrecision::BF16 &&
+             target.avx512bf16 && spec->lanes == 16 &&
+             (spec->types[spec->k].isBF16() || fp8Latent) &&
+             spec->types[spec->kRope].isBF16() && a.rank % 32 == 0 &&
+             a.ropeDim % 32 == 0;
   // Off AMX the FP8 latent is dequantized as it is widened, a vector at a
   // time under one tile's scale.
   if (fp8Latent && !spec->amx && (a.rank / a.latentTiles) % spec->lanes) {
