@@ -300,6 +300,7 @@ public:
         qb = alloc(i8, kMaxRows * s.dkPad * 2);
         probB = alloc(i8, kMaxRows * 64);
         vi = alloc(i8, kKeyBlock * s.vPad * 2);
+        dots = alloc(i8, kMaxRows * kKeyBlock * 64);
       }
     }
     if (s.a.qRotate)
@@ -806,6 +807,14 @@ private:
                     p.mul(p.add(base, p.i64(c)), p.i64(2)));
       }
     });
+    // dpScores reads whole quads of rows: the rest of the last one zero.
+    Value zeroBits = v.splatInt(i16x32(), 0);
+    Value quadEnd = p.mul(p.divs(p.add(rows, p.i64(3)), p.i64(4)), p.i64(4));
+    p.forLoop(rows, quadEnd, p.i64(1), [&](Value r) {
+      for (int64_t c = 0; c < s.dkPad; c += 32)
+        v.storeBits(zeroBits, qb,
+                    p.mul(p.add(p.mul(r, p.i64(s.dkPad)), p.i64(c)), p.i64(2)));
+    });
   }
 
   /// Keys [j0, j0 + nk) of batch bi as bf16 rows of kc (latent, then rope
@@ -853,25 +862,52 @@ private:
     });
   }
 
-  /// Row r's 16 scores against kc's keys: 16 vdpbf16ps accumulators over
-  /// the row's dkPad / 32 pairs of 16 lanes, then transposeReduce.
-  Value dpScores(Value r) {
-    Value qByte = p.mul(p.mul(r, p.i64(s.dkPad)), p.i64(2));
-    SmallVector<Value> init(kLanes, zeros());
-    SmallVector<Value> sums =
-        p.forLoop(p.i64(0), p.i64(s.dkPad / 32), p.i64(1), init,
-                  [&](Value c, ValueRange it) {
-                    Value off = p.mul(c, p.i64(64));
-                    Value xv = v.loadBits(qb, p.add(qByte, off), bf16Pairs());
-                    SmallVector<Value> next;
-                    for (int64_t i = 0; i < kLanes; ++i)
-                      next.push_back(dpbf16(
-                          it[i], xv,
-                          v.loadBits(kc, p.add(p.i64(i * s.dkPad * 2), off),
-                                     bf16Pairs())));
-                    return next;
-                  });
-    return transposeReduce(sums);
+  /// The scores of rows [0, rows) against kc's 16 keys, row r's vector of
+  /// 16 into prob[r] (scoreRow reads it there): register blocks of 4 rows x
+  /// 4 keys, 16 vdpbf16ps accumulators over the dkPad / 32 pairs of 16
+  /// lanes (8 loads per 16 products), left in dots (row r, key j: vector r
+  /// * 16 + j); then per row the transposition tree over its 16.
+  void dpScores(Value rows) {
+    Value zero = p.i64(0), one = p.i64(1);
+    auto f32x16 = v.f32Vec(16);
+    Value quads = p.divs(p.add(rows, p.i64(3)), p.i64(4));
+    p.forLoop(zero, quads, one, [&](Value qd) {
+      Value r0 = p.mul(qd, p.i64(4));
+      for (int64_t g = 0; g < kKeyBlock; g += 4) {
+        SmallVector<Value> init(16, zeros());
+        SmallVector<Value> sums = p.forLoop(
+            zero, p.i64(s.dkPad / 32), one, init, [&](Value c, ValueRange it) {
+              Value off = p.mul(c, p.i64(64));
+              SmallVector<Value> xs, ys, next;
+              for (int64_t i = 0; i < 4; ++i)
+                xs.push_back(v.loadBits(
+                    qb,
+                    p.add(p.mul(p.add(r0, p.i64(i)), p.i64(s.dkPad * 2)), off),
+                    bf16Pairs()));
+              for (int64_t j = 0; j < 4; ++j)
+                ys.push_back(v.loadBits(
+                    kc, p.add(p.i64((g + j) * s.dkPad * 2), off), bf16Pairs()));
+              for (int64_t i = 0; i < 4; ++i)
+                for (int64_t j = 0; j < 4; ++j)
+                  next.push_back(dpbf16(it[i * 4 + j], xs[i], ys[j]));
+              return next;
+            });
+        for (int64_t i = 0; i < 4; ++i)
+          for (int64_t j = 0; j < 4; ++j)
+            v.storeBits(sums[i * 4 + j], dots,
+                        p.mul(p.add(p.mul(p.add(r0, p.i64(i)), p.i64(16)),
+                                    p.i64(g + j)),
+                              p.i64(64)));
+      }
+    });
+    p.forLoop(zero, rows, one, [&](Value r) {
+      SmallVector<Value> in;
+      for (int64_t j = 0; j < kKeyBlock; ++j)
+        in.push_back(v.loadBits(
+            dots, p.mul(p.add(p.mul(r, p.i64(16)), p.i64(j)), p.i64(64)),
+            f32x16));
+      vstore(transposeReduce(in), prob, p.mul(r, p.i64(kKeyBlock)));
+    });
   }
 
   /// kc's latent rows (the values) by key pairs into vi: pair jp's chunk k
@@ -939,7 +975,7 @@ private:
   void scoreRow(Value r, Value j0) {
     Value qIdx = p.mul(r, p.i64(s.dkPad));
     Value sc =
-        s.dp ? dpScores(r)
+        s.dp ? vload(prob, p.mul(r, p.i64(kKeyBlock)))
              : dots16(
                    s.dkPad / kLanes, 0,
                    [&](Value c) {
@@ -1318,6 +1354,8 @@ private:
                      p.mul(jj, p.i64(s.vPad)));
           }
         });
+      if (s.dp)
+        dpScores(rows);
       p.forLoop(zero, rows, one, [&](Value r) { scoreRow(r, j0); });
       if (s.dp)
         dpInterleaveValues(nk);
@@ -1678,7 +1716,7 @@ private:
   SmallVector<Value> buf;
   /// dp: the block's queries as bf16 rows (dkPad each), its key rows as
   /// bf16 in kc, the probabilities as bf16 pairs, the values by key pairs.
-  Value qb, probB, vi;
+  Value qb, probB, vi, dots;
   Value qs, kc, vc, acc, prob, rowM, rowL, rowAlpha, rowPid, rowS, rowH,
       rowLim, rot;
   // blockAmx's: the packed query (B tiles), two score tiles, the
