@@ -831,18 +831,28 @@ private:
       Value tok = p.add(p.mul(bi, p.i64(a.kvLen)), p.add(j0, jj));
       Value lat = p.mul(tok, p.i64(a.rank));
       if (s.latScale >= 0) {
+        // code x 2^-120 (fp8LatentBits) widened, x 2^120, x its tile's
+        // scale: exact, then exact in bf16 (4 significant bits).
         int64_t tileW = a.rank / a.latentTiles;
-        auto half = [&](int64_t c) {
-          Value scale =
+        auto scale = [&](int64_t c) {
+          return v.broadcast(
               p.load(buf[s.latScale], f32(),
-                     p.add(p.mul(tok, p.i64(a.latentTiles)), p.i64(c / tileW)));
-          return v.mul(v.load(buf[s.k], s.types[s.k], p.add(lat, p.i64(c)), 16),
-                       v.broadcast(scale, 16));
+                     p.add(p.mul(tok, p.i64(a.latentTiles)), p.i64(c / tileW))),
+              16);
         };
-        for (int64_t c = 0; c < a.rank; c += 32)
-          v.storeBits(arith::TruncFOp::create(b, loc, bf16Pairs(),
-                                              v.concat(half(c), half(c + 16))),
-                      kc, byteAt(jj, c));
+        auto f32x32 = VectorType::get({32}, f32());
+        for (int64_t c = 0; c < a.rank; c += 32) {
+          Value x = arith::ExtFOp::create(
+              b, loc, f32x32,
+              vector::BitCastOp::create(b, loc, bf16Pairs(),
+                                        fp8LatentBits(p.add(lat, p.i64(c))))
+                  .getResult());
+          Value sc = tileW % 32 == 0 ? v.concat(scale(c), scale(c))
+                                     : v.concat(scale(c), scale(c + 16));
+          x = v.mul(v.mul(x, v.splat(0x1p120f, 32)), sc);
+          v.storeBits(arith::TruncFOp::create(b, loc, bf16Pairs(), x), kc,
+                      byteAt(jj, c));
+        }
       } else {
         for (int64_t c = 0; c < a.rank; c += 32)
           v.storeBits(
@@ -1396,6 +1406,20 @@ private:
     return xs.front();
   }
 
+  /// 32 codes of the FP8 latent cache from element `index` as the bf16 bits
+  /// of their values x 2^-120 (vector<32 x i16>): sign-extended, << 4 and
+  /// masked into bf16's sign, exponent and mantissa fields. Exact for every
+  /// code but the subnormals (0x01-0x07, which the cache never holds: its
+  /// quantization flushes them) and NaN.
+  Value fp8LatentBits(Value index) {
+    auto i16x32 = VectorType::get({32}, b.getI16Type());
+    Value bytes = v.loadRaw(buf[s.k], b.getType<Float8E4M3FNType>(), index, 32);
+    Value w = arith::ShLIOp::create(
+        b, loc, arith::ExtSIOp::create(b, loc, i16x32, bytes),
+        v.splatInt(i16x32, 4));
+    return arith::AndIOp::create(b, loc, w, v.splatInt(i16x32, 0x87F0));
+  }
+
   /// The FP8 latent cache's keys [tok0, tok0 + nk) into `stage` as bf16 rows
   /// (rows nk..31 zero): each e4m3 code sign-extended, shifted and masked
   /// into bf16's sign, exponent and mantissa fields, which is the code's
@@ -1409,17 +1433,11 @@ private:
     auto rowAt = [&](Value jj, int64_t c) {
       return p.add(p.mul(jj, p.i64(a.rank * 2)), p.i64(2 * c));
     };
-    Value four = v.splatInt(i16x32, 4), fields = v.splatInt(i16x32, 0x87F0);
     p.forLoop(zero, nk, one, [&](Value jj) {
       Value tok = p.add(tok0, jj);
-      for (int64_t c = 0; c < a.rank; c += 32) {
-        Value bytes = v.loadRaw(buf[s.k], b.getType<Float8E4M3FNType>(),
-                                p.add(p.mul(tok, p.i64(a.rank)), p.i64(c)), 32);
-        Value w = arith::ShLIOp::create(
-            b, loc, arith::ExtSIOp::create(b, loc, i16x32, bytes), four);
-        v.storeBits(arith::AndIOp::create(b, loc, w, fields), stage,
-                    rowAt(jj, c));
-      }
+      for (int64_t c = 0; c < a.rank; c += 32)
+        v.storeBits(fp8LatentBits(p.add(p.mul(tok, p.i64(a.rank)), p.i64(c))),
+                    stage, rowAt(jj, c));
     });
     Value zeroBits = v.splatInt(i16x32, 0);
     p.forLoop(nk, p.i64(kAmxKeys), one, [&](Value jj) {
