@@ -456,11 +456,14 @@ class CpuGemmEmitter(unittest.TestCase):
         # block of 3 (the last partial); 70 columns: 11 blocks of 6, then 4
         # on fp32; 100 rows: one full block of 4 and one of 3; 16 rows: one
         # of 1; K = 96 is a multiple of 32 but not of 64; M = 1 and 15 take
-        # the fp32 register blocks and the bf16 GEMV (gemv_rows).
+        # the fp32 register blocks, and from K = 2048 on the bf16 GEMV
+        # (gemv_rows; shorter rows stay on the fp32 kernel, faster there).
         for m, k, n in ((37, 96, 70), (100, 256, 100), (1, 64, 48), (15, 64, 48), (64, 64, 64),
-                        (16, 32, 8)):
+                        (16, 32, 8), (1, 2048, 24), (15, 2080, 10), (37, 2048, 14)):
             with self.subTest(m=m, k=k, n=n):
-                self.check(Case("gemm", m, k, n, "bf16", self.rng), precision="bf16", cpu=DP_CPU)
+                config = self.check(Case("gemm", m, k, n, "bf16", self.rng), precision="bf16",
+                                    cpu=DP_CPU)
+                self.assertEqual("bf16 GEMV" in config, k >= 2048, config)
 
     def test_avx512_bf16_row_chunks_and_addends(self):
         # K = 4096: 128 packed rows at a time, so 150 rows are two chunks

@@ -260,7 +260,7 @@ class CpuMoeEmitter(unittest.TestCase):
         # blocks of 16 rows): the 40-row segments take 3 16-row blocks, F =
         # 96 is 32 blocks of 3 gate/up columns, D = 64 ten of 6 and 4 columns
         # on fp32; the one-token plan and small segments take the fp32
-        # register blocks and the bf16 GEMV.
+        # register blocks (K < 2048: no bf16 GEMV).
         self.check_segments("dp", DP_CPU)
 
     def test_amx_refused_where_it_does_not_apply(self):

@@ -63,6 +63,8 @@ constexpr int64_t kPackBytes = 1 << 20;
 constexpr int64_t kAmxMaxChunk = 256;
 /// Rows of the bf16 GEMV kernel (GemmSpec::dpGemv).
 constexpr int64_t kGemvMaxRows = 4;
+/// The shortest K the bf16 GEMV takes (GemmSpec::dpGemv).
+constexpr int64_t kGemvMinK = 2048;
 /// GemmSpec::fp8Shift: words per row of its x buffer (K rounded up to 64).
 int64_t shiftRowWords(int64_t k) { return (k + 63) / 64 * 64; }
 
@@ -166,8 +168,12 @@ void chooseBlocking(GemmSpec &s, const CpuCodegenOptions &options,
   // faster on AVX-512-BF16 parts without AMX (Zen 5: llama-shaped decode
   // 31.5 -> 20-21 ms at 2 threads) and slower on Sapphire Rapids, whose
   // fp32 kernel, 8 weight rows interleaved, reads faster (26.3 against
-  // 35.4 ms; docs/benchmarks.md).
-  s.dpGemv = !target.amxBF16;
+  // 35.4 ms; docs/benchmarks.md). On Zen 5 only for long rows: at K = 256
+  // and 1024 its per-column reduction and epilogue cost more than the
+  // stream gains (DeepSeek-shaped decode, 2 threads: the K = 1024 LM head
+  // 1.82-1.94 ms against 1.41-1.54 on fp32, the experts' up projection
+  // 0.83 against 0.47-0.55), at K = 2048 and 2688 it is level or ahead.
+  s.dpGemv = !target.amxBF16 && s.k >= kGemvMinK;
   // vdpbf16ps: 24 of the 32 zmm accumulate (6 weight rows, or 3 gate and 3
   // up rows, x 4 blocks of 16 activation rows), 4 hold the activations:
   // 10 loads per 24 products, and a packed chunk's 64, 128 or 256 rows in
