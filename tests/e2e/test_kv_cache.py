@@ -156,22 +156,25 @@ class KVCache(TokensCase):
                                  ("kv_latent_scale_cache", "float32"),
                                  ("k_rope_cache", "bfloat16")})
 
-    def test_fp8_cache_needs_mla(self):
-        ck = self.checkpoint("llama", None)
-        p = run([tool("kiln-compile"), ck, "-o", os.path.join(self.tmp, "x.kplan"),
-                 "--kv-cache-dtype=fp8"], check=False)
+    def refused(self, dtype):
+        """kiln-compile of the llama checkpoint with --kv-cache-dtype=`dtype`,
+        which must fail without writing a plan."""
+        out = os.path.join(self.tmp, "x.kplan")
+        p = run([tool("kiln-compile"), self.checkpoint("llama", None), "-o", out,
+                 f"--kv-cache-dtype={dtype}"], check=False)
         self.assertNotEqual(p.returncode, 0)
+        self.assertFalse(os.path.exists(out))
+        return p
+
+    def test_fp8_cache_needs_mla(self):
+        p = self.refused("fp8")
         self.assertIn("--kv-cache-dtype=fp8", p.stderr)
         self.assertIn("GQA", p.stderr)
-        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.kplan")))
 
     def test_unknown_dtype_is_a_usage_error(self):
-        ck = self.checkpoint("llama", None)
-        p = run([tool("kiln-compile"), ck, "-o", os.path.join(self.tmp, "x.kplan"),
-                 "--kv-cache-dtype=f8"], check=False)
+        p = self.refused("f8")
         self.assertEqual(p.returncode, 2)
         self.assertIn("--kv-cache-dtype=f8", p.stderr)
-
 
 if __name__ == "__main__":
     import unittest

@@ -59,8 +59,8 @@ struct FuseSwiGLUIntoFP8Gemms : OpRewritePattern<k::QuantizeOp> {
   LogicalResult matchAndRewrite(k::QuantizeOp quant,
                                 PatternRewriter &rw) const override {
     auto op = quant.getInput().getDefiningOp<k::ElementwiseOp>();
-    if (quant.getPow2Scale() || quant.getFlushSubnormals() || !op ||
-        op.getKind() != "swiglu" || !op->hasOneUse())
+    if (quant.hasScaleFlags() || !op || op.getKind() != "swiglu" ||
+        !op->hasOneUse())
       return failure();
     auto gate = op.getLhs().getDefiningOp<k::GemmFP8Op>();
     auto up = op.getRhs().getDefiningOp<k::GemmFP8Op>();

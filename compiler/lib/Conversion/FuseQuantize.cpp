@@ -31,7 +31,7 @@ struct FuseIntoRMSNorm : OpRewritePattern<k::QuantizeOp> {
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
     // The fused producers quantize as kiln.quantize does without its flags.
-    if (op.getPow2Scale() || op.getFlushSubnormals())
+    if (op.hasScaleFlags())
       return failure();
     auto norm = op.getInput().getDefiningOp<k::RMSNormOp>();
     if (!norm || norm.getInputStride() != 0 || norm.getCache())
@@ -53,7 +53,7 @@ struct FuseIntoSwiGLU : OpRewritePattern<k::QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
-    if (op.getPow2Scale() || op.getFlushSubnormals())
+    if (op.hasScaleFlags())
       return failure();
     auto ew = op.getInput().getDefiningOp<k::ElementwiseOp>();
     if (!ew || ew.getKind() != "swiglu" || !ew->hasOneUse())
@@ -75,7 +75,7 @@ struct FuseIntoMLA : OpRewritePattern<k::QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(k::QuantizeOp op,
                                 PatternRewriter &rw) const override {
-    if (op.getPow2Scale() || op.getFlushSubnormals())
+    if (op.hasScaleFlags())
       return failure();
     auto view = op.getInput().getDefiningOp<k::ViewOp>();
     auto mla = view ? view.getInput().getDefiningOp<k::MLAAttentionOp>()

@@ -731,7 +731,8 @@ static kk::MLAParams mlaParamsOf(MLAOp op) {
   return p;
 }
 
-/// The FP8 latent cache: e4m3 values with one f32 scale per 1 x 128 tile.
+/// The FP8 latent cache: e4m3 values with one f32 scale per tile of a row
+/// (the tiles dividing the rank).
 template <typename MLAOp> static LogicalResult verifyLatentScale(MLAOp op) {
   auto c = ranked(op.getKvLatent());
   bool fp8 = isa<Float8E4M3FNType>(c.getElementType());

@@ -276,8 +276,9 @@ def KK_MLAAttentionOp : KK_LaunchOp<"mla_attention", [AttrSizedOperandSegments],
     `q_rotation` (the `kiln_kernel.rope` attributes: theta, rotary_dim,
     interleaved, scaling_factor, yarn_factor, yarn_low, yarn_high, mscale)
     the kernel applies the rotary embedding to q_rope itself
-    (kiln-fuse-rope). With `kv_latent_scale` ([batch, kv_len, rank / 128],
-    f32) the latent cache is e4m3 in 1 x 128 tiles, read as value x scale.
+    (kiln-fuse-rope). With `kv_latent_scale` ([batch, kv_len, tiles], f32,
+    the tiles dividing the rank) the latent cache is e4m3, read as value x
+    its tile's scale (the FP8 latent cache: one tile per token).
 
     ```mlir
     %o, %ws = kiln_kernel.mla_attention %qn, %qr, %c, %kr, %wkvb
@@ -547,6 +548,11 @@ def KK_QuantizeOp : KK_LaunchOp<"quantize", [], ["getTokenRows"]> {
                        DefaultValuedAttr<BoolAttr, "false">:$pow2_scale,
                        DefaultValuedAttr<BoolAttr, "false">:$flush_subnormals);
   let results = (outs KK_Tensor:$result, KK_Tensor:$scale);
+  let extraClassDeclaration = [{
+    /// Whether either scale flag is set (the quantization the fusions fold
+    /// into a producer has neither).
+    bool hasScaleFlags() { return getPow2Scale() || getFlushSubnormals(); }
+  }];
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
 }
 

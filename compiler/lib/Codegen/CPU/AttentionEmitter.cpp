@@ -465,14 +465,16 @@ private:
     return kv;
   }
 
-  /// Element offsets of key row j's segments and of its value row.
+  /// Element offsets of key row j's segments and of its value row, and its
+  /// token (the row of the batch's cache: bi x kvLen + j).
   struct KeyRow {
-    Value seg0, seg1, value;
+    Value seg0, seg1, value, tok;
   };
   KeyRow keyRow(Value bi, Value g, Value j) {
     const kernels::MLAParams &a = s.a;
     Value tok = p.add(p.mul(bi, p.i64(a.kvLen)), j);
     KeyRow r;
+    r.tok = tok;
     switch (s.form) {
     case Form::GQA: {
       Value kvh = p.divs(p.mul(g, p.i64(s.groupHeads)), p.i64(s.gqaRatio));
@@ -509,6 +511,12 @@ private:
     }
   }
 
+  /// The FP8 latent cache's scale of token `tok`'s tile `tile`.
+  Value latentTileScale(Value tok, int64_t tile) {
+    return p.load(buf[s.latScale], f32(),
+                  p.add(p.mul(tok, p.i64(s.a.latentTiles)), p.i64(tile)));
+  }
+
   /// The FP8 latent cache's row of token `tok` (e4m3 codes from `srcIdx`)
   /// dequantized into kc at dstIdx: each code decoded exactly
   /// (VectorBuilder::decodeE4M3) and multiplied by its tile's scale, once
@@ -520,10 +528,7 @@ private:
     Value scale;
     for (int64_t c = 0; c < a.rank; c += kLanes) {
       if (c % tileW == 0)
-        scale = v.broadcast(
-            p.load(buf[s.latScale], f32(),
-                   p.add(p.mul(tok, p.i64(a.latentTiles)), p.i64(c / tileW))),
-            kLanes);
+        scale = v.broadcast(latentTileScale(tok, c / tileW), kLanes);
       Value x = v.load(buf[s.k], s.types[s.k], p.add(srcIdx, p.i64(c)), kLanes);
       vstore(v.mul(x, scale), kc, p.add(dstIdx, p.i64(c)));
     }
@@ -783,17 +788,7 @@ private:
   // dp: MLA absorbed by vdpbf16ps (AttnSpec::dp)
   //===------------------------------------------------------------------===//
 
-  VectorType bf16Pairs() { return VectorType::get({32}, b.getBF16Type()); }
   VectorType i16x32() { return VectorType::get({32}, b.getI16Type()); }
-  /// vdpbf16ps: lane i of `accv` plus x[2i + 1] y[2i + 1], then x[2i] y[2i]
-  /// (products exact in fp32, fp32 sums).
-  Value dpbf16(Value accv, Value x, Value y) {
-    return LLVM::CallIntrinsicOp::create(
-               b, loc, v.f32Vec(16),
-               b.getStringAttr("llvm.x86.avx512bf16.dpbf16ps.512"),
-               ValueRange{accv, x, y})
-        .getResult(0);
-  }
 
   /// The block's staged queries (qs, f32) rounded to bf16 into qb, once
   /// per block.
@@ -803,7 +798,7 @@ private:
       for (int64_t c = 0; c < s.dkPad; c += 32) {
         Value x = v.concat(vload(qs, p.add(base, p.i64(c))),
                            vload(qs, p.add(base, p.i64(c + 16))));
-        v.storeBits(arith::TruncFOp::create(b, loc, bf16Pairs(), x), qb,
+        v.storeBits(arith::TruncFOp::create(b, loc, v.bf16Pairs(), x), qb,
                     p.mul(p.add(base, p.i64(c)), p.i64(2)));
       }
     });
@@ -828,41 +823,41 @@ private:
       return p.mul(p.add(p.mul(jj, p.i64(s.dkPad)), p.i64(c)), p.i64(2));
     };
     p.forLoop(zero, nk, one, [&](Value jj) {
-      Value tok = p.add(p.mul(bi, p.i64(a.kvLen)), p.add(j0, jj));
-      Value lat = p.mul(tok, p.i64(a.rank));
+      // g: the absorbed form's one group.
+      KeyRow kr = keyRow(bi, zero, p.add(j0, jj));
       if (s.latScale >= 0) {
         // code x 2^-120 (fp8LatentBits) widened, x 2^120, x its tile's
         // scale: exact, then exact in bf16 (4 significant bits).
         int64_t tileW = a.rank / a.latentTiles;
+        SmallVector<Value> tileScales(a.latentTiles);
         auto scale = [&](int64_t c) {
-          return v.broadcast(
-              p.load(buf[s.latScale], f32(),
-                     p.add(p.mul(tok, p.i64(a.latentTiles)), p.i64(c / tileW))),
-              16);
+          Value &sc = tileScales[c / tileW];
+          if (!sc)
+            sc = v.broadcast(latentTileScale(kr.tok, c / tileW), 16);
+          return sc;
         };
         auto f32x32 = VectorType::get({32}, f32());
         for (int64_t c = 0; c < a.rank; c += 32) {
           Value x = arith::ExtFOp::create(
               b, loc, f32x32,
-              vector::BitCastOp::create(b, loc, bf16Pairs(),
-                                        fp8LatentBits(p.add(lat, p.i64(c))))
+              vector::BitCastOp::create(b, loc, v.bf16Pairs(),
+                                        fp8LatentBits(p.add(kr.seg0, p.i64(c))))
                   .getResult());
           Value sc = tileW % 32 == 0 ? v.concat(scale(c), scale(c))
                                      : v.concat(scale(c), scale(c + 16));
           x = v.mul(v.mul(x, v.splat(0x1p120f, 32)), sc);
-          v.storeBits(arith::TruncFOp::create(b, loc, bf16Pairs(), x), kc,
+          v.storeBits(arith::TruncFOp::create(b, loc, v.bf16Pairs(), x), kc,
                       byteAt(jj, c));
         }
       } else {
         for (int64_t c = 0; c < a.rank; c += 32)
           v.storeBits(
-              v.loadRaw(buf[s.k], s.types[s.k], p.add(lat, p.i64(c)), 32), kc,
-              byteAt(jj, c));
+              v.loadRaw(buf[s.k], s.types[s.k], p.add(kr.seg0, p.i64(c)), 32),
+              kc, byteAt(jj, c));
       }
-      Value rope = p.mul(tok, p.i64(a.ropeDim));
       for (int64_t c = 0; c < a.ropeDim; c += 32)
         v.storeBits(v.loadRaw(buf[s.kRope], s.types[s.kRope],
-                              p.add(rope, p.i64(c)), 32),
+                              p.add(kr.seg1, p.i64(c)), 32),
                     kc, byteAt(jj, a.rank + c));
     });
     Value zeroBits = v.splatInt(i16x32(), 0);
@@ -893,13 +888,14 @@ private:
                 xs.push_back(v.loadBits(
                     qb,
                     p.add(p.mul(p.add(r0, p.i64(i)), p.i64(s.dkPad * 2)), off),
-                    bf16Pairs()));
+                    v.bf16Pairs()));
               for (int64_t j = 0; j < 4; ++j)
-                ys.push_back(v.loadBits(
-                    kc, p.add(p.i64((g + j) * s.dkPad * 2), off), bf16Pairs()));
+                ys.push_back(
+                    v.loadBits(kc, p.add(p.i64((g + j) * s.dkPad * 2), off),
+                               v.bf16Pairs()));
               for (int64_t i = 0; i < 4; ++i)
                 for (int64_t j = 0; j < 4; ++j)
-                  next.push_back(dpbf16(it[i * 4 + j], xs[i], ys[j]));
+                  next.push_back(v.dpbf16(it[i * 4 + j], xs[i], ys[j]));
               return next;
             });
         for (int64_t i = 0; i < 4; ++i)
@@ -951,7 +947,6 @@ private:
   /// vectors; the pair of p broadcast from probB.
   void dpAccumulate(Value r, int64_t nr, Value nk) {
     int64_t chunks = s.vPad / 16;
-    auto i32 = b.getI32Type();
     Value pairs = p.divs(p.add(nk, p.i64(1)), p.i64(2));
     accumulateBlocked(
         r, nr, nk, kKeyBlock / 2, pairs,
@@ -961,20 +956,13 @@ private:
           SmallVector<Value> vals;
           for (int64_t k = 0; k < nv; ++k)
             vals.push_back(v.loadBits(vi, p.add(vBase, p.i64((c0 + k) * 64)),
-                                      bf16Pairs()));
+                                      v.bf16Pairs()));
           for (int64_t i = 0; i < nr; ++i) {
             Value row = p.add(r, p.i64(i));
-            Value pr = LLVM::LoadOp::create(
-                b, loc, i32,
-                v.byteAddr(probB,
-                           p.add(p.mul(row, p.i64(64)), p.mul(jp, p.i64(4)))),
-                4);
-            Value pb = vector::BitCastOp::create(
-                b, loc, bf16Pairs(),
-                vector::BroadcastOp::create(b, loc, VectorType::get({16}, i32),
-                                            pr));
+            Value pb = v.broadcastPair(
+                probB, p.add(p.mul(row, p.i64(64)), p.mul(jp, p.i64(4))));
             for (int64_t k = 0; k < nv; ++k)
-              next[i * nv + k] = dpbf16(next[i * nv + k], pb, vals[k]);
+              next[i * nv + k] = v.dpbf16(next[i * nv + k], pb, vals[k]);
           }
           return next;
         });
@@ -1351,8 +1339,7 @@ private:
           KeyRow kr = keyRow(bi, g, p.add(j0, jj));
           Value dst = p.mul(jj, p.i64(s.dkPad));
           if (s.latScale >= 0)
-            widenFP8Latent(p.add(p.mul(bi, p.i64(s.a.kvLen)), p.add(j0, jj)),
-                           kr.seg0, dst);
+            widenFP8Latent(kr.tok, kr.seg0, dst);
           else
             widenRow(buf[s.k], s.types[s.k], kr.seg0, s.len0, kc, dst);
           if (s.len1)
@@ -1615,11 +1602,10 @@ private:
       if (fp8) {
         Value last = p.add(tok0, sub(nk, one));
         for (int64_t k = 0; k < kAmxKeys; ++k)
-          keyScale.push_back(
-              v.broadcast(p.fmul(p.load(buf[s.latScale], b.getF32Type(),
-                                        p.minI(p.add(tok0, p.i64(k)), last)),
-                                 p.f32(kFP8QueryScale)),
-                          16));
+          keyScale.push_back(v.broadcast(
+              p.fmul(latentTileScale(p.minI(p.add(tok0, p.i64(k)), last), 0),
+                     p.f32(kFP8QueryScale)),
+              16));
       }
 
       // 2. The online softmax, one vector of rows per key.

@@ -402,7 +402,7 @@ public:
     // vdpbf16ps reads (exact), the first `active` of them.
     auto pairs = [&](Value buf, Type type, Value idx, int64_t active) {
       return vector::BitCastOp::create(
-          b, loc, bf16Pairs(),
+          b, loc, v.bf16Pairs(),
           v.e4m3ToBF16Bits(
               v.loadRaw(buf, type, idx, 32, active < 32 ? active : -1)));
     };
@@ -416,19 +416,19 @@ public:
         SmallVector<std::pair<Value, Value>> xs;
         for (int64_t i = 0; i < rows; ++i) {
           Value at = p.mul(p.add(p.i64(i * shiftRowWords(k)), kk), p.i64(2));
-          xs.push_back({v.loadBits(xb, at, bf16Pairs()),
-                        v.loadBits(xb, p.add(at, p.i64(64)), bf16Pairs())});
+          xs.push_back({v.loadBits(xb, at, v.bf16Pairs()),
+                        v.loadBits(xb, p.add(at, p.i64(64)), v.bf16Pairs())});
         }
         for (int64_t j = 0; j < cols; ++j)
           for (int64_t w = 0; w < nw; ++w) {
             auto [even, odd] = v.e4m3ToBF16Shifted(
                 v.loadRaw(buffers[pr.weights[w]], pr.wType, p.add(wBase[j], kk),
                           64, active < 64 ? active : -1));
-            Value we = vector::BitCastOp::create(b, loc, bf16Pairs(), even);
-            Value wo = vector::BitCastOp::create(b, loc, bf16Pairs(), odd);
+            Value we = vector::BitCastOp::create(b, loc, v.bf16Pairs(), even);
+            Value wo = vector::BitCastOp::create(b, loc, v.bf16Pairs(), odd);
             for (int64_t i = 0; i < rows; ++i) {
               Value &acc = part[at(i, j, w)];
-              acc = dpbf16(dpbf16(acc, xs[i].first, we), xs[i].second, wo);
+              acc = v.dpbf16(v.dpbf16(acc, xs[i].first, we), xs[i].second, wo);
             }
           }
       }
@@ -439,7 +439,7 @@ public:
         auto unpacked = [&](Value buf, Type type, Value idx) {
           auto [lo, hi] = v.e4m3ToBF16Unpacked(v.loadRaw(buf, type, idx, 64));
           auto pairs = [&](Value bits) {
-            return vector::BitCastOp::create(b, loc, bf16Pairs(), bits)
+            return vector::BitCastOp::create(b, loc, v.bf16Pairs(), bits)
                 .getResult();
           };
           return std::pair{pairs(lo), pairs(hi)};
@@ -453,7 +453,8 @@ public:
                 unpacked(buffers[pr.weights[w]], pr.wType, p.add(wBase[j], kk));
             for (int64_t i = 0; i < rows; ++i) {
               Value &acc = part[at(i, j, w)];
-              acc = dpbf16(dpbf16(acc, xs[i].first, wlo), xs[i].second, whi);
+              acc =
+                  v.dpbf16(v.dpbf16(acc, xs[i].first, wlo), xs[i].second, whi);
             }
           }
       }
@@ -471,7 +472,7 @@ public:
             Value wv = pairs(buffers[pr.weights[w]], pr.wType,
                              p.add(wBase[j], kk), active);
             for (int64_t i = 0; i < rows; ++i)
-              part[at(i, j, w)] = dpbf16(part[at(i, j, w)], xs[i], wv);
+              part[at(i, j, w)] = v.dpbf16(part[at(i, j, w)], xs[i], wv);
           }
       }
       // f16-widened: 32 of K per step, two FMAs per output. x's NaN codes
@@ -658,7 +659,7 @@ public:
               Value c0, Value c1) {
     int64_t k = s.k, steps = k / 32, nw = pr.weights.size();
     int64_t chains = std::max<int64_t>(1, kGemvMaxRows / rows);
-    VectorType bf16x32 = bf16Pairs();
+    VectorType bf16x32 = v.bf16Pairs();
     for (int64_t i = 0; i < rows; ++i) {
       Value src = p.mul(xRow(p.add(r, p.i64(i))), p.i64(k));
       p.forLoop(p.i64(0), p.i64(steps), p.i64(1), [&](Value st) {
@@ -683,7 +684,7 @@ public:
                                /*rw=*/0, /*hint=L1*/ 3, /*data=*/1);
         for (int64_t i = 0; i < rows; ++i) {
           Value xv = v.loadBits(xb, p.add(p.i64(i * k * 2), off), bf16x32);
-          acc[i * chains + chain] = dpbf16(acc[i * chains + chain], xv, wv);
+          acc[i * chains + chain] = v.dpbf16(acc[i * chains + chain], xv, wv);
         }
       };
       int64_t full = steps / chains * chains;
@@ -778,12 +779,6 @@ public:
   //===--------------------------------------------------------------------===//
   // AMX-BF16
   //===--------------------------------------------------------------------===//
-
-  Value intrinsic(Type result, StringRef name, ValueRange operands) {
-    return LLVM::CallIntrinsicOp::create(b, loc, result,
-                                         b.getStringAttr(name), operands)
-        .getResult(0);
-  }
 
   /// K steps of 32 of a row (the last one partial when K % 32 != 0).
   int64_t kSteps() const { return (s.k + 31) / 32; }
@@ -982,22 +977,6 @@ public:
   // AVX-512-BF16
   //===--------------------------------------------------------------------===//
 
-  /// vdpbf16ps: lane i of `acc` plus a[2i + 1] b[2i + 1], then a[2i] b[2i].
-  Value dpbf16(Value acc, Value a, Value bv) {
-    return intrinsic(v.f32Vec(16), "llvm.x86.avx512bf16.dpbf16ps.512",
-                     {acc, a, bv});
-  }
-  /// vdpbf16ps's operand type: 16 pairs of bf16.
-  VectorType bf16Pairs() { return VectorType::get({32}, b.getBF16Type()); }
-  /// The bf16 pair at byte `byte` of `buf` (2-byte aligned at least)
-  /// broadcast into all 16 lanes (vdpbf16ps folds it into m32{1to16}).
-  Value broadcastPair(Value buf, Value byte) {
-    auto i32 = b.getI32Type();
-    Value pair = LLVM::LoadOp::create(b, loc, i32, v.byteAddr(buf, byte), 2);
-    return vector::BitCastOp::create(
-        b, loc, bf16Pairs(),
-        vector::BroadcastOp::create(b, loc, VectorType::get({16}, i32), pair));
-  }
   /// K pair `pair` of K step `kstep` of the packed 16-row blocks mb + bi,
   /// bi < nB (pack()): one 64-byte row of each block's tile.
   SmallVector<Value> packedPairs(Value packed, Value mb, int64_t nB,
@@ -1007,7 +986,7 @@ public:
       Value tile = p.add(p.mul(p.add(mb, p.i64(bi)), p.i64(kSteps())), kstep);
       xs.push_back(v.loadBits(packed,
                               p.add(p.mul(tile, p.i64(1024)), p.i64(pair * 64)),
-                              bf16Pairs()));
+                              v.bf16Pairs()));
     }
     return xs;
   }
@@ -1046,11 +1025,12 @@ public:
             SmallVector<Value> xs = packedPairs(packed, mb, nB, kb, pair);
             for (int64_t w = 0; w < nw; ++w)
               for (int64_t j = 0; j < cols; ++j) {
-                Value splat = broadcastPair(
+                Value splat = v.broadcastPair(
                     buffers[pr.weights[w]],
                     p.add(p.add(wBase[w * cols + j], kOff), p.i64(pair * 4)));
                 for (int64_t bi = 0; bi < nB; ++bi)
-                  out[at(w, j, bi)] = dpbf16(out[at(w, j, bi)], xs[bi], splat);
+                  out[at(w, j, bi)] =
+                      v.dpbf16(out[at(w, j, bi)], xs[bi], splat);
               }
           }
           for (int64_t w = 0; w < nw; ++w)
@@ -1198,12 +1178,12 @@ public:
           SmallVector<Value> xs = packedPairs(f.packed, mb, nB, kstep, pair);
           for (int64_t w = 0; w < nw; ++w)
             for (int64_t j = 0; j < cols; ++j) {
-              Value splat = broadcastPair(
+              Value splat = v.broadcastPair(
                   f.wconv,
                   p.add(p.i64((w * cols + j) * steps * 64 + pair * 4), wOff));
               for (int64_t bi = 0; bi < nB; ++bi)
                 part[at(w, j, bi)] =
-                    dpbf16(part[at(w, j, bi)], xs[bi], splat);
+                    v.dpbf16(part[at(w, j, bi)], xs[bi], splat);
             }
         }
       }

@@ -413,6 +413,26 @@ Value i16Const(OpBuilder &b, Location loc, int64_t c) {
 Type amxType(OpBuilder &b) { return LLVM::LLVMX86AMXType::get(b.getContext()); }
 } // namespace
 
+VectorType VectorBuilder::bf16Pairs() {
+  return VectorType::get({32}, b.getBF16Type());
+}
+
+Value VectorBuilder::dpbf16(Value acc, Value x, Value y) {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, f32Vec(16),
+             b.getStringAttr("llvm.x86.avx512bf16.dpbf16ps.512"),
+             ValueRange{acc, x, y})
+      .getResult(0);
+}
+
+Value VectorBuilder::broadcastPair(Value buf, Value byte) {
+  auto i32 = b.getI32Type();
+  Value pair = LLVM::LoadOp::create(b, loc, i32, byteAddr(buf, byte), 2);
+  return vector::BitCastOp::create(
+      b, loc, bf16Pairs(),
+      vector::BroadcastOp::create(b, loc, VectorType::get({16}, i32), pair));
+}
+
 Value VectorBuilder::tileZero() {
   return LLVM::CallIntrinsicOp::create(
              b, loc, amxType(b), b.getStringAttr("llvm.x86.tilezero.internal"),

@@ -71,6 +71,19 @@ public:
   mlir::Value swiglu(mlir::Value x, mlir::Value u);
 
   //===------------------------------------------------------------------===//
+  // AVX-512-BF16
+  //===------------------------------------------------------------------===//
+
+  /// vdpbf16ps's operand type: 16 pairs of bf16 (vector<32 x bf16>).
+  mlir::VectorType bf16Pairs();
+  /// vdpbf16ps: lane i of `acc` (vector<16 x f32>) plus x[2i + 1] y[2i + 1],
+  /// then x[2i] y[2i] (products exact in fp32, fp32 sums).
+  mlir::Value dpbf16(mlir::Value acc, mlir::Value x, mlir::Value y);
+  /// The bf16 pair at byte `byte` of `buf` (2-byte aligned at least)
+  /// broadcast into all 16 lanes (vdpbf16ps folds it into m32{1to16}).
+  mlir::Value broadcastPair(mlir::Value buf, mlir::Value byte);
+
+  //===------------------------------------------------------------------===//
   // AMX tiles (16 rows x 64 bytes; LLVM's AMX passes insert ldtilecfg)
   //===------------------------------------------------------------------===//
 
