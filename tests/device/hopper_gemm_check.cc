@@ -104,7 +104,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
       blockExpert[i] = static_cast<int32_t>(layoutExpert(i, experts));
   auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / layoutBlock] : 0; };
   std::vector<uint8_t> a(m * k * eb), b(experts * n * k * eb);
-  std::vector<float> sa, sb;
+  std::vector<float> sa, sb, af;
   if (c.fp8) {
     for (auto &x : a) x = randomE4m3();
     for (auto &x : b) x = randomE4m3();
@@ -117,6 +117,14 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     auto *b16 = reinterpret_cast<uint16_t *>(b.data());
     for (int64_t i = 0; i < m * k; ++i)
       a16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
+    if (c.f32Activations) { // f32 with bits below bf16's; the reference
+      // sees them rounded to nearest even, as the producer rounds them
+      af.resize(m * k);
+      for (int64_t i = 0; i < m * k; ++i) {
+        af[i] = (int(next32() % 2000001) - 1000000) / 1e6f;
+        a16[i] = toBf16(af[i]);
+      }
+    }
     for (int64_t i = 0; i < experts * n * k; ++i)
       b16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
   }
@@ -135,12 +143,14 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   std::vector<float> residual(m * n);
   for (auto &x : residual) x = (int(next32() % 2001) - 1000) / 250.0f;
   bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
-              ok(drv->cuMemAlloc_v2(&dA, a.size()), "cuMemAlloc") &&
+              ok(drv->cuMemAlloc_v2(&dA, c.f32Activations ? af.size() * 4 : a.size()), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dB, b.size()), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dOut, m * n * 4), "cuMemAlloc") &&
               ok(drv->cuMemAlloc_v2(&dRes, m * n * 4), "cuMemAlloc") &&
               ok(drv->cuMemcpyHtoD_v2(dRes, residual.data(), m * n * 4), "cuMemcpyHtoD") &&
-              ok(drv->cuMemcpyHtoD_v2(dA, a.data(), a.size()), "cuMemcpyHtoD") &&
+              ok(c.f32Activations ? drv->cuMemcpyHtoD_v2(dA, af.data(), af.size() * 4)
+                                  : drv->cuMemcpyHtoD_v2(dA, a.data(), a.size()),
+                 "cuMemcpyHtoD") &&
               ok(drv->cuMemcpyHtoD_v2(dB, b.data(), b.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemsetD8_v2(dOut, 0xFF, m * n * 4), "cuMemsetD8");
   if (good && c.grouped)
@@ -157,8 +167,11 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // zero-filled.
   CUtensorMap maps[2];
   // Swapped (decode), map 0 is the weights' and map 1 the activations'.
+  // f32 activations: the weights' map only.
   for (int i = 0; good && i < 2; ++i) {
     const bool weights = (i == 1) != c.swapAB;
+    if (c.f32Activations && !weights)
+      continue;
     const unsigned rank = weights && c.grouped ? 3 : 2;
     uint64_t rows = weights ? n : m;
     unsigned long long dims[3] = {static_cast<unsigned long long>(k), rows,
@@ -199,6 +212,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // The maps by value (128-byte parameters), as __grid_constant__ would.
   unsigned long long m64 = m;
   std::vector<void *> params{&maps[0], &maps[1]};
+  if (c.f32Activations) // (the weights' map, the f32 activations, ...)
+    params = {&maps[c.swapAB ? 0 : 1], &dA};
   if (c.grouped)
     params.push_back(&dBlocks);
   if (c.fp8) {
@@ -357,6 +372,17 @@ int main() {
   checks.push_back({withEpilogue(config(256, 512, 128, 128, true), hopper::Epilogue::kResidual, true), 5e-3});
   checks.push_back({withEpilogue(config(512, 256, 128, 128, false), hopper::Epilogue::kSwiGLU, true), 5e-3});
   checks.push_back({withEpilogue(config(256, 384, 64, 64, true), hopper::Epilogue::kSwiGLU, false), 2e-3});
+  // Plans' form while GPU activations are f32: converted by the producer
+  // (rows past M zero, the reference rounds to bf16 as it does).
+  auto f32Act = [](GemmTileConfig c) {
+    c.f32Activations = true;
+    return c;
+  };
+  checks.push_back({f32Act(config(256, 512, 128, 128, false)), 1e-4});
+  checks.push_back({f32Act(config(256, 512, 64, 64, false)), 1e-4});
+  checks.push_back({f32Act(withEpilogue(config(256, 512, 128, 128, false), hopper::Epilogue::kResidual, false)), 1e-4});
+  checks.push_back({f32Act(config(256, 512, 64, 8, false, false, true)), 1e-4});
+  checks.push_back({f32Act(config(256, 512, 64, 32, false, false, true)), 1e-4});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
@@ -374,7 +400,8 @@ int main() {
       bool pass = r.ran && r.relL2 <= ch.tol;
       status |= pass ? 0 : 1;
       char label[80];
-      std::snprintf(label, sizeof label, "%s%s %lldx%lld %lldx%lld s%lld",
+      std::snprintf(label, sizeof label, "%s%s%s %lldx%lld %lldx%lld s%lld",
+                    ch.c.f32Activations ? "f32-act " : "",
                     ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
                     : ch.c.epilogue == hopper::Epilogue::kSwiGLU ? "swiglu "
                     : ch.c.grouped && ch.c.swapAB               ? "grouped swapped "
@@ -410,6 +437,26 @@ int main() {
                     (long long)m, (long long)s[0], (long long)s[1], tile, r.medianMs,
                     flops / (r.medianMs * 1e9), bytes / (r.medianMs * 1e6));
       }
+  // The plans' f32-activation form at the same shapes (the producer's
+  // conversion against TMA of bf16 activations, above).
+  for (int64_t m : {1, 64, 4096})
+    for (const auto &s : shapes) {
+      GemmTileConfig c = hopper::chooseGemmTile(m, s[0], s[1], false, false, sms);
+      c.f32Activations = true;
+      Result r = run(c, m, /*check=*/false, 20, sms);
+      if (!r.ran) {
+        status = 1;
+        continue;
+      }
+      double flops = 2.0 * m * s[0] * s[1];
+      double bytes = 4.0 * m * s[1] + 2.0 * s[0] * s[1] + 4.0 * m * s[0];
+      char tile[32];
+      std::snprintf(tile, sizeof tile, "%lldx%lld%s", (long long)c.blockM, (long long)c.blockN,
+                    c.swapAB ? "sw" : "");
+      std::printf("%-6s %6lld %6lld %6lld %-10s %10.4f %8.1f %8.0f\n", "f32a", (long long)m,
+                  (long long)s[0], (long long)s[1], tile, r.medianMs, flops / (r.medianMs * 1e9),
+                  bytes / (r.medianMs * 1e6));
+    }
   // The experts' grouped GEMMs over the contiguous layout (DeepGEMM's table):
   // groups x rows per group, N x K = DeepSeek-V3's gate+up and down.
   std::printf("\n%-6s %8s %6s %6s %-10s %10s %8s\n", "dtype", "groups", "N", "K", "tile", "ms", "TFLOPS");

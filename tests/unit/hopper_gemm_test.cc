@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -125,6 +126,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
   std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
+                     (c.f32Activations ? "f32act_" : "") +
                      (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") +
                      "e" + std::to_string(int(c.epilogue)) + (c.bf16Out ? "bf16_" : "f32_") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
@@ -181,8 +183,18 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (c.fp8) { // the per-k-block promotion: one FFMA per accumulator
     EXPECT_GE(count("FFMA"), static_cast<size_t>(c.blockN / 2));
   }
-  // Grouped: the experts' weights through a 3D map [E, N, K].
-  EXPECT_EQ(count("UTMALDG.2D"), c.grouped ? 1u : 2u) << sass.text;
+  // Grouped: the experts' weights through a 3D map [E, N, K]. f32
+  // activations: the weights' map only, the activations loaded 16 bytes at
+  // a time, packed to bf16x2 and stored 16 bytes at a time.
+  EXPECT_EQ(count("UTMALDG.2D"), c.grouped || c.f32Activations ? 1u : 2u)
+      << sass.text;
+  if (c.f32Activations) {
+    const size_t chunks = (c.swapAB ? c.blockN : c.blockM) * 8 / 128;
+    EXPECT_GE(count("F2FP.BF16"), 4 * std::max<size_t>(chunks, 1)) << sass.text;
+    EXPECT_GE(count("STS.128"), std::max<size_t>(chunks, 1)) << sass.text;
+    EXPECT_GE(count("LDG.E.128"), 2 * std::max<size_t>(chunks, 1)) << sass.text;
+    EXPECT_GE(count("FENCE.VIEW.ASYNC.S"), 1u) << sass.text;
+  }
   EXPECT_EQ(count("UTMALDG.3D"), c.grouped ? 1u : 0u) << sass.text;
   // The producer gives registers to the math warpgroups where the launch's
   // share (168 of 384 threads) is short.
@@ -205,6 +217,11 @@ GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
   c.blockM = bm;
   c.blockN = bn;
   c.stages = stages;
+  return c;
+}
+
+GemmTileConfig f32Activations(GemmTileConfig c) {
+  c.f32Activations = true;
   return c;
 }
 
@@ -252,7 +269,17 @@ INSTANTIATE_TEST_SUITE_P(
                       withEpilogue(config(7168, 2048, 128, 128, 4, true), Epilogue::kResidual, true),
                       withEpilogue(config(4096, 7168, 128, 128, 4), Epilogue::kSwiGLU, true),
                       withEpilogue(config(4096, 7168, 64, 64, 6, true), Epilogue::kSwiGLU, false),
-                      withEpilogue(config(2112, 7168, 64, 64, 6, true), Epilogue::kStore, true)));
+                      withEpilogue(config(2112, 7168, 64, 64, 6, true), Epilogue::kStore, true),
+                      // Plans' form while GPU activations are f32: the
+                      // producer converts them (prefill tiles, one math
+                      // warpgroup, the residual add, decode's swapped
+                      // form at 8 and 32 tokens).
+                      f32Activations(config(7168, 2048, 128, 128, 4)),
+                      f32Activations(config(2048, 7168, 64, 128, 6)),
+                      f32Activations(withEpilogue(config(7168, 2048, 128, 64, 6),
+                                                  Epilogue::kResidual, false)),
+                      f32Activations(config(7168, 2048, 64, 8, 8, false, false, true)),
+                      f32Activations(config(2112, 7168, 64, 32, 8, false, false, true))));
 
 } // namespace
 } // namespace kiln::hopper

@@ -113,6 +113,34 @@ TEST(HopperLayout, AdvancedDescriptorsReadWhatTmaWrote) {
   }
 }
 
+// The f32-activation form's producer threads store each converted chunk
+// where a 128B-swizzled TMA load puts those 8 bf16 elements, and together
+// cover an activation tile of 8 to 128 rows exactly once.
+TEST(HopperLayout, ConvertedActivationChunksLandWhereTmaPutsThem) {
+  for (uint32_t rows : {8u, 16u, 32u, 64u, 128u}) {
+    std::set<uint32_t> chunks;
+    const uint32_t iterations = (rows * 8 + 127) / 128;
+    for (uint32_t i = 0; i < iterations; ++i)
+      for (uint32_t t = 0; t < 128; ++t) {
+        const uint32_t q = t + 128 * i, row = q / 8, k = 8 * (q % 8);
+        if (row >= rows)
+          continue; // the emitter predicates these off
+        const uint32_t o = f32ActivationChunkOffset(t, i);
+        ASSERT_EQ(o, kMajorSwizzled128Offset(row, k, 2))
+            << "thread " << t << " iteration " << i;
+        // The chunk's 8 elements are contiguous after the swizzle.
+        for (uint32_t e = 0; e < 8; ++e)
+          ASSERT_EQ(kMajorSwizzled128Offset(row, k + e, 2), o + 2 * e);
+        chunks.insert(o);
+      }
+    EXPECT_EQ(chunks.size(), rows * 8) << rows << " rows";
+  }
+  // Thread 9 (row 1, chunk 1) -> chunk 0 of row 1; thread 2 at its second
+  // iteration (chunk 130) is chunk 2 of row 16 -> unswizzled (phase 0).
+  EXPECT_EQ(f32ActivationChunkOffset(9, 0), 128u);
+  EXPECT_EQ(f32ActivationChunkOffset(2, 1), 16u * 128 + 2 * 16);
+}
+
 TEST(HopperLayout, InterleavedCoreMatrices) {
   // 16 rows x 16 bf16: four core matrices; along K 128 B apart, along M 256.
   std::set<uint32_t> bytes;

@@ -68,6 +68,17 @@ struct GemmTileConfig {
   bool swapAB = false;
   Epilogue epilogue = Epilogue::kStore;
   bool bf16Out = false; // bf16 stores (round to nearest even), else f32
+  // The activations (A, or B when swapped) are f32 [M, K] row-major in
+  // global memory, as plans' GPU activations still are (issue 12): a
+  // pointer parameter instead of their tensor map. The producer
+  // warpgroup's 128 threads load each k-block's rows (16-byte loads, rows
+  // past M as zeros), round them to bf16 (nearest even) and store them in
+  // the stage's 128B-swizzled layout, exactly where TMA would have put
+  // them (f32ActivationChunkOffset), then fence the stores for the async
+  // proxy and arrive on the stage's full barrier with the weights' TMA
+  // bytes. bf16 only, not grouped; no register rebalancing (the producer
+  // keeps a stage's loads in flight).
+  bool f32Activations = false;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -104,7 +115,9 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 /// (tensor map of A, tensor map of B (each a 128-byte CUtensorMap passed by
 /// value, 64-byte aligned), [grouped:
 /// u64 block_expert,] [fp8: u64 activation scales, u64 weight scales,] u64
-/// out, [residual: u64 residual,] u64 M). `c` must be valid.
+/// out, [residual: u64 residual,] u64 M); with f32Activations (tensor map
+/// of the weights, u64 activations, u64 out, [u64 residual,] u64 M).
+/// `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 
 /// The PTX module header for sm_90a (ISA 8.0) that entries follow.

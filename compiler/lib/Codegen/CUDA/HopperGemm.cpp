@@ -36,6 +36,16 @@ int64_t bBytes(const GemmTileConfig &c) {
 }
 int64_t stageBytes(const GemmTileConfig &c) { return aBytes(c) + bBytes(c); }
 
+// f32 activations: rows of the activation tile (A's blockM, or the swapped
+// form's blockN tokens), and the 16-byte chunks each of the producer's 128
+// threads converts per k-block (8 per row).
+int64_t activationRows(const GemmTileConfig &c) {
+  return c.swapAB ? c.blockN : c.blockM;
+}
+int64_t convertIterations(const GemmTileConfig &c) {
+  return (activationRows(c) * 8 + 127) / 128;
+}
+
 } // namespace
 
 std::string checkGemmTileConfig(const GemmTileConfig &c) {
@@ -64,6 +74,9 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "N " << c.n << " is not a positive multiple of blockN " << c.blockN;
   else if (c.k <= 0 || c.k % c.blockK != 0)
     why << "K " << c.k << " is not a positive multiple of blockK " << c.blockK;
+  else if (c.f32Activations && (c.fp8 || c.grouped))
+    why << "f32 activations are converted to bf16 only, not e4m3 or for the "
+           "grouped form";
   else if (c.stages < 2 || c.stages > 16)
     why << "stages " << c.stages << " outside [2, 16]";
   else if (gemmDynamicSharedBytes(c) > kMaxDynamicShared)
@@ -79,7 +92,7 @@ int64_t gemmDynamicSharedBytes(const GemmTileConfig &c) {
 int64_t gemmThreads(const GemmTileConfig &c) { return 128 * (1 + c.blockM / 64); }
 
 bool rebalancesRegisters(const GemmTileConfig &c) {
-  return c.blockM == 128 && c.blockN >= 112;
+  return c.blockM == 128 && c.blockN >= 112 && !c.f32Activations;
 }
 
 GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
@@ -157,10 +170,16 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "; tiles " << c.blockM
     << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
     << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
+  const bool f32Act = c.f32Activations;
   o << ".visible .entry " << name << "(\n"
-    << "  .param .align 64 .b8 " << name << "_tma_a[128],\n"
-    << "  .param .align 64 .b8 " << name << "_tma_b[128],\n"
-    << (c.grouped ? "  .param .u64 " + name + "_block_expert,\n" : std::string())
+    << (f32Act ? "  .param .align 64 .b8 " + name +
+                     "_tma_w[128],\n  .param .u64 " + name + "_act,\n"
+               : "  .param .align 64 .b8 " + name +
+                     "_tma_a[128],\n"
+                     "  .param .align 64 .b8 " +
+                     name + "_tma_b[128],\n")
+    << (c.grouped ? "  .param .u64 " + name + "_block_expert,\n"
+                  : std::string())
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
                     "_scale_b,\n"
               : std::string())
@@ -170,10 +189,13 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
             : std::string())
     << "  .param .u64 " << name << "_m)\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
-    << "  .reg .pred %p<12>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
+    << "  .reg .pred %p<16>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
     << "  .reg .f32 %acc<" << acc << ">;\n"
     << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
     << "  .reg .b32 %eb;\n"
+    << (f32Act ? "  .reg .f32 %cv<" + std::to_string(8 * convertIterations(c)) +
+                     ">;\n  .reg .b32 %cb<4>;\n"
+               : std::string())
     << (c.fp8 ? "  .reg .f32 %fin<" + std::to_string(acc) +
                     ">;\n  .reg .f32 %sc<4>;\n  .reg .f32 %sct<" +
                     std::to_string(c.blockN / 4) + ">;\n  .reg .b32 %tok<" +
@@ -187,9 +209,18 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   // The tensor maps come by value (as a __grid_constant__ CUtensorMap does):
   // TMA takes their generic parameter-space addresses, which need no
   // tensormap-proxy fence (a map in global memory would).
-  o << "  mov.u64 %rd1, " << name << "_tma_a;\n  cvta.param.u64 %rd1, %rd1;\n"
-    << "  mov.u64 %rd2, " << name << "_tma_b;\n  cvta.param.u64 %rd2, %rd2;\n"
-    << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
+  // f32 activations: the weights' map is %rd1 (swapped) or %rd2, the
+  // activations' pointer %rd21.
+  if (f32Act)
+    o << "  mov.u64 " << (c.swapAB ? "%rd1, " : "%rd2, ") << name
+      << "_tma_w;\n  cvta.param.u64 "
+      << (c.swapAB ? "%rd1, %rd1" : "%rd2, %rd2")
+      << ";\n  ld.param.u64 %rd21, [" << name << "_act];\n";
+  else
+    o << "  mov.u64 %rd1, " << name << "_tma_a;\n  cvta.param.u64 %rd1, %rd1;\n"
+      << "  mov.u64 %rd2, " << name
+      << "_tma_b;\n  cvta.param.u64 %rd2, %rd2;\n";
+  o << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
     << (c.epilogue == Epilogue::kResidual
@@ -212,9 +243,10 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  mov.u32 %r9, " << name << "_empty;\n"
     << "  setp.ne.u32 %p0, %r1, 0;\n  @%p0 bra " << L("init_done") << ";\n";
   for (int64_t s = 0; s < c.stages; ++s)
-    o << "  mbarrier.init.shared::cta.b64 [%r8+" << 8 * s << "], 1;\n"
-      << "  mbarrier.init.shared::cta.b64 [%r9+" << 8 * s << "], "
-      << mathGroups << ";\n";
+    o << "  mbarrier.init.shared::cta.b64 [%r8+" << 8 * s << "], "
+      << (f32Act ? 128 : 1) << ";\n"
+      << "  mbarrier.init.shared::cta.b64 [%r9+" << 8 * s << "], " << mathGroups
+      << ";\n";
   o << "  fence.mbarrier_init.release.cluster;\n"
     << L("init_done") << ":\n  bar.sync 0;\n"
     << "  setp.eq.u32 %p1, %r4, 0;\n  @%p1 bra " << L("producer") << ";\n";
@@ -430,21 +462,34 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   o << L("m_next") << ":\n"
     << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
 
-  // --- Producer warpgroup: thread 0 issues.
+  // --- Producer warpgroup: thread 0 issues the TMA loads; with f32
+  // activations all 128 threads convert the activations' k-block too.
   o << L("producer") << ":\n";
   if (rebalancesRegisters(c))
     o << "  setmaxnreg.dec.sync.aligned.u32 40;\n";
-  o << "  setp.ne.u32 %p2, %r1, 0;\n  @%p2 bra " << L("end") << ";\n"
-    << "  mov.u32 %r11, 0;\n  mov.u32 %r12, %r2;\n";
+  if (f32Act) // %r40: the thread's chunk offset in the tile, %r41 its
+    // first row, %r42 its chunk's byte in a row of f32
+    o << "  shr.u32 %r41, %r1, 3;\n  and.b32 %r42, %r1, 7;\n"
+      << "  and.b32 %r43, %r41, 7;\n  xor.b32 %r43, %r43, %r42;\n"
+      << "  shl.b32 %r43, %r43, 4;\n  mad.lo.u32 %r40, %r41, 128, %r43;\n"
+      << "  shl.b32 %r42, %r42, 5;\n  setp.eq.u32 %p10, %r1, 0;\n";
+  else
+    o << "  setp.ne.u32 %p2, %r1, 0;\n  @%p2 bra " << L("end") << ";\n";
+  o << "  mov.u32 %r11, 0;\n  mov.u32 %r12, %r2;\n";
   tileHead("p");
   o << "  mul.lo.u32 %r13, %r13, " << c.blockM << ";\n"
     << "  mul.lo.u32 %r14, %r14, " << c.blockN << ";\n"
     << "  mov.u32 %r15, 0;\n";
   waitStage("p", "%r9", true);
-  o << "  mad.lo.u32 %r18, %r16, 8, %r8;\n"
-    << "  mbarrier.arrive.expect_tx.shared::cta.b64 %rd7, [%r18], "
-    << stageBytes(c) << ";\n"
-    << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
+  const int64_t weightBytes = c.swapAB ? aBytes(c) : bBytes(c);
+  o << "  mad.lo.u32 %r18, %r16, 8, %r8;\n";
+  if (f32Act)
+    o << "  @%p10 mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%r18], "
+      << weightBytes << ";\n";
+  else
+    o << "  mbarrier.arrive.expect_tx.shared::cta.b64 %rd7, [%r18], "
+      << stageBytes(c) << ";\n";
+  o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
     << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
     << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n";
   // One box per operand into the stage, completing on its full barrier.
@@ -453,13 +498,55 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   auto tmaLoad = [&](const char *dst, const char *map, const char *row,
                      bool weights) {
     bool expert = c.grouped && weights;
-    o << "  cp.async.bulk.tensor." << (expert ? "3d" : "2d")
+    o << (f32Act ? "  @%p10 " : "  ") << "cp.async.bulk.tensor."
+      << (expert ? "3d" : "2d")
       << ".shared::cluster.global.tile.mbarrier::complete_tx::bytes [" << dst
       << "], [" << map << ", {%r23, " << row << (expert ? ", %r35" : "")
       << "}], [%r18];\n";
   };
-  tmaLoad("%r19", "%rd1", "%r13", c.swapAB);
-  tmaLoad("%r20", "%rd2", "%r14", !c.swapAB);
+  if (!f32Act || c.swapAB)
+    tmaLoad("%r19", "%rd1", "%r13", c.swapAB);
+  if (!f32Act || !c.swapAB)
+    tmaLoad("%r20", "%rd2", "%r14", !c.swapAB);
+  if (f32Act) {
+    // The activations' k-block: rows from %r44 = row base + local row,
+    // elements [%r23, %r23 + 64) of each, all loads of the stage first (in
+    // flight together), then the bf16 stores at f32ActivationChunkOffset
+    // (%r40 + 2048 i) in the tile, the fence that makes them visible to
+    // the tensor cores' async proxy, and this thread's arrival.
+    const int64_t rows = activationRows(c), iters = convertIterations(c);
+    const char *rowBase = c.swapAB ? "%r14" : "%r13";
+    o << "  mad.lo.u32 %r46, %r23, 4, %r42;\n  cvt.u64.u32 %rd23, %r46;\n"
+      << "  add.s64 %rd23, %rd23, %rd21;\n";
+    for (int64_t i = 0; i < iters; ++i) {
+      o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
+        << "  add.u32 %r44, " << rowBase << ", %r43;\n"
+        << "  setp.lt.u32 %p11, %r44, %r5;\n";
+      if (16 * (i + 1) > rows)
+        o << "  setp.lt.and.u32 %p11, %r43, " << rows << ", %p11;\n";
+      o << "  mul.wide.u32 %rd22, %r44, " << 4 * c.k << ";\n"
+        << "  add.s64 %rd22, %rd22, %rd23;\n";
+      for (int64_t e = 0; e < 8; ++e)
+        o << "  mov.f32 %cv" << 8 * i + e << ", 0f00000000;\n";
+      for (int64_t h = 0; h < 2; ++h)
+        o << "  @%p11 ld.global.nc.v4.f32 {%cv" << 8 * i + 4 * h << ", %cv"
+          << 8 * i + 4 * h + 1 << ", %cv" << 8 * i + 4 * h + 2 << ", %cv"
+          << 8 * i + 4 * h + 3 << "}, [%rd22+" << 16 * h << "];\n";
+    }
+    o << "  add.u32 %r45, " << (c.swapAB ? "%r20" : "%r19") << ", %r40;\n";
+    for (int64_t i = 0; i < iters; ++i) {
+      for (int64_t q = 0; q < 4; ++q)
+        o << "  cvt.rn.bf16x2.f32 %cb" << q << ", %cv" << 8 * i + 2 * q + 1
+          << ", %cv" << 8 * i + 2 * q << ";\n";
+      if (16 * (i + 1) > rows)
+        o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
+          << "  setp.lt.u32 %p12, %r43, " << rows << ";\n  @%p12";
+      o << "  st.shared.v4.b32 [%r45+" << 2048 * i
+        << "], {%cb0, %cb1, %cb2, %cb3};\n";
+    }
+    o << "  fence.proxy.async.shared::cta;\n"
+      << "  mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n";
+  }
   o << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("p_k") << ";\n"

@@ -106,6 +106,19 @@ constexpr uint64_t kMajorSwizzled128Descriptor(uint32_t address,
                           Swizzle::k128B);
 }
 
+/// Where producer thread `thread` (0-127) stores the 16 bytes (8 bf16) of
+/// its `iteration`-th chunk of an activation tile in the f32-activation
+/// form (HopperGemm.h): chunk q = thread + 128 * iteration is row q / 8,
+/// elements 8 (q % 8) .. + 8 of the k-block, at the byte of
+/// kMajorSwizzled128Offset(row, 8 (q % 8), 2). The row's swizzle phase is
+/// thread / 8 mod 8 at every iteration (rows advance by 16), so each
+/// thread's offset is a constant plus 2048 per iteration.
+constexpr uint32_t f32ActivationChunkOffset(uint32_t thread,
+                                            uint32_t iteration) {
+  uint32_t row = thread / 8, chunk = thread % 8;
+  return row * 128 + ((chunk ^ (row & 7)) * 16) + 2048 * iteration;
+}
+
 /// The unswizzled ("interleave") K-major layout: core matrices of 8 rows x
 /// 16 bytes (128 contiguous bytes), `leadingBytes` apart along K and
 /// `strideBytes` apart along M/N. Byte of element (row, k).
