@@ -1,14 +1,22 @@
 // CUDA executor: one device arena (cuMemAlloc), the weights in one device
 // allocation copied once in large chunks (weight_upload.h), the module loaded
-// from the cubin (or PTX), launches enqueued on the default stream.
+// from the cubin (or PTX), launches enqueued on the default stream. Entry
+// points with tile variants (tile_launch.h) run them instead of their
+// program form: dynamic shared memory set per function, tensor maps encoded
+// once per session for every launch (addresses are fixed after set-up) and
+// passed by value, persistent grids from the device's SM count.
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "backend.h"
 #include "cuda_driver.h"
+#include "kiln/Kernels/HopperLayout.h"
 #include "plan_support.h"
+#include "tile_launch.h"
 #include "weight_upload.h"
 
 namespace kiln {
@@ -59,6 +67,8 @@ class CudaBackend final : public Backend {
       return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.cuda_device,
                                                      " does not exist (", count, " devices)"));
     KILN_CU(cu_->cuDeviceGet(&device_, options.cuda_device), "cuDeviceGet");
+    KILN_CU(cu_->cuDeviceGetAttribute(&sms_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_),
+            "cuDeviceGetAttribute (SM count)");
     KILN_CU(cu_->cuDevicePrimaryCtxRetain(&ctx_, device_), "cuDevicePrimaryCtxRetain");
     KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
 
@@ -100,7 +110,26 @@ class CudaBackend final : public Backend {
                                                 cu_->Check(r, "cuModuleGetFunction").message()));
       functions_.push_back(fn);
       block_x_.push_back(eps[k]->block_x());
+      // Tile variants: their functions, with the dynamic shared memory
+      // they need allowed (above 48 KiB it must be).
+      std::vector<CUfunction> tiles;
+      for (uint32_t t = 0; eps[k]->tiles() && t < eps[k]->tiles()->size(); ++t) {
+        const plan::TileVariant* v = eps[k]->tiles()->Get(t);
+        CUfunction tf = nullptr;
+        r = cu_->cuModuleGetFunction(&tf, module_, v->name()->c_str());
+        if (r != CUDA_SUCCESS)
+          return absl::NotFoundError(absl::StrCat("CUDA executable: tile variant '", v->name()->str(),
+                                                  "' of entry point '", eps[k]->name()->str(),
+                                                  "': ", cu_->Check(r, "cuModuleGetFunction").message()));
+        if (v->dynamic_shared_bytes() > 0)
+          KILN_CU(cu_->cuFuncSetAttribute(tf, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                          static_cast<int>(v->dynamic_shared_bytes())),
+                  absl::StrCat("cuFuncSetAttribute (dynamic shared memory of '", v->name()->str(), "')"));
+        tiles.push_back(tf);
+      }
+      tile_functions_.push_back(std::move(tiles));
     }
+    entry_points_ = eps;
 
     // Arena, then weights (copied once).
     uint64_t arena_size = (plan.fb().arena_size() + 255) / 256 * 256;
@@ -130,7 +159,102 @@ class CudaBackend final : public Backend {
       addresses_.push_back(buf->kind() == plan::BufferKind::weight ? weight_ptrs[buf->weight()]
                                                                    : arena_ + buf->offset());
     }
+    // Tensor maps of every launch of a kernel with tile variants, once.
+    auto encode_all = [&](const flatbuffers::Vector<flatbuffers::Offset<plan::Launch>>* launches) {
+      for (uint32_t i = 0; launches && i < launches->size(); ++i)
+        if (auto s = EncodeTensorMaps(*launches->Get(i)); !s.ok()) return s;
+      return absl::OkStatus();
+    };
+    if (auto s = encode_all(plan.fb().launches()); !s.ok()) return s;
+    for (uint32_t f = 0; plan.fb().functions() && f < plan.fb().functions()->size(); ++f)
+      if (auto s = encode_all(plan.fb().functions()->Get(f)->launches()); !s.ok()) return s;
     return absl::OkStatus();
+  }
+
+  // The tensor maps of `launch`'s tile variants, in variant and parameter
+  // order, over the addresses of its bindings.
+  absl::Status EncodeTensorMaps(const plan::Launch& launch) {
+    const plan::EntryPoint* ep = entry_points_[launch.kernel()];
+    if (!ep->tiles()) return absl::OkStatus();
+    std::vector<CUtensorMap>& maps = tensor_maps_[&launch];
+    maps.clear();
+    for (const plan::TileVariant* v : *ep->tiles())
+      for (const plan::TileParam* p : *v->params()) {
+        if (p->kind() != plan::TileParamKind::tensor_map) continue;
+        TensorMapArgs a = TensorMapArgsOf(*p->map());
+        CUdeviceptr address = addresses_[launch.bindings()->Get(p->binding())];
+        uint64_t dims[5], strides[5];
+        for (uint32_t d = 0; d < a.rank; ++d) dims[d] = a.dims[d];
+        for (uint32_t d = 0; d + 1 < a.rank; ++d) strides[d] = a.strides[d];
+        auto sw = static_cast<hopper::Swizzle>(a.swizzle == CU_TENSOR_MAP_SWIZZLE_128B  ? 1
+                                               : a.swizzle == CU_TENSOR_MAP_SWIZZLE_64B ? 2
+                                               : a.swizzle == CU_TENSOR_MAP_SWIZZLE_32B ? 3
+                                                                                        : 0);
+        size_t elem = DTypeSize(static_cast<DType>(p->map()->dtype()));
+        std::string what = absl::StrCat("tensor map of binding ", p->binding(), " for '", v->name()->str(),
+                                        "' (launch at ", launch.location() ? launch.location()->str() : "?", ")");
+        if (const char* why = hopper::checkTensorMapBox(a.rank, dims, strides, a.box,
+                                                        static_cast<uint32_t>(elem), address, sw))
+          return absl::InvalidArgumentError(absl::StrCat(what, ": ", why));
+        CUtensorMap map;
+        KILN_CU(cu_->cuTensorMapEncodeTiled(&map, a.dtype, a.rank, reinterpret_cast<void*>(address), a.dims,
+                                            a.strides, a.box, a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            a.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+                absl::StrCat("cuTensorMapEncodeTiled (", what, ")"));
+        maps.push_back(map);
+      }
+    return absl::OkStatus();
+  }
+
+  // A launch through the tile variant that holds its rows: (end of its
+  // programs) / programs_per_row rows, one call (the rows are a prefix of
+  // the grid's: a window's padding rows in between are computed too, and
+  // nothing reads them).
+  absl::Status LaunchTiles(const plan::Launch& la, const LaunchWindow* window) {
+    const plan::EntryPoint* ep = entry_points_[la.kernel()];
+    uint64_t end = la.programs();
+    if (window) {
+      end = 0;
+      for (auto [b, e] : window->ranges)
+        if (e > b) end = std::max(end, static_cast<uint64_t>(e));
+    }
+    if (end == 0) return absl::OkStatus();
+    const uint64_t rows = TileRows(end, ep->programs_per_row());
+    const int vi = ChooseTileVariant(*ep, rows);
+    if (vi < 0)
+      return absl::InternalError(absl::StrCat("no tile variant of '", ep->name()->str(), "' holds ", rows, " rows"));
+    const plan::TileVariant* v = ep->tiles()->Get(vi);
+    auto it = tensor_maps_.find(&la);
+    if (it == tensor_maps_.end())
+      return absl::InternalError(absl::StrCat("launch of '", ep->name()->str(), "' has no tensor maps"));
+    // Maps of the variants before this one come first.
+    size_t map = 0;
+    for (int u = 0; u < vi; ++u)
+      for (const plan::TileParam* p : *ep->tiles()->Get(u)->params())
+        map += p->kind() == plan::TileParamKind::tensor_map;
+    std::vector<uint64_t> storage(v->params()->size());
+    std::vector<void*> params(v->params()->size());
+    for (uint32_t i = 0; i < v->params()->size(); ++i) {
+      const plan::TileParam* p = v->params()->Get(i);
+      switch (p->kind()) {
+        case plan::TileParamKind::tensor_map:
+          params[i] = &it->second[map++];
+          continue;
+        case plan::TileParamKind::binding:
+          storage[i] = addresses_[la.bindings()->Get(p->binding())];
+          break;
+        case plan::TileParamKind::rows:
+          storage[i] = rows;
+          break;
+      }
+      params[i] = &storage[i];
+    }
+    KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    return cu_->Check(cu_->cuLaunchKernel(tile_functions_[la.kernel()][vi], TileGrid(*v, rows, sms_), 1, 1,
+                                          v->threads(), 1, 1, v->dynamic_shared_bytes(), nullptr, params.data(),
+                                          nullptr),
+                      absl::StrCat("cuLaunchKernel ('", v->name()->str(), "')"));
   }
 
   // Every weight into one allocation (256-aligned offsets), in chunks of
@@ -213,6 +337,7 @@ class CudaBackend final : public Backend {
     const plan::Launch* la = &launch;
     uint64_t programs = la->programs();
     if (programs == 0) return absl::OkStatus();
+    if (!tile_functions_[la->kernel()].empty()) return LaunchTiles(launch, window);
     uint32_t nb = la->bindings() ? la->bindings()->size() : 0;
     uint32_t ns = la->scalars() ? la->scalars()->size() : 0;
     // Parameter storage: buffers, scalars, begin, end (all 8 bytes).
@@ -255,6 +380,11 @@ class CudaBackend final : public Backend {
   CUmodule module_ = nullptr;
   std::vector<CUfunction> functions_;
   std::vector<uint32_t> block_x_;
+  std::vector<const plan::EntryPoint*> entry_points_;  // per kernel
+  std::vector<std::vector<CUfunction>> tile_functions_;  // per kernel, per variant
+  // Per launch with tile variants: its tensor maps (tile_launch.h order).
+  std::unordered_map<const plan::Launch*, std::vector<CUtensorMap>> tensor_maps_;
+  int sms_ = 0;
   CUdeviceptr arena_ = 0;
   CUdeviceptr weights_ = 0;  // every weight, at layout_.offsets
   WeightLayout layout_;

@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "kiln/Kernels/HopperLayout.h"
+#include "kiln/dtype.h"
 #include "kiln/runtime.h"
 #include "kiln/tokenizer.h"
 #include "mapped_file.h"
@@ -369,6 +371,97 @@ absl::Status CheckFunction(const plan::Plan& p, const Launches* launches, const 
 }
 
 // Executable e's checksum; an error naming it when the bytes changed.
+// A CUDA entry point's tile variants (plan.fbs TileVariant): rows that
+// cover every grid of the kernel, launch shapes the device accepts, and
+// parameters that name the kernel's bindings, with tensor maps TMA can
+// encode that stay inside their binding at every grid. The map's address
+// (its alignment) is checked when the session encodes it.
+absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k, const std::string& where) {
+  const auto* tiles = ep.tiles();
+  const uint64_t per_row = ep.programs_per_row();
+  if (per_row == 0)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": tile variants but programs_per_row 0"));
+  if (Len(k.grids()) == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": its kernel has no grids"));
+  uint64_t max_rows = 0;
+  for (const plan::KernelGrid* g : *k.grids()) {
+    if (g->programs() % per_row != 0)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": a grid of ", g->programs(),
+                                                     " programs is not whole rows of ", per_row));
+    max_rows = std::max(max_rows, g->programs() / per_row);
+  }
+  constexpr uint32_t kMaxDynamicShared = 227 * 1024;
+  uint64_t prev = 0;
+  for (uint32_t v = 0; v < tiles->size(); ++v) {
+    const plan::TileVariant* t = tiles->Get(v);
+    std::string at = absl::StrCat(where, ": tile variant ", v, " ('", t->name()->str(), "')");
+    if (t->max_rows() <= prev)
+      return absl::InvalidArgumentError(absl::StrCat(at, ": max_rows ", t->max_rows(),
+                                                     " does not increase (previous ", prev, ")"));
+    prev = t->max_rows();
+    if (t->threads() == 0 || t->threads() > 1024 || t->threads() % 32 != 0)
+      return absl::InvalidArgumentError(absl::StrCat(at, ": ", t->threads(),
+                                                     " threads (a multiple of 32, at most 1024)"));
+    if (t->dynamic_shared_bytes() > kMaxDynamicShared)
+      return absl::InvalidArgumentError(absl::StrCat(at, ": ", t->dynamic_shared_bytes(),
+                                                     " bytes of dynamic shared memory exceed ",
+                                                     kMaxDynamicShared));
+    if (t->rows_per_tile() == 0 || t->column_tiles() == 0)
+      return absl::InvalidArgumentError(absl::StrCat(at, ": no tiles (rows_per_tile ", t->rows_per_tile(),
+                                                     ", column_tiles ", t->column_tiles(), ")"));
+    if (Len(t->params()) == 0) return absl::InvalidArgumentError(absl::StrCat(at, ": no parameters"));
+    for (uint32_t i = 0; i < t->params()->size(); ++i) {
+      const plan::TileParam* pr = t->params()->Get(i);
+      std::string pat = absl::StrCat(at, ", parameter ", i);
+      if (pr->kind() > plan::TileParamKind::MAX)
+        return absl::InvalidArgumentError(absl::StrCat(pat, ": unknown kind ", static_cast<int>(pr->kind())));
+      if (pr->kind() == plan::TileParamKind::rows) continue;
+      if (pr->binding() >= k.num_buffers())
+        return absl::InvalidArgumentError(absl::StrCat(pat, ": binding ", pr->binding(), " of a kernel with ",
+                                                       k.num_buffers()));
+      if (pr->kind() != plan::TileParamKind::tensor_map) continue;
+      const plan::TensorMapSpec* m = pr->map();
+      if (!m) return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map without its spec"));
+      const uint32_t rank = Len(m->dims());
+      size_t elem = DTypeValid(static_cast<uint8_t>(m->dtype())) ? DTypeSize(static_cast<DType>(m->dtype())) : 0;
+      hopper::Swizzle sw = m->swizzle_bytes() == 128  ? hopper::Swizzle::k128B
+                           : m->swizzle_bytes() == 64 ? hopper::Swizzle::k64B
+                           : m->swizzle_bytes() == 32 ? hopper::Swizzle::k32B
+                                                      : hopper::Swizzle::kNone;
+      if (elem == 0 || rank < 1 || rank > 5 || Len(m->strides_bytes()) + 1 != rank || Len(m->box()) != rank ||
+          (m->swizzle_bytes() != 0 && sw == hopper::Swizzle::kNone))
+        return absl::InvalidArgumentError(absl::StrCat(pat, ": malformed tensor map (dtype ",
+                                                       static_cast<int>(m->dtype()), ", ", rank, " dims, ",
+                                                       Len(m->strides_bytes()), " strides, ", Len(m->box()),
+                                                       " box extents, swizzle ", m->swizzle_bytes(), ")"));
+      uint64_t dims[5], strides[5] = {0};
+      uint32_t box[5];
+      uint64_t last_byte = elem;  // one past the map's last element
+      for (uint32_t d = 0; d < rank; ++d) {
+        dims[d] = m->dims()->Get(d);
+        box[d] = m->box()->Get(d);
+        if (d > 0) strides[d - 1] = m->strides_bytes()->Get(d - 1);
+        if (dims[d] == 0) return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map dimension ", d, " is 0"));
+        const uint64_t step = d == 0 ? elem : strides[d - 1];
+        if (step != 0 && dims[d] - 1 > (UINT64_MAX - last_byte) / step)
+          return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map extent overflows"));
+        last_byte += (dims[d] - 1) * step;
+      }
+      if (const char* why = hopper::checkTensorMapBox(rank, dims, strides, box, static_cast<uint32_t>(elem), 0, sw))
+        return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map: ", why));
+      for (const plan::KernelGrid* g : *k.grids())
+        if (pr->binding() < Len(g->binding_bytes()) && last_byte > g->binding_bytes()->Get(pr->binding()))
+          return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map spans ", last_byte,
+                                                         " bytes of binding ", pr->binding(), ", which holds ",
+                                                         g->binding_bytes()->Get(pr->binding()), " at a grid of ",
+                                                         g->programs(), " programs"));
+    }
+  }
+  if (prev < max_rows)
+    return absl::InvalidArgumentError(absl::StrCat(where, ": tile variants hold up to ", prev,
+                                                   " rows, but the kernel's grids have up to ", max_rows));
+  return absl::OkStatus();
+}
+
 absl::Status CheckExecutableChecksum(const plan::Executable& x, uint32_t e) {
   uint64_t h = plan::ExecutableChecksum(x.binary() ? x.binary()->data() : nullptr, Len(x.binary()),
                                         x.ptx() ? x.ptx()->data() : nullptr, x.ptx() ? x.ptx()->size() : 0);
@@ -444,6 +537,15 @@ absl::Status CheckSemantics(const plan::Plan& p) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": entry point ", i, " ('", ep->name()->str(), "') has ", ep->phases(),
                          " phases (CPU entry points have 1 to ", plan::kMaxEntryPhases, ", others 1)"));
+      if (Len(ep->tiles()) > 0) {
+        if (x->target() != plan::TargetKind::cuda)
+          return absl::InvalidArgumentError(absl::StrCat(where, ": entry point ", i, " ('", ep->name()->str(),
+                                                         "') has tile variants, which only CUDA runs"));
+        if (auto s = CheckTileVariants(*ep, *p.kernels()->Get(ep->kernel()),
+                                       absl::StrCat(where, ": entry point ", i, " ('", ep->name()->str(), "')"));
+            !s.ok())
+          return s;
+      }
       seen[ep->kernel()] = static_cast<int>(i);
     }
     for (uint32_t k = 0; k < nkernels; ++k)

@@ -18,6 +18,18 @@ for fam in deepseek_v3 llama mixtral; do
   python3 -c "import numpy as np; np.save('$OUT/plans/$fam.tokens.npy', np.random.default_rng(0).integers(0, 128, size=(2, 8)).astype(np.int32))"
   rm -rf "$OUT/ck-$fam"
 done
+# bf16 checkpoints: their dense GEMMs run as the TMA + wgmma tile kernels
+# on the GPU (activations rounded to bf16, f32 sums), which run.sh compares
+# against the CPU's f32 GEMMs at 1e-2 (the rounding alone is ~1e-3 here).
+# Portable CPU code: the GPU machine's host may lack this one's features.
+for fam in deepseek_v3 llama; do
+  python3 "$ROOT/models/testing/make_tiny_checkpoint.py" "$fam" "$OUT/ck-$fam" --dtype bf16 >/dev/null
+  "$BIN/kiln-compile" "$OUT/ck-$fam" -o "$OUT/plans/$fam-bf16.kplan" --target=sm_90a,cpu \
+    --cpu=x86-64-v3 --embed-weights --max-batch=2 --max-seq=64
+  python3 -c "import numpy as np; np.save('$OUT/plans/$fam-bf16.tokens.npy', np.random.default_rng(1).integers(0, 128, size=(2, 8)).astype(np.int32))"
+  echo 1e-2 > "$OUT/plans/$fam-bf16.tol"
+  rm -rf "$OUT/ck-$fam"
+done
 cp "$BIN/kiln-run" "$BIN/kiln-inspect" "$BIN/kiln-hopper-check" "$OUT/bin/"
 # Shared libraries outside the base system (abseil, flatbuffers, libstdc++ is there).
 ldd "$BIN/kiln-run" "$BIN/kiln-hopper-check" | awk '/=> \// {print $3}' | grep -E 'absl|flatbuffers' | sort -u | xargs -r -I{} cp -L {} "$OUT/lib/"

@@ -304,7 +304,68 @@ class Sm90a(unittest.TestCase):
                 self.assertEqual(res["spill_store_bytes"], 0, k["name"])
                 self.assertEqual(res["spill_load_bytes"], 0, k["name"])
                 self.assertGreater(eps[0]["code_bytes"], 0, k["name"])
+                for t in eps[0].get("tiles", []):
+                    tr = t.get("resources")
+                    self.assertIsNotNone(tr, t["name"])
+                    self.assertEqual(tr["spill_store_bytes"], 0, t["name"])
+                    self.assertEqual(tr["spill_load_bytes"], 0, t["name"])
+                    # Every thread of the block gets its registers.
+                    self.assertLessEqual(tr["registers"] * t["threads"], 65536, t["name"])
             return [k["name"] for k in data["kernels"]]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_bf16_gemms_get_tma_wgmma_tile_variants(self):
+        """A bf16 checkpoint's dense GEMMs (kernel.gemm with N and K multiples
+        of 64, at most one residual) carry the Hopper tile kernels, one per
+        row range up to the kernel's most rows (decode's swapped forms first);
+        the others keep the program form only; the plan still verifies and
+        runs on the CPU."""
+        import re
+        import make_tiny_checkpoint as mk
+        tmp = tempfile.mkdtemp(prefix="kiln-sm90a-tiles-")
+        try:
+            ckpt = os.path.join(tmp, "llama")
+            mk.make_checkpoint("llama", ckpt, dtype="bf16")
+            plan = os.path.join(tmp, "p.kplan")
+            run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
+                 "--max-batch=2", "--max-seq=64"])
+            data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+            tiled = untiled = 0
+            for k in data["kernels"]:
+                m = re.match(r"gemm_n(\d+)_k(\d+)_tn\d+_f32_(\w+?)_f32(_f32)?$", k["name"])
+                cuda = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
+                tiles = cuda.get("tiles", [])
+                if not m:
+                    self.assertEqual(tiles, [], k["name"])
+                    continue
+                n, kd, wtype = int(m.group(1)), int(m.group(2)), m.group(3)
+                want = wtype == "bf16" and n % 64 == 0 and kd % 64 == 0
+                self.assertEqual(bool(tiles), want, k["name"])
+                if not want:
+                    untiled += 1
+                    continue
+                tiled += 1
+                rows = k["max_programs"] // cuda["programs_per_row"]
+                bounds = [t["max_rows"] for t in tiles]
+                self.assertEqual(bounds, sorted(set(bounds)), k["name"])
+                self.assertEqual(bounds[-1], rows, k["name"])
+                residual = m.group(4) is not None
+                for t in tiles:
+                    self.assertIn("f32-act", t["config"])
+                    self.assertEqual("residual" in t["config"], residual, t["name"])
+                    swapped = "swapped" in t["config"]
+                    # Decode's swapped form up to 32 rows (none with a residual).
+                    self.assertEqual(swapped, t["max_rows"] <= 32 and not residual, t["name"])
+                    self.assertIn(t["threads"], (256, 384))
+                    self.assertLessEqual(t["dynamic_shared_bytes"], 227 * 1024)
+                if rows > 64:
+                    self.assertEqual(tiles[-1]["threads"], 384, k["name"])  # two math warpgroups
+            self.assertGreaterEqual(tiled, 3)   # q/o projections, LM head
+            self.assertGreaterEqual(untiled, 1)  # the down projection (K = 96)
+            tokens = os.path.join(tmp, "tokens.npy")
+            np.save(tokens, np.arange(16, dtype=np.int32).reshape(2, 8) % 128)
+            run([tool("kiln-run"), plan, "--device", "cpu", "--input", f"tokens={tokens}"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

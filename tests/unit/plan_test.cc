@@ -7,6 +7,7 @@
 
 #include "kiln/runtime.h"
 #include "plan_support.h"
+#include "tile_launch.h"
 #include "weight_hash.h"
 #include "test_plan_builder.h"
 
@@ -209,6 +210,100 @@ TEST_F(PlanTest, EntryPhasesChecked) {
   plan_.executables.push_back(
       {plan::TargetKind::cuda, "sm_90a", "", "// ptx", {{"add_f32", 0, 64, 2}, {"add_scaled_f32", 1, 64}}});
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("executable 1 (sm_90a): entry point 0 ('add_f32') has 2 phases"));
+}
+
+// A CUDA executable whose add_f32 entry has tile variants: up to 2 rows and
+// up to 8 (the grid's 8 programs, one per row), with a tensor map over the
+// 32-byte weight binding (1) and the other bindings and the rows as plain
+// parameters.
+void AddTiledCudaExecutable(TPlan& p) {
+  TTileParam map;
+  map.kind = plan::TileParamKind::tensor_map;
+  map.binding = 1;
+  map.dims = {8};
+  map.box = {8};
+  TTileParam in, out, rows;
+  in.binding = 0;
+  out.binding = 2;
+  rows.kind = plan::TileParamKind::rows;
+  TEntry e{"add_f32", 0, 64};
+  e.programs_per_row = 1;
+  e.tiles = {{"add_f32_tile0", 2, 128, 0, 1, 1, {map, in, out, rows}},
+             {"add_f32_tile1", 8, 384, 100 * 1024, 4, 2, {map, in, out, rows}}};
+  p.executables.push_back({plan::TargetKind::cuda, "sm_90a", "", "// ptx", {e, {"add_scaled_f32", 1, 64}}});
+}
+
+TEST_F(PlanTest, TileVariantsAreVerified) {
+  AddTiledCudaExecutable(plan_);
+  ASSERT_TRUE(Open().ok()) << ErrorOf(Open());
+  auto edit = [&](auto change) {
+    plan_ = MakeAddPlan(dir_);
+    AddTiledCudaExecutable(plan_);
+    TEntry& e = plan_.executables[1].entries[0];
+    change(e);
+    return ErrorOf(Open());
+  };
+  const std::string at = "executable 1 (sm_90a): entry point 0 ('add_f32')";
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[1].max_rows = 4; }),
+              HasSubstr(at + ": tile variants hold up to 4 rows, but the kernel's grids have up to 8"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[1].max_rows = 2; }),
+              HasSubstr(at + ": tile variant 1 ('add_f32_tile1'): max_rows 2 does not increase (previous 2)"));
+  EXPECT_THAT(edit([](TEntry& e) { e.programs_per_row = 3; }),
+              HasSubstr("a grid of 8 programs is not whole rows of 3"));
+  EXPECT_THAT(edit([](TEntry& e) { e.programs_per_row = 0; }), HasSubstr("programs_per_row 0"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].threads = 1000; }),
+              HasSubstr("tile variant 0 ('add_f32_tile0'): 1000 threads (a multiple of 32, at most 1024)"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[1].dynamic_shared_bytes = 300000; }),
+              HasSubstr("300000 bytes of dynamic shared memory exceed 232448"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].column_tiles = 0; }), HasSubstr("no tiles"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[2].binding = 5; }),
+              HasSubstr("tile variant 0 ('add_f32_tile0'), parameter 2: binding 5 of a kernel with 3"));
+  // The map may not reach past its binding at any grid (8 f32 = 32 bytes).
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[1].params[0].dims = {16}; }),
+              HasSubstr("parameter 0: tensor map spans 64 bytes of binding 1, which holds 32 at a grid of 8 "
+                        "programs"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[0].box = {300}; }), HasSubstr("parameter 0: tensor map: "));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[0].strides_bytes = {32}; }),
+              HasSubstr("malformed tensor map (dtype 0, 1 dims, 1 strides, 1 box extents, swizzle 0)"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[0].swizzle_bytes = 48; }), HasSubstr("swizzle 48"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params.clear(); }), HasSubstr("no parameters"));
+  // Only CUDA runs tile variants.
+  plan_ = MakeAddPlan(dir_);
+  plan_.executables[0].entries[0].tiles = {{"add_f32_tile0", 8, 128, 0, 1, 1, {}}};
+  plan_.executables[0].entries[0].programs_per_row = 1;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("has tile variants, which only CUDA runs"));
+}
+
+// How the CUDA executor runs a launch through its tile variants
+// (tile_launch.h): rows up to the last program given, the first variant
+// that holds them, one persistent block per tile up to the SM count, the
+// tensor map's encode arguments.
+TEST_F(PlanTest, TileLaunchArithmetic) {
+  AddTiledCudaExecutable(plan_);
+  plan_.executables[1].entries[0].programs_per_row = 2;
+  plan_.executables[1].entries[0].tiles[1].max_rows = 4;
+  auto opened = Open();
+  ASSERT_TRUE(opened.ok()) << ErrorOf(opened);
+  const plan::EntryPoint& ep = *(*opened)->fb().executables()->Get(1)->entry_points()->Get(0);
+  EXPECT_EQ(TileRows(8, 2), 4u);
+  EXPECT_EQ(TileRows(5, 2), 3u);  // a window ending inside row 2 runs it
+  EXPECT_EQ(TileRows(1, 2), 1u);
+  EXPECT_EQ(ChooseTileVariant(ep, 1), 0);
+  EXPECT_EQ(ChooseTileVariant(ep, 2), 0);
+  EXPECT_EQ(ChooseTileVariant(ep, 3), 1);
+  EXPECT_EQ(ChooseTileVariant(ep, 4), 1);
+  EXPECT_EQ(ChooseTileVariant(ep, 5), -1);
+  const plan::TileVariant& big = *ep.tiles()->Get(1);  // 4 rows per tile, 2 column tiles
+  EXPECT_EQ(TileGrid(big, 4, 132), 2u);
+  EXPECT_EQ(TileGrid(big, 5, 132), 4u);
+  EXPECT_EQ(TileGrid(big, 4000, 132), 132u);  // persistent: at most one block per SM
+  EXPECT_EQ(TileGrid(big, 4000, 78), 78u);
+  TensorMapArgs a = TensorMapArgsOf(*big.params()->Get(0)->map());
+  EXPECT_EQ(a.rank, 1u);
+  EXPECT_EQ(a.dtype, cuda::CU_TENSOR_MAP_DATA_TYPE_FLOAT32);
+  EXPECT_EQ(a.swizzle, cuda::CU_TENSOR_MAP_SWIZZLE_NONE);
+  EXPECT_EQ(a.dims[0], 8u);
+  EXPECT_EQ(a.box[0], 8u);
 }
 
 TEST_F(PlanTest, EntryKernelOutOfRange) {

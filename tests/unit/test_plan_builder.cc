@@ -42,8 +42,23 @@ std::string Serialize(const TPlan& p) {
   std::vector<Offset<plan::Executable>> exes;
   for (const auto& x : p.executables) {
     std::vector<Offset<plan::EntryPoint>> eps;
-    for (const auto& e : x.entries)
-      eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x, 0, e.phases));
+    for (const auto& e : x.entries) {
+      std::vector<Offset<plan::TileVariant>> tiles;
+      for (const TTile& t : e.tiles) {
+        std::vector<Offset<plan::TileParam>> params;
+        for (const TTileParam& q : t.params) {
+          Offset<plan::TensorMapSpec> map = 0;
+          if (q.kind == plan::TileParamKind::tensor_map)
+            map = plan::CreateTensorMapSpecDirect(b, q.dtype, &q.dims, &q.strides_bytes, &q.box, q.swizzle_bytes);
+          params.push_back(plan::CreateTileParam(b, q.kind, q.binding, map));
+        }
+        tiles.push_back(plan::CreateTileVariantDirect(b, t.name.c_str(), t.max_rows, t.threads,
+                                                      t.dynamic_shared_bytes, t.rows_per_tile, t.column_tiles,
+                                                      &params));
+      }
+      eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x, 0, e.phases,
+                                           tiles.empty() ? 0 : b.CreateVector(tiles), e.programs_per_row));
+    }
     auto bin = bytes(x.binary);
     auto ptx = x.ptx.empty() ? 0 : b.CreateString(x.ptx);
     uint64_t checksum = plan::ExecutableChecksum(reinterpret_cast<const uint8_t*>(x.binary.data()),

@@ -44,9 +44,27 @@ struct TKernel {
   std::vector<int32_t> in_place_of;
   std::vector<TGrid> grids;
 };
+// plan::TileParam (its TensorMapSpec when kind is tensor_map).
+struct TTileParam {
+  plan::TileParamKind kind = plan::TileParamKind::binding;
+  uint32_t binding = 0;
+  plan::DType dtype = plan::DType::f32;
+  std::vector<uint64_t> dims, strides_bytes;
+  std::vector<uint32_t> box;
+  uint32_t swizzle_bytes = 0;
+};
+// plan::TileVariant.
+struct TTile {
+  std::string name;
+  uint64_t max_rows = 0;
+  uint32_t threads = 128, dynamic_shared_bytes = 0, rows_per_tile = 1, column_tiles = 1;
+  std::vector<TTileParam> params;
+};
 struct TEntry {
   std::string name;
   uint32_t kernel = 0, block_x = 1, phases = 1;
+  std::vector<TTile> tiles;
+  uint64_t programs_per_row = 0;
 };
 struct TExecutable {
   plan::TargetKind target = plan::TargetKind::cpu;

@@ -225,14 +225,35 @@ Json BuildJson(const kiln::Plan& plan) {
         ej.Add("code_bytes", it != sym_sizes[e].end() ? Json::Num(bytes) : Json());
         if (x->target() == fb::TargetKind::cuda) ej.Add("block_x", Json::Num(ep->block_x()));
         if (ep->phases() > 1) ej.Add("phases", Json::Num(ep->phases()));
-        if (const fb::KernelResources* r = ep->resources()) {
+        auto resources = [](const fb::KernelResources* r) {
           Json rj = Json::Obj();
           rj.Add("registers", Json::Num(r->registers()));
           rj.Add("spill_store_bytes", Json::Num(r->spill_store_bytes()));
           rj.Add("spill_load_bytes", Json::Num(r->spill_load_bytes()));
           rj.Add("shared_bytes", Json::Num(r->shared_bytes()));
           rj.Add("const_bytes", Json::Num(r->const_bytes()));
-          ej.Add("resources", std::move(rj));
+          return rj;
+        };
+        if (const fb::KernelResources* r = ep->resources()) ej.Add("resources", resources(r));
+        if (ep->tiles() && ep->tiles()->size() > 0) {
+          // The tile kernels that run this entry's launches, by rows.
+          Json tiles = Json::Arr();
+          for (const fb::TileVariant* t : *ep->tiles()) {
+            Json tj = Json::Obj();
+            tj.Add("name", Json::Str(Str(t->name())));
+            tj.Add("max_rows", Json::Num(t->max_rows()));
+            tj.Add("config", Json::Str(Str(t->config())));
+            tj.Add("threads", Json::Num(t->threads()));
+            tj.Add("dynamic_shared_bytes", Json::Num(t->dynamic_shared_bytes()));
+            tj.Add("rows_per_tile", Json::Num(t->rows_per_tile()));
+            tj.Add("column_tiles", Json::Num(t->column_tiles()));
+            auto cs = sym_sizes[e].find(Str(t->name()));
+            tj.Add("code_bytes", cs != sym_sizes[e].end() ? Json::Num(cs->second) : Json());
+            if (t->resources()) tj.Add("resources", resources(t->resources()));
+            tiles.Push(std::move(tj));
+          }
+          ej.Add("programs_per_row", Json::Num(ep->programs_per_row()));
+          ej.Add("tiles", std::move(tiles));
         }
         eps.Push(std::move(ej));
       }
@@ -545,6 +566,17 @@ void PrintText(const Json& r) {
       if (Get(e, "phases").kind == Json::kNumber) extra += absl::StrCat("  phases ", T(Get(e, "phases")));
       std::printf("         %-5s %-32s code %s%s\n", T(Get(e, "target")).c_str(), T(Get(e, "name")).c_str(),
                   Bytes(Get(e, "code_bytes")).c_str(), extra.c_str());
+      for (const auto& [___, t] : Get(e, "tiles").items) {
+        const Json& tr = Get(t, "resources");
+        std::string regs = tr.kind == Json::kObject
+                               ? absl::StrCat("  regs ", T(Get(tr, "registers")), ", spills ",
+                                              T(Get(tr, "spill_store_bytes")), "/", T(Get(tr, "spill_load_bytes")),
+                                              " B")
+                               : "";
+        std::printf("           tile  up to %s rows: %s  %s threads, %s B dynamic shared%s\n",
+                    T(Get(t, "max_rows")).c_str(), Get(t, "config").text.c_str(), T(Get(t, "threads")).c_str(),
+                    T(Get(t, "dynamic_shared_bytes")).c_str(), regs.c_str());
+      }
     }
     std::vector<std::string> grids;
     for (const auto& [__, g] : Get(k, "grids").items) {

@@ -837,14 +837,34 @@ emitPlan(ModuleOp module, const KernelTable &table,
   }
   if (cuda) {
     std::vector<flatbuffers::Offset<fb::EntryPoint>> eps;
+    auto resources = [&](const CudaResources &r) {
+      return r.hasResources
+                 ? fb::CreateKernelResources(fbb, r.registers, r.spillStores,
+                                             r.spillLoads, r.sharedBytes,
+                                             r.constBytes)
+                 : flatbuffers::Offset<fb::KernelResources>();
+    };
     for (auto [i, e] : llvm::enumerate(cuda->entries)) {
-      flatbuffers::Offset<fb::KernelResources> res = 0;
-      if (e.hasResources)
-        res = fb::CreateKernelResources(fbb, e.registers, e.spillStores,
-                                        e.spillLoads, e.sharedBytes,
-                                        e.constBytes);
-      eps.push_back(
-          fb::CreateEntryPointDirect(fbb, e.name.c_str(), i, e.blockX, res));
+      std::vector<flatbuffers::Offset<fb::TileVariant>> tiles;
+      for (const CudaTileVariant &v : e.tiles) {
+        std::vector<flatbuffers::Offset<fb::TileParam>> params;
+        for (const CudaTileParam &p : v.params) {
+          flatbuffers::Offset<fb::TensorMapSpec> map = 0;
+          if (p.kind == CudaTileParam::TensorMap)
+            map = fb::CreateTensorMapSpecDirect(
+                fbb, static_cast<fb::DType>(p.dtype), &p.dims, &p.stridesBytes,
+                &p.box, p.swizzleBytes);
+          params.push_back(fb::CreateTileParam(
+              fbb, static_cast<fb::TileParamKind>(p.kind), p.binding, map));
+        }
+        tiles.push_back(fb::CreateTileVariantDirect(
+            fbb, v.name.c_str(), v.maxRows, v.threads, v.dynamicSharedBytes,
+            v.rowsPerTile, v.columnTiles, &params, resources(v.resources),
+            v.config.c_str()));
+      }
+      eps.push_back(fb::CreateEntryPointDirect(
+          fbb, e.name.c_str(), i, e.blockX, resources(e), 1,
+          tiles.empty() ? nullptr : &tiles, e.programsPerRow));
     }
     fbb.ForceVectorAlignment(cuda->cubin.size(), 1, 64);
     auto bin = fbb.CreateVector(cuda->cubin);

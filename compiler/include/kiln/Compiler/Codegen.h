@@ -103,12 +103,41 @@ mlir::FailureOr<CpuExecutable>
 buildCpuExecutable(mlir::MLIRContext &ctx, KernelTable &table,
                    const CpuCodegenOptions &options, StageDumper &dumper);
 
-struct CudaEntry {
-  std::string name;
-  unsigned blockX = 128;
+struct CudaResources {
   bool hasResources = false;
   unsigned registers = 0, spillStores = 0, spillLoads = 0, sharedBytes = 0,
            constBytes = 0;
+};
+
+/// One parameter of a tile kernel (plan.fbs TileParam).
+struct CudaTileParam {
+  enum Kind : uint8_t { Binding = 0, TensorMap = 1, Rows = 2 } kind = Binding;
+  unsigned binding = 0;
+  // TensorMap: element type (plan DType numbering), dims innermost first,
+  // byte strides of dims 1.., box, swizzle span in bytes.
+  uint8_t dtype = 0;
+  std::vector<uint64_t> dims, stridesBytes;
+  std::vector<uint32_t> box;
+  uint32_t swizzleBytes = 0;
+};
+
+/// A tile kernel that runs a kernel's launches of up to `maxRows` rows
+/// (plan.fbs TileVariant).
+struct CudaTileVariant {
+  std::string name, config;
+  uint64_t maxRows = 0;
+  uint32_t threads = 0, dynamicSharedBytes = 0, rowsPerTile = 0,
+           columnTiles = 0;
+  std::vector<CudaTileParam> params;
+  CudaResources resources;
+};
+
+struct CudaEntry : CudaResources {
+  std::string name;
+  unsigned blockX = 128;
+  /// Tile variants by increasing maxRows (empty: the program form only).
+  std::vector<CudaTileVariant> tiles;
+  uint64_t programsPerRow = 0;
 };
 
 struct CudaExecutable {

@@ -120,8 +120,13 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 /// `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 
-/// The PTX module header for sm_90a (ISA 8.0) that entries follow.
+/// The PTX module header for sm_90a (ISA 8.0) that entries follow: the
+/// version and target, then ptxSharedDeclarations().
 std::string ptxModuleHeader();
+
+/// The module-scope declarations the entries use (their dynamic shared
+/// memory), for appending entries to a module that has its own header.
+std::string ptxSharedDeclarations();
 
 } // namespace kiln::hopper
 

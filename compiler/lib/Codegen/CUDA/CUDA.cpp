@@ -9,8 +9,15 @@
 // chip with PTX ISA 8.0, then assembled by ptxas into a cubin, whose resource
 // report (registers, spills, shared memory) is kept per kernel.
 //
+// Kernels with a tile form get tile variants besides: a kernel.gemm of f32
+// activations and bf16 weights runs as the TMA + wgmma GEMMs of
+// HopperGemm.h (their f32-activation form, while GPU activations are f32),
+// one variant per range of rows, appended to the module's PTX; the program
+// entry stays for reference.
+//
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Codegen.h"
+#include "kiln/Compiler/HopperGemm.h"
 #include "kiln/Compiler/StageDumper.h"
 
 #include "kernel/IR/KernelDialect.h"
@@ -55,10 +62,118 @@ std::string findPtxas() {
 
 namespace {
 
+// SMs the persistent tile heuristic plans for (an H100 / H200 SXM); the
+// runtime sizes the grids from the device's own count.
+constexpr int64_t kPlannedSMs = 132;
+
+// The tile variants of kernel `k` (and their PTX, appended to `ptx`) when it
+// is a kernel.gemm of f32 activations [M, K] by bf16 weights [N, K], N and K
+// multiples of 64, with at most one addend (the residual epilogue): one
+// variant per row range the tile heuristic tells apart (decode's swapped
+// 8 / 16 / 32 tokens, one math warpgroup to 64 rows, two above), up to the
+// kernel's most rows, equal neighbours merged. Empty when it has none.
+std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
+                                              uint64_t &programsPerRow,
+                                              std::string &ptx) {
+  auto gemm = dyn_cast<kernel::GemmOp>(k.representative);
+  if (!gemm)
+    return {};
+  auto w = cast<RankedTensorType>(gemm.getWeight().getType());
+  auto in = cast<RankedTensorType>(gemm.getInput().getType());
+  auto out = cast<RankedTensorType>(gemm.getResult().getType());
+  if (!w.getElementType().isBF16() || !in.getElementType().isF32() ||
+      !out.getElementType().isF32() || gemm.getAddends().size() > 1)
+    return {};
+  const bool residual = gemm.getAddends().size() == 1;
+  if (residual && !cast<RankedTensorType>(gemm.getAddends()[0].getType())
+                       .getElementType()
+                       .isF32())
+    return {};
+  const int64_t n = w.getDimSize(0), kd = w.getDimSize(1);
+  if (n % 64 != 0 || kd % 64 != 0)
+    return {};
+  const int64_t perRow = (n + gemm.getTileN() - 1) / gemm.getTileN();
+  const int64_t maxRows = k.maxPrograms / perRow;
+  std::vector<hopper::GemmTileConfig> configs;
+  std::vector<int64_t> upTo;
+  for (int64_t bound :
+       {int64_t(8), int64_t(16), int64_t(32), int64_t(64), maxRows}) {
+    int64_t rows = std::min(bound, maxRows);
+    if (rows <= 0 || (!upTo.empty() && rows <= upTo.back()))
+      continue;
+    hopper::GemmTileConfig c =
+        hopper::chooseGemmTile(rows, n, kd, false, false, kPlannedSMs);
+    if (residual && c.swapAB) // the swapped form has no residual epilogue
+      c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), n, kd, false,
+                                 false, kPlannedSMs);
+    c.f32Activations = true;
+    c.epilogue =
+        residual ? hopper::Epilogue::kResidual : hopper::Epilogue::kStore;
+    if (!hopper::checkGemmTileConfig(c).empty())
+      return {};
+    auto same = [](const hopper::GemmTileConfig &a,
+                   const hopper::GemmTileConfig &b) {
+      return a.blockM == b.blockM && a.blockN == b.blockN &&
+             a.stages == b.stages && a.swapAB == b.swapAB;
+    };
+    if (!configs.empty() && same(configs.back(), c)) {
+      upTo.back() = rows;
+      continue;
+    }
+    configs.push_back(c);
+    upTo.push_back(rows);
+  }
+  std::vector<CudaTileVariant> variants;
+  const unsigned result = gemm->getNumOperands();
+  for (auto [i, c] : llvm::enumerate(configs)) {
+    CudaTileVariant v;
+    v.name = k.name + "_tile" + std::to_string(i);
+    v.maxRows = static_cast<uint64_t>(upTo[i]);
+    v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
+    v.dynamicSharedBytes =
+        static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
+    v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
+    v.columnTiles =
+        static_cast<uint32_t>(c.swapAB ? n / c.blockM : n / c.blockN);
+    v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) + "x" +
+               std::to_string(c.blockK) + " s" + std::to_string(c.stages) +
+               (c.swapAB ? " swapped" : "") + (residual ? " residual" : "") +
+               " f32-act";
+    // (weights' map, activations, out, [residual,] rows)
+    CudaTileParam map;
+    map.kind = CudaTileParam::TensorMap;
+    map.binding = 1;
+    map.dtype = 2; // bf16
+    map.dims = {static_cast<uint64_t>(kd), static_cast<uint64_t>(n)};
+    map.stridesBytes = {static_cast<uint64_t>(2 * kd)};
+    map.box = {static_cast<uint32_t>(c.blockK),
+               static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN)};
+    map.swizzleBytes = 128;
+    v.params.push_back(map);
+    CudaTileParam p;
+    p.binding = 0;
+    v.params.push_back(p);
+    p.binding = result;
+    v.params.push_back(p);
+    if (residual) {
+      p.binding = 2;
+      v.params.push_back(p);
+    }
+    p.kind = CudaTileParam::Rows;
+    p.binding = 0;
+    v.params.push_back(p);
+    ptx += hopper::emitGemmEntryPtx(c, v.name);
+    variants.push_back(std::move(v));
+  }
+  programsPerRow = static_cast<uint64_t>(perRow);
+  return variants;
+}
+
 OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
                                             const KernelTable &table,
                                             StringRef chip,
-                                            std::vector<CudaEntry> &entries) {
+                                            std::vector<CudaEntry> &entries,
+                                            std::string &tilePtx) {
   OpBuilder b(&ctx);
   Location unknown = b.getUnknownLoc();
   OwningOpRef<ModuleOp> module = ModuleOp::create(unknown);
@@ -114,11 +229,12 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
     CudaEntry e;
     e.name = k.name;
     e.blockX = static_cast<unsigned>(kernels::chooseGpuBlockSize(k.maxPrograms));
+    if (chip == "sm_90a")
+      e.tiles = gemmTileVariants(k, e.programsPerRow, tilePtx);
     entries.push_back(e);
   }
   return module;
 }
-
 
 // Parses ptxas -v output into per-entry resources.
 void parsePtxasReport(StringRef log, std::vector<CudaEntry> &entries) {
@@ -127,16 +243,20 @@ void parsePtxasReport(StringRef log, std::vector<CudaEntry> &entries) {
   llvm::Regex regRe("Used ([0-9]+) registers");
   llvm::Regex smemRe("([0-9]+) bytes smem");
   llvm::Regex cmemRe("([0-9]+) bytes cmem\\[0\\]");
-  CudaEntry *cur = nullptr;
+  CudaResources *cur = nullptr;
   SmallVector<StringRef> lines;
   log.split(lines, '\n');
   for (StringRef line : lines) {
     SmallVector<StringRef> m;
     if (fnRe.match(line, &m)) {
       cur = nullptr;
-      for (CudaEntry &e : entries)
+      for (CudaEntry &e : entries) {
         if (e.name == m[1])
           cur = &e;
+        for (CudaTileVariant &v : e.tiles)
+          if (v.name == m[1])
+            cur = &v.resources;
+      }
       continue;
     }
     if (!cur)
@@ -164,8 +284,9 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
                                               StageDumper &dumper) {
   CudaExecutable exe;
   exe.arch = chip.str();
+  std::string tilePtx;
   OwningOpRef<ModuleOp> module =
-      buildGpuProgramModule(ctx, table, chip, exe.entries);
+      buildGpuProgramModule(ctx, table, chip, exe.entries, tilePtx);
   if (!module || failed(module->verify()))
     return failure();
   if (failed(dumper.dump(("gpu-programs-" + chip).str(), *module)))
@@ -190,6 +311,9 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
     module->emitError("NVPTX serialization produced no PTX");
     return failure();
   }
+  if (!tilePtx.empty())
+    exe.ptx += "\n// Tile kernels (HopperGemm.h).\n" +
+               hopper::ptxSharedDeclarations() + tilePtx;
   if (failed(dumper.dumpText((chip + ".ptx").str(), exe.ptx)))
     return failure();
 

@@ -136,10 +136,14 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
   return c;
 }
 
-std::string ptxModuleHeader() {
-  return ".version 8.0\n.target sm_90a\n.address_size 64\n\n"
-         "// Dynamic shared memory of every kernel (aligned to 1024 in each).\n"
+std::string ptxSharedDeclarations() {
+  return "// Dynamic shared memory of every kernel (aligned to 1024 in each).\n"
          ".extern .shared .align 16 .b8 kiln_dsmem[];\n\n";
+}
+
+std::string ptxModuleHeader() {
+  return ".version 8.0\n.target sm_90a\n.address_size 64\n\n" +
+         ptxSharedDeclarations();
 }
 
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
