@@ -207,54 +207,52 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  // A launch through the tile variant that holds its rows: (end of its
-  // programs) / programs_per_row rows, one call (the rows are a prefix of
-  // the grid's: a window's padding rows in between are computed too, and
-  // nothing reads them).
+  // A launch through its tile variants: one call per run of rows its
+  // programs cover (tile_launch.h), through the variant that holds the run,
+  // row-indexed bindings advanced to the run's first row.
   absl::Status LaunchTiles(const plan::Launch& la, const LaunchWindow* window) {
     const plan::EntryPoint* ep = entry_points_[la.kernel()];
-    uint64_t end = la.programs();
-    if (window) {
-      end = 0;
-      for (auto [b, e] : window->ranges)
-        if (e > b) end = std::max(end, static_cast<uint64_t>(e));
-    }
-    if (end == 0) return absl::OkStatus();
-    const uint64_t rows = TileRows(end, ep->programs_per_row());
-    const int vi = ChooseTileVariant(*ep, rows);
-    if (vi < 0)
-      return absl::InternalError(absl::StrCat("no tile variant of '", ep->name()->str(), "' holds ", rows, " rows"));
-    const plan::TileVariant* v = ep->tiles()->Get(vi);
+    std::vector<std::pair<int64_t, int64_t>> whole{{0, static_cast<int64_t>(la.programs())}};
     auto it = tensor_maps_.find(&la);
     if (it == tensor_maps_.end())
       return absl::InternalError(absl::StrCat("launch of '", ep->name()->str(), "' has no tensor maps"));
-    // Maps of the variants before this one come first.
-    size_t map = 0;
-    for (int u = 0; u < vi; ++u)
-      for (const plan::TileParam* p : *ep->tiles()->Get(u)->params())
-        map += p->kind() == plan::TileParamKind::tensor_map;
-    std::vector<uint64_t> storage(v->params()->size());
-    std::vector<void*> params(v->params()->size());
-    for (uint32_t i = 0; i < v->params()->size(); ++i) {
-      const plan::TileParam* p = v->params()->Get(i);
-      switch (p->kind()) {
-        case plan::TileParamKind::tensor_map:
-          params[i] = &it->second[map++];
-          continue;
-        case plan::TileParamKind::binding:
-          storage[i] = addresses_[la.bindings()->Get(p->binding())];
-          break;
-        case plan::TileParamKind::rows:
-          storage[i] = rows;
-          break;
-      }
-      params[i] = &storage[i];
-    }
     KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
-    return cu_->Check(cu_->cuLaunchKernel(tile_functions_[la.kernel()][vi], TileGrid(*v, rows, sms_), 1, 1,
-                                          v->threads(), 1, 1, v->dynamic_shared_bytes(), nullptr, params.data(),
-                                          nullptr),
-                      absl::StrCat("cuLaunchKernel ('", v->name()->str(), "')"));
+    for (auto [r0, r1] : TileRowRuns(window ? window->ranges : whole, ep->programs_per_row())) {
+      const uint64_t rows = r1 - r0;
+      const int vi = ChooseTileVariant(*ep, rows);
+      if (vi < 0)
+        return absl::InternalError(absl::StrCat("no tile variant of '", ep->name()->str(), "' holds ", rows, " rows"));
+      const plan::TileVariant* v = ep->tiles()->Get(vi);
+      // Maps of the variants before this one come first.
+      size_t map = 0;
+      for (int u = 0; u < vi; ++u)
+        for (const plan::TileParam* p : *ep->tiles()->Get(u)->params())
+          map += p->kind() == plan::TileParamKind::tensor_map;
+      std::vector<uint64_t> storage(v->params()->size());
+      std::vector<void*> params(v->params()->size());
+      for (uint32_t i = 0; i < v->params()->size(); ++i) {
+        const plan::TileParam* p = v->params()->Get(i);
+        switch (p->kind()) {
+          case plan::TileParamKind::tensor_map:
+            params[i] = &it->second[map++];
+            continue;
+          case plan::TileParamKind::binding:
+            storage[i] = addresses_[la.bindings()->Get(p->binding())] + r0 * p->row_bytes();
+            break;
+          case plan::TileParamKind::rows:
+            storage[i] = rows;
+            break;
+        }
+        params[i] = &storage[i];
+      }
+      if (auto s = cu_->Check(cu_->cuLaunchKernel(tile_functions_[la.kernel()][vi], TileGrid(*v, rows, sms_), 1,
+                                                  1, v->threads(), 1, 1, v->dynamic_shared_bytes(), nullptr,
+                                                  params.data(), nullptr),
+                              absl::StrCat("cuLaunchKernel ('", v->name()->str(), "')"));
+          !s.ok())
+        return s;
+    }
+    return absl::OkStatus();
   }
 
   // Every weight into one allocation (256-aligned offsets), in chunks of

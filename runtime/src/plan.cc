@@ -418,7 +418,19 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
       if (pr->binding() >= k.num_buffers())
         return absl::InvalidArgumentError(absl::StrCat(pat, ": binding ", pr->binding(), " of a kernel with ",
                                                        k.num_buffers()));
-      if (pr->kind() != plan::TileParamKind::tensor_map) continue;
+      if (pr->kind() == plan::TileParamKind::binding) {
+        for (const plan::KernelGrid* g : *k.grids()) {
+          const uint64_t rows = g->programs() / per_row;
+          if (pr->binding() < Len(g->binding_bytes()) && pr->row_bytes() > 0 &&
+              (rows > UINT64_MAX / pr->row_bytes() || rows * pr->row_bytes() > g->binding_bytes()->Get(pr->binding())))
+            return absl::InvalidArgumentError(absl::StrCat(pat, ": ", rows, " rows of ", pr->row_bytes(),
+                                                           " bytes exceed binding ", pr->binding(), "'s ",
+                                                           g->binding_bytes()->Get(pr->binding()), " bytes"));
+        }
+        continue;
+      }
+      if (pr->row_bytes() != 0)
+        return absl::InvalidArgumentError(absl::StrCat(pat, ": a tensor map cannot advance by rows"));
       const plan::TensorMapSpec* m = pr->map();
       if (!m) return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map without its spec"));
       const uint32_t rank = Len(m->dims());

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cuda_driver.h"
 #include "kiln/dtype.h"
@@ -15,10 +17,23 @@
 
 namespace kiln {
 
-// Rows of a launch whose programs end (at most) at `program_end`: every row
-// up to the last program's, rows being `programs_per_row` programs each.
-inline uint64_t TileRows(uint64_t program_end, uint64_t programs_per_row) {
-  return (program_end + programs_per_row - 1) / programs_per_row;
+// The runs of contiguous rows [r0, r1) that program ranges [begin, end)
+// cover, rows being `programs_per_row` programs each: ranges sorted by
+// begin (a window's, or the whole grid), touching or overlapping runs
+// merged, so a grid is one run and a window one per batch row it gives.
+inline std::vector<std::pair<uint64_t, uint64_t>> TileRowRuns(
+    const std::vector<std::pair<int64_t, int64_t>>& ranges, uint64_t programs_per_row) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  for (auto [b, e] : ranges) {
+    if (e <= b) continue;
+    uint64_t r0 = static_cast<uint64_t>(b) / programs_per_row;
+    uint64_t r1 = (static_cast<uint64_t>(e) + programs_per_row - 1) / programs_per_row;
+    if (!runs.empty() && r0 <= runs.back().second)
+      runs.back().second = std::max(runs.back().second, r1);
+    else
+      runs.push_back({r0, r1});
+  }
+  return runs;
 }
 
 // The first variant whose max_rows holds `rows`; -1 when none does (the plan

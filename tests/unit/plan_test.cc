@@ -224,7 +224,9 @@ void AddTiledCudaExecutable(TPlan& p) {
   map.box = {8};
   TTileParam in, out, rows;
   in.binding = 0;
+  in.row_bytes = 4;  // 8 rows of one f32
   out.binding = 2;
+  out.row_bytes = 4;
   rows.kind = plan::TileParamKind::rows;
   TEntry e{"add_f32", 0, 64};
   e.programs_per_row = 1;
@@ -267,6 +269,10 @@ TEST_F(PlanTest, TileVariantsAreVerified) {
               HasSubstr("malformed tensor map (dtype 0, 1 dims, 1 strides, 1 box extents, swizzle 0)"));
   EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[0].swizzle_bytes = 48; }), HasSubstr("swizzle 48"));
   EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params.clear(); }), HasSubstr("no parameters"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[1].row_bytes = 8; }),
+              HasSubstr("parameter 1: 8 rows of 8 bytes exceed binding 0's 32 bytes"));
+  EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[0].row_bytes = 4; }),
+              HasSubstr("parameter 0: a tensor map cannot advance by rows"));
   // Only CUDA runs tile variants.
   plan_ = MakeAddPlan(dir_);
   plan_.executables[0].entries[0].tiles = {{"add_f32_tile0", 8, 128, 0, 1, 1, {}}};
@@ -285,9 +291,13 @@ TEST_F(PlanTest, TileLaunchArithmetic) {
   auto opened = Open();
   ASSERT_TRUE(opened.ok()) << ErrorOf(opened);
   const plan::EntryPoint& ep = *(*opened)->fb().executables()->Get(1)->entry_points()->Get(0);
-  EXPECT_EQ(TileRows(8, 2), 4u);
-  EXPECT_EQ(TileRows(5, 2), 3u);  // a window ending inside row 2 runs it
-  EXPECT_EQ(TileRows(1, 2), 1u);
+  using Runs = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(TileRowRuns({{0, 8}}, 2), (Runs{{0, 4}}));  // a whole grid: one run
+  EXPECT_EQ(TileRowRuns({{0, 5}}, 2), (Runs{{0, 3}}));  // ending inside row 2 runs it
+  // A window of two batch rows giving 2 of 4 positions (4 programs each
+  // here): one run per batch row; touching ranges merge.
+  EXPECT_EQ(TileRowRuns({{0, 4}, {8, 12}}, 2), (Runs{{0, 2}, {4, 6}}));
+  EXPECT_EQ(TileRowRuns({{0, 4}, {4, 8}, {9, 9}}, 2), (Runs{{0, 4}}));
   EXPECT_EQ(ChooseTileVariant(ep, 1), 0);
   EXPECT_EQ(ChooseTileVariant(ep, 2), 0);
   EXPECT_EQ(ChooseTileVariant(ep, 3), 1);

@@ -250,6 +250,25 @@ Json BuildJson(const kiln::Plan& plan) {
             auto cs = sym_sizes[e].find(Str(t->name()));
             tj.Add("code_bytes", cs != sym_sizes[e].end() ? Json::Num(cs->second) : Json());
             if (t->resources()) tj.Add("resources", resources(t->resources()));
+            Json params = Json::Arr();
+            for (uint32_t i = 0; t->params() && i < t->params()->size(); ++i) {
+              const fb::TileParam* q = t->params()->Get(i);
+              Json qj = Json::Obj();
+              qj.Add("kind", Json::Str(fb::EnumNameTileParamKind(q->kind())));
+              if (q->kind() != fb::TileParamKind::rows) qj.Add("binding", Json::Num(q->binding()));
+              if (q->row_bytes()) qj.Add("row_bytes", Json::Num(q->row_bytes()));
+              if (const fb::TensorMapSpec* m = q->map()) {
+                Json dims = Json::Arr(), box = Json::Arr();
+                for (uint32_t d = 0; m->dims() && d < m->dims()->size(); ++d) dims.Push(Json::Num(m->dims()->Get(d)));
+                for (uint32_t d = 0; m->box() && d < m->box()->size(); ++d) box.Push(Json::Num(m->box()->Get(d)));
+                qj.Add("dtype", Json::Str(fb::EnumNameDType(m->dtype())));
+                qj.Add("dims", std::move(dims));
+                qj.Add("box", std::move(box));
+                qj.Add("swizzle_bytes", Json::Num(m->swizzle_bytes()));
+              }
+              params.Push(std::move(qj));
+            }
+            tj.Add("params", std::move(params));
             tiles.Push(std::move(tj));
           }
           ej.Add("programs_per_row", Json::Num(ep->programs_per_row()));

@@ -854,8 +854,9 @@ emitPlan(ModuleOp module, const KernelTable &table,
             map = fb::CreateTensorMapSpecDirect(
                 fbb, static_cast<fb::DType>(p.dtype), &p.dims, &p.stridesBytes,
                 &p.box, p.swizzleBytes);
-          params.push_back(fb::CreateTileParam(
-              fbb, static_cast<fb::TileParamKind>(p.kind), p.binding, map));
+          params.push_back(
+              fb::CreateTileParam(fbb, static_cast<fb::TileParamKind>(p.kind),
+                                  p.binding, map, p.rowBytes));
         }
         tiles.push_back(fb::CreateTileVariantDirect(
             fbb, v.name.c_str(), v.maxRows, v.threads, v.dynamicSharedBytes,

@@ -119,6 +119,8 @@ struct CudaTileParam {
   std::vector<uint64_t> dims, stridesBytes;
   std::vector<uint32_t> box;
   uint32_t swizzleBytes = 0;
+  // Binding: bytes per row (0: not row-indexed).
+  uint64_t rowBytes = 0;
 };
 
 /// A tile kernel that runs a kernel's launches of up to `maxRows` rows

@@ -152,8 +152,10 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     v.params.push_back(map);
     CudaTileParam p;
     p.binding = 0;
+    p.rowBytes = static_cast<uint64_t>(4 * kd);
     v.params.push_back(p);
     p.binding = result;
+    p.rowBytes = static_cast<uint64_t>(4 * n);
     v.params.push_back(p);
     if (residual) {
       p.binding = 2;
@@ -161,6 +163,7 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     }
     p.kind = CudaTileParam::Rows;
     p.binding = 0;
+    p.rowBytes = 0;
     v.params.push_back(p);
     ptx += hopper::emitGemmEntryPtx(c, v.name);
     variants.push_back(std::move(v));

@@ -1,0 +1,174 @@
+"""The CUDA executor's host side, run on Kiln's stand-in for libcuda.so.1
+(tests/fake_cuda/fake_cuda.cc: device memory is host memory, no kernel runs,
+every call is checked as the driver documents it and logged). What a GPU
+session would do before its kernels compute anything is checked here: the
+cubin's entries found, every tile kernel's dynamic shared memory allowed,
+each launch's tensor maps encoded once over the right weights, and every
+tile launch's variant, persistent grid, block, shared memory and parameters
+(rows, row-advanced activations and outputs) as the plan says. The GPU's
+numerics are tests/device/run.sh's."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kilntest import BIN, SRC, run, tool  # noqa: E402
+
+sys.path.insert(0, os.path.join(SRC, "models", "testing"))
+import make_tiny_checkpoint as mk  # noqa: E402
+
+FAKE = os.path.join(os.path.dirname(BIN), "fake-cuda")
+MAX_BATCH, MAX_SEQ, GIVEN = 2, 64, 8
+
+
+@unittest.skipUnless(os.path.exists(os.path.join(FAKE, "libcuda.so.1")),
+                     "the fake driver is built with KILN_ENABLE_CUDA")
+class TileLaunchesOnTheFakeDriver(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-cuda-host-")
+        ckpt = os.path.join(cls.tmp, "llama")
+        mk.make_checkpoint("llama", ckpt, dtype="bf16")
+        cls.plan = os.path.join(cls.tmp, "p.kplan")
+        run([tool("kiln-compile"), ckpt, "-o", cls.plan, "--target=sm_90a,cpu",
+             f"--max-batch={MAX_BATCH}", f"--max-seq={MAX_SEQ}"])
+        cls.info = json.loads(run([tool("kiln-inspect"), cls.plan, "--json"]).stdout)
+        # Each CUDA function's parameter sizes, for the fake's log.
+        cls.params = os.path.join(cls.tmp, "params.txt")
+        cls.entries = {}
+        with open(cls.params, "w") as f:
+            for k in cls.info["kernels"]:
+                e = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
+                cls.entries[k["name"]] = (k, e)
+                n = k["num_buffers"] + k["num_scalars"] + 2
+                f.write(e["name"] + " 8" * n + "\n")
+                for t in e.get("tiles", []):
+                    sizes = " ".join("128" if p["kind"] == "tensor_map" else "8" for p in t["params"])
+                    f.write(f"{t['name']} {sizes}\n")
+        cls.tokens = os.path.join(cls.tmp, "tokens.npy")
+        np.save(cls.tokens, (np.arange(MAX_BATCH * GIVEN, dtype=np.int32).reshape(MAX_BATCH, GIVEN) * 5) % 128)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_fake(self, args, sms):
+        log = os.path.join(self.tmp, f"log-{sms}.jsonl")
+        if os.path.exists(log):
+            os.remove(log)
+        env = dict(os.environ, LD_LIBRARY_PATH=FAKE, FAKE_CUDA_LOG=log,
+                   FAKE_CUDA_PARAMS=self.params, FAKE_CUDA_SMS=str(sms))
+        p = subprocess.run([tool("kiln-run"), self.plan, "--device", "cuda", *args],
+                           capture_output=True, text=True, env=env)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(log) as f:
+            return [json.loads(line) for line in f]
+
+    def launches_of(self, function):
+        if function == "forward":
+            return self.info["launches"]
+        return [f for f in self.info["functions"] if f["name"] == function][0]["launches"]
+
+    def expected_tile_launches(self, function, runs, sms):
+        """(name, grid, block, shared, rows, first row) of every tile launch
+        of `function` whose window gives the row runs `runs`."""
+        out = []
+        for la in self.launches_of(function):
+            k, e = self.entries[la["kernel"]]
+            for r0, r1 in runs(la):
+                rows = r1 - r0
+                t = next(t for t in e.get("tiles", []) if rows <= t["max_rows"]) if e.get("tiles") else None
+                if t is None:
+                    continue
+                tiles = -(-rows // t["rows_per_tile"]) * t["column_tiles"]
+                out.append((t["name"], min(tiles, sms), t["threads"], t["dynamic_shared_bytes"], rows, r0, t, la))
+        return out
+
+    def check_launches(self, log, expected):
+        got = [c for c in log if c["call"] == "launch" and "_tile" in c["name"]]
+        self.assertEqual([c["name"] for c in got], [x[0] for x in expected])
+        maps = {}
+        for c in log:
+            if c["call"] == "tensor_map":
+                maps.setdefault(c["address"], []).append(c)
+        for c, (name, grid, block, shared, rows, r0, t, la) in zip(got, expected):
+            self.assertEqual((c["grid"], c["block"], c["shared"]), (grid, block, shared), name)
+            self.assertEqual(len(c["params"]), len(t["params"]), name)
+            for value, p in zip(c["params"], t["params"]):
+                if p["kind"] == "rows":
+                    self.assertEqual(value, rows, name)
+                elif p["kind"] == "tensor_map":
+                    self.assertEqual((value["dims"], value["box"]), (p["dims"], p["box"]), name)
+                    # Encoded over the weight's address, with the plan's shape.
+                    enc = maps.get(value["map_address"], [])
+                    self.assertTrue(any(m["dims"] == p["dims"] and m["box"] == p["box"] and m["dtype"] == 9
+                                        and m["swizzle"] == 3 for m in enc), (name, enc))
+        # Row-indexed bindings of a later run start row_bytes x its first row
+        # after the same launch's first run.
+        firsts = {}
+        for c, (name, grid, block, shared, rows, r0, t, la) in zip(got, expected):
+            key = id(la)  # a launch of forward or decode
+            for value, p in zip(c["params"], t["params"]):
+                if p["kind"] == "binding" and p.get("row_bytes"):
+                    base = firsts.setdefault((key, p["binding"]), (value, r0))
+                    self.assertEqual(value - base[0], (r0 - base[1]) * p["row_bytes"], name)
+        return got
+
+    def test_forward_and_decode_run_their_tile_variants(self):
+        for sms in (132, 1):
+            with self.subTest(sms=sms):
+                log = self.run_fake(["--generate", "2", "--input", f"tokens={self.tokens}",
+                                     "--ignore-eos"], sms)
+                # Every tile kernel found and given its shared memory, once.
+                allowed = {c["name"]: c["value"] for c in log if c["call"] == "set_attribute"}
+                for k, e in self.entries.values():
+                    for t in e.get("tiles", []):
+                        self.assertEqual(allowed.get(t["name"]), t["dynamic_shared_bytes"], t["name"])
+                # The prompt gives 8 of 64 positions per batch row: one run
+                # per row (rows [64 b, 64 b + 8)); decode steps one run of
+                # the batch's 2 rows.
+                def prompt_runs(la):
+                    per = self.entries[la["kernel"]][1].get("programs_per_row", 0)
+                    if not per:
+                        return []
+                    if "tokens" not in la:
+                        return [(0, la["programs"] // per)]
+                    return [(b * MAX_SEQ, b * MAX_SEQ + GIVEN) for b in range(MAX_BATCH)]
+                def decode_runs(la):
+                    per = self.entries[la["kernel"]][1].get("programs_per_row", 0)
+                    return [(0, la["programs"] // per)] if per else []
+                expected = self.expected_tile_launches("forward", prompt_runs, sms)
+                step = self.expected_tile_launches("decode", decode_runs, sms)
+                self.assertTrue(step, "decode runs no tile kernel")
+                # Generating 2 tokens: the prompt, then one decode step.
+                got = self.check_launches(log, expected + step)
+                self.assertTrue(any(x[6]["config"].endswith("swapped f32-act") for x in step))
+                self.assertGreater(len(got), 0)
+                # A kernel with tile variants never runs its program form.
+                tiled = {e["name"] for _, e in self.entries.values() if e.get("tiles")}
+                self.assertFalse([c for c in log if c["call"] == "launch" and c["name"] in tiled])
+                # Tensor maps: one per variant and launch, encoded once.
+                want = sum(len(self.entries[la["kernel"]][1].get("tiles", []))
+                           for fn in ("forward", "decode") for la in self.launches_of(fn))
+                self.assertEqual(sum(c["call"] == "tensor_map" for c in log), want)
+
+    def test_driver_refusals_name_the_call_and_variant(self):
+        """A device that allows less dynamic shared memory than a tile kernel
+        needs (the fake told so): the session fails at set-up, naming the
+        call and the tile kernel, and exits cleanly."""
+        env = dict(os.environ, LD_LIBRARY_PATH=FAKE, FAKE_CUDA_MAX_DYNAMIC_SHARED="100000")
+        p = subprocess.run([tool("kiln-run"), self.plan, "--device", "cuda", "--input",
+                            f"tokens={self.tokens}"], capture_output=True, text=True, env=env)
+        self.assertNotIn(p.returncode, (0, -11, -6), p.stderr)
+        self.assertRegex(p.stderr, r"cuFuncSetAttribute \(dynamic shared memory of 'gemm_\w+_tile\d+'\): "
+                                   r"CUDA_ERROR_INVALID_VALUE")
+
+
+if __name__ == "__main__":
+    unittest.main()
