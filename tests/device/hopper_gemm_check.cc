@@ -165,23 +165,28 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // Tensor maps: [rows, K] K-contiguous (grouped B: [E, N, K]), boxes of
   // blockK x (blockM | blockN) rows, 128B swizzle, rows past the end
   // zero-filled.
-  CUtensorMap maps[2];
+  CUtensorMap maps[3];
   // Swapped (decode), map 0 is the weights' and map 1 the activations'.
-  // f32 activations: the weights' map only.
-  for (int i = 0; good && i < 2; ++i) {
-    const bool weights = (i == 1) != c.swapAB;
+  // f32 activations: the weights' map only. Split gate/up: map 1 the gate
+  // rows [0, N / 2) of B, map 2 the up rows [N / 2, N), boxes of
+  // blockN / 2 rows.
+  for (int i = 0; good && i < (c.splitGateUp ? 3 : 2); ++i) {
+    const bool weights = (i >= 1) != c.swapAB;
     if (c.f32Activations && !weights)
       continue;
     const unsigned rank = weights && c.grouped ? 3 : 2;
-    uint64_t rows = weights ? n : m;
+    uint64_t rows = !weights ? m : c.splitGateUp ? n / 2 : n;
     unsigned long long dims[3] = {static_cast<unsigned long long>(k), rows,
                                   static_cast<unsigned long long>(experts)};
     unsigned long long strides[2] = {static_cast<unsigned long long>(k * eb),
                                      static_cast<unsigned long long>(n * k * eb)};
     unsigned int box[3] = {static_cast<unsigned int>(c.blockK),
-                           static_cast<unsigned int>(i == 0 ? c.blockM : c.blockN), 1};
+                           static_cast<unsigned int>(i == 0 ? c.blockM
+                                                     : c.splitGateUp ? c.blockN / 2
+                                                                     : c.blockN),
+                           1};
     unsigned int estr[3] = {1, 1, 1};
-    CUdeviceptr base = weights ? dB : dA;
+    CUdeviceptr base = !weights ? dA : dB + (i == 2 ? (n / 2) * k * eb : 0);
     uint64_t d64[3] = {dims[0], dims[1], dims[2]}, s64[2] = {strides[0], strides[1]};
     if (const char *why = hopper::checkTensorMapBox(rank, d64, s64, box, eb, base,
                                                     hopper::Swizzle::k128B)) {
@@ -212,8 +217,14 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // The maps by value (128-byte parameters), as __grid_constant__ would.
   unsigned long long m64 = m;
   std::vector<void *> params{&maps[0], &maps[1]};
-  if (c.f32Activations) // (the weights' map, the f32 activations, ...)
-    params = {&maps[c.swapAB ? 0 : 1], &dA};
+  if (c.splitGateUp)
+    params.push_back(&maps[2]);
+  if (c.f32Activations) { // (the weights' map(s), the f32 activations, ...)
+    params = {&maps[c.swapAB ? 0 : 1]};
+    if (c.splitGateUp)
+      params.push_back(&maps[2]);
+    params.push_back(&dA);
+  }
   if (c.grouped)
     params.push_back(&dBlocks);
   if (c.fp8) {
@@ -268,8 +279,10 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
       }
       for (int64_t j = 0; j < outCols; ++j) {
         double ref = dots[j];
-        if (swiglu) { // rows 16 q + c (gate) and 16 q + 8 + c (up) give output 8 q + c
-          double g = dots[(j / 8) * 16 + j % 8], u = dots[(j / 8) * 16 + 8 + j % 8];
+        if (swiglu) { // rows 16 q + c (gate) and 16 q + 8 + c (up) give output 8 q + c;
+          // split: rows j (gate) and N / 2 + j (up)
+          double g = c.splitGateUp ? dots[j] : dots[(j / 8) * 16 + j % 8];
+          double u = c.splitGateUp ? dots[n / 2 + j] : dots[(j / 8) * 16 + 8 + j % 8];
           ref = g / (1 + std::exp(-g)) * u;
         } else if (c.epilogue == hopper::Epilogue::kResidual) {
           ref += residual[i * n + j];
@@ -383,6 +396,14 @@ int main() {
   checks.push_back({f32Act(withEpilogue(config(256, 512, 128, 128, false), hopper::Epilogue::kResidual, false)), 1e-4});
   checks.push_back({f32Act(config(256, 512, 64, 8, false, false, true)), 1e-4});
   checks.push_back({f32Act(config(256, 512, 64, 32, false, false, true)), 1e-4});
+  // SwiGLU over separate gate and up weights (two maps), TMA or f32 activations.
+  auto split = [](GemmTileConfig c) {
+    c.epilogue = hopper::Epilogue::kSwiGLU;
+    c.splitGateUp = true;
+    return c;
+  };
+  checks.push_back({split(config(512, 256, 128, 128, false)), 1e-4});
+  checks.push_back({f32Act(split(config(512, 256, 64, 32, false))), 1e-4});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
@@ -402,7 +423,8 @@ int main() {
       char label[80];
       std::snprintf(label, sizeof label, "%s%s%s %lldx%lld %lldx%lld s%lld",
                     ch.c.f32Activations ? "f32-act " : "",
-                    ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
+                    ch.c.splitGateUp                             ? "split swiglu "
+                    : ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
                     : ch.c.epilogue == hopper::Epilogue::kSwiGLU ? "swiglu "
                     : ch.c.grouped && ch.c.swapAB               ? "grouped swapped "
                     : ch.c.grouped              ? "grouped "

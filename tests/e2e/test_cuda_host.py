@@ -153,9 +153,10 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
                 # A kernel with tile variants never runs its program form.
                 tiled = {e["name"] for _, e in self.entries.values() if e.get("tiles")}
                 self.assertFalse([c for c in log if c["call"] == "launch" and c["name"] in tiled])
-                # Tensor maps: one per variant and launch, encoded once.
-                want = sum(len(self.entries[la["kernel"]][1].get("tiles", []))
-                           for fn in ("forward", "decode") for la in self.launches_of(fn))
+                # Tensor maps: each variant's per launch, encoded once.
+                want = sum(sum(p["kind"] == "tensor_map" for p in t["params"])
+                           for fn in ("forward", "decode") for la in self.launches_of(fn)
+                           for t in self.entries[la["kernel"]][1].get("tiles", []))
                 self.assertEqual(sum(c["call"] == "tensor_map" for c in log), want)
 
     def test_driver_refusals_name_the_call_and_variant(self):

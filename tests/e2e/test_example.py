@@ -317,10 +317,11 @@ class Sm90a(unittest.TestCase):
 
     def test_bf16_gemms_get_tma_wgmma_tile_variants(self):
         """A bf16 checkpoint's dense GEMMs (kernel.gemm with N and K multiples
-        of 64, at most one residual) carry the Hopper tile kernels, one per
-        row range up to the kernel's most rows (decode's swapped forms first);
-        the others keep the program form only; the plan still verifies and
-        runs on the CPU."""
+        of 64, at most one residual; kernel.gemm_swiglu with 2 I a multiple
+        of 16 and K of 64) carry the Hopper tile kernels, one per row range
+        up to the kernel's most rows (decode's swapped forms first, where the
+        epilogue allows them); the others keep the program form only; the
+        plan still verifies and runs on the CPU."""
         import re
         import make_tiny_checkpoint as mk
         tmp = tempfile.mkdtemp(prefix="kiln-sm90a-tiles-")
@@ -331,16 +332,22 @@ class Sm90a(unittest.TestCase):
             run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
                  "--max-batch=2", "--max-seq=64"])
             data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
-            tiled = untiled = 0
+            tiled = untiled = swiglus = 0
             for k in data["kernels"]:
                 m = re.match(r"gemm_n(\d+)_k(\d+)_tn\d+_f32_(\w+?)_f32(_f32)?$", k["name"])
+                sw = re.match(r"gemm_swiglu_n(\d+)_k(\d+)_tn\d+_f32_(bf16|f32)_\3_f32$", k["name"])
                 cuda = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
                 tiles = cuda.get("tiles", [])
-                if not m:
+                if not m and not sw:
                     self.assertEqual(tiles, [], k["name"])
                     continue
-                n, kd, wtype = int(m.group(1)), int(m.group(2)), m.group(3)
-                want = wtype == "bf16" and n % 64 == 0 and kd % 64 == 0
+                if sw:
+                    n, kd, wtype = int(sw.group(1)), int(sw.group(2)), sw.group(3)
+                    want = wtype == "bf16" and (2 * n) % 16 == 0 and kd % 64 == 0
+                    swiglus += want
+                else:
+                    n, kd, wtype = int(m.group(1)), int(m.group(2)), m.group(3)
+                    want = wtype == "bf16" and n % 64 == 0 and kd % 64 == 0
                 self.assertEqual(bool(tiles), want, k["name"])
                 if not want:
                     untiled += 1
@@ -350,18 +357,25 @@ class Sm90a(unittest.TestCase):
                 bounds = [t["max_rows"] for t in tiles]
                 self.assertEqual(bounds, sorted(set(bounds)), k["name"])
                 self.assertEqual(bounds[-1], rows, k["name"])
-                residual = m.group(4) is not None
+                residual = bool(m) and m.group(4) is not None
                 for t in tiles:
                     self.assertIn("f32-act", t["config"])
                     self.assertEqual("residual" in t["config"], residual, t["name"])
+                    self.assertEqual("swiglu" in t["config"], bool(sw), t["name"])
+                    # SwiGLU: one map each for gate and up.
+                    self.assertEqual(sum(p["kind"] == "tensor_map" for p in t["params"]),
+                                     2 if sw else 1, t["name"])
                     swapped = "swapped" in t["config"]
-                    # Decode's swapped form up to 32 rows (none with a residual).
-                    self.assertEqual(swapped, t["max_rows"] <= 32 and not residual, t["name"])
+                    # Decode's swapped form up to 32 rows (none with a
+                    # residual or SwiGLU).
+                    self.assertEqual(swapped, t["max_rows"] <= 32 and not residual and not sw,
+                                     t["name"])
                     self.assertIn(t["threads"], (256, 384))
                     self.assertLessEqual(t["dynamic_shared_bytes"], 227 * 1024)
                 if rows > 64:
                     self.assertEqual(tiles[-1]["threads"], 384, k["name"])  # two math warpgroups
-            self.assertGreaterEqual(tiled, 3)   # q/o projections, LM head
+            self.assertGreaterEqual(tiled, 4)   # q/o projections, LM head, gate+up
+            self.assertGreaterEqual(swiglus, 1)
             self.assertGreaterEqual(untiled, 1)  # the down projection (K = 96)
             tokens = os.path.join(tmp, "tokens.npy")
             np.save(tokens, np.arange(16, dtype=np.int32).reshape(2, 8) % 128)

@@ -79,6 +79,9 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   bad.n = 7168;
   EXPECT_NE(checkGemmTileConfig(bad).find("multiple of 16"), std::string::npos);
   bad = c;
+  bad.splitGateUp = true; // needs the SwiGLU epilogue
+  EXPECT_NE(checkGemmTileConfig(bad).find("split gate/up"), std::string::npos);
+  bad = c;
   bad.blockN = 256;
   bad.stages = 5; // 5 x 48 KiB + 1 KiB > 227 KiB
   EXPECT_NE(checkGemmTileConfig(bad).find("exceed"), std::string::npos);
@@ -126,7 +129,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
   std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
-                     (c.f32Activations ? "f32act_" : "") +
+                     (c.f32Activations ? "f32act_" : "") + (c.splitGateUp ? "split_" : "") +
                      (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") +
                      "e" + std::to_string(int(c.epilogue)) + (c.bf16Out ? "bf16_" : "f32_") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
@@ -186,7 +189,9 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   // Grouped: the experts' weights through a 3D map [E, N, K]. f32
   // activations: the weights' map only, the activations loaded 16 bytes at
   // a time, packed to bf16x2 and stored 16 bytes at a time.
-  EXPECT_EQ(count("UTMALDG.2D"), c.grouped || c.f32Activations ? 1u : 2u)
+  // Split gate/up: two maps for B.
+  EXPECT_EQ(count("UTMALDG.2D"),
+            c.grouped ? 1u : (c.f32Activations ? 0u : 1u) + (c.splitGateUp ? 2u : 1u))
       << sass.text;
   if (c.f32Activations) {
     const size_t chunks = (c.swapAB ? c.blockN : c.blockM) * 8 / 128;
@@ -222,6 +227,12 @@ GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,
 
 GemmTileConfig f32Activations(GemmTileConfig c) {
   c.f32Activations = true;
+  return c;
+}
+
+GemmTileConfig splitGateUp(GemmTileConfig c) {
+  c.epilogue = Epilogue::kSwiGLU;
+  c.splitGateUp = true;
   return c;
 }
 
@@ -279,7 +290,11 @@ INSTANTIATE_TEST_SUITE_P(
                       f32Activations(withEpilogue(config(7168, 2048, 128, 64, 6),
                                                   Epilogue::kResidual, false)),
                       f32Activations(config(7168, 2048, 64, 8, 8, false, false, true)),
-                      f32Activations(config(2112, 7168, 64, 32, 8, false, false, true))));
+                      f32Activations(config(2112, 7168, 64, 32, 8, false, false, true)),
+                      // SwiGLU over separate gate and up weights (two maps).
+                      splitGateUp(config(4096, 7168, 128, 128, 4)),
+                      f32Activations(splitGateUp(config(36864, 7168, 128, 128, 4))),
+                      f32Activations(splitGateUp(config(4096, 7168, 64, 32, 8)))));
 
 } // namespace
 } // namespace kiln::hopper

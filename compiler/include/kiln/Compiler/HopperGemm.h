@@ -4,7 +4,8 @@
 // out[M, N] (f32) = A[M, K] x B[N, K]^T, bf16 or block-scaled e4m3, both
 // operands K-major as checkpoints store weights, written as PTX for sm_90a:
 //
-//  - one producer warpgroup (setmaxnreg down to 40 where it matters) whose elected thread
+//  - one producer warpgroup (setmaxnreg down to 40 where it matters) whose
+//  elected thread
 //    feeds a ring of `stages` shared-memory stages by TMA (A and B boxes of
 //    blockK x rows, 128B swizzle) under full/empty mbarriers;
 //  - blockM / 64 math warpgroups (up to 232 registers), each owning 64
@@ -18,8 +19,9 @@
 //
 // It is MLIR-free (string emission over HopperLayout.h's arithmetic), so
 // its tests assemble it with ptxas and read the SASS without the compiler.
-// Not yet used by plans: the runtime does not encode tensor maps yet and
-// GPU activations are still f32 (issue 12); no GPU has run it.
+// Plans use the f32-activation form for their bf16 dense GEMMs (CUDA.cpp's
+// tile variants, while GPU activations are f32; issue 12); no GPU has run
+// it yet.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KILN_COMPILER_HOPPERGEMM_H
@@ -79,6 +81,14 @@ struct GemmTileConfig {
   // bytes. bf16 only, not grouped; no register rebalancing (the producer
   // keeps a stage's loads in flight).
   bool f32Activations = false;
+  // SwiGLU over two weight matrices, as checkpoints store them (gate and up
+  // [N / 2, K] each) instead of rows interleaved by 8: B comes through two
+  // tensor maps, each tile's B stage holding blockN / 2 gate rows then the
+  // same blockN / 2 up rows (boxes of a multiple of 8 rows, so the second
+  // starts at a 1024-byte swizzle repeat), and a thread holds each output's
+  // gate and up accumulators blockN / 2 columns apart. Epilogue kSwiGLU,
+  // bf16, not swapped or grouped.
+  bool splitGateUp = false;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -116,7 +126,9 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 /// value, 64-byte aligned), [grouped:
 /// u64 block_expert,] [fp8: u64 activation scales, u64 weight scales,] u64
 /// out, [residual: u64 residual,] u64 M); with f32Activations (tensor map
-/// of the weights, u64 activations, u64 out, [u64 residual,] u64 M).
+/// of the weights, u64 activations, u64 out, [u64 residual,] u64 M). With
+/// splitGateUp the weights' map is two, the gate's then the up
+/// projection's, where one map of B (or of the weights) would be.
 /// `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 

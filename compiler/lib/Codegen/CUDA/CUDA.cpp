@@ -9,8 +9,9 @@
 // chip with PTX ISA 8.0, then assembled by ptxas into a cubin, whose resource
 // report (registers, spills, shared memory) is kept per kernel.
 //
-// Kernels with a tile form get tile variants besides: a kernel.gemm of f32
-// activations and bf16 weights runs as the TMA + wgmma GEMMs of
+// Kernels with a tile form get tile variants besides: a kernel.gemm or
+// kernel.gemm_swiglu of f32 activations and bf16 weights runs as the TMA +
+// wgmma GEMMs of
 // HopperGemm.h (their f32-activation form, while GPU activations are f32),
 // one variant per range of rows, appended to the module's PTX; the program
 // entry stays for reference.
@@ -67,32 +68,49 @@ namespace {
 constexpr int64_t kPlannedSMs = 132;
 
 // The tile variants of kernel `k` (and their PTX, appended to `ptx`) when it
-// is a kernel.gemm of f32 activations [M, K] by bf16 weights [N, K], N and K
-// multiples of 64, with at most one addend (the residual epilogue): one
-// variant per row range the tile heuristic tells apart (decode's swapped
-// 8 / 16 / 32 tokens, one math warpgroup to 64 rows, two above), up to the
+// has them: f32 activations [M, K] by bf16 weights, K a multiple of 64, as
+// the f32-activation form of HopperGemm.h; a kernel.gemm ([N, K] weights, N
+// a multiple of 64, at most one addend: the residual epilogue) or a
+// kernel.gemm_swiglu (gate and up [I, K], 2 I a multiple of 16: the SwiGLU
+// epilogue over the two weights' maps). One variant per row range the tile
+// heuristic tells apart (decode's swapped 8 / 16 / 32 tokens, where the
+// epilogue allows it; one math warpgroup to 64 rows, two above), up to the
 // kernel's most rows, equal neighbours merged. Empty when it has none.
 std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
                                               uint64_t &programsPerRow,
                                               std::string &ptx) {
   auto gemm = dyn_cast<kernel::GemmOp>(k.representative);
-  if (!gemm)
+  auto swigluOp = dyn_cast<kernel::GemmSwiGLUOp>(k.representative);
+  if (!gemm && !swigluOp)
     return {};
-  auto w = cast<RankedTensorType>(gemm.getWeight().getType());
-  auto in = cast<RankedTensorType>(gemm.getInput().getType());
-  auto out = cast<RankedTensorType>(gemm.getResult().getType());
-  if (!w.getElementType().isBF16() || !in.getElementType().isF32() ||
-      !out.getElementType().isF32() || gemm.getAddends().size() > 1)
+  Operation *op = k.representative;
+  auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  // Weights (one, or gate and up), their rows, and the tile's N.
+  SmallVector<Value> weights;
+  if (gemm)
+    weights.push_back(gemm.getWeight());
+  else
+    weights.append({swigluOp.getWGate(), swigluOp.getWUp()});
+  const bool swiglu = static_cast<bool>(swigluOp);
+  const bool residual = gemm && gemm.getAddends().size() == 1;
+  if (gemm && gemm.getAddends().size() > 1)
     return {};
-  const bool residual = gemm.getAddends().size() == 1;
-  if (residual && !cast<RankedTensorType>(gemm.getAddends()[0].getType())
-                       .getElementType()
-                       .isF32())
+  SmallVector<Value> f32s{op->getOperand(0), op->getResult(0)};
+  if (residual)
+    f32s.push_back(gemm.getAddends()[0]);
+  for (Value v : f32s)
+    if (!typeOf(v).getElementType().isF32())
+      return {};
+  for (Value w : weights)
+    if (!typeOf(w).getElementType().isBF16())
+      return {};
+  const int64_t wRows = typeOf(weights[0]).getDimSize(0),
+                kd = typeOf(weights[0]).getDimSize(1);
+  const int64_t n = swiglu ? 2 * wRows : wRows;
+  if ((swiglu ? n % 16 : n % 64) != 0 || kd % 64 != 0)
     return {};
-  const int64_t n = w.getDimSize(0), kd = w.getDimSize(1);
-  if (n % 64 != 0 || kd % 64 != 0)
-    return {};
-  const int64_t perRow = (n + gemm.getTileN() - 1) / gemm.getTileN();
+  const int64_t tileN = gemm ? gemm.getTileN() : swigluOp.getTileN();
+  const int64_t perRow = (wRows + tileN - 1) / tileN;
   const int64_t maxRows = k.maxPrograms / perRow;
   std::vector<hopper::GemmTileConfig> configs;
   std::vector<int64_t> upTo;
@@ -103,12 +121,15 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       continue;
     hopper::GemmTileConfig c =
         hopper::chooseGemmTile(rows, n, kd, false, false, kPlannedSMs);
-    if (residual && c.swapAB) // the swapped form has no residual epilogue
+    // The swapped form has no residual or SwiGLU epilogue.
+    if ((residual || swiglu) && c.swapAB)
       c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), n, kd, false,
                                  false, kPlannedSMs);
     c.f32Activations = true;
-    c.epilogue =
-        residual ? hopper::Epilogue::kResidual : hopper::Epilogue::kStore;
+    c.epilogue = residual ? hopper::Epilogue::kResidual
+                 : swiglu ? hopper::Epilogue::kSwiGLU
+                          : hopper::Epilogue::kStore;
+    c.splitGateUp = swiglu;
     if (!hopper::checkGemmTileConfig(c).empty())
       return {};
     auto same = [](const hopper::GemmTileConfig &a,
@@ -124,7 +145,8 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     upTo.push_back(rows);
   }
   std::vector<CudaTileVariant> variants;
-  const unsigned result = gemm->getNumOperands();
+  const unsigned result = op->getNumOperands();
+  const int64_t outCols = swiglu ? wRows : n;
   for (auto [i, c] : llvm::enumerate(configs)) {
     CudaTileVariant v;
     v.name = k.name + "_tile" + std::to_string(i);
@@ -138,24 +160,29 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) + "x" +
                std::to_string(c.blockK) + " s" + std::to_string(c.stages) +
                (c.swapAB ? " swapped" : "") + (residual ? " residual" : "") +
-               " f32-act";
-    // (weights' map, activations, out, [residual,] rows)
-    CudaTileParam map;
-    map.kind = CudaTileParam::TensorMap;
-    map.binding = 1;
-    map.dtype = 2; // bf16
-    map.dims = {static_cast<uint64_t>(kd), static_cast<uint64_t>(n)};
-    map.stridesBytes = {static_cast<uint64_t>(2 * kd)};
-    map.box = {static_cast<uint32_t>(c.blockK),
-               static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN)};
-    map.swizzleBytes = 128;
-    v.params.push_back(map);
+               (swiglu ? " swiglu" : "") + " f32-act";
+    // (weights' map(s), activations, out, [residual,] rows); a split
+    // SwiGLU tile loads blockN / 2 rows of each of gate and up.
+    for (unsigned w = 0; w < weights.size(); ++w) {
+      CudaTileParam map;
+      map.kind = CudaTileParam::TensorMap;
+      map.binding = 1 + w;
+      map.dtype = 2; // bf16
+      map.dims = {static_cast<uint64_t>(kd), static_cast<uint64_t>(wRows)};
+      map.stridesBytes = {static_cast<uint64_t>(2 * kd)};
+      map.box = {static_cast<uint32_t>(c.blockK),
+                 static_cast<uint32_t>(c.swapAB ? c.blockM
+                                       : swiglu ? c.blockN / 2
+                                                : c.blockN)};
+      map.swizzleBytes = 128;
+      v.params.push_back(map);
+    }
     CudaTileParam p;
     p.binding = 0;
     p.rowBytes = static_cast<uint64_t>(4 * kd);
     v.params.push_back(p);
     p.binding = result;
-    p.rowBytes = static_cast<uint64_t>(4 * n);
+    p.rowBytes = static_cast<uint64_t>(4 * outCols);
     v.params.push_back(p);
     if (residual) {
       p.binding = 2;

@@ -74,6 +74,10 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "N " << c.n << " is not a positive multiple of blockN " << c.blockN;
   else if (c.k <= 0 || c.k % c.blockK != 0)
     why << "K " << c.k << " is not a positive multiple of blockK " << c.blockK;
+  else if (c.splitGateUp &&
+           (c.epilogue != Epilogue::kSwiGLU || c.fp8 || c.grouped || c.swapAB))
+    why << "split gate/up weights need the SwiGLU epilogue, bf16, neither "
+           "grouped nor swapped";
   else if (c.f32Activations && (c.fp8 || c.grouped))
     why << "f32 activations are converted to bf16 only, not e4m3 or for the "
            "grouped form";
@@ -174,14 +178,16 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "; tiles " << c.blockM
     << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
     << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
-  const bool f32Act = c.f32Activations;
+  const bool f32Act = c.f32Activations, split = c.splitGateUp;
+  const std::string secondMap =
+      split ? "  .param .align 64 .b8 " + name + "_tma_up[128],\n" : "";
   o << ".visible .entry " << name << "(\n"
-    << (f32Act ? "  .param .align 64 .b8 " + name +
-                     "_tma_w[128],\n  .param .u64 " + name + "_act,\n"
+    << (f32Act ? "  .param .align 64 .b8 " + name + "_tma_w[128],\n" +
+                     secondMap + "  .param .u64 " + name + "_act,\n"
                : "  .param .align 64 .b8 " + name +
                      "_tma_a[128],\n"
                      "  .param .align 64 .b8 " +
-                     name + "_tma_b[128],\n")
+                     name + "_tma_b[128],\n" + secondMap)
     << (c.grouped ? "  .param .u64 " + name + "_block_expert,\n"
                   : std::string())
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
@@ -193,7 +199,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
             : std::string())
     << "  .param .u64 " << name << "_m)\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
-    << "  .reg .pred %p<16>;\n  .reg .b32 %r<48>;\n  .reg .b64 %rd<32>;\n"
+    << "  .reg .pred %p<16>;\n  .reg .b32 %r<56>;\n  .reg .b64 %rd<32>;\n"
     << "  .reg .f32 %acc<" << acc << ">;\n"
     << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
     << "  .reg .b32 %eb;\n"
@@ -224,6 +230,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     o << "  mov.u64 %rd1, " << name << "_tma_a;\n  cvta.param.u64 %rd1, %rd1;\n"
       << "  mov.u64 %rd2, " << name
       << "_tma_b;\n  cvta.param.u64 %rd2, %rd2;\n";
+  if (split) // %rd24: the up projection's map
+    o << "  mov.u64 %rd24, " << name
+      << "_tma_up;\n  cvta.param.u64 %rd24, %rd24;\n";
   o << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
@@ -416,7 +425,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   }
   // Not swapped: per row half h, the thread's two columns of each group of
   // 8 (gate and up groups alternate under SwiGLU: 16 weight rows give 8
-  // outputs), then the residual, then f32 or bf16 stores.
+  // outputs; split, the up group of gate group q is q + blockN / 16), then
+  // the residual, then f32 or bf16 stores.
   const bool swiglu = c.epilogue == Epilogue::kSwiGLU;
   const int64_t outCols = swiglu ? c.n / 2 : c.n, outBytes = c.bf16Out ? 2 : 4;
   if (!c.swapAB && swiglu)
@@ -437,10 +447,12 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     for (int64_t j = 0; j < (swiglu ? c.blockN / 16 : c.blockN / 8); ++j) {
       for (int64_t e = 0; e < 2; ++e) {
         if (swiglu) { // silu(g) * u = g / (1 + 2^(-g log2 e)) * u
-          std::string g = "%" + std::string(result) +
-                          std::to_string(4 * (2 * j) + 2 * h + e);
-          std::string u = "%" + std::string(result) +
-                          std::to_string(4 * (2 * j + 1) + 2 * h + e);
+          const int64_t gq = split ? j : 2 * j,
+                        uq = split ? j + c.blockN / 16 : 2 * j + 1;
+          std::string g =
+              "%" + std::string(result) + std::to_string(4 * gq + 2 * h + e);
+          std::string u =
+              "%" + std::string(result) + std::to_string(4 * uq + 2 * h + e);
           o << "  mul.f32 %et, " << g << ", 0fBFB8AA3B;\n"
             << "  ex2.approx.ftz.f32 %et, %et;\n"
             << "  add.f32 %et, %et, 0f3F800000;\n"
@@ -510,8 +522,15 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   };
   if (!f32Act || c.swapAB)
     tmaLoad("%r19", "%rd1", "%r13", c.swapAB);
-  if (!f32Act || !c.swapAB)
+  if (split) { // gate rows nb * blockN / 2 .. into the first half, up into
+    // the second
+    o << "  shr.u32 %r47, %r14, 1;\n  add.u32 %r48, %r20, "
+      << c.blockN / 2 * 128 << ";\n";
+    tmaLoad("%r20", "%rd2", "%r47", true);
+    tmaLoad("%r48", "%rd24", "%r47", true);
+  } else if (!f32Act || !c.swapAB) {
     tmaLoad("%r20", "%rd2", "%r14", !c.swapAB);
+  }
   if (f32Act) {
     // The activations' k-block: rows from %r44 = row base + local row,
     // elements [%r23, %r23 + 64) of each, all loads of the stage first (in
