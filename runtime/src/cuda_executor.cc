@@ -182,6 +182,8 @@ class CudaBackend final : public Backend {
       for (const plan::TileParam* p : *v->params()) {
         if (p->kind() != plan::TileParamKind::tensor_map) continue;
         TensorMapArgs a = TensorMapArgsOf(*p->map());
+        if (p->map()->rows_dim() && a.rank > 0)  // this launch's rows
+          a.dims[a.rank - 1] = std::max<uint64_t>(1, launch.programs() / ep->programs_per_row());
         CUdeviceptr address = addresses_[launch.bindings()->Get(p->binding())];
         uint64_t dims[5], strides[5];
         for (uint32_t d = 0; d < a.rank; ++d) dims[d] = a.dims[d];
@@ -241,6 +243,9 @@ class CudaBackend final : public Backend {
             break;
           case plan::TileParamKind::rows:
             storage[i] = rows;
+            break;
+          case plan::TileParamKind::first_row:
+            storage[i] = r0;
             break;
         }
         params[i] = &storage[i];

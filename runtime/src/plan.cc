@@ -414,7 +414,7 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
       std::string pat = absl::StrCat(at, ", parameter ", i);
       if (pr->kind() > plan::TileParamKind::MAX)
         return absl::InvalidArgumentError(absl::StrCat(pat, ": unknown kind ", static_cast<int>(pr->kind())));
-      if (pr->kind() == plan::TileParamKind::rows) continue;
+      if (pr->kind() == plan::TileParamKind::rows || pr->kind() == plan::TileParamKind::first_row) continue;
       if (pr->binding() >= k.num_buffers())
         return absl::InvalidArgumentError(absl::StrCat(pat, ": binding ", pr->binding(), " of a kernel with ",
                                                        k.num_buffers()));
@@ -460,12 +460,20 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
       }
       if (const char* why = hopper::checkTensorMapBox(rank, dims, strides, box, static_cast<uint32_t>(elem), 0, sw))
         return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map: ", why));
-      for (const plan::KernelGrid* g : *k.grids())
-        if (pr->binding() < Len(g->binding_bytes()) && last_byte > g->binding_bytes()->Get(pr->binding()))
-          return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map spans ", last_byte,
+      for (const plan::KernelGrid* g : *k.grids()) {
+        // A rows dimension spans the grid's rows.
+        uint64_t span = last_byte;
+        if (m->rows_dim()) {
+          const uint64_t rows = g->programs() / per_row, step = rank > 1 ? strides[rank - 2] : elem;
+          if (rows == 0) continue;
+          span = last_byte - (dims[rank - 1] - 1) * step + (rows - 1) * step;
+        }
+        if (pr->binding() < Len(g->binding_bytes()) && span > g->binding_bytes()->Get(pr->binding()))
+          return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map spans ", span,
                                                          " bytes of binding ", pr->binding(), ", which holds ",
                                                          g->binding_bytes()->Get(pr->binding()), " at a grid of ",
                                                          g->programs(), " programs"));
+      }
     }
   }
   if (prev < max_rows)

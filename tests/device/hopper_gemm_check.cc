@@ -103,19 +103,23 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     for (int64_t i = 0; i < mBlocks; ++i)
       blockExpert[i] = static_cast<int32_t>(layoutExpert(i, experts));
   auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / layoutBlock] : 0; };
-  std::vector<uint8_t> a(m * k * eb), b(experts * n * k * eb);
+  // activationRow0: the activations' map spans row0 more rows before the
+  // launch's (another run's), which the kernel skips by its row0 parameter
+  // and the scales' pointer by being advanced.
+  const int64_t row0 = c.activationRow0 ? 5 : 0;
+  std::vector<uint8_t> a((m + row0) * k * eb), b(experts * n * k * eb);
   std::vector<float> sa, sb, af;
   if (c.fp8) {
     for (auto &x : a) x = randomE4m3();
     for (auto &x : b) x = randomE4m3();
-    sa.resize(m * kBlocks);
+    sa.resize((m + row0) * kBlocks);
     sb.resize(experts * nScaleRows * kBlocks);
     for (auto &x : sa) x = std::ldexp(1.0f + (next32() % 256) / 256.0f, -int(next32() % 4));
     for (auto &x : sb) x = std::ldexp(1.0f + (next32() % 256) / 256.0f, -int(next32() % 4));
   } else {
     auto *a16 = reinterpret_cast<uint16_t *>(a.data());
     auto *b16 = reinterpret_cast<uint16_t *>(b.data());
-    for (int64_t i = 0; i < m * k; ++i)
+    for (int64_t i = 0; i < (m + row0) * k; ++i)
       a16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
     if (c.f32Activations) { // f32 with bits below bf16's; the reference
       // sees them rounded to nearest even, as the producer rounds them
@@ -175,7 +179,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     if (c.f32Activations && !weights)
       continue;
     const unsigned rank = weights && c.grouped ? 3 : 2;
-    uint64_t rows = !weights ? m : c.splitGateUp ? n / 2 : n;
+    uint64_t rows = !weights ? m + row0 : c.splitGateUp ? n / 2 : n;
     unsigned long long dims[3] = {static_cast<unsigned long long>(k), rows,
                                   static_cast<unsigned long long>(experts)};
     unsigned long long strides[2] = {static_cast<unsigned long long>(k * eb),
@@ -215,7 +219,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
                                     static_cast<int>(hopper::gemmDynamicSharedBytes(c))),
             "cuFuncSetAttribute");
   // The maps by value (128-byte parameters), as __grid_constant__ would.
-  unsigned long long m64 = m;
+  unsigned long long m64 = m, row0_64 = row0;
+  CUdeviceptr dSaRun = dSa + row0 * kBlocks * 4;
   std::vector<void *> params{&maps[0], &maps[1]};
   if (c.splitGateUp)
     params.push_back(&maps[2]);
@@ -228,13 +233,15 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   if (c.grouped)
     params.push_back(&dBlocks);
   if (c.fp8) {
-    params.push_back(&dSa);
+    params.push_back(&dSaRun);
     params.push_back(&dSb);
   }
   params.push_back(&dOut);
   if (c.epilogue == hopper::Epilogue::kResidual)
     params.push_back(&dRes);
   params.push_back(&m64);
+  if (c.activationRow0)
+    params.push_back(&row0_64);
   const int64_t tiles = c.swapAB ? (n / c.blockM) * ((m + c.blockN - 1) / c.blockN)
                                  : ((m + c.blockM - 1) / c.blockM) * (n / c.blockN);
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(tiles, sms));
@@ -270,10 +277,10 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
         for (int64_t kb = 0; kb < k; kb += 128) {
           double chain = 0;
           for (int64_t x = kb; x < std::min(k, kb + 128); ++x)
-            chain += c.fp8 ? fromE4m3(a[i * k + x]) * fromE4m3(be[j * k + x])
-                           : fromBf16(reinterpret_cast<uint16_t *>(a.data())[i * k + x]) *
+            chain += c.fp8 ? fromE4m3(a[(row0 + i) * k + x]) * fromE4m3(be[j * k + x])
+                           : fromBf16(reinterpret_cast<uint16_t *>(a.data())[(row0 + i) * k + x]) *
                                  fromBf16(reinterpret_cast<const uint16_t *>(be)[j * k + x]);
-          ref += c.fp8 ? chain * sa[i * kBlocks + kb / 128] * sbe[(j / 128) * kBlocks + kb / 128]
+          ref += c.fp8 ? chain * sa[(row0 + i) * kBlocks + kb / 128] * sbe[(j / 128) * kBlocks + kb / 128]
                        : chain;
         }
       }
@@ -404,6 +411,14 @@ int main() {
   };
   checks.push_back({split(config(512, 256, 128, 128, false)), 1e-4});
   checks.push_back({f32Act(split(config(512, 256, 64, 32, false))), 1e-4});
+  // Plans' e4m3 form: the activations' map offset by the run's first row.
+  auto row0 = [](GemmTileConfig c) {
+    c.activationRow0 = true;
+    return c;
+  };
+  checks.push_back({row0(config(256, 512, 128, 128, true)), 2e-3});
+  checks.push_back({row0(withEpilogue(config(256, 384, 64, 64, true), hopper::Epilogue::kResidual, false)), 2e-3});
+  checks.push_back({row0(config(256, 384, 64, 16, true, false, true)), 2e-3});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
@@ -422,7 +437,7 @@ int main() {
       status |= pass ? 0 : 1;
       char label[80];
       std::snprintf(label, sizeof label, "%s%s%s %lldx%lld %lldx%lld s%lld",
-                    ch.c.f32Activations ? "f32-act " : "",
+                    ch.c.f32Activations ? "f32-act " : ch.c.activationRow0 ? "row0 " : "",
                     ch.c.splitGateUp                             ? "split swiglu "
                     : ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
                     : ch.c.epilogue == hopper::Epilogue::kSwiGLU ? "swiglu "

@@ -30,11 +30,15 @@ MAX_BATCH, MAX_SEQ, GIVEN = 2, 64, 8
 @unittest.skipUnless(os.path.exists(os.path.join(FAKE, "libcuda.so.1")),
                      "the fake driver is built with KILN_ENABLE_CUDA")
 class TileLaunchesOnTheFakeDriver(unittest.TestCase):
+    """A bf16 Llama: its dense GEMMs in the f32-activation form."""
+    FAMILY, CHECKPOINT = "llama", dict(dtype="bf16")
+    SWAPPED_DECODE = True  # decode runs a swapped tile kernel
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="kiln-cuda-host-")
-        ckpt = os.path.join(cls.tmp, "llama")
-        mk.make_checkpoint("llama", ckpt, dtype="bf16")
+        ckpt = os.path.join(cls.tmp, cls.FAMILY)
+        mk.make_checkpoint(cls.FAMILY, ckpt, **cls.CHECKPOINT)
         cls.plan = os.path.join(cls.tmp, "p.kplan")
         run([tool("kiln-compile"), ckpt, "-o", cls.plan, "--target=sm_90a,cpu",
              f"--max-batch={MAX_BATCH}", f"--max-seq={MAX_SEQ}"])
@@ -103,11 +107,17 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
             for value, p in zip(c["params"], t["params"]):
                 if p["kind"] == "rows":
                     self.assertEqual(value, rows, name)
+                elif p["kind"] == "first_row":
+                    self.assertEqual(value, r0, name)
                 elif p["kind"] == "tensor_map":
-                    self.assertEqual((value["dims"], value["box"]), (p["dims"], p["box"]), name)
-                    # Encoded over the weight's address, with the plan's shape.
+                    dims = list(p["dims"])
+                    if p.get("rows_dim"):  # an activation map: the launch's rows
+                        dims[-1] = la["programs"] // self.entries[la["kernel"]][1]["programs_per_row"]
+                    self.assertEqual((value["dims"], value["box"]), (dims, p["box"]), name)
+                    # Encoded over the binding's address, with the plan's shape.
                     enc = maps.get(value["map_address"], [])
-                    self.assertTrue(any(m["dims"] == p["dims"] and m["box"] == p["box"] and m["dtype"] == 9
+                    dtype = {"bf16": 9, "f8e4m3": 0}[p["dtype"]]
+                    self.assertTrue(any(m["dims"] == dims and m["box"] == p["box"] and m["dtype"] == dtype
                                         and m["swizzle"] == 3 for m in enc), (name, enc))
         # Row-indexed bindings of a later run start row_bytes x its first row
         # after the same launch's first run.
@@ -148,7 +158,8 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
                 self.assertTrue(step, "decode runs no tile kernel")
                 # Generating 2 tokens: the prompt, then one decode step.
                 got = self.check_launches(log, expected + step)
-                self.assertTrue(any(x[6]["config"].endswith("swapped f32-act") for x in step))
+                if self.SWAPPED_DECODE:
+                    self.assertTrue(any(" swapped " in x[6]["config"] for x in step))
                 self.assertGreater(len(got), 0)
                 # A kernel with tile variants never runs its program form.
                 tiled = {e["name"] for _, e in self.entries.values() if e.get("tiles")}
@@ -169,6 +180,19 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
         self.assertNotIn(p.returncode, (0, -11, -6), p.stderr)
         self.assertRegex(p.stderr, r"cuFuncSetAttribute \(dynamic shared memory of 'gemm_\w+_tile\d+'\): "
                                    r"CUDA_ERROR_INVALID_VALUE")
+
+
+class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
+    """An FP8 DeepSeek-V3: its block-scaled GEMMs in the e4m3 form, both
+    operands by TMA, the activations' map over the launch's rows and offset
+    by each run's first row."""
+    FAMILY, CHECKPOINT = "deepseek_v3", dict(variant="fp8dims", fp8=True)
+    # Its decode GEMMs with tiles all add a residual (no swapped form).
+    SWAPPED_DECODE = False
+
+    def test_fp8_gemms_have_tile_variants(self):
+        kinds = {k["name"].split("_n")[0] for k, e in self.entries.values() if e.get("tiles")}
+        self.assertIn("gemm_fp8", kinds)
 
 
 if __name__ == "__main__":

@@ -315,6 +315,50 @@ class Sm90a(unittest.TestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def test_fp8_gemms_get_e4m3_tile_variants(self):
+        """An FP8 checkpoint's block-scaled GEMMs (gemm_fp8, act and weight
+        blocks 128, N a multiple of 64, K of 128, at most a residual) carry
+        the e4m3 tile kernels: both operands by TMA, the activations' map
+        over the launch's rows and offset by the run's first row, the 1 x 128
+        and 128 x 128 scales as bindings."""
+        import re
+        import make_tiny_checkpoint as mk
+        tmp = tempfile.mkdtemp(prefix="kiln-sm90a-fp8-tiles-")
+        try:
+            ckpt = os.path.join(tmp, "ds")
+            mk.make_checkpoint("deepseek_v3", ckpt, variant="fp8dims", fp8=True)
+            plan = os.path.join(tmp, "p.kplan")
+            run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
+                 "--max-batch=2", "--max-seq=64"])
+            data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+            tiled = 0
+            for k in data["kernels"]:
+                m = re.match(r"gemm_fp8_n(\d+)_k(\d+)_tn\d+_a128_bn128_f8E4M3FN_f8E4M3FN_f32_f32(_f32)?_f32$",
+                             k["name"])
+                if not m:
+                    continue
+                cuda = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
+                n, kd = int(m.group(1)), int(m.group(2))
+                tiles = cuda.get("tiles", [])
+                self.assertEqual(bool(tiles), n % 64 == 0 and kd % 128 == 0, k["name"])
+                tiled += bool(tiles)
+                for t in tiles:
+                    self.assertIn("e4m3", t["config"])
+                    maps = [p for p in t["params"] if p["kind"] == "tensor_map"]
+                    self.assertEqual(sorted(p["binding"] for p in maps), [0, 1], t["name"])
+                    for p in maps:
+                        self.assertEqual(p["dtype"], "f8e4m3")
+                        self.assertEqual(p["box"][0], 128)  # one 128-byte swizzle span
+                        self.assertEqual(p.get("rows_dim", False), p["binding"] == 0, t["name"])
+                    self.assertEqual(t["params"][-1]["kind"], "first_row", t["name"])
+                    # Activation scales advance with the rows, weight scales do not.
+                    scales = {p["binding"]: p.get("row_bytes", 0) for p in t["params"]
+                              if p["kind"] == "binding" and p["binding"] in (2, 3)}
+                    self.assertEqual(scales, {2: 4 * (kd // 128), 3: 0}, t["name"])
+            self.assertGreaterEqual(tiled, 2)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_bf16_gemms_get_tma_wgmma_tile_variants(self):
         """A bf16 checkpoint's dense GEMMs (kernel.gemm with N and K multiples
         of 64, at most one residual; kernel.gemm_swiglu with 2 I a multiple

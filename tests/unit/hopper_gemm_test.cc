@@ -129,7 +129,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   if (std::string(KILN_PTXAS_EXE).empty())
     GTEST_SKIP() << "ptxas not found at configure time";
   std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
-                     (c.f32Activations ? "f32act_" : "") + (c.splitGateUp ? "split_" : "") +
+                     (c.f32Activations ? "f32act_" : "") + (c.splitGateUp ? "split_" : "") + (c.activationRow0 ? "row0_" : "") +
                      (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") +
                      "e" + std::to_string(int(c.epilogue)) + (c.bf16Out ? "bf16_" : "f32_") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
@@ -236,6 +236,11 @@ GemmTileConfig splitGateUp(GemmTileConfig c) {
   return c;
 }
 
+GemmTileConfig withRow0(GemmTileConfig c) {
+  c.activationRow0 = true;
+  return c;
+}
+
 GemmTileConfig withEpilogue(GemmTileConfig c, Epilogue e, bool bf16Out) {
   c.epilogue = e;
   c.bf16Out = bf16Out;
@@ -294,7 +299,13 @@ INSTANTIATE_TEST_SUITE_P(
                       // SwiGLU over separate gate and up weights (two maps).
                       splitGateUp(config(4096, 7168, 128, 128, 4)),
                       f32Activations(splitGateUp(config(36864, 7168, 128, 128, 4))),
-                      f32Activations(splitGateUp(config(4096, 7168, 64, 32, 8)))));
+                      f32Activations(splitGateUp(config(4096, 7168, 64, 32, 8))),
+                      // Plans' FP8 form: the activations' map offset by the
+                      // run's first row (prefill, one warpgroup, decode).
+                      withRow0(config(7168, 2048, 128, 128, 4, true)),
+                      withRow0(withEpilogue(config(2048, 7168, 64, 128, 6, true),
+                                            Epilogue::kResidual, false)),
+                      withRow0(config(7168, 2048, 64, 8, 8, true, false, true))));
 
 } // namespace
 } // namespace kiln::hopper

@@ -273,6 +273,34 @@ TEST_F(PlanTest, TileVariantsAreVerified) {
               HasSubstr("parameter 1: 8 rows of 8 bytes exceed binding 0's 32 bytes"));
   EXPECT_THAT(edit([](TEntry& e) { e.tiles[0].params[0].row_bytes = 4; }),
               HasSubstr("parameter 0: a tensor map cannot advance by rows"));
+  // A map whose outer dimension is the launch's rows spans each grid's rows
+  // (the input, 8 rows of one f32), whatever its dims say.
+  auto rowsMap = [](TEntry& e, uint64_t rows) {
+    TTileParam m = e.tiles[1].params[0];
+    m.binding = 0;
+    m.dims = {1, rows};
+    m.strides_bytes = {16};  // rows 16 bytes apart: 8 of them overrun 32 bytes
+    m.box = {4, 1};
+    m.dims[0] = 4;
+    m.rows_dim = true;
+    TTileParam first;
+    first.kind = plan::TileParamKind::first_row;
+    e.tiles[1].params.push_back(m);
+    e.tiles[1].params.push_back(first);
+  };
+  EXPECT_THAT(edit([&](TEntry& e) { rowsMap(e, 1000); }),
+              HasSubstr("parameter 4: tensor map spans 128 bytes of binding 0, which holds 32 at a grid of 8"));
+  // One f32 per row, 1000 rows said: the grid's 8 rows are its 32 bytes.
+  plan_ = MakeAddPlan(dir_);
+  AddTiledCudaExecutable(plan_);
+  rowsMap(plan_.executables[1].entries[0], 1000);
+  TTileParam& m = plan_.executables[1].entries[0].tiles[1].params[4];
+  m.dims = {1000};
+  m.strides_bytes = {};
+  m.box = {8};
+  EXPECT_TRUE(Open().ok()) << ErrorOf(Open());
+  m.rows_dim = false;
+  EXPECT_THAT(ErrorOf(Open()), HasSubstr("parameter 4: tensor map spans 4000 bytes of binding 0"));
   // Only CUDA runs tile variants.
   plan_ = MakeAddPlan(dir_);
   plan_.executables[0].entries[0].tiles = {{"add_f32_tile0", 8, 128, 0, 1, 1, {}}};

@@ -49,7 +49,7 @@ std::string Serialize(const TPlan& p) {
         for (const TTileParam& q : t.params) {
           Offset<plan::TensorMapSpec> map = 0;
           if (q.kind == plan::TileParamKind::tensor_map)
-            map = plan::CreateTensorMapSpecDirect(b, q.dtype, &q.dims, &q.strides_bytes, &q.box, q.swizzle_bytes);
+            map = plan::CreateTensorMapSpecDirect(b, q.dtype, &q.dims, &q.strides_bytes, &q.box, q.swizzle_bytes, q.rows_dim);
           params.push_back(plan::CreateTileParam(b, q.kind, q.binding, map, q.row_bytes));
         }
         tiles.push_back(plan::CreateTileVariantDirect(b, t.name.c_str(), t.max_rows, t.threads,

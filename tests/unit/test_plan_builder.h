@@ -52,6 +52,7 @@ struct TTileParam {
   std::vector<uint64_t> dims, strides_bytes;
   std::vector<uint32_t> box;
   uint32_t swizzle_bytes = 0;
+  bool rows_dim = false;
   uint64_t row_bytes = 0;
 };
 // plan::TileVariant.

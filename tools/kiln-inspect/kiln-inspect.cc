@@ -265,6 +265,7 @@ Json BuildJson(const kiln::Plan& plan) {
                 qj.Add("dims", std::move(dims));
                 qj.Add("box", std::move(box));
                 qj.Add("swizzle_bytes", Json::Num(m->swizzle_bytes()));
+                if (m->rows_dim()) qj.Add("rows_dim", Json::Bool(true));
               }
               params.Push(std::move(qj));
             }

@@ -853,7 +853,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
           if (p.kind == CudaTileParam::TensorMap)
             map = fb::CreateTensorMapSpecDirect(
                 fbb, static_cast<fb::DType>(p.dtype), &p.dims, &p.stridesBytes,
-                &p.box, p.swizzleBytes);
+                &p.box, p.swizzleBytes, p.rowsDim);
           params.push_back(
               fb::CreateTileParam(fbb, static_cast<fb::TileParamKind>(p.kind),
                                   p.binding, map, p.rowBytes));

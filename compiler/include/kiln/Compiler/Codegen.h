@@ -111,7 +111,12 @@ struct CudaResources {
 
 /// One parameter of a tile kernel (plan.fbs TileParam).
 struct CudaTileParam {
-  enum Kind : uint8_t { Binding = 0, TensorMap = 1, Rows = 2 } kind = Binding;
+  enum Kind : uint8_t {
+    Binding = 0,
+    TensorMap = 1,
+    Rows = 2,
+    FirstRow = 3
+  } kind = Binding;
   unsigned binding = 0;
   // TensorMap: element type (plan DType numbering), dims innermost first,
   // byte strides of dims 1.., box, swizzle span in bytes.
@@ -119,6 +124,8 @@ struct CudaTileParam {
   std::vector<uint64_t> dims, stridesBytes;
   std::vector<uint32_t> box;
   uint32_t swizzleBytes = 0;
+  // TensorMap: the outermost dimension is the launch's rows.
+  bool rowsDim = false;
   // Binding: bytes per row (0: not row-indexed).
   uint64_t rowBytes = 0;
 };

@@ -89,6 +89,12 @@ struct GemmTileConfig {
   // gate and up accumulators blockN / 2 columns apart. Epilogue kSwiGLU,
   // bf16, not swapped or grouped.
   bool splitGateUp = false;
+  // The activations' tensor map spans more rows than the launch computes
+  // (a buffer's whole batch, of which the launch is one run of rows): a u64
+  // `row0` parameter after M offsets their TMA row coordinates; the other
+  // row-indexed pointers (out, residual, activation scales) come advanced
+  // by the caller. Not with f32Activations (its pointer is advanced).
+  bool activationRow0 = false;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -128,7 +134,8 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 /// out, [residual: u64 residual,] u64 M); with f32Activations (tensor map
 /// of the weights, u64 activations, u64 out, [u64 residual,] u64 M). With
 /// splitGateUp the weights' map is two, the gate's then the up
-/// projection's, where one map of B (or of the weights) would be.
+/// projection's, where one map of B (or of the weights) would be; with
+/// activationRow0 a last u64 row0.
 /// `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 

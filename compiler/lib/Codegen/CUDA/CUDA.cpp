@@ -67,50 +67,87 @@ namespace {
 // runtime sizes the grids from the device's own count.
 constexpr int64_t kPlannedSMs = 132;
 
-// The tile variants of kernel `k` (and their PTX, appended to `ptx`) when it
-// has them: f32 activations [M, K] by bf16 weights, K a multiple of 64, as
-// the f32-activation form of HopperGemm.h; a kernel.gemm ([N, K] weights, N
-// a multiple of 64, at most one addend: the residual epilogue) or a
-// kernel.gemm_swiglu (gate and up [I, K], 2 I a multiple of 16: the SwiGLU
-// epilogue over the two weights' maps). One variant per row range the tile
-// heuristic tells apart (decode's swapped 8 / 16 / 32 tokens, where the
-// epilogue allows it; one math warpgroup to 64 rows, two above), up to the
-// kernel's most rows, equal neighbours merged. Empty when it has none.
+// The GEMM a kernel's tile variants compute, when it has them.
+struct TileGemm {
+  SmallVector<unsigned> weights; // bindings: one, or gate and up
+  int64_t wRows = 0, k = 0, n = 0, tileN = 0;
+  bool residual = false, swiglu = false, fp8 = false;
+  unsigned activations = 0, residualBinding = 0, result = 0;
+  unsigned scaleA = 0, scaleB = 0; // fp8
+};
+
+// kernel.gemm ([N, K] bf16 weights, N a multiple of 64, at most one addend:
+// the residual epilogue) and kernel.gemm_swiglu (gate and up [I, K] bf16, 2 I
+// a multiple of 16: the SwiGLU epilogue over the two weights' maps), both of
+// f32 activations with K a multiple of 64 (the f32-activation form), and
+// kernel.gemm_fp8 (e4m3 activations and weights with DeepSeek's 1 x 128 /
+// 128 x 128 scales, N a multiple of 64, K of 128, at most one addend: the
+// e4m3 form, both operands by TMA).
+std::optional<TileGemm> tileGemmOf(Operation *op) {
+  auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  auto isF32 = [&](Value v) { return typeOf(v).getElementType().isF32(); };
+  auto isBF16 = [&](Value v) { return typeOf(v).getElementType().isBF16(); };
+  auto isE4M3 = [&](Value v) {
+    return isa<Float8E4M3FNType>(typeOf(v).getElementType());
+  };
+  TileGemm g;
+  g.result = op->getNumOperands();
+  if (op->getNumResults() != 1 || !isF32(op->getResult(0)))
+    return std::nullopt;
+  if (auto gemm = dyn_cast<kernel::GemmOp>(op)) {
+    if (!isF32(gemm.getInput()) || !isBF16(gemm.getWeight()) ||
+        gemm.getAddends().size() > 1 ||
+        (gemm.getAddends().size() == 1 && !isF32(gemm.getAddends()[0])))
+      return std::nullopt;
+    g.weights = {1};
+    g.residual = gemm.getAddends().size() == 1;
+    g.residualBinding = 2;
+    g.tileN = gemm.getTileN();
+  } else if (auto sw = dyn_cast<kernel::GemmSwiGLUOp>(op)) {
+    if (!isF32(sw.getInput()) || !isBF16(sw.getWGate()) || !isBF16(sw.getWUp()))
+      return std::nullopt;
+    g.weights = {1, 2};
+    g.swiglu = true;
+    g.tileN = sw.getTileN();
+  } else if (auto q = dyn_cast<kernel::GemmFP8Op>(op)) {
+    if (!isE4M3(q.getInput()) || !isE4M3(q.getWeight()) ||
+        !isF32(q.getInputScale()) || !isF32(q.getWeightScale()) ||
+        q.getAct() != 128 || q.getWeightBlockN() != 128 ||
+        q.getAddends().size() > 1 ||
+        (q.getAddends().size() == 1 && !isF32(q.getAddends()[0])))
+      return std::nullopt;
+    g.fp8 = true;
+    g.weights = {1};
+    g.scaleA = 2;
+    g.scaleB = 3;
+    g.residual = q.getAddends().size() == 1;
+    g.residualBinding = 4;
+    g.tileN = q.getTileN();
+  } else {
+    return std::nullopt;
+  }
+  auto w = typeOf(op->getOperand(g.weights[0]));
+  g.wRows = w.getDimSize(0);
+  g.k = w.getDimSize(1);
+  g.n = g.swiglu ? 2 * g.wRows : g.wRows;
+  if ((g.swiglu ? g.n % 16 : g.n % 64) != 0 || g.k % (g.fp8 ? 128 : 64) != 0)
+    return std::nullopt;
+  return g;
+}
+
+// The tile variants of kernel `k` (and their PTX, appended to `ptx`) when
+// tileGemmOf gives its GEMM: one variant per row range the tile heuristic
+// tells apart (decode's swapped 8 / 16 / 32 tokens where the epilogue allows
+// it; one math warpgroup to 64 rows, two above), up to the kernel's most
+// rows, equal neighbours merged. Empty when it has none.
 std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
                                               uint64_t &programsPerRow,
                                               std::string &ptx) {
-  auto gemm = dyn_cast<kernel::GemmOp>(k.representative);
-  auto swigluOp = dyn_cast<kernel::GemmSwiGLUOp>(k.representative);
-  if (!gemm && !swigluOp)
+  std::optional<TileGemm> found = tileGemmOf(k.representative);
+  if (!found)
     return {};
-  Operation *op = k.representative;
-  auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
-  // Weights (one, or gate and up), their rows, and the tile's N.
-  SmallVector<Value> weights;
-  if (gemm)
-    weights.push_back(gemm.getWeight());
-  else
-    weights.append({swigluOp.getWGate(), swigluOp.getWUp()});
-  const bool swiglu = static_cast<bool>(swigluOp);
-  const bool residual = gemm && gemm.getAddends().size() == 1;
-  if (gemm && gemm.getAddends().size() > 1)
-    return {};
-  SmallVector<Value> f32s{op->getOperand(0), op->getResult(0)};
-  if (residual)
-    f32s.push_back(gemm.getAddends()[0]);
-  for (Value v : f32s)
-    if (!typeOf(v).getElementType().isF32())
-      return {};
-  for (Value w : weights)
-    if (!typeOf(w).getElementType().isBF16())
-      return {};
-  const int64_t wRows = typeOf(weights[0]).getDimSize(0),
-                kd = typeOf(weights[0]).getDimSize(1);
-  const int64_t n = swiglu ? 2 * wRows : wRows;
-  if ((swiglu ? n % 16 : n % 64) != 0 || kd % 64 != 0)
-    return {};
-  const int64_t tileN = gemm ? gemm.getTileN() : swigluOp.getTileN();
-  const int64_t perRow = (wRows + tileN - 1) / tileN;
+  const TileGemm &g = *found;
+  const int64_t perRow = (g.wRows + g.tileN - 1) / g.tileN;
   const int64_t maxRows = k.maxPrograms / perRow;
   std::vector<hopper::GemmTileConfig> configs;
   std::vector<int64_t> upTo;
@@ -120,16 +157,17 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     if (rows <= 0 || (!upTo.empty() && rows <= upTo.back()))
       continue;
     hopper::GemmTileConfig c =
-        hopper::chooseGemmTile(rows, n, kd, false, false, kPlannedSMs);
+        hopper::chooseGemmTile(rows, g.n, g.k, g.fp8, false, kPlannedSMs);
     // The swapped form has no residual or SwiGLU epilogue.
-    if ((residual || swiglu) && c.swapAB)
-      c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), n, kd, false,
+    if ((g.residual || g.swiglu) && c.swapAB)
+      c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), g.n, g.k, g.fp8,
                                  false, kPlannedSMs);
-    c.f32Activations = true;
-    c.epilogue = residual ? hopper::Epilogue::kResidual
-                 : swiglu ? hopper::Epilogue::kSwiGLU
-                          : hopper::Epilogue::kStore;
-    c.splitGateUp = swiglu;
+    c.f32Activations = !g.fp8;
+    c.activationRow0 = g.fp8;
+    c.epilogue = g.residual ? hopper::Epilogue::kResidual
+                 : g.swiglu ? hopper::Epilogue::kSwiGLU
+                            : hopper::Epilogue::kStore;
+    c.splitGateUp = g.swiglu;
     if (!hopper::checkGemmTileConfig(c).empty())
       return {};
     auto same = [](const hopper::GemmTileConfig &a,
@@ -145,8 +183,8 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     upTo.push_back(rows);
   }
   std::vector<CudaTileVariant> variants;
-  const unsigned result = op->getNumOperands();
-  const int64_t outCols = swiglu ? wRows : n;
+  const int64_t outCols = g.swiglu ? g.wRows : g.n;
+  const uint32_t eb = g.fp8 ? 1 : 2;
   for (auto [i, c] : llvm::enumerate(configs)) {
     CudaTileVariant v;
     v.name = k.name + "_tile" + std::to_string(i);
@@ -156,42 +194,64 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
         static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
     v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
     v.columnTiles =
-        static_cast<uint32_t>(c.swapAB ? n / c.blockM : n / c.blockN);
+        static_cast<uint32_t>(c.swapAB ? g.n / c.blockM : g.n / c.blockN);
     v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) + "x" +
                std::to_string(c.blockK) + " s" + std::to_string(c.stages) +
-               (c.swapAB ? " swapped" : "") + (residual ? " residual" : "") +
-               (swiglu ? " swiglu" : "") + " f32-act";
-    // (weights' map(s), activations, out, [residual,] rows); a split
-    // SwiGLU tile loads blockN / 2 rows of each of gate and up.
-    for (unsigned w = 0; w < weights.size(); ++w) {
-      CudaTileParam map;
-      map.kind = CudaTileParam::TensorMap;
-      map.binding = 1 + w;
-      map.dtype = 2; // bf16
-      map.dims = {static_cast<uint64_t>(kd), static_cast<uint64_t>(wRows)};
-      map.stridesBytes = {static_cast<uint64_t>(2 * kd)};
-      map.box = {static_cast<uint32_t>(c.blockK),
-                 static_cast<uint32_t>(c.swapAB ? c.blockM
-                                       : swiglu ? c.blockN / 2
-                                                : c.blockN)};
-      map.swizzleBytes = 128;
-      v.params.push_back(map);
+               (c.swapAB ? " swapped" : "") + (g.residual ? " residual" : "") +
+               (g.swiglu ? " swiglu" : "") + (g.fp8 ? " e4m3" : " f32-act");
+    auto map = [&](unsigned binding, uint32_t boxRows, bool rows) {
+      CudaTileParam m;
+      m.kind = CudaTileParam::TensorMap;
+      m.binding = binding;
+      m.dtype = g.fp8 ? 5 : 2; // f8e4m3 / bf16
+      m.dims = {static_cast<uint64_t>(g.k),
+                static_cast<uint64_t>(rows ? maxRows : g.wRows)};
+      m.stridesBytes = {static_cast<uint64_t>(eb * g.k)};
+      m.box = {static_cast<uint32_t>(c.blockK), boxRows};
+      m.swizzleBytes = 128;
+      m.rowsDim = rows;
+      return m;
+    };
+    auto binding = [](unsigned b, uint64_t rowBytes) {
+      CudaTileParam p;
+      p.binding = b;
+      p.rowBytes = rowBytes;
+      return p;
+    };
+    const uint32_t weightBox = static_cast<uint32_t>(c.swapAB   ? c.blockM
+                                                     : g.swiglu ? c.blockN / 2
+                                                                : c.blockN);
+    const uint32_t actBox =
+        static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
+    // e4m3: (A map, B map, activation scales, weight scales, out,
+    // [residual,] rows, first row), A the weights' when swapped;
+    // f32 activations: (weights' map(s), activations, out, [residual,] rows).
+    if (g.fp8) {
+      CudaTileParam w = map(g.weights[0], weightBox, false);
+      CudaTileParam a = map(g.activations, actBox, true);
+      v.params.push_back(c.swapAB ? w : a);
+      v.params.push_back(c.swapAB ? a : w);
+      v.params.push_back(
+          binding(g.scaleA, 4 * static_cast<uint64_t>(g.k / 128)));
+      v.params.push_back(binding(g.scaleB, 0));
+    } else {
+      for (unsigned w : g.weights)
+        v.params.push_back(map(w, weightBox, false));
+      v.params.push_back(
+          binding(g.activations, 4 * static_cast<uint64_t>(g.k)));
     }
-    CudaTileParam p;
-    p.binding = 0;
-    p.rowBytes = static_cast<uint64_t>(4 * kd);
-    v.params.push_back(p);
-    p.binding = result;
-    p.rowBytes = static_cast<uint64_t>(4 * outCols);
-    v.params.push_back(p);
-    if (residual) {
-      p.binding = 2;
-      v.params.push_back(p);
+    v.params.push_back(binding(g.result, 4 * static_cast<uint64_t>(outCols)));
+    if (g.residual)
+      v.params.push_back(
+          binding(g.residualBinding, 4 * static_cast<uint64_t>(outCols)));
+    CudaTileParam rows;
+    rows.kind = CudaTileParam::Rows;
+    v.params.push_back(rows);
+    if (c.activationRow0) {
+      CudaTileParam first;
+      first.kind = CudaTileParam::FirstRow;
+      v.params.push_back(first);
     }
-    p.kind = CudaTileParam::Rows;
-    p.binding = 0;
-    p.rowBytes = 0;
-    v.params.push_back(p);
     ptx += hopper::emitGemmEntryPtx(c, v.name);
     variants.push_back(std::move(v));
   }

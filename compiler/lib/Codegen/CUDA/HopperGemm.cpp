@@ -78,6 +78,9 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
            (c.epilogue != Epilogue::kSwiGLU || c.fp8 || c.grouped || c.swapAB))
     why << "split gate/up weights need the SwiGLU epilogue, bf16, neither "
            "grouped nor swapped";
+  else if (c.activationRow0 && (c.f32Activations || c.grouped))
+    why << "row0 offsets the activations' tensor map: not with f32 "
+           "activations (a pointer) or the grouped form (the layout's rows)";
   else if (c.f32Activations && (c.fp8 || c.grouped))
     why << "f32 activations are converted to bf16 only, not e4m3 or for the "
            "grouped form";
@@ -197,7 +200,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (c.epilogue == Epilogue::kResidual
             ? "  .param .u64 " + name + "_residual,\n"
             : std::string())
-    << "  .param .u64 " << name << "_m)\n"
+    << "  .param .u64 " << name << "_m"
+    << (c.activationRow0 ? ",\n  .param .u64 " + name + "_row0" : std::string())
+    << ")\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
     << "  .reg .pred %p<16>;\n  .reg .b32 %r<56>;\n  .reg .b64 %rd<32>;\n"
     << "  .reg .f32 %acc<" << acc << ">;\n"
@@ -496,6 +501,10 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   o << "  mul.lo.u32 %r13, %r13, " << c.blockM << ";\n"
     << "  mul.lo.u32 %r14, %r14, " << c.blockN << ";\n"
     << "  mov.u32 %r15, 0;\n";
+  if (c.activationRow0) // %r49: the activations' row in their map
+    o << "  ld.param.u64 %rd25, [" << name << "_row0];\n"
+      << "  cvt.u32.u64 %r50, %rd25;\n"
+      << "  add.u32 %r49, " << (c.swapAB ? "%r14" : "%r13") << ", %r50;\n";
   waitStage("p", "%r9", true);
   const int64_t weightBytes = c.swapAB ? aBytes(c) : bBytes(c);
   o << "  mad.lo.u32 %r18, %r16, 8, %r8;\n";
@@ -520,8 +529,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "], [" << map << ", {%r23, " << row << (expert ? ", %r35" : "")
       << "}], [%r18];\n";
   };
+  const char *actRow = c.activationRow0 ? "%r49" : nullptr;
   if (!f32Act || c.swapAB)
-    tmaLoad("%r19", "%rd1", "%r13", c.swapAB);
+    tmaLoad("%r19", "%rd1", !c.swapAB && actRow ? actRow : "%r13", c.swapAB);
   if (split) { // gate rows nb * blockN / 2 .. into the first half, up into
     // the second
     o << "  shr.u32 %r47, %r14, 1;\n  add.u32 %r48, %r20, "
@@ -529,7 +539,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     tmaLoad("%r20", "%rd2", "%r47", true);
     tmaLoad("%r48", "%rd24", "%r47", true);
   } else if (!f32Act || !c.swapAB) {
-    tmaLoad("%r20", "%rd2", "%r14", !c.swapAB);
+    tmaLoad("%r20", "%rd2", c.swapAB && actRow ? actRow : "%r14", !c.swapAB);
   }
   if (f32Act) {
     // The activations' k-block: rows from %r44 = row base + local row,
