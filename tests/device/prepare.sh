@@ -30,6 +30,14 @@ for fam in deepseek_v3 llama; do
   echo 1e-2 > "$OUT/plans/$fam-bf16.tol"
   rm -rf "$OUT/ck-$fam"
 done
+# An FP8 checkpoint: its block-scaled GEMMs run as the e4m3 tile kernels
+# (exact products, f32 sums promoted per 128 of K, as the CPU's), 1e-3.
+python3 "$ROOT/models/testing/make_tiny_checkpoint.py" deepseek_v3 "$OUT/ck-fp8" --fp8 --variant fp8dims >/dev/null
+"$BIN/kiln-compile" "$OUT/ck-fp8" -o "$OUT/plans/deepseek_v3-fp8.kplan" --target=sm_90a,cpu \
+  --cpu=x86-64-v3 --embed-weights --max-batch=2 --max-seq=64
+python3 -c "import numpy as np; np.save('$OUT/plans/deepseek_v3-fp8.tokens.npy', np.random.default_rng(2).integers(0, 128, size=(2, 8)).astype(np.int32))"
+echo 1e-3 > "$OUT/plans/deepseek_v3-fp8.tol"
+rm -rf "$OUT/ck-fp8"
 cp "$BIN/kiln-run" "$BIN/kiln-inspect" "$BIN/kiln-hopper-check" "$OUT/bin/"
 # Shared libraries outside the base system (abseil, flatbuffers, libstdc++ is there).
 ldd "$BIN/kiln-run" "$BIN/kiln-hopper-check" | awk '/=> \// {print $3}' | grep -E 'absl|flatbuffers' | sort -u | xargs -r -I{} cp -L {} "$OUT/lib/"
