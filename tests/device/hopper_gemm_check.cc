@@ -174,12 +174,17 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // f32 activations: the weights' map only. Split gate/up: map 1 the gate
   // rows [0, N / 2) of B, map 2 the up rows [N / 2, N), boxes of
   // blockN / 2 rows.
-  for (int i = 0; good && i < (c.splitGateUp ? 3 : 2); ++i) {
+  // Two outputs: map 1 W1 = rows [0, dualN1) of B, map 2 W2 = the rest.
+  const bool twoMaps = c.splitGateUp || c.dualN1 > 0;
+  for (int i = 0; good && i < (twoMaps ? 3 : 2); ++i) {
     const bool weights = (i >= 1) != c.swapAB;
     if (c.f32Activations && !weights)
       continue;
     const unsigned rank = weights && c.grouped ? 3 : 2;
-    uint64_t rows = !weights ? m + row0 : c.splitGateUp ? n / 2 : n;
+    uint64_t rows = !weights        ? m + row0
+                    : c.splitGateUp ? n / 2
+                    : c.dualN1      ? (i == 2 ? n - c.dualN1 : c.dualN1)
+                                    : n;
     unsigned long long dims[3] = {static_cast<unsigned long long>(k), rows,
                                   static_cast<unsigned long long>(experts)};
     unsigned long long strides[2] = {static_cast<unsigned long long>(k * eb),
@@ -190,7 +195,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
                                                                      : c.blockN),
                            1};
     unsigned int estr[3] = {1, 1, 1};
-    CUdeviceptr base = !weights ? dA : dB + (i == 2 ? (n / 2) * k * eb : 0);
+    CUdeviceptr base = !weights ? dA : dB + (i == 2 ? (c.dualN1 ? c.dualN1 : n / 2) * k * eb : 0);
     uint64_t d64[3] = {dims[0], dims[1], dims[2]}, s64[2] = {strides[0], strides[1]};
     if (const char *why = hopper::checkTensorMapBox(rank, d64, s64, box, eb, base,
                                                     hopper::Swizzle::k128B)) {
@@ -222,11 +227,11 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   unsigned long long m64 = m, row0_64 = row0;
   CUdeviceptr dSaRun = dSa + row0 * kBlocks * 4;
   std::vector<void *> params{&maps[0], &maps[1]};
-  if (c.splitGateUp)
+  if (twoMaps)
     params.push_back(&maps[2]);
   if (c.f32Activations) { // (the weights' map(s), the f32 activations, ...)
     params = {&maps[c.swapAB ? 0 : 1]};
-    if (c.splitGateUp)
+    if (twoMaps)
       params.push_back(&maps[2]);
     params.push_back(&dA);
   }
@@ -237,6 +242,10 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     params.push_back(&dSb);
   }
   params.push_back(&dOut);
+  // Two outputs: out [M, dualN1] then out2 [M, N - dualN1] in one buffer.
+  CUdeviceptr dOut2 = dOut + m * c.dualN1 * 4;
+  if (c.dualN1)
+    params.push_back(&dOut2);
   if (c.epilogue == hopper::Epilogue::kResidual)
     params.push_back(&dRes);
   params.push_back(&m64);
@@ -259,6 +268,9 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     std::vector<uint8_t> raw(m * outCols * (c.bf16Out ? 2 : 4));
     good = good && ok(drv->cuMemcpyDtoH_v2(raw.data(), dOut, raw.size()), "cuMemcpyDtoH");
     auto outAt = [&](int64_t i, int64_t j) -> double {
+      const auto *f = reinterpret_cast<const float *>(raw.data());
+      if (c.dualN1)
+        return j < c.dualN1 ? f[i * c.dualN1 + j] : f[m * c.dualN1 + i * (n - c.dualN1) + j - c.dualN1];
       if (c.bf16Out)
         return fromBf16(reinterpret_cast<const uint16_t *>(raw.data())[i * outCols + j]);
       return reinterpret_cast<const float *>(raw.data())[i * outCols + j];
@@ -419,6 +431,14 @@ int main() {
   checks.push_back({row0(config(256, 512, 128, 128, true)), 2e-3});
   checks.push_back({row0(withEpilogue(config(256, 384, 64, 64, true), hopper::Epilogue::kResidual, false)), 2e-3});
   checks.push_back({row0(config(256, 384, 64, 16, true, false, true)), 2e-3});
+  // Two outputs (gemm_dual), TMA and f32 activations, swapped for decode.
+  auto dual = [](GemmTileConfig c, int64_t n1) {
+    c.dualN1 = n1;
+    return c;
+  };
+  checks.push_back({dual(config(320, 256, 128, 64, false), 192), 1e-4});
+  checks.push_back({f32Act(dual(config(320, 256, 64, 64, false), 128)), 1e-4});
+  checks.push_back({f32Act(dual(config(320, 256, 64, 8, false, false, true), 192)), 1e-4});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
@@ -436,8 +456,9 @@ int main() {
       bool pass = r.ran && r.relL2 <= ch.tol;
       status |= pass ? 0 : 1;
       char label[80];
-      std::snprintf(label, sizeof label, "%s%s%s %lldx%lld %lldx%lld s%lld",
+      std::snprintf(label, sizeof label, "%s%s%s%s %lldx%lld %lldx%lld s%lld",
                     ch.c.f32Activations ? "f32-act " : ch.c.activationRow0 ? "row0 " : "",
+                    ch.c.dualN1 ? "dual " : "",
                     ch.c.splitGateUp                             ? "split swiglu "
                     : ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
                     : ch.c.epilogue == hopper::Epilogue::kSwiGLU ? "swiglu "

@@ -30,8 +30,10 @@ MAX_BATCH, MAX_SEQ, GIVEN = 2, 64, 8
 @unittest.skipUnless(os.path.exists(os.path.join(FAKE, "libcuda.so.1")),
                      "the fake driver is built with KILN_ENABLE_CUDA")
 class TileLaunchesOnTheFakeDriver(unittest.TestCase):
-    """A bf16 Llama: its dense GEMMs in the f32-activation form."""
-    FAMILY, CHECKPOINT = "llama", dict(dtype="bf16")
+    """A bf16 Llama: its dense GEMMs (one and two outputs, SwiGLU, the
+    residual) in the f32-activation form."""
+    # 4 KV heads: the k and v projections (gemm_dual) are 64 rows each.
+    FAMILY, CHECKPOINT = "llama", dict(dtype="bf16", overrides={"num_key_value_heads": 4})
     SWAPPED_DECODE = True  # decode runs a swapped tile kernel
 
     @classmethod

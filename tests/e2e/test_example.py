@@ -371,21 +371,27 @@ class Sm90a(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="kiln-sm90a-tiles-")
         try:
             ckpt = os.path.join(tmp, "llama")
-            mk.make_checkpoint("llama", ckpt, dtype="bf16")
+            # 4 KV heads: the k and v projections are 64 rows each (gemm_dual).
+            mk.make_checkpoint("llama", ckpt, dtype="bf16", overrides={"num_key_value_heads": 4})
             plan = os.path.join(tmp, "p.kplan")
             run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
                  "--max-batch=2", "--max-seq=64"])
             data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
-            tiled = untiled = swiglus = 0
+            tiled = untiled = swiglus = duals = 0
             for k in data["kernels"]:
                 m = re.match(r"gemm_n(\d+)_k(\d+)_tn\d+_f32_(\w+?)_f32(_f32)?$", k["name"])
                 sw = re.match(r"gemm_swiglu_n(\d+)_k(\d+)_tn\d+_f32_(bf16|f32)_\3_f32$", k["name"])
+                du = re.match(r"gemm_dual_n(\d+)_n(\d+)_k(\d+)_tn\d+_f32_(bf16|f32)_\4_f32_f32$", k["name"])
                 cuda = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
                 tiles = cuda.get("tiles", [])
-                if not m and not sw:
+                if not m and not sw and not du:
                     self.assertEqual(tiles, [], k["name"])
                     continue
-                if sw:
+                if du:
+                    n1, n2, kd = int(du.group(1)), int(du.group(2)), int(du.group(3))
+                    want = du.group(4) == "bf16" and n1 % 64 == 0 and n2 % 64 == 0 and kd % 64 == 0
+                    duals += want
+                elif sw:
                     n, kd, wtype = int(sw.group(1)), int(sw.group(2)), sw.group(3)
                     want = wtype == "bf16" and (2 * n) % 16 == 0 and kd % 64 == 0
                     swiglus += want
@@ -406,9 +412,13 @@ class Sm90a(unittest.TestCase):
                     self.assertIn("f32-act", t["config"])
                     self.assertEqual("residual" in t["config"], residual, t["name"])
                     self.assertEqual("swiglu" in t["config"], bool(sw), t["name"])
-                    # SwiGLU: one map each for gate and up.
+                    self.assertEqual("dual" in t["config"].split(), bool(du), t["name"])
+                    # SwiGLU and two outputs: a map for each weight.
                     self.assertEqual(sum(p["kind"] == "tensor_map" for p in t["params"]),
-                                     2 if sw else 1, t["name"])
+                                     2 if sw or du else 1, t["name"])
+                    if du:  # both outputs, each advanced by its own rows
+                        outs = [p for p in t["params"] if p["kind"] == "binding" and p["binding"] in (3, 4)]
+                        self.assertEqual([p["row_bytes"] for p in outs], [4 * n1, 4 * n2], t["name"])
                     swapped = "swapped" in t["config"]
                     # Decode's swapped form up to 32 rows (none with a
                     # residual or SwiGLU).
@@ -418,8 +428,9 @@ class Sm90a(unittest.TestCase):
                     self.assertLessEqual(t["dynamic_shared_bytes"], 227 * 1024)
                 if rows > 64:
                     self.assertEqual(tiles[-1]["threads"], 384, k["name"])  # two math warpgroups
-            self.assertGreaterEqual(tiled, 4)   # q/o projections, LM head, gate+up
+            self.assertGreaterEqual(tiled, 5)   # q/o, k+v projections, LM head, gate+up
             self.assertGreaterEqual(swiglus, 1)
+            self.assertGreaterEqual(duals, 1)
             self.assertGreaterEqual(untiled, 1)  # the down projection (K = 96)
             tokens = os.path.join(tmp, "tokens.npy")
             np.save(tokens, np.arange(16, dtype=np.int32).reshape(2, 8) % 128)

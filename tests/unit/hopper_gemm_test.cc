@@ -79,6 +79,9 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   bad.n = 7168;
   EXPECT_NE(checkGemmTileConfig(bad).find("multiple of 16"), std::string::npos);
   bad = c;
+  bad.dualN1 = 100; // not a multiple of blockN 128
+  EXPECT_NE(checkGemmTileConfig(bad).find("two outputs split N 7168 at 100"), std::string::npos);
+  bad = c;
   bad.splitGateUp = true; // needs the SwiGLU epilogue
   EXPECT_NE(checkGemmTileConfig(bad).find("split gate/up"), std::string::npos);
   bad = c;
@@ -130,6 +133,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
     GTEST_SKIP() << "ptxas not found at configure time";
   std::string name = std::string(c.fp8 ? "kiln_qgemm_" : "kiln_hgemm_") +
                      (c.f32Activations ? "f32act_" : "") + (c.splitGateUp ? "split_" : "") + (c.activationRow0 ? "row0_" : "") +
+                     (c.dualN1 ? "dual" + std::to_string(c.dualN1) + "_" : "") +
                      (c.grouped ? "grouped_" : "") + (c.swapAB ? "swapped_" : "") +
                      "e" + std::to_string(int(c.epilogue)) + (c.bf16Out ? "bf16_" : "f32_") + std::to_string(c.n) + "x" +
                      std::to_string(c.k) + "_" + std::to_string(c.blockM) +
@@ -236,6 +240,11 @@ GemmTileConfig splitGateUp(GemmTileConfig c) {
   return c;
 }
 
+GemmTileConfig dual(GemmTileConfig c, int64_t n1) {
+  c.dualN1 = n1;
+  return c;
+}
+
 GemmTileConfig withRow0(GemmTileConfig c) {
   c.activationRow0 = true;
   return c;
@@ -305,7 +314,13 @@ INSTANTIATE_TEST_SUITE_P(
                       withRow0(config(7168, 2048, 128, 128, 4, true)),
                       withRow0(withEpilogue(config(2048, 7168, 64, 128, 6, true),
                                             Epilogue::kResidual, false)),
-                      withRow0(config(7168, 2048, 64, 8, 8, true, false, true))));
+                      withRow0(config(7168, 2048, 64, 8, 8, true, false, true)),
+                      // Two outputs (gemm_dual: DeepSeek-V3's q_a 1536 and
+                      // kv_a 576 of one input), TMA and f32 activations,
+                      // prefill and decode's swapped form.
+                      dual(config(2112, 7168, 128, 64, 6), 1536),
+                      f32Activations(dual(config(2112, 7168, 128, 64, 6), 1536)),
+                      f32Activations(dual(config(2112, 7168, 64, 8, 8, false, false, true), 1536))));
 
 } // namespace
 } // namespace kiln::hopper

@@ -95,6 +95,13 @@ struct GemmTileConfig {
   // row-indexed pointers (out, residual, activation scales) come advanced
   // by the caller. Not with f32Activations (its pointer is advanced).
   bool activationRow0 = false;
+  // Two outputs (gemm_dual): the first dualN1 of the N columns are
+  // A x W1^T into `out` [M, dualN1], the rest A x W2^T into `out2`
+  // [M, N - dualN1], each weight through its own tensor map; a column tile
+  // (or swapped, a weight block) lies in one of them (dualN1 a multiple of
+  // blockN, of blockM when swapped), which the producer and the epilogue
+  // pick per tile. 0: one output. bf16, f32 stores, no residual.
+  int64_t dualN1 = 0;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -134,8 +141,9 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 /// out, [residual: u64 residual,] u64 M); with f32Activations (tensor map
 /// of the weights, u64 activations, u64 out, [u64 residual,] u64 M). With
 /// splitGateUp the weights' map is two, the gate's then the up
-/// projection's, where one map of B (or of the weights) would be; with
-/// activationRow0 a last u64 row0.
+/// projection's (dualN1: W1's then W2's), where one map of B (or of the
+/// weights) would be; dualN1 adds u64 out2 after out; with activationRow0 a
+/// last u64 row0.
 /// `c` must be valid.
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name);
 

@@ -72,7 +72,8 @@ struct TileGemm {
   SmallVector<unsigned> weights; // bindings: one, or gate and up
   int64_t wRows = 0, k = 0, n = 0, tileN = 0;
   bool residual = false, swiglu = false, fp8 = false;
-  unsigned activations = 0, residualBinding = 0, result = 0;
+  int64_t n1 = 0; // two outputs: W1's rows (0: one output)
+  unsigned activations = 0, residualBinding = 0, result = 0, result2 = 0;
   unsigned scaleA = 0, scaleB = 0; // fp8
 };
 
@@ -82,7 +83,8 @@ struct TileGemm {
 // f32 activations with K a multiple of 64 (the f32-activation form), and
 // kernel.gemm_fp8 (e4m3 activations and weights with DeepSeek's 1 x 128 /
 // 128 x 128 scales, N a multiple of 64, K of 128, at most one addend: the
-// e4m3 form, both operands by TMA).
+// e4m3 form, both operands by TMA), and kernel.gemm_dual (two bf16
+// weights of N1 and N2 rows, multiples of 64, two outputs).
 std::optional<TileGemm> tileGemmOf(Operation *op) {
   auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
   auto isF32 = [&](Value v) { return typeOf(v).getElementType().isF32(); };
@@ -92,7 +94,27 @@ std::optional<TileGemm> tileGemmOf(Operation *op) {
   };
   TileGemm g;
   g.result = op->getNumOperands();
-  if (op->getNumResults() != 1 || !isF32(op->getResult(0)))
+  g.result2 = g.result + 1;
+  for (Value r : op->getResults())
+    if (!isF32(r))
+      return std::nullopt;
+  if (auto d = dyn_cast<kernel::GemmDualOp>(op)) {
+    if (!isF32(d.getInput()) || !isBF16(d.getW1()) || !isBF16(d.getW2()))
+      return std::nullopt;
+    g.weights = {1, 2};
+    g.n1 = typeOf(d.getW1()).getDimSize(0);
+    const int64_t n2 = typeOf(d.getW2()).getDimSize(0);
+    if (g.n1 % 64 != 0 || n2 % 64 != 0)
+      return std::nullopt;
+    g.tileN = d.getTileN();
+    g.wRows = g.n1 + n2;
+    g.k = typeOf(d.getW1()).getDimSize(1);
+    g.n = g.wRows;
+    if (g.k % 64 != 0)
+      return std::nullopt;
+    return g;
+  }
+  if (op->getNumResults() != 1)
     return std::nullopt;
   if (auto gemm = dyn_cast<kernel::GemmOp>(op)) {
     if (!isF32(gemm.getInput()) || !isBF16(gemm.getWeight()) ||
@@ -168,6 +190,10 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
                  : g.swiglu ? hopper::Epilogue::kSwiGLU
                             : hopper::Epilogue::kStore;
     c.splitGateUp = g.swiglu;
+    c.dualN1 = g.n1;
+    // Two outputs: a column tile lies in one weight.
+    while (g.n1 && !c.swapAB && g.n1 % c.blockN != 0)
+      c.blockN /= 2;
     if (!hopper::checkGemmTileConfig(c).empty())
       return {};
     auto same = [](const hopper::GemmTileConfig &a,
@@ -198,14 +224,16 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) + "x" +
                std::to_string(c.blockK) + " s" + std::to_string(c.stages) +
                (c.swapAB ? " swapped" : "") + (g.residual ? " residual" : "") +
-               (g.swiglu ? " swiglu" : "") + (g.fp8 ? " e4m3" : " f32-act");
+               (g.swiglu ? " swiglu" : "") + (g.n1 ? " dual" : "") +
+               (g.fp8 ? " e4m3" : " f32-act");
     auto map = [&](unsigned binding, uint32_t boxRows, bool rows) {
       CudaTileParam m;
       m.kind = CudaTileParam::TensorMap;
       m.binding = binding;
       m.dtype = g.fp8 ? 5 : 2; // f8e4m3 / bf16
+      const int64_t wRows = !g.n1 ? g.wRows : binding == 1 ? g.n1 : g.n - g.n1;
       m.dims = {static_cast<uint64_t>(g.k),
-                static_cast<uint64_t>(rows ? maxRows : g.wRows)};
+                static_cast<uint64_t>(rows ? maxRows : wRows)};
       m.stridesBytes = {static_cast<uint64_t>(eb * g.k)};
       m.box = {static_cast<uint32_t>(c.blockK), boxRows};
       m.swizzleBytes = 128;
@@ -240,7 +268,13 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       v.params.push_back(
           binding(g.activations, 4 * static_cast<uint64_t>(g.k)));
     }
-    v.params.push_back(binding(g.result, 4 * static_cast<uint64_t>(outCols)));
+    if (g.n1) {
+      v.params.push_back(binding(g.result, 4 * static_cast<uint64_t>(g.n1)));
+      v.params.push_back(
+          binding(g.result2, 4 * static_cast<uint64_t>(g.n - g.n1)));
+    } else {
+      v.params.push_back(binding(g.result, 4 * static_cast<uint64_t>(outCols)));
+    }
     if (g.residual)
       v.params.push_back(
           binding(g.residualBinding, 4 * static_cast<uint64_t>(outCols)));

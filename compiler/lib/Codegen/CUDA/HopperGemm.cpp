@@ -78,6 +78,15 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
            (c.epilogue != Epilogue::kSwiGLU || c.fp8 || c.grouped || c.swapAB))
     why << "split gate/up weights need the SwiGLU epilogue, bf16, neither "
            "grouped nor swapped";
+  else if (c.dualN1 != 0 &&
+           (c.dualN1 < 0 || c.dualN1 >= c.n || c.fp8 || c.grouped ||
+            c.splitGateUp || c.epilogue != Epilogue::kStore || c.bf16Out ||
+            c.dualN1 % (c.swapAB ? c.blockM : c.blockN) != 0))
+    why << "two outputs split N " << c.n << " at " << c.dualN1
+        << ": bf16 with f32 stores and no other epilogue, the split a "
+           "multiple of the tile's "
+        << (c.swapAB ? "weight rows " : "columns ")
+        << (c.swapAB ? c.blockM : c.blockN);
   else if (c.activationRow0 && (c.f32Activations || c.grouped))
     why << "row0 offsets the activations' tensor map: not with f32 "
            "activations (a pointer) or the grouped form (the layout's rows)";
@@ -181,9 +190,10 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "; tiles " << c.blockM
     << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
     << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
-  const bool f32Act = c.f32Activations, split = c.splitGateUp;
+  const bool f32Act = c.f32Activations, split = c.splitGateUp,
+             dual = c.dualN1 > 0;
   const std::string secondMap =
-      split ? "  .param .align 64 .b8 " + name + "_tma_up[128],\n" : "";
+      split || dual ? "  .param .align 64 .b8 " + name + "_tma_2[128],\n" : "";
   o << ".visible .entry " << name << "(\n"
     << (f32Act ? "  .param .align 64 .b8 " + name + "_tma_w[128],\n" +
                      secondMap + "  .param .u64 " + name + "_act,\n"
@@ -197,6 +207,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
                     "_scale_b,\n"
               : std::string())
     << "  .param .u64 " << name << "_out,\n"
+    << (dual ? "  .param .u64 " + name + "_out2,\n" : std::string())
     << (c.epilogue == Epilogue::kResidual
             ? "  .param .u64 " + name + "_residual,\n"
             : std::string())
@@ -235,9 +246,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     o << "  mov.u64 %rd1, " << name << "_tma_a;\n  cvta.param.u64 %rd1, %rd1;\n"
       << "  mov.u64 %rd2, " << name
       << "_tma_b;\n  cvta.param.u64 %rd2, %rd2;\n";
-  if (split) // %rd24: the up projection's map
+  if (split || dual) // %rd24: the up projection's / W2's map
     o << "  mov.u64 %rd24, " << name
-      << "_tma_up;\n  cvta.param.u64 %rd24, %rd24;\n";
+      << "_tma_2;\n  cvta.param.u64 %rd24, %rd24;\n";
+  if (dual) // %rd27: the second output
+    o << "  ld.param.u64 %rd27, [" << name << "_out2];\n";
   o << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
@@ -412,74 +425,99 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("m_k") << ";\n";
   const char *result = c.fp8 ? "fin" : "acc";
-  if (c.swapAB) {
-    // out[token, n]: rows n = %r27 (+ 8), columns token = %r29 + 8 j + e;
-    // from the base out + (%r29 * N + %r27) * 4 every element is a constant
-    // offset ((8 j + e) * N + 8 h) * 4; tokens past M are not stored.
-    o << "  mul.wide.u32 %rd8, %r29, " << c.n << ";\n"
-      << "  cvt.u64.u32 %rd9, %r27;\n  add.s64 %rd8, %rd8, %rd9;\n"
-      << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, %rd3, %rd8;\n";
+  // out[token, n]: rows n = nReg (+ 8), columns token = %r29 + 8 j + e;
+  // from the base out + (%r29 * cols + nReg) * 4 every element is a
+  // constant offset ((8 j + e) * cols + 8 h) * 4; tokens past M are not
+  // stored.
+  auto swappedStores = [&](const char *out, int64_t cols, const char *nReg) {
+    o << "  mul.wide.u32 %rd8, %r29, " << cols << ";\n"
+      << "  cvt.u64.u32 %rd9, " << nReg << ";\n  add.s64 %rd8, %rd8, %rd9;\n"
+      << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, " << out << ", %rd8;\n";
     for (int64_t j = 0; j < c.blockN / 8; ++j)
       for (int64_t e = 0; e < 2; ++e) {
         o << "  add.u32 %r30, %r29, " << 8 * j + e << ";\n"
           << "  setp.lt.u32 %p7, %r30, %r5;\n";
         for (int64_t h = 0; h < 2; ++h)
-          o << "  @%p7 st.global.f32 [%rd8+" << ((8 * j + e) * c.n + 8 * h) * 4
+          o << "  @%p7 st.global.f32 [%rd8+" << ((8 * j + e) * cols + 8 * h) * 4
             << "], %" << result << 4 * j + 2 * h + e << ";\n";
       }
-  }
+  };
+  // Two outputs: %p14 when the tile's columns (swapped: weight rows) are
+  // W1's; %r53 the column in W2's output otherwise.
+  auto dualSplit = [&](auto stores, const char *colReg) {
+    o << (c.swapAB ? "  mul.lo.u32 %r51, %r13, " : "  mul.lo.u32 %r51, %r14, ")
+      << (c.swapAB ? c.blockM : c.blockN) << ";\n"
+      << "  setp.lt.u32 %p14, %r51, " << c.dualN1 << ";\n"
+      << "  sub.u32 %r53, " << colReg << ", " << c.dualN1 << ";\n"
+      << "  @!%p14 bra " << L("second_out") << ";\n";
+    stores("%rd3", c.dualN1, colReg);
+    o << "  bra " << L("stored") << ";\n" << L("second_out") << ":\n";
+    stores("%rd27", c.n - c.dualN1, "%r53");
+    o << L("stored") << ":\n";
+  };
+  if (c.swapAB && dual)
+    dualSplit(swappedStores, "%r27");
+  else if (c.swapAB)
+    swappedStores("%rd3", c.n, "%r27");
   // Not swapped: per row half h, the thread's two columns of each group of
   // 8 (gate and up groups alternate under SwiGLU: 16 weight rows give 8
   // outputs; split, the up group of gate group q is q + blockN / 16), then
   // the residual, then f32 or bf16 stores.
   const bool swiglu = c.epilogue == Epilogue::kSwiGLU;
-  const int64_t outCols = swiglu ? c.n / 2 : c.n, outBytes = c.bf16Out ? 2 : 4;
+  const int64_t outBytes = c.bf16Out ? 2 : 4;
   if (!c.swapAB && swiglu)
     o << "  mul.lo.u32 %r36, %r14, " << c.blockN / 2 << ";\n"
       << "  and.b32 %r37, %r26, 3;\n  shl.b32 %r37, %r37, 1;\n"
       << "  add.u32 %r36, %r36, %r37;\n";
-  for (int64_t h = 0; h < 2 && !c.swapAB; ++h) {
-    o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
-      << "  setp.lt.u32 %p7, %r30, %r5;\n"
-      << "  cvt.u64.u32 %rd8, %r30;\n"
-      << "  mul.lo.u64 %rd8, %rd8, " << outCols << ";\n"
-      << "  cvt.u64.u32 %rd9, " << (swiglu ? "%r36" : "%r29")
-      << ";\n  add.s64 %rd8, %rd8, %rd9;\n";
-    if (c.epilogue == Epilogue::kResidual)
-      o << "  shl.b64 %rd20, %rd8, 2;\n  add.s64 %rd20, %rd19, %rd20;\n";
-    o << "  shl.b64 %rd8, %rd8, " << (c.bf16Out ? 1 : 2) << ";\n"
-      << "  add.s64 %rd8, %rd3, %rd8;\n";
-    for (int64_t j = 0; j < (swiglu ? c.blockN / 16 : c.blockN / 8); ++j) {
-      for (int64_t e = 0; e < 2; ++e) {
-        if (swiglu) { // silu(g) * u = g / (1 + 2^(-g log2 e)) * u
-          const int64_t gq = split ? j : 2 * j,
-                        uq = split ? j + c.blockN / 16 : 2 * j + 1;
-          std::string g =
-              "%" + std::string(result) + std::to_string(4 * gq + 2 * h + e);
-          std::string u =
-              "%" + std::string(result) + std::to_string(4 * uq + 2 * h + e);
-          o << "  mul.f32 %et, " << g << ", 0fBFB8AA3B;\n"
-            << "  ex2.approx.ftz.f32 %et, %et;\n"
-            << "  add.f32 %et, %et, 0f3F800000;\n"
-            << "  rcp.approx.ftz.f32 %et, %et;\n"
-            << "  mul.f32 %et, %et, " << g << ";\n"
-            << "  mul.f32 %ev" << e << ", %et, " << u << ";\n";
-        } else {
-          o << "  mov.f32 %ev" << e << ", %" << result << 4 * j + 2 * h + e
-            << ";\n";
-        }
-      }
+  auto stores = [&](const char *out, int64_t outCols, const char *colReg) {
+    for (int64_t h = 0; h < 2; ++h) {
+      o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
+        << "  setp.lt.u32 %p7, %r30, %r5;\n"
+        << "  cvt.u64.u32 %rd8, %r30;\n"
+        << "  mul.lo.u64 %rd8, %rd8, " << outCols << ";\n"
+        << "  cvt.u64.u32 %rd9, " << colReg
+        << ";\n  add.s64 %rd8, %rd8, %rd9;\n";
       if (c.epilogue == Epilogue::kResidual)
-        o << "  @%p7 ld.global.v2.f32 {%er0, %er1}, [%rd20+" << 32 * j << "];\n"
-          << "  add.f32 %ev0, %ev0, %er0;\n  add.f32 %ev1, %ev1, %er1;\n";
-      if (c.bf16Out)
-        o << "  cvt.rn.bf16x2.f32 %eb, %ev1, %ev0;\n"
-          << "  @%p7 st.global.b32 [%rd8+" << 8 * outBytes * j << "], %eb;\n";
-      else
-        o << "  @%p7 st.global.v2.f32 [%rd8+" << 8 * outBytes * j
-          << "], {%ev0, %ev1};\n";
+        o << "  shl.b64 %rd20, %rd8, 2;\n  add.s64 %rd20, %rd19, %rd20;\n";
+      o << "  shl.b64 %rd8, %rd8, " << (c.bf16Out ? 1 : 2) << ";\n"
+        << "  add.s64 %rd8, " << out << ", %rd8;\n";
+      for (int64_t j = 0; j < (swiglu ? c.blockN / 16 : c.blockN / 8); ++j) {
+        for (int64_t e = 0; e < 2; ++e) {
+          if (swiglu) { // silu(g) * u = g / (1 + 2^(-g log2 e)) * u
+            const int64_t gq = split ? j : 2 * j,
+                          uq = split ? j + c.blockN / 16 : 2 * j + 1;
+            std::string g =
+                "%" + std::string(result) + std::to_string(4 * gq + 2 * h + e);
+            std::string u =
+                "%" + std::string(result) + std::to_string(4 * uq + 2 * h + e);
+            o << "  mul.f32 %et, " << g << ", 0fBFB8AA3B;\n"
+              << "  ex2.approx.ftz.f32 %et, %et;\n"
+              << "  add.f32 %et, %et, 0f3F800000;\n"
+              << "  rcp.approx.ftz.f32 %et, %et;\n"
+              << "  mul.f32 %et, %et, " << g << ";\n"
+              << "  mul.f32 %ev" << e << ", %et, " << u << ";\n";
+          } else {
+            o << "  mov.f32 %ev" << e << ", %" << result << 4 * j + 2 * h + e
+              << ";\n";
+          }
+        }
+        if (c.epilogue == Epilogue::kResidual)
+          o << "  @%p7 ld.global.v2.f32 {%er0, %er1}, [%rd20+" << 32 * j
+            << "];\n"
+            << "  add.f32 %ev0, %ev0, %er0;\n  add.f32 %ev1, %ev1, %er1;\n";
+        if (c.bf16Out)
+          o << "  cvt.rn.bf16x2.f32 %eb, %ev1, %ev0;\n"
+            << "  @%p7 st.global.b32 [%rd8+" << 8 * outBytes * j << "], %eb;\n";
+        else
+          o << "  @%p7 st.global.v2.f32 [%rd8+" << 8 * outBytes * j
+            << "], {%ev0, %ev1};\n";
+      }
     }
-  }
+  };
+  if (!c.swapAB && dual)
+    dualSplit(stores, "%r29");
+  else if (!c.swapAB)
+    stores("%rd3", swiglu ? c.n / 2 : c.n, swiglu ? "%r36" : "%r29");
   o << L("m_next") << ":\n"
     << "  add.u32 %r12, %r12, %r3;\n  bra " << L("m_tile") << ";\n";
 
@@ -530,7 +568,15 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "}], [%r18];\n";
   };
   const char *actRow = c.activationRow0 ? "%r49" : nullptr;
-  if (!f32Act || c.swapAB)
+  if (dual) // the tile's weight (%rd26) and its row in it (%r52)
+    o << "  setp.lt.u32 %p13, " << (c.swapAB ? "%r13" : "%r14") << ", "
+      << c.dualN1 << ";\n  selp.u32 %r51, 0, " << c.dualN1 << ", %p13;\n"
+      << "  sub.u32 %r52, " << (c.swapAB ? "%r13" : "%r14") << ", %r51;\n"
+      << "  selp.b64 %rd26, " << (c.swapAB ? "%rd1" : "%rd2")
+      << ", %rd24, %p13;\n";
+  if (dual && c.swapAB)
+    tmaLoad("%r19", "%rd26", "%r52", true);
+  else if (!f32Act || c.swapAB)
     tmaLoad("%r19", "%rd1", !c.swapAB && actRow ? actRow : "%r13", c.swapAB);
   if (split) { // gate rows nb * blockN / 2 .. into the first half, up into
     // the second
@@ -538,6 +584,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << c.blockN / 2 * 128 << ";\n";
     tmaLoad("%r20", "%rd2", "%r47", true);
     tmaLoad("%r48", "%rd24", "%r47", true);
+  } else if (dual && !c.swapAB) {
+    tmaLoad("%r20", "%rd26", "%r52", true);
   } else if (!f32Act || !c.swapAB) {
     tmaLoad("%r20", "%rd2", c.swapAB && actRow ? actRow : "%r14", !c.swapAB);
   }
