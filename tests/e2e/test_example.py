@@ -377,13 +377,20 @@ class Sm90a(unittest.TestCase):
             run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
                  "--max-batch=2", "--max-seq=64"])
             data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
-            tiled = untiled = swiglus = duals = 0
+            tiled = untiled = swiglus = duals = norms = 0
             for k in data["kernels"]:
                 m = re.match(r"gemm_n(\d+)_k(\d+)_tn\d+_f32_(\w+?)_f32(_f32)?$", k["name"])
                 sw = re.match(r"gemm_swiglu_n(\d+)_k(\d+)_tn\d+_f32_(bf16|f32)_\3_f32$", k["name"])
                 du = re.match(r"gemm_dual_n(\d+)_n(\d+)_k(\d+)_tn\d+_f32_(bf16|f32)_\4_f32_f32$", k["name"])
                 cuda = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
                 tiles = cuda.get("tiles", [])
+                if k["name"].startswith("rms_norm_") and tiles:
+                    # The cooperative row kernel: one variant, every row.
+                    self.assertEqual(len(tiles), 1, k["name"])
+                    self.assertEqual(tiles[0]["config"], "block of 256 threads per row")
+                    self.assertEqual(tiles[0]["max_rows"], k["max_programs"])
+                    norms += 1
+                    continue
                 if not m and not sw and not du:
                     self.assertEqual(tiles, [], k["name"])
                     continue
@@ -431,6 +438,7 @@ class Sm90a(unittest.TestCase):
             self.assertGreaterEqual(tiled, 5)   # q/o, k+v projections, LM head, gate+up
             self.assertGreaterEqual(swiglus, 1)
             self.assertGreaterEqual(duals, 1)
+            self.assertGreaterEqual(norms, 1)
             self.assertGreaterEqual(untiled, 1)  # the down projection (K = 96)
             tokens = os.path.join(tmp, "tokens.npy")
             np.save(tokens, np.arange(16, dtype=np.int32).reshape(2, 8) % 128)

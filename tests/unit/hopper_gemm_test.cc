@@ -3,6 +3,7 @@
 // with ptxas for sm_90a without spills or serialized warpgroup MMAs, and
 // its SASS holds the tensor-core and TMA instructions the design relies on.
 // No GPU runs it here; tests/device/run.sh is where its numerics belong.
+#include "kiln/Compiler/GpuRowKernels.h"
 #include "kiln/Compiler/HopperGemm.h"
 
 #include <gtest/gtest.h>
@@ -211,6 +212,48 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   EXPECT_EQ(count("USETMAXREG.DEALLOC"), rebalance);
   EXPECT_EQ(count("USETMAXREG.TRY_ALLOC"), rebalance);
   EXPECT_GE(count("SYNCS.PHASECHK.TRANS64.TRYWAIT"), 2u); // full and empty
+}
+
+// The cooperative RMSNorm row kernel (GpuRowKernels.h): assembles without
+// spills for f32 and bf16 weights at widths from one pass of the block to
+// DeepSeek-V3's 7168 and a width that ends inside a pass, with 16-byte
+// loads and stores, the warp's butterfly reduction and the block barriers.
+TEST(GpuRowKernels, RmsNormAssemblesToCooperativeSass) {
+  EXPECT_NE(gpurow::checkRmsNormConfig({100 + 2, 1e-6f, false}), "");
+  if (std::string(KILN_PTXAS_EXE).empty())
+    GTEST_SKIP() << "ptxas not found at configure time";
+  for (int64_t cols : {64, 1028, 7168})
+    for (bool bf16 : {false, true}) {
+      gpurow::RmsNormConfig c{cols, 1e-6f, bf16};
+      ASSERT_EQ(gpurow::checkRmsNormConfig(c), "");
+      std::string name = "kiln_rmsnorm_" + std::to_string(cols) + (bf16 ? "_bf16" : "_f32");
+      std::string dir = ::testing::TempDir();
+      std::string ptx = dir + "/" + name + ".ptx", cubin = dir + "/" + name + ".cubin";
+      {
+        std::ofstream f(ptx);
+        f << ptxModuleHeader() << gpurow::emitRmsNormRowPtx(c, name);
+      }
+      Output as = runCommand(std::string(KILN_PTXAS_EXE) + " -arch=sm_90a -O3 -v --warn-on-spills " +
+                             ptx + " -o " + cubin);
+      ASSERT_EQ(as.status, 0) << as.text;
+      EXPECT_NE(as.text.find("0 bytes spill stores, 0 bytes spill loads"), std::string::npos) << as.text;
+      EXPECT_EQ(as.text.find("warning"), std::string::npos) << as.text;
+      if (std::string(KILN_CUOBJDUMP_EXE).empty())
+        continue;
+      Output sass = runCommand("PATH=" + dirOf(KILN_CUOBJDUMP_EXE) + ":$PATH " + KILN_CUOBJDUMP_EXE +
+                               " -sass " + cubin);
+      ASSERT_EQ(sass.status, 0) << sass.text;
+      auto count = [&](const std::string &what) {
+        size_t n = 0;
+        for (size_t at = sass.text.find(what); at != std::string::npos; at = sass.text.find(what, at + 1))
+          ++n;
+        return n;
+      };
+      EXPECT_GE(count("SHFL.BFLY"), 5u) << sass.text;
+      EXPECT_GE(count("LDG.E.128"), bf16 ? 2u : 3u) << sass.text;
+      EXPECT_GE(count("STG.E.128"), 1u) << sass.text;
+      EXPECT_GE(count("BAR.SYNC"), 2u) << sass.text;
+    }
 }
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,

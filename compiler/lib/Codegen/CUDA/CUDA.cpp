@@ -18,6 +18,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "kiln/Compiler/Codegen.h"
+#include "kiln/Compiler/GpuRowKernels.h"
 #include "kiln/Compiler/HopperGemm.h"
 #include "kiln/Compiler/StageDumper.h"
 
@@ -293,6 +294,54 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
   return variants;
 }
 
+// The row-kernel variant of kernel `k` (GpuRowKernels.h) when it is a plain
+// kernel.rms_norm (no fused cache write, no strided input) of f32 rows of a
+// multiple of 4 by an f32 or bf16 weight: a block of 256 threads per row.
+std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
+                                             uint64_t &programsPerRow,
+                                             std::string &ptx) {
+  auto norm = dyn_cast<kernel::RMSNormOp>(k.representative);
+  if (!norm || norm.getCache() || norm.getInputStride() != 0 ||
+      norm.getInputOffset() != 0)
+    return {};
+  auto in = cast<RankedTensorType>(norm.getInput().getType());
+  auto w = cast<RankedTensorType>(norm.getWeight().getType());
+  auto out = cast<RankedTensorType>(norm.getResult().getType());
+  if (!in.getElementType().isF32() || !out.getElementType().isF32() ||
+      !(w.getElementType().isF32() || w.getElementType().isBF16()) ||
+      w.getRank() != 1)
+    return {};
+  gpurow::RmsNormConfig c;
+  c.cols = in.getShape().back();
+  c.eps = norm.getEpsilon().convertToFloat();
+  c.bf16Weight = w.getElementType().isBF16();
+  if (!gpurow::checkRmsNormConfig(c).empty() || w.getDimSize(0) != c.cols)
+    return {};
+  CudaTileVariant v;
+  v.name = k.name + "_tile0";
+  v.maxRows = static_cast<uint64_t>(k.maxPrograms);
+  v.threads = static_cast<uint32_t>(gpurow::kRowThreads);
+  v.rowsPerTile = 1;
+  v.columnTiles = 1;
+  v.config =
+      "block of " + std::to_string(gpurow::kRowThreads) + " threads per row";
+  const unsigned result = norm->getNumOperands();
+  for (auto [binding, rowBytes] : {std::pair<unsigned, uint64_t>{0, 4 * c.cols},
+                                   {1, 0},
+                                   {result, 4 * c.cols}}) {
+    CudaTileParam p;
+    p.binding = binding;
+    p.rowBytes = rowBytes;
+    v.params.push_back(p);
+  }
+  CudaTileParam rows;
+  rows.kind = CudaTileParam::Rows;
+  v.params.push_back(rows);
+  ptx += gpurow::emitRmsNormRowPtx(c, v.name);
+  programsPerRow = 1;
+  return {v};
+}
+
 OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
                                             const KernelTable &table,
                                             StringRef chip,
@@ -353,8 +402,11 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
     CudaEntry e;
     e.name = k.name;
     e.blockX = static_cast<unsigned>(kernels::chooseGpuBlockSize(k.maxPrograms));
-    if (chip == "sm_90a")
+    if (chip == "sm_90a") {
       e.tiles = gemmTileVariants(k, e.programsPerRow, tilePtx);
+      if (e.tiles.empty())
+        e.tiles = rowTileVariants(k, e.programsPerRow, tilePtx);
+    }
     entries.push_back(e);
   }
   return module;

@@ -1,0 +1,44 @@
+//===- GpuRowKernels.h - cooperative row kernels for sm_90a -----*- C++ -*-===//
+//
+// GPU kernels whose work is one row at a time (norms), written as PTX over
+// a block of cooperating threads instead of the one-thread-per-row
+// programs: each block walks rows blockIdx, blockIdx + gridDim, ... (a
+// persistent grid of min(rows, SMs) blocks), its threads read the row in
+// 16-byte pieces, reduce through warp shuffles and shared memory, and write
+// it back. At decode's single row the program form leaves one thread to
+// read 7168 floats twice; here 256 threads share it. Plans carry them as
+// tile variants (plan.fbs TileVariant, CUDA.cpp); MLIR-free text like
+// HopperGemm.h, so unit tests assemble them with ptxas alone.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KILN_COMPILER_GPUROWKERNELS_H
+#define KILN_COMPILER_GPUROWKERNELS_H
+
+#include <cstdint>
+#include <string>
+
+namespace kiln::gpurow {
+
+/// Threads per block of the row kernels (8 warps).
+constexpr int64_t kRowThreads = 256;
+
+/// out[r, c] = x[r, c] * (1 / sqrt(mean_c(x[r, c]^2) + eps)) * w[c], f32 rows
+/// of `cols` (a multiple of 4) elements, w f32 or bf16, rounded as the
+/// reference program rounds (correctly rounded divide, square root and
+/// reciprocal; only the order of the sum of squares differs).
+struct RmsNormConfig {
+  int64_t cols = 0;
+  float eps = 1e-6f;
+  bool bf16Weight = false;
+};
+
+/// Empty when `c` has a row kernel, else why not.
+std::string checkRmsNormConfig(const RmsNormConfig &c);
+
+/// The .entry `name` (u64 x, u64 w, u64 out, u64 rows) for `c` (valid), for
+/// a module with an sm_90a header (HopperGemm.h ptxModuleHeader).
+std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name);
+
+} // namespace kiln::gpurow
+
+#endif // KILN_COMPILER_GPUROWKERNELS_H

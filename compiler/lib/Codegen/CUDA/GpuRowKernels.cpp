@@ -1,0 +1,127 @@
+//===- GpuRowKernels.cpp - cooperative row kernels for sm_90a -------------===//
+//
+// PTX text for GpuRowKernels.h. RMSNorm: per row, each thread sums the
+// squares of its 16-byte chunks (chunk c = thread + 256 i), the warp
+// reduces them by butterfly shuffles, lane 0 of each warp leaves its sum in
+// shared memory, and after a barrier every thread adds the 8 warp sums in
+// the same order, so all agree on the row's scale; a second barrier frees
+// the partials for the next row. Then each thread scales its chunks and
+// stores them 16 bytes at a time.
+//
+//===----------------------------------------------------------------------===//
+#include "kiln/Compiler/GpuRowKernels.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace kiln::gpurow {
+
+namespace {
+
+std::string f32Hex(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  std::ostringstream o;
+  o << "0f";
+  o.width(8);
+  o.fill('0');
+  o << std::hex << std::uppercase << u;
+  return o.str();
+}
+
+} // namespace
+
+std::string checkRmsNormConfig(const RmsNormConfig &c) {
+  if (c.cols <= 0 || c.cols % 4 != 0)
+    return "row width " + std::to_string(c.cols) +
+           " is not a positive multiple of 4 (16-byte chunks)";
+  if (c.cols * 4 > (int64_t(1) << 31))
+    return "row of " + std::to_string(c.cols) + " floats too wide";
+  return "";
+}
+
+std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
+  const int64_t step = 4 * kRowThreads; // elements per pass of the block
+  const int64_t warps = kRowThreads / 32;
+  std::ostringstream o;
+  auto L = [&](const char *label) { return name + "_" + label; };
+  o << "// " << name << ": RMSNorm of f32 rows of " << c.cols << ", "
+    << (c.bf16Weight ? "bf16" : "f32") << " weight, a block of " << kRowThreads
+    << " threads per row\n"
+    << ".visible .entry " << name << "(\n  .param .u64 " << name
+    << "_x,\n  .param .u64 " << name << "_w,\n  .param .u64 " << name
+    << "_out,\n  .param .u64 " << name << "_rows)\n"
+    << ".maxntid " << kRowThreads << ", 1, 1\n{\n"
+    << "  .reg .pred %p<4>;\n  .reg .b32 %r<16>;\n  .reg .b64 %rd<16>;\n"
+    << "  .reg .f32 %f<24>;\n"
+    << "  .shared .align 16 .f32 " << name << "_part[" << warps << "];\n"
+    << "  ld.param.u64 %rd1, [" << name << "_x];\n"
+    << "  ld.param.u64 %rd2, [" << name << "_w];\n"
+    << "  ld.param.u64 %rd3, [" << name << "_out];\n"
+    << "  ld.param.u64 %rd4, [" << name << "_rows];\n"
+    << "  cvt.u32.u64 %r5, %rd4;\n"
+    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
+    << "  mov.u32 %r3, %nctaid.x;\n"
+    << "  and.b32 %r6, %r1, 31;\n  shr.u32 %r7, %r1, 5;\n"
+    << "  mov.u32 %r8, " << name << "_part;\n"
+    << "  shl.b32 %r10, %r7, 2;\n  add.u32 %r10, %r8, %r10;\n"
+    << "  setp.eq.u32 %p3, %r6, 0;\n"
+    << L("row") << ":\n"
+    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << L("end") << ";\n"
+    << "  mul.wide.u32 %rd5, %r2, " << 4 * c.cols << ";\n"
+    << "  add.s64 %rd6, %rd1, %rd5;\n  add.s64 %rd7, %rd3, %rd5;\n"
+    << "  mov.f32 %f1, 0f00000000;\n  shl.b32 %r9, %r1, 2;\n"
+    // Sum of squares of the thread's chunks.
+    << L("sq") << ":\n"
+    << "  setp.ge.u32 %p2, %r9, " << c.cols << ";\n  @%p2 bra " << L("sq_done")
+    << ";\n"
+    << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
+    << "  ld.global.v4.f32 {%f2, %f3, %f4, %f5}, [%rd9];\n"
+    << "  fma.rn.f32 %f1, %f2, %f2, %f1;\n  fma.rn.f32 %f1, %f3, %f3, %f1;\n"
+    << "  fma.rn.f32 %f1, %f4, %f4, %f1;\n  fma.rn.f32 %f1, %f5, %f5, %f1;\n"
+    << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("sq") << ";\n"
+    << L("sq_done") << ":\n";
+  for (int sh : {16, 8, 4, 2, 1})
+    o << "  shfl.sync.bfly.b32 %f6, %f1, " << sh << ", 31, -1;\n"
+      << "  add.f32 %f1, %f1, %f6;\n";
+  o << "  @%p3 st.shared.f32 [%r10], %f1;\n  bar.sync 0;\n"
+    << "  ld.shared.v4.f32 {%f7, %f8, %f9, %f10}, [%r8];\n"
+    << "  ld.shared.v4.f32 {%f11, %f12, %f13, %f14}, [%r8+16];\n"
+    << "  add.f32 %f15, %f7, %f8;\n  add.f32 %f15, %f15, %f9;\n"
+    << "  add.f32 %f15, %f15, %f10;\n  add.f32 %f15, %f15, %f11;\n"
+    << "  add.f32 %f15, %f15, %f12;\n  add.f32 %f15, %f15, %f13;\n"
+    << "  add.f32 %f15, %f15, %f14;\n  bar.sync 0;\n"
+    // 1 / sqrt(sum / cols + eps), each step correctly rounded.
+    << "  div.rn.f32 %f16, %f15, " << f32Hex(static_cast<float>(c.cols))
+    << ";\n  add.rn.f32 %f16, %f16, " << f32Hex(c.eps) << ";\n"
+    << "  sqrt.rn.f32 %f16, %f16;\n  rcp.rn.f32 %f16, %f16;\n"
+    << "  shl.b32 %r9, %r1, 2;\n"
+    << L("wr") << ":\n"
+    << "  setp.ge.u32 %p2, %r9, " << c.cols << ";\n  @%p2 bra " << L("wr_done")
+    << ";\n"
+    << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
+    << "  add.s64 %rd10, %rd7, %rd8;\n"
+    << "  ld.global.v4.f32 {%f2, %f3, %f4, %f5}, [%rd9];\n";
+  if (c.bf16Weight)
+    o << "  mul.wide.u32 %rd11, %r9, 2;\n  add.s64 %rd11, %rd2, %rd11;\n"
+      << "  ld.global.nc.v2.b32 {%r11, %r12}, [%rd11];\n"
+      << "  shl.b32 %r13, %r11, 16;\n  mov.b32 %f17, %r13;\n"
+      << "  and.b32 %r13, %r11, -65536;\n  mov.b32 %f18, %r13;\n"
+      << "  shl.b32 %r13, %r12, 16;\n  mov.b32 %f19, %r13;\n"
+      << "  and.b32 %r13, %r12, -65536;\n  mov.b32 %f20, %r13;\n";
+  else
+    o << "  add.s64 %rd11, %rd2, %rd8;\n"
+      << "  ld.global.nc.v4.f32 {%f17, %f18, %f19, %f20}, [%rd11];\n";
+  for (int e = 0; e < 4; ++e)
+    o << "  mul.rn.f32 %f" << 2 + e << ", %f" << 2 + e << ", %f16;\n"
+      << "  mul.rn.f32 %f" << 2 + e << ", %f" << 2 + e << ", %f" << 17 + e
+      << ";\n";
+  o << "  st.global.v4.f32 [%rd10], {%f2, %f3, %f4, %f5};\n"
+    << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("wr") << ";\n"
+    << L("wr_done") << ":\n"
+    << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
+    << L("end") << ":\n  ret;\n}\n\n";
+  return o.str();
+}
+
+} // namespace kiln::gpurow
