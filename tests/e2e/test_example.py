@@ -6,6 +6,7 @@ Run by ctest with KILN_BIN (the tools) and KILN_SOURCE_DIR set.
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -312,6 +313,57 @@ class Sm90a(unittest.TestCase):
                     # Every thread of the block gets its registers.
                     self.assertLessEqual(tr["registers"] * t["threads"], 65536, t["name"])
             return [k["name"] for k in data["kernels"]]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_tile_variants_in_plans_assemble_to_tensor_core_sass(self):
+        """Every tile variant a plan carries, read back from the plan's own
+        PTX assembled for sm_90a: its SASS has the warpgroup MMAs (HGMMA for
+        bf16, QGMMA for e4m3) and the TMA loads (UTMALDG) it is built on, and
+        the row kernels their shuffles."""
+        import sysconfig
+        import make_tiny_checkpoint as mk
+        ptxas = shutil.which("ptxas") or "/usr/local/cuda/bin/ptxas"
+        cuobjdump = shutil.which("cuobjdump") or os.path.join(
+            sysconfig.get_paths()["purelib"], "nvidia", "cu13", "bin", "cuobjdump")
+        if not (os.path.exists(ptxas) and os.path.exists(cuobjdump)):
+            self.skipTest("ptxas or cuobjdump not found (scripts/setup.sh installs cuobjdump)")
+        tmp = tempfile.mkdtemp(prefix="kiln-sm90a-sass-")
+        try:
+            seen = {}
+            for name, kwargs in [("llama", dict(dtype="bf16", overrides={"num_key_value_heads": 4})),
+                                 ("ds-fp8", dict(variant="fp8dims", fp8=True))]:
+                ckpt = os.path.join(tmp, name)
+                mk.make_checkpoint("llama" if name == "llama" else "deepseek_v3", ckpt, **kwargs)
+                plan, ir = os.path.join(tmp, name + ".kplan"), os.path.join(tmp, name + "-ir")
+                run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
+                     "--max-batch=2", "--max-seq=64", "--dump-ir-dir", ir])
+                ptx = [os.path.join(ir, f) for f in os.listdir(ir) if f.endswith("sm_90a.ptx")]
+                self.assertEqual(len(ptx), 1, os.listdir(ir))
+                cubin = os.path.join(tmp, name + ".cubin")
+                run([ptxas, "-arch=sm_90a", "-O3", ptx[0], "-o", cubin])
+                env = dict(os.environ, PATH=os.path.dirname(cuobjdump) + os.pathsep + os.environ["PATH"])
+                p = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, env=env)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                sass = {}
+                for part in p.stdout.split("Function : ")[1:]:
+                    sass[part.split()[0]] = part
+                data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
+                for k in data["kernels"]:
+                    for e in k["entry_points"]:
+                        for t in e.get("tiles", []):
+                            code = sass.get(t["name"])
+                            self.assertIsNotNone(code, t["name"])
+                            if k["name"].startswith("rms_norm"):
+                                self.assertIn("SHFL.BFLY", code, t["name"])
+                                kind = "row"
+                            else:
+                                mma = "QGMMA" if "e4m3" in t["config"] else "HGMMA"
+                                self.assertIn(mma, code, t["name"])
+                                self.assertIn("UTMALDG", code, t["name"])
+                                kind = mma
+                            seen[kind] = seen.get(kind, 0) + 1
+            self.assertEqual(set(seen), {"HGMMA", "QGMMA", "row"}, seen)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
