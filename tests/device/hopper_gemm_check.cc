@@ -226,6 +226,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // The maps by value (128-byte parameters), as __grid_constant__ would.
   unsigned long long m64 = m, row0_64 = row0;
   CUdeviceptr dSaRun = dSa + row0 * kBlocks * 4;
+  CUdeviceptr dSb2 = dSb + (c.dualN1 / 128) * kBlocks * 4;
   std::vector<void *> params{&maps[0], &maps[1]};
   if (twoMaps)
     params.push_back(&maps[2]);
@@ -240,6 +241,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   if (c.fp8) {
     params.push_back(&dSaRun);
     params.push_back(&dSb);
+    if (c.dualN1) // W2's scales: rows from dualN1 / 128 of the same layout
+      params.push_back(&dSb2);
   }
   params.push_back(&dOut);
   // Two outputs: out [M, dualN1] then out2 [M, N - dualN1] in one buffer.
@@ -439,6 +442,8 @@ int main() {
   checks.push_back({dual(config(320, 256, 128, 64, false), 192), 1e-4});
   checks.push_back({f32Act(dual(config(320, 256, 64, 64, false), 128)), 1e-4});
   checks.push_back({f32Act(dual(config(320, 256, 64, 8, false, false, true), 192)), 1e-4});
+  checks.push_back({row0(dual(config(384, 256, 128, 64, true), 256)), 2e-3});
+  checks.push_back({row0(dual(config(384, 256, 64, 16, true, false, true), 256)), 2e-3});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});

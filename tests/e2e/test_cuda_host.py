@@ -190,13 +190,17 @@ class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
     """An FP8 DeepSeek-V3: its block-scaled GEMMs in the e4m3 form, both
     operands by TMA, the activations' map over the launch's rows and offset
     by each run's first row."""
-    FAMILY, CHECKPOINT = "deepseek_v3", dict(variant="fp8dims", fp8=True)
+    # q_a 128 and kv_a 112 + 16 rows over a 256-wide hidden state: the
+    # merged gemm_dual_fp8 has tile variants too.
+    FAMILY, CHECKPOINT = "deepseek_v3", dict(variant="fp8dims", fp8=True, overrides={
+        "q_lora_rank": 128, "kv_lora_rank": 112, "hidden_size": 256})
     # Its decode GEMMs with tiles all add a residual (no swapped form).
     SWAPPED_DECODE = False
 
     def test_fp8_gemms_have_tile_variants(self):
         kinds = {k["name"].split("_n")[0] for k, e in self.entries.values() if e.get("tiles")}
         self.assertIn("gemm_fp8", kinds)
+        self.assertIn("gemm_dual_fp8", kinds)
 
 
 if __name__ == "__main__":

@@ -378,20 +378,35 @@ class Sm90a(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="kiln-sm90a-fp8-tiles-")
         try:
             ckpt = os.path.join(tmp, "ds")
-            mk.make_checkpoint("deepseek_v3", ckpt, variant="fp8dims", fp8=True)
+            # q_a 128 and kv_a 112 + 16 rows of a 256-wide hidden state: the
+            # merged gemm_dual_fp8 has whole 128-row blocks of W1.
+            mk.make_checkpoint("deepseek_v3", ckpt, variant="fp8dims", fp8=True, overrides={
+                "q_lora_rank": 128, "kv_lora_rank": 112, "hidden_size": 256})
             plan = os.path.join(tmp, "p.kplan")
             run([tool("kiln-compile"), ckpt, "-o", plan, "--target=sm_90a,cpu",
                  "--max-batch=2", "--max-seq=64"])
             data = json.loads(run([tool("kiln-inspect"), plan, "--json"]).stdout)
-            tiled = 0
+            tiled = duals = 0
             for k in data["kernels"]:
                 m = re.match(r"gemm_fp8_n(\d+)_k(\d+)_tn\d+_a128_bn128_f8E4M3FN_f8E4M3FN_f32_f32(_f32)?_f32$",
                              k["name"])
-                if not m:
+                du = re.match(r"gemm_dual_fp8_n(\d+)_n(\d+)_k(\d+)_tn\d+_a128_bn128_", k["name"])
+                if not m and not du:
                     continue
                 cuda = [e for e in k["entry_points"] if e["target"] == "cuda"][0]
-                n, kd = int(m.group(1)), int(m.group(2))
                 tiles = cuda.get("tiles", [])
+                if du:
+                    n1, n2, kd = int(du.group(1)), int(du.group(2)), int(du.group(3))
+                    self.assertEqual(bool(tiles), n1 % 128 == 0 and n2 % 64 == 0 and kd % 128 == 0,
+                                     k["name"])
+                    duals += bool(tiles)
+                    for t in tiles:  # W1, W2 and the activations; both weights' scales
+                        self.assertEqual(sum(p["kind"] == "tensor_map" for p in t["params"]), 3, t["name"])
+                        scales = [p for p in t["params"] if p["kind"] == "binding" and p["binding"] in (3, 4, 5)]
+                        self.assertEqual([(p["binding"], p.get("row_bytes", 0)) for p in scales],
+                                         [(3, 4 * (kd // 128)), (4, 0), (5, 0)], t["name"])
+                    continue
+                n, kd = int(m.group(1)), int(m.group(2))
                 self.assertEqual(bool(tiles), n % 64 == 0 and kd % 128 == 0, k["name"])
                 tiled += bool(tiles)
                 for t in tiles:
@@ -408,6 +423,7 @@ class Sm90a(unittest.TestCase):
                               if p["kind"] == "binding" and p["binding"] in (2, 3)}
                     self.assertEqual(scales, {2: 4 * (kd // 128), 3: 0}, t["name"])
             self.assertGreaterEqual(tiled, 2)
+            self.assertGreaterEqual(duals, 1)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -363,7 +363,10 @@ INSTANTIATE_TEST_SUITE_P(
                       // prefill and decode's swapped form.
                       dual(config(2112, 7168, 128, 64, 6), 1536),
                       f32Activations(dual(config(2112, 7168, 128, 64, 6), 1536)),
-                      f32Activations(dual(config(2112, 7168, 64, 8, 8, false, false, true), 1536))));
+                      f32Activations(dual(config(2112, 7168, 64, 8, 8, false, false, true), 1536)),
+                      // FP8's q_a and kv_a: per-weight scales, row0.
+                      withRow0(dual(config(2112, 7168, 128, 64, 6, true), 1536)),
+                      withRow0(dual(config(2112, 7168, 64, 16, 8, true, false, true), 1536))));
 
 } // namespace
 } // namespace kiln::hopper

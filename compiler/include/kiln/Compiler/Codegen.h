@@ -139,6 +139,10 @@ struct CudaTileVariant {
            columnTiles = 0;
   std::vector<CudaTileParam> params;
   CudaResources resources;
+  /// The registers ptxas must give it (0: any): a kernel that moves
+  /// registers between warpgroups (setmaxnreg) hangs unless it starts with
+  /// exactly the share they add up to.
+  unsigned requiredRegisters = 0;
 };
 
 struct CudaEntry : CudaResources {

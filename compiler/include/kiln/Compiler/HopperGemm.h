@@ -100,7 +100,9 @@ struct GemmTileConfig {
   // [M, N - dualN1], each weight through its own tensor map; a column tile
   // (or swapped, a weight block) lies in one of them (dualN1 a multiple of
   // blockN, of blockM when swapped), which the producer and the epilogue
-  // pick per tile. 0: one output. bf16, f32 stores, no residual.
+  // pick per tile; e4m3: W2's tiles read their own weight scales (u64
+  // scale_b2 after scale_b), the split at a whole 128-row block. 0: one
+  // output. f32 stores, no residual.
   int64_t dualN1 = 0;
 };
 

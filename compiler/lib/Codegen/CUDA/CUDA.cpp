@@ -75,7 +75,7 @@ struct TileGemm {
   bool residual = false, swiglu = false, fp8 = false;
   int64_t n1 = 0; // two outputs: W1's rows (0: one output)
   unsigned activations = 0, residualBinding = 0, result = 0, result2 = 0;
-  unsigned scaleA = 0, scaleB = 0; // fp8
+  unsigned scaleA = 0, scaleB = 0, scaleB2 = 0; // fp8 (scaleB2: W2's)
 };
 
 // kernel.gemm ([N, K] bf16 weights, N a multiple of 64, at most one addend:
@@ -112,6 +112,29 @@ std::optional<TileGemm> tileGemmOf(Operation *op) {
     g.k = typeOf(d.getW1()).getDimSize(1);
     g.n = g.wRows;
     if (g.k % 64 != 0)
+      return std::nullopt;
+    return g;
+  }
+  if (auto d = dyn_cast<kernel::GemmDualFP8Op>(op)) {
+    if (!isE4M3(d.getInput()) || !isE4M3(d.getW1()) || !isE4M3(d.getW2()) ||
+        !isF32(d.getInputScale()) || !isF32(d.getW1Scale()) ||
+        !isF32(d.getW2Scale()) || d.getAct() != 128 ||
+        d.getWeightBlockN() != 128)
+      return std::nullopt;
+    g.fp8 = true;
+    g.weights = {1, 2};
+    g.scaleA = 3;
+    g.scaleB = 4;
+    g.scaleB2 = 5;
+    g.n1 = typeOf(d.getW1()).getDimSize(0);
+    const int64_t n2 = typeOf(d.getW2()).getDimSize(0);
+    // W2's scale blocks start at a tile boundary: W1 whole 128-row blocks.
+    if (g.n1 % 128 != 0 || n2 % 64 != 0)
+      return std::nullopt;
+    g.tileN = d.getTileN();
+    g.wRows = g.n = g.n1 + n2;
+    g.k = typeOf(d.getW1()).getDimSize(1);
+    if (g.k % 128 != 0)
       return std::nullopt;
     return g;
   }
@@ -255,14 +278,18 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     // e4m3: (A map, B map, activation scales, weight scales, out,
     // [residual,] rows, first row), A the weights' when swapped;
     // f32 activations: (weights' map(s), activations, out, [residual,] rows).
-    if (g.fp8) {
+    if (g.fp8) { // two outputs: W2's map after both, its scales after W1's
       CudaTileParam w = map(g.weights[0], weightBox, false);
       CudaTileParam a = map(g.activations, actBox, true);
       v.params.push_back(c.swapAB ? w : a);
       v.params.push_back(c.swapAB ? a : w);
+      if (g.n1)
+        v.params.push_back(map(g.weights[1], weightBox, false));
       v.params.push_back(
           binding(g.scaleA, 4 * static_cast<uint64_t>(g.k / 128)));
       v.params.push_back(binding(g.scaleB, 0));
+      if (g.n1)
+        v.params.push_back(binding(g.scaleB2, 0));
     } else {
       for (unsigned w : g.weights)
         v.params.push_back(map(w, weightBox, false));
@@ -287,6 +314,8 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       first.kind = CudaTileParam::FirstRow;
       v.params.push_back(first);
     }
+    // 128 x 40 + 256 x 232 = 384 x 168 (HopperGemm.h rebalancesRegisters).
+    v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
     ptx += hopper::emitGemmEntryPtx(c, v.name);
     variants.push_back(std::move(v));
   }
@@ -536,6 +565,16 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
   }
   exe.cubin.assign((*cubin)->getBufferStart(), (*cubin)->getBufferEnd());
   parsePtxasReport(exe.ptxasLog, exe.entries);
+  for (const CudaEntry &e : exe.entries)
+    for (const CudaTileVariant &v : e.tiles)
+      if (v.requiredRegisters && v.resources.hasResources &&
+          v.resources.registers != v.requiredRegisters) {
+        module->emitError()
+            << "tile kernel '" << v.name << "' has " << v.resources.registers
+            << " registers, not " << v.requiredRegisters
+            << ": its setmaxnreg would never complete";
+        return failure();
+      }
   if (failed(dumper.dumpText(("ptxas-" + chip + ".txt").str(), exe.ptxasLog)))
     return failure();
   return exe;

@@ -79,12 +79,12 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "split gate/up weights need the SwiGLU epilogue, bf16, neither "
            "grouped nor swapped";
   else if (c.dualN1 != 0 &&
-           (c.dualN1 < 0 || c.dualN1 >= c.n || c.fp8 || c.grouped ||
-            c.splitGateUp || c.epilogue != Epilogue::kStore || c.bf16Out ||
-            c.dualN1 % (c.swapAB ? c.blockM : c.blockN) != 0))
+           (c.dualN1 < 0 || c.dualN1 >= c.n || (c.fp8 && c.dualN1 % 128) ||
+            c.grouped || c.splitGateUp || c.epilogue != Epilogue::kStore ||
+            c.bf16Out || c.dualN1 % (c.swapAB ? c.blockM : c.blockN) != 0))
     why << "two outputs split N " << c.n << " at " << c.dualN1
-        << ": bf16 with f32 stores and no other epilogue, the split a "
-           "multiple of the tile's "
+        << ": f32 stores and no other epilogue, e4m3 split at whole "
+           "128-row weight blocks, the split a multiple of the tile's "
         << (c.swapAB ? "weight rows " : "columns ")
         << (c.swapAB ? c.blockM : c.blockN);
   else if (c.activationRow0 && (c.f32Activations || c.grouped))
@@ -206,6 +206,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
                     "_scale_b,\n"
               : std::string())
+    << (c.fp8 && dual ? "  .param .u64 " + name + "_scale_b2,\n"
+                      : std::string())
     << "  .param .u64 " << name << "_out,\n"
     << (dual ? "  .param .u64 " + name + "_out2,\n" : std::string())
     << (c.epilogue == Epilogue::kResidual
@@ -261,6 +263,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   if (c.fp8) // %rd10 activation scales [M, K/128], %rd11 weight scales
     o << "  ld.param.u64 %rd10, [" << name << "_scale_a];\n"
       << "  ld.param.u64 %rd11, [" << name << "_scale_b];\n";
+  if (c.fp8 && dual) // %rd28: W2's weight scales
+    o << "  ld.param.u64 %rd28, [" << name << "_scale_b2];\n";
   o
     << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
     << "  mov.u32 %r3, %nctaid.x;\n  shr.u32 %r4, %r1, 7;\n"
@@ -358,10 +362,19 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
         << "  add.s64 %rd13, %rd10, %rd13;\n"
         << "  mul.lo.u32 %r34, %r14, " << c.blockN << ";\n";
     }
-    // The weight scales' row (kBlocks = K / 128 columns of them).
+    // The weight scales' row (kBlocks = K / 128 columns of them); two
+    // outputs: W2's tiles read W2's scales at their row in W2.
+    const char *scales = "%rd11";
+    if (dual) {
+      o << "  setp.lt.u32 %p15, %r34, " << c.dualN1 << ";\n"
+        << "  selp.u32 %r54, 0, " << c.dualN1 << ", %p15;\n"
+        << "  sub.u32 %r34, %r34, %r54;\n"
+        << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
+      scales = "%rd29";
+    }
     o << "  shr.u32 %r34, %r34, 7;\n"
       << "  mul.wide.u32 %rd14, %r34, " << 4 * kBlocks << ";\n"
-      << "  add.s64 %rd14, %rd11, %rd14;\n";
+      << "  add.s64 %rd14, " << scales << ", %rd14;\n";
     if (c.grouped) // the expert's [N / 128, K / 128] scales
       o << "  mul.wide.u32 %rd17, %r35, " << 4 * ((c.n + 127) / 128) * kBlocks
         << ";\n"
