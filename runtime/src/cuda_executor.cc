@@ -148,6 +148,7 @@ class CudaBackend final : public Backend {
         // A device array of device pointers, one per weight, built once.
         std::vector<CUdeviceptr> table;
         for (uint32_t w : *buf->weight_list()) table.push_back(weight_ptrs[w]);
+        table_weights_[b] = table;
         CUdeviceptr p = 0;
         KILN_CU(cu_->cuMemAlloc_v2(&p, table.size() * sizeof(CUdeviceptr)), "cuMemAlloc (weight table)");
         weight_allocs_.push_back(p);
@@ -183,8 +184,31 @@ class CudaBackend final : public Backend {
         if (p->kind() != plan::TileParamKind::tensor_map) continue;
         TensorMapArgs a = TensorMapArgsOf(*p->map());
         if (p->map()->rows_dim() && a.rank > 0)  // this launch's rows
-          a.dims[a.rank - 1] = std::max<uint64_t>(1, launch.programs() / ep->programs_per_row());
-        CUdeviceptr address = addresses_[launch.bindings()->Get(p->binding())];
+          a.dims[a.rank - 1] =
+              std::max<uint64_t>(1, launch.programs() / ep->programs_per_row() * ep->rows_per_unit());
+        const uint32_t buffer = launch.bindings()->Get(p->binding());
+        CUdeviceptr address = addresses_[buffer];
+        if (p->map()->table() && a.rank >= 2) {
+          // The experts' weights as one more dimension: evenly spaced.
+          auto t = table_weights_.find(buffer);
+          if (t == table_weights_.end() || t->second.empty())
+            return absl::InvalidArgumentError(absl::StrCat("tile variant '", v->name()->str(), "': binding ",
+                                                           p->binding(), " is not a weight table"));
+          const std::vector<CUdeviceptr>& w = t->second;
+          const uint64_t stride = w.size() > 1 ? w[1] - w[0] : 0;
+          for (size_t i = 1; i < w.size(); ++i)
+            if (w[i] - w[i - 1] != stride)
+              return absl::FailedPreconditionError(absl::StrCat(
+                  "tile variant '", v->name()->str(), "': the weights of table buffer ", buffer,
+                  " are not evenly spaced in device memory (weight ", i, " is ", w[i] - w[i - 1],
+                  " bytes after the one before, not ", stride, ")"));
+          address = w[0];
+          // (one weight: any stride past it; the inner extent rounded to 16)
+          const uint64_t inner = (a.rank >= 3 ? a.strides[a.rank - 3]
+                                              : DTypeSize(static_cast<DType>(p->map()->dtype()))) *
+                                 a.dims[a.rank - 2];
+          a.strides[a.rank - 2] = stride ? stride : (inner + 15) / 16 * 16;
+        }
         uint64_t dims[5], strides[5];
         for (uint32_t d = 0; d < a.rank; ++d) dims[d] = a.dims[d];
         for (uint32_t d = 0; d + 1 < a.rank; ++d) strides[d] = a.strides[d];
@@ -219,7 +243,9 @@ class CudaBackend final : public Backend {
     if (it == tensor_maps_.end())
       return absl::InternalError(absl::StrCat("launch of '", ep->name()->str(), "' has no tensor maps"));
     KILN_CU(cu_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
-    for (auto [r0, r1] : TileRowRuns(window ? window->ranges : whole, ep->programs_per_row())) {
+    const uint64_t unit = ep->rows_per_unit();
+    for (auto [u0, u1] : TileRowRuns(window ? window->ranges : whole, ep->programs_per_row())) {
+      const uint64_t r0 = u0 * unit, r1 = u1 * unit;
       const uint64_t rows = r1 - r0;
       const int vi = ChooseTileVariant(*ep, rows);
       if (vi < 0)
@@ -387,6 +413,8 @@ class CudaBackend final : public Backend {
   std::vector<std::vector<CUfunction>> tile_functions_;  // per kernel, per variant
   // Per launch with tile variants: its tensor maps (tile_launch.h order).
   std::unordered_map<const plan::Launch*, std::vector<CUtensorMap>> tensor_maps_;
+  // Per weight-table buffer: its weights' device addresses.
+  std::unordered_map<uint32_t, std::vector<CUdeviceptr>> table_weights_;
   int sms_ = 0;
   CUdeviceptr arena_ = 0;
   CUdeviceptr weights_ = 0;  // every weight, at layout_.offsets

@@ -378,7 +378,8 @@ absl::Status CheckFunction(const plan::Plan& p, const Launches* launches, const 
 // (its alignment) is checked when the session encodes it.
 absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k, const std::string& where) {
   const auto* tiles = ep.tiles();
-  const uint64_t per_row = ep.programs_per_row();
+  const uint64_t per_row = ep.programs_per_row(), unit = ep.rows_per_unit();
+  if (unit == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": rows_per_unit 0"));
   if (per_row == 0)
     return absl::InvalidArgumentError(absl::StrCat(where, ": tile variants but programs_per_row 0"));
   if (Len(k.grids()) == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": its kernel has no grids"));
@@ -387,7 +388,7 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
     if (g->programs() % per_row != 0)
       return absl::InvalidArgumentError(absl::StrCat(where, ": a grid of ", g->programs(),
                                                      " programs is not whole rows of ", per_row));
-    max_rows = std::max(max_rows, g->programs() / per_row);
+    max_rows = std::max(max_rows, g->programs() / per_row * unit);
   }
   constexpr uint32_t kMaxDynamicShared = 227 * 1024;
   uint64_t prev = 0;
@@ -420,7 +421,7 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
                                                        k.num_buffers()));
       if (pr->kind() == plan::TileParamKind::binding) {
         for (const plan::KernelGrid* g : *k.grids()) {
-          const uint64_t rows = g->programs() / per_row;
+          const uint64_t rows = g->programs() / per_row * unit;
           if (pr->binding() < Len(g->binding_bytes()) && pr->row_bytes() > 0 &&
               (rows > UINT64_MAX / pr->row_bytes() || rows * pr->row_bytes() > g->binding_bytes()->Get(pr->binding())))
             return absl::InvalidArgumentError(absl::StrCat(pat, ": ", rows, " rows of ", pr->row_bytes(),
@@ -460,11 +461,30 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
       }
       if (const char* why = hopper::checkTensorMapBox(rank, dims, strides, box, static_cast<uint32_t>(elem), 0, sw))
         return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map: ", why));
+      if (m->table()) {
+        // One weight per entry, rank - 1 dimensions each.
+        uint64_t per_entry = elem;
+        for (uint32_t d = 0; d + 1 < rank; ++d) per_entry += (dims[d] - 1) * (d == 0 ? elem : strides[d - 1]);
+        for (const plan::KernelGrid* g : *k.grids()) {
+          const uint32_t entries =
+              pr->binding() < Len(g->table_entries()) ? g->table_entries()->Get(pr->binding()) : 0;
+          if (entries == 0 || entries != dims[rank - 1] || rank < 2)
+            return absl::InvalidArgumentError(absl::StrCat(pat, ": a weight-table map of ", dims[rank - 1],
+                                                           " entries over binding ", pr->binding(), ", which has ",
+                                                           entries, " at a grid of ", g->programs(), " programs"));
+          const uint64_t holds = g->binding_bytes()->Get(pr->binding()) / entries;
+          if (per_entry > holds)
+            return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map spans ", per_entry,
+                                                           " bytes of each weight of binding ", pr->binding(),
+                                                           ", which hold ", holds));
+        }
+        continue;
+      }
       for (const plan::KernelGrid* g : *k.grids()) {
         // A rows dimension spans the grid's rows.
         uint64_t span = last_byte;
         if (m->rows_dim()) {
-          const uint64_t rows = g->programs() / per_row, step = rank > 1 ? strides[rank - 2] : elem;
+          const uint64_t rows = g->programs() / per_row * unit, step = rank > 1 ? strides[rank - 2] : elem;
           if (rows == 0) continue;
           span = last_byte - (dims[rank - 1] - 1) * step + (rows - 1) * step;
         }

@@ -442,6 +442,10 @@ int main() {
   checks.push_back({dual(config(320, 256, 128, 64, false), 192), 1e-4});
   checks.push_back({f32Act(dual(config(320, 256, 64, 64, false), 128)), 1e-4});
   checks.push_back({f32Act(dual(config(320, 256, 64, 8, false, false, true), 192)), 1e-4});
+  // The plans' experts' down projection: grouped over f32 activations in
+  // layout order, prefill (64-row blocks) and decode (swapped, 8-row).
+  checks.push_back({f32Act(config(256, 512, 64, 64, false, true)), 1e-4});
+  checks.push_back({f32Act(config(256, 512, 64, 8, false, true, true)), 1e-4});
   checks.push_back({row0(dual(config(384, 256, 128, 64, true), 256)), 2e-3});
   checks.push_back({row0(dual(config(384, 256, 64, 16, true, false, true), 256)), 2e-3});
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.

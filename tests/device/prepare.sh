@@ -22,8 +22,12 @@ done
 # on the GPU (activations rounded to bf16, f32 sums), which run.sh compares
 # against the CPU's f32 GEMMs at 1e-2 (the rounding alone is ~1e-3 here).
 # Portable CPU code: the GPU machine's host may lack this one's features.
+# Shapes that tile: DeepSeek's experts 64 wide (moe_down grouped), Llama's
+# k and v 64 rows each (gemm_dual).
 for fam in deepseek_v3 llama; do
-  python3 "$ROOT/models/testing/make_tiny_checkpoint.py" "$fam" "$OUT/ck-$fam" --dtype bf16 >/dev/null
+  shape=(--set num_key_value_heads=4)
+  [[ $fam == deepseek_v3 ]] && shape=(--set moe_intermediate_size=64)
+  python3 "$ROOT/models/testing/make_tiny_checkpoint.py" "$fam" "$OUT/ck-$fam" --dtype bf16 "${shape[@]}" >/dev/null
   "$BIN/kiln-compile" "$OUT/ck-$fam" -o "$OUT/plans/$fam-bf16.kplan" --target=sm_90a,cpu \
     --cpu=x86-64-v3 --embed-weights --max-batch=2 --max-seq=64
   python3 -c "import numpy as np; np.save('$OUT/plans/$fam-bf16.tokens.npy', np.random.default_rng(1).integers(0, 128, size=(2, 8)).astype(np.int32))"

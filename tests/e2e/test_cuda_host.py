@@ -87,7 +87,9 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
         out = []
         for la in self.launches_of(function):
             k, e = self.entries[la["kernel"]]
-            for r0, r1 in runs(la):
+            unit = e.get("rows_per_unit", 1)
+            for u0, u1 in runs(la):
+                r0, r1 = u0 * unit, u1 * unit
                 rows = r1 - r0
                 t = next(t for t in e.get("tiles", []) if rows <= t["max_rows"]) if e.get("tiles") else None
                 if t is None:
@@ -184,6 +186,27 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
         self.assertNotIn(p.returncode, (0, -11, -6), p.stderr)
         self.assertRegex(p.stderr, r"cuFuncSetAttribute \(dynamic shared memory of 'gemm_\w+_tile\d+'\): "
                                    r"CUDA_ERROR_INVALID_VALUE")
+
+
+class MoETileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
+    """A bf16 DeepSeek-V3 with 64-wide experts: its moe_down runs grouped
+    (prefill's 64-row layout blocks) and grouped swapped (decode's 8-row
+    blocks), the experts' weights through one 3D map over their table."""
+    FAMILY, CHECKPOINT = "deepseek_v3", dict(dtype="bf16", overrides={"moe_intermediate_size": 64})
+    SWAPPED_DECODE = True
+
+    def test_experts_map_spans_the_table(self):
+        downs = [(k, e) for k, e in self.entries.values() if k["name"].startswith("moe_down") and e.get("tiles")]
+        self.assertEqual(len(downs), 2)
+        log = self.run_fake(["--input", f"tokens={self.tokens}"], 132)
+        maps = [c for c in log if c["call"] == "tensor_map" and len(c["dims"]) == 3]
+        self.assertTrue(maps)
+        # [I, H, E]: the 8 routed experts and the shared one, as the plan says.
+        want = [p["dims"] for _, e in downs for t in e["tiles"] for p in t["params"] if p.get("table")]
+        self.assertEqual(len(want), 2)
+        for m in maps:
+            self.assertIn(m["dims"], want)
+            self.assertEqual(m["dims"][2], 9)
 
 
 class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):

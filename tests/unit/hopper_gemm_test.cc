@@ -196,7 +196,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   // a time, packed to bf16x2 and stored 16 bytes at a time.
   // Split gate/up: two maps for B.
   EXPECT_EQ(count("UTMALDG.2D"),
-            c.grouped ? 1u : (c.f32Activations ? 0u : 1u) + (c.splitGateUp ? 2u : 1u))
+            (c.f32Activations ? 0u : 1u) + (c.grouped ? 0u : c.splitGateUp ? 2u : 1u))
       << sass.text;
   if (c.f32Activations) {
     const size_t chunks = (c.swapAB ? c.blockN : c.blockM) * 8 / 128;
@@ -366,7 +366,11 @@ INSTANTIATE_TEST_SUITE_P(
                       f32Activations(dual(config(2112, 7168, 64, 8, 8, false, false, true), 1536)),
                       // FP8's q_a and kv_a: per-weight scales, row0.
                       withRow0(dual(config(2112, 7168, 128, 64, 6, true), 1536)),
-                      withRow0(dual(config(2112, 7168, 64, 16, 8, true, false, true), 1536))));
+                      withRow0(dual(config(2112, 7168, 64, 16, 8, true, false, true), 1536)),
+                      // Plans' experts' down projection: grouped, swapped,
+                      // f32 activations in layout order.
+                      f32Activations(config(7168, 2048, 64, 8, 8, false, true, true)),
+                      f32Activations(config(7168, 2048, 64, 128, 6, false, true))));
 
 } // namespace
 } // namespace kiln::hopper

@@ -301,6 +301,26 @@ TEST_F(PlanTest, TileVariantsAreVerified) {
   EXPECT_TRUE(Open().ok()) << ErrorOf(Open());
   m.rows_dim = false;
   EXPECT_THAT(ErrorOf(Open()), HasSubstr("parameter 4: tensor map spans 4000 bytes of binding 0"));
+  // Units of rows (grouped kernels' layout blocks): 8 programs of 2 rows
+  // each overrun the bindings' 8 rows, and the variants' 8.
+  EXPECT_THAT(edit([](TEntry& e) { e.rows_per_unit = 2; }),
+              HasSubstr("parameter 1: 16 rows of 4 bytes exceed binding 0's 32 bytes"));
+  EXPECT_THAT(edit([](TEntry& e) {
+                e.rows_per_unit = 2;
+                for (TTile& t : e.tiles)
+                  for (TTileParam& q : t.params) q.row_bytes = 0;
+              }),
+              HasSubstr("tile variants hold up to 8 rows, but the kernel's grids have up to 16"));
+  EXPECT_THAT(edit([](TEntry& e) { e.rows_per_unit = 0; }), HasSubstr("rows_per_unit 0"));
+  // A weight-table map needs a weight-table binding of as many entries.
+  EXPECT_THAT(edit([](TEntry& e) {
+                TTileParam& m = e.tiles[0].params[0];
+                m.table = true;
+                m.dims = {8, 1};
+                m.strides_bytes = {32};
+                m.box = {8, 1};
+              }),
+              HasSubstr("parameter 0: a weight-table map of 1 entries over binding 1, which has 0 at a grid of 8"));
   // Only CUDA runs tile variants.
   plan_ = MakeAddPlan(dir_);
   plan_.executables[0].entries[0].tiles = {{"add_f32_tile0", 8, 128, 0, 1, 1, {}}};

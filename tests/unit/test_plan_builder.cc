@@ -49,7 +49,7 @@ std::string Serialize(const TPlan& p) {
         for (const TTileParam& q : t.params) {
           Offset<plan::TensorMapSpec> map = 0;
           if (q.kind == plan::TileParamKind::tensor_map)
-            map = plan::CreateTensorMapSpecDirect(b, q.dtype, &q.dims, &q.strides_bytes, &q.box, q.swizzle_bytes, q.rows_dim);
+            map = plan::CreateTensorMapSpecDirect(b, q.dtype, &q.dims, &q.strides_bytes, &q.box, q.swizzle_bytes, q.rows_dim, q.table);
           params.push_back(plan::CreateTileParam(b, q.kind, q.binding, map, q.row_bytes));
         }
         tiles.push_back(plan::CreateTileVariantDirect(b, t.name.c_str(), t.max_rows, t.threads,
@@ -57,7 +57,8 @@ std::string Serialize(const TPlan& p) {
                                                       &params));
       }
       eps.push_back(plan::CreateEntryPoint(b, b.CreateString(e.name), e.kernel, e.block_x, 0, e.phases,
-                                           tiles.empty() ? 0 : b.CreateVector(tiles), e.programs_per_row));
+                                           tiles.empty() ? 0 : b.CreateVector(tiles), e.programs_per_row,
+                                           e.rows_per_unit));
     }
     auto bin = bytes(x.binary);
     auto ptx = x.ptx.empty() ? 0 : b.CreateString(x.ptx);

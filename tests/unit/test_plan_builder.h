@@ -52,7 +52,7 @@ struct TTileParam {
   std::vector<uint64_t> dims, strides_bytes;
   std::vector<uint32_t> box;
   uint32_t swizzle_bytes = 0;
-  bool rows_dim = false;
+  bool rows_dim = false, table = false;
   uint64_t row_bytes = 0;
 };
 // plan::TileVariant.
@@ -67,6 +67,7 @@ struct TEntry {
   uint32_t kernel = 0, block_x = 1, phases = 1;
   std::vector<TTile> tiles;
   uint64_t programs_per_row = 0;
+  uint32_t rows_per_unit = 1;
 };
 struct TExecutable {
   plan::TargetKind target = plan::TargetKind::cpu;

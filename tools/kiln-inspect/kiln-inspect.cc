@@ -266,6 +266,7 @@ Json BuildJson(const kiln::Plan& plan) {
                 qj.Add("box", std::move(box));
                 qj.Add("swizzle_bytes", Json::Num(m->swizzle_bytes()));
                 if (m->rows_dim()) qj.Add("rows_dim", Json::Bool(true));
+                if (m->table()) qj.Add("table", Json::Bool(true));
               }
               params.Push(std::move(qj));
             }
@@ -273,6 +274,7 @@ Json BuildJson(const kiln::Plan& plan) {
             tiles.Push(std::move(tj));
           }
           ej.Add("programs_per_row", Json::Num(ep->programs_per_row()));
+          if (ep->rows_per_unit() != 1) ej.Add("rows_per_unit", Json::Num(ep->rows_per_unit()));
           ej.Add("tiles", std::move(tiles));
         }
         eps.Push(std::move(ej));

@@ -853,7 +853,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
           if (p.kind == CudaTileParam::TensorMap)
             map = fb::CreateTensorMapSpecDirect(
                 fbb, static_cast<fb::DType>(p.dtype), &p.dims, &p.stridesBytes,
-                &p.box, p.swizzleBytes, p.rowsDim);
+                &p.box, p.swizzleBytes, p.rowsDim, p.table);
           params.push_back(
               fb::CreateTileParam(fbb, static_cast<fb::TileParamKind>(p.kind),
                                   p.binding, map, p.rowBytes));
@@ -865,7 +865,7 @@ emitPlan(ModuleOp module, const KernelTable &table,
       }
       eps.push_back(fb::CreateEntryPointDirect(
           fbb, e.name.c_str(), i, e.blockX, resources(e), 1,
-          tiles.empty() ? nullptr : &tiles, e.programsPerRow));
+          tiles.empty() ? nullptr : &tiles, e.programsPerRow, e.rowsPerUnit));
     }
     fbb.ForceVectorAlignment(cuda->cubin.size(), 1, 64);
     auto bin = fbb.CreateVector(cuda->cubin);

@@ -124,8 +124,9 @@ struct CudaTileParam {
   std::vector<uint64_t> dims, stridesBytes;
   std::vector<uint32_t> box;
   uint32_t swizzleBytes = 0;
-  // TensorMap: the outermost dimension is the launch's rows.
-  bool rowsDim = false;
+  // TensorMap: the outermost dimension is the launch's rows; or the
+  // binding is a weight table, the outermost dimension its entries.
+  bool rowsDim = false, table = false;
   // Binding: bytes per row (0: not row-indexed).
   uint64_t rowBytes = 0;
 };
@@ -151,6 +152,7 @@ struct CudaEntry : CudaResources {
   /// Tile variants by increasing maxRows (empty: the program form only).
   std::vector<CudaTileVariant> tiles;
   uint64_t programsPerRow = 0;
+  uint32_t rowsPerUnit = 1;
 };
 
 struct CudaExecutable {

@@ -78,8 +78,8 @@ struct GemmTileConfig {
   // the stage's 128B-swizzled layout, exactly where TMA would have put
   // them (f32ActivationChunkOffset), then fence the stores for the async
   // proxy and arrive on the stage's full barrier with the weights' TMA
-  // bytes. bf16 only, not grouped; no register rebalancing (the producer
-  // keeps a stage's loads in flight).
+  // bytes. bf16 only (grouped too: rows in layout order); no register
+  // rebalancing (the producer keeps a stage's loads in flight).
   bool f32Activations = false;
   // SwiGLU over two weight matrices, as checkpoints store them (gate and up
   // [N / 2, K] each) instead of rows interleaved by 8: B comes through two

@@ -68,6 +68,21 @@ namespace {
 // runtime sizes the grids from the device's own count.
 constexpr int64_t kPlannedSMs = 132;
 
+// Appends binding parameters (binding, bytes per row) and then the rows.
+void appendBindingsAndRows(
+    CudaTileVariant &v,
+    std::initializer_list<std::pair<unsigned, uint64_t>> bindings) {
+  for (auto [binding, rowBytes] : bindings) {
+    CudaTileParam p;
+    p.binding = binding;
+    p.rowBytes = rowBytes;
+    v.params.push_back(p);
+  }
+  CudaTileParam rows;
+  rows.kind = CudaTileParam::Rows;
+  v.params.push_back(rows);
+}
+
 // The GEMM a kernel's tile variants compute, when it has them.
 struct TileGemm {
   SmallVector<unsigned> weights; // bindings: one, or gate and up
@@ -323,6 +338,86 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
   return variants;
 }
 
+// The tile variant of kernel `k` when it is a kernel.moe_down of f32
+// activations in the contiguous layout by bf16 expert weights [E, H, I] (a
+// weight table; H and I multiples of 64) with a layout block of 8, 16 or 32
+// rows: HopperGemm.h's grouped and swapped form with f32 activations, the
+// experts' weights through one 3D map over the table (TensorMapSpec.table),
+// a layout block per token block, unused blocks skipped. Rows are counted in
+// layout blocks (rows_per_unit): the launch always runs its whole grid.
+std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
+                                             uint64_t &programsPerRow,
+                                             uint32_t &rowsPerUnit,
+                                             std::string &ptx) {
+  auto down = dyn_cast<kernel::MoEDownOp>(k.representative);
+  if (!down)
+    return {};
+  auto act = cast<RankedTensorType>(down.getAct().getType());
+  auto w = cast<RankedTensorType>(down.getWDown().getType());
+  auto out = cast<RankedTensorType>(down.getResult().getType());
+  const int64_t blockM = down.getBlockM();
+  if (!act.getElementType().isF32() || !out.getElementType().isF32() ||
+      !w.getElementType().isBF16() || w.getRank() != 3 ||
+      (blockM != 8 && blockM != 16 && blockM != 32 && blockM != 64 &&
+       blockM != 128))
+    return {};
+  const int64_t experts = w.getDimSize(0), h = w.getDimSize(1),
+                i = w.getDimSize(2);
+  if (h % 64 != 0 || i % 64 != 0)
+    return {};
+  // Decode's layout blocks (8 to 32 rows) are the swapped form's token
+  // blocks; prefill's (64, 128) the row blocks of the plain grouped form,
+  // its columns the widest tile of 128, 64 that divides H.
+  hopper::GemmTileConfig c;
+  c.n = h;
+  c.k = i;
+  c.swapAB = blockM <= 32;
+  c.blockM = c.swapAB ? 64 : blockM;
+  c.blockN = c.swapAB ? blockM : h % 128 == 0 ? 128 : 64;
+  c.blockK = 64;
+  c.grouped = c.f32Activations = true;
+  c.stages = 2;
+  if (!hopper::checkGemmTileConfig(c).empty())
+    return {};
+  while (c.stages < 8) {
+    hopper::GemmTileConfig more = c;
+    ++more.stages;
+    if (!hopper::checkGemmTileConfig(more).empty())
+      break;
+    c = more;
+  }
+  const int64_t perUnit = (h + down.getTileD() - 1) / down.getTileD();
+  CudaTileVariant v;
+  v.name = k.name + "_tile0";
+  v.maxRows = static_cast<uint64_t>(k.maxPrograms / perUnit * blockM);
+  v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
+  v.dynamicSharedBytes =
+      static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
+  v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
+  v.columnTiles = static_cast<uint32_t>(h / (c.swapAB ? c.blockM : c.blockN));
+  v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) +
+             "x64 s" + std::to_string(c.stages) + " grouped" +
+             (c.swapAB ? " swapped" : "") + " f32-act";
+  v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
+  CudaTileParam map;
+  map.kind = CudaTileParam::TensorMap;
+  map.binding = 3;
+  map.dtype = 2; // bf16
+  map.dims = {static_cast<uint64_t>(i), static_cast<uint64_t>(h),
+              static_cast<uint64_t>(experts)};
+  map.stridesBytes = {static_cast<uint64_t>(2 * i), 0};
+  map.box = {64, static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN), 1};
+  map.swizzleBytes = 128;
+  map.table = true;
+  v.params.push_back(map);
+  // (weights' map, activations, block_expert, out, rows)
+  appendBindingsAndRows(v, {{0, 4 * i}, {2, 0}, {4, 4 * h}});
+  ptx += hopper::emitGemmEntryPtx(c, v.name);
+  programsPerRow = static_cast<uint64_t>(perUnit);
+  rowsPerUnit = static_cast<uint32_t>(blockM);
+  return {v};
+}
+
 // The row-kernel variant of kernel `k` (GpuRowKernels.h) when it is a plain
 // kernel.rms_norm (no fused cache write, no strided input) of f32 rows of a
 // multiple of 4 by an f32 or bf16 weight: a block of 256 threads per row.
@@ -355,17 +450,7 @@ std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
   v.config =
       "block of " + std::to_string(gpurow::kRowThreads) + " threads per row";
   const unsigned result = norm->getNumOperands();
-  for (auto [binding, rowBytes] : {std::pair<unsigned, uint64_t>{0, 4 * c.cols},
-                                   {1, 0},
-                                   {result, 4 * c.cols}}) {
-    CudaTileParam p;
-    p.binding = binding;
-    p.rowBytes = rowBytes;
-    v.params.push_back(p);
-  }
-  CudaTileParam rows;
-  rows.kind = CudaTileParam::Rows;
-  v.params.push_back(rows);
+  appendBindingsAndRows(v, {{0, 4 * c.cols}, {1, 0}, {result, 4 * c.cols}});
   ptx += gpurow::emitRmsNormRowPtx(c, v.name);
   programsPerRow = 1;
   return {v};
@@ -435,6 +520,8 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
       e.tiles = gemmTileVariants(k, e.programsPerRow, tilePtx);
       if (e.tiles.empty())
         e.tiles = rowTileVariants(k, e.programsPerRow, tilePtx);
+      if (e.tiles.empty())
+        e.tiles = moeTileVariants(k, e.programsPerRow, e.rowsPerUnit, tilePtx);
     }
     entries.push_back(e);
   }

@@ -90,9 +90,8 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
   else if (c.activationRow0 && (c.f32Activations || c.grouped))
     why << "row0 offsets the activations' tensor map: not with f32 "
            "activations (a pointer) or the grouped form (the layout's rows)";
-  else if (c.f32Activations && (c.fp8 || c.grouped))
-    why << "f32 activations are converted to bf16 only, not e4m3 or for the "
-           "grouped form";
+  else if (c.f32Activations && c.fp8)
+    why << "f32 activations are converted to bf16 only, not e4m3";
   else if (c.stages < 2 || c.stages > 16)
     why << "stages " << c.stages << " outside [2, 16]";
   else if (gemmDynamicSharedBytes(c) > kMaxDynamicShared)
