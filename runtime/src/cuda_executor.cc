@@ -14,7 +14,6 @@
 #include "absl/strings/str_cat.h"
 #include "backend.h"
 #include "cuda_driver.h"
-#include "kiln/Kernels/HopperLayout.h"
 #include "plan_support.h"
 #include "tile_launch.h"
 #include "weight_upload.h"
@@ -212,10 +211,7 @@ class CudaBackend final : public Backend {
         uint64_t dims[5], strides[5];
         for (uint32_t d = 0; d < a.rank; ++d) dims[d] = a.dims[d];
         for (uint32_t d = 0; d + 1 < a.rank; ++d) strides[d] = a.strides[d];
-        auto sw = static_cast<hopper::Swizzle>(a.swizzle == CU_TENSOR_MAP_SWIZZLE_128B  ? 1
-                                               : a.swizzle == CU_TENSOR_MAP_SWIZZLE_64B ? 2
-                                               : a.swizzle == CU_TENSOR_MAP_SWIZZLE_32B ? 3
-                                                                                        : 0);
+        const hopper::Swizzle sw = SwizzleOf(p->map()->swizzle_bytes());
         size_t elem = DTypeSize(static_cast<DType>(p->map()->dtype()));
         std::string what = absl::StrCat("tensor map of binding ", p->binding(), " for '", v->name()->str(),
                                         "' (launch at ", launch.location() ? launch.location()->str() : "?", ")");

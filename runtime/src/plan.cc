@@ -11,13 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "kiln/Kernels/HopperLayout.h"
 #include "kiln/dtype.h"
 #include "kiln/runtime.h"
 #include "kiln/tokenizer.h"
 #include "mapped_file.h"
 #include "plan_generated.h"
 #include "plan_support.h"
+#include "tile_launch.h"
 #include "weight_hash.h"
 
 namespace kiln {
@@ -436,10 +436,7 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
       if (!m) return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map without its spec"));
       const uint32_t rank = Len(m->dims());
       size_t elem = DTypeValid(static_cast<uint8_t>(m->dtype())) ? DTypeSize(static_cast<DType>(m->dtype())) : 0;
-      hopper::Swizzle sw = m->swizzle_bytes() == 128  ? hopper::Swizzle::k128B
-                           : m->swizzle_bytes() == 64 ? hopper::Swizzle::k64B
-                           : m->swizzle_bytes() == 32 ? hopper::Swizzle::k32B
-                                                      : hopper::Swizzle::kNone;
+      const hopper::Swizzle sw = SwizzleOf(m->swizzle_bytes());
       if (elem == 0 || rank < 1 || rank > 5 || Len(m->strides_bytes()) + 1 != rank || Len(m->box()) != rank ||
           (m->swizzle_bytes() != 0 && sw == hopper::Swizzle::kNone))
         return absl::InvalidArgumentError(absl::StrCat(pat, ": malformed tensor map (dtype ",
@@ -448,7 +445,10 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
                                                        " box extents, swizzle ", m->swizzle_bytes(), ")"));
       uint64_t dims[5], strides[5] = {0};
       uint32_t box[5];
-      uint64_t last_byte = elem;  // one past the map's last element
+      // One past the last byte of the map without its outermost dimension
+      // (`inner`: a weight-table map's one weight), that dimension's step, and
+      // one past the last byte of the whole map.
+      uint64_t inner = elem, outer_step = elem, last_byte = elem;
       for (uint32_t d = 0; d < rank; ++d) {
         dims[d] = m->dims()->Get(d);
         box[d] = m->box()->Get(d);
@@ -457,14 +457,15 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
         const uint64_t step = d == 0 ? elem : strides[d - 1];
         if (step != 0 && dims[d] - 1 > (UINT64_MAX - last_byte) / step)
           return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map extent overflows"));
+        inner = last_byte;
+        outer_step = step;
         last_byte += (dims[d] - 1) * step;
       }
       if (const char* why = hopper::checkTensorMapBox(rank, dims, strides, box, static_cast<uint32_t>(elem), 0, sw))
         return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map: ", why));
       if (m->table()) {
         // One weight per entry, rank - 1 dimensions each.
-        uint64_t per_entry = elem;
-        for (uint32_t d = 0; d + 1 < rank; ++d) per_entry += (dims[d] - 1) * (d == 0 ? elem : strides[d - 1]);
+        const uint64_t per_entry = inner;
         for (const plan::KernelGrid* g : *k.grids()) {
           const uint32_t entries =
               pr->binding() < Len(g->table_entries()) ? g->table_entries()->Get(pr->binding()) : 0;
@@ -484,9 +485,9 @@ absl::Status CheckTileVariants(const plan::EntryPoint& ep, const plan::Kernel& k
         // A rows dimension spans the grid's rows.
         uint64_t span = last_byte;
         if (m->rows_dim()) {
-          const uint64_t rows = g->programs() / per_row * unit, step = rank > 1 ? strides[rank - 2] : elem;
+          const uint64_t rows = g->programs() / per_row * unit;
           if (rows == 0) continue;
-          span = last_byte - (dims[rank - 1] - 1) * step + (rows - 1) * step;
+          span = inner + (rows - 1) * outer_step;
         }
         if (pr->binding() < Len(g->binding_bytes()) && span > g->binding_bytes()->Get(pr->binding()))
           return absl::InvalidArgumentError(absl::StrCat(pat, ": tensor map spans ", span,

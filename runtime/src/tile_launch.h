@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda_driver.h"
+#include "kiln/Kernels/HopperLayout.h"
 #include "kiln/dtype.h"
 #include "plan_generated.h"
 
@@ -49,6 +50,15 @@ inline int ChooseTileVariant(const plan::EntryPoint& ep, uint64_t rows) {
 inline uint32_t TileGrid(const plan::TileVariant& v, uint64_t rows, int sms) {
   uint64_t tiles = (rows + v.rows_per_tile() - 1) / v.rows_per_tile() * v.column_tiles();
   return static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(tiles, static_cast<uint64_t>(sms))));
+}
+
+// A map's swizzle span (TensorMapSpec.swizzle_bytes) as HopperLayout.h
+// names it: kNone for 0 and for a span it does not know.
+inline hopper::Swizzle SwizzleOf(uint32_t swizzle_bytes) {
+  return swizzle_bytes == 128  ? hopper::Swizzle::k128B
+         : swizzle_bytes == 64 ? hopper::Swizzle::k64B
+         : swizzle_bytes == 32 ? hopper::Swizzle::k32B
+                               : hopper::Swizzle::kNone;
 }
 
 // cuTensorMapEncodeTiled's arguments for `spec` over `address`.
