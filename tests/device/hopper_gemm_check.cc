@@ -103,6 +103,13 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     for (int64_t i = 0; i < mBlocks; ++i)
       blockExpert[i] = static_cast<int32_t>(layoutExpert(i, experts));
   auto expertOfRow = [&](int64_t row) { return c.grouped ? blockExpert[row / layoutBlock] : 0; };
+  // Gathered rows (moe_up): row i of the layout is token sortedToken[i] of
+  // `tokens` activation rows, -1 (every fifth row, as padding) a zero row.
+  const int64_t tokens = c.gatherRows ? m / 2 + 3 : m;
+  std::vector<int32_t> sortedToken(m);
+  for (int64_t i = 0; i < m; ++i)
+    sortedToken[i] = c.gatherRows ? (i % 5 == 4 ? -1 : static_cast<int32_t>((i * 7 + 1) % tokens))
+                                  : static_cast<int32_t>(i);
   // activationRow0: the activations' map spans row0 more rows before the
   // launch's (another run's), which the kernel skips by its row0 parameter
   // and the scales' pointer by being advanced.
@@ -123,11 +130,12 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
       a16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
     if (c.f32Activations) { // f32 with bits below bf16's; the reference
       // sees them rounded to nearest even, as the producer rounds them
-      af.resize(m * k);
-      for (int64_t i = 0; i < m * k; ++i) {
-        af[i] = (int(next32() % 2000001) - 1000000) / 1e6f;
-        a16[i] = toBf16(af[i]);
-      }
+      // (gathered: a16 holds the layout's rows, zeros for padding)
+      af.resize(tokens * k);
+      for (auto &x : af) x = (int(next32() % 2000001) - 1000000) / 1e6f;
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t x = 0; x < k; ++x)
+          a16[i * k + x] = sortedToken[i] < 0 ? 0 : toBf16(af[sortedToken[i] * k + x]);
     }
     for (int64_t i = 0; i < experts * n * k; ++i)
       b16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
@@ -143,7 +151,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     std::fprintf(stderr, "%s\n", log.data());
     return res;
   }
-  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dBlocks = 0, dRes = 0;
+  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dBlocks = 0, dRes = 0, dSorted = 0;
   std::vector<float> residual(m * n);
   for (auto &x : residual) x = (int(next32() % 2001) - 1000) / 250.0f;
   bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
@@ -157,6 +165,9 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
                  "cuMemcpyHtoD") &&
               ok(drv->cuMemcpyHtoD_v2(dB, b.data(), b.size()), "cuMemcpyHtoD") &&
               ok(drv->cuMemsetD8_v2(dOut, 0xFF, m * n * 4), "cuMemsetD8");
+  if (good && c.gatherRows)
+    good = ok(drv->cuMemAlloc_v2(&dSorted, sortedToken.size() * 4), "cuMemAlloc") &&
+           ok(drv->cuMemcpyHtoD_v2(dSorted, sortedToken.data(), sortedToken.size() * 4), "cuMemcpyHtoD");
   if (good && c.grouped)
     good = ok(drv->cuMemAlloc_v2(&dBlocks, blockExpert.size() * 4), "cuMemAlloc") &&
            ok(drv->cuMemcpyHtoD_v2(dBlocks, blockExpert.data(), blockExpert.size() * 4),
@@ -173,11 +184,11 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   // Swapped (decode), map 0 is the weights' and map 1 the activations'.
   // f32 activations: the weights' map only. Split gate/up: map 1 the gate
   // rows [0, N / 2) of B, map 2 the up rows [N / 2, N), boxes of
-  // blockN / 2 rows.
+  // blockN / 2 rows (swapped: 8, the kernel's gate and up boxes).
   // Two outputs: map 1 W1 = rows [0, dualN1) of B, map 2 W2 = the rest.
   const bool twoMaps = c.splitGateUp || c.dualN1 > 0;
   for (int i = 0; good && i < (twoMaps ? 3 : 2); ++i) {
-    const bool weights = (i >= 1) != c.swapAB;
+    const bool weights = i == 2 || ((i >= 1) != c.swapAB);
     if (c.f32Activations && !weights)
       continue;
     const unsigned rank = weights && c.grouped ? 3 : 2;
@@ -189,11 +200,11 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
                                   static_cast<unsigned long long>(experts)};
     unsigned long long strides[2] = {static_cast<unsigned long long>(k * eb),
                                      static_cast<unsigned long long>(n * k * eb)};
-    unsigned int box[3] = {static_cast<unsigned int>(c.blockK),
-                           static_cast<unsigned int>(i == 0 ? c.blockM
-                                                     : c.splitGateUp ? c.blockN / 2
-                                                                     : c.blockN),
-                           1};
+    const int64_t boxRows = !weights       ? (c.swapAB ? c.blockN : c.blockM)
+                            : c.swapAB     ? (c.splitGateUp ? 8 : c.blockM)
+                            : c.splitGateUp ? c.blockN / 2
+                                           : c.blockN;
+    unsigned int box[3] = {static_cast<unsigned int>(c.blockK), static_cast<unsigned int>(boxRows), 1};
     unsigned int estr[3] = {1, 1, 1};
     CUdeviceptr base = !weights ? dA : dB + (i == 2 ? (c.dualN1 ? c.dualN1 : n / 2) * k * eb : 0);
     uint64_t d64[3] = {dims[0], dims[1], dims[2]}, s64[2] = {strides[0], strides[1]};
@@ -238,6 +249,8 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   }
   if (c.grouped)
     params.push_back(&dBlocks);
+  if (c.gatherRows)
+    params.push_back(&dSorted);
   if (c.fp8) {
     params.push_back(&dSaRun);
     params.push_back(&dSb);
@@ -341,7 +354,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     if (e0) drv->cuEventDestroy_v2(e0);
     if (e1) drv->cuEventDestroy_v2(e1);
   }
-  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dBlocks, dRes})
+  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dBlocks, dRes, dSorted})
     if (p) drv->cuMemFree_v2(p);
   drv->cuModuleUnload(mod);
   return res;
@@ -451,6 +464,19 @@ int main() {
   // The experts' decode form: grouped and swapped, 8- and 16-row blocks.
   checks.push_back({config(256, 512, 64, 8, false, true, true), 1e-4});
   checks.push_back({config(256, 384, 64, 16, true, true, true), 2e-3});
+  // Decode's SwiGLU swapped (8-row gate and up boxes), TMA and f32
+  // activations; the plans' experts' up projection (moe_up): tokens
+  // gathered through the layout, gate and up tables, prefill and decode.
+  auto gather = [](GemmTileConfig c) {
+    c.gatherRows = true;
+    return c;
+  };
+  checks.push_back({split(config(512, 256, 64, 16, false, false, true)), 1e-4});
+  checks.push_back({f32Act(split(config(512, 256, 64, 8, false, false, true))), 1e-4});
+  checks.push_back({gather(f32Act(split(config(256, 512, 64, 64, false, true)))), 1e-4});
+  checks.push_back({gather(f32Act(split(config(256, 512, 128, 128, false, true)))), 1e-4});
+  checks.push_back({gather(f32Act(split(config(256, 512, 64, 8, false, true, true)))), 1e-4});
+  checks.push_back({gather(f32Act(split(config(256, 512, 64, 32, false, true, true)))), 1e-4});
   for (const Check &ch : checks) {
     std::string why = hopper::checkGemmTileConfig(ch.c);
     if (!why.empty()) {
@@ -465,10 +491,11 @@ int main() {
       bool pass = r.ran && r.relL2 <= ch.tol;
       status |= pass ? 0 : 1;
       char label[80];
-      std::snprintf(label, sizeof label, "%s%s%s%s %lldx%lld %lldx%lld s%lld",
+      std::snprintf(label, sizeof label, "%s%s%s%s%s %lldx%lld %lldx%lld s%lld",
                     ch.c.f32Activations ? "f32-act " : ch.c.activationRow0 ? "row0 " : "",
-                    ch.c.dualN1 ? "dual " : "",
-                    ch.c.splitGateUp                             ? "split swiglu "
+                    ch.c.dualN1 ? "dual " : "", ch.c.gatherRows ? "gather " : "",
+                    ch.c.splitGateUp && ch.c.swapAB              ? "split swiglu sw "
+                    : ch.c.splitGateUp                           ? "split swiglu "
                     : ch.c.epilogue == hopper::Epilogue::kResidual ? "residual "
                     : ch.c.epilogue == hopper::Epilogue::kSwiGLU ? "swiglu "
                     : ch.c.grouped && ch.c.swapAB               ? "grouped swapped "
@@ -526,12 +553,24 @@ int main() {
     }
   // The experts' grouped GEMMs over the contiguous layout (DeepGEMM's table):
   // groups x rows per group, N x K = DeepSeek-V3's gate+up and down.
-  std::printf("\n%-6s %8s %6s %6s %-10s %10s %8s\n", "dtype", "groups", "N", "K", "tile", "ms", "TFLOPS");
+  std::printf("\n%-7s %8s %6s %6s %-10s %10s %8s\n", "dtype", "groups", "N", "K", "tile", "ms", "TFLOPS");
   const int64_t grouped[][3] = {{4, 8192, 4096}, {4, 8192, 7168}, {8, 4096, 4096}, {8, 4096, 7168}};
-  for (bool fp8 : {false, true})
+  // Forms: bf16 and e4m3 by TMA, and the plans' moe_up at the gate+up shape
+  // (f32 tokens gathered through the layout, separate gate and up tables,
+  // SwiGLU).
+  for (const char *form : {"bf16", "e4m3", "f32a-up"})
     for (const auto &g : grouped) {
+      const bool fp8 = form[0] == 'e', up = form[0] == 'f';
       const int64_t e = g[0], m = g[0] * g[1], n = g[2], k = n == 4096 ? 7168 : 2048;
+      if (up && n != 4096)
+        continue;
       GemmTileConfig c = hopper::chooseGemmTile(m, n, k, fp8, true, sms);
+      if (up) {
+        c.f32Activations = c.gatherRows = c.splitGateUp = true;
+        c.epilogue = hopper::Epilogue::kSwiGLU;
+        while (c.stages > 2 && !hopper::checkGemmTileConfig(c).empty())
+          --c.stages;
+      }
       Result r = run(c, m, /*check=*/false, 10, sms, e);
       if (!r.ran) {
         status = 1;
@@ -543,8 +582,7 @@ int main() {
         used += layoutExpert(b, e) >= 0 ? c.blockM : 0;
       char groups[32];
       std::snprintf(groups, sizeof groups, "%lldx%lld", (long long)e, (long long)g[1]);
-      std::printf("%-6s %8s %6lld %6lld %-10s %10.4f %8.1f\n", fp8 ? "e4m3" : "bf16", groups,
-                  (long long)n, (long long)k,
+      std::printf("%-7s %8s %6lld %6lld %-10s %10.4f %8.1f\n", form, groups, (long long)n, (long long)k,
                   (std::to_string(c.blockM) + "x" + std::to_string(c.blockN)).c_str(), r.medianMs,
                   2.0 * used * n * k / (r.medianMs * 1e9));
     }

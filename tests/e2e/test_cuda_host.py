@@ -189,24 +189,38 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
 
 
 class MoETileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
-    """A bf16 DeepSeek-V3 with 64-wide experts: its moe_down runs grouped
-    (prefill's 64-row layout blocks) and grouped swapped (decode's 8-row
-    blocks), the experts' weights through one 3D map over their table."""
-    FAMILY, CHECKPOINT = "deepseek_v3", dict(dtype="bf16", overrides={"moe_intermediate_size": 64})
+    """A bf16 DeepSeek-V3 (hidden 64, experts' intermediate 128): its
+    moe_up and moe_down run grouped (prefill's 64-row layout blocks) and
+    grouped swapped (decode's 8-row blocks), the experts' weights through 3D
+    maps over their tables (moe_up: the gate's and the up projection's, its
+    tokens gathered through the layout); the dense SwiGLU's decode swapped."""
+    FAMILY, CHECKPOINT = "deepseek_v3", dict(dtype="bf16", overrides={"moe_intermediate_size": 128})
     SWAPPED_DECODE = True
 
-    def test_experts_map_spans_the_table(self):
-        downs = [(k, e) for k, e in self.entries.values() if k["name"].startswith("moe_down") and e.get("tiles")]
-        self.assertEqual(len(downs), 2)
+    def test_experts_maps_span_their_tables(self):
+        def tiled(prefix):
+            return [e for k, e in self.entries.values() if k["name"].startswith(prefix) and e.get("tiles")]
+        downs, ups = tiled("moe_down"), tiled("moe_up")
+        self.assertEqual((len(downs), len(ups)), (2, 2))
+        for e in ups:
+            (t,) = e["tiles"]
+            self.assertIn("gathered swiglu", t["config"])
+            kinds = [p["kind"] for p in t["params"]]
+            # (gate map, up map, x, block_expert, sorted_token, out, rows)
+            self.assertEqual(kinds, ["tensor_map"] * 2 + ["binding"] * 4 + ["rows"])
+            self.assertEqual([p["binding"] for p in t["params"][:6]], [3, 4, 0, 2, 1, 5])
+        self.assertTrue(any(" swapped " in t["config"] for e in ups for t in e["tiles"]))
+        self.assertTrue(any(" swapped swiglu" in t["config"] for e in tiled("gemm_swiglu") for t in e["tiles"]))
         log = self.run_fake(["--input", f"tokens={self.tokens}"], 132)
         maps = [c for c in log if c["call"] == "tensor_map" and len(c["dims"]) == 3]
         self.assertTrue(maps)
-        # [I, H, E]: the 8 routed experts and the shared one, as the plan says.
-        want = [p["dims"] for _, e in downs for t in e["tiles"] for p in t["params"] if p.get("table")]
-        self.assertEqual(len(want), 2)
+        # down [I, H, E], gate and up [H, I, E]: the 8 routed experts and the
+        # shared one, as the plan says.
+        want = {tuple(p["dims"]) for e in downs + ups for t in e["tiles"] for p in t["params"] if p.get("table")}
+        self.assertEqual(want, {(128, 64, 9), (64, 128, 9)})
         for m in maps:
-            self.assertIn(m["dims"], want)
-            self.assertEqual(m["dims"][2], 9)
+            self.assertIn(tuple(m["dims"]), want)
+        self.assertEqual({tuple(m["dims"]) for m in maps}, want)
 
 
 class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):

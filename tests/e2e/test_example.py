@@ -497,9 +497,13 @@ class Sm90a(unittest.TestCase):
                         self.assertEqual([p["row_bytes"] for p in outs], [4 * n1, 4 * n2], t["name"])
                     swapped = "swapped" in t["config"]
                     # Decode's swapped form up to 32 rows (none with a
-                    # residual or SwiGLU).
-                    self.assertEqual(swapped, t["max_rows"] <= 32 and not residual and not sw,
-                                     t["name"])
+                    # residual; SwiGLU's in 64-row blocks of gate and up
+                    # rows, 2 N a multiple of 64).
+                    self.assertEqual(swapped, t["max_rows"] <= 32 and not residual
+                                     and (not sw or (2 * n) % 64 == 0), t["name"])
+                    if swapped and sw:  # 8-row boxes of gate and up rows
+                        self.assertEqual([p["box"] for p in t["params"] if p["kind"] == "tensor_map"],
+                                         [[64, 8]] * 2, t["name"])
                     self.assertIn(t["threads"], (256, 384))
                     self.assertLessEqual(t["dynamic_shared_bytes"], 227 * 1024)
                 if rows > 64:

@@ -86,6 +86,17 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   bad.splitGateUp = true; // needs the SwiGLU epilogue
   EXPECT_NE(checkGemmTileConfig(bad).find("split gate/up"), std::string::npos);
   bad = c;
+  bad.gatherRows = true; // needs the grouped f32-activation form
+  EXPECT_NE(checkGemmTileConfig(bad).find("gathered rows"), std::string::npos);
+  bad = c;
+  bad.swapAB = true; // swapped SwiGLU only over split gate/up weights
+  bad.blockM = 64;
+  bad.blockN = 8;
+  bad.epilogue = Epilogue::kSwiGLU;
+  EXPECT_NE(checkGemmTileConfig(bad).find("swapped SwiGLU"), std::string::npos);
+  bad.splitGateUp = true;
+  EXPECT_EQ(checkGemmTileConfig(bad), "");
+  bad = c;
   bad.blockN = 256;
   bad.stages = 5; // 5 x 48 KiB + 1 KiB > 227 KiB
   EXPECT_NE(checkGemmTileConfig(bad).find("exceed"), std::string::npos);
@@ -194,9 +205,11 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   // Grouped: the experts' weights through a 3D map [E, N, K]. f32
   // activations: the weights' map only, the activations loaded 16 bytes at
   // a time, packed to bf16x2 and stored 16 bytes at a time.
-  // Split gate/up: two maps for B.
+  // Split gate/up: two maps for the weights, one box each per stage, or
+  // swapped four 8-row boxes each.
+  const size_t weightLoads = !c.splitGateUp ? 1u : c.swapAB ? 8u : 2u;
   EXPECT_EQ(count("UTMALDG.2D"),
-            (c.f32Activations ? 0u : 1u) + (c.grouped ? 0u : c.splitGateUp ? 2u : 1u))
+            (c.f32Activations ? 0u : 1u) + (c.grouped ? 0u : weightLoads))
       << sass.text;
   if (c.f32Activations) {
     const size_t chunks = (c.swapAB ? c.blockN : c.blockM) * 8 / 128;
@@ -205,7 +218,7 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
     EXPECT_GE(count("LDG.E.128"), 2 * std::max<size_t>(chunks, 1)) << sass.text;
     EXPECT_GE(count("FENCE.VIEW.ASYNC.S"), 1u) << sass.text;
   }
-  EXPECT_EQ(count("UTMALDG.3D"), c.grouped ? 1u : 0u) << sass.text;
+  EXPECT_EQ(count("UTMALDG.3D"), c.grouped ? weightLoads : 0u) << sass.text;
   // The producer gives registers to the math warpgroups where the launch's
   // share (168 of 384 threads) is short.
   size_t rebalance = rebalancesRegisters(c) ? 1 : 0;
@@ -280,6 +293,11 @@ GemmTileConfig f32Activations(GemmTileConfig c) {
 GemmTileConfig splitGateUp(GemmTileConfig c) {
   c.epilogue = Epilogue::kSwiGLU;
   c.splitGateUp = true;
+  return c;
+}
+
+GemmTileConfig gatherRows(GemmTileConfig c) {
+  c.gatherRows = true;
   return c;
 }
 
@@ -370,7 +388,19 @@ INSTANTIATE_TEST_SUITE_P(
                       // Plans' experts' down projection: grouped, swapped,
                       // f32 activations in layout order.
                       f32Activations(config(7168, 2048, 64, 8, 8, false, true, true)),
-                      f32Activations(config(7168, 2048, 64, 128, 6, false, true))));
+                      f32Activations(config(7168, 2048, 64, 128, 6, false, true)),
+                      // Decode's SwiGLU swapped (four 8-row gate and up
+                      // boxes per weight block): TMA activations, and
+                      // DeepSeek-V3's dense gate+up over f32 ones.
+                      splitGateUp(config(4096, 7168, 64, 16, 8, false, false, true)),
+                      f32Activations(splitGateUp(config(36864, 7168, 64, 8, 8, false, false, true))),
+                      // Plans' experts' up projection (moe_up): the tokens
+                      // gathered through the layout, the experts' gate and
+                      // up tables (two 3D maps), prefill and decode.
+                      gatherRows(f32Activations(splitGateUp(config(4096, 7168, 128, 128, 4, false, true)))),
+                      gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 128, 6, false, true)))),
+                      gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 8, 8, false, true, true)))),
+                      gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 32, 8, false, true, true))))));
 
 } // namespace
 } // namespace kiln::hopper

@@ -86,9 +86,21 @@ struct GemmTileConfig {
   // tensor maps, each tile's B stage holding blockN / 2 gate rows then the
   // same blockN / 2 up rows (boxes of a multiple of 8 rows, so the second
   // starts at a 1024-byte swizzle repeat), and a thread holds each output's
-  // gate and up accumulators blockN / 2 columns apart. Epilogue kSwiGLU,
-  // bf16, not swapped or grouped.
+  // gate and up accumulators blockN / 2 columns apart. Swapped (decode):
+  // the A stage's 64 weight rows are 8-row boxes, gate rows j .. j + 7 then
+  // up rows j .. j + 7, four times, so a thread's two fragment rows (l / 4
+  // and l / 4 + 8 of its warp's 16) are one output's gate and up; the tile
+  // gives 32 outputs x blockN tokens. Grouped: two 3D maps, the experts'
+  // gate and up tables. Epilogue kSwiGLU, bf16 weights, f32 stores when
+  // swapped.
   bool splitGateUp = false;
+  // The grouped f32-activation form's rows come through the layout's
+  // row-to-token map (the experts' up projection, moe_up): a u64
+  // sorted_token (i32 [M]) after block_expert; row r of A (swapped: token
+  // column r) is activation row sorted_token[r] of the [tokens, K] f32
+  // activations, a zero row where it is -1 (padding). The producer reads a
+  // tile's tokens once, before its k-blocks.
+  bool gatherRows = false;
   // The activations' tensor map spans more rows than the launch computes
   // (a buffer's whole batch, of which the launch is one run of rows): a u64
   // `row0` parameter after M offsets their TMA row coordinates; the other
@@ -138,10 +150,11 @@ bool rebalancesRegisters(const GemmTileConfig &c);
 
 /// The .entry of one kernel, named `name`, with parameters
 /// (tensor map of A, tensor map of B (each a 128-byte CUtensorMap passed by
-/// value, 64-byte aligned), [grouped:
-/// u64 block_expert,] [fp8: u64 activation scales, u64 weight scales,] u64
+/// value, 64-byte aligned), [grouped: u64 block_expert, [gatherRows: u64
+/// sorted_token,]] [fp8: u64 activation scales, u64 weight scales,] u64
 /// out, [residual: u64 residual,] u64 M); with f32Activations (tensor map
-/// of the weights, u64 activations, u64 out, [u64 residual,] u64 M). With
+/// of the weights, u64 activations, [grouped: u64 block_expert, [u64
+/// sorted_token,]] u64 out, [u64 residual,] u64 M). With
 /// splitGateUp the weights' map is two, the gate's then the up
 /// projection's (dualN1: W1's then W2's), where one map of B (or of the
 /// weights) would be; dualN1 adds u64 out2 after out; with activationRow0 a

@@ -219,8 +219,9 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       continue;
     hopper::GemmTileConfig c =
         hopper::chooseGemmTile(rows, g.n, g.k, g.fp8, false, kPlannedSMs);
-    // The swapped form has no residual or SwiGLU epilogue.
-    if ((g.residual || g.swiglu) && c.swapAB)
+    // The swapped form has no residual epilogue (SwiGLU swapped reads its
+    // weights in 8-row gate and up boxes).
+    if (g.residual && c.swapAB)
       c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), g.n, g.k, g.fp8,
                                  false, kPlannedSMs);
     c.f32Activations = !g.fp8;
@@ -285,9 +286,9 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       p.rowBytes = rowBytes;
       return p;
     };
-    const uint32_t weightBox = static_cast<uint32_t>(c.swapAB   ? c.blockM
-                                                     : g.swiglu ? c.blockN / 2
-                                                                : c.blockN);
+    const uint32_t weightBox =
+        static_cast<uint32_t>(c.swapAB ? (g.swiglu ? 8 : c.blockM)
+                                       : (g.swiglu ? c.blockN / 2 : c.blockN));
     const uint32_t actBox =
         static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
     // e4m3: (A map, B map, activation scales, weight scales, out,
@@ -338,44 +339,55 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
   return variants;
 }
 
-// The tile variant of kernel `k` when it is a kernel.moe_down of f32
-// activations in the contiguous layout by bf16 expert weights [E, H, I] (a
-// weight table; H and I multiples of 64) with a layout block of 8, 16 or 32
-// rows: HopperGemm.h's grouped and swapped form with f32 activations, the
-// experts' weights through one 3D map over the table (TensorMapSpec.table),
-// a layout block per token block, unused blocks skipped. Rows are counted in
-// layout blocks (rows_per_unit): the launch always runs its whole grid.
+// The tile variant of kernel `k` when it is one of the experts' grouped
+// GEMMs over the contiguous layout, with f32 activations, bf16 expert
+// weights (weight tables; both dimensions multiples of 64), f32 results and
+// a layout block of 8, 16, 32, 64 or 128 rows:
+//  - kernel.moe_down: act [rows, I] in layout order by w_down [E, H, I];
+//  - kernel.moe_up: the tokens' x [T, H] gathered through sorted_token, by
+//    w_gate and w_up [E, I, H], SwiGLU'd into [rows, I] (two weight maps,
+//    HopperGemm.h's splitGateUp and gatherRows).
+// HopperGemm.h's grouped form: decode's layout blocks (8 to 32 rows) are
+// the swapped form's token blocks, prefill's (64, 128) the row blocks of
+// the plain form; the experts' weights through 3D maps over their tables
+// (TensorMapSpec.table), unused blocks skipped. Rows are counted in layout
+// blocks (rows_per_unit): the launch always runs its whole grid.
 std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
                                              uint64_t &programsPerRow,
                                              uint32_t &rowsPerUnit,
                                              std::string &ptx) {
   auto down = dyn_cast<kernel::MoEDownOp>(k.representative);
-  if (!down)
+  auto up = dyn_cast<kernel::MoEUpOp>(k.representative);
+  if (!down && !up)
     return {};
-  auto act = cast<RankedTensorType>(down.getAct().getType());
-  auto w = cast<RankedTensorType>(down.getWDown().getType());
-  auto out = cast<RankedTensorType>(down.getResult().getType());
-  const int64_t blockM = down.getBlockM();
+  auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  RankedTensorType act = typeOf(down ? down.getAct() : up.getInput());
+  RankedTensorType w = typeOf(down ? down.getWDown() : up.getWGate());
+  RankedTensorType out = typeOf(k.representative->getResult(0));
+  const int64_t blockM = down ? down.getBlockM() : up.getBlockM();
   if (!act.getElementType().isF32() || !out.getElementType().isF32() ||
       !w.getElementType().isBF16() || w.getRank() != 3 ||
+      (up && typeOf(up.getWUp()) != w) ||
       (blockM != 8 && blockM != 16 && blockM != 32 && blockM != 64 &&
        blockM != 128))
     return {};
-  const int64_t experts = w.getDimSize(0), h = w.getDimSize(1),
-                i = w.getDimSize(2);
-  if (h % 64 != 0 || i % 64 != 0)
+  // The GEMM: N output columns (up: gate and up rows, 2 I) over K.
+  const int64_t experts = w.getDimSize(0), wRows = w.getDimSize(1),
+                kDim = w.getDimSize(2);
+  if (wRows % 64 != 0 || kDim % 64 != 0)
     return {};
-  // Decode's layout blocks (8 to 32 rows) are the swapped form's token
-  // blocks; prefill's (64, 128) the row blocks of the plain grouped form,
-  // its columns the widest tile of 128, 64 that divides H.
+  const int64_t n = up ? 2 * wRows : wRows, outCols = wRows;
   hopper::GemmTileConfig c;
-  c.n = h;
-  c.k = i;
+  c.n = n;
+  c.k = kDim;
   c.swapAB = blockM <= 32;
   c.blockM = c.swapAB ? 64 : blockM;
-  c.blockN = c.swapAB ? blockM : h % 128 == 0 ? 128 : 64;
+  c.blockN = c.swapAB ? blockM : n % 128 == 0 ? 128 : 64;
   c.blockK = 64;
   c.grouped = c.f32Activations = true;
+  c.gatherRows = c.splitGateUp = static_cast<bool>(up);
+  if (up)
+    c.epilogue = hopper::Epilogue::kSwiGLU;
   c.stages = 2;
   if (!hopper::checkGemmTileConfig(c).empty())
     return {};
@@ -386,7 +398,8 @@ std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
       break;
     c = more;
   }
-  const int64_t perUnit = (h + down.getTileD() - 1) / down.getTileD();
+  const int64_t tile = down ? down.getTileD() : up.getTileF();
+  const int64_t perUnit = (outCols + tile - 1) / tile;
   CudaTileVariant v;
   v.name = k.name + "_tile0";
   v.maxRows = static_cast<uint64_t>(k.maxPrograms / perUnit * blockM);
@@ -394,24 +407,41 @@ std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
   v.dynamicSharedBytes =
       static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
   v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
-  v.columnTiles = static_cast<uint32_t>(h / (c.swapAB ? c.blockM : c.blockN));
+  v.columnTiles = static_cast<uint32_t>(n / (c.swapAB ? c.blockM : c.blockN));
   v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) +
              "x64 s" + std::to_string(c.stages) + " grouped" +
-             (c.swapAB ? " swapped" : "") + " f32-act";
+             (c.swapAB ? " swapped" : "") + (up ? " gathered swiglu" : "") +
+             " f32-act";
   v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
-  CudaTileParam map;
-  map.kind = CudaTileParam::TensorMap;
-  map.binding = 3;
-  map.dtype = 2; // bf16
-  map.dims = {static_cast<uint64_t>(i), static_cast<uint64_t>(h),
-              static_cast<uint64_t>(experts)};
-  map.stridesBytes = {static_cast<uint64_t>(2 * i), 0};
-  map.box = {64, static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN), 1};
-  map.swizzleBytes = 128;
-  map.table = true;
-  v.params.push_back(map);
-  // (weights' map, activations, block_expert, out, rows)
-  appendBindingsAndRows(v, {{0, 4 * i}, {2, 0}, {4, 4 * h}});
+  // The weights' box: swapped, 64 weight rows (up: 8-row gate and up
+  // boxes); else blockN rows (up: blockN / 2 of each).
+  const uint32_t box = static_cast<uint32_t>(
+      c.swapAB ? (up ? 8 : c.blockM) : (up ? c.blockN / 2 : c.blockN));
+  const SmallVector<unsigned, 2> weightBindings =
+      up ? SmallVector<unsigned, 2>{3, 4} : SmallVector<unsigned, 2>{3};
+  for (unsigned binding : weightBindings) {
+    CudaTileParam map;
+    map.kind = CudaTileParam::TensorMap;
+    map.binding = binding;
+    map.dtype = 2; // bf16
+    map.dims = {static_cast<uint64_t>(kDim), static_cast<uint64_t>(wRows),
+                static_cast<uint64_t>(experts)};
+    map.stridesBytes = {static_cast<uint64_t>(2 * kDim), 0};
+    map.box = {64, box, 1};
+    map.swizzleBytes = 128;
+    map.table = true;
+    v.params.push_back(map);
+  }
+  // down: (weights' map, act, block_expert, out, rows); up: (gate and up
+  // maps, x (rows of tokens, not of the layout), block_expert,
+  // sorted_token, out, rows).
+  const unsigned result = k.representative->getNumOperands();
+  if (down)
+    appendBindingsAndRows(
+        v,
+        {{0, static_cast<uint64_t>(4 * kDim)}, {2, 0}, {result, 4 * outCols}});
+  else
+    appendBindingsAndRows(v, {{0, 0}, {2, 0}, {1, 0}, {result, 4 * outCols}});
   ptx += hopper::emitGemmEntryPtx(c, v.name);
   programsPerRow = static_cast<uint64_t>(perUnit);
   rowsPerUnit = static_cast<uint32_t>(blockM);

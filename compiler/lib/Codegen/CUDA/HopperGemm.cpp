@@ -61,10 +61,15 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
   else if (c.swapAB && c.n % c.blockM != 0)
     why << "N " << c.n << " is not a multiple of blockM " << c.blockM
         << " (the swapped form's weight rows)";
-  else if (c.swapAB && (c.epilogue != Epilogue::kStore || c.bf16Out))
-    why << "the swapped form stores f32 only (no residual, SwiGLU or bf16 "
-           "epilogue yet)";
-  else if (c.epilogue == Epilogue::kSwiGLU && c.blockN % 16 != 0)
+  else if (c.swapAB && c.bf16Out)
+    why << "the swapped form stores f32 only (no bf16 epilogue yet)";
+  else if (c.swapAB && c.epilogue == Epilogue::kResidual)
+    why << "the swapped form has no residual epilogue yet";
+  else if (c.swapAB && c.epilogue == Epilogue::kSwiGLU &&
+           (!c.splitGateUp || c.blockM != 64))
+    why << "swapped SwiGLU needs split gate/up weights and blockM 64 (four "
+           "8-row gate and up boxes per weight block)";
+  else if (!c.swapAB && c.epilogue == Epilogue::kSwiGLU && c.blockN % 16 != 0)
     why << "SwiGLU needs blockN " << c.blockN
         << " to be a multiple of 16 (8 gate and 8 up rows per 8 outputs)";
   else if (c.fp8 && !c.swapAB && 128 % c.blockN != 0)
@@ -74,10 +79,11 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
     why << "N " << c.n << " is not a positive multiple of blockN " << c.blockN;
   else if (c.k <= 0 || c.k % c.blockK != 0)
     why << "K " << c.k << " is not a positive multiple of blockK " << c.blockK;
-  else if (c.splitGateUp &&
-           (c.epilogue != Epilogue::kSwiGLU || c.fp8 || c.grouped || c.swapAB))
-    why << "split gate/up weights need the SwiGLU epilogue, bf16, neither "
-           "grouped nor swapped";
+  else if (c.splitGateUp && (c.epilogue != Epilogue::kSwiGLU || c.fp8))
+    why << "split gate/up weights need the SwiGLU epilogue and bf16";
+  else if (c.gatherRows && (!c.grouped || !c.f32Activations))
+    why << "gathered rows (sorted_token) need the grouped form over f32 "
+           "activations";
   else if (c.dualN1 != 0 &&
            (c.dualN1 < 0 || c.dualN1 >= c.n || (c.fp8 && c.dualN1 % 128) ||
             c.grouped || c.splitGateUp || c.epilogue != Epilogue::kStore ||
@@ -202,6 +208,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
                      name + "_tma_b[128],\n" + secondMap)
     << (c.grouped ? "  .param .u64 " + name + "_block_expert,\n"
                   : std::string())
+    << (c.gatherRows ? "  .param .u64 " + name + "_sorted_token,\n"
+                     : std::string())
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
                     "_scale_b,\n"
               : std::string())
@@ -217,6 +225,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << ")\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
     << "  .reg .pred %p<16>;\n  .reg .b32 %r<56>;\n  .reg .b64 %rd<32>;\n"
+    << (c.gatherRows
+            ? "  .reg .b32 %gt<" + std::to_string(convertIterations(c)) + ">;\n"
+            : std::string())
     << "  .reg .f32 %acc<" << acc << ">;\n"
     << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
     << "  .reg .b32 %eb;\n"
@@ -254,6 +265,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     o << "  ld.param.u64 %rd27, [" << name << "_out2];\n";
   o << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
+    << (c.gatherRows // %rd30: the layout's row-to-token map
+            ? "  ld.param.u64 %rd30, [" + name + "_sorted_token];\n"
+            : std::string())
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
     << (c.epilogue == Epilogue::kResidual
             ? "  ld.param.u64 %rd19, [" + name + "_residual];\n"
@@ -467,15 +481,49 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     stores("%rd27", c.n - c.dualN1, "%r53");
     o << L("stored") << ":\n";
   };
+  // silu(g) * u = g / (1 + 2^(-g log2 e)) * u into `dst`.
+  auto silu = [&](const std::string &g, const std::string &u,
+                  const std::string &dst) {
+    o << "  mul.f32 %et, " << g << ", 0fBFB8AA3B;\n"
+      << "  ex2.approx.ftz.f32 %et, %et;\n"
+      << "  add.f32 %et, %et, 0f3F800000;\n"
+      << "  rcp.approx.ftz.f32 %et, %et;\n"
+      << "  mul.f32 %et, %et, " << g << ";\n"
+      << "  mul.f32 " << dst << ", %et, " << u << ";\n";
+  };
+  const bool swiglu = c.epilogue == Epilogue::kSwiGLU;
+  auto reg = [&](int64_t i) {
+    return "%" + std::string(result) + std::to_string(i);
+  };
+  // Swapped SwiGLU: fragment rows l / 4 (gate) and l / 4 + 8 (up) of warp
+  // w are output %r36 = mb * 32 + 8 w + l / 4, a column of out[M, N / 2];
+  // register 4 j + e is token %r29 + 8 j + e, 4 j + 2 + e its up.
+  auto swappedSwiGLUStores = [&] {
+    const int64_t cols = c.n / 2;
+    o << "  mul.lo.u32 %r36, %r13, " << c.blockM / 2 << ";\n"
+      << "  mad.lo.u32 %r36, %r25, 8, %r36;\n  add.u32 %r36, %r36, %r28;\n"
+      << "  mul.wide.u32 %rd8, %r29, " << cols << ";\n"
+      << "  cvt.u64.u32 %rd9, %r36;\n  add.s64 %rd8, %rd8, %rd9;\n"
+      << "  shl.b64 %rd8, %rd8, 2;\n  add.s64 %rd8, %rd3, %rd8;\n";
+    for (int64_t j = 0; j < c.blockN / 8; ++j)
+      for (int64_t e = 0; e < 2; ++e) {
+        o << "  add.u32 %r30, %r29, " << 8 * j + e << ";\n"
+          << "  setp.lt.u32 %p7, %r30, %r5;\n";
+        silu(reg(4 * j + e), reg(4 * j + 2 + e), "%ev0");
+        o << "  @%p7 st.global.f32 [%rd8+" << (8 * j + e) * cols * 4
+          << "], %ev0;\n";
+      }
+  };
   if (c.swapAB && dual)
     dualSplit(swappedStores, "%r27");
+  else if (c.swapAB && swiglu)
+    swappedSwiGLUStores();
   else if (c.swapAB)
     swappedStores("%rd3", c.n, "%r27");
   // Not swapped: per row half h, the thread's two columns of each group of
   // 8 (gate and up groups alternate under SwiGLU: 16 weight rows give 8
   // outputs; split, the up group of gate group q is q + blockN / 16), then
   // the residual, then f32 or bf16 stores.
-  const bool swiglu = c.epilogue == Epilogue::kSwiGLU;
   const int64_t outBytes = c.bf16Out ? 2 : 4;
   if (!c.swapAB && swiglu)
     o << "  mul.lo.u32 %r36, %r14, " << c.blockN / 2 << ";\n"
@@ -495,19 +543,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
         << "  add.s64 %rd8, " << out << ", %rd8;\n";
       for (int64_t j = 0; j < (swiglu ? c.blockN / 16 : c.blockN / 8); ++j) {
         for (int64_t e = 0; e < 2; ++e) {
-          if (swiglu) { // silu(g) * u = g / (1 + 2^(-g log2 e)) * u
+          if (swiglu) {
             const int64_t gq = split ? j : 2 * j,
                           uq = split ? j + c.blockN / 16 : 2 * j + 1;
-            std::string g =
-                "%" + std::string(result) + std::to_string(4 * gq + 2 * h + e);
-            std::string u =
-                "%" + std::string(result) + std::to_string(4 * uq + 2 * h + e);
-            o << "  mul.f32 %et, " << g << ", 0fBFB8AA3B;\n"
-              << "  ex2.approx.ftz.f32 %et, %et;\n"
-              << "  add.f32 %et, %et, 0f3F800000;\n"
-              << "  rcp.approx.ftz.f32 %et, %et;\n"
-              << "  mul.f32 %et, %et, " << g << ";\n"
-              << "  mul.f32 %ev" << e << ", %et, " << u << ";\n";
+            silu(reg(4 * gq + 2 * h + e), reg(4 * uq + 2 * h + e),
+                 "%ev" + std::to_string(e));
           } else {
             o << "  mov.f32 %ev" << e << ", %" << result << 4 * j + 2 * h + e
               << ";\n";
@@ -551,6 +591,25 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   o << "  mul.lo.u32 %r13, %r13, " << c.blockM << ";\n"
     << "  mul.lo.u32 %r14, %r14, " << c.blockN << ";\n"
     << "  mov.u32 %r15, 0;\n";
+  // f32 activations: the thread's row of conversion iteration i is %r41 +
+  // 16 i of the tile's activation rows; gathered, its token %gt_i (-1 past
+  // M or the tile's rows, or for padding), read once per tile.
+  const int64_t actRows = activationRows(c), iters = convertIterations(c);
+  const char *rowBase = c.swapAB ? "%r14" : "%r13";
+  auto rowOfIteration = [&](int64_t i) {
+    o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
+      << "  add.u32 %r44, " << rowBase << ", %r43;\n"
+      << "  setp.lt.u32 %p11, %r44, %r5;\n";
+    if (16 * (i + 1) > actRows)
+      o << "  setp.lt.and.u32 %p11, %r43, " << actRows << ", %p11;\n";
+  };
+  if (c.gatherRows)
+    for (int64_t i = 0; i < iters; ++i) {
+      rowOfIteration(i);
+      o << "  mov.u32 %gt" << i << ", -1;\n"
+        << "  mul.wide.u32 %rd31, %r44, 4;\n  add.s64 %rd31, %rd30, %rd31;\n"
+        << "  @%p11 ld.global.nc.s32 %gt" << i << ", [%rd31];\n";
+    }
   if (c.activationRow0) // %r49: the activations' row in their map
     o << "  ld.param.u64 %rd25, [" << name << "_row0];\n"
       << "  cvt.u32.u64 %r50, %rd25;\n"
@@ -586,11 +645,24 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "  sub.u32 %r52, " << (c.swapAB ? "%r13" : "%r14") << ", %r51;\n"
       << "  selp.b64 %rd26, " << (c.swapAB ? "%rd1" : "%rd2")
       << ", %rd24, %p13;\n";
-  if (dual && c.swapAB)
+  if (split && c.swapAB) {
+    // Weight rows of outputs mb * 32 + 8 q .. + 7: gate rows at stage row
+    // 16 q, up rows at 16 q + 8 (8-row boxes, one 1024-byte swizzle repeat
+    // each).
+    o << "  shr.u32 %r47, %r13, 1;\n";
+    for (int64_t q = 0; q < c.blockM / 16; ++q) {
+      o << "  add.u32 %r48, %r19, " << 2048 * q << ";\n";
+      tmaLoad("%r48", "%rd1", "%r47", true);
+      o << "  add.u32 %r48, %r19, " << 2048 * q + 1024 << ";\n";
+      tmaLoad("%r48", "%rd24", "%r47", true);
+      o << "  add.u32 %r47, %r47, 8;\n";
+    }
+  } else if (dual && c.swapAB) {
     tmaLoad("%r19", "%rd26", "%r52", true);
-  else if (!f32Act || c.swapAB)
+  } else if (!f32Act || c.swapAB)
     tmaLoad("%r19", "%rd1", !c.swapAB && actRow ? actRow : "%r13", c.swapAB);
-  if (split) { // gate rows nb * blockN / 2 .. into the first half, up into
+  if (split &&
+      !c.swapAB) { // gate rows nb * blockN / 2 .. into the first half, up into
     // the second
     o << "  shr.u32 %r47, %r14, 1;\n  add.u32 %r48, %r20, "
       << c.blockN / 2 * 128 << ";\n";
@@ -607,18 +679,17 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     // flight together), then the bf16 stores at f32ActivationChunkOffset
     // (%r40 + 2048 i) in the tile, the fence that makes them visible to
     // the tensor cores' async proxy, and this thread's arrival.
-    const int64_t rows = activationRows(c), iters = convertIterations(c);
-    const char *rowBase = c.swapAB ? "%r14" : "%r13";
     o << "  mad.lo.u32 %r46, %r23, 4, %r42;\n  cvt.u64.u32 %rd23, %r46;\n"
       << "  add.s64 %rd23, %rd23, %rd21;\n";
     for (int64_t i = 0; i < iters; ++i) {
-      o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
-        << "  add.u32 %r44, " << rowBase << ", %r43;\n"
-        << "  setp.lt.u32 %p11, %r44, %r5;\n";
-      if (16 * (i + 1) > rows)
-        o << "  setp.lt.and.u32 %p11, %r43, " << rows << ", %p11;\n";
-      o << "  mul.wide.u32 %rd22, %r44, " << 4 * c.k << ";\n"
-        << "  add.s64 %rd22, %rd22, %rd23;\n";
+      if (c.gatherRows) {
+        o << "  setp.ge.s32 %p11, %gt" << i << ", 0;\n"
+          << "  mul.wide.u32 %rd22, %gt" << i << ", " << 4 * c.k << ";\n";
+      } else {
+        rowOfIteration(i);
+        o << "  mul.wide.u32 %rd22, %r44, " << 4 * c.k << ";\n";
+      }
+      o << "  add.s64 %rd22, %rd22, %rd23;\n";
       for (int64_t e = 0; e < 8; ++e)
         o << "  mov.f32 %cv" << 8 * i + e << ", 0f00000000;\n";
       for (int64_t h = 0; h < 2; ++h)
@@ -631,9 +702,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       for (int64_t q = 0; q < 4; ++q)
         o << "  cvt.rn.bf16x2.f32 %cb" << q << ", %cv" << 8 * i + 2 * q + 1
           << ", %cv" << 8 * i + 2 * q << ";\n";
-      if (16 * (i + 1) > rows)
+      if (16 * (i + 1) > actRows)
         o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
-          << "  setp.lt.u32 %p12, %r43, " << rows << ";\n  @%p12";
+          << "  setp.lt.u32 %p12, %r43, " << actRows << ";\n  @%p12";
       o << "  st.shared.v4.b32 [%r45+" << 2048 * i
         << "], {%cb0, %cb1, %cb2, %cb3};\n";
     }
