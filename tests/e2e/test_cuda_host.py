@@ -228,9 +228,10 @@ class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
     operands by TMA, the activations' map over the launch's rows and offset
     by each run's first row."""
     # q_a 128 and kv_a 112 + 16 rows over a 256-wide hidden state: the
-    # merged gemm_dual_fp8 has tile variants too.
+    # merged gemm_dual_fp8 has tile variants too, and the 256-wide dense MLP
+    # gemm_swiglu_fp8's quantizing form.
     FAMILY, CHECKPOINT = "deepseek_v3", dict(variant="fp8dims", fp8=True, overrides={
-        "q_lora_rank": 128, "kv_lora_rank": 112, "hidden_size": 256})
+        "q_lora_rank": 128, "kv_lora_rank": 112, "hidden_size": 256, "intermediate_size": 256})
     # Its decode GEMMs with tiles all add a residual (no swapped form).
     SWAPPED_DECODE = False
 
@@ -238,6 +239,16 @@ class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
         kinds = {k["name"].split("_n")[0] for k, e in self.entries.values() if e.get("tiles")}
         self.assertIn("gemm_fp8", kinds)
         self.assertIn("gemm_dual_fp8", kinds)
+        self.assertIn("gemm_swiglu_fp8", kinds)
+        # The quantizing SwiGLU: (activations', gate's, up's maps, three
+        # scales, e4m3 out, its scales, rows, first row).
+        for k, e in self.entries.values():
+            if k["name"].startswith("gemm_swiglu_fp8"):
+                (t,) = e["tiles"]
+                self.assertIn("quantized", t["config"])
+                self.assertEqual([p["kind"] for p in t["params"]],
+                                 ["tensor_map"] * 3 + ["binding"] * 5 + ["rows", "first_row"])
+                self.assertEqual([p.get("row_bytes", 0) for p in t["params"][6:8]], [256, 8])
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ TEST(HopperGemm, ConfigChecksNameWhatIsWrong) {
   EXPECT_NE(checkGemmTileConfig(bad).find("swapped SwiGLU"), std::string::npos);
   bad.splitGateUp = true;
   EXPECT_EQ(checkGemmTileConfig(bad), "");
+  bad.quantizeSwiGLU = true; // e4m3, not swapped
+  EXPECT_NE(checkGemmTileConfig(bad).find("quantizing SwiGLU"), std::string::npos);
   bad = c;
   bad.blockN = 256;
   bad.stages = 5; // 5 x 48 KiB + 1 KiB > 227 KiB
@@ -183,9 +185,11 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
       ++n;
     return n;
   };
-  std::string mma = c.fp8 ? "QGMMA.64x" + std::to_string(c.blockN) +
+  // (the quantizing SwiGLU's warpgroups each take half of blockN)
+  const int64_t wgN = c.quantizeSwiGLU ? c.blockN / 2 : c.blockN;
+  std::string mma = c.fp8 ? "QGMMA.64x" + std::to_string(wgN) +
                                 "x32.F32.E4M3.E4M3"
-                          : "HGMMA.64x" + std::to_string(c.blockN) +
+                          : "HGMMA.64x" + std::to_string(wgN) +
                                 "x16.F32.BF16";
   // One warpgroup MMA per 32 bytes of the k-block (16 bf16, 32 e4m3), each
   // reading both operands from shared memory through descriptors; one 2D
@@ -200,7 +204,14 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
     EXPECT_GE(count("F2FP.BF16"), static_cast<size_t>(c.blockN / 8));
   }
   if (c.fp8) { // the per-k-block promotion: one FFMA per accumulator
-    EXPECT_GE(count("FFMA"), static_cast<size_t>(c.blockN / 2));
+    EXPECT_GE(count("FFMA"), static_cast<size_t>(wgN / 2));
+  }
+  if (c.quantizeSwiGLU) { // the exchange's named barriers, the rows' amax
+    // shuffles and the e4m3 pairs
+    EXPECT_GE(count("BAR.ARV"), 2u) << sass.text;
+    EXPECT_GE(count("SHFL.BFLY"), 4u) << sass.text;
+    EXPECT_GE(count("F2FP.SATFINITE.E4M3"), static_cast<size_t>(wgN / 4)) << sass.text;
+    EXPECT_GE(count("STS"), static_cast<size_t>(wgN / 8)) << sass.text;
   }
   // Grouped: the experts' weights through a 3D map [E, N, K]. f32
   // activations: the weights' map only, the activations loaded 16 bytes at
@@ -293,6 +304,12 @@ GemmTileConfig f32Activations(GemmTileConfig c) {
 GemmTileConfig splitGateUp(GemmTileConfig c) {
   c.epilogue = Epilogue::kSwiGLU;
   c.splitGateUp = true;
+  return c;
+}
+
+GemmTileConfig quantizeSwiGLU(GemmTileConfig c) {
+  c.epilogue = Epilogue::kSwiGLU;
+  c.splitGateUp = c.quantizeSwiGLU = true;
   return c;
 }
 
@@ -400,7 +417,12 @@ INSTANTIATE_TEST_SUITE_P(
                       gatherRows(f32Activations(splitGateUp(config(4096, 7168, 128, 128, 4, false, true)))),
                       gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 128, 6, false, true)))),
                       gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 8, 8, false, true, true)))),
-                      gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 32, 8, false, true, true))))));
+                      gatherRows(f32Activations(splitGateUp(config(4096, 7168, 64, 32, 8, false, true, true)))),
+                      // FP8 SwiGLU with its output quantized per 1 x 128
+                      // (gemm_swiglu_fp8: DeepSeek-V3's dense MLP), its
+                      // warpgroups split over gate and up.
+                      withRow0(quantizeSwiGLU(config(36864, 7168, 64, 256, 4, true))),
+                      quantizeSwiGLU(config(512, 256, 64, 256, 2, true))));
 
 } // namespace
 } // namespace kiln::hopper

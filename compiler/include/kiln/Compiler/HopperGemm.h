@@ -116,6 +116,22 @@ struct GemmTileConfig {
   // scale_b2 after scale_b), the split at a whole 128-row block. 0: one
   // output. f32 stores, no residual.
   int64_t dualN1 = 0;
+  // FP8 SwiGLU with its output quantized (gemm_swiglu_fp8): e4m3 operands,
+  // split gate and up weights, out[M, N / 2] e4m3 and out_scale[M, N / 256]
+  // f32, DeepSeek's 1 x 128 quantization (s = max(amax, 1e-4) / 448, values
+  // v / s rounded to nearest even, saturated at 448). A tile is blockM = 64
+  // rows x 128 outputs (blockN = 256: the B stage holds 128 gate rows then
+  // the same 128 up rows); both math warpgroups work on the same 64 rows,
+  // warpgroup 0 on the gate rows and warpgroup 1 on the up rows (wgmma N
+  // 128 each, their own weight scales: u64 scale_b2 after scale_b). After
+  // the tile's k-blocks warpgroup 1 hands its totals to warpgroup 0 through
+  // 32 KiB of shared memory past the stages (each thread the same fragment
+  // positions, named barriers 1 and 2), and warpgroup 0 computes
+  // silu(g) * u, each row's amax over its 128 outputs (the quad of threads
+  // holding the row: two butterfly shuffles), the scale, and stores the
+  // e4m3 pairs and the row's scale (u64 out_scale after out). Not swapped
+  // or grouped; activationRow0 as the e4m3 form.
+  bool quantizeSwiGLU = false;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):
@@ -133,19 +149,24 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
 /// of blockK, shared memory over 227 KiB, ...).
 std::string checkGemmTileConfig(const GemmTileConfig &c);
 
-/// Dynamic shared memory the kernel needs: the stages plus 1024 bytes for
-/// aligning them to the 128B swizzle's repeat (at most 226 KiB, leaving 1
-/// KiB of the 227 for the static barriers).
+/// Dynamic shared memory the kernel needs: the stages (and quantizeSwiGLU's
+/// 32 KiB exchange) plus 1024 bytes for aligning them to the 128B swizzle's
+/// repeat (at most 226 KiB, leaving 1 KiB of the 227 for the static
+/// barriers).
 int64_t gemmDynamicSharedBytes(const GemmTileConfig &c);
 
-/// Threads per CTA: 128 x (1 + blockM / 64).
+/// Math warpgroups: blockM / 64, or 2 for quantizeSwiGLU (split over N).
+int64_t gemmMathGroups(const GemmTileConfig &c);
+
+/// Threads per CTA: 128 x (1 + math warpgroups).
 int64_t gemmThreads(const GemmTileConfig &c);
 
 /// Whether the kernel moves registers from the producer to the math
 /// warpgroups (setmaxnreg 40 / 232): with two math warpgroups (384 threads,
-/// so at most 168 registers each at launch) and blockN >= 112 (56 or more
-/// accumulators per thread). Below that the launch allocation suffices and
-/// ptxas 13.0 drops the instructions itself (seen at blockN 96 and below).
+/// so at most 168 registers each at launch) whose wgmma N is >= 112 (56 or
+/// more accumulators per thread), TMA-fed. Below that the launch allocation
+/// suffices and ptxas 13.0 drops the instructions itself (seen at blockN 96 and
+/// below).
 bool rebalancesRegisters(const GemmTileConfig &c);
 
 /// The .entry of one kernel, named `name`, with parameters

@@ -88,6 +88,7 @@ struct TileGemm {
   SmallVector<unsigned> weights; // bindings: one, or gate and up
   int64_t wRows = 0, k = 0, n = 0, tileN = 0;
   bool residual = false, swiglu = false, fp8 = false;
+  bool quant = false; // e4m3 output with 1 x 128 scales (result, result2)
   int64_t n1 = 0; // two outputs: W1's rows (0: one output)
   unsigned activations = 0, residualBinding = 0, result = 0, result2 = 0;
   unsigned scaleA = 0, scaleB = 0, scaleB2 = 0; // fp8 (scaleB2: W2's)
@@ -99,8 +100,10 @@ struct TileGemm {
 // f32 activations with K a multiple of 64 (the f32-activation form), and
 // kernel.gemm_fp8 (e4m3 activations and weights with DeepSeek's 1 x 128 /
 // 128 x 128 scales, N a multiple of 64, K of 128, at most one addend: the
-// e4m3 form, both operands by TMA), and kernel.gemm_dual (two bf16
-// weights of N1 and N2 rows, multiples of 64, two outputs).
+// e4m3 form, both operands by TMA), kernel.gemm_dual (two bf16
+// weights of N1 and N2 rows, multiples of 64, two outputs), and
+// kernel.gemm_swiglu_fp8 (e4m3 gate and up [I, K], I and K multiples of
+// 128: the quantizing SwiGLU form, e4m3 output with its 1 x 128 scales).
 std::optional<TileGemm> tileGemmOf(Operation *op) {
   auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
   auto isF32 = [&](Value v) { return typeOf(v).getElementType().isF32(); };
@@ -111,6 +114,29 @@ std::optional<TileGemm> tileGemmOf(Operation *op) {
   TileGemm g;
   g.result = op->getNumOperands();
   g.result2 = g.result + 1;
+  if (auto q = dyn_cast<kernel::GemmSwiGLUFP8Op>(op)) {
+    // gate and up [I, K] e4m3, I and K multiples of 128: the quantizing
+    // SwiGLU form, one 128-output scale block per tile.
+    if (!isE4M3(q.getInput()) || !isE4M3(q.getWGate()) || !isE4M3(q.getWUp()) ||
+        !isF32(q.getInputScale()) || !isF32(q.getWGateScale()) ||
+        !isF32(q.getWUpScale()) || !isE4M3(q.getResult()) ||
+        !isF32(q.getScale()) || q.getAct() != 128 ||
+        q.getWeightBlockN() != 128 ||
+        typeOf(q.getWUp()) != typeOf(q.getWGate()))
+      return std::nullopt;
+    g.fp8 = g.swiglu = g.quant = true;
+    g.weights = {1, 2};
+    g.scaleA = 3;
+    g.scaleB = 4;
+    g.scaleB2 = 5;
+    g.tileN = q.getTileN();
+    g.wRows = typeOf(q.getWGate()).getDimSize(0);
+    g.k = typeOf(q.getWGate()).getDimSize(1);
+    g.n = 2 * g.wRows;
+    if (g.wRows % 128 != 0 || g.k % 128 != 0)
+      return std::nullopt;
+    return g;
+  }
   for (Value r : op->getResults())
     if (!isF32(r))
       return std::nullopt;
@@ -212,8 +238,24 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
   const int64_t maxRows = k.maxPrograms / perRow;
   std::vector<hopper::GemmTileConfig> configs;
   std::vector<int64_t> upTo;
+  if (g.quant) { // one tile of 64 rows x 128 outputs for every M
+    hopper::GemmTileConfig c;
+    c.n = g.n;
+    c.k = g.k;
+    c.fp8 = c.splitGateUp = c.quantizeSwiGLU = c.activationRow0 = true;
+    c.epilogue = hopper::Epilogue::kSwiGLU;
+    c.blockM = 64;
+    c.blockN = 256;
+    c.blockK = 128;
+    for (c.stages = 8; c.stages > 2 && !hopper::checkGemmTileConfig(c).empty();)
+      --c.stages;
+    configs.push_back(c);
+    upTo.push_back(maxRows);
+  }
   for (int64_t bound :
        {int64_t(8), int64_t(16), int64_t(32), int64_t(64), maxRows}) {
+    if (g.quant)
+      break;
     int64_t rows = std::min(bound, maxRows);
     if (rows <= 0 || (!upTo.empty() && rows <= upTo.back()))
       continue;
@@ -264,8 +306,8 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) + "x" +
                std::to_string(c.blockK) + " s" + std::to_string(c.stages) +
                (c.swapAB ? " swapped" : "") + (g.residual ? " residual" : "") +
-               (g.swiglu ? " swiglu" : "") + (g.n1 ? " dual" : "") +
-               (g.fp8 ? " e4m3" : " f32-act");
+               (g.swiglu ? " swiglu" : "") + (g.quant ? " quantized" : "") +
+               (g.n1 ? " dual" : "") + (g.fp8 ? " e4m3" : " f32-act");
     auto map = [&](unsigned binding, uint32_t boxRows, bool rows) {
       CudaTileParam m;
       m.kind = CudaTileParam::TensorMap;
@@ -299,12 +341,12 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       CudaTileParam a = map(g.activations, actBox, true);
       v.params.push_back(c.swapAB ? w : a);
       v.params.push_back(c.swapAB ? a : w);
-      if (g.n1)
+      if (g.n1 || g.quant)
         v.params.push_back(map(g.weights[1], weightBox, false));
       v.params.push_back(
           binding(g.scaleA, 4 * static_cast<uint64_t>(g.k / 128)));
       v.params.push_back(binding(g.scaleB, 0));
-      if (g.n1)
+      if (g.n1 || g.quant)
         v.params.push_back(binding(g.scaleB2, 0));
     } else {
       for (unsigned w : g.weights)
@@ -312,7 +354,11 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       v.params.push_back(
           binding(g.activations, 4 * static_cast<uint64_t>(g.k)));
     }
-    if (g.n1) {
+    if (g.quant) { // e4m3 values and their 1 x 128 scales
+      v.params.push_back(binding(g.result, static_cast<uint64_t>(outCols)));
+      v.params.push_back(
+          binding(g.result2, 4 * static_cast<uint64_t>(outCols / 128)));
+    } else if (g.n1) {
       v.params.push_back(binding(g.result, 4 * static_cast<uint64_t>(g.n1)));
       v.params.push_back(
           binding(g.result2, 4 * static_cast<uint64_t>(g.n - g.n1)));

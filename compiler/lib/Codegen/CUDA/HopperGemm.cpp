@@ -36,6 +36,15 @@ int64_t bBytes(const GemmTileConfig &c) {
 }
 int64_t stageBytes(const GemmTileConfig &c) { return aBytes(c) + bBytes(c); }
 
+// quantizeSwiGLU: each math warpgroup's wgmma N (128 gate or up rows) and
+// the exchange of warpgroup 1's totals (64 f32 per thread) past the stages.
+int64_t wgmmaN(const GemmTileConfig &c) {
+  return c.quantizeSwiGLU ? c.blockN / 2 : c.blockN;
+}
+int64_t exchangeBytes(const GemmTileConfig &c) {
+  return c.quantizeSwiGLU ? 128 * (c.blockN / 4) * 4 : 0;
+}
+
 // f32 activations: rows of the activation tile (A's blockM, or the swapped
 // form's blockN tokens), and the 16-byte chunks each of the producer's 128
 // threads converts per k-block (8 per row).
@@ -72,15 +81,23 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
   else if (!c.swapAB && c.epilogue == Epilogue::kSwiGLU && c.blockN % 16 != 0)
     why << "SwiGLU needs blockN " << c.blockN
         << " to be a multiple of 16 (8 gate and 8 up rows per 8 outputs)";
-  else if (c.fp8 && !c.swapAB && 128 % c.blockN != 0)
+  else if (c.quantizeSwiGLU &&
+           (!c.fp8 || !c.splitGateUp || c.epilogue != Epilogue::kSwiGLU ||
+            c.blockM != 64 || c.blockN != 256 || c.swapAB || c.grouped ||
+            c.bf16Out || c.dualN1 || c.f32Activations))
+    why << "the quantizing SwiGLU form is e4m3 over split gate/up weights, "
+           "64 x 256 tiles (128 outputs), neither swapped nor grouped";
+  else if (c.fp8 && !c.swapAB && 128 % wgmmaN(c) != 0)
     why << "blockN " << c.blockN
         << " does not divide 128 (one weight scale block per tile)";
   else if (c.n <= 0 || c.n % c.blockN != 0)
     why << "N " << c.n << " is not a positive multiple of blockN " << c.blockN;
   else if (c.k <= 0 || c.k % c.blockK != 0)
     why << "K " << c.k << " is not a positive multiple of blockK " << c.blockK;
-  else if (c.splitGateUp && (c.epilogue != Epilogue::kSwiGLU || c.fp8))
-    why << "split gate/up weights need the SwiGLU epilogue and bf16";
+  else if (c.splitGateUp &&
+           (c.epilogue != Epilogue::kSwiGLU || (c.fp8 && !c.quantizeSwiGLU)))
+    why << "split gate/up weights need the SwiGLU epilogue, and bf16 or the "
+           "quantizing e4m3 form";
   else if (c.gatherRows && (!c.grouped || !c.f32Activations))
     why << "gathered rows (sorted_token) need the grouped form over f32 "
            "activations";
@@ -107,13 +124,19 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
 }
 
 int64_t gemmDynamicSharedBytes(const GemmTileConfig &c) {
-  return c.stages * stageBytes(c) + 1024;
+  return c.stages * stageBytes(c) + exchangeBytes(c) + 1024;
 }
 
-int64_t gemmThreads(const GemmTileConfig &c) { return 128 * (1 + c.blockM / 64); }
+int64_t gemmMathGroups(const GemmTileConfig &c) {
+  return c.quantizeSwiGLU ? 2 : c.blockM / 64;
+}
+
+int64_t gemmThreads(const GemmTileConfig &c) {
+  return 128 * (1 + gemmMathGroups(c));
+}
 
 bool rebalancesRegisters(const GemmTileConfig &c) {
-  return c.blockM == 128 && c.blockN >= 112 && !c.f32Activations;
+  return gemmMathGroups(c) == 2 && wgmmaN(c) >= 112 && !c.f32Activations;
 }
 
 GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
@@ -168,13 +191,14 @@ std::string ptxModuleHeader() {
 }
 
 std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
-  const int64_t mathGroups = c.blockM / 64;
+  const int64_t mathGroups = gemmMathGroups(c);
+  const bool quant = c.quantizeSwiGLU;
   // Tiles: (row block, column block); swapped, the rows are the weights'
   // (a static count) and the columns the tokens'.
   const int64_t nTiles = c.n / c.blockN;
   const int64_t wBlocks = c.n / c.blockM;
   const int64_t kBlocks = c.k / c.blockK;
-  const int64_t acc = c.blockN / 2; // f32 accumulators per math thread
+  const int64_t acc = wgmmaN(c) / 2; // f32 accumulators per math thread
   // Descriptors: (address & 0x3FFFF) >> 4 | these constant fields, and per
   // K slice of one wgmma (32 bytes) the start field's step, both from the
   // layout function the unit tests check.
@@ -213,10 +237,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (c.fp8 ? "  .param .u64 " + name + "_scale_a,\n  .param .u64 " + name +
                     "_scale_b,\n"
               : std::string())
-    << (c.fp8 && dual ? "  .param .u64 " + name + "_scale_b2,\n"
-                      : std::string())
+    << (c.fp8 && (dual || quant) ? "  .param .u64 " + name + "_scale_b2,\n"
+                                 : std::string())
     << "  .param .u64 " << name << "_out,\n"
     << (dual ? "  .param .u64 " + name + "_out2,\n" : std::string())
+    << (quant ? "  .param .u64 " + name + "_out_scale,\n" : std::string())
     << (c.epilogue == Epilogue::kResidual
             ? "  .param .u64 " + name + "_residual,\n"
             : std::string())
@@ -231,6 +256,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  .reg .f32 %acc<" << acc << ">;\n"
     << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
     << "  .reg .b32 %eb;\n"
+    << (quant ? "  .reg .b16 %hq;\n" : "")
     << (f32Act ? "  .reg .f32 %cv<" + std::to_string(8 * convertIterations(c)) +
                      ">;\n  .reg .b32 %cb<4>;\n"
                : std::string())
@@ -263,6 +289,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "_tma_2;\n  cvta.param.u64 %rd24, %rd24;\n";
   if (dual) // %rd27: the second output
     o << "  ld.param.u64 %rd27, [" << name << "_out2];\n";
+  if (quant) // %rd27: the output's scales
+    o << "  ld.param.u64 %rd27, [" << name << "_out_scale];\n";
   o << (c.grouped ? "  ld.param.u64 %rd18, [" + name + "_block_expert];\n"
                   : std::string())
     << (c.gatherRows // %rd30: the layout's row-to-token map
@@ -276,7 +304,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   if (c.fp8) // %rd10 activation scales [M, K/128], %rd11 weight scales
     o << "  ld.param.u64 %rd10, [" << name << "_scale_a];\n"
       << "  ld.param.u64 %rd11, [" << name << "_scale_b];\n";
-  if (c.fp8 && dual) // %rd28: W2's weight scales
+  if (c.fp8 && (dual || quant)) // %rd28: W2's (the up projection's) scales
     o << "  ld.param.u64 %rd28, [" << name << "_scale_b2];\n";
   o
     << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
@@ -344,11 +372,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   // + 2 (l % 4), two (HopperLayout.h accumulatorElement).
   o << "  shr.u32 %r25, %r21, 5;\n  and.b32 %r26, %r21, 31;\n"
     << "  mul.lo.u32 %r27, %r13, " << c.blockM << ";\n"
-    << "  mad.lo.u32 %r27, %r22, 64, %r27;\n"
+    << (quant ? "" : "  mad.lo.u32 %r27, %r22, 64, %r27;\n")
     << "  mad.lo.u32 %r27, %r25, 16, %r27;\n"
     << "  shr.u32 %r28, %r26, 2;\n  add.u32 %r27, %r27, %r28;\n"
     << "  and.b32 %r29, %r26, 3;\n  shl.b32 %r29, %r29, 1;\n"
-    << "  mad.lo.u32 %r29, %r14, " << c.blockN << ", %r29;\n";
+    << "  mad.lo.u32 %r29, %r14, " << wgmmaN(c) << ", %r29;\n";
   if (c.fp8) {
     for (int64_t i = 0; i < acc; ++i)
       o << "  mov.f32 %fin" << i << ", 0f00000000;\n";
@@ -373,7 +401,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
         << "  add.s64 %rd12, %rd10, %rd12;\n"
         << "  mul.wide.u32 %rd13, %r33, " << 4 * kBlocks << ";\n"
         << "  add.s64 %rd13, %rd10, %rd13;\n"
-        << "  mul.lo.u32 %r34, %r14, " << c.blockN << ";\n";
+        << "  mul.lo.u32 %r34, %r14, " << wgmmaN(c) << ";\n";
     }
     // The weight scales' row (kBlocks = K / 128 columns of them); two
     // outputs: W2's tiles read W2's scales at their row in W2.
@@ -382,6 +410,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       o << "  setp.lt.u32 %p15, %r34, " << c.dualN1 << ";\n"
         << "  selp.u32 %r54, 0, " << c.dualN1 << ", %p15;\n"
         << "  sub.u32 %r34, %r34, %r54;\n"
+        << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
+      scales = "%rd29";
+    }
+    if (quant) { // warpgroup 0 the gate's scales, 1 the up projection's
+      o << "  setp.eq.u32 %p15, %r22, 0;\n"
         << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
       scales = "%rd29";
     }
@@ -397,11 +430,16 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   waitStage("m", "%r8", false);
   o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
     << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
-    << "  mad.lo.u32 %r19, %r22, " << 64 * 128 << ", %r19;\n"
+    << (quant // both warpgroups read the same A rows, their own B rows
+            ? "  mad.lo.u32 %r20, %r22, " + std::to_string(wgmmaN(c) * 128) +
+                  ", %r20;\n"
+            : "  mad.lo.u32 %r19, %r22, " + std::to_string(64 * 128) +
+                  ", %r19;\n")
     << "  and.b32 %r23, %r19, 262143;\n  shr.u32 %r23, %r23, 4;\n"
     << "  cvt.u64.u32 %rd5, %r23;\n  or.b64 %rd5, %rd5, " << descConst << ";\n"
     << "  and.b32 %r24, %r20, 262143;\n  shr.u32 %r24, %r24, 4;\n"
-    << "  cvt.u64.u32 %rd6, %r24;\n  or.b64 %rd6, %rd6, " << descConst << ";\n"
+    << "  cvt.u64.u32 %rd6, %r24;\n  or.b64 %rd6, %rd6, " << descConst
+    << ";\n"
     // bf16: the tile's first k-block overwrites the accumulators; e4m3:
     // every k-block starts a fresh chain, promoted after it.
     << (c.fp8 ? "  setp.ne.u32 %p4, %r1, %r1;\n"
@@ -411,7 +449,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     if (kk > 0)
       o << "  add.s64 %rd5, %rd5, " << descStep << ";\n  add.s64 %rd6, %rd6, "
         << descStep << ";\n";
-    o << "  wgmma.mma_async.sync.aligned.m64n" << c.blockN << "k" << wgmmaK
+    o << "  wgmma.mma_async.sync.aligned.m64n" << wgmmaN(c) << "k" << wgmmaK
       << (c.fp8 ? ".f32.e4m3.e4m3 {" : ".f32.bf16.bf16 {") << accList
       << "}, %rd5, %rd6, " << (kk == 0 ? "%p4" : "%p8")
       << (c.fp8 ? ", 1, 1;\n" : ", 1, 1, 0, 0;\n");
@@ -525,7 +563,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   // outputs; split, the up group of gate group q is q + blockN / 16), then
   // the residual, then f32 or bf16 stores.
   const int64_t outBytes = c.bf16Out ? 2 : 4;
-  if (!c.swapAB && swiglu)
+  if (!c.swapAB && swiglu && !quant)
     o << "  mul.lo.u32 %r36, %r14, " << c.blockN / 2 << ";\n"
       << "  and.b32 %r37, %r26, 3;\n  shl.b32 %r37, %r37, 1;\n"
       << "  add.u32 %r36, %r36, %r37;\n";
@@ -566,7 +604,66 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       }
     }
   };
-  if (!c.swapAB && dual)
+  // quantizeSwiGLU: warpgroup 1 stores its up totals at the exchange
+  // (%r38: register i of thread t at 512 i + 4 t, conflict-free), arrives
+  // on barrier 1 and waits on 2 before its next tile may overwrite them;
+  // warpgroup 0 waits on 1, forms silu(g) * u in its totals, arrives on 2,
+  // then quantizes rows %r27 and %r27 + 8 (the quad's 4 threads hold a
+  // row's 128 outputs: amax by two butterfly shuffles), storing e4m3 pairs
+  // (columns %r29 + 8 j + e) and, from lane l % 4 == 0, the row's scale at
+  // column block nb.
+  auto quantStores = [&] {
+    const int64_t cols = c.n / 2;
+    o << "  add.u32 %r38, %r7, " << c.stages * stageBytes(c) << ";\n"
+      << "  mad.lo.u32 %r38, %r21, 4, %r38;\n"
+      << "  setp.eq.u32 %p15, %r22, 0;\n  @%p15 bra " << L("q_gate") << ";\n";
+    for (int64_t i = 0; i < acc; ++i)
+      o << "  st.shared.f32 [%r38+" << 512 * i << "], %fin" << i << ";\n";
+    o << "  bar.arrive 1, 256;\n  bar.sync 2, 256;\n  bra " << L("m_next")
+      << ";\n"
+      << L("q_gate") << ":\n  bar.sync 1, 256;\n";
+    for (int64_t i = 0; i < acc; ++i) {
+      o << "  ld.shared.f32 %er0, [%r38+" << 512 * i << "];\n";
+      silu(reg(i), "%er0", reg(i));
+    }
+    o << "  bar.arrive 2, 256;\n"
+      << "  mov.f32 %ev0, 0f00000000;\n  mov.f32 %ev1, 0f00000000;\n";
+    for (int64_t i = 0; i < acc; ++i)
+      o << "  abs.f32 %et, " << reg(i) << ";\n  max.f32 %ev" << ((i >> 1) & 1)
+        << ", %ev" << ((i >> 1) & 1) << ", %et;\n";
+    for (int64_t h = 0; h < 2; ++h) {
+      for (int d : {1, 2})
+        o << "  mov.b32 %eb, %ev" << h << ";\n"
+          << "  shfl.sync.bfly.b32 %eb, %eb, " << d << ", 31, -1;\n"
+          << "  mov.b32 %et, %eb;\n  max.f32 %ev" << h << ", %ev" << h
+          << ", %et;\n";
+      // s = max(amax, 1e-4) / 448, correctly rounded as the reference
+      o << "  max.f32 %ev" << h << ", %ev" << h << ", 0f38D1B717;\n"
+        << "  div.rn.f32 %ev" << h << ", %ev" << h << ", 0f43E00000;\n";
+    }
+    o << "  and.b32 %r37, %r26, 3;\n  setp.eq.u32 %p13, %r37, 0;\n";
+    for (int64_t h = 0; h < 2; ++h) {
+      o << "  add.u32 %r30, %r27, " << 8 * h << ";\n"
+        << "  setp.lt.u32 %p7, %r30, %r5;\n"
+        << "  cvt.u64.u32 %rd8, %r30;\n  mul.lo.u64 %rd8, %rd8, " << cols
+        << ";\n  cvt.u64.u32 %rd9, %r29;\n  add.s64 %rd8, %rd8, %rd9;\n"
+        << "  add.s64 %rd8, %rd3, %rd8;\n";
+      for (int64_t j = 0; j < acc / 4; ++j)
+        o << "  div.rn.f32 %er0, " << reg(4 * j + 2 * h) << ", %ev" << h
+          << ";\n  div.rn.f32 %er1, " << reg(4 * j + 2 * h + 1) << ", %ev" << h
+          << ";\n  cvt.rn.satfinite.e4m3x2.f32 %hq, %er1, %er0;\n"
+          << "  @%p7 st.global.b16 [%rd8+" << 8 * j << "], %hq;\n";
+      o << "  setp.lt.and.u32 %p14, %r30, %r5, %p13;\n"
+        << "  cvt.u64.u32 %rd20, %r30;\n  mul.lo.u64 %rd20, %rd20, "
+        << cols / 128 << ";\n  cvt.u64.u32 %rd9, %r14;\n"
+        << "  add.s64 %rd20, %rd20, %rd9;\n  shl.b64 %rd20, %rd20, 2;\n"
+        << "  add.s64 %rd20, %rd27, %rd20;\n"
+        << "  @%p14 st.global.f32 [%rd20], %ev" << h << ";\n";
+    }
+  };
+  if (quant)
+    quantStores();
+  else if (!c.swapAB && dual)
     dualSplit(stores, "%r29");
   else if (!c.swapAB)
     stores("%rd3", swiglu ? c.n / 2 : c.n, swiglu ? "%r36" : "%r29");
