@@ -166,7 +166,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     std::fprintf(stderr, "%s\n", log.data());
     return res;
   }
-  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dBlocks = 0, dRes = 0, dSorted = 0;
+  CUdeviceptr dA = 0, dB = 0, dSa = 0, dSb = 0, dOut = 0, dBlocks = 0, dRes = 0, dSorted = 0, dSbTable = 0;
   std::vector<float> residual(m * n);
   for (auto &x : residual) x = (int(next32() % 2001) - 1000) / 250.0f;
   bool good = ok(drv->cuModuleGetFunction(&fn, mod, name.c_str()), "cuModuleGetFunction") &&
@@ -192,6 +192,14 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
            ok(drv->cuMemAlloc_v2(&dSb, sb.size() * 4), "cuMemAlloc") &&
            ok(drv->cuMemcpyHtoD_v2(dSa, sa.data(), sa.size() * 4), "cuMemcpyHtoD") &&
            ok(drv->cuMemcpyHtoD_v2(dSb, sb.data(), sb.size() * 4), "cuMemcpyHtoD");
+  // scaleTable: the experts' scales through a table of pointers, as a plan's
+  // weight table gives them.
+  std::vector<CUdeviceptr> sbTable(experts);
+  for (int64_t e = 0; e < experts; ++e)
+    sbTable[e] = dSb + e * nScaleRows * kBlocks * 4;
+  if (good && c.scaleTable)
+    good = ok(drv->cuMemAlloc_v2(&dSbTable, experts * 8), "cuMemAlloc") &&
+           ok(drv->cuMemcpyHtoD_v2(dSbTable, sbTable.data(), experts * 8), "cuMemcpyHtoD");
   // Tensor maps: [rows, K] K-contiguous (grouped B: [E, N, K]), boxes of
   // blockK x (blockM | blockN) rows, 128B swizzle, rows past the end
   // zero-filled.
@@ -269,7 +277,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     params.push_back(&dSorted);
   if (c.fp8) {
     params.push_back(&dSaRun);
-    params.push_back(&dSb);
+    params.push_back(c.scaleTable ? &dSbTable : &dSb);
     if (c.dualN1 || c.quantizeSwiGLU) // W2's scales, rows further down
       params.push_back(&dSb2);
   }
@@ -401,7 +409,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     if (e0) drv->cuEventDestroy_v2(e0);
     if (e1) drv->cuEventDestroy_v2(e1);
   }
-  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dBlocks, dRes, dSorted})
+  for (CUdeviceptr p : {dA, dB, dSa, dSb, dOut, dBlocks, dRes, dSorted, dSbTable})
     if (p) drv->cuMemFree_v2(p);
   drv->cuModuleUnload(mod);
   return res;
@@ -536,6 +544,13 @@ int main() {
     return c;
   };
   checks.push_back({quant(config(512, 256, 64, 256, true)), 4e-2});
+  // The plans' FP8 experts' down projection: weight scales through a table.
+  auto table = [](GemmTileConfig c) {
+    c.scaleTable = true;
+    return c;
+  };
+  checks.push_back({table(config(256, 384, 64, 128, true, true)), 2e-3});
+  checks.push_back({table(config(256, 384, 64, 16, true, true, true)), 2e-3});
   checks.push_back({row0(quant(config(256, 384, 64, 256, true))), 4e-2});
   for (const Check &ch : checks) {
     std::string why = hopper::checkGemmTileConfig(ch.c);

@@ -37,9 +37,11 @@ done
 # An FP8 checkpoint: its block-scaled GEMMs run as the e4m3 tile kernels
 # (exact products, f32 sums promoted per 128 of K, as the CPU's), 1e-3.
 # Shapes that tile: hidden and the dense MLP 256 wide (gemm_swiglu_fp8's
-# quantizing form), q_a 128 and kv_a 112 + 16 rows (gemm_dual_fp8).
+# quantizing form), q_a 128 and kv_a 112 + 16 rows (gemm_dual_fp8), the
+# experts 128 wide (moe_down_fp8 grouped).
 python3 "$ROOT/models/testing/make_tiny_checkpoint.py" deepseek_v3 "$OUT/ck-fp8" --fp8 --variant fp8dims \
-  --set hidden_size=256 --set intermediate_size=256 --set q_lora_rank=128 --set kv_lora_rank=112 >/dev/null
+  --set hidden_size=256 --set intermediate_size=256 --set q_lora_rank=128 --set kv_lora_rank=112 \
+  --set moe_intermediate_size=128 >/dev/null
 "$BIN/kiln-compile" "$OUT/ck-fp8" -o "$OUT/plans/deepseek_v3-fp8.kplan" --target=sm_90a,cpu \
   --cpu=x86-64-v3 --embed-weights --max-batch=2 --max-seq=64
 python3 -c "import numpy as np; np.save('$OUT/plans/deepseek_v3-fp8.tokens.npy', np.random.default_rng(2).integers(0, 128, size=(2, 8)).astype(np.int32))"

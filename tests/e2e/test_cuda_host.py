@@ -116,7 +116,8 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
                 elif p["kind"] == "tensor_map":
                     dims = list(p["dims"])
                     if p.get("rows_dim"):  # an activation map: the launch's rows
-                        dims[-1] = la["programs"] // self.entries[la["kernel"]][1]["programs_per_row"]
+                        ep = self.entries[la["kernel"]][1]
+                        dims[-1] = la["programs"] // ep["programs_per_row"] * ep.get("rows_per_unit", 1)
                     self.assertEqual((value["dims"], value["box"]), (dims, p["box"]), name)
                     # Encoded over the binding's address, with the plan's shape.
                     enc = maps.get(value["map_address"], [])
@@ -228,10 +229,12 @@ class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
     operands by TMA, the activations' map over the launch's rows and offset
     by each run's first row."""
     # q_a 128 and kv_a 112 + 16 rows over a 256-wide hidden state: the
-    # merged gemm_dual_fp8 has tile variants too, and the 256-wide dense MLP
-    # gemm_swiglu_fp8's quantizing form.
+    # merged gemm_dual_fp8 has tile variants too, the 256-wide dense MLP
+    # gemm_swiglu_fp8's quantizing form, the 128-wide experts' moe_down_fp8
+    # the grouped e4m3 form.
     FAMILY, CHECKPOINT = "deepseek_v3", dict(variant="fp8dims", fp8=True, overrides={
-        "q_lora_rank": 128, "kv_lora_rank": 112, "hidden_size": 256, "intermediate_size": 256})
+        "q_lora_rank": 128, "kv_lora_rank": 112, "hidden_size": 256, "intermediate_size": 256,
+        "moe_intermediate_size": 128})
     # Its decode GEMMs with tiles all add a residual (no swapped form).
     SWAPPED_DECODE = False
 
@@ -240,6 +243,7 @@ class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
         self.assertIn("gemm_fp8", kinds)
         self.assertIn("gemm_dual_fp8", kinds)
         self.assertIn("gemm_swiglu_fp8", kinds)
+        self.assertTrue(any(n.startswith("moe_down_fp8") for n in kinds), kinds)
         # The quantizing SwiGLU: (activations', gate's, up's maps, three
         # scales, e4m3 out, its scales, rows, first row).
         for k, e in self.entries.values():

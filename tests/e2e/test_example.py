@@ -333,7 +333,8 @@ class Sm90a(unittest.TestCase):
             seen = {}
             for name, kwargs in [("llama", dict(dtype="bf16", overrides={"num_key_value_heads": 4})),
                                  ("ds-fp8", dict(variant="fp8dims", fp8=True, overrides={
-                                     "hidden_size": 256, "intermediate_size": 256})),
+                                     "hidden_size": 256, "intermediate_size": 256,
+                                     "moe_intermediate_size": 128})),
                                  ("ds-moe", dict(dtype="bf16", overrides={"moe_intermediate_size": 64}))]:
                 ckpt = os.path.join(tmp, name)
                 mk.make_checkpoint("llama" if name == "llama" else "deepseek_v3", ckpt, **kwargs)

@@ -313,6 +313,11 @@ GemmTileConfig quantizeSwiGLU(GemmTileConfig c) {
   return c;
 }
 
+GemmTileConfig scaleTable(GemmTileConfig c) {
+  c.scaleTable = true;
+  return c;
+}
+
 GemmTileConfig gatherRows(GemmTileConfig c) {
   c.gatherRows = true;
   return c;
@@ -422,7 +427,11 @@ INSTANTIATE_TEST_SUITE_P(
                       // (gemm_swiglu_fp8: DeepSeek-V3's dense MLP), its
                       // warpgroups split over gate and up.
                       withRow0(quantizeSwiGLU(config(36864, 7168, 64, 256, 4, true))),
-                      quantizeSwiGLU(config(512, 256, 64, 256, 2, true))));
+                      quantizeSwiGLU(config(512, 256, 64, 256, 2, true)),
+                      // Plans' FP8 experts' down projection (moe_down_fp8):
+                      // the weight scales through the plan's table.
+                      scaleTable(config(7168, 2048, 128, 128, 4, true, true)),
+                      scaleTable(config(7168, 2048, 64, 8, 8, true, true, true))));
 
 } // namespace
 } // namespace kiln::hopper

@@ -132,6 +132,10 @@ struct GemmTileConfig {
   // e4m3 pairs and the row's scale (u64 out_scale after out). Not swapped
   // or grouped; activationRow0 as the e4m3 form.
   bool quantizeSwiGLU = false;
+  // Grouped e4m3: the weight scales parameter is a table of u64 pointers,
+  // one per expert, to its [N / 128, K / 128] scales (a plan's weight
+  // table), instead of one [E, N / 128, K / 128] tensor.
+  bool scaleTable = false;
 };
 
 /// The tile for a GEMM of M rows (the per-shape heuristic, docs/kernels.md):

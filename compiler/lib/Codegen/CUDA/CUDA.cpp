@@ -83,6 +83,22 @@ void appendBindingsAndRows(
   v.params.push_back(rows);
 }
 
+// Gives `c` as many stages (2 to 8) as keep it valid; false when even 2
+// do not.
+bool withMostStages(hopper::GemmTileConfig &c) {
+  c.stages = 2;
+  if (!hopper::checkGemmTileConfig(c).empty())
+    return false;
+  while (c.stages < 8) {
+    hopper::GemmTileConfig more = c;
+    ++more.stages;
+    if (!hopper::checkGemmTileConfig(more).empty())
+      break;
+    c = more;
+  }
+  return true;
+}
+
 // The GEMM a kernel's tile variants compute, when it has them.
 struct TileGemm {
   SmallVector<unsigned> weights; // bindings: one, or gate and up
@@ -247,8 +263,8 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     c.blockM = 64;
     c.blockN = 256;
     c.blockK = 128;
-    for (c.stages = 8; c.stages > 2 && !hopper::checkGemmTileConfig(c).empty();)
-      --c.stages;
+    if (!withMostStages(c))
+      return {};
     configs.push_back(c);
     upTo.push_back(maxRows);
   }
@@ -434,16 +450,8 @@ std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
   c.gatherRows = c.splitGateUp = static_cast<bool>(up);
   if (up)
     c.epilogue = hopper::Epilogue::kSwiGLU;
-  c.stages = 2;
-  if (!hopper::checkGemmTileConfig(c).empty())
+  if (!withMostStages(c))
     return {};
-  while (c.stages < 8) {
-    hopper::GemmTileConfig more = c;
-    ++more.stages;
-    if (!hopper::checkGemmTileConfig(more).empty())
-      break;
-    c = more;
-  }
   const int64_t tile = down ? down.getTileD() : up.getTileF();
   const int64_t perUnit = (outCols + tile - 1) / tile;
   CudaTileVariant v;
@@ -488,6 +496,99 @@ std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
         {{0, static_cast<uint64_t>(4 * kDim)}, {2, 0}, {result, 4 * outCols}});
   else
     appendBindingsAndRows(v, {{0, 0}, {2, 0}, {1, 0}, {result, 4 * outCols}});
+  ptx += hopper::emitGemmEntryPtx(c, v.name);
+  programsPerRow = static_cast<uint64_t>(perUnit);
+  rowsPerUnit = static_cast<uint32_t>(blockM);
+  return {v};
+}
+
+// The tile variant of kernel `k` when it is a kernel.moe_down_fp8 of e4m3
+// activations in the contiguous layout (1 x 128 scales) by e4m3 expert
+// weights [E, H, I] with 128 x 128 scales [E, H / 128, I / 128] (both
+// weight tables; H a multiple of 64, I of 128) and a layout block of 8 to
+// 128 rows: HopperGemm.h's grouped e4m3 form, both operands by TMA (the
+// activations' map over the launch's layout rows, the weights' 3D over
+// their table), the weight scales through their table (scaleTable);
+// swapped for decode's 8- to 32-row blocks.
+std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
+                                                uint64_t &programsPerRow,
+                                                uint32_t &rowsPerUnit,
+                                                std::string &ptx) {
+  auto down = dyn_cast<kernel::MoEDownFP8Op>(k.representative);
+  if (!down)
+    return {};
+  auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  auto isE4M3 = [&](Value v) {
+    return isa<Float8E4M3FNType>(typeOf(v).getElementType());
+  };
+  RankedTensorType w = typeOf(down.getWDown()),
+                   ws = typeOf(down.getWDownScale());
+  const int64_t blockM = down.getBlockM();
+  if (!isE4M3(down.getActQ()) || !isE4M3(down.getWDown()) ||
+      !typeOf(down.getActScale()).getElementType().isF32() ||
+      !ws.getElementType().isF32() ||
+      !typeOf(down.getResult()).getElementType().isF32() || w.getRank() != 3 ||
+      ws.getRank() != 3 || down.getAct() != 128 ||
+      (blockM != 8 && blockM != 16 && blockM != 32 && blockM != 64 &&
+       blockM != 128))
+    return {};
+  const int64_t experts = w.getDimSize(0), h = w.getDimSize(1),
+                i = w.getDimSize(2);
+  if (h % 64 != 0 || i % 128 != 0 || ws.getDimSize(0) != experts ||
+      ws.getDimSize(1) != (h + 127) / 128 || ws.getDimSize(2) != i / 128)
+    return {};
+  hopper::GemmTileConfig c;
+  c.n = h;
+  c.k = i;
+  c.fp8 = c.grouped = c.scaleTable = true;
+  c.swapAB = blockM <= 32;
+  c.blockM = c.swapAB ? 64 : blockM;
+  c.blockN = c.swapAB ? blockM : h % 128 == 0 ? 128 : 64;
+  c.blockK = 128;
+  if (!withMostStages(c))
+    return {};
+  const int64_t perUnit = (h + down.getTileD() - 1) / down.getTileD();
+  const uint64_t rows = static_cast<uint64_t>(k.maxPrograms / perUnit * blockM);
+  CudaTileVariant v;
+  v.name = k.name + "_tile0";
+  v.maxRows = rows;
+  v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
+  v.dynamicSharedBytes =
+      static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
+  v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
+  v.columnTiles = static_cast<uint32_t>(h / (c.swapAB ? c.blockM : c.blockN));
+  v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) +
+             "x128 s" + std::to_string(c.stages) + " grouped" +
+             (c.swapAB ? " swapped" : "") + " e4m3";
+  v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
+  CudaTileParam weights;
+  weights.kind = CudaTileParam::TensorMap;
+  weights.binding = 4;
+  weights.dtype = 5; // f8e4m3
+  weights.dims = {static_cast<uint64_t>(i), static_cast<uint64_t>(h),
+                  static_cast<uint64_t>(experts)};
+  weights.stridesBytes = {static_cast<uint64_t>(i), 0};
+  weights.box = {128, static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN), 1};
+  weights.swizzleBytes = 128;
+  weights.table = true;
+  CudaTileParam act;
+  act.kind = CudaTileParam::TensorMap;
+  act.binding = 0;
+  act.dtype = 5;
+  act.dims = {static_cast<uint64_t>(i), rows};
+  act.stridesBytes = {static_cast<uint64_t>(i)};
+  act.box = {128, static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM)};
+  act.swizzleBytes = 128;
+  act.rowsDim = true;
+  // (A map, B map (the weights' first when swapped), block_expert,
+  // activation scales, weight scales' table, out, rows)
+  v.params.push_back(c.swapAB ? weights : act);
+  v.params.push_back(c.swapAB ? act : weights);
+  appendBindingsAndRows(
+      v, {{3, 0},
+          {1, static_cast<uint64_t>(4 * (i / 128))},
+          {5, 0},
+          {down->getNumOperands(), static_cast<uint64_t>(4 * h)}});
   ptx += hopper::emitGemmEntryPtx(c, v.name);
   programsPerRow = static_cast<uint64_t>(perUnit);
   rowsPerUnit = static_cast<uint32_t>(blockM);
@@ -598,6 +699,9 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
         e.tiles = rowTileVariants(k, e.programsPerRow, tilePtx);
       if (e.tiles.empty())
         e.tiles = moeTileVariants(k, e.programsPerRow, e.rowsPerUnit, tilePtx);
+      if (e.tiles.empty())
+        e.tiles =
+            moeFP8TileVariants(k, e.programsPerRow, e.rowsPerUnit, tilePtx);
     }
     entries.push_back(e);
   }

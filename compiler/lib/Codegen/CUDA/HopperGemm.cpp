@@ -98,6 +98,8 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
            (c.epilogue != Epilogue::kSwiGLU || (c.fp8 && !c.quantizeSwiGLU)))
     why << "split gate/up weights need the SwiGLU epilogue, and bf16 or the "
            "quantizing e4m3 form";
+  else if (c.scaleTable && (!c.grouped || !c.fp8))
+    why << "a table of weight scales needs the grouped e4m3 form";
   else if (c.gatherRows && (!c.grouped || !c.f32Activations))
     why << "gathered rows (sorted_token) need the grouped form over f32 "
            "activations";
@@ -413,6 +415,11 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
         << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
       scales = "%rd29";
     }
+    if (c.scaleTable) { // the expert's scales through its table entry
+      o << "  mul.wide.u32 %rd29, %r35, 8;\n  add.s64 %rd29, %rd11, %rd29;\n"
+        << "  ld.global.nc.u64 %rd29, [%rd29];\n";
+      scales = "%rd29";
+    }
     if (quant) { // warpgroup 0 the gate's scales, 1 the up projection's
       o << "  setp.eq.u32 %p15, %r22, 0;\n"
         << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
@@ -421,7 +428,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     o << "  shr.u32 %r34, %r34, 7;\n"
       << "  mul.wide.u32 %rd14, %r34, " << 4 * kBlocks << ";\n"
       << "  add.s64 %rd14, " << scales << ", %rd14;\n";
-    if (c.grouped) // the expert's [N / 128, K / 128] scales
+    if (c.grouped && !c.scaleTable) // the expert's [N / 128, K / 128] scales
       o << "  mul.wide.u32 %rd17, %r35, " << 4 * ((c.n + 127) / 128) * kBlocks
         << ";\n"
         << "  add.s64 %rd14, %rd14, %rd17;\n";
