@@ -320,7 +320,8 @@ class Sm90a(unittest.TestCase):
         """Every tile variant a plan carries, read back from the plan's own
         PTX assembled for sm_90a: its SASS has the warpgroup MMAs (HGMMA for
         bf16, QGMMA for e4m3) and the TMA loads (UTMALDG) it is built on, and
-        the row kernels their shuffles."""
+        the row kernels their shuffles (the MoE combine its 16-byte loads and
+        stores)."""
         import sysconfig
         import make_tiny_checkpoint as mk
         ptxas = shutil.which("ptxas") or "/usr/local/cuda/bin/ptxas"
@@ -360,13 +361,17 @@ class Sm90a(unittest.TestCase):
                             if k["name"].startswith("rms_norm"):
                                 self.assertIn("SHFL.BFLY", code, t["name"])
                                 kind = "row"
+                            elif k["name"].startswith("moe_combine"):
+                                self.assertIn("LDG.E.128", code, t["name"])
+                                self.assertIn("STG.E.128", code, t["name"])
+                                kind = "combine"
                             else:
                                 mma = "QGMMA" if "e4m3" in t["config"] else "HGMMA"
                                 self.assertIn(mma, code, t["name"])
                                 self.assertIn("UTMALDG", code, t["name"])
                                 kind = mma
                             seen[kind] = seen.get(kind, 0) + 1
-            self.assertEqual(set(seen), {"HGMMA", "QGMMA", "row"}, seen)
+            self.assertEqual(set(seen), {"HGMMA", "QGMMA", "row", "combine"}, seen)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -242,6 +242,34 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
 // spills for f32 and bf16 weights at widths from one pass of the block to
 // DeepSeek-V3's 7168 and a width that ends inside a pass, with 16-byte
 // loads and stores, the warp's butterfly reduction and the block barriers.
+// A row kernel's module assembled for sm_90a (no spills, no warnings) and
+// its SASS (empty when cuobjdump is missing).
+std::string assembleRowKernel(const std::string &name, const std::string &entry) {
+  std::string dir = ::testing::TempDir();
+  std::string ptx = dir + "/" + name + ".ptx", cubin = dir + "/" + name + ".cubin";
+  {
+    std::ofstream f(ptx);
+    f << ptxModuleHeader() << entry;
+  }
+  Output as = runCommand(std::string(KILN_PTXAS_EXE) + " -arch=sm_90a -O3 -v --warn-on-spills " + ptx +
+                         " -o " + cubin);
+  EXPECT_EQ(as.status, 0) << as.text;
+  EXPECT_NE(as.text.find("0 bytes spill stores, 0 bytes spill loads"), std::string::npos) << as.text;
+  EXPECT_EQ(as.text.find("warning"), std::string::npos) << as.text;
+  if (as.status != 0 || std::string(KILN_CUOBJDUMP_EXE).empty())
+    return "";
+  Output sass = runCommand("PATH=" + dirOf(KILN_CUOBJDUMP_EXE) + ":$PATH " + KILN_CUOBJDUMP_EXE + " -sass " + cubin);
+  EXPECT_EQ(sass.status, 0) << sass.text;
+  return sass.text;
+}
+
+size_t countIn(const std::string &text, const std::string &what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++n;
+  return n;
+}
+
 TEST(GpuRowKernels, RmsNormAssemblesToCooperativeSass) {
   EXPECT_NE(gpurow::checkRmsNormConfig({100 + 2, 1e-6f, false}), "");
   if (std::string(KILN_PTXAS_EXE).empty())
@@ -251,33 +279,34 @@ TEST(GpuRowKernels, RmsNormAssemblesToCooperativeSass) {
       gpurow::RmsNormConfig c{cols, 1e-6f, bf16};
       ASSERT_EQ(gpurow::checkRmsNormConfig(c), "");
       std::string name = "kiln_rmsnorm_" + std::to_string(cols) + (bf16 ? "_bf16" : "_f32");
-      std::string dir = ::testing::TempDir();
-      std::string ptx = dir + "/" + name + ".ptx", cubin = dir + "/" + name + ".cubin";
-      {
-        std::ofstream f(ptx);
-        f << ptxModuleHeader() << gpurow::emitRmsNormRowPtx(c, name);
-      }
-      Output as = runCommand(std::string(KILN_PTXAS_EXE) + " -arch=sm_90a -O3 -v --warn-on-spills " +
-                             ptx + " -o " + cubin);
-      ASSERT_EQ(as.status, 0) << as.text;
-      EXPECT_NE(as.text.find("0 bytes spill stores, 0 bytes spill loads"), std::string::npos) << as.text;
-      EXPECT_EQ(as.text.find("warning"), std::string::npos) << as.text;
-      if (std::string(KILN_CUOBJDUMP_EXE).empty())
+      std::string sass = assembleRowKernel(name, gpurow::emitRmsNormRowPtx(c, name));
+      if (sass.empty())
         continue;
-      Output sass = runCommand("PATH=" + dirOf(KILN_CUOBJDUMP_EXE) + ":$PATH " + KILN_CUOBJDUMP_EXE +
-                               " -sass " + cubin);
-      ASSERT_EQ(sass.status, 0) << sass.text;
-      auto count = [&](const std::string &what) {
-        size_t n = 0;
-        for (size_t at = sass.text.find(what); at != std::string::npos; at = sass.text.find(what, at + 1))
-          ++n;
-        return n;
-      };
-      EXPECT_GE(count("SHFL.BFLY"), 5u) << sass.text;
-      EXPECT_GE(count("LDG.E.128"), bf16 ? 2u : 3u) << sass.text;
-      EXPECT_GE(count("STG.E.128"), 1u) << sass.text;
-      EXPECT_GE(count("BAR.SYNC"), 2u) << sass.text;
+      EXPECT_GE(countIn(sass, "SHFL.BFLY"), 5u) << sass;
+      EXPECT_GE(countIn(sass, "LDG.E.128"), bf16 ? 2u : 3u) << sass;
+      EXPECT_GE(countIn(sass, "STG.E.128"), 1u) << sass;
+      EXPECT_GE(countIn(sass, "BAR.SYNC"), 2u) << sass;
     }
+}
+
+// The MoE combine's row kernel: DeepSeek-V3's 8 routed slots and a shared
+// one with the residual, and a plain top-2: a 16-byte load per slot row and
+// addend, fused multiply-adds for the weighted slots, a 16-byte store.
+TEST(GpuRowKernels, MoECombineAssemblesToCooperativeSass) {
+  EXPECT_NE(gpurow::checkMoECombineConfig({7168, 8, 20, 1}), "");
+  EXPECT_NE(gpurow::checkMoECombineConfig({7170, 8, 9, 1}), "");
+  if (std::string(KILN_PTXAS_EXE).empty())
+    GTEST_SKIP() << "ptxas not found at configure time";
+  for (gpurow::MoECombineConfig c : {gpurow::MoECombineConfig{7168, 8, 9, 1}, gpurow::MoECombineConfig{64, 2, 2, 0}}) {
+    ASSERT_EQ(gpurow::checkMoECombineConfig(c), "");
+    std::string name = "kiln_moe_combine_" + std::to_string(c.cols) + "_" + std::to_string(c.slots);
+    std::string sass = assembleRowKernel(name, gpurow::emitMoECombineRowPtx(c, name));
+    if (sass.empty())
+      continue;
+    EXPECT_GE(countIn(sass, "LDG.E.128"), static_cast<size_t>(c.slots + c.addends)) << sass;
+    EXPECT_GE(countIn(sass, "FFMA"), static_cast<size_t>(4 * c.topK)) << sass;
+    EXPECT_GE(countIn(sass, "STG.E.128"), 1u) << sass;
+  }
 }
 
 GemmTileConfig config(int64_t n, int64_t k, int64_t bm, int64_t bn,

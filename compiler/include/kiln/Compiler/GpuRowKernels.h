@@ -1,6 +1,7 @@
 //===- GpuRowKernels.h - cooperative row kernels for sm_90a -----*- C++ -*-===//
 //
-// GPU kernels whose work is one row at a time (norms), written as PTX over
+// GPU kernels whose work is one row at a time (norms, the MoE combine),
+// written as PTX over
 // a block of cooperating threads instead of the one-thread-per-row
 // programs: each block walks rows blockIdx, blockIdx + gridDim, ... (a
 // persistent grid of min(rows, SMs) blocks), its threads read the row in
@@ -38,6 +39,25 @@ std::string checkRmsNormConfig(const RmsNormConfig &c);
 /// The .entry `name` (u64 x, u64 w, u64 out, u64 rows) for `c` (valid), for
 /// a module with an sm_90a header (HopperGemm.h ptxModuleHeader).
 std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name);
+
+/// The MoE combine (kernel.moe_combine): y[t, d] = sum over the routed
+/// slots k < topK of weights[t, k] * rows[slot_row[t, k], d] (fused
+/// multiply-adds, in slot order), plus rows[slot_row[t, k], d] for the
+/// shared-expert slots topK <= k < slots, plus the addends' [t, d] in
+/// order; all f32, rows of `cols` (a multiple of 4). A block per token:
+/// its threads read the token's slots and weights once, then each 16-byte
+/// chunk of every slot row.
+struct MoECombineConfig {
+  int64_t cols = 0, topK = 0, slots = 0, addends = 0;
+};
+
+/// Empty when `c` has a row kernel, else why not.
+std::string checkMoECombineConfig(const MoECombineConfig &c);
+
+/// The .entry `name` (u64 rows, u64 slot_row, u64 weights, u64 addend x
+/// addends, u64 out, u64 tokens) for `c` (valid).
+std::string emitMoECombineRowPtx(const MoECombineConfig &c,
+                                 const std::string &name);
 
 } // namespace kiln::gpurow
 

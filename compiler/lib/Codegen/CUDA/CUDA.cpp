@@ -69,9 +69,8 @@ namespace {
 constexpr int64_t kPlannedSMs = 132;
 
 // Appends binding parameters (binding, bytes per row) and then the rows.
-void appendBindingsAndRows(
-    CudaTileVariant &v,
-    std::initializer_list<std::pair<unsigned, uint64_t>> bindings) {
+void appendBindingsAndRows(CudaTileVariant &v,
+                           ArrayRef<std::pair<unsigned, uint64_t>> bindings) {
   for (auto [binding, rowBytes] : bindings) {
     CudaTileParam p;
     p.binding = binding;
@@ -601,6 +600,47 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
 std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
                                              uint64_t &programsPerRow,
                                              std::string &ptx) {
+  if (auto comb = dyn_cast<kernel::MoECombineOp>(k.representative)) {
+    // kernel.moe_combine of f32 expert rows, weights, addends and result,
+    // i32 slot rows: a block per token (GpuRowKernels.h).
+    auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+    for (Value v : comb->getOperands())
+      if (v != comb.getSlotRow() && !typeOf(v).getElementType().isF32())
+        return {};
+    if (!typeOf(comb.getResult()).getElementType().isF32() ||
+        !typeOf(comb.getSlotRow()).getElementType().isInteger(32))
+      return {};
+    gpurow::MoECombineConfig c;
+    c.cols = typeOf(comb.getResult()).getShape().back();
+    c.topK = typeOf(comb.getWeights()).getShape().back();
+    c.slots = typeOf(comb.getSlotRow()).getShape().back();
+    c.addends = static_cast<int64_t>(comb.getAddends().size());
+    if (!gpurow::checkMoECombineConfig(c).empty())
+      return {};
+    CudaTileVariant v;
+    v.name = k.name + "_tile0";
+    const int64_t perRow = (c.cols + comb.getTileD() - 1) / comb.getTileD();
+    v.maxRows = static_cast<uint64_t>(k.maxPrograms / perRow);
+    v.threads = static_cast<uint32_t>(gpurow::kRowThreads);
+    v.rowsPerTile = 1;
+    v.columnTiles = 1;
+    v.config = "block of " + std::to_string(gpurow::kRowThreads) +
+               " threads per token";
+    // (rows (indexed by slot_row, not advanced), slot_row, weights,
+    // addends, out, tokens)
+    const uint64_t rowBytes = 4 * static_cast<uint64_t>(c.cols);
+    SmallVector<std::pair<unsigned, uint64_t>> bindings{
+        {0, 0},
+        {1, 4 * static_cast<uint64_t>(c.slots)},
+        {2, 4 * static_cast<uint64_t>(c.topK)}};
+    for (unsigned a = 0; a < c.addends; ++a)
+      bindings.push_back({3 + a, rowBytes});
+    bindings.push_back({comb->getNumOperands(), rowBytes});
+    appendBindingsAndRows(v, bindings);
+    ptx += gpurow::emitMoECombineRowPtx(c, v.name);
+    programsPerRow = static_cast<uint64_t>(perRow);
+    return {v};
+  }
   auto norm = dyn_cast<kernel::RMSNormOp>(k.representative);
   if (!norm || norm.getCache() || norm.getInputStride() != 0 ||
       norm.getInputOffset() != 0)

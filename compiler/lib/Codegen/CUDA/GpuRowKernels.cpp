@@ -1,6 +1,8 @@
 //===- GpuRowKernels.cpp - cooperative row kernels for sm_90a -------------===//
 //
-// PTX text for GpuRowKernels.h. RMSNorm: per row, each thread sums the
+// PTX text for GpuRowKernels.h. The MoE combine: per token, every thread
+// reads the token's slots and weights (broadcast loads), then sums its
+// 16-byte chunks of the slot rows. RMSNorm: per row, each thread sums the
 // squares of its 16-byte chunks (chunk c = thread + 256 i), the warp
 // reduces them by butterfly shuffles, lane 0 of each warp leaves its sum in
 // shared memory, and after a barrier every thread adds the 8 warp sums in
@@ -120,6 +122,99 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
     << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("wr") << ";\n"
     << L("wr_done") << ":\n"
     << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
+    << L("end") << ":\n  ret;\n}\n\n";
+  return o.str();
+}
+
+std::string checkMoECombineConfig(const MoECombineConfig &c) {
+  if (c.cols <= 0 || c.cols % 4 != 0)
+    return "row width " + std::to_string(c.cols) +
+           " is not a positive multiple of 4 (16-byte chunks)";
+  if (c.cols * 4 > (int64_t(1) << 31))
+    return "row of " + std::to_string(c.cols) + " floats too wide";
+  if (c.topK < 1 || c.slots < c.topK || c.slots > 16)
+    return "slots " + std::to_string(c.slots) + " (top-k " +
+           std::to_string(c.topK) + ") outside [top-k, 16]";
+  if (c.addends < 0 || c.addends > 4)
+    return std::to_string(c.addends) + " addends (at most 4)";
+  return "";
+}
+
+std::string emitMoECombineRowPtx(const MoECombineConfig &c,
+                                 const std::string &name) {
+  const int64_t step = 4 * kRowThreads;
+  std::ostringstream o;
+  auto L = [&](const char *label) { return name + "_" + label; };
+  o << "// " << name << ": MoE combine of " << c.slots << " slots (" << c.topK
+    << " weighted), " << c.addends << " addend(s), f32 rows of " << c.cols
+    << ", a block of " << kRowThreads << " threads per token\n"
+    << ".visible .entry " << name << "(\n  .param .u64 " << name
+    << "_rows,\n  .param .u64 " << name << "_slot_row,\n  .param .u64 " << name
+    << "_weights,\n";
+  for (int64_t a = 0; a < c.addends; ++a)
+    o << "  .param .u64 " << name << "_add" << a << ",\n";
+  o << "  .param .u64 " << name << "_out,\n  .param .u64 " << name
+    << "_tokens)\n"
+    << ".maxntid " << kRowThreads << ", 1, 1\n{\n"
+    << "  .reg .pred %p<4>;\n  .reg .b32 %r<16>;\n  .reg .b64 %rd<24>;\n"
+    << "  .reg .f32 %f<12>;\n  .reg .f32 %w<" << c.topK << ">;\n"
+    << "  .reg .b64 %s<" << c.slots << ">;\n"
+    << "  ld.param.u64 %rd1, [" << name << "_rows];\n"
+    << "  ld.param.u64 %rd2, [" << name << "_slot_row];\n"
+    << "  ld.param.u64 %rd3, [" << name << "_weights];\n";
+  for (int64_t a = 0; a < c.addends; ++a)
+    o << "  ld.param.u64 %rd" << 10 + a << ", [" << name << "_add" << a
+      << "];\n";
+  o << "  ld.param.u64 %rd4, [" << name << "_out];\n"
+    << "  ld.param.u64 %rd5, [" << name << "_tokens];\n"
+    << "  cvt.u32.u64 %r5, %rd5;\n"
+    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
+    << "  mov.u32 %r3, %nctaid.x;\n"
+    << L("token") << ":\n"
+    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << L("end")
+    << ";\n"
+    // The token's slots (as byte offsets of their rows) and weights.
+    << "  mul.wide.u32 %rd6, %r2, " << 4 * c.slots << ";\n"
+    << "  add.s64 %rd6, %rd2, %rd6;\n"
+    << "  mul.wide.u32 %rd7, %r2, " << 4 * c.topK << ";\n"
+    << "  add.s64 %rd7, %rd3, %rd7;\n";
+  for (int64_t k = 0; k < c.slots; ++k)
+    o << "  ld.global.nc.u32 %r6, [%rd6+" << 4 * k << "];\n"
+      << "  mul.wide.u32 %s" << k << ", %r6, " << 4 * c.cols << ";\n"
+      << "  add.s64 %s" << k << ", %s" << k << ", %rd1;\n";
+  for (int64_t k = 0; k < c.topK; ++k)
+    o << "  ld.global.nc.f32 %w" << k << ", [%rd7+" << 4 * k << "];\n";
+  // The token's row of the addends and of out (%rd8: byte offset).
+  o << "  mul.wide.u32 %rd8, %r2, " << 4 * c.cols << ";\n"
+    << "  shl.b32 %r9, %r1, 2;\n"
+    << L("chunk") << ":\n"
+    << "  setp.ge.u32 %p2, %r9, " << c.cols << ";\n  @%p2 bra " << L("next")
+    << ";\n"
+    << "  mul.wide.u32 %rd9, %r9, 4;\n"
+    << "  mov.f32 %f0, 0f00000000;\n  mov.f32 %f1, 0f00000000;\n"
+    << "  mov.f32 %f2, 0f00000000;\n  mov.f32 %f3, 0f00000000;\n";
+  for (int64_t k = 0; k < c.slots; ++k) {
+    o << "  add.s64 %rd20, %s" << k << ", %rd9;\n"
+      << "  ld.global.v4.f32 {%f4, %f5, %f6, %f7}, [%rd20];\n";
+    for (int e = 0; e < 4; ++e)
+      if (k < c.topK)
+        o << "  fma.rn.f32 %f" << e << ", %w" << k << ", %f" << 4 + e << ", %f"
+          << e << ";\n";
+      else
+        o << "  add.rn.f32 %f" << e << ", %f" << e << ", %f" << 4 + e << ";\n";
+  }
+  for (int64_t a = 0; a < c.addends; ++a) {
+    o << "  add.s64 %rd20, %rd" << 10 + a << ", %rd8;\n"
+      << "  add.s64 %rd20, %rd20, %rd9;\n"
+      << "  ld.global.v4.f32 {%f4, %f5, %f6, %f7}, [%rd20];\n";
+    for (int e = 0; e < 4; ++e)
+      o << "  add.rn.f32 %f" << e << ", %f" << e << ", %f" << 4 + e << ";\n";
+  }
+  o << "  add.s64 %rd20, %rd4, %rd8;\n  add.s64 %rd20, %rd20, %rd9;\n"
+    << "  st.global.v4.f32 [%rd20], {%f0, %f1, %f2, %f3};\n"
+    << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("chunk") << ";\n"
+    << L("next") << ":\n"
+    << "  add.u32 %r2, %r2, %r3;\n  bra " << L("token") << ";\n"
     << L("end") << ":\n  ret;\n}\n\n";
   return o.str();
 }
