@@ -287,6 +287,20 @@ TEST(GpuRowKernels, RmsNormAssemblesToCooperativeSass) {
       EXPECT_GE(countIn(sass, "STG.E.128"), 1u) << sass;
       EXPECT_GE(countIn(sass, "BAR.SYNC"), 2u) << sass;
     }
+  // rms_norm_quant: also e4m3 per 1 x 128 (a warp's pass is one block: five
+  // more shuffles for its amax, two e4m3 pair conversions per chunk).
+  EXPECT_NE(gpurow::checkRmsNormConfig({1028, 1e-6f, false, true}), "");
+  for (int64_t cols : {128, 7168}) {
+    gpurow::RmsNormConfig c{cols, 1e-6f, cols == 128, true};
+    ASSERT_EQ(gpurow::checkRmsNormConfig(c), "");
+    std::string name = "kiln_rmsnorm_quant_" + std::to_string(cols);
+    std::string sass = assembleRowKernel(name, gpurow::emitRmsNormRowPtx(c, name));
+    if (sass.empty())
+      continue;
+    EXPECT_GE(countIn(sass, "SHFL.BFLY"), 10u) << sass;
+    EXPECT_GE(countIn(sass, "F2FP.SATFINITE.E4M3"), 2u) << sass;
+    EXPECT_GE(countIn(sass, "STG.E.128"), 1u) << sass;
+  }
 }
 
 // The MoE combine's row kernel: DeepSeek-V3's 8 routed slots and a shared

@@ -31,13 +31,19 @@ struct RmsNormConfig {
   int64_t cols = 0;
   float eps = 1e-6f;
   bool bf16Weight = false;
+  // rms_norm_quant: the normalized row also quantized per 1 x 128
+  // (DeepSeek's s = max(amax, 1e-4) / 448, v / s rounded to nearest even,
+  // saturated; cols a multiple of 128): each warp's pass covers one block,
+  // its amax five butterfly shuffles, lane 0 storing the block's scale.
+  bool quantize = false;
 };
 
 /// Empty when `c` has a row kernel, else why not.
 std::string checkRmsNormConfig(const RmsNormConfig &c);
 
-/// The .entry `name` (u64 x, u64 w, u64 out, u64 rows) for `c` (valid), for
-/// a module with an sm_90a header (HopperGemm.h ptxModuleHeader).
+/// The .entry `name` (u64 x, u64 w, u64 out, [quantize: u64 q (e4m3), u64
+/// scales,] u64 rows) for `c` (valid), for a module with an sm_90a header
+/// (HopperGemm.h ptxModuleHeader).
 std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name);
 
 /// The MoE combine (kernel.moe_combine): y[t, d] = sum over the routed

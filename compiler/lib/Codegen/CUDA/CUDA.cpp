@@ -641,21 +641,32 @@ std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
     programsPerRow = static_cast<uint64_t>(perRow);
     return {v};
   }
+  // A plain kernel.rms_norm (no fused cache write, no strided input) or a
+  // kernel.rms_norm_quant (act 128: also e4m3 with 1 x 128 scales).
   auto norm = dyn_cast<kernel::RMSNormOp>(k.representative);
-  if (!norm || norm.getCache() || norm.getInputStride() != 0 ||
-      norm.getInputOffset() != 0)
+  auto quant = dyn_cast<kernel::RMSNormQuantOp>(k.representative);
+  if (norm && (norm.getCache() || norm.getInputStride() != 0 ||
+               norm.getInputOffset() != 0))
     return {};
-  auto in = cast<RankedTensorType>(norm.getInput().getType());
-  auto w = cast<RankedTensorType>(norm.getWeight().getType());
-  auto out = cast<RankedTensorType>(norm.getResult().getType());
-  if (!in.getElementType().isF32() || !out.getElementType().isF32() ||
+  if ((!norm && !quant) || (quant && quant.getAct() != 128))
+    return {};
+  Operation *op = k.representative;
+  auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  RankedTensorType in = typeOf(op->getOperand(0)),
+                   w = typeOf(op->getOperand(1));
+  if (!in.getElementType().isF32() ||
+      !typeOf(op->getResult(0)).getElementType().isF32() ||
       !(w.getElementType().isF32() || w.getElementType().isBF16()) ||
-      w.getRank() != 1)
+      w.getRank() != 1 ||
+      (quant &&
+       (!isa<Float8E4M3FNType>(typeOf(quant.getQuantized()).getElementType()) ||
+        !typeOf(quant.getScale()).getElementType().isF32())))
     return {};
   gpurow::RmsNormConfig c;
   c.cols = in.getShape().back();
-  c.eps = norm.getEpsilon().convertToFloat();
+  c.eps = (norm ? norm.getEpsilon() : quant.getEpsilon()).convertToFloat();
   c.bf16Weight = w.getElementType().isBF16();
+  c.quantize = static_cast<bool>(quant);
   if (!gpurow::checkRmsNormConfig(c).empty() || w.getDimSize(0) != c.cols)
     return {};
   CudaTileVariant v;
@@ -664,10 +675,18 @@ std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
   v.threads = static_cast<uint32_t>(gpurow::kRowThreads);
   v.rowsPerTile = 1;
   v.columnTiles = 1;
-  v.config =
-      "block of " + std::to_string(gpurow::kRowThreads) + " threads per row";
-  const unsigned result = norm->getNumOperands();
-  appendBindingsAndRows(v, {{0, 4 * c.cols}, {1, 0}, {result, 4 * c.cols}});
+  v.config = "block of " + std::to_string(gpurow::kRowThreads) +
+             " threads per row" + (quant ? ", e4m3 per 1 x 128" : "");
+  const unsigned result = op->getNumOperands();
+  const uint64_t rowBytes = 4 * static_cast<uint64_t>(c.cols);
+  if (quant) // (x, w, y, q, scales, rows)
+    appendBindingsAndRows(v, {{0, rowBytes},
+                              {1, 0},
+                              {result, rowBytes},
+                              {result + 1, rowBytes / 4},
+                              {result + 2, rowBytes / 128}});
+  else
+    appendBindingsAndRows(v, {{0, rowBytes}, {1, 0}, {result, rowBytes}});
   ptx += gpurow::emitRmsNormRowPtx(c, v.name);
   programsPerRow = 1;
   return {v};

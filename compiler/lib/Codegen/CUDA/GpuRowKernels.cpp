@@ -39,6 +39,9 @@ std::string checkRmsNormConfig(const RmsNormConfig &c) {
            " is not a positive multiple of 4 (16-byte chunks)";
   if (c.cols * 4 > (int64_t(1) << 31))
     return "row of " + std::to_string(c.cols) + " floats too wide";
+  if (c.quantize && c.cols % 128 != 0)
+    return "row width " + std::to_string(c.cols) +
+           " is not whole 128-column quantization blocks";
   return "";
 }
 
@@ -52,15 +55,22 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
     << " threads per row\n"
     << ".visible .entry " << name << "(\n  .param .u64 " << name
     << "_x,\n  .param .u64 " << name << "_w,\n  .param .u64 " << name
-    << "_out,\n  .param .u64 " << name << "_rows)\n"
+    << "_out,\n"
+    << (c.quantize ? "  .param .u64 " + name + "_q,\n  .param .u64 " + name +
+                         "_scale,\n"
+                   : std::string())
+    << "  .param .u64 " << name << "_rows)\n"
     << ".maxntid " << kRowThreads << ", 1, 1\n{\n"
     << "  .reg .pred %p<4>;\n  .reg .b32 %r<16>;\n  .reg .b64 %rd<16>;\n"
-    << "  .reg .f32 %f<24>;\n"
+    << "  .reg .f32 %f<24>;\n  .reg .b16 %h<2>;\n"
     << "  .shared .align 16 .f32 " << name << "_part[" << warps << "];\n"
     << "  ld.param.u64 %rd1, [" << name << "_x];\n"
     << "  ld.param.u64 %rd2, [" << name << "_w];\n"
     << "  ld.param.u64 %rd3, [" << name << "_out];\n"
     << "  ld.param.u64 %rd4, [" << name << "_rows];\n"
+    << (c.quantize ? "  ld.param.u64 %rd12, [" + name + "_q];\n" +
+                         "  ld.param.u64 %rd13, [" + name + "_scale];\n"
+                   : std::string())
     << "  cvt.u32.u64 %r5, %rd4;\n"
     << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
     << "  mov.u32 %r3, %nctaid.x;\n"
@@ -118,8 +128,32 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
     o << "  mul.rn.f32 %f" << 2 + e << ", %f" << 2 + e << ", %f16;\n"
       << "  mul.rn.f32 %f" << 2 + e << ", %f" << 2 + e << ", %f" << 17 + e
       << ";\n";
-  o << "  st.global.v4.f32 [%rd10], {%f2, %f3, %f4, %f5};\n"
-    << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("wr") << ";\n"
+  o << "  st.global.v4.f32 [%rd10], {%f2, %f3, %f4, %f5};\n";
+  if (c.quantize) {
+    // Block (row, %r9 / 128): this warp's 128 columns of the pass.
+    o << "  abs.f32 %f21, %f2;\n  abs.f32 %f22, %f3;\n"
+      << "  max.f32 %f21, %f21, %f22;\n  abs.f32 %f22, %f4;\n"
+      << "  max.f32 %f21, %f21, %f22;\n  abs.f32 %f22, %f5;\n"
+      << "  max.f32 %f21, %f21, %f22;\n";
+    for (int sh : {16, 8, 4, 2, 1})
+      o << "  shfl.sync.bfly.b32 %f22, %f21, " << sh << ", 31, -1;\n"
+        << "  max.f32 %f21, %f21, %f22;\n";
+    o << "  max.f32 %f21, %f21, 0f38D1B717;\n" // s = max(amax, 1e-4) / 448
+      << "  div.rn.f32 %f21, %f21, 0f43E00000;\n";
+    for (int e = 0; e < 4; ++e)
+      o << "  div.rn.f32 %f" << 17 + e << ", %f" << 2 + e << ", %f21;\n";
+    o << "  cvt.rn.satfinite.e4m3x2.f32 %h0, %f18, %f17;\n"
+      << "  cvt.rn.satfinite.e4m3x2.f32 %h1, %f20, %f19;\n"
+      << "  mov.b32 %r14, {%h0, %h1};\n"
+      << "  mul.wide.u32 %rd14, %r2, " << c.cols << ";\n"
+      << "  cvt.u64.u32 %rd15, %r9;\n  add.s64 %rd14, %rd14, %rd15;\n"
+      << "  add.s64 %rd14, %rd12, %rd14;\n  st.global.b32 [%rd14], %r14;\n"
+      << "  mul.lo.u32 %r15, %r2, " << c.cols / 128 << ";\n"
+      << "  shr.u32 %r13, %r9, 7;\n  add.u32 %r15, %r15, %r13;\n"
+      << "  mul.wide.u32 %rd15, %r15, 4;\n  add.s64 %rd15, %rd13, %rd15;\n"
+      << "  @%p3 st.global.f32 [%rd15], %f21;\n";
+  }
+  o << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("wr") << ";\n"
     << L("wr_done") << ":\n"
     << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
     << L("end") << ":\n  ret;\n}\n\n";
