@@ -358,7 +358,7 @@ class Sm90a(unittest.TestCase):
                         for t in e.get("tiles", []):
                             code = sass.get(t["name"])
                             self.assertIsNotNone(code, t["name"])
-                            if k["name"].startswith("rms_norm"):
+                            if k["name"].startswith(("rms_norm", "quantize")):
                                 self.assertIn("SHFL.BFLY", code, t["name"])
                                 kind = "row"
                             elif k["name"].startswith("moe_combine"):

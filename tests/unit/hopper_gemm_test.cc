@@ -301,6 +301,15 @@ TEST(GpuRowKernels, RmsNormAssemblesToCooperativeSass) {
     EXPECT_GE(countIn(sass, "F2FP.SATFINITE.E4M3"), 2u) << sass;
     EXPECT_GE(countIn(sass, "STG.E.128"), 1u) << sass;
   }
+  // kernel.quantize: the same quantization without the norm.
+  EXPECT_NE(gpurow::checkQuantizeRowConfig(112), "");
+  ASSERT_EQ(gpurow::checkQuantizeRowConfig(7168), "");
+  std::string sass = assembleRowKernel("kiln_quantize_7168", gpurow::emitQuantizeRowPtx(7168, "kiln_quantize_7168"));
+  if (!sass.empty()) {
+    EXPECT_GE(countIn(sass, "SHFL.BFLY"), 5u) << sass;
+    EXPECT_GE(countIn(sass, "F2FP.SATFINITE.E4M3"), 2u) << sass;
+    EXPECT_GE(countIn(sass, "LDG.E.128"), 1u) << sass;
+  }
 }
 
 // The MoE combine's row kernel: DeepSeek-V3's 8 routed slots and a shared

@@ -46,6 +46,14 @@ std::string checkRmsNormConfig(const RmsNormConfig &c);
 /// (HopperGemm.h ptxModuleHeader).
 std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name);
 
+/// kernel.quantize of f32 rows of `cols` (a multiple of 128) per 1 x 128,
+/// no scale flags: the quantization of rms_norm_quant without the norm.
+/// Empty when it has a row kernel, else why not.
+std::string checkQuantizeRowConfig(int64_t cols);
+
+/// The .entry `name` (u64 x, u64 q (e4m3), u64 scales, u64 rows).
+std::string emitQuantizeRowPtx(int64_t cols, const std::string &name);
+
 /// The MoE combine (kernel.moe_combine): y[t, d] = sum over the routed
 /// slots k < topK of weights[t, k] * rows[slot_row[t, k], d] (fused
 /// multiply-adds, in slot order), plus rows[slot_row[t, k], d] for the

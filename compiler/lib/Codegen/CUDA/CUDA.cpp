@@ -597,6 +597,21 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
 // The row-kernel variant of kernel `k` (GpuRowKernels.h) when it is a plain
 // kernel.rms_norm (no fused cache write, no strided input) of f32 rows of a
 // multiple of 4 by an f32 or bf16 weight: a block of 256 threads per row.
+// A row kernel's variant of `k` over `rows` rows: a block of
+// gpurow::kRowThreads threads per `what`.
+CudaTileVariant rowVariant(const KernelRecord &k, int64_t rows,
+                           const std::string &what) {
+  CudaTileVariant v;
+  v.name = k.name + "_tile0";
+  v.maxRows = static_cast<uint64_t>(rows);
+  v.threads = static_cast<uint32_t>(gpurow::kRowThreads);
+  v.rowsPerTile = 1;
+  v.columnTiles = 1;
+  v.config = "block of " + std::to_string(gpurow::kRowThreads) +
+             " threads per " + what;
+  return v;
+}
+
 std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
                                              uint64_t &programsPerRow,
                                              std::string &ptx) {
@@ -617,15 +632,8 @@ std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
     c.addends = static_cast<int64_t>(comb.getAddends().size());
     if (!gpurow::checkMoECombineConfig(c).empty())
       return {};
-    CudaTileVariant v;
-    v.name = k.name + "_tile0";
     const int64_t perRow = (c.cols + comb.getTileD() - 1) / comb.getTileD();
-    v.maxRows = static_cast<uint64_t>(k.maxPrograms / perRow);
-    v.threads = static_cast<uint32_t>(gpurow::kRowThreads);
-    v.rowsPerTile = 1;
-    v.columnTiles = 1;
-    v.config = "block of " + std::to_string(gpurow::kRowThreads) +
-               " threads per token";
+    CudaTileVariant v = rowVariant(k, k.maxPrograms / perRow, "token");
     // (rows (indexed by slot_row, not advanced), slot_row, weights,
     // addends, out, tokens)
     const uint64_t rowBytes = 4 * static_cast<uint64_t>(c.cols);
@@ -639,6 +647,23 @@ std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
     appendBindingsAndRows(v, bindings);
     ptx += gpurow::emitMoECombineRowPtx(c, v.name);
     programsPerRow = static_cast<uint64_t>(perRow);
+    return {v};
+  }
+  if (auto q = dyn_cast<kernel::QuantizeOp>(k.representative)) {
+    // f32 rows to e4m3 per 1 x 128, no scale flags.
+    auto in = cast<RankedTensorType>(q.getInput().getType());
+    const int64_t cols = in.getShape().back();
+    if (!in.getElementType().isF32() || q.getAct() != 128 ||
+        q.hasScaleFlags() ||
+        !isa<Float8E4M3FNType>(
+            cast<RankedTensorType>(q.getResult().getType()).getElementType()) ||
+        !gpurow::checkQuantizeRowConfig(cols).empty())
+      return {};
+    CudaTileVariant v = rowVariant(k, k.maxPrograms, "row, e4m3 per 1 x 128");
+    const uint64_t c = static_cast<uint64_t>(cols);
+    appendBindingsAndRows(v, {{0, 4 * c}, {1, c}, {2, c / 32}});
+    ptx += gpurow::emitQuantizeRowPtx(cols, v.name);
+    programsPerRow = 1;
     return {v};
   }
   // A plain kernel.rms_norm (no fused cache write, no strided input) or a
@@ -669,14 +694,8 @@ std::vector<CudaTileVariant> rowTileVariants(const KernelRecord &k,
   c.quantize = static_cast<bool>(quant);
   if (!gpurow::checkRmsNormConfig(c).empty() || w.getDimSize(0) != c.cols)
     return {};
-  CudaTileVariant v;
-  v.name = k.name + "_tile0";
-  v.maxRows = static_cast<uint64_t>(k.maxPrograms);
-  v.threads = static_cast<uint32_t>(gpurow::kRowThreads);
-  v.rowsPerTile = 1;
-  v.columnTiles = 1;
-  v.config = "block of " + std::to_string(gpurow::kRowThreads) +
-             " threads per row" + (quant ? ", e4m3 per 1 x 128" : "");
+  CudaTileVariant v =
+      rowVariant(k, k.maxPrograms, quant ? "row, e4m3 per 1 x 128" : "row");
   const unsigned result = op->getNumOperands();
   const uint64_t rowBytes = 4 * static_cast<uint64_t>(c.cols);
   if (quant) // (x, w, y, q, scales, rows)

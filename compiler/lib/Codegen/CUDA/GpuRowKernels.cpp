@@ -31,6 +31,37 @@ std::string f32Hex(float f) {
   return o.str();
 }
 
+// Quantizes the chunk %f2..%f5 of row %r2 at column %r9 (a multiple of 4)
+// per 1 x 128 block: the warp's 32 chunks are one block (cols a multiple of
+// 128, the block's threads in one pass), amax by five butterfly shuffles, s
+// = max(amax, 1e-4) / 448 and v / s correctly rounded, e4m3 nearest even
+// and saturated, the four codes in one 32-bit store to q (%rd12) and, from
+// lane 0 (%p3), the scale to scales (%rd13). Temporaries %f17-%f22, %h0-1,
+// %r13-%r15, %rd14-%rd15.
+void quantizeChunk(std::ostringstream &o, int64_t cols) {
+  o << "  abs.f32 %f21, %f2;\n  abs.f32 %f22, %f3;\n"
+    << "  max.f32 %f21, %f21, %f22;\n  abs.f32 %f22, %f4;\n"
+    << "  max.f32 %f21, %f21, %f22;\n  abs.f32 %f22, %f5;\n"
+    << "  max.f32 %f21, %f21, %f22;\n";
+  for (int sh : {16, 8, 4, 2, 1})
+    o << "  shfl.sync.bfly.b32 %f22, %f21, " << sh << ", 31, -1;\n"
+      << "  max.f32 %f21, %f21, %f22;\n";
+  o << "  max.f32 %f21, %f21, 0f38D1B717;\n"
+    << "  div.rn.f32 %f21, %f21, 0f43E00000;\n";
+  for (int e = 0; e < 4; ++e)
+    o << "  div.rn.f32 %f" << 17 + e << ", %f" << 2 + e << ", %f21;\n";
+  o << "  cvt.rn.satfinite.e4m3x2.f32 %h0, %f18, %f17;\n"
+    << "  cvt.rn.satfinite.e4m3x2.f32 %h1, %f20, %f19;\n"
+    << "  mov.b32 %r14, {%h0, %h1};\n"
+    << "  mul.wide.u32 %rd14, %r2, " << cols << ";\n"
+    << "  cvt.u64.u32 %rd15, %r9;\n  add.s64 %rd14, %rd14, %rd15;\n"
+    << "  add.s64 %rd14, %rd12, %rd14;\n  st.global.b32 [%rd14], %r14;\n"
+    << "  mul.lo.u32 %r15, %r2, " << cols / 128 << ";\n"
+    << "  shr.u32 %r13, %r9, 7;\n  add.u32 %r15, %r15, %r13;\n"
+    << "  mul.wide.u32 %rd15, %r15, 4;\n  add.s64 %rd15, %rd13, %rd15;\n"
+    << "  @%p3 st.global.f32 [%rd15], %f21;\n";
+}
+
 } // namespace
 
 std::string checkRmsNormConfig(const RmsNormConfig &c) {
@@ -129,30 +160,8 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
       << "  mul.rn.f32 %f" << 2 + e << ", %f" << 2 + e << ", %f" << 17 + e
       << ";\n";
   o << "  st.global.v4.f32 [%rd10], {%f2, %f3, %f4, %f5};\n";
-  if (c.quantize) {
-    // Block (row, %r9 / 128): this warp's 128 columns of the pass.
-    o << "  abs.f32 %f21, %f2;\n  abs.f32 %f22, %f3;\n"
-      << "  max.f32 %f21, %f21, %f22;\n  abs.f32 %f22, %f4;\n"
-      << "  max.f32 %f21, %f21, %f22;\n  abs.f32 %f22, %f5;\n"
-      << "  max.f32 %f21, %f21, %f22;\n";
-    for (int sh : {16, 8, 4, 2, 1})
-      o << "  shfl.sync.bfly.b32 %f22, %f21, " << sh << ", 31, -1;\n"
-        << "  max.f32 %f21, %f21, %f22;\n";
-    o << "  max.f32 %f21, %f21, 0f38D1B717;\n" // s = max(amax, 1e-4) / 448
-      << "  div.rn.f32 %f21, %f21, 0f43E00000;\n";
-    for (int e = 0; e < 4; ++e)
-      o << "  div.rn.f32 %f" << 17 + e << ", %f" << 2 + e << ", %f21;\n";
-    o << "  cvt.rn.satfinite.e4m3x2.f32 %h0, %f18, %f17;\n"
-      << "  cvt.rn.satfinite.e4m3x2.f32 %h1, %f20, %f19;\n"
-      << "  mov.b32 %r14, {%h0, %h1};\n"
-      << "  mul.wide.u32 %rd14, %r2, " << c.cols << ";\n"
-      << "  cvt.u64.u32 %rd15, %r9;\n  add.s64 %rd14, %rd14, %rd15;\n"
-      << "  add.s64 %rd14, %rd12, %rd14;\n  st.global.b32 [%rd14], %r14;\n"
-      << "  mul.lo.u32 %r15, %r2, " << c.cols / 128 << ";\n"
-      << "  shr.u32 %r13, %r9, 7;\n  add.u32 %r15, %r15, %r13;\n"
-      << "  mul.wide.u32 %rd15, %r15, 4;\n  add.s64 %rd15, %rd13, %rd15;\n"
-      << "  @%p3 st.global.f32 [%rd15], %f21;\n";
-  }
+  if (c.quantize)
+    quantizeChunk(o, c.cols);
   o << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("wr") << ";\n"
     << L("wr_done") << ":\n"
     << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
@@ -249,6 +258,50 @@ std::string emitMoECombineRowPtx(const MoECombineConfig &c,
     << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("chunk") << ";\n"
     << L("next") << ":\n"
     << "  add.u32 %r2, %r2, %r3;\n  bra " << L("token") << ";\n"
+    << L("end") << ":\n  ret;\n}\n\n";
+  return o.str();
+}
+
+std::string checkQuantizeRowConfig(int64_t cols) {
+  if (cols <= 0 || cols % 128 != 0 || cols * 4 > (int64_t(1) << 31))
+    return "row width " + std::to_string(cols) +
+           " is not a positive multiple of 128 (whole quantization blocks)";
+  return "";
+}
+
+std::string emitQuantizeRowPtx(int64_t cols, const std::string &name) {
+  const int64_t step = 4 * kRowThreads;
+  std::ostringstream o;
+  auto L = [&](const char *label) { return name + "_" + label; };
+  o << "// " << name << ": e4m3 per 1 x 128 of f32 rows of " << cols
+    << ", a block of " << kRowThreads << " threads per row\n"
+    << ".visible .entry " << name << "(\n  .param .u64 " << name
+    << "_x,\n  .param .u64 " << name << "_q,\n  .param .u64 " << name
+    << "_scale,\n  .param .u64 " << name << "_rows)\n"
+    << ".maxntid " << kRowThreads << ", 1, 1\n{\n"
+    << "  .reg .pred %p<4>;\n  .reg .b32 %r<16>;\n  .reg .b64 %rd<16>;\n"
+    << "  .reg .f32 %f<24>;\n  .reg .b16 %h<2>;\n"
+    << "  ld.param.u64 %rd1, [" << name << "_x];\n"
+    << "  ld.param.u64 %rd12, [" << name << "_q];\n"
+    << "  ld.param.u64 %rd13, [" << name << "_scale];\n"
+    << "  ld.param.u64 %rd4, [" << name << "_rows];\n"
+    << "  cvt.u32.u64 %r5, %rd4;\n"
+    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
+    << "  mov.u32 %r3, %nctaid.x;\n  and.b32 %r6, %r1, 31;\n"
+    << "  setp.eq.u32 %p3, %r6, 0;\n"
+    << L("row") << ":\n"
+    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << L("end") << ";\n"
+    << "  mul.wide.u32 %rd5, %r2, " << 4 * cols << ";\n"
+    << "  add.s64 %rd6, %rd1, %rd5;\n  shl.b32 %r9, %r1, 2;\n"
+    << L("chunk") << ":\n"
+    << "  setp.ge.u32 %p2, %r9, " << cols << ";\n  @%p2 bra " << L("next")
+    << ";\n"
+    << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
+    << "  ld.global.v4.f32 {%f2, %f3, %f4, %f5}, [%rd9];\n";
+  quantizeChunk(o, cols);
+  o << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("chunk") << ";\n"
+    << L("next") << ":\n"
+    << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
     << L("end") << ":\n  ret;\n}\n\n";
   return o.str();
 }
