@@ -155,6 +155,20 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
     for (int64_t i = 0; i < experts * n * k; ++i)
       b16[i] = toBf16((int(next32() % 2001) - 1000) / 1000.0f);
   }
+  // The reference's activations in layout order: gathered e4m3 rows (moe_up_fp8)
+  // are rows sortedToken[i] of the tokens' (the first rows of a and sa, which
+  // the kernel reads), zeros and token 0's scales for padding.
+  std::vector<uint8_t> aL = a;
+  std::vector<float> saL = sa;
+  const bool threadLoaded = c.f32Activations || (c.fp8 && c.gatherRows);
+  if (c.fp8 && c.gatherRows)
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t t = std::max<int32_t>(sortedToken[i], 0);
+      for (int64_t x = 0; x < k; ++x)
+        aL[i * k + x] = sortedToken[i] < 0 ? 0 : a[t * k + x];
+      for (int64_t x = 0; x < kBlocks; ++x)
+        saL[i * kBlocks + x] = sa[t * kBlocks + x];
+    }
   std::string name = "kiln_check_gemm";
   std::string ptx = hopper::ptxModuleHeader() + hopper::emitGemmEntryPtx(c, name);
   std::vector<char> log(1 << 14, 0);
@@ -212,7 +226,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   const bool twoMaps = c.splitGateUp || c.dualN1 > 0;
   for (int i = 0; good && i < (twoMaps ? 3 : 2); ++i) {
     const bool weights = i == 2 || ((i >= 1) != c.swapAB);
-    if (c.f32Activations && !weights)
+    if (threadLoaded && !weights)
       continue;
     const unsigned rank = weights && c.grouped ? 3 : 2;
     uint64_t rows = !weights        ? m + row0
@@ -265,7 +279,7 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
   std::vector<void *> params{&maps[0], &maps[1]};
   if (twoMaps)
     params.push_back(&maps[2]);
-  if (c.f32Activations) { // (the weights' map(s), the f32 activations, ...)
+  if (threadLoaded) { // (the weights' map(s), the activations' pointer, ...)
     params = {&maps[c.swapAB ? 0 : 1]};
     if (twoMaps)
       params.push_back(&maps[2]);
@@ -334,10 +348,10 @@ Result run(const GemmTileConfig &c, int64_t m, bool check, int reps, int sms,
         for (int64_t kb = 0; kb < k; kb += 128) {
           double chain = 0;
           for (int64_t x = kb; x < std::min(k, kb + 128); ++x)
-            chain += c.fp8 ? fromE4m3(a[(row0 + i) * k + x]) * fromE4m3(be[j * k + x])
-                           : fromBf16(reinterpret_cast<uint16_t *>(a.data())[(row0 + i) * k + x]) *
+            chain += c.fp8 ? fromE4m3(aL[(row0 + i) * k + x]) * fromE4m3(be[j * k + x])
+                           : fromBf16(reinterpret_cast<uint16_t *>(aL.data())[(row0 + i) * k + x]) *
                                  fromBf16(reinterpret_cast<const uint16_t *>(be)[j * k + x]);
-          ref += c.fp8 ? chain * sa[(row0 + i) * kBlocks + kb / 128] * sbe[(j / 128) * kBlocks + kb / 128]
+          ref += c.fp8 ? chain * saL[(row0 + i) * kBlocks + kb / 128] * sbe[(j / 128) * kBlocks + kb / 128]
                        : chain;
         }
       }
@@ -551,6 +565,10 @@ int main() {
   };
   checks.push_back({table(config(256, 384, 64, 128, true, true)), 2e-3});
   checks.push_back({table(config(256, 384, 64, 16, true, true, true)), 2e-3});
+  // The plans' FP8 experts' up projection (prefill): e4m3 tokens gathered by
+  // the producer, gate and up scales through tables, the quantized SwiGLU.
+  checks.push_back({gather(table(quant(config(512, 256, 64, 256, true, true)))), 4e-2});
+  checks.push_back({gather(table(quant(config(256, 384, 64, 256, true, true)))), 4e-2});
   checks.push_back({row0(quant(config(256, 384, 64, 256, true))), 4e-2});
   for (const Check &ch : checks) {
     std::string why = hopper::checkGemmTileConfig(ch.c);
@@ -651,15 +669,23 @@ int main() {
   // Forms: bf16 and e4m3 by TMA, and the plans' moe_up at the gate+up shape
   // (f32 tokens gathered through the layout, separate gate and up tables,
   // SwiGLU).
-  for (const char *form : {"bf16", "e4m3", "f32a-up"})
+  // and the FP8 one (e4m3 tokens gathered by the producer, the quantized
+  // SwiGLU, weight scales through tables).
+  for (const char *form : {"bf16", "e4m3", "f32a-up", "e4m3-up"})
     for (const auto &g : grouped) {
-      const bool fp8 = form[0] == 'e', up = form[0] == 'f';
+      const std::string f = form;
+      const bool fp8 = f[0] == 'e', up = f.size() > 4 && f.substr(f.size() - 3) == "-up";
       const int64_t e = g[0], m = g[0] * g[1], n = g[2], k = n == 4096 ? 7168 : 2048;
       if (up && n != 4096)
         continue;
       GemmTileConfig c = hopper::chooseGemmTile(m, n, k, fp8, true, sms);
+      if (up && fp8) {
+        c = config(n, k, 64, 256, true, true);
+        c.gatherRows = c.scaleTable = c.quantizeSwiGLU = true;
+      }
       if (up) {
-        c.f32Activations = c.gatherRows = c.splitGateUp = true;
+        c.f32Activations = !fp8;
+        c.gatherRows = c.splitGateUp = true;
         c.epilogue = hopper::Epilogue::kSwiGLU;
         while (c.stages > 2 && !hopper::checkGemmTileConfig(c).empty())
           --c.stages;

@@ -46,6 +46,12 @@ python3 "$ROOT/models/testing/make_tiny_checkpoint.py" deepseek_v3 "$OUT/ck-fp8"
   --cpu=x86-64-v3 --embed-weights --max-batch=2 --max-seq=64
 python3 -c "import numpy as np; np.save('$OUT/plans/deepseek_v3-fp8.tokens.npy', np.random.default_rng(2).integers(0, 128, size=(2, 8)).astype(np.int32))"
 echo 1e-3 > "$OUT/plans/deepseek_v3-fp8.tol"
+# The same with the experts' layout in 64-row blocks: moe_up_fp8's grouped
+# quantized SwiGLU over gathered e4m3 tokens, moe_down_fp8 unswapped.
+"$BIN/kiln-compile" "$OUT/ck-fp8" -o "$OUT/plans/deepseek_v3-fp8-bm64.kplan" --target=sm_90a,cpu \
+  --cpu=x86-64-v3 --embed-weights --max-batch=2 --max-seq=64 --moe-block-m=64
+cp "$OUT/plans/deepseek_v3-fp8.tokens.npy" "$OUT/plans/deepseek_v3-fp8-bm64.tokens.npy"
+echo 1e-3 > "$OUT/plans/deepseek_v3-fp8-bm64.tol"
 rm -rf "$OUT/ck-fp8"
 cp "$BIN/kiln-run" "$BIN/kiln-inspect" "$BIN/kiln-hopper-check" "$OUT/bin/"
 # Shared libraries outside the base system (abseil, flatbuffers, libstdc++ is there).

@@ -35,6 +35,7 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
     # 4 KV heads: the k and v projections (gemm_dual) are 64 rows each.
     FAMILY, CHECKPOINT = "llama", dict(dtype="bf16", overrides={"num_key_value_heads": 4})
     SWAPPED_DECODE = True  # decode runs a swapped tile kernel
+    FLAGS = ()  # more kiln-compile flags
 
     @classmethod
     def setUpClass(cls):
@@ -43,7 +44,7 @@ class TileLaunchesOnTheFakeDriver(unittest.TestCase):
         mk.make_checkpoint(cls.FAMILY, ckpt, **cls.CHECKPOINT)
         cls.plan = os.path.join(cls.tmp, "p.kplan")
         run([tool("kiln-compile"), ckpt, "-o", cls.plan, "--target=sm_90a,cpu",
-             f"--max-batch={MAX_BATCH}", f"--max-seq={MAX_SEQ}"])
+             f"--max-batch={MAX_BATCH}", f"--max-seq={MAX_SEQ}", *cls.FLAGS])
         cls.info = json.loads(run([tool("kiln-inspect"), cls.plan, "--json"]).stdout)
         # Each CUDA function's parameter sizes, for the fake's log.
         cls.params = os.path.join(cls.tmp, "params.txt")
@@ -253,6 +254,29 @@ class FP8TileLaunchesOnTheFakeDriver(TileLaunchesOnTheFakeDriver):
                 self.assertEqual([p["kind"] for p in t["params"]],
                                  ["tensor_map"] * 3 + ["binding"] * 5 + ["rows", "first_row"])
                 self.assertEqual([p.get("row_bytes", 0) for p in t["params"][6:8]], [256, 8])
+
+
+class FP8MoEPrefillTileLaunchesOnTheFakeDriver(FP8TileLaunchesOnTheFakeDriver):
+    """The same FP8 DeepSeek-V3 with the experts' layout in 64-row blocks:
+    moe_up_fp8 runs the grouped quantized SwiGLU over e4m3 tokens the
+    producer gathers, moe_down_fp8 the grouped e4m3 form unswapped."""
+    FLAGS = ("--moe-block-m=64",)
+    SWAPPED_DECODE = False
+
+    def test_fp8_experts_have_tile_variants(self):
+        ups = [(k, e) for k, e in self.entries.values() if k["name"].startswith("moe_up_fp8")]
+        self.assertTrue(ups)
+        for k, e in ups:
+            (t,) = e["tiles"]
+            self.assertIn("gathered swiglu quantized", t["config"])
+            # (gate and up maps over their tables, x, block_expert,
+            # sorted_token, x's scales, the weight scales' tables, out, its
+            # scales, rows)
+            self.assertEqual([p["kind"] for p in t["params"]], ["tensor_map"] * 2 + ["binding"] * 8 + ["rows"])
+            self.assertEqual([p["binding"] for p in t["params"][:10]], [4, 5, 0, 3, 2, 1, 6, 7, 8, 9])
+            self.assertTrue(all(p.get("table") for p in t["params"][:2]))
+        downs = [e for k, e in self.entries.values() if k["name"].startswith("moe_down_fp8")]
+        self.assertTrue(downs and all(" grouped e4m3" in e["tiles"][0]["config"] for e in downs))
 
 
 if __name__ == "__main__":

@@ -219,9 +219,17 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   // Split gate/up: two maps for the weights, one box each per stage, or
   // swapped four 8-row boxes each.
   const size_t weightLoads = !c.splitGateUp ? 1u : c.swapAB ? 8u : 2u;
+  // (gathered e4m3 rows: the producer's threads copy them, no TMA)
+  const bool threadLoaded = c.f32Activations || (c.fp8 && c.gatherRows);
   EXPECT_EQ(count("UTMALDG.2D"),
-            (c.f32Activations ? 0u : 1u) + (c.grouped ? 0u : weightLoads))
+            (threadLoaded ? 0u : 1u) + (c.grouped ? 0u : weightLoads))
       << sass.text;
+  if (c.fp8 && c.gatherRows) {
+    const size_t chunks = c.blockM * 8 / 128;
+    EXPECT_GE(count("LDG.E.128"), chunks) << sass.text;
+    EXPECT_GE(count("STS.128"), chunks) << sass.text;
+    EXPECT_GE(count("FENCE.VIEW.ASYNC.S"), 1u) << sass.text;
+  }
   if (c.f32Activations) {
     const size_t chunks = (c.swapAB ? c.blockN : c.blockM) * 8 / 128;
     EXPECT_GE(count("F2FP.BF16"), 4 * std::max<size_t>(chunks, 1)) << sass.text;
@@ -483,7 +491,12 @@ INSTANTIATE_TEST_SUITE_P(
                       // Plans' FP8 experts' down projection (moe_down_fp8):
                       // the weight scales through the plan's table.
                       scaleTable(config(7168, 2048, 128, 128, 4, true, true)),
-                      scaleTable(config(7168, 2048, 64, 8, 8, true, true, true))));
+                      scaleTable(config(7168, 2048, 64, 8, 8, true, true, true)),
+                      // Plans' FP8 experts' up projection (moe_up_fp8,
+                      // prefill): e4m3 tokens gathered by the producer's
+                      // threads, gate and up tables, quantized SwiGLU.
+                      gatherRows(scaleTable(quantizeSwiGLU(config(4096, 7168, 64, 256, 4, true, true)))),
+                      gatherRows(scaleTable(quantizeSwiGLU(config(512, 256, 64, 256, 2, true, true))))));
 
 } // namespace
 } // namespace kiln::hopper

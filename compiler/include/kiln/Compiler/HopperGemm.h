@@ -99,7 +99,11 @@ struct GemmTileConfig {
   // sorted_token (i32 [M]) after block_expert; row r of A (swapped: token
   // column r) is activation row sorted_token[r] of the [tokens, K] f32
   // activations, a zero row where it is -1 (padding). The producer reads a
-  // tile's tokens once, before its k-blocks.
+  // tile's tokens once, before its k-blocks. In e4m3 (moe_up_fp8; not
+  // swapped) the producer's 128 threads copy the gathered rows' 16-byte
+  // chunks into the swizzled stage as the f32 form does (TMA cannot
+  // gather), and the math warpgroups read their rows' tokens' activation
+  // scales.
   bool gatherRows = false;
   // The activations' tensor map spans more rows than the launch computes
   // (a buffer's whole batch, of which the launch is one run of rows): a u64
@@ -129,8 +133,9 @@ struct GemmTileConfig {
   // positions, named barriers 1 and 2), and warpgroup 0 computes
   // silu(g) * u, each row's amax over its 128 outputs (the quad of threads
   // holding the row: two butterfly shuffles), the scale, and stores the
-  // e4m3 pairs and the row's scale (u64 out_scale after out). Not swapped
-  // or grouped; activationRow0 as the e4m3 form.
+  // e4m3 pairs and the row's scale (u64 out_scale after out). Not swapped;
+  // grouped (moe_up_fp8) in the layout's 64-row blocks; activationRow0 as
+  // the e4m3 form.
   bool quantizeSwiGLU = false;
   // Grouped e4m3: the weight scales parameter is a table of u64 pointers,
   // one per expert, to its [N / 128, K / 128] scales (a plan's weight
@@ -148,6 +153,10 @@ struct GemmTileConfig {
 /// min(tiles, sms) persistent CTAs.
 GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
                               bool grouped, int64_t sms);
+
+/// The quantized SwiGLU's tile (quantizeSwiGLU) for gate and up of N / 2
+/// rows each over K: 64 x 256 x 128, as many stages (up to 8) as fit.
+GemmTileConfig chooseQuantizedSwiGLUTile(int64_t n, int64_t k);
 
 /// Empty when `c` is valid, else why not (N not a multiple of blockN, K not
 /// of blockK, shared memory over 227 KiB, ...).

@@ -98,6 +98,25 @@ bool withMostStages(hopper::GemmTileConfig &c) {
   return true;
 }
 
+// The 3D tensor map [E, rows, k] of a weight table's experts (bf16 or
+// e4m3, k-major, 128B swizzle; the runtime takes the experts' spacing from
+// their addresses), boxes of one 128-byte span x boxRows rows.
+CudaTileParam weightTableMap(unsigned binding, bool e4m3, int64_t k,
+                             int64_t rows, int64_t experts, uint32_t boxRows) {
+  const uint64_t eb = e4m3 ? 1 : 2;
+  CudaTileParam m;
+  m.kind = CudaTileParam::TensorMap;
+  m.binding = binding;
+  m.dtype = e4m3 ? 5 : 2; // f8e4m3 / bf16
+  m.dims = {static_cast<uint64_t>(k), static_cast<uint64_t>(rows),
+            static_cast<uint64_t>(experts)};
+  m.stridesBytes = {eb * static_cast<uint64_t>(k), 0};
+  m.box = {static_cast<uint32_t>(128 / eb), boxRows, 1};
+  m.swizzleBytes = 128;
+  m.table = true;
+  return m;
+}
+
 // The GEMM a kernel's tile variants compute, when it has them.
 struct TileGemm {
   SmallVector<unsigned> weights; // bindings: one, or gate and up
@@ -254,15 +273,9 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
   std::vector<hopper::GemmTileConfig> configs;
   std::vector<int64_t> upTo;
   if (g.quant) { // one tile of 64 rows x 128 outputs for every M
-    hopper::GemmTileConfig c;
-    c.n = g.n;
-    c.k = g.k;
-    c.fp8 = c.splitGateUp = c.quantizeSwiGLU = c.activationRow0 = true;
-    c.epilogue = hopper::Epilogue::kSwiGLU;
-    c.blockM = 64;
-    c.blockN = 256;
-    c.blockK = 128;
-    if (!withMostStages(c))
+    hopper::GemmTileConfig c = hopper::chooseQuantizedSwiGLUTile(g.n, g.k);
+    c.activationRow0 = true;
+    if (!hopper::checkGemmTileConfig(c).empty())
       return {};
     configs.push_back(c);
     upTo.push_back(maxRows);
@@ -472,19 +485,9 @@ std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
       c.swapAB ? (up ? 8 : c.blockM) : (up ? c.blockN / 2 : c.blockN));
   const SmallVector<unsigned, 2> weightBindings =
       up ? SmallVector<unsigned, 2>{3, 4} : SmallVector<unsigned, 2>{3};
-  for (unsigned binding : weightBindings) {
-    CudaTileParam map;
-    map.kind = CudaTileParam::TensorMap;
-    map.binding = binding;
-    map.dtype = 2; // bf16
-    map.dims = {static_cast<uint64_t>(kDim), static_cast<uint64_t>(wRows),
-                static_cast<uint64_t>(experts)};
-    map.stridesBytes = {static_cast<uint64_t>(2 * kDim), 0};
-    map.box = {64, box, 1};
-    map.swizzleBytes = 128;
-    map.table = true;
-    v.params.push_back(map);
-  }
+  for (unsigned binding : weightBindings)
+    v.params.push_back(
+        weightTableMap(binding, false, kDim, wRows, experts, box));
   // down: (weights' map, act, block_expert, out, rows); up: (gate and up
   // maps, x (rows of tokens, not of the layout), block_expert,
   // sorted_token, out, rows).
@@ -513,13 +516,70 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
                                                 uint64_t &programsPerRow,
                                                 uint32_t &rowsPerUnit,
                                                 std::string &ptx) {
-  auto down = dyn_cast<kernel::MoEDownFP8Op>(k.representative);
-  if (!down)
-    return {};
   auto typeOf = [](Value v) { return cast<RankedTensorType>(v.getType()); };
   auto isE4M3 = [&](Value v) {
     return isa<Float8E4M3FNType>(typeOf(v).getElementType());
   };
+  auto tableMap = [](unsigned binding, int64_t k, int64_t rows, int64_t experts,
+                     uint32_t boxRows) {
+    return weightTableMap(binding, true, k, rows, experts, boxRows);
+  };
+  if (auto up = dyn_cast<kernel::MoEUpFP8Op>(k.representative)) {
+    // Prefill's 64-row layout blocks: the quantized SwiGLU over e4m3 tokens
+    // gathered by the producer's threads, gate and up [E, I, H] through
+    // two 3D maps, their scales [E, I / 128, H / 128] through their tables.
+    RankedTensorType w = typeOf(up.getWGate()), ws = typeOf(up.getWGateScale());
+    if (up.getBlockM() != 64 || up.getAct() != 128 || !isE4M3(up.getInputQ()) ||
+        !isE4M3(up.getWGate()) || typeOf(up.getWUp()) != w ||
+        typeOf(up.getWUpScale()) != ws || !isE4M3(up.getResult()) ||
+        !typeOf(up.getInputScale()).getElementType().isF32() ||
+        !ws.getElementType().isF32() ||
+        !typeOf(up.getScale()).getElementType().isF32() || w.getRank() != 3 ||
+        ws.getRank() != 3)
+      return {};
+    const int64_t experts = w.getDimSize(0), f = w.getDimSize(1),
+                  h = w.getDimSize(2);
+    if (f % 128 != 0 || h % 128 != 0 || ws.getDimSize(1) != f / 128 ||
+        ws.getDimSize(2) != h / 128)
+      return {};
+    hopper::GemmTileConfig c = hopper::chooseQuantizedSwiGLUTile(2 * f, h);
+    c.grouped = c.scaleTable = c.gatherRows = true;
+    if (!hopper::checkGemmTileConfig(c).empty())
+      return {};
+    const int64_t perUnit = (f + up.getTileF() - 1) / up.getTileF();
+    CudaTileVariant v;
+    v.name = k.name + "_tile0";
+    v.maxRows = static_cast<uint64_t>(k.maxPrograms / perUnit * 64);
+    v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
+    v.dynamicSharedBytes =
+        static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
+    v.rowsPerTile = 64;
+    v.columnTiles = static_cast<uint32_t>(f / 128);
+    v.config = "64x256x128 s" + std::to_string(c.stages) +
+               " grouped gathered swiglu quantized e4m3";
+    v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
+    v.params.push_back(tableMap(4, h, f, experts, 128));
+    v.params.push_back(tableMap(5, h, f, experts, 128));
+    // (gate and up maps, x, block_expert, sorted_token, x's scales (by
+    // token), the scales' tables, e4m3 out, its scales, rows)
+    const unsigned result = up->getNumOperands();
+    appendBindingsAndRows(v,
+                          {{0, 0},
+                           {3, 0},
+                           {2, 0},
+                           {1, 0},
+                           {6, 0},
+                           {7, 0},
+                           {result, static_cast<uint64_t>(f)},
+                           {result + 1, static_cast<uint64_t>(4 * (f / 128))}});
+    ptx += hopper::emitGemmEntryPtx(c, v.name);
+    programsPerRow = static_cast<uint64_t>(perUnit);
+    rowsPerUnit = 64;
+    return {v};
+  }
+  auto down = dyn_cast<kernel::MoEDownFP8Op>(k.representative);
+  if (!down)
+    return {};
   RankedTensorType w = typeOf(down.getWDown()),
                    ws = typeOf(down.getWDownScale());
   const int64_t blockM = down.getBlockM();
@@ -560,16 +620,8 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
              "x128 s" + std::to_string(c.stages) + " grouped" +
              (c.swapAB ? " swapped" : "") + " e4m3";
   v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
-  CudaTileParam weights;
-  weights.kind = CudaTileParam::TensorMap;
-  weights.binding = 4;
-  weights.dtype = 5; // f8e4m3
-  weights.dims = {static_cast<uint64_t>(i), static_cast<uint64_t>(h),
-                  static_cast<uint64_t>(experts)};
-  weights.stridesBytes = {static_cast<uint64_t>(i), 0};
-  weights.box = {128, static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN), 1};
-  weights.swizzleBytes = 128;
-  weights.table = true;
+  CudaTileParam weights = tableMap(
+      4, i, h, experts, static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN));
   CudaTileParam act;
   act.kind = CudaTileParam::TensorMap;
   act.binding = 0;

@@ -55,6 +55,13 @@ int64_t convertIterations(const GemmTileConfig &c) {
   return (activationRows(c) * 8 + 127) / 128;
 }
 
+// The producer's threads load the activations themselves: f32 ones
+// (converted to bf16), or gathered e4m3 rows (copied), which TMA cannot
+// gather.
+bool threadLoadsActivations(const GemmTileConfig &c) {
+  return c.f32Activations || (c.fp8 && c.gatherRows);
+}
+
 } // namespace
 
 std::string checkGemmTileConfig(const GemmTileConfig &c) {
@@ -83,10 +90,10 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
         << " to be a multiple of 16 (8 gate and 8 up rows per 8 outputs)";
   else if (c.quantizeSwiGLU &&
            (!c.fp8 || !c.splitGateUp || c.epilogue != Epilogue::kSwiGLU ||
-            c.blockM != 64 || c.blockN != 256 || c.swapAB || c.grouped ||
-            c.bf16Out || c.dualN1 || c.f32Activations))
+            c.blockM != 64 || c.blockN != 256 || c.swapAB || c.bf16Out ||
+            c.dualN1 || c.f32Activations))
     why << "the quantizing SwiGLU form is e4m3 over split gate/up weights, "
-           "64 x 256 tiles (128 outputs), neither swapped nor grouped";
+           "64 x 256 tiles (128 outputs), not swapped";
   else if (c.fp8 && !c.swapAB && 128 % wgmmaN(c) != 0)
     why << "blockN " << c.blockN
         << " does not divide 128 (one weight scale block per tile)";
@@ -100,9 +107,10 @@ std::string checkGemmTileConfig(const GemmTileConfig &c) {
            "quantizing e4m3 form";
   else if (c.scaleTable && (!c.grouped || !c.fp8))
     why << "a table of weight scales needs the grouped e4m3 form";
-  else if (c.gatherRows && (!c.grouped || !c.f32Activations))
+  else if (c.gatherRows &&
+           (!c.grouped || (!c.f32Activations && !c.fp8) || (c.fp8 && c.swapAB)))
     why << "gathered rows (sorted_token) need the grouped form over f32 "
-           "activations";
+           "activations, or e4m3 ones not swapped";
   else if (c.dualN1 != 0 &&
            (c.dualN1 < 0 || c.dualN1 >= c.n || (c.fp8 && c.dualN1 % 128) ||
             c.grouped || c.splitGateUp || c.epilogue != Epilogue::kStore ||
@@ -182,6 +190,20 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
   return c;
 }
 
+GemmTileConfig chooseQuantizedSwiGLUTile(int64_t n, int64_t k) {
+  GemmTileConfig c;
+  c.n = n;
+  c.k = k;
+  c.fp8 = c.splitGateUp = c.quantizeSwiGLU = true;
+  c.epilogue = Epilogue::kSwiGLU;
+  c.blockM = 64;
+  c.blockN = 256;
+  c.blockK = 128;
+  for (c.stages = 8; c.stages > 2 && !checkGemmTileConfig(c).empty();)
+    --c.stages;
+  return c;
+}
+
 std::string ptxSharedDeclarations() {
   return "// Dynamic shared memory of every kernel (aligned to 1024 in each).\n"
          ".extern .shared .align 16 .b8 kiln_dsmem[];\n\n";
@@ -221,7 +243,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "; tiles " << c.blockM
     << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
     << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
-  const bool f32Act = c.f32Activations, split = c.splitGateUp,
+  // f32Act: the activations come by the producer's threads, not TMA (f32
+  // converted, or gathered e4m3 copied).
+  const bool f32Act = threadLoadsActivations(c), split = c.splitGateUp,
              dual = c.dualN1 > 0;
   const std::string secondMap =
       split || dual ? "  .param .align 64 .b8 " + name + "_tma_2[128],\n" : "";
@@ -259,7 +283,9 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
     << "  .reg .b32 %eb;\n"
     << (quant ? "  .reg .b16 %hq;\n" : "")
-    << (f32Act ? "  .reg .f32 %cv<" + std::to_string(8 * convertIterations(c)) +
+    << (f32Act ? "  .reg .b32 %cu<" + std::to_string(4 * convertIterations(c)) +
+                     ">;\n  .reg .f32 %cv<" +
+                     std::to_string(8 * convertIterations(c)) +
                      ">;\n  .reg .b32 %cb<4>;\n"
                : std::string())
     << (c.fp8 ? "  .reg .f32 %fin<" + std::to_string(acc) +
@@ -398,8 +424,14 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       // row M - 1's, whose products are never stored); columns are weights:
       // the tile's weight block is row nb * blockN / 128.
       o << "  min.u32 %r32, %r27, %r31;\n  add.u32 %r33, %r27, 8;\n"
-        << "  min.u32 %r33, %r33, %r31;\n"
-        << "  mul.wide.u32 %rd12, %r32, " << 4 * kBlocks << ";\n"
+        << "  min.u32 %r33, %r33, %r31;\n";
+      if (c.gatherRows) // the rows' tokens' scales (padding: token 0's)
+        for (const char *r : {"%r32", "%r33"})
+          o << "  mul.wide.u32 %rd31, " << r << ", 4;\n"
+            << "  add.s64 %rd31, %rd30, %rd31;\n"
+            << "  ld.global.nc.s32 " << r << ", [%rd31];\n"
+            << "  max.s32 " << r << ", " << r << ", 0;\n";
+      o << "  mul.wide.u32 %rd12, %r32, " << 4 * kBlocks << ";\n"
         << "  add.s64 %rd12, %rd10, %rd12;\n"
         << "  mul.wide.u32 %rd13, %r33, " << 4 * kBlocks << ";\n"
         << "  add.s64 %rd13, %rd10, %rd13;\n"
@@ -415,14 +447,14 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
         << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
       scales = "%rd29";
     }
-    if (c.scaleTable) { // the expert's scales through its table entry
-      o << "  mul.wide.u32 %rd29, %r35, 8;\n  add.s64 %rd29, %rd11, %rd29;\n"
-        << "  ld.global.nc.u64 %rd29, [%rd29];\n";
-      scales = "%rd29";
-    }
     if (quant) { // warpgroup 0 the gate's scales, 1 the up projection's
       o << "  setp.eq.u32 %p15, %r22, 0;\n"
         << "  selp.b64 %rd29, %rd11, %rd28, %p15;\n";
+      scales = "%rd29";
+    }
+    if (c.scaleTable) { // the expert's scales through its table entry
+      o << "  mul.wide.u32 %rd31, %r35, 8;\n  add.s64 %rd31, " << scales
+        << ", %rd31;\n  ld.global.nc.u64 %rd29, [%rd31];\n";
       scales = "%rd29";
     }
     o << "  shr.u32 %r34, %r34, 7;\n"
@@ -687,7 +719,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     o << "  shr.u32 %r41, %r1, 3;\n  and.b32 %r42, %r1, 7;\n"
       << "  and.b32 %r43, %r41, 7;\n  xor.b32 %r43, %r43, %r42;\n"
       << "  shl.b32 %r43, %r43, 4;\n  mad.lo.u32 %r40, %r41, 128, %r43;\n"
-      << "  shl.b32 %r42, %r42, 5;\n  setp.eq.u32 %p10, %r1, 0;\n";
+      << "  shl.b32 %r42, %r42, " << (c.fp8 ? 4 : 5)
+      << ";\n  setp.eq.u32 %p10, %r1, 0;\n";
   else
     o << "  setp.ne.u32 %p2, %r1, 0;\n  @%p2 bra " << L("end") << ";\n";
   o << "  mov.u32 %r11, 0;\n  mov.u32 %r12, %r2;\n";
@@ -783,17 +816,27 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     // flight together), then the bf16 stores at f32ActivationChunkOffset
     // (%r40 + 2048 i) in the tile, the fence that makes them visible to
     // the tensor cores' async proxy, and this thread's arrival.
-    o << "  mad.lo.u32 %r46, %r23, 4, %r42;\n  cvt.u64.u32 %rd23, %r46;\n"
+    // (e4m3: the thread's 16 bytes of each row, copied as they are)
+    o << "  mad.lo.u32 %r46, %r23, " << (c.fp8 ? 1 : 4)
+      << ", %r42;\n  cvt.u64.u32 %rd23, %r46;\n"
       << "  add.s64 %rd23, %rd23, %rd21;\n";
+    const int64_t rowBytes = (c.fp8 ? 1 : 4) * c.k;
     for (int64_t i = 0; i < iters; ++i) {
       if (c.gatherRows) {
         o << "  setp.ge.s32 %p11, %gt" << i << ", 0;\n"
-          << "  mul.wide.u32 %rd22, %gt" << i << ", " << 4 * c.k << ";\n";
+          << "  mul.wide.u32 %rd22, %gt" << i << ", " << rowBytes << ";\n";
       } else {
         rowOfIteration(i);
-        o << "  mul.wide.u32 %rd22, %r44, " << 4 * c.k << ";\n";
+        o << "  mul.wide.u32 %rd22, %r44, " << rowBytes << ";\n";
       }
       o << "  add.s64 %rd22, %rd22, %rd23;\n";
+      if (c.fp8) {
+        for (int64_t e = 0; e < 4; ++e)
+          o << "  mov.b32 %cu" << 4 * i + e << ", 0;\n";
+        o << "  @%p11 ld.global.nc.v4.b32 {%cu" << 4 * i << ", %cu" << 4 * i + 1
+          << ", %cu" << 4 * i + 2 << ", %cu" << 4 * i + 3 << "}, [%rd22];\n";
+        continue;
+      }
       for (int64_t e = 0; e < 8; ++e)
         o << "  mov.f32 %cv" << 8 * i + e << ", 0f00000000;\n";
       for (int64_t h = 0; h < 2; ++h)
@@ -803,14 +846,20 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     }
     o << "  add.u32 %r45, " << (c.swapAB ? "%r20" : "%r19") << ", %r40;\n";
     for (int64_t i = 0; i < iters; ++i) {
-      for (int64_t q = 0; q < 4; ++q)
-        o << "  cvt.rn.bf16x2.f32 %cb" << q << ", %cv" << 8 * i + 2 * q + 1
-          << ", %cv" << 8 * i + 2 * q << ";\n";
+      std::string chunk = "{%cb0, %cb1, %cb2, %cb3}";
+      if (c.fp8)
+        chunk = "{%cu" + std::to_string(4 * i) + ", %cu" +
+                std::to_string(4 * i + 1) + ", %cu" +
+                std::to_string(4 * i + 2) + ", %cu" +
+                std::to_string(4 * i + 3) + "}";
+      else
+        for (int64_t q = 0; q < 4; ++q)
+          o << "  cvt.rn.bf16x2.f32 %cb" << q << ", %cv" << 8 * i + 2 * q + 1
+            << ", %cv" << 8 * i + 2 * q << ";\n";
       if (16 * (i + 1) > actRows)
         o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
           << "  setp.lt.u32 %p12, %r43, " << actRows << ";\n  @%p12";
-      o << "  st.shared.v4.b32 [%r45+" << 2048 * i
-        << "], {%cb0, %cb1, %cb2, %cb3};\n";
+      o << "  st.shared.v4.b32 [%r45+" << 2048 * i << "], " << chunk << ";\n";
     }
     o << "  fence.proxy.async.shared::cta;\n"
       << "  mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n";
