@@ -218,7 +218,9 @@ TEST_P(HopperGemmAssembly, AssemblesToHgmmaAndTmaWithoutSpills) {
   // a time, packed to bf16x2 and stored 16 bytes at a time.
   // Split gate/up: two maps for the weights, one box each per stage, or
   // swapped four 8-row boxes each.
-  const size_t weightLoads = !c.splitGateUp ? 1u : c.swapAB ? 8u : 2u;
+  // (f32 activations: the producer's k-loop unrolled by two, prefetching)
+  const size_t weightLoads =
+      (!c.splitGateUp ? 1u : c.swapAB ? 8u : 2u) * (c.f32Activations ? 2u : 1u);
   // (gathered e4m3 rows: the producer's threads copy them, no TMA)
   const bool threadLoaded = c.f32Activations || (c.fp8 && c.gatherRows);
   EXPECT_EQ(count("UTMALDG.2D"),

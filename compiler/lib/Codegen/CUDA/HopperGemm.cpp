@@ -237,12 +237,12 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   for (int64_t i = 0; i < acc; ++i)
     accList += (i ? ", %acc" : "%acc") + std::to_string(i);
 
-  o << "// " << name << ": out[M, " << c.n << "] f32 = A[M, " << c.k
-    << "] " << (c.fp8 ? "e4m3" : "bf16") << " x B[" << c.n << ", " << c.k
-    << "]^T " << (c.fp8 ? "e4m3 (1x128 / 128x128 scales, promoted per k-block)" : "bf16")
-    << "; tiles " << c.blockM
-    << " x " << c.blockN << " x " << c.blockK << ", " << c.stages
-    << " stages, " << mathGroups << " math warpgroup(s) + 1 producer\n";
+  o << "// " << name << ": out[M, " << c.n << "] f32 = A[M, " << c.k << "] "
+    << (c.fp8 ? "e4m3" : "bf16") << " x B[" << c.n << ", " << c.k << "]^T "
+    << (c.fp8 ? "e4m3 (1x128 / 128x128 scales, promoted per k-block)" : "bf16")
+    << "; tiles " << c.blockM << " x " << c.blockN << " x " << c.blockK << ", "
+    << c.stages << " stages, " << mathGroups
+    << " math warpgroup(s) + 1 producer\n";
   // f32Act: the activations come by the producer's threads, not TMA (f32
   // converted, or gathered e4m3 copied).
   const bool f32Act = threadLoadsActivations(c), split = c.splitGateUp,
@@ -275,7 +275,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (c.activationRow0 ? ",\n  .param .u64 " + name + "_row0" : std::string())
     << ")\n"
     << ".maxntid " << gemmThreads(c) << ", 1, 1\n{\n"
-    << "  .reg .pred %p<16>;\n  .reg .b32 %r<56>;\n  .reg .b64 %rd<32>;\n"
+    << "  .reg .pred %p<20>;\n  .reg .b32 %r<56>;\n  .reg .b64 %rd<32>;\n"
     << (c.gatherRows
             ? "  .reg .b32 %gt<" + std::to_string(convertIterations(c)) + ">;\n"
             : std::string())
@@ -285,6 +285,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << (quant ? "  .reg .b16 %hq;\n" : "")
     << (f32Act ? "  .reg .b32 %cu<" + std::to_string(4 * convertIterations(c)) +
                      ">;\n  .reg .f32 %cv<" +
+                     std::to_string(8 * convertIterations(c)) +
+                     ">;\n  .reg .f32 %cw<" +
                      std::to_string(8 * convertIterations(c)) +
                      ">;\n  .reg .b32 %cb<4>;\n"
                : std::string())
@@ -334,8 +336,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       << "  ld.param.u64 %rd11, [" << name << "_scale_b];\n";
   if (c.fp8 && (dual || quant)) // %rd28: W2's (the up projection's) scales
     o << "  ld.param.u64 %rd28, [" << name << "_scale_b2];\n";
-  o
-    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
+  o << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
     << "  mov.u32 %r3, %nctaid.x;\n  shr.u32 %r4, %r1, 7;\n"
     << "  cvt.u32.u64 %r5, %rd4;\n"
     << "  add.u32 %r10, %r5, " << (c.swapAB ? c.blockN : c.blockM) - 1 << ";\n"
@@ -504,7 +505,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
           << "  ld.global.nc.f32 %sct" << q << ", [%rd16];\n";
     else
       o << "  add.s64 %rd16, %rd12, %rd15;\n  ld.global.nc.f32 %sc0, [%rd16];\n"
-        << "  add.s64 %rd16, %rd13, %rd15;\n  ld.global.nc.f32 %sc1, [%rd16];\n";
+        << "  add.s64 %rd16, %rd13, %rd15;\n  ld.global.nc.f32 %sc1, "
+           "[%rd16];\n";
   }
   o << "  wgmma.wait_group.sync.aligned 0;\n"
     << "  setp.eq.u32 %p5, %r21, 0;\n"
@@ -513,7 +515,8 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
   if (c.fp8 && c.swapAB) { // total += chain * scale_a[token] * scale_b
     for (int64_t q = 0; q < c.blockN / 4; ++q)
       o << "  mul.f32 %sct" << q << ", %sct" << q << ", %sc2;\n";
-    // Register i holds column 8 (i / 4) + (i % 2): token slot 2 (i / 4) + i % 2.
+    // Register i holds column 8 (i / 4) + (i % 2): token slot 2 (i / 4) + i
+    // % 2.
     for (int64_t i = 0; i < acc; ++i)
       o << "  fma.rn.f32 %fin" << i << ", %acc" << i << ", %sct"
         << 2 * (i / 4) + i % 2 << ", %fin" << i << ";\n";
@@ -523,8 +526,7 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
       o << "  fma.rn.f32 %fin" << i << ", %acc" << i << ", %sc"
         << ((i >> 1) & 1) << ", %fin" << i << ";\n";
   }
-  o
-    << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
+  o << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
     << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
     << "  @%p6 bra " << L("m_k") << ";\n";
   const char *result = c.fp8 ? "fin" : "acc";
@@ -751,76 +753,23 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     o << "  ld.param.u64 %rd25, [" << name << "_row0];\n"
       << "  cvt.u32.u64 %r50, %rd25;\n"
       << "  add.u32 %r49, " << (c.swapAB ? "%r14" : "%r13") << ", %r50;\n";
-  waitStage("p", "%r9", true);
-  const int64_t weightBytes = c.swapAB ? aBytes(c) : bBytes(c);
-  o << "  mad.lo.u32 %r18, %r16, 8, %r8;\n";
-  if (f32Act)
-    o << "  @%p10 mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%r18], "
-      << weightBytes << ";\n";
-  else
-    o << "  mbarrier.arrive.expect_tx.shared::cta.b64 %rd7, [%r18], "
-      << stageBytes(c) << ";\n";
-  o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
-    << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
-    << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n";
-  // One box per operand into the stage, completing on its full barrier.
-  // Grouped: the weights' map is 3D [E, N, K], the expert (%r35) its outer
-  // coordinate; the weights are operand B, or A when swapped.
-  auto tmaLoad = [&](const char *dst, const char *map, const char *row,
-                     bool weights) {
-    bool expert = c.grouped && weights;
-    o << (f32Act ? "  @%p10 " : "  ") << "cp.async.bulk.tensor."
-      << (expert ? "3d" : "2d")
-      << ".shared::cluster.global.tile.mbarrier::complete_tx::bytes [" << dst
-      << "], [" << map << ", {%r23, " << row << (expert ? ", %r35" : "")
-      << "}], [%r18];\n";
-  };
-  const char *actRow = c.activationRow0 ? "%r49" : nullptr;
-  if (dual) // the tile's weight (%rd26) and its row in it (%r52)
-    o << "  setp.lt.u32 %p13, " << (c.swapAB ? "%r13" : "%r14") << ", "
-      << c.dualN1 << ";\n  selp.u32 %r51, 0, " << c.dualN1 << ", %p13;\n"
-      << "  sub.u32 %r52, " << (c.swapAB ? "%r13" : "%r14") << ", %r51;\n"
-      << "  selp.b64 %rd26, " << (c.swapAB ? "%rd1" : "%rd2")
-      << ", %rd24, %p13;\n";
-  if (split && c.swapAB) {
-    // Weight rows of outputs mb * 32 + 8 q .. + 7: gate rows at stage row
-    // 16 q, up rows at 16 q + 8 (8-row boxes, one 1024-byte swizzle repeat
-    // each).
-    o << "  shr.u32 %r47, %r13, 1;\n";
-    for (int64_t q = 0; q < c.blockM / 16; ++q) {
-      o << "  add.u32 %r48, %r19, " << 2048 * q << ";\n";
-      tmaLoad("%r48", "%rd1", "%r47", true);
-      o << "  add.u32 %r48, %r19, " << 2048 * q + 1024 << ";\n";
-      tmaLoad("%r48", "%rd24", "%r47", true);
-      o << "  add.u32 %r47, %r47, 8;\n";
-    }
-  } else if (dual && c.swapAB) {
-    tmaLoad("%r19", "%rd26", "%r52", true);
-  } else if (!f32Act || c.swapAB)
-    tmaLoad("%r19", "%rd1", !c.swapAB && actRow ? actRow : "%r13", c.swapAB);
-  if (split &&
-      !c.swapAB) { // gate rows nb * blockN / 2 .. into the first half, up into
-    // the second
-    o << "  shr.u32 %r47, %r14, 1;\n  add.u32 %r48, %r20, "
-      << c.blockN / 2 * 128 << ";\n";
-    tmaLoad("%r20", "%rd2", "%r47", true);
-    tmaLoad("%r48", "%rd24", "%r47", true);
-  } else if (dual && !c.swapAB) {
-    tmaLoad("%r20", "%rd26", "%r52", true);
-  } else if (!f32Act || !c.swapAB) {
-    tmaLoad("%r20", "%rd2", c.swapAB && actRow ? actRow : "%r14", !c.swapAB);
-  }
-  if (f32Act) {
-    // The activations' k-block: rows from %r44 = row base + local row,
-    // elements [%r23, %r23 + 64) of each, all loads of the stage first (in
-    // flight together), then the bf16 stores at f32ActivationChunkOffset
-    // (%r40 + 2048 i) in the tile, the fence that makes them visible to
-    // the tensor cores' async proxy, and this thread's arrival.
-    // (e4m3: the thread's 16 bytes of each row, copied as they are)
-    o << "  mad.lo.u32 %r46, %r23, " << (c.fp8 ? 1 : 4)
+  // f32 activations: the producer's threads load k-block kb's rows
+  // (from %r44 = row base + local row, elements [kb blockK, + blockK) of
+  // each; e4m3: the thread's 16 bytes of each row) into register set `set`
+  // (%cv or %cw; e4m3 %cu), all of a stage's loads in flight together, and
+  // store them at f32ActivationChunkOffset (%r40 + 2048 i) in the stage,
+  // bf16 (or e4m3 as they are); the fence makes them visible to the tensor
+  // cores' async proxy. f32 prefetches: k-block kb + 1's loads are issued
+  // before kb's stores, the k-loop unrolled by two over the register sets.
+  const bool prefetch = c.f32Activations;
+  const char *sets[2] = {"%cv", "%cw"};
+  auto loadActs = [&](int set, const char *kbReg) {
+    o << "  mul.lo.u32 %r39, " << kbReg << ", " << c.blockK << ";\n"
+      << "  mad.lo.u32 %r46, %r39, " << (c.fp8 ? 1 : 4)
       << ", %r42;\n  cvt.u64.u32 %rd23, %r46;\n"
       << "  add.s64 %rd23, %rd23, %rd21;\n";
     const int64_t rowBytes = (c.fp8 ? 1 : 4) * c.k;
+    const char *cv = sets[set];
     for (int64_t i = 0; i < iters; ++i) {
       if (c.gatherRows) {
         o << "  setp.ge.s32 %p11, %gt" << i << ", 0;\n"
@@ -838,12 +787,15 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
         continue;
       }
       for (int64_t e = 0; e < 8; ++e)
-        o << "  mov.f32 %cv" << 8 * i + e << ", 0f00000000;\n";
+        o << "  mov.f32 " << cv << 8 * i + e << ", 0f00000000;\n";
       for (int64_t h = 0; h < 2; ++h)
-        o << "  @%p11 ld.global.nc.v4.f32 {%cv" << 8 * i + 4 * h << ", %cv"
-          << 8 * i + 4 * h + 1 << ", %cv" << 8 * i + 4 * h + 2 << ", %cv"
-          << 8 * i + 4 * h + 3 << "}, [%rd22+" << 16 * h << "];\n";
+        o << "  @%p11 ld.global.nc.v4.f32 {" << cv << 8 * i + 4 * h << ", "
+          << cv << 8 * i + 4 * h + 1 << ", " << cv << 8 * i + 4 * h + 2 << ", "
+          << cv << 8 * i + 4 * h + 3 << "}, [%rd22+" << 16 * h << "];\n";
     }
+  };
+  auto storeActs = [&](int set) {
+    const char *cv = sets[set];
     o << "  add.u32 %r45, " << (c.swapAB ? "%r20" : "%r19") << ", %r40;\n";
     for (int64_t i = 0; i < iters; ++i) {
       std::string chunk = "{%cb0, %cb1, %cb2, %cb3}";
@@ -854,20 +806,103 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
                 std::to_string(4 * i + 3) + "}";
       else
         for (int64_t q = 0; q < 4; ++q)
-          o << "  cvt.rn.bf16x2.f32 %cb" << q << ", %cv" << 8 * i + 2 * q + 1
-            << ", %cv" << 8 * i + 2 * q << ";\n";
+          o << "  cvt.rn.bf16x2.f32 %cb" << q << ", " << cv << 8 * i + 2 * q + 1
+            << ", " << cv << 8 * i + 2 * q << ";\n";
       if (16 * (i + 1) > actRows)
         o << "  add.u32 %r43, %r41, " << 16 * i << ";\n"
           << "  setp.lt.u32 %p12, %r43, " << actRows << ";\n  @%p12";
       o << "  st.shared.v4.b32 [%r45+" << 2048 * i << "], " << chunk << ";\n";
     }
-    o << "  fence.proxy.async.shared::cta;\n"
-      << "  mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n";
+  };
+  // One k-block: the stage's wait, the weights' TMA, the activations.
+  auto body = [&](const char *prefix, int set) {
+    waitStage(prefix, "%r9", true);
+    const int64_t weightBytes = c.swapAB ? aBytes(c) : bBytes(c);
+    o << "  mad.lo.u32 %r18, %r16, 8, %r8;\n";
+    if (f32Act)
+      o << "  @%p10 mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%r18], "
+        << weightBytes << ";\n";
+    else
+      o << "  mbarrier.arrive.expect_tx.shared::cta.b64 %rd7, [%r18], "
+        << stageBytes(c) << ";\n";
+    o << "  mad.lo.u32 %r19, %r16, " << stageBytes(c) << ", %r7;\n"
+      << "  add.u32 %r20, %r19, " << aBytes(c) << ";\n"
+      << "  mul.lo.u32 %r23, %r15, " << c.blockK << ";\n";
+    // One box per operand into the stage, completing on its full barrier.
+    // Grouped: the weights' map is 3D [E, N, K], the expert (%r35) its outer
+    // coordinate; the weights are operand B, or A when swapped.
+    auto tmaLoad = [&](const char *dst, const char *map, const char *row,
+                       bool weights) {
+      bool expert = c.grouped && weights;
+      o << (f32Act ? "  @%p10 " : "  ") << "cp.async.bulk.tensor."
+        << (expert ? "3d" : "2d")
+        << ".shared::cluster.global.tile.mbarrier::complete_tx::bytes [" << dst
+        << "], [" << map << ", {%r23, " << row << (expert ? ", %r35" : "")
+        << "}], [%r18];\n";
+    };
+    const char *actRow = c.activationRow0 ? "%r49" : nullptr;
+    if (dual) // the tile's weight (%rd26) and its row in it (%r52)
+      o << "  setp.lt.u32 %p13, " << (c.swapAB ? "%r13" : "%r14") << ", "
+        << c.dualN1 << ";\n  selp.u32 %r51, 0, " << c.dualN1 << ", %p13;\n"
+        << "  sub.u32 %r52, " << (c.swapAB ? "%r13" : "%r14") << ", %r51;\n"
+        << "  selp.b64 %rd26, " << (c.swapAB ? "%rd1" : "%rd2")
+        << ", %rd24, %p13;\n";
+    if (split && c.swapAB) {
+      // Weight rows of outputs mb * 32 + 8 q .. + 7: gate rows at stage row
+      // 16 q, up rows at 16 q + 8 (8-row boxes, one 1024-byte swizzle repeat
+      // each).
+      o << "  shr.u32 %r47, %r13, 1;\n";
+      for (int64_t q = 0; q < c.blockM / 16; ++q) {
+        o << "  add.u32 %r48, %r19, " << 2048 * q << ";\n";
+        tmaLoad("%r48", "%rd1", "%r47", true);
+        o << "  add.u32 %r48, %r19, " << 2048 * q + 1024 << ";\n";
+        tmaLoad("%r48", "%rd24", "%r47", true);
+        o << "  add.u32 %r47, %r47, 8;\n";
+      }
+    } else if (dual && c.swapAB) {
+      tmaLoad("%r19", "%rd26", "%r52", true);
+    } else if (!f32Act || c.swapAB)
+      tmaLoad("%r19", "%rd1", !c.swapAB && actRow ? actRow : "%r13", c.swapAB);
+    if (split && !c.swapAB) { // gate rows nb * blockN / 2 .. into the first
+                              // half, up into
+      // the second
+      o << "  shr.u32 %r47, %r14, 1;\n  add.u32 %r48, %r20, "
+        << c.blockN / 2 * 128 << ";\n";
+      tmaLoad("%r20", "%rd2", "%r47", true);
+      tmaLoad("%r48", "%rd24", "%r47", true);
+    } else if (dual && !c.swapAB) {
+      tmaLoad("%r20", "%rd26", "%r52", true);
+    } else if (!f32Act || !c.swapAB) {
+      tmaLoad("%r20", "%rd2", c.swapAB && actRow ? actRow : "%r14", !c.swapAB);
+    }
+    if (f32Act) {
+      if (prefetch) { // the next k-block's loads, in flight while this one is
+                      // stored
+        o << "  add.u32 %r38, %r15, 1;\n  setp.lt.u32 %p16, %r38, " << kBlocks
+          << ";\n  @!%p16 bra " << name << "_" << prefix << "_fetched;\n";
+        loadActs(1 - set, "%r38");
+        o << name << "_" << prefix << "_fetched:\n";
+      } else {
+        loadActs(0, "%r15");
+      }
+      storeActs(prefetch ? set : 0);
+      o << "  fence.proxy.async.shared::cta;\n"
+        << "  mbarrier.arrive.shared::cta.b64 %rd7, [%r18];\n";
+    }
+    o << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
+      << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n";
+  };
+  if (prefetch) { // (%r15 is 0: the tile's first k-block)
+    loadActs(0, "%r15");
+    body("p", 0);
+    o << "  @!%p6 bra " << L("p_next") << ";\n";
+    body("q", 1);
+    o << "  @%p6 bra " << L("p_k") << ";\n";
+  } else {
+    body("p", 0);
+    o << "  @%p6 bra " << L("p_k") << ";\n";
   }
-  o << "  add.u32 %r11, %r11, 1;\n  add.u32 %r15, %r15, 1;\n"
-    << "  setp.lt.u32 %p6, %r15, " << kBlocks << ";\n"
-    << "  @%p6 bra " << L("p_k") << ";\n"
-    << L("p_next") << ":\n"
+  o << L("p_next") << ":\n"
     << "  add.u32 %r12, %r12, %r3;\n  bra " << L("p_tile") << ";\n"
     << L("end") << ":\n  ret;\n}\n\n";
   return o.str();
