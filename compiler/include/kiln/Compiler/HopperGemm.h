@@ -154,6 +154,10 @@ struct GemmTileConfig {
 GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
                               bool grouped, int64_t sms);
 
+/// Gives `c` as many stages (2 to 8) as keep it valid (shared memory grows
+/// with them); false, with 2 stages, when even 2 do not.
+bool fitStages(GemmTileConfig &c);
+
 /// The quantized SwiGLU's tile (quantizeSwiGLU) for gate and up of N / 2
 /// rows each over K: 64 x 256 x 128, as many stages (up to 8) as fit.
 GemmTileConfig chooseQuantizedSwiGLUTile(int64_t n, int64_t k);

@@ -82,20 +82,22 @@ void appendBindingsAndRows(CudaTileVariant &v,
   v.params.push_back(rows);
 }
 
-// Gives `c` as many stages (2 to 8) as keep it valid; false when even 2
-// do not.
-bool withMostStages(hopper::GemmTileConfig &c) {
-  c.stages = 2;
-  if (!hopper::checkGemmTileConfig(c).empty())
-    return false;
-  while (c.stages < 8) {
-    hopper::GemmTileConfig more = c;
-    ++more.stages;
-    if (!hopper::checkGemmTileConfig(more).empty())
-      break;
-    c = more;
-  }
-  return true;
+// A HopperGemm tile variant `name` of `c` for up to `maxRows` rows: its
+// threads, shared memory, tiles and (rebalancing) registers from `c`; the
+// caller adds its config text and parameters.
+CudaTileVariant gemmVariant(const std::string &name,
+                            const hopper::GemmTileConfig &c, uint64_t maxRows) {
+  CudaTileVariant v;
+  v.name = name;
+  v.maxRows = maxRows;
+  v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
+  v.dynamicSharedBytes =
+      static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
+  v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
+  v.columnTiles = static_cast<uint32_t>(c.n / (c.swapAB ? c.blockM : c.blockN));
+  // 128 x 40 + 256 x 232 = 384 x 168 (HopperGemm.h rebalancesRegisters).
+  v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
+  return v;
 }
 
 // The 3D tensor map [E, rows, k] of a weight table's experts (bf16 or
@@ -123,7 +125,7 @@ struct TileGemm {
   int64_t wRows = 0, k = 0, n = 0, tileN = 0;
   bool residual = false, swiglu = false, fp8 = false;
   bool quant = false; // e4m3 output with 1 x 128 scales (result, result2)
-  int64_t n1 = 0; // two outputs: W1's rows (0: one output)
+  int64_t n1 = 0;     // two outputs: W1's rows (0: one output)
   unsigned activations = 0, residualBinding = 0, result = 0, result2 = 0;
   unsigned scaleA = 0, scaleB = 0, scaleB2 = 0; // fp8 (scaleB2: W2's)
 };
@@ -280,57 +282,50 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
     configs.push_back(c);
     upTo.push_back(maxRows);
   }
-  for (int64_t bound :
-       {int64_t(8), int64_t(16), int64_t(32), int64_t(64), maxRows}) {
-    if (g.quant)
-      break;
-    int64_t rows = std::min(bound, maxRows);
-    if (rows <= 0 || (!upTo.empty() && rows <= upTo.back()))
-      continue;
-    hopper::GemmTileConfig c =
-        hopper::chooseGemmTile(rows, g.n, g.k, g.fp8, false, kPlannedSMs);
-    // The swapped form has no residual epilogue (SwiGLU swapped reads its
-    // weights in 8-row gate and up boxes).
-    if (g.residual && c.swapAB)
-      c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), g.n, g.k, g.fp8,
-                                 false, kPlannedSMs);
-    c.f32Activations = !g.fp8;
-    c.activationRow0 = g.fp8;
-    c.epilogue = g.residual ? hopper::Epilogue::kResidual
-                 : g.swiglu ? hopper::Epilogue::kSwiGLU
-                            : hopper::Epilogue::kStore;
-    c.splitGateUp = g.swiglu;
-    c.dualN1 = g.n1;
-    // Two outputs: a column tile lies in one weight.
-    while (g.n1 && !c.swapAB && g.n1 % c.blockN != 0)
-      c.blockN /= 2;
-    if (!hopper::checkGemmTileConfig(c).empty())
-      return {};
-    auto same = [](const hopper::GemmTileConfig &a,
-                   const hopper::GemmTileConfig &b) {
-      return a.blockM == b.blockM && a.blockN == b.blockN &&
-             a.stages == b.stages && a.swapAB == b.swapAB;
-    };
-    if (!configs.empty() && same(configs.back(), c)) {
-      upTo.back() = rows;
-      continue;
+  // Else one per row range the heuristic tells apart.
+  if (!g.quant)
+    for (int64_t bound :
+         {int64_t(8), int64_t(16), int64_t(32), int64_t(64), maxRows}) {
+      int64_t rows = std::min(bound, maxRows);
+      if (rows <= 0 || (!upTo.empty() && rows <= upTo.back()))
+        continue;
+      hopper::GemmTileConfig c =
+          hopper::chooseGemmTile(rows, g.n, g.k, g.fp8, false, kPlannedSMs);
+      // The swapped form has no residual epilogue (SwiGLU swapped reads its
+      // weights in 8-row gate and up boxes).
+      if (g.residual && c.swapAB)
+        c = hopper::chooseGemmTile(std::max<int64_t>(rows, 33), g.n, g.k, g.fp8,
+                                   false, kPlannedSMs);
+      c.f32Activations = !g.fp8;
+      c.activationRow0 = g.fp8;
+      c.epilogue = g.residual ? hopper::Epilogue::kResidual
+                   : g.swiglu ? hopper::Epilogue::kSwiGLU
+                              : hopper::Epilogue::kStore;
+      c.splitGateUp = g.swiglu;
+      c.dualN1 = g.n1;
+      // Two outputs: a column tile lies in one weight.
+      while (g.n1 && !c.swapAB && g.n1 % c.blockN != 0)
+        c.blockN /= 2;
+      if (!hopper::checkGemmTileConfig(c).empty())
+        return {};
+      auto same = [](const hopper::GemmTileConfig &a,
+                     const hopper::GemmTileConfig &b) {
+        return a.blockM == b.blockM && a.blockN == b.blockN &&
+               a.stages == b.stages && a.swapAB == b.swapAB;
+      };
+      if (!configs.empty() && same(configs.back(), c)) {
+        upTo.back() = rows;
+        continue;
+      }
+      configs.push_back(c);
+      upTo.push_back(rows);
     }
-    configs.push_back(c);
-    upTo.push_back(rows);
-  }
   std::vector<CudaTileVariant> variants;
   const int64_t outCols = g.swiglu ? g.wRows : g.n;
   const uint32_t eb = g.fp8 ? 1 : 2;
   for (auto [i, c] : llvm::enumerate(configs)) {
-    CudaTileVariant v;
-    v.name = k.name + "_tile" + std::to_string(i);
-    v.maxRows = static_cast<uint64_t>(upTo[i]);
-    v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
-    v.dynamicSharedBytes =
-        static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
-    v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
-    v.columnTiles =
-        static_cast<uint32_t>(c.swapAB ? g.n / c.blockM : g.n / c.blockN);
+    CudaTileVariant v = gemmVariant(k.name + "_tile" + std::to_string(i), c,
+                                    static_cast<uint64_t>(upTo[i]));
     v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) + "x" +
                std::to_string(c.blockK) + " s" + std::to_string(c.stages) +
                (c.swapAB ? " swapped" : "") + (g.residual ? " residual" : "") +
@@ -404,8 +399,6 @@ std::vector<CudaTileVariant> gemmTileVariants(const KernelRecord &k,
       first.kind = CudaTileParam::FirstRow;
       v.params.push_back(first);
     }
-    // 128 x 40 + 256 x 232 = 384 x 168 (HopperGemm.h rebalancesRegisters).
-    v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
     ptx += hopper::emitGemmEntryPtx(c, v.name);
     variants.push_back(std::move(v));
   }
@@ -462,23 +455,17 @@ std::vector<CudaTileVariant> moeTileVariants(const KernelRecord &k,
   c.gatherRows = c.splitGateUp = static_cast<bool>(up);
   if (up)
     c.epilogue = hopper::Epilogue::kSwiGLU;
-  if (!withMostStages(c))
+  if (!hopper::fitStages(c))
     return {};
   const int64_t tile = down ? down.getTileD() : up.getTileF();
   const int64_t perUnit = (outCols + tile - 1) / tile;
-  CudaTileVariant v;
-  v.name = k.name + "_tile0";
-  v.maxRows = static_cast<uint64_t>(k.maxPrograms / perUnit * blockM);
-  v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
-  v.dynamicSharedBytes =
-      static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
-  v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
-  v.columnTiles = static_cast<uint32_t>(n / (c.swapAB ? c.blockM : c.blockN));
+  CudaTileVariant v =
+      gemmVariant(k.name + "_tile0", c,
+                  static_cast<uint64_t>(k.maxPrograms / perUnit * blockM));
   v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) +
              "x64 s" + std::to_string(c.stages) + " grouped" +
              (c.swapAB ? " swapped" : "") + (up ? " gathered swiglu" : "") +
              " f32-act";
-  v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
   // The weights' box: swapped, 64 weight rows (up: 8-row gate and up
   // boxes); else blockN rows (up: blockN / 2 of each).
   const uint32_t box = static_cast<uint32_t>(
@@ -520,10 +507,6 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
   auto isE4M3 = [&](Value v) {
     return isa<Float8E4M3FNType>(typeOf(v).getElementType());
   };
-  auto tableMap = [](unsigned binding, int64_t k, int64_t rows, int64_t experts,
-                     uint32_t boxRows) {
-    return weightTableMap(binding, true, k, rows, experts, boxRows);
-  };
   if (auto up = dyn_cast<kernel::MoEUpFP8Op>(k.representative)) {
     // Prefill's 64-row layout blocks: the quantized SwiGLU over e4m3 tokens
     // gathered by the producer's threads, gate and up [E, I, H] through
@@ -547,19 +530,13 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
     if (!hopper::checkGemmTileConfig(c).empty())
       return {};
     const int64_t perUnit = (f + up.getTileF() - 1) / up.getTileF();
-    CudaTileVariant v;
-    v.name = k.name + "_tile0";
-    v.maxRows = static_cast<uint64_t>(k.maxPrograms / perUnit * 64);
-    v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
-    v.dynamicSharedBytes =
-        static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
-    v.rowsPerTile = 64;
-    v.columnTiles = static_cast<uint32_t>(f / 128);
+    CudaTileVariant v =
+        gemmVariant(k.name + "_tile0", c,
+                    static_cast<uint64_t>(k.maxPrograms / perUnit * 64));
     v.config = "64x256x128 s" + std::to_string(c.stages) +
                " grouped gathered swiglu quantized e4m3";
-    v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
-    v.params.push_back(tableMap(4, h, f, experts, 128));
-    v.params.push_back(tableMap(5, h, f, experts, 128));
+    v.params.push_back(weightTableMap(4, true, h, f, experts, 128));
+    v.params.push_back(weightTableMap(5, true, h, f, experts, 128));
     // (gate and up maps, x, block_expert, sorted_token, x's scales (by
     // token), the scales' tables, e4m3 out, its scales, rows)
     const unsigned result = up->getNumOperands();
@@ -604,24 +581,17 @@ std::vector<CudaTileVariant> moeFP8TileVariants(const KernelRecord &k,
   c.blockM = c.swapAB ? 64 : blockM;
   c.blockN = c.swapAB ? blockM : h % 128 == 0 ? 128 : 64;
   c.blockK = 128;
-  if (!withMostStages(c))
+  if (!hopper::fitStages(c))
     return {};
   const int64_t perUnit = (h + down.getTileD() - 1) / down.getTileD();
   const uint64_t rows = static_cast<uint64_t>(k.maxPrograms / perUnit * blockM);
-  CudaTileVariant v;
-  v.name = k.name + "_tile0";
-  v.maxRows = rows;
-  v.threads = static_cast<uint32_t>(hopper::gemmThreads(c));
-  v.dynamicSharedBytes =
-      static_cast<uint32_t>(hopper::gemmDynamicSharedBytes(c));
-  v.rowsPerTile = static_cast<uint32_t>(c.swapAB ? c.blockN : c.blockM);
-  v.columnTiles = static_cast<uint32_t>(h / (c.swapAB ? c.blockM : c.blockN));
+  CudaTileVariant v = gemmVariant(k.name + "_tile0", c, rows);
   v.config = std::to_string(c.blockM) + "x" + std::to_string(c.blockN) +
              "x128 s" + std::to_string(c.stages) + " grouped" +
              (c.swapAB ? " swapped" : "") + " e4m3";
-  v.requiredRegisters = hopper::rebalancesRegisters(c) ? 168 : 0;
-  CudaTileParam weights = tableMap(
-      4, i, h, experts, static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN));
+  CudaTileParam weights =
+      weightTableMap(4, true, i, h, experts,
+                     static_cast<uint32_t>(c.swapAB ? c.blockM : c.blockN));
   CudaTileParam act;
   act.kind = CudaTileParam::TensorMap;
   act.binding = 0;
@@ -778,8 +748,8 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
       ("#nvvm.target<O = 3, chip = \"" + chip + "\", features = \"+ptx80\">")
           .str();
   Attribute target = parseAttribute(targetText, &ctx);
-  auto gpuModule = gpu::GPUModuleOp::create(
-      b, unknown, ("kiln_" + chip).str(), b.getArrayAttr({target}));
+  auto gpuModule = gpu::GPUModuleOp::create(b, unknown, ("kiln_" + chip).str(),
+                                            b.getArrayAttr({target}));
   b.setInsertionPointToStart(gpuModule.getBody());
   auto ptr = LLVM::LLVMPointerType::get(&ctx);
   auto i64 = b.getI64Type();
@@ -788,8 +758,8 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
     Location loc = NameLoc::get(b.getStringAttr(k.name), op->getLoc());
     SmallVector<Type> params(k.numBuffers, ptr);
     params.append(k.numScalars + 2, i64); // scalars, begin, end
-    auto fn = gpu::GPUFuncOp::create(b, loc, k.name,
-                                     b.getFunctionType(params, {}));
+    auto fn =
+        gpu::GPUFuncOp::create(b, loc, k.name, b.getFunctionType(params, {}));
     fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     Block &entry = fn.getBody().front();
     OpBuilder fb = OpBuilder::atBlockBegin(&entry);
@@ -809,8 +779,8 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
         fb, loc, arith::MulIOp::create(fb, loc, bid, bdim), tid);
     Value pid = arith::AddIOp::create(
         fb, loc, begin, arith::IndexCastOp::create(fb, loc, i64, lin));
-    Value inGrid = arith::CmpIOp::create(fb, loc, arith::CmpIPredicate::slt,
-                                         pid, end);
+    Value inGrid =
+        arith::CmpIOp::create(fb, loc, arith::CmpIPredicate::slt, pid, end);
     auto ifOp = scf::IfOp::create(fb, loc, inGrid, /*withElseRegion=*/false);
     {
       OpBuilder::InsertionGuard g(fb);
@@ -822,7 +792,8 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
     gpu::ReturnOp::create(fb, loc);
     CudaEntry e;
     e.name = k.name;
-    e.blockX = static_cast<unsigned>(kernels::chooseGpuBlockSize(k.maxPrograms));
+    e.blockX =
+        static_cast<unsigned>(kernels::chooseGpuBlockSize(k.maxPrograms));
     if (chip == "sm_90a") {
       e.tiles = gemmTileVariants(k, e.programsPerRow, tilePtx);
       if (e.tiles.empty())
@@ -841,7 +812,8 @@ OwningOpRef<ModuleOp> buildGpuProgramModule(MLIRContext &ctx,
 // Parses ptxas -v output into per-entry resources.
 void parsePtxasReport(StringRef log, std::vector<CudaEntry> &entries) {
   llvm::Regex fnRe("Compiling entry function '([A-Za-z0-9_$.]+)'");
-  llvm::Regex spillRe("([0-9]+) bytes spill stores, ([0-9]+) bytes spill loads");
+  llvm::Regex spillRe(
+      "([0-9]+) bytes spill stores, ([0-9]+) bytes spill loads");
   llvm::Regex regRe("Used ([0-9]+) registers");
   llvm::Regex smemRe("([0-9]+) bytes smem");
   llvm::Regex cmemRe("([0-9]+) bytes cmem\\[0\\]");
@@ -894,13 +866,12 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
   if (failed(dumper.dump(("gpu-programs-" + chip).str(), *module)))
     return failure();
   if (failed(runCodegenPipeline(*module, "gpu.module(convert-scf-to-cf,"
-                                  "convert-gpu-to-nvvm,"
-                                  "reconcile-unrealized-casts)")))
+                                         "convert-gpu-to-nvvm,"
+                                         "reconcile-unrealized-casts)")))
     return failure();
   if (failed(dumper.dump(("gpu-nvvm-" + chip).str(), *module)))
     return failure();
-  if (failed(runCodegenPipeline(*module,
-                         "gpu-module-to-binary{format=isa}")))
+  if (failed(runCodegenPipeline(*module, "gpu-module-to-binary{format=isa}")))
     return failure();
   for (auto bin : module->getOps<gpu::BinaryOp>())
     for (Attribute a : bin.getObjects())
@@ -940,13 +911,13 @@ FailureOr<CudaExecutable> buildCudaExecutable(MLIRContext &ctx,
     os << exe.ptx;
   }
   std::string archFlag = ("-arch=" + chip).str();
-  SmallVector<StringRef> args{ptxas,   archFlag, "-O3", "-v",
+  SmallVector<StringRef> args{ptxas,   archFlag, "-O3",    "-v",
                               ptxPath, "-o",     cubinPath};
   std::optional<StringRef> redirects[] = {std::nullopt, logPath.str(),
                                           logPath.str()};
   std::string execErr;
-  int rc = llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, redirects, 0,
-                                     0, &execErr);
+  int rc = llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, redirects, 0, 0,
+                                     &execErr);
   auto log = llvm::MemoryBuffer::getFile(logPath);
   exe.ptxasLog = log ? (*log)->getBuffer().str() : "";
   if (rc != 0) {

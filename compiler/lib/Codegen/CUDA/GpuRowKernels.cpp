@@ -62,6 +62,41 @@ void quantizeChunk(std::ostringstream &o, int64_t cols) {
     << "  @%p3 st.global.f32 [%rd15], %f21;\n";
 }
 
+// The persistent loop over rows shared by the row kernels: %r1 the thread,
+// block %r2 takes rows %r2, %r2 + %r3 (the grid), ... below %r5 (from the
+// u64 rows parameter already in `rowsReg`). beginRows sets them up (the
+// kernel's per-block set-up follows), rowHead opens a row's work and
+// endRows closes it, and the entry.
+void beginRows(std::ostringstream &o, const char *rowsReg) {
+  o << "  cvt.u32.u64 %r5, " << rowsReg << ";\n"
+    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
+    << "  mov.u32 %r3, %nctaid.x;\n";
+}
+void rowHead(std::ostringstream &o, const std::string &name) {
+  o << name << "_row:\n"
+    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << name << "_end;\n";
+}
+void endRows(std::ostringstream &o, const std::string &name) {
+  o << "  add.u32 %r2, %r2, %r3;\n  bra " << name << "_row;\n"
+    << name << "_end:\n  ret;\n}\n\n";
+}
+
+// A loop `loop` over the thread's 16-byte chunks of a row of `cols` floats:
+// %r9 = 4 %r1, then + 4 kRowThreads, below cols.
+void beginChunks(std::ostringstream &o, const std::string &name,
+                 const char *loop, int64_t cols) {
+  o << "  shl.b32 %r9, %r1, 2;\n"
+    << name << "_" << loop << ":\n"
+    << "  setp.ge.u32 %p2, %r9, " << cols << ";\n  @%p2 bra " << name << "_"
+    << loop << "_done;\n";
+}
+void endChunks(std::ostringstream &o, const std::string &name,
+               const char *loop) {
+  o << "  add.u32 %r9, %r9, " << 4 * kRowThreads << ";\n  bra " << name << "_"
+    << loop << ";\n"
+    << name << "_" << loop << "_done:\n";
+}
+
 } // namespace
 
 std::string checkRmsNormConfig(const RmsNormConfig &c) {
@@ -77,10 +112,8 @@ std::string checkRmsNormConfig(const RmsNormConfig &c) {
 }
 
 std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
-  const int64_t step = 4 * kRowThreads; // elements per pass of the block
   const int64_t warps = kRowThreads / 32;
   std::ostringstream o;
-  auto L = [&](const char *label) { return name + "_" + label; };
   o << "// " << name << ": RMSNorm of f32 rows of " << c.cols << ", "
     << (c.bf16Weight ? "bf16" : "f32") << " weight, a block of " << kRowThreads
     << " threads per row\n"
@@ -101,29 +134,23 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
     << "  ld.param.u64 %rd4, [" << name << "_rows];\n"
     << (c.quantize ? "  ld.param.u64 %rd12, [" + name + "_q];\n" +
                          "  ld.param.u64 %rd13, [" + name + "_scale];\n"
-                   : std::string())
-    << "  cvt.u32.u64 %r5, %rd4;\n"
-    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
-    << "  mov.u32 %r3, %nctaid.x;\n"
-    << "  and.b32 %r6, %r1, 31;\n  shr.u32 %r7, %r1, 5;\n"
+                   : std::string());
+  beginRows(o, "%rd4");
+  o << "  and.b32 %r6, %r1, 31;\n  shr.u32 %r7, %r1, 5;\n"
     << "  mov.u32 %r8, " << name << "_part;\n"
     << "  shl.b32 %r10, %r7, 2;\n  add.u32 %r10, %r8, %r10;\n"
-    << "  setp.eq.u32 %p3, %r6, 0;\n"
-    << L("row") << ":\n"
-    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << L("end") << ";\n"
-    << "  mul.wide.u32 %rd5, %r2, " << 4 * c.cols << ";\n"
+    << "  setp.eq.u32 %p3, %r6, 0;\n";
+  rowHead(o, name);
+  o << "  mul.wide.u32 %rd5, %r2, " << 4 * c.cols << ";\n"
     << "  add.s64 %rd6, %rd1, %rd5;\n  add.s64 %rd7, %rd3, %rd5;\n"
-    << "  mov.f32 %f1, 0f00000000;\n  shl.b32 %r9, %r1, 2;\n"
-    // Sum of squares of the thread's chunks.
-    << L("sq") << ":\n"
-    << "  setp.ge.u32 %p2, %r9, " << c.cols << ";\n  @%p2 bra " << L("sq_done")
-    << ";\n"
-    << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
+    << "  mov.f32 %f1, 0f00000000;\n";
+  // Sum of squares of the thread's chunks.
+  beginChunks(o, name, "sq", c.cols);
+  o << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
     << "  ld.global.v4.f32 {%f2, %f3, %f4, %f5}, [%rd9];\n"
     << "  fma.rn.f32 %f1, %f2, %f2, %f1;\n  fma.rn.f32 %f1, %f3, %f3, %f1;\n"
-    << "  fma.rn.f32 %f1, %f4, %f4, %f1;\n  fma.rn.f32 %f1, %f5, %f5, %f1;\n"
-    << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("sq") << ";\n"
-    << L("sq_done") << ":\n";
+    << "  fma.rn.f32 %f1, %f4, %f4, %f1;\n  fma.rn.f32 %f1, %f5, %f5, %f1;\n";
+  endChunks(o, name, "sq");
   for (int sh : {16, 8, 4, 2, 1})
     o << "  shfl.sync.bfly.b32 %f6, %f1, " << sh << ", 31, -1;\n"
       << "  add.f32 %f1, %f1, %f6;\n";
@@ -137,12 +164,9 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
     // 1 / sqrt(sum / cols + eps), each step correctly rounded.
     << "  div.rn.f32 %f16, %f15, " << f32Hex(static_cast<float>(c.cols))
     << ";\n  add.rn.f32 %f16, %f16, " << f32Hex(c.eps) << ";\n"
-    << "  sqrt.rn.f32 %f16, %f16;\n  rcp.rn.f32 %f16, %f16;\n"
-    << "  shl.b32 %r9, %r1, 2;\n"
-    << L("wr") << ":\n"
-    << "  setp.ge.u32 %p2, %r9, " << c.cols << ";\n  @%p2 bra " << L("wr_done")
-    << ";\n"
-    << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
+    << "  sqrt.rn.f32 %f16, %f16;\n  rcp.rn.f32 %f16, %f16;\n";
+  beginChunks(o, name, "wr", c.cols);
+  o << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
     << "  add.s64 %rd10, %rd7, %rd8;\n"
     << "  ld.global.v4.f32 {%f2, %f3, %f4, %f5}, [%rd9];\n";
   if (c.bf16Weight)
@@ -162,10 +186,8 @@ std::string emitRmsNormRowPtx(const RmsNormConfig &c, const std::string &name) {
   o << "  st.global.v4.f32 [%rd10], {%f2, %f3, %f4, %f5};\n";
   if (c.quantize)
     quantizeChunk(o, c.cols);
-  o << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("wr") << ";\n"
-    << L("wr_done") << ":\n"
-    << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
-    << L("end") << ":\n  ret;\n}\n\n";
+  endChunks(o, name, "wr");
+  endRows(o, name);
   return o.str();
 }
 
@@ -185,9 +207,7 @@ std::string checkMoECombineConfig(const MoECombineConfig &c) {
 
 std::string emitMoECombineRowPtx(const MoECombineConfig &c,
                                  const std::string &name) {
-  const int64_t step = 4 * kRowThreads;
   std::ostringstream o;
-  auto L = [&](const char *label) { return name + "_" + label; };
   o << "// " << name << ": MoE combine of " << c.slots << " slots (" << c.topK
     << " weighted), " << c.addends << " addend(s), f32 rows of " << c.cols
     << ", a block of " << kRowThreads << " threads per token\n"
@@ -209,15 +229,11 @@ std::string emitMoECombineRowPtx(const MoECombineConfig &c,
     o << "  ld.param.u64 %rd" << 10 + a << ", [" << name << "_add" << a
       << "];\n";
   o << "  ld.param.u64 %rd4, [" << name << "_out];\n"
-    << "  ld.param.u64 %rd5, [" << name << "_tokens];\n"
-    << "  cvt.u32.u64 %r5, %rd5;\n"
-    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
-    << "  mov.u32 %r3, %nctaid.x;\n"
-    << L("token") << ":\n"
-    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << L("end")
-    << ";\n"
-    // The token's slots (as byte offsets of their rows) and weights.
-    << "  mul.wide.u32 %rd6, %r2, " << 4 * c.slots << ";\n"
+    << "  ld.param.u64 %rd5, [" << name << "_tokens];\n";
+  beginRows(o, "%rd5");
+  rowHead(o, name);
+  // The token's slots (as byte offsets of their rows) and weights.
+  o << "  mul.wide.u32 %rd6, %r2, " << 4 * c.slots << ";\n"
     << "  add.s64 %rd6, %rd2, %rd6;\n"
     << "  mul.wide.u32 %rd7, %r2, " << 4 * c.topK << ";\n"
     << "  add.s64 %rd7, %rd3, %rd7;\n";
@@ -228,12 +244,9 @@ std::string emitMoECombineRowPtx(const MoECombineConfig &c,
   for (int64_t k = 0; k < c.topK; ++k)
     o << "  ld.global.nc.f32 %w" << k << ", [%rd7+" << 4 * k << "];\n";
   // The token's row of the addends and of out (%rd8: byte offset).
-  o << "  mul.wide.u32 %rd8, %r2, " << 4 * c.cols << ";\n"
-    << "  shl.b32 %r9, %r1, 2;\n"
-    << L("chunk") << ":\n"
-    << "  setp.ge.u32 %p2, %r9, " << c.cols << ";\n  @%p2 bra " << L("next")
-    << ";\n"
-    << "  mul.wide.u32 %rd9, %r9, 4;\n"
+  o << "  mul.wide.u32 %rd8, %r2, " << 4 * c.cols << ";\n";
+  beginChunks(o, name, "chunk", c.cols);
+  o << "  mul.wide.u32 %rd9, %r9, 4;\n"
     << "  mov.f32 %f0, 0f00000000;\n  mov.f32 %f1, 0f00000000;\n"
     << "  mov.f32 %f2, 0f00000000;\n  mov.f32 %f3, 0f00000000;\n";
   for (int64_t k = 0; k < c.slots; ++k) {
@@ -254,11 +267,9 @@ std::string emitMoECombineRowPtx(const MoECombineConfig &c,
       o << "  add.rn.f32 %f" << e << ", %f" << e << ", %f" << 4 + e << ";\n";
   }
   o << "  add.s64 %rd20, %rd4, %rd8;\n  add.s64 %rd20, %rd20, %rd9;\n"
-    << "  st.global.v4.f32 [%rd20], {%f0, %f1, %f2, %f3};\n"
-    << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("chunk") << ";\n"
-    << L("next") << ":\n"
-    << "  add.u32 %r2, %r2, %r3;\n  bra " << L("token") << ";\n"
-    << L("end") << ":\n  ret;\n}\n\n";
+    << "  st.global.v4.f32 [%rd20], {%f0, %f1, %f2, %f3};\n";
+  endChunks(o, name, "chunk");
+  endRows(o, name);
   return o.str();
 }
 
@@ -270,9 +281,7 @@ std::string checkQuantizeRowConfig(int64_t cols) {
 }
 
 std::string emitQuantizeRowPtx(int64_t cols, const std::string &name) {
-  const int64_t step = 4 * kRowThreads;
   std::ostringstream o;
-  auto L = [&](const char *label) { return name + "_" + label; };
   o << "// " << name << ": e4m3 per 1 x 128 of f32 rows of " << cols
     << ", a block of " << kRowThreads << " threads per row\n"
     << ".visible .entry " << name << "(\n  .param .u64 " << name
@@ -284,25 +293,18 @@ std::string emitQuantizeRowPtx(int64_t cols, const std::string &name) {
     << "  ld.param.u64 %rd1, [" << name << "_x];\n"
     << "  ld.param.u64 %rd12, [" << name << "_q];\n"
     << "  ld.param.u64 %rd13, [" << name << "_scale];\n"
-    << "  ld.param.u64 %rd4, [" << name << "_rows];\n"
-    << "  cvt.u32.u64 %r5, %rd4;\n"
-    << "  mov.u32 %r1, %tid.x;\n  mov.u32 %r2, %ctaid.x;\n"
-    << "  mov.u32 %r3, %nctaid.x;\n  and.b32 %r6, %r1, 31;\n"
-    << "  setp.eq.u32 %p3, %r6, 0;\n"
-    << L("row") << ":\n"
-    << "  setp.ge.u32 %p1, %r2, %r5;\n  @%p1 bra " << L("end") << ";\n"
-    << "  mul.wide.u32 %rd5, %r2, " << 4 * cols << ";\n"
-    << "  add.s64 %rd6, %rd1, %rd5;\n  shl.b32 %r9, %r1, 2;\n"
-    << L("chunk") << ":\n"
-    << "  setp.ge.u32 %p2, %r9, " << cols << ";\n  @%p2 bra " << L("next")
-    << ";\n"
-    << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
+    << "  ld.param.u64 %rd4, [" << name << "_rows];\n";
+  beginRows(o, "%rd4");
+  o << "  and.b32 %r6, %r1, 31;\n  setp.eq.u32 %p3, %r6, 0;\n";
+  rowHead(o, name);
+  o << "  mul.wide.u32 %rd5, %r2, " << 4 * cols << ";\n"
+    << "  add.s64 %rd6, %rd1, %rd5;\n";
+  beginChunks(o, name, "chunk", cols);
+  o << "  mul.wide.u32 %rd8, %r9, 4;\n  add.s64 %rd9, %rd6, %rd8;\n"
     << "  ld.global.v4.f32 {%f2, %f3, %f4, %f5}, [%rd9];\n";
   quantizeChunk(o, cols);
-  o << "  add.u32 %r9, %r9, " << step << ";\n  bra " << L("chunk") << ";\n"
-    << L("next") << ":\n"
-    << "  add.u32 %r2, %r2, %r3;\n  bra " << L("row") << ";\n"
-    << L("end") << ":\n  ret;\n}\n\n";
+  endChunks(o, name, "chunk");
+  endRows(o, name);
   return o.str();
 }
 

@@ -179,7 +179,14 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
       break;
     }
   }
+  fitStages(c);
+  return c;
+}
+
+bool fitStages(GemmTileConfig &c) {
   c.stages = 2;
+  if (!checkGemmTileConfig(c).empty())
+    return false;
   while (c.stages < 8) {
     GemmTileConfig more = c;
     ++more.stages;
@@ -187,7 +194,7 @@ GemmTileConfig chooseGemmTile(int64_t m, int64_t n, int64_t k, bool fp8,
       break;
     c = more;
   }
-  return c;
+  return true;
 }
 
 GemmTileConfig chooseQuantizedSwiGLUTile(int64_t n, int64_t k) {
@@ -199,8 +206,7 @@ GemmTileConfig chooseQuantizedSwiGLUTile(int64_t n, int64_t k) {
   c.blockM = 64;
   c.blockN = 256;
   c.blockK = 128;
-  for (c.stages = 8; c.stages > 2 && !checkGemmTileConfig(c).empty();)
-    --c.stages;
+  fitStages(c);
   return c;
 }
 
@@ -283,13 +289,17 @@ std::string emitGemmEntryPtx(const GemmTileConfig &c, const std::string &name) {
     << "  .reg .f32 %ev<2>;\n  .reg .f32 %er<2>;\n  .reg .f32 %et;\n"
     << "  .reg .b32 %eb;\n"
     << (quant ? "  .reg .b16 %hq;\n" : "")
-    << (f32Act ? "  .reg .b32 %cu<" + std::to_string(4 * convertIterations(c)) +
-                     ">;\n  .reg .f32 %cv<" +
-                     std::to_string(8 * convertIterations(c)) +
-                     ">;\n  .reg .f32 %cw<" +
-                     std::to_string(8 * convertIterations(c)) +
-                     ">;\n  .reg .b32 %cb<4>;\n"
-               : std::string())
+    // The producer's activation registers: gathered e4m3 chunks (%cu), or
+    // two sets of f32 ones (%cv, %cw) and their bf16 pairs (%cb).
+    << (f32Act && c.fp8 ? "  .reg .b32 %cu<" +
+                              std::to_string(4 * convertIterations(c)) + ">;\n"
+                        : std::string())
+    << (f32Act && !c.fp8
+            ? "  .reg .f32 %cv<" + std::to_string(8 * convertIterations(c)) +
+                  ">;\n  .reg .f32 %cw<" +
+                  std::to_string(8 * convertIterations(c)) +
+                  ">;\n  .reg .b32 %cb<4>;\n"
+            : std::string())
     << (c.fp8 ? "  .reg .f32 %fin<" + std::to_string(acc) +
                     ">;\n  .reg .f32 %sc<4>;\n  .reg .f32 %sct<" +
                     std::to_string(c.blockN / 4) + ">;\n  .reg .b32 %tok<" +
